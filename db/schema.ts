@@ -1,0 +1,105 @@
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+
+/**
+ * Table types for Kysely. Booleans are stored as 0/1 integers and timestamps as ISO-8601 UTC
+ * strings on both SQLite and PostgreSQL, so one code path serves both dialects.
+ */
+
+export type Role = 'admin' | 'patient' | 'practitioner';
+export type Flag = 0 | 1;
+
+export interface UsersTable {
+  id: string;
+  email: string;
+  role: Role;
+  fhir_resource_id: string | null;
+  access_code_hash: string | null;
+  access_code_expires_at: string | null;
+  access_code_attempts: Generated<number>;
+  is_registered: Flag;
+  password_hash: string | null;
+  created_by_admin: Flag;
+  is_active: Generated<Flag>;
+  token_version: Generated<number>;
+  profile: Generated<string>;
+  created_at: string;
+  updated_at: string;
+  registered_at: string | null;
+  last_login_at: string | null;
+}
+
+export type AuditOutcome = 'success' | 'denied' | 'failed';
+
+export interface AuditLogTable {
+  id: string;
+  occurred_at: string;
+  actor_user_id: string | null;
+  actor_role: string | null;
+  action: string;
+  outcome: AuditOutcome;
+  target_user_id: string | null;
+  target_fhir_type: string | null;
+  target_fhir_id: string | null;
+  request_id: string | null;
+  client_ip: string | null;
+  detail: ColumnType<string | null, string | null | undefined, never>;
+}
+
+export type OutboxKind = 'email' | 'fhir_audit_event';
+export type OutboxStatus = 'pending' | 'sending' | 'sent' | 'failed';
+
+/** Work that must happen after a commit and must not be lost: mail, AuditEvent mirroring. */
+export interface OutboxTable {
+  id: string;
+  kind: OutboxKind;
+  /** JSON; secret fields inside are sealed (AES-256-GCM with a key outside the database). */
+  payload: string;
+  status: Generated<OutboxStatus>;
+  attempts: Generated<number>;
+  next_attempt_at: string;
+  /** A worker's lease: another worker may take the row over once it passes. */
+  locked_until: string | null;
+  /** Short, secret-free reason of the last failure. */
+  last_error: string | null;
+  created_at: string;
+  sent_at: string | null;
+}
+
+export interface IdempotencyKeysTable {
+  actor_user_id: string;
+  key: string;
+  route: string;
+  request_hash: string;
+  state: 'in_progress' | 'done';
+  response_status: number | null;
+  response_body: string | null;
+  response_headers: string | null;
+  created_at: string;
+  expires_at: string;
+}
+
+export interface FhirOrphansTable {
+  id: string;
+  fhir_type: string;
+  fhir_id: string;
+  reason: string;
+  request_id: string | null;
+  created_at: string;
+  resolved_at: string | null;
+}
+
+export interface Database {
+  users: UsersTable;
+  audit_log: AuditLogTable;
+  outbox: OutboxTable;
+  idempotency_keys: IdempotencyKeysTable;
+  fhir_orphans: FhirOrphansTable;
+}
+
+export type UserRow = Selectable<UsersTable>;
+export type NewUser = Insertable<UsersTable>;
+export type UserUpdate = Updateable<UsersTable>;
+export type AuditRow = Selectable<AuditLogTable>;
+export type NewAuditEntry = Insertable<AuditLogTable>;
+export type OutboxRow = Selectable<OutboxTable>;
+export type NewOutboxRow = Insertable<OutboxTable>;

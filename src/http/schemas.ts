@@ -1,0 +1,56 @@
+import { z } from '@hono/zod-openapi';
+import { ERROR_CATALOG } from '../errors.js';
+
+/** Schemas shared by several controllers; they validate requests and describe /openapi.json. */
+
+export const EmailSchema = z
+  .string()
+  .trim()
+  .max(254)
+  // one plain address: no display names, CR/LF or lists that could add recipients or headers to a mail
+  .pipe(z.email({ message: 'must be a single email address' }))
+  .openapi({ example: 'ann@example.com', format: 'email' });
+
+export const UserSchema = z
+  .object({
+    id: z.string().openapi({ example: '019a6b3e-6c1f-7b52-9d8e-2f4a1c3b5d7e' }),
+    email: z.string().openapi({ example: 'ann@example.com' }),
+    role: z.enum(['admin', 'patient', 'practitioner']),
+    fhir_id: z.string().nullable().openapi({ example: 'f3c1a9e2-4b7d-4c11-9a55-0c2d6e8f1a23' }),
+    is_registered: z.boolean(),
+    profile: z.record(z.string(), z.string()),
+  })
+  .openapi('User');
+
+export const ProblemSchema = z
+  .object({
+    type: z.string().openapi({ example: 'about:blank' }),
+    title: z.string(),
+    status: z.number().int(),
+    code: z.enum(Object.keys(ERROR_CATALOG) as [string, ...string[]]),
+    detail: z.string(),
+    errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+  })
+  .openapi('Problem');
+
+const problem = (description: string) => ({
+  description,
+  content: { 'application/problem+json': { schema: ProblemSchema } },
+});
+
+/** Standard error responses, for route definitions. */
+export const errorResponses = {
+  400: problem('Invalid input (`validation_failed`, `invalid_json`)'),
+  401: problem('Missing, invalid, expired or revoked bearer token (`unauthenticated`)'),
+  403: problem('The role does not allow this (`forbidden`)'),
+  404: problem('Not found (`not_found`)'),
+  409: problem('Conflict (`conflict`)'),
+  413: problem('Body too large (`payload_too_large`)'),
+  415: problem('Body is not JSON (`unsupported_media_type`)'),
+  429: problem('Too many attempts; honour Retry-After (`rate_limited`)'),
+  500: problem('Unexpected error (`internal_error`)'),
+  502: problem('The FHIR server is down or failing (`upstream_unavailable`, `upstream_error`)'),
+  504: problem('The FHIR server did not answer in time (`upstream_timeout`)'),
+} as const;
+
+export const bearerSecurity = [{ bearerAuth: [] }];

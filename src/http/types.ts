@@ -1,0 +1,44 @@
+import type { Kysely } from 'kysely';
+import type { Dialect } from '../../db/connection.js';
+import type { Database, Role } from '../../db/schema.js';
+import type { PasswordHasher } from '../auth/passwords.js';
+import type { AccessTokenClaims, SigningKey } from '../auth/tokens.js';
+import type { Clock } from '../clock.js';
+import type { Config } from '../config.js';
+import type { FhirService } from '../fhir/fhirService.js';
+import type { Logger } from '../logger.js';
+
+/** Everything a request handler may use, built once by main.ts (or by a test) and passed to createApp. */
+export interface AppDeps {
+  readonly config: Config;
+  readonly db: Kysely<Database>;
+  readonly dialect: Dialect;
+  readonly fhir: FhirService;
+  readonly passwords: PasswordHasher;
+  readonly signingKey: SigningKey;
+  readonly clock: Clock;
+  readonly logger: Logger;
+}
+
+/** The verified caller, set by `authenticate`. */
+export interface Caller {
+  readonly userId: string;
+  readonly role: Role;
+  readonly fhirId: string | null;
+  readonly claims: AccessTokenClaims;
+}
+
+/** Who made a request, for audit entries and rate limits. */
+export interface RequestContext {
+  readonly requestId: string;
+  readonly clientIp: string | null;
+}
+
+export interface AppEnv {
+  Variables: {
+    deps: AppDeps;
+    requestId: string;
+    clientIp: string | null;
+    caller: Caller;
+  };
+}

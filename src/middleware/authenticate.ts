@@ -1,0 +1,42 @@
+import type { MiddlewareHandler } from 'hono';
+import { verifyAccessToken } from '../auth/tokens.js';
+import { AppError } from '../errors.js';
+import type { AppEnv } from '../http/types.js';
+import { findUserById } from '../users/userRepository.js';
+
+const BEARER = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/;
+
+/** RFC 6750 challenge; the same for every failure so it does not tell an attacker why. */
+export const BEARER_CHALLENGE = 'Bearer realm="fhir-facade", error="invalid_token"';
+
+function unauthenticated(): AppError {
+  return new AppError('unauthenticated', { headers: { 'WWW-Authenticate': BEARER_CHALLENGE } });
+}
+
+/**
+ * Requires a valid access token in the Authorization header (never a query parameter: URLs
+ * end up in logs and browser history). Besides the signature and claims, the user must still
+ * exist, be registered and active, and have the token's token_version — so deactivating an
+ * account or resetting its password refuses every older token on its very next request.
+ */
+export function authenticate(): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const match = BEARER.exec(c.req.header('authorization') ?? '');
+    if (!match?.[1]) throw unauthenticated();
+    const deps = c.var.deps;
+    const settings = {
+      issuer: deps.config.jwt.issuer,
+      audience: deps.config.jwt.audience,
+      ttlSeconds: deps.config.jwt.accessTokenTtlSeconds,
+    };
+    const claims = await verifyAccessToken(deps.signingKey, settings, match[1], deps.clock.now());
+    if (!claims) throw unauthenticated();
+    const user = await findUserById(deps.db, claims.sub);
+    if (user?.is_active !== 1 || user.is_registered !== 1 || user.token_version !== claims.ver) {
+      throw unauthenticated();
+    }
+    if (user.role !== claims.role) throw unauthenticated();
+    c.set('caller', { userId: user.id, role: user.role, fhirId: user.fhir_resource_id, claims });
+    await next();
+  };
+}

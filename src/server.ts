@@ -1,0 +1,135 @@
+import fs from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
+import { migrateToLatest, openDatabase } from '../db/connection.js';
+import { createApp } from './app.js';
+import { createPasswordHasher } from './auth/passwords.js';
+import { loadSigningKey } from './auth/tokens.js';
+import { type Clock, systemClock } from './clock.js';
+import type { Config } from './config.js';
+import { startEmbeddedFhirServer } from './fhir/embedded/server.js';
+import { createFhirService } from './fhir/fhirService.js';
+import type { AppDeps } from './http/types.js';
+import type { Logger } from './logger.js';
+import { ensureAdminAccount } from './users/adminAccounts.js';
+
+export interface Gateway {
+  /** Where the gateway listens, e.g. http://127.0.0.1:3000 */
+  readonly url: string;
+  readonly deps: AppDeps;
+  readonly embeddedFhirUrl: string | undefined;
+  /** Stops accepting, finishes in-flight requests (bounded), closes everything. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  readonly logger: Logger;
+  readonly clock?: Clock;
+}
+
+/** Resources opened so far, closed in reverse order if a later step fails or on shutdown. */
+type Closer = () => Promise<void>;
+
+async function closeAll(closers: Closer[], logger: Logger): Promise<void> {
+  for (const close of closers.reverse()) {
+    try {
+      await close();
+    } catch (error) {
+      logger.error({ err: error }, 'shutdown step failed');
+    }
+  }
+}
+
+/**
+ * Boots the gateway: database + migrations -> embedded FHIR server (when no FHIR_BASE_URL)
+ * -> keys, hasher -> first admin -> HTTP server. Used by main.ts and by tests.
+ */
+export async function startGateway(config: Config, options: StartOptions): Promise<Gateway> {
+  const { logger } = options;
+  const clock = options.clock ?? systemClock;
+  const closers: Closer[] = [];
+  try {
+    fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    const database = openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+    closers.push(() => database.close());
+    await migrateToLatest(database.db);
+
+    let embeddedFhirUrl: string | undefined;
+    if (!config.fhir.baseUrl) {
+      const embedded = await startEmbeddedFhirServer({
+        dataDir: config.dataDir,
+        host: '127.0.0.1',
+        port: config.fhir.embeddedPort,
+        log: (msg, extra) => logger.info({ component: 'embedded-fhir', ...extra }, msg),
+      });
+      closers.push(() => embedded.close());
+      embeddedFhirUrl = embedded.baseUrl;
+    }
+    const fhir = createFhirService({
+      baseUrl: config.fhir.baseUrl ?? (embeddedFhirUrl as string),
+      timeoutMs: config.fhir.timeoutMs,
+      auth: config.fhir.auth,
+    });
+    closers.push(() => fhir.close());
+
+    const passwords = await createPasswordHasher();
+    closers.push(() => passwords.close());
+    const signingKey = await loadSigningKey(config.jwt.privateKey, config.dataDir);
+
+    if (config.firstAdmin) {
+      const result = await ensureAdminAccount(
+        {
+          db: database.db,
+          clock,
+          passwords,
+          passwordMinLength: config.passwordMinLength,
+          appName: config.appName,
+        },
+        { ...config.firstAdmin, source: 'env' },
+      );
+      logger.info({ email: config.firstAdmin.email, result }, 'first admin account');
+    }
+
+    const deps: AppDeps = {
+      config,
+      db: database.db,
+      dialect: database.dialect,
+      fhir,
+      passwords,
+      signingKey,
+      clock,
+      logger,
+    };
+    const app = createApp(deps);
+    const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
+      const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
+      s.once('error', reject);
+    });
+    const address = server.address() as AddressInfo;
+    const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+
+    const stopHttp: Closer = async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      if ('closeIdleConnections' in server) server.closeIdleConnections();
+      const deadline = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownTimeoutMs).unref());
+      await Promise.race([closed, deadline]);
+      // requests still running after the grace period are cut off
+      if ('closeAllConnections' in server) server.closeAllConnections();
+    };
+    closers.push(stopHttp);
+
+    let closing: Promise<void> | undefined;
+    return {
+      url,
+      deps,
+      embeddedFhirUrl,
+      close: () => {
+        closing ??= closeAll(closers, logger);
+        return closing;
+      },
+    };
+  } catch (error) {
+    await closeAll(closers, logger);
+    throw error;
+  }
+}

@@ -1,0 +1,118 @@
+import { createHmac } from 'node:crypto';
+import { SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { updateUser } from '../../src/users/userRepository.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+
+const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+
+describe('access token verification', () => {
+  let gw: TestGateway;
+  let user: { id: string; email: string; password: string };
+  let valid: string;
+
+  beforeAll(async () => {
+    gw = await startTestGateway();
+    user = await gw.seedUser({ role: 'patient', fhirId: 'pat-tok' });
+    valid = await gw.login(user.email, user.password);
+  });
+  afterAll(() => gw.close());
+
+  const me = (token: string) => gw.call('/auth/me', { token });
+  const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString());
+  const sign = (claims: Record<string, unknown>) =>
+    new SignJWT(claims)
+      .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: gw.deps.signingKey.kid })
+      .sign(gw.deps.signingKey.privateKey);
+
+  it('accepts the token it issued', async () => {
+    expect((await me(valid)).status).toBe(200);
+  });
+
+  it('refuses alg none', async () => {
+    const header = b64({ alg: 'none', typ: 'at+jwt' });
+    for (const token of [`${header}.${valid.split('.')[1]}.`, `${header}.${valid.split('.')[1]}.x`]) {
+      const response = await me(token);
+      expect(response.status).toBe(401);
+      expect(response.headers.get('www-authenticate')).toMatch(/^Bearer /);
+    }
+  });
+
+  it('refuses an HS256 token signed with the public key', async () => {
+    const publicPem = gw.deps.signingKey.publicKey.export({ format: 'pem', type: 'spki' }).toString();
+    const header = b64({ alg: 'HS256', typ: 'at+jwt', kid: gw.deps.signingKey.kid });
+    const payload = valid.split('.')[1]!;
+    const signature = createHmac('sha256', publicPem).update(`${header}.${payload}`).digest('base64url');
+    expect((await me(`${header}.${payload}.${signature}`)).status).toBe(401);
+  });
+
+  it('refuses a token whose payload was changed', async () => {
+    const [header, , signature] = valid.split('.');
+    const forged = b64({ ...claimsOf(valid), role: 'admin' });
+    expect((await me(`${header}.${forged}.${signature}`)).status).toBe(401);
+  });
+
+  it('refuses expired tokens (beyond the 60 s skew) and tokens without exp', async () => {
+    const base = claimsOf(valid);
+    const now = Math.floor(Date.now() / 1000);
+    expect((await me(await sign({ ...base, iat: now - 1000, exp: now - 61 }))).status).toBe(401);
+    expect((await me(await sign({ ...base, iat: now - 1000, exp: now - 30 }))).status).toBe(200);
+    const { exp: _exp, ...noExp } = base;
+    expect((await me(await sign(noExp))).status).toBe(401);
+  });
+
+  it('refuses a wrong issuer, a wrong audience, and a token issued in the future', async () => {
+    const base = claimsOf(valid);
+    expect((await me(await sign({ ...base, iss: 'https://evil.example' }))).status).toBe(401);
+    expect((await me(await sign({ ...base, aud: 'another-api' }))).status).toBe(401);
+    const future = Math.floor(Date.now() / 1000) + 3600;
+    expect((await me(await sign({ ...base, iat: future, exp: future + 900 }))).status).toBe(401);
+  });
+
+  it('refuses a token with another typ', async () => {
+    const token = await new SignJWT(claimsOf(valid))
+      .setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: gw.deps.signingKey.kid })
+      .sign(gw.deps.signingKey.privateKey);
+    expect((await me(token)).status).toBe(401);
+  });
+
+  it('never reads a token from the query string', async () => {
+    expect((await gw.call(`/auth/me?access_token=${valid}`)).status).toBe(401);
+  });
+
+  it("refuses a deactivated user's token on the next request, and a token older than the token_version", async () => {
+    const other = await gw.seedUser({ role: 'practitioner' });
+    const token = await gw.login(other.email, other.password);
+    expect((await me(token)).status).toBe(200);
+    await updateUser(gw.deps.db, other.id, { is_active: 0 });
+    expect((await me(token)).status).toBe(401);
+    await updateUser(gw.deps.db, other.id, { is_active: 1, token_version: 1 });
+    expect((await me(token)).status).toBe(401);
+    expect((await me(await gw.login(other.email, other.password))).status).toBe(200);
+  });
+
+  it('serves the public key as JWKS without any private part', async () => {
+    const response = await gw.call('/.well-known/jwks.json');
+    const jwks = (await response.json()) as { keys: Record<string, unknown>[] };
+    expect(jwks.keys).toHaveLength(1);
+    expect(jwks.keys[0]).toMatchObject({
+      kty: 'EC',
+      crv: 'P-256',
+      alg: 'ES256',
+      use: 'sig',
+      kid: gw.deps.signingKey.kid,
+    });
+    expect(jwks.keys[0]).not.toHaveProperty('d');
+  });
+
+  it('keeps the signing key across a restart on the same DATA_DIR, so sessions survive', async () => {
+    const dataDir = gw.dataDir;
+    const second = await startTestGateway({ dataDir });
+    try {
+      expect(second.deps.signingKey.kid).toBe(gw.deps.signingKey.kid);
+      expect((await second.call('/auth/me', { token: valid })).status).toBe(200);
+    } finally {
+      await second.close();
+    }
+  });
+});

@@ -1,0 +1,90 @@
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../src/config.js';
+
+function errorFor(env: Record<string, string>): string {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as Error).message;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('config', () => {
+  it('starts from defaults: embedded FHIR, SQLite in ./data, loopback on 3000', () => {
+    const config = loadConfig({});
+    expect(config.port).toBe(3000);
+    expect(config.host).toBe('127.0.0.1');
+    expect(config.fhir.baseUrl).toBeUndefined();
+    expect(config.databaseUrl).toBeUndefined();
+    expect(config.dataDir).toMatch(/data$/);
+    expect(config.fhir.timeoutMs).toBe(10_000);
+    expect(config.fhir.auth).toEqual({ kind: 'none' });
+    expect(config.jwt.accessTokenTtlSeconds).toBe(900);
+    expect(config.publicBaseUrl).toBe('http://localhost:3000');
+    expect(config.jwt.issuer).toBe('http://localhost:3000');
+    expect(config.firstAdmin).toBeUndefined();
+    expect(config.corsOrigins).toEqual([]);
+    expect(config.trustProxy).toBe(false);
+    expect(Object.isFrozen(config) && Object.isFrozen(config.jwt)).toBe(true);
+  });
+
+  it.each([
+    [{ PORT: 'abc' }, 'PORT'],
+    [{ PORT: '70000' }, 'PORT'],
+    [{ PUBLIC_BASE_URL: 'ftp://x' }, 'PUBLIC_BASE_URL'],
+    [{ DATABASE_URL: 'mysql://x' }, 'DATABASE_URL'],
+    [{ FHIR_BASE_URL: 'not a url' }, 'FHIR_BASE_URL'],
+    [{ FHIR_BASE_URL: 'http://user:pw@fhir.example' }, 'FHIR_BASE_URL'],
+    [{ FHIR_AUTH: 'basic' }, 'FHIR_AUTH'],
+    [{ FHIR_AUTH: 'bearer' }, 'FHIR_TOKEN'],
+    [{ FHIR_AUTH: 'client_credentials' }, 'FHIR_TOKEN_URL'],
+    [{ FHIR_AUTH: 'client_credentials', FHIR_TOKEN_URL: 'https://auth.example/token' }, 'FHIR_CLIENT_ID'],
+    [
+      { FHIR_AUTH: 'client_credentials', FHIR_TOKEN_URL: 'https://auth.example/token', FHIR_CLIENT_ID: 'gw' },
+      'FHIR_CLIENT_SECRET',
+    ],
+    [{ FHIR_TIMEOUT_MS: '5' }, 'FHIR_TIMEOUT_MS'],
+    [{ SMTP_URL: 'http://mail' }, 'SMTP_URL'],
+    [{ MAIL_FROM: 'a@b\r\nBcc: x@y' }, 'MAIL_FROM'],
+    [{ ADMIN_EMAIL: 'not-an-email', ADMIN_PASSWORD: 'x' }, 'ADMIN_EMAIL'],
+    [{ ADMIN_EMAIL: 'admin@example.com' }, 'ADMIN_PASSWORD'],
+    [{ ADMIN_PASSWORD: 'something long enough' }, 'ADMIN_EMAIL'],
+    [{ ACCESS_TOKEN_TTL: '10y' }, 'ACCESS_TOKEN_TTL'],
+    [{ ACCESS_TOKEN_TTL: '5' }, 'ACCESS_TOKEN_TTL'],
+    [{ CORS_ORIGINS: '*' }, 'CORS_ORIGINS'],
+    [{ CORS_ORIGINS: 'https://app.example.com/path' }, 'CORS_ORIGINS'],
+    [{ TRUST_PROXY: 'maybe' }, 'TRUST_PROXY'],
+    [{ PASSWORD_MIN_LENGTH: '4' }, 'PASSWORD_MIN_LENGTH'],
+    [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+  ])('names the variable in one line for %o', (env, variable) => {
+    const message = errorFor(env);
+    expect(message.startsWith(`Invalid configuration: ${variable} `)).toBe(true);
+    expect(message).not.toContain('\n');
+  });
+
+  it('accepts durations, booleans and origin lists in their documented forms', () => {
+    const config = loadConfig({
+      ACCESS_TOKEN_TTL: '15m',
+      TRUST_PROXY: 'true',
+      CORS_ORIGINS: 'https://app.example.com, http://localhost:5173',
+      FHIR_BASE_URL: 'https://fhir.example.com/r4/',
+    });
+    expect(config.jwt.accessTokenTtlSeconds).toBe(900);
+    expect(config.trustProxy).toBe(true);
+    expect(config.corsOrigins).toEqual(['https://app.example.com', 'http://localhost:5173']);
+    expect(config.fhir.baseUrl).toBe('https://fhir.example.com/r4');
+  });
+
+  it('stops `npm start` with exit 1 and one clear line on a bad variable', () => {
+    const result = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      env: { ...process.env, PORT: 'not-a-port', DATA_DIR: '/nonexistent-never-created' },
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect(result.status).toBe(1);
+    expect(result.stderr.trim()).toBe('Invalid configuration: PORT must be an integer between 0 and 65535');
+  });
+});

@@ -1,0 +1,74 @@
+import { sql } from 'kysely';
+import { afterAll, describe, expect, it } from 'vitest';
+import { migrateToLatest, openDatabase } from '../../db/connection.js';
+import { tempDir } from '../helpers/gateway.js';
+import { createTestSchema, TEST_DATABASE_URL, type TestSchema } from '../helpers/postgres.js';
+
+const cleanups: (() => Promise<void>)[] = [];
+afterAll(async () => {
+  for (const c of cleanups) await c();
+});
+
+async function openFor(dialect: 'sqlite' | 'postgres') {
+  let schema: TestSchema | undefined;
+  if (dialect === 'postgres') schema = await createTestSchema();
+  const handle = openDatabase({ databaseUrl: schema?.url, dataDir: tempDir() });
+  cleanups.push(async () => {
+    await handle.close();
+    await schema?.drop();
+  });
+  return handle;
+}
+
+const now = new Date().toISOString();
+const user = (id: string, email: string) => ({
+  id,
+  email,
+  role: 'patient' as const,
+  fhir_resource_id: null,
+  access_code_hash: null,
+  access_code_expires_at: null,
+  is_registered: 0 as const,
+  password_hash: null,
+  created_by_admin: 1 as const,
+  created_at: now,
+  updated_at: now,
+  registered_at: null,
+  last_login_at: null,
+});
+
+describe.each(['sqlite', 'postgres'] as const)('migrations on %s', (dialect) => {
+  const skip = dialect === 'postgres' && !TEST_DATABASE_URL;
+
+  it.skipIf(skip)('migrates up from empty, twice without error, and creates every table', async () => {
+    const { db } = await openFor(dialect);
+    const first = await migrateToLatest(db);
+    expect(first.results?.every((r) => r.status === 'Success')).toBe(true);
+    const second = await migrateToLatest(db);
+    expect(second.results).toEqual([]);
+    const tables = (await db.introspection.getTables()).map((t) => t.name);
+    expect(tables).toEqual(expect.arrayContaining(['users', 'audit_log']));
+  });
+
+  it.skipIf(skip)('refuses a second user with the same normalised email', async () => {
+    const { db } = await openFor(dialect);
+    await migrateToLatest(db);
+    await db.insertInto('users').values(user('u1', 'ann@example.com')).execute();
+    await expect(db.insertInto('users').values(user('u2', 'ann@example.com')).execute()).rejects.toThrow();
+  });
+
+  it.skipIf(skip)('keeps the audit log append-only', async () => {
+    const { db } = await openFor(dialect);
+    await migrateToLatest(db);
+    await db
+      .insertInto('audit_log')
+      .values({ id: 'a1', occurred_at: now, action: 'test', outcome: 'success' } as never)
+      .execute();
+    await expect(db.updateTable('audit_log').set({ action: 'changed' }).execute()).rejects.toThrow(
+      /append-only/,
+    );
+    await expect(db.deleteFrom('audit_log').execute()).rejects.toThrow(/append-only/);
+    const count = await sql<{ n: number }>`select count(*) as n from audit_log`.execute(db);
+    expect(Number(count.rows[0]?.n)).toBe(1);
+  });
+});

@@ -1,0 +1,112 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+
+describe('HTTP basics', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startTestGateway({ env: { CORS_ORIGINS: 'https://app.example.com' } });
+  });
+  afterAll(() => gw.close());
+
+  it('answers /healthz and /readyz when the database and the FHIR server are up', async () => {
+    expect(await (await gw.call('/healthz')).json()).toEqual({ status: 'ok' });
+    const ready = await gw.call('/readyz');
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toEqual({ status: 'ready', checks: { database: 'ok', fhir: 'ok' } });
+  });
+
+  it('echoes a well-formed X-Request-Id and invents one otherwise', async () => {
+    const echoed = await gw.call('/healthz', { headers: { 'x-request-id': 'client-req-12345' } });
+    expect(echoed.headers.get('x-request-id')).toBe('client-req-12345');
+    const replaced = await gw.call('/healthz', { headers: { 'x-request-id': 'bad id\twith spaces' } });
+    expect(replaced.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it('sets no-store and nosniff and reveals no server or framework', async () => {
+    const response = await gw.call('/auth/me');
+    expect(response.headers.get('cache-control')).toBe('no-store');
+    expect(response.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(response.headers.get('x-powered-by')).toBeNull();
+    expect(response.headers.get('server')).toBeNull();
+  });
+
+  it('allows CORS only for listed origins', async () => {
+    const preflight = (origin: string) =>
+      gw.call('/auth/login', {
+        method: 'OPTIONS',
+        headers: {
+          origin,
+          'access-control-request-method': 'POST',
+          'access-control-request-headers': 'content-type',
+        },
+      });
+    const allowed = await preflight('https://app.example.com');
+    expect(allowed.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
+    const refused = await preflight('https://evil.example');
+    expect(refused.headers.get('access-control-allow-origin')).toBeNull();
+  });
+
+  it('answers unknown routes with a problem+json 404', async () => {
+    const response = await gw.call('/nope');
+    expect(response.status).toBe(404);
+    expect(response.headers.get('content-type')).toBe('application/problem+json');
+    expect(await response.json()).toMatchObject({ code: 'not_found', status: 404 });
+  });
+
+  it('refuses a slim request body over 64 KiB with 413', async () => {
+    const response = await gw.call('/auth/login', {
+      method: 'POST',
+      json: { email: 'a@example.com', password: 'x'.repeat(70 * 1024) },
+    });
+    expect(response.status).toBe(413);
+    expect(await response.json()).toMatchObject({ code: 'payload_too_large' });
+  });
+
+  it('logs each request once without its query string', async () => {
+    const lines: string[] = [];
+    const { createLogger } = await import('../../src/logger.js');
+    const logger = createLogger('info', { write: (line: string) => lines.push(line) } as never);
+    const { createApp } = await import('../../src/app.js');
+    const app = createApp({ ...gw.deps, logger });
+    await app.request('/healthz?access_code=SECRET-CODE');
+    expect(lines).toHaveLength(1);
+    const entry = JSON.parse(lines[0]!);
+    expect(entry).toMatchObject({ method: 'GET', route: '/healthz', status: 200 });
+    expect(typeof entry.req_id).toBe('string');
+    expect(typeof entry.duration_ms).toBe('number');
+    expect(lines[0]).not.toContain('SECRET-CODE');
+  });
+});
+
+describe('readiness with the FHIR server down', () => {
+  it('answers 503 naming the FHIR check, quickly', async () => {
+    const { unusedPort } = await import('../helpers/fakeUpstream.js');
+    const port = await unusedPort();
+    const gw = await startTestGateway({ env: { FHIR_BASE_URL: `http://127.0.0.1:${port}/fhir` } });
+    try {
+      const response = await gw.call('/readyz');
+      expect(response.status).toBe(503);
+      expect(await response.json()).toEqual({
+        status: 'unavailable',
+        checks: { database: 'ok', fhir: 'failed' },
+      });
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('answers 503 within the readiness timeout when the FHIR server hangs', async () => {
+    const { startFakeUpstream } = await import('../helpers/fakeUpstream.js');
+    const hang = await startFakeUpstream(() => {});
+    const gw = await startTestGateway({ env: { FHIR_BASE_URL: `${hang.url}/fhir` } });
+    try {
+      const started = Date.now();
+      const response = await gw.call('/readyz');
+      expect(response.status).toBe(503);
+      expect(Date.now() - started).toBeLessThan(3_500);
+    } finally {
+      await gw.close();
+      await hang.close();
+    }
+  });
+});

@@ -1,0 +1,52 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Role } from '../../db/schema.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { PROTECTED_ROUTES } from './routeMatrix.js';
+
+type Caller = 'anonymous' | Role;
+const CALLERS: readonly Caller[] = ['anonymous', 'patient', 'practitioner', 'admin'];
+
+describe('RBAC matrix', () => {
+  let gw: TestGateway;
+  const tokens = new Map<Caller, string>();
+
+  beforeAll(async () => {
+    gw = await startTestGateway();
+    tokens.set('admin', await gw.adminToken());
+    for (const role of ['patient', 'practitioner'] as const) {
+      const user = await gw.seedUser({ role });
+      tokens.set(role, await gw.login(user.email, user.password));
+    }
+  });
+  afterAll(() => gw.close());
+
+  it('lists every route that requires a bearer token in the matrix', async () => {
+    const doc = (await (await gw.call('/openapi.json')).json()) as {
+      paths: Record<string, Record<string, { security?: unknown[] }>>;
+    };
+    const served = Object.entries(doc.paths).flatMap(([path, ops]) =>
+      Object.entries(ops)
+        .filter(([, op]) => (op.security?.length ?? 0) > 0)
+        .map(([method]) => `${method.toUpperCase()} ${path}`),
+    );
+    const listed = PROTECTED_ROUTES.map((r) => `${r.method} ${r.path}`);
+    expect(served.sort()).toEqual(listed.sort());
+  });
+
+  for (const route of PROTECTED_ROUTES) {
+    for (const caller of CALLERS) {
+      const expected = caller === 'anonymous' ? 401 : route.allowed.includes(caller) ? 'allowed' : 403;
+      it(`${route.method} ${route.path} as ${caller} -> ${expected}`, async () => {
+        const token = tokens.get(caller);
+        const response = await gw.call(route.sample?.path ?? route.path, {
+          method: route.method,
+          ...(token ? { token } : {}),
+          ...(route.sample?.json !== undefined ? { json: route.sample.json } : {}),
+        });
+        if (expected === 'allowed') expect([401, 403]).not.toContain(response.status);
+        else expect(response.status).toBe(expected);
+        expect(response.status).toBeLessThan(500);
+      });
+    }
+  }
+});

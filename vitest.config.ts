@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['tests/**/*.test.ts'],
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+    // Each file boots its own gateway + embedded FHIR server (~200 MiB); two cores, so two at a time.
+    maxWorkers: 2,
+    pool: 'forks',
+  },
+});
