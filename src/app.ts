@@ -1,5 +1,6 @@
 import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
+import { adminRoutes } from './admin/adminController.js';
 import { authRoutes } from './auth/authController.js';
 import { jwksRoutes } from './auth/jwksController.js';
 import { AppError } from './errors.js';
@@ -11,6 +12,7 @@ import { clientIp } from './middleware/clientIp.js';
 import { requestId } from './middleware/requestId.js';
 import { requestLog } from './middleware/requestLog.js';
 import { securityHeaders } from './middleware/securityHeaders.js';
+import { provisioningRoutes } from './provisioning/provisioningController.js';
 
 /** Slim JSON bodies are small; FHIR resources can be larger. */
 const SLIM_BODY_LIMIT_BYTES = 64 * 1024;
@@ -61,6 +63,8 @@ export function createApp(deps: AppDeps) {
   app.route('/', healthRoutes());
   app.route('/', jwksRoutes());
   app.route('/', authRoutes());
+  app.route('/', provisioningRoutes());
+  app.route('/', adminRoutes());
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',

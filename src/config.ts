@@ -129,6 +129,8 @@ const envSchema = z.object({
   ADMIN_EMAIL: z.preprocess(emptyToUndefined, emailAddress.optional()),
   ADMIN_PASSWORD: optionalString,
   PASSWORD_MIN_LENGTH: integer(8, 64).default(15),
+  ACCESS_CODE_TTL: duration(300, 86_400).default(86_400),
+  ADMIN_CODE_IN_RESPONSE: booleanFlag.default(false),
   JWT_PRIVATE_KEY: optionalString,
   APP_SECRET: z.preprocess(
     emptyToUndefined,
@@ -171,6 +173,10 @@ export interface Config {
   readonly signupUrl: string;
   readonly firstAdmin: { readonly email: string; readonly password: string } | undefined;
   readonly passwordMinLength: number;
+  /** Lifetime of a signup access code, seconds (NIST SP 800-63A: at most 24 h for a code sent by email). */
+  readonly accessCodeTtlSeconds: number;
+  /** Opt-in for deployments without mail: a re-issued code is returned once to the admin. */
+  readonly adminCodeInResponse: boolean;
   readonly appSecret: string | undefined;
   readonly jwt: {
     readonly privateKey: string | undefined;
@@ -285,6 +291,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     signupUrl: e.SIGNUP_URL ?? `${publicBaseUrl}/signup`,
     firstAdmin: firstAdmin(e),
     passwordMinLength: e.PASSWORD_MIN_LENGTH,
+    accessCodeTtlSeconds: e.ACCESS_CODE_TTL,
+    adminCodeInResponse: e.ADMIN_CODE_IN_RESPONSE,
     appSecret: e.APP_SECRET,
     jwt: {
       privateKey: e.JWT_PRIVATE_KEY,

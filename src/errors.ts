@@ -62,6 +62,12 @@ export const ERROR_CATALOG = {
     detail: 'The request conflicts with the current state.',
     fhirCode: 'conflict',
   },
+  idempotency_key_reused: {
+    status: 422,
+    title: 'Unprocessable Content',
+    detail: 'This Idempotency-Key was used with a different request.',
+    fhirCode: 'business-rule',
+  },
   payload_too_large: {
     status: 413,
     title: 'Content Too Large',
@@ -102,6 +108,12 @@ export const ERROR_CATALOG = {
     status: 503,
     title: 'Service Unavailable',
     detail: 'The service is not ready.',
+    fhirCode: 'transient',
+  },
+  storage_unavailable: {
+    status: 503,
+    title: 'Service Unavailable',
+    detail: 'The account could not be stored; nothing was created. Try again.',
     fhirCode: 'transient',
   },
   upstream_timeout: {

@@ -28,6 +28,8 @@ export function createLogger(level: string, destination?: pino.DestinationStream
           'authorization',
           '*.authorization',
           'headers.authorization',
+          'code_sealed',
+          '*.code_sealed',
           'client_secret',
           '*.client_secret',
         ],

@@ -7,10 +7,13 @@ import { createPasswordHasher } from './auth/passwords.js';
 import { loadSigningKey } from './auth/tokens.js';
 import { type Clock, systemClock } from './clock.js';
 import type { Config } from './config.js';
+import { createMailer } from './email/mailer.js';
+import { startOutboxWorker } from './email/outboxWorker.js';
 import { startEmbeddedFhirServer } from './fhir/embedded/server.js';
 import { createFhirService } from './fhir/fhirService.js';
 import type { AppDeps } from './http/types.js';
 import type { Logger } from './logger.js';
+import { loadSecrets } from './secrets.js';
 import { ensureAdminAccount } from './users/adminAccounts.js';
 
 export interface Gateway {
@@ -42,7 +45,7 @@ async function closeAll(closers: Closer[], logger: Logger): Promise<void> {
 
 /**
  * Boots the gateway: database + migrations -> embedded FHIR server (when no FHIR_BASE_URL)
- * -> keys, hasher -> first admin -> HTTP server. Used by main.ts and by tests.
+ * -> keys, hasher, mailer + outbox worker -> first admin -> HTTP server. Used by main.ts and by tests.
  */
 export async function startGateway(config: Config, options: StartOptions): Promise<Gateway> {
   const { logger } = options;
@@ -75,6 +78,26 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     const passwords = await createPasswordHasher();
     closers.push(() => passwords.close());
     const signingKey = await loadSigningKey(config.jwt.privateKey, config.dataDir);
+    const secrets = loadSecrets(config.appSecret, config.dataDir);
+
+    const mailer = createMailer({
+      smtpUrl: config.mail.smtpUrl,
+      from: config.mail.from,
+      dataDir: config.dataDir,
+      logger,
+    });
+    closers.push(async () => mailer.close());
+    const outbox = startOutboxWorker({
+      db: database.db,
+      clock,
+      mailer,
+      fhir,
+      sealingKey: secrets.sealingKey,
+      appName: config.appName,
+      signupUrl: config.signupUrl,
+      logger,
+    });
+    closers.push(() => outbox.stop());
 
     if (config.firstAdmin) {
       const result = await ensureAdminAccount(
@@ -97,6 +120,8 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       fhir,
       passwords,
       signingKey,
+      secrets,
+      outbox,
       clock,
       logger,
     };

@@ -1,7 +1,9 @@
 import type { AuditOutcome, NewAuditEntry } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
+import { enqueueFhirAuditEvent } from '../email/outbox.js';
 import { uuidv7 } from '../ids.js';
 import type { Db } from '../users/userRepository.js';
+import { toFhirAuditEvent } from './auditEvent.js';
 
 /**
  * What happened, by whom, to what — never codes, passwords, tokens or clinical values.
@@ -20,7 +22,10 @@ export interface AuditEvent {
   detail?: Record<string, string | number | boolean | null>;
 }
 
-/** Appends one entry to the audit log (append-only: the database refuses updates and deletes). */
+/**
+ * Appends one entry to the audit log (append-only: the database refuses updates and deletes)
+ * and queues its FHIR AuditEvent mirror in the same transaction when `db` is one.
+ */
 export async function writeAudit(db: Db, clock: Clock, event: AuditEvent): Promise<void> {
   const now = clock.now();
   const row: NewAuditEntry = {
@@ -38,4 +43,5 @@ export async function writeAudit(db: Db, clock: Clock, event: AuditEvent): Promi
     detail: event.detail ? JSON.stringify(event.detail) : null,
   };
   await db.insertInto('audit_log').values(row).execute();
+  await enqueueFhirAuditEvent(db, clock, toFhirAuditEvent(row, 'fhir-facade'));
 }

@@ -13,9 +13,12 @@ const CODE_BY_HTTP_STATUS: Readonly<Record<number, ErrorCode>> = {
   415: 'unsupported_media_type',
 };
 
+/** Slim JSON endpoints that happen to live under /fhir (the seed's names for them). */
+const SLIM_FHIR_PATHS = new Set(['/fhir/patient', '/fhir/practitioner']);
+
 /** The FHIR passthrough answers OperationOutcome; everything else RFC 9457. */
 export function isFhirPath(path: string): boolean {
-  return path === '/fhir' || path.startsWith('/fhir/');
+  return (path === '/fhir' || path.startsWith('/fhir/')) && !SLIM_FHIR_PATHS.has(path);
 }
 
 function toAppError(error: unknown): AppError {

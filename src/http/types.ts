@@ -7,6 +7,7 @@ import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import type { FhirService } from '../fhir/fhirService.js';
 import type { Logger } from '../logger.js';
+import type { Secrets } from '../secrets.js';
 
 /** Everything a request handler may use, built once by main.ts (or by a test) and passed to createApp. */
 export interface AppDeps {
@@ -16,6 +17,9 @@ export interface AppDeps {
   readonly fhir: FhirService;
   readonly passwords: PasswordHasher;
   readonly signingKey: SigningKey;
+  readonly secrets: Secrets;
+  /** Nudges the outbox worker to deliver what a request just queued. */
+  readonly outbox: { wake(): void };
   readonly clock: Clock;
   readonly logger: Logger;
 }

@@ -1,4 +1,6 @@
-import type { MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
+import { routePath } from 'hono/route';
+import { writeAudit } from '../audit/auditService.js';
 import { verifyAccessToken } from '../auth/tokens.js';
 import { AppError } from '../errors.js';
 import type { AppEnv } from '../http/types.js';
@@ -19,10 +21,14 @@ function unauthenticated(): AppError {
  * exist, be registered and active, and have the token's token_version — so deactivating an
  * account or resetting its password refuses every older token on its very next request.
  */
-export function authenticate(): MiddlewareHandler<AppEnv> {
+export function authenticate(options: { auditFailures?: boolean } = {}): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
+    const refuse = async () => {
+      if (options.auditFailures) await auditRefusal(c);
+      return unauthenticated();
+    };
     const match = BEARER.exec(c.req.header('authorization') ?? '');
-    if (!match?.[1]) throw unauthenticated();
+    if (!match?.[1]) throw await refuse();
     const deps = c.var.deps;
     const settings = {
       issuer: deps.config.jwt.issuer,
@@ -30,13 +36,26 @@ export function authenticate(): MiddlewareHandler<AppEnv> {
       ttlSeconds: deps.config.jwt.accessTokenTtlSeconds,
     };
     const claims = await verifyAccessToken(deps.signingKey, settings, match[1], deps.clock.now());
-    if (!claims) throw unauthenticated();
+    if (!claims) throw await refuse();
     const user = await findUserById(deps.db, claims.sub);
-    if (user?.is_active !== 1 || user.is_registered !== 1 || user.token_version !== claims.ver) {
-      throw unauthenticated();
-    }
-    if (user.role !== claims.role) throw unauthenticated();
+    const current =
+      user?.is_active === 1 &&
+      user.is_registered === 1 &&
+      user.token_version === claims.ver &&
+      user.role === claims.role;
+    if (!user || !current) throw await refuse();
     c.set('caller', { userId: user.id, role: user.role, fhirId: user.fhir_resource_id, claims });
     await next();
   };
+}
+
+/** Admin routes leave a trail even for callers without a valid token. */
+async function auditRefusal(c: Context<AppEnv>): Promise<void> {
+  await writeAudit(c.var.deps.db, c.var.deps.clock, {
+    action: 'access.denied',
+    outcome: 'denied',
+    requestId: c.var.requestId,
+    clientIp: c.var.clientIp,
+    detail: { method: c.req.method, route: routePath(c, -1), reason: 'unauthenticated' },
+  });
 }

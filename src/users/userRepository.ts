@@ -32,3 +32,9 @@ export async function updateUser(db: Db, id: string, changes: UserUpdate): Promi
   const result = await db.updateTable('users').set(changes).where('id', '=', id).executeTakeFirst();
   return Number(result.numUpdatedRows);
 }
+
+/** True for a unique-index violation on SQLite or PostgreSQL (a lost race on the same email). */
+export function isUniqueViolation(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === '23505';
+}

@@ -54,3 +54,32 @@ export async function unusedPort(): Promise<number> {
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
 }
+
+/**
+ * A loopback proxy in front of a real FHIR server that can refuse chosen requests with 503:
+ * failure injection for the one call a test needs to fail (e.g. the compensating DELETE).
+ */
+export async function startFailingProxy(
+  targetBaseUrl: string,
+  shouldFail: (method: string, url: string) => boolean,
+): Promise<FakeUpstream> {
+  const target = new URL(targetBaseUrl);
+  return startFakeUpstream((req, res) => {
+    if (shouldFail(req.method, req.url)) {
+      res
+        .writeHead(503, { 'content-type': 'application/fhir+json' })
+        .end('{"resourceType":"OperationOutcome"}');
+      return;
+    }
+    const headers = { ...req.headers, host: target.host };
+    const upstream = http.request(
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    upstream.on('error', () => res.writeHead(502).end());
+    upstream.end(req.body);
+  });
+}

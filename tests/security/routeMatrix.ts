@@ -10,10 +10,24 @@ export interface ProtectedRoute {
   /** The OpenAPI path, e.g. `/admin/users/{id}`. */
   readonly path: string;
   readonly allowed: readonly Role[];
+  /** false for routes outside /openapi.json (the raw FHIR ones). */
+  readonly documented?: false;
   /** A concrete request for the check: path with placeholders filled, and a body if needed. */
   readonly sample?: { readonly path?: string; readonly json?: unknown };
 }
 
 export const PROTECTED_ROUTES: readonly ProtectedRoute[] = [
   { method: 'GET', path: '/auth/me', allowed: ['admin', 'patient', 'practitioner'] },
+  { method: 'POST', path: '/fhir/patient', allowed: ['admin'], sample: { json: {} } },
+  { method: 'POST', path: '/fhir/practitioner', allowed: ['admin'], sample: { json: {} } },
+  { method: 'POST', path: '/fhir/Patient', allowed: ['admin'], documented: false, sample: { json: {} } },
+  { method: 'POST', path: '/fhir/Practitioner', allowed: ['admin'], documented: false, sample: { json: {} } },
+  {
+    method: 'POST',
+    path: '/admin/users/{id}/access-code',
+    allowed: ['admin'],
+    sample: { path: '/admin/users/no-such-user/access-code' },
+  },
+  { method: 'GET', path: '/admin/audit', allowed: ['admin'] },
+  { method: 'GET', path: '/admin/provisioning/orphans', allowed: ['admin'] },
 ];

@@ -7,8 +7,8 @@ import { badRequest, getStatus, isResourceType, notFound } from '@medplum/core';
 import type { FhirRequest, HttpMethod } from '@medplum/fhir-router';
 import { FhirRouter } from '@medplum/fhir-router';
 import type { OperationOutcome, Resource } from '@medplum/fhirtypes';
+import { loadFhirDefinitions } from '../definitions.js';
 import { buildCapabilityStatement } from './capability.js';
-import { loadFhirDefinitions } from './definitions.js';
 import { ResourceJournal } from './journal.js';
 import { JournaledMemoryRepository } from './repository.js';
 

@@ -1,0 +1,167 @@
+import { createRoute, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { writeAudit } from '../audit/auditService.js';
+import { createRouter } from '../http/router.js';
+import { bearerSecurity, errorResponses } from '../http/schemas.js';
+import type { AppEnv } from '../http/types.js';
+import { authenticate } from '../middleware/authenticate.js';
+import { requirePermission } from '../middleware/requireRole.js';
+import { listAudit, listOrphans, reissueAccessCode } from './adminService.js';
+
+const manageUsers = [authenticate({ auditFailures: true }), requirePermission('users:manage')];
+const readAudit = [authenticate({ auditFailures: true }), requirePermission('audit:read')];
+
+const context = (c: Context<AppEnv>) => ({ requestId: c.var.requestId, clientIp: c.var.clientIp });
+
+/** Reading the trail is itself an admin action, so it is audited too. */
+function auditRead(c: Context<AppEnv>, action: string) {
+  return writeAudit(c.var.deps.db, c.var.deps.clock, {
+    action,
+    outcome: 'success',
+    actorUserId: c.var.caller.userId,
+    actorRole: c.var.caller.role,
+    requestId: c.var.requestId,
+    clientIp: c.var.clientIp,
+  });
+}
+
+const ReissueResponse = z
+  .object({
+    message: z.string(),
+    expires_at: z.string().openapi({ example: '2026-11-25T14:03:00.000Z' }),
+    access_code: z
+      .string()
+      .optional()
+      .openapi({ description: 'Only when the deployment sets ADMIN_CODE_IN_RESPONSE=true (no mail)' }),
+  })
+  .openapi('ReissueAccessCodeResponse');
+
+const reissueRoute = createRoute({
+  method: 'post',
+  path: '/admin/users/{id}/access-code',
+  tags: ['admin'],
+  summary: "Void a pending account's access code and email a new one",
+  security: bearerSecurity,
+  middleware: manageUsers,
+  request: { params: z.object({ id: z.string().min(1).max(64) }) },
+  responses: {
+    202: {
+      description: 'A new code was queued for email',
+      content: { 'application/json': { schema: ReissueResponse } },
+    },
+    401: errorResponses[401],
+    403: errorResponses[403],
+    404: errorResponses[404],
+    409: errorResponses[409],
+  },
+});
+
+const AuditEntry = z
+  .object({
+    id: z.string(),
+    occurred_at: z.string(),
+    action: z.string().openapi({ example: 'provisioning.create' }),
+    outcome: z.enum(['success', 'denied', 'failed']),
+    actor: z.object({ user_id: z.string().nullable(), role: z.string().nullable() }),
+    target: z.object({
+      user_id: z.string().nullable(),
+      fhir_type: z.string().nullable(),
+      fhir_id: z.string().nullable(),
+    }),
+    request_id: z.string().nullable(),
+    client_ip: z.string().nullable(),
+    detail: z.record(z.string(), z.unknown()).nullable(),
+  })
+  .openapi('AuditEntry');
+
+const isoTime = z.iso.datetime({ offset: true }).or(z.iso.date());
+
+const auditRoute = createRoute({
+  method: 'get',
+  path: '/admin/audit',
+  tags: ['admin'],
+  summary: 'The audit trail, newest first',
+  security: bearerSecurity,
+  middleware: readAudit,
+  request: {
+    query: z
+      .object({
+        action: z.string().max(100).optional(),
+        outcome: z.enum(['success', 'denied', 'failed']).optional(),
+        actor_user_id: z.string().max(64).optional(),
+        target_user_id: z.string().max(64).optional(),
+        from: isoTime.optional().openapi({ description: 'Inclusive lower bound (ISO 8601)' }),
+        to: isoTime.optional().openapi({ description: 'Exclusive upper bound (ISO 8601)' }),
+        limit: z.coerce.number().int().min(1).max(200).default(50),
+        cursor: z.string().max(200).optional(),
+      })
+      .strict(),
+  },
+  responses: {
+    200: {
+      description: 'A page of entries',
+      content: {
+        'application/json': {
+          schema: z
+            .object({ entries: z.array(AuditEntry), next_cursor: z.string().nullable() })
+            .openapi('AuditPage'),
+        },
+      },
+    },
+    400: errorResponses[400],
+    401: errorResponses[401],
+    403: errorResponses[403],
+  },
+});
+
+const orphansRoute = createRoute({
+  method: 'get',
+  path: '/admin/provisioning/orphans',
+  tags: ['admin'],
+  summary: 'FHIR resources a failed provisioning could not remove (to reconcile by hand)',
+  security: bearerSecurity,
+  middleware: readAudit,
+  responses: {
+    200: {
+      description: 'Unresolved orphans',
+      content: {
+        'application/json': {
+          schema: z
+            .object({
+              orphans: z.array(
+                z.object({
+                  id: z.string(),
+                  fhir_type: z.string(),
+                  fhir_id: z.string(),
+                  reason: z.string(),
+                  request_id: z.string().nullable(),
+                  created_at: z.string(),
+                }),
+              ),
+            })
+            .openapi('OrphanList'),
+        },
+      },
+    },
+    401: errorResponses[401],
+    403: errorResponses[403],
+  },
+});
+
+export function adminRoutes() {
+  const router = createRouter();
+  router.openapi(reissueRoute, async (c) =>
+    c.json(await reissueAccessCode(c.var.deps, c.var.caller, context(c), c.req.valid('param').id), 202),
+  );
+  router.openapi(auditRoute, async (c) => {
+    const page = await listAudit(c.var.deps, c.req.valid('query'));
+    await auditRead(c, 'audit.read');
+    return c.json(page, 200);
+  });
+  router.openapi(orphansRoute, async (c) => {
+    const orphans = await listOrphans(c.var.deps);
+    await auditRead(c, 'provisioning.orphans.read');
+    return c.json(orphans, 200);
+  });
+  return router;
+}

@@ -1,0 +1,153 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import nodemailer, { type SendMailOptions, type Transporter } from 'nodemailer';
+import type { Logger } from '../logger.js';
+
+/** One message to one person. The mailer adds From, Date, Message-ID and the MIME structure. */
+export interface MailMessage {
+  readonly to: string;
+  readonly subject: string;
+  readonly text: string;
+  readonly html: string;
+}
+
+export interface Mailer {
+  /** Resolves once the SMTP server accepted the message (or the .eml file is in place). */
+  send(message: MailMessage): Promise<void>;
+  close(): void;
+  readonly mode: 'smtp' | 'file';
+}
+
+export interface MailerOptions {
+  /** smtp:// or smtps:// URL; unset selects file mode (`${dataDir}/mail/*.eml`). */
+  readonly smtpUrl: string | undefined;
+  readonly from: string;
+  readonly dataDir: string;
+  readonly logger: Logger;
+  /** Connection, greeting and socket-inactivity timeout of the SMTP client. Default 10 s. */
+  readonly timeoutMs?: number;
+}
+
+/** A message the mailer refuses to build: a bad recipient or a header that could smuggle others. */
+export class InvalidMailError extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'InvalidMailError';
+  }
+}
+
+export const MAIL_DIR = 'mail';
+const DEFAULT_TIMEOUT_MS = 10_000;
+const MAX_ADDRESS_LENGTH = 254;
+/**
+ * One bare addr-spec (RFC 5322 section 3.4.1, dot-atom form, ASCII): no display name, no `<>`,
+ * no quotes or comments, no whitespace, no `,`/`;` lists. Anything richer is refused rather
+ * than parsed, because a parser that is more lenient than the check is how injection happens.
+ */
+const LOCAL_PART = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*";
+const DOMAIN_LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?';
+const PLAIN_ADDRESS = new RegExp(`^${LOCAL_PART}@${DOMAIN_LABEL}(?:\\.${DOMAIN_LABEL})+$`);
+/** C0 controls (CR, LF, NUL, TAB ...) and DEL. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
+
+/**
+ * Throws InvalidMailError unless `to` is exactly one plain address. A CR/LF would start a new
+ * header (`a@x.com\r\nBcc: c@z.com`), a comma or semicolon would add recipients, and a display
+ * name or `<>` would let the visible and the delivered address differ.
+ */
+export function assertPlainAddress(to: string): void {
+  if (typeof to !== 'string' || to.length === 0 || to.length > MAX_ADDRESS_LENGTH) {
+    throw new InvalidMailError('recipient must be one plain email address');
+  }
+  if (!PLAIN_ADDRESS.test(to)) throw new InvalidMailError('recipient must be one plain email address');
+}
+
+/** Throws InvalidMailError when the subject holds CR, LF or another control character (header injection). */
+export function assertHeaderSafe(value: string): void {
+  if (CONTROL_CHARS.test(value)) throw new InvalidMailError('header value must be a single line');
+}
+
+function messageOptions(from: string, message: MailMessage): SendMailOptions {
+  assertPlainAddress(message.to);
+  assertHeaderSafe(message.subject);
+  return {
+    from,
+    to: message.to,
+    subject: message.subject,
+    text: message.text,
+    html: message.html,
+    // RFC 3834: automated mail; keeps vacation auto-replies from answering an access code
+    headers: { 'Auto-Submitted': 'auto-generated' },
+    // our content is always inline strings: never let a value be read as a file path or URL
+    disableFileAccess: true,
+    disableUrlAccess: true,
+  };
+}
+
+/** `2026-11-25T14-03-12-345Z-<12 hex>.eml`: sorts by time, unique without coordination. */
+function emlFileName(now: Date): string {
+  return `${now.toISOString().replace(/[:.]/g, '-')}-${randomBytes(6).toString('hex')}.eml`;
+}
+
+function createSmtpMailer(smtpUrl: string, from: string, timeoutMs: number): Mailer {
+  const transport: Transporter = nodemailer.createTransport({
+    url: smtpUrl,
+    connectionTimeout: timeoutMs,
+    greetingTimeout: timeoutMs,
+    socketTimeout: timeoutMs,
+    disableFileAccess: true,
+    disableUrlAccess: true,
+  });
+  return {
+    mode: 'smtp',
+    send: async (message) => {
+      await transport.sendMail(messageOptions(from, message));
+    },
+    close: () => transport.close(),
+  };
+}
+
+function createFileMailer(dataDir: string, from: string, logger: Logger): Mailer {
+  const dir = path.join(dataDir, MAIL_DIR);
+  // the files hold live access codes: readable by the service account only
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // the same MIME composer as SMTP, but the message comes back as a buffer instead of going out
+  const transport = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: 'windows' });
+  return {
+    mode: 'file',
+    send: async (message) => {
+      const info = await transport.sendMail(messageOptions(from, message));
+      const eml = info.message;
+      if (!Buffer.isBuffer(eml)) throw new Error('stream transport did not return a buffer');
+      const name = emlFileName(new Date());
+      const file = path.join(dir, name);
+      const tmp = path.join(dir, `.${name}.tmp`);
+      // write then rename: a reader of the directory never sees half a message
+      await fs.promises.writeFile(tmp, eml, { mode: 0o600, flag: 'wx' });
+      try {
+        await fs.promises.rename(tmp, file);
+      } catch (error) {
+        await fs.promises.rm(tmp, { force: true });
+        throw error;
+      }
+      // where it is and to whom, never the body: the body holds the code
+      logger.info({ mail_file: file, to: message.to }, 'mail written to file (SMTP_URL is not set)');
+    },
+    close: () => transport.close(),
+  };
+}
+
+/**
+ * The mail transport: SMTP when SMTP_URL is set, otherwise RFC 5322 `.eml` files in
+ * `${dataDir}/mail/` (DESIGN.md section 7, the embedded default). Every message is checked
+ * for header injection before nodemailer sees it.
+ * https://www.rfc-editor.org/rfc/rfc5322
+ */
+export function createMailer(options: MailerOptions): Mailer {
+  if (options.smtpUrl) {
+    return createSmtpMailer(options.smtpUrl, options.from, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  }
+  return createFileMailer(options.dataDir, options.from, options.logger);
+}

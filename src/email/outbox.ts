@@ -1,0 +1,226 @@
+import type { Kysely, Transaction } from 'kysely';
+import type { Database, OutboxKind, OutboxRow, Role } from '../../db/schema.js';
+import type { Clock } from '../clock.js';
+import { uuidv7 } from '../ids.js';
+import { seal } from '../secrets.js';
+import { assertPlainAddress } from './mailer.js';
+
+/**
+ * The transactional outbox: work that must happen after a commit and must not be lost (mail,
+ * FHIR AuditEvent mirroring). Enqueue inside the same transaction as the change it reports;
+ * the outbox worker delivers it afterwards, at least once.
+ * https://microservices.io/patterns/data/transactional-outbox.html
+ */
+
+/** A connection or an open transaction: enqueueing inside the caller's transaction is the point. */
+export type OutboxDb = Kysely<Database> | Transaction<Database>;
+
+export interface AccessCodeMailJob {
+  template: 'access_code';
+  to: string;
+  name: string;
+  role: Role;
+  purpose: 'signup' | 'password_reset';
+  /** Plain code; stored only sealed. */
+  code: string;
+  /** ISO-8601 */
+  expiresAt: string;
+}
+
+/** What the outbox row holds for an access-code mail before it is sent. */
+export interface SealedAccessCodePayload {
+  template: 'access_code';
+  to: string;
+  name: string;
+  role: Role;
+  purpose: 'signup' | 'password_reset';
+  /** AES-256-GCM under Secrets.sealingKey, a key that never enters the database. */
+  code_sealed: string;
+  expiresAt: string;
+}
+
+/** What is left once a mail is sent or given up: enough to audit, no code sealed or not. */
+export interface PurgedMailPayload {
+  template: string;
+  to: string;
+  purpose: string;
+  purged: true;
+}
+
+/**
+ * Queues an access-code mail. The database never holds the code in plaintext: it is sealed
+ * here, unsealed only in the worker's memory, and the sealed copy is purged once sent.
+ */
+export async function enqueueAccessCodeMail(
+  db: OutboxDb,
+  clock: Clock,
+  sealingKey: Buffer,
+  job: AccessCodeMailJob,
+): Promise<string> {
+  assertPlainAddress(job.to);
+  if (Number.isNaN(Date.parse(job.expiresAt))) throw new Error('expiresAt must be an ISO-8601 time');
+  const payload: SealedAccessCodePayload = {
+    template: 'access_code',
+    to: job.to,
+    name: job.name,
+    role: job.role,
+    purpose: job.purpose,
+    code_sealed: seal(sealingKey, job.code),
+    expiresAt: new Date(job.expiresAt).toISOString(),
+  };
+  return insertOutboxRow(db, clock, 'email', JSON.stringify(payload));
+}
+
+/**
+ * Queues a FHIR AuditEvent (https://hl7.org/fhir/R4/auditevent.html) to be POSTed to the FHIR
+ * server, so an audit record survives a FHIR outage.
+ */
+export async function enqueueFhirAuditEvent(
+  db: OutboxDb,
+  clock: Clock,
+  auditEvent: Record<string, unknown>,
+): Promise<string> {
+  if (auditEvent.resourceType !== 'AuditEvent') throw new Error('resourceType must be AuditEvent');
+  return insertOutboxRow(db, clock, 'fhir_audit_event', JSON.stringify(auditEvent));
+}
+
+async function insertOutboxRow(
+  db: OutboxDb,
+  clock: Clock,
+  kind: OutboxKind,
+  payload: string,
+): Promise<string> {
+  const now = clock.now();
+  const id = uuidv7(now.getTime());
+  await db
+    .insertInto('outbox')
+    .values({
+      id,
+      kind,
+      payload,
+      status: 'pending',
+      attempts: 0,
+      next_attempt_at: now.toISOString(),
+      locked_until: null,
+      last_error: null,
+      created_at: now.toISOString(),
+      sent_at: null,
+    })
+    .execute();
+  return id;
+}
+
+/** Ids of rows due now: pending and past their backoff, or `sending` under an expired lease (a crashed worker). */
+export async function findDueOutboxIds(db: OutboxDb, nowIso: string, limit: number): Promise<string[]> {
+  const rows = await db
+    .selectFrom('outbox')
+    .select('id')
+    .where((eb) =>
+      eb.or([
+        eb.and([eb('status', '=', 'pending'), eb('next_attempt_at', '<=', nowIso)]),
+        eb.and([eb('status', '=', 'sending'), eb('locked_until', '<', nowIso)]),
+      ]),
+    )
+    .orderBy('next_attempt_at')
+    .orderBy('id')
+    .limit(limit)
+    .execute();
+  return rows.map((r) => r.id);
+}
+
+/**
+ * Claims one row with a single conditional UPDATE: only one of any number of racing workers
+ * (in this process or another instance) gets it back. The claim counts as an attempt, so the
+ * new `attempts` value is the claim's fencing token for the updates that follow.
+ */
+export async function claimOutboxRow(
+  db: OutboxDb,
+  id: string,
+  nowIso: string,
+  leaseUntilIso: string,
+): Promise<OutboxRow | undefined> {
+  return db
+    .updateTable('outbox')
+    .set((eb) => ({ status: 'sending', locked_until: leaseUntilIso, attempts: eb('attempts', '+', 1) }))
+    .where('id', '=', id)
+    .where((eb) =>
+      eb.or([
+        eb.and([eb('status', '=', 'pending'), eb('next_attempt_at', '<=', nowIso)]),
+        eb.and([eb('status', '=', 'sending'), eb('locked_until', '<', nowIso)]),
+      ]),
+    )
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** The claim a worker holds: the row id and the attempts value its claim set. */
+export interface OutboxClaim {
+  readonly id: string;
+  readonly attempts: number;
+}
+
+/** Updates a claimed row only while the claim is still ours; false means another worker took it over. */
+async function updateClaimed(
+  db: OutboxDb,
+  claim: OutboxClaim,
+  values: {
+    status: 'pending' | 'sent' | 'failed';
+    payload?: string;
+    next_attempt_at?: string;
+    sent_at?: string;
+    last_error?: string | null;
+  },
+): Promise<boolean> {
+  const result = await db
+    .updateTable('outbox')
+    .set({ ...values, locked_until: null })
+    .where('id', '=', claim.id)
+    .where('status', '=', 'sending')
+    .where('attempts', '=', claim.attempts)
+    .executeTakeFirst();
+  return result.numUpdatedRows === 1n;
+}
+
+export function markOutboxSent(
+  db: OutboxDb,
+  claim: OutboxClaim,
+  sentAtIso: string,
+  payload?: string,
+): Promise<boolean> {
+  return updateClaimed(db, claim, {
+    status: 'sent',
+    sent_at: sentAtIso,
+    last_error: null,
+    ...(payload === undefined ? {} : { payload }),
+  });
+}
+
+export function markOutboxRetry(
+  db: OutboxDb,
+  claim: OutboxClaim,
+  nextAttemptIso: string,
+  lastError: string,
+): Promise<boolean> {
+  return updateClaimed(db, claim, {
+    status: 'pending',
+    next_attempt_at: nextAttemptIso,
+    last_error: lastError,
+  });
+}
+
+export function markOutboxFailed(
+  db: OutboxDb,
+  claim: OutboxClaim,
+  lastError: string,
+  payload?: string,
+): Promise<boolean> {
+  return updateClaimed(db, claim, {
+    status: 'failed',
+    last_error: lastError,
+    ...(payload === undefined ? {} : { payload }),
+  });
+}
+
+export function findOutboxRow(db: OutboxDb, id: string): Promise<OutboxRow | undefined> {
+  return db.selectFrom('outbox').selectAll().where('id', '=', id).executeTakeFirst();
+}

@@ -1,0 +1,286 @@
+import type { Kysely } from 'kysely';
+import type { Database, OutboxRow, Role } from '../../db/schema.js';
+import type { Clock } from '../clock.js';
+import type { FhirService } from '../fhir/fhirService.js';
+import type { Logger } from '../logger.js';
+import { unseal } from '../secrets.js';
+import { InvalidMailError, type Mailer } from './mailer.js';
+import {
+  claimOutboxRow,
+  findDueOutboxIds,
+  markOutboxFailed,
+  markOutboxRetry,
+  markOutboxSent,
+  type OutboxClaim,
+  type PurgedMailPayload,
+  type SealedAccessCodePayload,
+} from './outbox.js';
+import { renderAccessCodeMail } from './templates.js';
+
+export interface OutboxWorkerDeps {
+  db: Kysely<Database>;
+  clock: Clock;
+  mailer: Mailer;
+  fhir: FhirService;
+  sealingKey: Buffer;
+  appName: string;
+  signupUrl: string;
+  /** Where a password reset is completed; without it reset mails carry no link. */
+  resetUrl?: string;
+  logger: Logger;
+}
+
+export interface OutboxWorkerOptions {
+  /** Time between polls when idle. Default 2000 ms. */
+  pollIntervalMs?: number;
+  /** Poll from the start (default true); with false only runOnce() and wake() start ticks. */
+  autoStart?: boolean;
+  /** How long a claimed row is ours before another worker may take it over. Default 5 min. */
+  leaseMs?: number;
+  /** Attempts after which a row is given up ('failed'). Default 20. */
+  maxAttempts?: number;
+  /** Rows claimed per tick. Default 10. */
+  batchSize?: number;
+}
+
+export interface OutboxWorker {
+  /** Runs one tick (after any running one) and resolves with the number of rows processed. */
+  runOnce(): Promise<number>;
+  /** Asks for a tick now, e.g. right after a commit that enqueued mail. */
+  wake(): void;
+  /** Stops the timer and waits for the running tick. */
+  stop(): Promise<void>;
+}
+
+const DEFAULT_POLL_MS = 2_000;
+// longer than any single send can take (SMTP timeouts are ~10 s per phase)
+const DEFAULT_LEASE_MS = 5 * 60_000;
+const DEFAULT_MAX_ATTEMPTS = 20;
+const DEFAULT_BATCH_SIZE = 10;
+const BACKOFF_BASE_MS = 5_000;
+const BACKOFF_CAP_MS = 60 * 60_000;
+
+/**
+ * Delay before retry number `attempts + 1`: 5 s, 10 s, 20 s ... capped at 1 h, each +-20 %
+ * so that rows failing together (an SMTP outage) do not retry in lockstep.
+ */
+export function backoffMs(attempts: number, random: () => number = Math.random): number {
+  const exponential = BACKOFF_BASE_MS * 2 ** Math.max(0, Math.min(attempts - 1, 20));
+  const capped = Math.min(exponential, BACKOFF_CAP_MS);
+  return Math.round(Math.min(capped * (0.8 + 0.4 * random()), BACKOFF_CAP_MS));
+}
+
+const ROLES = new Set<Role>(['patient', 'practitioner', 'admin']);
+const SAFE_LABEL = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+/**
+ * A short, secret-free description of a failure for `last_error` and logs: the error's code
+ * (ECONNECTION, upstream_error ...) or its class name, plus the SMTP reply code. Never the
+ * message: an SMTP server may echo the whole command or body back in it.
+ */
+export function errorLabel(error: unknown): string {
+  const e = error as { code?: unknown; name?: unknown; responseCode?: unknown } | null | undefined;
+  const code = typeof e?.code === 'string' && SAFE_LABEL.test(e.code) ? e.code : undefined;
+  const name = typeof e?.name === 'string' && SAFE_LABEL.test(e.name) ? e.name : 'Error';
+  const reply = typeof e?.responseCode === 'number' ? `:smtp_${e.responseCode}` : '';
+  return `${code ?? name}${reply}`;
+}
+
+/** A failure no retry can fix: the row goes straight to 'failed'. */
+class PermanentFailure extends Error {
+  constructor(readonly label: string) {
+    super(label);
+    this.name = 'PermanentFailure';
+  }
+}
+
+function purged(payload: Partial<SealedAccessCodePayload>): string {
+  const out: PurgedMailPayload = {
+    template: typeof payload.template === 'string' ? payload.template : 'unknown',
+    to: typeof payload.to === 'string' ? payload.to : '',
+    purpose: typeof payload.purpose === 'string' ? payload.purpose : 'unknown',
+    purged: true,
+  };
+  return JSON.stringify(out);
+}
+
+function parsePayload(row: OutboxRow): Record<string, unknown> {
+  try {
+    const value: unknown = JSON.parse(row.payload);
+    if (value && typeof value === 'object' && !Array.isArray(value)) return value as Record<string, unknown>;
+  } catch {
+    // fall through
+  }
+  throw new PermanentFailure('invalid_payload');
+}
+
+/**
+ * Delivers the outbox: claims due rows one conditional UPDATE at a time (so two workers or two
+ * instances never send the same row), sends, then marks them sent or schedules a retry with
+ * exponential backoff. Delivery is at least once: a crash between the SMTP server's accept and
+ * the 'sent' update sends that mail again after the lease expires.
+ */
+export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerOptions = {}): OutboxWorker {
+  const pollIntervalMs = options.pollIntervalMs ?? DEFAULT_POLL_MS;
+  const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+  const maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+  const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
+  const { db, clock, logger } = deps;
+
+  const sendAccessCodeMail = async (payload: Record<string, unknown>) => {
+    const p = payload as Partial<SealedAccessCodePayload>;
+    if (
+      p.template !== 'access_code' ||
+      typeof p.code_sealed !== 'string' ||
+      typeof p.to !== 'string' ||
+      !ROLES.has(p.role as Role)
+    ) {
+      throw new PermanentFailure('invalid_payload');
+    }
+    const expiresAt = new Date(p.expiresAt ?? Number.NaN);
+    if (Number.isNaN(expiresAt.getTime())) throw new PermanentFailure('invalid_payload');
+    const now = clock.now();
+    // an expired code is useless to its reader; the person can ask for a fresh one
+    if (expiresAt.getTime() <= now.getTime()) throw new PermanentFailure('code_expired');
+    let code: string;
+    try {
+      code = unseal(deps.sealingKey, p.code_sealed);
+    } catch {
+      // sealed under another key (APP_SECRET changed): no retry will open it
+      throw new PermanentFailure('unseal_failed');
+    }
+    const mail = renderAccessCodeMail({
+      name: typeof p.name === 'string' ? p.name : '',
+      role: p.role as Role,
+      code,
+      expiresAt,
+      now,
+      appName: deps.appName,
+      signupUrl: deps.signupUrl,
+      email: p.to,
+      purpose: p.purpose === 'password_reset' ? 'password_reset' : 'signup',
+      ...(deps.resetUrl ? { resetUrl: deps.resetUrl } : {}),
+    });
+    try {
+      await deps.mailer.send({ to: p.to, ...mail });
+    } catch (error) {
+      if (error instanceof InvalidMailError) throw new PermanentFailure('invalid_address');
+      throw error;
+    }
+  };
+
+  const postAuditEvent = async (payload: Record<string, unknown>) => {
+    const response = await deps.fhir.request({ method: 'POST', path: 'AuditEvent', body: payload });
+    if (response.status < 200 || response.status >= 300) {
+      throw Object.assign(new Error('AuditEvent not accepted'), { code: `http_${response.status}` });
+    }
+  };
+
+  const deliver = async (row: OutboxRow): Promise<void> => {
+    const claim: OutboxClaim = { id: row.id, attempts: row.attempts };
+    const log = { outbox_id: row.id, kind: row.kind, attempts: row.attempts };
+    let payload: Record<string, unknown> = {};
+    const finalPayload = () => (row.kind === 'email' ? purged(payload) : undefined);
+    const lost = () => logger.warn(log, 'outbox row was taken over by another worker before it was marked');
+    try {
+      payload = parsePayload(row);
+      // a row claimed again and again without finishing (a worker dying on it) is given up too
+      if (row.attempts > maxAttempts) throw new PermanentFailure('too_many_attempts');
+      if (row.kind === 'email') await sendAccessCodeMail(payload);
+      else await postAuditEvent(payload);
+    } catch (error) {
+      const label = error instanceof PermanentFailure ? error.label : errorLabel(error);
+      if (error instanceof PermanentFailure || row.attempts >= maxAttempts) {
+        const ok = await markOutboxFailed(db, claim, label, finalPayload());
+        if (ok) logger.warn({ ...log, error: label }, 'outbox row failed for good');
+        else lost();
+        return;
+      }
+      const delay = backoffMs(row.attempts);
+      const next = new Date(clock.now().getTime() + delay).toISOString();
+      const ok = await markOutboxRetry(db, claim, next, label);
+      if (ok)
+        logger.warn({ ...log, error: label, next_attempt_at: next }, 'outbox delivery failed, will retry');
+      else lost();
+      return;
+    }
+    // purge: once the mail is out, the row keeps no code, sealed or not
+    const ok = await markOutboxSent(db, claim, clock.now().toISOString(), finalPayload());
+    if (ok) logger.info(log, 'outbox row delivered');
+    else lost();
+  };
+
+  const tick = async (): Promise<number> => {
+    const now = clock.now();
+    const nowIso = now.toISOString();
+    const leaseUntil = new Date(now.getTime() + leaseMs).toISOString();
+    const ids = await findDueOutboxIds(db, nowIso, batchSize);
+    let processed = 0;
+    for (const id of ids) {
+      const row = await claimOutboxRow(db, id, nowIso, leaseUntil);
+      if (!row) continue; // another worker claimed it first
+      await deliver(row);
+      processed += 1;
+    }
+    return processed;
+  };
+
+  // every tick is chained on the previous one: ticks never overlap
+  let chain: Promise<unknown> = Promise.resolve();
+  const runOnce = (): Promise<number> => {
+    const next = chain.then(tick);
+    chain = next.catch(() => undefined);
+    return next;
+  };
+
+  // without autoStart there is no polling: only runOnce() and wake() start ticks
+  const polling = options.autoStart ?? true;
+  let stopped = false;
+  let looping = false;
+  let wakeAgain = false;
+  let timer: NodeJS.Timeout | undefined;
+
+  const schedule = (delayMs: number) => {
+    if (stopped) return;
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(loop, delayMs);
+    // the worker alone never keeps the process alive
+    timer.unref();
+  };
+
+  const loop = async () => {
+    timer = undefined;
+    if (stopped) return;
+    looping = true;
+    let processed = 0;
+    try {
+      processed = await runOnce();
+    } catch (error) {
+      logger.error({ error: errorLabel(error) }, 'outbox tick failed');
+    } finally {
+      looping = false;
+    }
+    // a full batch means there is probably more: go again without waiting
+    const again = wakeAgain || processed >= batchSize;
+    wakeAgain = false;
+    if (again) schedule(0);
+    else if (polling) schedule(pollIntervalMs);
+  };
+
+  if (polling) schedule(0);
+
+  return {
+    runOnce,
+    wake: () => {
+      if (stopped) return;
+      if (looping) wakeAgain = true;
+      else schedule(0);
+    },
+    stop: async () => {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      timer = undefined;
+      await chain;
+    },
+  };
+}

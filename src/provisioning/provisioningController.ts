@@ -1,0 +1,153 @@
+import { createRoute, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { AppError } from '../errors.js';
+import { createRouter } from '../http/router.js';
+import { bearerSecurity, errorResponses } from '../http/schemas.js';
+import type { AppEnv } from '../http/types.js';
+import { authenticate } from '../middleware/authenticate.js';
+import { requirePermission } from '../middleware/requireRole.js';
+import { normalizeEmail } from '../users/userRepository.js';
+import { patientFromDto, practitionerFromDto } from './fhirMappers.js';
+import type { ProvisionedType } from './fhirValidation.js';
+import { type StoredResponse, withIdempotency } from './idempotency.js';
+import { CreatePatientBody, CreatePractitionerBody, ProvisionedResponse } from './provisioningSchemas.js';
+import { provision } from './provisioningService.js';
+
+const authenticateAdmin = authenticate({ auditFailures: true });
+const requireProvisioner = requirePermission('users:provision');
+const adminOnly = [authenticateAdmin, requireProvisioner];
+
+const IdempotencyHeader = z.object({
+  'idempotency-key': z
+    .string()
+    .optional()
+    .openapi({ description: 'Makes a retry return the first answer instead of creating twice (kept 24 h)' }),
+});
+
+const provisionResponses = {
+  201: {
+    description: 'Created; the access code was queued for email',
+    content: { 'application/json': { schema: ProvisionedResponse } },
+  },
+  400: errorResponses[400],
+  401: errorResponses[401],
+  403: errorResponses[403],
+  409: errorResponses[409],
+  415: errorResponses[415],
+  422: {
+    ...errorResponses[409],
+    description: 'Idempotency-Key reused with a different body (`idempotency_key_reused`)',
+  },
+  502: errorResponses[502],
+  504: errorResponses[504],
+};
+
+const createPatientRoute = createRoute({
+  method: 'post',
+  path: '/fhir/patient',
+  tags: ['provisioning'],
+  summary: 'Create a Patient on the FHIR server, its inactive account, and email an access code',
+  security: bearerSecurity,
+  middleware: adminOnly,
+  request: {
+    headers: IdempotencyHeader,
+    body: { required: true, content: { 'application/json': { schema: CreatePatientBody } } },
+  },
+  responses: provisionResponses,
+});
+
+const createPractitionerRoute = createRoute({
+  method: 'post',
+  path: '/fhir/practitioner',
+  tags: ['provisioning'],
+  summary: 'Create a Practitioner on the FHIR server, its inactive account, and email an access code',
+  security: bearerSecurity,
+  middleware: adminOnly,
+  request: {
+    headers: IdempotencyHeader,
+    body: { required: true, content: { 'application/json': { schema: CreatePractitionerBody } } },
+  },
+  responses: provisionResponses,
+});
+
+function requestContext(c: Context<AppEnv>) {
+  return { requestId: c.var.requestId, clientIp: c.var.clientIp };
+}
+
+function send(c: Context<AppEnv>, response: StoredResponse, contentType: string): Response {
+  return new Response(JSON.stringify(response.body), {
+    status: response.status,
+    headers: { ...response.headers, 'Content-Type': contentType },
+  });
+}
+
+async function slimProvision(c: Context<AppEnv>, type: ProvisionedType, body: unknown, resource: unknown) {
+  const deps = c.var.deps;
+  const response = await withIdempotency(
+    deps.db,
+    deps.clock,
+    { actorUserId: c.var.caller.userId, key: c.req.header('idempotency-key'), route: c.req.path, body },
+    async () => {
+      const result = await provision(deps, c.var.caller, requestContext(c), type, resource);
+      return {
+        status: 201,
+        headers: {},
+        body: {
+          fhir_id: result.fhirId,
+          user_id: result.userId,
+          message: `${type} created. An access code was emailed to ${result.email}.`,
+        },
+      };
+    },
+  );
+  return c.json(response.body as z.infer<typeof ProvisionedResponse>, 201, response.headers);
+}
+
+/** Raw FHIR create: the same flow, answered the way a FHIR server would (201, Location, the resource). */
+async function rawProvision(c: Context<AppEnv>, type: ProvisionedType) {
+  const deps = c.var.deps;
+  const contentType = c.req.header('content-type') ?? '';
+  if (!/^application\/(fhir\+)?json\b/i.test(contentType)) throw new AppError('unsupported_media_type');
+  let body: unknown;
+  try {
+    body = await c.req.json();
+  } catch {
+    throw new AppError('invalid_json');
+  }
+  const response = await withIdempotency(
+    deps.db,
+    deps.clock,
+    { actorUserId: c.var.caller.userId, key: c.req.header('idempotency-key'), route: c.req.path, body },
+    async () => {
+      const result = await provision(deps, c.var.caller, requestContext(c), type, body);
+      const version = result.versionId ? `/_history/${result.versionId}` : '';
+      return {
+        status: 201,
+        body: result.resource,
+        headers: {
+          Location: `${deps.config.publicBaseUrl}/fhir/${type}/${result.fhirId}${version}`,
+          ...(result.versionId ? { ETag: `W/"${result.versionId}"` } : {}),
+        },
+      };
+    },
+  );
+  return send(c, response, 'application/fhir+json; charset=utf-8');
+}
+
+/** POST /fhir/patient, /fhir/practitioner (slim) and POST /fhir/Patient, /fhir/Practitioner (raw FHIR). */
+export function provisioningRoutes() {
+  const router = createRouter();
+  router.openapi(createPatientRoute, async (c) => {
+    const input = c.req.valid('json');
+    return slimProvision(c, 'Patient', input, patientFromDto(input, normalizeEmail(input.email)));
+  });
+  router.openapi(createPractitionerRoute, async (c) => {
+    const input = c.req.valid('json');
+    return slimProvision(c, 'Practitioner', input, practitionerFromDto(input, normalizeEmail(input.email)));
+  });
+  router.post('/fhir/Patient', authenticateAdmin, requireProvisioner, (c) => rawProvision(c, 'Patient'));
+  router.post('/fhir/Practitioner', authenticateAdmin, requireProvisioner, (c) =>
+    rawProvision(c, 'Practitioner'),
+  );
+  return router;
+}

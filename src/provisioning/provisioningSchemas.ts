@@ -1,0 +1,119 @@
+import { z } from '@hono/zod-openapi';
+import { EmailSchema } from '../http/schemas.js';
+
+/** Request and response bodies of POST /fhir/patient and /fhir/practitioner. Unknown fields are refused. */
+
+const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+const line = (max: number) =>
+  z
+    .string()
+    .trim()
+    .min(1)
+    .max(max)
+    .regex(/^[^\r\n\t\0]*$/, 'must be one line');
+
+const NameSchema = z
+  .union([
+    line(200).openapi({ description: 'The full name as one text', example: 'Ann Lee' }),
+    z
+      .object({
+        given: z.union([line(100), z.array(line(100)).min(1).max(5)]).optional(),
+        family: line(100),
+      })
+      .strict(),
+  ])
+  .openapi({
+    description: 'A single text, or `{given, family}`',
+    example: { given: ['Ann'], family: 'Lee' },
+  });
+
+const PhoneSchema = z
+  .string()
+  .trim()
+  .regex(/^\+?[0-9 ()\-.]{3,32}$/, 'must be a phone number (digits, spaces, + ( ) - .)')
+  .openapi({ example: '+1 555 0100' });
+
+const IdentifierSchema = z
+  .object({
+    system: z.url().max(255).openapi({ example: 'urn:oid:2.16.840.1.113883.4.1' }),
+    value: line(100).openapi({ example: 'MRN-0042' }),
+  })
+  .strict();
+
+const AddressSchema = z
+  .object({
+    line: z.union([line(200), z.array(line(200)).min(1).max(4)]).optional(),
+    city: line(100).optional(),
+    state: line(100).optional(),
+    postal_code: line(20).optional(),
+    country: line(100).optional(),
+  })
+  .strict()
+  .openapi({ example: { line: ['1 Main St'], city: 'Springfield', postal_code: '12345', country: 'US' } });
+
+function isPastCalendarDate(value: string): boolean {
+  const date = new Date(`${value}T00:00:00Z`);
+  return (
+    !Number.isNaN(date.getTime()) && date.toISOString().startsWith(value) && date.getTime() <= Date.now()
+  );
+}
+
+export const CreatePatientBody = z
+  .object({
+    name: NameSchema,
+    email: EmailSchema,
+    dob: z
+      .string()
+      .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date YYYY-MM-DD')
+      .refine(isPastCalendarDate, 'must be a real date, not in the future')
+      .openapi({ example: '1980-04-12' }),
+    gender: z.enum(['male', 'female', 'other', 'unknown']).optional(),
+    phone: PhoneSchema.optional(),
+    address: AddressSchema.optional(),
+    identifier: z.union([IdentifierSchema, z.array(IdentifierSchema).min(1).max(5)]).optional(),
+    general_practitioner_id: z
+      .string()
+      .regex(FHIR_ID, 'must be a FHIR id')
+      .optional()
+      .openapi({ description: 'An existing Practitioner id: assigns the patient to them' }),
+  })
+  .strict()
+  .openapi('CreatePatientRequest');
+
+const QualificationSchema = z.union([
+  line(200).openapi({ description: 'Free text, e.g. "MD"' }),
+  z
+    .object({
+      code: line(100),
+      display: line(200).optional(),
+      system: z.url().max(255).optional(),
+    })
+    .strict(),
+]);
+
+export const CreatePractitionerBody = z
+  .object({
+    name: NameSchema,
+    email: EmailSchema,
+    phone: PhoneSchema.optional(),
+    identifier: z
+      .union([IdentifierSchema, z.array(IdentifierSchema).min(1).max(5)])
+      .optional()
+      .openapi({ example: { system: 'http://hl7.org/fhir/sid/us-npi', value: '1234567893' } }),
+    qualification: z.union([QualificationSchema, z.array(QualificationSchema).min(1).max(10)]).optional(),
+  })
+  .strict()
+  .openapi('CreatePractitionerRequest');
+
+export const ProvisionedResponse = z
+  .object({
+    fhir_id: z.string().openapi({ example: 'f3c1a9e2-4b7d-4c11-9a55-0c2d6e8f1a23' }),
+    user_id: z.string().openapi({ example: '019a6b3e-6c1f-7b52-9d8e-2f4a1c3b5d7e' }),
+    message: z
+      .string()
+      .openapi({ example: 'Patient created. An access code was emailed to ann@example.com.' }),
+  })
+  .openapi('ProvisionedResponse');
+
+export type CreatePatientInput = z.infer<typeof CreatePatientBody>;
+export type CreatePractitionerInput = z.infer<typeof CreatePractitionerBody>;

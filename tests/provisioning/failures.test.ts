@@ -1,0 +1,206 @@
+import type { Bundle } from '@medplum/fhirtypes';
+import { sql } from 'kysely';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/clock.js';
+import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
+import { startFailingProxy, startFakeUpstream, unusedPort } from '../helpers/fakeUpstream.js';
+import { startTestGateway, type TestGateway, tempDir } from '../helpers/gateway.js';
+import { DIALECTS } from '../helpers/postgres.js';
+import { startSmtpCapture } from '../helpers/smtp.js';
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function gateway(options: Parameters<typeof startTestGateway>[0]) {
+  const gw = await startTestGateway(options);
+  cleanups.push(() => gw.close());
+  return gw;
+}
+
+async function smtpCapture(port?: number) {
+  const smtp = await startSmtpCapture(port ? { port } : {});
+  cleanups.push(() => smtp.close());
+  return smtp;
+}
+
+const patientBody = (email: string) => ({ name: 'Fail Case', email, dob: '1990-01-01' });
+
+async function createPatient(gw: TestGateway, email: string) {
+  return gw.call('/fhir/patient', { method: 'POST', token: await gw.adminToken(), json: patientBody(email) });
+}
+
+async function patientsWithEmail(gw: TestGateway, email: string) {
+  const response = await gw.deps.fhir.request<Bundle>({
+    method: 'GET',
+    path: 'Patient',
+    query: new URLSearchParams({ email }),
+  });
+  return response.body?.entry ?? [];
+}
+
+/** Makes the database refuse a user with this email: a real failure after the FHIR create. */
+async function failUserInsertFor(gw: TestGateway, email: string) {
+  if (gw.deps.dialect === 'sqlite') {
+    await sql
+      .raw(`create trigger fail_insert before insert on users when new.email = '${email}'
+        begin select raise(abort, 'injected failure'); end`)
+      .execute(gw.deps.db);
+  } else {
+    await sql
+      .raw(`create function fail_insert() returns trigger language plpgsql as $$
+        begin if new.email = '${email}' then raise exception 'injected failure'; end if; return new; end $$;
+        create trigger fail_insert before insert on users for each row execute function fail_insert();`)
+      .execute(gw.deps.db);
+  }
+}
+
+const userCount = async (gw: TestGateway) =>
+  Number(
+    (
+      await gw.deps.db
+        .selectFrom('users')
+        .select((eb) => eb.fn.countAll().as('n'))
+        .executeTakeFirstOrThrow()
+    ).n,
+  );
+
+describe('provisioning when the FHIR server fails', () => {
+  it('answers 502 when the FHIR server is down, and stores no user', async () => {
+    const port = await unusedPort();
+    const gw = await gateway({ env: { FHIR_BASE_URL: `http://127.0.0.1:${port}/fhir` } });
+    const before = await userCount(gw);
+    const response = await createPatient(gw, 'down@example.com');
+    expect(response.status).toBe(502);
+    const body = await response.text();
+    expect(JSON.parse(body)).toMatchObject({ code: 'upstream_unavailable' });
+    expect(body).not.toContain(String(port));
+    expect(await userCount(gw)).toBe(before);
+  });
+
+  it('answers 504 within the timeout when the FHIR server hangs, and stores no user', async () => {
+    const hang = await startFakeUpstream(() => {});
+    cleanups.push(() => hang.close());
+    const gw = await gateway({ env: { FHIR_BASE_URL: `${hang.url}/fhir`, FHIR_TIMEOUT_MS: '500' } });
+    const before = await userCount(gw);
+    const started = Date.now();
+    const response = await createPatient(gw, 'slow@example.com');
+    expect(response.status).toBe(504);
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(await userCount(gw)).toBe(before);
+  });
+});
+
+describe.each(DIALECTS)('provisioning when storing the user fails (%s)', (dialect) => {
+  it('deletes the FHIR resource again and answers 503 storage_unavailable', async () => {
+    const gw = await gateway({ dialect });
+    const email = 'insert-fails@example.com';
+    await failUserInsertFor(gw, email);
+    const response = await createPatient(gw, email);
+    expect(response.status).toBe(503);
+    expect(await response.json()).toMatchObject({ code: 'storage_unavailable' });
+    expect(await patientsWithEmail(gw, email)).toHaveLength(0);
+    const audit = await gw.deps.db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('action', '=', 'provisioning.compensate')
+      .execute();
+    expect(audit).toHaveLength(1);
+    const mails = await gw.deps.db.selectFrom('outbox').selectAll().where('kind', '=', 'email').execute();
+    expect(mails).toHaveLength(0);
+  });
+
+  it('records an orphan, audited and listed for admins, when the compensating delete fails too', async () => {
+    const fhir = await startEmbeddedFhirServer({ dataDir: tempDir() });
+    cleanups.push(() => fhir.close());
+    const proxy = await startFailingProxy(fhir.baseUrl, (method) => method === 'DELETE');
+    cleanups.push(() => proxy.close());
+    const gw = await gateway({ dialect, env: { FHIR_BASE_URL: `${proxy.url}/fhir/R4` } });
+    const email = 'orphan@example.com';
+    await failUserInsertFor(gw, email);
+    const response = await createPatient(gw, email);
+    expect(response.status).toBe(503);
+    const [entry] = await patientsWithEmail(gw, email);
+    expect(entry?.resource?.id).toBeDefined();
+    const listed = await gw.call('/admin/provisioning/orphans', { token: await gw.adminToken() });
+    const { orphans } = (await listed.json()) as {
+      orphans: { fhir_type: string; fhir_id: string; reason: string }[];
+    };
+    expect(orphans).toEqual([
+      expect.objectContaining({
+        fhir_type: 'Patient',
+        fhir_id: entry!.resource!.id,
+        reason: 'user_insert_failed',
+      }),
+    ]);
+    const audit = await gw.deps.db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('action', '=', 'provisioning.orphan')
+      .execute();
+    expect(audit).toEqual([
+      expect.objectContaining({ outcome: 'failed', target_fhir_id: entry!.resource!.id }),
+    ]);
+  });
+});
+
+describe('access-code mail when SMTP fails', () => {
+  async function smtpDownGateway(smtpPort: number, extra: { dataDir?: string; clock?: ManualClock } = {}) {
+    return gateway({ env: { SMTP_URL: `smtp://127.0.0.1:${smtpPort}` }, ...extra });
+  }
+
+  async function pendingMails(gw: TestGateway) {
+    return gw.deps.db
+      .selectFrom('outbox')
+      .selectAll()
+      .where('kind', '=', 'email')
+      .where('status', '!=', 'sent')
+      .execute();
+  }
+
+  it('answers 201 while SMTP is down and delivers the mail exactly once when SMTP is back', async () => {
+    const port = await unusedPort();
+    const clock = new ManualClock();
+    const gw = await smtpDownGateway(port, { clock });
+    expect((await createPatient(gw, 'smtp-down@example.com')).status).toBe(201);
+    gw.deps.outbox.wake();
+    for (let i = 0; i < 50; i++) {
+      const [row] = await pendingMails(gw);
+      if (row && row.attempts > 0 && row.status === 'pending') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const [pending] = await pendingMails(gw);
+    expect(pending).toMatchObject({ status: 'pending', attempts: 1 });
+    expect(pending!.last_error).not.toMatch(/[0-9A-Z]{4}-[0-9A-Z]{4}/);
+
+    const smtp = await smtpCapture(port);
+    clock.advance(10 * 60_000);
+    gw.deps.outbox.wake();
+    const [mail] = await smtp.waitFor(1);
+    expect(mail!.subject).toMatch(/Your Access Code to Register on/);
+    clock.advance(60 * 60_000);
+    gw.deps.outbox.wake();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(smtp.messages).toHaveLength(1);
+    expect(await pendingMails(gw)).toHaveLength(0);
+  });
+
+  it('delivers mail left unsent by a stopped process after the restart, exactly once', async () => {
+    const port = await unusedPort();
+    const dataDir = tempDir();
+    const first = await startTestGateway({ env: { SMTP_URL: `smtp://127.0.0.1:${port}` }, dataDir });
+    expect((await createPatient(first, 'restart@example.com')).status).toBe(201);
+    await first.close();
+
+    const smtp = await smtpCapture(port);
+    const clock = new ManualClock();
+    clock.advance(10 * 60_000);
+    const second = await smtpDownGateway(port, { dataDir, clock });
+    second.deps.outbox.wake();
+    const [mail] = await smtp.waitFor(1);
+    expect(mail!.to && JSON.stringify(mail!.to)).toContain('restart@example.com');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(smtp.messages).toHaveLength(1);
+  });
+});

@@ -1,0 +1,448 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Bundle, Patient, Practitioner } from '@medplum/fhirtypes';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { DIALECTS } from '../helpers/postgres.js';
+import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
+
+const CODE_PATTERN =
+  /\b[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}\b/;
+
+describe.each(DIALECTS)('provisioning (%s)', (dialect) => {
+  let gw: TestGateway;
+  let smtp: SmtpCapture;
+  let admin: string;
+  let counter = 0;
+  const uniqueEmail = (prefix = 'person') => `${prefix}-${dialect}-${++counter}@example.com`;
+
+  beforeAll(async () => {
+    smtp = await startSmtpCapture();
+    gw = await startTestGateway({
+      dialect,
+      env: { SMTP_URL: smtp.url, APP_NAME: 'Acme Health', SIGNUP_URL: 'https://app.example.com/signup' },
+    });
+    admin = await gw.adminToken();
+  });
+  afterAll(async () => {
+    await gw.close();
+    await smtp.close();
+  });
+
+  const post = (
+    path: string,
+    json: unknown,
+    token: string | null = admin,
+    headers: Record<string, string> = {},
+  ) => gw.call(path, { method: 'POST', json, ...(token ? { token } : {}), headers });
+
+  const userByEmail = (email: string) =>
+    gw.deps.db.selectFrom('users').selectAll().where('email', '=', email.toLowerCase()).executeTakeFirst();
+
+  const fhirSearch = async (type: string, query: string) => {
+    const response = await gw.deps.fhir.request<Bundle>({
+      method: 'GET',
+      path: type,
+      query: new URLSearchParams(query),
+    });
+    return response.body?.entry?.map((e) => e.resource) ?? [];
+  };
+
+  const countRows = async (table: 'users' | 'outbox' | 'audit_log') =>
+    Number(
+      (
+        await gw.deps.db
+          .selectFrom(table)
+          .select((eb) => eb.fn.countAll().as('n'))
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
+
+  const mailsTo = (email: string) =>
+    smtp.messages.filter((m) => m.to && JSON.stringify(m.to).includes(email));
+
+  async function waitForMailTo(email: string) {
+    for (let i = 0; i < 50; i++) {
+      const found = mailsTo(email);
+      if (found.length) return found;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`no mail to ${email}`);
+  }
+
+  it('creates the Patient on the FHIR server, an inactive user linked to it, and emails the access code', async () => {
+    const email = uniqueEmail('ann');
+    const response = await post('/fhir/patient', {
+      name: { given: ['Ann'], family: 'Lee' },
+      email: email.toUpperCase(),
+      dob: '1980-04-12',
+      gender: 'female',
+      phone: '+1 555 0100',
+      address: { line: '1 Main St', city: 'Springfield', postal_code: '12345', country: 'US' },
+      identifier: { system: 'urn:oid:1.2.3', value: 'MRN-42' },
+    });
+    expect(response.status).toBe(201);
+    const body = (await response.json()) as { fhir_id: string; user_id: string; message: string };
+    expect(body).toEqual({
+      fhir_id: expect.any(String),
+      user_id: expect.any(String),
+      message: expect.stringContaining(email),
+    });
+
+    const user = await userByEmail(email);
+    expect(user).toMatchObject({
+      id: body.user_id,
+      role: 'patient',
+      fhir_resource_id: body.fhir_id,
+      is_registered: 0,
+      created_by_admin: 1,
+      password_hash: null,
+      access_code_attempts: 0,
+    });
+    expect(user?.access_code_hash).toMatch(/^[0-9a-f]{64}$/);
+    expect(Date.parse(user!.access_code_expires_at!) - Date.now()).toBeGreaterThan(23.9 * 3600_000);
+
+    const patient = (await gw.deps.fhir.request<Patient>({ method: 'GET', path: `Patient/${body.fhir_id}` }))
+      .body!;
+    expect(patient.telecom).toEqual(
+      expect.arrayContaining([
+        { system: 'email', value: email },
+        { system: 'phone', value: '+1 555 0100' },
+      ]),
+    );
+    expect(patient).toMatchObject({
+      birthDate: '1980-04-12',
+      gender: 'female',
+      name: [{ family: 'Lee', given: ['Ann'] }],
+    });
+    expect(patient.address?.[0]).toMatchObject({
+      line: ['1 Main St'],
+      city: 'Springfield',
+      postalCode: '12345',
+    });
+    expect(patient.identifier).toEqual(
+      expect.arrayContaining([{ system: 'urn:oid:1.2.3', value: 'MRN-42' }]),
+    );
+
+    const [mail] = await waitForMailTo(email);
+    expect(mail!.subject).toBe('Your Access Code to Register on Acme Health');
+    expect(mail!.text).toMatch(CODE_PATTERN);
+    expect(mail!.text).toContain('Ann Lee');
+    expect(mail!.text).toMatch(/expires on \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC \(in 24 hours\)/);
+    expect(mail!.text).toContain(`https://app.example.com/signup?email=${encodeURIComponent(email)}`);
+    expect(mail!.text).toMatch(/not expecting this email/i);
+    expect(mail!.html).toContain(CODE_PATTERN.exec(mail!.text!)![0]);
+  });
+
+  it('creates a Practitioner the same way, with practitioner wording', async () => {
+    const email = uniqueEmail('dr');
+    const response = await post('/fhir/practitioner', {
+      name: 'Grace Hopper',
+      email,
+      phone: '+1 555 0199',
+      identifier: { system: 'http://hl7.org/fhir/sid/us-npi', value: '1234567893' },
+      qualification: {
+        code: 'MD',
+        display: 'Doctor of Medicine',
+        system: 'http://terminology.hl7.org/CodeSystem/v2-0360',
+      },
+    });
+    expect(response.status).toBe(201);
+    const body = (await response.json()) as { fhir_id: string; user_id: string };
+    expect(await userByEmail(email)).toMatchObject({
+      role: 'practitioner',
+      fhir_resource_id: body.fhir_id,
+      is_registered: 0,
+    });
+    const practitioner = (
+      await gw.deps.fhir.request<Practitioner>({ method: 'GET', path: `Practitioner/${body.fhir_id}` })
+    ).body!;
+    expect(practitioner.telecom).toEqual(expect.arrayContaining([{ system: 'email', value: email }]));
+    expect(practitioner.qualification?.[0]?.code?.coding?.[0]?.code).toBe('MD');
+    const [mail] = await waitForMailTo(email);
+    expect(mail!.subject).toBe('Your Access Code to Register on Acme Health');
+    expect(mail!.text).toMatch(/your patients/i);
+  });
+
+  it('assigns a patient to an existing practitioner and refuses an unknown one', async () => {
+    const dr = (await (
+      await post('/fhir/practitioner', { name: 'Dr Who', email: uniqueEmail('who') })
+    ).json()) as {
+      fhir_id: string;
+    };
+    const ok = await post('/fhir/patient', {
+      name: 'Rose Tyler',
+      email: uniqueEmail('rose'),
+      dob: '1987-04-01',
+      general_practitioner_id: dr.fhir_id,
+    });
+    expect(ok.status).toBe(201);
+    const { fhir_id } = (await ok.json()) as { fhir_id: string };
+    const patient = (await gw.deps.fhir.request<Patient>({ method: 'GET', path: `Patient/${fhir_id}` }))
+      .body!;
+    expect(patient.generalPractitioner).toEqual([{ reference: `Practitioner/${dr.fhir_id}` }]);
+
+    const email = uniqueEmail('nobody-assigned');
+    const bad = await post('/fhir/patient', {
+      name: 'X Y',
+      email,
+      dob: '1990-01-01',
+      general_practitioner_id: 'does-not-exist',
+    });
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toMatchObject({
+      code: 'validation_failed',
+      errors: [{ path: 'general_practitioner_id' }],
+    });
+    expect(await userByEmail(email)).toBeUndefined();
+  });
+
+  it('runs the same flow for a raw FHIR POST /fhir/Patient and answers like a FHIR server', async () => {
+    const email = uniqueEmail('raw');
+    const resource: Patient = {
+      resourceType: 'Patient',
+      name: [{ family: 'Raw', given: ['Rita'] }],
+      birthDate: '1970-01-01',
+      telecom: [{ system: 'email', value: email }],
+    };
+    const response = await gw.call('/fhir/Patient', {
+      method: 'POST',
+      token: admin,
+      body: JSON.stringify(resource),
+      headers: { 'content-type': 'application/fhir+json' },
+    });
+    expect(response.status).toBe(201);
+    expect(response.headers.get('content-type')).toContain('application/fhir+json');
+    const created = (await response.json()) as Patient;
+    expect(created).toMatchObject({
+      resourceType: 'Patient',
+      id: expect.any(String),
+      birthDate: '1970-01-01',
+    });
+    expect(response.headers.get('location')).toBe(
+      `http://gateway.test/fhir/Patient/${created.id}/_history/${created.meta?.versionId}`,
+    );
+    expect(await userByEmail(email)).toMatchObject({
+      role: 'patient',
+      fhir_resource_id: created.id,
+      is_registered: 0,
+    });
+    const [mail] = await waitForMailTo(email);
+    expect(mail!.text).toMatch(CODE_PATTERN);
+  });
+
+  it('answers a raw FHIR create without an email telecom with a 400 OperationOutcome and creates nothing', async () => {
+    const before = await fhirSearch('Practitioner', 'family=Nomail');
+    const response = await gw.call('/fhir/Practitioner', {
+      method: 'POST',
+      token: admin,
+      body: JSON.stringify({ resourceType: 'Practitioner', name: [{ family: 'Nomail' }] }),
+      headers: { 'content-type': 'application/fhir+json' },
+    });
+    expect(response.status).toBe(400);
+    const outcome = (await response.json()) as { resourceType: string; issue: { expression?: string[] }[] };
+    expect(outcome.resourceType).toBe('OperationOutcome');
+    expect(outcome.issue[0]?.expression).toEqual(['telecom']);
+    expect(await fhirSearch('Practitioner', 'family=Nomail')).toHaveLength(before.length);
+  });
+
+  it.each([
+    ['no email', { name: 'No Mail', dob: '1990-01-01' }],
+    ['an invalid email', { name: 'Bad Mail', dob: '1990-01-01', email: 'not-an-address' }],
+    [
+      'CRLF in the email',
+      { name: 'Crlf', dob: '1990-01-01', email: 'crlf@example.com\r\nBcc: evil@example.com' },
+    ],
+    ['a second address', { name: 'Two', dob: '1990-01-01', email: 'one@example.com, two@example.com' }],
+    ['a display name', { name: 'Disp', dob: '1990-01-01', email: 'Eve <eve@example.com>' }],
+    ['a bad date', { name: 'Date', dob: '1990-02-30', email: 'date@example.com' }],
+    ['a future birth date', { name: 'Future', dob: '2999-01-01', email: 'future@example.com' }],
+    ['an unknown field', { name: 'Mass', dob: '1990-01-01', email: 'mass@example.com', role: 'admin' }],
+  ])('refuses %s with 400; nothing upstream, nothing stored, nothing mailed', async (_label, body) => {
+    const [users, outbox, patients, mails] = [
+      await countRows('users'),
+      await countRows('outbox'),
+      (await fhirSearch('Patient', '_count=1000')).length,
+      smtp.messages.length,
+    ];
+    const response = await post('/fhir/patient', body);
+    expect(response.status).toBe(400);
+    const problem = (await response.json()) as { code: string; errors: { path: string }[] };
+    expect(problem.code).toBe('validation_failed');
+    expect(problem.errors.length).toBeGreaterThan(0);
+    expect(await countRows('users')).toBe(users);
+    expect((await fhirSearch('Patient', '_count=1000')).length).toBe(patients);
+    const outboxMails = await gw.deps.db
+      .selectFrom('outbox')
+      .select('id')
+      .where('kind', '=', 'email')
+      .execute();
+    expect(outboxMails.length).toBeLessThanOrEqual(outbox);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(smtp.messages.length).toBe(mails);
+  });
+
+  it('refuses a duplicate email in any letter case with 409, without touching FHIR or mailing', async () => {
+    const email = uniqueEmail('dup');
+    expect((await post('/fhir/patient', { name: 'First One', email, dob: '1990-01-01' })).status).toBe(201);
+    await waitForMailTo(email);
+    const original = await userByEmail(email);
+    const patientsBefore = (await fhirSearch('Patient', '_count=1000')).length;
+    const mailsBefore = smtp.messages.length;
+    const response = await post('/fhir/practitioner', { name: 'Second One', email: email.toUpperCase() });
+    expect(response.status).toBe(409);
+    expect(await response.json()).toMatchObject({ code: 'conflict' });
+    expect(await userByEmail(email)).toEqual(original);
+    expect((await fhirSearch('Patient', '_count=1000')).length).toBe(patientsBefore);
+    expect(await fhirSearch('Practitioner', 'family=One')).toHaveLength(0);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(smtp.messages.length).toBe(mailsBefore);
+  });
+
+  it('refuses patients, practitioners and anonymous callers with no side effect, and audits the denied attempt', async () => {
+    const patient = await gw.seedUser({ role: 'patient' });
+    const practitioner = await gw.seedUser({ role: 'practitioner' });
+    const tokens = {
+      patient: await gw.login(patient.email, patient.password),
+      practitioner: await gw.login(practitioner.email, practitioner.password),
+    };
+    const usersBefore = await countRows('users');
+    const email = uniqueEmail('denied');
+    for (const [caller, token, status] of [
+      ['patient', tokens.patient, 403],
+      ['practitioner', tokens.practitioner, 403],
+      ['anonymous', null, 401],
+    ] as const) {
+      const before = await gw.deps.db
+        .selectFrom('audit_log')
+        .select('id')
+        .where('action', '=', 'access.denied')
+        .execute();
+      const response = await post('/fhir/patient', { name: 'Den Ied', email, dob: '1990-01-01' }, token);
+      expect(response.status, caller).toBe(status);
+      const after = await gw.deps.db
+        .selectFrom('audit_log')
+        .selectAll()
+        .where('action', '=', 'access.denied')
+        .orderBy('id', 'desc')
+        .execute();
+      expect(after.length, caller).toBe(before.length + 1);
+      expect(after[0]).toMatchObject({
+        outcome: 'denied',
+        actor_role: caller === 'anonymous' ? null : caller,
+      });
+    }
+    expect(await countRows('users')).toBe(usersBefore);
+    expect(await userByEmail(email)).toBeUndefined();
+  });
+
+  it('replays the first answer for a repeated Idempotency-Key and refuses the key with another body', async () => {
+    const email = uniqueEmail('idem');
+    const body = { name: 'Idem Potent', email, dob: '1990-01-01' };
+    const first = await post('/fhir/patient', body, admin, { 'idempotency-key': `key-${email}` });
+    expect(first.status).toBe(201);
+    const firstBody = await first.json();
+    const usersAfterFirst = await countRows('users');
+    const replay = await post('/fhir/patient', body, admin, { 'idempotency-key': `key-${email}` });
+    expect(replay.status).toBe(201);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(await replay.json()).toEqual(firstBody);
+    expect(await countRows('users')).toBe(usersAfterFirst);
+    expect(await fhirSearch('Patient', `email=${encodeURIComponent(email)}`)).toHaveLength(1);
+    const different = await post('/fhir/patient', { ...body, dob: '1991-01-01' }, admin, {
+      'idempotency-key': `key-${email}`,
+    });
+    expect(different.status).toBe(422);
+    expect(await different.json()).toMatchObject({ code: 'idempotency_key_reused' });
+    await waitForMailTo(email);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(mailsTo(email)).toHaveLength(1);
+  });
+
+  it('never stores an access code in plaintext (database rows and files)', async () => {
+    const email = uniqueEmail('scan');
+    expect((await post('/fhir/patient', { name: 'Scan Me', email, dob: '1990-01-01' })).status).toBe(201);
+    const [mail] = await waitForMailTo(email);
+    const code = CODE_PATTERN.exec(mail!.text!)![0];
+    const compact = code.replaceAll('-', '');
+    const dump = JSON.stringify([
+      await gw.deps.db.selectFrom('users').selectAll().execute(),
+      await gw.deps.db.selectFrom('outbox').selectAll().execute(),
+      await gw.deps.db.selectFrom('audit_log').selectAll().execute(),
+    ]);
+    expect(dump).not.toContain(code);
+    expect(dump).not.toContain(compact);
+    if (dialect === 'sqlite') {
+      for (const file of fs.readdirSync(gw.dataDir).filter((f) => f.includes('.sqlite'))) {
+        const bytes = fs.readFileSync(path.join(gw.dataDir, file)).toString('latin1');
+        expect(bytes.includes(code) || bytes.includes(compact), file).toBe(false);
+      }
+    }
+  });
+
+  it('re-issues a code: the old one is void, a new mail goes out, and it is audited', async () => {
+    const email = uniqueEmail('reissue');
+    const created = (await (
+      await post('/fhir/patient', { name: 'Re Issue', email, dob: '1990-01-01' })
+    ).json()) as {
+      user_id: string;
+    };
+    await waitForMailTo(email);
+    const before = await userByEmail(email);
+    const response = await post(`/admin/users/${created.user_id}/access-code`, undefined);
+    expect(response.status).toBe(202);
+    const body = (await response.json()) as Record<string, unknown>;
+    expect(body).toMatchObject({ message: expect.any(String), expires_at: expect.any(String) });
+    expect(body).not.toHaveProperty('access_code');
+    const after = await userByEmail(email);
+    expect(after?.access_code_hash).not.toBe(before?.access_code_hash);
+    for (let i = 0; i < 50 && mailsTo(email).length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+    const mails = mailsTo(email);
+    expect(mails).toHaveLength(2);
+    expect(CODE_PATTERN.exec(mails[1]!.text!)![0]).not.toBe(CODE_PATTERN.exec(mails[0]!.text!)![0]);
+    const audit = await gw.deps.db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('action', '=', 'users.reissue_access_code')
+      .where('target_user_id', '=', created.user_id)
+      .execute();
+    expect(audit).toHaveLength(1);
+    expect((await post('/admin/users/no-such-user/access-code', undefined)).status).toBe(404);
+  });
+
+  it('lists the audit trail newest first with filters and a cursor', async () => {
+    const first = await gw.call('/admin/audit?action=provisioning.create&outcome=success&limit=2', {
+      token: admin,
+    });
+    expect(first.status).toBe(200);
+    const page1 = (await first.json()) as { entries: { id: string; action: string }[]; next_cursor: string };
+    expect(page1.entries).toHaveLength(2);
+    expect(page1.entries.every((e) => e.action === 'provisioning.create')).toBe(true);
+    expect(page1.entries[0]!.id > page1.entries[1]!.id).toBe(true);
+    const second = await gw.call(
+      `/admin/audit?action=provisioning.create&outcome=success&limit=2&cursor=${page1.next_cursor}`,
+      {
+        token: admin,
+      },
+    );
+    const page2 = (await second.json()) as { entries: { id: string }[] };
+    expect(page2.entries[0]!.id < page1.entries[1]!.id).toBe(true);
+    const dump = JSON.stringify(page1);
+    expect(dump).not.toMatch(CODE_PATTERN);
+    expect((await gw.call('/admin/audit?cursor=garbage', { token: admin })).status).toBe(400);
+    expect((await gw.call('/admin/audit?foo=bar', { token: admin })).status).toBe(400);
+  });
+
+  it('mirrors audit entries to the FHIR server as AuditEvent resources', async () => {
+    let events: unknown[] = [];
+    for (let i = 0; i < 50 && events.length === 0; i++) {
+      gw.deps.outbox.wake();
+      await new Promise((r) => setTimeout(r, 100));
+      events = await fhirSearch('AuditEvent', '_count=1000');
+    }
+    expect(events.length).toBeGreaterThan(0);
+    const serialized = JSON.stringify(events);
+    expect(serialized).toContain('provisioning.create');
+    expect(serialized).not.toMatch(CODE_PATTERN);
+  });
+});
