@@ -26,6 +26,9 @@ export interface UsersTable {
   updated_at: string;
   registered_at: string | null;
   last_login_at: string | null;
+  reset_code_hash: ColumnType<string | null, string | null | undefined, string | null>;
+  reset_code_expires_at: ColumnType<string | null, string | null | undefined, string | null>;
+  reset_code_attempts: Generated<number>;
 }
 
 export type AuditOutcome = 'success' | 'denied' | 'failed';
@@ -88,12 +91,43 @@ export interface FhirOrphansTable {
   resolved_at: string | null;
 }
 
+/** One login or signup: its refresh tokens rotate within it; revoking it ends its access tokens too. */
+export interface SessionsTable {
+  id: string;
+  user_id: string;
+  created_at: string;
+  /** Absolute end: refreshing never extends a session past this. */
+  expires_at: string;
+  revoked_at: string | null;
+  revoked_reason: string | null;
+}
+
+export interface RefreshTokensTable {
+  id: string;
+  session_id: string;
+  /** SHA-256 of the opaque token: the token itself is never stored. */
+  token_hash: string;
+  created_at: string;
+  expires_at: string;
+  /** Set when rotated; presenting it again is reuse, which revokes the session. */
+  used_at: string | null;
+}
+
+export interface RateLimitsTable {
+  bucket: string;
+  window_start: string;
+  count: number;
+}
+
 export interface Database {
   users: UsersTable;
   audit_log: AuditLogTable;
   outbox: OutboxTable;
   idempotency_keys: IdempotencyKeysTable;
   fhir_orphans: FhirOrphansTable;
+  sessions: SessionsTable;
+  refresh_tokens: RefreshTokensTable;
+  rate_limits: RateLimitsTable;
 }
 
 export type UserRow = Selectable<UsersTable>;

@@ -139,6 +139,10 @@ const envSchema = z.object({
   JWT_ISSUER: optionalString,
   JWT_AUDIENCE: z.string().trim().min(1).default('fhir-facade'),
   ACCESS_TOKEN_TTL: duration(60, 86_400).default(900),
+  REFRESH_TOKEN_TTL: duration(300, 90 * 86_400).default(7 * 86_400),
+  SESSION_MAX_AGE: duration(3600, 365 * 86_400).default(30 * 86_400),
+  RESET_CODE_TTL: duration(300, 3600).default(1800),
+  RESET_URL: z.preprocess(emptyToUndefined, httpUrl('must be an http(s) URL').optional()),
   CORS_ORIGINS: z.string().default(''),
   TRUST_PROXY: booleanFlag.default(false),
   SHUTDOWN_TIMEOUT_MS: integer(0, 120_000).default(10_000),
@@ -177,12 +181,18 @@ export interface Config {
   readonly accessCodeTtlSeconds: number;
   /** Opt-in for deployments without mail: a re-issued code is returned once to the admin. */
   readonly adminCodeInResponse: boolean;
+  /** Lifetime of an emailed password-reset code, seconds. */
+  readonly resetCodeTtlSeconds: number;
+  /** The frontend's reset page linked from reset mails. */
+  readonly resetUrl: string;
   readonly appSecret: string | undefined;
   readonly jwt: {
     readonly privateKey: string | undefined;
     readonly issuer: string;
     readonly audience: string;
     readonly accessTokenTtlSeconds: number;
+    readonly refreshTokenTtlSeconds: number;
+    readonly sessionMaxAgeSeconds: number;
   };
   readonly corsOrigins: readonly string[];
   readonly trustProxy: boolean;
@@ -293,12 +303,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     passwordMinLength: e.PASSWORD_MIN_LENGTH,
     accessCodeTtlSeconds: e.ACCESS_CODE_TTL,
     adminCodeInResponse: e.ADMIN_CODE_IN_RESPONSE,
+    resetCodeTtlSeconds: e.RESET_CODE_TTL,
+    resetUrl: e.RESET_URL ?? `${publicBaseUrl}/reset-password`,
     appSecret: e.APP_SECRET,
     jwt: {
       privateKey: e.JWT_PRIVATE_KEY,
       issuer: e.JWT_ISSUER ?? publicBaseUrl,
       audience: e.JWT_AUDIENCE,
       accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL,
+      refreshTokenTtlSeconds: e.REFRESH_TOKEN_TTL,
+      sessionMaxAgeSeconds: e.SESSION_MAX_AGE,
     },
     corsOrigins: cors,
     trustProxy: e.TRUST_PROXY,

@@ -26,6 +26,12 @@ export const ERROR_CATALOG = {
     detail: 'The request body is not valid JSON.',
     fhirCode: 'structure',
   },
+  invalid_access_code: {
+    status: 400,
+    title: 'Bad Request',
+    detail: 'The email or code is not valid, or the code has expired. Ask for a new code if needed.',
+    fhirCode: 'invalid',
+  },
   unauthenticated: {
     status: 401,
     title: 'Unauthorized',
@@ -36,6 +42,12 @@ export const ERROR_CATALOG = {
     status: 401,
     title: 'Unauthorized',
     detail: 'Email or password is incorrect.',
+    fhirCode: 'login',
+  },
+  invalid_refresh_token: {
+    status: 401,
+    title: 'Unauthorized',
+    detail: 'The refresh token is not valid. Log in again.',
     fhirCode: 'login',
   },
   forbidden: {

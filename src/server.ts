@@ -11,6 +11,8 @@ import { createMailer } from './email/mailer.js';
 import { startOutboxWorker } from './email/outboxWorker.js';
 import { startEmbeddedFhirServer } from './fhir/embedded/server.js';
 import { createFhirService } from './fhir/fhirService.js';
+import { startHousekeeping } from './housekeeping.js';
+import { createBackgroundTasks } from './http/background.js';
 import type { AppDeps } from './http/types.js';
 import type { Logger } from './logger.js';
 import { loadSecrets } from './secrets.js';
@@ -73,7 +75,6 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       timeoutMs: config.fhir.timeoutMs,
       auth: config.fhir.auth,
     });
-    closers.push(() => fhir.close());
 
     const passwords = await createPasswordHasher();
     closers.push(() => passwords.close());
@@ -95,9 +96,11 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       sealingKey: secrets.sealingKey,
       appName: config.appName,
       signupUrl: config.signupUrl,
+      resetUrl: config.resetUrl,
       logger,
     });
     closers.push(() => outbox.stop());
+    closers.push(() => fhir.close());
 
     if (config.firstAdmin) {
       const result = await ensureAdminAccount(
@@ -113,6 +116,9 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       logger.info({ email: config.firstAdmin.email, result }, 'first admin account');
     }
 
+    closers.push(startHousekeeping(database.db, clock, logger));
+    const background = createBackgroundTasks(logger);
+    closers.push(() => background.drain());
     const deps: AppDeps = {
       config,
       db: database.db,
@@ -122,6 +128,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       signingKey,
       secrets,
       outbox,
+      background,
       clock,
       logger,
     };

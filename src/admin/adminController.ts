@@ -6,7 +6,14 @@ import { bearerSecurity, errorResponses } from '../http/schemas.js';
 import type { AppEnv } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
 import { requirePermission } from '../middleware/requireRole.js';
-import { listAudit, listOrphans, reissueAccessCode } from './adminService.js';
+import {
+  getUser,
+  listAudit,
+  listOrphans,
+  listUsers,
+  reissueAccessCode,
+  setUserActive,
+} from './adminService.js';
 
 const manageUsers = [authenticate({ auditFailures: true }), requirePermission('users:manage')];
 const readAudit = [authenticate({ auditFailures: true }), requirePermission('audit:read')];
@@ -14,10 +21,11 @@ const readAudit = [authenticate({ auditFailures: true }), requirePermission('aud
 const context = (c: Context<AppEnv>) => ({ requestId: c.var.requestId, clientIp: c.var.clientIp });
 
 /** Reading the trail is itself an admin action, so it is audited too. */
-function auditRead(c: Context<AppEnv>, action: string) {
+function auditRead(c: Context<AppEnv>, action: string, targetUserId?: string) {
   return writeAudit(c.var.deps.db, c.var.deps.clock, {
     action,
     outcome: 'success',
+    targetUserId: targetUserId ?? null,
     actorUserId: c.var.caller.userId,
     actorRole: c.var.caller.role,
     requestId: c.var.requestId,
@@ -148,10 +156,137 @@ const orphansRoute = createRoute({
   },
 });
 
+const AdminUser = z
+  .object({
+    id: z.string(),
+    email: z.string(),
+    role: z.enum(['admin', 'patient', 'practitioner']),
+    fhir_id: z.string().nullable(),
+    status: z.enum(['pending', 'expired', 'active', 'deactivated']),
+    is_registered: z.boolean(),
+    is_active: z.boolean(),
+    created_by_admin: z.boolean(),
+    created_at: z.string(),
+    registered_at: z.string().nullable(),
+    last_login_at: z.string().nullable(),
+    access_code_expires_at: z.string().nullable(),
+    profile: z.record(z.string(), z.string()),
+  })
+  .openapi('AdminUser');
+
+const UserIdParam = z.object({ id: z.string().min(1).max(64) });
+
+const listUsersRoute = createRoute({
+  method: 'get',
+  path: '/admin/users',
+  tags: ['admin'],
+  summary: 'Accounts, newest first',
+  security: bearerSecurity,
+  middleware: manageUsers,
+  request: {
+    query: z
+      .object({
+        role: z.enum(['admin', 'patient', 'practitioner']).optional(),
+        status: z.enum(['pending', 'expired', 'active', 'deactivated']).optional().openapi({
+          description: 'pending: waiting for signup with a usable code; expired: code expired or void',
+        }),
+        email: z
+          .string()
+          .min(1)
+          .max(254)
+          .optional()
+          .openapi({ description: 'Part of the email, any letter case' }),
+        limit: z.coerce.number().int().min(1).max(200).default(50),
+        cursor: z.string().max(200).optional(),
+      })
+      .strict(),
+  },
+  responses: {
+    200: {
+      description: 'A page of accounts',
+      content: {
+        'application/json': {
+          schema: z
+            .object({ users: z.array(AdminUser), next_cursor: z.string().nullable() })
+            .openapi('AdminUserPage'),
+        },
+      },
+    },
+    400: errorResponses[400],
+    401: errorResponses[401],
+    403: errorResponses[403],
+  },
+});
+
+const getUserRoute = createRoute({
+  method: 'get',
+  path: '/admin/users/{id}',
+  tags: ['admin'],
+  summary: 'One account',
+  security: bearerSecurity,
+  middleware: manageUsers,
+  request: { params: UserIdParam },
+  responses: {
+    200: { description: 'The account', content: { 'application/json': { schema: AdminUser } } },
+    401: errorResponses[401],
+    403: errorResponses[403],
+    404: errorResponses[404],
+  },
+});
+
+const patchUserRoute = createRoute({
+  method: 'patch',
+  path: '/admin/users/{id}',
+  tags: ['admin'],
+  summary: 'Deactivate or reactivate an account (deactivation ends every token at once)',
+  security: bearerSecurity,
+  middleware: manageUsers,
+  request: {
+    params: UserIdParam,
+    body: {
+      required: true,
+      content: { 'application/json': { schema: z.object({ active: z.boolean() }).strict() } },
+    },
+  },
+  responses: {
+    200: {
+      description: 'The account after the change',
+      content: { 'application/json': { schema: AdminUser } },
+    },
+    400: errorResponses[400],
+    401: errorResponses[401],
+    403: errorResponses[403],
+    404: errorResponses[404],
+    409: errorResponses[409],
+  },
+});
+
 export function adminRoutes() {
   const router = createRouter();
   router.openapi(reissueRoute, async (c) =>
     c.json(await reissueAccessCode(c.var.deps, c.var.caller, context(c), c.req.valid('param').id), 202),
+  );
+  router.openapi(listUsersRoute, async (c) => {
+    const page = await listUsers(c.var.deps, c.req.valid('query'));
+    await auditRead(c, 'users.list');
+    return c.json(page, 200);
+  });
+  router.openapi(getUserRoute, async (c) => {
+    const user = await getUser(c.var.deps, c.req.valid('param').id);
+    await auditRead(c, 'users.read', user.id);
+    return c.json(user, 200);
+  });
+  router.openapi(patchUserRoute, async (c) =>
+    c.json(
+      await setUserActive(
+        c.var.deps,
+        c.var.caller,
+        context(c),
+        c.req.valid('param').id,
+        c.req.valid('json').active,
+      ),
+      200,
+    ),
   );
   router.openapi(auditRoute, async (c) => {
     const page = await listAudit(c.var.deps, c.req.valid('query'));

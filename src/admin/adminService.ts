@@ -1,11 +1,14 @@
 import type { Patient, Practitioner } from '@medplum/fhirtypes';
-import type { AuditOutcome } from '../../db/schema.js';
+import { sql } from 'kysely';
+import type { AuditOutcome, UserRow } from '../../db/schema.js';
 import { writeAudit } from '../audit/auditService.js';
-import { generateAccessCode, hashAccessCode } from '../auth/accessCodes.js';
+import { generateAccessCode, hashAccessCode, MAX_CODE_ATTEMPTS } from '../auth/accessCodes.js';
+import { revokeAllSessions } from '../auth/sessions.js';
 import { enqueueAccessCodeMail } from '../email/outbox.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { displayName } from '../provisioning/fhirMappers.js';
+import { toUserDto } from '../users/userDto.js';
 import { findUserById } from '../users/userRepository.js';
 
 /** Admin operations on accounts and the audit trail. */
@@ -174,4 +177,141 @@ export async function listOrphans(deps: AppDeps) {
       created_at: r.created_at,
     })),
   };
+}
+
+export type UserStatus = 'pending' | 'expired' | 'active' | 'deactivated';
+
+/** What an admin sees of an account: never a hash or code. */
+export function toAdminUserDto(user: UserRow, now: Date) {
+  return {
+    id: user.id,
+    email: user.email,
+    role: user.role,
+    fhir_id: user.fhir_resource_id,
+    status: statusOf(user, now),
+    is_registered: user.is_registered === 1,
+    is_active: user.is_active === 1,
+    created_by_admin: user.created_by_admin === 1,
+    created_at: user.created_at,
+    registered_at: user.registered_at,
+    last_login_at: user.last_login_at,
+    access_code_expires_at: user.is_registered === 1 ? null : user.access_code_expires_at,
+    profile: toUserDto(user).profile,
+  };
+}
+
+function statusOf(user: UserRow, now: Date): UserStatus {
+  if (user.is_active !== 1) return 'deactivated';
+  if (user.is_registered === 1) return 'active';
+  const usable =
+    user.access_code_hash !== null &&
+    user.access_code_attempts < MAX_CODE_ATTEMPTS &&
+    (user.access_code_expires_at ?? '') > now.toISOString();
+  return usable ? 'pending' : 'expired';
+}
+
+export interface UserQuery {
+  role?: 'admin' | 'patient' | 'practitioner';
+  status?: UserStatus;
+  email?: string;
+  limit: number;
+  cursor?: string;
+}
+
+/** Accounts, newest first, filtered by role, status and an email fragment; cursor-paged. */
+export async function listUsers(deps: AppDeps, query: UserQuery) {
+  const now = deps.clock.now().toISOString();
+  let q = deps.db
+    .selectFrom('users')
+    .selectAll()
+    .orderBy('id', 'desc')
+    .limit(query.limit + 1);
+  if (query.role) q = q.where('role', '=', query.role);
+  if (query.email) {
+    // emails are stored lower-cased; escape LIKE wildcards so the search is literal
+    const fragment = query.email.toLowerCase().replace(/[\\%_]/g, (ch) => `\\${ch}`);
+    q = q.where(sql<boolean>`email like ${`%${fragment}%`} escape '\\'`);
+  }
+  switch (query.status) {
+    case 'deactivated':
+      q = q.where('is_active', '=', 0);
+      break;
+    case 'active':
+      q = q.where('is_active', '=', 1).where('is_registered', '=', 1);
+      break;
+    case 'pending':
+      q = q
+        .where('is_active', '=', 1)
+        .where('is_registered', '=', 0)
+        .where('access_code_hash', 'is not', null)
+        .where('access_code_attempts', '<', MAX_CODE_ATTEMPTS)
+        .where('access_code_expires_at', '>', now);
+      break;
+    case 'expired':
+      q = q
+        .where('is_active', '=', 1)
+        .where('is_registered', '=', 0)
+        .where((eb) =>
+          eb.or([
+            eb('access_code_hash', 'is', null),
+            eb('access_code_attempts', '>=', MAX_CODE_ATTEMPTS),
+            eb('access_code_expires_at', '<=', now),
+          ]),
+        );
+      break;
+  }
+  if (query.cursor) q = q.where('id', '<', decodeCursor(query.cursor));
+  const rows = await q.execute();
+  const page = rows.slice(0, query.limit);
+  return {
+    users: page.map((u) => toAdminUserDto(u, deps.clock.now())),
+    next_cursor: rows.length > query.limit && page.length ? encodeCursor(page.at(-1)!.id) : null,
+  };
+}
+
+export async function getUser(deps: AppDeps, id: string) {
+  const user = await findUserById(deps.db, id);
+  if (!user) throw new AppError('not_found', { detail: 'No such user.' });
+  return toAdminUserDto(user, deps.clock.now());
+}
+
+/**
+ * Deactivates or reactivates an account. Deactivation bumps token_version and revokes every
+ * session, so the user's very next request with any earlier token is refused.
+ */
+export async function setUserActive(
+  deps: AppDeps,
+  actor: Caller,
+  ctx: RequestContext,
+  id: string,
+  active: boolean,
+) {
+  const user = await findUserById(deps.db, id);
+  if (!user) throw new AppError('not_found', { detail: 'No such user.' });
+  // an admin who deactivates themselves could leave nobody able to undo it
+  if (!active && user.id === actor.userId)
+    throw new AppError('conflict', { detail: 'You cannot deactivate your own account.' });
+  const now = deps.clock.now();
+  await deps.db.transaction().execute(async (trx) => {
+    await trx
+      .updateTable('users')
+      .set((eb) => ({
+        is_active: active ? 1 : 0,
+        updated_at: now.toISOString(),
+        ...(active ? {} : { token_version: eb('token_version', '+', 1) }),
+      }))
+      .where('id', '=', id)
+      .execute();
+    if (!active) await revokeAllSessions(trx, id, 'deactivated', now);
+    await writeAudit(trx, deps.clock, {
+      action: active ? 'users.activate' : 'users.deactivate',
+      outcome: 'success',
+      actorUserId: actor.userId,
+      actorRole: actor.role,
+      targetUserId: id,
+      requestId: ctx.requestId,
+      clientIp: ctx.clientIp,
+    });
+  });
+  return getUser(deps, id);
 }

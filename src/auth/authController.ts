@@ -1,15 +1,23 @@
 import { createRoute, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import { createRouter } from '../http/router.js';
 import { bearerSecurity, EmailSchema, errorResponses, UserSchema } from '../http/schemas.js';
+import type { AppEnv } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
 import { requirePermission } from '../middleware/requireRole.js';
-import { login, me } from './authService.js';
+import { forgotPassword, resendAccessCode, resetPassword } from './accountRecoveryService.js';
+import { login, logout, me, refresh, signup } from './authService.js';
 import { PASSWORD_MAX_LENGTH } from './passwords.js';
+
+const PasswordField = z
+  .string()
+  .min(1, 'is required')
+  .max(PASSWORD_MAX_LENGTH, `must be at most ${PASSWORD_MAX_LENGTH} characters`);
 
 const LoginBody = z
   .object({
     email: EmailSchema,
-    password: z.string().min(1).max(PASSWORD_MAX_LENGTH).openapi({ example: 'correct horse battery staple' }),
+    password: PasswordField.openapi({ example: 'correct horse battery staple' }),
   })
   .strict()
   .openapi('LoginRequest');
@@ -18,17 +26,78 @@ const TokenResponse = z
   .object({
     token: z.string().openapi({ description: 'ES256 access token (JWT, `typ: at+jwt`)' }),
     token_type: z.literal('Bearer'),
-    expires_in: z.number().int().openapi({ example: 900, description: 'Seconds until the token expires' }),
+    expires_in: z
+      .number()
+      .int()
+      .openapi({ example: 900, description: 'Seconds until the access token expires' }),
+    refresh_token: z.string().openapi({ description: 'Opaque; single use: each refresh returns a new one' }),
     user: UserSchema,
   })
   .openapi('TokenResponse');
+
+const line = (max: number) =>
+  z
+    .string()
+    .trim()
+    .min(1)
+    .max(max)
+    .regex(/^[^\r\n\t\0]*$/, 'must be one line');
+
+/** The "additional profile fields" of the seed: an allow-list; anything else is refused. */
+export const ProfileSchema = z
+  .object({
+    display_name: line(100).optional().openapi({ example: 'Ann' }),
+    phone: z
+      .string()
+      .trim()
+      .regex(/^\+?[0-9 ()\-.]{3,32}$/, 'must be a phone number')
+      .optional()
+      .openapi({ example: '+1 555 0100' }),
+    preferred_language: z
+      .string()
+      .regex(/^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$/, 'must be a language tag such as en or pt-BR')
+      .optional()
+      .openapi({ example: 'en' }),
+  })
+  .strict()
+  .openapi('Profile');
+
+const SignupBody = z
+  .object({
+    email: EmailSchema,
+    access_code: z.string().min(1).max(64).openapi({ example: '7KQ2-M9XD-4HTP-R3VW' }),
+    password: PasswordField.openapi({ example: 'a long and plain passphrase' }),
+    profile: ProfileSchema.optional(),
+  })
+  .strict()
+  .openapi('SignupRequest');
+
+const RefreshBody = z
+  .object({ refresh_token: z.string().min(1).max(200) })
+  .strict()
+  .openapi('RefreshRequest');
+const EmailBody = z.object({ email: EmailSchema }).strict().openapi('EmailRequest');
+const ResetBody = z
+  .object({
+    email: EmailSchema,
+    code: z.string().min(1).max(64).openapi({ example: 'K2D8-4QXM-7TRV-9HPN' }),
+    new_password: PasswordField.openapi({ example: 'another long plain passphrase' }),
+  })
+  .strict()
+  .openapi('PasswordResetRequest');
+const Message = z.object({ message: z.string() }).openapi('Message');
+
+const json = <T extends z.ZodType>(schema: T) => ({
+  required: true,
+  content: { 'application/json': { schema } },
+});
 
 const loginRoute = createRoute({
   method: 'post',
   path: '/auth/login',
   tags: ['auth'],
   summary: 'Log in with email and password',
-  request: { body: { required: true, content: { 'application/json': { schema: LoginBody } } } },
+  request: { body: json(LoginBody) },
   responses: {
     200: { description: 'Logged in', content: { 'application/json': { schema: TokenResponse } } },
     400: errorResponses[400],
@@ -38,13 +107,56 @@ const loginRoute = createRoute({
   },
 });
 
+const signupRoute = createRoute({
+  method: 'post',
+  path: '/auth/signup',
+  tags: ['auth'],
+  summary: 'Activate an account with the emailed access code and choose a password',
+  request: { body: json(SignupBody) },
+  responses: {
+    201: {
+      description: 'Registered and logged in',
+      content: { 'application/json': { schema: TokenResponse } },
+    },
+    400: errorResponses[400],
+    415: errorResponses[415],
+    429: errorResponses[429],
+  },
+});
+
+const refreshRoute = createRoute({
+  method: 'post',
+  path: '/auth/refresh',
+  tags: ['auth'],
+  summary: 'Exchange a refresh token for a new token pair (rotation)',
+  request: { body: json(RefreshBody) },
+  responses: {
+    200: {
+      description: 'A new pair; the old refresh token is spent',
+      content: { 'application/json': { schema: TokenResponse } },
+    },
+    400: errorResponses[400],
+    401: errorResponses[401],
+  },
+});
+
+const logoutRoute = createRoute({
+  method: 'post',
+  path: '/auth/logout',
+  tags: ['auth'],
+  summary: 'End this session: its refresh tokens and access tokens stop working',
+  security: bearerSecurity,
+  middleware: [authenticate(), requirePermission('account:read-own')],
+  responses: { 204: { description: 'Logged out' }, 401: errorResponses[401] },
+});
+
 const meRoute = createRoute({
   method: 'get',
   path: '/auth/me',
   tags: ['auth'],
   summary: 'The account behind the bearer token',
   security: bearerSecurity,
-  middleware: [authenticate(), requirePermission('account:read-own')] as const,
+  middleware: [authenticate(), requirePermission('account:read-own')],
   responses: {
     200: {
       description: 'The caller',
@@ -54,16 +166,77 @@ const meRoute = createRoute({
   },
 });
 
+const accepted = {
+  description: 'Accepted (always, whatever the email)',
+  content: { 'application/json': { schema: Message } },
+};
+
+const resendRoute = createRoute({
+  method: 'post',
+  path: '/auth/access-code/resend',
+  tags: ['auth'],
+  summary: 'Send a fresh signup code to a pending account',
+  request: { body: json(EmailBody) },
+  responses: { 202: accepted, 400: errorResponses[400], 429: errorResponses[429] },
+});
+
+const forgotRoute = createRoute({
+  method: 'post',
+  path: '/auth/password/forgot',
+  tags: ['auth'],
+  summary: 'Send a password-reset code to an active account',
+  request: { body: json(EmailBody) },
+  responses: { 202: accepted, 400: errorResponses[400], 429: errorResponses[429] },
+});
+
+const resetRoute = createRoute({
+  method: 'post',
+  path: '/auth/password/reset',
+  tags: ['auth'],
+  summary: 'Set a new password with the emailed reset code; ends every session',
+  request: { body: json(ResetBody) },
+  responses: {
+    200: { description: 'Password changed', content: { 'application/json': { schema: Message } } },
+    400: errorResponses[400],
+    429: errorResponses[429],
+  },
+});
+
+const context = (c: Context<AppEnv>) => ({ requestId: c.var.requestId, clientIp: c.var.clientIp });
+
+const ACCEPTED_MESSAGE = {
+  resend: 'If an account is waiting for signup with this email, a new code is on its way.',
+  forgot: 'If an account exists for this email, a reset code is on its way.',
+};
+
 /** /auth/*: parse, call one service function, return. */
 export function authRoutes() {
   const router = createRouter();
-  router.openapi(loginRoute, async (c) => {
-    const result = await login(c.var.deps, c.req.valid('json'), {
-      requestId: c.var.requestId,
-      clientIp: c.var.clientIp,
-    });
-    return c.json(result, 200);
+  router.openapi(loginRoute, async (c) =>
+    c.json(await login(c.var.deps, c.req.valid('json'), context(c)), 200),
+  );
+  router.openapi(signupRoute, async (c) =>
+    c.json(await signup(c.var.deps, c.req.valid('json'), context(c)), 201),
+  );
+  router.openapi(refreshRoute, async (c) =>
+    c.json(await refresh(c.var.deps, c.req.valid('json').refresh_token, context(c)), 200),
+  );
+  router.openapi(logoutRoute, async (c) => {
+    await logout(c.var.deps, c.var.caller, context(c));
+    return c.body(null, 204);
   });
   router.openapi(meRoute, async (c) => c.json(await me(c.var.deps, c.var.caller), 200));
+  router.openapi(resendRoute, async (c) => {
+    await resendAccessCode(c.var.deps, c.req.valid('json').email, context(c));
+    return c.json({ message: ACCEPTED_MESSAGE.resend }, 202);
+  });
+  router.openapi(forgotRoute, async (c) => {
+    await forgotPassword(c.var.deps, c.req.valid('json').email, context(c));
+    return c.json({ message: ACCEPTED_MESSAGE.forgot }, 202);
+  });
+  router.openapi(resetRoute, async (c) => {
+    await resetPassword(c.var.deps, c.req.valid('json'), context(c));
+    return c.json({ message: 'Your password was changed. Log in with the new password.' }, 200);
+  });
   return router;
 }

@@ -1,31 +1,38 @@
-import { writeAudit } from '../audit/auditService.js';
+import { type AuditEvent, writeAudit } from '../audit/auditService.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { toUserDto, type UserDto } from '../users/userDto.js';
-import { findUserByEmail, findUserById, updateUser } from '../users/userRepository.js';
+import {
+  type Db,
+  findUserByEmail,
+  findUserById,
+  normalizeEmail,
+  updateUser,
+} from '../users/userRepository.js';
+import { accessCodeMatches, MAX_CODE_ATTEMPTS } from './accessCodes.js';
+import { checkPassword } from './passwordPolicy.js';
 import { normalizePassword, PASSWORD_MAX_LENGTH } from './passwords.js';
-import { issueAccessToken } from './tokens.js';
+import { assertUnderLimits, countHit, RATE_LIMITS } from './rateLimiter.js';
+import { revokeSession, rotateRefreshToken, startSession, type TokenResponse } from './sessions.js';
+
+export type { TokenResponse };
 
 export interface LoginInput {
   email: string;
   password: string;
 }
 
-export interface TokenResponse {
-  token: string;
-  token_type: 'Bearer';
-  expires_in: number;
-  user: UserDto;
+export interface SignupInput {
+  email: string;
+  access_code: string;
+  password: string;
+  profile?: Record<string, string> | undefined;
 }
 
 type LoginFailure = 'unknown_email' | 'wrong_password' | 'not_registered' | 'deactivated';
 
-export function tokenSettings(deps: AppDeps) {
-  return {
-    issuer: deps.config.jwt.issuer,
-    audience: deps.config.jwt.audience,
-    ttlSeconds: deps.config.jwt.accessTokenTtlSeconds,
-  };
+function audit(deps: AppDeps, ctx: RequestContext, event: AuditEvent, db: Db = deps.db) {
+  return writeAudit(db, deps.clock, { requestId: ctx.requestId, clientIp: ctx.clientIp, ...event });
 }
 
 /**
@@ -34,10 +41,16 @@ export function tokenSettings(deps: AppDeps) {
  * verification, so neither the answer nor its timing says which accounts exist.
  */
 export async function login(deps: AppDeps, input: LoginInput, ctx: RequestContext): Promise<TokenResponse> {
+  const email = normalizeEmail(input.email);
+  const limits = [
+    { rule: RATE_LIMITS.loginAccount, subject: email },
+    { rule: RATE_LIMITS.loginIp, subject: ctx.clientIp },
+  ];
+  await assertUnderLimits(deps.db, deps.clock, limits);
   const password = normalizePassword(input.password);
   // refused before hashing: an attacker must not make us hash megabytes
   if (password.length > PASSWORD_MAX_LENGTH) throw new AppError('invalid_credentials');
-  const user = await findUserByEmail(deps.db, input.email);
+  const user = await findUserByEmail(deps.db, email);
   let failure: LoginFailure | undefined;
   if (!user?.password_hash) {
     // hash a dummy password for unknown emails so timing does not reveal which accounts exist
@@ -51,34 +64,164 @@ export async function login(deps: AppDeps, input: LoginInput, ctx: RequestContex
     failure = 'deactivated';
   }
   if (failure || !user) {
-    await writeAudit(deps.db, deps.clock, {
+    await countHit(deps.db, deps.clock, limits, { enforce: false });
+    await audit(deps, ctx, {
       action: 'auth.login',
       outcome: 'failed',
       actorUserId: user?.id ?? null,
       actorRole: user?.role ?? null,
-      requestId: ctx.requestId,
-      clientIp: ctx.clientIp,
       detail: { reason: failure ?? 'unknown_email' },
     });
     throw new AppError('invalid_credentials');
   }
-  const now = deps.clock.now();
-  await updateUser(deps.db, user.id, { last_login_at: now.toISOString() });
-  await writeAudit(deps.db, deps.clock, {
+  await updateUser(deps.db, user.id, { last_login_at: deps.clock.now().toISOString() });
+  await audit(deps, ctx, {
     action: 'auth.login',
     outcome: 'success',
     actorUserId: user.id,
     actorRole: user.role,
-    requestId: ctx.requestId,
-    clientIp: ctx.clientIp,
   });
-  const issued = await issueAccessToken(deps.signingKey, tokenSettings(deps), user, now);
-  return {
-    token: issued.token,
-    token_type: 'Bearer',
-    expires_in: tokenSettings(deps).ttlSeconds,
-    user: toUserDto(user),
-  };
+  return startSession(deps, user);
+}
+
+/** The one answer for every signup failure, so it says nothing about which accounts exist. */
+export function signupFailed(): AppError {
+  return new AppError('invalid_access_code');
+}
+
+/**
+ * Signup with the emailed code (DESIGN.md section 7). The code is checked against the keyed
+ * hash stored for this email only; a wrong try counts (5 void the code); activation is one
+ * conditional UPDATE, so of concurrent signups with one code exactly one succeeds.
+ */
+export async function signup(deps: AppDeps, input: SignupInput, ctx: RequestContext): Promise<TokenResponse> {
+  const email = normalizeEmail(input.email);
+  await countHit(deps.db, deps.clock, [
+    { rule: RATE_LIMITS.codeEmail, subject: email },
+    { rule: RATE_LIMITS.codeIp, subject: ctx.clientIp },
+  ]);
+  const refusal = checkPassword({ minLength: deps.config.passwordMinLength }, input.password, {
+    email,
+    appName: deps.config.appName,
+  });
+  if (refusal) throw new AppError('validation_failed', { errors: [{ path: 'password', message: refusal }] });
+
+  const now = deps.clock.now();
+  const user = await findUserByEmail(deps.db, email);
+  const pending =
+    user &&
+    user.role !== 'admin' &&
+    user.is_registered === 0 &&
+    user.is_active === 1 &&
+    user.access_code_hash !== null;
+  const usable =
+    pending &&
+    user.access_code_attempts < MAX_CODE_ATTEMPTS &&
+    (user.access_code_expires_at ?? '') > now.toISOString();
+  // computed for every request, known account or not, so timing does not tell them apart
+  const matches = accessCodeMatches(
+    deps.secrets.codeHmacKey,
+    'signup',
+    email,
+    input.access_code,
+    user?.access_code_hash ?? null,
+  );
+
+  if (!usable || !matches) {
+    if (pending && !matches) {
+      await deps.db
+        .updateTable('users')
+        .set((eb) => ({ access_code_attempts: eb('access_code_attempts', '+', 1) }))
+        .where('id', '=', user.id)
+        .where('is_registered', '=', 0)
+        .execute();
+    }
+    await audit(deps, ctx, {
+      action: 'auth.signup',
+      outcome: 'failed',
+      actorUserId: user?.id ?? null,
+      detail: {
+        reason: !user
+          ? 'unknown_email'
+          : !pending
+            ? 'not_pending'
+            : !matches
+              ? 'wrong_code'
+              : 'expired_or_void',
+      },
+    });
+    throw signupFailed();
+  }
+
+  const passwordHash = await deps.passwords.hash(input.password);
+  return deps.db.transaction().execute(async (trx) => {
+    const activated = await trx
+      .updateTable('users')
+      .set({
+        password_hash: passwordHash,
+        is_registered: 1,
+        access_code_hash: null,
+        access_code_expires_at: null,
+        access_code_attempts: 0,
+        registered_at: now.toISOString(),
+        last_login_at: now.toISOString(),
+        updated_at: now.toISOString(),
+        profile: JSON.stringify(input.profile ?? {}),
+      })
+      .where('id', '=', user.id)
+      .where('is_registered', '=', 0)
+      .where('access_code_hash', '=', user.access_code_hash)
+      .where('access_code_attempts', '<', MAX_CODE_ATTEMPTS)
+      .executeTakeFirst();
+    // a concurrent signup with the same code won: this one fails like any other wrong try
+    if (Number(activated.numUpdatedRows) !== 1) throw signupFailed();
+    await audit(
+      deps,
+      ctx,
+      {
+        action: 'auth.signup',
+        outcome: 'success',
+        actorUserId: user.id,
+        actorRole: user.role,
+        targetUserId: user.id,
+        targetFhirType: user.role === 'patient' ? 'Patient' : 'Practitioner',
+        targetFhirId: user.fhir_resource_id,
+      },
+      trx,
+    );
+    const registered = await findUserById(trx, user.id);
+    return startSession(deps, registered!, trx);
+  });
+}
+
+/** Rotates a refresh token; reuse of a rotated one revokes its session and is audited. */
+export async function refresh(
+  deps: AppDeps,
+  refreshToken: string,
+  ctx: RequestContext,
+): Promise<TokenResponse> {
+  const outcome = await rotateRefreshToken(deps, refreshToken);
+  if (outcome.kind === 'rotated') return outcome.tokens;
+  if (outcome.kind === 'reused') {
+    await audit(deps, ctx, {
+      action: 'auth.refresh_reuse',
+      outcome: 'denied',
+      actorUserId: outcome.userId,
+      detail: { session_revoked: true },
+    });
+  }
+  throw new AppError('invalid_refresh_token');
+}
+
+/** Ends the caller's session: its refresh tokens and every access token it issued. */
+export async function logout(deps: AppDeps, caller: Caller, ctx: RequestContext): Promise<void> {
+  await revokeSession(deps.db, caller.claims.sid, 'logout', deps.clock.now());
+  await audit(deps, ctx, {
+    action: 'auth.logout',
+    outcome: 'success',
+    actorUserId: caller.userId,
+    actorRole: caller.role,
+  });
 }
 
 /** The caller's own account. */

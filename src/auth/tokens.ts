@@ -24,6 +24,8 @@ export interface AccessTokenClaims {
   scope: string;
   /** The user's token_version when issued: bumping it revokes every token at once. */
   ver: number;
+  /** The session (login/signup) the token belongs to: logout revokes it. */
+  sid: string;
   jti: string;
   iat: number;
   exp: number;
@@ -105,6 +107,7 @@ export async function issueAccessToken(
   key: SigningKey,
   settings: TokenSettings,
   user: TokenSubject,
+  sessionId: string,
   now: Date,
 ): Promise<IssuedToken> {
   const iat = Math.floor(now.getTime() / 1000);
@@ -116,6 +119,7 @@ export async function issueAccessToken(
     fhirUser: fhirType && user.fhir_resource_id ? `${fhirType}/${user.fhir_resource_id}` : null,
     scope: SCOPES_BY_ROLE[user.role],
     ver: user.token_version,
+    sid: sessionId,
     jti: uuidv7(now.getTime()),
     iat,
     exp: iat + settings.ttlSeconds,
@@ -167,6 +171,7 @@ function isAccessTokenClaims(
     typeof payload.sub === 'string' &&
     (payload.role === 'admin' || payload.role === 'patient' || payload.role === 'practitioner') &&
     typeof payload.ver === 'number' &&
+    typeof payload.sid === 'string' &&
     typeof payload.jti === 'string'
   );
 }

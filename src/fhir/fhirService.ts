@@ -222,6 +222,8 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
       }
       return response;
     },
-    close: () => pool.close(),
+    // by the time this runs the HTTP server has drained; whatever is still in flight (a mail
+    // worker's call to a hung upstream) is cut off instead of holding shutdown for the timeout
+    close: () => pool.destroy(),
   };
 }

@@ -8,6 +8,7 @@ import type { Config } from '../config.js';
 import type { FhirService } from '../fhir/fhirService.js';
 import type { Logger } from '../logger.js';
 import type { Secrets } from '../secrets.js';
+import type { BackgroundTasks } from './background.js';
 
 /** Everything a request handler may use, built once by main.ts (or by a test) and passed to createApp. */
 export interface AppDeps {
@@ -20,6 +21,8 @@ export interface AppDeps {
   readonly secrets: Secrets;
   /** Nudges the outbox worker to deliver what a request just queued. */
   readonly outbox: { wake(): void };
+  /** Work that runs after the response (see background.ts). */
+  readonly background: BackgroundTasks;
   readonly clock: Clock;
   readonly logger: Logger;
 }

@@ -4,7 +4,7 @@ import { writeAudit } from '../audit/auditService.js';
 import { verifyAccessToken } from '../auth/tokens.js';
 import { AppError } from '../errors.js';
 import type { AppEnv } from '../http/types.js';
-import { findUserById } from '../users/userRepository.js';
+import { type Db, findUserById } from '../users/userRepository.js';
 
 const BEARER = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/;
 
@@ -18,8 +18,9 @@ function unauthenticated(): AppError {
 /**
  * Requires a valid access token in the Authorization header (never a query parameter: URLs
  * end up in logs and browser history). Besides the signature and claims, the user must still
- * exist, be registered and active, and have the token's token_version — so deactivating an
- * account or resetting its password refuses every older token on its very next request.
+ * exist, be registered and active, and have the token's token_version, and the token's session
+ * must be live — so deactivation, password reset and logout refuse older tokens on their very
+ * next request.
  */
 export function authenticate(options: { auditFailures?: boolean } = {}): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
@@ -37,13 +38,21 @@ export function authenticate(options: { auditFailures?: boolean } = {}): Middlew
     };
     const claims = await verifyAccessToken(deps.signingKey, settings, match[1], deps.clock.now());
     if (!claims) throw await refuse();
-    const user = await findUserById(deps.db, claims.sub);
+    const [user, session] = await Promise.all([
+      findUserById(deps.db, claims.sub),
+      findSession(deps.db, claims.sid),
+    ]);
     const current =
       user?.is_active === 1 &&
       user.is_registered === 1 &&
       user.token_version === claims.ver &&
       user.role === claims.role;
-    if (!user || !current) throw await refuse();
+    // logout and refresh-token reuse revoke the session, and with it every access token it issued
+    const sessionLive =
+      session?.user_id === claims.sub &&
+      !session.revoked_at &&
+      session.expires_at > deps.clock.now().toISOString();
+    if (!user || !current || !sessionLive) throw await refuse();
     c.set('caller', { userId: user.id, role: user.role, fhirId: user.fhir_resource_id, claims });
     await next();
   };
@@ -58,4 +67,12 @@ async function auditRefusal(c: Context<AppEnv>): Promise<void> {
     clientIp: c.var.clientIp,
     detail: { method: c.req.method, route: routePath(c, -1), reason: 'unauthenticated' },
   });
+}
+
+function findSession(db: Db, id: string) {
+  return db
+    .selectFrom('sessions')
+    .select(['user_id', 'revoked_at', 'expires_at'])
+    .where('id', '=', id)
+    .executeTakeFirst();
 }

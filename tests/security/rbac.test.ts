@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Role } from '../../db/schema.js';
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { PROTECTED_ROUTES } from './routeMatrix.js';
 
 type Caller = 'anonymous' | Role;
@@ -9,12 +9,15 @@ const CALLERS: readonly Caller[] = ['anonymous', 'patient', 'practitioner', 'adm
 describe('RBAC matrix', () => {
   let gw: TestGateway;
   const tokens = new Map<Caller, string>();
+  const credentials = new Map<Caller, { email: string; password: string }>();
 
   beforeAll(async () => {
     gw = await startTestGateway();
     tokens.set('admin', await gw.adminToken());
+    credentials.set('admin', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD });
     for (const role of ['patient', 'practitioner'] as const) {
       const user = await gw.seedUser({ role });
+      credentials.set(role, user);
       tokens.set(role, await gw.login(user.email, user.password));
     }
   });
@@ -37,7 +40,11 @@ describe('RBAC matrix', () => {
     for (const caller of CALLERS) {
       const expected = caller === 'anonymous' ? 401 : route.allowed.includes(caller) ? 'allowed' : 403;
       it(`${route.method} ${route.path} as ${caller} -> ${expected}`, async () => {
-        const token = tokens.get(caller);
+        const login = credentials.get(caller);
+        const token =
+          route.sample?.freshLogin && login
+            ? await gw.login(login.email, login.password)
+            : tokens.get(caller);
         const response = await gw.call(route.sample?.path ?? route.path, {
           method: route.method,
           ...(token ? { token } : {}),

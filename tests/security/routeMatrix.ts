@@ -13,7 +13,7 @@ export interface ProtectedRoute {
   /** false for routes outside /openapi.json (the raw FHIR ones). */
   readonly documented?: false;
   /** A concrete request for the check: path with placeholders filled, and a body if needed. */
-  readonly sample?: { readonly path?: string; readonly json?: unknown };
+  readonly sample?: { readonly path?: string; readonly json?: unknown; readonly freshLogin?: true };
 }
 
 export const PROTECTED_ROUTES: readonly ProtectedRoute[] = [
@@ -27,6 +27,26 @@ export const PROTECTED_ROUTES: readonly ProtectedRoute[] = [
     path: '/admin/users/{id}/access-code',
     allowed: ['admin'],
     sample: { path: '/admin/users/no-such-user/access-code' },
+  },
+  // logout ends the session it is called with, so it gets a token of its own
+  {
+    method: 'POST',
+    path: '/auth/logout',
+    allowed: ['admin', 'patient', 'practitioner'],
+    sample: { freshLogin: true },
+  },
+  { method: 'GET', path: '/admin/users', allowed: ['admin'] },
+  {
+    method: 'GET',
+    path: '/admin/users/{id}',
+    allowed: ['admin'],
+    sample: { path: '/admin/users/no-such-user' },
+  },
+  {
+    method: 'PATCH',
+    path: '/admin/users/{id}',
+    allowed: ['admin'],
+    sample: { path: '/admin/users/no-such-user', json: { active: true } },
   },
   { method: 'GET', path: '/admin/audit', allowed: ['admin'] },
   { method: 'GET', path: '/admin/provisioning/orphans', allowed: ['admin'] },

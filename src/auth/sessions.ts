@@ -1,0 +1,174 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { UserRow } from '../../db/schema.js';
+import type { AppDeps } from '../http/types.js';
+import { uuidv7 } from '../ids.js';
+import { toUserDto, type UserDto } from '../users/userDto.js';
+import { type Db, findUserById } from '../users/userRepository.js';
+import { issueAccessToken } from './tokens.js';
+
+/**
+ * Sessions and refresh tokens (DESIGN.md section 4). Each login or signup starts a session;
+ * its refresh tokens are opaque (256 bits), stored as SHA-256 hashes, and rotate on every use.
+ * Presenting a token that was already rotated means it was copied: the whole session is
+ * revoked (OAuth 2.0 Security BCP, RFC 9700 section 4.14.2). Access tokens carry the session
+ * id, so revoking a session also ends its access tokens at once.
+ */
+
+export interface TokenResponse {
+  token: string;
+  token_type: 'Bearer';
+  expires_in: number;
+  refresh_token: string;
+  user: UserDto;
+}
+
+const REFRESH_PREFIX = 'rt_';
+
+const hashRefreshToken = (token: string) => createHash('sha256').update(token).digest('hex');
+
+function tokenSettings(deps: AppDeps) {
+  return {
+    issuer: deps.config.jwt.issuer,
+    audience: deps.config.jwt.audience,
+    ttlSeconds: deps.config.jwt.accessTokenTtlSeconds,
+  };
+}
+
+async function insertRefreshToken(
+  db: Db,
+  sessionId: string,
+  now: Date,
+  sessionEnd: Date,
+  ttlSeconds: number,
+) {
+  const token = `${REFRESH_PREFIX}${randomBytes(32).toString('base64url')}`;
+  const expires = Math.min(now.getTime() + ttlSeconds * 1000, sessionEnd.getTime());
+  await db
+    .insertInto('refresh_tokens')
+    .values({
+      id: uuidv7(now.getTime()),
+      session_id: sessionId,
+      token_hash: hashRefreshToken(token),
+      created_at: now.toISOString(),
+      expires_at: new Date(expires).toISOString(),
+      used_at: null,
+    })
+    .execute();
+  return token;
+}
+
+async function tokensFor(deps: AppDeps, user: UserRow, sessionId: string, refreshToken: string, now: Date) {
+  const issued = await issueAccessToken(deps.signingKey, tokenSettings(deps), user, sessionId, now);
+  return {
+    token: issued.token,
+    token_type: 'Bearer' as const,
+    expires_in: deps.config.jwt.accessTokenTtlSeconds,
+    refresh_token: refreshToken,
+    user: toUserDto(user),
+  };
+}
+
+/** Starts a session for a user who just proved who they are, and issues its first token pair. */
+export async function startSession(deps: AppDeps, user: UserRow, db: Db = deps.db): Promise<TokenResponse> {
+  const now = deps.clock.now();
+  const sessionId = uuidv7(now.getTime());
+  const sessionEnd = new Date(now.getTime() + deps.config.jwt.sessionMaxAgeSeconds * 1000);
+  await db
+    .insertInto('sessions')
+    .values({
+      id: sessionId,
+      user_id: user.id,
+      created_at: now.toISOString(),
+      expires_at: sessionEnd.toISOString(),
+      revoked_at: null,
+      revoked_reason: null,
+    })
+    .execute();
+  const refreshToken = await insertRefreshToken(
+    db,
+    sessionId,
+    now,
+    sessionEnd,
+    deps.config.jwt.refreshTokenTtlSeconds,
+  );
+  return tokensFor(deps, user, sessionId, refreshToken, now);
+}
+
+export async function revokeSession(db: Db, sessionId: string, reason: string, now: Date): Promise<void> {
+  await db
+    .updateTable('sessions')
+    .set({ revoked_at: now.toISOString(), revoked_reason: reason })
+    .where('id', '=', sessionId)
+    .where('revoked_at', 'is', null)
+    .execute();
+}
+
+/** Ends every session of a user (password reset, deactivation). */
+export async function revokeAllSessions(db: Db, userId: string, reason: string, now: Date): Promise<void> {
+  await db
+    .updateTable('sessions')
+    .set({ revoked_at: now.toISOString(), revoked_reason: reason })
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+    .execute();
+}
+
+export type RefreshOutcome =
+  | { readonly kind: 'rotated'; readonly tokens: TokenResponse; readonly userId: string }
+  | { readonly kind: 'reused'; readonly userId: string; readonly sessionId: string }
+  | { readonly kind: 'invalid' };
+
+/**
+ * Exchanges a refresh token for a new pair. The old token is marked used by one conditional
+ * update, so of two concurrent uses exactly one rotates and the other counts as reuse.
+ */
+export async function rotateRefreshToken(deps: AppDeps, presented: string): Promise<RefreshOutcome> {
+  if (!presented.startsWith(REFRESH_PREFIX) || presented.length > 100) return { kind: 'invalid' };
+  const now = deps.clock.now();
+  const row = await deps.db
+    .selectFrom('refresh_tokens')
+    .innerJoin('sessions', 'sessions.id', 'refresh_tokens.session_id')
+    .select([
+      'refresh_tokens.id as id',
+      'refresh_tokens.session_id as session_id',
+      'refresh_tokens.expires_at as expires_at',
+      'refresh_tokens.used_at as used_at',
+      'sessions.user_id as user_id',
+      'sessions.expires_at as session_expires_at',
+      'sessions.revoked_at as revoked_at',
+    ])
+    .where('refresh_tokens.token_hash', '=', hashRefreshToken(presented))
+    .executeTakeFirst();
+  if (!row || row.revoked_at || row.expires_at <= now.toISOString()) return { kind: 'invalid' };
+  if (row.used_at) {
+    await revokeSession(deps.db, row.session_id, 'refresh_token_reuse', now);
+    return { kind: 'reused', userId: row.user_id, sessionId: row.session_id };
+  }
+  const user = await findUserById(deps.db, row.user_id);
+  if (user?.is_active !== 1 || user.is_registered !== 1) return { kind: 'invalid' };
+
+  return deps.db.transaction().execute(async (trx) => {
+    const marked = await trx
+      .updateTable('refresh_tokens')
+      .set({ used_at: now.toISOString() })
+      .where('id', '=', row.id)
+      .where('used_at', 'is', null)
+      .executeTakeFirst();
+    if (Number(marked.numUpdatedRows) !== 1) {
+      await revokeSession(trx, row.session_id, 'refresh_token_reuse', now);
+      return { kind: 'reused' as const, userId: row.user_id, sessionId: row.session_id };
+    }
+    const refreshToken = await insertRefreshToken(
+      trx,
+      row.session_id,
+      now,
+      new Date(row.session_expires_at),
+      deps.config.jwt.refreshTokenTtlSeconds,
+    );
+    return {
+      kind: 'rotated' as const,
+      tokens: await tokensFor(deps, user, row.session_id, refreshToken, now),
+      userId: user.id,
+    };
+  });
+}

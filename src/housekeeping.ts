@@ -1,0 +1,32 @@
+import type { Kysely } from 'kysely';
+import type { Database } from '../db/schema.js';
+import { purgeOldWindows } from './auth/rateLimiter.js';
+import type { Clock } from './clock.js';
+import type { Logger } from './logger.js';
+
+const EVERY_MS = 10 * 60_000;
+
+/** Deletes what has no use any more: ended rate-limit windows, expired idempotency keys, ended sessions' tokens. */
+export async function sweep(db: Kysely<Database>, clock: Clock): Promise<void> {
+  const now = clock.now().toISOString();
+  await purgeOldWindows(db, clock);
+  await db.deleteFrom('idempotency_keys').where('expires_at', '<', now).execute();
+  await db.deleteFrom('refresh_tokens').where('expires_at', '<', now).execute();
+}
+
+/** Runs `sweep` every 10 minutes; returns the stop function. */
+export function startHousekeeping(db: Kysely<Database>, clock: Clock, logger: Logger): () => Promise<void> {
+  let running: Promise<void> | undefined;
+  const timer = setInterval(() => {
+    running ??= sweep(db, clock)
+      .catch((error: unknown) => logger.warn({ err: error }, 'housekeeping failed'))
+      .finally(() => {
+        running = undefined;
+      });
+  }, EVERY_MS);
+  timer.unref();
+  return async () => {
+    clearInterval(timer);
+    await running;
+  };
+}

@@ -1,0 +1,138 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { provision } from '../helpers/journey.js';
+import { DIALECTS } from '../helpers/postgres.js';
+import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
+
+interface AdminUser {
+  id: string;
+  email: string;
+  role: string;
+  status: string;
+}
+
+describe.each(DIALECTS)('admin user management (%s)', (dialect) => {
+  let gw: TestGateway;
+  let smtp: SmtpCapture;
+  let admin: string;
+
+  beforeAll(async () => {
+    smtp = await startSmtpCapture();
+    gw = await startTestGateway({ dialect, env: { SMTP_URL: smtp.url } });
+    admin = await gw.adminToken();
+  });
+  afterAll(async () => {
+    await gw.close();
+    await smtp.close();
+  });
+
+  const list = async (query: string) => {
+    const response = await gw.call(`/admin/users?${query}`, { token: admin });
+    expect(response.status).toBe(200);
+    return (await response.json()) as { users: AdminUser[]; next_cursor: string | null };
+  };
+
+  it('lists accounts by role, status and email fragment, pages with a cursor, and never shows a hash', async () => {
+    const pending = await provision(gw, smtp, `pending-${dialect}@example.com`);
+    const expired = await provision(gw, smtp, `expired-${dialect}@example.com`);
+    await gw.deps.db
+      .updateTable('users')
+      .set({ access_code_expires_at: new Date(0).toISOString() })
+      .where('id', '=', expired.userId)
+      .execute();
+    const active = await gw.seedUser({ role: 'practitioner', email: `active-${dialect}@example.com` });
+    const off = await gw.seedUser({ role: 'patient', email: `off-${dialect}@example.com`, active: false });
+
+    const byStatus = async (status: string) => (await list(`status=${status}`)).users.map((u) => u.id);
+    expect(await byStatus('pending')).toContain(pending.userId);
+    expect(await byStatus('pending')).not.toContain(expired.userId);
+    expect(await byStatus('expired')).toContain(expired.userId);
+    expect(await byStatus('active')).toContain(active.id);
+    expect(await byStatus('deactivated')).toEqual([off.id]);
+    expect((await list('role=practitioner')).users.every((u) => u.role === 'practitioner')).toBe(true);
+    expect((await list('email=EXPIRED-')).users.map((u) => u.id)).toEqual([expired.userId]);
+    expect((await list('email=%25')).users).toEqual([]);
+
+    const page1 = await list('limit=2');
+    expect(page1.users).toHaveLength(2);
+    const page2 = await list(`limit=2&cursor=${page1.next_cursor}`);
+    expect(page2.users[0]!.id < page1.users[1]!.id).toBe(true);
+
+    const all = JSON.stringify(await list('limit=200'));
+    expect(all).not.toMatch(/argon2|password_hash|access_code_hash/);
+    const one = await gw.call(`/admin/users/${pending.userId}`, { token: admin });
+    expect(await one.json()).toMatchObject({
+      id: pending.userId,
+      status: 'pending',
+      is_registered: false,
+      role: 'patient',
+    });
+    expect((await gw.call('/admin/users?status=bogus', { token: admin })).status).toBe(400);
+  });
+
+  it("deactivation refuses the user's old token on the very next request; reactivation lets them log in again", async () => {
+    const user = await gw.seedUser({ role: 'patient' });
+    const pair = (await (
+      await gw.call('/auth/login', { method: 'POST', json: { email: user.email, password: user.password } })
+    ).json()) as {
+      token: string;
+      refresh_token: string;
+    };
+    expect((await gw.call('/auth/me', { token: pair.token })).status).toBe(200);
+    const off = await gw.call(`/admin/users/${user.id}`, {
+      method: 'PATCH',
+      token: admin,
+      json: { active: false },
+    });
+    expect(off.status).toBe(200);
+    expect(await off.json()).toMatchObject({ status: 'deactivated', is_active: false });
+    expect((await gw.call('/auth/me', { token: pair.token })).status).toBe(401);
+    expect(
+      (await gw.call('/auth/refresh', { method: 'POST', json: { refresh_token: pair.refresh_token } }))
+        .status,
+    ).toBe(401);
+    expect(
+      (await gw.call('/auth/login', { method: 'POST', json: { email: user.email, password: user.password } }))
+        .status,
+    ).toBe(401);
+
+    const on = await gw.call(`/admin/users/${user.id}`, {
+      method: 'PATCH',
+      token: admin,
+      json: { active: true },
+    });
+    expect(await on.json()).toMatchObject({ status: 'active' });
+    expect((await gw.call('/auth/me', { token: pair.token })).status).toBe(401);
+    expect(
+      (await gw.call('/auth/login', { method: 'POST', json: { email: user.email, password: user.password } }))
+        .status,
+    ).toBe(200);
+
+    const audit = await gw.deps.db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('target_user_id', '=', user.id)
+      .execute();
+    expect(audit.map((a) => a.action)).toEqual(
+      expect.arrayContaining(['users.deactivate', 'users.activate']),
+    );
+  });
+
+  it('refuses unknown users, unknown fields and self-deactivation', async () => {
+    expect((await gw.call('/admin/users/nope', { token: admin })).status).toBe(404);
+    const user = await gw.seedUser({ role: 'patient' });
+    const extra = await gw.call(`/admin/users/${user.id}`, {
+      method: 'PATCH',
+      token: admin,
+      json: { active: false, role: 'admin' },
+    });
+    expect(extra.status).toBe(400);
+    const self = (await (await gw.call('/auth/me', { token: admin })).json()) as { user: { id: string } };
+    const selfOff = await gw.call(`/admin/users/${self.user.id}`, {
+      method: 'PATCH',
+      token: admin,
+      json: { active: false },
+    });
+    expect(selfOff.status).toBe(409);
+  });
+});

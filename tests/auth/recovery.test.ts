@@ -1,0 +1,132 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { codeIn, mailsTo, provision, signup } from '../helpers/journey.js';
+import { DIALECTS } from '../helpers/postgres.js';
+import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
+
+const PASSWORD = 'a long and plain passphrase';
+const NEW_PASSWORD = 'an entirely different passphrase';
+
+describe.each(DIALECTS)('resend, forgot and reset (%s)', (dialect) => {
+  let gw: TestGateway;
+  let smtp: SmtpCapture;
+  let n = 0;
+  const email = (prefix: string) => `${prefix}-${dialect}-${++n}@example.com`;
+
+  beforeAll(async () => {
+    smtp = await startSmtpCapture();
+    gw = await startTestGateway({ dialect, env: { SMTP_URL: smtp.url, TRUST_PROXY: 'true' } });
+  });
+  afterAll(async () => {
+    await gw.close();
+    await smtp.close();
+  });
+
+  const post = (path: string, json: unknown) =>
+    gw.call(path, { method: 'POST', json, headers: { 'x-forwarded-for': `203.0.113.${++n % 250}` } });
+
+  async function settle() {
+    await gw.deps.background.drain();
+    gw.deps.outbox.wake();
+    await new Promise((r) => setTimeout(r, 300));
+  }
+
+  it('resend gives a pending account a fresh code and voids the old one', async () => {
+    const person = await provision(gw, smtp, email('resend'));
+    const response = await post('/auth/access-code/resend', { email: person.email.toUpperCase() });
+    expect(response.status).toBe(202);
+    const [, second] = await mailsTo(smtp, person.email, 2);
+    const fresh = codeIn(second!);
+    expect(fresh).not.toBe(person.code);
+    expect(
+      (await signup(gw, { email: person.email, access_code: person.code, password: PASSWORD })).status,
+    ).toBe(400);
+    expect((await signup(gw, { email: person.email, access_code: fresh, password: PASSWORD })).status).toBe(
+      201,
+    );
+  });
+
+  it('forgot and resend answer 202 for unknown and registered emails alike and send nothing', async () => {
+    const before = smtp.messages.length;
+    const unknown = 'nobody-here@example.com';
+    const bodies = [];
+    for (const path of ['/auth/access-code/resend', '/auth/password/forgot']) {
+      const response = await post(path, { email: unknown });
+      expect(response.status).toBe(202);
+      bodies.push(await response.json());
+    }
+    const registered = await gw.seedUser({ role: 'patient' });
+    expect((await post('/auth/access-code/resend', { email: registered.email })).status).toBe(202);
+    await settle();
+    expect(smtp.messages.length).toBe(before);
+    expect(bodies[0]).toEqual({ message: expect.any(String) });
+  });
+
+  it('reset with the mailed code sets the new password and ends every existing session', async () => {
+    const person = await provision(gw, smtp, email('reset'));
+    const signedUp = (await (
+      await signup(gw, { email: person.email, access_code: person.code, password: PASSWORD })
+    ).json()) as {
+      token: string;
+      refresh_token: string;
+    };
+    expect((await post('/auth/password/forgot', { email: person.email })).status).toBe(202);
+    const mails = await mailsTo(smtp, person.email, 2);
+    const resetMail = mails[1]!;
+    expect(resetMail.subject).toMatch(/password reset/i);
+    const code = codeIn(resetMail);
+
+    expect(
+      (
+        await post('/auth/password/reset', {
+          email: person.email,
+          code: 'AAAA-AAAA-AAAA-AAAA',
+          new_password: NEW_PASSWORD,
+        })
+      ).status,
+    ).toBe(400);
+    const response = await post('/auth/password/reset', {
+      email: person.email,
+      code,
+      new_password: NEW_PASSWORD,
+    });
+    expect(response.status).toBe(200);
+    expect((await gw.call('/auth/me', { token: signedUp.token })).status).toBe(401);
+    expect(
+      (await gw.call('/auth/refresh', { method: 'POST', json: { refresh_token: signedUp.refresh_token } }))
+        .status,
+    ).toBe(401);
+    const login = (password: string) =>
+      gw.call('/auth/login', { method: 'POST', json: { email: person.email, password } });
+    expect((await login(PASSWORD)).status).toBe(401);
+    expect((await login(NEW_PASSWORD)).status).toBe(200);
+    expect(
+      (
+        await post('/auth/password/reset', {
+          email: person.email,
+          code,
+          new_password: `${NEW_PASSWORD} again`,
+        })
+      ).status,
+    ).toBe(400);
+    const audit = await gw.deps.db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('action', '=', 'auth.password_reset')
+      .where('outcome', '=', 'success')
+      .execute();
+    expect(audit.some((a) => a.target_user_id === person.userId)).toBe(true);
+  });
+
+  it('a reset refuses a weak new password with the reason', async () => {
+    const response = await post('/auth/password/reset', {
+      email: 'x@example.com',
+      code: 'AAAA-AAAA-AAAA-AAAA',
+      new_password: 'short',
+    });
+    expect(response.status).toBe(400);
+    expect(await response.json()).toMatchObject({
+      errors: [{ path: 'new_password', message: expect.stringMatching(/at least/) }],
+    });
+  });
+});
