@@ -12,6 +12,9 @@ import { clientIp } from './middleware/clientIp.js';
 import { requestId } from './middleware/requestId.js';
 import { requestLog } from './middleware/requestLog.js';
 import { securityHeaders } from './middleware/securityHeaders.js';
+import { passthroughRoutes } from './fhir/passthroughController.js';
+import { patientRoutes } from './patient/patientController.js';
+import { practitionerRoutes } from './practitioner/practitionerController.js';
 import { provisioningRoutes } from './provisioning/provisioningController.js';
 
 /** Slim JSON bodies are small; FHIR resources can be larger. */
@@ -65,6 +68,9 @@ export function createApp(deps: AppDeps) {
   app.route('/', authRoutes());
   app.route('/', provisioningRoutes());
   app.route('/', adminRoutes());
+  app.route('/', patientRoutes());
+  app.route('/', practitionerRoutes());
+  app.route('/', passthroughRoutes());
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',

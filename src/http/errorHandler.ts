@@ -17,8 +17,9 @@ const CODE_BY_HTTP_STATUS: Readonly<Record<number, ErrorCode>> = {
 const SLIM_FHIR_PATHS = new Set(['/fhir/patient', '/fhir/practitioner']);
 
 /** The FHIR passthrough answers OperationOutcome; everything else RFC 9457. */
-export function isFhirPath(path: string): boolean {
-  return (path === '/fhir' || path.startsWith('/fhir/')) && !SLIM_FHIR_PATHS.has(path);
+export function isFhirPath(path: string, method = 'GET'): boolean {
+  const slim = method === 'POST' && SLIM_FHIR_PATHS.has(path);
+  return (path === '/fhir' || path.startsWith('/fhir/')) && !slim;
 }
 
 function toAppError(error: unknown): AppError {
@@ -31,7 +32,7 @@ function toAppError(error: unknown): AppError {
 
 /** Renders an AppError in the format the path speaks. */
 export function renderError(c: Context<AppEnv>, error: AppError): Response {
-  const fhir = isFhirPath(c.req.path);
+  const fhir = isFhirPath(c.req.path, c.req.method);
   const body = fhir ? toOperationOutcome(error) : toProblem(error);
   const headers: Record<string, string> = {
     'Content-Type': fhir ? 'application/fhir+json; charset=utf-8' : 'application/problem+json',

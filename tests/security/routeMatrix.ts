@@ -49,5 +49,14 @@ export const PROTECTED_ROUTES: readonly ProtectedRoute[] = [
     sample: { path: '/admin/users/no-such-user', json: { active: true } },
   },
   { method: 'GET', path: '/admin/audit', allowed: ['admin'] },
+  { method: 'GET', path: '/patient/observations', allowed: ['patient'] },
+  { method: 'GET', path: '/patient/profile', allowed: ['patient'] },
+  { method: 'GET', path: '/practitioner/patients', allowed: ['practitioner'] },
+  {
+    method: 'GET',
+    path: '/practitioner/patients/{fhir_id}/observations',
+    allowed: ['practitioner'],
+    sample: { path: '/practitioner/patients/unknown-patient/observations' },
+  },
   { method: 'GET', path: '/admin/provisioning/orphans', allowed: ['admin'] },
 ];

@@ -1,0 +1,62 @@
+import type { CapabilityStatement, CapabilityStatementRestResource } from '@medplum/fhirtypes';
+import { AppError } from '../errors.js';
+import type { AppDeps } from '../http/types.js';
+import { DIRECTORY_TYPES, LINKING_PARAMS } from './compartment.js';
+
+/** Interactions the gateway lets scoped roles use (admins get the upstream's full surface). */
+const SCOPED_INTERACTIONS = new Set(['read', 'vread', 'search-type', 'history-instance', 'create', 'update']);
+
+function reduceResource(resource: CapabilityStatementRestResource): CapabilityStatementRestResource {
+  return {
+    type: resource.type,
+    interaction: (resource.interaction ?? []).filter((i) => SCOPED_INTERACTIONS.has(i.code)),
+    searchParam: (resource.searchParam ?? []).map((p) => ({ name: p.name, type: p.type })),
+  };
+}
+
+/**
+ * GET /fhir/metadata: the upstream CapabilityStatement reduced to what the gateway allows,
+ * under the gateway's own name, with a security section for bearer tokens.
+ * https://hl7.org/fhir/R4/capabilitystatement.html
+ */
+export async function capabilityStatement(deps: AppDeps): Promise<CapabilityStatement> {
+  const response = await deps.fhir.request<CapabilityStatement>({ method: 'GET', path: 'metadata' });
+  const upstream = response.body;
+  if (response.status !== 200 || upstream?.resourceType !== 'CapabilityStatement') {
+    throw new AppError('upstream_error', { cause: new Error(`metadata answered ${response.status}`) });
+  }
+  const visible = (type: string) =>
+    DIRECTORY_TYPES.has(type) || type === 'Patient' || LINKING_PARAMS.has(type);
+  const resources = (upstream.rest?.[0]?.resource ?? []).filter((r) => visible(r.type)).map(reduceResource);
+  const publicFhirBase = `${deps.config.publicBaseUrl}/fhir`;
+  return {
+    resourceType: 'CapabilityStatement',
+    status: 'active',
+    date: deps.clock.now().toISOString(),
+    kind: 'instance',
+    software: { name: 'fhir-facade' },
+    implementation: { description: `${deps.config.appName} FHIR gateway`, url: publicFhirBase },
+    fhirVersion: upstream.fhirVersion ?? '4.0.1',
+    format: ['json'],
+    rest: [
+      {
+        mode: 'server',
+        documentation:
+          'A filtered passthrough. Patients read their own compartment; practitioners read and write the compartments of their assigned patients; admins have the full upstream surface. See /docs.',
+        security: {
+          cors: true,
+          service: [
+            {
+              coding: [
+                { system: 'http://terminology.hl7.org/CodeSystem/restful-security-service', code: 'OAuth' },
+              ],
+              text: 'Bearer token',
+            },
+          ],
+          description: `Send "Authorization: Bearer <token>" with an access token from ${deps.config.publicBaseUrl}/auth/login (ES256 JWT; keys at /.well-known/jwks.json).`,
+        },
+        resource: resources,
+      },
+    ],
+  };
+}

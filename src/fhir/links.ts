@@ -1,0 +1,70 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+
+/**
+ * Keeping the upstream out of answers: its base URL is replaced by the gateway's own, and its
+ * paging links by gateway links carrying a signed cursor that is bound to the caller and
+ * expires (HAPI #3357: a paging link must not be a way around the scope).
+ */
+
+/** How long a paging cursor stays valid. */
+export const CURSOR_TTL_SECONDS = 15 * 60;
+
+export interface CursorPayload {
+  /** The caller it was issued to. */
+  readonly u: string;
+  /** The upstream page to fetch: a path and query relative to the upstream base, never a URL. */
+  readonly p: string;
+  /** Where it was issued: `fhir` (passthrough) or a slim route name; a cursor works only there. */
+  readonly r: string;
+  /** Expiry, seconds since the epoch. */
+  readonly e: number;
+}
+
+function mac(key: Buffer, body: string): string {
+  return createHmac('sha256', key).update(body).digest('base64url');
+}
+
+export function signCursor(key: Buffer, payload: CursorPayload): string {
+  const body = Buffer.from(JSON.stringify(payload)).toString('base64url');
+  return `${body}.${mac(key, body)}`;
+}
+
+/** The cursor's upstream page, or undefined when it is tampered with, foreign, for another route or expired. */
+export function verifyCursor(
+  key: Buffer,
+  token: string,
+  userId: string,
+  route: string,
+  now: Date,
+): string | undefined {
+  const [body, signature, extra] = token.split('.');
+  if (!body || !signature || extra !== undefined || token.length > 4096) return undefined;
+  const expected = Buffer.from(mac(key, body));
+  const given = Buffer.from(signature);
+  if (expected.length !== given.length || !timingSafeEqual(expected, given)) return undefined;
+  try {
+    const payload = JSON.parse(Buffer.from(body, 'base64url').toString('utf8')) as CursorPayload;
+    if (payload.u !== userId || payload.r !== route || payload.e < now.getTime() / 1000) return undefined;
+    return typeof payload.p === 'string' ? payload.p : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The part of an upstream URL after its base (`Observation?subject=...&_offset=20`), or
+ * undefined when the URL points anywhere else: links are followed only on our own upstream.
+ */
+export function relativeToBase(url: string, upstreamBase: string): string | undefined {
+  if (url === upstreamBase) return '';
+  for (const separator of ['/', '?']) {
+    if (url.startsWith(`${upstreamBase}${separator}`))
+      return url.slice(upstreamBase.length + 1 - (separator === '?' ? 1 : 0));
+  }
+  return undefined;
+}
+
+/** Replaces every occurrence of the upstream base URL with the gateway's public FHIR base. */
+export function replaceUpstreamBase(text: string, upstreamBase: string, publicFhirBase: string): string {
+  return text.includes(upstreamBase) ? text.replaceAll(upstreamBase, publicFhirBase) : text;
+}

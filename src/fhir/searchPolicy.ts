@@ -1,0 +1,162 @@
+import { AppError } from '../errors.js';
+import {
+  COMPARTMENT_PARAMS,
+  DIRECTORY_TYPES,
+  definedSearchParams,
+  isReadableType,
+  LINKING_PARAMS,
+  patientIdOf,
+  type Scope,
+} from './compartment.js';
+
+/**
+ * Search checks for scoped callers (patients, practitioners): only allow-listed parameters,
+ * the compartment parameter added (or checked, when the client gave one), nothing that could
+ * reach outside the scope. Admin searches pass unchanged.
+ */
+
+/** Result parameters a scoped search may use; everything else that starts with `_` is refused. */
+const CONTROL_PARAMS: ReadonlySet<string> = new Set([
+  '_id',
+  '_lastUpdated',
+  '_count',
+  '_sort',
+  '_include',
+  '_revinclude',
+  '_summary',
+  '_elements',
+  '_total',
+  '_profile',
+  '_tag',
+  '_security',
+]);
+
+/** Refused outright: each can select or reveal resources outside the scope (HAPI #6065 `_has` oracle, ...). */
+const FORBIDDEN_PARAMS: ReadonlySet<string> = new Set([
+  '_has',
+  '_filter',
+  '_query',
+  '_list',
+  '_contained',
+  '_containedType',
+  '_compartment',
+  '_text',
+  '_content',
+  '_type',
+  '_source',
+]);
+
+/** Modifiers a client may use; `:identifier` and the like could match references we cannot check. */
+const ALLOWED_MODIFIERS: ReadonlySet<string> = new Set([
+  'missing',
+  'exact',
+  'contains',
+  'not',
+  'text',
+  'above',
+  'below',
+  'in',
+  'not-in',
+  'of-type',
+  'iterate',
+]);
+
+export type NarrowedSearch =
+  | { readonly kind: 'search'; readonly params: URLSearchParams }
+  | { readonly kind: 'empty' };
+
+function refuse(parameter: string, message: string): AppError {
+  return new AppError('validation_failed', { errors: [{ path: parameter, message }] });
+}
+
+/** `subject:Patient` -> ['subject', 'Patient']. */
+function splitName(name: string): [string, string | undefined] {
+  const index = name.indexOf(':');
+  return index < 0 ? [name, undefined] : [name.slice(0, index), name.slice(index + 1)];
+}
+
+function checkInclude(name: string, value: string): void {
+  if (name.endsWith(':iterate') || value === '*' || value.endsWith(':*')) {
+    throw refuse(name, 'wildcard and iterate includes are not allowed');
+  }
+  if (!/^[A-Z][A-Za-z]+:[a-z][a-z0-9-]*(:[A-Z][A-Za-z]+)?$/.test(value))
+    throw refuse(name, 'must be Type:parameter[:TargetType]');
+}
+
+function checkName(type: string, name: string, defined: ReadonlySet<string>): void {
+  const [base, modifier] = splitName(name);
+  if (base.includes('.')) throw refuse(name, 'chained parameters are not allowed');
+  if (FORBIDDEN_PARAMS.has(base) || base.startsWith('_has')) throw refuse(name, 'is not allowed');
+  if (base.startsWith('_')) {
+    if (!CONTROL_PARAMS.has(base)) throw refuse(name, 'is not allowed');
+  } else if (!defined.has(base)) {
+    throw refuse(name, `is not a search parameter of ${type}`);
+  }
+  if (modifier !== undefined && !ALLOWED_MODIFIERS.has(modifier) && !/^[A-Z][A-Za-z]+$/.test(modifier)) {
+    throw refuse(name, `the :${modifier} modifier is not allowed`);
+  }
+}
+
+/** Patients a client-given value names: `A`, `Patient/A`, `https://x/fhir/Patient/A`, `A,B` (OR). */
+function patientsNamed(value: string, bareIsPatient: boolean): { ids: string[]; other: boolean } {
+  const ids: string[] = [];
+  let other = false;
+  for (const part of value.split(',')) {
+    const id = patientIdOf(part) ?? (bareIsPatient && /^[A-Za-z0-9\-.]{1,64}$/.test(part) ? part : undefined);
+    if (id) ids.push(id);
+    else if (/(^|\/)Patient\//.test(part) || bareIsPatient) other = true;
+  }
+  return { ids, other };
+}
+
+/**
+ * Checks a scoped search and returns it narrowed to the scope, or `empty` when the client
+ * named a patient outside it (never their data, and no upstream call is needed).
+ */
+export function narrowSearch(type: string, query: URLSearchParams, scope: Scope): NarrowedSearch {
+  if (scope.kind === 'all') return { kind: 'search', params: new URLSearchParams(query) };
+  if (!isReadableType(type, scope))
+    throw new AppError('forbidden', { detail: `Your role cannot search ${type}.` });
+
+  const defined = definedSearchParams(type);
+  const linking = new Set([
+    ...(LINKING_PARAMS.get(type) ?? []),
+    ...(defined.has('patient') ? ['patient'] : []),
+  ]);
+  const compartmentParams = new Set(COMPARTMENT_PARAMS.get(type) ?? []);
+  const narrowed = new URLSearchParams();
+  let wanted: Set<string> | undefined;
+
+  for (const [name, value] of query) {
+    checkName(type, name, defined);
+    const [base] = splitName(name);
+    if (base === '_include' || base === '_revinclude') checkInclude(name, value);
+    const isLinking = linking.has(base) || (type === 'Patient' && base === '_id');
+    const named = patientsNamed(value, isLinking);
+    // a value naming a patient outside the scope gets an empty answer, never their data
+    if (named.ids.some((id) => !scope.patientIds.has(id)) || (named.other && isLinking))
+      return { kind: 'empty' };
+    if (compartmentParams.has(base) && !isLinking && /^[A-Za-z0-9\-.]{1,64}$/.test(value)) {
+      throw refuse(name, 'use Type/id for this reference');
+    }
+    if (isLinking) {
+      // several linking values narrow (AND): keep only the patients named every time
+      const ids = new Set(named.ids);
+      wanted = wanted ? new Set([...wanted].filter((id) => ids.has(id))) : ids;
+      continue;
+    }
+    narrowed.append(name, value);
+  }
+
+  if (DIRECTORY_TYPES.has(type)) return { kind: 'search', params: narrowed };
+  const allowed = [...(wanted ?? scope.patientIds)].filter((id) => scope.patientIds.has(id));
+  if (allowed.length === 0) return { kind: 'empty' };
+  if (type === 'Patient') {
+    narrowed.set('_id', allowed.join(','));
+  } else {
+    const param = linking.has('patient') ? 'patient' : [...linking][0];
+    if (!param) throw new AppError('forbidden', { detail: `Your role cannot search ${type}.` });
+    narrowed.set(param, allowed.map((id) => `Patient/${id}`).join(','));
+  }
+  return { kind: 'search', params: narrowed };
+}

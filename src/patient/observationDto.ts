@@ -1,0 +1,121 @@
+import type {
+  CodeableConcept,
+  Coding,
+  Observation,
+  ObservationComponent,
+  Quantity,
+  Range,
+} from '@medplum/fhirtypes';
+
+/**
+ * Observation -> plain DTO for frontends (no FHIR shapes, no references, no upstream URLs).
+ * https://hl7.org/fhir/R4/observation.html
+ */
+
+export interface CodeDto {
+  system: string | null;
+  code: string | null;
+  display: string | null;
+}
+
+export type ValueDto =
+  | {
+      type: 'quantity';
+      value: number | null;
+      unit: string | null;
+      system: string | null;
+      code: string | null;
+    }
+  | { type: 'string'; value: string }
+  | { type: 'boolean'; value: boolean }
+  | { type: 'integer'; value: number }
+  | { type: 'coded'; system: string | null; code: string | null; display: string | null }
+  | { type: 'datetime'; value: string };
+
+export interface ObservationDto {
+  id: string;
+  status: string;
+  category: CodeDto[];
+  code: CodeDto;
+  value: ValueDto | null;
+  components: { code: CodeDto; value: ValueDto | null }[];
+  effective: string | null;
+  issued: string | null;
+  interpretation: CodeDto[];
+  reference_range: { low: QuantityDto | null; high: QuantityDto | null; text: string | null }[];
+}
+
+interface QuantityDto {
+  value: number | null;
+  unit: string | null;
+}
+
+function codeOf(concept: CodeableConcept | undefined): CodeDto {
+  const coding: Coding | undefined = concept?.coding?.[0];
+  return {
+    system: coding?.system ?? null,
+    code: coding?.code ?? null,
+    display: coding?.display ?? concept?.text ?? null,
+  };
+}
+
+function quantity(q: Quantity | undefined): QuantityDto | null {
+  return q ? { value: q.value ?? null, unit: q.unit ?? q.code ?? null } : null;
+}
+
+type ValueCarrier = Pick<
+  Observation,
+  | 'valueQuantity'
+  | 'valueString'
+  | 'valueBoolean'
+  | 'valueInteger'
+  | 'valueCodeableConcept'
+  | 'valueDateTime'
+  | 'valueRange'
+>;
+
+function valueOf(source: ValueCarrier | ObservationComponent): ValueDto | null {
+  if (source.valueQuantity) {
+    const q = source.valueQuantity;
+    return {
+      type: 'quantity',
+      value: q.value ?? null,
+      unit: q.unit ?? q.code ?? null,
+      system: q.system ?? null,
+      code: q.code ?? null,
+    };
+  }
+  if (source.valueString !== undefined) return { type: 'string', value: source.valueString };
+  if (source.valueBoolean !== undefined) return { type: 'boolean', value: source.valueBoolean };
+  if (source.valueInteger !== undefined) return { type: 'integer', value: source.valueInteger };
+  if (source.valueCodeableConcept) return { type: 'coded', ...codeOf(source.valueCodeableConcept) };
+  if (source.valueDateTime !== undefined) return { type: 'datetime', value: source.valueDateTime };
+  return null;
+}
+
+function rangeOf(range: { low?: Quantity; high?: Quantity; text?: string } | Range) {
+  return {
+    low: quantity(range.low),
+    high: quantity(range.high),
+    text: ('text' in range ? range.text : undefined) ?? null,
+  };
+}
+
+export function toObservationDto(observation: Observation): ObservationDto {
+  return {
+    id: observation.id ?? '',
+    status: observation.status,
+    category: (observation.category ?? []).map(codeOf),
+    code: codeOf(observation.code),
+    value: valueOf(observation),
+    components: (observation.component ?? []).map((c) => ({ code: codeOf(c.code), value: valueOf(c) })),
+    effective:
+      observation.effectiveDateTime ??
+      observation.effectivePeriod?.start ??
+      observation.effectiveInstant ??
+      null,
+    issued: observation.issued ?? null,
+    interpretation: (observation.interpretation ?? []).map(codeOf),
+    reference_range: (observation.referenceRange ?? []).map(rangeOf),
+  };
+}

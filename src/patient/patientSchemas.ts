@@ -1,0 +1,110 @@
+import { z } from '@hono/zod-openapi';
+
+/** Schemas of the patient and practitioner read endpoints (validate queries, describe /openapi.json). */
+
+const Code = z
+  .object({ system: z.string().nullable(), code: z.string().nullable(), display: z.string().nullable() })
+  .openapi('Code', { example: { system: 'http://loinc.org', code: '8867-4', display: 'Heart rate' } });
+
+const Value = z
+  .discriminatedUnion('type', [
+    z.object({
+      type: z.literal('quantity'),
+      value: z.number().nullable(),
+      unit: z.string().nullable(),
+      system: z.string().nullable(),
+      code: z.string().nullable(),
+    }),
+    z.object({ type: z.literal('string'), value: z.string() }),
+    z.object({ type: z.literal('boolean'), value: z.boolean() }),
+    z.object({ type: z.literal('integer'), value: z.number().int() }),
+    z.object({
+      type: z.literal('coded'),
+      system: z.string().nullable(),
+      code: z.string().nullable(),
+      display: z.string().nullable(),
+    }),
+    z.object({ type: z.literal('datetime'), value: z.string() }),
+  ])
+  .openapi('ObservationValue');
+
+const SimpleQuantity = z.object({ value: z.number().nullable(), unit: z.string().nullable() });
+
+export const ObservationDtoSchema = z
+  .object({
+    id: z.string(),
+    status: z.string().openapi({ example: 'final' }),
+    category: z.array(Code),
+    code: Code,
+    value: Value.nullable(),
+    components: z
+      .array(z.object({ code: Code, value: Value.nullable() }))
+      .openapi({ description: 'Panels, e.g. blood pressure' }),
+    effective: z.string().nullable().openapi({ example: '2026-11-20T09:30:00Z' }),
+    issued: z.string().nullable(),
+    interpretation: z.array(Code),
+    reference_range: z.array(
+      z.object({
+        low: SimpleQuantity.nullable(),
+        high: SimpleQuantity.nullable(),
+        text: z.string().nullable(),
+      }),
+    ),
+  })
+  .openapi('Observation');
+
+export const ObservationPage = z
+  .object({ observations: z.array(ObservationDtoSchema), next_cursor: z.string().nullable() })
+  .openapi('ObservationPage');
+
+export const PatientDtoSchema = z
+  .object({
+    id: z.string(),
+    name: z.string().openapi({ example: 'Ann Lee' }),
+    given: z.array(z.string()),
+    family: z.string().nullable(),
+    birth_date: z.string().nullable().openapi({ example: '1980-04-12' }),
+    gender: z.string().nullable(),
+    email: z.string().nullable(),
+    phone: z.string().nullable(),
+    address: z
+      .object({
+        line: z.array(z.string()),
+        city: z.string().nullable(),
+        state: z.string().nullable(),
+        postal_code: z.string().nullable(),
+        country: z.string().nullable(),
+      })
+      .nullable(),
+    identifiers: z.array(z.object({ system: z.string().nullable(), value: z.string().nullable() })),
+  })
+  .openapi('PatientProfile');
+
+const dateOrDateTime = z
+  .string()
+  .regex(
+    /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$/,
+    'must be YYYY-MM-DD or an ISO 8601 date-time',
+  );
+const token = z
+  .string()
+  .max(200)
+  .regex(/^[^,|\s]*(\|[^,|\s]+)?$/, 'must be code or system|code');
+
+export const ObservationQuery = z
+  .object({
+    code: token.optional().openapi({ description: 'A code, or system|code (e.g. http://loinc.org|8867-4)' }),
+    category: token.optional().openapi({ description: 'e.g. vital-signs, laboratory' }),
+    from: dateOrDateTime.optional().openapi({ description: 'Effective on or after' }),
+    to: dateOrDateTime.optional().openapi({ description: 'Effective on or before' }),
+    limit: z.coerce.number().int().min(1).max(100).default(20),
+    cursor: z.string().max(4096).optional().openapi({ description: 'next_cursor of the previous page' }),
+  })
+  .strict();
+
+export const PageQuery = z
+  .object({
+    limit: z.coerce.number().int().min(1).max(100).default(20),
+    cursor: z.string().max(4096).optional(),
+  })
+  .strict();

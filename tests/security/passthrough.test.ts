@@ -1,0 +1,557 @@
+import http from 'node:http';
+import type { Bundle, Observation, Resource } from '@medplum/fhirtypes';
+import { Client } from 'fhir-kit-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { unusedPort } from '../helpers/fakeUpstream.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { provision, signup } from '../helpers/journey.js';
+import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
+
+/**
+ * The attack catalogue of the /fhir passthrough (HAPI #3357, #3941, #6065; Azure #5683;
+ * LinuxForHealth #2300; Medplum #7641): patient A and practitioner P (assigned to A only) must
+ * never see anything of patient B, whose every resource carries a canary string.
+ */
+
+const CANARY = 'CANARY-B-7f3e9';
+const PASSWORD = 'a long and plain passphrase';
+const A_OBSERVATIONS = 23;
+
+type Json = Record<string, unknown>;
+
+describe('FHIR passthrough scoping', () => {
+  let gw: TestGateway;
+  let smtp: SmtpCapture;
+  let admin: string;
+  let tokenA: string;
+  let tokenP: string;
+  let tokenB: string;
+  const ids = { A: '', B: '', P: '', obsA: [] as string[], obsB: [] as string[], bByA: '', conditionB: '' };
+  /** Every body and header the suite saw, scanned at the end for the upstream base URL. */
+  const seen: string[] = [];
+
+  async function call(path: string, token: string | undefined, init: RequestInit = {}) {
+    const headers = new Headers(init.headers);
+    if (token) headers.set('authorization', `Bearer ${token}`);
+    const response = await fetch(`${gw.url}${path}`, { ...init, headers });
+    const text = await response.text();
+    seen.push(text, JSON.stringify([...response.headers]));
+    return { status: response.status, text, json: () => JSON.parse(text) as Json, headers: response.headers };
+  }
+
+  /** A request with the path exactly as written: fetch would normalise `..` and `//` away. */
+  function raw(path: string, token: string) {
+    return new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const url = new URL(gw.url);
+      const req = http.request(
+        { host: url.hostname, port: url.port, path, headers: { authorization: `Bearer ${token}` } },
+        (res) => {
+          let text = '';
+          res.on('data', (c) => {
+            text += c;
+          });
+          res.on('end', () => {
+            seen.push(text);
+            resolve({ status: res.statusCode ?? 0, text });
+          });
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  async function createAsAdmin(resource: Json): Promise<string> {
+    const response = await call(`/fhir/${resource.resourceType}`, admin, {
+      method: 'POST',
+      body: JSON.stringify(resource),
+      headers: { 'content-type': 'application/fhir+json' },
+    });
+    if (response.status !== 201) throw new Error(`create failed ${response.status} ${response.text}`);
+    return response.json().id as string;
+  }
+
+  const observation = (patient: string, i: number, extra: Json = {}): Json => ({
+    resourceType: 'Observation',
+    status: 'final',
+    category: [
+      {
+        coding: [
+          { system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' },
+        ],
+      },
+    ],
+    code: {
+      coding: [{ system: 'http://loinc.org', code: '8867-4', display: 'Heart rate' }],
+      text: 'Heart rate',
+    },
+    subject: { reference: `Patient/${patient}` },
+    effectiveDateTime: new Date(Date.UTC(2026, 0, 1 + i)).toISOString(),
+    valueQuantity: { value: 60 + i, unit: 'beats/minute', system: 'http://unitsofmeasure.org', code: '/min' },
+    ...extra,
+  });
+
+  beforeAll(async () => {
+    smtp = await startSmtpCapture();
+    const port = await unusedPort();
+    // the public URL is the real one, so fhir-kit-client can follow the gateway's paging links
+    gw = await startTestGateway({
+      env: { SMTP_URL: smtp.url, PORT: String(port), PUBLIC_BASE_URL: `http://127.0.0.1:${port}` },
+    });
+    admin = await gw.adminToken();
+    const p = await provision(gw, smtp, 'dr-p@example.com', 'practitioner');
+    ids.P = p.fhirId;
+    const pa = await gw.call('/fhir/patient', {
+      method: 'POST',
+      token: admin,
+      json: {
+        name: 'Alice A',
+        email: 'alice-a@example.com',
+        dob: '1980-01-01',
+        general_practitioner_id: ids.P,
+      },
+    });
+    ids.A = ((await pa.json()) as { fhir_id: string }).fhir_id;
+    const pb = await gw.call('/fhir/patient', {
+      method: 'POST',
+      token: admin,
+      json: { name: `Bob ${CANARY}`, email: 'bob-b@example.com', dob: '1981-01-01' },
+    });
+    ids.B = ((await pb.json()) as { fhir_id: string }).fhir_id;
+    const codeOf = async (email: string) => {
+      const [mail] = await import('../helpers/journey.js').then((j) => j.mailsTo(smtp, email));
+      return (await import('../helpers/journey.js')).codeIn(mail!);
+    };
+    const tokenOf = async (email: string) => {
+      const response = await signup(gw, { email, access_code: await codeOf(email), password: PASSWORD });
+      return ((await response.json()) as { token: string }).token;
+    };
+    tokenA = await tokenOf('alice-a@example.com');
+    tokenB = await tokenOf('bob-b@example.com');
+    tokenP = await tokenOf(p.email);
+
+    for (let i = 0; i < A_OBSERVATIONS; i++) ids.obsA.push(await createAsAdmin(observation(ids.A, i)));
+    for (let i = 0; i < 3; i++) {
+      ids.obsB.push(
+        await createAsAdmin(observation(ids.B, i, { valueString: CANARY, valueQuantity: undefined })),
+      );
+    }
+    // B's observation performed by A: in A's R4 compartment via `performer`, but not A's record
+    ids.bByA = await createAsAdmin(
+      observation(ids.B, 9, { performer: [{ reference: `Patient/${ids.A}` }], note: [{ text: CANARY }] }),
+    );
+    ids.obsB.push(ids.bByA);
+    ids.conditionB = await createAsAdmin({
+      resourceType: 'Condition',
+      subject: { reference: `Patient/${ids.B}` },
+      code: { text: CANARY },
+      asserter: { reference: `Patient/${ids.A}` },
+    });
+  });
+
+  afterAll(async () => {
+    await gw.close();
+    await smtp.close();
+  });
+
+  const noCanary = (text: string) => expect(text).not.toContain(CANARY);
+
+  describe('slim endpoints', () => {
+    it("returns exactly A's observations as DTOs and walks every page with next_cursor", async () => {
+      const found: string[] = [];
+      let cursor: string | null = null;
+      let pages = 0;
+      do {
+        const response = await call(
+          `/patient/observations?limit=10${cursor ? `&cursor=${cursor}` : ''}`,
+          tokenA,
+        );
+        expect(response.status).toBe(200);
+        noCanary(response.text);
+        const body = response.json() as { observations: Json[]; next_cursor: string | null };
+        found.push(...body.observations.map((o) => o.id as string));
+        cursor = body.next_cursor;
+        pages++;
+      } while (cursor && pages < 10);
+      expect(pages).toBe(3);
+      expect(found.sort()).toEqual([...ids.obsA].sort());
+    });
+
+    it('maps an observation to the documented DTO, newest first', async () => {
+      const body = (await call('/patient/observations?limit=2', tokenA)).json() as { observations: Json[] };
+      expect(body.observations[0]).toEqual({
+        id: expect.any(String),
+        status: 'final',
+        category: [
+          {
+            system: 'http://terminology.hl7.org/CodeSystem/observation-category',
+            code: 'vital-signs',
+            display: null,
+          },
+        ],
+        code: { system: 'http://loinc.org', code: '8867-4', display: 'Heart rate' },
+        value: {
+          type: 'quantity',
+          value: 60 + A_OBSERVATIONS - 1,
+          unit: 'beats/minute',
+          system: 'http://unitsofmeasure.org',
+          code: '/min',
+        },
+        components: [],
+        effective: expect.any(String),
+        issued: null,
+        interpretation: [],
+        reference_range: [],
+      });
+      expect((body.observations[0]!.effective as string) > (body.observations[1]!.effective as string)).toBe(
+        true,
+      );
+    });
+
+    it('ignores ?patient= and headers naming another patient: the scope comes from the token only', async () => {
+      const response = await call(`/patient/observations?patient=${ids.B}`, tokenA);
+      expect(response.status).toBe(400);
+      const headers = { 'x-patient-id': ids.B, 'x-fhir-id': ids.B };
+      const withHeaders = await call('/patient/observations?limit=100', tokenA, { headers });
+      noCanary(withHeaders.text);
+      expect((withHeaders.json().observations as unknown[]).length).toBe(A_OBSERVATIONS);
+    });
+
+    it('refuses a cursor issued to another user or tampered with', async () => {
+      const first = (await call('/patient/observations?limit=5', tokenA)).json() as { next_cursor: string };
+      const foreign = await call(`/patient/observations?cursor=${first.next_cursor}`, tokenB);
+      expect(foreign.status).toBe(400);
+      const tampered = first.next_cursor.replace(/.$/, (ch) => (ch === 'A' ? 'B' : 'A'));
+      expect((await call(`/patient/observations?cursor=${tampered}`, tokenA)).status).toBe(400);
+    });
+
+    it("shows B only B's own observations, and A's profile only to A", async () => {
+      const b = await call('/patient/observations?limit=100', tokenB);
+      expect((b.json().observations as Json[]).map((o) => o.id).sort()).toEqual([...ids.obsB].sort());
+      const profile = await call('/patient/profile', tokenA);
+      expect(profile.json()).toMatchObject({
+        id: ids.A,
+        name: 'Alice A',
+        birth_date: '1980-01-01',
+        email: 'alice-a@example.com',
+      });
+      noCanary(profile.text);
+      expect(profile.text).not.toContain('identifiers/account-email');
+    });
+
+    it('lists only assigned patients to a practitioner, and answers 404 alike for unassigned and missing patients', async () => {
+      const list = await call('/practitioner/patients', tokenP);
+      expect((list.json().patients as Json[]).map((p) => p.id)).toEqual([ids.A]);
+      noCanary(list.text);
+      const ofA = await call(`/practitioner/patients/${ids.A}/observations?limit=100`, tokenP);
+      expect((ofA.json().observations as unknown[]).length).toBe(A_OBSERVATIONS);
+      const ofB = await call(`/practitioner/patients/${ids.B}/observations`, tokenP);
+      const missing = await call('/practitioner/patients/no-such-patient/observations', tokenP);
+      expect(ofB.status).toBe(404);
+      expect(ofB.text).toBe(missing.text);
+    });
+
+    it('refuses other roles with 403', async () => {
+      expect((await call('/patient/observations', tokenP)).status).toBe(403);
+      expect((await call('/patient/observations', admin)).status).toBe(403);
+      expect((await call('/practitioner/patients', tokenA)).status).toBe(403);
+    });
+  });
+
+  describe('with fhir-kit-client as a patient', () => {
+    const client = () => new Client({ baseUrl: `${gw.url}/fhir`, bearerToken: tokenA });
+
+    it("searches and pages through A's observations only", async () => {
+      let bundle = (await client().search({
+        resourceType: 'Observation',
+        searchParams: { _count: 10 },
+      })) as unknown as Bundle<Observation>;
+      const found: string[] = [];
+      for (let pages = 0; pages < 10; pages++) {
+        seen.push(JSON.stringify(bundle));
+        noCanary(JSON.stringify(bundle));
+        found.push(...(bundle.entry ?? []).map((e) => e.resource!.id!));
+        const next = client().nextPage({ bundle: bundle as never });
+        if (!next) break;
+        bundle = (await next) as unknown as Bundle<Observation>;
+      }
+      expect(found.sort()).toEqual([...ids.obsA].sort());
+    });
+
+    it("reads A's resources and answers 404 for B's exactly like for a random id", async () => {
+      const own = (await client().read({ resourceType: 'Observation', id: ids.obsA[0]! })) as Resource;
+      expect(own.id).toBe(ids.obsA[0]);
+      const status = async (id: string) => {
+        try {
+          await client().read({ resourceType: 'Observation', id });
+          return 200;
+        } catch (error) {
+          return (error as { response?: { status: number } }).response?.status;
+        }
+      };
+      expect(await status(ids.obsB[0]!)).toBe(404);
+      const bRead = await call(`/fhir/Observation/${ids.obsB[0]}`, tokenA);
+      const random = await call('/fhir/Observation/does-not-exist-123', tokenA);
+      expect(bRead.status).toBe(404);
+      expect(bRead.text).toBe(random.text);
+      expect((await call(`/fhir/Patient/${ids.B}`, tokenA)).text).toBe(
+        random.text.replace('Observation', 'Observation'),
+      );
+    });
+  });
+
+  describe('escapes that must return nothing of B', () => {
+    const searches = () => [
+      `Observation?subject=${ids.B}`,
+      `Observation?subject=Patient/${ids.B}`,
+      `Observation?subject=${encodeURIComponent(`${gw.url}/fhir/Patient/${ids.B}`)}`,
+      `Observation?subject=${encodeURIComponent(`${gw.deps.fhir.baseUrl}/Patient/${ids.B}`)}`,
+      `Observation?subject=Patient/${ids.A},Patient/${ids.B}`,
+      `Observation?subject=Patient/${ids.A}&subject=Patient/${ids.B}`,
+      `Observation?patient=${ids.B}`,
+      `Observation?subject:Patient=${ids.B}`,
+      `Observation?_id=${ids.obsB[0]},${ids.obsA[0]}`,
+      `Observation?performer=Patient/${ids.A}`,
+      `Observation?_include=Observation:subject`,
+      `Patient?_id=${ids.B}`,
+      `Patient?_revinclude=Observation:subject`,
+      `Patient?_revinclude=Observation:performer`,
+      `Patient?_revinclude=Condition:asserter`,
+      `Condition?asserter=Patient/${ids.A}`,
+      `Patient`,
+      `Observation?_count=1000`,
+    ];
+
+    it('searches in every form answer only A data (or nothing)', async () => {
+      for (const query of searches()) {
+        const response = await call(`/fhir/${query}`, tokenA);
+        expect([200, 400], query).toContain(response.status);
+        noCanary(response.text);
+        if (response.status === 200) {
+          const bundle = response.json() as unknown as Bundle;
+          for (const entry of bundle.entry ?? []) {
+            const resource = entry.resource as Resource & { subject?: { reference?: string } };
+            const owner =
+              resource.resourceType === 'Patient'
+                ? resource.id
+                : resource.subject?.reference?.split('/').pop();
+            expect(owner, query).toBe(ids.A);
+          }
+        }
+      }
+    });
+
+    it.each([
+      ['a chained parameter', 'Observation?subject.name=Bob'],
+      ['_has', `Patient?_has:Observation:subject:code=8867-4`],
+      ['_filter', 'Observation?_filter=subject eq x'],
+      ['_query', 'Observation?_query=everything'],
+      ['_list', 'Observation?_list=abc'],
+      ['_contained', 'Observation?_contained=true'],
+      ['an _include wildcard', 'Observation?_include=*'],
+      ['_include:iterate', 'Observation?_include:iterate=Observation:subject'],
+      ['a compartment search', `Patient/${'{B}'}/Observation`],
+      ['$everything', `Patient/${'{B}'}/$everything`],
+      ['$graphql', '$graphql?query={PatientList{id}}'],
+      ['system-level search', '?_type=Patient'],
+      ['system history', '_history'],
+      ['type history', 'Observation/_history'],
+      ['a lower-case type', 'observation'],
+      ['an upper-case type', 'OBSERVATION'],
+      ['an unknown parameter', 'Observation?canary=1'],
+      ['a reference by identifier', 'Observation?subject:identifier=x|y'],
+    ])('refuses %s with a 400 OperationOutcome', async (_label, path) => {
+      const response = await call(`/fhir/${path.replace('{B}', ids.B)}`, tokenA);
+      expect(response.status).toBe(400);
+      expect(response.json().resourceType).toBe('OperationOutcome');
+      noCanary(response.text);
+    });
+
+    it('answers 404 for history and versions of B resources', async () => {
+      for (const path of [
+        `Observation/${ids.obsB[0]}/_history`,
+        `Observation/${ids.obsB[0]}/_history/1`,
+        `Condition/${ids.conditionB}`,
+      ]) {
+        const response = await call(`/fhir/${path}`, tokenA);
+        expect(response.status, path).toBe(404);
+        noCanary(response.text);
+      }
+      const own = await call(`/fhir/Observation/${ids.obsA[0]}/_history`, tokenA);
+      expect(own.status).toBe(200);
+    });
+
+    it('refuses batch and transaction bundles, and every write, from a patient', async () => {
+      const bundle = {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [{ request: { method: 'GET', url: `Patient/${ids.B}` } }],
+      };
+      const batch = await call('/fhir', tokenA, {
+        method: 'POST',
+        body: JSON.stringify(bundle),
+        headers: { 'content-type': 'application/fhir+json' },
+      });
+      expect(batch.status).toBe(400);
+      noCanary(batch.text);
+      const write = await call('/fhir/Observation', tokenA, {
+        method: 'POST',
+        body: JSON.stringify(observation(ids.A, 1)),
+        headers: { 'content-type': 'application/fhir+json' },
+      });
+      expect(write.status).toBe(403);
+      expect((await call(`/fhir/Observation/${ids.obsA[0]}`, tokenA, { method: 'DELETE' })).status).toBe(403);
+    });
+
+    it('applies the same checks to POST _search form bodies', async () => {
+      for (const body of [
+        `subject=Patient/${ids.B}`,
+        `patient=${ids.B}`,
+        '_has:Observation:subject:code=1',
+        `_id=${ids.obsB[0]}`,
+      ]) {
+        const response = await call('/fhir/Observation/_search', tokenA, {
+          method: 'POST',
+          body,
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        });
+        expect([200, 400], body).toContain(response.status);
+        noCanary(response.text);
+        if (response.status === 200) expect((response.json() as unknown as Bundle).entry ?? []).toHaveLength(0);
+      }
+    });
+
+    it('refuses encoded slashes, dot segments, repeated slashes and backslashes in the path', async () => {
+      for (const path of [
+        `/fhir/Observation%2F${ids.obsB[0]}`,
+        `/fhir/Observation/${ids.obsA[0]}/..%2F${ids.obsB[0]}`,
+        `/fhir/Patient/${ids.A}/../${ids.B}`,
+        `/fhir/Patient/./${ids.B}`,
+        `/fhir//Patient/${ids.B}`,
+        `/fhir/Patient%5C${ids.B}`,
+        `/fhir/Patient/%2e%2e/${ids.B}`,
+      ]) {
+        const response = await raw(path, tokenA);
+        expect([400, 404], path).toContain(response.status);
+        noCanary(response.text);
+      }
+    });
+
+    it('refuses a tampered paging cursor and one replayed by another user', async () => {
+      const first = (await call('/fhir/Observation?_count=5', tokenA)).json() as unknown as Bundle;
+      const next = first.link?.find((l) => l.relation === 'next')?.url;
+      expect(next).toContain('_cursor=');
+      const cursorPath = next!.slice(gw.url.length);
+      expect((await call(cursorPath, tokenA)).status).toBe(200);
+      const foreign = await call(cursorPath, tokenB);
+      expect(foreign.status).toBe(400);
+      noCanary(foreign.text);
+      const tampered = await call(cursorPath.replace(/_cursor=./, '_cursor=x'), tokenA);
+      expect(tampered.status).toBe(400);
+    });
+
+    it('drops Bundle.total when the response check removed anything', async () => {
+      const response = (
+        await call('/fhir/Patient?_revinclude=Observation:performer', tokenA)
+      ).json() as unknown as Bundle;
+      expect(response.entry?.map((e) => e.resource?.id)).toEqual([ids.A]);
+      expect(response.total).toBeUndefined();
+    });
+  });
+
+  describe('practitioner', () => {
+    it('sees A, not B, through /fhir', async () => {
+      const patients = (await call('/fhir/Patient', tokenP)).json() as unknown as Bundle;
+      expect(patients.entry?.map((e) => e.resource?.id)).toEqual([ids.A]);
+      const obs = await call(`/fhir/Observation?subject=Patient/${ids.B}`, tokenP);
+      noCanary(obs.text);
+      expect(((obs.json() as unknown as Bundle).entry ?? []).length).toBe(0);
+      expect((await call(`/fhir/Observation/${ids.obsB[0]}`, tokenP)).status).toBe(404);
+      expect((await call(`/fhir/Practitioner/${ids.P}`, tokenP)).status).toBe(200);
+    });
+
+    it('can add an Observation for A but not for B, and cannot create patients, delete or batch', async () => {
+      const post = (resource: Json, path = `/fhir/${resource.resourceType}`) =>
+        call(path, tokenP, {
+          method: 'POST',
+          body: JSON.stringify(resource),
+          headers: { 'content-type': 'application/fhir+json' },
+        });
+      const forA = await post(observation(ids.A, 50));
+      expect(forA.status).toBe(201);
+      expect(forA.headers.get('location')).toMatch(new RegExp(`^${gw.url}/fhir/Observation/`));
+      const forB = await post(observation(ids.B, 50));
+      expect(forB.status).toBe(403);
+      const newPatient = await post({
+        resourceType: 'Patient',
+        name: [{ family: 'X' }],
+        telecom: [{ system: 'email', value: 'x@example.com' }],
+      });
+      expect(newPatient.status).toBe(403);
+      expect((await call(`/fhir/Observation/${ids.obsA[0]}`, tokenP, { method: 'DELETE' })).status).toBe(403);
+      expect((await post({ resourceType: 'Bundle', type: 'batch', entry: [] }, '/fhir')).status).toBe(400);
+      const moved = {
+        ...(await call(`/fhir/Observation/${ids.obsA[1]}`, tokenP)).json(),
+        subject: { reference: `Patient/${ids.B}` },
+      };
+      const update = await call(`/fhir/Observation/${ids.obsA[1]}`, tokenP, {
+        method: 'PUT',
+        body: JSON.stringify(moved),
+        headers: { 'content-type': 'application/fhir+json' },
+      });
+      expect(update.status).toBe(403);
+    });
+  });
+
+  describe('admin', () => {
+    it('passes everything through and audits every write', async () => {
+      const all = (await call('/fhir/Observation?_count=100', admin)).json() as unknown as Bundle;
+      expect((all.entry ?? []).length).toBeGreaterThan(A_OBSERVATIONS);
+      const id = await createAsAdmin(observation(ids.B, 77));
+      expect((await call(`/fhir/Observation/${id}`, admin, { method: 'DELETE' })).status).toBeLessThan(300);
+      const audit = await gw.deps.db
+        .selectFrom('audit_log')
+        .selectAll()
+        .where('target_fhir_id', '=', id)
+        .execute();
+      expect(audit.map((a) => a.action).sort()).toEqual(['fhir.create', 'fhir.delete']);
+      const history = await call('/fhir/_history', admin);
+      expect([200, 400, 404]).toContain(history.status);
+    });
+
+    it('serves a reduced CapabilityStatement under the gateway name with a bearer security section', async () => {
+      const metadata = (await call('/fhir/metadata', undefined)).json() as Json & {
+        rest: Json[];
+        software: Json;
+      };
+      expect(metadata.resourceType).toBe('CapabilityStatement');
+      expect(metadata.software).toEqual({ name: 'fhir-facade' });
+      expect(JSON.stringify(metadata.rest[0]!.security)).toContain('Bearer');
+    });
+  });
+
+  describe('a patient whose FHIR record vanished', () => {
+    it('gets an empty list, not an error', async () => {
+      const gone = await provision(gw, smtp, 'vanishing@example.com');
+      const token = (
+        (await (
+          await signup(gw, { email: gone.email, access_code: gone.code, password: PASSWORD })
+        ).json()) as { token: string }
+      ).token;
+      expect((await call(`/fhir/Patient/${gone.fhirId}`, admin, { method: 'DELETE' })).status).toBeLessThan(
+        300,
+      );
+      const response = await call('/patient/observations', token);
+      expect(response.status).toBe(200);
+      expect(response.json()).toEqual({ observations: [], next_cursor: null });
+      expect((await call('/patient/profile', token)).status).toBe(404);
+    });
+  });
+
+  it('never answers with the upstream base URL, in any body or header', () => {
+    const upstream = gw.deps.fhir.baseUrl;
+    const leaking = seen.filter((text) => text.includes(upstream) || text.includes(new URL(upstream).host));
+    expect(leaking).toEqual([]);
+    expect(seen.length).toBeGreaterThan(50);
+  });
+});
