@@ -74,7 +74,7 @@ type ValueCarrier = Pick<
   | 'valueRange'
 >;
 
-function valueOf(source: ValueCarrier | ObservationComponent): ValueDto | null {
+function observedValue(source: ValueCarrier | ObservationComponent): ValueDto | null {
   if (source.valueQuantity) {
     const q = source.valueQuantity;
     return {
@@ -107,8 +107,8 @@ export function toObservationDto(observation: Observation): ObservationDto {
     status: observation.status,
     category: (observation.category ?? []).map(codeOf),
     code: codeOf(observation.code),
-    value: valueOf(observation),
-    components: (observation.component ?? []).map((c) => ({ code: codeOf(c.code), value: valueOf(c) })),
+    value: observedValue(observation),
+    components: (observation.component ?? []).map((c) => ({ code: codeOf(c.code), value: observedValue(c) })),
     effective:
       observation.effectiveDateTime ??
       observation.effectivePeriod?.start ??

@@ -417,7 +417,8 @@ describe('FHIR passthrough scoping', () => {
         });
         expect([200, 400], body).toContain(response.status);
         noCanary(response.text);
-        if (response.status === 200) expect((response.json() as unknown as Bundle).entry ?? []).toHaveLength(0);
+        if (response.status === 200)
+          expect((response.json() as unknown as Bundle).entry ?? []).toHaveLength(0);
       }
     });
 
