@@ -154,7 +154,8 @@ export function narrowSearch(type: string, query: URLSearchParams, scope: Scope)
   if (type === 'Patient') {
     narrowed.set('_id', allowed.join(','));
   } else {
-    const param = linking.has('patient') ? 'patient' : [...linking][0];
+    // the compartment's own linking parameter (e.g. Observation.subject) — cheaper for servers than `patient`
+    const param = LINKING_PARAMS.get(type)?.[0] ?? [...linking][0];
     if (!param) throw new AppError('forbidden', { detail: `Your role cannot search ${type}.` });
     narrowed.set(param, allowed.map((id) => `Patient/${id}`).join(','));
   }
