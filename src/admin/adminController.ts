@@ -258,6 +258,7 @@ const patchUserRoute = createRoute({
     403: errorResponses[403],
     404: errorResponses[404],
     409: errorResponses[409],
+    415: errorResponses[415],
   },
 });
 

@@ -1,4 +1,3 @@
-import type { Patient, Practitioner } from '@medplum/fhirtypes';
 import { sql } from 'kysely';
 import type { AuditOutcome, UserRow } from '../../db/schema.js';
 import { writeAudit } from '../audit/auditService.js';
@@ -7,32 +6,17 @@ import { revokeAllSessions } from '../auth/sessions.js';
 import { enqueueAccessCodeMail } from '../email/outbox.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
-import { displayName } from '../provisioning/fhirMappers.js';
+import { FHIR_TYPE_BY_ROLE, nameFromFhir } from '../users/fhirIdentity.js';
 import { toUserDto } from '../users/userDto.js';
 import { findUserById } from '../users/userRepository.js';
 
 /** Admin operations on accounts and the audit trail. */
-
-const FHIR_TYPE_BY_ROLE = { patient: 'Patient', practitioner: 'Practitioner' } as const;
 
 export interface ReissueResult {
   message: string;
   expires_at: string;
   /** Only with ADMIN_CODE_IN_RESPONSE=true, for deployments without mail. */
   access_code?: string;
-}
-
-/** The person's name from their FHIR record, for the mail greeting; the mail still goes out without it. */
-async function nameFromFhir(deps: AppDeps, type: string, id: string): Promise<string> {
-  try {
-    const response = await deps.fhir.request<Patient | Practitioner>({
-      method: 'GET',
-      path: `${type}/${id}`,
-    });
-    return response.status === 200 && response.body ? displayName(response.body) : '';
-  } catch {
-    return '';
-  }
 }
 
 /**
@@ -53,7 +37,7 @@ export async function reissueAccessCode(
     });
   }
   const fhirType = FHIR_TYPE_BY_ROLE[user.role];
-  const name = await nameFromFhir(deps, fhirType, user.fhir_resource_id);
+  const name = await nameFromFhir(deps, user);
   const now = deps.clock.now();
   const code = generateAccessCode();
   const expiresAt = new Date(now.getTime() + deps.config.accessCodeTtlSeconds * 1000).toISOString();
@@ -127,6 +111,16 @@ function decodeCursor(cursor: string): string {
 
 const encodeCursor = (id: string) => Buffer.from(JSON.stringify({ before: id })).toString('base64url');
 
+/** Rows were fetched newest first with one extra: that extra row says whether a next page exists. */
+function pageOf<R extends { id: string }>(
+  rows: R[],
+  limit: number,
+): { items: R[]; next_cursor: string | null } {
+  const items = rows.slice(0, limit);
+  const last = items.at(-1);
+  return { items, next_cursor: rows.length > limit && last ? encodeCursor(last.id) : null };
+}
+
 /** The audit trail, newest first, filtered, paged by an opaque cursor (ids are time-ordered UUIDv7). */
 export async function listAudit(deps: AppDeps, query: AuditQuery) {
   let q = deps.db
@@ -141,10 +135,9 @@ export async function listAudit(deps: AppDeps, query: AuditQuery) {
   if (query.from) q = q.where('occurred_at', '>=', new Date(query.from).toISOString());
   if (query.to) q = q.where('occurred_at', '<', new Date(query.to).toISOString());
   if (query.cursor) q = q.where('id', '<', decodeCursor(query.cursor));
-  const rows = await q.execute();
-  const page = rows.slice(0, query.limit);
+  const { items, next_cursor } = pageOf(await q.execute(), query.limit);
   return {
-    entries: page.map((r) => ({
+    entries: items.map((r) => ({
       id: r.id,
       occurred_at: r.occurred_at,
       action: r.action,
@@ -155,7 +148,7 @@ export async function listAudit(deps: AppDeps, query: AuditQuery) {
       client_ip: r.client_ip,
       detail: r.detail ? (JSON.parse(r.detail) as Record<string, unknown>) : null,
     })),
-    next_cursor: rows.length > query.limit && page.length ? encodeCursor(page.at(-1)!.id) : null,
+    next_cursor,
   };
 }
 
@@ -261,12 +254,8 @@ export async function listUsers(deps: AppDeps, query: UserQuery) {
       break;
   }
   if (query.cursor) q = q.where('id', '<', decodeCursor(query.cursor));
-  const rows = await q.execute();
-  const page = rows.slice(0, query.limit);
-  return {
-    users: page.map((u) => toAdminUserDto(u, deps.clock.now())),
-    next_cursor: rows.length > query.limit && page.length ? encodeCursor(page.at(-1)!.id) : null,
-  };
+  const { items, next_cursor } = pageOf(await q.execute(), query.limit);
+  return { users: items.map((u) => toAdminUserDto(u, deps.clock.now())), next_cursor };
 }
 
 export async function getUser(deps: AppDeps, id: string) {

@@ -1,10 +1,9 @@
-import type { Patient, Practitioner } from '@medplum/fhirtypes';
 import type { UserRow } from '../../db/schema.js';
 import { writeAudit } from '../audit/auditService.js';
 import { enqueueAccessCodeMail } from '../email/outbox.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, RequestContext } from '../http/types.js';
-import { displayName } from '../provisioning/fhirMappers.js';
+import { nameFromFhir } from '../users/fhirIdentity.js';
 import { findUserByEmail, normalizeEmail } from '../users/userRepository.js';
 import {
   accessCodeMatches,
@@ -23,22 +22,6 @@ import { revokeAllSessions } from './sessions.js';
  * status nor the timing says whether an account exists.
  */
 
-const FHIR_TYPE = { patient: 'Patient', practitioner: 'Practitioner' } as const;
-
-/** The person's name for the greeting, from their FHIR record; the mail goes out without it if need be. */
-async function nameOf(deps: AppDeps, user: UserRow): Promise<string> {
-  if (user.role === 'admin' || !user.fhir_resource_id) return '';
-  try {
-    const response = await deps.fhir.request<Patient | Practitioner>({
-      method: 'GET',
-      path: `${FHIR_TYPE[user.role]}/${user.fhir_resource_id}`,
-    });
-    return response.status === 200 && response.body ? displayName(response.body) : '';
-  } catch {
-    return '';
-  }
-}
-
 async function mailNewCode(
   deps: AppDeps,
   user: UserRow,
@@ -50,7 +33,7 @@ async function mailNewCode(
   const expiresAt = new Date(now.getTime() + ttl * 1000).toISOString();
   const code = generateAccessCode();
   const hash = hashAccessCode(deps.secrets.codeHmacKey, purpose, user.email, code);
-  const name = await nameOf(deps, user);
+  const name = await nameFromFhir(deps, user);
   await deps.db.transaction().execute(async (trx) => {
     const columns =
       purpose === 'signup'
@@ -83,37 +66,41 @@ async function mailNewCode(
   deps.outbox.wake();
 }
 
-/** Runs after the 202 is sent; failures are logged, never shown (the answer is the same anyway). */
-function afterResponse(deps: AppDeps, task: () => Promise<void>): void {
-  deps.background.run(task);
+/** Who may receive a code of each purpose: signup for pending accounts, reset for registered ones. */
+const ELIGIBLE: Record<CodePurpose, (user: UserRow) => boolean> = {
+  signup: (user) => user.role !== 'admin' && user.is_registered === 0 && user.is_active === 1,
+  password_reset: (user) => user.is_registered === 1 && user.is_active === 1,
+};
+
+/**
+ * Counts the request against the mail limits, then — after the 202 is sent, so timing says
+ * nothing — mails a new code if the account is eligible. Failures are logged, never shown.
+ */
+async function mailCodeIfEligible(
+  deps: AppDeps,
+  rawEmail: string,
+  purpose: CodePurpose,
+  ctx: RequestContext,
+) {
+  const email = normalizeEmail(rawEmail);
+  await countHit(deps.db, deps.clock, [
+    { rule: RATE_LIMITS.mailEmail, subject: email },
+    { rule: RATE_LIMITS.mailIp, subject: ctx.clientIp },
+  ]);
+  deps.background.run(async () => {
+    const user = await findUserByEmail(deps.db, email);
+    if (user && ELIGIBLE[purpose](user)) await mailNewCode(deps, user, purpose, ctx);
+  });
 }
 
 /** POST /auth/access-code/resend: a pending account gets a fresh code (the old one is void). */
-export async function resendAccessCode(deps: AppDeps, rawEmail: string, ctx: RequestContext): Promise<void> {
-  const email = normalizeEmail(rawEmail);
-  await countHit(deps.db, deps.clock, [
-    { rule: RATE_LIMITS.mailEmail, subject: email },
-    { rule: RATE_LIMITS.mailIp, subject: ctx.clientIp },
-  ]);
-  afterResponse(deps, async () => {
-    const user = await findUserByEmail(deps.db, email);
-    const pending = user && user.role !== 'admin' && user.is_registered === 0 && user.is_active === 1;
-    if (pending) await mailNewCode(deps, user, 'signup', ctx);
-  });
+export function resendAccessCode(deps: AppDeps, rawEmail: string, ctx: RequestContext): Promise<void> {
+  return mailCodeIfEligible(deps, rawEmail, 'signup', ctx);
 }
 
 /** POST /auth/password/forgot: an active, registered account gets a reset code. */
-export async function forgotPassword(deps: AppDeps, rawEmail: string, ctx: RequestContext): Promise<void> {
-  const email = normalizeEmail(rawEmail);
-  await countHit(deps.db, deps.clock, [
-    { rule: RATE_LIMITS.mailEmail, subject: email },
-    { rule: RATE_LIMITS.mailIp, subject: ctx.clientIp },
-  ]);
-  afterResponse(deps, async () => {
-    const user = await findUserByEmail(deps.db, email);
-    if (user && user.is_registered === 1 && user.is_active === 1)
-      await mailNewCode(deps, user, 'password_reset', ctx);
-  });
+export function forgotPassword(deps: AppDeps, rawEmail: string, ctx: RequestContext): Promise<void> {
+  return mailCodeIfEligible(deps, rawEmail, 'password_reset', ctx);
 }
 
 export interface ResetInput {

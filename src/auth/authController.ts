@@ -1,7 +1,14 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { createRouter } from '../http/router.js';
-import { bearerSecurity, EmailSchema, errorResponses, UserSchema } from '../http/schemas.js';
+import {
+  bearerSecurity,
+  EmailSchema,
+  errorResponses,
+  line,
+  PhoneSchema,
+  UserSchema,
+} from '../http/schemas.js';
 import type { AppEnv } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
 import { requirePermission } from '../middleware/requireRole.js';
@@ -35,24 +42,11 @@ const TokenResponse = z
   })
   .openapi('TokenResponse');
 
-const line = (max: number) =>
-  z
-    .string()
-    .trim()
-    .min(1)
-    .max(max)
-    .regex(/^[^\r\n\t\0]*$/, 'must be one line');
-
 /** The "additional profile fields" of the seed: an allow-list; anything else is refused. */
 export const ProfileSchema = z
   .object({
     display_name: line(100).optional().openapi({ example: 'Ann' }),
-    phone: z
-      .string()
-      .trim()
-      .regex(/^\+?[0-9 ()\-.]{3,32}$/, 'must be a phone number')
-      .optional()
-      .openapi({ example: '+1 555 0100' }),
+    phone: PhoneSchema.optional(),
     preferred_language: z
       .string()
       .regex(/^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$/, 'must be a language tag such as en or pt-BR')
@@ -137,6 +131,7 @@ const refreshRoute = createRoute({
     },
     400: errorResponses[400],
     401: errorResponses[401],
+    415: errorResponses[415],
   },
 });
 
@@ -177,7 +172,7 @@ const resendRoute = createRoute({
   tags: ['auth'],
   summary: 'Send a fresh signup code to a pending account',
   request: { body: json(EmailBody) },
-  responses: { 202: accepted, 400: errorResponses[400], 429: errorResponses[429] },
+  responses: { 202: accepted, 400: errorResponses[400], 415: errorResponses[415], 429: errorResponses[429] },
 });
 
 const forgotRoute = createRoute({
@@ -186,7 +181,7 @@ const forgotRoute = createRoute({
   tags: ['auth'],
   summary: 'Send a password-reset code to an active account',
   request: { body: json(EmailBody) },
-  responses: { 202: accepted, 400: errorResponses[400], 429: errorResponses[429] },
+  responses: { 202: accepted, 400: errorResponses[400], 415: errorResponses[415], 429: errorResponses[429] },
 });
 
 const resetRoute = createRoute({
@@ -198,6 +193,7 @@ const resetRoute = createRoute({
   responses: {
     200: { description: 'Password changed', content: { 'application/json': { schema: Message } } },
     400: errorResponses[400],
+    415: errorResponses[415],
     429: errorResponses[429],
   },
 });

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { calculateJwkThumbprint, type JWK, errors as joseErrors, jwtVerify, SignJWT } from 'jose';
 import type { Role } from '../../db/schema.js';
 import { uuidv7 } from '../ids.js';
+import { fhirReferenceOf } from '../users/fhirIdentity.js';
 
 /**
  * Access tokens (DESIGN.md section 4): ES256 JWTs with `typ: at+jwt` (RFC 9068), signed with
@@ -52,12 +53,6 @@ export const SCOPES_BY_ROLE: Readonly<Record<Role, string>> = {
   patient: 'patient/*.rs',
   practitioner: 'user/*.crus',
   admin: 'user/*.cruds',
-};
-
-const FHIR_TYPE_BY_ROLE: Readonly<Record<Role, string | null>> = {
-  patient: 'Patient',
-  practitioner: 'Practitioner',
-  admin: null,
 };
 
 function parseConfiguredKey(text: string): KeyObject {
@@ -111,12 +106,11 @@ export async function issueAccessToken(
   now: Date,
 ): Promise<IssuedToken> {
   const iat = Math.floor(now.getTime() / 1000);
-  const fhirType = FHIR_TYPE_BY_ROLE[user.role];
   const claims: AccessTokenClaims = {
     sub: user.id,
     role: user.role,
     fhir_id: user.fhir_resource_id,
-    fhirUser: fhirType && user.fhir_resource_id ? `${fhirType}/${user.fhir_resource_id}` : null,
+    fhirUser: fhirReferenceOf(user),
     scope: SCOPES_BY_ROLE[user.role],
     ver: user.token_version,
     sid: sessionId,

@@ -1,5 +1,6 @@
 import { isResourceType } from '@medplum/core';
 import { AppError } from '../errors.js';
+import { FHIR_ID_PATTERN } from '../http/schemas.js';
 
 /**
  * The one path model of the passthrough: the raw request path is parsed once into
@@ -25,7 +26,6 @@ export interface FhirTarget {
   readonly upstreamPath: string;
 }
 
-const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const OPERATION = /^\$[a-zA-Z][a-zA-Z0-9-]{0,63}$/;
 
 function refuse(message: string): AppError {
@@ -53,7 +53,7 @@ function resourceType(segment: string): string {
 }
 
 function id(segment: string): string {
-  if (!ID.test(segment)) throw refuse('is not a valid resource id');
+  if (!FHIR_ID_PATTERN.test(segment)) throw refuse('is not a valid resource id');
   return segment;
 }
 

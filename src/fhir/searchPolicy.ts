@@ -1,4 +1,5 @@
 import { AppError } from '../errors.js';
+import { FHIR_ID_PATTERN } from '../http/schemas.js';
 import {
   COMPARTMENT_PARAMS,
   DIRECTORY_TYPES,
@@ -102,7 +103,7 @@ function patientsNamed(value: string, bareIsPatient: boolean): { ids: string[]; 
   const ids: string[] = [];
   let other = false;
   for (const part of value.split(',')) {
-    const id = patientIdOf(part) ?? (bareIsPatient && /^[A-Za-z0-9\-.]{1,64}$/.test(part) ? part : undefined);
+    const id = patientIdOf(part) ?? (bareIsPatient && FHIR_ID_PATTERN.test(part) ? part : undefined);
     if (id) ids.push(id);
     else if (/(^|\/)Patient\//.test(part) || bareIsPatient) other = true;
   }
@@ -136,7 +137,7 @@ export function narrowSearch(type: string, query: URLSearchParams, scope: Scope)
     // a value naming a patient outside the scope gets an empty answer, never their data
     if (named.ids.some((id) => !scope.patientIds.has(id)) || (named.other && isLinking))
       return { kind: 'empty' };
-    if (compartmentParams.has(base) && !isLinking && /^[A-Za-z0-9\-.]{1,64}$/.test(value)) {
+    if (compartmentParams.has(base) && !isLinking && FHIR_ID_PATTERN.test(value)) {
       throw refuse(name, 'use Type/id for this reference');
     }
     if (isLinking) {

@@ -11,6 +11,24 @@ export const EmailSchema = z
   .pipe(z.email({ message: 'must be a single email address' }))
   .openapi({ example: 'ann@example.com', format: 'email' });
 
+/** One line of text: no CR/LF, tabs or NUL (these values end up in mails and FHIR resources). */
+export const line = (max: number) =>
+  z
+    .string()
+    .trim()
+    .min(1)
+    .max(max)
+    .regex(/^[^\r\n\t\0]*$/, 'must be one line');
+
+export const PhoneSchema = z
+  .string()
+  .trim()
+  .regex(/^\+?[0-9 ()\-.]{3,32}$/, 'must be a phone number (digits, spaces, + ( ) - .)')
+  .openapi({ example: '+1 555 0100' });
+
+/** A FHIR resource id (https://hl7.org/fhir/R4/datatypes.html#id). */
+export const FHIR_ID_PATTERN = /^[A-Za-z0-9\-.]{1,64}$/;
+
 export const UserSchema = z
   .object({
     id: z.string().openapi({ example: '019a6b3e-6c1f-7b52-9d8e-2f4a1c3b5d7e' }),

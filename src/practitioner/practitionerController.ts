@@ -1,6 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { createRouter } from '../http/router.js';
-import { bearerSecurity, errorResponses } from '../http/schemas.js';
+import { bearerSecurity, errorResponses, FHIR_ID_PATTERN } from '../http/schemas.js';
 import { authenticate } from '../middleware/authenticate.js';
 import { requirePermission } from '../middleware/requireRole.js';
 import { ObservationPage, ObservationQuery, PageQuery, PatientDtoSchema } from '../patient/patientSchemas.js';
@@ -43,7 +43,7 @@ const observationsRoute = createRoute({
   security: bearerSecurity,
   middleware: practitionerOnly,
   request: {
-    params: z.object({ fhir_id: z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/) }),
+    params: z.object({ fhir_id: z.string().regex(FHIR_ID_PATTERN) }),
     query: ObservationQuery,
   },
   responses: {

@@ -1,16 +1,7 @@
 import { z } from '@hono/zod-openapi';
-import { EmailSchema } from '../http/schemas.js';
+import { EmailSchema, FHIR_ID_PATTERN, line, PhoneSchema } from '../http/schemas.js';
 
 /** Request and response bodies of POST /fhir/patient and /fhir/practitioner. Unknown fields are refused. */
-
-const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
-const line = (max: number) =>
-  z
-    .string()
-    .trim()
-    .min(1)
-    .max(max)
-    .regex(/^[^\r\n\t\0]*$/, 'must be one line');
 
 const NameSchema = z
   .union([
@@ -26,12 +17,6 @@ const NameSchema = z
     description: 'A single text, or `{given, family}`',
     example: { given: ['Ann'], family: 'Lee' },
   });
-
-const PhoneSchema = z
-  .string()
-  .trim()
-  .regex(/^\+?[0-9 ()\-.]{3,32}$/, 'must be a phone number (digits, spaces, + ( ) - .)')
-  .openapi({ example: '+1 555 0100' });
 
 const IdentifierSchema = z
   .object({
@@ -73,7 +58,7 @@ export const CreatePatientBody = z
     identifier: z.union([IdentifierSchema, z.array(IdentifierSchema).min(1).max(5)]).optional(),
     general_practitioner_id: z
       .string()
-      .regex(FHIR_ID, 'must be a FHIR id')
+      .regex(FHIR_ID_PATTERN, 'must be a FHIR id')
       .optional()
       .openapi({ description: 'An existing Practitioner id: assigns the patient to them' }),
   })
