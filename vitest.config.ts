@@ -8,5 +8,6 @@ export default defineConfig({
     // Each file boots its own gateway + embedded FHIR server (~200 MiB); two cores, so two at a time.
     maxWorkers: 2,
     pool: 'forks',
+    globalSetup: ['tests/helpers/globalSetup.ts'],
   },
 });
