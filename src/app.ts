@@ -3,6 +3,8 @@ import { cors } from 'hono/cors';
 import { adminRoutes } from './admin/adminController.js';
 import { authRoutes } from './auth/authController.js';
 import { jwksRoutes } from './auth/jwksController.js';
+import { docsRoutes } from './docs/docsController.js';
+import { openApiDocumentConfig } from './docs/openapiDocument.js';
 import { AppError } from './errors.js';
 import { passthroughRoutes } from './fhir/passthroughController.js';
 import { healthRoutes } from './health/healthController.js';
@@ -68,6 +70,7 @@ export function createApp(deps: AppDeps) {
   app.route('/', authRoutes());
   app.route('/', provisioningRoutes());
   app.route('/', adminRoutes());
+  app.route('/', docsRoutes());
   app.route('/', patientRoutes());
   app.route('/', practitionerRoutes());
   app.route('/', passthroughRoutes());
@@ -77,11 +80,7 @@ export function createApp(deps: AppDeps) {
     scheme: 'bearer',
     bearerFormat: 'JWT',
   });
-  app.doc31('/openapi.json', {
-    openapi: '3.1.0',
-    info: { title: deps.config.appName, version: '0.1.0', description: 'fhir-facade slim API' },
-    servers: [{ url: deps.config.publicBaseUrl }],
-  });
+  app.doc31('/openapi.json', openApiDocumentConfig(deps.config));
 
   app.onError(onError);
   app.notFound(onNotFound);

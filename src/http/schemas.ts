@@ -68,6 +68,9 @@ export const errorResponses = {
   429: problem('Too many attempts; honour Retry-After (`rate_limited`)'),
   500: problem('Unexpected error (`internal_error`)'),
   502: problem('The FHIR server is down or failing (`upstream_unavailable`, `upstream_error`)'),
+  503: problem(
+    'Not ready, or an account could not be stored and nothing was created (`not_ready`, `storage_unavailable`)',
+  ),
   504: problem('The FHIR server did not answer in time (`upstream_timeout`)'),
 } as const;
 

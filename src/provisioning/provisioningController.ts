@@ -39,6 +39,7 @@ const provisionResponses = {
     description: 'Idempotency-Key reused with a different body (`idempotency_key_reused`)',
   },
   502: errorResponses[502],
+  503: errorResponses[503],
   504: errorResponses[504],
 };
 
@@ -74,7 +75,7 @@ function requestContext(c: Context<AppEnv>) {
   return { requestId: c.var.requestId, clientIp: c.var.clientIp };
 }
 
-function send(c: Context<AppEnv>, response: StoredResponse, contentType: string): Response {
+function fhirResponse(response: StoredResponse, contentType: string): Response {
   return new Response(JSON.stringify(response.body), {
     status: response.status,
     headers: { ...response.headers, 'Content-Type': contentType },
@@ -131,7 +132,7 @@ async function rawProvision(c: Context<AppEnv>, type: ProvisionedType) {
       };
     },
   );
-  return send(c, response, 'application/fhir+json; charset=utf-8');
+  return fhirResponse(response, 'application/fhir+json; charset=utf-8');
 }
 
 /** POST /fhir/patient, /fhir/practitioner (slim) and POST /fhir/Patient, /fhir/Practitioner (raw FHIR). */

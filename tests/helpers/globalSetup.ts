@@ -11,7 +11,9 @@ export async function teardown(): Promise<void> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
-    const { rows } = await client.query<{ nspname: string }>("select nspname from pg_namespace where nspname like 't\\_%'");
+    const { rows } = await client.query<{ nspname: string }>(
+      "select nspname from pg_namespace where nspname like 't\\_%'",
+    );
     for (const { nspname } of rows) await client.query(`drop schema if exists "${nspname}" cascade`);
   } finally {
     await client.end();

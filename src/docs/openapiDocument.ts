@@ -1,0 +1,64 @@
+import type { Config } from '../config.js';
+
+/**
+ * The top of /openapi.json: what the generated paths cannot say by themselves — how to
+ * authenticate, the error format, and the FHIR passthrough, which is described here rather
+ * than operation by operation (its real contract is the FHIR server's CapabilityStatement).
+ */
+export function openApiDocumentConfig(config: Config) {
+  const base = config.publicBaseUrl;
+  const description = [
+    `The slim JSON API of ${config.appName}, a gateway in front of a FHIR R4 server, for frontends;`,
+    'plus a filtered FHIR R4 passthrough for FHIR-aware tools.',
+    '',
+    '**Authentication.** `POST /auth/login` (or `POST /auth/signup`) answers an ES256 access token',
+    '(`typ: at+jwt`, 15 minutes by default) and a single-use refresh token. Send the access token as',
+    '`Authorization: Bearer <token>` — never in a URL. Use **Authorize** to try protected operations.',
+    '',
+    '**Errors.** Slim endpoints answer errors as RFC 9457 problem details',
+    '(`application/problem+json`, schema `Problem`) with a stable `code`; build UI logic on `status`',
+    'and `code`, never on `detail`. 429 answers carry `Retry-After` (seconds).',
+    '',
+    '**FHIR R4 passthrough: `/fhir/{type}[/{id}][/_history[/{vid}]][?search]`.** A subset of the',
+    '[FHIR R4 RESTful API](https://hl7.org/fhir/R4/http.html), not listed operation by operation',
+    `here: what this deployment supports is its CapabilityStatement, [\`GET /fhir/metadata\`](${base}/fhir/metadata).`,
+    'Every request is scoped to the caller: admins reach everything; a patient reads and searches',
+    'only their own Patient compartment; a practitioner reaches the compartments of the patients',
+    'assigned to them; shared directory types (Practitioner, Organization, Location, ...) are',
+    'readable by every role. Searches are narrowed to that scope, and whatever could leave it',
+    '(chained parameters, `_has`, `_filter`, batch and transaction, ...) is refused. Bodies are FHIR',
+    'JSON (`application/fhir+json`); errors are `OperationOutcome` resources. The lower-case',
+    '`POST /fhir/patient` and `POST /fhir/practitioner` below are slim provisioning endpoints;',
+    '`POST /fhir/Patient` and `POST /fhir/Practitioner` (admin) run the same provisioning flow',
+    'with a FHIR resource and answer like a FHIR server.',
+  ].join('\n');
+
+  return {
+    openapi: '3.1.0',
+    info: { title: `${config.appName} API`, version: '0.1.0', description },
+    servers: [{ url: base }],
+    tags: [
+      { name: 'auth', description: 'Login, signup with the emailed access code, sessions, password reset' },
+      {
+        name: 'provisioning',
+        description:
+          'Admins create Patient and Practitioner records and their accounts (an access code is emailed)',
+      },
+      { name: 'admin', description: 'Accounts, access codes and the audit trail (admin only)' },
+      { name: 'patient', description: "A patient's own data as plain JSON (patient only)" },
+      { name: 'practitioner', description: 'The patients assigned to a practitioner (practitioner only)' },
+      {
+        name: 'fhir',
+        description:
+          'The filtered FHIR R4 passthrough `/fhir/{type}...`: see the description above and the CapabilityStatement',
+        externalDocs: { description: 'CapabilityStatement of this deployment', url: `${base}/fhir/metadata` },
+      },
+      { name: 'health', description: 'Liveness and readiness probes' },
+      { name: 'docs', description: 'This document and the interactive page rendered from it' },
+    ],
+    externalDocs: {
+      description: 'FHIR R4 passthrough: the CapabilityStatement of this deployment',
+      url: `${base}/fhir/metadata`,
+    },
+  };
+}
