@@ -18,8 +18,8 @@ function rawPathAndQuery(c: Context<AppEnv>): { path: string; query: URLSearchPa
     : { path: raw.slice(0, index), query: new URLSearchParams(raw.slice(index + 1)) };
 }
 
-function fhirJson(body: unknown, status: number, headers: Record<string, string>): Response {
-  return new Response(body === undefined ? null : JSON.stringify(body), {
+function fhirJson(body: string | undefined, status: number, headers: Record<string, string>): Response {
+  return new Response(body ?? null, {
     status,
     headers: { 'Content-Type': 'application/fhir+json; charset=utf-8', ...headers },
   });
@@ -28,7 +28,9 @@ function fhirJson(body: unknown, status: number, headers: Record<string, string>
 /** /fhir/metadata (public) and the filtered passthrough /fhir/* (any signed-in role; the scope decides). */
 export function passthroughRoutes() {
   const router = new Hono<AppEnv>();
-  router.get('/fhir/metadata', async (c) => fhirJson(await capabilityStatement(c.var.deps), 200, {}));
+  router.get('/fhir/metadata', async (c) =>
+    fhirJson(JSON.stringify(await capabilityStatement(c.var.deps)), 200, {}),
+  );
   const handle = async (c: Context<AppEnv>) => {
     const deps = c.var.deps;
     const { path, query } = rawPathAndQuery(c);

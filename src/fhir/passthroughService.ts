@@ -34,7 +34,8 @@ export interface PassRequest {
 export interface PassResponse {
   readonly status: number;
   readonly headers: Record<string, string>;
-  readonly body: unknown;
+  /** Serialized JSON, ready to send (serialized once, with the upstream base already replaced). */
+  readonly body: string | undefined;
 }
 
 /** Request headers relayed upstream (conditional requests); nothing else, never Authorization. */
@@ -173,7 +174,8 @@ class Passthrough {
 
   private async search(type: string, query: URLSearchParams): Promise<PassResponse> {
     const narrowed = narrowSearch(type, query, this.scope);
-    if (narrowed.kind === 'empty') return { status: 200, headers: {}, body: emptySearchset() };
+    if (narrowed.kind === 'empty')
+      return { status: 200, headers: {}, body: JSON.stringify(emptySearchset()) };
     const response = await this.deps.fhir.request({ method: 'GET', path: type, query: narrowed.params });
     return this.answer(response, { type, upstreamPath: type });
   }
@@ -299,7 +301,7 @@ class Passthrough {
     return {
       status: response.status,
       headers: this.relayHeaders(response.headers),
-      body: text === undefined ? undefined : JSON.parse(text),
+      body: text,
     };
   }
 
