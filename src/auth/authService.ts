@@ -12,7 +12,7 @@ import {
 import { accessCodeMatches, MAX_CODE_ATTEMPTS } from './accessCodes.js';
 import { checkPassword } from './passwordPolicy.js';
 import { normalizePassword, PASSWORD_MAX_LENGTH } from './passwords.js';
-import { assertUnderLimits, countHit, RATE_LIMITS } from './rateLimiter.js';
+import { countHit, RATE_LIMITS, refundHit } from './rateLimiter.js';
 import { revokeSession, rotateRefreshToken, startSession, type TokenResponse } from './sessions.js';
 
 export type { TokenResponse };
@@ -46,7 +46,9 @@ export async function login(deps: AppDeps, input: LoginInput, ctx: RequestContex
     { rule: RATE_LIMITS.loginAccount, subject: email },
     { rule: RATE_LIMITS.loginIp, subject: ctx.clientIp },
   ];
-  await assertUnderLimits(deps.db, deps.clock, limits);
+  // counted before verifying, in one atomic upsert, so parallel guesses cannot all pass a check
+  // made before any of them is counted; a successful login gives its hit back below
+  await countHit(deps.db, deps.clock, limits);
   const password = normalizePassword(input.password);
   // refused before hashing: an attacker must not make us hash megabytes
   if (password.length > PASSWORD_MAX_LENGTH) throw new AppError('invalid_credentials');
@@ -64,7 +66,6 @@ export async function login(deps: AppDeps, input: LoginInput, ctx: RequestContex
     failure = 'deactivated';
   }
   if (failure || !user) {
-    await countHit(deps.db, deps.clock, limits, { enforce: false });
     await audit(deps, ctx, {
       action: 'auth.login',
       outcome: 'failed',
@@ -74,6 +75,7 @@ export async function login(deps: AppDeps, input: LoginInput, ctx: RequestContex
     });
     throw new AppError('invalid_credentials');
   }
+  await refundHit(deps.db, deps.clock, limits);
   await updateUser(deps.db, user.id, { last_login_at: deps.clock.now().toISOString() });
   await audit(deps, ctx, {
     action: 'auth.login',

@@ -59,25 +59,6 @@ function tooMany(retryAfterMs: number): AppError {
   });
 }
 
-/** Throws 429 if any counter is already at its limit (for counting failures only, e.g. login). */
-export async function assertUnderLimits(
-  db: Kysely<Database>,
-  clock: Clock,
-  keys: readonly LimitKey[],
-): Promise<void> {
-  const now = clock.now();
-  for (const key of withSubject(keys)) {
-    const window = windowOf(key, now);
-    const row = await db
-      .selectFrom('rate_limits')
-      .select('count')
-      .where('bucket', '=', window.bucket)
-      .where('window_start', '=', window.start)
-      .executeTakeFirst();
-    if ((row?.count ?? 0) >= key.rule.limit) throw tooMany(window.endsAt - now.getTime());
-  }
-}
-
 /** Adds one to each counter; with `enforce`, throws 429 when this hit goes over a limit. */
 export async function countHit(
   db: Kysely<Database>,
@@ -102,6 +83,25 @@ export async function countHit(
     if (row.count > key.rule.limit) retryAfter = Math.max(retryAfter, window.endsAt - now.getTime());
   }
   if (options.enforce && retryAfter > 0) throw tooMany(retryAfter);
+}
+
+/** Gives back one hit (e.g. a login that succeeded: only failures should count). */
+export async function refundHit(
+  db: Kysely<Database>,
+  clock: Clock,
+  keys: readonly LimitKey[],
+): Promise<void> {
+  const now = clock.now();
+  for (const key of withSubject(keys)) {
+    const window = windowOf(key, now);
+    await db
+      .updateTable('rate_limits')
+      .set((eb) => ({ count: eb('count', '-', 1) }))
+      .where('bucket', '=', window.bucket)
+      .where('window_start', '=', window.start)
+      .where('count', '>', 0)
+      .execute();
+  }
 }
 
 /** Drops windows that ended a day ago or more; called by the periodic housekeeping. */

@@ -58,11 +58,20 @@ export const LINKING_PARAMS: ReadonlyMap<string, readonly string[]> = new Map(
     .filter(([type, params]) => params.length > 0 && type !== 'Patient'),
 );
 
-const PATIENT_REFERENCE = /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
+// the whole reference: `Patient/{id}`, optionally versioned, optionally on an http(s) base — anchored,
+// so `Patient/B/_history/Patient/A` names nobody rather than A
+const PATIENT_REFERENCE =
+  /^(?:https?:\/\/[^\s?#]+\/)?Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
+const RELATIVE_PATIENT_REFERENCE = /^Patient\/([A-Za-z0-9\-.]{1,64})$/;
 
 /** The Patient id a reference string names, if it names one. */
 export function patientIdOf(reference: string): string | undefined {
   return PATIENT_REFERENCE.exec(reference)?.[1];
+}
+
+/** For writes: only a plain relative `Patient/{id}` counts. */
+export function strictPatientId(reference: string): string | undefined {
+  return RELATIVE_PATIENT_REFERENCE.exec(reference)?.[1];
 }
 
 function referencesIn(values: unknown[]): string[] {
@@ -73,18 +82,17 @@ function referencesIn(values: unknown[]): string[] {
   });
 }
 
-/** Patient ids a resource belongs to through our linking parameters (FHIRPath of each SearchParameter). */
-export function linkedPatientIds(resource: Resource): string[] {
-  const ids = new Set<string>();
-  for (const param of LINKING_PARAMS.get(resource.resourceType) ?? []) {
+/** Every reference a resource holds in our linking parameters (FHIRPath of each SearchParameter). */
+export function linkingReferences(resource: Resource): string[] {
+  return (LINKING_PARAMS.get(resource.resourceType) ?? []).flatMap((param) => {
     const expression = getSearchParameter(resource.resourceType, param)?.expression;
-    if (!expression) continue;
-    for (const ref of referencesIn(evalFhirPath(expression, resource))) {
-      const id = patientIdOf(ref);
-      if (id) ids.add(id);
-    }
-  }
-  return [...ids];
+    return expression ? referencesIn(evalFhirPath(expression, resource)) : [];
+  });
+}
+
+/** Patient ids a resource belongs to through our linking parameters. */
+export function linkedPatientIds(resource: Resource): string[] {
+  return [...new Set(linkingReferences(resource).flatMap((ref) => patientIdOf(ref) ?? []))];
 }
 
 /** Whether a resource may leave the gateway for this scope: the response check of every answer. */

@@ -46,6 +46,14 @@ function assertPlainPath(raw: string): void {
   }
 }
 
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw refuse('is not valid percent-encoding');
+  }
+}
+
 function resourceType(segment: string): string {
   if (!isResourceType(segment))
     throw refuse(`${segment} is not an R4 resource type (names are case-sensitive)`);
@@ -60,7 +68,7 @@ function id(segment: string): string {
 /** Parses the raw (still percent-encoded) request path, without its query. */
 export function parseFhirPath(rawPath: string): FhirTarget {
   assertPlainPath(rawPath);
-  const segments = rawPath.slice('/fhir'.length).split('/').filter(Boolean).map(decodeURIComponent);
+  const segments = rawPath.slice('/fhir'.length).split('/').filter(Boolean).map(decodeSegment);
   const [first, second, third, fourth, ...more] = segments;
   if (more.length > 0) throw refuse('has too many segments');
   if (first === undefined) return { upstreamPath: '' };

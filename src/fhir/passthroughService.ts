@@ -2,7 +2,7 @@ import type { Bundle, BundleLink, Resource } from '@medplum/fhirtypes';
 import { writeAudit } from '../audit/auditService.js';
 import { AppError, type ErrorCode } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
-import { inScope, LINKING_PARAMS, linkedPatientIds, type Scope } from './compartment.js';
+import { inScope, LINKING_PARAMS, linkingReferences, type Scope, strictPatientId } from './compartment.js';
 import { type FhirTarget, parseFhirPath } from './fhirPath.js';
 import type { FhirMethod, FhirResponse } from './fhirService.js';
 import {
@@ -223,18 +223,29 @@ class Passthrough {
         errors: [{ path: 'resourceType', message: `must be ${target.type} (with the id of the URL)` }],
       });
     }
-    const patients = linkedPatientIds(resource);
+    // every patient reference must be a plain `Patient/{id}` of one of theirs: no absolute or odd forms
+    const references = linkingReferences(resource);
+    const scope = this.scope;
+    const ownPatients = references.map(strictPatientId);
     if (
-      this.scope.kind !== 'patients' ||
-      patients.length === 0 ||
-      !patients.every((id) => this.scope.kind === 'patients' && this.scope.patientIds.has(id))
+      scope.kind !== 'patients' ||
+      ownPatients.length === 0 ||
+      !ownPatients.every((id) => id !== undefined && scope.patientIds.has(id))
     ) {
       throw new AppError('forbidden', { detail: 'The resource must belong to one of your patients.' });
+    }
+    // conditional headers run a search upstream outside our checks (an oracle on other patients' data)
+    if (request.headers['if-none-exist'] || [...request.query.keys()].length > 0) {
+      throw new AppError('validation_failed', {
+        detail: 'Conditional create and query parameters on writes are not available for your role.',
+      });
     }
     if (method === 'PUT')
       await this.read({ type: target.type, id: target.id, upstreamPath: `${target.type}/${target.id}` });
     return this.forwardAsAdmin(target, {
       ...request,
+      query: new URLSearchParams(),
+      headers: { 'if-match': request.headers['if-match'] },
       body: JSON.stringify(resource),
       contentType: 'application/fhir+json',
     });

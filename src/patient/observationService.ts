@@ -56,6 +56,9 @@ async function fetchPage<T extends Resource>(
     path: type,
     query,
   });
+  if (response.status === 400) {
+    throw new AppError('validation_failed', { detail: 'The FHIR server refused the search.' });
+  }
   if (response.status >= 400 || response.body?.resourceType !== 'Bundle') {
     throw new AppError('upstream_error', { cause: new Error(`search answered ${response.status}`) });
   }

@@ -80,12 +80,21 @@ export const PatientDtoSchema = z
   })
   .openapi('PatientProfile');
 
+/** A real calendar date or date-time: the shape alone would let `2026-99-99` through to the FHIR server. */
+function isRealDateTime(value: string): boolean {
+  const date = value.slice(0, 10);
+  const midnight = Date.parse(`${date}T00:00:00Z`);
+  const realDate = !Number.isNaN(midnight) && new Date(midnight).toISOString().startsWith(date);
+  return realDate && !Number.isNaN(Date.parse(value));
+}
+
 const dateOrDateTime = z
   .string()
   .regex(
     /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$/,
     'must be YYYY-MM-DD or an ISO 8601 date-time',
-  );
+  )
+  .refine(isRealDateTime, 'must be a real date');
 const token = z
   .string()
   .max(200)

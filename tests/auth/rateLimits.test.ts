@@ -41,6 +41,18 @@ describe.each(DIALECTS)('rate limits (%s)', (dialect) => {
     expect((await login(gw, user.email, user.password)).status).toBe(200);
   });
 
+  it('holds the per-account limit under 40 parallel guesses', async () => {
+    clock.advance(301_000);
+    const user = await gw.seedUser({ role: 'patient' });
+    const answers = await Promise.all(
+      Array.from({ length: 40 }, () => login(gw, user.email, 'parallel wrong guess')),
+    );
+    const statuses = answers.map((r) => r.status);
+    expect(statuses.filter((s) => s === 401).length).toBeLessThanOrEqual(5);
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(35);
+    clock.advance(301_000);
+  });
+
   it('caps failed logins per client IP across accounts (password spraying)', async () => {
     clock.advance(301_000);
     let status = 0;

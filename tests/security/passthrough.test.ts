@@ -504,6 +504,44 @@ describe('FHIR passthrough scoping', () => {
     });
   });
 
+  describe('findings of the security review', () => {
+    it('refuses If-None-Exist on a practitioner write: it would search other patients upstream', async () => {
+      const response = await call('/fhir/Observation', tokenP, {
+        method: 'POST',
+        body: JSON.stringify(observation(ids.A, 60)),
+        headers: {
+          'content-type': 'application/fhir+json',
+          'if-none-exist': `subject=Patient/${ids.B}&_id=${ids.obsB[0]}`,
+        },
+      });
+      expect(response.status).toBe(400);
+    });
+
+    it('refuses a write whose patient reference is not a plain Patient/{id} of the caller', async () => {
+      const sneaky = observation(ids.A, 61, {
+        subject: { reference: `Patient/${ids.B}/_history/Patient/${ids.A}` },
+      });
+      const response = await call('/fhir/Observation', tokenP, {
+        method: 'POST',
+        body: JSON.stringify(sneaky),
+        headers: { 'content-type': 'application/fhir+json' },
+      });
+      expect(response.status).toBe(403);
+    });
+
+    it('answers 400, not 500, for malformed percent-encoding in the path', async () => {
+      for (const path of ['/fhir/Patient/%E0%A4%A', '/fhir/%ZZ', '/fhir/Observation/abc%']) {
+        expect((await raw(path, tokenA)).status, path).toBe(400);
+      }
+    });
+
+    it('answers 400, not 502, for impossible dates on the slim endpoint', async () => {
+      for (const query of ['from=2026-99-99', 'to=2026-13-45T99:99Z', 'from=2026-02-30']) {
+        expect((await call(`/patient/observations?${query}`, tokenA)).status, query).toBe(400);
+      }
+    });
+  });
+
   describe('admin', () => {
     it('passes everything through and audits every write', async () => {
       const all = (await call('/fhir/Observation?_count=100', admin)).json() as unknown as Bundle;
