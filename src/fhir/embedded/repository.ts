@@ -1,6 +1,7 @@
 import type { SearchRequest, WithId } from '@medplum/core';
 import {
   badRequest,
+  evalFhirPath,
   gone,
   isNotFound,
   isResourceType,
@@ -13,6 +14,7 @@ import {
 import type { CreateResourceOptions, ReadHistoryOptions, UpdateResourceOptions } from '@medplum/fhir-router';
 import { MemoryRepository } from '@medplum/fhir-router';
 import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
+import { searchExpressionFor } from '../definitions.js';
 import type { JournalEntry, JournalOp, ResourceJournal } from './journal.js';
 import {
   assertSupportedSearch,
@@ -149,7 +151,9 @@ export class JournaledMemoryRepository extends MemoryRepository {
   override async search<T extends Resource>(searchRequest: SearchRequest<T>): Promise<Bundle<WithId<T>>> {
     assertSupportedSearch(searchRequest);
     const request = resolvePageWindow(searchRequest);
-    const page = await super.search(toMatchableRequest(request) as SearchRequest<T>);
+    const page = request.sortRules?.length
+      ? await this.sortedPage(request as SearchRequest<T> & typeof request)
+      : await super.search(toMatchableRequest(request) as SearchRequest<T>);
     const matches = (page.entry ?? []).flatMap((entry) => (entry.resource ? [entry.resource] : []));
     const included = await findIncludedResources(request, matches, {
       readResource: (reference) => this.readIfPresent(reference),
@@ -167,6 +171,37 @@ export class JournaledMemoryRepository extends MemoryRepository {
       matches,
       included,
     ) as Bundle<WithId<T>>;
+  }
+
+  /**
+   * Sorting done here rather than by MemoryRepository, which evaluates FHIRPath inside the
+   * comparator (~30 ms for 50 observations): each sort key is computed once per match, then the
+   * same ordering (JSON of the parameter's values, localeCompare) is applied, primary rule first.
+   */
+  private async sortedPage<T extends Resource>(
+    request: ReturnType<typeof resolvePageWindow> & SearchRequest<T>,
+  ) {
+    const unpaged = { ...toMatchableRequest(request), sortRules: undefined, offset: 0, count: undefined };
+    const all = await super.search(unpaged as SearchRequest<T>);
+    const rules = (request.sortRules ?? []).map((rule) => ({
+      descending: rule.descending ? -1 : 1,
+      expression: searchExpressionFor(request.resourceType, rule.code),
+    }));
+    const keyed = (all.entry ?? []).map((entry) => ({
+      entry,
+      keys: rules.map((rule) =>
+        rule.expression ? JSON.stringify(evalFhirPath(rule.expression, entry.resource)) : '',
+      ),
+    }));
+    keyed.sort((a, b) => {
+      for (let i = 0; i < rules.length; i++) {
+        const order = (a.keys[i] ?? '').localeCompare(b.keys[i] ?? '') * (rules[i]?.descending ?? 1);
+        if (order !== 0) return order;
+      }
+      return 0;
+    });
+    const window = keyed.slice(request.offset, request.offset + request.count).map((k) => k.entry);
+    return { ...all, entry: window.length ? window : undefined, total: keyed.length };
   }
 
   /**
