@@ -1,12 +1,12 @@
 import { sql } from 'kysely';
 import type { AuditOutcome, UserRow } from '../../db/schema.js';
 import { writeAudit } from '../audit/auditService.js';
-import { generateAccessCode, hashAccessCode, MAX_CODE_ATTEMPTS } from '../auth/accessCodes.js';
+import { MAX_CODE_ATTEMPTS } from '../auth/accessCodes.js';
+import { CODE_ELIGIBLE, issueCode } from '../auth/accountCodes.js';
 import { revokeAllSessions } from '../auth/sessions.js';
-import { enqueueAccessCodeMail } from '../email/outbox.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
-import { FHIR_TYPE_BY_ROLE, nameFromFhir } from '../users/fhirIdentity.js';
+import { FHIR_TYPE_BY_ROLE } from '../users/fhirIdentity.js';
 import { toUserDto } from '../users/userDto.js';
 import { findUserById } from '../users/userRepository.js';
 
@@ -31,54 +31,23 @@ export async function reissueAccessCode(
 ): Promise<ReissueResult> {
   const user = await findUserById(deps.db, userId);
   if (!user) throw new AppError('not_found', { detail: 'No such user.' });
-  if (user.role === 'admin' || user.is_registered === 1 || user.is_active !== 1 || !user.fhir_resource_id) {
+  if (!CODE_ELIGIBLE.signup(user) || !user.fhir_resource_id) {
     throw new AppError('conflict', {
       detail: 'Only a pending, active patient or practitioner account has an access code.',
     });
   }
-  const fhirType = FHIR_TYPE_BY_ROLE[user.role];
-  const name = await nameFromFhir(deps, user);
-  const now = deps.clock.now();
-  const code = generateAccessCode();
-  const expiresAt = new Date(now.getTime() + deps.config.accessCodeTtlSeconds * 1000).toISOString();
   const disclose = deps.config.adminCodeInResponse;
-  await deps.db.transaction().execute(async (trx) => {
-    const updated = await trx
-      .updateTable('users')
-      .set({
-        access_code_hash: hashAccessCode(deps.secrets.codeHmacKey, 'signup', user.email, code),
-        access_code_expires_at: expiresAt,
-        access_code_attempts: 0,
-        updated_at: now.toISOString(),
-      })
-      .where('id', '=', user.id)
-      .where('is_registered', '=', 0)
-      .executeTakeFirst();
-    if (Number(updated.numUpdatedRows) !== 1)
-      throw new AppError('conflict', { detail: 'The account was registered meanwhile.' });
-    await enqueueAccessCodeMail(trx, deps.clock, deps.secrets.sealingKey, {
-      template: 'access_code',
-      to: user.email,
-      name,
-      role: user.role,
-      purpose: 'signup',
-      code,
-      expiresAt,
-    });
-    await writeAudit(trx, deps.clock, {
-      action: 'users.reissue_access_code',
-      outcome: 'success',
-      actorUserId: actor.userId,
-      actorRole: actor.role,
-      targetUserId: user.id,
-      targetFhirType: fhirType,
-      targetFhirId: user.fhir_resource_id,
-      requestId: ctx.requestId,
-      clientIp: ctx.clientIp,
-      detail: { code_disclosed_to_admin: disclose },
-    });
+  const { code, expiresAt } = await issueCode(deps, user, 'signup', {
+    action: 'users.reissue_access_code',
+    actorUserId: actor.userId,
+    actorRole: actor.role,
+    targetUserId: user.id,
+    targetFhirType: FHIR_TYPE_BY_ROLE[user.role],
+    targetFhirId: user.fhir_resource_id,
+    requestId: ctx.requestId,
+    clientIp: ctx.clientIp,
+    detail: { code_disclosed_to_admin: disclose },
   });
-  deps.outbox.wake();
   return {
     message: `A new access code was emailed to ${user.email}; the previous one no longer works.`,
     expires_at: expiresAt,

@@ -1,18 +1,9 @@
-import type { UserRow } from '../../db/schema.js';
 import { writeAudit } from '../audit/auditService.js';
-import { enqueueAccessCodeMail } from '../email/outbox.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, RequestContext } from '../http/types.js';
-import { nameFromFhir } from '../users/fhirIdentity.js';
 import { findUserByEmail, normalizeEmail } from '../users/userRepository.js';
-import {
-  accessCodeMatches,
-  type CodePurpose,
-  generateAccessCode,
-  hashAccessCode,
-  MAX_CODE_ATTEMPTS,
-} from './accessCodes.js';
-import { checkPassword } from './passwordPolicy.js';
+import type { CodePurpose } from './accessCodes.js';
+import { assertPasswordAllowed, CODE_ELIGIBLE, checkCode, issueCode } from './accountCodes.js';
 import { countHit, RATE_LIMITS } from './rateLimiter.js';
 import { revokeAllSessions } from './sessions.js';
 
@@ -21,56 +12,6 @@ import { revokeAllSessions } from './sessions.js';
  * answer 202 at once whatever the email: the work runs after the answer, so neither the
  * status nor the timing says whether an account exists.
  */
-
-async function mailNewCode(
-  deps: AppDeps,
-  user: UserRow,
-  purpose: CodePurpose,
-  ctx: RequestContext,
-): Promise<void> {
-  const now = deps.clock.now();
-  const ttl = purpose === 'signup' ? deps.config.accessCodeTtlSeconds : deps.config.resetCodeTtlSeconds;
-  const expiresAt = new Date(now.getTime() + ttl * 1000).toISOString();
-  const code = generateAccessCode();
-  const hash = hashAccessCode(deps.secrets.codeHmacKey, purpose, user.email, code);
-  const name = await nameFromFhir(deps, user);
-  await deps.db.transaction().execute(async (trx) => {
-    const columns =
-      purpose === 'signup'
-        ? { access_code_hash: hash, access_code_expires_at: expiresAt, access_code_attempts: 0 }
-        : { reset_code_hash: hash, reset_code_expires_at: expiresAt, reset_code_attempts: 0 };
-    await trx
-      .updateTable('users')
-      .set({ ...columns, updated_at: now.toISOString() })
-      .where('id', '=', user.id)
-      .execute();
-    await enqueueAccessCodeMail(trx, deps.clock, deps.secrets.sealingKey, {
-      template: 'access_code',
-      to: user.email,
-      name,
-      role: user.role,
-      purpose,
-      code,
-      expiresAt,
-    });
-    await writeAudit(trx, deps.clock, {
-      action: purpose === 'signup' ? 'auth.access_code_resend' : 'auth.password_forgot',
-      outcome: 'success',
-      actorUserId: user.id,
-      actorRole: user.role,
-      targetUserId: user.id,
-      requestId: ctx.requestId,
-      clientIp: ctx.clientIp,
-    });
-  });
-  deps.outbox.wake();
-}
-
-/** Who may receive a code of each purpose: signup for pending accounts, reset for registered ones. */
-const ELIGIBLE: Record<CodePurpose, (user: UserRow) => boolean> = {
-  signup: (user) => user.role !== 'admin' && user.is_registered === 0 && user.is_active === 1,
-  password_reset: (user) => user.is_registered === 1 && user.is_active === 1,
-};
 
 /**
  * Counts the request against the mail limits, then — after the 202 is sent, so timing says
@@ -89,7 +30,15 @@ async function mailCodeIfEligible(
   ]);
   deps.background.run(async () => {
     const user = await findUserByEmail(deps.db, email);
-    if (user && ELIGIBLE[purpose](user)) await mailNewCode(deps, user, purpose, ctx);
+    if (!user || !CODE_ELIGIBLE[purpose](user)) return;
+    await issueCode(deps, user, purpose, {
+      action: purpose === 'signup' ? 'auth.access_code_resend' : 'auth.password_forgot',
+      actorUserId: user.id,
+      actorRole: user.role,
+      targetUserId: user.id,
+      requestId: ctx.requestId,
+      clientIp: ctx.clientIp,
+    });
   });
 }
 
@@ -119,45 +68,21 @@ export async function resetPassword(deps: AppDeps, input: ResetInput, ctx: Reque
     { rule: RATE_LIMITS.codeEmail, subject: email },
     { rule: RATE_LIMITS.codeIp, subject: ctx.clientIp },
   ]);
-  const refusal = checkPassword({ minLength: deps.config.passwordMinLength }, input.new_password, {
-    email,
-    appName: deps.config.appName,
-  });
-  if (refusal)
-    throw new AppError('validation_failed', { errors: [{ path: 'new_password', message: refusal }] });
-
-  const now = deps.clock.now();
-  const user = await findUserByEmail(deps.db, email);
-  const eligible = user && user.is_registered === 1 && user.is_active === 1 && user.reset_code_hash !== null;
-  const usable =
-    eligible &&
-    user.reset_code_attempts < MAX_CODE_ATTEMPTS &&
-    (user.reset_code_expires_at ?? '') > now.toISOString();
-  const matches = accessCodeMatches(
-    deps.secrets.codeHmacKey,
-    'password_reset',
-    email,
-    input.code,
-    user?.reset_code_hash ?? null,
-  );
-  if (!usable || !matches) {
-    if (eligible && !matches) {
-      await deps.db
-        .updateTable('users')
-        .set((eb) => ({ reset_code_attempts: eb('reset_code_attempts', '+', 1) }))
-        .where('id', '=', user.id)
-        .execute();
-    }
+  assertPasswordAllowed(deps, input.new_password, email, 'new_password');
+  const check = await checkCode(deps, 'password_reset', email, input.code);
+  if (!check.ok) {
     await writeAudit(deps.db, deps.clock, {
       action: 'auth.password_reset',
       outcome: 'failed',
-      actorUserId: user?.id ?? null,
+      actorUserId: check.user?.id ?? null,
       requestId: ctx.requestId,
       clientIp: ctx.clientIp,
+      detail: { reason: check.reason },
     });
     throw new AppError('invalid_access_code');
   }
-
+  const { user } = check;
+  const now = deps.clock.now();
   const passwordHash = await deps.passwords.hash(input.new_password);
   await deps.db.transaction().execute(async (trx) => {
     const updated = await trx
@@ -171,7 +96,7 @@ export async function resetPassword(deps: AppDeps, input: ResetInput, ctx: Reque
         updated_at: now.toISOString(),
       }))
       .where('id', '=', user.id)
-      .where('reset_code_hash', '=', user.reset_code_hash)
+      .where('reset_code_hash', '=', check.hash)
       .executeTakeFirst();
     if (Number(updated.numUpdatedRows) !== 1) throw new AppError('invalid_access_code');
     await revokeAllSessions(trx, user.id, 'password_reset', now);

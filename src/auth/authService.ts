@@ -9,8 +9,8 @@ import {
   normalizeEmail,
   updateUser,
 } from '../users/userRepository.js';
-import { accessCodeMatches, MAX_CODE_ATTEMPTS } from './accessCodes.js';
-import { checkPassword } from './passwordPolicy.js';
+import { MAX_CODE_ATTEMPTS } from './accessCodes.js';
+import { assertPasswordAllowed, checkCode } from './accountCodes.js';
 import { normalizePassword, PASSWORD_MAX_LENGTH } from './passwords.js';
 import { countHit, RATE_LIMITS, refundHit } from './rateLimiter.js';
 import { revokeSession, rotateRefreshToken, startSession, type TokenResponse } from './sessions.js';
@@ -86,15 +86,11 @@ export async function login(deps: AppDeps, input: LoginInput, ctx: RequestContex
   return startSession(deps, user);
 }
 
-/** The one answer for every signup failure, so it says nothing about which accounts exist. */
-export function signupFailed(): AppError {
-  return new AppError('invalid_access_code');
-}
-
 /**
  * Signup with the emailed code (DESIGN.md section 7). The code is checked against the keyed
  * hash stored for this email only; a wrong try counts (5 void the code); activation is one
- * conditional UPDATE, so of concurrent signups with one code exactly one succeeds.
+ * conditional UPDATE, so of concurrent signups with one code exactly one succeeds. Every
+ * failure is the same 400, so it says nothing about which accounts exist.
  */
 export async function signup(deps: AppDeps, input: SignupInput, ctx: RequestContext): Promise<TokenResponse> {
   const email = normalizeEmail(input.email);
@@ -102,59 +98,19 @@ export async function signup(deps: AppDeps, input: SignupInput, ctx: RequestCont
     { rule: RATE_LIMITS.codeEmail, subject: email },
     { rule: RATE_LIMITS.codeIp, subject: ctx.clientIp },
   ]);
-  const refusal = checkPassword({ minLength: deps.config.passwordMinLength }, input.password, {
-    email,
-    appName: deps.config.appName,
-  });
-  if (refusal) throw new AppError('validation_failed', { errors: [{ path: 'password', message: refusal }] });
-
-  const now = deps.clock.now();
-  const user = await findUserByEmail(deps.db, email);
-  const pending =
-    user &&
-    user.role !== 'admin' &&
-    user.is_registered === 0 &&
-    user.is_active === 1 &&
-    user.access_code_hash !== null;
-  const usable =
-    pending &&
-    user.access_code_attempts < MAX_CODE_ATTEMPTS &&
-    (user.access_code_expires_at ?? '') > now.toISOString();
-  // computed for every request, known account or not, so timing does not tell them apart
-  const matches = accessCodeMatches(
-    deps.secrets.codeHmacKey,
-    'signup',
-    email,
-    input.access_code,
-    user?.access_code_hash ?? null,
-  );
-
-  if (!usable || !matches) {
-    if (pending && !matches) {
-      await deps.db
-        .updateTable('users')
-        .set((eb) => ({ access_code_attempts: eb('access_code_attempts', '+', 1) }))
-        .where('id', '=', user.id)
-        .where('is_registered', '=', 0)
-        .execute();
-    }
+  assertPasswordAllowed(deps, input.password, email, 'password');
+  const check = await checkCode(deps, 'signup', email, input.access_code);
+  if (!check.ok) {
     await audit(deps, ctx, {
       action: 'auth.signup',
       outcome: 'failed',
-      actorUserId: user?.id ?? null,
-      detail: {
-        reason: !user
-          ? 'unknown_email'
-          : !pending
-            ? 'not_pending'
-            : !matches
-              ? 'wrong_code'
-              : 'expired_or_void',
-      },
+      actorUserId: check.user?.id ?? null,
+      detail: { reason: check.reason },
     });
-    throw signupFailed();
+    throw new AppError('invalid_access_code');
   }
-
+  const { user } = check;
+  const now = deps.clock.now();
   const passwordHash = await deps.passwords.hash(input.password);
   return deps.db.transaction().execute(async (trx) => {
     const activated = await trx
@@ -172,11 +128,11 @@ export async function signup(deps: AppDeps, input: SignupInput, ctx: RequestCont
       })
       .where('id', '=', user.id)
       .where('is_registered', '=', 0)
-      .where('access_code_hash', '=', user.access_code_hash)
+      .where('access_code_hash', '=', check.hash)
       .where('access_code_attempts', '<', MAX_CODE_ATTEMPTS)
       .executeTakeFirst();
     // a concurrent signup with the same code won: this one fails like any other wrong try
-    if (Number(activated.numUpdatedRows) !== 1) throw signupFailed();
+    if (Number(activated.numUpdatedRows) !== 1) throw new AppError('invalid_access_code');
     await audit(
       deps,
       ctx,

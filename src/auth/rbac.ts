@@ -17,7 +17,3 @@ export type Permission = keyof typeof PERMISSIONS;
 export function rolesFor(permission: Permission): readonly Role[] {
   return PERMISSIONS[permission];
 }
-
-export function isAllowed(role: Role, permission: Permission): boolean {
-  return (PERMISSIONS[permission] as readonly Role[]).includes(role);
-}

@@ -4,7 +4,7 @@ import type { AppDeps } from '../http/types.js';
 import { uuidv7 } from '../ids.js';
 import { toUserDto, type UserDto } from '../users/userDto.js';
 import { type Db, findUserById } from '../users/userRepository.js';
-import { issueAccessToken } from './tokens.js';
+import { issueAccessToken, tokenSettingsOf } from './tokens.js';
 
 /**
  * Sessions and refresh tokens (DESIGN.md section 4). Each login or signup starts a session;
@@ -25,14 +25,6 @@ export interface TokenResponse {
 const REFRESH_PREFIX = 'rt_';
 
 const hashRefreshToken = (token: string) => createHash('sha256').update(token).digest('hex');
-
-function tokenSettings(deps: AppDeps) {
-  return {
-    issuer: deps.config.jwt.issuer,
-    audience: deps.config.jwt.audience,
-    ttlSeconds: deps.config.jwt.accessTokenTtlSeconds,
-  };
-}
 
 async function insertRefreshToken(
   db: Db,
@@ -58,7 +50,13 @@ async function insertRefreshToken(
 }
 
 async function tokensFor(deps: AppDeps, user: UserRow, sessionId: string, refreshToken: string, now: Date) {
-  const issued = await issueAccessToken(deps.signingKey, tokenSettings(deps), user, sessionId, now);
+  const issued = await issueAccessToken(
+    deps.signingKey,
+    tokenSettingsOf(deps.config.jwt),
+    user,
+    sessionId,
+    now,
+  );
   return {
     token: issued.token,
     token_type: 'Bearer' as const,

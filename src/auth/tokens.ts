@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { calculateJwkThumbprint, type JWK, errors as joseErrors, jwtVerify, SignJWT } from 'jose';
 import type { Role } from '../../db/schema.js';
+import type { Config } from '../config.js';
 import { uuidv7 } from '../ids.js';
 import { fhirReferenceOf } from '../users/fhirIdentity.js';
 
@@ -90,6 +91,11 @@ export interface TokenSettings {
   readonly issuer: string;
   readonly audience: string;
   readonly ttlSeconds: number;
+}
+
+/** The token settings of the configuration (issuer, audience, access-token lifetime). */
+export function tokenSettingsOf(jwt: Config['jwt']): TokenSettings {
+  return { issuer: jwt.issuer, audience: jwt.audience, ttlSeconds: jwt.accessTokenTtlSeconds };
 }
 
 export interface IssuedToken {

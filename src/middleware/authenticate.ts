@@ -1,7 +1,7 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
 import { writeAudit } from '../audit/auditService.js';
-import { verifyAccessToken } from '../auth/tokens.js';
+import { tokenSettingsOf, verifyAccessToken } from '../auth/tokens.js';
 import { AppError } from '../errors.js';
 import type { AppEnv } from '../http/types.js';
 import { type Db, findUserById } from '../users/userRepository.js';
@@ -31,12 +31,12 @@ export function authenticate(options: { auditFailures?: boolean } = {}): Middlew
     const match = BEARER.exec(c.req.header('authorization') ?? '');
     if (!match?.[1]) throw await refuse();
     const deps = c.var.deps;
-    const settings = {
-      issuer: deps.config.jwt.issuer,
-      audience: deps.config.jwt.audience,
-      ttlSeconds: deps.config.jwt.accessTokenTtlSeconds,
-    };
-    const claims = await verifyAccessToken(deps.signingKey, settings, match[1], deps.clock.now());
+    const claims = await verifyAccessToken(
+      deps.signingKey,
+      tokenSettingsOf(deps.config.jwt),
+      match[1],
+      deps.clock.now(),
+    );
     if (!claims) throw await refuse();
     const [user, session] = await Promise.all([
       findUserById(deps.db, claims.sub),

@@ -1,0 +1,140 @@
+import type { UserRow } from '../../db/schema.js';
+import { type AuditEvent, writeAudit } from '../audit/auditService.js';
+import { enqueueAccessCodeMail } from '../email/outbox.js';
+import { AppError } from '../errors.js';
+import type { AppDeps } from '../http/types.js';
+import { nameFromFhir } from '../users/fhirIdentity.js';
+import { findUserByEmail } from '../users/userRepository.js';
+import {
+  accessCodeMatches,
+  type CodePurpose,
+  generateAccessCode,
+  hashAccessCode,
+  MAX_CODE_ATTEMPTS,
+} from './accessCodes.js';
+import { checkPassword } from './passwordPolicy.js';
+
+/**
+ * The lifecycle of a stored code, the same for signup and password reset: issue (keyed hash
+ * stored, code mailed through the outbox, audited, in one transaction) and check (against the
+ * hash for that email only, wrong tries counted, 5 void it).
+ */
+
+/** Which accounts may hold a code of each purpose: signup for pending ones, reset for registered ones. */
+export const CODE_ELIGIBLE: Readonly<Record<CodePurpose, (user: UserRow) => boolean>> = {
+  signup: (user) => user.role !== 'admin' && user.is_registered === 0 && user.is_active === 1,
+  password_reset: (user) => user.is_registered === 1 && user.is_active === 1,
+};
+
+/** The user's stored code of a purpose: hash, expiry, wrong tries so far. */
+function storedCode(user: UserRow, purpose: CodePurpose) {
+  return purpose === 'signup'
+    ? {
+        hash: user.access_code_hash,
+        expiresAt: user.access_code_expires_at,
+        attempts: user.access_code_attempts,
+      }
+    : {
+        hash: user.reset_code_hash,
+        expiresAt: user.reset_code_expires_at,
+        attempts: user.reset_code_attempts,
+      };
+}
+
+function codeColumns(purpose: CodePurpose, hash: string, expiresAt: string) {
+  return purpose === 'signup'
+    ? { access_code_hash: hash, access_code_expires_at: expiresAt, access_code_attempts: 0 }
+    : { reset_code_hash: hash, reset_code_expires_at: expiresAt, reset_code_attempts: 0 };
+}
+
+export interface IssuedCode {
+  readonly code: string;
+  readonly expiresAt: string;
+}
+
+/**
+ * Replaces the user's code of this purpose (the old one stops working at once) and queues its
+ * mail, in one transaction with the audit entry. Throws 409 when the account is no longer
+ * eligible (e.g. registered meanwhile).
+ */
+export async function issueCode(
+  deps: AppDeps,
+  user: UserRow,
+  purpose: CodePurpose,
+  audit: Omit<AuditEvent, 'outcome'>,
+): Promise<IssuedCode> {
+  const now = deps.clock.now();
+  const ttl = purpose === 'signup' ? deps.config.accessCodeTtlSeconds : deps.config.resetCodeTtlSeconds;
+  const expiresAt = new Date(now.getTime() + ttl * 1000).toISOString();
+  const code = generateAccessCode();
+  const hash = hashAccessCode(deps.secrets.codeHmacKey, purpose, user.email, code);
+  const name = await nameFromFhir(deps, user);
+  await deps.db.transaction().execute(async (trx) => {
+    const updated = await trx
+      .updateTable('users')
+      .set({ ...codeColumns(purpose, hash, expiresAt), updated_at: now.toISOString() })
+      .where('id', '=', user.id)
+      .where('is_registered', '=', purpose === 'signup' ? 0 : 1)
+      .executeTakeFirst();
+    if (Number(updated.numUpdatedRows) !== 1) {
+      throw new AppError('conflict', { detail: 'The account changed meanwhile; try again.' });
+    }
+    await enqueueAccessCodeMail(trx, deps.clock, deps.secrets.sealingKey, {
+      template: 'access_code',
+      to: user.email,
+      name,
+      role: user.role,
+      purpose,
+      code,
+      expiresAt,
+    });
+    await writeAudit(trx, deps.clock, { ...audit, outcome: 'success' });
+  });
+  deps.outbox.wake();
+  return { code, expiresAt };
+}
+
+export type CodeCheck =
+  | { readonly ok: true; readonly user: UserRow; readonly hash: string }
+  | { readonly ok: false; readonly user: UserRow | undefined; readonly reason: string };
+
+/**
+ * Checks a typed code against the keyed hash stored for this email only. The HMAC runs for every
+ * request, known account or not, so timing does not tell them apart; a wrong try on a live code
+ * counts, and the fifth voids it.
+ */
+export async function checkCode(
+  deps: AppDeps,
+  purpose: CodePurpose,
+  email: string,
+  typed: string,
+): Promise<CodeCheck> {
+  const user = await findUserByEmail(deps.db, email);
+  const stored = user ? storedCode(user, purpose) : undefined;
+  const matches = accessCodeMatches(deps.secrets.codeHmacKey, purpose, email, typed, stored?.hash ?? null);
+  if (!user || !stored?.hash || !CODE_ELIGIBLE[purpose](user)) {
+    return { ok: false, user, reason: user ? 'not_eligible' : 'unknown_email' };
+  }
+  if (!matches) {
+    const column = purpose === 'signup' ? 'access_code_attempts' : 'reset_code_attempts';
+    await deps.db
+      .updateTable('users')
+      .set((eb) => ({ [column]: eb(column, '+', 1) }))
+      .where('id', '=', user.id)
+      .where(purpose === 'signup' ? 'access_code_hash' : 'reset_code_hash', '=', stored.hash)
+      .execute();
+    return { ok: false, user, reason: 'wrong_code' };
+  }
+  const live =
+    stored.attempts < MAX_CODE_ATTEMPTS && (stored.expiresAt ?? '') > deps.clock.now().toISOString();
+  return live ? { ok: true, user, hash: stored.hash } : { ok: false, user, reason: 'expired_or_void' };
+}
+
+/** The password policy for a password being chosen; a refusal names the field and says why. */
+export function assertPasswordAllowed(deps: AppDeps, password: string, email: string, field: string): void {
+  const refusal = checkPassword({ minLength: deps.config.passwordMinLength }, password, {
+    email,
+    appName: deps.config.appName,
+  });
+  if (refusal) throw new AppError('validation_failed', { errors: [{ path: field, message: refusal }] });
+}
