@@ -56,12 +56,24 @@ export function verifyCursor(
  * undefined when the URL points anywhere else: links are followed only on our own upstream.
  */
 export function relativeToBase(url: string, upstreamBase: string): string | undefined {
-  if (url === upstreamBase) return '';
-  for (const separator of ['/', '?']) {
-    if (url.startsWith(`${upstreamBase}${separator}`))
-      return url.slice(upstreamBase.length + 1 - (separator === '?' ? 1 : 0));
-  }
+  if (url === upstreamBase || url.startsWith(`${upstreamBase}?`)) return url.slice(upstreamBase.length);
+  if (url.startsWith(`${upstreamBase}/`)) return url.slice(upstreamBase.length + 1);
   return undefined;
+}
+
+export interface CursorScope {
+  readonly key: Buffer;
+  readonly userId: string;
+  readonly route: string;
+  readonly now: Date;
+}
+
+/** A cursor for the upstream link `url`, or undefined when the link is not on our upstream. */
+export function cursorForLink(scope: CursorScope, url: string, upstreamBase: string): string | undefined {
+  const relative = relativeToBase(url, upstreamBase);
+  if (relative === undefined) return undefined;
+  const expires = Math.floor(scope.now.getTime() / 1000) + CURSOR_TTL_SECONDS;
+  return signCursor(scope.key, { u: scope.userId, p: relative, r: scope.route, e: expires });
 }
 
 /** Replaces every occurrence of the upstream base URL with the gateway's public FHIR base. */

@@ -5,13 +5,7 @@ import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { inScope, LINKING_PARAMS, linkingReferences, type Scope, strictPatientId } from './compartment.js';
 import { type FhirTarget, parseFhirPath } from './fhirPath.js';
 import type { FhirMethod, FhirResponse } from './fhirService.js';
-import {
-  CURSOR_TTL_SECONDS,
-  relativeToBase,
-  replaceUpstreamBase,
-  signCursor,
-  verifyCursor,
-} from './links.js';
+import { cursorForLink, relativeToBase, replaceUpstreamBase, verifyCursor } from './links.js';
 import { narrowSearch } from './searchPolicy.js';
 
 /**
@@ -329,18 +323,17 @@ class Passthrough {
 
   /** Upstream paging links become gateway links with a signed cursor bound to the caller. */
   private pagingLinks(links: BundleLink[], target: FhirTarget): BundleLink[] {
-    const expires = Math.floor(this.deps.clock.now().getTime() / 1000) + CURSOR_TTL_SECONDS;
     const at = target.type ? `${this.publicBase}/${target.type}` : this.publicBase;
+    const scope = {
+      key: this.deps.secrets.cursorKey,
+      userId: this.caller.userId,
+      route: CURSOR_ROUTE,
+      now: this.deps.clock.now(),
+    };
     return links.flatMap((link) => {
-      const relative = link.url ? relativeToBase(link.url, this.upstreamBase) : undefined;
-      if (relative === undefined || link.relation === 'self') return [];
-      const token = signCursor(this.deps.secrets.cursorKey, {
-        u: this.caller.userId,
-        p: relative,
-        r: CURSOR_ROUTE,
-        e: expires,
-      });
-      return [{ relation: link.relation, url: `${at}?_cursor=${token}` }];
+      const token =
+        link.url && link.relation !== 'self' ? cursorForLink(scope, link.url, this.upstreamBase) : undefined;
+      return token ? [{ relation: link.relation, url: `${at}?_cursor=${token}` }] : [];
     });
   }
 

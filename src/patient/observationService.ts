@@ -1,7 +1,7 @@
 import type { Bundle, Observation, Patient, Resource } from '@medplum/fhirtypes';
 import { AppError } from '../errors.js';
 import { inScope, type Scope } from '../fhir/compartment.js';
-import { CURSOR_TTL_SECONDS, relativeToBase, signCursor, verifyCursor } from '../fhir/links.js';
+import { cursorForLink, verifyCursor } from '../fhir/links.js';
 import { narrowSearch } from '../fhir/searchPolicy.js';
 import type { AppDeps, Caller } from '../http/types.js';
 import { type ObservationDto, toObservationDto } from './observationDto.js';
@@ -63,11 +63,8 @@ async function fetchPage<T extends Resource>(
     throw new AppError('upstream_error', { cause: new Error(`search answered ${response.status}`) });
   }
   const nextUrl = response.body.link?.find((l) => l.relation === 'next')?.url;
-  const relative = nextUrl ? relativeToBase(nextUrl, deps.fhir.baseUrl) : undefined;
-  const expires = Math.floor(deps.clock.now().getTime() / 1000) + CURSOR_TTL_SECONDS;
-  const next = relative
-    ? signCursor(deps.secrets.cursorKey, { u: caller.userId, p: relative, r: route, e: expires })
-    : null;
+  const scope = { key: deps.secrets.cursorKey, userId: caller.userId, route, now: deps.clock.now() };
+  const next = nextUrl ? (cursorForLink(scope, nextUrl, deps.fhir.baseUrl) ?? null) : null;
   return { bundle: response.body, next };
 }
 
