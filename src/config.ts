@@ -105,6 +105,7 @@ const envSchema = z.object({
   FHIR_CLIENT_SECRET: optionalString,
   FHIR_SCOPE: optionalString,
   FHIR_TIMEOUT_MS: integer(100, 300_000).default(10_000),
+  PANEL_CACHE_TTL: duration(0, 300).default(30),
   SMTP_URL: z.preprocess(
     emptyToUndefined,
     z
@@ -161,6 +162,8 @@ export interface Config {
     readonly baseUrl: string | undefined;
     readonly embeddedPort: number;
     readonly timeoutMs: number;
+    /** How long a practitioner's panel membership answer is reused, seconds (0: asked every time). */
+    readonly panelCacheTtlSeconds: number;
     readonly auth:
       | { readonly kind: 'none' }
       | { readonly kind: 'bearer'; readonly token: string }
@@ -294,6 +297,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       baseUrl: e.FHIR_BASE_URL,
       embeddedPort: e.FHIR_EMBEDDED_PORT,
       timeoutMs: e.FHIR_TIMEOUT_MS,
+      panelCacheTtlSeconds: e.PANEL_CACHE_TTL,
       auth: fhirAuth(e),
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM },

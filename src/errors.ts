@@ -74,6 +74,32 @@ export const ERROR_CATALOG = {
     detail: 'The request conflicts with the current state.',
     fhirCode: 'conflict',
   },
+  duplicate_identifier: {
+    status: 409,
+    title: 'Conflict',
+    detail:
+      'More than one FHIR resource already carries this account identifier; resolve the duplicates on the FHIR server first.',
+    fhirCode: 'duplicate',
+  },
+  precondition_failed: {
+    status: 412,
+    title: 'Precondition Failed',
+    detail:
+      'The resource changed since you read it (If-Match), or the condition matched more than one resource.',
+    fhirCode: 'conflict',
+  },
+  uri_too_long: {
+    status: 414,
+    title: 'URI Too Long',
+    detail: 'The request URL or its query is too long.',
+    fhirCode: 'too-long',
+  },
+  unprocessable: {
+    status: 422,
+    title: 'Unprocessable Content',
+    detail: 'The FHIR server could not process the resource (a profile or business rule).',
+    fhirCode: 'processing',
+  },
   idempotency_key_reused: {
     status: 422,
     title: 'Unprocessable Content',

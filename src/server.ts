@@ -9,8 +9,10 @@ import { type Clock, systemClock } from './clock.js';
 import type { Config } from './config.js';
 import { createMailer } from './email/mailer.js';
 import { startOutboxWorker } from './email/outboxWorker.js';
+import { loadFhirDefinitions } from './fhir/definitions.js';
 import { startEmbeddedFhirServer } from './fhir/embedded/server.js';
 import { createFhirService } from './fhir/fhirService.js';
+import { createPanelMembership } from './fhir/panelMembership.js';
 import { startHousekeeping } from './housekeeping.js';
 import { createBackgroundTasks } from './http/background.js';
 import type { AppDeps } from './http/types.js';
@@ -31,6 +33,9 @@ export interface StartOptions {
   readonly logger: Logger;
   readonly clock?: Clock;
 }
+
+/** Most panel-membership answers kept (each a patient id and its practitioners: ~200 bytes). */
+const PANEL_CACHE_ENTRIES = 100_000;
 
 /** Resources opened so far, closed in reverse order if a later step fails or on shutdown. */
 type Closer = () => Promise<void>;
@@ -58,6 +63,8 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     const database = openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
     closers.push(() => database.close());
     await migrateToLatest(database.db);
+    // every mode needs the R4 definitions (path model, search policy, response check), not only the embedded server
+    await loadFhirDefinitions();
 
     let embeddedFhirUrl: string | undefined;
     if (!config.fhir.baseUrl) {
@@ -124,6 +131,12 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       db: database.db,
       dialect: database.dialect,
       fhir,
+      panels: createPanelMembership({
+        fhir,
+        clock,
+        ttlMs: config.fhir.panelCacheTtlSeconds * 1000,
+        maxEntries: PANEL_CACHE_ENTRIES,
+      }),
       passwords,
       signingKey,
       secrets,

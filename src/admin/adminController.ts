@@ -1,6 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { writeAudit } from '../audit/auditService.js';
+import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import { bearerSecurity, errorResponses } from '../http/schemas.js';
 import type { AppEnv } from '../http/types.js';
@@ -17,8 +18,6 @@ import {
 
 const manageUsers = [authenticate({ auditFailures: true }), requirePermission('users:manage')];
 const readAudit = [authenticate({ auditFailures: true }), requirePermission('audit:read')];
-
-const context = (c: Context<AppEnv>) => ({ requestId: c.var.requestId, clientIp: c.var.clientIp });
 
 /** Reading the trail is itself an admin action, so it is audited too. */
 function auditRead(c: Context<AppEnv>, action: string, targetUserId?: string) {
@@ -265,7 +264,10 @@ const patchUserRoute = createRoute({
 export function adminRoutes() {
   const router = createRouter();
   router.openapi(reissueRoute, async (c) =>
-    c.json(await reissueAccessCode(c.var.deps, c.var.caller, context(c), c.req.valid('param').id), 202),
+    c.json(
+      await reissueAccessCode(c.var.deps, c.var.caller, requestContext(c), c.req.valid('param').id),
+      202,
+    ),
   );
   router.openapi(listUsersRoute, async (c) => {
     const page = await listUsers(c.var.deps, c.req.valid('query'));
@@ -282,7 +284,7 @@ export function adminRoutes() {
       await setUserActive(
         c.var.deps,
         c.var.caller,
-        context(c),
+        requestContext(c),
         c.req.valid('param').id,
         c.req.valid('json').active,
       ),

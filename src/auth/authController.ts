@@ -1,5 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import type { Context } from 'hono';
+import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import {
   bearerSecurity,
@@ -9,7 +9,6 @@ import {
   PhoneSchema,
   UserSchema,
 } from '../http/schemas.js';
-import type { AppEnv } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
 import { requirePermission } from '../middleware/requireRole.js';
 import { forgotPassword, resendAccessCode, resetPassword } from './accountRecoveryService.js';
@@ -198,8 +197,6 @@ const resetRoute = createRoute({
   },
 });
 
-const context = (c: Context<AppEnv>) => ({ requestId: c.var.requestId, clientIp: c.var.clientIp });
-
 const ACCEPTED_MESSAGE = {
   resend: 'If an account is waiting for signup with this email, a new code is on its way.',
   forgot: 'If an account exists for this email, a reset code is on its way.',
@@ -209,29 +206,29 @@ const ACCEPTED_MESSAGE = {
 export function authRoutes() {
   const router = createRouter();
   router.openapi(loginRoute, async (c) =>
-    c.json(await login(c.var.deps, c.req.valid('json'), context(c)), 200),
+    c.json(await login(c.var.deps, c.req.valid('json'), requestContext(c)), 200),
   );
   router.openapi(signupRoute, async (c) =>
-    c.json(await signup(c.var.deps, c.req.valid('json'), context(c)), 201),
+    c.json(await signup(c.var.deps, c.req.valid('json'), requestContext(c)), 201),
   );
   router.openapi(refreshRoute, async (c) =>
-    c.json(await refresh(c.var.deps, c.req.valid('json').refresh_token, context(c)), 200),
+    c.json(await refresh(c.var.deps, c.req.valid('json').refresh_token, requestContext(c)), 200),
   );
   router.openapi(logoutRoute, async (c) => {
-    await logout(c.var.deps, c.var.caller, context(c));
+    await logout(c.var.deps, c.var.caller, requestContext(c));
     return c.body(null, 204);
   });
   router.openapi(meRoute, async (c) => c.json(await me(c.var.deps, c.var.caller), 200));
   router.openapi(resendRoute, async (c) => {
-    await resendAccessCode(c.var.deps, c.req.valid('json').email, context(c));
+    await resendAccessCode(c.var.deps, c.req.valid('json').email, requestContext(c));
     return c.json({ message: ACCEPTED_MESSAGE.resend }, 202);
   });
   router.openapi(forgotRoute, async (c) => {
-    await forgotPassword(c.var.deps, c.req.valid('json').email, context(c));
+    await forgotPassword(c.var.deps, c.req.valid('json').email, requestContext(c));
     return c.json({ message: ACCEPTED_MESSAGE.forgot }, 202);
   });
   router.openapi(resetRoute, async (c) => {
-    await resetPassword(c.var.deps, c.req.valid('json'), context(c));
+    await resetPassword(c.var.deps, c.req.valid('json'), requestContext(c));
     return c.json({ message: 'Your password was changed. Log in with the new password.' }, 200);
   });
   return router;

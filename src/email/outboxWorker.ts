@@ -1,3 +1,4 @@
+import type { Resource } from '@medplum/fhirtypes';
 import type { Kysely } from 'kysely';
 import type { Database, OutboxRow, Role } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
@@ -79,6 +80,9 @@ const SAFE_LABEL = /^[A-Za-z0-9_.:-]{1,64}$/;
  * message: an SMTP server may echo the whole command or body back in it.
  */
 export function errorLabel(error: unknown): string {
+  // an upstream FHIR status is told by the cause (`http_400`), the more precise of the two
+  const cause = (error as { cause?: { code?: unknown } } | null | undefined)?.cause;
+  if (typeof cause?.code === 'string' && /^http_\d{3}$/.test(cause.code)) return cause.code;
   const e = error as { code?: unknown; name?: unknown; responseCode?: unknown } | null | undefined;
   const code = typeof e?.code === 'string' && SAFE_LABEL.test(e.code) ? e.code : undefined;
   const name = typeof e?.name === 'string' && SAFE_LABEL.test(e.name) ? e.name : 'Error';
@@ -170,10 +174,7 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
   };
 
   const postAuditEvent = async (payload: Record<string, unknown>) => {
-    const response = await deps.fhir.request({ method: 'POST', path: 'AuditEvent', body: payload });
-    if (response.status < 200 || response.status >= 300) {
-      throw Object.assign(new Error('AuditEvent not accepted'), { code: `http_${response.status}` });
-    }
+    await deps.fhir.create('AuditEvent', payload as unknown as Resource);
   };
 
   const deliver = async (row: OutboxRow): Promise<void> => {

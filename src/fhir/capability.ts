@@ -1,5 +1,4 @@
 import type { CapabilityStatement, CapabilityStatementRestResource } from '@medplum/fhirtypes';
-import { AppError } from '../errors.js';
 import type { AppDeps } from '../http/types.js';
 import { DIRECTORY_TYPES, LINKING_PARAMS } from './compartment.js';
 
@@ -20,11 +19,7 @@ function reduceResource(resource: CapabilityStatementRestResource): CapabilitySt
  * https://hl7.org/fhir/R4/capabilitystatement.html
  */
 export async function capabilityStatement(deps: AppDeps): Promise<CapabilityStatement> {
-  const response = await deps.fhir.request<CapabilityStatement>({ method: 'GET', path: 'metadata' });
-  const upstream = response.body;
-  if (response.status !== 200 || upstream?.resourceType !== 'CapabilityStatement') {
-    throw new AppError('upstream_error', { cause: new Error(`metadata answered ${response.status}`) });
-  }
+  const upstream = await deps.fhir.capabilities();
   const visible = (type: string) =>
     DIRECTORY_TYPES.has(type) || type === 'Patient' || LINKING_PARAMS.has(type);
   const resources = (upstream.rest?.[0]?.resource ?? []).filter((r) => visible(r.type)).map(reduceResource);

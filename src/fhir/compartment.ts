@@ -9,18 +9,17 @@ import { searchExpressionFor } from './definitions.js';
  * the policy of which of its linking parameters count is written here and in docs/security.md.
  */
 
-/** The verified caller's reach, derived only from the token and the FHIR server (never from the request). */
+/**
+ * The verified caller's reach, derived only from the token (never from the request):
+ * `all` for admins, `patient` for a patient's own compartment, `panel` for a practitioner's
+ * assigned patients (Patient.generalPractitioner), `none` for an account not linked to FHIR.
+ * A panel is never enumerated: it is narrowed on the server and checked per entry.
+ */
 export type Scope =
   | { readonly kind: 'all' }
-  | {
-      readonly kind: 'patients';
-      /** Patients whose compartments are visible: the caller's own, or a practitioner's assigned ones. */
-      readonly patientIds: ReadonlySet<string>;
-      /** The caller's own FHIR resource, always readable. */
-      readonly self: { readonly type: 'Patient' | 'Practitioner'; readonly id: string };
-      /** Practitioners may create and update clinical resources of their patients. */
-      readonly canWrite: boolean;
-    };
+  | { readonly kind: 'patient'; readonly patientId: string }
+  | { readonly kind: 'panel'; readonly practitionerId: string }
+  | { readonly kind: 'none' };
 
 /**
  * Linking parameters that make the patient the record's *subject*. The R4 definition also
@@ -96,20 +95,59 @@ export function linkedPatientIds(resource: Resource): string[] {
   return [...new Set(linkingReferences(resource).flatMap((ref) => patientIdOf(ref) ?? []))];
 }
 
-/** Whether a resource may leave the gateway for this scope: the response check of every answer. */
-export function inScope(resource: Resource, scope: Scope): boolean {
-  if (scope.kind === 'all') return true;
+const PRACTITIONER_REFERENCE =
+  /^(?:https?:\/\/[^\s?#]+\/)?Practitioner\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
+
+/** The Practitioner id a reference string names, if it names one (anchored, like patientIdOf). */
+export function practitionerIdOf(reference: string): string | undefined {
+  return PRACTITIONER_REFERENCE.exec(reference)?.[1];
+}
+
+/** The practitioners a Patient names as general practitioners: the assignment, read off the record itself. */
+export function generalPractitionersOf(patient: Resource): Set<string> {
+  if (patient.resourceType !== 'Patient') return new Set();
+  return new Set(
+    (patient.generalPractitioner ?? []).flatMap((gp) => practitionerIdOf(gp.reference ?? '') ?? []),
+  );
+}
+
+export function isAssignedTo(patient: Resource, practitionerId: string): boolean {
+  return generalPractitionersOf(patient).has(practitionerId);
+}
+
+/**
+ * What the response check knows about one resource from the resource alone: in, out, or in
+ * when one of these patients is in a practitioner's panel (asked of panelMembership.ts).
+ */
+export type Membership = 'in' | 'out' | { readonly anyOf: readonly string[] };
+
+export function membershipOf(resource: Resource, scope: Scope): Membership {
+  if (scope.kind === 'all') return 'in';
   const type = resource.resourceType;
-  if (DIRECTORY_TYPES.has(type)) return true;
-  if (type === scope.self.type && resource.id === scope.self.id) return true;
-  if (type === 'Patient') return resource.id !== undefined && scope.patientIds.has(resource.id);
-  return linkedPatientIds(resource).some((id) => scope.patientIds.has(id));
+  if (DIRECTORY_TYPES.has(type)) return 'in';
+  if (scope.kind === 'none') return 'out';
+  if (scope.kind === 'patient') {
+    if (type === 'Patient') return resource.id === scope.patientId ? 'in' : 'out';
+    return linkedPatientIds(resource).includes(scope.patientId) ? 'in' : 'out';
+  }
+  if (type === 'Patient') return isAssignedTo(resource, scope.practitionerId) ? 'in' : 'out';
+  const patients = linkedPatientIds(resource);
+  return patients.length > 0 ? { anyOf: patients } : 'out';
+}
+
+/** The decision once the panel members among `membership.anyOf` are known. */
+export function isMember(membership: Membership, assigned: ReadonlySet<string>): boolean {
+  if (membership === 'in' || membership === 'out') return membership === 'in';
+  return membership.anyOf.some((id) => assigned.has(id));
 }
 
 /** Types a scoped caller may read at all (others are refused before any upstream call). */
 export function isReadableType(type: string, scope: Scope): boolean {
   return scope.kind === 'all' || DIRECTORY_TYPES.has(type) || type === 'Patient' || LINKING_PARAMS.has(type);
 }
+
+/** The Patient's own search parameter naming its general practitioner (R4 `Patient.generalPractitioner`). */
+export const GENERAL_PRACTITIONER_PARAM = 'general-practitioner';
 
 /** Search parameter names defined for a type in R4 (plus the common `_` ones from Resource). */
 export function definedSearchParams(type: string): ReadonlySet<string> {

@@ -26,11 +26,19 @@ export function loadFhirDefinitions(): Promise<void> {
   return definitionsLoaded;
 }
 
+let loaded = false;
+
+/** Whether the definitions are in memory: until then no FHIR request can be judged, so /readyz says 503. */
+export function fhirDefinitionsLoaded(): boolean {
+  return loaded;
+}
+
 function indexR4Definitions(): void {
   // Data types first: resource definitions refer to them.
   indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
   indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json'));
   indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json'));
+  loaded = true;
 }
 
 // expressions are immutable once the definitions are loaded: cached per (type, code)

@@ -1,12 +1,15 @@
+import type { Bundle, CapabilityStatement, Resource } from '@medplum/fhirtypes';
 import { Pool, request as undiciRequest } from 'undici';
 import type { Config } from '../config.js';
 import { AppError } from '../errors.js';
+import { isUpstreamSuccess, unexpectedUpstreamBody, upstreamStatusError } from './upstreamStatus.js';
 
 /**
- * The only code that talks to the FHIR server. Every call has a timeout; upstream failures
- * become AppErrors (502 unreachable/failing, 504 timeout) whose public text never carries the
- * upstream URL, headers or stack. The upstream credential is the gateway's own: a caller's
- * JWT is never forwarded.
+ * The only code that talks to the FHIR server. Typed interactions (read, search, create, ...)
+ * that either return what the interaction promises or throw one AppError, chosen by the one
+ * status mapping in upstreamStatus.ts: 502 when the server fails or answers garbage, 504 when
+ * it does not answer in time. Public texts never carry the upstream URL, headers or
+ * diagnostics. The upstream credential is the gateway's own: a caller's JWT is never forwarded.
  */
 
 export type FhirMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -21,25 +24,75 @@ export interface FhirRequest {
   readonly timeoutMs?: number;
 }
 
-export interface FhirResponse<T = unknown> {
+export interface FhirResult<T = unknown> {
+  /** A success: 2xx, or 304 for a conditional read. */
   readonly status: number;
+  /** Lower-case names. */
   readonly headers: Readonly<Record<string, string>>;
-  /** The parsed JSON body, undefined when empty. */
+  /** The parsed JSON body; undefined when empty (304, 204, `Prefer: return=minimal`). */
   readonly body: T | undefined;
+}
+
+export interface ConditionalRead {
+  readonly ifNoneMatch?: string | undefined;
+  readonly ifModifiedSince?: string | undefined;
 }
 
 export interface FhirService {
   /** The configured base URL: used only to rewrite it out of responses, never sent to a client. */
   readonly baseUrl: string;
-  request<T = unknown>(request: FhirRequest): Promise<FhirResponse<T>>;
+  /** A resource of `type` (200) or, for a conditional read, 304 without a body. */
+  read<T extends Resource = Resource>(
+    type: string,
+    id: string,
+    options?: ConditionalRead,
+  ): Promise<FhirResult<T>>;
+  vread<T extends Resource = Resource>(type: string, id: string, versionId: string): Promise<FhirResult<T>>;
+  history(type: string, id: string): Promise<FhirResult<Bundle>>;
+  /** A searchset Bundle; `type` '' searches the whole server. */
+  search<T extends Resource = Resource>(
+    type: string,
+    params: URLSearchParams,
+  ): Promise<FhirResult<Bundle<T>>>;
+  /** A page of a search the server linked to: a path and query relative to the base (see links.ts). */
+  page<T extends Resource = Resource>(relativeLink: string): Promise<FhirResult<Bundle<T>>>;
+  /** 201 created, or 200 when `ifNoneExist` found the resource already there (FHIR conditional create). */
+  create<T extends Resource>(
+    type: string,
+    resource: T,
+    options?: { ifNoneExist?: string },
+  ): Promise<Written<T>>;
+  update<T extends Resource>(
+    type: string,
+    id: string,
+    resource: T,
+    options?: { ifMatch?: string | undefined },
+  ): Promise<Written<T>>;
+  /** Deleting a missing or deleted resource counts as done. */
+  delete(type: string, id: string): Promise<void>;
+  capabilities(options?: { timeoutMs?: number }): Promise<CapabilityStatement>;
+  /**
+   * Any other interaction, as an admin's passthrough request sends it (operations, batch, PATCH,
+   * conditional writes). Failures are mapped like every typed call; the body is not checked.
+   */
+  forward(request: FhirRequest): Promise<FhirResult>;
   close(): Promise<void>;
+}
+
+/** A create or update: the stored resource when the server returned it, and its id and version either way. */
+export interface Written<T> extends FhirResult<T> {
+  readonly id: string;
+  readonly versionId: string | undefined;
 }
 
 /** Largest upstream body we buffer; beyond it the answer is a 502 rather than unbounded memory. */
 const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
-/** Renew an OAuth token this long before it expires. */
-const TOKEN_RENEW_MARGIN_MS = 60_000;
+/** A client-credentials token is renewed after this share of its lifetime, at most a minute before it ends. */
+const TOKEN_RENEW_SHARE = 0.75;
+const TOKEN_RENEW_MAX_MARGIN_MS = 60_000;
 const SAFE_PATH = /^[A-Za-z0-9\-._$/]*$/;
+const SAFE_QUERY_PATH = /^[A-Za-z0-9\-._$/]*(\?.*)?$/;
+const VERSIONED_LOCATION = /\/([A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/([A-Za-z0-9\-.]{1,64}))?\/?$/;
 
 type UpstreamAuth = Config['fhir']['auth'];
 
@@ -91,6 +144,11 @@ function flattenHeaders(headers: Record<string, string | string[] | undefined>):
   return out;
 }
 
+/** When to renew a token that lives `lifetimeMs`: a share of its life, so even a 30-second token is reused. */
+export function tokenRenewDelayMs(lifetimeMs: number): number {
+  return lifetimeMs - Math.min(TOKEN_RENEW_MAX_MARGIN_MS, lifetimeMs * (1 - TOKEN_RENEW_SHARE));
+}
+
 /** OAuth2 client credentials (RFC 6749 section 4.4): cached, renewed before expiry, one renewal at a time. */
 function clientCredentialsTokenSource(
   auth: Extract<UpstreamAuth, { kind: 'client_credentials' }>,
@@ -128,10 +186,7 @@ function clientCredentialsTokenSource(
       });
     }
     const lifetimeMs = (typeof json.expires_in === 'number' ? json.expires_in : 300) * 1000;
-    cached = {
-      token: json.access_token,
-      renewAt: Date.now() + Math.max(lifetimeMs - TOKEN_RENEW_MARGIN_MS, 0),
-    };
+    cached = { token: json.access_token, renewAt: Date.now() + tokenRenewDelayMs(lifetimeMs) };
     return json.access_token;
   };
 
@@ -149,6 +204,26 @@ function clientCredentialsTokenSource(
   };
 }
 
+function resourceTypeOf(body: unknown): string | undefined {
+  const type = (body as { resourceType?: unknown } | undefined)?.resourceType;
+  return typeof type === 'string' ? type : undefined;
+}
+
+/** The id and version of a written resource: from the body when returned, else from Location. */
+function writtenIdentity(type: string, result: FhirResult): { id: string; versionId: string | undefined } {
+  const body = result.body as Resource | undefined;
+  if (body !== undefined) {
+    if (body.resourceType !== type || !body.id) throw unexpectedUpstreamBody(`a write without ${type}`);
+    return { id: body.id, versionId: body.meta?.versionId };
+  }
+  const location = VERSIONED_LOCATION.exec(
+    result.headers.location ?? result.headers['content-location'] ?? '',
+  );
+  if (!location || location[1] !== type || !location[2])
+    throw unexpectedUpstreamBody('a write without a Location');
+  return { id: location[2], versionId: location[3] };
+}
+
 export function createFhirService(options: FhirServiceOptions): FhirService {
   const base = new URL(options.baseUrl);
   const basePath = base.pathname.replace(/\/+$/, '');
@@ -164,12 +239,14 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     return undefined;
   };
 
-  const send = async <T>(req: FhirRequest): Promise<FhirResponse<T>> => {
+  /** One HTTP exchange, any status; the body is parsed (a body that is not JSON is a 502). */
+  const send = async (req: FhirRequest, rawQuery?: string): Promise<FhirResult> => {
     // paths are built by our own code from validated parts; this guard keeps it that way
     if (!SAFE_PATH.test(req.path) || req.path.split('/').some((s) => s === '..' || s === '.')) {
       throw new Error(`refusing unsafe FHIR path: ${req.path}`);
     }
-    const query = req.query && [...req.query.keys()].length > 0 ? `?${req.query.toString()}` : '';
+    const query =
+      rawQuery ?? (req.query && [...req.query.keys()].length > 0 ? `?${req.query.toString()}` : '');
     const headers: Record<string, string> = { accept: 'application/fhir+json', ...req.headers };
     const auth = await authorization();
     if (auth) headers.authorization = auth;
@@ -182,7 +259,7 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     let response: Awaited<ReturnType<Pool['request']>>;
     try {
       response = await pool.request({
-        path: `${basePath}/${req.path}${query}`,
+        path: `${basePath}${req.path ? `/${req.path}` : ''}${query}`,
         method: req.method,
         headers,
         body,
@@ -199,29 +276,92 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     } catch (error) {
       throw error instanceof AppError ? error : transportError(error);
     }
-    if (response.statusCode >= 500) {
-      throw new AppError('upstream_error', {
-        cause: new Error(`FHIR server answered ${response.statusCode}`),
-      });
+    const parsed = response.statusCode >= 200 && response.statusCode < 300 ? parseJson(text) : undefined;
+    return { status: response.statusCode, headers: flattenHeaders(response.headers), body: parsed };
+  };
+
+  /** send, renewing our OAuth token once on a 401, then the one status mapping. */
+  const exchange = async (req: FhirRequest, rawQuery?: string): Promise<FhirResult> => {
+    let result = await send(req, rawQuery);
+    if (result.status === 401 && oauth) {
+      // the upstream may have revoked our token early: renew once and retry
+      oauth.invalidate();
+      result = await send(req, rawQuery);
     }
-    return {
-      status: response.statusCode,
-      headers: flattenHeaders(response.headers),
-      body: parseJson(text) as T | undefined,
-    };
+    if (!isUpstreamSuccess(result.status)) throw upstreamStatusError(result.status);
+    return result;
+  };
+
+  const expectResource = <T>(result: FhirResult, type: string): FhirResult<T> => {
+    if (result.status === 304) return result as FhirResult<T>;
+    if (resourceTypeOf(result.body) !== type) throw unexpectedUpstreamBody(`a read without ${type}`);
+    return result as FhirResult<T>;
+  };
+
+  const expectBundle = <T>(result: FhirResult): FhirResult<T> => {
+    // a search that answers an OperationOutcome or anything but a Bundle with 2xx is broken, not empty
+    if (resourceTypeOf(result.body) !== 'Bundle') throw unexpectedUpstreamBody('a search without a Bundle');
+    return result as FhirResult<T>;
+  };
+
+  const write = async <T extends Resource>(req: FhirRequest, type: string): Promise<Written<T>> => {
+    const result = await exchange(req);
+    return { ...(result as FhirResult<T>), ...writtenIdentity(type, result) };
   };
 
   return {
     baseUrl: `${base.origin}${basePath}`,
-    request: async <T>(req: FhirRequest) => {
-      const response = await send<T>(req);
-      if (response.status === 401 && oauth) {
-        // the upstream may have revoked our token early: renew once and retry
-        oauth.invalidate();
-        return send<T>(req);
-      }
-      return response;
+    read: async (type, id, conditional = {}) => {
+      const headers: Record<string, string> = {};
+      if (conditional.ifNoneMatch) headers['if-none-match'] = conditional.ifNoneMatch;
+      if (conditional.ifModifiedSince) headers['if-modified-since'] = conditional.ifModifiedSince;
+      return expectResource(await exchange({ method: 'GET', path: `${type}/${id}`, headers }), type);
     },
+    vread: async (type, id, versionId) =>
+      expectResource(await exchange({ method: 'GET', path: `${type}/${id}/_history/${versionId}` }), type),
+    history: async (type, id) =>
+      expectBundle(await exchange({ method: 'GET', path: `${type}/${id}/_history` })),
+    search: async (type, params) =>
+      expectBundle(await exchange({ method: 'GET', path: type, query: params })),
+    page: async (relativeLink) => {
+      if (!SAFE_QUERY_PATH.test(relativeLink)) throw new Error('refusing an unsafe paging link');
+      const index = relativeLink.indexOf('?');
+      const path = index < 0 ? relativeLink : relativeLink.slice(0, index);
+      const query = index < 0 ? '' : relativeLink.slice(index);
+      return expectBundle(await exchange({ method: 'GET', path }, query));
+    },
+    create: (type, resource, conditional = {}) =>
+      write(
+        {
+          method: 'POST',
+          path: type,
+          body: resource,
+          headers: conditional.ifNoneExist ? { 'if-none-exist': conditional.ifNoneExist } : {},
+        },
+        type,
+      ),
+    update: (type, id, resource, conditional = {}) =>
+      write(
+        {
+          method: 'PUT',
+          path: `${type}/${id}`,
+          body: resource,
+          headers: conditional.ifMatch ? { 'if-match': conditional.ifMatch } : {},
+        },
+        type,
+      ),
+    delete: async (type, id) => {
+      try {
+        await exchange({ method: 'DELETE', path: `${type}/${id}` });
+      } catch (error) {
+        if (!(error instanceof AppError && error.code === 'not_found')) throw error;
+      }
+    },
+    capabilities: async ({ timeoutMs } = {}) => {
+      const result = await exchange({ method: 'GET', path: 'metadata', ...(timeoutMs ? { timeoutMs } : {}) });
+      return expectResource<CapabilityStatement>(result, 'CapabilityStatement').body as CapabilityStatement;
+    },
+    forward: (req) => exchange(req),
     // by the time this runs the HTTP server has drained; whatever is still in flight (a mail
     // worker's call to a hung upstream) is cut off instead of holding shutdown for the timeout
     close: () => pool.destroy(),

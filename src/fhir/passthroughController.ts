@@ -1,25 +1,26 @@
 import type { IncomingMessage } from 'node:http';
 import type { Context } from 'hono';
 import { Hono } from 'hono';
+import { requestContext } from '../http/requestContext.js';
 import type { AppEnv } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
 import { capabilityStatement } from './capability.js';
 import { passthrough } from './passthroughService.js';
-import { resolveScope } from './scope.js';
+import { scopedFhir } from './scopedFhir.js';
 
 /** The raw request target as the client sent it: dot segments and encodings are judged before any normalisation. */
-function rawPathAndQuery(c: Context<AppEnv>): { path: string; query: URLSearchParams } {
+function rawPathAndQuery(c: Context<AppEnv>): { path: string; rawQuery: string; query: URLSearchParams } {
   const raw =
     (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.url ??
     new URL(c.req.url).pathname + new URL(c.req.url).search;
   const index = raw.indexOf('?');
-  return index < 0
-    ? { path: raw, query: new URLSearchParams() }
-    : { path: raw.slice(0, index), query: new URLSearchParams(raw.slice(index + 1)) };
+  if (index < 0) return { path: raw, rawQuery: '', query: new URLSearchParams() };
+  const rawQuery = raw.slice(index + 1);
+  return { path: raw.slice(0, index), rawQuery, query: new URLSearchParams(rawQuery) };
 }
 
 function fhirJson(body: string | undefined, status: number, headers: Record<string, string>): Response {
-  return new Response(body ?? null, {
+  return new Response(status === 304 ? null : (body ?? null), {
     status,
     headers: { 'Content-Type': 'application/fhir+json; charset=utf-8', ...headers },
   });
@@ -33,29 +34,24 @@ export function passthroughRoutes() {
   );
   const handle = async (c: Context<AppEnv>) => {
     const deps = c.var.deps;
-    const { path, query } = rawPathAndQuery(c);
+    const { path, rawQuery, query } = rawPathAndQuery(c);
     const hasBody = c.req.method !== 'GET' && c.req.method !== 'HEAD';
-    const scope = await resolveScope(deps, c.var.caller);
-    const result = await passthrough(
-      deps,
-      c.var.caller,
-      scope,
-      { requestId: c.var.requestId, clientIp: c.var.clientIp },
-      {
-        method: c.req.method,
-        rawPath: path,
-        query,
-        body: hasBody ? await c.req.text() : undefined,
-        contentType: c.req.header('content-type'),
-        headers: {
-          'if-match': c.req.header('if-match'),
-          'if-none-match': c.req.header('if-none-match'),
-          'if-modified-since': c.req.header('if-modified-since'),
-          'if-none-exist': c.req.header('if-none-exist'),
-          prefer: c.req.header('prefer'),
-        },
+    const fhir = scopedFhir(deps, c.var.caller, requestContext(c));
+    const result = await passthrough(deps, fhir, {
+      method: c.req.method,
+      rawPath: path,
+      rawQuery,
+      query,
+      body: hasBody ? await c.req.text() : undefined,
+      contentType: c.req.header('content-type'),
+      headers: {
+        'if-match': c.req.header('if-match'),
+        'if-none-match': c.req.header('if-none-match'),
+        'if-modified-since': c.req.header('if-modified-since'),
+        'if-none-exist': c.req.header('if-none-exist'),
+        prefer: c.req.header('prefer'),
       },
-    );
+    });
     return fhirJson(result.body, result.status, result.headers);
   };
   router.all('/fhir', authenticate(), handle);

@@ -4,6 +4,7 @@ import {
   COMPARTMENT_PARAMS,
   DIRECTORY_TYPES,
   definedSearchParams,
+  GENERAL_PRACTITIONER_PARAM,
   isReadableType,
   LINKING_PARAMS,
   patientIdOf,
@@ -110,9 +111,20 @@ function patientsNamed(value: string, bareIsPatient: boolean): { ids: string[]; 
   return { ids, other };
 }
 
+/** `subject:Patient.general-practitioner`: the server keeps only records of a practitioner's patients. */
+export function panelChain(linkingParam: string): string {
+  return `${linkingParam}:Patient.${GENERAL_PRACTITIONER_PARAM}`;
+}
+
 /**
  * Checks a scoped search and returns it narrowed to the scope, or `empty` when the client
  * named a patient outside it (never their data, and no upstream call is needed).
+ *
+ * A patient's searches name their own id. A practitioner's panel is never listed (a GP has
+ * thousands of patients; an id list outgrows every server's URL limit): the server narrows
+ * with `Patient?general-practitioner=Practitioner/{me}` or the chained
+ * `{link}:Patient.general-practitioner=Practitioner/{me}`, ANDed with whatever patients the
+ * client named, and the response check still tests every entry.
  */
 export function narrowSearch(type: string, query: URLSearchParams, scope: Scope): NarrowedSearch {
   if (scope.kind === 'all') return { kind: 'search', params: new URLSearchParams(query) };
@@ -135,7 +147,7 @@ export function narrowSearch(type: string, query: URLSearchParams, scope: Scope)
     const isLinking = linking.has(base) || (type === 'Patient' && base === '_id');
     const named = patientsNamed(value, isLinking);
     // a value naming a patient outside the scope gets an empty answer, never their data
-    if (named.ids.some((id) => !scope.patientIds.has(id)) || (named.other && isLinking))
+    if (named.ids.some((id) => !couldBeInScope(id, scope)) || (named.other && isLinking))
       return { kind: 'empty' };
     if (compartmentParams.has(base) && !isLinking && FHIR_ID_PATTERN.test(value)) {
       throw refuse(name, 'use Type/id for this reference');
@@ -150,15 +162,63 @@ export function narrowSearch(type: string, query: URLSearchParams, scope: Scope)
   }
 
   if (DIRECTORY_TYPES.has(type)) return { kind: 'search', params: narrowed };
-  const allowed = [...(wanted ?? scope.patientIds)].filter((id) => scope.patientIds.has(id));
-  if (allowed.length === 0) return { kind: 'empty' };
-  if (type === 'Patient') {
-    narrowed.set('_id', allowed.join(','));
-  } else {
-    // the compartment's own linking parameter (e.g. Observation.subject) — cheaper for servers than `patient`
-    const param = LINKING_PARAMS.get(type)?.[0] ?? [...linking][0];
-    if (!param) throw new AppError('forbidden', { detail: `Your role cannot search ${type}.` });
-    narrowed.set(param, allowed.map((id) => `Patient/${id}`).join(','));
+  if (scope.kind === 'none' || wanted?.size === 0) return { kind: 'empty' };
+  // the compartment's own linking parameter (e.g. Observation.subject) — cheaper for servers than `patient`
+  const param = type === 'Patient' ? '_id' : (LINKING_PARAMS.get(type)?.[0] ?? [...linking][0]);
+  if (!param) throw new AppError('forbidden', { detail: `Your role cannot search ${type}.` });
+  const references = (ids: Iterable<string>) =>
+    [...ids].map((id) => (type === 'Patient' ? id : `Patient/${id}`)).join(',');
+
+  if (scope.kind === 'patient') {
+    narrowed.set(param, references([scope.patientId]));
+    return { kind: 'search', params: narrowed };
   }
+  if (wanted) narrowed.set(param, references(wanted));
+  const practitioner = `Practitioner/${scope.practitionerId}`;
+  narrowed.append(type === 'Patient' ? GENERAL_PRACTITIONER_PARAM : panelChain(param), practitioner);
   return { kind: 'search', params: narrowed };
+}
+
+/** Whether a named patient may be in the scope: decided here for a patient, by the server for a panel. */
+function couldBeInScope(patientId: string, scope: Scope): boolean {
+  if (scope.kind === 'patient') return patientId === scope.patientId;
+  return scope.kind === 'panel' || scope.kind === 'all';
+}
+
+/** Longest query a client may send: with our narrowing added, the upstream request line stays under 8 KB. */
+export const MAX_QUERY_BYTES = 4096;
+/** Most query parameters in one request. */
+export const MAX_QUERY_PARAMS = 64;
+
+/**
+ * Caps every /fhir query (all roles): an 8 KB value or 1,000 parameters would be forwarded to a
+ * server that refuses long request lines (Node 16 KB, Jetty 8 KB) or spends its time on them.
+ */
+export function assertQuerySize(raw: string, query: URLSearchParams): void {
+  if (Buffer.byteLength(raw) > MAX_QUERY_BYTES) throw new AppError('uri_too_long');
+  let count = 0;
+  for (const _ of query.keys()) {
+    if (++count > MAX_QUERY_PARAMS)
+      throw new AppError('validation_failed', {
+        errors: [{ path: 'query', message: `must have at most ${MAX_QUERY_PARAMS} parameters` }],
+      });
+  }
+}
+
+/** What client libraries add to a next link they follow (Medplum adds `_count`): harmless, so ignored. */
+const CURSOR_COMPANIONS: ReadonlySet<string> = new Set(['_cursor', '_count', '_format', '_pretty']);
+
+/** A paging request carries its cursor and at most those companions; `_format` must still mean JSON. */
+export function cursorCompanions(query: URLSearchParams): void {
+  for (const [name, value] of query) {
+    const fine =
+      CURSOR_COMPANIONS.has(name) &&
+      (name !== '_format' || /^(json|application\/(fhir\+)?json)$/i.test(value));
+    if (!fine || (name === '_cursor' && query.getAll('_cursor').length > 1))
+      throw new AppError('validation_failed', {
+        errors: [
+          { path: name, message: 'cannot be combined with _cursor (the cursor already holds the search)' },
+        ],
+      });
+  }
 }

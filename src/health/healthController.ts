@@ -1,5 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { sql } from 'kysely';
+import { fhirDefinitionsLoaded } from '../fhir/definitions.js';
 import { createRouter } from '../http/router.js';
 import type { AppDeps } from '../http/types.js';
 
@@ -17,14 +18,12 @@ async function checkDatabase(deps: AppDeps): Promise<CheckResult> {
   }
 }
 
+/** The FHIR server answers its CapabilityStatement, and the R4 definitions every FHIR request is judged by are loaded. */
 async function checkFhir(deps: AppDeps): Promise<CheckResult> {
+  if (!fhirDefinitionsLoaded()) return 'failed';
   try {
-    const response = await deps.fhir.request({
-      method: 'GET',
-      path: 'metadata',
-      timeoutMs: Math.min(READINESS_TIMEOUT_MS, deps.config.fhir.timeoutMs),
-    });
-    return response.status === 200 ? 'ok' : 'failed';
+    await deps.fhir.capabilities({ timeoutMs: Math.min(READINESS_TIMEOUT_MS, deps.config.fhir.timeoutMs) });
+    return 'ok';
   } catch {
     return 'failed';
   }

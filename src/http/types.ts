@@ -6,6 +6,7 @@ import type { AccessTokenClaims, SigningKey } from '../auth/tokens.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import type { FhirService } from '../fhir/fhirService.js';
+import type { PanelMembership } from '../fhir/panelMembership.js';
 import type { Logger } from '../logger.js';
 import type { Secrets } from '../secrets.js';
 import type { BackgroundTasks } from './background.js';
@@ -16,6 +17,8 @@ export interface AppDeps {
   readonly db: Kysely<Database>;
   readonly dialect: Dialect;
   readonly fhir: FhirService;
+  /** Which patients are in a practitioner's panel (short-lived, bounded answers). */
+  readonly panels: PanelMembership;
   readonly passwords: PasswordHasher;
   readonly signingKey: SigningKey;
   readonly secrets: Secrets;

@@ -1,4 +1,5 @@
 import { createRoute } from '@hono/zod-openapi';
+import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import { bearerSecurity, errorResponses } from '../http/schemas.js';
 import { authenticate } from '../middleware/authenticate.js';
@@ -49,8 +50,10 @@ const profileRoute = createRoute({
 export function patientRoutes() {
   const router = createRouter();
   router.openapi(observationsRoute, async (c) =>
-    c.json(await myObservations(c.var.deps, c.var.caller, c.req.valid('query')), 200),
+    c.json(await myObservations(c.var.deps, c.var.caller, requestContext(c), c.req.valid('query')), 200),
   );
-  router.openapi(profileRoute, async (c) => c.json(await myProfile(c.var.deps, c.var.caller), 200));
+  router.openapi(profileRoute, async (c) =>
+    c.json(await myProfile(c.var.deps, c.var.caller, requestContext(c)), 200),
+  );
   return router;
 }

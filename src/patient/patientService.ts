@@ -1,24 +1,19 @@
 import type { Patient } from '@medplum/fhirtypes';
 import { AppError } from '../errors.js';
-import type { Scope } from '../fhir/compartment.js';
-import type { AppDeps, Caller } from '../http/types.js';
+import { scopedFhir } from '../fhir/scopedFhir.js';
+import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { accountIdentifierSystem } from '../provisioning/provisioningService.js';
 import { type ObservationFilters, searchObservations } from './observationService.js';
 import { type PatientDto, toPatientDto } from './patientDto.js';
 
-/** The patient's own scope, from the token's fhir_id only: query parameters and headers never change it. */
-function ownScope(caller: Caller): Scope {
-  const id = caller.fhirId ?? '-';
-  return {
-    kind: 'patients',
-    patientIds: new Set(caller.fhirId ? [id] : []),
-    self: { type: 'Patient', id },
-    canWrite: false,
-  };
-}
-
-export async function myObservations(deps: AppDeps, caller: Caller, filters: ObservationFilters) {
-  const page = await searchObservations(deps, caller, ownScope(caller), filters, 'patient.observations');
+/** GET /patient/observations: the scope (the token's fhir_id) decides; query parameters and headers never widen it. */
+export async function myObservations(
+  deps: AppDeps,
+  caller: Caller,
+  ctx: RequestContext,
+  filters: ObservationFilters,
+) {
+  const page = await searchObservations(scopedFhir(deps, caller, ctx), filters, 'patient.observations');
   return { observations: page.items, next_cursor: page.next_cursor };
 }
 
@@ -27,9 +22,10 @@ export function patientDto(deps: AppDeps, patient: Patient): PatientDto {
   return toPatientDto(patient, [accountIdentifierSystem(deps.config.publicBaseUrl)]);
 }
 
-export async function myProfile(deps: AppDeps, caller: Caller): Promise<PatientDto> {
+/** GET /patient/profile: a missing or deleted record is 404; an upstream failure stays a 502/504. */
+export async function myProfile(deps: AppDeps, caller: Caller, ctx: RequestContext): Promise<PatientDto> {
   if (!caller.fhirId) throw new AppError('not_found');
-  const response = await deps.fhir.request<Patient>({ method: 'GET', path: `Patient/${caller.fhirId}` });
-  if (response.status !== 200 || response.body?.resourceType !== 'Patient') throw new AppError('not_found');
-  return patientDto(deps, response.body);
+  const { body } = await scopedFhir(deps, caller, ctx).read<Patient>('Patient', caller.fhirId);
+  if (!body) throw new AppError('not_found');
+  return patientDto(deps, body);
 }

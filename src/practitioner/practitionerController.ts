@@ -1,4 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi';
+import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import { bearerSecurity, errorResponses, FHIR_ID_PATTERN } from '../http/schemas.js';
 import { authenticate } from '../middleware/authenticate.js';
@@ -63,11 +64,17 @@ const observationsRoute = createRoute({
 export function practitionerRoutes() {
   const router = createRouter();
   router.openapi(patientsRoute, async (c) =>
-    c.json(await myPatients(c.var.deps, c.var.caller, c.req.valid('query')), 200),
+    c.json(await myPatients(c.var.deps, c.var.caller, requestContext(c), c.req.valid('query')), 200),
   );
   router.openapi(observationsRoute, async (c) =>
     c.json(
-      await patientObservations(c.var.deps, c.var.caller, c.req.valid('param').fhir_id, c.req.valid('query')),
+      await patientObservations(
+        c.var.deps,
+        c.var.caller,
+        requestContext(c),
+        c.req.valid('param').fhir_id,
+        c.req.valid('query'),
+      ),
       200,
     ),
   );

@@ -1,21 +1,20 @@
-import type { Patient } from '@medplum/fhirtypes';
-import { AppError } from '../errors.js';
-import type { AppDeps, Caller } from '../http/types.js';
+import { scopedFhir } from '../fhir/scopedFhir.js';
+import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import {
   type ObservationFilters,
-  searchAssignedPatients,
   searchObservations,
+  searchPatients,
 } from '../patient/observationService.js';
 import { patientDto } from '../patient/patientService.js';
 
-/** GET /practitioner/patients: the caller's assigned patients as DTOs. */
+/** GET /practitioner/patients: the caller's assigned patients as DTOs (the panel is narrowed on the server). */
 export async function myPatients(
   deps: AppDeps,
   caller: Caller,
+  ctx: RequestContext,
   filters: { limit: number; cursor?: string | undefined },
 ) {
-  if (!caller.fhirId) return { patients: [], next_cursor: null };
-  const page = await searchAssignedPatients(deps, caller, caller.fhirId, filters, 'practitioner.patients');
+  const page = await searchPatients(scopedFhir(deps, caller, ctx), filters, 'practitioner.patients');
   return { patients: page.items.map((p) => patientDto(deps, p)), next_cursor: page.next_cursor };
 }
 
@@ -23,29 +22,14 @@ export async function myPatients(
 export async function patientObservations(
   deps: AppDeps,
   caller: Caller,
+  ctx: RequestContext,
   patientId: string,
   filters: ObservationFilters,
 ) {
-  const response = await deps.fhir.request<Patient>({ method: 'GET', path: `Patient/${patientId}` });
-  const assigned =
-    response.status === 200 &&
-    response.body?.resourceType === 'Patient' &&
-    !!caller.fhirId &&
-    !!response.body.generalPractitioner?.some((gp) => gp.reference === `Practitioner/${caller.fhirId}`);
-  if (!assigned) throw new AppError('not_found');
-  const scope = {
-    kind: 'patients' as const,
-    patientIds: new Set([patientId]),
-    self: { type: 'Practitioner' as const, id: caller.fhirId ?? '-' },
-    canWrite: false,
-  };
+  const fhir = scopedFhir(deps, caller, ctx);
+  await fhir.read('Patient', patientId);
   // the cursor is bound to this patient too: it cannot be replayed on another patient's route
-  const page = await searchObservations(
-    deps,
-    caller,
-    scope,
-    filters,
-    `practitioner.observations:${patientId}`,
-  );
+  const route = `practitioner.observations:${patientId}`;
+  const page = await searchObservations(fhir, filters, route, patientId);
   return { observations: page.items, next_cursor: page.next_cursor };
 }

@@ -1,6 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { AppError } from '../errors.js';
+import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import { bearerSecurity, errorResponses } from '../http/schemas.js';
 import type { AppEnv } from '../http/types.js';
@@ -70,10 +71,6 @@ const createPractitionerRoute = createRoute({
   },
   responses: provisionResponses,
 });
-
-function requestContext(c: Context<AppEnv>) {
-  return { requestId: c.var.requestId, clientIp: c.var.clientIp };
-}
 
 function fhirResponse(response: StoredResponse, contentType: string): Response {
   return new Response(JSON.stringify(response.body), {

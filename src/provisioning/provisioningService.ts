@@ -73,15 +73,19 @@ async function assertEmailFree(deps: AppDeps, email: string): Promise<void> {
 /** A Patient's generalPractitioner must name Practitioners that exist, or the assignment is meaningless. */
 async function assertPractitionersExist(deps: AppDeps, resource: ProvisionedResource): Promise<void> {
   if (resource.resourceType !== 'Patient') return;
+  const invalid = () =>
+    new AppError('validation_failed', {
+      errors: [{ path: 'general_practitioner_id', message: 'must be the id of an existing Practitioner' }],
+    });
   for (const ref of resource.generalPractitioner ?? []) {
-    const match = /^Practitioner\/([A-Za-z0-9\-.]{1,64})$/.exec(ref.reference ?? '');
-    const response = match
-      ? await deps.fhir.request({ method: 'GET', path: `Practitioner/${match[1]}` })
-      : undefined;
-    if (response?.status !== 200) {
-      throw new AppError('validation_failed', {
-        errors: [{ path: 'general_practitioner_id', message: 'must be the id of an existing Practitioner' }],
-      });
+    const id = /^Practitioner\/([A-Za-z0-9\-.]{1,64})$/.exec(ref.reference ?? '')?.[1];
+    if (!id) throw invalid();
+    try {
+      await deps.fhir.read('Practitioner', id);
+    } catch (error) {
+      // a missing Practitioner is the admin's mistake; an upstream failure stays a 502/504
+      if (error instanceof AppError && error.code === 'not_found') throw invalid();
+      throw error;
     }
   }
 }
@@ -100,26 +104,23 @@ async function createOnFhir(
   email: string,
 ): Promise<CreatedOnFhir> {
   const system = accountIdentifierSystem(deps.config.publicBaseUrl);
-  const response = await deps.fhir.request<ProvisionedResource>({
-    method: 'POST',
-    path: resource.resourceType,
-    body: withAccountIdentifier(resource, system, email),
-    headers: { 'if-none-exist': `identifier=${encodeURIComponent(`${system}|${email}`)}` },
-  });
-  const created = response.body;
-  if (
-    (response.status !== 201 && response.status !== 200) ||
-    created?.resourceType !== resource.resourceType ||
-    !created.id
-  ) {
-    // the upstream's diagnostics are not ours to relay
-    throw new AppError('upstream_error', { cause: new Error(`FHIR create answered ${response.status}`) });
+  const withIdentifier = withAccountIdentifier(resource, system, email);
+  let written: Awaited<ReturnType<typeof deps.fhir.create<ProvisionedResource>>>;
+  try {
+    written = await deps.fhir.create(resource.resourceType, withIdentifier, {
+      ifNoneExist: `identifier=${encodeURIComponent(`${system}|${email}`)}`,
+    });
+  } catch (error) {
+    // 412 on a conditional create: several resources already carry this identifier (FHIR http.html#ccreate)
+    if (error instanceof AppError && error.code === 'precondition_failed')
+      throw new AppError('duplicate_identifier', { cause: error });
+    throw error;
   }
   return {
-    resource: created,
-    id: created.id,
-    versionId: created.meta?.versionId,
-    createdNow: response.status === 201,
+    resource: written.body ?? ({ ...withIdentifier, id: written.id } as ProvisionedResource),
+    id: written.id,
+    versionId: written.versionId,
+    createdNow: written.status === 201,
   };
 }
 
@@ -134,10 +135,7 @@ async function compensate(
   if (!created.createdNow) return;
   const type = created.resource.resourceType;
   try {
-    const response = await deps.fhir.request({ method: 'DELETE', path: `${type}/${created.id}` });
-    if (response.status >= 300 && response.status !== 404 && response.status !== 410) {
-      throw new Error(`FHIR delete answered ${response.status}`);
-    }
+    await deps.fhir.delete(type, created.id);
     await audit({
       action: 'provisioning.compensate',
       outcome: 'success',

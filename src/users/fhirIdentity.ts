@@ -21,11 +21,11 @@ export async function nameFromFhir(
   deps: AppDeps,
   user: Pick<UserRow, 'role' | 'fhir_resource_id'>,
 ): Promise<string> {
-  const reference = fhirReferenceOf(user);
-  if (!reference) return '';
+  const type = FHIR_TYPE_BY_ROLE[user.role];
+  if (!type || !user.fhir_resource_id) return '';
   try {
-    const response = await deps.fhir.request<Patient | Practitioner>({ method: 'GET', path: reference });
-    return response.status === 200 && response.body ? displayName(response.body) : '';
+    const { body } = await deps.fhir.read<Patient | Practitioner>(type, user.fhir_resource_id);
+    return body ? displayName(body) : '';
   } catch {
     return '';
   }

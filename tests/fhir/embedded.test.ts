@@ -331,16 +331,71 @@ describe('embedded FHIR server', () => {
     expect(status).toBe(400);
   });
 
-  it('answers 400 instead of zero results for chained search and _has', async () => {
-    const chained = await failure(
+  it('answers a one-link chained search, through reference changes, and pages it', async () => {
+    const drA = (await client.create({
+      resourceType: 'Practitioner',
+      body: { resourceType: 'Practitioner', name: [{ family: 'Chain-A' }] },
+    })) as FhirResource;
+    const drB = (await client.create({
+      resourceType: 'Practitioner',
+      body: { resourceType: 'Practitioner', name: [{ family: 'Chain-B' }] },
+    })) as FhirResource;
+    const assigned = await createPatient('Chained', {
+      generalPractitioner: [{ reference: `Practitioner/${drA.id}` }],
+    });
+    const other = await createPatient('Unchained', {
+      generalPractitioner: [{ reference: `Practitioner/${drB.id}` }],
+    });
+    const mine = [
+      await createObservation(`Patient/${assigned.id}`),
+      await createObservation(`Patient/${assigned.id}`),
+    ];
+    await createObservation(`Patient/${other.id}`);
+    const chain = { 'subject:Patient.general-practitioner': `Practitioner/${drA.id}` };
+
+    const found = (await client.search({ resourceType: 'Observation', searchParams: chain })) as Bundle;
+    expect(idsOf(found).sort()).toEqual(mine.map((o) => `Observation/${o.id}`).sort());
+    const firstPage = (await client.search({
+      resourceType: 'Observation',
+      searchParams: { ...chain, _count: 1 },
+    })) as Bundle;
+    expect(firstPage.total).toBe(2);
+    const next = firstPage.link.find((l) => l.relation === 'next')?.url ?? '';
+    const secondPage = (await (await fetch(next)).json()) as Bundle;
+    expect([...idsOf(firstPage), ...idsOf(secondPage)].sort()).toEqual(idsOf(found).sort());
+
+    // moving the patient to B moves the observations with them: the index follows every update
+    await client.update({
+      resourceType: 'Patient',
+      id: assigned.id ?? '',
+      body: { ...assigned, generalPractitioner: [{ reference: `Practitioner/${drB.id}` }] },
+    });
+    const afterMove = (await client.search({ resourceType: 'Observation', searchParams: chain })) as Bundle;
+    expect(afterMove.total).toBe(0);
+    const patients = (await client.search({
+      resourceType: 'Patient',
+      searchParams: { 'general-practitioner': `Practitioner/${drB.id}` },
+    })) as Bundle;
+    expect(idsOf(patients).sort()).toEqual([`Patient/${assigned.id}`, `Patient/${other.id}`].sort());
+  });
+
+  it('answers 400 instead of zero results for ambiguous or longer chains and _has', async () => {
+    const ambiguous = await failure(
       client.search({ resourceType: 'Observation', searchParams: { 'subject.name': 'Turing' } }),
+    );
+    const longer = await failure(
+      client.search({
+        resourceType: 'Observation',
+        searchParams: { 'subject:Patient.general-practitioner.name': 'Turing' },
+      }),
     );
     const reverseChained = await failure(
       client.search({ resourceType: 'Patient', searchParams: { '_has:Observation:subject:code': '8867-4' } }),
     );
 
-    expect(chained.status).toBe(400);
-    expect(issueText(chained.data)).toMatch(/chained search is not supported/i);
+    expect(ambiguous.status).toBe(400);
+    expect(issueText(ambiguous.data)).toMatch(/chained search needs .* target type/i);
+    expect(longer.status).toBe(400);
     expect(reverseChained.status).toBe(400);
   });
 

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
-import { createFhirService, type FhirService } from '../../src/fhir/fhirService.js';
+import { createFhirService, type FhirService, tokenRenewDelayMs } from '../../src/fhir/fhirService.js';
+import { isUpstreamSuccess, upstreamStatusError } from '../../src/fhir/upstreamStatus.js';
 import { type FakeUpstream, startFakeUpstream, unusedPort } from '../helpers/fakeUpstream.js';
 
 const open: (FhirService | FakeUpstream)[] = [];
@@ -34,7 +35,7 @@ describe('fhirService', () => {
   it('gives 504 upstream_timeout within the timeout when the server never answers', async () => {
     const hang = await upstream(() => {});
     const started = Date.now();
-    const error = await failure(service(`${hang.url}/fhir`).request({ method: 'GET', path: 'metadata' }));
+    const error = await failure(service(`${hang.url}/fhir`).capabilities());
     expect(error.status).toBe(504);
     expect(error.code).toBe('upstream_timeout');
     expect(Date.now() - started).toBeLessThan(2_000);
@@ -42,9 +43,7 @@ describe('fhirService', () => {
 
   it('gives 502 upstream_unavailable when nothing listens', async () => {
     const port = await unusedPort();
-    const error = await failure(
-      service(`http://127.0.0.1:${port}/fhir`).request({ method: 'GET', path: 'metadata' }),
-    );
+    const error = await failure(service(`http://127.0.0.1:${port}/fhir`).capabilities());
     expect(error.status).toBe(502);
     expect(error.code).toBe('upstream_unavailable');
   });
@@ -58,37 +57,92 @@ describe('fhirService', () => {
       }
     });
     const fhir = service(`${broken.url}/fhir`);
-    for (const path of ['Patient/1', 'metadata']) {
-      const error = await failure(fhir.request({ method: 'GET', path }));
+    for (const call of [() => fhir.read('Patient', '1'), () => fhir.capabilities()]) {
+      const error = await failure(call());
       expect(error.status).toBe(502);
       expect(error.code).toBe('upstream_error');
       expect(error.detail).not.toContain('127.0.0.1');
     }
   });
 
-  it('passes 4xx answers back to the caller as data', async () => {
+  it('maps an upstream 4xx through the one status table, without the upstream diagnostics', async () => {
     const notFound = await upstream((_req, res) => {
       res
         .writeHead(404, { 'content-type': 'application/fhir+json' })
-        .end('{"resourceType":"OperationOutcome"}');
+        .end('{"resourceType":"OperationOutcome","issue":[{"diagnostics":"HAPI-2001: secret"}]}');
     });
-    const response = await service(`${notFound.url}/fhir`).request({ method: 'GET', path: 'Patient/x' });
-    expect(response.status).toBe(404);
-    expect(response.body).toEqual({ resourceType: 'OperationOutcome' });
+    const error = await failure(service(`${notFound.url}/fhir`).read('Patient', 'x'));
+    expect(error.status).toBe(404);
+    expect(error.code).toBe('not_found');
+    expect(JSON.stringify(error.detail)).not.toContain('HAPI-2001');
+  });
+
+  it('answers 502 when a search returns something other than a Bundle, or an OperationOutcome with 200', async () => {
+    const bodies = [
+      '{"resourceType":"OperationOutcome","issue":[]}',
+      '{"resourceType":"Patient","id":"1"}',
+      '[]',
+    ];
+    let next = 0;
+    const odd = await upstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/fhir+json' }).end(bodies[next++ % bodies.length]);
+    });
+    const fhir = service(`${odd.url}/fhir`);
+    for (const _ of bodies) {
+      const error = await failure(fhir.search('Observation', new URLSearchParams()));
+      expect(error.status).toBe(502);
+      expect(error.code).toBe('upstream_error');
+    }
+  });
+
+  it('answers 502 when a read returns another resource type than asked', async () => {
+    const odd = await upstream((_req, res) => res.end('{"resourceType":"Observation","id":"1"}'));
+    const error = await failure(service(`${odd.url}/fhir`).read('Patient', '1'));
+    expect(error.status).toBe(502);
+  });
+
+  it('takes the id and version of a create from Location when the server returns no body', async () => {
+    const minimal = await upstream((_req, res) => {
+      res.writeHead(201, { location: `http://elsewhere/fhir/Observation/123/_history/4` }).end();
+    });
+    const written = await service(`${minimal.url}/fhir`).create('Observation', {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'x' },
+    });
+    expect(written).toMatchObject({ status: 201, id: '123', versionId: '4', body: undefined });
+  });
+
+  it('treats a delete of a missing or deleted resource as done, and a 5xx as a failure', async () => {
+    const statuses = [404, 410, 503];
+    let next = 0;
+    const u = await upstream((_req, res) => res.writeHead(statuses[next++] ?? 500).end());
+    const fhir = service(`${u.url}/fhir`);
+    await fhir.delete('Patient', 'a');
+    await fhir.delete('Patient', 'b');
+    expect((await failure(fhir.delete('Patient', 'c'))).status).toBe(502);
+  });
+
+  it('follows a paging link at the base (HAPI _getpages) verbatim', async () => {
+    const u = await upstream((_req, res) => res.end('{"resourceType":"Bundle","type":"searchset"}'));
+    await service(`${u.url}/fhir`).page('?_getpages=abc-123&_getpagesoffset=20&_count=20');
+    expect(u.requests[0]?.url).toBe('/fhir?_getpages=abc-123&_getpagesoffset=20&_count=20');
   });
 
   it('refuses a path that could leave the configured base', async () => {
     const ok = await upstream((_req, res) => res.end('{}'));
     const fhir = service(`${ok.url}/fhir`);
-    await expect(fhir.request({ method: 'GET', path: '../admin' })).rejects.toThrow(/unsafe/);
-    await expect(fhir.request({ method: 'GET', path: 'Patient/..' })).rejects.toThrow(/unsafe/);
-    await expect(fhir.request({ method: 'GET', path: 'http://evil.example/x' })).rejects.toThrow(/unsafe/);
+    await expect(fhir.forward({ method: 'GET', path: '../admin' })).rejects.toThrow(/unsafe/);
+    await expect(fhir.read('Patient', '..')).rejects.toThrow(/unsafe/);
+    await expect(fhir.forward({ method: 'GET', path: 'http://evil.example/x' })).rejects.toThrow(/unsafe/);
+    await expect(fhir.page('../admin?x=1')).rejects.toThrow(/unsafe/);
+    await expect(fhir.page('http://evil.example/x')).rejects.toThrow(/unsafe/);
     expect(ok.requests).toHaveLength(0);
   });
 
   it('sends the static bearer token of FHIR_AUTH=bearer', async () => {
     const u = await upstream((_req, res) => res.end('{}'));
-    await service(`${u.url}/fhir`, { auth: { kind: 'bearer', token: 'static-upstream-token' } }).request({
+    await service(`${u.url}/fhir`, { auth: { kind: 'bearer', token: 'static-upstream-token' } }).forward({
       method: 'GET',
       path: 'metadata',
     });
@@ -120,8 +174,9 @@ describe('fhirService', () => {
         scope: 'system/*.cruds',
       },
     });
-    await Promise.all(Array.from({ length: 5 }, () => fhir.request({ method: 'GET', path: 'metadata' })));
-    await fhir.request({ method: 'GET', path: 'metadata' });
+    const metadata = () => fhir.forward({ method: 'GET', path: 'metadata' });
+    await Promise.all(Array.from({ length: 5 }, metadata));
+    await metadata();
     expect(issued).toBe(1);
     const tokenRequest = auth.requests.find((r) => r.url === '/token');
     expect(tokenRequest?.body).toContain('grant_type=client_credentials');
@@ -155,8 +210,68 @@ describe('fhirService', () => {
         scope: undefined,
       },
     });
-    const response = await fhir.request({ method: 'GET', path: 'metadata' });
-    expect(response.status).toBe(200);
+    const statement = await fhir.capabilities();
+    expect(statement.resourceType).toBe('CapabilityStatement');
     expect(issued).toBe(2);
+  });
+
+  it('reuses a short-lived client-credentials token for most of its life instead of fetching one per call', async () => {
+    let issued = 0;
+    const auth = await upstream((req, res) => {
+      if (req.url === '/token') {
+        issued++;
+        res.end(JSON.stringify({ access_token: `tok-${issued}`, expires_in: 30 }));
+      } else res.end('{}');
+    });
+    const fhir = service(`${auth.url}/fhir`, {
+      auth: {
+        kind: 'client_credentials',
+        tokenUrl: `${auth.url}/token`,
+        clientId: 'a',
+        clientSecret: 'b',
+        scope: undefined,
+      },
+    });
+    for (let i = 0; i < 10; i++) await fhir.forward({ method: 'GET', path: 'metadata' });
+    expect(issued).toBe(1);
+  });
+});
+
+describe('upstream status mapping', () => {
+  it.each([
+    [304, undefined],
+    [200, undefined],
+    [201, undefined],
+    [400, 400],
+    [401, 502],
+    [403, 502],
+    [404, 404],
+    [405, 405],
+    [409, 409],
+    [410, 404],
+    [412, 412],
+    [413, 413],
+    [414, 414],
+    [415, 415],
+    [422, 422],
+    [429, 502],
+    [302, 502],
+    [500, 502],
+    [503, 502],
+  ])('upstream %i answers our %s', (upstreamStatus, ours) => {
+    if (ours === undefined) expect(isUpstreamSuccess(upstreamStatus)).toBe(true);
+    else {
+      expect(isUpstreamSuccess(upstreamStatus)).toBe(false);
+      expect(upstreamStatusError(upstreamStatus).status).toBe(ours);
+    }
+  });
+
+  it.each([
+    [30_000, 22_500],
+    [60_000, 45_000],
+    [3_600_000, 3_540_000],
+    [5_000, 3_750],
+  ])('renews a token living %i ms after %i ms', (lifetime, renewAfter) => {
+    expect(tokenRenewDelayMs(lifetime)).toBe(renewAfter);
   });
 });

@@ -1,4 +1,3 @@
-import type { Bundle } from '@medplum/fhirtypes';
 import { sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
@@ -32,11 +31,7 @@ async function createPatient(gw: TestGateway, email: string) {
 }
 
 async function patientsWithEmail(gw: TestGateway, email: string) {
-  const response = await gw.deps.fhir.request<Bundle>({
-    method: 'GET',
-    path: 'Patient',
-    query: new URLSearchParams({ email }),
-  });
+  const response = await gw.deps.fhir.search('Patient', new URLSearchParams({ email }));
   return response.body?.entry ?? [];
 }
 

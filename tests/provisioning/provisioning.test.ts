@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Bundle, Patient, Practitioner } from '@medplum/fhirtypes';
+import type { Patient, Practitioner } from '@medplum/fhirtypes';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { DIALECTS } from '../helpers/postgres.js';
@@ -40,11 +40,7 @@ describe.each(DIALECTS)('provisioning (%s)', (dialect) => {
     gw.deps.db.selectFrom('users').selectAll().where('email', '=', email.toLowerCase()).executeTakeFirst();
 
   const fhirSearch = async (type: string, query: string) => {
-    const response = await gw.deps.fhir.request<Bundle>({
-      method: 'GET',
-      path: type,
-      query: new URLSearchParams(query),
-    });
+    const response = await gw.deps.fhir.search(type, new URLSearchParams(query));
     return response.body?.entry?.map((e) => e.resource) ?? [];
   };
 
@@ -102,8 +98,7 @@ describe.each(DIALECTS)('provisioning (%s)', (dialect) => {
     expect(user?.access_code_hash).toMatch(/^[0-9a-f]{64}$/);
     expect(Date.parse(user!.access_code_expires_at!) - Date.now()).toBeGreaterThan(23.9 * 3600_000);
 
-    const patient = (await gw.deps.fhir.request<Patient>({ method: 'GET', path: `Patient/${body.fhir_id}` }))
-      .body!;
+    const patient = (await gw.deps.fhir.read<Patient>('Patient', body.fhir_id)).body!;
     expect(patient.telecom).toEqual(
       expect.arrayContaining([
         { system: 'email', value: email },
@@ -154,9 +149,7 @@ describe.each(DIALECTS)('provisioning (%s)', (dialect) => {
       fhir_resource_id: body.fhir_id,
       is_registered: 0,
     });
-    const practitioner = (
-      await gw.deps.fhir.request<Practitioner>({ method: 'GET', path: `Practitioner/${body.fhir_id}` })
-    ).body!;
+    const practitioner = (await gw.deps.fhir.read<Practitioner>('Practitioner', body.fhir_id)).body!;
     expect(practitioner.telecom).toEqual(expect.arrayContaining([{ system: 'email', value: email }]));
     expect(practitioner.qualification?.[0]?.code?.coding?.[0]?.code).toBe('MD');
     const [mail] = await waitForMailTo(email);
@@ -178,8 +171,7 @@ describe.each(DIALECTS)('provisioning (%s)', (dialect) => {
     });
     expect(ok.status).toBe(201);
     const { fhir_id } = (await ok.json()) as { fhir_id: string };
-    const patient = (await gw.deps.fhir.request<Patient>({ method: 'GET', path: `Patient/${fhir_id}` }))
-      .body!;
+    const patient = (await gw.deps.fhir.read<Patient>('Patient', fhir_id)).body!;
     expect(patient.generalPractitioner).toEqual([{ reference: `Practitioner/${dr.fhir_id}` }]);
 
     const email = uniqueEmail('nobody-assigned');

@@ -1,27 +1,33 @@
-import type { SearchRequest, WithId } from '@medplum/core';
+import type { Filter, SearchRequest, WithId } from '@medplum/core';
 import {
   badRequest,
   evalFhirPath,
+  getSearchParameter,
   gone,
   isNotFound,
   isResourceType,
+  matchesSearchRequest,
   normalizeOperationOutcome,
   notFound,
   OperationOutcomeError,
+  Operator,
   preconditionFailed,
+  splitSearchOnComma,
   validateResource,
 } from '@medplum/core';
 import type { CreateResourceOptions, ReadHistoryOptions, UpdateResourceOptions } from '@medplum/fhir-router';
 import { MemoryRepository } from '@medplum/fhir-router';
-import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
+import type { Bundle, BundleEntry, Resource, ResourceType } from '@medplum/fhirtypes';
 import { searchExpressionFor } from '../definitions.js';
 import type { JournalEntry, JournalOp, ResourceJournal } from './journal.js';
+import { ReferenceIndex } from './referenceIndex.js';
 import {
   assertSupportedSearch,
   buildSearchBundle,
+  expandBareReferenceIds,
   findIncludedResources,
+  parseChain,
   resolvePageWindow,
-  toMatchableRequest,
 } from './search.js';
 
 /**
@@ -36,6 +42,7 @@ import {
 export class JournaledMemoryRepository extends MemoryRepository {
   private readonly journal: ResourceJournal;
   private readonly baseUrl: string;
+  private readonly references = new ReferenceIndex();
   private transactionDepth = 0;
   private writesInTransaction = 0;
 
@@ -89,6 +96,7 @@ export class JournaledMemoryRepository extends MemoryRepository {
       return;
     }
     await super.deleteResource(resourceType, id);
+    this.references.remove(resourceType, id);
     // A delete is a version of its own in FHIR history, with its own version id.
     this.record({
       op: 'delete',
@@ -151,26 +159,52 @@ export class JournaledMemoryRepository extends MemoryRepository {
   override async search<T extends Resource>(searchRequest: SearchRequest<T>): Promise<Bundle<WithId<T>>> {
     assertSupportedSearch(searchRequest);
     const request = resolvePageWindow(searchRequest);
-    const page = request.sortRules?.length
-      ? await this.sortedPage(request as SearchRequest<T> & typeof request)
-      : await super.search(toMatchableRequest(request) as SearchRequest<T>);
-    const matches = (page.entry ?? []).flatMap((entry) => (entry.resource ? [entry.resource] : []));
+    const all = this.sorted(request, this.matching(request));
+    const matches = all.slice(request.offset, request.offset + request.count).map((r) => structuredClone(r));
     const included = await findIncludedResources(request, matches, {
       readResource: (reference) => this.readIfPresent(reference),
-      searchAll: async (unpaged) => {
-        const all = await super.search(
-          toMatchableRequest({ ...unpaged, offset: 0, count: Number.MAX_SAFE_INTEGER }),
-        );
-        return (all.entry ?? []).flatMap((entry) => (entry.resource ? [entry.resource] : []));
-      },
+      searchAll: async (unpaged) => this.matching(unpaged).map((r) => structuredClone(r)),
     });
-    return buildSearchBundle(
-      this.baseUrl,
-      request,
-      page.total ?? matches.length,
-      matches,
-      included,
-    ) as Bundle<WithId<T>>;
+    return buildSearchBundle(this.baseUrl, request, all.length, matches, included) as Bundle<WithId<T>>;
+  }
+
+  /**
+   * Every stored resource the search's filters match, uncopied. Reference, `_id` and chained
+   * filters are answered from the reference index; only the rest is evaluated (FHIRPath) on the
+   * resources those leave, so a search's cost follows its answer, not the store's size.
+   */
+  private matching(request: SearchRequest): Resource[] {
+    const { resourceType } = request;
+    const stored = this.storedOf(resourceType);
+    let candidates: Set<string> | undefined;
+    const rest: Filter[] = [];
+    for (const filter of request.filters ?? []) {
+      const ids = this.indexedIds(resourceType, filter);
+      if (ids === undefined) rest.push(expandBareReferenceIds(resourceType, filter));
+      else candidates = candidates ? intersect(candidates, ids) : ids;
+    }
+    const pool = candidates ? [...candidates].flatMap((id) => stored.get(id) ?? []) : [...stored.values()];
+    if (rest.length === 0) return pool;
+    const remaining: SearchRequest = { resourceType, filters: rest };
+    return pool.filter((resource) => matchesSearchRequest(resource, remaining));
+  }
+
+  /** The ids an equality filter on `_id`, a reference or a chain allows; undefined when the index cannot tell. */
+  private indexedIds(resourceType: string, filter: Filter): Set<string> | undefined {
+    if (filter.operator !== Operator.EQUALS) return undefined;
+    const values = splitSearchOnComma(filter.value);
+    if (filter.code === '_id') return new Set(values);
+    const chain = parseChain(resourceType, filter.code);
+    if (chain) {
+      const inner = { code: chain.param, operator: filter.operator, value: filter.value };
+      const targets = this.matching({ resourceType: chain.targetType as ResourceType, filters: [inner] });
+      return union(
+        targets.map((t) => this.references.holding(resourceType, chain.link, `${t.resourceType}/${t.id}`)),
+      );
+    }
+    if (getSearchParameter(resourceType, filter.code)?.type !== 'reference') return undefined;
+    const expanded = splitSearchOnComma(expandBareReferenceIds(resourceType, filter).value);
+    return union(expanded.map((reference) => this.references.holding(resourceType, filter.code, reference)));
   }
 
   /**
@@ -178,19 +212,16 @@ export class JournaledMemoryRepository extends MemoryRepository {
    * comparator (~30 ms for 50 observations): each sort key is computed once per match, then the
    * same ordering (JSON of the parameter's values, localeCompare) is applied, primary rule first.
    */
-  private async sortedPage<T extends Resource>(
-    request: ReturnType<typeof resolvePageWindow> & SearchRequest<T>,
-  ) {
-    const unpaged = { ...toMatchableRequest(request), sortRules: undefined, offset: 0, count: undefined };
-    const all = await super.search(unpaged as SearchRequest<T>);
-    const rules = (request.sortRules ?? []).map((rule) => ({
+  private sorted(request: SearchRequest, matches: Resource[]): Resource[] {
+    if (!request.sortRules?.length) return matches;
+    const rules = request.sortRules.map((rule) => ({
       descending: rule.descending ? -1 : 1,
       expression: searchExpressionFor(request.resourceType, rule.code),
     }));
-    const keyed = (all.entry ?? []).map((entry) => ({
-      entry,
+    const keyed = matches.map((resource) => ({
+      resource,
       keys: rules.map((rule) =>
-        rule.expression ? JSON.stringify(evalFhirPath(rule.expression, entry.resource)) : '',
+        rule.expression ? JSON.stringify(evalFhirPath(rule.expression, resource)) : '',
       ),
     }));
     keyed.sort((a, b) => {
@@ -200,8 +231,13 @@ export class JournaledMemoryRepository extends MemoryRepository {
       }
       return 0;
     });
-    const window = keyed.slice(request.offset, request.offset + request.count).map((k) => k.entry);
-    return { ...all, entry: window.length ? window : undefined, total: keyed.length };
+    return keyed.map((k) => k.resource);
+  }
+
+  /** MemoryRepository's own map of current resources (private there; @medplum/fhir-router is pinned at 4.5.2). */
+  private storedOf(resourceType: string): ReadonlyMap<string, Resource> {
+    const store = (this as unknown as { resources: Map<string, Map<string, Resource>> }).resources;
+    return store.get(resourceType) ?? new Map();
   }
 
   /**
@@ -250,6 +286,7 @@ export class JournaledMemoryRepository extends MemoryRepository {
     // MemoryRepository.createResource keeps a given id and adds a new current version with a fresh
     // versionId and lastUpdated (both were stripped from the input).
     const stored = await super.createResource(resource);
+    this.references.add(stored);
     const { versionId, lastUpdated } = stored.meta ?? {};
     if (!versionId || !lastUpdated) {
       throw new Error('MemoryRepository stored a resource without versionId or lastUpdated');
@@ -272,9 +309,11 @@ export class JournaledMemoryRepository extends MemoryRepository {
 
   private async reloadFromJournal(): Promise<void> {
     this.clear();
+    this.references.clear();
     for (const resource of this.journal.currentResources()) {
       // The base class stores a resource with its id and meta as given: the journaled version as it was.
       await super.createResource(resource);
+      this.references.add(resource);
     }
   }
 
@@ -344,4 +383,15 @@ function historyEntry(baseUrl: string, entry: JournalEntry): BundleEntry {
 
 function isNotFoundError(err: unknown): boolean {
   return err instanceof OperationOutcomeError && isNotFound(normalizeOperationOutcome(err));
+}
+
+function intersect(a: ReadonlySet<string>, b: ReadonlySet<string>): Set<string> {
+  const [small, large] = a.size <= b.size ? [a, b] : [b, a];
+  return new Set([...small].filter((id) => large.has(id)));
+}
+
+function union(sets: readonly ReadonlySet<string>[]): Set<string> {
+  const all = new Set<string>();
+  for (const set of sets) for (const id of set) all.add(id);
+  return all;
 }

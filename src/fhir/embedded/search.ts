@@ -22,7 +22,8 @@ import type {
 } from '@medplum/fhirtypes';
 
 // What Medplum's MemoryRepository lacks for search, added around it: paging links, _include and
-// _revinclude, bare-id reference search, and a 400 for every search it would silently get wrong.
+// _revinclude, bare-id reference search, one-link chained search, and a 400 for every search it
+// would silently get wrong.
 // See https://hl7.org/fhir/R4/search.html
 
 export const DEFAULT_PAGE_SIZE = 20;
@@ -103,12 +104,43 @@ export function assertSupportedSearch(request: SearchRequest): void {
   }
 }
 
+/** One link of a chained parameter: `subject:Patient.general-practitioner` -> subject, Patient, general-practitioner. */
+export interface Chain {
+  readonly link: string;
+  readonly targetType: string;
+  readonly param: string;
+}
+
+/**
+ * Parses a chained parameter of one link (https://hl7.org/fhir/R4/search.html#chaining). The
+ * target type may be left out only when the reference parameter has one target type; longer
+ * chains and ambiguous ones answer 400, as the specification asks servers to do.
+ */
+export function parseChain(resourceType: string, code: string): Chain | undefined {
+  const dot = code.indexOf('.');
+  if (dot < 0) return undefined;
+  const [link = '', modifier] = code.slice(0, dot).split(':', 2);
+  const param = code.slice(dot + 1);
+  if (param.includes('.') || param.includes(':')) {
+    throw invalidSearch(`Chains of more than one link, or with modifiers, are not supported: ${code}`);
+  }
+  const reference = findKnownParameter(resourceType, link);
+  const targets = reference.target ?? [];
+  const targetType = modifier ?? (targets.length === 1 ? targets[0] : undefined);
+  if (reference.type !== 'reference' || !targetType || !targets.includes(targetType as ResourceType)) {
+    throw invalidSearch(`Chained search needs a reference parameter and its target type: ${code}`);
+  }
+  return { link, targetType, param };
+}
+
 function assertSupportedFilter(resourceType: string, filter: Filter): void {
   if (filter.code.startsWith('_has')) {
     throw invalidSearch('Reverse chaining (_has) is not supported by this server');
   }
-  if (filter.code.includes('.')) {
-    throw invalidSearch(`Chained search is not supported by this server: ${filter.code}`);
+  const chain = parseChain(resourceType, filter.code);
+  if (chain) {
+    assertSupportedFilter(chain.targetType, { ...filter, code: chain.param });
+    return;
   }
   const param = findKnownParameter(resourceType, filter.code);
   const operators = SUPPORTED_OPERATORS[param.type];
@@ -156,21 +188,10 @@ export function resolvePageWindow(request: SearchRequest): PagedSearchRequest {
 }
 
 /**
- * Rewrites the request into what MemoryRepository can match: a bare id on a reference parameter
- * (`subject=123`) becomes every target type (`subject=Patient/123,Group/123,...`), and sort rules
- * are reversed because MemoryRepository sorts once per rule, so its last sort is the primary key.
+ * A bare id on a reference parameter (`subject=123`) means every target type
+ * (`subject=Patient/123,Group/123,...`): what Medplum's matcher and the reference index compare.
  */
-export function toMatchableRequest(request: PagedSearchRequest): PagedSearchRequest {
-  return {
-    ...request,
-    filters: request.filters?.map((filter) => expandBareReferenceIds(request.resourceType, filter)),
-    sortRules: request.sortRules && [...request.sortRules].reverse(),
-    include: undefined,
-    revInclude: undefined,
-  };
-}
-
-function expandBareReferenceIds(resourceType: string, filter: Filter): Filter {
+export function expandBareReferenceIds(resourceType: string, filter: Filter): Filter {
   const param = getSearchParameter(resourceType, filter.code);
   const isReferenceEquality = filter.operator === Operator.EQUALS || filter.operator === Operator.NOT;
   if (param?.type !== 'reference' || !isReferenceEquality || !param.target?.length) {
