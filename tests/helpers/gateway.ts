@@ -1,6 +1,4 @@
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import type { Role } from '../../db/schema.js';
 import type { Clock } from '../../src/clock.js';
 import { loadConfig } from '../../src/config.js';
@@ -8,7 +6,9 @@ import { uuidv7 } from '../../src/ids.js';
 import { createLogger } from '../../src/logger.js';
 import { type Gateway, startGateway } from '../../src/server.js';
 import { insertUser } from '../../src/users/userRepository.js';
+import { type HapiUpstream, startHapiUpstream } from './hapiUpstream.js';
 import { createTestSchema, type TestSchema } from './postgres.js';
+import { tempDir } from './tempDir.js';
 
 export const ADMIN_EMAIL = 'admin@example.com';
 export const ADMIN_PASSWORD = 'correct horse battery staple';
@@ -16,6 +16,8 @@ export const USER_PASSWORD = 'a long and plain passphrase';
 
 export interface TestGateway extends Gateway {
   readonly dataDir: string;
+  /** The HAPI-flavoured upstream, when the gateway was started in front of one. */
+  readonly hapi: HapiUpstream | undefined;
   /** fetch against the gateway: `call('/auth/login', {method: 'POST', json: {...}})`. */
   call(pathAndQuery: string, init?: CallInit): Promise<Response>;
   login(email: string, password: string): Promise<string>;
@@ -43,17 +45,22 @@ export interface TestGatewayOptions {
   env?: Record<string, string>;
   clock?: Clock;
   dataDir?: string;
+  /** Default `embedded`; `hapi` starts a HAPI-flavoured FHIR server and points the gateway at it. */
+  upstream?: UpstreamFlavour;
 }
 
-export function tempDir(prefix = 'ff-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-}
+export { tempDir };
+
+/** The FHIR servers the suites run against: the embedded default and a HAPI-flavoured one (hapiUpstream.ts). */
+export type UpstreamFlavour = 'embedded' | 'hapi';
+export const UPSTREAMS: readonly UpstreamFlavour[] = ['embedded', 'hapi'];
 
 /** The whole gateway — real SQLite/PostgreSQL, embedded FHIR over loopback HTTP — on ephemeral ports. */
 export async function startTestGateway(options: TestGatewayOptions = {}): Promise<TestGateway> {
   const dataDir = options.dataDir ?? tempDir();
   let schema: TestSchema | undefined;
   if (options.dialect === 'postgres') schema = await createTestSchema();
+  const hapi = options.upstream === 'hapi' ? await startHapiUpstream() : undefined;
   const config = loadConfig({
     PORT: '0',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
@@ -62,6 +69,7 @@ export async function startTestGateway(options: TestGatewayOptions = {}): Promis
     ADMIN_PASSWORD,
     PUBLIC_BASE_URL: 'http://gateway.test',
     ...(schema ? { DATABASE_URL: schema.url } : {}),
+    ...hapi?.gatewayEnv,
     ...options.env,
   });
   const gateway = await startGateway(config, {
@@ -121,8 +129,10 @@ export async function startTestGateway(options: TestGatewayOptions = {}): Promis
       });
       return { id, email, password };
     },
+    hapi,
     close: async () => {
       await gateway.close();
+      await hapi?.close();
       await schema?.drop();
       if (!options.dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
     },

@@ -2,24 +2,27 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Patient, Practitioner } from '@medplum/fhirtypes';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { startTestGateway, type TestGateway, UPSTREAMS } from '../helpers/gateway.js';
 import { DIALECTS } from '../helpers/postgres.js';
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
 
 const CODE_PATTERN =
   /\b[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}\b/;
 
-describe.each(DIALECTS)('provisioning (%s)', (dialect) => {
+const MATRIX = DIALECTS.flatMap((dialect) => UPSTREAMS.map((upstream) => [dialect, upstream] as const));
+
+describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
   let gw: TestGateway;
   let smtp: SmtpCapture;
   let admin: string;
   let counter = 0;
-  const uniqueEmail = (prefix = 'person') => `${prefix}-${dialect}-${++counter}@example.com`;
+  const uniqueEmail = (prefix = 'person') => `${prefix}-${dialect}-${upstream}-${++counter}@example.com`;
 
   beforeAll(async () => {
     smtp = await startSmtpCapture();
     gw = await startTestGateway({
       dialect,
+      upstream,
       env: { SMTP_URL: smtp.url, APP_NAME: 'Acme Health', SIGNUP_URL: 'https://app.example.com/signup' },
     });
     admin = await gw.adminToken();
@@ -155,6 +158,23 @@ describe.each(DIALECTS)('provisioning (%s)', (dialect) => {
     const [mail] = await waitForMailTo(email);
     expect(mail!.subject).toBe('Your Access Code to Register on Acme Health');
     expect(mail!.text).toMatch(/your patients/i);
+  });
+
+  it('tells the admin when several FHIR resources already carry the account identifier (upstream 412)', async () => {
+    const email = uniqueEmail('duplicated');
+    const system = 'http://gateway.test/identifiers/account-email';
+    for (let i = 0; i < 2; i++) {
+      await gw.deps.fhir.create('Patient', {
+        resourceType: 'Patient',
+        name: [{ family: 'Twin' }],
+        identifier: [{ system, value: email }],
+      });
+    }
+    const response = await post('/fhir/patient', { name: 'Twin Case', email, dob: '1990-01-01' });
+    expect(response.status).toBe(409);
+    expect(await response.json()).toMatchObject({ code: 'duplicate_identifier' });
+    expect(await userByEmail(email)).toBeUndefined();
+    expect(await fhirSearch('Patient', `identifier=${system}|${email}`)).toHaveLength(2);
   });
 
   it('assigns a patient to an existing practitioner and refuses an unknown one', async () => {

@@ -3,7 +3,7 @@ import type { Bundle, Observation, Resource } from '@medplum/fhirtypes';
 import { Client } from 'fhir-kit-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { unusedPort } from '../helpers/fakeUpstream.js';
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { startTestGateway, type TestGateway, UPSTREAMS } from '../helpers/gateway.js';
 import { provision, signup } from '../helpers/journey.js';
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
 
@@ -19,7 +19,7 @@ const A_OBSERVATIONS = 23;
 
 type Json = Record<string, unknown>;
 
-describe('FHIR passthrough scoping', () => {
+describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => {
   let gw: TestGateway;
   let smtp: SmtpCapture;
   let admin: string;
@@ -96,6 +96,7 @@ describe('FHIR passthrough scoping', () => {
     const port = await unusedPort();
     // the public URL is the real one, so fhir-kit-client can follow the gateway's paging links
     gw = await startTestGateway({
+      upstream,
       env: { SMTP_URL: smtp.url, PORT: String(port), PUBLIC_BASE_URL: `http://127.0.0.1:${port}` },
     });
     admin = await gw.adminToken();
@@ -539,6 +540,70 @@ describe('FHIR passthrough scoping', () => {
       for (const query of ['from=2026-99-99', 'to=2026-13-45T99:99Z', 'from=2026-02-30']) {
         expect((await call(`/patient/observations?${query}`, tokenA)).status, query).toBe(400);
       }
+    });
+  });
+
+  describe('policy holes found running against other servers', () => {
+    it('refuses _has for scoped roles: it would answer about Observations outside the compartment', async () => {
+      const oracle = `/fhir/Patient?_id=${ids.A}&_has:Observation:performer:code=8867-4`;
+      for (const token of [tokenA, tokenP]) {
+        const response = await call(oracle, token);
+        expect(response.status).toBe(400);
+        expect(response.json().resourceType).toBe('OperationOutcome');
+      }
+    });
+
+    it('caps the query: a value over 4 KiB is 414, more than 64 parameters 400, for every role', async () => {
+      for (const token of [tokenA, admin]) {
+        expect((await call(`/fhir/Observation?code=${'x'.repeat(8192)}`, token)).status).toBe(414);
+        const many = Array.from({ length: 200 }, (_, i) => `code=${i}`).join('&'); // 200 parameters in 2 KiB
+        expect((await call(`/fhir/Observation?${many}`, token)).status).toBe(400);
+      }
+    });
+
+    it('binds a cursor to its resource type and route, and lets clients add _count and _format', async () => {
+      const first = (await call('/fhir/Observation?_count=5', tokenA)).json() as unknown as Bundle;
+      const next = first.link?.find((l) => l.relation === 'next')?.url ?? '';
+      const cursor = new URL(next).searchParams.get('_cursor') ?? '';
+      expect((await call(`/fhir/Patient?_cursor=${cursor}`, tokenA)).status).toBe(400);
+      expect((await call(`/fhir?_cursor=${cursor}`, tokenA)).status).toBe(400);
+      expect((await call(`/patient/observations?cursor=${cursor}`, tokenA)).status).toBe(400);
+      const withCompanions = await call(`/fhir/Observation?_cursor=${cursor}&_count=5&_format=json`, tokenA);
+      expect(withCompanions.status).toBe(200);
+      expect(((withCompanions.json() as unknown as Bundle).entry ?? []).length).toBe(5);
+      expect((await call(`/fhir/Observation?_cursor=${cursor}&code=x`, tokenA)).status).toBe(400);
+      expect((await call(`/fhir/Observation?_cursor=${cursor}&_format=xml`, tokenA)).status).toBe(400);
+      const slim = (await call('/patient/observations?limit=5', tokenA)).json() as { next_cursor: string };
+      expect((await call(`/fhir/Observation?_cursor=${slim.next_cursor}`, tokenA)).status).toBe(400);
+    });
+
+    it('answers 412 to a practitioner update with a stale If-Match, and applies a fresh one', async () => {
+      const read = await call(`/fhir/Observation/${ids.obsA[2]}`, tokenP);
+      const etag = read.headers.get('etag') ?? '';
+      expect(etag).toMatch(/^W\/"[^"]+"$/);
+      const put = (body: Json, ifMatch: string) =>
+        call(`/fhir/Observation/${ids.obsA[2]}`, tokenP, {
+          method: 'PUT',
+          body: JSON.stringify(body),
+          headers: { 'content-type': 'application/fhir+json', 'if-match': ifMatch },
+        });
+      const fresh = await put({ ...read.json(), status: 'amended' }, etag);
+      expect(fresh.status).toBe(200);
+      const stale = await put({ ...read.json(), status: 'corrected' }, etag);
+      expect(stale.status).toBe(412);
+      expect(stale.json().resourceType).toBe('OperationOutcome');
+    });
+
+    it('sends the practitioner narrowing as a chain, never as a list of patient ids', async () => {
+      if (!gw.hapi) return; // the request lines are visible at the HAPI-flavoured front
+      const before = gw.hapi.requestLines.length;
+      await call('/fhir/Observation?_count=5', tokenP);
+      await call('/fhir/Patient', tokenP);
+      const sent = gw.hapi.requestLines.slice(before).map(decodeURIComponent);
+      expect(sent.some((l) => l.includes(`subject:Patient.general-practitioner=Practitioner/${ids.P}`))).toBe(
+        true,
+      );
+      expect(sent.some((l) => l.includes(`general-practitioner=Practitioner/${ids.P}`))).toBe(true);
     });
   });
 

@@ -111,6 +111,11 @@ export class ResourceJournal {
     return this.statements.count.get(resourceType, id)?.n ?? 0;
   }
 
+  /** The largest all-digit resource id ever written (0 when none): numeric ids continue after it, never reused. */
+  maxNumericId(): number {
+    return this.statements.maxNumericId.get()?.n ?? 0;
+  }
+
   begin(): void {
     this.db.exec('BEGIN IMMEDIATE');
   }
@@ -165,6 +170,9 @@ function prepareStatements(db: Database.Database) {
     ),
     count: db.prepare<[string, string], { n: number }>(
       'SELECT COUNT(*) AS n FROM fhir_journal WHERE resource_type = ? AND resource_id = ?',
+    ),
+    maxNumericId: db.prepare<[], { n: number | null }>(
+      "SELECT MAX(CAST(resource_id AS INTEGER)) AS n FROM fhir_journal WHERE resource_id NOT GLOB '*[^0-9]*'",
     ),
   };
 }

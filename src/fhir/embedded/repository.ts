@@ -30,6 +30,9 @@ import {
   resolvePageWindow,
 } from './search.js';
 
+/** How the server names resources: UUIDs (Medplum's habit) or sequential numbers (HAPI FHIR's). */
+export type IdStyle = 'uuid' | 'numeric';
+
 /**
  * Medplum's MemoryRepository made to behave like a real FHIR server: every write is validated
  * against R4 and journaled to SQLite (and rebuilt from it at start), history and vread come from
@@ -46,17 +49,40 @@ export class JournaledMemoryRepository extends MemoryRepository {
   private transactionDepth = 0;
   private writesInTransaction = 0;
 
-  private constructor(journal: ResourceJournal, baseUrl: string) {
+  private lastNumericId = 0;
+
+  private constructor(
+    journal: ResourceJournal,
+    baseUrl: string,
+    private readonly idStyle: IdStyle,
+  ) {
     super();
     this.journal = journal;
     this.baseUrl = baseUrl;
   }
 
   /** Builds the repository with every resource the journal holds, at its newest version. */
-  static async restore(journal: ResourceJournal, baseUrl: string): Promise<JournaledMemoryRepository> {
-    const repo = new JournaledMemoryRepository(journal, baseUrl);
+  static async restore(
+    journal: ResourceJournal,
+    baseUrl: string,
+    idStyle: IdStyle = 'uuid',
+  ): Promise<JournaledMemoryRepository> {
+    const repo = new JournaledMemoryRepository(journal, baseUrl, idStyle);
+    repo.lastNumericId = journal.maxNumericId();
     await repo.reloadFromJournal();
     return repo;
+  }
+
+  /** Resource ids: UUIDs, or 1, 2, 3 ... as HAPI FHIR assigns them (never reused). */
+  override generateId(): string {
+    return this.idStyle === 'numeric' ? String(++this.lastNumericId) : super.generateId();
+  }
+
+  /** Version ids: UUIDs, or 1, 2, 3 ... per resource as HAPI FHIR counts them (a delete is a version too). */
+  private nextVersionId(resourceType: string, id: string): string {
+    return this.idStyle === 'numeric'
+      ? String(this.journal.countVersions(resourceType, id) + 1)
+      : super.generateId();
   }
 
   /** @see https://hl7.org/fhir/R4/http.html#create — the server assigns id, versionId and lastUpdated. */
@@ -102,7 +128,7 @@ export class JournaledMemoryRepository extends MemoryRepository {
       op: 'delete',
       resourceType,
       id,
-      versionId: this.generateId(),
+      versionId: this.nextVersionId(resourceType, id),
       lastUpdated: new Date().toISOString(),
     });
   }
@@ -283,9 +309,14 @@ export class JournaledMemoryRepository extends MemoryRepository {
   }
 
   private async storeVersion<T extends Resource>(op: JournalOp, resource: T): Promise<WithId<T>> {
-    // MemoryRepository.createResource keeps a given id and adds a new current version with a fresh
-    // versionId and lastUpdated (both were stripped from the input).
-    const stored = await super.createResource(resource);
+    // MemoryRepository.createResource keeps a given id and version and adds lastUpdated (stripped from the input)
+    const id = resource.id ?? this.generateId();
+    const versioned = {
+      ...resource,
+      id,
+      meta: { ...resource.meta, versionId: this.nextVersionId(resource.resourceType, id) },
+    };
+    const stored = await super.createResource(versioned);
     this.references.add(stored);
     const { versionId, lastUpdated } = stored.meta ?? {};
     if (!versionId || !lastUpdated) {

@@ -10,7 +10,7 @@ import type { OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { loadFhirDefinitions } from '../definitions.js';
 import { buildCapabilityStatement } from './capability.js';
 import { ResourceJournal } from './journal.js';
-import { JournaledMemoryRepository } from './repository.js';
+import { type IdStyle, JournaledMemoryRepository } from './repository.js';
 
 export interface EmbeddedFhirServer {
   /** Absolute FHIR base URL without a trailing slash, e.g. `http://127.0.0.1:41234/fhir/R4`. */
@@ -28,6 +28,8 @@ export interface EmbeddedFhirOptions {
   port?: number;
   /** Default `/fhir/R4`. */
   basePath?: string;
+  /** Default `uuid`; `numeric` names resources 1, 2, 3 ... and versions 1, 2, 3 ... like HAPI FHIR. */
+  idStyle?: IdStyle;
   log?: (msg: string, extra?: Record<string, unknown>) => void;
 }
 
@@ -78,7 +80,7 @@ export async function startEmbeddedFhirServer(opts: EmbeddedFhirOptions): Promis
   try {
     const origin = await listen(server, opts.host ?? '127.0.0.1', opts.port ?? 0);
     const baseUrl = `${origin}${basePath}`;
-    const repo = await JournaledMemoryRepository.restore(journal, baseUrl);
+    const repo = await JournaledMemoryRepository.restore(journal, baseUrl, opts.idStyle);
     const context: ServerContext = {
       baseUrl,
       basePath,

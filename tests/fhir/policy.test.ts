@@ -1,0 +1,214 @@
+import type { Resource } from '@medplum/fhirtypes';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { AppError } from '../../src/errors.js';
+import { isMember, type Membership, membershipOf, type Scope } from '../../src/fhir/compartment.js';
+import { loadFhirDefinitions } from '../../src/fhir/definitions.js';
+import { cursorForLink, relativeToBase, verifyCursor } from '../../src/fhir/links.js';
+import { assertQuerySize, cursorCompanions, narrowSearch } from '../../src/fhir/searchPolicy.js';
+
+// The FHIR policy as pure functions, case by case: no gateway, no server, milliseconds each.
+// The started-gateway suites (tests/security/passthrough.test.ts, tests/fhir/panel.test.ts) stay
+// as the end-to-end net on both upstream flavours.
+
+beforeAll(() => loadFhirDefinitions());
+
+const ALL: Scope = { kind: 'all' };
+const ME: Scope = { kind: 'patient', patientId: 'a' };
+const GP: Scope = { kind: 'panel', practitionerId: 'p' };
+const NONE: Scope = { kind: 'none' };
+
+/** The narrowed query as a string, 'empty', or the error status. */
+function narrowed(type: string, query: string, scope: Scope): string | number {
+  try {
+    const result = narrowSearch(type, new URLSearchParams(query), scope);
+    return result.kind === 'empty' ? 'empty' : decodeURIComponent(result.params.toString());
+  } catch (error) {
+    if (error instanceof AppError) return error.status;
+    throw error;
+  }
+}
+
+describe('search narrowing', () => {
+  it.each([
+    // admins: unchanged
+    [
+      'Observation',
+      'subject=Patient/b&_has:Observation:subject:code=1',
+      ALL,
+      'subject=Patient/b&_has:Observation:subject:code=1',
+    ],
+    // a patient: their own id is added, or checked
+    ['Observation', 'code=8867-4', ME, 'code=8867-4&subject=Patient/a'],
+    ['Observation', 'subject=Patient/a', ME, 'subject=Patient/a'],
+    ['Observation', 'subject=a', ME, 'subject=Patient/a'],
+    ['Observation', 'patient=Patient/a', ME, 'subject=Patient/a'],
+    ['Observation', 'subject=Patient/b', ME, 'empty'],
+    ['Observation', 'subject=Patient/a,Patient/b', ME, 'empty'],
+    ['Observation', 'subject=Patient/a&subject=Patient/b', ME, 'empty'],
+    ['Observation', 'subject=https://x.example/fhir/Patient/b', ME, 'empty'],
+    ['Observation', 'subject=Group/1', ME, 'empty'],
+    ['Patient', '', ME, '_id=a'],
+    ['Patient', '_id=b', ME, 'empty'],
+    ['Practitioner', 'name=x', ME, 'name=x'],
+    // a practitioner's panel: narrowed on the server, never listed
+    ['Observation', '_count=5', GP, '_count=5&subject:Patient.general-practitioner=Practitioner/p'],
+    [
+      'Observation',
+      'subject=Patient/b',
+      GP,
+      'subject=Patient/b&subject:Patient.general-practitioner=Practitioner/p',
+    ],
+    [
+      'Observation',
+      'subject=b,c',
+      GP,
+      'subject=Patient/b,Patient/c&subject:Patient.general-practitioner=Practitioner/p',
+    ],
+    ['Condition', '', GP, 'patient:Patient.general-practitioner=Practitioner/p'],
+    ['AllergyIntolerance', '', GP, 'patient:Patient.general-practitioner=Practitioner/p'],
+    ['Patient', '', GP, 'general-practitioner=Practitioner/p'],
+    ['Patient', '_id=b', GP, '_id=b&general-practitioner=Practitioner/p'],
+    // refused for every scoped role
+    ['Patient', '_id=a&_has:Observation:performer:code=X', ME, 400],
+    ['Patient', '_has:Observation:subject:code=X', GP, 400],
+    ['Observation', 'subject:Patient.general-practitioner=Practitioner/q', GP, 400],
+    ['Observation', 'subject.name=x', ME, 400],
+    ['Observation', '_filter=x', GP, 400],
+    ['Observation', '_include=*', ME, 400],
+    ['Observation', 'subject:identifier=x|y', ME, 400],
+    ['Observation', 'shoeSize=1', ME, 400],
+    ['Observation', 'performer=a', ME, 400],
+    ['Appointment', '', ME, 403],
+    // an account without a FHIR record: directory types only
+    ['Observation', '', NONE, 'empty'],
+    ['Organization', 'name=x', NONE, 'name=x'],
+  ] as const)('%s?%s for %o -> %s', (type, query, scope, expected) => {
+    expect(narrowed(type, query, scope)).toBe(expected);
+  });
+});
+
+const obs = (subject: string, performer?: string): Resource =>
+  ({
+    resourceType: 'Observation',
+    status: 'final',
+    code: {},
+    subject: { reference: subject },
+    ...(performer ? { performer: [{ reference: performer }] } : {}),
+  }) as Resource;
+const patient = (id: string, ...gps: string[]): Resource =>
+  ({ resourceType: 'Patient', id, generalPractitioner: gps.map((reference) => ({ reference })) }) as Resource;
+
+describe('the response check', () => {
+  it.each([
+    [obs('Patient/a'), ME, 'in'],
+    [obs('Patient/b'), ME, 'out'],
+    [obs('Patient/b', 'Patient/a'), ME, 'out'], // performer does not widen a patient's view
+    [obs('http://up.example/fhir/Patient/a/_history/2'), ME, 'in'],
+    [obs('Patient/b/_history/Patient/a'), ME, 'out'], // anchored: names nobody
+    [patient('a'), ME, 'in'],
+    [patient('b'), ME, 'out'],
+    [{ resourceType: 'Practitioner', id: 'x' } as Resource, ME, 'in'],
+    [{ resourceType: 'Appointment', id: 'x' } as Resource, ME, 'out'],
+    [patient('b', 'Practitioner/p'), GP, 'in'],
+    [patient('b', 'Practitioner/q'), GP, 'out'],
+    [patient('b', 'Practitioner/p/_history/3'), GP, 'in'],
+    [patient('b', 'PractitionerRole/p'), GP, 'out'],
+    [obs('Patient/b'), GP, { anyOf: ['b'] }],
+    [obs('Group/1'), GP, 'out'],
+    [obs('Patient/a'), NONE, 'out'],
+    [obs('Patient/z'), ALL, 'in'],
+  ] as [Resource, Scope, Membership][])('%o for %o is %o', (resource, scope, expected) => {
+    expect(membershipOf(resource, scope)).toEqual(expected);
+  });
+
+  it.each([
+    ['in', [], true],
+    ['out', ['b'], false],
+    [{ anyOf: ['b', 'c'] }, ['c'], true],
+    [{ anyOf: ['b'] }, ['c'], false],
+  ] as [Membership, string[], boolean][])(
+    '%o with panel members %o -> %s',
+    (membership, members, expected) => {
+      expect(isMember(membership, new Set(members))).toBe(expected);
+    },
+  );
+});
+
+describe('upstream links', () => {
+  const base = 'https://hapi.example/fhir';
+  it.each([
+    [`${base}/Observation?subject=Patient/1&_offset=20`, 'Observation?subject=Patient/1&_offset=20'],
+    [`${base}?_getpages=abc&_getpagesoffset=20&_count=20`, '?_getpages=abc&_getpagesoffset=20&_count=20'],
+    [`${base}/?_getpages=abc`, '?_getpages=abc'],
+    ['Observation?_offset=20', 'Observation?_offset=20'],
+    ['?_getpages=abc', '?_getpages=abc'],
+    ['/fhir/Observation?ct=xyz', 'Observation?ct=xyz'],
+    [base, ''],
+    ['https://evil.example/fhir/Observation', undefined],
+    ['https://hapi.example/fhirx/Observation', undefined],
+    ['https://hapi.example/other/Observation', undefined],
+    ['/other/Observation', undefined],
+  ])('%s -> %s', (link, relative) => {
+    expect(relativeToBase(link, base)).toBe(relative);
+  });
+});
+
+describe('paging cursors', () => {
+  const key = Buffer.alloc(32, 7);
+  const now = new Date('2026-12-01T10:00:00Z');
+  const issued = { userId: 'u1', route: 'fhir', type: 'Observation', now };
+  const cursor = cursorForLink(key, issued, 'https://up/fhir?_getpages=x', 'https://up/fhir') ?? '';
+
+  it.each([
+    ['the same caller, route and type', issued, '?_getpages=x'],
+    ['another user', { ...issued, userId: 'u2' }, undefined],
+    ['another route', { ...issued, route: 'patient.observations' }, undefined],
+    ['another type', { ...issued, type: 'Patient' }, undefined],
+    ['the base', { ...issued, type: '' }, undefined],
+    ['15 minutes later', { ...issued, now: new Date(now.getTime() + 15 * 60_000 + 1000) }, undefined],
+  ])('used by %s -> %s', (_label, binding, expected) => {
+    expect(verifyCursor(key, cursor, binding)).toBe(expected);
+  });
+
+  it('is refused when tampered with or signed with another key', () => {
+    expect(
+      verifyCursor(
+        key,
+        cursor.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A')),
+        issued,
+      ),
+    ).toBeUndefined();
+    expect(verifyCursor(Buffer.alloc(32, 8), cursor, issued)).toBeUndefined();
+  });
+
+  it.each([
+    ['_cursor=c', true],
+    ['_cursor=c&_count=50', true],
+    ['_cursor=c&_format=json&_pretty=true', true],
+    ['_cursor=c&_format=application/fhir%2Bjson', true],
+    ['_cursor=c&_format=xml', false],
+    ['_cursor=c&code=x', false],
+    ['_cursor=c&_cursor=d', false],
+  ])('?%s with a cursor is accepted: %s', (query, fine) => {
+    const check = () => cursorCompanions(new URLSearchParams(query));
+    if (fine) expect(check).not.toThrow();
+    else expect(check).toThrow(AppError);
+  });
+});
+
+describe('query caps', () => {
+  it.each([
+    ['code=x', undefined],
+    [`code=${'x'.repeat(4091)}`, undefined],
+    [`code=${'x'.repeat(4092)}`, 414],
+    [Array.from({ length: 64 }, () => 'a=1').join('&'), undefined],
+    [Array.from({ length: 65 }, () => 'a=1').join('&'), 400],
+  ])('a query of %#', (query, status) => {
+    try {
+      assertQuerySize(query, new URLSearchParams(query));
+      expect(status).toBeUndefined();
+    } catch (error) {
+      expect((error as AppError).status).toBe(status);
+    }
+  });
+});

@@ -1,0 +1,118 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import path from 'node:path';
+
+/**
+ * Real processes for the tests where a process boundary matters: the gateway started the way
+ * it is deployed (`npm start`, a fresh process), a FHIR server started on its own
+ * (`npm run fhir`), crashes by SIGKILL. Each runs in its own process group so a kill reaches
+ * npm, tsx and node alike.
+ */
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+
+export interface RunningProcess {
+  readonly child: ChildProcess;
+  /** Everything the process wrote to stdout and stderr so far. */
+  output(): string;
+  /** Resolves when the process has exited (with its code, or null after a signal). */
+  readonly exited: Promise<number | null>;
+  /** Signals the whole process group; resolves once it has exited. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export function runNpm(args: readonly string[], env: Record<string, string>): RunningProcess {
+  const child = spawn('npm', ['run', '-s', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let output = '';
+  child.stdout?.on('data', (chunk) => {
+    output += chunk;
+  });
+  child.stderr?.on('data', (chunk) => {
+    output += chunk;
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return {
+    child,
+    output: () => output,
+    exited,
+    kill: async (signal = 'SIGKILL') => {
+      try {
+        if (child.pid) process.kill(-child.pid, signal);
+      } catch {
+        // already gone
+      }
+      await exited;
+    },
+  };
+}
+
+/** A free port on loopback (the OS picks; a race with another process is unlikely on a test machine). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls until `check` resolves truthy, or throws after `timeoutMs` with the process output for context. */
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false>,
+  timeoutMs = 30_000,
+  proc?: RunningProcess,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const result = await check();
+      if (result) return result;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out waiting for ${what}${proc ? `\n--- output ---\n${proc.output().slice(-4000)}` : ''}`,
+      );
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Starts the embedded FHIR server alone (`npm run fhir`) and resolves its base URL. */
+export async function startStandaloneFhir(
+  dataDir: string,
+): Promise<{ proc: RunningProcess; baseUrl: string }> {
+  const port = await freePort();
+  const proc = runNpm(['fhir'], { FHIR_EMBEDDED_PORT: String(port), DATA_DIR: dataDir, HOST: '127.0.0.1' });
+  const baseUrl = await waitFor(
+    'the standalone FHIR server',
+    async () => /"baseUrl":"([^"]+)"/.exec(proc.output())?.[1],
+    30_000,
+    proc,
+  );
+  return { proc, baseUrl };
+}
+
+/** Starts the gateway with `npm start` in a fresh process and waits until /readyz says ready. */
+export async function startGatewayProcess(
+  env: Record<string, string>,
+): Promise<{ proc: RunningProcess; url: string }> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const proc = runNpm(['start'], { PORT: String(port), HOST: '127.0.0.1', PUBLIC_BASE_URL: url, ...env });
+  await waitFor(
+    'the gateway to be ready',
+    async () => (await fetch(`${url}/readyz`)).status === 200,
+    30_000,
+    proc,
+  );
+  return { proc, url };
+}
