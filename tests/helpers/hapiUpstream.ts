@@ -94,7 +94,7 @@ export async function startHapiUpstream(options: HapiUpstreamOptions = {}): Prom
     const forwarded = await fetch(`${enginePath}${query.size > 0 ? `?${query}` : ''}`, {
       method: req.method ?? 'GET',
       headers: relayedHeaders(req.headers),
-      ...(body.length > 0 ? { body } : {}),
+      ...(body.length > 0 ? { body: new Uint8Array(body) } : {}),
     });
     const text = await forwarded.text();
     const headers: Record<string, string> = {};
