@@ -1,8 +1,7 @@
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Pool } from 'undici';
+import { caller, codeFromMail, measure as measureRows, rssMiB, startNode, waitFor } from './lib.js';
 
 /**
  * `npm run bench`: starts the gateway as its own process on a fresh DATA_DIR (embedded FHIR,
@@ -18,89 +17,21 @@ const PASSWORD = 'a long and plain passphrase';
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 2000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 10);
 
-const pool = new Pool(BASE, { connections: CONCURRENCY });
-
-async function call(method: string, url: string, token?: string, body?: unknown) {
-  const response = await pool.request({
-    method: method as 'GET',
-    path: url,
-    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    ...(body ? { body: JSON.stringify(body) } : {}),
-  });
-  const text = await response.body.text();
-  return { status: response.statusCode, json: () => JSON.parse(text) };
-}
-
-async function waitReady() {
-  for (let i = 0; i < 200; i++) {
-    try {
-      if ((await call('GET', '/readyz')).status === 200) return;
-    } catch {
-      // not up yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('gateway did not become ready');
-}
-
-function percentile(sorted: number[], p: number): number {
-  return Math.round(sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! * 100) / 100;
-}
-
-async function measure(
-  name: string,
-  request: () => Promise<{ status: number }>,
-  total = REQUESTS,
-  concurrency = CONCURRENCY,
-) {
-  const latencies: number[] = [];
-  let next = 0;
-  let failures = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next++ < total) {
-        const t = performance.now();
-        const { status } = await request();
-        latencies.push(performance.now() - t);
-        if (status >= 400) failures++;
-      }
-    }),
-  );
-  const seconds = (performance.now() - started) / 1000;
-  latencies.sort((a, b) => a - b);
-  return {
-    name,
-    requests: latencies.length,
-    failures,
-    rps: Math.round(latencies.length / seconds),
-    p50_ms: percentile(latencies, 50),
-    p95_ms: percentile(latencies, 95),
-    p99_ms: percentile(latencies, 99),
-  };
-}
-
-function rssMiB(pid: number): number {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Math.round(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
-}
+const http = caller(BASE, CONCURRENCY);
+const call = http.call;
 
 async function main() {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ff-bench-'));
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: {
-      ...process.env,
-      PORT: String(PORT),
-      DATA_DIR: dataDir,
-      LOG_LEVEL: 'warn',
-      ADMIN_EMAIL: ADMIN.email,
-      ADMIN_PASSWORD: ADMIN.password,
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
+  const child = startNode('src/main.ts', {
+    PORT: String(PORT),
+    DATA_DIR: dataDir,
+    LOG_LEVEL: 'warn',
+    ADMIN_EMAIL: ADMIN.email,
+    ADMIN_PASSWORD: ADMIN.password,
   });
   try {
     const startedAt = performance.now();
-    await waitReady();
+    await waitFor(async () => (await call('GET', '/readyz')).status === 200, 'the gateway to be ready');
     const readyMs = Math.round(performance.now() - startedAt);
     const admin = (await call('POST', '/auth/login', undefined, ADMIN)).json().token as string;
     const created = (
@@ -121,12 +52,7 @@ async function main() {
       });
     }
     await new Promise((r) => setTimeout(r, 500));
-    const mailDir = path.join(dataDir, 'mail');
-    const mail = fs
-      .readdirSync(mailDir)
-      .map((f) => fs.readFileSync(path.join(mailDir, f), 'utf8'))
-      .find((m) => m.includes('bench@example.com'))!;
-    const code = /[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}/.exec(mail)![0];
+    const code = codeFromMail(dataDir, 'bench@example.com');
     const patient = (
       await call('POST', '/auth/signup', undefined, {
         email: 'bench@example.com',
@@ -166,8 +92,17 @@ async function main() {
     process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
   } finally {
     child.kill('SIGTERM');
-    await pool.close();
+    await http.close();
   }
+}
+
+function measure(
+  name: string,
+  request: () => Promise<{ status: number }>,
+  total = REQUESTS,
+  concurrency = CONCURRENCY,
+) {
+  return measureRows(name, request, total, concurrency);
 }
 
 main().catch((error: unknown) => {

@@ -30,6 +30,9 @@ import {
   resolvePageWindow,
 } from './search.js';
 
+/** Recent searches whose matches are kept until a type they read is written. */
+const MATCH_CACHE_ENTRIES = 64;
+
 /** How the server names resources: UUIDs (Medplum's habit) or sequential numbers (HAPI FHIR's). */
 export type IdStyle = 'uuid' | 'numeric';
 
@@ -46,6 +49,9 @@ export class JournaledMemoryRepository extends MemoryRepository {
   private readonly journal: ResourceJournal;
   private readonly baseUrl: string;
   private readonly references = new ReferenceIndex();
+  /** Writes per resource type, and the matches of recent searches stamped with the counts they saw. */
+  private readonly writes = new Map<string, number>();
+  private readonly matches = new Map<string, { stamp: string; resources: Resource[] }>();
   private transactionDepth = 0;
   private writesInTransaction = 0;
 
@@ -123,6 +129,7 @@ export class JournaledMemoryRepository extends MemoryRepository {
     }
     await super.deleteResource(resourceType, id);
     this.references.remove(resourceType, id);
+    this.written(resourceType);
     // A delete is a version of its own in FHIR history, with its own version id.
     this.record({
       op: 'delete',
@@ -200,6 +207,35 @@ export class JournaledMemoryRepository extends MemoryRepository {
    * resources those leave, so a search's cost follows its answer, not the store's size.
    */
   private matching(request: SearchRequest): Resource[] {
+    // the same search again (a page after a page, a practitioner's narrowing on every request) reuses the
+    // matches until a resource of a type it reads is written: exact, like a query cache invalidated by writes
+    const key = `${request.resourceType}?${JSON.stringify(request.filters ?? [])}`;
+    const types = [
+      request.resourceType,
+      ...(request.filters ?? []).flatMap((f) => this.chainTarget(request.resourceType, f)),
+    ];
+    const stamp = types.map((type) => `${type}:${this.writes.get(type) ?? 0}`).join(',');
+    const cached = this.matches.get(key);
+    if (cached?.stamp === stamp) return cached.resources;
+    const resources = this.evaluate(request);
+    this.matches.delete(key);
+    this.matches.set(key, { stamp, resources });
+    if (this.matches.size > MATCH_CACHE_ENTRIES)
+      this.matches.delete(this.matches.keys().next().value as string);
+    return resources;
+  }
+
+  private chainTarget(resourceType: string, filter: Filter): string[] {
+    const chain = parseChain(resourceType, filter.code);
+    return chain ? [chain.targetType] : [];
+  }
+
+  /** Records a write to a type: searches that read it are evaluated afresh. */
+  private written(resourceType: string): void {
+    this.writes.set(resourceType, (this.writes.get(resourceType) ?? 0) + 1);
+  }
+
+  private evaluate(request: SearchRequest): Resource[] {
     const { resourceType } = request;
     const stored = this.storedOf(resourceType);
     let candidates: Set<string> | undefined;
@@ -318,6 +354,7 @@ export class JournaledMemoryRepository extends MemoryRepository {
     };
     const stored = await super.createResource(versioned);
     this.references.add(stored);
+    this.written(stored.resourceType);
     const { versionId, lastUpdated } = stored.meta ?? {};
     if (!versionId || !lastUpdated) {
       throw new Error('MemoryRepository stored a resource without versionId or lastUpdated');
@@ -341,6 +378,7 @@ export class JournaledMemoryRepository extends MemoryRepository {
   private async reloadFromJournal(): Promise<void> {
     this.clear();
     this.references.clear();
+    this.matches.clear();
     for (const resource of this.journal.currentResources()) {
       // The base class stores a resource with its id and meta as given: the journaled version as it was.
       await super.createResource(resource);

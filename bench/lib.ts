@@ -1,0 +1,133 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import { Pool } from 'undici';
+
+/** Shared by the benchmarks: HTTP calls with a keep-alive pool, closed-loop measurement, processes. */
+
+export interface Caller {
+  // biome-ignore lint/suspicious/noExplicitAny: benchmark answers are read ad hoc
+  call(
+    method: string,
+    url: string,
+    token?: string,
+    body?: unknown,
+  ): Promise<{ status: number; json: () => any }>;
+  close(): Promise<void>;
+}
+
+export function caller(base: string, connections: number): Caller {
+  const pool = new Pool(base, { connections });
+  return {
+    call: async (method, url, token, body) => {
+      const response = await pool.request({
+        method: method as 'GET',
+        path: url,
+        headers: {
+          'content-type': 'application/json',
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+        },
+        ...(body ? { body: JSON.stringify(body) } : {}),
+      });
+      const text = await response.body.text();
+      return { status: response.statusCode, json: () => JSON.parse(text) };
+    },
+    close: () => pool.close(),
+  };
+}
+
+export async function waitFor(
+  check: () => Promise<boolean>,
+  what: string,
+  timeoutMs = 30_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) throw new Error(`${what} did not happen in ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export function percentile(sorted: number[], p: number): number {
+  return (
+    Math.round((sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0) * 100) / 100
+  );
+}
+
+export interface Measured {
+  name: string;
+  requests: number;
+  failures: number;
+  rps: number;
+  p50_ms: number;
+  p95_ms: number;
+  p99_ms: number;
+}
+
+/** Closed loop: `concurrency` workers send `total` requests back to back. */
+export async function measure(
+  name: string,
+  request: () => Promise<{ status: number }>,
+  total: number,
+  concurrency: number,
+): Promise<Measured> {
+  const latencies: number[] = [];
+  let next = 0;
+  let failures = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next++ < total) {
+        const t = performance.now();
+        const { status } = await request();
+        latencies.push(performance.now() - t);
+        if (status >= 400) failures++;
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  return {
+    name,
+    requests: latencies.length,
+    failures,
+    rps: Math.round(latencies.length / seconds),
+    p50_ms: percentile(latencies, 50),
+    p95_ms: percentile(latencies, 95),
+    p99_ms: percentile(latencies, 99),
+  };
+}
+
+export function rssMiB(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Math.round(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
+}
+
+/** A TypeScript entry point of ours as its own process (the way `npm start` runs it). */
+export function startNode(
+  entry: string,
+  env: Record<string, string>,
+  stdout: 'ignore' | 'pipe' = 'ignore',
+): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', entry], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', stdout, 'inherit'],
+  });
+}
+
+/** The access code in the newest mail to `email` in the file outbox. */
+export function codeFromMail(dataDir: string, email: string): string {
+  const mailDir = `${dataDir}/mail`;
+  const mail = fs
+    .readdirSync(mailDir)
+    .map((f) => fs.readFileSync(`${mailDir}/${f}`, 'utf8'))
+    .filter((m) => m.includes(email))
+    .pop();
+  const code = mail ? /[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}/.exec(mail)?.[0] : undefined;
+  if (!code) throw new Error(`no access code mailed to ${email}`);
+  return code;
+}
