@@ -1,0 +1,94 @@
+import http from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
+import { type FakeUpstream, startFakeUpstream } from '../helpers/fakeUpstream.js';
+import { startTestGateway, type TestGateway, tempDir } from '../helpers/gateway.js';
+import { provision, signup } from '../helpers/journey.js';
+import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
+
+/**
+ * An upstream that misbehaves on chosen requests, behind every path a patient uses: each gets
+ * the one status mapping (502 for 5xx, for a search that answers something other than a
+ * Bundle, and for an OperationOutcome with 200), never a 404 or 200 that hides the failure.
+ */
+
+type Mode = 'pass' | 'patient-500' | 'search-outcome-200' | 'search-not-bundle';
+
+describe('every patient path when the FHIR server answers badly', () => {
+  let engine: Awaited<ReturnType<typeof startEmbeddedFhirServer>>;
+  let proxy: FakeUpstream;
+  let gw: TestGateway;
+  let smtp: SmtpCapture;
+  let token: string;
+  let mode: Mode = 'pass';
+
+  beforeAll(async () => {
+    engine = await startEmbeddedFhirServer({ dataDir: tempDir() });
+    const target = new URL(engine.baseUrl);
+    proxy = await startFakeUpstream((req, res) => {
+      const isSearch = req.method === 'GET' && /\/Observation(\?|$)/.test(req.url);
+      if (mode === 'patient-500' && req.method === 'GET' && /\/Patient\/[^/?]+$/.test(req.url)) {
+        res.writeHead(500, { 'content-type': 'text/html' }).end('<h1>Internal error at db-7.internal</h1>');
+      } else if (mode === 'search-outcome-200' && isSearch) {
+        res
+          .writeHead(200, { 'content-type': 'application/fhir+json' })
+          .end('{"resourceType":"OperationOutcome","issue":[]}');
+      } else if (mode === 'search-not-bundle' && isSearch) {
+        res
+          .writeHead(200, { 'content-type': 'application/fhir+json' })
+          .end('{"resourceType":"Patient","id":"x"}');
+      } else {
+        const upstream = http.request(
+          {
+            host: target.hostname,
+            port: target.port,
+            method: req.method,
+            path: req.url,
+            headers: req.headers,
+          },
+          (answer) => {
+            res.writeHead(answer.statusCode ?? 502, answer.headers);
+            answer.pipe(res);
+          },
+        );
+        upstream.end(req.body);
+      }
+    });
+    smtp = await startSmtpCapture();
+    gw = await startTestGateway({
+      env: { SMTP_URL: smtp.url, FHIR_BASE_URL: `${proxy.url}${target.pathname}` },
+    });
+    const p = await provision(gw, smtp, 'fragile@example.com');
+    token = (
+      (await (
+        await signup(gw, { email: p.email, access_code: p.code, password: 'a long and plain passphrase' })
+      ).json()) as {
+        token: string;
+      }
+    ).token;
+  });
+
+  afterAll(async () => {
+    await gw.close();
+    await proxy.close();
+    await engine.close();
+    await smtp.close();
+  });
+
+  it.each([
+    ['patient-500', '/patient/profile', 502],
+    ['search-outcome-200', '/patient/observations', 502],
+    ['search-not-bundle', '/patient/observations', 502],
+    ['search-outcome-200', '/fhir/Observation', 502],
+    ['search-not-bundle', '/fhir/Observation', 502],
+    ['pass', '/patient/profile', 200],
+    ['pass', '/fhir/Observation', 200],
+  ] as const)('with the upstream in mode %s, %s answers %i', async (m, path, status) => {
+    mode = m;
+    const response = await gw.call(path, { token });
+    const text = await response.text();
+    expect(response.status).toBe(status);
+    expect(text).not.toContain('db-7');
+    expect(text).not.toContain(proxy.url);
+  });
+});
