@@ -29,6 +29,8 @@ export interface UsersTable {
   reset_code_hash: ColumnType<string | null, string | null | undefined, string | null>;
   reset_code_expires_at: ColumnType<string | null, string | null | undefined, string | null>;
   reset_code_attempts: Generated<number>;
+  /** The name the code mails greet with: a mail never waits for the FHIR server. */
+  display_name: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export type AuditOutcome = 'success' | 'denied' | 'failed';
@@ -46,6 +48,10 @@ export interface AuditLogTable {
   request_id: string | null;
   client_ip: string | null;
   detail: ColumnType<string | null, string | null | undefined, never>;
+  /** The patient whose data the event concerns (access events, and actions on a Patient). */
+  patient_id: ColumnType<string | null, string | null | undefined, never>;
+  /** The error code of a refused or failed request (src/errors.ts). */
+  error_code: ColumnType<string | null, string | null | undefined, never>;
 }
 
 export type OutboxKind = 'email' | 'fhir_audit_event';
@@ -79,6 +85,34 @@ export interface IdempotencyKeysTable {
   response_headers: string | null;
   created_at: string;
   expires_at: string;
+  /** While in progress: the request holds the key until then (renewed while it runs). */
+  locked_until: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The provisioning intent a crashed request left: reconciliation finishes the key with it. */
+  intent_id: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+export type IntentState = 'pending' | 'done' | 'abandoned' | 'orphaned';
+
+/** A provisioning create, recorded before the FHIR call (see migration 0004). */
+export interface ProvisioningIntentsTable {
+  id: string;
+  actor_user_id: string;
+  idempotency_key: string | null;
+  fhir_type: 'Patient' | 'Practitioner';
+  email: string;
+  display_name: string;
+  resource: string;
+  response_kind: 'slim' | 'fhir';
+  state: IntentState;
+  fhir_id: string | null;
+  user_id: string | null;
+  lease_until: string;
+  attempts: Generated<number>;
+  last_error: string | null;
+  request_id: string | null;
+  client_ip: string | null;
+  created_at: string;
+  updated_at: string;
 }
 
 export interface FhirOrphansTable {
@@ -125,6 +159,7 @@ export interface Database {
   outbox: OutboxTable;
   idempotency_keys: IdempotencyKeysTable;
   fhir_orphans: FhirOrphansTable;
+  provisioning_intents: ProvisioningIntentsTable;
   sessions: SessionsTable;
   refresh_tokens: RefreshTokensTable;
   rate_limits: RateLimitsTable;
@@ -137,3 +172,4 @@ export type AuditRow = Selectable<AuditLogTable>;
 export type NewAuditEntry = Insertable<AuditLogTable>;
 export type OutboxRow = Selectable<OutboxTable>;
 export type NewOutboxRow = Insertable<OutboxTable>;
+export type IntentRow = Selectable<ProvisioningIntentsTable>;
