@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { migrateToLatest, openDatabase } from '../db/connection.js';
 import { createApp } from './app.js';
+import { createAuditTrail } from './audit/auditTrail.js';
 import { createPasswordHasher } from './auth/passwords.js';
 import { loadSigningKey } from './auth/tokens.js';
 import { type Clock, systemClock } from './clock.js';
@@ -63,6 +64,9 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     const database = openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
     closers.push(() => database.close());
     await migrateToLatest(database.db);
+    // closed right before the database (closers run in reverse): its last rows are written first
+    const auditTrail = createAuditTrail({ db: database.db, clock, logger });
+    closers.push(() => auditTrail.close());
     // every mode needs the R4 definitions (path model, search policy, response check), not only the embedded server
     await loadFhirDefinitions();
 
@@ -142,6 +146,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       secrets,
       outbox,
       background,
+      auditTrail,
       clock,
       logger,
     };

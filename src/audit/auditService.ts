@@ -1,6 +1,7 @@
 import type { AuditOutcome, NewAuditEntry } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import { enqueueFhirAuditEvent } from '../email/outbox.js';
+import { ERROR_CATALOG } from '../errors.js';
 import { uuidv7 } from '../ids.js';
 import type { Db } from '../users/userRepository.js';
 import { toFhirAuditEvent } from './auditEvent.js';
@@ -17,18 +18,25 @@ export interface AuditEvent {
   targetUserId?: string | null;
   targetFhirType?: string | null;
   targetFhirId?: string | null;
+  /** The patient whose data the event concerns (access events: one entry per patient). */
+  patientId?: string | null;
+  /** Why a request was refused or failed: an AppError code, or an audit-only one such as `out_of_scope`. */
+  errorCode?: string | null;
   requestId?: string | null;
   clientIp?: string | null;
   detail?: Record<string, string | number | boolean | null>;
 }
 
-/**
- * Appends one entry to the audit log (append-only: the database refuses updates and deletes)
- * and queues its FHIR AuditEvent mirror in the same transaction when `db` is one.
- */
-export async function writeAudit(db: Db, clock: Clock, event: AuditEvent): Promise<void> {
-  const now = clock.now();
-  const row: NewAuditEntry = {
+// services that predate `errorCode` name the AppError code of a failure as its `reason`
+function errorCodeOf(event: AuditEvent): string | null {
+  if (event.errorCode !== undefined) return event.errorCode;
+  const reason = event.detail?.reason;
+  return event.outcome !== 'success' && typeof reason === 'string' && reason in ERROR_CATALOG ? reason : null;
+}
+
+/** The audit_log row for an event that happened at `now`. */
+export function auditRow(event: AuditEvent, now: Date): NewAuditEntry {
+  return {
     id: uuidv7(now.getTime()),
     occurred_at: now.toISOString(),
     action: event.action,
@@ -38,10 +46,22 @@ export async function writeAudit(db: Db, clock: Clock, event: AuditEvent): Promi
     target_user_id: event.targetUserId ?? null,
     target_fhir_type: event.targetFhirType ?? null,
     target_fhir_id: event.targetFhirId ?? null,
+    patient_id: event.patientId ?? null,
+    error_code: errorCodeOf(event),
     request_id: event.requestId ?? null,
     client_ip: event.clientIp ?? null,
     detail: event.detail ? JSON.stringify(event.detail) : null,
   };
+}
+
+/**
+ * Appends one entry to the audit log (append-only: the database refuses updates and deletes)
+ * and queues its FHIR AuditEvent mirror in the same transaction when `db` is one. For the
+ * transactional events (admin actions, logins); high-volume refusals and reads go through the
+ * batched trail (auditTrail.ts).
+ */
+export async function writeAudit(db: Db, clock: Clock, event: AuditEvent): Promise<void> {
+  const row = auditRow(event, clock.now());
   await db.insertInto('audit_log').values(row).execute();
   await enqueueFhirAuditEvent(db, clock, toFhirAuditEvent(row, 'fhir-facade'));
 }

@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { Dialect } from '../../db/connection.js';
 import type { Database, Role } from '../../db/schema.js';
+import type { AuditTrail } from '../audit/auditTrail.js';
 import type { PasswordHasher } from '../auth/passwords.js';
 import type { AccessTokenClaims, SigningKey } from '../auth/tokens.js';
 import type { Clock } from '../clock.js';
@@ -26,6 +27,8 @@ export interface AppDeps {
   readonly outbox: { wake(): void };
   /** Work that runs after the response (see background.ts). */
   readonly background: BackgroundTasks;
+  /** Batched audit entries written off the request path: refusals and access events (auditTrail.ts). */
+  readonly auditTrail: AuditTrail;
   readonly clock: Clock;
   readonly logger: Logger;
 }
