@@ -16,8 +16,24 @@ import type { Database } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
+/** How long a statement waits for another writer's lock before it fails (SQLITE_BUSY, PostgreSQL 55P03). */
+export const LOCK_WAIT_MS = 2_000;
+
+/** A statement refused because another writer held the lock too long, or it ran over its time (SQLite, PostgreSQL). */
+export function isLockTimeout(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  return code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED' || code === '55P03' || code === '57014';
+}
+
 export interface DatabaseHandle {
   readonly db: Kysely<Database>;
+  /**
+   * For background work (outbox lanes, the audit trail's flush, housekeeping). On SQLite it is a
+   * second connection that gives up on a lock at once: better-sqlite3 waits for a lock on the
+   * event loop, so a retrying background writer must never stall every request for the busy
+   * timeout. On PostgreSQL it is the same pool (its waits do not block the process).
+   */
+  readonly background: Kysely<Database>;
   readonly dialect: Dialect;
   close(): Promise<void>;
 }
@@ -28,18 +44,29 @@ export interface DatabaseOptions {
   readonly dataDir: string;
 }
 
-function openSqlite(file: string): Kysely<Database> {
+/** How long a background write on SQLite waits for a lock before it gives up (its work is retried later). */
+const BACKGROUND_LOCK_WAIT_MS = 50;
+
+function openSqlite(file: string, lockWaitMs = LOCK_WAIT_MS): Kysely<Database> {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const sqlite = new SqliteDatabase(file);
   sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('foreign_keys = ON');
-  sqlite.pragma('busy_timeout = 5000');
+  // a write waits at most this long for another writer's lock, then fails: a request answers 503 in
+  // seconds rather than hanging behind a long transaction (provisioning's budget is 6 s in all)
+  sqlite.pragma(`busy_timeout = ${lockWaitMs}`);
   sqlite.pragma('synchronous = NORMAL');
   return new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
 }
 
 function openPostgres(connectionString: string): Kysely<Database> {
-  const pool = new pg.Pool({ connectionString, max: 10 });
+  // the same bound on lock waits as SQLite's busy timeout, and on waiting for a pooled connection
+  const pool = new pg.Pool({
+    connectionString,
+    max: 10,
+    lock_timeout: LOCK_WAIT_MS,
+    connectionTimeoutMillis: 2 * LOCK_WAIT_MS,
+  });
   // bigint counts come back as strings from pg; our counts are small, so parse them as numbers
   pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
@@ -48,10 +75,22 @@ function openPostgres(connectionString: string): Kysely<Database> {
 /** Opens the configured database. The caller owns the handle and closes it on shutdown. */
 export function openDatabase(options: DatabaseOptions): DatabaseHandle {
   const dialect: Dialect = options.databaseUrl ? 'postgres' : 'sqlite';
-  const db = options.databaseUrl
-    ? openPostgres(options.databaseUrl)
-    : openSqlite(path.join(options.dataDir, 'fhir-facade.sqlite'));
-  return { db, dialect, close: () => db.destroy() };
+  if (options.databaseUrl) {
+    const db = openPostgres(options.databaseUrl);
+    return { db, background: db, dialect, close: () => db.destroy() };
+  }
+  const file = path.join(options.dataDir, 'fhir-facade.sqlite');
+  const db = openSqlite(file);
+  const background = openSqlite(file, BACKGROUND_LOCK_WAIT_MS);
+  return {
+    db,
+    background,
+    dialect,
+    close: async () => {
+      await background.destroy();
+      await db.destroy();
+    },
+  };
 }
 
 /** Runs every pending migration; throws the first failure. */

@@ -18,6 +18,7 @@ import { startHousekeeping } from './housekeeping.js';
 import { createBackgroundTasks } from './http/background.js';
 import type { AppDeps } from './http/types.js';
 import type { Logger } from './logger.js';
+import { startReconciler } from './provisioning/reconciliation.js';
 import { loadSecrets } from './secrets.js';
 import { ensureAdminAccount } from './users/adminAccounts.js';
 
@@ -53,7 +54,8 @@ async function closeAll(closers: Closer[], logger: Logger): Promise<void> {
 
 /**
  * Boots the gateway: database + migrations -> embedded FHIR server (when no FHIR_BASE_URL)
- * -> keys, hasher, mailer + outbox worker -> first admin -> HTTP server. Used by main.ts and by tests.
+ * -> keys, hasher, mailer + outbox lanes -> first admin -> reconciliation -> HTTP server. Used by
+ * main.ts and by tests.
  */
 export async function startGateway(config: Config, options: StartOptions): Promise<Gateway> {
   const { logger } = options;
@@ -65,7 +67,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     closers.push(() => database.close());
     await migrateToLatest(database.db);
     // closed right before the database (closers run in reverse): its last rows are written first
-    const auditTrail = createAuditTrail({ db: database.db, clock, logger });
+    const auditTrail = createAuditTrail({ db: database.background, clock, logger });
     closers.push(() => auditTrail.close());
     // every mode needs the R4 definitions (path model, search policy, response check), not only the embedded server
     await loadFhirDefinitions();
@@ -99,8 +101,8 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       logger,
     });
     closers.push(async () => mailer.close());
-    const outbox = startOutboxWorker({
-      db: database.db,
+    const workerDeps = {
+      db: database.background,
       clock,
       mailer,
       fhir,
@@ -109,8 +111,18 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       signupUrl: config.signupUrl,
       resetUrl: config.resetUrl,
       logger,
-    });
-    closers.push(() => outbox.stop());
+    };
+    // one lane each: a hanging FHIR server never delays a mail, a failing SMTP server never an AuditEvent
+    const lanes = [
+      startOutboxWorker(workerDeps, { lane: 'email' }),
+      startOutboxWorker(workerDeps, { lane: 'fhir_audit_event' }),
+    ];
+    for (const lane of lanes) closers.push(() => lane.stop());
+    const outbox = {
+      wake: () => {
+        for (const lane of lanes) lane.wake();
+      },
+    };
     closers.push(() => fhir.close());
 
     if (config.firstAdmin) {
@@ -127,12 +139,13 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       logger.info({ email: config.firstAdmin.email, result }, 'first admin account');
     }
 
-    closers.push(startHousekeeping(database.db, clock, logger));
+    closers.push(startHousekeeping(database.background, clock, logger));
     const background = createBackgroundTasks(logger);
     closers.push(() => background.drain());
     const deps: AppDeps = {
       config,
       db: database.db,
+      backgroundDb: database.background,
       dialect: database.dialect,
       fhir,
       panels: createPanelMembership({
@@ -150,6 +163,8 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       clock,
       logger,
     };
+    // creates a crash left half-done are finished (or undone) now and every few seconds
+    closers.push(startReconciler(deps));
     const app = createApp(deps);
     const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
       const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));

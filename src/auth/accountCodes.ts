@@ -3,7 +3,6 @@ import { type AuditEvent, writeAudit } from '../audit/auditService.js';
 import { enqueueAccessCodeMail } from '../email/outbox.js';
 import { AppError } from '../errors.js';
 import type { AppDeps } from '../http/types.js';
-import { nameFromFhir } from '../users/fhirIdentity.js';
 import { findUserByEmail } from '../users/userRepository.js';
 import {
   accessCodeMatches,
@@ -68,7 +67,8 @@ export async function issueCode(
   const expiresAt = new Date(now.getTime() + ttl * 1000).toISOString();
   const code = generateAccessCode();
   const hash = hashAccessCode(deps.secrets.codeHmacKey, purpose, user.email, code);
-  const name = await nameFromFhir(deps, user);
+  // the greeting is the name stored with the account: a code mail never waits for the FHIR server
+  const name = user.display_name ?? '';
   await deps.db.transaction().execute(async (trx) => {
     const updated = await trx
       .updateTable('users')

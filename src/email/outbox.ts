@@ -110,11 +110,19 @@ async function insertOutboxRow(
   return id;
 }
 
-/** Ids of rows due now: pending and past their backoff, or `sending` under an expired lease (a crashed worker). */
-export async function findDueOutboxIds(db: OutboxDb, nowIso: string, limit: number): Promise<string[]> {
-  const rows = await db
-    .selectFrom('outbox')
-    .select('id')
+/**
+ * Ids of rows due now, of one lane (`kind`) or all: pending and past their backoff, or `sending`
+ * under an expired lease (a crashed worker).
+ */
+export async function findDueOutboxIds(
+  db: OutboxDb,
+  nowIso: string,
+  limit: number,
+  kind?: OutboxKind,
+): Promise<string[]> {
+  let query = db.selectFrom('outbox').select('id');
+  if (kind) query = query.where('kind', '=', kind);
+  const rows = await query
     .where((eb) =>
       eb.or([
         eb.and([eb('status', '=', 'pending'), eb('next_attempt_at', '<=', nowIso)]),
@@ -174,6 +182,22 @@ async function updateClaimed(
   const result = await db
     .updateTable('outbox')
     .set({ ...values, locked_until: null })
+    .where('id', '=', claim.id)
+    .where('status', '=', 'sending')
+    .where('attempts', '=', claim.attempts)
+    .executeTakeFirst();
+  return result.numUpdatedRows === 1n;
+}
+
+/** Extends a claim's lease while its delivery runs (the heartbeat of leases.ts); false once taken over. */
+export async function renewOutboxClaim(
+  db: OutboxDb,
+  claim: OutboxClaim,
+  leaseUntilIso: string,
+): Promise<boolean> {
+  const result = await db
+    .updateTable('outbox')
+    .set({ locked_until: leaseUntilIso })
     .where('id', '=', claim.id)
     .where('status', '=', 'sending')
     .where('attempts', '=', claim.attempts)

@@ -1,8 +1,9 @@
 import type { Resource } from '@medplum/fhirtypes';
 import type { Kysely } from 'kysely';
-import type { Database, OutboxRow, Role } from '../../db/schema.js';
+import type { Database, OutboxKind, OutboxRow, Role } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import type { FhirService } from '../fhir/fhirService.js';
+import { heartbeat, LEASE_MS } from '../leases.js';
 import type { Logger } from '../logger.js';
 import { unseal } from '../secrets.js';
 import { InvalidMailError, type Mailer } from './mailer.js';
@@ -14,6 +15,7 @@ import {
   markOutboxSent,
   type OutboxClaim,
   type PurgedMailPayload,
+  renewOutboxClaim,
   type SealedAccessCodePayload,
 } from './outbox.js';
 import { renderAccessCodeMail } from './templates.js';
@@ -36,7 +38,12 @@ export interface OutboxWorkerOptions {
   pollIntervalMs?: number;
   /** Poll from the start (default true); with false only runOnce() and wake() start ticks. */
   autoStart?: boolean;
-  /** How long a claimed row is ours before another worker may take it over. Default 5 min. */
+  /** Which lane: only rows of this kind (mail, or the AuditEvent mirror). Default: every kind. */
+  lane?: OutboxKind;
+  /**
+   * How long a claim lasts without renewal; a delivery in progress renews it (heartbeat), so a
+   * crashed worker's rows are taken over within this time. Default LEASE_MS (6 s).
+   */
   leaseMs?: number;
   /** Attempts after which a row is given up ('failed'). Default 20. */
   maxAttempts?: number;
@@ -54,8 +61,6 @@ export interface OutboxWorker {
 }
 
 const DEFAULT_POLL_MS = 2_000;
-// longer than any single send can take (SMTP timeouts are ~10 s per phase)
-const DEFAULT_LEASE_MS = 5 * 60_000;
 const DEFAULT_MAX_ATTEMPTS = 20;
 const DEFAULT_BATCH_SIZE = 10;
 const BACKOFF_BASE_MS = 5_000;
@@ -119,14 +124,19 @@ function parsePayload(row: OutboxRow): Record<string, unknown> {
 }
 
 /**
- * Delivers the outbox: claims due rows one conditional UPDATE at a time (so two workers or two
- * instances never send the same row), sends, then marks them sent or schedules a retry with
- * exponential backoff. Delivery is at least once: a crash between the SMTP server's accept and
- * the 'sent' update sends that mail again after the lease expires.
+ * Delivers the outbox, one lane per worker (mail, or the AuditEvent mirror: a hanging FHIR
+ * server never delays a mail, a failing SMTP server never delays an AuditEvent): claims due
+ * rows one conditional UPDATE at a time (so two workers or two instances never send the same
+ * row), sends while renewing the claim's short lease, then marks them sent or schedules a retry
+ * with exponential backoff. Delivery is at least once: a crash between the SMTP server's
+ * accept and the 'sent' update sends that mail again once the lease lapses (within LEASE_MS).
  */
 export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerOptions = {}): OutboxWorker {
   const pollIntervalMs = options.pollIntervalMs ?? DEFAULT_POLL_MS;
-  const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+  const leaseMs = options.leaseMs ?? LEASE_MS;
+  const lane = options.lane;
+  /** After a delivery failed, the lane rests until the failed row's retry time (its server is probably down). */
+  let restingUntil = 0;
   const maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
   const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
   const { db, clock, logger } = deps;
@@ -177,8 +187,22 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
     await deps.fhir.create('AuditEvent', payload as unknown as Resource);
   };
 
-  const deliver = async (row: OutboxRow): Promise<void> => {
+  /** Delivers a claimed row, renewing its lease while the send runs; false when it failed and will be retried. */
+  const deliver = async (row: OutboxRow): Promise<boolean> => {
     const claim: OutboxClaim = { id: row.id, attempts: row.attempts };
+    const beat = heartbeat(
+      () => renewOutboxClaim(db, claim, new Date(clock.now().getTime() + leaseMs).toISOString()),
+      logger,
+      Math.max(50, Math.floor(leaseMs / 3)),
+    );
+    try {
+      return await deliverClaimed(row, claim);
+    } finally {
+      await beat.stop();
+    }
+  };
+
+  const deliverClaimed = async (row: OutboxRow, claim: OutboxClaim): Promise<boolean> => {
     const log = { outbox_id: row.id, kind: row.kind, attempts: row.attempts };
     let payload: Record<string, unknown> = {};
     const finalPayload = () => (row.kind === 'email' ? purged(payload) : undefined);
@@ -195,7 +219,7 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
         const ok = await markOutboxFailed(db, claim, label, finalPayload());
         if (ok) logger.warn({ ...log, error: label }, 'outbox row failed for good');
         else lost();
-        return;
+        return true;
       }
       const delay = backoffMs(row.attempts);
       const next = new Date(clock.now().getTime() + delay).toISOString();
@@ -203,25 +227,29 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
       if (ok)
         logger.warn({ ...log, error: label, next_attempt_at: next }, 'outbox delivery failed, will retry');
       else lost();
-      return;
+      if (lane) restingUntil = clock.now().getTime() + delay;
+      return false;
     }
     // purge: once the mail is out, the row keeps no code, sealed or not
     const ok = await markOutboxSent(db, claim, clock.now().toISOString(), finalPayload());
     if (ok) logger.info(log, 'outbox row delivered');
     else lost();
+    return true;
   };
 
   const tick = async (): Promise<number> => {
     const now = clock.now();
+    // a lane whose server just failed rests: trying the next row would only wait for the same timeout
+    if (now.getTime() < restingUntil) return 0;
     const nowIso = now.toISOString();
     const leaseUntil = new Date(now.getTime() + leaseMs).toISOString();
-    const ids = await findDueOutboxIds(db, nowIso, batchSize);
+    const ids = await findDueOutboxIds(db, nowIso, batchSize, lane);
     let processed = 0;
     for (const id of ids) {
       const row = await claimOutboxRow(db, id, nowIso, leaseUntil);
       if (!row) continue; // another worker claimed it first
-      await deliver(row);
       processed += 1;
+      if (!(await deliver(row)) && lane) break;
     }
     return processed;
   };

@@ -16,6 +16,8 @@ import type { BackgroundTasks } from './background.js';
 export interface AppDeps {
   readonly config: Config;
   readonly db: Kysely<Database>;
+  /** For writes that must never wait on a lock: lease renewals, background workers (db/connection.ts). */
+  readonly backgroundDb: Kysely<Database>;
   readonly dialect: Dialect;
   readonly fhir: FhirService;
   /** Which patients are in a practitioner's panel (short-lived, bounded answers). */

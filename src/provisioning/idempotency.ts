@@ -1,14 +1,22 @@
 import { createHash } from 'node:crypto';
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
+import { isLockTimeout } from '../../db/connection.js';
 import type { Database } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import { AppError } from '../errors.js';
+import { heartbeat, isoAfter, LEASE_MS } from '../leases.js';
+import type { Logger } from '../logger.js';
 import { isUniqueViolation } from '../users/userRepository.js';
 
 /**
  * Idempotency-Key handling (draft-ietf-httpapi-idempotency-key-header): a retried request with
  * the same key and body replays the first answer instead of creating twice; the same key with
  * another body is refused (422); keys are scoped to the caller and kept 24 hours.
+ *
+ * A key in progress is locked only while its request runs: the lock is a short lease renewed
+ * every few seconds (leases.ts). A retry after a crash finds the lease lapsed, lets
+ * reconciliation finish the create the crashed request started (the key's intent), and then
+ * replays that answer — or, when nothing had been created, does the work itself.
  */
 
 const KEY_PATTERN = /^[\x21-\x7e]{1,255}$/;
@@ -27,6 +35,22 @@ export interface IdempotentRequest {
   readonly body: unknown;
 }
 
+/** The key a request holds while it runs (its lock is renewed until the work ends). */
+export interface HeldKey {
+  readonly actorUserId: string;
+  readonly key: string;
+}
+
+export interface IdempotencyDeps {
+  readonly db: Kysely<Database>;
+  /** Where the lock is renewed: a connection that never waits on a lock (db/connection.ts). */
+  readonly backgroundDb: Kysely<Database>;
+  readonly clock: Clock;
+  readonly logger: Logger;
+}
+
+type Db = Kysely<Database> | Transaction<Database>;
+
 /** JSON with sorted keys, so the same body hashes the same whatever its key order. */
 function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
@@ -43,9 +67,7 @@ function requestHash(route: string, body: unknown): string {
     .digest('hex');
 }
 
-type Existing = Awaited<ReturnType<typeof findKey>>;
-
-function findKey(db: Kysely<Database>, actorUserId: string, key: string) {
+function findKey(db: Db, actorUserId: string, key: string) {
   return db
     .selectFrom('idempotency_keys')
     .selectAll()
@@ -54,13 +76,9 @@ function findKey(db: Kysely<Database>, actorUserId: string, key: string) {
     .executeTakeFirst();
 }
 
-function replay(existing: NonNullable<Existing>, hash: string): StoredResponse {
-  if (existing.request_hash !== hash) throw new AppError('idempotency_key_reused');
-  if (existing.state !== 'done') {
-    throw new AppError('conflict', {
-      detail: 'A request with this Idempotency-Key is still being processed.',
-    });
-  }
+type KeyRow = NonNullable<Awaited<ReturnType<typeof findKey>>>;
+
+function replay(existing: KeyRow): StoredResponse {
   return {
     status: existing.response_status ?? 200,
     body: JSON.parse(existing.response_body ?? 'null'),
@@ -68,33 +86,135 @@ function replay(existing: NonNullable<Existing>, hash: string): StoredResponse {
   };
 }
 
-/** Runs `work` once per (caller, key); without a key it simply runs. */
+function stillRunning(existing: KeyRow, now: Date): AppError {
+  const seconds = Math.max(1, Math.ceil((Date.parse(existing.locked_until ?? '') - now.getTime()) / 1000));
+  return new AppError('conflict', {
+    detail: 'A request with this Idempotency-Key is still being processed; retry shortly.',
+    headers: { 'Retry-After': String(Number.isFinite(seconds) ? seconds : 1) },
+  });
+}
+
+/** Stores the answer for replays; inside the transaction that made it, so a crash cannot separate them. */
+export async function finishKey(db: Db, held: HeldKey, response: StoredResponse): Promise<void> {
+  await db
+    .updateTable('idempotency_keys')
+    .set({
+      state: 'done',
+      locked_until: null,
+      response_status: response.status,
+      response_body: JSON.stringify(response.body),
+      response_headers: JSON.stringify(response.headers),
+    })
+    .where('actor_user_id', '=', held.actorUserId)
+    .where('key', '=', held.key)
+    .where('state', '=', 'in_progress')
+    .execute();
+}
+
+/** Frees a key whose work created nothing (failed, or undone by reconciliation): the client may retry with it. */
+export async function releaseKey(db: Db, held: HeldKey, onlyWithoutIntent = false): Promise<void> {
+  let query = db
+    .deleteFrom('idempotency_keys')
+    .where('actor_user_id', '=', held.actorUserId)
+    .where('key', '=', held.key)
+    .where('state', '=', 'in_progress');
+  if (onlyWithoutIntent) query = query.where('intent_id', 'is', null);
+  await query.execute();
+}
+
+/** The key an intent was started under, if any. */
+export function keyOfIntent(intent: {
+  actor_user_id: string;
+  idempotency_key: string | null;
+}): HeldKey | undefined {
+  return intent.idempotency_key === null
+    ? undefined
+    : { actorUserId: intent.actor_user_id, key: intent.idempotency_key };
+}
+
+/**
+ * Runs `work` once per (caller, key); without a key it simply runs. `resume(intentId)` is how a
+ * retry finishes what a crashed request started (reconciliation of its provisioning intent).
+ */
 export async function withIdempotency(
-  db: Kysely<Database>,
-  clock: Clock,
+  deps: IdempotencyDeps,
   request: IdempotentRequest,
-  work: () => Promise<StoredResponse>,
+  work: (held: HeldKey | undefined) => Promise<StoredResponse>,
+  resume: (intentId: string) => Promise<void>,
 ): Promise<StoredResponse> {
-  const { key } = request;
-  if (key === undefined) return work();
+  const { key, actorUserId } = request;
+  if (key === undefined) return work(undefined);
   if (!KEY_PATTERN.test(key)) {
     throw new AppError('validation_failed', {
       errors: [{ path: 'Idempotency-Key', message: 'must be 1-255 visible ASCII characters' }],
     });
   }
   const hash = requestHash(request.route, request.body);
-  const now = clock.now();
-  const existing = await findKey(db, request.actorUserId, key);
-  if (existing && existing.expires_at > now.toISOString()) return replay(existing, hash);
-  if (existing)
-    await db
-      .deleteFrom('idempotency_keys')
-      .where('actor_user_id', '=', request.actorUserId)
-      .where('key', '=', key)
-      .execute();
+  const held: HeldKey = { actorUserId, key };
+  let lock: string | undefined;
+  for (let round = 0; round < 4 && lock === undefined; round++) {
+    const now = deps.clock.now();
+    const existing = await findKey(deps.db, actorUserId, key);
+    if (!existing || existing.expires_at <= now.toISOString()) {
+      lock = await insertKey(deps, request, hash, existing !== undefined);
+      continue;
+    }
+    if (existing.request_hash !== hash) throw new AppError('idempotency_key_reused');
+    if (existing.state === 'done') return replay(existing);
+    if ((existing.locked_until ?? '') > now.toISOString()) throw stillRunning(existing, now);
+    // its request crashed: finish what it started, then look again (done -> replay, released -> ours)
+    if (existing.intent_id) {
+      await resume(existing.intent_id);
+      const after = await findKey(deps.db, actorUserId, key);
+      if (after?.state === 'done') return replay(after);
+      if (after && after.locked_until !== existing.locked_until) continue;
+    }
+    lock = await takeOver(deps, held, existing.locked_until);
+  }
+  if (lock === undefined) throw stillRunning({ locked_until: null } as KeyRow, deps.clock.now());
 
+  let current = lock;
+  const beat = heartbeat(async () => {
+    const next = isoAfter(deps.clock.now(), LEASE_MS);
+    const renewed = await casLock(deps.backgroundDb, held, current, next);
+    if (renewed) current = next;
+    return renewed;
+  }, deps.logger);
   try {
-    await db
+    const response = await work(held);
+    await beat.stop();
+    await finishKey(deps.db, held, response);
+    return response;
+  } catch (error) {
+    await beat.stop();
+    // a key whose work recorded an intent is the intent's to settle: reconciliation finishes or frees it
+    await releaseKey(deps.db, held, true).catch((e: unknown) =>
+      deps.logger.warn({ err: e }, 'could not release an idempotency key'),
+    );
+    throw error;
+  }
+}
+
+/** Inserts the key in progress, locked for one lease; undefined when a concurrent request won the insert. */
+async function insertKey(
+  deps: IdempotencyDeps,
+  request: IdempotentRequest,
+  hash: string,
+  replacingExpired: boolean,
+): Promise<string | undefined> {
+  const now = deps.clock.now();
+  const lockedUntil = isoAfter(now, LEASE_MS);
+  const key = request.key as string;
+  try {
+    if (replacingExpired) {
+      await deps.db
+        .deleteFrom('idempotency_keys')
+        .where('actor_user_id', '=', request.actorUserId)
+        .where('key', '=', key)
+        .where('expires_at', '<=', now.toISOString())
+        .execute();
+    }
+    await deps.db
       .insertInto('idempotency_keys')
       .values({
         actor_user_id: request.actorUserId,
@@ -106,39 +226,38 @@ export async function withIdempotency(
         response_body: null,
         response_headers: null,
         created_at: now.toISOString(),
-        expires_at: new Date(now.getTime() + KEEP_MS).toISOString(),
+        expires_at: isoAfter(now, KEEP_MS),
+        locked_until: lockedUntil,
+        intent_id: null,
       })
       .execute();
+    return lockedUntil;
   } catch (error) {
-    // a concurrent request with the same key won the insert: answer as a retry would
-    const winner = isUniqueViolation(error) ? await findKey(db, request.actorUserId, key) : undefined;
-    if (winner) return replay(winner, hash);
+    // a concurrent request with the same key won the insert: the next round answers as a retry would
+    if (isUniqueViolation(error)) return undefined;
+    if (isLockTimeout(error)) throw new AppError('storage_unavailable', { cause: error });
     throw error;
   }
+}
 
-  const release = () =>
-    db
-      .deleteFrom('idempotency_keys')
-      .where('actor_user_id', '=', request.actorUserId)
-      .where('key', '=', key)
-      .execute();
-  let response: StoredResponse;
-  try {
-    response = await work();
-  } catch (error) {
-    await release(); // a failed attempt stores nothing: the client may retry with the same key
-    throw error;
-  }
-  await db
+/** Takes a lapsed key over (compare-and-set on the lock we saw); undefined when someone was faster. */
+async function takeOver(
+  deps: IdempotencyDeps,
+  held: HeldKey,
+  seen: string | null,
+): Promise<string | undefined> {
+  const next = isoAfter(deps.clock.now(), LEASE_MS);
+  return (await casLock(deps.db, held, seen, next)) ? next : undefined;
+}
+
+async function casLock(db: Db, held: HeldKey, seen: string | null, next: string): Promise<boolean> {
+  let query = db
     .updateTable('idempotency_keys')
-    .set({
-      state: 'done',
-      response_status: response.status,
-      response_body: JSON.stringify(response.body),
-      response_headers: JSON.stringify(response.headers),
-    })
-    .where('actor_user_id', '=', request.actorUserId)
-    .where('key', '=', key)
-    .execute();
-  return response;
+    .set({ locked_until: next })
+    .where('actor_user_id', '=', held.actorUserId)
+    .where('key', '=', held.key)
+    .where('state', '=', 'in_progress');
+  query = seen === null ? query.where('locked_until', 'is', null) : query.where('locked_until', '=', seen);
+  const result = await query.executeTakeFirst();
+  return result.numUpdatedRows === 1n;
 }

@@ -12,7 +12,8 @@ import { patientFromDto, practitionerFromDto } from './fhirMappers.js';
 import type { ProvisionedType } from './fhirValidation.js';
 import { type StoredResponse, withIdempotency } from './idempotency.js';
 import { CreatePatientBody, CreatePractitionerBody, ProvisionedResponse } from './provisioningSchemas.js';
-import { provision } from './provisioningService.js';
+import { provision, type ResponseKind } from './provisioningService.js';
+import { reconcileIntent } from './reconciliation.js';
 
 const authenticateAdmin = authenticate({ auditFailures: true });
 const requireProvisioner = requirePermission('users:provision');
@@ -79,31 +80,43 @@ function fhirResponse(response: StoredResponse, contentType: string): Response {
   });
 }
 
-async function slimProvision(c: Context<AppEnv>, type: ProvisionedType, body: unknown, resource: unknown) {
+/** The create under the caller's Idempotency-Key: a retry replays, a retry after a crash gets what reconciliation finished. */
+function idempotentProvision(
+  c: Context<AppEnv>,
+  type: ProvisionedType,
+  body: unknown,
+  resource: unknown,
+  responseKind: ResponseKind,
+) {
   const deps = c.var.deps;
-  const response = await withIdempotency(
-    deps.db,
-    deps.clock,
-    { actorUserId: c.var.caller.userId, key: c.req.header('idempotency-key'), route: c.req.path, body },
-    async () => {
-      const result = await provision(deps, c.var.caller, requestContext(c), type, resource);
-      return {
-        status: 201,
-        headers: {},
-        body: {
-          fhir_id: result.fhirId,
-          user_id: result.userId,
-          message: `${type} created. An access code was emailed to ${result.email}.`,
-        },
-      };
-    },
+  const request = {
+    actorUserId: c.var.caller.userId,
+    key: c.req.header('idempotency-key'),
+    route: c.req.path,
+    body,
+  };
+  const resume = async (intentId: string) => {
+    if ((await reconcileIntent(deps, intentId)) === 'held')
+      throw new AppError('conflict', {
+        detail: 'A request with this Idempotency-Key is still being processed; retry shortly.',
+        headers: { 'Retry-After': '2' },
+      });
+  };
+  return withIdempotency(
+    deps,
+    request,
+    (held) => provision(deps, c.var.caller, requestContext(c), { type, resource, responseKind, held }),
+    resume,
   );
+}
+
+async function slimProvision(c: Context<AppEnv>, type: ProvisionedType, body: unknown, resource: unknown) {
+  const response = await idempotentProvision(c, type, body, resource, 'slim');
   return c.json(response.body as z.infer<typeof ProvisionedResponse>, 201, response.headers);
 }
 
 /** Raw FHIR create: the same flow, answered the way a FHIR server would (201, Location, the resource). */
 async function rawProvision(c: Context<AppEnv>, type: ProvisionedType) {
-  const deps = c.var.deps;
   const contentType = c.req.header('content-type') ?? '';
   if (!/^application\/(fhir\+)?json\b/i.test(contentType)) throw new AppError('unsupported_media_type');
   let body: unknown;
@@ -112,23 +125,7 @@ async function rawProvision(c: Context<AppEnv>, type: ProvisionedType) {
   } catch {
     throw new AppError('invalid_json');
   }
-  const response = await withIdempotency(
-    deps.db,
-    deps.clock,
-    { actorUserId: c.var.caller.userId, key: c.req.header('idempotency-key'), route: c.req.path, body },
-    async () => {
-      const result = await provision(deps, c.var.caller, requestContext(c), type, body);
-      const version = result.versionId ? `/_history/${result.versionId}` : '';
-      return {
-        status: 201,
-        body: result.resource,
-        headers: {
-          Location: `${deps.config.publicBaseUrl}/fhir/${type}/${result.fhirId}${version}`,
-          ...(result.versionId ? { ETag: `W/"${result.versionId}"` } : {}),
-        },
-      };
-    },
-  );
+  const response = await idempotentProvision(c, type, body, body, 'fhir');
   return fhirResponse(response, 'application/fhir+json; charset=utf-8');
 }
 

@@ -101,18 +101,23 @@ export async function startStandaloneFhir(
   return { proc, baseUrl };
 }
 
-/** Starts the gateway with `npm start` in a fresh process and waits until /readyz says ready. */
+/**
+ * Starts the gateway with `npm start` in a fresh process and waits until /readyz says ready.
+ * Give the same `port` to restart "the same" gateway: its public URL (token issuer, account
+ * identifiers) must not change between restarts.
+ */
 export async function startGatewayProcess(
   env: Record<string, string>,
-): Promise<{ proc: RunningProcess; url: string }> {
-  const port = await freePort();
+  port?: number,
+): Promise<{ proc: RunningProcess; url: string; port: number }> {
+  port ??= await freePort();
   const url = `http://127.0.0.1:${port}`;
   const proc = runNpm(['start'], { PORT: String(port), HOST: '127.0.0.1', PUBLIC_BASE_URL: url, ...env });
   await waitFor(
     'the gateway to be ready',
     async () => (await fetch(`${url}/readyz`)).status === 200,
-    30_000,
+    60_000,
     proc,
   );
-  return { proc, url };
+  return { proc, url, port };
 }

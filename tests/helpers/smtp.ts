@@ -50,6 +50,8 @@ export async function startSmtpCapture(options: SmtpCaptureOptions = {}): Promis
     },
   });
 
+  // a client killed mid-session (the crash tests SIGKILL the gateway) resets its connection: not our failure
+  server.on('error', () => {});
   await new Promise<void>((resolve, reject) => {
     server.server.once('error', reject);
     server.listen(options.port ?? 0, '127.0.0.1', () => {

@@ -1,0 +1,123 @@
+import type { Kysely, Transaction } from 'kysely';
+import type { Database, IntentRow, IntentState } from '../../db/schema.js';
+
+/**
+ * Provisioning intents: a create is recorded here before the FHIR call, so a crash between the
+ * FHIR create and the user row is always found (reconciliation.ts). Rows in, rows out; the
+ * `attempts` counter is the fencing token of whoever holds the row (the request that created
+ * it, or the reconciler that took over its lapsed lease).
+ */
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+export type NewIntent = Omit<IntentRow, 'attempts' | 'state' | 'fhir_id' | 'user_id' | 'last_error'>;
+
+/** The claim on an intent: its id and the attempts value the claim set. */
+export interface IntentClaim {
+  readonly id: string;
+  readonly attempts: number;
+}
+
+/** Records a pending intent (held by its creator: attempts 1) and links the idempotency key to it. */
+export async function insertIntent(db: Kysely<Database>, intent: NewIntent): Promise<IntentClaim> {
+  await db.transaction().execute(async (trx) => {
+    await trx
+      .insertInto('provisioning_intents')
+      .values({ ...intent, state: 'pending', attempts: 1, fhir_id: null, user_id: null, last_error: null })
+      .execute();
+    if (intent.idempotency_key !== null) {
+      await trx
+        .updateTable('idempotency_keys')
+        .set({ intent_id: intent.id })
+        .where('actor_user_id', '=', intent.actor_user_id)
+        .where('key', '=', intent.idempotency_key)
+        .execute();
+    }
+  });
+  return { id: intent.id, attempts: 1 };
+}
+
+/** Takes over a pending intent whose lease lapsed; undefined when another holder has it. */
+export async function claimIntent(db: Db, id: string, nowIso: string, leaseUntilIso: string) {
+  return db
+    .updateTable('provisioning_intents')
+    .set((eb) => ({ attempts: eb('attempts', '+', 1), lease_until: leaseUntilIso, updated_at: nowIso }))
+    .where('id', '=', id)
+    .where('state', '=', 'pending')
+    .where('lease_until', '<', nowIso)
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** Extends the lease while the claim is still ours. */
+export async function renewIntent(db: Db, claim: IntentClaim, leaseUntilIso: string): Promise<boolean> {
+  const result = await db
+    .updateTable('provisioning_intents')
+    .set({ lease_until: leaseUntilIso })
+    .where('id', '=', claim.id)
+    .where('state', '=', 'pending')
+    .where('attempts', '=', claim.attempts)
+    .executeTakeFirst();
+  return result.numUpdatedRows === 1n;
+}
+
+/** Ends an intent while the claim is still ours; false means it was taken over (the caller rolls back). */
+export async function settleIntent(
+  db: Db,
+  claim: IntentClaim,
+  state: Exclude<IntentState, 'pending'>,
+  values: {
+    fhir_id?: string | null;
+    user_id?: string | null;
+    last_error?: string | null;
+    updated_at: string;
+  },
+): Promise<boolean> {
+  const result = await db
+    .updateTable('provisioning_intents')
+    .set({ state, ...values })
+    .where('id', '=', claim.id)
+    .where('state', '=', 'pending')
+    .where('attempts', '=', claim.attempts)
+    .executeTakeFirst();
+  return result.numUpdatedRows === 1n;
+}
+
+/** Gives the lease up early (e.g. the FHIR server is down): reconciliation tries again at `retryAtIso`. */
+export async function postponeIntent(db: Db, claim: IntentClaim, retryAtIso: string, lastError: string) {
+  await db
+    .updateTable('provisioning_intents')
+    .set({ lease_until: retryAtIso, last_error: lastError })
+    .where('id', '=', claim.id)
+    .where('state', '=', 'pending')
+    .where('attempts', '=', claim.attempts)
+    .execute();
+}
+
+/** Pending intents nobody holds: their request crashed or gave up, or reconciliation postponed them. */
+export async function lapsedIntentIds(db: Db, nowIso: string, limit: number): Promise<string[]> {
+  const rows = await db
+    .selectFrom('provisioning_intents')
+    .select('id')
+    .where('state', '=', 'pending')
+    .where('lease_until', '<', nowIso)
+    .orderBy('lease_until')
+    .limit(limit)
+    .execute();
+  return rows.map((r) => r.id);
+}
+
+export function findIntent(db: Db, id: string): Promise<IntentRow | undefined> {
+  return db.selectFrom('provisioning_intents').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+/** Pending intents, for the orphans listing: creates not yet finished or undone. */
+export function pendingIntents(db: Db) {
+  return db
+    .selectFrom('provisioning_intents')
+    .select(['id', 'fhir_type', 'created_at', 'lease_until', 'attempts', 'last_error', 'request_id'])
+    .where('state', '=', 'pending')
+    .orderBy('created_at')
+    .limit(200)
+    .execute();
+}

@@ -1,0 +1,224 @@
+import type { Resource } from '@medplum/fhirtypes';
+import type { IntentRow } from '../../db/schema.js';
+import { writeAudit } from '../audit/auditService.js';
+import { AppError } from '../errors.js';
+import type { AppDeps } from '../http/types.js';
+import { heartbeat, isoAfter, LEASE_MS } from '../leases.js';
+import type { Logger } from '../logger.js';
+import { findUserByEmail } from '../users/userRepository.js';
+import { finishKey, keyOfIntent, releaseKey } from './idempotency.js';
+import {
+  claimIntent,
+  type IntentClaim,
+  lapsedIntentIds,
+  postponeIntent,
+  renewIntent,
+  settleIntent,
+} from './intents.js';
+import {
+  accountIdentifierQuery,
+  completeAccount,
+  type ProvisionedResource,
+  provisionedResponse,
+  recordOrphan,
+  removeFromFhir,
+} from './provisioningService.js';
+
+/**
+ * Reconciliation of provisioning creates that no request finished: the request crashed (the
+ * process was killed), or it ended while the FHIR server's answer was unknown. Each pending
+ * intent whose lease lapsed is claimed and settled by what the FHIR server holds under the
+ * account identifier:
+ * - nothing: nothing was created; the intent is abandoned and its idempotency key freed, so a
+ *   retry with the key does the work;
+ * - one resource and no account: the account is completed (user, code, mail) as the request
+ *   would have, and the key answers with it;
+ * - one resource whose email another account took meanwhile: the resource is removed;
+ * - several: they are listed as orphans (an operator must merge them).
+ * Runs at start-up, every RECONCILE_EVERY_MS, and on demand when a retry meets a lapsed key.
+ * Anything it cannot repair is listed at GET /admin/provisioning/orphans, never silently.
+ */
+
+export type Settlement = 'done' | 'abandoned' | 'orphaned' | 'held';
+
+const RECONCILE_EVERY_MS = 10_000;
+/** After a failed attempt (FHIR server down) an intent is looked at again this much later. */
+const RETRY_AFTER_FAILURE_MS = 15_000;
+const BATCH = 20;
+
+function intentAudit(deps: AppDeps, intent: IntentRow) {
+  return (event: Parameters<typeof writeAudit>[2], db = deps.db) =>
+    writeAudit(db, deps.clock, {
+      ...event,
+      actorUserId: intent.actor_user_id,
+      actorRole: 'admin',
+      requestId: intent.request_id,
+      clientIp: intent.client_ip,
+    });
+}
+
+/** The resources the FHIR server holds under the intent's account identifier (checked again here). */
+async function accountResources(deps: AppDeps, intent: IntentRow): Promise<ProvisionedResource[]> {
+  const query = accountIdentifierQuery(deps.config.publicBaseUrl, intent.email);
+  const bundle = (await deps.fhir.search(intent.fhir_type, new URLSearchParams({ identifier: query }))).body;
+  const [system, value] = query.split('|');
+  return (bundle?.entry ?? []).flatMap((e) => {
+    const r = e.resource as Resource | undefined;
+    const carries = (r as ProvisionedResource | undefined)?.identifier?.some(
+      (i) => i.system === system && i.value === value,
+    );
+    return r?.resourceType === intent.fhir_type && r.id && carries ? [r as ProvisionedResource] : [];
+  });
+}
+
+async function settle(
+  deps: AppDeps,
+  intent: IntentRow,
+  claim: IntentClaim,
+  state: 'abandoned' | 'orphaned',
+  reason: string,
+) {
+  await settleIntent(deps.db, claim, state, {
+    last_error: reason,
+    updated_at: deps.clock.now().toISOString(),
+  });
+  const held = keyOfIntent(intent);
+  if (held) await releaseKey(deps.db, held);
+}
+
+/** Settles one claimed intent by what the FHIR server holds; throws when the FHIR server cannot tell (it is retried later). */
+async function settleClaimed(deps: AppDeps, intent: IntentRow, claim: IntentClaim): Promise<Settlement> {
+  const audit = intentAudit(deps, intent);
+  const found = await accountResources(deps, intent);
+  const record = (result: string) =>
+    audit({
+      action: 'provisioning.reconcile',
+      outcome: 'success',
+      targetFhirType: intent.fhir_type,
+      detail: { result },
+    });
+  if (found.length === 0) {
+    await settle(deps, intent, claim, 'abandoned', 'not_created');
+    await record('nothing_created');
+    return 'abandoned';
+  }
+  if (found.length > 1) {
+    for (const r of found)
+      await recordOrphan(deps, intent.fhir_type, r.id as string, 'duplicate_identifier', intent.request_id);
+    await settle(deps, intent, claim, 'orphaned', 'duplicate_identifier');
+    await audit({
+      action: 'provisioning.reconcile',
+      outcome: 'failed',
+      targetFhirType: intent.fhir_type,
+      detail: { result: 'duplicates' },
+    });
+    return 'orphaned';
+  }
+  const resource = found[0] as ProvisionedResource;
+  const id = resource.id as string;
+  const owner = await findUserByEmail(deps.db, intent.email);
+  if (owner?.fhir_resource_id === id) {
+    // another request (a retry without the key) finished this account already
+    const held = keyOfIntent(intent);
+    await deps.db.transaction().execute(async (trx) => {
+      if (
+        !(await settleIntent(trx, claim, 'done', {
+          fhir_id: id,
+          user_id: owner.id,
+          updated_at: deps.clock.now().toISOString(),
+        }))
+      )
+        return;
+      const response = provisionedResponse(deps, intent.response_kind, {
+        type: intent.fhir_type,
+        userId: owner.id,
+        fhirId: id,
+        resource,
+        versionId: resource.meta?.versionId,
+        email: intent.email,
+      });
+      if (held) await finishKey(trx, held, response);
+    });
+    await record('already_complete');
+    return 'done';
+  }
+  if (owner) {
+    const outcome = await removeFromFhir(deps, intent.fhir_type, id, audit, 'email_taken', intent.request_id);
+    await settle(deps, intent, claim, outcome === 'removed' ? 'abandoned' : 'orphaned', 'email_taken');
+    return outcome === 'removed' ? 'abandoned' : 'orphaned';
+  }
+  await completeAccount(
+    deps,
+    intent,
+    claim,
+    { resource, id, versionId: resource.meta?.versionId, createdNow: false },
+    audit,
+    { reconciled: true },
+  );
+  await record('completed');
+  return 'done';
+}
+
+/**
+ * Claims and settles one intent if its lease lapsed; 'held' when someone else holds it (its
+ * request is alive, or another instance reconciles it). Throws when the FHIR server cannot
+ * tell what exists (the intent is postponed and looked at again later).
+ */
+export async function reconcileIntent(deps: AppDeps, intentId: string): Promise<Settlement> {
+  const now = deps.clock.now();
+  const intent = await claimIntent(deps.db, intentId, now.toISOString(), isoAfter(now, LEASE_MS));
+  if (!intent) return 'held';
+  const claim: IntentClaim = { id: intent.id, attempts: intent.attempts };
+  const beat = heartbeat(
+    () => renewIntent(deps.backgroundDb, claim, isoAfter(deps.clock.now(), LEASE_MS)),
+    deps.logger,
+  );
+  try {
+    return await settleClaimed(deps, intent, claim);
+  } catch (error) {
+    const label = error instanceof AppError ? error.code : 'unexpected';
+    await postponeIntent(deps.db, claim, isoAfter(deps.clock.now(), RETRY_AFTER_FAILURE_MS), label).catch(
+      () => undefined,
+    );
+    throw error;
+  } finally {
+    await beat.stop();
+  }
+}
+
+/** Every lapsed intent, now: at start-up and on a timer. */
+export async function reconcileLapsed(deps: AppDeps, logger: Logger): Promise<Record<Settlement, number>> {
+  const counts: Record<Settlement, number> = { done: 0, abandoned: 0, orphaned: 0, held: 0 };
+  const ids = await lapsedIntentIds(deps.db, deps.clock.now().toISOString(), BATCH);
+  for (const id of ids) {
+    try {
+      counts[await reconcileIntent(deps, id)]++;
+    } catch (error) {
+      logger.warn(
+        { intent_id: id, code: error instanceof AppError ? error.code : 'unexpected' },
+        'reconciliation postponed',
+      );
+    }
+  }
+  if (ids.length > 0) logger.info({ ...counts }, 'provisioning reconciled');
+  return counts;
+}
+
+/** Reconciles at once, then every RECONCILE_EVERY_MS; returns the stop function. */
+export function startReconciler(deps: AppDeps): () => Promise<void> {
+  let running: Promise<unknown> | undefined;
+  const run = () => {
+    running ??= reconcileLapsed(deps, deps.logger)
+      .catch((error: unknown) => deps.logger.warn({ err: error }, 'reconciliation failed'))
+      .finally(() => {
+        running = undefined;
+      });
+  };
+  run();
+  const timer = setInterval(run, RECONCILE_EVERY_MS);
+  timer.unref();
+  return async () => {
+    clearInterval(timer);
+    await running;
+  };
+}

@@ -1,0 +1,143 @@
+import path from 'node:path';
+import SqliteDatabase from 'better-sqlite3';
+import pg from 'pg';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
+import { startFakeUpstream } from '../helpers/fakeUpstream.js';
+import { startTestGateway, type TestGateway, tempDir } from '../helpers/gateway.js';
+import { DIALECTS } from '../helpers/postgres.js';
+
+/**
+ * With the database locked by another writer, an admin create fails fast (503 within 6 s, not
+ * the 25–30 s of several lock waits in a row) and leaves nothing behind: when the lock came
+ * after the FHIR create, that resource is removed again.
+ */
+
+interface Lock {
+  release(): Promise<void>;
+}
+
+/** Another writer holding the lock on the gateway's database. */
+async function lockDatabase(
+  gw: TestGateway,
+  dialect: 'sqlite' | 'postgres',
+  url: string | undefined,
+): Promise<Lock> {
+  if (dialect === 'sqlite') {
+    const other = new SqliteDatabase(path.join(gw.dataDir, 'fhir-facade.sqlite'));
+    other.exec('BEGIN IMMEDIATE');
+    return {
+      release: async () => {
+        other.exec('ROLLBACK');
+        other.close();
+      },
+    };
+  }
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  await client.query('begin');
+  await client.query('lock table provisioning_intents, users in access exclusive mode');
+  return {
+    release: async () => {
+      await client.query('rollback');
+      await client.end();
+    },
+  };
+}
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+const body = (email: string) => ({ name: 'Locked Out', email, dob: '1990-01-01' });
+
+describe.each(DIALECTS)('provisioning with the database locked by another writer (%s)', (dialect) => {
+  it('answers 503 within 6 s and creates nothing', async () => {
+    const gw = await startTestGateway({ dialect });
+    cleanups.push(() => gw.close());
+    const token = await gw.adminToken();
+    const lock = await lockDatabase(gw, dialect, gw.deps.config.databaseUrl);
+    const started = Date.now();
+    const response = await gw.call('/fhir/patient', {
+      method: 'POST',
+      token,
+      json: body('locked-1@example.com'),
+      headers: { 'idempotency-key': 'locked-1' },
+    });
+    const elapsed = Date.now() - started;
+    await lock.release();
+    expect(response.status).toBe(503);
+    expect(elapsed).toBeLessThan(6_000);
+    const found = await gw.deps.fhir.search(
+      'Patient',
+      new URLSearchParams({ email: 'locked-1@example.com' }),
+    );
+    expect(found.body?.entry ?? []).toEqual([]);
+    // the key is free again (or lapses within a lease): the admin's retry succeeds
+    let retry = await gw.call('/fhir/patient', {
+      method: 'POST',
+      token,
+      json: body('locked-1@example.com'),
+      headers: { 'idempotency-key': 'locked-1' },
+    });
+    for (let i = 0; i < 20 && retry.status === 409; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      retry = await gw.call('/fhir/patient', {
+        method: 'POST',
+        token,
+        json: body('locked-1@example.com'),
+        headers: { 'idempotency-key': 'locked-1' },
+      });
+    }
+    expect(retry.status).toBe(201);
+  }, 40_000);
+
+  it('removes the FHIR resource again when the lock comes after the FHIR create', async () => {
+    const fhir = await startEmbeddedFhirServer({ dataDir: tempDir() });
+    let gw: TestGateway | undefined;
+    let lock: Lock | undefined;
+    // a pass-through to the FHIR server that takes the database lock as the create goes by
+    const proxy = await startFakeUpstream((req, res) => {
+      const forward = () =>
+        fetch(`${fhir.baseUrl}${req.url.replace(/^\/fhir\/R4/, '')}`, {
+          method: req.method,
+          headers: Object.fromEntries(
+            Object.entries(req.headers).filter(([k]) => ['content-type', 'if-none-exist'].includes(k)),
+          ) as Record<string, string>,
+          ...(req.body ? { body: req.body } : {}),
+        }).then(async (answer) => {
+          res.writeHead(answer.status, Object.fromEntries(answer.headers)).end(await answer.text());
+        });
+      if (req.method === 'POST' && /\/Patient$/.test(req.url) && gw && !lock) {
+        lockDatabase(gw, dialect, gw.deps.config.databaseUrl).then((l) => {
+          lock = l;
+          return forward();
+        });
+      } else forward();
+    });
+    cleanups.push(async () => {
+      await proxy.close();
+      await fhir.close();
+    });
+    gw = await startTestGateway({ dialect, env: { FHIR_BASE_URL: `${proxy.url}/fhir/R4` } });
+    cleanups.push(() => (gw as TestGateway).close());
+    const token = await gw.adminToken();
+    const started = Date.now();
+    const response = await gw.call('/fhir/patient', {
+      method: 'POST',
+      token,
+      json: body('locked-2@example.com'),
+    });
+    const elapsed = Date.now() - started;
+    await lock?.release();
+    expect(lock).toBeDefined();
+    expect(response.status).toBe(503);
+    expect(elapsed).toBeLessThan(6_000);
+    const found = await fetch(`${fhir.baseUrl}/Patient?email=locked-2@example.com`);
+    expect(((await found.json()) as { total: number }).total).toBe(0);
+    expect(
+      await gw.deps.db.selectFrom('users').select('id').where('email', '=', 'locked-2@example.com').execute(),
+    ).toEqual([]);
+  }, 40_000);
+});
