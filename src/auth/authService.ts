@@ -1,4 +1,5 @@
 import { type AuditEvent, writeAudit } from '../audit/auditService.js';
+import { auditedError } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { toUserDto, type UserDto } from '../users/userDto.js';
@@ -69,11 +70,12 @@ export async function login(deps: AppDeps, input: LoginInput, ctx: RequestContex
     await audit(deps, ctx, {
       action: 'auth.login',
       outcome: 'failed',
+      errorCode: 'invalid_credentials',
       actorUserId: user?.id ?? null,
       actorRole: user?.role ?? null,
       detail: { reason: failure ?? 'unknown_email' },
     });
-    throw new AppError('invalid_credentials');
+    throw auditedError(new AppError('invalid_credentials'));
   }
   await refundHit(deps.db, deps.clock, limits);
   await updateUser(deps.db, user.id, { last_login_at: deps.clock.now().toISOString() });
@@ -104,10 +106,12 @@ export async function signup(deps: AppDeps, input: SignupInput, ctx: RequestCont
     await audit(deps, ctx, {
       action: 'auth.signup',
       outcome: 'failed',
+      errorCode: 'invalid_access_code',
       actorUserId: check.user?.id ?? null,
       detail: { reason: check.reason },
     });
-    throw new AppError('invalid_access_code');
+    // the other refusals (password policy, rate limit, a concurrent signup that won) are audited by onError
+    throw auditedError(new AppError('invalid_access_code'));
   }
   const { user } = check;
   const now = deps.clock.now();

@@ -132,17 +132,43 @@ export async function issueAccessToken(
   return { token, claims };
 }
 
+/** Why a token was refused: for the audit trail only, never told to the client. */
+export type TokenRefusal = 'invalid' | 'expired' | 'not_yet_valid';
+
+export type TokenCheck =
+  | { readonly ok: true; readonly claims: AccessTokenClaims }
+  | {
+      readonly ok: false;
+      readonly reason: TokenRefusal;
+      /** The token's user, when the signature was good and only its time was wrong (for the audit). */
+      readonly subject?: string;
+    };
+
+function refusalOf(error: unknown): TokenRefusal | undefined {
+  // JWTExpired covers both `exp` and an `iat` older than the lifetime (maxTokenAge)
+  if (error instanceof joseErrors.JWTExpired) return 'expired';
+  const timeClaim =
+    error instanceof joseErrors.JWTClaimValidationFailed && ['nbf', 'iat'].includes(error.claim);
+  if (timeClaim && error.reason === 'check_failed') return 'not_yet_valid';
+  if (error instanceof joseErrors.JOSEError || error instanceof TypeError || error instanceof SyntaxError)
+    return 'invalid';
+  return undefined;
+}
+
 /**
  * Verifies signature and claims. The algorithm is pinned (no `none`, no HS256 signed with the
- * public key), issuer and audience are pinned, exp/iat/sub/jti are required, skew is bounded.
- * Returns undefined for any invalid token; the caller answers one generic 401.
+ * public key), issuer and audience are pinned, exp/iat/sub/jti are required, skew is bounded
+ * (CLOCK_SKEW_SECONDS). A token is refused once it is older than the configured lifetime by its
+ * `iat`, whatever its `exp` says (a token minted with a far `exp`, e.g. with a leaked key or
+ * under an earlier, longer setting, does not outlive the policy), and while its `iat` or `nbf`
+ * lies in the future. The caller answers one generic 401 whatever the reason.
  */
 export async function verifyAccessToken(
   key: SigningKey,
   settings: TokenSettings,
   token: string,
   now: Date,
-): Promise<AccessTokenClaims | undefined> {
+): Promise<TokenCheck> {
   try {
     const { payload } = await jwtVerify(token, key.publicKey, {
       algorithms: [TOKEN_ALGORITHM],
@@ -151,16 +177,17 @@ export async function verifyAccessToken(
       typ: TOKEN_TYPE,
       requiredClaims: ['exp', 'iat', 'sub', 'jti'],
       clockTolerance: CLOCK_SKEW_SECONDS,
+      // also refuses an `iat` in the future (beyond the skew)
+      maxTokenAge: settings.ttlSeconds,
       currentDate: now,
     });
-    if (typeof payload.iat === 'number' && payload.iat > now.getTime() / 1000 + CLOCK_SKEW_SECONDS)
-      return undefined;
-    return isAccessTokenClaims(payload) ? payload : undefined;
+    return isAccessTokenClaims(payload) ? { ok: true, claims: payload } : { ok: false, reason: 'invalid' };
   } catch (error) {
-    if (error instanceof joseErrors.JOSEError || error instanceof TypeError || error instanceof SyntaxError) {
-      return undefined;
-    }
-    throw error;
+    const reason = refusalOf(error);
+    if (!reason) throw error;
+    // jose checks the claims only after the signature: the payload of a time refusal is genuine
+    const sub = reason === 'invalid' ? undefined : (error as { payload?: { sub?: unknown } }).payload?.sub;
+    return typeof sub === 'string' ? { ok: false, reason, subject: sub } : { ok: false, reason };
   }
 }
 

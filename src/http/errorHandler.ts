@@ -1,5 +1,6 @@
 import type { Context, ErrorHandler, NotFoundHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
+import { recordErrorResponse } from '../audit/requestAudit.js';
 import { AppError, type ErrorCode, toOperationOutcome, toProblem } from '../errors.js';
 import type { AppEnv } from './types.js';
 
@@ -22,7 +23,8 @@ export function isFhirPath(path: string, method = 'GET'): boolean {
   return (path === '/fhir' || path.startsWith('/fhir/')) && !slim;
 }
 
-function toAppError(error: unknown): AppError {
+/** Any thrown value as the AppError it is answered with. */
+export function toAppError(error: unknown): AppError {
   if (error instanceof AppError) return error;
   if (error instanceof HTTPException) {
     return new AppError(CODE_BY_HTTP_STATUS[error.status] ?? 'internal_error', { cause: error });
@@ -44,6 +46,7 @@ export function renderError(c: Context<AppEnv>, error: AppError): Response {
 /**
  * Every error ends here. Expected ones (AppError) are rendered as they are; anything else is
  * logged with the request id and answered with a generic 500 — no stack, SQL or upstream URL.
+ * The refusal is audited (requestAudit.ts) unless the code that refused it already did.
  */
 export const onError: ErrorHandler<AppEnv> = (error, c) => {
   const appError = toAppError(error);
@@ -51,6 +54,12 @@ export const onError: ErrorHandler<AppEnv> = (error, c) => {
   const log = { req_id: c.var.requestId, code: appError.code, err: appError.cause ?? error };
   if (appError.status >= 500) logger?.error(log, 'request failed');
   else if (appError.cause) logger?.debug(log, 'request refused');
+  try {
+    recordErrorResponse(c, appError, error);
+  } catch (auditError) {
+    // the answer does not depend on the audit; the log line names the request instead
+    logger?.error({ req_id: c.var.requestId, err: auditError }, 'could not audit a refused request');
+  }
   return renderError(c, appError);
 };
 

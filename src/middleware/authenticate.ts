@@ -1,9 +1,10 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
-import { writeAudit } from '../audit/auditService.js';
-import { tokenSettingsOf, verifyAccessToken } from '../auth/tokens.js';
+import { type AuditEvent, writeAudit } from '../audit/auditService.js';
+import { auditedError } from '../audit/requestAudit.js';
+import { type TokenRefusal, tokenSettingsOf, verifyAccessToken } from '../auth/tokens.js';
 import { AppError } from '../errors.js';
-import type { AppEnv } from '../http/types.js';
+import type { AppEnv, Caller } from '../http/types.js';
 import { type Db, findUserById } from '../users/userRepository.js';
 
 const BEARER = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/;
@@ -11,8 +12,20 @@ const BEARER = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/;
 /** RFC 6750 challenge; the same for every failure so it does not tell an attacker why. */
 export const BEARER_CHALLENGE = 'Bearer realm="fhir-facade", error="invalid_token"';
 
-function unauthenticated(): AppError {
-  return new AppError('unauthenticated', { headers: { 'WWW-Authenticate': BEARER_CHALLENGE } });
+/** Why a request was not authenticated: recorded in the audit, never told to the client. */
+export type AuthFailure =
+  | 'missing'
+  | TokenRefusal
+  | 'unknown_user'
+  | 'inactive_user'
+  | 'revoked_token'
+  | 'revoked_session';
+
+interface Refused {
+  readonly reason: AuthFailure;
+  /** The token's user, when the token itself was genuine. */
+  readonly userId?: string | undefined;
+  readonly role?: string | undefined;
 }
 
 /**
@@ -20,53 +33,71 @@ function unauthenticated(): AppError {
  * end up in logs and browser history). Besides the signature and claims, the user must still
  * exist, be registered and active, and have the token's token_version, and the token's session
  * must be live — so deactivation, password reset and logout refuse older tokens on their very
- * next request.
+ * next request. Every refusal is audited with its reason (never the token): on admin routes
+ * (`auditFailures`) at once and mirrored as an AuditEvent, elsewhere through the batched trail.
  */
 export function authenticate(options: { auditFailures?: boolean } = {}): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const refuse = async () => {
-      if (options.auditFailures) await auditRefusal(c);
-      return unauthenticated();
-    };
-    const match = BEARER.exec(c.req.header('authorization') ?? '');
-    if (!match?.[1]) throw await refuse();
-    const deps = c.var.deps;
-    const claims = await verifyAccessToken(
-      deps.signingKey,
-      tokenSettingsOf(deps.config.jwt),
-      match[1],
-      deps.clock.now(),
-    );
-    if (!claims) throw await refuse();
-    const [user, session] = await Promise.all([
-      findUserById(deps.db, claims.sub),
-      findSession(deps.db, claims.sid),
-    ]);
-    const current =
-      user?.is_active === 1 &&
-      user.is_registered === 1 &&
-      user.token_version === claims.ver &&
-      user.role === claims.role;
-    // logout and refresh-token reuse revoke the session, and with it every access token it issued
-    const sessionLive =
-      session?.user_id === claims.sub &&
-      !session.revoked_at &&
-      session.expires_at > deps.clock.now().toISOString();
-    if (!user || !current || !sessionLive) throw await refuse();
-    c.set('caller', { userId: user.id, role: user.role, fhirId: user.fhir_resource_id, claims });
+    const verified = await verifyCaller(c);
+    if ('reason' in verified) {
+      await auditRefusal(c, verified, options.auditFailures === true);
+      throw auditedError(
+        new AppError('unauthenticated', { headers: { 'WWW-Authenticate': BEARER_CHALLENGE } }),
+      );
+    }
+    c.set('caller', verified);
     await next();
   };
 }
 
-/** Admin routes leave a trail even for callers without a valid token. */
-async function auditRefusal(c: Context<AppEnv>): Promise<void> {
-  await writeAudit(c.var.deps.db, c.var.deps.clock, {
+async function verifyCaller(c: Context<AppEnv>): Promise<Caller | Refused> {
+  const header = c.req.header('authorization');
+  if (!header) return { reason: 'missing' };
+  const match = BEARER.exec(header);
+  if (!match?.[1]) return { reason: 'invalid' };
+  const deps = c.var.deps;
+  const checked = await verifyAccessToken(
+    deps.signingKey,
+    tokenSettingsOf(deps.config.jwt),
+    match[1],
+    deps.clock.now(),
+  );
+  if (!checked.ok) return { reason: checked.reason, userId: checked.subject };
+  const { claims } = checked;
+  const [user, session] = await Promise.all([
+    findUserById(deps.db, claims.sub),
+    findSession(deps.db, claims.sid),
+  ]);
+  if (!user) return { reason: 'unknown_user' };
+  const refused = (reason: AuthFailure): Refused => ({ reason, userId: user.id, role: user.role });
+  if (user.is_active !== 1 || user.is_registered !== 1) return refused('inactive_user');
+  // a password reset or deactivation bumps token_version; a role change makes the token's role stale
+  if (user.token_version !== claims.ver || user.role !== claims.role) return refused('revoked_token');
+  // logout and refresh-token reuse revoke the session, and with it every access token it issued
+  const sessionLive =
+    session?.user_id === claims.sub &&
+    !session.revoked_at &&
+    session.expires_at > deps.clock.now().toISOString();
+  if (!sessionLive) return refused('revoked_session');
+  return { userId: user.id, role: user.role, fhirId: user.fhir_resource_id, claims };
+}
+
+/** Admin routes write at once (and mirror, as before); other routes' token failures go to the batched trail. */
+async function auditRefusal(c: Context<AppEnv>, refused: Refused, immediately: boolean): Promise<void> {
+  const deps = c.var.deps;
+  c.set('refusedUserId', refused.userId);
+  const event: AuditEvent = {
     action: 'access.denied',
     outcome: 'denied',
+    errorCode: 'unauthenticated',
+    actorUserId: refused.userId ?? null,
+    actorRole: refused.role ?? null,
     requestId: c.var.requestId,
     clientIp: c.var.clientIp,
-    detail: { method: c.req.method, route: routePath(c, -1), reason: 'unauthenticated' },
-  });
+    detail: { method: c.req.method, route: routePath(c, -1), reason: refused.reason },
+  };
+  if (immediately) await writeAudit(deps.db, deps.clock, event);
+  else deps.auditTrail.record(event);
 }
 
 function findSession(db: Db, id: string) {

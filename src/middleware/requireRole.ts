@@ -2,6 +2,7 @@ import type { MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
 import type { Role } from '../../db/schema.js';
 import { writeAudit } from '../audit/auditService.js';
+import { auditedError } from '../audit/requestAudit.js';
 import { type Permission, rolesFor } from '../auth/rbac.js';
 import { AppError } from '../errors.js';
 import type { AppEnv } from '../http/types.js';
@@ -17,13 +18,14 @@ export function requireRole(...roles: readonly Role[]): MiddlewareHandler<AppEnv
       await writeAudit(c.var.deps.db, c.var.deps.clock, {
         action: 'access.denied',
         outcome: 'denied',
+        errorCode: 'forbidden',
         actorUserId: caller.userId,
         actorRole: caller.role,
         requestId: c.var.requestId,
         clientIp: c.var.clientIp,
         detail: { method: c.req.method, route: routePath(c, -1) },
       });
-      throw new AppError('forbidden');
+      throw auditedError(new AppError('forbidden'));
     }
     await next();
   };

@@ -1,6 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tokenSettingsOf, verifyAccessToken } from '../../src/auth/tokens.js';
 import { updateUser } from '../../src/users/userRepository.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 
@@ -55,8 +56,9 @@ describe('access token verification', () => {
   it('refuses expired tokens (beyond the 60 s skew) and tokens without exp', async () => {
     const base = claimsOf(valid);
     const now = Math.floor(Date.now() / 1000);
-    expect((await me(await sign({ ...base, iat: now - 1000, exp: now - 61 }))).status).toBe(401);
-    expect((await me(await sign({ ...base, iat: now - 1000, exp: now - 30 }))).status).toBe(200);
+    const ttl = gw.deps.config.jwt.accessTokenTtlSeconds;
+    expect((await me(await sign({ ...base, iat: now - ttl - 61, exp: now - 61 }))).status).toBe(401);
+    expect((await me(await sign({ ...base, iat: now - ttl - 30, exp: now - 30 }))).status).toBe(200);
     const { exp: _exp, ...noExp } = base;
     expect((await me(await sign(noExp))).status).toBe(401);
   });
@@ -67,6 +69,68 @@ describe('access token verification', () => {
     expect((await me(await sign({ ...base, aud: 'another-api' }))).status).toBe(401);
     const future = Math.floor(Date.now() / 1000) + 3600;
     expect((await me(await sign({ ...base, iat: future, exp: future + 900 }))).status).toBe(401);
+  });
+
+  describe('token hygiene: the lifetime is counted from iat, and nothing is valid before its time', () => {
+    const now = () => Math.floor(Date.now() / 1000);
+    const ttl = () => gw.deps.config.jwt.accessTokenTtlSeconds;
+
+    it('refuses a token older than the configured lifetime by iat, even with a far exp', async () => {
+      const base = claimsOf(valid);
+      const tooOld = now() - ttl() - 60 - 15;
+      expect((await me(await sign({ ...base, iat: tooOld, exp: now() + 3600 }))).status).toBe(401);
+      const year = 365 * 24 * 3600;
+      expect((await me(await sign({ ...base, iat: now() - 2 * year, exp: now() + year }))).status).toBe(401);
+    });
+
+    it('accepts a token within its lifetime plus the 60 s skew, whatever exp says beyond it', async () => {
+      const base = claimsOf(valid);
+      const old = now() - ttl() - 60 + 15;
+      expect((await me(await sign({ ...base, iat: old, exp: now() + 3600 }))).status).toBe(200);
+    });
+
+    it('refuses a token issued in the future beyond the skew, and accepts one within it', async () => {
+      const base = claimsOf(valid);
+      const t = now();
+      expect((await me(await sign({ ...base, iat: t + 90, exp: t + 90 + ttl() }))).status).toBe(401);
+      expect((await me(await sign({ ...base, iat: t + 20, exp: t + 20 + ttl() }))).status).toBe(200);
+    });
+
+    it('refuses a token not valid before a time beyond the skew (nbf), and accepts one within it', async () => {
+      const base = claimsOf(valid);
+      const t = now();
+      expect((await me(await sign({ ...base, iat: t, nbf: t + 90, exp: t + ttl() }))).status).toBe(401);
+      expect((await me(await sign({ ...base, iat: t, nbf: t + 20, exp: t + ttl() }))).status).toBe(200);
+    });
+
+    it('tells the audit why (expired, not yet valid, invalid) and whose genuine token it was', async () => {
+      const base = claimsOf(valid);
+      const t = now();
+      const check = async (claims: Record<string, unknown>) =>
+        verifyAccessToken(
+          gw.deps.signingKey,
+          tokenSettingsOf(gw.deps.config.jwt),
+          await sign(claims),
+          new Date(t * 1000),
+        );
+      expect(await check({ ...base, iat: t - ttl() - 120, exp: t + 3600 })).toEqual({
+        ok: false,
+        reason: 'expired',
+        subject: user.id,
+      });
+      expect(await check({ ...base, iat: t + 120, exp: t + 1000 })).toEqual({
+        ok: false,
+        reason: 'not_yet_valid',
+        subject: user.id,
+      });
+      expect(await check({ ...base, aud: 'another-api' })).toEqual({ ok: false, reason: 'invalid' });
+      expect(await check({ ...base, iat: t, exp: t + ttl() })).toMatchObject({ ok: true });
+    });
+
+    it('refuses a token without iat', async () => {
+      const { iat: _iat, ...noIat } = claimsOf(valid);
+      expect((await me(await sign(noIat))).status).toBe(401);
+    });
   });
 
   it('refuses a token with another typ', async () => {

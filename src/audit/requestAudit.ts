@@ -1,0 +1,185 @@
+import type { Context } from 'hono';
+import { routePath } from 'hono/route';
+import type { AuditOutcome } from '../../db/schema.js';
+import type { AppError } from '../errors.js';
+import type { AppEnv, Caller } from '../http/types.js';
+import type { Db } from '../users/userRepository.js';
+import type { AuditEvent } from './auditService.js';
+
+/**
+ * The audit of refused and failed requests (ASVS 7.1–7.2, HIPAA 164.312(b)): every error
+ * response of a known caller, of an admin route or of a login or signup is recorded once —
+ * by the code that refused it when that code audits itself (and marks the error), else by
+ * onError through `recordErrorResponse`. The entry holds the actor, the route pattern, the
+ * FHIR type and id of the path and the error code: never a query value, body, code or token.
+ */
+
+declare module 'hono' {
+  interface ContextVariableMap {
+    /** When the request started, by the gateway's clock (set by requestLog). */
+    startedAt: Date;
+    /** The user a refused token belongs to, when its signature was good (set by authenticate, for the log line). */
+    refusedUserId: string | undefined;
+  }
+}
+
+const AUDITED = Symbol('fhir-facade.audited');
+
+/** Marks an error whose refusal was just audited where it was thrown, so onError does not record it twice. */
+export function auditedError<E extends Error>(error: E): E {
+  Object.defineProperty(error, AUDITED, { value: true });
+  return error;
+}
+
+function wasAudited(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && AUDITED in error;
+}
+
+// an upstream refusal is labelled `http_<status>` on the cause (upstreamStatus.ts)
+function upstreamCaused(error: AppError): boolean {
+  if (error.code.startsWith('upstream_')) return true;
+  let cause: unknown = error.cause;
+  for (let depth = 0; depth < 3 && typeof cause === 'object' && cause !== null; depth++) {
+    const code = (cause as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('http_')) return true;
+    cause = (cause as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+/** `failed` when the gateway or the FHIR server could not do it (5xx, an upstream refusal), else `denied`. */
+export function refusalOutcome(error: AppError): Exclude<AuditOutcome, 'success'> {
+  return error.status >= 500 || upstreamCaused(error) ? 'failed' : 'denied';
+}
+
+const PROVISIONING_PATHS = new Set([
+  '/fhir/patient',
+  '/fhir/practitioner',
+  '/fhir/Patient',
+  '/fhir/Practitioner',
+]);
+const CREDENTIAL_ACTIONS: Readonly<Record<string, string>> = {
+  '/auth/login': 'auth.login',
+  '/auth/signup': 'auth.signup',
+};
+const FHIR_TYPE = /^[A-Z][A-Za-z]{1,63}$/;
+const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+const FHIR_WRITES: Readonly<Record<string, string>> = {
+  POST: 'fhir.create',
+  PUT: 'fhir.update',
+  PATCH: 'fhir.patch',
+  DELETE: 'fhir.delete',
+};
+
+/** Routes whose refusals are audited even without a verified caller. */
+function auditedAnonymously(method: string, path: string): boolean {
+  if (path.startsWith('/admin/')) return true;
+  return method === 'POST' && (PROVISIONING_PATHS.has(path) || path in CREDENTIAL_ACTIONS);
+}
+
+/** The FHIR interaction a /fhir path and method ask for, from the path's shape alone. */
+function fhirAction(method: string, segments: readonly string[]): string {
+  if (segments.some((s) => s.startsWith('$'))) return 'fhir.operation';
+  if (segments[1] === '_search') return 'fhir.search';
+  if (method !== 'GET' && method !== 'HEAD') {
+    if (segments.length === 0 && method === 'POST') return 'fhir.batch';
+    return FHIR_WRITES[method] ?? 'fhir.request';
+  }
+  // a type, or a compartment (Patient/1/Observation): a search; an instance, version or history: a read
+  const compartment = segments.length === 3 && segments[2] !== '_history';
+  return segments.length <= 1 || compartment ? 'fhir.search' : 'fhir.read';
+}
+
+interface Described {
+  readonly action: string;
+  readonly target: Pick<AuditEvent, 'targetFhirType' | 'targetFhirId' | 'targetUserId'>;
+}
+
+/** What a request was trying to do, from its method and path (ids only, never the query). */
+function describeRequest(method: string, path: string): Described {
+  if (method === 'POST' && PROVISIONING_PATHS.has(path)) {
+    const type = path.toLowerCase() === '/fhir/patient' ? 'Patient' : 'Practitioner';
+    return { action: 'provisioning.create', target: { targetFhirType: type } };
+  }
+  const credential = method === 'POST' ? CREDENTIAL_ACTIONS[path] : undefined;
+  if (credential) return { action: credential, target: {} };
+  if (path === '/fhir' || path.startsWith('/fhir/')) {
+    const segments = path.slice('/fhir/'.length).split('/').filter(Boolean);
+    const [type, id] = segments;
+    return {
+      action: fhirAction(method, segments),
+      target: {
+        ...(type && FHIR_TYPE.test(type) ? { targetFhirType: type } : {}),
+        ...(id && FHIR_ID.test(id) ? { targetFhirId: id } : {}),
+      },
+    };
+  }
+  const user = /^\/admin\/users\/([A-Za-z0-9\-.]{1,64})(?:\/|$)/.exec(path)?.[1];
+  return { action: 'api.request', target: user ? { targetUserId: user } : {} };
+}
+
+function routeOf(c: Context<AppEnv>): string {
+  try {
+    return routePath(c, -1);
+  } catch {
+    return '(none)';
+  }
+}
+
+/**
+ * Whether a service already audited this request's refusal through writeAudit (provisioning
+ * does, without seeing the context). One indexed look-up: the caller's rows (index
+ * actor_user_id, id) since the request started (ids are time-ordered UUIDv7).
+ */
+async function auditedByService(db: Db, userId: string, requestId: string, since: Date): Promise<boolean> {
+  const hex = since.getTime().toString(16).padStart(12, '0');
+  const lowestId = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-0000-0000-000000000000`;
+  const row = await db
+    .selectFrom('audit_log')
+    .select('id')
+    .where('actor_user_id', '=', userId)
+    .where('id', '>=', lowestId)
+    .where('request_id', '=', requestId)
+    .where('outcome', '!=', 'success')
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/**
+ * Records the error response of a request (called by onError), unless the code that refused it
+ * already did. Never on the request path: the entry goes to the batched trail, and the one
+ * look-up a known caller's refusal needs runs after the answer (it would wait behind a locked
+ * database otherwise).
+ */
+export function recordErrorResponse(c: Context<AppEnv>, error: AppError, thrown: unknown): void {
+  const deps = c.var.deps;
+  if (!deps || wasAudited(thrown)) return;
+  const caller = c.var.caller as Caller | undefined;
+  const method = c.req.method;
+  const path = c.req.path;
+  if (!caller && !auditedAnonymously(method, path)) return;
+  const { action, target } = describeRequest(method, path);
+  const at = deps.clock.now();
+  const event: AuditEvent = {
+    action,
+    outcome: refusalOutcome(error),
+    errorCode: error.code,
+    actorUserId: caller?.userId ?? null,
+    actorRole: caller?.role ?? null,
+    ...target,
+    requestId: c.var.requestId,
+    clientIp: c.var.clientIp,
+    detail: { method, route: routeOf(c), status: error.status },
+  };
+  if (!caller) {
+    deps.auditTrail.record(event, at);
+    return;
+  }
+  const since = new Date((c.var.startedAt ?? at).getTime() - 1_000);
+  const requestId = c.var.requestId;
+  deps.background.run(async () => {
+    if (!(await auditedByService(deps.db, caller.userId, requestId, since)))
+      deps.auditTrail.record(event, at);
+  });
+}
