@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { inject } from 'vitest';
 import type { Role } from '../../db/schema.js';
 import type { Clock } from '../../src/clock.js';
 import { loadConfig } from '../../src/config.js';
@@ -45,15 +46,54 @@ export interface TestGatewayOptions {
   env?: Record<string, string>;
   clock?: Clock;
   dataDir?: string;
-  /** Default `embedded`; `hapi` starts a HAPI-flavoured FHIR server and points the gateway at it. */
+  /**
+   * Default `embedded`; `hapi` starts a HAPI-flavoured FHIR server and points the gateway at it;
+   * `hapi-real` points it at the real HAPI FHIR server shared by the whole run (hapiReal.ts).
+   */
   upstream?: UpstreamFlavour;
 }
 
 export { tempDir };
 
-/** The FHIR servers the suites run against: the embedded default and a HAPI-flavoured one (hapiUpstream.ts). */
-export type UpstreamFlavour = 'embedded' | 'hapi';
-export const UPSTREAMS: readonly UpstreamFlavour[] = ['embedded', 'hapi'];
+/**
+ * The FHIR servers the suites run against: the embedded default, a HAPI-flavoured one
+ * (hapiUpstream.ts) and, when Java and Maven are there, a real HAPI FHIR JPA server started once
+ * for the run (hapiReal.ts). Its data outlives each test file: suites on it use unique emails and
+ * look only at resources they created.
+ */
+export type UpstreamFlavour = 'embedded' | 'hapi' | 'hapi-real';
+const hapiRealBaseUrl = inject('hapiRealBaseUrl');
+export const UPSTREAMS: readonly UpstreamFlavour[] = [
+  'embedded',
+  'hapi',
+  ...(hapiRealBaseUrl ? (['hapi-real'] as const) : []),
+];
+
+/**
+ * The status an upstream gives an update with a stale If-Match, which the gateway relays: 412 as
+ * FHIR asks (https://hl7.org/fhir/R4/http.html#concurrency); HAPI FHIR's JPA server answers 409
+ * (its version-conflict error, HAPI-0989).
+ */
+export const STALE_IF_MATCH_STATUS: Readonly<Record<UpstreamFlavour, number>> = {
+  embedded: 412,
+  hapi: 412,
+  'hapi-real': 409,
+};
+
+/**
+ * The environment that points a gateway at the real HAPI FHIR server (no auth in front of it).
+ * Every gateway gets a public URL of its own there, so its account identifiers
+ * (`<PUBLIC_BASE_URL>/identifiers/account-email`) never meet another gateway's on the shared server.
+ */
+function hapiRealEnv(): Record<string, string> {
+  if (!hapiRealBaseUrl)
+    throw new Error('the real HAPI FHIR tier is not running in this test run (see its [tests] line)');
+  return {
+    FHIR_BASE_URL: hapiRealBaseUrl,
+    FHIR_AUTH: 'none',
+    PUBLIC_BASE_URL: `http://gateway-${uuidv7().slice(-12)}.test`,
+  };
+}
 
 /** The whole gateway — real SQLite/PostgreSQL, embedded FHIR over loopback HTTP — on ephemeral ports. */
 export async function startTestGateway(options: TestGatewayOptions = {}): Promise<TestGateway> {
@@ -70,6 +110,7 @@ export async function startTestGateway(options: TestGatewayOptions = {}): Promis
     PUBLIC_BASE_URL: 'http://gateway.test',
     ...(schema ? { DATABASE_URL: schema.url } : {}),
     ...hapi?.gatewayEnv,
+    ...(options.upstream === 'hapi-real' ? hapiRealEnv() : {}),
     ...options.env,
   });
   const gateway = await startGateway(config, {
