@@ -1,0 +1,431 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Pool } from 'undici';
+import { codeFromMail, percentile } from './lib.js';
+
+/**
+ * `npm run bench`: what the gateway adds to every request, side by side with a bare streaming
+ * node:http pass-through (bench/bareProxy.mjs) in front of the same static FHIR upstream
+ * (bench/staticUpstream.mjs): a patient's search answering a 20-entry Bundle (~26 KB) and a
+ * single Patient read. Runs are interleaved (bare, gateway, bare, gateway ...) and reported as
+ * medians; CPU per request is each server's process tree utime+stime (/proc/<pid>/stat) divided
+ * by the requests. Also: open-loop latency at fixed rates, logins/s, read p99 during a login
+ * storm, `npm start` to ready and the idle RSS of the whole process tree. Prints one table and
+ * writes bench-results/hotpath.json. Figures: docs/performance.md.
+ */
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 4000);
+const CONNECTIONS = 20;
+const ADMIN = { email: 'bench-admin@example.com', password: 'benchmark admin passphrase' };
+const PASSWORD = 'a long and plain passphrase';
+const LOGIN_ACCOUNTS = 10;
+const CLK_TCK = 100;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function spawnReady(
+  cmd: string,
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(cmd, args, {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout?.on('data', (chunk) => {
+      out += chunk;
+      const line = out.split('\n').find((l) => l.includes('"ready":true'));
+      if (line) resolve({ child, port: (JSON.parse(line) as { port: number }).port });
+    });
+    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited ${code}`)));
+  });
+}
+
+/** Every process in the tree under `pid` (npm -> sh -> node ...), from /proc. */
+function processTree(pid: number): number[] {
+  const parents = new Map<number, number>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      parents.set(Number(entry), Number(fields[1]));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const tree = [pid];
+  for (let i = 0; i < tree.length; i++)
+    for (const [child, parent] of parents) if (parent === tree[i]) tree.push(child);
+  return tree;
+}
+
+/** utime+stime of the processes (or one thread: `pid/task/tid`), in microseconds. */
+function cpuMicros(paths: string[]): number {
+  let ticks = 0;
+  for (const p of paths) {
+    try {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // exited
+    }
+  }
+  return (ticks * 1_000_000) / CLK_TCK;
+}
+
+function rssMiB(pids: number[]): number {
+  let kib = 0;
+  for (const pid of pids) {
+    try {
+      kib += Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      // exited
+    }
+  }
+  return Math.round(kib / 1024);
+}
+
+interface Target {
+  name: string;
+  pool: Pool;
+  pids: () => number[];
+}
+
+async function get(pool: Pool, url: string, token?: string): Promise<number> {
+  const response = await pool.request({
+    method: 'GET',
+    path: url,
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+  });
+  await response.body.dump();
+  return response.statusCode;
+}
+
+async function post(pool: Pool, url: string, body: unknown, token?: string) {
+  const response = await pool.request({
+    method: 'POST',
+    path: url,
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  });
+  return { status: response.statusCode, json: (await response.body.json()) as Record<string, unknown> };
+}
+
+/** Closed loop: CONNECTIONS requests in flight; throughput and CPU µs per request of the target's processes. */
+async function closedLoop(target: Target, url: string, token: string | undefined, total = REQUESTS) {
+  const pids = target.pids().map(String);
+  const cpuBefore = cpuMicros(pids);
+  let next = 0;
+  let errors = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: CONNECTIONS }, async () => {
+      while (next++ < total) if ((await get(target.pool, url, token)) >= 400) errors++;
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  return {
+    rps: Math.round(total / seconds),
+    cpuUsPerRequest: Math.round((cpuMicros(pids) - cpuBefore) / total),
+    errors,
+  };
+}
+
+/** Open loop: requests sent at a fixed rate whatever the answers do; latency counted from the scheduled time. */
+async function openLoop(
+  target: Target,
+  url: string,
+  token: string | undefined,
+  rate: number,
+  seconds: number,
+) {
+  const latencies: number[] = [];
+  const total = Math.round(rate * seconds);
+  const start = performance.now() + 50;
+  let errors = 0;
+  const inFlight: Promise<void>[] = [];
+  for (let i = 0; i < total; i++) {
+    const at = start + (i * 1000) / rate;
+    const wait = at - performance.now();
+    if (wait > 1) await sleep(wait);
+    inFlight.push(
+      get(target.pool, url, token).then((status) => {
+        if (status >= 400) errors++;
+        latencies.push(performance.now() - at);
+      }),
+    );
+  }
+  await Promise.all(inFlight);
+  latencies.sort((a, b) => a - b);
+  return { p50: percentile(latencies, 50), p99: percentile(latencies, 99), errors };
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0;
+
+/** `npm start` on the embedded default (fresh DATA_DIR, embedded FHIR server): time to ready and idle RSS of the tree. */
+async function embeddedStartup(): Promise<{ readyMs: number; rssMiB: number }> {
+  const port = 4900 + Math.floor(Math.random() * 90);
+  const started = performance.now();
+  const child = spawn('npm', ['start', '-s'], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      PORT: String(port),
+      DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'ff-start-')),
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+    detached: true,
+  });
+  const pool = new Pool(`http://127.0.0.1:${port}`);
+  try {
+    for (;;) {
+      try {
+        if ((await get(pool, '/readyz')) === 200) break;
+      } catch {
+        // not up yet
+      }
+      await sleep(10);
+    }
+    const readyMs = Math.round(performance.now() - started);
+    await sleep(3000);
+    return { readyMs, rssMiB: rssMiB(processTree(child.pid as number)) };
+  } finally {
+    process.kill(-(child.pid as number), 'SIGTERM');
+    await pool.close();
+  }
+}
+
+async function main() {
+  const embedded = await embeddedStartup();
+  const upstream = await spawnReady(process.execPath, ['bench/staticUpstream.mjs'], {});
+  const upstreamUrl = `http://127.0.0.1:${upstream.port}`;
+  const bare = await spawnReady(process.execPath, ['bench/bareProxy.mjs'], { TARGET: upstreamUrl });
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ff-hotpath-'));
+  const gatewayPort = 4500 + Math.floor(Math.random() * 400);
+  const gatewayUrl = `http://127.0.0.1:${gatewayPort}`;
+  const startedAt = performance.now();
+  const gateway = spawn('npm', ['start', '-s'], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      PORT: String(gatewayPort),
+      PUBLIC_BASE_URL: gatewayUrl,
+      DATA_DIR: dataDir,
+      FHIR_BASE_URL: `${upstreamUrl}/fhir`,
+      ADMIN_EMAIL: ADMIN.email,
+      ADMIN_PASSWORD: ADMIN.password,
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+    detached: true,
+  });
+  const gw = new Pool(gatewayUrl, { connections: CONNECTIONS * 2 });
+  const bareTarget: Target = {
+    name: 'bare',
+    pool: new Pool(`http://127.0.0.1:${bare.port}`, { connections: CONNECTIONS * 2 }),
+    pids: () => [bare.child.pid as number],
+  };
+  const gwTarget: Target = { name: 'gateway', pool: gw, pids: () => processTree(gateway.pid as number) };
+  try {
+    for (;;) {
+      try {
+        if ((await get(gw, '/readyz')) === 200) break;
+      } catch {
+        // not up yet
+      }
+      await sleep(20);
+    }
+    const readyMs = Math.round(performance.now() - startedAt);
+    await sleep(2000);
+    const idleRss = rssMiB(processTree(gateway.pid as number));
+    const bundleBytes = (await (await fetch(`${upstreamUrl}/fhir/Observation`)).text()).length;
+
+    const admin = (await post(gw, '/auth/login', ADMIN)).json.token as string;
+    const emails = [
+      'bench-patient@example.com',
+      ...Array.from({ length: LOGIN_ACCOUNTS }, (_, i) => `bench-login-${i}@example.com`),
+    ];
+    for (const email of emails)
+      await post(gw, '/fhir/patient', { name: 'Bench Patient', email, dob: '1980-04-12' }, admin);
+    await sleep(1500);
+    const tokens: string[] = [];
+    for (const email of emails) {
+      const signed = await post(gw, '/auth/signup', {
+        email,
+        access_code: codeFromMail(dataDir, email),
+        password: PASSWORD,
+      });
+      tokens.push(signed.json.token as string);
+    }
+    const patient = tokens[0] as string;
+    const search = '/fhir/Observation?_count=20';
+    const read = `/fhir/Patient/${process.env.BENCH_PATIENT_ID ?? 'bench-patient-1'}`;
+    for (const t of [bareTarget, gwTarget]) {
+      await closedLoop(t, search, patient, 1000); // warm-up: JIT, pools, caches
+      await closedLoop(t, read, patient, 1000);
+    }
+
+    const rows: Record<string, number[]> = {};
+    const add = (key: string, value: number) => {
+      rows[key] ??= [];
+      rows[key]?.push(value);
+    };
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const t of [bareTarget, gwTarget]) {
+        const token = t === gwTarget ? patient : undefined;
+        const bundle = await closedLoop(t, search, token);
+        add(`${t.name}.bundle.rps`, bundle.rps);
+        add(`${t.name}.bundle.cpu_us`, bundle.cpuUsPerRequest);
+        add(`${t.name}.errors`, bundle.errors);
+        const single = await closedLoop(t, read, token);
+        add(`${t.name}.read.rps`, single.rps);
+        add(`${t.name}.read.cpu_us`, single.cpuUsPerRequest);
+        add(`${t.name}.errors`, single.errors);
+        for (const rate of [250, 1000]) {
+          const lat = await openLoop(t, search, token, rate, 4);
+          add(`${t.name}.bundle.${rate}.p50`, lat.p50);
+          add(`${t.name}.bundle.${rate}.p99`, lat.p99);
+          add(`${t.name}.errors`, lat.errors);
+        }
+      }
+    }
+
+    // logins: 20 in flight over 10 accounts (at most 5 attempts in flight per account count against its limit)
+    const gatewayPid = processTree(gateway.pid as number).at(-1) as number;
+    const loginOnce = async (i: number) => {
+      const response = await post(gw, '/auth/login', {
+        email: emails[1 + (i % LOGIN_ACCOUNTS)],
+        password: PASSWORD,
+      });
+      if (response.status !== 200) throw new Error(`login answered ${response.status}`);
+    };
+    const logins = 400;
+    const mainBefore = cpuMicros([`${gatewayPid}/task/${gatewayPid}`]);
+    let n = 0;
+    const loginStart = performance.now();
+    await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        while (n < logins) await loginOnce(n++);
+      }),
+    );
+    const loginSeconds = (performance.now() - loginStart) / 1000;
+    const loginMainUs = (cpuMicros([`${gatewayPid}/task/${gatewayPid}`]) - mainBefore) / logins;
+
+    const quiet = await openLoop(gwTarget, read, patient, 250, 5);
+    let storming = true;
+    let stormed = 0;
+    const storm = Promise.all(
+      Array.from({ length: 20 }, async () => {
+        while (storming) await loginOnce(stormed++);
+      }),
+    );
+    const loud = await openLoop(gwTarget, read, patient, 250, 5);
+    storming = false;
+    await storm;
+
+    const m = (key: string) => median(rows[key] ?? []);
+    const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
+    const summary = {
+      node: process.version,
+      cpus: os.cpus().length,
+      rounds: ROUNDS,
+      requests_per_row: REQUESTS,
+      bundle_bytes: bundleBytes,
+      cpu_us_per_request: {
+        bundle: {
+          gateway: m('gateway.bundle.cpu_us'),
+          bare: m('bare.bundle.cpu_us'),
+          ratio: ratio(m('gateway.bundle.cpu_us'), m('bare.bundle.cpu_us')),
+        },
+        read: {
+          gateway: m('gateway.read.cpu_us'),
+          bare: m('bare.read.cpu_us'),
+          ratio: ratio(m('gateway.read.cpu_us'), m('bare.read.cpu_us')),
+        },
+      },
+      throughput_rps: {
+        bundle: {
+          gateway: m('gateway.bundle.rps'),
+          bare: m('bare.bundle.rps'),
+          ratio: ratio(m('gateway.bundle.rps'), m('bare.bundle.rps')),
+        },
+        read: {
+          gateway: m('gateway.read.rps'),
+          bare: m('bare.read.rps'),
+          ratio: ratio(m('gateway.read.rps'), m('bare.read.rps')),
+        },
+      },
+      added_latency_ms: {
+        at_250: {
+          p50: Math.round((m('gateway.bundle.250.p50') - m('bare.bundle.250.p50')) * 100) / 100,
+          p99: Math.round((m('gateway.bundle.250.p99') - m('bare.bundle.250.p99')) * 100) / 100,
+        },
+        at_1000: {
+          p50: Math.round((m('gateway.bundle.1000.p50') - m('bare.bundle.1000.p50')) * 100) / 100,
+          p99: Math.round((m('gateway.bundle.1000.p99') - m('bare.bundle.1000.p99')) * 100) / 100,
+        },
+        bare_at_1000: { p50: m('bare.bundle.1000.p50'), p99: m('bare.bundle.1000.p99') },
+      },
+      logins: {
+        per_second: Math.round(logins / loginSeconds),
+        main_thread_us_per_login: Math.round(loginMainUs),
+      },
+      read_p99_ms_at_250: {
+        quiet: quiet.p99,
+        with_20_logins_in_flight: loud.p99,
+        ratio: ratio(loud.p99, quiet.p99),
+      },
+      external_upstream: { start_to_ready_ms: readyMs, idle_rss_mib_process_tree: idleRss },
+      embedded_default: { start_to_ready_ms: embedded.readyMs, idle_rss_mib_process_tree: embedded.rssMiB },
+      errors:
+        (rows['gateway.errors'] ?? []).reduce((a, b) => a + b, 0) +
+        (rows['bare.errors'] ?? []).reduce((a, b) => a + b, 0),
+    };
+    fs.mkdirSync(path.join(ROOT, 'bench-results'), { recursive: true });
+    fs.writeFileSync(
+      path.join(ROOT, 'bench-results/hotpath.json'),
+      `${JSON.stringify({ summary, rows }, null, 2)}\n`,
+    );
+    const s = summary;
+    process.stdout.write(
+      [
+        '| figure | gateway | bare proxy | ratio |',
+        '|---|---|---|---|',
+        `| CPU per Bundle request | ${s.cpu_us_per_request.bundle.gateway} µs | ${s.cpu_us_per_request.bundle.bare} µs | ${s.cpu_us_per_request.bundle.ratio}× |`,
+        `| CPU per single read | ${s.cpu_us_per_request.read.gateway} µs | ${s.cpu_us_per_request.read.bare} µs | ${s.cpu_us_per_request.read.ratio}× |`,
+        `| throughput, ${CONNECTIONS} connections, Bundle / read | ${s.throughput_rps.bundle.gateway} / ${s.throughput_rps.read.gateway} req/s | ${s.throughput_rps.bundle.bare} / ${s.throughput_rps.read.bare} req/s | ${s.throughput_rps.bundle.ratio}× / ${s.throughput_rps.read.ratio}× |`,
+        `| added latency at 250 req/s, Bundle p50 / p99 | +${s.added_latency_ms.at_250.p50} / +${s.added_latency_ms.at_250.p99} ms | | |`,
+        `| added latency at 1,000 req/s, Bundle p50 / p99 | +${s.added_latency_ms.at_1000.p50} / +${s.added_latency_ms.at_1000.p99} ms | p50 ${s.added_latency_ms.bare_at_1000.p50} / p99 ${s.added_latency_ms.bare_at_1000.p99} ms | |`,
+        `| logins/s (20 in flight) | ${s.logins.per_second} | | main thread ${s.logins.main_thread_us_per_login} µs per login |`,
+        `| read p99 at 250 req/s, with 20 logins in flight vs none | ${s.read_p99_ms_at_250.with_20_logins_in_flight} vs ${s.read_p99_ms_at_250.quiet} ms | | ${s.read_p99_ms_at_250.ratio}× |`,
+        `| \`npm start\` → ready; idle RSS of the process tree, embedded default | ${s.embedded_default.start_to_ready_ms} ms; ${s.embedded_default.idle_rss_mib_process_tree} MiB | | |`,
+        `| the same with an external FHIR server | ${s.external_upstream.start_to_ready_ms} ms; ${s.external_upstream.idle_rss_mib_process_tree} MiB | | |`,
+        `| errors | ${s.errors} | | |`,
+        '',
+      ].join('\n'),
+    );
+  } finally {
+    try {
+      process.kill(-(gateway.pid as number), 'SIGTERM');
+    } catch {
+      // gone
+    }
+    bare.child.kill();
+    upstream.child.kill();
+    await gw.close();
+    await bareTarget.pool.close();
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${(error as Error).stack ?? String(error)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,163 @@
+// A static FHIR upstream for `npm run bench`: prebuilt answers, no logic, so what is measured is
+// the proxy in front of it. Searches answer a 20-entry searchset Bundle (~26 KB) of one
+// patient's Observations, reads answer the Patient, writes answer 201. Plain JS: no loader cost.
+import http from 'node:http';
+
+const port = Number(process.env.PORT ?? 0);
+const base = `http://127.0.0.1:${port}/fhir`;
+const PATIENT = process.env.BENCH_PATIENT_ID ?? 'bench-patient-1';
+const practitioner = 'bench-practitioner-1';
+
+const observation = (i) => ({
+  resourceType: 'Observation',
+  id: `obs-${i}`,
+  meta: { versionId: '1', lastUpdated: '2026-11-20T09:30:00.000Z' },
+  status: 'final',
+  category: [
+    {
+      coding: [
+        {
+          system: 'http://terminology.hl7.org/CodeSystem/observation-category',
+          code: 'vital-signs',
+          display: 'Vital Signs',
+        },
+      ],
+    },
+  ],
+  code: {
+    coding: [
+      {
+        system: 'http://loinc.org',
+        code: '85354-9',
+        display: 'Blood pressure panel with all children optional',
+      },
+    ],
+    text: 'Blood pressure',
+  },
+  subject: { reference: `Patient/${PATIENT}` },
+  effectiveDateTime: new Date(Date.UTC(2026, 10, 1 + i, 9, 30)).toISOString(),
+  issued: new Date(Date.UTC(2026, 10, 1 + i, 10, 0)).toISOString(),
+  performer: [{ reference: `Practitioner/${practitioner}`, display: 'Dr Bench' }],
+  interpretation: [
+    {
+      coding: [
+        {
+          system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation',
+          code: 'N',
+          display: 'Normal',
+        },
+      ],
+    },
+  ],
+  component: [
+    {
+      code: { coding: [{ system: 'http://loinc.org', code: '8480-6', display: 'Systolic blood pressure' }] },
+      valueQuantity: { value: 110 + i, unit: 'mmHg', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' },
+      referenceRange: [{ low: { value: 90, unit: 'mmHg' }, high: { value: 130, unit: 'mmHg' } }],
+    },
+    {
+      code: { coding: [{ system: 'http://loinc.org', code: '8462-4', display: 'Diastolic blood pressure' }] },
+      valueQuantity: { value: 70 + i, unit: 'mmHg', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' },
+      referenceRange: [{ low: { value: 60, unit: 'mmHg' }, high: { value: 85, unit: 'mmHg' } }],
+    },
+  ],
+  note: [{ text: 'Measured seated after five minutes of rest, left arm, adult cuff.' }],
+});
+
+function bundleText() {
+  return JSON.stringify({
+    resourceType: 'Bundle',
+    id: 'bench-search',
+    type: 'searchset',
+    total: 60,
+    link: [
+      { relation: 'self', url: `${base}/Observation?subject=Patient/${PATIENT}&_count=20` },
+      { relation: 'next', url: `${base}?_getpages=bench-search&_getpagesoffset=20&_count=20` },
+    ],
+    entry: Array.from({ length: 20 }, (_, i) => ({
+      fullUrl: `${base}/Observation/obs-${i}`,
+      resource: observation(i),
+      search: { mode: 'match' },
+    })),
+  });
+}
+
+const patientText = () =>
+  JSON.stringify({
+    resourceType: 'Patient',
+    id: PATIENT,
+    meta: { versionId: '1', lastUpdated: '2026-11-20T09:30:00.000Z' },
+    identifier: [{ system: 'urn:oid:1.2.36.146.595.217.0.1', value: '12345' }],
+    active: true,
+    name: [{ use: 'official', family: 'Bench', given: ['Patient'] }],
+    telecom: [{ system: 'email', value: 'bench-patient@example.com' }],
+    gender: 'female',
+    birthDate: '1980-04-12',
+    generalPractitioner: [{ reference: `Practitioner/${practitioner}` }],
+  });
+
+const bundle = bundleText();
+const patient = patientText();
+const capability = JSON.stringify({
+  resourceType: 'CapabilityStatement',
+  status: 'active',
+  kind: 'instance',
+  fhirVersion: '4.0.1',
+  format: ['json'],
+  rest: [{ mode: 'server', resource: [{ type: 'Patient' }, { type: 'Observation' }] }],
+});
+const json = { 'content-type': 'application/fhir+json;charset=utf-8' };
+
+http
+  .createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const url = req.url ?? '';
+      if (req.method === 'POST') {
+        const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : {};
+        const type = body.resourceType ?? 'Resource';
+        // the provisioned accounts get fixed ids the prebuilt answers name
+        const id =
+          type === 'Patient'
+            ? PATIENT
+            : type === 'Practitioner'
+              ? practitioner
+              : `${type.toLowerCase()}-${Date.now()}`;
+        const stored = { ...body, id, meta: { versionId: '1', lastUpdated: new Date().toISOString() } };
+        const text = JSON.stringify(stored);
+        res.writeHead(201, {
+          ...json,
+          location: `${base}/${type}/${id}/_history/1`,
+          etag: 'W/"1"',
+          'content-length': Buffer.byteLength(text),
+        });
+        res.end(text);
+        return;
+      }
+      let text;
+      if (url.includes('/metadata')) text = capability;
+      else if (/\/Patient\/[^/?]+/.test(url)) text = patient;
+      else if (/\/Practitioner\/[^/?]+/.test(url))
+        text = JSON.stringify({
+          resourceType: 'Practitioner',
+          id: practitioner,
+          name: [{ family: 'Bench' }],
+        });
+      else if (url.includes('identifier='))
+        text = JSON.stringify({ resourceType: 'Bundle', type: 'searchset', total: 0, entry: [] });
+      else text = bundle;
+      res.writeHead(200, { ...json, etag: 'W/"1"', 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+    });
+  })
+  .listen(port, '127.0.0.1', function () {
+    console.log(
+      JSON.stringify({
+        ready: true,
+        port: this.address().port,
+        bundleBytes: Buffer.byteLength(bundle),
+        patientBytes: Buffer.byteLength(patient),
+      }),
+    );
+  });
