@@ -6,11 +6,16 @@ export function readSecret(prompt: string): Promise<string> {
   if (!input.isTTY) {
     return new Promise((resolve, reject) => {
       const rl = readline.createInterface({ input, terminal: false });
+      let answered = false;
       rl.once('line', (line) => {
-        rl.close();
+        // settle before close(): close() emits 'close' at once, and its handler would reject first
+        answered = true;
         resolve(line);
+        rl.close();
       });
-      rl.once('close', () => reject(new Error('No password given on standard input.')));
+      rl.once('close', () => {
+        if (!answered) reject(new Error('No password given on standard input.'));
+      });
     });
   }
   return new Promise((resolve) => {

@@ -1,0 +1,85 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { startTestGateway } from '../helpers/gateway.js';
+import { tempDir } from '../helpers/tempDir.js';
+
+/**
+ * `npm run admin:create -- --email ...` in a real child process, its password piped on
+ * standard input as the README shows (`echo '<password>' | npm run admin:create -- ...`).
+ */
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const PASSWORD = 'a piped admin passphrase, long enough';
+
+interface Run {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function adminCreate(dataDir: string, email: string, stdin: string): Promise<Run> {
+  // the parent's DATABASE_URL (a PostgreSQL run) must not redirect the script away from dataDir
+  const { DATABASE_URL: _ignored, ...env } = process.env;
+  const child = spawn('npm', ['run', '-s', 'admin:create', '--', '--email', email], {
+    cwd: ROOT,
+    env: { ...env, DATA_DIR: dataDir },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk) => {
+    stdout += chunk;
+  });
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  child.stdin.end(stdin);
+  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
+}
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('npm run admin:create with the password on standard input', () => {
+  it('creates an admin from a piped line, who can then log in', async () => {
+    const dataDir = tempDir();
+    dirs.push(dataDir);
+    const run = await adminCreate(dataDir, 'admin2@example.com', `${PASSWORD}\n`);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('Admin admin2@example.com created.');
+
+    const gw = await startTestGateway({ dataDir });
+    try {
+      const response = await gw.call('/auth/login', {
+        method: 'POST',
+        json: { email: 'admin2@example.com', password: PASSWORD },
+      });
+      expect(response.status).toBe(200);
+      const body = (await response.json()) as { user: { role: string } };
+      expect(body.user.role).toBe('admin');
+    } finally {
+      await gw.close();
+    }
+  }, 60_000);
+
+  it('accepts a last line without a newline (printf)', async () => {
+    const dataDir = tempDir();
+    dirs.push(dataDir);
+    const run = await adminCreate(dataDir, 'admin3@example.com', PASSWORD);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('Admin admin3@example.com created.');
+  }, 60_000);
+
+  it('exits 1 with one clear line when standard input is empty', async () => {
+    const dataDir = tempDir();
+    dirs.push(dataDir);
+    const run = await adminCreate(dataDir, 'admin4@example.com', '');
+    expect(run.code).toBe(1);
+    expect(run.stderr.trim()).toBe('No password given on standard input.');
+  }, 60_000);
+});
