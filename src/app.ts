@@ -3,7 +3,7 @@ import { cors } from 'hono/cors';
 import { adminRoutes } from './admin/adminController.js';
 import { authRoutes } from './auth/authController.js';
 import { jwksRoutes } from './auth/jwksController.js';
-import { docsRoutes } from './docs/docsController.js';
+import { docsRoutes, docsTrailingSlash } from './docs/docsController.js';
 import { openApiDocumentConfig } from './docs/openapiDocument.js';
 import { AppError } from './errors.js';
 import { passthroughRoutes } from './fhir/passthroughController.js';
@@ -70,6 +70,7 @@ export function createApp(deps: AppDeps) {
   app.route('/', authRoutes());
   app.route('/', provisioningRoutes());
   app.route('/', adminRoutes());
+  app.use('/docs/', docsTrailingSlash());
   app.route('/', docsRoutes());
   app.route('/', patientRoutes());
   app.route('/', practitionerRoutes());

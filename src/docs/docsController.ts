@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRoute, z } from '@hono/zod-openapi';
-import type { Context } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { escapeHtml } from '../email/templates.js';
 import { createRouter } from '../http/router.js';
 import type { AppEnv } from '../http/types.js';
@@ -117,6 +117,18 @@ function sendAsset(c: Context<AppEnv>, asset: LoadedAsset): Response {
   };
   if (c.req.header('if-none-match') === asset.etag) return c.body(null, 304, headers);
   return c.body(asset.body, 200, headers);
+}
+
+/**
+ * `/docs/` redirects to `/docs`: served under the slash, the page's relative asset URLs would
+ * resolve below `/docs/docs/`. The Location is relative (`../docs`) so a proxy path prefix is
+ * kept. Mounted as middleware, not as an operation of /openapi.json: it is a spelling, not an API.
+ */
+export function docsTrailingSlash(): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    if (c.req.path !== '/docs/' || (c.req.method !== 'GET' && c.req.method !== 'HEAD')) return next();
+    return c.redirect('../docs', 301);
+  };
 }
 
 /** GET /docs and its assets. /openapi.json itself is served by createApp (app.doc31). */

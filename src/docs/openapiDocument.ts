@@ -36,7 +36,11 @@ export function openApiDocumentConfig(config: Config) {
   return {
     openapi: '3.1.0',
     info: { title: `${config.appName} API`, version: '0.1.0', description },
-    servers: [{ url: base }],
+    // Relative, so "Try it out" calls the origin the page was loaded from, whatever host name the
+    // browser used (127.0.0.1, localhost, a proxy's name): the page's CSP allows connect-src 'self'
+    // only, and an absolute PUBLIC_BASE_URL here is refused whenever it differs from that origin.
+    // "." resolves against /openapi.json's own URL, so a proxy path prefix (/api/openapi.json) is kept.
+    servers: [{ url: '.', description: 'This gateway, at the address this document was loaded from' }],
     tags: [
       { name: 'auth', description: 'Login, signup with the emailed access code, sessions, password reset' },
       {

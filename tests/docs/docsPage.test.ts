@@ -10,6 +10,7 @@ import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
  */
 
 const SCREENSHOT = 'test-artifacts/docs-page.png';
+const TRY_IT_OUT_SCREENSHOT = 'test-artifacts/docs-try-it-out.png';
 
 /** Debian's `chromium` (installed by .ci/run when missing), or CHROMIUM_PATH. */
 function findChromium(): string | undefined {
@@ -50,6 +51,24 @@ describe('GET /docs', () => {
     );
   });
 
+  it('redirects /docs/ to /docs with a relative Location, so a proxy path prefix is kept', async () => {
+    const response = await gw.call('/docs/', { redirect: 'manual' });
+    expect(response.status).toBe(301);
+    expect(response.headers.get('location')).toBe('../docs');
+    expect(new URL('../docs', `${gw.url}/docs/`).href).toBe(`${gw.url}/docs`);
+    expect(new URL('../docs', 'https://proxy.example/api/docs/').href).toBe('https://proxy.example/api/docs');
+    const followed = await gw.call('/docs/');
+    expect(followed.status).toBe(200);
+    expect(followed.url).toBe(`${gw.url}/docs`);
+  });
+
+  it('names a relative server in /openapi.json, so Try it out calls the origin the page came from', async () => {
+    // the configured public URL (http://gateway.test here) is another origin than the one the browser uses
+    expect(gw.deps.config.publicBaseUrl).not.toBe(gw.url);
+    const doc = (await (await gw.call('/openapi.json')).json()) as { servers: { url: string }[] };
+    expect(doc.servers.map((server) => server.url)).toEqual(['.']);
+  });
+
   it('serves its assets from the gateway, cacheable, with types that nosniff accepts', async () => {
     const expected: Record<string, RegExp> = {
       '/docs/assets/swagger-ui-bundle.js': /^text\/javascript/,
@@ -79,7 +98,7 @@ describe('GET /docs', () => {
   });
 
   it.skipIf(!chromiumPath)(
-    'renders the endpoints in headless Chromium with the network outside the gateway blocked',
+    'renders the endpoints in headless Chromium at 127.0.0.1 and runs a Try it out, with the network outside the gateway blocked',
     async () => {
       const { chromium } = await import('playwright-core');
       const browser = await chromium.launch({
@@ -145,6 +164,33 @@ describe('GET /docs', () => {
         // CSP violations and script errors are reported on the console
         expect(problems).toEqual([]);
 
+        // Try it out at 127.0.0.1 (the README's address): GET /readyz runs from the page, under its CSP
+        expect(new URL(gw.url).hostname).toBe('127.0.0.1');
+        const readyz = page.locator('.opblock-get', {
+          has: page.locator('.opblock-summary-path[data-path="/readyz"]'),
+        });
+        await readyz.locator('.opblock-summary').first().click();
+        await readyz.locator('button.try-out__btn').click();
+        const answered = page.waitForResponse((r) => r.url() === `${gw.url}/readyz`);
+        await readyz.locator('button.execute').click();
+        expect((await answered).status()).toBe(200);
+        const live = readyz.locator('.live-responses-table tr.response');
+        await expect
+          .poll(async () => (await live.locator('.response-col_status').first().textContent())?.trim())
+          .toBe('200');
+        expect(await readyz.locator('.request-url pre').textContent()).toBe(`${gw.url}/readyz`);
+        expect(await live.locator('.response-col_description').first().textContent()).toContain('"ready"');
+        await page.screenshot({ path: TRY_IT_OUT_SCREENSHOT, fullPage: true });
+        expect(outside, 'requests outside the gateway').toEqual([]);
+        expect(problems).toEqual([]);
+
+        // /docs/ in the address bar lands on the same working page
+        const slash = await context.newPage();
+        await slash.goto(`${gw.url}/docs/`, { waitUntil: 'load' });
+        expect(slash.url()).toBe(`${gw.url}/docs`);
+        await slash.waitForSelector('.opblock-summary-path', { timeout: 20_000 });
+        await slash.close();
+
         // the guard itself works: a request to another host is recorded and never leaves
         const probe = await context.newPage();
         await expect(probe.goto('https://cdn.example.invalid/swagger-ui.js')).rejects.toThrow();
@@ -153,5 +199,6 @@ describe('GET /docs', () => {
         await browser.close();
       }
     },
+    90_000,
   );
 });
