@@ -44,13 +44,17 @@ export function createApp(deps: AppDeps) {
       // exact-origin allow-list; no credentials mode: tokens travel in the Authorization header
       origin: (origin) => (deps.config.corsOrigins.includes(origin) ? origin : null),
       allowMethods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      // the conditional headers and Prefer are what FHIR clients send (https://hl7.org/fhir/R4/http.html#cread)
       allowHeaders: [
         'Authorization',
         'Content-Type',
         'Idempotency-Key',
         'X-Request-Id',
         'If-Match',
+        'If-None-Match',
+        'If-Modified-Since',
         'If-None-Exist',
+        'Prefer',
       ],
       exposeHeaders: ['X-Request-Id', 'Retry-After', 'Location', 'ETag'],
       maxAge: 600,

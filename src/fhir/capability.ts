@@ -39,7 +39,8 @@ export async function capabilityStatement(deps: AppDeps): Promise<CapabilityStat
         documentation:
           'A filtered passthrough. Patients read their own compartment; practitioners read and write the compartments of their assigned patients; admins have the full upstream surface. See /docs.',
         security: {
-          cors: true,
+          // true only when browsers from some origin get CORS headers (CORS_ORIGINS is not empty)
+          cors: deps.config.corsOrigins.length > 0,
           service: [
             {
               coding: [
