@@ -104,7 +104,11 @@ async function crashRun(dialect: 'sqlite' | 'postgres', run: number, smtp: SmtpC
         () => undefined, // the process died under it
       ),
     );
-    await sleep(50 + Math.floor(Math.random() * 1500));
+    // kill mid-burst: after a random share of what is left has been answered (or a random moment)
+    const remaining = REQUESTS - first.size;
+    const target = first.size + 1 + Math.floor(Math.random() * Math.max(1, remaining / 2));
+    const until = Date.now() + 200 + Math.floor(Math.random() * 3000);
+    while (first.size < target && Date.now() < until) await sleep(5);
     await gateway.proc.kill('SIGKILL');
     await Promise.allSettled(inFlight);
     gateway = await startGatewayProcess(env, port);
