@@ -54,6 +54,7 @@ function describeResourceType(type: ResourceType): CapabilityStatementRestResour
     versioning: 'versioned-update',
     readHistory: true,
     updateCreate: true,
+    conditionalRead: 'full-support',
     conditionalCreate: true,
     conditionalUpdate: true,
     conditionalDelete: 'single',

@@ -322,8 +322,12 @@ function searchEntry(baseUrl: string, resource: Resource, mode: 'match' | 'inclu
 /** `self`, plus `next` and `previous` where there are such pages, as absolute URLs on this server. */
 function pagingLinks(baseUrl: string, request: PagedSearchRequest, total: number): BundleLink[] {
   const { offset, count } = request;
+  // Medplum writes `_elements` as its own `_fields`: links carry the R4 name back
   const pageUrl = (pageOffset: number) =>
-    `${baseUrl}/${request.resourceType}${formatSearchQuery({ ...request, offset: pageOffset })}`;
+    `${baseUrl}/${request.resourceType}${formatSearchQuery({ ...request, offset: pageOffset })}`.replace(
+      /([?&])_fields=/,
+      '$1_elements=',
+    );
   const links: BundleLink[] = [{ relation: 'self', url: pageUrl(offset) }];
   if (count > 0 && offset + count < total) {
     links.push({ relation: 'next', url: pageUrl(offset + count) });

@@ -1,5 +1,5 @@
 import { mkdirSync } from 'node:fs';
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import { FhirRouter } from '@medplum/fhir-router';
 import type { OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { loadFhirDefinitions } from '../definitions.js';
 import { buildCapabilityStatement } from './capability.js';
+import { applyElements, parseElements } from './elements.js';
 import { ResourceJournal } from './journal.js';
 import { type IdStyle, JournaledMemoryRepository } from './repository.js';
 
@@ -121,7 +122,8 @@ async function handleRequest(
 
 interface Answer {
   status: number;
-  body: Resource;
+  /** Undefined for 304 Not Modified, which has no body. */
+  body: Resource | undefined;
   headers: Record<string, string>;
 }
 
@@ -150,12 +152,53 @@ async function answer(context: ServerContext, req: IncomingMessage): Promise<Ans
     headers: req.headers,
     config: { transactions: true }, // without it a transaction Bundle is processed like a batch
   };
-  const [result, resource] = await context.serialize(() =>
-    context.router.handleRequest(request, context.repo),
-  );
+  const [result, routed] = await context.serialize(() => context.router.handleRequest(request, context.repo));
   // FhirRouter answers 200 to every PUT; FHIR wants 201 (and a Location) when the PUT created the resource.
-  const status = method === 'PUT' && resource && context.repo.isCreation(resource) ? 201 : getStatus(result);
+  const status = method === 'PUT' && routed && context.repo.isCreation(routed) ? 201 : getStatus(result);
+  const isRead = method === 'GET' && path.split('/').length === 2;
+  if (isRead && status === 200 && routed && notModified(req.headers, routed)) {
+    return { status: 304, body: undefined, headers: versionHeaders(context.baseUrl, 304, routed) };
+  }
+  const elements = parseElements(elementValues(method, path, request));
+  const [searchedType = ''] = path.split('/');
+  const resource =
+    routed && elements && status === 200 ? applyElements(routed, searchedType, elements) : routed;
   return toAnswer(context.baseUrl, status, result, resource);
+}
+
+/**
+ * Conditional read (https://hl7.org/fhir/R4/http.html#cread): the client's copy is current.
+ * If-None-Match compares weakly (RFC 9110 section 8.8.3.2, `W/"3"` matches version 3; `*` matches
+ * any); If-Modified-Since counts only without it (RFC 9110 section 13.1.3), to the second.
+ */
+function notModified(headers: IncomingHttpHeaders, resource: Resource): boolean {
+  const { versionId, lastUpdated } = resource.meta ?? {};
+  const ifNoneMatch = headers['if-none-match'];
+  if (ifNoneMatch !== undefined) {
+    const opaque = (tag: string) =>
+      tag
+        .trim()
+        .replace(/^W\//, '')
+        .replace(/^"(.*)"$/, '$1');
+    return ifNoneMatch
+      .split(',')
+      .some((tag) => tag.trim() === '*' || (!!versionId && opaque(tag) === versionId));
+  }
+  const since = Date.parse(headers['if-modified-since'] ?? '');
+  if (Number.isNaN(since) || !lastUpdated) return false;
+  return Math.floor(Date.parse(lastUpdated) / 1000) * 1000 <= since;
+}
+
+/** The `_elements` values of a GET (read, vread, search) or of a POST _search's form and URL. */
+function elementValues(method: string, path: string, request: FhirRequest): string[] {
+  const source =
+    method === 'GET'
+      ? request.query
+      : method === 'POST' && path.endsWith('/_search')
+        ? request.body
+        : undefined;
+  const value = (source as Record<string, string | string[] | undefined> | undefined)?._elements;
+  return value === undefined ? [] : [value].flat();
 }
 
 /** Rejects what FhirRouter would route but cannot answer truthfully, and unknown resource types. */
@@ -288,9 +331,19 @@ function tooLarge(): HttpAnswer {
   return new HttpAnswer(413, outcome('too-costly', `Request body exceeds ${MAX_BODY_BYTES} bytes`));
 }
 
-function send(res: ServerResponse, status: number, body: Resource, headers: Record<string, string>): void {
+function send(
+  res: ServerResponse,
+  status: number,
+  body: Resource | undefined,
+  headers: Record<string, string>,
+): void {
   if (res.headersSent) {
     res.destroy();
+    return;
+  }
+  if (body === undefined) {
+    res.writeHead(status, headers);
+    res.end();
     return;
   }
   const payload = JSON.stringify(body);
