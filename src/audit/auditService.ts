@@ -34,10 +34,10 @@ function errorCodeOf(event: AuditEvent): string | null {
   return event.outcome !== 'success' && typeof reason === 'string' && reason in ERROR_CATALOG ? reason : null;
 }
 
-/** The audit_log row for an event that happened at `now`. */
-export function auditRow(event: AuditEvent, now: Date): NewAuditEntry {
+/** The audit_log row for an event that happened at `now` (`id`: a UUIDv7 of that time). */
+export function auditRow(event: AuditEvent, now: Date, id = uuidv7(now.getTime())): NewAuditEntry {
   return {
-    id: uuidv7(now.getTime()),
+    id,
     occurred_at: now.toISOString(),
     action: event.action,
     outcome: event.outcome,

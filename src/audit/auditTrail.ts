@@ -1,4 +1,6 @@
+import { randomFillSync } from 'node:crypto';
 import type { Kysely } from 'kysely';
+import { isLockTimeout } from '../../db/connection.js';
 import type { Database, NewAuditEntry } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../logger.js';
@@ -13,15 +15,19 @@ import { type AuditEvent, auditRow } from './auditService.js';
  * mirrored to the FHIR server as AuditEvents: `GET /admin/audit?format=fhir` exports them.
  */
 export interface AuditTrail {
-  /** Buffers one entry, stamped now; never throws, never waits. */
-  record(event: AuditEvent): void;
-  /** Writes everything buffered so far (a failed write is retried once, at the next flush). */
+  /** Buffers one entry, stamped `at` (default now); never throws, never waits. */
+  record(event: AuditEvent, at?: Date): void;
+  /**
+   * Writes everything buffered so far. A write refused by another writer's lock is tried again
+   * at the next flush; any other failed write is retried once, then dropped and logged.
+   */
   flush(): Promise<void>;
   /** Stops the timer and writes what is left; call before the database closes. */
   close(): Promise<void>;
 }
 
 export interface AuditTrailOptions {
+  /** The background connection: on SQLite it gives up on a lock at once instead of stalling the event loop. */
   readonly db: Kysely<Database>;
   readonly clock: Clock;
   readonly logger: Logger;
@@ -32,29 +38,77 @@ export interface AuditTrailOptions {
 /** A flush starts as soon as this many rows wait. */
 export const MAX_WAITING = 200;
 
+/** Most rows kept while the database refuses them (a long lock): the oldest go first, counted in the log. */
+export const MAX_BUFFERED = 20_000;
+
 /** audit_log has 14 columns: 64 rows stay under SQLite's oldest variable limit (999 per statement). */
 const ROWS_PER_INSERT = 64;
 
 interface Pending {
   readonly row: NewAuditEntry;
-  /** Already failed to be written once. */
+  /** Already failed once for another reason than a lock. */
   readonly retried: boolean;
+}
+
+/** An event as recorded: its row is built at flush time, off the request path. */
+interface Recorded {
+  readonly event: AuditEvent;
+  readonly at: number;
+}
+
+const POOL_BYTES = 4096;
+
+/**
+ * UUIDv7s (RFC 9562 section 5.7, as src/ids.ts) whose 74 random bits come from a pooled
+ * buffer refilled from the CSPRNG every ~400 ids: one randomBytes call per id costs more than
+ * building the rest of the row, and a busy gateway records thousands of rows a second.
+ */
+function pooledUuidv7(): (ms: number) => string {
+  const pool = Buffer.alloc(POOL_BYTES);
+  let offset = POOL_BYTES;
+  return (ms) => {
+    if (offset + 10 > POOL_BYTES) {
+      randomFillSync(pool);
+      offset = 0;
+    }
+    const bytes = Buffer.alloc(16);
+    bytes.writeUIntBE(ms, 0, 6);
+    pool.copy(bytes, 6, offset, offset + 10);
+    offset += 10;
+    bytes[6] = ((bytes[6] ?? 0) & 0x0f) | 0x70;
+    bytes[8] = ((bytes[8] ?? 0) & 0x3f) | 0x80;
+    const hex = bytes.toString('hex');
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  };
+}
+
+interface Outcome {
+  /** To write at the next flush. */
+  readonly again: Pending[];
+  readonly dropped: number;
 }
 
 /** The trail of one gateway (one database). */
 export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
   const { db, clock, logger } = options;
   const intervalMs = options.intervalMs ?? 1_000;
+  const newId = pooledUuidv7();
+  // rows to write again (built), then events recorded since the last flush (not built yet)
   let buffer: Pending[] = [];
+  let recorded: Recorded[] = [];
   let timer: NodeJS.Timeout | undefined;
   // flushes run one after another, so rows are written in the order they were recorded
   let writing: Promise<void> = Promise.resolve();
   // a flush waiting for the one before it: later records join it instead of queueing another
   let queued: Promise<void> | undefined;
   let closed = false;
+  // while another writer holds the lock, rows wait for the timer instead of a flush per record
+  let locked = false;
 
-  const insert = async (batch: readonly Pending[]): Promise<Pending[]> => {
-    const failed: Pending[] = [];
+  /** Writes a batch in multi-row inserts; says which rows to try again and how many are given up. */
+  const insert = async (batch: readonly Pending[]): Promise<Outcome> => {
+    const again: Pending[] = [];
+    let dropped = 0;
     for (let i = 0; i < batch.length; i += ROWS_PER_INSERT) {
       const chunk = batch.slice(i, i + ROWS_PER_INSERT);
       try {
@@ -62,27 +116,41 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
           .insertInto('audit_log')
           .values(chunk.map((p) => p.row))
           .execute();
+        locked = false;
       } catch (error) {
         // the count only: a row's facts stay out of the log
         logger.error({ err: error, rows: chunk.length }, 'audit trail write failed');
-        failed.push(...chunk);
+        // a lock passes: it does not use up the retry
+        locked = isLockTimeout(error);
+        if (locked) again.push(...chunk);
+        else
+          for (const p of chunk) {
+            if (p.retried) dropped++;
+            else again.push({ row: p.row, retried: true });
+          }
       }
     }
-    return failed;
+    return { again, dropped };
   };
 
+  const toPending = ({ event, at }: Recorded): Pending => ({
+    row: auditRow(event, new Date(at), newId(at)),
+    retried: false,
+  });
+
+  const waiting = () => buffer.length + recorded.length;
+
   const writeBuffered = async () => {
-    const batch = buffer;
+    const batch = [...buffer, ...recorded.map(toPending)];
     buffer = [];
+    recorded = [];
     if (batch.length === 0) return;
-    const failed = await insert(batch);
-    const dropped = failed.filter((p) => p.retried).length;
-    if (dropped > 0) logger.error({ rows: dropped }, 'audit trail rows dropped after a retry');
-    const again = failed.filter((p) => !p.retried).map((p) => ({ row: p.row, retried: true }));
-    if (again.length > 0) {
-      buffer = [...again, ...buffer];
-      schedule();
-    }
+    const { again, dropped } = await insert(batch);
+    const overflow = Math.max(0, again.length - MAX_BUFFERED);
+    buffer = overflow > 0 ? again.slice(overflow) : again;
+    if (dropped + overflow > 0)
+      logger.error({ rows: dropped + overflow }, 'audit trail rows dropped after a retry');
+    if (waiting() > 0) schedule();
   };
 
   const flush = (): Promise<void> => {
@@ -107,17 +175,19 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
   }
 
   return {
-    record: (event) => {
-      buffer.push({ row: auditRow(event, clock.now()), retried: false });
-      if (buffer.length >= MAX_WAITING || closed) void flush();
+    record: (event, at) => {
+      // only a push here: the row (id, timestamps, JSON) is built when the buffer is written
+      recorded.push({ event, at: (at ?? clock.now()).getTime() });
+      if ((recorded.length >= MAX_WAITING && !locked) || closed) void flush();
       else schedule();
     },
     flush,
     close: async () => {
       closed = true;
       await flush();
-      // a row that failed once gets its retry now: nothing is left for a timer after close
-      if (buffer.length > 0) await flush();
+      // rows that failed once get their retry now: nothing is left for a timer after close
+      if (waiting() > 0) await flush();
+      if (waiting() > 0) logger.error({ rows: waiting() }, 'audit trail rows not written at shutdown');
     },
   };
 }

@@ -1,0 +1,175 @@
+import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs } from 'kysely';
+import { afterEach, describe, expect, it } from 'vitest';
+import { migrateToLatest, openDatabase } from '../../db/connection.js';
+import type { AuditEvent } from '../../src/audit/auditService.js';
+import { type AuditTrail, createAuditTrail, MAX_WAITING } from '../../src/audit/auditTrail.js';
+import { systemClock } from '../../src/clock.js';
+import { createLogger } from '../../src/logger.js';
+import { tempDir } from '../helpers/gateway.js';
+import { createTestSchema, DIALECTS } from '../helpers/postgres.js';
+
+/**
+ * The batched trail: `record` never touches the database; rows are written in multi-row
+ * inserts about once a second, or as soon as MAX_WAITING wait; a failed write is retried once,
+ * then dropped and logged (a count, never the facts); close() writes what is left.
+ */
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** Makes the next `failures` inserts into audit_log fail (with `code`, e.g. SQLITE_BUSY for a lock). */
+function failingInserts(failures: number, code?: string): KyselyPlugin {
+  let left = failures;
+  return {
+    transformQuery: (args: PluginTransformQueryArgs) => {
+      if (args.node.kind === 'InsertQueryNode' && left > 0) {
+        left--;
+        throw Object.assign(new Error('injected write failure'), code ? { code } : {});
+      }
+      return args.node;
+    },
+    transformResult: async (args: PluginTransformResultArgs) => args.result,
+  };
+}
+
+async function setUp(
+  dialect: 'sqlite' | 'postgres',
+  options: { intervalMs?: number; failures?: number; code?: string } = {},
+) {
+  const schema = dialect === 'postgres' ? await createTestSchema() : undefined;
+  const database = openDatabase({ databaseUrl: schema?.url, dataDir: tempDir() });
+  await migrateToLatest(database.db);
+  const lines: string[] = [];
+  const logger = createLogger('info', { write: (line: string) => void lines.push(line) });
+  const db = options.failures
+    ? database.db.withPlugin(failingInserts(options.failures, options.code))
+    : database.db;
+  const trail = createAuditTrail({
+    db,
+    clock: systemClock,
+    logger,
+    intervalMs: options.intervalMs ?? 60_000,
+  });
+  cleanups.push(async () => {
+    await trail.close();
+    await database.close();
+    await schema?.drop();
+  });
+  const count = async () =>
+    Number(
+      (
+        await database.db
+          .selectFrom('audit_log')
+          .select((eb) => eb.fn.countAll().as('n'))
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
+  return { trail, db: database.db, lines, count };
+}
+
+const event = (i: number): AuditEvent => ({
+  action: 'fhir.search',
+  outcome: 'success',
+  actorUserId: 'user-1',
+  actorRole: 'practitioner',
+  targetFhirType: 'Observation',
+  patientId: `patient-${i}`,
+  requestId: `req-${i}`,
+  clientIp: '127.0.0.1',
+  detail: { route: 'practitioner.patients' },
+});
+
+const recordMany = (trail: AuditTrail, n: number, from = 0) => {
+  for (let i = from; i < from + n; i++) trail.record(event(i));
+};
+
+describe.each(DIALECTS)('audit trail (%s)', (dialect) => {
+  it('writes nothing while recording, and everything on flush', async () => {
+    const { trail, db, count } = await setUp(dialect);
+    recordMany(trail, 3);
+    expect(await count()).toBe(0);
+    await trail.flush();
+    const rows = await db.selectFrom('audit_log').selectAll().orderBy('request_id').execute();
+    expect(rows.map((r) => r.patient_id)).toEqual(['patient-0', 'patient-1', 'patient-2']);
+    expect(rows[0]).toMatchObject({
+      action: 'fhir.search',
+      outcome: 'success',
+      error_code: null,
+      request_id: 'req-0',
+    });
+  });
+
+  it('writes a thousand rows in one flush (chunked below the statement variable limits)', async () => {
+    const { trail, count } = await setUp(dialect);
+    // the burst passes MAX_WAITING: the flush it starts takes every row recorded before it runs
+    recordMany(trail, 1_000);
+    await trail.flush();
+    expect(await count()).toBe(1_000);
+  });
+
+  it('flushes by itself after the interval', async () => {
+    const { trail, count } = await setUp(dialect, { intervalMs: 50 });
+    recordMany(trail, 2);
+    for (let i = 0; i < 40 && (await count()) < 2; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(await count()).toBe(2);
+  });
+
+  it('flushes as soon as MAX_WAITING rows wait, without waiting for the interval', async () => {
+    const { trail, count } = await setUp(dialect);
+    recordMany(trail, MAX_WAITING);
+    for (let i = 0; i < 40 && (await count()) < MAX_WAITING; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(await count()).toBe(MAX_WAITING);
+  });
+
+  it('retries a failed write once and logs only the count', async () => {
+    const { trail, count, lines } = await setUp(dialect, { failures: 1 });
+    recordMany(trail, 3);
+    await trail.flush();
+    expect(await count()).toBe(0);
+    expect(lines.join('')).toContain('"rows":3');
+    await trail.flush();
+    expect(await count()).toBe(3);
+    expect(lines.join('')).not.toMatch(/patient-|req-|practitioner/);
+  });
+
+  it('drops rows whose retry failed too, and says how many', async () => {
+    const { trail, count, lines } = await setUp(dialect, { failures: 2 });
+    recordMany(trail, 2);
+    await trail.flush();
+    await trail.flush();
+    expect(await count()).toBe(0);
+    const dropped = lines
+      .map((l) => JSON.parse(l) as { msg: string; rows?: number })
+      .find((l) => /dropped/.test(l.msg));
+    expect(dropped).toMatchObject({ rows: 2 });
+    recordMany(trail, 1, 10);
+    await trail.flush();
+    expect(await count()).toBe(1);
+  });
+
+  it('keeps rows through a lock held by another writer, however many flushes it lasts', async () => {
+    const { trail, count, lines } = await setUp(dialect, { failures: 4, code: 'SQLITE_BUSY' });
+    recordMany(trail, 3);
+    for (let i = 0; i < 4; i++) await trail.flush();
+    expect(await count()).toBe(0);
+    // while the lock lasts, passing MAX_WAITING does not start a flush per record
+    recordMany(trail, MAX_WAITING, 3);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await count()).toBe(0);
+    await trail.flush();
+    expect(await count()).toBe(MAX_WAITING + 3);
+    expect(lines.join('')).not.toContain('dropped');
+  });
+
+  it('writes what is left on close, and what is recorded after it', async () => {
+    const { trail, count } = await setUp(dialect);
+    recordMany(trail, 5);
+    await trail.close();
+    expect(await count()).toBe(5);
+    recordMany(trail, 1, 5);
+    await trail.flush();
+    expect(await count()).toBe(6);
+  });
+});
