@@ -3,11 +3,13 @@ import type { Context } from 'hono';
 import { writeAudit } from '../audit/auditService.js';
 import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
-import { bearerSecurity, errorResponses } from '../http/schemas.js';
+import { bearerSecurity, errorResponses, FHIR_ID_PATTERN } from '../http/schemas.js';
 import type { AppEnv } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
 import { requirePermission } from '../middleware/requireRole.js';
 import {
+  type AuditQuery,
+  auditEventBundle,
   getUser,
   listAudit,
   listOrphans,
@@ -30,6 +32,16 @@ function auditRead(c: Context<AppEnv>, action: string, targetUserId?: string) {
     requestId: c.var.requestId,
     clientIp: c.var.clientIp,
   });
+}
+
+/** The next page of the same audit query, for the Bundle's `next` link. */
+function auditPageUrl(c: Context<AppEnv>, query: AuditQuery & { format: string }, cursor: string): string {
+  const params = new URLSearchParams();
+  for (const [name, value] of Object.entries(query)) {
+    if (value !== undefined && name !== 'cursor') params.set(name, String(value));
+  }
+  params.set('cursor', cursor);
+  return `${c.var.deps.config.publicBaseUrl}/admin/audit?${params}`;
 }
 
 const ReissueResponse = z
@@ -69,17 +81,41 @@ const AuditEntry = z
     occurred_at: z.string(),
     action: z.string().openapi({ example: 'provisioning.create' }),
     outcome: z.enum(['success', 'denied', 'failed']),
+    error_code: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Why it was refused or failed (an error code, or `out_of_scope`)' }),
     actor: z.object({ user_id: z.string().nullable(), role: z.string().nullable() }),
     target: z.object({
       user_id: z.string().nullable(),
       fhir_type: z.string().nullable(),
       fhir_id: z.string().nullable(),
     }),
+    patient_id: z
+      .string()
+      .nullable()
+      .openapi({ description: 'The FHIR Patient whose data was read or refused (access events)' }),
     request_id: z.string().nullable(),
     client_ip: z.string().nullable(),
     detail: z.record(z.string(), z.unknown()).nullable(),
   })
   .openapi('AuditEntry');
+
+const AuditEventBundle = z
+  .object({
+    resourceType: z.literal('Bundle'),
+    type: z.literal('searchset'),
+    link: z.array(z.object({ relation: z.string(), url: z.string() })).optional(),
+    entry: z.array(
+      z.object({
+        fullUrl: z.string(),
+        resource: z.record(z.string(), z.unknown()).openapi({
+          description: 'A FHIR R4 AuditEvent (https://hl7.org/fhir/R4/auditevent.html)',
+        }),
+      }),
+    ),
+  })
+  .openapi('AuditEventBundle');
 
 const isoTime = z.iso.datetime({ offset: true }).or(z.iso.date());
 
@@ -97,6 +133,15 @@ const auditRoute = createRoute({
         outcome: z.enum(['success', 'denied', 'failed']).optional(),
         actor_user_id: z.string().max(64).optional(),
         target_user_id: z.string().max(64).optional(),
+        patient: z
+          .string()
+          .regex(FHIR_ID_PATTERN, 'must be a FHIR id')
+          .optional()
+          .openapi({ description: "A FHIR Patient id: who read (or tried to read) this patient's data" }),
+        error_code: z.string().max(64).optional(),
+        format: z.enum(['json', 'fhir']).default('json').openapi({
+          description: '`fhir`: a FHIR Bundle of AuditEvents (IHE BALP shape) instead of JSON entries',
+        }),
         from: isoTime.optional().openapi({ description: 'Inclusive lower bound (ISO 8601)' }),
         to: isoTime.optional().openapi({ description: 'Exclusive upper bound (ISO 8601)' }),
         limit: z.coerce.number().int().min(1).max(200).default(50),
@@ -106,13 +151,14 @@ const auditRoute = createRoute({
   },
   responses: {
     200: {
-      description: 'A page of entries',
+      description: 'A page of entries (JSON), or with `format=fhir` a Bundle of AuditEvents',
       content: {
         'application/json': {
           schema: z
             .object({ entries: z.array(AuditEntry), next_cursor: z.string().nullable() })
             .openapi('AuditPage'),
         },
+        'application/fhir+json': { schema: AuditEventBundle },
       },
     },
     400: errorResponses[400],
@@ -292,7 +338,13 @@ export function adminRoutes() {
     ),
   );
   router.openapi(auditRoute, async (c) => {
-    const page = await listAudit(c.var.deps, c.req.valid('query'));
+    const query = c.req.valid('query');
+    if (query.format === 'fhir') {
+      const bundle = await auditEventBundle(c.var.deps, query, (cursor) => auditPageUrl(c, query, cursor));
+      await auditRead(c, 'audit.read');
+      return c.json(bundle, 200, { 'Content-Type': 'application/fhir+json; charset=utf-8' });
+    }
+    const page = await listAudit(c.var.deps, query);
     await auditRead(c, 'audit.read');
     return c.json(page, 200);
   });

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { AuditOutcome, UserRow } from '../../db/schema.js';
+import { toFhirAuditEvent } from '../audit/auditEvent.js';
 import { writeAudit } from '../audit/auditService.js';
 import { MAX_CODE_ATTEMPTS } from '../auth/accessCodes.js';
 import { CODE_ELIGIBLE, issueCode } from '../auth/accountCodes.js';
@@ -60,6 +61,9 @@ export interface AuditQuery {
   outcome?: AuditOutcome;
   actor_user_id?: string;
   target_user_id?: string;
+  /** A FHIR Patient id: who read (or tried to read) this patient's data. */
+  patient?: string;
+  error_code?: string;
   from?: string;
   to?: string;
   limit: number;
@@ -90,34 +94,70 @@ function pageOf<R extends { id: string }>(
   return { items, next_cursor: rows.length > limit && last ? encodeCursor(last.id) : null };
 }
 
-/** The audit trail, newest first, filtered, paged by an opaque cursor (ids are time-ordered UUIDv7). */
-export async function listAudit(deps: AppDeps, query: AuditQuery) {
+/** One page of audit rows, newest first, filtered, paged by an opaque cursor (ids are time-ordered UUIDv7). */
+async function auditRows(deps: AppDeps, query: AuditQuery) {
+  // what the batched trail still holds is part of the answer: an admin sees everything up to now
+  await deps.auditTrail.flush();
   let q = deps.db
     .selectFrom('audit_log')
     .selectAll()
-    .orderBy('id', 'desc')
     .limit(query.limit + 1);
+  // a patient's rows come from index audit_log_patient (patient_id, occurred_at) in order; an id
+  // starts with its occurred_at millisecond, so both orders agree and the id cursor still holds
+  q = query.patient
+    ? q.where('patient_id', '=', query.patient).orderBy('occurred_at', 'desc').orderBy('id', 'desc')
+    : q.orderBy('id', 'desc');
   if (query.action) q = q.where('action', '=', query.action);
   if (query.outcome) q = q.where('outcome', '=', query.outcome);
+  if (query.error_code) q = q.where('error_code', '=', query.error_code);
   if (query.actor_user_id) q = q.where('actor_user_id', '=', query.actor_user_id);
   if (query.target_user_id) q = q.where('target_user_id', '=', query.target_user_id);
   if (query.from) q = q.where('occurred_at', '>=', new Date(query.from).toISOString());
   if (query.to) q = q.where('occurred_at', '<', new Date(query.to).toISOString());
   if (query.cursor) q = q.where('id', '<', decodeCursor(query.cursor));
-  const { items, next_cursor } = pageOf(await q.execute(), query.limit);
+  return pageOf(await q.execute(), query.limit);
+}
+
+/** The audit trail as JSON entries. */
+export async function listAudit(deps: AppDeps, query: AuditQuery) {
+  const { items, next_cursor } = await auditRows(deps, query);
   return {
     entries: items.map((r) => ({
       id: r.id,
       occurred_at: r.occurred_at,
       action: r.action,
       outcome: r.outcome,
+      error_code: r.error_code,
       actor: { user_id: r.actor_user_id, role: r.actor_role },
       target: { user_id: r.target_user_id, fhir_type: r.target_fhir_type, fhir_id: r.target_fhir_id },
+      patient_id: r.patient_id,
       request_id: r.request_id,
       client_ip: r.client_ip,
       detail: r.detail ? (JSON.parse(r.detail) as Record<string, unknown>) : null,
     })),
     next_cursor,
+  };
+}
+
+/**
+ * The same page as a FHIR searchset Bundle of AuditEvents (IHE BALP shape for reads and
+ * searches), for FHIR-native audit tools; `next` links to the following page.
+ */
+export async function auditEventBundle(
+  deps: AppDeps,
+  query: AuditQuery,
+  pageUrl: (cursor: string) => string,
+) {
+  const { items, next_cursor } = await auditRows(deps, query);
+  const source = { name: 'fhir-facade', baseUrl: deps.config.publicBaseUrl };
+  return {
+    resourceType: 'Bundle' as const,
+    type: 'searchset' as const,
+    ...(next_cursor ? { link: [{ relation: 'next', url: pageUrl(next_cursor) }] } : {}),
+    entry: items.map((row) => ({
+      fullUrl: `urn:uuid:${row.id}`,
+      resource: { ...toFhirAuditEvent(row, source), id: row.id },
+    })),
   };
 }
 

@@ -74,7 +74,7 @@ const FHIR_WRITES: Readonly<Record<string, string>> = {
 /** Routes whose refusals are audited even without a verified caller. */
 function auditedAnonymously(method: string, path: string): boolean {
   if (path.startsWith('/admin/')) return true;
-  return method === 'POST' && (PROVISIONING_PATHS.has(path) || path in CREDENTIAL_ACTIONS);
+  return method === 'POST' && (PROVISIONING_PATHS.has(path) || Object.hasOwn(CREDENTIAL_ACTIONS, path));
 }
 
 /** The FHIR interaction a /fhir path and method ask for, from the path's shape alone. */

@@ -1,10 +1,13 @@
 import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
-import { writeAudit } from '../audit/auditService.js';
+import { type AuditEvent, writeAudit } from '../audit/auditService.js';
+import { auditedError } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import {
+  DIRECTORY_TYPES,
   isMember,
   LINKING_PARAMS,
+  linkedPatientIds,
   linkingReferences,
   type Membership,
   membershipOf,
@@ -21,7 +24,10 @@ import { narrowSearch } from './searchPolicy.js';
  * the search narrowing (searchPolicy.ts), the response check of every resource that leaves
  * (compartment.ts, panelMembership.ts), the paging cursors (links.ts) and, through
  * fhirService, the one mapping of upstream statuses. Admins (`all`) pass unchanged but are
- * audited on every write.
+ * audited on every write. Every read and search of patient data is recorded as an access event
+ * (IHE BALP: who, which patient, which type, read or search) through the batched audit trail,
+ * from the patients the response check already worked out; an out-of-scope read is recorded
+ * as denied (`out_of_scope`) and answered 404 like a missing resource.
  */
 
 export interface PageLink {
@@ -75,6 +81,28 @@ export function scopeOf(caller: Caller): Scope {
   return { kind: 'panel', practitionerId: caller.fhirId };
 }
 
+/** Types whose resources are patient data: the Patient and every type of its compartment we follow. */
+function isPatientData(type: string): boolean {
+  return type === 'Patient' || LINKING_PARAMS.has(type);
+}
+
+/** Patients a resource belongs to, worked out from the resource alone (denials and admins' reads only). */
+function patientsIn(resource: Resource): readonly string[] {
+  if (resource.resourceType === 'Patient') return resource.id ? [resource.id] : [];
+  return linkedPatientIds(resource);
+}
+
+/** A slim endpoint's cursor route names it (`practitioner.observations:{patient}`); the passthrough's is `fhir`. */
+function slimRoute(route: string): string | undefined {
+  return route === 'fhir' ? undefined : route.split(':')[0];
+}
+
+interface Checked<T extends Resource> {
+  readonly bundle: Bundle<T>;
+  /** The patients of the entries that left, from what the check computed. */
+  readonly patients: ReadonlySet<string>;
+}
+
 function emptySearchset<T extends Resource>(): Bundle<T> {
   return { resourceType: 'Bundle', type: 'searchset', total: 0, entry: [] };
 }
@@ -107,25 +135,117 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     for (const resource of resources) if (resource?.resourceType === 'Patient') deps.panels.learn(resource);
   };
 
-  const allowed = async (resource: Resource): Promise<boolean> => {
+  /** Whether a resource is in scope, with the membership the decision was made on. */
+  const judge = async (resource: Resource) => {
     const membership = membershipOf(resource, scope);
-    return isMember(membership, await assignedAmong([membership]));
+    return { membership, kept: isMember(membership, await assignedAmong([membership])) };
+  };
+
+  /**
+   * The patients a resource let through belongs to, from its membership: no second FHIRPath
+   * pass for a patient or a practitioner; admins' entries are evaluated once here.
+   */
+  const patientsOfKept = (resource: Resource, membership: Membership): readonly string[] => {
+    if (scope.kind === 'all') return patientsIn(resource);
+    if (scope.kind === 'patient') return DIRECTORY_TYPES.has(resource.resourceType) ? [] : [scope.patientId];
+    if (typeof membership === 'object') return membership.anyOf;
+    return resource.resourceType === 'Patient' && resource.id ? [resource.id] : [];
   };
 
   /** Defence in depth: every entry, match or include, is tested before it leaves. */
-  const checkBundle = async <T extends Resource>(bundle: Bundle<T>): Promise<Bundle<T>> => {
-    if (scope.kind === 'all') return bundle;
+  const checkBundle = async <T extends Resource>(bundle: Bundle<T>): Promise<Checked<T>> => {
     const entries = (bundle.entry ?? []).filter(
       (e): e is BundleEntry<T> & { resource: T } =>
         !!e.resource && e.resource.resourceType !== 'OperationOutcome',
     );
+    const patients = new Set<string>();
+    if (scope.kind === 'all') {
+      for (const e of entries) for (const p of patientsOfKept(e.resource, 'in')) patients.add(p);
+      return { bundle, patients };
+    }
     learnPatients(entries.map((e) => e.resource));
     const memberships = entries.map((e) => membershipOf(e.resource, scope));
     const assigned = await assignedAmong(memberships);
-    const kept = entries.filter((_, i) => isMember(memberships[i] as Membership, assigned));
+    const kept = entries.filter((e, i) => {
+      const membership = memberships[i] as Membership;
+      if (!isMember(membership, assigned)) return false;
+      for (const p of patientsOfKept(e.resource, membership)) patients.add(p);
+      return true;
+    });
     const checked: Bundle<T> = { ...bundle, entry: kept };
     if (kept.length !== (bundle.entry ?? []).length) delete checked.total;
-    return checked;
+    return { bundle: checked, patients };
+  };
+
+  /** One access event per patient (or one without a patient), off the request path. */
+  const recordAccess = (event: AuditEvent, patients: Iterable<string>) => {
+    const base: AuditEvent = {
+      ...event,
+      actorUserId: caller.userId,
+      actorRole: caller.role,
+      requestId: ctx.requestId,
+      clientIp: ctx.clientIp,
+    };
+    let none = true;
+    for (const patientId of patients) {
+      deps.auditTrail.record({ ...base, patientId });
+      none = false;
+    }
+    if (none) deps.auditTrail.record(base);
+  };
+
+  /** A read or search of patient data that succeeded; directory and terminology reads are not recorded. */
+  const recordRead = (
+    action: 'fhir.read' | 'fhir.search',
+    type: string,
+    patients: ReadonlySet<string> | readonly string[],
+    extra: { id?: string; detail?: AuditEvent['detail'] } = {},
+  ) => {
+    // a patient's searches are confined to their own record, whatever they found
+    const who = scope.kind === 'patient' && isPatientData(type) ? [scope.patientId] : [...patients];
+    if (who.length === 0 && !isPatientData(type)) return;
+    recordAccess(
+      {
+        action,
+        outcome: 'success',
+        targetFhirType: type || null,
+        targetFhirId: extra.id ?? null,
+        ...(extra.detail ? { detail: extra.detail } : {}),
+      },
+      who,
+    );
+  };
+
+  /** The resource exists but is outside the scope: recorded as denied, answered 404 like a missing one. */
+  const outOfScope = (action: string, type: string, resource?: Resource): AppError => {
+    recordAccess(
+      {
+        action,
+        outcome: 'denied',
+        errorCode: 'out_of_scope',
+        targetFhirType: type,
+        targetFhirId: resource?.id ?? null,
+      },
+      resource ? patientsIn(resource) : [],
+    );
+    return auditedError(new AppError('not_found'));
+  };
+
+  /** A read by id in scope (not recorded: the caller records what it discloses); out of scope is 404. */
+  const readInScope = async <T extends Resource>(
+    type: string,
+    id: string,
+    fetch: () => Promise<FhirResult<T>>,
+    attempted = 'fhir.read',
+  ): Promise<{ result: FhirResult<T>; patients: readonly string[] }> => {
+    const result = await fetch();
+    // 304 carries no body: it only confirms what the caller already holds, which was checked when it was read
+    if (result.status === 304) return { result, patients: [] };
+    const body = result.body;
+    if (!body || body.id !== id) throw new AppError('not_found');
+    const { membership, kept } = await judge(body);
+    if (!kept) throw outOfScope(attempted, type, body);
+    return { result, patients: patientsOfKept(body, membership) };
   };
 
   const binding = (route: string, type: string): CursorBinding => ({
@@ -137,19 +257,22 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
 
   const toPage = async <T extends Resource>(bundle: Bundle<T>, type: string, route: string) => {
     const checked = await checkBundle(bundle);
+    const slim = slimRoute(route);
+    recordRead('fhir.search', type, checked.patients, slim ? { detail: { route: slim } } : {});
     const links = (bundle.link ?? []).flatMap((link): PageLink[] => {
       if (!link.url || link.relation === 'self') return [];
       const cursor = cursorForLink(deps.secrets.cursorKey, binding(route, type), link.url, fhir.baseUrl);
       return cursor ? [{ relation: link.relation, cursor }] : [];
     });
     const next = links.find((l) => l.relation === 'next')?.cursor ?? null;
-    return { bundle: { ...checked, link: undefined } as Bundle<T>, links, next };
+    return { bundle: { ...checked.bundle, link: undefined } as Bundle<T>, links, next };
   };
 
   const audit = async (
     method: string,
     target: { type?: string; id?: string; operation?: string },
     status: number,
+    errorCode?: string,
   ) => {
     const action = target.operation
       ? 'fhir.operation'
@@ -159,6 +282,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     await writeAudit(deps.db, deps.clock, {
       action,
       outcome: status < 400 ? 'success' : 'failed',
+      ...(errorCode ? { errorCode } : {}),
       actorUserId: caller.userId,
       actorRole: caller.role,
       targetFhirType: target.type ?? null,
@@ -166,6 +290,20 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       requestId: ctx.requestId,
       clientIp: ctx.clientIp,
       detail: { method, status, ...(target.operation ? { operation: target.operation } : {}) },
+    });
+  };
+
+  /** An admin's read by id, history or GET operation: the patients of what came back. */
+  const recordForwardedRead = async (
+    result: FhirResult,
+    target: { type?: string; id?: string; operation?: string },
+  ) => {
+    const body = result.body as Resource | undefined;
+    if (!body) return;
+    const patients = body.resourceType === 'Bundle' ? (await checkBundle(body)).patients : patientsIn(body);
+    recordRead(target.id ? 'fhir.read' : 'fhir.search', target.type ?? '', patients, {
+      ...(target.id ? { id: target.id } : {}),
+      ...(target.operation ? { detail: { operation: target.operation } } : {}),
     });
   };
 
@@ -179,8 +317,9 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     try {
       result = await write();
     } catch (error) {
-      await audit(method, target, error instanceof AppError ? error.status : 500);
-      throw error;
+      const appError = error instanceof AppError ? error : undefined;
+      await audit(method, target, appError?.status ?? 500, appError?.code ?? 'internal_error');
+      throw error instanceof Error ? auditedError(error) : error;
     }
     const body = result.body as Resource | undefined;
     const createdId = body?.resourceType === target.type ? body?.id : undefined;
@@ -213,27 +352,30 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     caller,
     scope,
     read: async <T extends Resource>(type: string, id: string, conditional?: ConditionalRead) => {
-      const result = await fhir.read<T>(type, id, conditional);
-      // 304 carries no body: it only confirms what the caller already holds, which was checked when it was read
-      if (result.status === 304) return result;
-      if (!result.body || result.body.id !== id || !(await allowed(result.body)))
-        throw new AppError('not_found');
+      const { result, patients } = await readInScope(type, id, () => fhir.read<T>(type, id, conditional));
+      if (result.status !== 304) recordRead('fhir.read', type, patients, { id });
       return result;
     },
     vread: async (type, id, versionId) => {
-      const result = await fhir.vread(type, id, versionId);
-      if (!result.body || result.body.id !== id || !(await allowed(result.body)))
-        throw new AppError('not_found');
+      const { result, patients } = await readInScope(type, id, () => fhir.vread(type, id, versionId));
+      recordRead('fhir.read', type, patients, { id, detail: { interaction: 'vread' } });
       return result;
     },
     history: async (type, id) => {
-      await self.read(type, id);
+      await readInScope(type, id, () => fhir.read(type, id));
       const result = await fhir.history(type, id);
-      return { ...result, body: result.body && (await checkBundle(result.body)) };
+      if (!result.body) return result;
+      const checked = await checkBundle(result.body);
+      recordRead('fhir.read', type, checked.patients, { id, detail: { interaction: 'history' } });
+      return { ...result, body: checked.bundle };
     },
     search: async <T extends Resource>(type: string, query: URLSearchParams, route: string) => {
       const narrowed = narrowSearch(type, query, scope);
-      if (narrowed.kind === 'empty') return { bundle: emptySearchset<T>(), links: [], next: null };
+      // the client named a patient outside the scope: an empty answer, and a denied attempt in the audit
+      if (narrowed.kind === 'empty') {
+        outOfScope('fhir.search', type);
+        return { bundle: emptySearchset<T>(), links: [], next: null };
+      }
       const result = await fhir.search<T>(type, narrowed.params);
       return toPage(result.body as Bundle<T>, type, route);
     },
@@ -250,12 +392,16 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     update: async (type, id, resource, ifMatch) => {
       await assertWritable(type, resource, id);
       // the record as it is now must be in scope too: a practitioner cannot take over another's record
-      if (scope.kind !== 'all') await self.read(type, id);
+      if (scope.kind !== 'all') await readInScope(type, id, () => fhir.read(type, id), 'fhir.update');
       return audited('PUT', { type, id }, () => fhir.update(type, id, resource, { ifMatch }));
     },
     forward: async (request, target) => {
       if (scope.kind !== 'all') throw new AppError('forbidden');
-      if (request.method === 'GET') return fhir.forward(request);
+      if (request.method === 'GET') {
+        const result = await fhir.forward(request);
+        await recordForwardedRead(result, target);
+        return result;
+      }
       return audited(request.method, target, () => fhir.forward(request));
     },
   };
