@@ -142,6 +142,19 @@ describe.each(DIALECTS)('access events (%s)', (dialect) => {
     expect(profile).toEqual([expect.objectContaining({ action: 'fhir.read', patient_id: alice.fhirId })]);
   });
 
+  it("records a patient's conditional read answered 304 like a read", async () => {
+    const first = await gw.call(`/fhir/Patient/${alice.fhirId}`, { token: tokenAlice });
+    const etag = first.headers.get('etag');
+    expect(etag).toBeTruthy();
+    const again = await gw.call(`/fhir/Patient/${alice.fhirId}`, {
+      token: tokenAlice,
+      headers: { 'if-none-match': etag! },
+    });
+    expect(again.status).toBe(304);
+    const rows = await gw.auditOf(requestIdOf(again));
+    expect(rows).toEqual([expect.objectContaining({ action: 'fhir.read', patient_id: alice.fhirId })]);
+  });
+
   it('records no access event for a directory read (not patient data)', async () => {
     expect(await read('/fhir/Practitioner', tokenAlice)).toEqual([]);
   });
