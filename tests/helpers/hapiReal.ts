@@ -202,10 +202,14 @@ async function boot(): Promise<Booted> {
 
 function bootOn(port: number): Promise<Booted> {
   const log = path.join(os.tmpdir(), `fhir-facade-hapi-${port}.log`);
+  // run a copy: a later run in this checkout may rebuild target/hapi-server.jar while this server still
+  // loads classes from it (seen: a server whose jar was rebuilt under it stopped answering)
+  const jar = path.join(os.tmpdir(), `fhir-facade-hapi-${port}.jar`);
+  fs.copyFileSync(JAR, jar, fs.constants.COPYFILE_FICLONE);
   const logFile = fs.createWriteStream(log);
   const started = Date.now();
   // stdin stays an open pipe: the server exits when it closes, so it cannot outlive a killed test run
-  const child = spawn(javaCommand(), [...JVM_FLAGS, '-jar', JAR, String(port)], {
+  const child = spawn(javaCommand(), [...JVM_FLAGS, '-jar', jar, String(port)], {
     env: { ...process.env, HAPI_STOP_ON_STDIN_CLOSE: 'true' },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
@@ -218,7 +222,10 @@ function bootOn(port: number): Promise<Booted> {
   };
   child.stdout?.on('data', collect);
   child.stderr?.on('data', collect);
-  exited.then(() => logFile.end());
+  exited.then(() => {
+    logFile.end();
+    fs.rmSync(jar, { force: true });
+  });
   return new Promise<Booted>((resolve, reject) => {
     let ready = false;
     const fail = (why: string) => {
@@ -237,7 +244,8 @@ function bootOn(port: number): Promise<Booted> {
         );
     });
     const onData = () => {
-      const base = /HAPI_READY (\S+)/.exec(output)?.[1];
+      // the whole line: a chunk may end inside it ("HAPI_READY http://127.0.0.1:" was seen)
+      const base = /HAPI_READY (\S+) \(boot \d+ ms\)/.exec(output)?.[1];
       if (!base) return;
       ready = true;
       clearTimeout(timer);
