@@ -148,9 +148,8 @@ async function auditedByService(db: Db, userId: string, requestId: string, since
 
 /**
  * Records the error response of a request (called by onError), unless the code that refused it
- * already did. Never on the request path: the entry goes to the batched trail, and the one
- * look-up a known caller's refusal needs runs after the answer (it would wait behind a locked
- * database otherwise).
+ * already did. Nothing of it delays the answer: the entry goes to the batched trail, and the
+ * one look-up a known caller's refusal needs runs as background work after the answer.
  */
 export function recordErrorResponse(c: Context<AppEnv>, error: AppError, thrown: unknown): void {
   const deps = c.var.deps;
