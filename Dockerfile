@@ -1,14 +1,17 @@
-# fhir-facade: multi-stage build on Node LTS slim, running as a non-root user.
+# fhir-facade: multi-stage build on Node 24 LTS slim, running as a non-root user.
+# Node 24 is the newest of the versions package.json "engines" allows (^20.19 || ^22.12 || ^24);
+# Node 20 is past end of life (April 2026). Keep this major and "engines" in agreement
+# (tests/docs/deployment.test.ts checks it).
 # Not exercised by CI (no Docker engine on the CI machines): keep it correct by review.
 
 # --- build: install dependencies (better-sqlite3 compiles from source here) ---
-FROM node:22-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
-# swagger-ui-dist's telemetry postinstall stays off (npm 10 in this image ignores allowScripts)
+# swagger-ui-dist's telemetry postinstall stays off, whether or not this npm honours allowScripts
 ENV SCARF_ANALYTICS=false
 RUN npm ci --omit=dev --no-audit --no-fund
 COPY tsconfig.json ./
@@ -18,7 +21,7 @@ COPY scripts ./scripts
 COPY fhir-profiles ./fhir-profiles
 
 # --- runtime ---
-FROM node:22-bookworm-slim
+FROM node:24-bookworm-slim
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=3000 \
