@@ -122,12 +122,27 @@ export function startNode(
 /** The access code in the newest mail to `email` in the file outbox. */
 export function codeFromMail(dataDir: string, email: string): string {
   const mailDir = `${dataDir}/mail`;
-  const mail = fs
-    .readdirSync(mailDir)
-    .map((f) => fs.readFileSync(`${mailDir}/${f}`, 'utf8'))
-    .filter((m) => m.includes(email))
-    .pop();
+  const mail = fs.existsSync(mailDir)
+    ? fs
+        .readdirSync(mailDir)
+        .map((f) => fs.readFileSync(`${mailDir}/${f}`, 'utf8'))
+        .filter((m) => m.includes(email))
+        .pop()
+    : undefined;
   const code = mail ? /[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}/.exec(mail)?.[0] : undefined;
   if (!code) throw new Error(`no access code mailed to ${email}`);
   return code;
+}
+
+/** codeFromMail, waiting up to `timeoutMs` for the mail lane to deliver. */
+export async function awaitCode(dataDir: string, email: string, timeoutMs = 20_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return codeFromMail(dataDir, email);
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 }
