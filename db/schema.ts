@@ -134,6 +134,8 @@ export interface SessionsTable {
   expires_at: string;
   revoked_at: string | null;
   revoked_reason: string | null;
+  /** The SMART app the session was granted to (its id is the grant's); null for /auth/login. */
+  client_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface RefreshTokensTable {
@@ -153,6 +155,34 @@ export interface RateLimitsTable {
   count: number;
 }
 
+/** A SMART app (OAuth client) an admin registered (migration 0005). */
+export interface SmartAppsTable {
+  client_id: string;
+  name: string;
+  client_type: 'public' | 'confidential';
+  /** SHA-256 of a confidential app's secret (256 random bits); the secret itself is never stored. */
+  secret_hash: string | null;
+  /** JSON array of exact redirect URIs. */
+  redirect_uris: string;
+  /** Space-separated scopes the app may be granted. */
+  scopes: string;
+  is_active: Generated<Flag>;
+  created_by: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** What the authorization server keeps between requests (src/oauth/adapter.ts). */
+export interface OAuthStoreTable {
+  model: string;
+  id: string;
+  payload: string;
+  grant_id: string | null;
+  uid: string | null;
+  expires_at: string | null;
+  consumed_at: string | null;
+}
+
 export interface Database {
   users: UsersTable;
   audit_log: AuditLogTable;
@@ -163,6 +193,8 @@ export interface Database {
   sessions: SessionsTable;
   refresh_tokens: RefreshTokensTable;
   rate_limits: RateLimitsTable;
+  smart_apps: SmartAppsTable;
+  oauth_store: OAuthStoreTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
@@ -173,3 +205,4 @@ export type NewAuditEntry = Insertable<AuditLogTable>;
 export type OutboxRow = Selectable<OutboxTable>;
 export type NewOutboxRow = Insertable<OutboxTable>;
 export type IntentRow = Selectable<ProvisioningIntentsTable>;
+export type SmartAppRow = Selectable<SmartAppsTable>;
