@@ -56,6 +56,12 @@ export const ERROR_CATALOG = {
     detail: 'Your role does not allow this request.',
     fhirCode: 'forbidden',
   },
+  insufficient_scope: {
+    status: 403,
+    title: 'Forbidden',
+    detail: "The token's scopes do not allow this request.",
+    fhirCode: 'forbidden',
+  },
   not_found: {
     status: 404,
     title: 'Not Found',

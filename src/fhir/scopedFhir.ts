@@ -16,6 +16,7 @@ import {
 } from './compartment.js';
 import type { ConditionalRead, FhirRequest, FhirResult, Written } from './fhirService.js';
 import { type CursorBinding, cursorForLink, verifyCursor } from './links.js';
+import { guardScopes } from './scopeGuard.js';
 import { narrowSearch } from './searchPolicy.js';
 
 /**
@@ -405,5 +406,6 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       return audited(request.method, target, () => fhir.forward(request));
     },
   };
-  return self;
+  // the token's SMART scopes, checked once per interaction on top of the role's compartment
+  return guardScopes(self);
 }

@@ -1,0 +1,84 @@
+import { SCOPES_BY_ROLE } from '../auth/tokens.js';
+import { AppError } from '../errors.js';
+import type { Caller } from '../http/types.js';
+import type { ScopedFhir } from './scopedFhir.js';
+import { allows, missingScope, type Permission, permissionOfMethod, scopesOf } from './smartScopes.js';
+
+const VERB: Readonly<Record<Permission, string>> = {
+  c: 'create',
+  r: 'read',
+  u: 'update',
+  d: 'delete',
+  s: 'search',
+};
+
+/**
+ * 403 naming the scope the token lacks, with the RFC 6750 section 3.1 challenge
+ * (`error="insufficient_scope"`, `scope=`), as SMART asks of a resource server.
+ */
+function insufficientScope(missing: string, permission: Permission, type: string): AppError {
+  const what = type === '*' ? 'this system-level interaction' : `${VERB[permission]} of ${type}`;
+  return new AppError('insufficient_scope', {
+    detail: `The token's scopes do not allow ${what}: it needs ${missing}.`,
+    headers: {
+      'WWW-Authenticate': `Bearer realm="fhir-facade", error="insufficient_scope", scope="${missing}"`,
+    },
+  });
+}
+
+/**
+ * Wraps a scoped FHIR access so every interaction first checks the caller's token scopes
+ * (src/fhir/smartScopes.ts) — on top of, never instead of, the role's compartment. One check per
+ * interaction: read/vread/history need `r`, search/page `s`, create `c`, update `u`; anything
+ * forwarded (admins only) by its method, system-level ones on type `*`. The scope string is
+ * parsed once per distinct string (cached), so this costs a look-up and a loop per request.
+ * What the role itself may never do (a patient's write, a practitioner's DELETE) is left to the
+ * role's own refusal (`403 forbidden`, as before): the scopes only narrow what the role allows.
+ */
+export function guardScopes(fhir: ScopedFhir): ScopedFhir {
+  const caller: Caller = fhir.caller;
+  const scopes = scopesOf(caller.claims.scope ?? '');
+  const roleWide = scopesOf(SCOPES_BY_ROLE[caller.role]);
+  const context = caller.role === 'patient' ? 'patient' : 'user';
+  const need = (type: string, permission: Permission) => {
+    if (!allows(roleWide, type, permission)) return;
+    const missing = missingScope(scopes, context, type, permission);
+    if (missing) throw insufficientScope(missing, permission, type);
+  };
+  return {
+    caller: fhir.caller,
+    scope: fhir.scope,
+    read: (type, id, conditional) => {
+      need(type, 'r');
+      return fhir.read(type, id, conditional);
+    },
+    vread: (type, id, versionId) => {
+      need(type, 'r');
+      return fhir.vread(type, id, versionId);
+    },
+    history: (type, id) => {
+      need(type, 'r');
+      return fhir.history(type, id);
+    },
+    search: (type, query, route) => {
+      need(type, 's');
+      return fhir.search(type, query, route);
+    },
+    page: (cursor, type, route) => {
+      need(type, 's');
+      return fhir.page(cursor, type, route);
+    },
+    create: (type, resource) => {
+      need(type, 'c');
+      return fhir.create(type, resource);
+    },
+    update: (type, id, resource, ifMatch) => {
+      need(type, 'u');
+      return fhir.update(type, id, resource, ifMatch);
+    },
+    forward: (request, target) => {
+      need(target.type ?? '*', permissionOfMethod(request.method, target.id !== undefined));
+      return fhir.forward(request, target);
+    },
+  };
+}

@@ -1,0 +1,159 @@
+import { describe, expect, it } from 'vitest';
+import { SCOPES_BY_ROLE } from '../../src/auth/tokens.js';
+import {
+  allows,
+  describeScope,
+  grantableScopes,
+  isRegistrableScope,
+  missingScope,
+  type Permission,
+  parseResourceScope,
+  parseScopeList,
+  permissionOfMethod,
+  scopesOf,
+} from '../../src/fhir/smartScopes.js';
+
+/** SMART scopes, pure: https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html */
+
+describe('parseResourceScope', () => {
+  it.each([
+    ['patient/Observation.rs', 'patient', 'Observation', 'rs'],
+    ['patient/Observation.read', 'patient', 'Observation', 'rs'],
+    ['user/*.write', 'user', '*', 'cud'],
+    ['user/*.*', 'user', '*', 'cruds'],
+    ['system/Patient.cruds', 'system', 'Patient', 'cruds'],
+    ['user/Encounter.cu', 'user', 'Encounter', 'cu'],
+    ['patient/*.s', 'patient', '*', 's'],
+  ])('reads %s as %s/%s.%s', (scope, context, type, letters) => {
+    const parsed = parseResourceScope(scope);
+    expect(parsed?.context).toBe(context);
+    expect(parsed?.type).toBe(type);
+    expect([...(parsed?.permissions ?? [])].sort().join('')).toBe([...letters].sort().join(''));
+  });
+
+  it.each([
+    ['patient/Observation.sr', 'letters out of cruds order'],
+    ['patient/Observation.rr', 'a letter twice'],
+    ['patient/Observation.', 'no permission'],
+    ['patient/Observation.x', 'an unknown letter'],
+    ['practitioner/Observation.rs', 'an unknown context'],
+    ['patient/observation.rs', 'a type that is not a FHIR type name'],
+    ['patient/Observation.rs?category=laboratory', 'a granular (query) scope: not supported'],
+    ['launch/patient', 'a launch scope'],
+    ['openid', 'an OpenID scope'],
+  ])('refuses %s (%s)', (scope) => {
+    expect(parseResourceScope(scope)).toBeUndefined();
+  });
+});
+
+type Case = [scope: string, type: string, permission: Permission, missing: string | undefined];
+
+describe('missingScope: the scope a request lacks', () => {
+  it.each<Case>([
+    ['patient/Observation.rs', 'Observation', 's', undefined],
+    ['patient/Observation.rs', 'Observation', 'r', undefined],
+    ['patient/Observation.rs', 'Observation', 'c', 'patient/Observation.c'],
+    ['patient/Observation.rs', 'Patient', 'r', 'patient/Patient.r'],
+    ['patient/Observation.r', 'Observation', 's', 'patient/Observation.s'],
+    ['patient/Observation.read', 'Observation', 's', undefined],
+    ['patient/*.rs', 'Condition', 's', undefined],
+    ['patient/*.rs openid fhirUser', 'Condition', 'u', 'patient/Condition.u'],
+    ['patient/Observation.rs patient/Patient.r', 'Patient', 'r', undefined],
+    ['launch/patient openid', 'Observation', 'r', 'patient/Observation.r'],
+    ['', 'Observation', 'r', 'patient/Observation.r'],
+    ['patient/Observation.rs?category=laboratory', 'Observation', 's', 'patient/Observation.s'],
+  ])('%s, %s .%s -> %s', (scope, type, permission, missing) => {
+    expect(missingScope(parseScopeList(scope), 'patient', type, permission)).toBe(missing);
+  });
+
+  it('names user/ scopes for practitioners and admins', () => {
+    expect(missingScope(parseScopeList('user/Observation.rs'), 'user', 'Observation', 'c')).toBe(
+      'user/Observation.c',
+    );
+  });
+
+  it.each([
+    ['patient', 'Observation', 'r', true],
+    ['patient', 'Observation', 's', true],
+    ['patient', 'Observation', 'c', false],
+    ['practitioner', 'Observation', 'c', true],
+    ['practitioner', 'Observation', 'u', true],
+    ['practitioner', 'Observation', 'd', false],
+    ['admin', 'Observation', 'd', true],
+    ['admin', '*', 'c', true],
+  ] as const)('the role-wide scope of /auth/login tokens: %s may %s .%s: %s', (role, type, p, expected) => {
+    expect(allows(scopesOf(SCOPES_BY_ROLE[role]), type, p)).toBe(expected);
+  });
+
+  it('remembers the parse of a scope string', () => {
+    expect(scopesOf('user/*.rs')).toBe(scopesOf('user/*.rs'));
+  });
+});
+
+describe('grantableScopes: asked ∩ registered for the app ∩ allowed for the role', () => {
+  const patientRole = `${SCOPES_BY_ROLE.patient} launch/patient openid fhirUser offline_access`;
+  const practitionerRole = `${SCOPES_BY_ROLE.practitioner} openid fhirUser offline_access`;
+  it.each([
+    // asked, app, role, granted, dropped
+    ['patient/Observation.rs', 'patient/*.rs', patientRole, ['patient/Observation.rs'], []],
+    ['patient/Observation.read', 'patient/*.rs', patientRole, ['patient/Observation.read'], []],
+    [
+      'patient/Observation.cruds',
+      'patient/*.cruds',
+      patientRole,
+      ['patient/Observation.rs'],
+      ['patient/Observation.cruds'],
+    ],
+    ['patient/*.rs', 'patient/Observation.rs', patientRole, ['patient/Observation.rs'], ['patient/*.rs']],
+    ['patient/Condition.rs', 'patient/Observation.rs', patientRole, [], ['patient/Condition.rs']],
+    ['user/*.rs', 'user/*.rs', patientRole, [], ['user/*.rs']],
+    ['system/*.rs', 'system/*.rs', practitionerRole, [], ['system/*.rs']],
+    ['user/*.cruds', 'user/*.cruds', practitionerRole, ['user/*.crus'], ['user/*.cruds']],
+    [
+      'launch/patient openid fhirUser',
+      'launch/patient openid fhirUser',
+      patientRole,
+      ['launch/patient', 'openid', 'fhirUser'],
+      [],
+    ],
+    ['launch/patient', 'launch/patient', practitionerRole, [], ['launch/patient']],
+    ['offline_access', 'patient/*.rs', patientRole, [], ['offline_access']],
+    ['launch profile', 'launch profile', patientRole, [], ['launch', 'profile']],
+  ])('%s (app: %s) -> %j', (asked, app, role, granted, dropped) => {
+    expect(grantableScopes(asked, app, role)).toEqual({ granted, dropped });
+  });
+});
+
+describe('helpers', () => {
+  it.each([
+    ['GET', true, 'r'],
+    ['GET', false, 's'],
+    ['POST', false, 'c'],
+    ['PUT', true, 'u'],
+    ['PATCH', true, 'u'],
+    ['DELETE', true, 'd'],
+  ] as const)('%s (id: %s) needs .%s', (method, hasId, permission) => {
+    expect(permissionOfMethod(method, hasId)).toBe(permission);
+  });
+
+  it.each([
+    ['patient/Observation.rs', 'Read and search Observation of your own record'],
+    ['user/*.cruds', 'Create, read, update, delete and search all record types that you have access to'],
+    [
+      'offline_access',
+      'Stay connected while you are away (a refresh token, until you log out or it expires)',
+    ],
+    ['launch', 'Not supported: launch'],
+  ])('describes %s in plain words', (scope, words) => {
+    expect(describeScope(scope)).toBe(words);
+  });
+
+  it.each([
+    ['patient/*.rs', true],
+    ['offline_access', true],
+    ['launch', false],
+    ['patient/Observation.rs?code=1', false],
+  ])('may register %s: %s', (scope, ok) => {
+    expect(isRegistrableScope(scope)).toBe(ok);
+  });
+});
