@@ -1,3 +1,4 @@
+import type { UserRow } from '../../db/schema.js';
 import { type AuditEvent, writeAudit } from '../audit/auditService.js';
 import { auditedError } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
@@ -42,6 +43,20 @@ function audit(deps: AppDeps, ctx: RequestContext, event: AuditEvent, db: Db = d
  * verification, so neither the answer nor its timing says which accounts exist.
  */
 export async function login(deps: AppDeps, input: LoginInput, ctx: RequestContext): Promise<TokenResponse> {
+  return startSession(deps, await verifyLogin(deps, input, ctx));
+}
+
+/**
+ * The checks of a login — rate limits, password length, argon2 verification, account state —
+ * and their audit, without starting a session: POST /auth/login and the SMART login page
+ * (src/oauth/interactions.ts, `detail` names the app) share them. Returns the verified user.
+ */
+export async function verifyLogin(
+  deps: AppDeps,
+  input: LoginInput,
+  ctx: RequestContext,
+  detail: Record<string, string> = {},
+): Promise<UserRow> {
   const email = normalizeEmail(input.email);
   const limits = [
     { rule: RATE_LIMITS.loginAccount, subject: email },
@@ -73,7 +88,7 @@ export async function login(deps: AppDeps, input: LoginInput, ctx: RequestContex
       errorCode: 'invalid_credentials',
       actorUserId: user?.id ?? null,
       actorRole: user?.role ?? null,
-      detail: { reason: failure ?? 'unknown_email' },
+      detail: { reason: failure ?? 'unknown_email', ...detail },
     });
     throw auditedError(new AppError('invalid_credentials'));
   }
@@ -84,8 +99,9 @@ export async function login(deps: AppDeps, input: LoginInput, ctx: RequestContex
     outcome: 'success',
     actorUserId: user.id,
     actorRole: user.role,
+    ...(Object.keys(detail).length > 0 ? { detail } : {}),
   });
-  return startSession(deps, user);
+  return user;
 }
 
 /**
