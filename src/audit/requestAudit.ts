@@ -3,7 +3,6 @@ import { routePath } from 'hono/route';
 import type { AuditOutcome } from '../../db/schema.js';
 import type { AppError } from '../errors.js';
 import type { AppEnv, Caller } from '../http/types.js';
-import type { Db } from '../users/userRepository.js';
 import type { AuditEvent } from './auditService.js';
 
 /**
@@ -16,8 +15,6 @@ import type { AuditEvent } from './auditService.js';
 
 declare module 'hono' {
   interface ContextVariableMap {
-    /** When the request started, by the gateway's clock (set by requestLog). */
-    startedAt: Date;
     /** The user a refused token belongs to, when its signature was good (set by authenticate, for the log line). */
     refusedUserId: string | undefined;
   }
@@ -127,29 +124,9 @@ function routeOf(c: Context<AppEnv>): string {
 }
 
 /**
- * Whether a service already audited this request's refusal through writeAudit (provisioning
- * does, without seeing the context). One indexed look-up: the caller's rows (index
- * actor_user_id, id) since the request started (ids are time-ordered UUIDv7).
- */
-async function auditedByService(db: Db, userId: string, requestId: string, since: Date): Promise<boolean> {
-  const hex = since.getTime().toString(16).padStart(12, '0');
-  const lowestId = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-0000-0000-000000000000`;
-  const row = await db
-    .selectFrom('audit_log')
-    .select('id')
-    .where('actor_user_id', '=', userId)
-    .where('id', '>=', lowestId)
-    .where('request_id', '=', requestId)
-    .where('outcome', '!=', 'success')
-    .limit(1)
-    .executeTakeFirst();
-  return row !== undefined;
-}
-
-/**
  * Records the error response of a request (called by onError), unless the code that refused it
- * already did. Nothing of it delays the answer: the entry goes to the batched trail, and the
- * one look-up a known caller's refusal needs runs as background work after the answer.
+ * already did and marked the error (auditedError). Nothing of it delays the answer: the entry
+ * goes to the batched trail.
  */
 export function recordErrorResponse(c: Context<AppEnv>, error: AppError, thrown: unknown): void {
   const deps = c.var.deps;
@@ -171,14 +148,5 @@ export function recordErrorResponse(c: Context<AppEnv>, error: AppError, thrown:
     clientIp: c.var.clientIp,
     detail: { method, route: routeOf(c), status: error.status },
   };
-  if (!caller) {
-    deps.auditTrail.record(event, at);
-    return;
-  }
-  const since = new Date((c.var.startedAt ?? at).getTime() - 1_000);
-  const requestId = c.var.requestId;
-  deps.background.run(async () => {
-    if (!(await auditedByService(deps.db, caller.userId, requestId, since)))
-      deps.auditTrail.record(event, at);
-  });
+  deps.auditTrail.record(event, at);
 }

@@ -13,7 +13,6 @@ import type { Logger } from '../logger.js';
 export function requestLog(logger: Logger): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const started = performance.now();
-    c.set('startedAt', c.var.deps.clock.now());
     await next();
     const userId = c.var.caller?.userId ?? c.var.refusedUserId;
     logger.info(

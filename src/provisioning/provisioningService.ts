@@ -2,6 +2,7 @@ import type { Patient, Practitioner } from '@medplum/fhirtypes';
 import { isLockTimeout } from '../../db/connection.js';
 import type { IntentRow } from '../../db/schema.js';
 import { type AuditEvent, writeAudit } from '../audit/auditService.js';
+import { auditedError } from '../audit/requestAudit.js';
 import { generateAccessCode, hashAccessCode } from '../auth/accessCodes.js';
 import { enqueueAccessCodeMail } from '../email/outbox.js';
 import { AppError } from '../errors.js';
@@ -335,8 +336,14 @@ export async function provision(
 ): Promise<StoredResponse> {
   const { type } = request;
   const audit = auditor(deps, actor, ctx);
-  const failed = (reason: string) =>
-    audit({ action: 'provisioning.create', outcome: 'failed', targetFhirType: type, detail: { reason } });
+  const failed = (reason: string, errorCode = reason) =>
+    audit({
+      action: 'provisioning.create',
+      outcome: 'failed',
+      targetFhirType: type,
+      errorCode,
+      detail: { reason },
+    });
   let email: string;
   let resource: ProvisionedResource;
   try {
@@ -350,8 +357,8 @@ export async function provision(
       email,
     );
   } catch (error) {
-    await failed(error instanceof AppError ? error.code : 'unexpected');
-    throw error;
+    await failed(error instanceof AppError ? error.code : 'internal_error');
+    throw auditedError(error as Error);
   }
 
   // the intent comes first: from here on a crash leaves a row that reconciliation finishes or undoes
@@ -401,7 +408,7 @@ async function createAndComplete(
   claim: IntentClaim,
   resource: ProvisionedResource,
   audit: Audit,
-  failed: (reason: string) => Promise<void>,
+  failed: (reason: string, errorCode?: string) => Promise<void>,
   ctx: RequestContext,
 ): Promise<StoredResponse> {
   const settle = (state: 'abandoned' | 'orphaned', reason: string) =>
@@ -411,7 +418,7 @@ async function createAndComplete(
   try {
     created = await createOnFhir(deps, resource, intent.email);
   } catch (error) {
-    const reason = error instanceof AppError ? error.code : 'unexpected';
+    const reason = error instanceof AppError ? error.code : 'internal_error';
     // a timeout may still have created it upstream: the intent stays for reconciliation to look, and the
     // key with it, so a retry gets what reconciliation finds
     if (!(error instanceof AppError && error.code === 'upstream_timeout')) {
@@ -419,7 +426,7 @@ async function createAndComplete(
       if (held) await bestEffort(deps, () => releaseKey(deps.db, held));
     }
     await bestEffort(deps, () => failed(reason));
-    throw error;
+    throw auditedError(error as Error);
   }
 
   try {
@@ -451,7 +458,10 @@ async function createAndComplete(
     } else if (!busy) {
       await bestEffort(deps, () => settle('abandoned', reason));
     }
-    if (!busy) await bestEffort(deps, () => failed(taken ? 'conflict' : reason));
+    if (!busy)
+      await bestEffort(deps, () =>
+        failed(taken ? 'conflict' : reason, taken ? 'conflict' : 'storage_unavailable'),
+      );
     // busy: the intent stays pending and its key locked until the lease lapses; reconciliation settles both
     if (held && !busy) await bestEffort(deps, () => releaseKey(deps.db, held));
     if (taken)

@@ -110,12 +110,9 @@ describe('delivery lanes', () => {
         code: 'ABCD-EFGH-JKMN-PQRS',
         expiresAt: new Date(now.getTime() + 3600_000).toISOString(),
       });
-      const claimed = await claimOutboxRow(
-        trx,
-        id,
-        now.toISOString(),
-        new Date(now.getTime() + LEASE_MS).toISOString(),
-      );
+      // the row is due "now" by the gateway's clock, a moment after `now`: claim it a second later
+      const due = new Date(Date.now() + 1_000).toISOString();
+      const claimed = await claimOutboxRow(trx, id, due, new Date(now.getTime() + LEASE_MS).toISOString());
       expect(claimed?.status).toBe('sending');
     });
     const before = smtp.messages.length;
