@@ -22,7 +22,17 @@ const BALP_ENTITY_TYPE = 'https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAudi
 export interface AuditSource {
   readonly name: string;
   readonly baseUrl?: string;
+  /**
+   * Name the resources an event is about by logical reference (`Reference.identifier`), not a
+   * literal one: for the copy posted to the FHIR server, where a literal reference would pin its
+   * target (HAPI refuses to delete a resource an AuditEvent references, and refuses an AuditEvent
+   * about a deleted one).
+   */
+  readonly logicalReferences?: boolean;
 }
+
+/** The system of logical references to resources on the FHIR server (`Observation/1000`). */
+const RESOURCE_SYSTEM = 'urn:fhir-facade:fhir-resource';
 
 type Json = Record<string, unknown>;
 type Entry = Pick<
@@ -148,11 +158,15 @@ function agents(entry: Entry, source: AuditSource): Json[] {
 
 const coding = (system: string, code: string, display: string) => ({ system, code, display });
 
-function entities(entry: Entry, detail: Json): Json[] {
+function entities(entry: Entry, detail: Json, source: AuditSource): Json[] {
   const entity: Json[] = [];
+  const what = (reference: string) =>
+    source.logicalReferences
+      ? { identifier: { system: RESOURCE_SYSTEM, value: reference }, display: reference }
+      : { reference };
   if (entry.patient_id) {
     entity.push({
-      what: { reference: `Patient/${entry.patient_id}` },
+      what: what(`Patient/${entry.patient_id}`),
       type: coding(ENTITY_TYPE, '1', 'Person'),
       role: coding(OBJECT_ROLE, '1', 'Patient'),
     });
@@ -166,7 +180,7 @@ function entities(entry: Entry, detail: Json): Json[] {
     });
   } else if (entry.target_fhir_type && entry.target_fhir_id) {
     entity.push({
-      what: { reference: `${entry.target_fhir_type}/${entry.target_fhir_id}` },
+      what: what(`${entry.target_fhir_type}/${entry.target_fhir_id}`),
       ...(isAccess(entry.action)
         ? {
             type: coding(ENTITY_TYPE, '2', 'System Object'),
@@ -189,7 +203,7 @@ function entities(entry: Entry, detail: Json): Json[] {
 /** The AuditEvent of one audit_log row (BALP shape for access events), without an id. */
 export function toFhirAuditEvent(entry: Entry, source: AuditSource): Json {
   const detail = detailOf(entry);
-  const entity = entities(entry, detail);
+  const entity = entities(entry, detail, source);
   return {
     resourceType: 'AuditEvent',
     type: eventType(entry.action),

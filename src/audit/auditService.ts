@@ -63,5 +63,9 @@ export function auditRow(event: AuditEvent, now: Date, id = uuidv7(now.getTime()
 export async function writeAudit(db: Db, clock: Clock, event: AuditEvent): Promise<void> {
   const row = auditRow(event, clock.now());
   await db.insertInto('audit_log').values(row).execute();
-  await enqueueFhirAuditEvent(db, clock, toFhirAuditEvent(row, { name: 'fhir-facade' }));
+  await enqueueFhirAuditEvent(
+    db,
+    clock,
+    toFhirAuditEvent(row, { name: 'fhir-facade', logicalReferences: true }),
+  );
 }
