@@ -120,11 +120,7 @@ class Passthrough {
         ifNoneMatch: request.headers['if-none-match'],
         ifModifiedSince: request.headers['if-modified-since'],
       };
-      const read = await this.fhir.read(type, id, conditional);
-      // a 304 is no proof of scope: `If-None-Match: *` would tell anyone that another patient's resource
-      // exists. Relay it only after a plain read found the resource in the caller's scope (else 404).
-      if (read.status === 304) await this.fhir.read(type, id);
-      return this.render(read);
+      return this.render(await this.fhir.read(type, id, conditional));
     }
     if (this.fhir.scope.kind !== 'panel' || (method !== 'POST' && method !== 'PUT') || target.history)
       throw new AppError('forbidden', { detail: 'Your role cannot change FHIR data here.' });

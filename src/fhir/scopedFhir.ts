@@ -240,8 +240,18 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     attempted = 'fhir.read',
   ): Promise<{ result: FhirResult<T>; patients: readonly string[] }> => {
     const result = await fetch();
-    // 304 carries no body: it only confirms what the caller already holds, which was checked when it was read
-    if (result.status === 304) return { result, patients: [] };
+    if (result.status === 304) {
+      if (scope.kind === 'all') return { result, patients: [] };
+      // a 304 is no proof of scope: `If-None-Match: *` would tell anyone that another patient's resource
+      // exists. It is relayed only after a plain read finds the resource in the caller's scope (else 404),
+      // with that read's ETag when the server left it out (HAPI does; RFC 9110 section 15.4.5 wants it)
+      const confirmed = await readInScope(type, id, () => fhir.read<T>(type, id), attempted);
+      const etag = result.headers.etag ?? confirmed.result.headers.etag;
+      return {
+        result: { ...result, headers: { ...result.headers, ...(etag ? { etag } : {}) } },
+        patients: confirmed.patients,
+      };
+    }
     const body = result.body;
     if (!body || body.id !== id) throw new AppError('not_found');
     const { membership, kept } = await judge(body);
@@ -354,7 +364,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     scope,
     read: async <T extends Resource>(type: string, id: string, conditional?: ConditionalRead) => {
       const { result, patients } = await readInScope(type, id, () => fhir.read<T>(type, id, conditional));
-      if (result.status !== 304) recordRead('fhir.read', type, patients, { id });
+      recordRead('fhir.read', type, patients, { id });
       return result;
     },
     vread: async (type, id, versionId) => {

@@ -10,6 +10,7 @@ import {
   patientIdOf,
   type Scope,
 } from './compartment.js';
+import { searchExpressionFor } from './definitions.js';
 
 /**
  * Search checks for scoped callers (patients, practitioners): only allow-listed parameters,
@@ -158,7 +159,8 @@ export function narrowSearch(type: string, query: URLSearchParams, scope: Scope)
       wanted = wanted ? new Set([...wanted].filter((id) => ids.has(id))) : ids;
       continue;
     }
-    narrowed.append(name, value);
+    // `_elements` must keep what the response check reads, or every entry would be dropped as unprovable
+    narrowed.append(name, base === '_elements' ? withCheckedElements(type, value, scope) : value);
   }
 
   if (DIRECTORY_TYPES.has(type)) return { kind: 'search', params: narrowed };
@@ -177,6 +179,25 @@ export function narrowSearch(type: string, query: URLSearchParams, scope: Scope)
   const practitioner = `Practitioner/${scope.practitionerId}`;
   narrowed.append(type === 'Patient' ? GENERAL_PRACTITIONER_PARAM : panelChain(param), practitioner);
   return { kind: 'search', params: narrowed };
+}
+
+/** The top-level elements the response check reads for a type: the linking ones, a Patient's generalPractitioner. */
+function checkedElements(type: string, scope: Scope): string[] {
+  if (DIRECTORY_TYPES.has(type)) return [];
+  if (type === 'Patient') return scope.kind === 'panel' ? ['generalPractitioner'] : [];
+  return (LINKING_PARAMS.get(type) ?? []).flatMap((param) =>
+    (searchExpressionFor(type, param) ?? '')
+      .split(' | ')
+      .flatMap((part) => /^\(?[A-Z][A-Za-z]+\.([a-z][A-Za-z]*)/.exec(part)?.[1] ?? []),
+  );
+}
+
+function withCheckedElements(type: string, value: string, scope: Scope): string {
+  const asked = value
+    .split(',')
+    .map((e) => e.trim())
+    .filter(Boolean);
+  return [...new Set([...asked, ...checkedElements(type, scope)])].join(',');
 }
 
 /** Whether a named patient may be in the scope: decided here for a patient, by the server for a panel. */

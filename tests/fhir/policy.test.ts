@@ -68,6 +68,22 @@ describe('search narrowing', () => {
     ['AllergyIntolerance', '', GP, 'patient:Patient.general-practitioner=Practitioner/p'],
     ['Patient', '', GP, 'general-practitioner=Practitioner/p'],
     ['Patient', '_id=b', GP, '_id=b&general-practitioner=Practitioner/p'],
+    // _elements keeps what the response check reads
+    ['Observation', '_elements=code', ME, '_elements=code,subject&subject=Patient/a'],
+    [
+      'Observation',
+      '_elements=code,subject',
+      GP,
+      '_elements=code,subject&subject:Patient.general-practitioner=Practitioner/p',
+    ],
+    [
+      'Patient',
+      '_elements=name',
+      GP,
+      '_elements=name,generalPractitioner&general-practitioner=Practitioner/p',
+    ],
+    ['Patient', '_elements=name', ME, '_elements=name&_id=a'],
+    ['Observation', '_elements=code', ALL, '_elements=code'],
     // refused for every scoped role
     ['Patient', '_id=a&_has:Observation:performer:code=X', ME, 400],
     ['Patient', '_has:Observation:subject:code=X', GP, 400],
