@@ -171,7 +171,8 @@ const orphansRoute = createRoute({
   method: 'get',
   path: '/admin/provisioning/orphans',
   tags: ['admin'],
-  summary: 'FHIR resources a failed provisioning could not remove (to reconcile by hand)',
+  summary:
+    'FHIR resources a failed provisioning could not remove (to reconcile by hand), and creates not settled yet',
   security: bearerSecurity,
   middleware: readAudit,
   responses: {
@@ -191,6 +192,22 @@ const orphansRoute = createRoute({
                   created_at: z.string(),
                 }),
               ),
+              unfinished_creates: z
+                .array(
+                  z.object({
+                    intent_id: z.string(),
+                    fhir_type: z.string(),
+                    created_at: z.string(),
+                    attempts: z.number().int(),
+                    last_error: z.string().nullable(),
+                    request_id: z.string().nullable(),
+                    next_attempt_at: z.string(),
+                  }),
+                )
+                .openapi({
+                  description:
+                    'Creates a crash left open that reconciliation has not settled yet (it retries every 15 s while the FHIR server cannot answer)',
+                }),
             })
             .openapi('OrphanList'),
         },

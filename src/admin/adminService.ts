@@ -7,6 +7,8 @@ import { CODE_ELIGIBLE, issueCode } from '../auth/accountCodes.js';
 import { revokeAllSessions } from '../auth/sessions.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
+import { LEASE_MS } from '../leases.js';
+import { pendingIntents } from '../provisioning/intents.js';
 import { FHIR_TYPE_BY_ROLE } from '../users/fhirIdentity.js';
 import { toUserDto } from '../users/userDto.js';
 import { findUserById } from '../users/userRepository.js';
@@ -169,6 +171,10 @@ export async function listOrphans(deps: AppDeps) {
     .where('resolved_at', 'is', null)
     .orderBy('id', 'desc')
     .execute();
+  // creates still open a lease after they began: a crashed request reconciliation has not settled yet
+  // (e.g. the FHIR server is down); a live request settles its own within the lease
+  const settledBy = new Date(deps.clock.now().getTime() - LEASE_MS).toISOString();
+  const pending = (await pendingIntents(deps.db)).filter((i) => i.created_at < settledBy);
   return {
     orphans: rows.map((r) => ({
       id: r.id,
@@ -177,6 +183,15 @@ export async function listOrphans(deps: AppDeps) {
       reason: r.reason,
       request_id: r.request_id,
       created_at: r.created_at,
+    })),
+    unfinished_creates: pending.map((i) => ({
+      intent_id: i.id,
+      fhir_type: i.fhir_type,
+      created_at: i.created_at,
+      attempts: i.attempts,
+      last_error: i.last_error,
+      request_id: i.request_id,
+      next_attempt_at: i.lease_until,
     })),
   };
 }

@@ -199,3 +199,52 @@ describe('access-code mail when SMTP fails', () => {
     expect(smtp.messages).toHaveLength(1);
   });
 });
+
+describe('a create a crash left open while the FHIR server cannot answer', () => {
+  it('is listed under unfinished_creates at /admin/provisioning/orphans, never silently', async () => {
+    const port = await unusedPort();
+    const gw = await gateway({
+      env: { FHIR_BASE_URL: `http://127.0.0.1:${port}/fhir`, FHIR_TIMEOUT_MS: '500' },
+    });
+    const admin = await gw.adminToken();
+    const actor = await gw.deps.db
+      .selectFrom('users')
+      .select('id')
+      .where('role', '=', 'admin')
+      .executeTakeFirstOrThrow();
+    const long = new Date(Date.now() - 60_000).toISOString();
+    await gw.deps.db
+      .insertInto('provisioning_intents')
+      .values({
+        id: 'intent-left-open',
+        actor_user_id: actor.id,
+        idempotency_key: null,
+        fhir_type: 'Patient',
+        email: 'left-open@example.com',
+        display_name: 'Left Open',
+        resource: '{"resourceType":"Patient"}',
+        response_kind: 'slim',
+        state: 'pending',
+        fhir_id: null,
+        user_id: null,
+        lease_until: long,
+        attempts: 1,
+        last_error: null,
+        request_id: 'req-left-open',
+        client_ip: null,
+        created_at: long,
+        updated_at: long,
+      })
+      .execute();
+    const listed = await gw.call('/admin/provisioning/orphans', { token: admin });
+    const body = (await listed.json()) as { unfinished_creates: { intent_id: string; request_id: string }[] };
+    expect(listed.status).toBe(200);
+    expect(body.unfinished_creates).toEqual([
+      expect.objectContaining({
+        intent_id: 'intent-left-open',
+        fhir_type: 'Patient',
+        request_id: 'req-left-open',
+      }),
+    ]);
+  });
+});
