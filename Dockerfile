@@ -19,6 +19,8 @@ COPY src ./src
 COPY db ./db
 COPY scripts ./scripts
 COPY fhir-profiles ./fhir-profiles
+# the serving process runs the esbuild bundle (dist/main.js): no TypeScript loader at run time
+RUN node scripts/build.mjs --force
 
 # --- runtime ---
 FROM node:24-bookworm-slim
@@ -34,4 +36,4 @@ VOLUME ["/data"]
 EXPOSE 3000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD node -e "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
-CMD ["node", "--import", "tsx", "src/main.ts"]
+CMD ["node", "dist/main.js"]

@@ -253,8 +253,10 @@ async function main() {
       'bench-patient@example.com',
       ...Array.from({ length: LOGIN_ACCOUNTS }, (_, i) => `bench-login-${i}@example.com`),
     ];
-    for (const email of emails)
-      await post(gw, '/fhir/patient', { name: 'Bench Patient', email, dob: '1980-04-12' }, admin);
+    for (const email of emails) {
+      const created = await post(gw, '/fhir/patient', { name: 'Bench Patient', email, dob: '1980-04-12' }, admin);
+      if (created.status !== 201) throw new Error(`provisioning ${email} answered ${created.status}`);
+    }
     const tokens: string[] = [];
     for (const email of emails) {
       const signed = await post(gw, '/auth/signup', {

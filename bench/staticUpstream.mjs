@@ -118,9 +118,13 @@ http
         const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : {};
         const type = body.resourceType ?? 'Resource';
         // the provisioned accounts get fixed ids the prebuilt answers name
+        const email = body.telecom?.find((t) => t.system === 'email')?.value ?? '';
+        // the bench patient gets the id the prebuilt answers name; every other account one of its own
         const id =
           type === 'Patient'
-            ? PATIENT
+            ? email === 'bench-patient@example.com'
+              ? PATIENT
+              : `p-${email.replace(/[^a-z0-9]/g, '')}`.slice(0, 64)
             : type === 'Practitioner'
               ? practitioner
               : `${type.toLowerCase()}-${Date.now()}`;

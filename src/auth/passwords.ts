@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
+import { projectFile } from '../paths.js';
 
 /**
  * argon2id parameters: the only place they live. OWASP's minimum is m=19456 KiB, t=2, p=1
@@ -38,7 +39,7 @@ export interface PasswordHasher {
 
 /** Starts the dedicated hashing thread. */
 export async function createPasswordHasher(): Promise<PasswordHasher> {
-  const worker = new Worker(new URL('./passwordWorker.mjs', import.meta.url), {
+  const worker = new Worker(projectFile('src/auth/passwordWorker.mjs'), {
     workerData: { options: ARGON2_PARAMETERS },
   });
   worker.unref();

@@ -2,12 +2,12 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context, MiddlewareHandler } from 'hono';
 import { escapeHtml } from '../email/templates.js';
 import { createRouter } from '../http/router.js';
 import type { AppEnv } from '../http/types.js';
+import { projectFile } from '../paths.js';
 
 /**
  * GET /docs: Swagger UI rendered from /openapi.json, working offline. Its scripts and styles
@@ -44,7 +44,6 @@ function swaggerUiDistDir(): string {
 /** The allow-list of files /docs/assets serves: nothing else from node_modules is reachable. */
 function assetSources(): Record<string, AssetSource> {
   const dist = swaggerUiDistDir();
-  const here = path.dirname(fileURLToPath(import.meta.url));
   return {
     'swagger-ui-bundle.js': {
       file: path.join(dist, 'swagger-ui-bundle.js'),
@@ -53,7 +52,7 @@ function assetSources(): Record<string, AssetSource> {
     'swagger-ui.css': { file: path.join(dist, 'swagger-ui.css'), contentType: 'text/css; charset=utf-8' },
     'favicon-32x32.png': { file: path.join(dist, 'favicon-32x32.png'), contentType: 'image/png' },
     'swagger-init.js': {
-      file: path.join(here, 'swaggerInit.js'),
+      file: projectFile('src/docs/swaggerInit.js'),
       contentType: 'text/javascript; charset=utf-8',
     },
   };

@@ -4,6 +4,7 @@ import { OperationOutcomeError, validateResource } from '@medplum/core';
 import type { Resource, StructureDefinition } from '@medplum/fhirtypes';
 import { AppError, type FieldError } from '../errors.js';
 import { loadFhirDefinitions } from '../fhir/definitions.js';
+import { projectFile } from '../paths.js';
 import { CONSTRAINT_FIELDS } from './profileSpecs.js';
 
 /** The profiles in fhir-profiles/ a provisioned resource must satisfy. */
@@ -14,7 +15,7 @@ const PROFILE_FILES: Readonly<Record<ProvisionedType, string>> = {
   Practitioner: 'ff-practitioner.json',
 };
 
-const PROFILE_DIR = path.join(import.meta.dirname, '..', '..', 'fhir-profiles');
+const PROFILE_DIR = projectFile('fhir-profiles');
 // immutable files, read once per process
 const profiles = new Map<ProvisionedType, StructureDefinition>();
 
