@@ -1,6 +1,7 @@
 import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
 import { adminRoutes } from './admin/adminController.js';
+import { smartAppRoutes } from './admin/smartAppsController.js';
 import { authRoutes } from './auth/authController.js';
 import { jwksRoutes } from './auth/jwksController.js';
 import { docsRoutes, docsTrailingSlash } from './docs/docsController.js';
@@ -15,6 +16,9 @@ import { clientIp } from './middleware/clientIp.js';
 import { requestId } from './middleware/requestId.js';
 import { requestLog } from './middleware/requestLog.js';
 import { securityHeaders } from './middleware/securityHeaders.js';
+import { oauthRoutes } from './oauth/oauthRoutes.js';
+import { createOAuthServer } from './oauth/provider.js';
+import { isProtocolPath } from './oauth/urls.js';
 import { patientRoutes } from './patient/patientController.js';
 import { practitionerRoutes } from './practitioner/practitionerController.js';
 import { provisioningRoutes } from './provisioning/provisioningController.js';
@@ -65,7 +69,8 @@ export function createApp(deps: AppDeps) {
   };
   app.use('/fhir/*', bodyLimit({ maxSize: FHIR_BODY_LIMIT_BYTES, onError: tooLarge }));
   app.use('*', async (c, next) => {
-    if (c.req.path.startsWith('/fhir/')) return next();
+    // the SMART authorization server reads its own request bodies (src/oauth/urls.ts)
+    if (c.req.path.startsWith('/fhir/') || isProtocolPath(c.req.path)) return next();
     return bodyLimit({ maxSize: SLIM_BODY_LIMIT_BYTES, onError: tooLarge })(c, next);
   });
 
@@ -78,6 +83,9 @@ export function createApp(deps: AppDeps) {
   app.route('/', docsRoutes());
   app.route('/', patientRoutes());
   app.route('/', practitionerRoutes());
+  // SMART App Launch: /oauth/* and /fhir/.well-known/smart-configuration, before the passthrough
+  app.route('/', oauthRoutes(createOAuthServer(deps)));
+  app.route('/', smartAppRoutes());
   app.route('/', passthroughRoutes());
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {

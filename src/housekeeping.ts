@@ -3,6 +3,7 @@ import type { Database } from '../db/schema.js';
 import { purgeOldWindows } from './auth/rateLimiter.js';
 import type { Clock } from './clock.js';
 import type { Logger } from './logger.js';
+import { purgeExpiredOAuthRows } from './oauth/adapter.js';
 
 const EVERY_MS = 10 * 60_000;
 
@@ -12,6 +13,7 @@ export async function sweep(db: Kysely<Database>, clock: Clock): Promise<void> {
   await purgeOldWindows(db, clock);
   await db.deleteFrom('idempotency_keys').where('expires_at', '<', now).execute();
   await db.deleteFrom('refresh_tokens').where('expires_at', '<', now).execute();
+  await purgeExpiredOAuthRows(db, clock.now());
 }
 
 /** Runs `sweep` every 10 minutes; returns the stop function. */

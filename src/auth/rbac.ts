@@ -8,6 +8,7 @@ export const PERMISSIONS = {
   'users:provision': ['admin'],
   'users:manage': ['admin'],
   'audit:read': ['admin'],
+  'smart-apps:manage': ['admin'],
   'observations:read-own': ['patient'],
   'patients:read-assigned': ['practitioner'],
 } as const satisfies Record<string, readonly Role[]>;

@@ -1,5 +1,6 @@
 import type { CapabilityStatement, CapabilityStatementRestResource } from '@medplum/fhirtypes';
 import type { AppDeps } from '../http/types.js';
+import { smartSecurity } from '../oauth/smartConfiguration.js';
 import { DIRECTORY_TYPES, LINKING_PARAMS } from './compartment.js';
 
 /** Interactions the gateway lets scoped roles use (admins get the upstream's full surface). */
@@ -39,6 +40,8 @@ export async function capabilityStatement(deps: AppDeps): Promise<CapabilityStat
         documentation:
           'A filtered passthrough. Patients read their own compartment; practitioners read and write the compartments of their assigned patients; admins have the full upstream surface. See /docs.',
         security: {
+          // SMART App Launch: the oauth-uris extension (https://hl7.org/fhir/smart-app-launch/conformance.html)
+          extension: smartSecurity(deps.config).extension,
           // true only when browsers from some origin get CORS headers (CORS_ORIGINS is not empty)
           cors: deps.config.corsOrigins.length > 0,
           service: [
@@ -48,8 +51,9 @@ export async function capabilityStatement(deps: AppDeps): Promise<CapabilityStat
               ],
               text: 'Bearer token',
             },
+            smartSecurity(deps.config).service,
           ],
-          description: `Send "Authorization: Bearer <token>" with an access token from ${deps.config.publicBaseUrl}/auth/login (ES256 JWT; keys at /.well-known/jwks.json).`,
+          description: `Send "Authorization: Bearer <token>" with an access token from ${deps.config.publicBaseUrl}/auth/login (ES256 JWT; keys at /.well-known/jwks.json), or from a SMART App Launch (${deps.config.publicBaseUrl}/fhir/.well-known/smart-configuration).`,
         },
         resource: resources,
       },

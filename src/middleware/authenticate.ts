@@ -5,6 +5,12 @@ import { auditedError } from '../audit/requestAudit.js';
 import { type TokenRefusal, tokenSettingsOf, verifyAccessToken } from '../auth/tokens.js';
 import { AppError } from '../errors.js';
 import type { AppEnv, Caller } from '../http/types.js';
+import {
+  acceptsSmartToken,
+  smartAppActive,
+  smartClientOf,
+  verifySmartAccessToken,
+} from '../oauth/smartTokens.js';
 import { type Db, findUserById } from '../users/userRepository.js';
 
 const BEARER = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/;
@@ -19,7 +25,8 @@ export type AuthFailure =
   | 'unknown_user'
   | 'inactive_user'
   | 'revoked_token'
-  | 'revoked_session';
+  | 'revoked_session'
+  | 'inactive_app';
 
 interface Refused {
   readonly reason: AuthFailure;
@@ -56,12 +63,15 @@ async function verifyCaller(c: Context<AppEnv>): Promise<Caller | Refused> {
   const match = BEARER.exec(header);
   if (!match?.[1]) return { reason: 'invalid' };
   const deps = c.var.deps;
-  const checked = await verifyAccessToken(
+  let checked = await verifyAccessToken(
     deps.signingKey,
     tokenSettingsOf(deps.config.jwt),
     match[1],
     deps.clock.now(),
   );
+  // a SMART app's token (issuer /oauth, audience the FHIR base) is valid only at /fhir and logout (src/oauth/smartTokens.ts)
+  if (!checked.ok && checked.reason === 'invalid' && acceptsSmartToken(c.req.path, c.req.method))
+    checked = await verifySmartAccessToken(deps, match[1], deps.clock.now());
   if (!checked.ok) return { reason: checked.reason, userId: checked.subject };
   const { claims } = checked;
   const [user, session] = await Promise.all([
@@ -79,6 +89,8 @@ async function verifyCaller(c: Context<AppEnv>): Promise<Caller | Refused> {
     !session.revoked_at &&
     session.expires_at > deps.clock.now().toISOString();
   if (!sessionLive) return refused('revoked_session');
+  const clientId = smartClientOf(claims);
+  if (clientId && !(await smartAppActive(deps, clientId))) return refused('inactive_app');
   return { userId: user.id, role: user.role, fhirId: user.fhir_resource_id, claims };
 }
 

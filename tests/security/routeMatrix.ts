@@ -59,4 +59,30 @@ export const PROTECTED_ROUTES: readonly ProtectedRoute[] = [
     sample: { path: '/practitioner/patients/unknown-patient/observations' },
   },
   { method: 'GET', path: '/admin/provisioning/orphans', allowed: ['admin'] },
+  { method: 'GET', path: '/admin/smart-apps', allowed: ['admin'] },
+  {
+    method: 'POST',
+    path: '/admin/smart-apps',
+    allowed: ['admin'],
+    sample: {
+      json: {
+        name: 'Matrix app',
+        type: 'public',
+        redirect_uris: ['https://app.example.com/callback'],
+        scopes: ['patient/*.rs'],
+      },
+    },
+  },
+  {
+    method: 'GET',
+    path: '/admin/smart-apps/{client_id}',
+    allowed: ['admin'],
+    sample: { path: '/admin/smart-apps/no-such-app' },
+  },
+  {
+    method: 'PATCH',
+    path: '/admin/smart-apps/{client_id}',
+    allowed: ['admin'],
+    sample: { path: '/admin/smart-apps/no-such-app', json: { active: true } },
+  },
 ];

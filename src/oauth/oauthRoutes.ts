@@ -1,0 +1,86 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { HttpBindings } from '@hono/node-server';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
+import type { Context } from 'hono';
+import { AppError } from '../errors.js';
+import { createRouter } from '../http/router.js';
+import type { AppEnv } from '../http/types.js';
+import { showInteraction, submitConsent, submitLogin } from './interactions.js';
+import type { OAuthServer } from './provider.js';
+import { smartConfiguration } from './smartConfiguration.js';
+import { INTERACTION_PREFIX, OAUTH_PREFIX } from './urls.js';
+
+/**
+ * Mounts the SMART authorization server: `GET /fhir/.well-known/smart-configuration`, our login
+ * and consent pages under /oauth/interaction/, and everything else under /oauth handed to
+ * oidc-provider as the Node request and response (@hono/node-server's bindings), its mount
+ * prefix stripped the way Express's `app.use('/oauth', ...)` would.
+ */
+
+type Ctx = Context<AppEnv>;
+type NodeHandler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+
+const UID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * Every authorization request asks for a fresh login and the consent page: each launch is signed
+ * in and agreed to on its own (its grant and gateway session are its own), and oidc-provider keeps
+ * `offline_access` only when consent is prompted for (OpenID Connect Core section 11), which SMART
+ * apps do not ask for. `prompt=none` is left alone: it then fails with `login_required`.
+ */
+export function withSmartPrompts(search: string): string {
+  const params = new URLSearchParams(search);
+  const prompts = new Set((params.get('prompt') ?? '').split(' ').filter(Boolean));
+  if (prompts.has('none')) return search;
+  prompts.add('login');
+  prompts.add('consent');
+  params.set('prompt', [...prompts].join(' '));
+  return `?${params}`;
+}
+
+/** The headers every answer of ours carries, set on the Node response oidc-provider writes itself. */
+function prepareNodeResponse(c: Ctx, res: ServerResponse): void {
+  res.setHeader('X-Request-Id', c.var.requestId);
+  res.setHeader('X-Content-Type-Options', 'nosniff');
+  res.setHeader('Referrer-Policy', 'no-referrer');
+  res.setHeader('X-Frame-Options', 'DENY');
+}
+
+async function protocol(c: Ctx, handle: NodeHandler): Promise<Response> {
+  const { incoming, outgoing } = c.env as Partial<HttpBindings>;
+  // only a real Node server has the bindings (app.request() in a unit test has none)
+  if (!incoming || !outgoing) throw new AppError('not_found');
+  const url = new URL(incoming.url ?? '/', 'http://local');
+  const search = url.pathname === `${OAUTH_PREFIX}/authorize` ? withSmartPrompts(url.search) : url.search;
+  (incoming as IncomingMessage & { originalUrl?: string }).originalUrl = `${url.pathname}${search}`;
+  incoming.url = `${url.pathname.slice(OAUTH_PREFIX.length)}${search}`;
+  prepareNodeResponse(c, outgoing);
+  await handle(incoming, outgoing);
+  // the answer is written: Hono only learns its status (for the request log)
+  return new Response(null, { status: outgoing.statusCode, headers: RESPONSE_ALREADY_SENT.headers });
+}
+
+function interaction(c: Ctx, server: OAuthServer): Promise<Response> {
+  const [uid, action, ...rest] = c.req.path.slice(INTERACTION_PREFIX.length).split('/');
+  if (!uid || !UID.test(uid) || rest.length > 0) throw new AppError('not_found');
+  const route = `${c.req.method} ${action ?? ''}`;
+  if (route === 'GET ') return showInteraction(c, server, uid);
+  if (route === 'POST login') return submitLogin(c, server, uid);
+  if (route === 'POST consent') return submitConsent(c, server, uid);
+  throw new AppError(
+    action === undefined || action === 'login' || action === 'consent' ? 'method_not_allowed' : 'not_found',
+  );
+}
+
+export function oauthRoutes(server: OAuthServer) {
+  const router = createRouter();
+  const handle = server.provider.callback() as NodeHandler;
+  // public: an app discovers the authorization endpoints here before anyone signed in
+  router.get('/fhir/.well-known/smart-configuration', (c) =>
+    c.json(smartConfiguration(c.var.deps.config), 200, { 'Access-Control-Allow-Origin': '*' }),
+  );
+  router.all(`${OAUTH_PREFIX}/*`, (c) =>
+    c.req.path.startsWith(INTERACTION_PREFIX) ? interaction(c, server) : protocol(c, handle),
+  );
+  return router;
+}
