@@ -1,0 +1,515 @@
+import { decodeJwt } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { TestGateway } from '../helpers/gateway.js';
+import {
+  authorizeUrl,
+  Browser,
+  csrfOf,
+  launch,
+  pkcePair,
+  type RegisteredApp,
+  registerApp,
+  smartTokens,
+  startSmartGateway,
+  tokenRequest,
+} from '../helpers/smart.js';
+
+/**
+ * SMART App Launch at the protocol level (https://hl7.org/fhir/smart-app-launch/app-launch.html,
+ * RFC 6749, RFC 7636, RFC 9700): what a launch gives, and every way it must not work.
+ */
+
+const SCOPE = 'launch/patient openid fhirUser offline_access patient/Observation.rs';
+
+describe('SMART App Launch: the protocol', () => {
+  let gw: TestGateway;
+  let app: RegisteredApp;
+  let confidential: RegisteredApp;
+  let patient: { id: string; email: string; password: string };
+  let redirectUri: string;
+
+  beforeAll(async () => {
+    gw = await startSmartGateway();
+    app = await registerApp(gw, { redirect_uris: ['http://127.0.0.1:9/app/callback'] });
+    confidential = await registerApp(gw, {
+      type: 'confidential',
+      redirect_uris: ['https://server-app.example.com/callback'],
+    });
+    redirectUri = app.redirect_uris[0]!;
+    patient = await gw.seedUser({ role: 'patient' });
+  });
+  afterAll(() => gw.close());
+
+  /** A code from a full launch, with its verifier. */
+  async function codeFor(target = app, scope = SCOPE) {
+    const { verifier, challenge } = pkcePair();
+    const result = await launch(gw, patient, {
+      clientId: target.client_id,
+      redirectUri: target.redirect_uris[0]!,
+      scope,
+      challenge,
+    });
+    expect(result.code, result.location).toBeTruthy();
+    return { code: result.code!, verifier, result };
+  }
+
+  const exchange = (code: string, verifier: string | undefined, target = app, secret?: string) =>
+    tokenRequest(
+      gw,
+      {
+        grant_type: 'authorization_code',
+        code,
+        redirect_uri: target.redirect_uris[0]!,
+        ...(verifier !== undefined ? { code_verifier: verifier } : {}),
+      },
+      { clientId: target.client_id, ...(secret ? { secret } : {}) },
+    );
+
+  it('gives a patient a scoped JWT for the FHIR base, the patient context, an id_token with fhirUser, and a refresh token', async () => {
+    const tokens = await smartTokens(gw, app, patient, SCOPE);
+    const fhirBase = `${gw.deps.config.publicBaseUrl}/fhir`;
+    expect(tokens.token_type).toBe('Bearer');
+    expect(tokens.scope?.split(' ').sort()).toEqual(SCOPE.split(' ').sort());
+    const user = await gw.deps.db
+      .selectFrom('users')
+      .selectAll()
+      .where('id', '=', patient.id)
+      .executeTakeFirstOrThrow();
+    expect(tokens.patient).toBe(user.fhir_resource_id);
+    expect(tokens.refresh_token).toBeTruthy();
+    const claims = decodeJwt(tokens.access_token!);
+    expect(claims).toMatchObject({
+      iss: `${gw.deps.config.publicBaseUrl}/oauth`,
+      aud: fhirBase,
+      sub: patient.id,
+      client_id: app.client_id,
+      fhirUser: `Patient/${user.fhir_resource_id}`,
+      role: 'patient',
+      ver: 0,
+    });
+    expect(claims.exp! - claims.iat!).toBe(gw.deps.config.jwt.accessTokenTtlSeconds);
+    const idToken = decodeJwt(tokens.id_token!);
+    expect(idToken.fhirUser).toBe(`${fhirBase}/Patient/${user.fhir_resource_id}`);
+    expect(idToken.aud).toBe(app.client_id);
+    const read = await gw.call('/fhir/Observation', { token: tokens.access_token! });
+    expect(read.status).toBe(200);
+  });
+
+  it('issues no refresh token without offline_access', async () => {
+    const tokens = await smartTokens(gw, app, patient, 'launch/patient patient/Observation.rs');
+    expect(tokens.refresh_token).toBeUndefined();
+    expect(tokens.id_token).toBeUndefined();
+  });
+
+  it('echoes state exactly, whatever characters it holds', async () => {
+    const state = 'a b&c=d/é?%25~';
+    const { challenge } = pkcePair();
+    const result = await launch(gw, patient, {
+      clientId: app.client_id,
+      redirectUri,
+      scope: SCOPE,
+      challenge,
+      state,
+    });
+    expect(result.state).toBe(state);
+    expect(result.location.startsWith(`${redirectUri}?`)).toBe(true);
+  });
+
+  it('keeps codes 60 seconds at most, bound to the client', async () => {
+    const { code } = await codeFor();
+    const row = await gw.deps.db
+      .selectFrom('oauth_store')
+      .select('payload')
+      .where('model', '=', 'AuthorizationCode')
+      .where('id', '=', code)
+      .executeTakeFirstOrThrow();
+    const payload = JSON.parse(row.payload) as { exp: number; iat: number; clientId: string };
+    expect(payload.exp - payload.iat).toBeLessThanOrEqual(60);
+    expect(payload.clientId).toBe(app.client_id);
+  });
+
+  describe('PKCE (RFC 7636), S256 only', () => {
+    it('refuses an exchange without the verifier', async () => {
+      const { code } = await codeFor();
+      const answer = await exchange(code, undefined);
+      expect(answer.status).toBe(400);
+      expect(answer.body.error).toBe('invalid_grant');
+    });
+
+    it('refuses a wrong verifier', async () => {
+      const { code } = await codeFor();
+      const answer = await exchange(code, pkcePair().verifier);
+      expect(answer.status).toBe(400);
+      expect(answer.body.error).toBe('invalid_grant');
+      expect(answer.body.access_token).toBeUndefined();
+    });
+
+    it('refuses the plain method: the app is sent back with invalid_request and no code', async () => {
+      const verifier = pkcePair().verifier;
+      const result = await launch(gw, patient, {
+        clientId: app.client_id,
+        redirectUri,
+        scope: SCOPE,
+        challenge: verifier,
+        method: 'plain',
+      });
+      expect(result.code).toBeNull();
+      expect(result.error).toBe('invalid_request');
+    });
+
+    it('refuses an authorization request without a challenge', async () => {
+      const result = await launch(gw, patient, { clientId: app.client_id, redirectUri, scope: SCOPE });
+      expect(result.code).toBeNull();
+      expect(result.error).toBe('invalid_request');
+    });
+  });
+
+  it('refuses a code used twice, and revokes what the first use gave', async () => {
+    const { code, verifier } = await codeFor();
+    const first = await exchange(code, verifier);
+    expect(first.status).toBe(200);
+    const second = await exchange(code, verifier);
+    expect(second.status).toBe(400);
+    expect(second.body.error).toBe('invalid_grant');
+    // RFC 6749 section 4.1.2: the tokens of a replayed code should be revoked
+    const read = await gw.call('/fhir/Observation', { token: first.body.access_token! });
+    expect(read.status).toBe(401);
+    const refresh = await tokenRequest(
+      gw,
+      { grant_type: 'refresh_token', refresh_token: first.body.refresh_token! },
+      { clientId: app.client_id },
+    );
+    expect(refresh.body.error).toBe('invalid_grant');
+  });
+
+  it('refuses an expired code', async () => {
+    const { code, verifier } = await codeFor();
+    const row = await gw.deps.db
+      .selectFrom('oauth_store')
+      .select('payload')
+      .where('model', '=', 'AuthorizationCode')
+      .where('id', '=', code)
+      .executeTakeFirstOrThrow();
+    const payload = JSON.parse(row.payload) as { exp: number };
+    // as if its 60 seconds had passed
+    payload.exp = Math.floor(Date.now() / 1000) - 1;
+    await gw.deps.db
+      .updateTable('oauth_store')
+      .set({ payload: JSON.stringify(payload) })
+      .where('model', '=', 'AuthorizationCode')
+      .where('id', '=', code)
+      .execute();
+    const answer = await exchange(code, verifier);
+    expect(answer.status).toBe(400);
+    expect(answer.body.error).toBe('invalid_grant');
+  });
+
+  it('refuses a code presented with another redirect_uri', async () => {
+    const other = await registerApp(gw, { redirect_uris: [redirectUri, 'http://127.0.0.1:9/other'] });
+    const { code, verifier } = await codeFor(other);
+    const answer = await tokenRequest(
+      gw,
+      {
+        grant_type: 'authorization_code',
+        code,
+        redirect_uri: 'http://127.0.0.1:9/other',
+        code_verifier: verifier,
+      },
+      { clientId: other.client_id },
+    );
+    expect(answer.body.error).toBe('invalid_grant');
+  });
+
+  it('refuses a code presented by another client', async () => {
+    const { code, verifier } = await codeFor();
+    const other = await registerApp(gw, { redirect_uris: [redirectUri] });
+    const answer = await tokenRequest(
+      gw,
+      { grant_type: 'authorization_code', code, redirect_uri: redirectUri, code_verifier: verifier },
+      { clientId: other.client_id },
+    );
+    expect(answer.body.error).toBe('invalid_grant');
+  });
+
+  describe('redirect URIs: exact match, never an open redirect', () => {
+    const attempts = [
+      ['an unregistered URI', 'https://evil.example.com/callback'],
+      ['a registered URI with a different path', 'http://127.0.0.1:9/app/callback/../../evil'],
+      [
+        'a registered URI with an extra query',
+        'http://127.0.0.1:9/app/callback?next=https://evil.example.com',
+      ],
+      ['a registered URI with a different port', 'http://127.0.0.1:10/app/callback'],
+      ['a prefix of a registered URI', 'http://127.0.0.1:9/app/'],
+      ['a registered URI with a fragment', 'http://127.0.0.1:9/app/callback#x'],
+      ['a userinfo trick', 'http://127.0.0.1:9@evil.example.com/app/callback'],
+    ];
+    it.each(attempts)('shows an error page for %s and sends the browser nowhere', async (_label, uri) => {
+      const browser = new Browser();
+      const response = await browser.fetch(
+        authorizeUrl(gw, {
+          clientId: app.client_id,
+          redirectUri: uri,
+          scope: SCOPE,
+          challenge: pkcePair().challenge,
+        }),
+      );
+      expect(response.status).toBe(400);
+      expect(response.headers.get('location')).toBeNull();
+      expect(response.headers.get('content-type')).toMatch(/text\/html/);
+      const page = await response.text();
+      expect(page).toContain('invalid_redirect_uri');
+      expect(page).not.toContain('evil.example.com');
+    });
+
+    it('shows an error page for an unknown client', async () => {
+      const response = await new Browser().fetch(
+        authorizeUrl(gw, {
+          clientId: 'no-such-app',
+          redirectUri,
+          scope: SCOPE,
+          challenge: pkcePair().challenge,
+        }),
+      );
+      expect(response.status).toBe(400);
+      expect(response.headers.get('location')).toBeNull();
+    });
+  });
+
+  it("refuses an aud that is not this server's FHIR base, and a missing one", async () => {
+    for (const aud of ['https://other-ehr.example.com/fhir', `${gw.deps.config.publicBaseUrl}/fhir/`, '']) {
+      const result = await launch(gw, patient, {
+        clientId: app.client_id,
+        redirectUri,
+        scope: SCOPE,
+        challenge: pkcePair().challenge,
+        aud,
+      });
+      expect(result.code, aud).toBeNull();
+      expect(result.error).toBe('invalid_request');
+    }
+  });
+
+  it('drops a scope the app is not registered for from the grant', async () => {
+    const narrow = await registerApp(gw, {
+      redirect_uris: [redirectUri],
+      scopes: ['launch/patient', 'openid', 'fhirUser', 'patient/Observation.rs'],
+    });
+    const tokens = await smartTokens(
+      gw,
+      narrow,
+      patient,
+      'launch/patient openid fhirUser offline_access patient/Observation.rs patient/Condition.rs',
+    );
+    expect(tokens.scope?.split(' ').sort()).toEqual([
+      'fhirUser',
+      'launch/patient',
+      'openid',
+      'patient/Observation.rs',
+    ]);
+    expect(tokens.refresh_token).toBeUndefined();
+    const condition = await gw.call('/fhir/Condition', { token: tokens.access_token! });
+    expect(condition.status).toBe(403);
+  });
+
+  it('drops what the role does not allow: a patient asking for user/*.cruds gets nothing of it', async () => {
+    const tokens = await smartTokens(gw, app, patient, 'launch/patient patient/Observation.rs user/*.cruds');
+    expect(tokens.scope?.split(' ').sort()).toEqual(['launch/patient', 'patient/Observation.rs']);
+  });
+
+  it('shows the consent page with what is asked, in plain words, and a Deny that tells the app access_denied', async () => {
+    const { challenge } = pkcePair();
+    const result = await launch(gw, patient, {
+      clientId: app.client_id,
+      redirectUri,
+      scope: SCOPE,
+      challenge,
+      decision: 'deny',
+    });
+    expect(result.code).toBeNull();
+    expect(result.error).toBe('access_denied');
+    expect(result.state).toBe('state-123');
+  });
+
+  describe('confidential clients (client-confidential-symmetric)', () => {
+    it('exchange a code with their secret (HTTP Basic)', async () => {
+      const { code, verifier } = await codeFor(confidential);
+      const answer = await exchange(code, verifier, confidential, confidential.client_secret);
+      expect(answer.status).toBe(200);
+      expect(answer.body.access_token).toBeTruthy();
+    });
+
+    it('are refused with a wrong secret, or none', async () => {
+      const { code, verifier } = await codeFor(confidential);
+      const wrong = await exchange(code, verifier, confidential, `${confidential.client_secret}x`);
+      expect(wrong.status).toBe(401);
+      expect(wrong.body.error).toBe('invalid_client');
+      const none = await exchange(code, verifier, confidential);
+      expect(none.status).toBe(401);
+      expect(none.body.error).toBe('invalid_client');
+      // the code is still unused: the right secret works
+      const right = await exchange(code, verifier, confidential, confidential.client_secret);
+      expect(right.status).toBe(200);
+    });
+
+    it('never have their secret stored in clear', async () => {
+      const row = await gw.deps.db
+        .selectFrom('smart_apps')
+        .selectAll()
+        .where('client_id', '=', confidential.client_id)
+        .executeTakeFirstOrThrow();
+      expect(row.secret_hash).toMatch(/^[0-9a-f]{64}$/);
+      const dump = JSON.stringify(await gw.deps.db.selectFrom('oauth_store').selectAll().execute());
+      expect(dump).not.toContain(confidential.client_secret!);
+      expect(JSON.stringify(row)).not.toContain(confidential.client_secret!);
+    });
+  });
+
+  describe('refresh tokens', () => {
+    it('rotate on every use; a spent one revokes the grant and every token of it', async () => {
+      const tokens = await smartTokens(gw, app, patient, SCOPE);
+      const first = await tokenRequest(
+        gw,
+        { grant_type: 'refresh_token', refresh_token: tokens.refresh_token! },
+        { clientId: app.client_id },
+      );
+      expect(first.status).toBe(200);
+      expect(first.body.refresh_token).toBeTruthy();
+      expect(first.body.refresh_token).not.toBe(tokens.refresh_token);
+      expect(first.body.patient).toBeTruthy();
+      const reuse = await tokenRequest(
+        gw,
+        { grant_type: 'refresh_token', refresh_token: tokens.refresh_token! },
+        { clientId: app.client_id },
+      );
+      expect(reuse.body.error).toBe('invalid_grant');
+      const newest = await tokenRequest(
+        gw,
+        { grant_type: 'refresh_token', refresh_token: first.body.refresh_token! },
+        { clientId: app.client_id },
+      );
+      expect(newest.body.error).toBe('invalid_grant');
+      const read = await gw.call('/fhir/Observation', { token: first.body.access_token! });
+      expect(read.status).toBe(401);
+    });
+
+    it("refuses app A's refresh token presented by app B", async () => {
+      const appB = await registerApp(gw, {
+        type: 'confidential',
+        redirect_uris: ['https://b.example.com/cb'],
+      });
+      const tokensA = await smartTokens(gw, app, patient, SCOPE);
+      const answer = await tokenRequest(
+        gw,
+        { grant_type: 'refresh_token', refresh_token: tokensA.refresh_token! },
+        { clientId: appB.client_id, secret: appB.client_secret! },
+      );
+      expect(answer.body.error).toBe('invalid_grant');
+      expect(answer.body.access_token).toBeUndefined();
+      // A's own token keeps working: B learnt nothing and spent nothing
+      const own = await tokenRequest(
+        gw,
+        { grant_type: 'refresh_token', refresh_token: tokensA.refresh_token! },
+        { clientId: app.client_id },
+      );
+      expect(own.status).toBe(200);
+    });
+
+    it('end at the revocation endpoint (RFC 7009), with the access tokens of their grant', async () => {
+      const tokens = await smartTokens(gw, app, patient, SCOPE);
+      const revoked = await fetch(`${gw.url}/oauth/revoke`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ token: tokens.refresh_token!, client_id: app.client_id }),
+      });
+      expect(revoked.status).toBe(200);
+      expect((await gw.call('/fhir/Observation', { token: tokens.access_token! })).status).toBe(401);
+    });
+  });
+
+  describe('the login and consent forms', () => {
+    async function toConsent() {
+      const browser = new Browser();
+      const { challenge } = pkcePair();
+      let response = await browser.fetch(
+        authorizeUrl(gw, { clientId: app.client_id, redirectUri, scope: SCOPE, challenge }),
+      );
+      const loginUrl = new URL(response.headers.get('location')!, gw.url).href;
+      response = await browser.fetch(loginUrl);
+      const login = await response.text();
+      response = await browser.fetch(`${loginUrl}/login`, {
+        method: 'POST',
+        body: new URLSearchParams({ csrf: csrfOf(login), email: patient.email, password: patient.password }),
+      });
+      while (response.status === 303 && !response.headers.get('location')!.includes('/interaction/')) {
+        response = await browser.fetch(new URL(response.headers.get('location')!, gw.url).href);
+      }
+      const consentUrl = new URL(response.headers.get('location')!, gw.url).href;
+      const page = await (await browser.fetch(consentUrl)).text();
+      return { browser, consentUrl, page, loginCsrf: csrfOf(login) };
+    }
+
+    it('refuses a consent post without the CSRF token of its interaction, and grants nothing', async () => {
+      const { browser, consentUrl, loginCsrf } = await toConsent();
+      for (const csrf of ['', 'forged', loginCsrf]) {
+        const response = await browser.fetch(`${consentUrl}/consent`, {
+          method: 'POST',
+          body: new URLSearchParams({ csrf, decision: 'allow' }),
+        });
+        expect(response.status).toBe(403);
+        expect(response.headers.get('location')).toBeNull();
+      }
+    });
+
+    it('refuses a consent post from a browser without the interaction cookie (a cross-site post)', async () => {
+      const { consentUrl, page } = await toConsent();
+      const response = await new Browser().fetch(`${consentUrl}/consent`, {
+        method: 'POST',
+        body: new URLSearchParams({ csrf: csrfOf(page), decision: 'allow' }),
+      });
+      expect(response.status).toBe(400);
+      expect(response.headers.get('location')).toBeNull();
+    });
+
+    it('serve strict, script-free pages', async () => {
+      const { browser, consentUrl, page } = await toConsent();
+      const response = await browser.fetch(consentUrl);
+      const csp = response.headers.get('content-security-policy')!;
+      expect(csp).toContain("default-src 'none'");
+      expect(csp).toContain("frame-ancestors 'none'");
+      expect(csp).toMatch(/form-action 'self' http:\/\/127\.0\.0\.1:9(;|$)/);
+      expect(page).not.toMatch(/<script/i);
+      expect(page).toContain('Read and search Observation of your own record');
+      expect(page).toMatch(/<button[^>]*value="allow"/);
+      expect(response.headers.get('x-frame-options')).toBe('DENY');
+    });
+
+    it('re-render the login form on a wrong password, audited as /auth/login failures are', async () => {
+      const browser = new Browser();
+      const { challenge } = pkcePair();
+      const start = await browser.fetch(
+        authorizeUrl(gw, { clientId: app.client_id, redirectUri, scope: SCOPE, challenge }),
+      );
+      const loginUrl = new URL(start.headers.get('location')!, gw.url).href;
+      const login = await (await browser.fetch(loginUrl)).text();
+      const response = await browser.fetch(`${loginUrl}/login`, {
+        method: 'POST',
+        body: new URLSearchParams({
+          csrf: csrfOf(login),
+          email: patient.email,
+          password: 'not the password at all',
+        }),
+      });
+      expect(response.status).toBe(401);
+      expect(await response.text()).toContain('Email or password is incorrect.');
+      const audit = await gw.deps.db
+        .selectFrom('audit_log')
+        .selectAll()
+        .where('action', '=', 'auth.login')
+        .where('actor_user_id', '=', patient.id)
+        .where('outcome', '=', 'failed')
+        .execute();
+      expect(audit.some((row) => JSON.parse(row.detail ?? '{}').client_id === app.client_id)).toBe(true);
+    });
+  });
+});
