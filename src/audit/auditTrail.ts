@@ -1,8 +1,8 @@
-import { randomFillSync } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import { isLockTimeout } from '../../db/connection.js';
 import type { Database, NewAuditEntry } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
+import { uuidv7 } from '../ids.js';
 import type { Logger } from '../logger.js';
 import { type AuditEvent, auditRow } from './auditService.js';
 
@@ -56,32 +56,6 @@ interface Recorded {
   readonly at: number;
 }
 
-const POOL_BYTES = 4096;
-
-/**
- * UUIDv7s (RFC 9562 section 5.7, as src/ids.ts) whose 74 random bits come from a pooled
- * buffer refilled from the CSPRNG every ~400 ids: one randomBytes call per id costs more than
- * building the rest of the row, and a busy gateway records thousands of rows a second.
- */
-function pooledUuidv7(): (ms: number) => string {
-  const pool = Buffer.alloc(POOL_BYTES);
-  let offset = POOL_BYTES;
-  return (ms) => {
-    if (offset + 10 > POOL_BYTES) {
-      randomFillSync(pool);
-      offset = 0;
-    }
-    const bytes = Buffer.alloc(16);
-    bytes.writeUIntBE(ms, 0, 6);
-    pool.copy(bytes, 6, offset, offset + 10);
-    offset += 10;
-    bytes[6] = ((bytes[6] ?? 0) & 0x0f) | 0x70;
-    bytes[8] = ((bytes[8] ?? 0) & 0x3f) | 0x80;
-    const hex = bytes.toString('hex');
-    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-  };
-}
-
 interface Outcome {
   /** To write at the next flush. */
   readonly again: Pending[];
@@ -92,7 +66,6 @@ interface Outcome {
 export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
   const { db, clock, logger } = options;
   const intervalMs = options.intervalMs ?? 1_000;
-  const newId = pooledUuidv7();
   // rows to write again (built), then events recorded since the last flush (not built yet)
   let buffer: Pending[] = [];
   let recorded: Recorded[] = [];
@@ -134,7 +107,7 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
   };
 
   const toPending = ({ event, at }: Recorded): Pending => ({
-    row: auditRow(event, new Date(at), newId(at)),
+    row: auditRow(event, new Date(at), uuidv7(at)),
     retried: false,
   });
 

@@ -82,12 +82,63 @@ function referencesIn(values: unknown[]): string[] {
   });
 }
 
-/** Every reference a resource holds in our linking parameters (FHIRPath of each SearchParameter). */
+type ReferenceReader = (resource: Resource) => string[];
+
+// one reader per (type, parameter): the definitions are immutable once loaded
+const readers = new Map<string, ReferenceReader>();
+
+/** Reads the reference strings a path of element names leads to, through arrays, without FHIRPath. */
+function pathReader(path: readonly string[]): ReferenceReader {
+  return (resource) => {
+    let values: unknown[] = [resource];
+    for (const name of path) {
+      const next: unknown[] = [];
+      for (const value of values) {
+        const child = (value as Record<string, unknown> | null)?.[name];
+        if (Array.isArray(child)) next.push(...child);
+        else if (child !== undefined && child !== null) next.push(child);
+      }
+      values = next;
+    }
+    return referencesIn(values);
+  };
+}
+
+/**
+ * How to read a linking parameter's references. The R4 expressions of the compartment's linking
+ * parameters are plain paths (`Observation.subject`, `Person.link.target`), some filtered with
+ * `.where(resolve() is Patient)`: those are read directly (the filter only drops references that
+ * patientIdOf drops anyway), ~20 times cheaper than FHIRPath on every entry of every answer.
+ * Anything else is evaluated as FHIRPath.
+ */
+function readerFor(type: string, param: string): ReferenceReader {
+  const key = `${type}.${param}`;
+  let reader = readers.get(key);
+  if (!reader) {
+    const expression = searchExpressionFor(type, param);
+    const parts = expression?.split(' | ') ?? [];
+    const paths = parts.map(
+      (part) =>
+        new RegExp(`^\\(?${type}((?:\\.[a-zA-Z]+)+)\\)?(?:\\.where\\(resolve\\(\\) is Patient\\))?$`).exec(
+          part,
+        )?.[1],
+    );
+    if (expression && paths.every((p) => p !== undefined)) {
+      const direct = paths.map((p) => pathReader((p as string).slice(1).split('.')));
+      reader = (resource) => direct.flatMap((read) => read(resource));
+    } else {
+      reader = (resource) => (expression ? referencesIn(evalFhirPath(expression, resource)) : []);
+    }
+    readers.set(key, reader);
+  }
+  return reader;
+}
+
+/** Every reference a resource holds in our linking parameters (the path of each SearchParameter). */
 export function linkingReferences(resource: Resource): string[] {
-  return (LINKING_PARAMS.get(resource.resourceType) ?? []).flatMap((param) => {
-    const expression = searchExpressionFor(resource.resourceType, param);
-    return expression ? referencesIn(evalFhirPath(expression, resource)) : [];
-  });
+  return (LINKING_PARAMS.get(resource.resourceType) ?? []).flatMap((param) =>
+    readerFor(resource.resourceType, param)(resource),
+  );
 }
 
 /** Patient ids a resource belongs to through our linking parameters. */

@@ -96,3 +96,102 @@ export function cursorForLink(
 export function replaceUpstreamBase(text: string, upstreamBase: string, publicFhirBase: string): string {
   return text.includes(upstreamBase) ? text.replaceAll(upstreamBase, publicFhirBase) : text;
 }
+
+/**
+ * Where a top-level member of a JSON object text sits: from its key's opening quote to the end
+ * of its value. Only the first `limit` characters are scanned (the members before a Bundle's
+ * entries), so the cost does not grow with the entries. Undefined when the key is not there.
+ */
+export function topLevelMember(
+  text: string,
+  key: string,
+  limit: number,
+): { start: number; end: number } | undefined {
+  const wanted = `"${key}"`;
+  let depth = 0;
+  let i = 0;
+  while (i < limit) {
+    const ch = text.charCodeAt(i);
+    if (ch === 0x22 /* " */) {
+      const close = stringEnd(text, i);
+      if (depth === 1 && text.startsWith(wanted, i) && close === i + wanted.length - 1) {
+        let j = close + 1;
+        while (isSpace(text.charCodeAt(j))) j++;
+        if (text.charCodeAt(j) === 0x3a /* : */) return { start: i, end: valueEnd(text, j + 1) };
+      }
+      i = close + 1;
+      continue;
+    }
+    if (ch === 0x7b || ch === 0x5b) depth++;
+    else if (ch === 0x7d || ch === 0x5d) depth--;
+    i++;
+  }
+  return undefined;
+}
+
+function isSpace(ch: number): boolean {
+  return ch === 0x20 || ch === 0x0a || ch === 0x0d || ch === 0x09;
+}
+
+/** Index of the closing quote of the string that opens at `start`. */
+function stringEnd(text: string, start: number): number {
+  let i = start + 1;
+  for (;;) {
+    const close = text.indexOf('"', i);
+    if (close < 0) return text.length;
+    let backslashes = 0;
+    for (let k = close - 1; text.charCodeAt(k) === 0x5c; k--) backslashes++;
+    if (backslashes % 2 === 0) return close;
+    i = close + 1;
+  }
+}
+
+/** Index just past the JSON value that starts at or after `from`. */
+function valueEnd(text: string, from: number): number {
+  let i = from;
+  while (isSpace(text.charCodeAt(i))) i++;
+  let depth = 0;
+  for (; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (ch === 0x22) {
+      i = stringEnd(text, i);
+      if (depth === 0) return i + 1;
+    } else if (ch === 0x7b || ch === 0x5b) depth++;
+    else if (ch === 0x7d || ch === 0x5d) {
+      depth--;
+      if (depth === 0) return i + 1;
+    } else if (depth === 0 && (ch === 0x2c || isSpace(ch))) return i;
+  }
+  return i;
+}
+
+/**
+ * A searchset Bundle's text as the upstream sent it, with its top-level `link` replaced by the
+ * gateway's links (or removed when there are none): relaying the text saves parsing and
+ * serialising it again when the response check kept every entry. Undefined when the text does
+ * not have the expected shape (the caller then serialises the checked Bundle).
+ */
+export function withLinks(
+  text: string,
+  links: readonly { relation: string; url: string }[],
+): string | undefined {
+  const entries = text.indexOf('"entry"');
+  const limit = entries < 0 ? text.length : entries;
+  const member = topLevelMember(text, 'link', limit);
+  const replacement = links.length > 0 ? `"link":${JSON.stringify(links)}` : '';
+  if (member) {
+    if (replacement) return text.slice(0, member.start) + replacement + text.slice(member.end);
+    // drop the member and one comma next to it
+    let before = member.start;
+    while (before > 0 && isSpace(text.charCodeAt(before - 1))) before--;
+    let after = member.end;
+    while (isSpace(text.charCodeAt(after))) after++;
+    if (text.charCodeAt(after) === 0x2c) return text.slice(0, member.start) + text.slice(after + 1);
+    if (text.charCodeAt(before - 1) === 0x2c) return text.slice(0, before - 1) + text.slice(member.end);
+    return undefined;
+  }
+  if (!replacement) return text;
+  // no links upstream but ours: after the opening brace
+  const open = text.indexOf('{');
+  return open < 0 ? undefined : `${text.slice(0, open + 1)}${replacement},${text.slice(open + 1)}`;
+}

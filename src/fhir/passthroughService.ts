@@ -3,7 +3,7 @@ import { AppError } from '../errors.js';
 import type { AppDeps } from '../http/types.js';
 import { type FhirTarget, parseFhirPath } from './fhirPath.js';
 import type { FhirMethod, FhirResult } from './fhirService.js';
-import { relativeToBase, replaceUpstreamBase } from './links.js';
+import { relativeToBase, replaceUpstreamBase, withLinks } from './links.js';
 import type { PageLink, ScopedFhir, SearchPage } from './scopedFhir.js';
 import { assertQuerySize, cursorCompanions } from './searchPolicy.js';
 
@@ -171,19 +171,34 @@ class Passthrough {
       relation: l.relation,
       url: `${at}?_cursor=${l.cursor}`,
     }));
+    // the upstream's text with our links, when the check kept the Bundle whole; else serialise what was kept
+    const relayed = page.text === undefined ? undefined : withLinks(page.text, link);
+    if (relayed !== undefined) return this.answer(200, {}, relayed);
     const bundle: Bundle = { ...page.bundle, ...(link.length > 0 ? { link } : {}) };
-    return this.render({ status: 200, headers: {}, body: bundle });
+    return this.answer(200, {}, JSON.stringify(bundle));
   }
 
   private render(result: FhirResult): PassResponse {
-    let body = result.body as Resource | undefined;
+    const body = result.body as Resource | undefined;
+    if (body === undefined)
+      return { status: result.status, headers: this.relayHeaders(result.headers), body: undefined };
     // an upstream OperationOutcome (e.g. after a delete) carries its own diagnostics: answer with ours
-    if (body?.resourceType === 'OperationOutcome') body = successOutcome() as Resource;
-    const text =
-      body === undefined
-        ? undefined
-        : replaceUpstreamBase(JSON.stringify(body), this.upstreamBase, this.publicBase);
-    return { status: result.status, headers: this.relayHeaders(result.headers), body: text };
+    if (body.resourceType === 'OperationOutcome')
+      return this.answer(result.status, result.headers, JSON.stringify(successOutcome()));
+    return this.answer(result.status, result.headers, result.text ?? JSON.stringify(body));
+  }
+
+  /** The answer with every upstream base URL in it replaced by the gateway's. */
+  private answer(
+    status: number,
+    upstreamHeaders: Readonly<Record<string, string>>,
+    text: string,
+  ): PassResponse {
+    return {
+      status,
+      headers: this.relayHeaders(upstreamHeaders),
+      body: replaceUpstreamBase(text, this.upstreamBase, this.publicBase),
+    };
   }
 
   private relayHeaders(upstream: Readonly<Record<string, string>>): Record<string, string> {

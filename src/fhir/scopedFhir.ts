@@ -44,6 +44,8 @@ export interface SearchPage<T extends Resource = Resource> {
   readonly links: readonly PageLink[];
   /** The `next` cursor, or null on the last page. */
   readonly next: string | null;
+  /** The upstream's own text of the Bundle when the check kept it whole (relayed without serialising it again). */
+  readonly text?: string;
 }
 
 export interface ScopedFhir {
@@ -173,8 +175,10 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       for (const p of patientsOfKept(e.resource, membership)) patients.add(p);
       return true;
     });
+    // nothing removed: the very Bundle (and with it the upstream's text) can be relayed
+    if (kept.length === (bundle.entry ?? []).length) return { bundle, patients };
     const checked: Bundle<T> = { ...bundle, entry: kept };
-    if (kept.length !== (bundle.entry ?? []).length) delete checked.total;
+    delete checked.total;
     return { bundle: checked, patients };
   };
 
@@ -266,7 +270,12 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     now: deps.clock.now(),
   });
 
-  const toPage = async <T extends Resource>(bundle: Bundle<T>, type: string, route: string) => {
+  const toPage = async <T extends Resource>(
+    bundle: Bundle<T>,
+    type: string,
+    route: string,
+    text?: string,
+  ) => {
     const checked = await checkBundle(bundle);
     const slim = slimRoute(route);
     recordRead('fhir.search', type, checked.patients, slim ? { detail: { route: slim } } : {});
@@ -276,7 +285,8 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       return cursor ? [{ relation: link.relation, cursor }] : [];
     });
     const next = links.find((l) => l.relation === 'next')?.cursor ?? null;
-    return { bundle: { ...checked.bundle, link: undefined } as Bundle<T>, links, next };
+    const intact = checked.bundle === bundle && text !== undefined ? { text } : {};
+    return { bundle: { ...checked.bundle, link: undefined } as Bundle<T>, links, next, ...intact };
   };
 
   const audit = async (
@@ -378,7 +388,9 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       if (!result.body) return result;
       const checked = await checkBundle(result.body);
       recordRead('fhir.read', type, checked.patients, { id, detail: { interaction: 'history' } });
-      return { ...result, body: checked.bundle };
+      if (checked.bundle === result.body) return result;
+      const { text: _upstreamText, ...changed } = result;
+      return { ...changed, body: checked.bundle };
     },
     search: async <T extends Resource>(type: string, query: URLSearchParams, route: string) => {
       const narrowed = narrowSearch(type, query, scope);
@@ -388,13 +400,13 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
         return { bundle: emptySearchset<T>(), links: [], next: null };
       }
       const result = await fhir.search<T>(type, narrowed.params);
-      return toPage(result.body as Bundle<T>, type, route);
+      return toPage(result.body as Bundle<T>, type, route, result.text);
     },
     page: async <T extends Resource>(cursor: string, type: string, route: string) => {
       const link = verifyCursor(deps.secrets.cursorKey, cursor, binding(route, type));
       if (link === undefined) throw invalidCursor();
       const result = await fhir.page<T>(link);
-      return toPage(result.body as Bundle<T>, type, route);
+      return toPage(result.body as Bundle<T>, type, route, result.text);
     },
     create: async (type, resource) => {
       await assertWritable(type, resource, undefined);

@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
 import { isMember, type Membership, membershipOf, type Scope } from '../../src/fhir/compartment.js';
 import { loadFhirDefinitions } from '../../src/fhir/definitions.js';
-import { cursorForLink, relativeToBase, verifyCursor } from '../../src/fhir/links.js';
+import { cursorForLink, relativeToBase, verifyCursor, withLinks } from '../../src/fhir/links.js';
 import { assertQuerySize, cursorCompanions, narrowSearch } from '../../src/fhir/searchPolicy.js';
 
 // The FHIR policy as pure functions, case by case: no gateway, no server, milliseconds each.
@@ -225,6 +225,91 @@ describe('query caps', () => {
       expect(status).toBeUndefined();
     } catch (error) {
       expect((error as AppError).status).toBe(status);
+    }
+  });
+});
+
+describe('linking references read without FHIRPath', () => {
+  it('give the same patients as the FHIRPath expressions, for every type of the compartment', async () => {
+    const { LINKING_PARAMS, linkedPatientIds } = await import('../../src/fhir/compartment.js');
+    const { searchExpressionFor } = await import('../../src/fhir/definitions.js');
+    const { evalFhirPath } = await import('@medplum/core');
+    for (const [type, params] of LINKING_PARAMS) {
+      for (const param of params) {
+        const expression = searchExpressionFor(type, param) ?? '';
+        for (const part of expression.split(' | ')) {
+          const path = /^\(?[A-Za-z]+((?:\.[a-zA-Z]+)+)/.exec(part)?.[1]?.slice(1).split('.') ?? [];
+          // the path filled with a Patient, a Group and another Patient, as arrays and as single values
+          for (const shape of ['array', 'single'] as const) {
+            const leaf = (ref: string) => ({ reference: ref });
+            const build = (names: string[], ref: string): unknown => {
+              const [head, ...rest] = names;
+              if (!head) return leaf(ref);
+              const child = build(rest, ref);
+              return { [head]: shape === 'array' && rest.length > 0 ? [child] : child };
+            };
+            const resource = {
+              resourceType: type,
+              ...(build(path, 'Patient/p1') as object),
+            } as Resource;
+            const viaFhirPath = evalFhirPath(expression, resource)
+              .map((v) => (v as { reference?: string }).reference ?? '')
+              .filter((r) => r.startsWith('Patient/'))
+              .map((r) => r.slice('Patient/'.length));
+            expect(linkedPatientIds(resource).sort(), `${type}.${param} (${shape})`).toEqual(
+              [...new Set(viaFhirPath)].sort(),
+            );
+          }
+        }
+      }
+    }
+  });
+});
+
+describe('relaying an upstream Bundle text with our links', () => {
+  const ours = [{ relation: 'next', url: 'http://gw/fhir/Observation?_cursor=abc' }];
+  it.each([
+    [
+      'links before the entries',
+      {
+        resourceType: 'Bundle',
+        type: 'searchset',
+        link: [
+          { relation: 'self', url: 'x' },
+          { relation: 'next', url: 'y"q' },
+        ],
+        entry: [{ resource: { resourceType: 'Patient', link: [{ other: { reference: 'Patient/1' } }] } }],
+      },
+      ours,
+    ],
+    [
+      'links dropped (none of ours)',
+      { resourceType: 'Bundle', type: 'searchset', link: [{ relation: 'self', url: 'x' }], entry: [] },
+      [],
+    ],
+    [
+      'the last member dropped',
+      { resourceType: 'Bundle', link: [{ relation: 'self', url: 'x' }], type: 'searchset' },
+      [],
+    ],
+    ['no links upstream', { resourceType: 'Bundle', type: 'searchset', total: 3 }, ours],
+    [
+      '"link":[ inside a string',
+      {
+        resourceType: 'Bundle',
+        meta: { tag: [{ code: '"link":[' }] },
+        type: 'searchset',
+        link: [{ relation: 'next', url: 'a\\\\"b' }],
+        entry: [],
+      },
+      ours,
+    ],
+  ])('%s', (_label, bundle, links) => {
+    for (const text of [JSON.stringify(bundle), JSON.stringify(bundle, null, 2)]) {
+      const expected: Record<string, unknown> = { ...bundle };
+      delete expected.link;
+      if (links.length) expected.link = links;
+      expect(JSON.parse(withLinks(text, links) as string)).toEqual(expected);
     }
   });
 });
