@@ -31,6 +31,12 @@ export function openApiDocumentConfig(config: Config) {
     '`POST /fhir/patient` and `POST /fhir/practitioner` below are slim provisioning endpoints;',
     '`POST /fhir/Patient` and `POST /fhir/Practitioner` (admin) run the same provisioning flow',
     'with a FHIR resource and answer like a FHIR server.',
+    '',
+    '**SMART App Launch.** SMART on FHIR apps get scoped tokens for `/fhir` from the OAuth 2.0',
+    `authorization server under \`/oauth\` (authorization code + PKCE S256): discovery at [\`GET /fhir/.well-known/smart-configuration\`](${base}/fhir/.well-known/smart-configuration).`,
+    'Its protocol endpoints and pages are not listed here; admins register apps with',
+    '`/admin/smart-apps` (below). A token whose scopes do not allow a request is refused with',
+    '`403 insufficient_scope` naming the missing scope.',
   ].join('\n');
 
   return {
@@ -48,7 +54,7 @@ export function openApiDocumentConfig(config: Config) {
         description:
           'Admins create Patient and Practitioner records and their accounts (an access code is emailed)',
       },
-      { name: 'admin', description: 'Accounts, access codes and the audit trail (admin only)' },
+      { name: 'admin', description: 'Accounts, access codes, SMART apps and the audit trail (admin only)' },
       { name: 'patient', description: "A patient's own data as plain JSON (patient only)" },
       { name: 'practitioner', description: 'The patients assigned to a practitioner (practitioner only)' },
       {
