@@ -56,7 +56,34 @@ function openSqlite(file: string, lockWaitMs = LOCK_WAIT_MS): Kysely<Database> {
   // seconds rather than hanging behind a long transaction (provisioning's budget is 6 s in all)
   sqlite.pragma(`busy_timeout = ${lockWaitMs}`);
   sqlite.pragma('synchronous = NORMAL');
-  return new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  return new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+}
+
+/** Most prepared statements kept per connection (the gateway runs a few dozen distinct queries). */
+const STATEMENT_CACHE_SIZE = 500;
+
+/**
+ * Kysely prepares every query afresh; preparing cost more than running a primary-key lookup.
+ * The same SQL text gets the same prepared statement back (better-sqlite3 statements are
+ * reusable, and this connection is used from one thread, one statement at a time).
+ */
+function withStatementCache(sqlite: SqliteDatabase.Database): SqliteDatabase.Database {
+  const prepare = sqlite.prepare.bind(sqlite);
+  const cache = new Map<string, SqliteDatabase.Statement>();
+  return new Proxy(sqlite, {
+    get(target, property, receiver) {
+      if (property !== 'prepare') return Reflect.get(target, property, receiver);
+      return (source: string) => {
+        let statement = cache.get(source);
+        if (!statement) {
+          statement = prepare(source);
+          if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
+          cache.set(source, statement);
+        }
+        return statement;
+      };
+    },
+  });
 }
 
 function openPostgres(connectionString: string): Kysely<Database> {

@@ -67,11 +67,17 @@ export function createApp(deps: AppDeps) {
   const tooLarge = () => {
     throw new AppError('payload_too_large');
   };
-  app.use('/fhir/*', bodyLimit({ maxSize: FHIR_BODY_LIMIT_BYTES, onError: tooLarge }));
+  const fhirLimit = bodyLimit({ maxSize: FHIR_BODY_LIMIT_BYTES, onError: tooLarge });
+  const slimLimit = bodyLimit({ maxSize: SLIM_BODY_LIMIT_BYTES, onError: tooLarge });
   app.use('*', async (c, next) => {
+    // a GET has no body to limit, and the limit would build a whole WHATWG Request to look for one
+    const method = c.req.method;
+    if (method === 'GET' || method === 'HEAD' || method === 'OPTIONS') return next();
+    const path = c.req.path;
+    if (path === '/fhir' || path.startsWith('/fhir/')) return fhirLimit(c, next);
     // the SMART authorization server reads its own request bodies (src/oauth/urls.ts)
-    if (c.req.path.startsWith('/fhir/') || isProtocolPath(c.req.path)) return next();
-    return bodyLimit({ maxSize: SLIM_BODY_LIMIT_BYTES, onError: tooLarge })(c, next);
+    if (isProtocolPath(path)) return next();
+    return slimLimit(c, next);
   });
 
   app.route('/', healthRoutes());

@@ -202,5 +202,13 @@ export const GENERAL_PRACTITIONER_PARAM = 'general-practitioner';
 
 /** Search parameter names defined for a type in R4 (plus the common `_` ones from Resource). */
 export function definedSearchParams(type: string): ReadonlySet<string> {
-  return new Set(Object.keys(getSearchParameters(type) ?? {}));
+  let names = searchParamNames.get(type);
+  if (!names) {
+    names = new Set(Object.keys(getSearchParameters(type) ?? {}));
+    searchParamNames.set(type, names);
+  }
+  return names;
 }
+
+// immutable once the definitions are loaded: one set per type, built on first use
+const searchParamNames = new Map<string, ReadonlySet<string>>();

@@ -2,16 +2,22 @@ import type { Context, MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
 import { type AuditEvent, writeAudit } from '../audit/auditService.js';
 import { auditedError } from '../audit/requestAudit.js';
-import { type TokenRefusal, tokenSettingsOf, verifyAccessToken } from '../auth/tokens.js';
+import {
+  type AccessTokenClaims,
+  CLOCK_SKEW_SECONDS,
+  type TokenRefusal,
+  tokenSettingsOf,
+  verifyAccessToken,
+} from '../auth/tokens.js';
 import { AppError } from '../errors.js';
-import type { AppEnv, Caller } from '../http/types.js';
+import type { AppDeps, AppEnv, Caller } from '../http/types.js';
 import {
   acceptsSmartToken,
   smartAppActive,
   smartClientOf,
   verifySmartAccessToken,
 } from '../oauth/smartTokens.js';
-import { type Db, findUserById } from '../users/userRepository.js';
+import { findCaller } from '../users/userRepository.js';
 
 const BEARER = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/;
 
@@ -63,21 +69,23 @@ async function verifyCaller(c: Context<AppEnv>): Promise<Caller | Refused> {
   const match = BEARER.exec(header);
   if (!match?.[1]) return { reason: 'invalid' };
   const deps = c.var.deps;
-  let checked = await verifyAccessToken(
-    deps.signingKey,
-    tokenSettingsOf(deps.config.jwt),
-    match[1],
-    deps.clock.now(),
-  );
-  // a SMART app's token (issuer /oauth, audience the FHIR base) is valid only at /fhir and logout (src/oauth/smartTokens.ts)
-  if (!checked.ok && checked.reason === 'invalid' && acceptsSmartToken(c.req.path, c.req.method))
-    checked = await verifySmartAccessToken(deps, match[1], deps.clock.now());
-  if (!checked.ok) return { reason: checked.reason, userId: checked.subject };
-  const { claims } = checked;
-  const [user, session] = await Promise.all([
-    findUserById(deps.db, claims.sub),
-    findSession(deps.db, claims.sid),
-  ]);
+  const token = match[1];
+  const now = deps.clock.now();
+  const smartAccepted = acceptsSmartToken(c.req.path, c.req.method);
+  let claims = verifiedSignature(deps, token, now, smartAccepted);
+  if (!claims) {
+    let checked = await verifyAccessToken(deps.signingKey, tokenSettingsOf(deps.config.jwt), token, now);
+    let smart = false;
+    // a SMART app's token (issuer /oauth, audience the FHIR base) is valid only at /fhir and logout (src/oauth/smartTokens.ts)
+    if (!checked.ok && checked.reason === 'invalid' && smartAccepted) {
+      checked = await verifySmartAccessToken(deps, token, now);
+      smart = true;
+    }
+    if (!checked.ok) return { reason: checked.reason, userId: checked.subject };
+    claims = checked.claims;
+    rememberSignature(deps, token, claims, smart);
+  }
+  const user = await findCaller(deps.db, deps.dialect, claims.sub, claims.sid);
   if (!user) return { reason: 'unknown_user' };
   const refused = (reason: AuthFailure): Refused => ({ reason, userId: user.id, role: user.role });
   if (user.is_active !== 1 || user.is_registered !== 1) return refused('inactive_user');
@@ -85,13 +93,70 @@ async function verifyCaller(c: Context<AppEnv>): Promise<Caller | Refused> {
   if (user.token_version !== claims.ver || user.role !== claims.role) return refused('revoked_token');
   // logout and refresh-token reuse revoke the session, and with it every access token it issued
   const sessionLive =
-    session?.user_id === claims.sub &&
-    !session.revoked_at &&
-    session.expires_at > deps.clock.now().toISOString();
+    user.session_user_id === claims.sub &&
+    !user.session_revoked_at &&
+    (user.session_expires_at ?? '') > deps.clock.now().toISOString();
   if (!sessionLive) return refused('revoked_session');
   const clientId = smartClientOf(claims);
   if (clientId && !(await smartAppActive(deps, clientId))) return refused('inactive_app');
   return { userId: user.id, role: user.role, fhirId: user.fhir_resource_id, claims };
+}
+
+/** A token whose signature and claims were verified: reused until its time claims end. */
+interface Verified {
+  readonly claims: AccessTokenClaims;
+  /** A SMART app's token: accepted only where acceptsSmartToken says. */
+  readonly smart: boolean;
+  /** The time claims, with the tolerated skew, in ms: outside them the token is verified afresh (and refused). */
+  readonly notBefore: number;
+  readonly notAfter: number;
+}
+
+/** Most verified tokens kept per gateway: ~300 bytes each. */
+const VERIFIED_TOKENS = 10_000;
+// per app (its deps), never shared between apps
+const verifiedTokens = new WeakMap<AppDeps, Map<string, Verified>>();
+
+/**
+ * The signature check (ES256 through WebCrypto) was the largest cost of an authenticated
+ * request. A token's signature and fixed claims never change, so a verified token is kept until
+ * its time claims end; revocation does not depend on it: the account, its token_version and the
+ * session are read on every request (below).
+ */
+function verifiedSignature(
+  deps: AppDeps,
+  token: string,
+  now: Date,
+  smartAccepted: boolean,
+): AccessTokenClaims | undefined {
+  const cache = verifiedTokens.get(deps);
+  const hit = cache?.get(token);
+  if (!hit) return undefined;
+  const at = now.getTime();
+  if (at < hit.notBefore || at > hit.notAfter || (hit.smart && !smartAccepted)) {
+    cache?.delete(token);
+    return undefined;
+  }
+  return hit.claims;
+}
+
+function rememberSignature(deps: AppDeps, token: string, claims: AccessTokenClaims, smart: boolean): void {
+  let cache = verifiedTokens.get(deps);
+  if (!cache) {
+    cache = new Map();
+    verifiedTokens.set(deps, cache);
+  }
+  if (cache.size >= VERIFIED_TOKENS) cache.delete(cache.keys().next().value as string);
+  const skew = CLOCK_SKEW_SECONDS * 1000;
+  const maxAge = deps.config.jwt.accessTokenTtlSeconds * 1000;
+  const stated: unknown = (claims as { nbf?: unknown }).nbf;
+  const nbf = typeof stated === 'number' ? stated : claims.iat;
+  cache.set(token, {
+    claims,
+    smart,
+    notBefore: Math.max(claims.iat, nbf) * 1000 - skew,
+    notAfter: Math.min(claims.exp * 1000 + skew, claims.iat * 1000 + maxAge + skew),
+  });
 }
 
 /** Admin routes write at once (and mirror, as before); other routes' token failures go to the batched trail. */
@@ -110,12 +175,4 @@ async function auditRefusal(c: Context<AppEnv>, refused: Refused, immediately: b
   };
   if (immediately) await writeAudit(deps.db, deps.clock, event);
   else deps.auditTrail.record(event);
-}
-
-function findSession(db: Db, id: string) {
-  return db
-    .selectFrom('sessions')
-    .select(['user_id', 'revoked_at', 'expires_at'])
-    .where('id', '=', id)
-    .executeTakeFirst();
 }

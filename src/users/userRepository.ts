@@ -1,4 +1,4 @@
-import type { Kysely, Transaction } from 'kysely';
+import { CompiledQuery, type Kysely, type Transaction } from 'kysely';
 import type { Database, NewUser, UserRow, UserUpdate } from '../../db/schema.js';
 
 /** Users table access. `db` first; rows in, rows out; no logic. */
@@ -37,4 +37,39 @@ export async function updateUser(db: Db, id: string, changes: UserUpdate): Promi
 export function isUniqueViolation(error: unknown): boolean {
   const code = (error as { code?: unknown })?.code;
   return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === '23505';
+}
+
+/** What authenticate checks on every request: the account and the token's session, in one row. */
+export interface CallerRow {
+  id: string;
+  role: UserRow['role'];
+  fhir_resource_id: string | null;
+  is_active: number;
+  is_registered: number;
+  token_version: number;
+  session_user_id: string | null;
+  session_revoked_at: string | null;
+  session_expires_at: string | null;
+}
+
+const CALLER_SQL = `select u.id, u.role, u.fhir_resource_id, u.is_active, u.is_registered, u.token_version,
+  s.user_id as session_user_id, s.revoked_at as session_revoked_at, s.expires_at as session_expires_at
+  from users u left join sessions s on s.id = ?1 where u.id = ?2`;
+// one text per dialect, written once: this runs on every authenticated request, so it skips the query builder
+const CALLER_QUERY = {
+  sqlite: CALLER_SQL.replace('?1', '?').replace('?2', '?'),
+  postgres: CALLER_SQL.replace('?1', '$1').replace('?2', '$2'),
+};
+
+/** The account `userId` with the session `sessionId` (null columns when there is no such session). */
+export async function findCaller(
+  db: Db,
+  dialect: 'sqlite' | 'postgres',
+  userId: string,
+  sessionId: string,
+): Promise<CallerRow | undefined> {
+  const result = await db.executeQuery<CallerRow>(
+    CompiledQuery.raw(CALLER_QUERY[dialect], [sessionId, userId]),
+  );
+  return result.rows[0];
 }
