@@ -65,6 +65,60 @@ describe('SMART App Launch: the protocol', () => {
       { clientId: target.client_id, ...(secret ? { secret } : {}) },
     );
 
+  it('is discoverable: smart-configuration (public, CORS), the CapabilityStatement oauth-uris, OpenID discovery and keys', async () => {
+    const base = gw.deps.config.publicBaseUrl;
+    const response = await gw.call('/fhir/.well-known/smart-configuration', {
+      headers: { origin: 'https://any-app.example.com' },
+    });
+    expect(response.status).toBe(200);
+    expect(response.headers.get('access-control-allow-origin')).toBe('*');
+    const conf = (await response.json()) as Record<string, unknown>;
+    expect(conf).toMatchObject({
+      issuer: `${base}/oauth`,
+      authorization_endpoint: `${base}/oauth/authorize`,
+      token_endpoint: `${base}/oauth/token`,
+      code_challenge_methods_supported: ['S256'],
+      grant_types_supported: ['authorization_code', 'refresh_token'],
+    });
+    expect(conf.capabilities).toEqual(
+      expect.arrayContaining([
+        'launch-standalone',
+        'client-public',
+        'client-confidential-symmetric',
+        'context-standalone-patient',
+        'permission-patient',
+        'permission-user',
+        'permission-v2',
+        'sso-openid-connect',
+        'permission-offline',
+      ]),
+    );
+    const metadata = (await (await gw.call('/fhir/metadata')).json()) as {
+      rest: Array<{
+        security: { extension: Array<{ url: string; extension: Array<{ url: string; valueUri: string }> }> };
+      }>;
+    };
+    const uris = metadata.rest[0]!.security.extension.find((e) => e.url.endsWith('/oauth-uris'))!.extension;
+    expect(Object.fromEntries(uris.map((u) => [u.url, u.valueUri]))).toMatchObject({
+      authorize: `${base}/oauth/authorize`,
+      token: `${base}/oauth/token`,
+    });
+    const openid = (await (await gw.call('/oauth/.well-known/openid-configuration')).json()) as Record<
+      string,
+      unknown
+    >;
+    expect(openid.issuer).toBe(`${base}/oauth`);
+    expect(openid.token_endpoint).toBe(`${base}/oauth/token`);
+    const keys = (await (await gw.call('/oauth/jwks')).json()) as {
+      keys: Array<{ kid: string; d?: string }>;
+    };
+    const gatewayKeys = (await (await gw.call('/.well-known/jwks.json')).json()) as {
+      keys: Array<{ kid: string }>;
+    };
+    expect(keys.keys.map((k) => k.kid)).toEqual(gatewayKeys.keys.map((k) => k.kid));
+    expect(keys.keys.every((k) => k.d === undefined)).toBe(true);
+  });
+
   it('gives a patient a scoped JWT for the FHIR base, the patient context, an id_token with fhirUser, and a refresh token', async () => {
     const tokens = await smartTokens(gw, app, patient, SCOPE);
     const fhirBase = `${gw.deps.config.publicBaseUrl}/fhir`;
