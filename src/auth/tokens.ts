@@ -1,7 +1,13 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import {
+  createPrivateKey,
+  createPublicKey,
+  sign as cryptoSign,
+  generateKeyPairSync,
+  type KeyObject,
+} from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { calculateJwkThumbprint, type JWK, errors as joseErrors, jwtVerify, SignJWT } from 'jose';
+import { calculateJwkThumbprint, type JWK, errors as joseErrors, jwtVerify } from 'jose';
 import type { Role } from '../../db/schema.js';
 import type { Config } from '../config.js';
 import { uuidv7 } from '../ids.js';
@@ -126,10 +132,26 @@ export async function issueAccessToken(
     iss: settings.issuer,
     aud: settings.audience,
   };
-  const token = await new SignJWT({ ...claims })
-    .setProtectedHeader({ alg: TOKEN_ALGORITHM, typ: TOKEN_TYPE, kid: key.kid })
-    .sign(key.privateKey);
-  return { token, claims };
+  return { token: signJwt(key, claims), claims };
+}
+
+/**
+ * A compact JWS (RFC 7515) signed with ES256 by node:crypto directly: the signature format jose
+ * verifies (IEEE P1363, r||s), at a fraction of the main-thread cost of WebCrypto's sign, which
+ * was the largest share of a login's. jose still verifies every token.
+ */
+export function signJwt(key: SigningKey, payload: object, typ: string = TOKEN_TYPE): string {
+  const header = base64url(JSON.stringify({ alg: TOKEN_ALGORITHM, typ, kid: key.kid }));
+  const input = `${header}.${base64url(JSON.stringify(payload))}`;
+  const signature = cryptoSign('sha256', Buffer.from(input), {
+    key: key.privateKey,
+    dsaEncoding: 'ieee-p1363',
+  });
+  return `${input}.${signature.toString('base64url')}`;
+}
+
+function base64url(text: string): string {
+  return Buffer.from(text).toString('base64url');
 }
 
 /** Why a token was refused: for the audit trail only, never told to the client. */
