@@ -43,7 +43,7 @@ function audit(deps: AppDeps, ctx: RequestContext, event: AuditEvent, db: Db = d
  * verification, so neither the answer nor its timing says which accounts exist.
  */
 export async function login(deps: AppDeps, input: LoginInput, ctx: RequestContext): Promise<TokenResponse> {
-  return startSession(deps, await verifyLogin(deps, input, ctx));
+  return verifyLogin(deps, input, ctx, {}, (trx, user) => startSession(deps, user, trx));
 }
 
 /**
@@ -55,8 +55,23 @@ export async function verifyLogin(
   deps: AppDeps,
   input: LoginInput,
   ctx: RequestContext,
+  detail?: Record<string, string>,
+): Promise<UserRow>;
+export async function verifyLogin<T>(
+  deps: AppDeps,
+  input: LoginInput,
+  ctx: RequestContext,
+  detail: Record<string, string>,
+  andThen: (trx: Db, user: UserRow) => Promise<T>,
+): Promise<T>;
+/** With `andThen`, what follows a successful login (starting the session) commits with its writes, in one transaction. */
+export async function verifyLogin<T>(
+  deps: AppDeps,
+  input: LoginInput,
+  ctx: RequestContext,
   detail: Record<string, string> = {},
-): Promise<UserRow> {
+  andThen?: (trx: Db, user: UserRow) => Promise<T>,
+): Promise<UserRow | T> {
   const email = normalizeEmail(input.email);
   const limits = [
     { rule: RATE_LIMITS.loginAccount, subject: email },
@@ -92,16 +107,24 @@ export async function verifyLogin(
     });
     throw auditedError(new AppError('invalid_credentials'));
   }
-  await refundHit(deps.db, deps.clock, limits);
-  await updateUser(deps.db, user.id, { last_login_at: deps.clock.now().toISOString() });
-  await audit(deps, ctx, {
-    action: 'auth.login',
-    outcome: 'success',
-    actorUserId: user.id,
-    actorRole: user.role,
-    ...(Object.keys(detail).length > 0 ? { detail } : {}),
+  // one commit for everything a success writes: the hit given back, last login, audit, the session
+  return deps.db.transaction().execute(async (trx) => {
+    await refundHit(trx, deps.clock, limits);
+    await updateUser(trx, user.id, { last_login_at: deps.clock.now().toISOString() });
+    await audit(
+      deps,
+      ctx,
+      {
+        action: 'auth.login',
+        outcome: 'success',
+        actorUserId: user.id,
+        actorRole: user.role,
+        ...(Object.keys(detail).length > 0 ? { detail } : {}),
+      },
+      trx,
+    );
+    return andThen ? andThen(trx, user) : user;
   });
-  return user;
 }
 
 /**

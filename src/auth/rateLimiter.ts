@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import { AppError } from '../errors.js';
@@ -68,26 +68,29 @@ export async function countHit(
 ): Promise<void> {
   const now = clock.now();
   let retryAfter = 0;
-  for (const key of withSubject(keys)) {
-    const window = windowOf(key, now);
-    const row = await db
-      .insertInto('rate_limits')
-      .values({ bucket: window.bucket, window_start: window.start, count: 1 })
-      .onConflict((oc) =>
-        oc
-          .columns(['bucket', 'window_start'])
-          .doUpdateSet((eb) => ({ count: eb('rate_limits.count', '+', 1) })),
-      )
-      .returning('count')
-      .executeTakeFirstOrThrow();
-    if (row.count > key.rule.limit) retryAfter = Math.max(retryAfter, window.endsAt - now.getTime());
-  }
+  // the counters of one attempt in one commit
+  await db.transaction().execute(async (trx) => {
+    for (const key of withSubject(keys)) {
+      const window = windowOf(key, now);
+      const row = await trx
+        .insertInto('rate_limits')
+        .values({ bucket: window.bucket, window_start: window.start, count: 1 })
+        .onConflict((oc) =>
+          oc
+            .columns(['bucket', 'window_start'])
+            .doUpdateSet((eb) => ({ count: eb('rate_limits.count', '+', 1) })),
+        )
+        .returning('count')
+        .executeTakeFirstOrThrow();
+      if (row.count > key.rule.limit) retryAfter = Math.max(retryAfter, window.endsAt - now.getTime());
+    }
+  });
   if (options.enforce && retryAfter > 0) throw tooMany(retryAfter);
 }
 
 /** Gives back one hit (e.g. a login that succeeded: only failures should count). */
 export async function refundHit(
-  db: Kysely<Database>,
+  db: Kysely<Database> | Transaction<Database>,
   clock: Clock,
   keys: readonly LimitKey[],
 ): Promise<void> {

@@ -232,7 +232,7 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
     }
     // purge: once the mail is out, the row keeps no code, sealed or not
     const ok = await markOutboxSent(db, claim, clock.now().toISOString(), finalPayload());
-    if (ok) logger.info(log, 'outbox row delivered');
+    if (ok) logger.debug(log, 'outbox row delivered');
     else lost();
     return true;
   };
