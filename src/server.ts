@@ -115,7 +115,8 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     // one lane each: a hanging FHIR server never delays a mail, a failing SMTP server never an AuditEvent
     const lanes = [
       startOutboxWorker(workerDeps, { lane: 'email' }),
-      startOutboxWorker(workerDeps, { lane: 'fhir_audit_event' }),
+      // AuditEvents go 50 to a FHIR batch: one request and two commits per batch
+      startOutboxWorker(workerDeps, { lane: 'fhir_audit_event', batchSize: 50 }),
     ];
     for (const lane of lanes) closers.push(() => lane.stop());
     const outbox = {

@@ -2,6 +2,7 @@ import type { Resource } from '@medplum/fhirtypes';
 import type { Kysely } from 'kysely';
 import type { Database, OutboxKind, OutboxRow, Role } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
+import { AppError } from '../errors.js';
 import type { FhirService } from '../fhir/fhirService.js';
 import { heartbeat, LEASE_MS } from '../leases.js';
 import type { Logger } from '../logger.js';
@@ -14,6 +15,7 @@ import {
   markOutboxRetry,
   markOutboxSent,
   type OutboxClaim,
+  type OutboxDb,
   type PurgedMailPayload,
   renewOutboxClaim,
   type SealedAccessCodePayload,
@@ -237,6 +239,101 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
     return true;
   };
 
+  /** Marks a claimed row after a failed attempt: given up when permanent or out of attempts, else retried later. */
+  const markFailure = async (
+    trx: OutboxDb,
+    row: OutboxRow,
+    claim: OutboxClaim,
+    label: string,
+    permanent: boolean,
+  ) => {
+    const log = { outbox_id: row.id, kind: row.kind, attempts: row.attempts, error: label };
+    if (permanent || row.attempts >= maxAttempts) {
+      if (await markOutboxFailed(trx, claim, label)) logger.warn(log, 'outbox row failed for good');
+      return;
+    }
+    const delay = backoffMs(row.attempts);
+    const next = new Date(clock.now().getTime() + delay).toISOString();
+    if (await markOutboxRetry(trx, claim, next, label))
+      logger.warn({ ...log, next_attempt_at: next }, 'outbox delivery failed, will retry');
+    restingUntil = Math.max(restingUntil, clock.now().getTime() + delay);
+  };
+
+  /**
+   * The AuditEvent lane posts what it claimed as one FHIR `batch` Bundle: one request and two
+   * commits per batch instead of per event (every login and admin action mirrors one). Entries
+   * are settled one by one from the batch-response. A server that refuses batches gets the
+   * events one at a time from then on. Returns undefined when the batch was not sent that way.
+   */
+  const deliverAuditBatch = async (rows: OutboxRow[]): Promise<boolean | undefined> => {
+    const claims = rows.map((row) => ({ id: row.id, attempts: row.attempts }));
+    const beat = heartbeat(
+      async () => {
+        const until = new Date(clock.now().getTime() + leaseMs).toISOString();
+        const renewed = await Promise.all(claims.map((claim) => renewOutboxClaim(db, claim, until)));
+        return renewed.every(Boolean);
+      },
+      logger,
+      Math.max(50, Math.floor(leaseMs / 3)),
+    );
+    try {
+      const payloads = rows.map((row) => {
+        try {
+          return row.attempts > maxAttempts ? new PermanentFailure('too_many_attempts') : parsePayload(row);
+        } catch (error) {
+          return error as PermanentFailure;
+        }
+      });
+      const sendable = rows.flatMap((row, i) => (payloads[i] instanceof PermanentFailure ? [] : [i]));
+      let outcome: (string | undefined)[] = [];
+      if (sendable.length > 0) {
+        const bundle = {
+          resourceType: 'Bundle',
+          type: 'batch',
+          entry: sendable.map((i) => ({
+            resource: payloads[i],
+            request: { method: 'POST', url: 'AuditEvent' },
+          })),
+        };
+        try {
+          const result = await deps.fhir.forward({ method: 'POST', path: '', body: bundle });
+          const answer = result.body as
+            | { resourceType?: string; type?: string; entry?: { response?: { status?: string } }[] }
+            | undefined;
+          if (answer?.resourceType !== 'Bundle' || answer.entry?.length !== sendable.length) return undefined;
+          // '201 Created' per entry; anything else is that entry's failure
+          outcome = answer.entry.map((e) =>
+            /^2\d\d/.test(e.response?.status ?? '')
+              ? undefined
+              : `http_${(e.response?.status ?? '').slice(0, 3) || 'none'}`,
+          );
+        } catch (error) {
+          if (error instanceof AppError && error.status < 500 && error.status !== 408) {
+            batchesRefused = true;
+            return undefined;
+          }
+          outcome = sendable.map(() => errorLabel(error));
+        }
+      }
+      await db.transaction().execute(async (trx) => {
+        for (const [i, row] of rows.entries()) {
+          const claim = claims[i] as OutboxClaim;
+          const payload = payloads[i];
+          if (payload instanceof PermanentFailure) await markFailure(trx, row, claim, payload.label, true);
+          else {
+            const label = outcome[sendable.indexOf(i)];
+            if (label) await markFailure(trx, row, claim, label, false);
+            else await markOutboxSent(trx, claim, clock.now().toISOString());
+          }
+        }
+      });
+      return outcome.every((label) => label === undefined);
+    } finally {
+      await beat.stop();
+    }
+  };
+  let batchesRefused = false;
+
   const tick = async (): Promise<number> => {
     const now = clock.now();
     // a lane whose server just failed rests: trying the next row would only wait for the same timeout
@@ -244,6 +341,20 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
     const nowIso = now.toISOString();
     const leaseUntil = new Date(now.getTime() + leaseMs).toISOString();
     const ids = await findDueOutboxIds(db, nowIso, batchSize, lane);
+    if (lane === 'fhir_audit_event' && !batchesRefused && ids.length > 1) {
+      // every claim of the batch in one commit
+      const rows = await db.transaction().execute(async (trx) => {
+        const claimed: OutboxRow[] = [];
+        for (const id of ids) {
+          const row = await claimOutboxRow(trx, id, nowIso, leaseUntil);
+          if (row) claimed.push(row);
+        }
+        return claimed;
+      });
+      if ((await deliverAuditBatch(rows)) !== undefined) return rows.length;
+      for (const row of rows) if (!(await deliver(row))) break;
+      return rows.length;
+    }
     let processed = 0;
     for (const id of ids) {
       const row = await claimOutboxRow(db, id, nowIso, leaseUntil);
