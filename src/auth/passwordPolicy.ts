@@ -1,4 +1,4 @@
-import { dictionary } from '@zxcvbn-ts/language-common';
+import { createRequire } from 'node:module';
 import { normalizePassword, PASSWORD_MAX_LENGTH } from './passwords.js';
 
 /**
@@ -7,8 +7,21 @@ import { normalizePassword, PASSWORD_MAX_LENGTH } from './passwords.js';
  * accepted, no composition rules, Unicode allowed (NFKC), refuse common and context passwords.
  */
 
-// ~49k passwords most often seen in breaches, shipped in @zxcvbn-ts/language-common
-const COMMON_PASSWORDS = new Set(dictionary['passwords-common'].map((p) => p.toLowerCase()));
+let commonPasswords: ReadonlySet<string> | undefined;
+
+/**
+ * ~49k passwords most often seen in breaches, shipped in @zxcvbn-ts/language-common: loaded on
+ * the first password chosen, not at start (decompressing them took ~100 ms of every start-up).
+ */
+function common(): ReadonlySet<string> {
+  if (!commonPasswords) {
+    const { dictionary } = createRequire(import.meta.url)('@zxcvbn-ts/language-common') as {
+      dictionary: Record<'passwords-common', string[]>;
+    };
+    commonPasswords = new Set(dictionary['passwords-common'].map((p) => p.toLowerCase()));
+  }
+  return commonPasswords;
+}
 
 export interface PasswordContext {
   /** The account's email: its local part may not be the password. */
@@ -41,7 +54,7 @@ export function checkPassword(
   if (length < policy.minLength) return `must be at least ${policy.minLength} characters`;
   if (length > PASSWORD_MAX_LENGTH) return `must be at most ${PASSWORD_MAX_LENGTH} characters`;
   const lower = normalized.toLowerCase();
-  if (COMMON_PASSWORDS.has(lower)) return 'is too common: it appears in lists of breached passwords';
+  if (common().has(lower)) return 'is too common: it appears in lists of breached passwords';
   // a password that is just the user's name, email or the app's name (possibly repeated) is guessed first
   const compact = lower.replace(/[\s\p{P}\d]+/gu, '');
   for (const word of contextWords(context)) {
