@@ -18,6 +18,9 @@ export class ConfigError extends Error {
   }
 }
 
+/** Marks a master secret given as bytes (secrets.ts), as DATA_DIR/app-secret stores them. */
+export const BASE64URL_PREFIX = 'base64url:';
+
 const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
 
 /** Parses `900`, `900s`, `15m`, `1h`, `7d` into seconds. */
@@ -72,6 +75,17 @@ const booleanFlag = z
   .toLowerCase()
   .refine((v) => ['true', 'false', '1', '0', 'yes', 'no'].includes(v), 'must be true or false')
   .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+/** A master secret: 32+ characters of text, or `base64url:` and 32+ random bytes (the form of DATA_DIR/app-secret). */
+const masterSecret = z
+  .string()
+  .min(32, 'must be at least 32 characters of random text')
+  .refine(
+    (v) =>
+      !v.startsWith(BASE64URL_PREFIX) ||
+      Buffer.from(v.slice(BASE64URL_PREFIX.length), 'base64url').length >= 32,
+    'must be base64url: followed by at least 32 bytes in base64url',
+  );
 
 const emailAddress = z.string().trim().toLowerCase().pipe(z.email('must be an email address'));
 
@@ -133,10 +147,9 @@ const envSchema = z.object({
   ACCESS_CODE_TTL: duration(300, 86_400).default(86_400),
   ADMIN_CODE_IN_RESPONSE: booleanFlag.default(false),
   JWT_PRIVATE_KEY: optionalString,
-  APP_SECRET: z.preprocess(
-    emptyToUndefined,
-    z.string().min(32, 'must be at least 32 characters of random text').optional(),
-  ),
+  JWT_PREVIOUS_KEYS: optionalString,
+  APP_SECRET: z.preprocess(emptyToUndefined, masterSecret.optional()),
+  APP_SECRET_PREVIOUS: z.preprocess(emptyToUndefined, masterSecret.optional()),
   JWT_ISSUER: optionalString,
   JWT_AUDIENCE: z.string().trim().min(1).default('fhir-facade'),
   ACCESS_TOKEN_TTL: duration(60, 86_400).default(900),
@@ -189,8 +202,12 @@ export interface Config {
   /** The frontend's reset page linked from reset mails. */
   readonly resetUrl: string;
   readonly appSecret: string | undefined;
+  /** The master secret APP_SECRET replaced: what it made (codes, cursors, sealed mails) still verifies and opens. */
+  readonly appSecretPrevious: string | undefined;
   readonly jwt: {
     readonly privateKey: string | undefined;
+    /** Public keys that verify tokens but never sign (a rotation's previous keys), as given. */
+    readonly previousKeys: string | undefined;
     readonly issuer: string;
     readonly audience: string;
     readonly accessTokenTtlSeconds: number;
@@ -310,8 +327,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     resetCodeTtlSeconds: e.RESET_CODE_TTL,
     resetUrl: e.RESET_URL ?? `${publicBaseUrl}/reset-password`,
     appSecret: e.APP_SECRET,
+    appSecretPrevious: e.APP_SECRET_PREVIOUS,
     jwt: {
       privateKey: e.JWT_PRIVATE_KEY,
+      previousKeys: e.JWT_PREVIOUS_KEYS,
       issuer: e.JWT_ISSUER ?? publicBaseUrl,
       audience: e.JWT_AUDIENCE,
       accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL,

@@ -1,17 +1,41 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { BASE64URL_PREFIX } from './config.js';
 
 /**
  * Keys that must never live in the database, so a database dump reveals no usable code:
  * the HMAC key for access codes, the key sealing secrets in the outbox, the key signing
  * paging cursors. All are derived (HKDF-SHA-256, RFC 5869) from one master secret: APP_SECRET,
  * or 32 random bytes generated once into DATA_DIR/app-secret (mode 0600).
+ *
+ * Rotation without voiding anything in flight: with APP_SECRET_PREVIOUS set, each key is a ring
+ * — the key of the current secret makes every new code hash, seal and cursor, and the key of the
+ * previous secret still checks and opens what was made before (docs/operations.md, "Key rotation").
  */
 export interface Secrets {
-  readonly codeHmacKey: Buffer;
-  readonly sealingKey: Buffer;
-  readonly cursorKey: Buffer;
+  readonly codeHmacKey: KeyRing;
+  readonly sealingKey: KeyRing;
+  readonly cursorKey: KeyRing;
+}
+
+/** A key and the one it replaced: `current` makes, every key of `all` (current first) checks and opens. */
+export interface KeyRing {
+  readonly current: Buffer;
+  readonly all: readonly Buffer[];
+}
+
+/** A single key (tests, tools) or a ring. */
+export type SecretKey = Buffer | KeyRing;
+
+/** The key that makes new hashes, seals and signatures. */
+export function currentKey(key: SecretKey): Buffer {
+  return Buffer.isBuffer(key) ? key : key.current;
+}
+
+/** Every key that checks or opens, the current one first. */
+export function everyKey(key: SecretKey): readonly Buffer[] {
+  return Buffer.isBuffer(key) ? [key] : key.all;
 }
 
 const SECRET_FILE = 'app-secret';
@@ -25,34 +49,66 @@ function readOrCreateMaster(dataDir: string): Buffer {
   return secret;
 }
 
+/**
+ * A configured master secret: its text, or — after `base64url:` — the bytes it encodes, the form
+ * DATA_DIR/app-secret keeps them in (so a generated secret can be moved into the environment, or
+ * named as the previous one, unchanged).
+ */
+function masterOf(configured: string): Buffer {
+  return configured.startsWith(BASE64URL_PREFIX)
+    ? Buffer.from(configured.slice(BASE64URL_PREFIX.length), 'base64url')
+    : Buffer.from(configured, 'utf8');
+}
+
 const derive = (master: Buffer, label: string) =>
   Buffer.from(hkdfSync('sha256', master, Buffer.alloc(0), `fhir-facade ${label} v1`, 32));
 
-export function loadSecrets(configured: string | undefined, dataDir: string): Secrets {
-  const master = configured ? Buffer.from(configured, 'utf8') : readOrCreateMaster(dataDir);
-  return {
-    codeHmacKey: derive(master, 'access-code-hmac'),
-    sealingKey: derive(master, 'outbox-sealing'),
-    cursorKey: derive(master, 'cursor-signing'),
+/** The keys of APP_SECRET (else the generated one), each with the key of APP_SECRET_PREVIOUS after it. */
+export function loadSecrets(
+  configured: string | undefined,
+  previous: string | undefined,
+  dataDir: string,
+): Secrets {
+  const master = configured ? masterOf(configured) : readOrCreateMaster(dataDir);
+  const masters = [master];
+  if (previous && !masterOf(previous).equals(master)) masters.push(masterOf(previous));
+  const ring = (label: string): KeyRing => {
+    const all = Object.freeze(masters.map((m) => derive(m, label)));
+    return Object.freeze({ current: all[0] as Buffer, all });
   };
+  return Object.freeze({
+    codeHmacKey: ring('access-code-hmac'),
+    sealingKey: ring('outbox-sealing'),
+    cursorKey: ring('cursor-signing'),
+  });
 }
 
-/** AES-256-GCM: `v1.<iv>.<tag>.<ciphertext>` in base64url. */
-export function seal(key: Buffer, plaintext: string): string {
+/** AES-256-GCM under the current key: `v1.<iv>.<tag>.<ciphertext>` in base64url. */
+export function seal(key: SecretKey, plaintext: string): string {
   const iv = randomBytes(12);
-  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  const cipher = createCipheriv('aes-256-gcm', currentKey(key), iv);
   const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
   return ['v1', iv, cipher.getAuthTag(), ciphertext]
     .map((p) => (typeof p === 'string' ? p : p.toString('base64url')))
     .join('.');
 }
 
-export function unseal(key: Buffer, sealed: string): string {
+/** Opens a sealed value with whichever key of the ring sealed it (GCM's tag tells a wrong key at once). */
+export function unseal(key: SecretKey, sealed: string): string {
   const [version, iv, tag, ciphertext] = sealed.split('.');
   if (version !== 'v1' || !iv || !tag || ciphertext === undefined) throw new Error('not a sealed value');
-  const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64url'));
-  decipher.setAuthTag(Buffer.from(tag, 'base64url'));
-  return Buffer.concat([decipher.update(Buffer.from(ciphertext, 'base64url')), decipher.final()]).toString(
-    'utf8',
-  );
+  let failure: unknown;
+  for (const candidate of everyKey(key)) {
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', candidate, Buffer.from(iv, 'base64url'));
+      decipher.setAuthTag(Buffer.from(tag, 'base64url'));
+      return Buffer.concat([
+        decipher.update(Buffer.from(ciphertext, 'base64url')),
+        decipher.final(),
+      ]).toString('utf8');
+    } catch (error) {
+      failure = error;
+    }
+  }
+  throw failure;
 }

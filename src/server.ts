@@ -5,7 +5,7 @@ import { migrateToLatest, openDatabase } from '../db/connection.js';
 import { createApp } from './app.js';
 import { createAuditTrail } from './audit/auditTrail.js';
 import { createPasswordHasher } from './auth/passwords.js';
-import { loadSigningKey } from './auth/tokens.js';
+import { loadTokenKeys } from './auth/signingKeys.js';
 import { type Clock, systemClock } from './clock.js';
 import type { Config } from './config.js';
 import { createMailer } from './email/mailer.js';
@@ -91,8 +91,8 @@ export async function startGateway(config: Config, options: StartOptions): Promi
 
     const passwords = await createPasswordHasher();
     closers.push(() => passwords.close());
-    const signingKey = await loadSigningKey(config.jwt.privateKey, config.dataDir);
-    const secrets = loadSecrets(config.appSecret, config.dataDir);
+    const tokenKeys = await loadTokenKeys(config.jwt.privateKey, config.jwt.previousKeys, config.dataDir);
+    const secrets = loadSecrets(config.appSecret, config.appSecretPrevious, config.dataDir);
 
     const mailer = createMailer({
       smtpUrl: config.mail.smtpUrl,
@@ -156,7 +156,8 @@ export async function startGateway(config: Config, options: StartOptions): Promi
         maxEntries: PANEL_CACHE_ENTRIES,
       }),
       passwords,
-      signingKey,
+      signingKey: tokenKeys.signing,
+      tokenKeys,
       secrets,
       outbox,
       background,

@@ -1,4 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { currentKey, everyKey, type SecretKey } from '../secrets.js';
 import { normalizeEmail } from '../users/userRepository.js';
 
 /**
@@ -33,17 +34,25 @@ export function normalizeAccessCode(input: string): string | undefined {
   return compact;
 }
 
-/** The keyed hash stored in the database; a dump of the table reveals no usable code. */
-export function hashAccessCode(key: Buffer, purpose: CodePurpose, email: string, code: string): string {
+function keyedHash(key: Buffer, purpose: CodePurpose, email: string, code: string): string {
   const canonical = normalizeAccessCode(code) ?? code;
   return createHmac('sha256', key)
     .update(`${purpose}\n${normalizeEmail(email)}\n${canonical}`)
     .digest('hex');
 }
 
-/** Constant-time comparison of a typed code with the stored hash. */
+/** The keyed hash stored in the database (current key); a dump of the table reveals no usable code. */
+export function hashAccessCode(key: SecretKey, purpose: CodePurpose, email: string, code: string): string {
+  return keyedHash(currentKey(key), purpose, email, code);
+}
+
+/**
+ * Constant-time comparison of a typed code with the stored hash, under every key of the ring: a
+ * code hashed before a rotation of APP_SECRET still matches through the previous key. Every key
+ * is tried every time, so the timing does not tell which one matched.
+ */
 export function accessCodeMatches(
-  key: Buffer,
+  key: SecretKey,
   purpose: CodePurpose,
   email: string,
   typed: string,
@@ -51,11 +60,12 @@ export function accessCodeMatches(
 ): boolean {
   const canonical = normalizeAccessCode(typed);
   const expected = Buffer.from(storedHash ?? '0'.repeat(64), 'hex');
-  const actual = Buffer.from(hashAccessCode(key, purpose, email, canonical ?? 'INVALID'), 'hex');
-  return (
-    expected.length === actual.length &&
-    timingSafeEqual(expected, actual) &&
-    canonical !== undefined &&
-    storedHash !== null
-  );
+  let matched = false;
+  for (const candidate of everyKey(key)) {
+    const actual = Buffer.from(keyedHash(candidate, purpose, email, canonical ?? 'INVALID'), 'hex');
+    // no short-circuit: each key costs the same whether an earlier one matched or not
+    const same = expected.length === actual.length && timingSafeEqual(expected, actual);
+    matched = same || matched;
+  }
+  return matched && canonical !== undefined && storedHash !== null;
 }

@@ -1,5 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import { createRouter } from '../http/router.js';
+import type { AppEnv } from '../http/types.js';
 
 const Jwks = z
   .object({ keys: z.array(z.record(z.string(), z.unknown())) })
@@ -10,15 +12,23 @@ const jwksRoute = createRoute({
   path: '/.well-known/jwks.json',
   tags: ['auth'],
   summary: 'Public keys that verify our access tokens',
+  description:
+    'The signing key first, then the previous keys a rotation keeps verifying until their last token expired; a token names its key by `kid`.',
   responses: { 200: { description: 'The key set', content: { 'application/json': { schema: Jwks } } } },
 });
 
+/**
+ * Every key that verifies our tokens, the signing key first (RFC 7517): here and at the SMART
+ * issuer's /oauth/jwks, so a verifier meets a rotated key's tokens and the new key's alike.
+ */
+export function jwksResponse(c: Context<AppEnv>) {
+  // public keys: safe to cache briefly, so verifiers do not fetch on every token
+  c.header('Cache-Control', 'public, max-age=300');
+  return c.json({ keys: [...c.var.deps.tokenKeys.jwks.keys] }, 200);
+}
+
 export function jwksRoutes() {
   const router = createRouter();
-  router.openapi(jwksRoute, (c) => {
-    // public keys: safe to cache briefly, so verifiers do not fetch on every token
-    c.header('Cache-Control', 'public, max-age=300');
-    return c.json({ keys: [c.var.deps.signingKey.publicJwk] }, 200);
-  });
+  router.openapi(jwksRoute, (c) => jwksResponse(c));
   return router;
 }

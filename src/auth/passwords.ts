@@ -37,15 +37,55 @@ export interface PasswordHasher {
   close(): Promise<void>;
 }
 
-/** Starts the dedicated hashing thread. */
+/**
+ * The dedicated hashing thread, started on the first password operation rather than at start-up:
+ * most starts never hash (the thread and argon2's 19 MiB cost ~30 MB resident and ~150 ms of
+ * start-up), and the first login pays the thread's start once.
+ */
 export async function createPasswordHasher(): Promise<PasswordHasher> {
+  let thread: Promise<HashingThread> | undefined;
+  let closed = false;
+  const started = () => {
+    if (closed) return Promise.reject(new Error('password hasher is closed'));
+    thread ??= startHashingThread();
+    return thread;
+  };
+  const verify = async (stored: string, password: string) => {
+    try {
+      return (await (await started()).run('verify', password, stored)) as boolean;
+    } catch {
+      return false;
+    }
+  };
+  return {
+    hash: async (password) => (await (await started()).run('hash', password)) as string,
+    verify,
+    verifyDummy: async (password) => {
+      await verify((await started()).dummyHash, password);
+    },
+    close: async () => {
+      closed = true;
+      const running = thread;
+      thread = undefined;
+      if (running) await (await running).terminate();
+    },
+  };
+}
+
+interface HashingThread {
+  run(op: 'hash' | 'verify', password: string, hash?: string): Promise<string | boolean>;
+  /** A hash of a random password: unknown accounts are verified against it, so they take as long. */
+  readonly dummyHash: string;
+  terminate(): Promise<unknown>;
+}
+
+async function startHashingThread(): Promise<HashingThread> {
   const worker = new Worker(projectFile('src/auth/passwordWorker.mjs'), {
     workerData: { options: ARGON2_PARAMETERS },
   });
   worker.unref();
   const pending = new Map<number, Pending>();
   let nextId = 0;
-  let closed = false;
 
   worker.on('message', (message: { id: number; result?: string | boolean; error?: string }) => {
     const entry = pending.get(message.id);
@@ -61,31 +101,10 @@ export async function createPasswordHasher(): Promise<PasswordHasher> {
 
   const run = (op: 'hash' | 'verify', password: string, hash?: string) =>
     new Promise<string | boolean>((resolve, reject) => {
-      if (closed) return reject(new Error('password hasher is closed'));
       const id = nextId++;
       pending.set(id, { resolve, reject });
       worker.postMessage({ id, op, password: normalizePassword(password), hash });
     });
-
-  const hash = async (password: string) => (await run('hash', password)) as string;
-  const verify = async (stored: string, password: string) => {
-    try {
-      return (await run('verify', password, stored)) as boolean;
-    } catch {
-      return false;
-    }
-  };
-  const dummyHash = await hash(randomBytes(24).toString('base64url'));
-
-  return {
-    hash,
-    verify,
-    verifyDummy: async (password) => {
-      await verify(dummyHash, password);
-    },
-    close: async () => {
-      closed = true;
-      await worker.terminate();
-    },
-  };
+  const dummyHash = (await run('hash', randomBytes(24).toString('base64url'))) as string;
+  return { run, dummyHash, terminate: () => worker.terminate() };
 }

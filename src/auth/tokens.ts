@@ -7,7 +7,13 @@ import {
 } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { calculateJwkThumbprint, type JWK, errors as joseErrors, jwtVerify } from 'jose';
+import {
+  type CompactJWSHeaderParameters,
+  calculateJwkThumbprint,
+  type JWK,
+  errors as joseErrors,
+  jwtVerify,
+} from 'jose';
 import type { Role } from '../../db/schema.js';
 import type { Config } from '../config.js';
 import { uuidv7 } from '../ids.js';
@@ -15,7 +21,8 @@ import { fhirReferenceOf } from '../users/fhirIdentity.js';
 
 /**
  * Access tokens (DESIGN.md section 4): ES256 JWTs with `typ: at+jwt` (RFC 9068), signed with
- * one asymmetric key whose public half is served as JWKS.
+ * the current asymmetric key and verified by the key their `kid` names — the current one or a
+ * previous one kept through a rotation (signingKeys.ts); every public half is served as JWKS.
  */
 
 export const TOKEN_ALGORITHM = 'ES256';
@@ -53,6 +60,15 @@ export interface SigningKey {
   readonly publicKey: KeyObject;
   readonly kid: string;
   readonly publicJwk: JWK;
+}
+
+/**
+ * The keys that verify tokens, picked by the token header's `kid` (never by trying every key):
+ * the signing key and the previous ones still verifying after a rotation (signingKeys.ts).
+ * Throws a jose error (a refusal, `invalid`) when the header names no key of the set.
+ */
+export interface VerificationKeys {
+  readonly keyFor: (header: CompactJWSHeaderParameters) => KeyObject;
 }
 
 /** SMART on FHIR v2 scopes per role (https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html). */
@@ -183,16 +199,17 @@ function refusalOf(error: unknown): TokenRefusal | undefined {
  * (CLOCK_SKEW_SECONDS). A token is refused once it is older than the configured lifetime by its
  * `iat`, whatever its `exp` says (a token minted with a far `exp`, e.g. with a leaked key or
  * under an earlier, longer setting, does not outlive the policy), and while its `iat` or `nbf`
- * lies in the future. The caller answers one generic 401 whatever the reason.
+ * lies in the future. The key is the one the header's `kid` names (a retired or unknown kid is
+ * `invalid`). The caller answers one generic 401 whatever the reason.
  */
 export async function verifyAccessToken(
-  key: SigningKey,
+  keys: VerificationKeys,
   settings: TokenSettings,
   token: string,
   now: Date,
 ): Promise<TokenCheck> {
   try {
-    const { payload } = await jwtVerify(token, key.publicKey, {
+    const { payload } = await jwtVerify(token, keys.keyFor, {
       algorithms: [TOKEN_ALGORITHM],
       issuer: settings.issuer,
       audience: settings.audience,

@@ -2,7 +2,7 @@ import type { Kysely, Transaction } from 'kysely';
 import type { Database, OutboxKind, OutboxRow, Role } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import { uuidv7 } from '../ids.js';
-import { seal } from '../secrets.js';
+import { type SecretKey, seal } from '../secrets.js';
 import { assertPlainAddress } from './mailer.js';
 
 /**
@@ -54,7 +54,7 @@ export interface PurgedMailPayload {
 export async function enqueueAccessCodeMail(
   db: OutboxDb,
   clock: Clock,
-  sealingKey: Buffer,
+  sealingKey: SecretKey,
   job: AccessCodeMailJob,
 ): Promise<string> {
   assertPlainAddress(job.to);

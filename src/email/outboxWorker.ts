@@ -6,7 +6,7 @@ import { AppError } from '../errors.js';
 import type { FhirService } from '../fhir/fhirService.js';
 import { heartbeat, LEASE_MS } from '../leases.js';
 import type { Logger } from '../logger.js';
-import { unseal } from '../secrets.js';
+import { type SecretKey, unseal } from '../secrets.js';
 import { InvalidMailError, type Mailer } from './mailer.js';
 import {
   claimOutboxRow,
@@ -27,7 +27,8 @@ export interface OutboxWorkerDeps {
   clock: Clock;
   mailer: Mailer;
   fhir: FhirService;
-  sealingKey: Buffer;
+  /** Opens sealed codes: the current key, and the previous one after a rotation of APP_SECRET. */
+  sealingKey: SecretKey;
   appName: string;
   signupUrl: string;
   /** Where a password reset is completed; without it reset mails carry no link. */

@@ -1,4 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { currentKey, everyKey, type SecretKey } from '../secrets.js';
 
 /**
  * Keeping the upstream out of answers: its base URL is replaced by the gateway's own, and its
@@ -26,9 +27,19 @@ function mac(key: Buffer, body: string): string {
   return createHmac('sha256', key).update(body).digest('base64url');
 }
 
-export function signCursor(key: Buffer, payload: CursorPayload): string {
+/** Signed with the current cursor key. */
+export function signCursor(key: SecretKey, payload: CursorPayload): string {
   const body = Buffer.from(JSON.stringify(payload)).toString('base64url');
-  return `${body}.${mac(key, body)}`;
+  return `${body}.${mac(currentKey(key), body)}`;
+}
+
+/** Whether one key of the ring signed `body` (the previous one only for cursors made before a rotation). */
+function signedByAny(key: SecretKey, body: string, signature: string): boolean {
+  const given = Buffer.from(signature);
+  return everyKey(key).some((candidate) => {
+    const expected = Buffer.from(mac(candidate, body));
+    return expected.length === given.length && timingSafeEqual(expected, given);
+  });
 }
 
 /** Who may use a cursor, where, for which type, and when: all must match the cursor's own. */
@@ -40,12 +51,10 @@ export interface CursorBinding {
 }
 
 /** The cursor's upstream page, or undefined when it is tampered with, foreign, for another route or type, or expired. */
-export function verifyCursor(key: Buffer, token: string, binding: CursorBinding): string | undefined {
+export function verifyCursor(key: SecretKey, token: string, binding: CursorBinding): string | undefined {
   const [body, signature, extra] = token.split('.');
   if (!body || !signature || extra !== undefined || token.length > 4096) return undefined;
-  const expected = Buffer.from(mac(key, body));
-  const given = Buffer.from(signature);
-  if (expected.length !== given.length || !timingSafeEqual(expected, given)) return undefined;
+  if (!signedByAny(key, body, signature)) return undefined;
   try {
     const payload = JSON.parse(Buffer.from(body, 'base64url').toString('utf8')) as CursorPayload;
     const { userId, route, type, now } = binding;
@@ -81,7 +90,7 @@ export function relativeToBase(url: string, upstreamBase: string): string | unde
 
 /** A cursor for the upstream link `url`, or undefined when the link is not on our upstream. */
 export function cursorForLink(
-  key: Buffer,
+  key: SecretKey,
   binding: CursorBinding,
   url: string,
   upstreamBase: string,

@@ -3,6 +3,7 @@ import type { Dialect } from '../../db/connection.js';
 import type { Database, Role } from '../../db/schema.js';
 import type { AuditTrail } from '../audit/auditTrail.js';
 import type { PasswordHasher } from '../auth/passwords.js';
+import type { TokenKeys } from '../auth/signingKeys.js';
 import type { AccessTokenClaims, SigningKey } from '../auth/tokens.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
@@ -23,7 +24,10 @@ export interface AppDeps {
   /** Which patients are in a practitioner's panel (short-lived, bounded answers). */
   readonly panels: PanelMembership;
   readonly passwords: PasswordHasher;
+  /** The key that signs new tokens: `tokenKeys.signing`. */
   readonly signingKey: SigningKey;
+  /** Every key that verifies tokens (the signing key and the previous ones), by kid, and the JWKS. */
+  readonly tokenKeys: TokenKeys;
   readonly secrets: Secrets;
   /** Nudges the outbox worker to deliver what a request just queued. */
   readonly outbox: { wake(): void };

@@ -74,7 +74,7 @@ async function verifyCaller(c: Context<AppEnv>): Promise<Caller | Refused> {
   const smartAccepted = acceptsSmartToken(c.req.path, c.req.method);
   let claims = verifiedSignature(deps, token, now, smartAccepted);
   if (!claims) {
-    let checked = await verifyAccessToken(deps.signingKey, tokenSettingsOf(deps.config.jwt), token, now);
+    let checked = await verifyAccessToken(deps.tokenKeys, tokenSettingsOf(deps.config.jwt), token, now);
     let smart = false;
     // a SMART app's token (issuer /oauth, audience the FHIR base) is valid only at /fhir and logout (src/oauth/smartTokens.ts)
     if (!checked.ok && checked.reason === 'invalid' && smartAccepted) {

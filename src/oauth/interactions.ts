@@ -39,11 +39,15 @@ function bindings(c: Ctx): HttpBindings {
   return env as HttpBindings;
 }
 
-/** A CSRF token for one form of one interaction: HMAC(key, purpose ‖ uid). */
+const csrfMac = (key: Buffer, uid: string, purpose: 'login' | 'consent') =>
+  createHmac('sha256', key).update(`${purpose}:${uid}`).digest('base64url');
+
+/** A CSRF token for one form of one interaction: HMAC(key, purpose ‖ uid), with the current key. */
 export function csrfToken(server: OAuthServer, uid: string, purpose: 'login' | 'consent'): string {
-  return createHmac('sha256', server.csrfKey).update(`${purpose}:${uid}`).digest('base64url');
+  return csrfMac(server.csrfKeys[0] as Buffer, uid, purpose);
 }
 
+/** Checked against every key, so a form rendered before a rotation of APP_SECRET still posts. */
 function csrfValid(
   server: OAuthServer,
   uid: string,
@@ -51,9 +55,11 @@ function csrfValid(
   presented: unknown,
 ): boolean {
   if (typeof presented !== 'string') return false;
-  const expected = Buffer.from(csrfToken(server, uid, purpose));
   const actual = Buffer.from(presented);
-  return expected.length === actual.length && timingSafeEqual(expected, actual);
+  return server.csrfKeys.some((key) => {
+    const expected = Buffer.from(csrfMac(key, uid, purpose));
+    return expected.length === actual.length && timingSafeEqual(expected, actual);
+  });
 }
 
 /** The origins an app's redirect URIs live at: the only places a form of ours may end up at. */

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { HttpBindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { Context } from 'hono';
+import { jwksResponse } from '../auth/jwksController.js';
 import { AppError } from '../errors.js';
 import { createRouter } from '../http/router.js';
 import type { AppEnv } from '../http/types.js';
@@ -79,8 +80,11 @@ export function oauthRoutes(server: OAuthServer) {
   router.get('/fhir/.well-known/smart-configuration', (c) =>
     c.json(smartConfiguration(c.var.deps.config), 200, { 'Access-Control-Allow-Origin': '*' }),
   );
-  router.all(`${OAUTH_PREFIX}/*`, (c) =>
-    c.req.path.startsWith(INTERACTION_PREFIX) ? interaction(c, server) : protocol(c, handle),
-  );
+  router.all(`${OAUTH_PREFIX}/*`, (c) => {
+    if (c.req.path.startsWith(INTERACTION_PREFIX)) return interaction(c, server);
+    // the whole key set, previous keys too: oidc-provider holds only the key it signs with
+    if (c.req.path === `${OAUTH_PREFIX}/jwks` && c.req.method === 'GET') return jwksResponse(c);
+    return protocol(c, handle);
+  });
   return router;
 }

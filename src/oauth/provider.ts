@@ -39,8 +39,8 @@ export interface OAuthServer {
   readonly provider: Provider;
   readonly issuer: string;
   readonly fhirBase: string;
-  /** Signs the CSRF tokens of our login and consent forms. */
-  readonly csrfKey: Buffer;
+  /** Sign the CSRF tokens of our login and consent forms: the first signs, each checks (a form opened before a rotation). */
+  readonly csrfKeys: readonly Buffer[];
 }
 
 /** An authorization code's lifetime: SMART and RFC 6749 section 4.1.2 ask for a short one (≤ 60 s here). */
@@ -48,13 +48,22 @@ export const CODE_TTL_SECONDS = 60;
 /** How long a person has to log in and consent once an app sent them here. */
 const INTERACTION_TTL_SECONDS = 10 * 60;
 
-const deriveKey = (deps: AppDeps, label: string) =>
-  Buffer.from(hkdfSync('sha256', deps.secrets.cursorKey, Buffer.alloc(0), `fhir-facade ${label} v1`, 32));
+/** Keys derived from the cursor key ring: the current secret's first, then the previous one's (a rotation of APP_SECRET). */
+const deriveKeys = (deps: AppDeps, label: string) =>
+  deps.secrets.cursorKey.all.map((key) =>
+    Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), `fhir-facade ${label} v1`, 32)),
+  );
 
-/** The gateway's signing key as the one key of the provider's key set (kid: its RFC 7638 thumbprint). */
+/**
+ * The gateway's current signing key as the one key of the provider's key set (kid: its RFC 7638
+ * thumbprint): oidc-provider signs with it and takes only private keys. The previous keys that
+ * still verify are public only; /oauth/jwks is therefore served from the gateway's key set
+ * (oauthRoutes.ts), the same document as /.well-known/jwks.json.
+ */
 function providerJwks(deps: AppDeps): { keys: JWK[] } {
-  const jwk = deps.signingKey.privateKey.export({ format: 'jwk' }) as JWK;
-  return { keys: [{ ...jwk, kid: deps.signingKey.kid, alg: 'ES256', use: 'sig' }] };
+  const { signing } = deps.tokenKeys;
+  const jwk = signing.privateKey.export({ format: 'jwk' }) as JWK;
+  return { keys: [{ ...jwk, kid: signing.kid, alg: 'ES256', use: 'sig' }] };
 }
 
 function resourceServerInfo(deps: AppDeps, fhirBase: string) {
@@ -167,7 +176,8 @@ function configuration(deps: AppDeps, fhirBase: string): Configuration {
         interaction: 'fhir_facade_oauth_interaction',
         resume: 'fhir_facade_oauth_resume',
       },
-      keys: [deriveKey(deps, 'oauth-cookies')],
+      // keygrip: the first key signs, every key verifies (cookies set before a rotation of APP_SECRET)
+      keys: deriveKeys(deps, 'oauth-cookies'),
       long: { signed: true, httpOnly: true, sameSite: 'lax' },
       short: { signed: true, httpOnly: true, sameSite: 'lax' },
     },
@@ -214,5 +224,5 @@ export function createOAuthServer(deps: AppDeps): OAuthServer {
   };
   provider.use(patientContext);
   provider.on('server_error', (_ctx, error) => deps.logger.error({ err: error }, 'oauth server error'));
-  return { provider, issuer, fhirBase, csrfKey: deriveKey(deps, 'oauth-csrf') };
+  return { provider, issuer, fhirBase, csrfKeys: deriveKeys(deps, 'oauth-csrf') };
 }

@@ -49,7 +49,7 @@ export function acceptsSmartToken(path: string, method: string): boolean {
 /** Same pins as the gateway's own tokens (tokens.ts): ES256 only, `typ: at+jwt`, issuer, audience, lifetime. */
 export async function verifySmartAccessToken(deps: AppDeps, token: string, now: Date): Promise<TokenCheck> {
   try {
-    const { payload } = await jwtVerify(token, deps.signingKey.publicKey, {
+    const { payload } = await jwtVerify(token, deps.tokenKeys.keyFor, {
       algorithms: [TOKEN_ALGORITHM],
       issuer: oauthIssuer(deps.config),
       audience: fhirBaseOf(deps.config),

@@ -108,7 +108,7 @@ describe('access token verification', () => {
       const t = now();
       const check = async (claims: Record<string, unknown>) =>
         verifyAccessToken(
-          gw.deps.signingKey,
+          gw.deps.tokenKeys,
           tokenSettingsOf(gw.deps.config.jwt),
           await sign(claims),
           new Date(t * 1000),
