@@ -254,7 +254,12 @@ async function main() {
       ...Array.from({ length: LOGIN_ACCOUNTS }, (_, i) => `bench-login-${i}@example.com`),
     ];
     for (const email of emails) {
-      const created = await post(gw, '/fhir/patient', { name: 'Bench Patient', email, dob: '1980-04-12' }, admin);
+      const created = await post(
+        gw,
+        '/fhir/patient',
+        { name: 'Bench Patient', email, dob: '1980-04-12' },
+        admin,
+      );
       if (created.status !== 201) throw new Error(`provisioning ${email} answered ${created.status}`);
     }
     const tokens: string[] = [];

@@ -5,12 +5,12 @@ import { Pool } from 'undici';
 /** Shared by the benchmarks: HTTP calls with a keep-alive pool, closed-loop measurement, processes. */
 
 export interface Caller {
-  // biome-ignore lint/suspicious/noExplicitAny: benchmark answers are read ad hoc
   call(
     method: string,
     url: string,
     token?: string,
     body?: unknown,
+    // biome-ignore lint/suspicious/noExplicitAny: benchmark answers are read ad hoc
   ): Promise<{ status: number; json: () => any }>;
   close(): Promise<void>;
 }

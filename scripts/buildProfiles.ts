@@ -10,11 +10,13 @@ import { PROFILE_SPECS } from '../src/provisioning/profileSpecs.js';
  */
 export function buildProfile(spec: (typeof PROFILE_SPECS)[number]): Record<string, unknown> {
   const bundle = readJson('fhir/r4/profiles-resources.json') as {
-    entry: { resource: Record<string, any> }[];
+    entry: { resource: Record<string, unknown> & { id?: string; snapshot?: unknown } }[];
   };
   const base = bundle.entry.find((e) => e.resource.id === spec.type)?.resource;
   if (!base) throw new Error(`no R4 StructureDefinition for ${spec.type}`);
-  const snapshot = structuredClone(base.snapshot) as { element: Record<string, any>[] };
+  const snapshot = structuredClone(base.snapshot) as {
+    element: ({ constraint?: unknown[] } & Record<string, unknown>)[];
+  };
   const constraints = spec.constraints.map(({ key, human, expression }) => ({
     key,
     severity: 'error',

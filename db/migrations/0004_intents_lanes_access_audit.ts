@@ -55,8 +55,16 @@ export async function up(db: Kysely<any>): Promise<void> {
     .on('audit_log')
     .columns(['patient_id', 'occurred_at'])
     .execute();
-  await db.schema.createIndex('audit_log_outcome').on('audit_log').columns(['outcome', 'occurred_at']).execute();
-  await db.schema.createIndex('outbox_lane_due').on('outbox').columns(['kind', 'status', 'next_attempt_at']).execute();
+  await db.schema
+    .createIndex('audit_log_outcome')
+    .on('audit_log')
+    .columns(['outcome', 'occurred_at'])
+    .execute();
+  await db.schema
+    .createIndex('outbox_lane_due')
+    .on('outbox')
+    .columns(['kind', 'status', 'next_attempt_at'])
+    .execute();
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
