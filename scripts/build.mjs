@@ -39,12 +39,16 @@ if (force || current !== definitionsVersion()) writeSlimDefinitions(definitionsD
 const built = fs.existsSync(outfile) ? fs.statSync(outfile).mtimeMs : 0;
 if (built > newestSource() && !force) process.exit(0);
 
-// built in a temporary directory and renamed: two `npm start` at once never load a half-written bundle
+// built in a temporary directory and renamed: two `npm start` at once never load a half-written
+// bundle. Split at the dynamic imports of src/main.ts: the packages behind them (oidc-provider
+// among them, which warns when imported) load only once the configuration is known good.
 const tmpDir = path.join(root, 'dist', `.build-${process.pid}`);
-const tmp = path.join(tmpDir, 'main.js');
 await build({
   entryPoints: [path.join(root, 'src', 'main.ts')],
-  outfile: tmp,
+  outdir: tmpDir,
+  entryNames: '[name]',
+  chunkNames: 'chunks/[name]-[hash]',
+  splitting: true,
   bundle: true,
   platform: 'node',
   format: 'esm',
@@ -55,6 +59,19 @@ await build({
   legalComments: 'none',
   logLevel: 'warning',
 });
-fs.renameSync(`${tmp}.map`, `${outfile}.map`);
-fs.renameSync(tmp, outfile);
+// chunks first (their names carry a content hash, so they never replace one in use), main.js last
+const chunksDir = path.join(root, 'dist', 'chunks');
+fs.mkdirSync(chunksDir, { recursive: true });
+const fresh = new Set();
+for (const file of fs.readdirSync(path.join(tmpDir, 'chunks'))) {
+  fresh.add(file);
+  fs.renameSync(path.join(tmpDir, 'chunks', file), path.join(chunksDir, file));
+}
+fs.renameSync(path.join(tmpDir, 'main.js.map'), `${outfile}.map`);
+fs.renameSync(path.join(tmpDir, 'main.js'), outfile);
 fs.rmSync(tmpDir, { recursive: true, force: true });
+// chunks of earlier builds, once no process can still be starting from them
+for (const file of fs.readdirSync(chunksDir)) {
+  const stale = path.join(chunksDir, file);
+  if (!fresh.has(file) && Date.now() - fs.statSync(stale).mtimeMs > 10 * 60_000) fs.rmSync(stale);
+}

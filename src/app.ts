@@ -12,6 +12,7 @@ import { healthRoutes } from './health/healthController.js';
 import { onError, onNotFound } from './http/errorHandler.js';
 import { createRouter } from './http/router.js';
 import type { AppDeps } from './http/types.js';
+import { metricsRoutes } from './metrics/metricsController.js';
 import { clientIp } from './middleware/clientIp.js';
 import { requestId } from './middleware/requestId.js';
 import { requestLog } from './middleware/requestLog.js';
@@ -81,6 +82,7 @@ export function createApp(deps: AppDeps) {
   });
 
   app.route('/', healthRoutes());
+  app.route('/', metricsRoutes(deps.config));
   app.route('/', jwksRoutes());
   app.route('/', authRoutes());
   app.route('/', provisioningRoutes());

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 
@@ -160,6 +161,15 @@ const envSchema = z.object({
   CORS_ORIGINS: z.string().default(''),
   TRUST_PROXY: booleanFlag.default(false),
   SHUTDOWN_TIMEOUT_MS: integer(0, 120_000).default(10_000),
+  WORKERS: z.preprocess(emptyToUndefined, integer(1, 64).optional()),
+  METRICS_TOKEN: z.preprocess(
+    emptyToUndefined,
+    z
+      .string()
+      .min(32, 'must be at least 32 characters of random text (e.g. openssl rand -hex 32)')
+      .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces (it travels in a header)')
+      .optional(),
+  ),
 });
 
 type Env = z.infer<typeof envSchema>;
@@ -217,6 +227,10 @@ export interface Config {
   readonly corsOrigins: readonly string[];
   readonly trustProxy: boolean;
   readonly shutdownTimeoutMs: number;
+  /** Serving processes (src/cluster.ts); 1 runs everything in this process. */
+  readonly workers: number;
+  /** GET /metrics is served only when set, to callers presenting it as a bearer token. */
+  readonly metrics: { readonly token: string | undefined };
 }
 
 /** The variables this module reads, in the order of .env.example. */
@@ -340,6 +354,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     corsOrigins: cors,
     trustProxy: e.TRUST_PROXY,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    // every core serves requests unless told otherwise
+    workers: e.WORKERS ?? os.availableParallelism(),
+    metrics: { token: e.METRICS_TOKEN },
   };
   return deepFreeze(config);
 }

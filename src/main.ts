@@ -1,10 +1,15 @@
-import { ConfigError, loadConfig, loadDotEnv } from './config.js';
-import { createLogger } from './logger.js';
-import { startGateway } from './server.js';
+import cluster from 'node:cluster';
+import { type Config, ConfigError, loadConfig, loadDotEnv } from './config.js';
+import { createLogger, type Logger } from './logger.js';
+import { WORKER_ENV } from './workerEnv.js';
 
-/** Entry point of `npm start`: config -> gateway -> wait for a signal -> graceful shutdown. */
+/**
+ * Entry point of `npm start`: config -> gateway -> wait for a signal -> graceful shutdown.
+ * With WORKERS > 1 this process becomes the primary of a cluster (src/cluster.ts) and each
+ * worker runs this file again as one serving process.
+ */
 async function main(): Promise<void> {
-  let config: ReturnType<typeof loadConfig>;
+  let config: Config;
   try {
     loadDotEnv();
     config = loadConfig();
@@ -16,19 +21,51 @@ async function main(): Promise<void> {
     throw error;
   }
   const logger = createLogger(config.logLevel);
-  const gateway = await startGateway(config, { logger });
+  if (cluster.isPrimary && config.workers > 1) return runPrimary(config, logger);
+  return runServer(config, logger);
+}
+
+async function runPrimary(config: Config, logger: Logger): Promise<void> {
+  // imported once the configuration is known good: a bad variable gets its one line, nothing else
+  const { startCluster } = await import('./cluster.js');
+  const workers = await startCluster(config, config.workers, logger);
   logger.info(
     {
-      url: gateway.url,
+      url: `http://${config.host}:${config.port}`,
       public_url: config.publicBaseUrl,
-      fhir: gateway.embeddedFhirUrl ? 'embedded' : 'external',
+      fhir: config.fhir.baseUrl ? 'external' : 'embedded',
+      workers: config.workers,
     },
-    `fhir-facade listening on ${gateway.url}`,
+    `fhir-facade listening on http://${config.host}:${config.port} with ${config.workers} workers`,
   );
+  onSignals(logger, () => workers.close());
+}
 
+/** One serving process: the whole gateway, or a cluster worker pointed at the primary's embedded FHIR server. */
+async function runServer(config: Config, logger: Logger): Promise<void> {
+  const { startGateway } = await import('./server.js');
+  const embeddedByPrimary = process.env[WORKER_ENV.fhirBaseUrl];
+  const gateway = await startGateway(
+    embeddedByPrimary ? { ...config, fhir: { ...config.fhir, baseUrl: embeddedByPrimary } } : config,
+    { logger, background: cluster.isPrimary || process.env[WORKER_ENV.background] === '1' },
+  );
+  if (cluster.isPrimary) {
+    logger.info(
+      {
+        url: gateway.url,
+        public_url: config.publicBaseUrl,
+        fhir: gateway.embeddedFhirUrl ? 'embedded' : 'external',
+      },
+      `fhir-facade listening on ${gateway.url}`,
+    );
+  }
+  onSignals(logger, () => gateway.close());
+}
+
+function onSignals(logger: Logger, close: () => Promise<void>): void {
   const shutdown = (signal: string) => {
     logger.info({ signal }, 'shutting down');
-    gateway.close().then(
+    close().then(
       () => process.exit(0),
       (error) => {
         logger.error({ err: error }, 'shutdown failed');

@@ -18,6 +18,7 @@ import { startHousekeeping } from './housekeeping.js';
 import { createBackgroundTasks } from './http/background.js';
 import type { AppDeps } from './http/types.js';
 import type { Logger } from './logger.js';
+import { createMetrics } from './metrics/metrics.js';
 import { startReconciler } from './provisioning/reconciliation.js';
 import { loadSecrets } from './secrets.js';
 import { ensureAdminAccount } from './users/adminAccounts.js';
@@ -34,6 +35,11 @@ export interface Gateway {
 export interface StartOptions {
   readonly logger: Logger;
   readonly clock?: Clock;
+  /**
+   * Runs the background work too (mail and AuditEvent lanes, reconciliation, housekeeping, the
+   * first admin). Default true; with WORKERS > 1 only worker 0 does (src/cluster.ts).
+   */
+  readonly background?: boolean;
 }
 
 /** Most panel-membership answers kept (each a patient id and its practitioners: ~200 bytes). */
@@ -60,6 +66,7 @@ async function closeAll(closers: Closer[], logger: Logger): Promise<void> {
 export async function startGateway(config: Config, options: StartOptions): Promise<Gateway> {
   const { logger } = options;
   const clock = options.clock ?? systemClock;
+  const runsBackgroundWork = options.background ?? true;
   const closers: Closer[] = [];
   try {
     fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
@@ -83,10 +90,13 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       closers.push(() => embedded.close());
       embeddedFhirUrl = embedded.baseUrl;
     }
+    // off unless METRICS_TOKEN is set; recording is then a no-op everywhere
+    const metrics = createMetrics({ db: database.db, clock, logger }, { enabled: !!config.metrics.token });
     const fhir = createFhirService({
       baseUrl: config.fhir.baseUrl ?? (embeddedFhirUrl as string),
       timeoutMs: config.fhir.timeoutMs,
       auth: config.fhir.auth,
+      ...(metrics.enabled ? { metrics } : {}),
     });
 
     const passwords = await createPasswordHasher();
@@ -111,13 +121,17 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       signupUrl: config.signupUrl,
       resetUrl: config.resetUrl,
       logger,
+      metrics,
     };
-    // one lane each: a hanging FHIR server never delays a mail, a failing SMTP server never an AuditEvent
-    const lanes = [
-      startOutboxWorker(workerDeps, { lane: 'email' }),
-      // AuditEvents go 50 to a FHIR batch: one request and two commits per batch
-      startOutboxWorker(workerDeps, { lane: 'fhir_audit_event', batchSize: 50 }),
-    ];
+    // one lane each: a hanging FHIR server never delays a mail, a failing SMTP server never an AuditEvent;
+    // a worker without the background work leaves its rows to worker 0, which polls every half second
+    const lanes = runsBackgroundWork
+      ? [
+          startOutboxWorker(workerDeps, { lane: 'email', pollIntervalMs: 500 }),
+          // AuditEvents go 50 to a FHIR batch: one request and two commits per batch
+          startOutboxWorker(workerDeps, { lane: 'fhir_audit_event', batchSize: 50 }),
+        ]
+      : [];
     for (const lane of lanes) closers.push(() => lane.stop());
     const outbox = {
       wake: () => {
@@ -126,7 +140,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     };
     closers.push(() => fhir.close());
 
-    if (config.firstAdmin) {
+    if (runsBackgroundWork && config.firstAdmin) {
       const result = await ensureAdminAccount(
         {
           db: database.db,
@@ -140,7 +154,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       logger.info({ email: config.firstAdmin.email, result }, 'first admin account');
     }
 
-    closers.push(startHousekeeping(database.background, clock, logger));
+    if (runsBackgroundWork) closers.push(startHousekeeping(database.background, clock, logger));
     const background = createBackgroundTasks(logger);
     closers.push(() => background.drain());
     const deps: AppDeps = {
@@ -164,9 +178,10 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       auditTrail,
       clock,
       logger,
+      metrics,
     };
     // creates a crash left half-done are finished (or undone) now and every few seconds
-    closers.push(startReconciler(deps));
+    if (runsBackgroundWork) closers.push(startReconciler(deps));
     const app = createApp(deps);
     const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
       const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));

@@ -6,6 +6,7 @@ import { AppError } from '../errors.js';
 import type { FhirService } from '../fhir/fhirService.js';
 import { heartbeat, LEASE_MS } from '../leases.js';
 import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics/metrics.js';
 import { type SecretKey, unseal } from '../secrets.js';
 import { InvalidMailError, type Mailer } from './mailer.js';
 import {
@@ -34,6 +35,8 @@ export interface OutboxWorkerDeps {
   /** Where a password reset is completed; without it reset mails carry no link. */
   resetUrl?: string;
   logger: Logger;
+  /** Counts failed deliveries per lane (src/metrics/); absent in tests. */
+  metrics?: Pick<Metrics, 'outboxFailure'>;
 }
 
 export interface OutboxWorkerOptions {
@@ -222,6 +225,7 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
         const ok = await markOutboxFailed(db, claim, label, finalPayload());
         if (ok) logger.warn({ ...log, error: label }, 'outbox row failed for good');
         else lost();
+        if (ok) deps.metrics?.outboxFailure(row.kind, 'failed');
         return true;
       }
       const delay = backoffMs(row.attempts);
@@ -230,6 +234,7 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
       if (ok)
         logger.warn({ ...log, error: label, next_attempt_at: next }, 'outbox delivery failed, will retry');
       else lost();
+      if (ok) deps.metrics?.outboxFailure(row.kind, 'retry');
       if (lane) restingUntil = clock.now().getTime() + delay;
       return false;
     }
@@ -250,13 +255,18 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
   ) => {
     const log = { outbox_id: row.id, kind: row.kind, attempts: row.attempts, error: label };
     if (permanent || row.attempts >= maxAttempts) {
-      if (await markOutboxFailed(trx, claim, label)) logger.warn(log, 'outbox row failed for good');
+      if (await markOutboxFailed(trx, claim, label)) {
+        logger.warn(log, 'outbox row failed for good');
+        deps.metrics?.outboxFailure(row.kind, 'failed');
+      }
       return;
     }
     const delay = backoffMs(row.attempts);
     const next = new Date(clock.now().getTime() + delay).toISOString();
-    if (await markOutboxRetry(trx, claim, next, label))
+    if (await markOutboxRetry(trx, claim, next, label)) {
       logger.warn({ ...log, next_attempt_at: next }, 'outbox delivery failed, will retry');
+      deps.metrics?.outboxFailure(row.kind, 'retry');
+    }
     restingUntil = Math.max(restingUntil, clock.now().getTime() + delay);
   };
 
@@ -285,7 +295,7 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
           return error as PermanentFailure;
         }
       });
-      const sendable = rows.flatMap((row, i) => (payloads[i] instanceof PermanentFailure ? [] : [i]));
+      const sendable = rows.flatMap((_row, i) => (payloads[i] instanceof PermanentFailure ? [] : [i]));
       let outcome: (string | undefined)[] = [];
       if (sendable.length > 0) {
         const bundle = {

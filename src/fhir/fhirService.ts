@@ -2,6 +2,7 @@ import type { Bundle, CapabilityStatement, Resource } from '@medplum/fhirtypes';
 import { Pool, request as undiciRequest } from 'undici';
 import type { Config } from '../config.js';
 import { AppError } from '../errors.js';
+import type { Metrics, UpstreamFailure } from '../metrics/metrics.js';
 import { isUpstreamSuccess, unexpectedUpstreamBody, upstreamStatusError } from './upstreamStatus.js';
 
 /**
@@ -102,6 +103,16 @@ export interface FhirServiceOptions {
   readonly baseUrl: string;
   readonly timeoutMs: number;
   readonly auth: UpstreamAuth;
+  /** Records each exchange's latency and failures (src/metrics/); absent when metrics are off. */
+  readonly metrics?: Pick<Metrics, 'upstream'>;
+}
+
+/** The failure an exchange ended in, for the metrics: a bounded label, never a message. */
+function failureOf(error: unknown): UpstreamFailure {
+  if (!(error instanceof AppError)) return 'error';
+  if (error.code === 'upstream_timeout') return 'timeout';
+  if (error.code === 'upstream_unavailable') return 'unreachable';
+  return error.code === 'upstream_error' ? 'bad_response' : 'error';
 }
 
 /** Maps a transport failure to the typed error a client sees; the cause stays in our logs. */
@@ -227,6 +238,7 @@ function writtenIdentity(type: string, result: FhirResult): { id: string; versio
 }
 
 export function createFhirService(options: FhirServiceOptions): FhirService {
+  const { metrics } = options;
   const base = new URL(options.baseUrl);
   const basePath = base.pathname.replace(/\/+$/, '');
   const pool = new Pool(base.origin, { connections: 32, keepAliveTimeout: 30_000, pipelining: 1 });
@@ -291,12 +303,20 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
 
   /** send, renewing our OAuth token once on a 401, then the one status mapping. */
   const exchange = async (req: FhirRequest, rawQuery?: string): Promise<FhirResult> => {
-    let result = await send(req, rawQuery);
-    if (result.status === 401 && oauth) {
-      // the upstream may have revoked our token early: renew once and retry
-      oauth.invalidate();
+    const started = metrics ? performance.now() : 0;
+    let result: FhirResult;
+    try {
       result = await send(req, rawQuery);
+      if (result.status === 401 && oauth) {
+        // the upstream may have revoked our token early: renew once and retry
+        oauth.invalidate();
+        result = await send(req, rawQuery);
+      }
+    } catch (error) {
+      metrics?.upstream(req.method, failureOf(error), performance.now() - started);
+      throw error;
     }
+    metrics?.upstream(req.method, result.status, performance.now() - started);
     if (!isUpstreamSuccess(result.status)) throw upstreamStatusError(result.status);
     return result;
   };

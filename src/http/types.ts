@@ -10,6 +10,7 @@ import type { Config } from '../config.js';
 import type { FhirService } from '../fhir/fhirService.js';
 import type { PanelMembership } from '../fhir/panelMembership.js';
 import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics/metrics.js';
 import type { Secrets } from '../secrets.js';
 import type { BackgroundTasks } from './background.js';
 
@@ -37,6 +38,8 @@ export interface AppDeps {
   readonly auditTrail: AuditTrail;
   readonly clock: Clock;
   readonly logger: Logger;
+  /** Prometheus metrics (src/metrics/); does nothing unless METRICS_TOKEN is set. */
+  readonly metrics: Metrics;
 }
 
 /** The verified caller, set by `authenticate`. */

@@ -8,22 +8,27 @@ import type { Logger } from '../logger.js';
  * One JSON line per request: id, method, route pattern, status, duration, and who asked (the
  * verified user, or the user of a refused but genuine token) and the error code when it failed
  * (Hono sets `c.error` when onError ran). Never the query string or body: they may hold codes,
- * tokens or search terms naming a patient.
+ * tokens or search terms naming a patient. The same figures feed the request metrics.
  */
 export function requestLog(logger: Logger): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const started = performance.now();
     await next();
+    const durationMs = performance.now() - started;
+    const route = routePath(c, -1);
+    const code = c.error ? toAppError(c.error).code : undefined;
+    // the request's one metrics call (src/metrics/): no allocation once its route and status were seen
+    c.var.deps.metrics.request(c.req.method, route, c.res.status, durationMs, code);
     const userId = c.var.caller?.userId ?? c.var.refusedUserId;
     logger.info(
       {
         req_id: c.var.requestId,
         method: c.req.method,
-        route: routePath(c, -1),
+        route,
         status: c.res.status,
-        duration_ms: Math.round((performance.now() - started) * 10) / 10,
+        duration_ms: Math.round(durationMs * 10) / 10,
         ...(userId ? { user_id: userId } : {}),
-        ...(c.error ? { code: toAppError(c.error).code } : {}),
+        ...(code ? { code } : {}),
       },
       'request',
     );

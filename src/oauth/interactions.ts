@@ -202,6 +202,8 @@ export async function submitLogin(c: Ctx, server: OAuthServer, uid: string) {
   const password = typeof form.password === 'string' ? form.password : '';
   const checked = await checkLogin(c, launch, email, password);
   if (checked instanceof AppError) {
+    // answered as a page, not thrown: named for the request log and the metrics as a thrown refusal is
+    c.error = checked;
     const status = checked.status;
     if (checked.headers['Retry-After']) c.header('Retry-After', checked.headers['Retry-After']);
     return renderLogin(c, server, uid, launch, status, { email, error: checked.detail });

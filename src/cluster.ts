@@ -1,0 +1,121 @@
+import cluster, { type Worker } from 'node:cluster';
+import { createServer } from 'node:net';
+import { migrateToLatest, openDatabase } from '../db/connection.js';
+import { loadTokenKeys } from './auth/signingKeys.js';
+import type { Config } from './config.js';
+import { type EmbeddedFhirServer, startEmbeddedFhirServer } from './fhir/embedded/server.js';
+import type { Logger } from './logger.js';
+import { relayClusterMetrics } from './metrics/clusterMetrics.js';
+import { loadSecrets } from './secrets.js';
+import { WORKER_ENV } from './workerEnv.js';
+
+/**
+ * WORKERS > 1: several serving processes on one port (node:cluster), so every core serves
+ * requests. The primary owns what must exist once: the migrations, the embedded FHIR server
+ * (when FHIR_BASE_URL is unset: every worker talks to it over loopback HTTP, as a single
+ * process does) and the supervision of the workers (a worker that dies is started again).
+ * Worker 0 also runs the background work (mail and AuditEvent lanes, reconciliation,
+ * housekeeping, the first admin); the others only serve. Everything they share lives in the
+ * database, so they agree on sessions, rate limits, idempotency keys and the outbox.
+ */
+
+/** The embedded server's base path, as a single process has it. */
+const EMBEDDED_BASE_PATH = '/fhir/R4';
+
+/** A free port on loopback, for the embedded server whose address the workers must know before it listens. */
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** A worker that died is started again after this long (and not more often). */
+const RESPAWN_DELAY_MS = 1_000;
+
+export interface Cluster {
+  /** Stops the workers (SIGTERM, each drains its requests), then the embedded FHIR server. */
+  close(): Promise<void>;
+}
+
+/** Runs in the primary: migrations, the embedded FHIR server, then `workers` serving processes. */
+export async function startCluster(config: Config, workers: number, logger: Logger): Promise<Cluster> {
+  // once, before any worker opens the database: concurrent migrations would race
+  const database = openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  try {
+    await migrateToLatest(database.db);
+  } finally {
+    await database.close();
+  }
+  // a signing key and an app secret generated into DATA_DIR are generated here, once: workers
+  // generating their own would each refuse the others' tokens, codes and cursors
+  await loadTokenKeys(config.jwt.privateKey, config.jwt.previousKeys, config.dataDir);
+  loadSecrets(config.appSecret, config.appSecretPrevious, config.dataDir);
+  // a scrape reaches one worker; it asks here for every worker's figures, added up
+  const stopMetricsRelay = config.metrics.token ? relayClusterMetrics(logger) : () => undefined;
+  // the embedded server's address is fixed first, so the workers start while it loads (their
+  // /readyz says 503 until it answers): the two start-ups overlap instead of adding up
+  let embeddedUrl: string | undefined;
+  let embeddedStarting: Promise<EmbeddedFhirServer> | undefined;
+  if (!config.fhir.baseUrl) {
+    const port = config.fhir.embeddedPort || (await freeLoopbackPort());
+    embeddedUrl = `http://127.0.0.1:${port}${EMBEDDED_BASE_PATH}`;
+    embeddedStarting = startEmbeddedFhirServer({
+      dataDir: config.dataDir,
+      host: '127.0.0.1',
+      port,
+      basePath: EMBEDDED_BASE_PATH,
+      log: (msg, extra) => logger.info({ component: 'embedded-fhir', ...extra }, msg),
+    });
+  }
+  // the kernel spreads connections over the workers' shared socket: no hop through the primary
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  let closing = false;
+  const fork = (index: number): Worker => {
+    const worker = cluster.fork({
+      ...(embeddedUrl ? { [WORKER_ENV.fhirBaseUrl]: embeddedUrl } : {}),
+      [WORKER_ENV.background]: index === 0 ? '1' : '0',
+    });
+    worker.once('exit', (code, signal) => {
+      if (closing) return;
+      logger.error({ worker: index, code, signal }, 'gateway worker died; starting another');
+      setTimeout(() => {
+        if (!closing) fork(index);
+      }, RESPAWN_DELAY_MS).unref();
+    });
+    return worker;
+  };
+  const listening = (worker: Worker) =>
+    new Promise<void>((resolve, reject) => {
+      worker.once('listening', () => resolve());
+      worker.once('exit', (code) => reject(new Error(`a gateway worker exited with ${code} while starting`)));
+    });
+  // worker 0 first: it creates the first admin before it listens, so no worker can answer
+  // /readyz (or a login) before that account exists; the others start once it serves
+  await listening(fork(0));
+  const others: Promise<void>[] = [];
+  for (let index = 1; index < workers; index++) others.push(listening(fork(index)));
+  const [embedded] = await Promise.all([embeddedStarting, ...others]);
+  return {
+    close: async () => {
+      closing = true;
+      stopMetricsRelay();
+      const exits = Object.values(cluster.workers ?? {}).flatMap((worker) =>
+        worker && !worker.isDead()
+          ? [
+              new Promise<void>((resolve) => {
+                worker.once('exit', () => resolve());
+                worker.process.kill('SIGTERM');
+              }),
+            ]
+          : [],
+      );
+      await Promise.all(exits);
+      await embedded?.close();
+    },
+  };
+}

@@ -1,0 +1,179 @@
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { codeIn, mailsTo } from '../helpers/journey.js';
+import { type RunningProcess, startGatewayProcess, waitFor } from '../helpers/processes.js';
+import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
+import { tempDir } from '../helpers/tempDir.js';
+
+/**
+ * WORKERS=2 (src/cluster.ts) as `npm start` runs it on the embedded default: a primary that owns
+ * the migrations and the embedded FHIR server, two serving processes on one port. Whichever worker
+ * a connection lands on, it must honour the other's tokens and cursors (one signing key and one
+ * app secret in DATA_DIR, generated once), mails go out once (only worker 0 runs the lanes), a
+ * worker killed by SIGKILL is replaced, and /metrics adds up every worker.
+ */
+
+const ADMIN_EMAIL = 'admin@example.com';
+const ADMIN_PASSWORD = 'correct horse battery staple';
+const PASSWORD = 'a long and plain passphrase';
+const METRICS_TOKEN = 'workers-metrics-token-0123456789abcdef';
+
+interface Answer {
+  readonly status: number;
+  readonly json: Record<string, unknown>;
+}
+
+/** The pids of the gateway's node processes: npm's child (the primary) and its workers. */
+function nodeProcessesUnder(pid: number): number[] {
+  const children = (parent: number): number[] => {
+    try {
+      return execFileSync('pgrep', ['-P', String(parent)], { encoding: 'utf8' })
+        .split('\n')
+        .filter(Boolean)
+        .map(Number);
+    } catch {
+      return [];
+    }
+  };
+  const all: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    for (const child of children(queue.shift() as number)) {
+      all.push(child);
+      queue.push(child);
+    }
+  }
+  return all.filter((p) => {
+    try {
+      return fs.readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'node';
+    } catch {
+      return false;
+    }
+  });
+}
+
+describe('WORKERS=2 on the embedded default', () => {
+  let smtp: SmtpCapture;
+  let proc: RunningProcess;
+  let url: string;
+  let dataDir: string;
+  let adminToken: string;
+
+  const call = async (
+    path: string,
+    init: { json?: unknown; token?: string; headers?: Record<string, string> } = {},
+  ): Promise<Answer> => {
+    const headers: Record<string, string> = { ...init.headers };
+    if (init.json !== undefined) headers['content-type'] = 'application/json';
+    if (init.token) headers.authorization = `Bearer ${init.token}`;
+    const response = await fetch(`${url}${path}`, {
+      method: init.json === undefined ? 'GET' : 'POST',
+      headers,
+      ...(init.json !== undefined ? { body: JSON.stringify(init.json) } : {}),
+    });
+    const text = await response.text();
+    return { status: response.status, json: text.startsWith('{') ? JSON.parse(text) : { text } };
+  };
+
+  /** Fresh connections, so the kernel spreads them over both workers; 0 for a connection lost. */
+  const many = (n: number, path: string, token: string) =>
+    Promise.all(
+      Array.from({ length: n }, () =>
+        fetch(`${url}${path}`, { headers: { authorization: `Bearer ${token}`, connection: 'close' } }).then(
+          async (r) => {
+            await r.arrayBuffer();
+            return r.status;
+          },
+          () => 0,
+        ),
+      ),
+    );
+
+  beforeAll(async () => {
+    smtp = await startSmtpCapture();
+    dataDir = tempDir();
+    ({ proc, url } = await startGatewayProcess({
+      WORKERS: '2',
+      DATA_DIR: dataDir,
+      SMTP_URL: smtp.url,
+      ADMIN_EMAIL,
+      ADMIN_PASSWORD,
+      METRICS_TOKEN,
+    }));
+    const login = await call('/auth/login', { json: { email: ADMIN_EMAIL, password: ADMIN_PASSWORD } });
+    expect(login.status).toBe(200);
+    adminToken = login.json.token as string;
+  }, 120_000);
+
+  afterAll(async () => {
+    await proc?.kill('SIGTERM');
+    await smtp?.close();
+    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  }, 60_000);
+
+  it('runs a primary and two serving processes', () => {
+    // npm -> node primary -> 2 workers (the embedded FHIR server runs in the primary)
+    expect(nodeProcessesUnder(proc.child.pid as number)).toHaveLength(3);
+  });
+
+  it('walks the journey: create, one mail, signup, observations — every worker honours every token', async () => {
+    const email = `workers-${randomUUID().slice(0, 8)}@example.com`;
+    const created = await call('/fhir/patient', {
+      token: adminToken,
+      json: { name: 'Wendy Workers', email, dob: '1980-04-12' },
+    });
+    expect(created.status).toBe(201);
+    const [mail] = await mailsTo(smtp, email, 1, 15_000);
+    const signup = await call('/auth/signup', {
+      json: { email, access_code: codeIn(mail!), password: PASSWORD },
+    });
+    expect(signup.status).toBe(201);
+    const token = signup.json.token as string;
+    // 40 fresh connections land on both workers: a token signed by one verifies on the other
+    expect(new Set(await many(40, '/patient/observations', token))).toEqual(new Set([200]));
+    expect(new Set(await many(40, '/auth/me', adminToken))).toEqual(new Set([200]));
+    // only worker 0 delivers: the mail went out once
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(smtp.messages.filter((m) => JSON.stringify(m.to ?? '').includes(email))).toHaveLength(1);
+  });
+
+  it('adds up every worker in /metrics', async () => {
+    const before = await call('/metrics', { token: METRICS_TOKEN });
+    expect(before.status).toBe(200);
+    const count = (text: string) =>
+      Number(
+        /^fhir_facade_http_requests_total\{method="GET",route="\/auth\/me",status="200"\} (\d+)$/m.exec(
+          text,
+        )?.[1] ?? 0,
+      );
+    const start = count(before.json.text as string);
+    await many(30, '/auth/me', adminToken);
+    const after = await call('/metrics', { token: METRICS_TOKEN });
+    // each scrape lands on one worker, yet counts the requests both served
+    expect(count(after.json.text as string) - start).toBe(30);
+  });
+
+  it('replaces a worker killed by SIGKILL, and keeps serving meanwhile', async () => {
+    const [, victim] = nodeProcessesUnder(proc.child.pid as number);
+    process.kill(victim as number, 'SIGKILL');
+    // connections the killed worker had taken are lost (0); the other worker answers the rest
+    const statuses = await many(20, '/auth/me', adminToken);
+    expect(statuses.filter((s) => s === 200).length).toBeGreaterThan(0);
+    expect(statuses.filter((s) => s !== 200 && s !== 0)).toEqual([]);
+    await waitFor(
+      'a replacement worker',
+      async () => {
+        const pids = nodeProcessesUnder(proc.child.pid as number);
+        return pids.length === 3 && !pids.includes(victim as number);
+      },
+      15_000,
+      proc,
+    );
+    expect(proc.output()).toContain('gateway worker died; starting another');
+    await waitFor('every request answered 200 again', async () =>
+      (await many(20, '/auth/me', adminToken)).every((s) => s === 200),
+    );
+  });
+});
