@@ -468,14 +468,19 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
       .where('action', '=', 'provisioning.create')
       .where('outcome', '=', 'success')
       .execute();
-    const about = provisioned.map((row) => `${row.target_fhir_type}/${row.target_fhir_id}`).join(',');
-    const query =
-      upstream === 'hapi-real' ? `entity=${encodeURIComponent(about)}&_count=1000` : '_count=1000';
+    const about = provisioned.map((row) => `${row.target_fhir_type}/${row.target_fhir_id}`);
+    // the mirror names its targets by logical reference (Reference.identifier, shown in display):
+    // on the shared server, take the newest events and keep those about what this gateway created
+    const query = upstream === 'hapi-real' ? '_sort=-_lastUpdated&_count=500' : '_count=1000';
+    const ours = (found: unknown[]) =>
+      upstream === 'hapi-real'
+        ? found.filter((event) => about.some((ref) => JSON.stringify(event).includes(`"display":"${ref}"`)))
+        : found;
     let events: unknown[] = [];
     for (let i = 0; i < 50 && events.length === 0; i++) {
       gw.deps.outbox.wake();
       await new Promise((r) => setTimeout(r, 100));
-      events = await fhirSearch('AuditEvent', query);
+      events = ours(await fhirSearch('AuditEvent', query));
     }
     expect(events.length).toBeGreaterThan(0);
     const serialized = JSON.stringify(events);
