@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -172,7 +172,7 @@ async function openLoop(
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0;
 
 /** `npm start` on the embedded default (fresh DATA_DIR, embedded FHIR server): time to ready and idle RSS of the tree. */
-async function embeddedStartup(): Promise<{ readyMs: number; rssMiB: number }> {
+async function embeddedStartup(workers?: number): Promise<{ readyMs: number; rssMiB: number }> {
   const port = 4900 + Math.floor(Math.random() * 90);
   const started = performance.now();
   const child = spawn('npm', ['start', '-s'], {
@@ -181,6 +181,7 @@ async function embeddedStartup(): Promise<{ readyMs: number; rssMiB: number }> {
       ...process.env,
       PORT: String(port),
       DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'ff-start-')),
+      ...(workers ? { WORKERS: String(workers) } : {}),
     },
     stdio: ['ignore', 'ignore', 'inherit'],
     detached: true,
@@ -206,44 +207,72 @@ async function embeddedStartup(): Promise<{ readyMs: number; rssMiB: number }> {
 
 async function main() {
   const embedded = await embeddedStartup();
+  const embeddedOne = await embeddedStartup(1);
   const upstream = await spawnReady(process.execPath, ['bench/staticUpstream.mjs'], {});
   const upstreamUrl = `http://127.0.0.1:${upstream.port}`;
   const bare = await spawnReady(process.execPath, ['bench/bareProxy.mjs'], { TARGET: upstreamUrl });
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ff-hotpath-'));
-  const gatewayPort = 4500 + Math.floor(Math.random() * 400);
-  const gatewayUrl = `http://127.0.0.1:${gatewayPort}`;
-  const startedAt = performance.now();
-  const gateway = spawn('npm', ['start', '-s'], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      PORT: String(gatewayPort),
-      PUBLIC_BASE_URL: gatewayUrl,
-      DATA_DIR: dataDir,
-      FHIR_BASE_URL: `${upstreamUrl}/fhir`,
-      ADMIN_EMAIL: ADMIN.email,
-      ADMIN_PASSWORD: ADMIN.password,
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
-    detached: true,
-  });
-  const gw = new Pool(gatewayUrl, { connections: CONNECTIONS * 2 });
-  const bareTarget: Target = {
-    name: 'bare',
-    pool: new Pool(`http://127.0.0.1:${bare.port}`, { connections: CONNECTIONS * 2 }),
-    pids: () => [bare.child.pid as number],
-  };
-  const gwTarget: Target = { name: 'gateway', pool: gw, pids: () => processTree(gateway.pid as number) };
-  try {
+  /** `npm start` in front of the static upstream with `workers` serving processes; resolves once ready. */
+  const startGateway = async (workers: number) => {
+    const port = 4500 + Math.floor(Math.random() * 400);
+    const url = `http://127.0.0.1:${port}`;
+    const startedAt = performance.now();
+    // BENCH_PROFILE=<dir>: the gateway runs as `node --cpu-prof dist/main.js` and leaves a .cpuprofile there
+    const profile = process.env.BENCH_PROFILE;
+    if (profile) execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: ROOT });
+    const [command, args] = profile
+      ? [process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profile}`, 'dist/main.js']]
+      : ['npm', ['start', '-s']];
+    const child = spawn(command, args, {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        PORT: String(port),
+        PUBLIC_BASE_URL: 'http://gateway.bench',
+        DATA_DIR: dataDir,
+        FHIR_BASE_URL: `${upstreamUrl}/fhir`,
+        ADMIN_EMAIL: ADMIN.email,
+        ADMIN_PASSWORD: ADMIN.password,
+        WORKERS: String(workers),
+      },
+      stdio: ['ignore', 'ignore', 'inherit'],
+      detached: true,
+    });
+    const pool = new Pool(url, { connections: CONNECTIONS * 2 });
     for (;;) {
       try {
-        if ((await get(gw, '/readyz')) === 200) break;
+        if ((await get(pool, '/readyz')) === 200) break;
       } catch {
         // not up yet
       }
       await sleep(20);
     }
     const readyMs = Math.round(performance.now() - startedAt);
+    const target: Target = { name: 'gateway', pool, pids: () => processTree(child.pid as number) };
+    const stop = async () => {
+      await pool.close();
+      try {
+        process.kill(-(child.pid as number), 'SIGTERM');
+      } catch {
+        // gone
+      }
+      await new Promise((r) => child.once('exit', r));
+    };
+    return { child, pool, target, readyMs, stop };
+  };
+  // the comparisons with the bare proxy run the gateway on one core (WORKERS=1), as the bare proxy is
+  const one = await startGateway(1);
+  let running = one;
+  const gw = one.pool;
+  const gateway = one.child;
+  const bareTarget: Target = {
+    name: 'bare',
+    pool: new Pool(`http://127.0.0.1:${bare.port}`, { connections: CONNECTIONS * 2 }),
+    pids: () => [bare.child.pid as number],
+  };
+  const gwTarget = one.target;
+  try {
+    const readyMs = one.readyMs;
     await sleep(2000);
     const idleRss = rssMiB(processTree(gateway.pid as number));
     const bundleBytes = (await (await fetch(`${upstreamUrl}/fhir/Observation`)).text()).length;
@@ -337,6 +366,32 @@ async function main() {
     storming = false;
     await storm;
 
+    // every core: the same closed loops with WORKERS=2 (same DATA_DIR: the accounts and tokens stay valid)
+    await one.stop();
+    const two = await startGateway(2);
+    running = two;
+    await closedLoop(two.target, search, patient, 1000);
+    await closedLoop(two.target, read, patient, 1000);
+    for (let round = 0; round < ROUNDS; round++) {
+      add('workers2.bundle.rps', (await closedLoop(two.target, search, patient)).rps);
+      add('workers2.read.rps', (await closedLoop(two.target, read, patient)).rps);
+    }
+    let m2 = 0;
+    const loginsTwoStart = performance.now();
+    await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        while (m2 < logins) {
+          m2++;
+          const response = await post(two.pool, '/auth/login', {
+            email: emails[1 + (m2 % LOGIN_ACCOUNTS)],
+            password: PASSWORD,
+          });
+          if (response.status !== 200) throw new Error(`login answered ${response.status}`);
+        }
+      }),
+    );
+    const loginsTwoPerSecond = Math.round(logins / ((performance.now() - loginsTwoStart) / 1000));
+
     const m = (key: string) => median(rows[key] ?? []);
     const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
     const summary = {
@@ -389,8 +444,23 @@ async function main() {
         with_20_logins_in_flight: loud.p99,
         ratio: ratio(loud.p99, quiet.p99),
       },
-      external_upstream: { start_to_ready_ms: readyMs, idle_rss_mib_process_tree: idleRss },
-      embedded_default: { start_to_ready_ms: embedded.readyMs, idle_rss_mib_process_tree: embedded.rssMiB },
+      workers_2: {
+        bundle_rps: m('workers2.bundle.rps'),
+        read_rps: m('workers2.read.rps'),
+        bundle_ratio_to_1: ratio(m('workers2.bundle.rps'), m('gateway.bundle.rps')),
+        read_ratio_to_1: ratio(m('workers2.read.rps'), m('gateway.read.rps')),
+        logins_per_second: loginsTwoPerSecond,
+      },
+      external_upstream_workers_1: { start_to_ready_ms: readyMs, idle_rss_mib_process_tree: idleRss },
+      embedded_default: {
+        workers: os.availableParallelism(),
+        start_to_ready_ms: embedded.readyMs,
+        idle_rss_mib_process_tree: embedded.rssMiB,
+      },
+      embedded_workers_1: {
+        start_to_ready_ms: embeddedOne.readyMs,
+        idle_rss_mib_process_tree: embeddedOne.rssMiB,
+      },
       errors:
         (rows['gateway.errors'] ?? []).reduce((a, b) => a + b, 0) +
         (rows['bare.errors'] ?? []).reduce((a, b) => a + b, 0),
@@ -410,23 +480,20 @@ async function main() {
         `| throughput, ${CONNECTIONS} connections, Bundle / read | ${s.throughput_rps.bundle.gateway} / ${s.throughput_rps.read.gateway} req/s | ${s.throughput_rps.bundle.bare} / ${s.throughput_rps.read.bare} req/s | ${s.throughput_rps.bundle.ratio}× / ${s.throughput_rps.read.ratio}× |`,
         `| added latency at 250 req/s, Bundle p50 / p99 | +${s.added_latency_ms.at_250.p50} / +${s.added_latency_ms.at_250.p99} ms | | |`,
         `| added latency at 1,000 req/s, Bundle p50 / p99 | +${s.added_latency_ms.at_1000.p50} / +${s.added_latency_ms.at_1000.p99} ms | p50 ${s.added_latency_ms.bare_at_1000.p50} / p99 ${s.added_latency_ms.bare_at_1000.p99} ms | |`,
-        `| logins/s (20 in flight) | ${s.logins.per_second} | | main thread ${s.logins.main_thread_us_per_login} µs per login |`,
+        `| logins/s (20 in flight), WORKERS=1 / 2 | ${s.logins.per_second} / ${s.workers_2.logins_per_second} | | main thread ${s.logins.main_thread_us_per_login} µs per login |`,
+        `| WORKERS=2 throughput, Bundle / read | ${s.workers_2.bundle_rps} / ${s.workers_2.read_rps} req/s | | ${s.workers_2.bundle_ratio_to_1}× / ${s.workers_2.read_ratio_to_1}× of WORKERS=1 |`,
         `| read p99 at 250 req/s, with 20 logins in flight vs none | ${s.read_p99_ms_at_250.with_20_logins_in_flight} vs ${s.read_p99_ms_at_250.quiet} ms | | ${s.read_p99_ms_at_250.ratio}× |`,
-        `| \`npm start\` → ready; idle RSS of the process tree, embedded default | ${s.embedded_default.start_to_ready_ms} ms; ${s.embedded_default.idle_rss_mib_process_tree} MiB | | |`,
-        `| the same with an external FHIR server | ${s.external_upstream.start_to_ready_ms} ms; ${s.external_upstream.idle_rss_mib_process_tree} MiB | | |`,
+        `| \`npm start\` → ready; idle RSS of the process tree, embedded default (WORKERS=${s.embedded_default.workers}) | ${s.embedded_default.start_to_ready_ms} ms; ${s.embedded_default.idle_rss_mib_process_tree} MiB | | |`,
+        `| the same with WORKERS=1 | ${s.embedded_workers_1.start_to_ready_ms} ms; ${s.embedded_workers_1.idle_rss_mib_process_tree} MiB | | |`,
+        `| WORKERS=1 with an external FHIR server | ${s.external_upstream_workers_1.start_to_ready_ms} ms; ${s.external_upstream_workers_1.idle_rss_mib_process_tree} MiB | | |`,
         `| errors | ${s.errors} | | |`,
         '',
       ].join('\n'),
     );
   } finally {
-    try {
-      process.kill(-(gateway.pid as number), 'SIGTERM');
-    } catch {
-      // gone
-    }
+    await running.stop().catch(() => undefined);
     bare.child.kill();
     upstream.child.kill();
-    await gw.close();
     await bareTarget.pool.close();
   }
 }
