@@ -7,7 +7,7 @@ import { type EmbeddedFhirServer, startEmbeddedFhirServer } from './fhir/embedde
 import type { Logger } from './logger.js';
 import { relayClusterMetrics } from './metrics/clusterMetrics.js';
 import { loadSecrets } from './secrets.js';
-import { WORKER_ENV } from './workerEnv.js';
+import { CLUSTER_MESSAGE, isClusterMessage, WORKER_ENV } from './workerEnv.js';
 
 /**
  * WORKERS > 1: several serving processes on one port (node:cluster), so every core serves
@@ -75,10 +75,29 @@ export async function startCluster(config: Config, workers: number, logger: Logg
   // the kernel spreads connections over the workers' shared socket: no hop through the primary
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   let closing = false;
+  // worker 0 listens first: it creates the first admin before it does, so no worker may answer
+  // a login before that account exists; the others boot meanwhile and ask before they listen
+  let firstListening = false;
+  let allListening = false;
+  const waiting: Worker[] = [];
+  const onAsk = (worker: Worker, message: unknown) => {
+    if (!isClusterMessage(message, CLUSTER_MESSAGE.mayListen)) return;
+    if (firstListening) worker.send({ type: CLUSTER_MESSAGE.listen });
+    else waiting.push(worker);
+  };
+  cluster.on('message', onAsk);
   const fork = (index: number): Worker => {
     const worker = cluster.fork({
       ...(embeddedUrl ? { [WORKER_ENV.fhirBaseUrl]: embeddedUrl } : {}),
       [WORKER_ENV.background]: index === 0 ? '1' : '0',
+    });
+    worker.once('listening', () => {
+      if (index === 0 && !firstListening) {
+        firstListening = true;
+        for (const other of waiting.splice(0)) other.send({ type: CLUSTER_MESSAGE.listen });
+      }
+      // a worker started again after a crash is ready as soon as it listens
+      if (allListening) worker.send({ type: CLUSTER_MESSAGE.allListening });
     });
     worker.once('exit', (code, signal) => {
       if (closing) return;
@@ -94,15 +113,14 @@ export async function startCluster(config: Config, workers: number, logger: Logg
       worker.once('listening', () => resolve());
       worker.once('exit', (code) => reject(new Error(`a gateway worker exited with ${code} while starting`)));
     });
-  // worker 0 first: it creates the first admin before it listens, so no worker can answer
-  // /readyz (or a login) before that account exists; the others start once it serves
-  await listening(fork(0));
-  const others: Promise<void>[] = [];
-  for (let index = 1; index < workers; index++) others.push(listening(fork(index)));
-  const [embedded] = await Promise.all([embeddedStarting, ...others]);
+  const started = Array.from({ length: workers }, (_, index) => fork(index));
+  const [embedded] = await Promise.all([embeddedStarting, ...started.map(listening)]);
+  allListening = true;
+  for (const worker of started) worker.send({ type: CLUSTER_MESSAGE.allListening });
   return {
     close: async () => {
       closing = true;
+      cluster.off('message', onAsk);
       stopMetricsRelay();
       const exits = Object.values(cluster.workers ?? {}).flatMap((worker) =>
         worker && !worker.isDead()

@@ -1,7 +1,7 @@
 import cluster from 'node:cluster';
 import { type Config, ConfigError, loadConfig, loadDotEnv } from './config.js';
 import { createLogger, type Logger } from './logger.js';
-import { WORKER_ENV } from './workerEnv.js';
+import { CLUSTER_MESSAGE, isClusterMessage, WORKER_ENV } from './workerEnv.js';
 
 /**
  * Entry point of `npm start`: config -> gateway -> wait for a signal -> graceful shutdown.
@@ -45,9 +45,14 @@ async function runPrimary(config: Config, logger: Logger): Promise<void> {
 async function runServer(config: Config, logger: Logger): Promise<void> {
   const { startGateway } = await import('./server.js');
   const embeddedByPrimary = process.env[WORKER_ENV.fhirBaseUrl];
+  const firstWorker = cluster.isPrimary || process.env[WORKER_ENV.background] === '1';
   const gateway = await startGateway(
     embeddedByPrimary ? { ...config, fhir: { ...config.fhir, baseUrl: embeddedByPrimary } } : config,
-    { logger, background: cluster.isPrimary || process.env[WORKER_ENV.background] === '1' },
+    {
+      logger,
+      background: firstWorker,
+      ...(cluster.isWorker ? clusterStart(firstWorker) : {}),
+    },
   );
   if (cluster.isPrimary) {
     logger.info(
@@ -60,6 +65,31 @@ async function runServer(config: Config, logger: Logger): Promise<void> {
     );
   }
   onSignals(logger, () => gateway.close());
+}
+
+/**
+ * A cluster worker's part in the start (src/cluster.ts): every worker boots at once, worker 0
+ * listens first (it creates the first admin before it does), the others when the primary says
+ * so; /readyz says ready once the primary reports every worker listening.
+ */
+function clusterStart(firstWorker: boolean) {
+  let allListening = false;
+  let mayListen: () => void = () => undefined;
+  const listenAllowed = new Promise<void>((resolve) => {
+    mayListen = resolve;
+  });
+  process.on('message', (message: unknown) => {
+    if (isClusterMessage(message, CLUSTER_MESSAGE.listen)) mayListen();
+    if (isClusterMessage(message, CLUSTER_MESSAGE.allListening)) allListening = true;
+  });
+  return {
+    beforeListen: () => {
+      if (firstWorker) return Promise.resolve();
+      process.send?.({ type: CLUSTER_MESSAGE.mayListen });
+      return listenAllowed;
+    },
+    peersReady: () => allListening,
+  };
 }
 
 function onSignals(logger: Logger, close: () => Promise<void>): void {

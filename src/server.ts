@@ -40,6 +40,10 @@ export interface StartOptions {
    * first admin). Default true; with WORKERS > 1 only worker 0 does (src/cluster.ts).
    */
   readonly background?: boolean;
+  /** Awaited just before the HTTP listener opens (a cluster worker waits for worker 0). */
+  readonly beforeListen?: () => Promise<void>;
+  /** False while other serving processes of this gateway still start (/readyz says 503). */
+  readonly peersReady?: () => boolean;
 }
 
 /** Most panel-membership answers kept (each a patient id and its practitioners: ~200 bytes). */
@@ -179,10 +183,12 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       clock,
       logger,
       metrics,
+      peersReady: options.peersReady ?? (() => true),
     };
     // creates a crash left half-done are finished (or undone) now and every few seconds
     if (runsBackgroundWork) closers.push(startReconciler(deps));
     const app = createApp(deps);
+    await options.beforeListen?.();
     const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
       const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
       s.once('error', reject);

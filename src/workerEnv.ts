@@ -5,3 +5,18 @@ export const WORKER_ENV = {
   /** "1" for the worker that runs the background work. */
   background: 'FF_BACKGROUND',
 } as const;
+
+/** Messages between the primary and its workers during a start (src/cluster.ts). */
+export const CLUSTER_MESSAGE = {
+  /** Worker to primary: booted, may I listen? */
+  mayListen: 'fhir-facade:may-listen',
+  /** Primary to worker: listen (worker 0 serves, so the first admin exists). */
+  listen: 'fhir-facade:listen',
+  /** Primary to worker: every worker listens, /readyz may say ready. */
+  allListening: 'fhir-facade:all-listening',
+} as const;
+
+/** True when `message` is a cluster message of `type`. */
+export function isClusterMessage(message: unknown, type: string): boolean {
+  return (message as { type?: unknown } | null)?.type === type;
+}

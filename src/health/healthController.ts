@@ -32,7 +32,14 @@ async function checkFhir(deps: AppDeps): Promise<CheckResult> {
 const Readiness = z
   .object({
     status: z.enum(['ready', 'unavailable']),
-    checks: z.object({ database: z.enum(['ok', 'failed']), fhir: z.enum(['ok', 'failed']) }),
+    checks: z.object({
+      database: z.enum(['ok', 'failed']),
+      fhir: z.enum(['ok', 'failed']),
+      workers: z
+        .literal('starting')
+        .optional()
+        .openapi({ description: 'Present while other serving processes (WORKERS) still start' }),
+    }),
   })
   .openapi('Readiness');
 
@@ -68,10 +75,13 @@ export function healthRoutes() {
   router.openapi(healthzRoute, (c) => c.json({ status: 'ok' as const }, 200));
   router.openapi(readyzRoute, async (c) => {
     const [database, fhir] = await Promise.all([checkDatabase(c.var.deps), checkFhir(c.var.deps)]);
-    const ready = database === 'ok' && fhir === 'ok';
+    // a balancer that opened its keep-alive connections before every worker listened would
+    // leave the late workers idle: ready only once all of them serve
+    const peers = c.var.deps.peersReady();
+    const ready = database === 'ok' && fhir === 'ok' && peers;
     const body = {
       status: ready ? ('ready' as const) : ('unavailable' as const),
-      checks: { database, fhir },
+      checks: { database, fhir, ...(peers ? {} : { workers: 'starting' as const }) },
     };
     return ready ? c.json(body, 200) : c.json(body, 503);
   });

@@ -40,6 +40,8 @@ export interface AppDeps {
   readonly logger: Logger;
   /** Prometheus metrics (src/metrics/); does nothing unless METRICS_TOKEN is set. */
   readonly metrics: Metrics;
+  /** False while other serving processes of a cluster still start (src/cluster.ts); /readyz waits for it. */
+  readonly peersReady: () => boolean;
 }
 
 /** The verified caller, set by `authenticate`. */

@@ -51,6 +51,8 @@ export interface TestGatewayOptions {
    * `hapi-real` points it at the real HAPI FHIR server shared by the whole run (hapiReal.ts).
    */
   upstream?: UpstreamFlavour;
+  /** As a cluster worker has it (src/cluster.ts): false while other workers still start. */
+  peersReady?: () => boolean;
 }
 
 export { tempDir };
@@ -116,6 +118,7 @@ export async function startTestGateway(options: TestGatewayOptions = {}): Promis
   const gateway = await startGateway(config, {
     logger: createLogger(config.logLevel),
     ...(options.clock ? { clock: options.clock } : {}),
+    ...(options.peersReady ? { peersReady: options.peersReady } : {}),
   });
   let adminToken: string | undefined;
 

@@ -95,6 +95,23 @@ describe('readiness with the FHIR server down', () => {
     }
   });
 
+  it('answers 503 naming the workers while other serving processes of a cluster still start', async () => {
+    let peersReady = false;
+    const gw = await startTestGateway({ peersReady: () => peersReady });
+    try {
+      const starting = await gw.call('/readyz');
+      expect(starting.status).toBe(503);
+      expect(await starting.json()).toEqual({
+        status: 'unavailable',
+        checks: { database: 'ok', fhir: 'ok', workers: 'starting' },
+      });
+      peersReady = true;
+      expect((await gw.call('/readyz')).status).toBe(200);
+    } finally {
+      await gw.close();
+    }
+  });
+
   it('answers 503 within the readiness timeout when the FHIR server hangs', async () => {
     const { startFakeUpstream } = await import('../helpers/fakeUpstream.js');
     const hang = await startFakeUpstream(() => {});
