@@ -100,7 +100,8 @@ export async function startCluster(config: Config, workers: number, logger: Logg
       if (allListening) worker.send({ type: CLUSTER_MESSAGE.allListening });
     });
     worker.once('exit', (code, signal) => {
-      if (closing) return;
+      // during the start a death fails the start (below); afterwards the worker is replaced
+      if (closing || !allListening) return;
       logger.error({ worker: index, code, signal }, 'gateway worker died; starting another');
       setTimeout(() => {
         if (!closing) fork(index);

@@ -85,7 +85,9 @@ function clusterStart(firstWorker: boolean) {
   return {
     beforeListen: () => {
       if (firstWorker) return Promise.resolve();
-      process.send?.({ type: CLUSTER_MESSAGE.mayListen });
+      // a primary gone meanwhile (its start failed) ends this worker through 'disconnect'
+      if (process.connected)
+        process.send?.({ type: CLUSTER_MESSAGE.mayListen }, undefined, {}, () => undefined);
       return listenAllowed;
     },
     peersReady: () => allListening,
