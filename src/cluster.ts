@@ -23,7 +23,7 @@ import { CLUSTER_MESSAGE, isClusterMessage, WORKER_ENV } from './workerEnv.js';
 const EMBEDDED_BASE_PATH = '/fhir/R4';
 
 /** A free port on loopback, for the embedded server whose address the workers must know before it listens. */
-function freeLoopbackPort(): Promise<number> {
+export function freeLoopbackPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = createServer();
     probe.once('error', reject);

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import path from 'node:path';
+import { freeLoopbackPort } from '../../src/cluster.js';
 
 /**
  * Real processes for the tests where a process boundary matters: the gateway started the way
@@ -52,16 +52,7 @@ export function runNpm(args: readonly string[], env: Record<string, string>): Ru
 }
 
 /** A free port on loopback (the OS picks; a race with another process is unlikely on a test machine). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+export const freePort = freeLoopbackPort;
 
 /** Polls until `check` resolves truthy, or throws after `timeoutMs` with the process output for context. */
 export async function waitFor<T>(
