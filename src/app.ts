@@ -18,7 +18,6 @@ import { requestId } from './middleware/requestId.js';
 import { requestLog } from './middleware/requestLog.js';
 import { securityHeaders } from './middleware/securityHeaders.js';
 import { oauthRoutes } from './oauth/oauthRoutes.js';
-import { createOAuthServer } from './oauth/provider.js';
 import { isProtocolPath } from './oauth/urls.js';
 import { patientRoutes } from './patient/patientController.js';
 import { practitionerRoutes } from './practitioner/practitionerController.js';
@@ -92,7 +91,10 @@ export function createApp(deps: AppDeps) {
   app.route('/', patientRoutes());
   app.route('/', practitionerRoutes());
   // SMART App Launch: /oauth/* and /fhir/.well-known/smart-configuration, before the passthrough
-  app.route('/', oauthRoutes(createOAuthServer(deps)));
+  app.route(
+    '/',
+    oauthRoutes(() => import('./oauth/provider.js').then((m) => m.createOAuthServer(deps))),
+  );
   app.route('/', smartAppRoutes());
   app.route('/', passthroughRoutes());
 

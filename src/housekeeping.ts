@@ -3,7 +3,6 @@ import type { Database } from '../db/schema.js';
 import { purgeOldWindows } from './auth/rateLimiter.js';
 import type { Clock } from './clock.js';
 import type { Logger } from './logger.js';
-import { purgeExpiredOAuthRows } from './oauth/adapter.js';
 
 const EVERY_MS = 10 * 60_000;
 
@@ -13,7 +12,8 @@ export async function sweep(db: Kysely<Database>, clock: Clock): Promise<void> {
   await purgeOldWindows(db, clock);
   await db.deleteFrom('idempotency_keys').where('expires_at', '<', now).execute();
   await db.deleteFrom('refresh_tokens').where('expires_at', '<', now).execute();
-  await purgeExpiredOAuthRows(db, clock.now());
+  // SMART codes, tokens and sessions (src/oauth/adapter.ts) are useless once expired
+  await db.deleteFrom('oauth_store').where('expires_at', '<', now).execute();
 }
 
 /** Runs `sweep` every 10 minutes; returns the stop function. */

@@ -139,8 +139,3 @@ class DatabaseAdapter implements Adapter {
 export function databaseAdapter(db: Db, hooks: AdapterHooks) {
   return (model: string): Adapter => new DatabaseAdapter(db, model, hooks);
 }
-
-/** Deletes expired rows (housekeeping): a row is useless once it expired. */
-export async function purgeExpiredOAuthRows(db: Db, now: Date): Promise<void> {
-  await db.deleteFrom('oauth_store').where('expires_at', '<', now.toISOString()).execute();
-}

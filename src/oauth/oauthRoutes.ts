@@ -73,17 +73,33 @@ function interaction(c: Ctx, server: OAuthServer): Promise<Response> {
   );
 }
 
-export function oauthRoutes(server: OAuthServer) {
+/**
+ * `loadServer` runs on the first /oauth request, once: oidc-provider and its dependencies (~30 MiB
+ * and ~250 ms per process) load only on a gateway that serves SMART apps.
+ */
+export function oauthRoutes(loadServer: () => Promise<OAuthServer>) {
   const router = createRouter();
-  const handle = server.provider.callback() as NodeHandler;
+  let loading: Promise<{ server: OAuthServer; handle: NodeHandler }> | undefined;
+  const loaded = () => {
+    loading ??= loadServer().then(
+      (server) => ({ server, handle: server.provider.callback() as NodeHandler }),
+      (error: unknown) => {
+        // tried again by the next request rather than failing every one after it
+        loading = undefined;
+        throw error;
+      },
+    );
+    return loading;
+  };
   // public: an app discovers the authorization endpoints here before anyone signed in
   router.get('/fhir/.well-known/smart-configuration', (c) =>
     c.json(smartConfiguration(c.var.deps.config), 200, { 'Access-Control-Allow-Origin': '*' }),
   );
-  router.all(`${OAUTH_PREFIX}/*`, (c) => {
-    if (c.req.path.startsWith(INTERACTION_PREFIX)) return interaction(c, server);
+  router.all(`${OAUTH_PREFIX}/*`, async (c) => {
     // the whole key set, previous keys too: oidc-provider holds only the key it signs with
     if (c.req.path === `${OAUTH_PREFIX}/jwks` && c.req.method === 'GET') return jwksResponse(c);
+    const { server, handle } = await loaded();
+    if (c.req.path.startsWith(INTERACTION_PREFIX)) return interaction(c, server);
     return protocol(c, handle);
   });
   return router;
