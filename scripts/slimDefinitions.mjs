@@ -45,71 +45,50 @@ function slimElement(element) {
   return out;
 }
 
+/** The named members of `source`, in that order (absent ones stay absent once serialised). */
+const pick = (source, keys) => Object.fromEntries(keys.map((key) => [key, source[key]]));
+
+const STRUCTURE_DEFINITION_KEYS = [
+  'resourceType',
+  'id',
+  'url',
+  'name',
+  'title',
+  'version',
+  'type',
+  'kind',
+  'abstract',
+  'baseDefinition',
+  'derivation',
+  'status',
+];
+
 function slimStructureDefinition(sd) {
-  const {
-    resourceType,
-    id,
-    url,
-    name,
-    title,
-    version,
-    type,
-    kind,
-    abstract,
-    baseDefinition,
-    derivation,
-    status,
-  } = sd;
   return {
-    resourceType,
-    id,
-    url,
-    name,
-    title,
-    version,
-    type,
-    kind,
-    abstract,
-    baseDefinition,
-    derivation,
-    status,
+    ...pick(sd, STRUCTURE_DEFINITION_KEYS),
     snapshot: { element: (sd.snapshot?.element ?? []).map(slimElement) },
   };
 }
 
+const SEARCH_PARAMETER_KEYS = [
+  'resourceType',
+  'id',
+  'url',
+  'name',
+  'code',
+  'base',
+  'type',
+  'expression',
+  'target',
+  'modifier',
+  'chain',
+  'comparator',
+  'multipleOr',
+  'multipleAnd',
+];
+
 function slimSearchParameter(sp) {
-  const {
-    resourceType,
-    id,
-    url,
-    name,
-    code,
-    base,
-    type,
-    expression,
-    target,
-    modifier,
-    chain,
-    comparator,
-    multipleOr,
-    multipleAnd,
-  } = sp;
-  return {
-    resourceType,
-    id,
-    url,
-    name,
-    code,
-    base,
-    type,
-    expression,
-    target,
-    modifier,
-    chain,
-    comparator,
-    multipleOr,
-    multipleAnd,
-  };
+  return pick(sp, SEARCH_PARAMETER_KEYS);
 }
 
 function slimBundle(file) {

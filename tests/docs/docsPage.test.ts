@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DOCS_CONTENT_SECURITY_POLICY } from '../../src/docs/docsController.js';
+import { findChromium } from '../helpers/chromium.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 
 /**
@@ -12,18 +13,7 @@ import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 const SCREENSHOT = 'test-artifacts/docs-page.png';
 const TRY_IT_OUT_SCREENSHOT = 'test-artifacts/docs-try-it-out.png';
 
-/** Debian's `chromium` (installed by .ci/run when missing), or CHROMIUM_PATH. */
-function findChromium(): string | undefined {
-  const candidates = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser'];
-  return candidates.find((c): c is string => !!c && fs.existsSync(c));
-}
-
-const chromiumPath = findChromium();
-if (!chromiumPath) {
-  console.warn(
-    '[tests] no Chromium binary (apt-get install chromium, or set CHROMIUM_PATH): the /docs rendering test is skipped',
-  );
-}
+const chromiumPath = findChromium('the /docs rendering test');
 
 describe('GET /docs', () => {
   let gw: TestGateway;

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findChromium } from '../helpers/chromium.js';
 import type { TestGateway } from '../helpers/gateway.js';
 import {
   authorizeUrl,
@@ -23,16 +24,7 @@ import {
 const ARTIFACTS = 'test-artifacts';
 const FHIR_CLIENT = 'node_modules/fhirclient/build/fhir-client.min.js';
 
-function findChromium(): string | undefined {
-  const candidates = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser'];
-  return candidates.find((c): c is string => !!c && fs.existsSync(c));
-}
-const chromiumPath = findChromium();
-if (!chromiumPath) {
-  console.warn(
-    '[tests] no Chromium binary (apt-get install chromium, or set CHROMIUM_PATH): the fhirclient launch is skipped',
-  );
-}
+const chromiumPath = findChromium('the fhirclient launch');
 
 const launchPage = (iss: string, clientId: string, scope: string) => `<!doctype html>
 <meta charset="utf-8"><title>Launch</title>
