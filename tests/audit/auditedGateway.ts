@@ -3,7 +3,7 @@ import type { AuditRow } from '../../db/schema.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { type Gateway, startGateway } from '../../src/server.js';
-import { ADMIN_EMAIL, ADMIN_PASSWORD, type CallInit, tempDir } from '../helpers/gateway.js';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, type CallInit, httpCaller, tempDir } from '../helpers/gateway.js';
 import { codeIn, mailsTo } from '../helpers/journey.js';
 import { createTestSchema, type TestSchema } from '../helpers/postgres.js';
 import type { SmtpCapture } from '../helpers/smtp.js';
@@ -61,17 +61,7 @@ export async function startAuditedGateway(options: AuditedGatewayOptions): Promi
   };
   const gateway = await startGateway(config, { logger: createLogger('info', stream) });
 
-  const call = (pathAndQuery: string, init: CallInit = {}) => {
-    const { json, token, headers, ...rest } = init;
-    const h = new Headers(headers);
-    if (json !== undefined) h.set('content-type', 'application/json');
-    if (token) h.set('authorization', `Bearer ${token}`);
-    return fetch(`${gateway.url}${pathAndQuery}`, {
-      ...rest,
-      headers: h,
-      body: json !== undefined ? JSON.stringify(json) : init.body,
-    });
-  };
+  const call = httpCaller(gateway.url);
   const login = async (email: string, password: string) => {
     const response = await call('/auth/login', { method: 'POST', json: { email, password } });
     if (response.status !== 200) throw new Error(`login failed: ${response.status}`);

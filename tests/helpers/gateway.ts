@@ -97,6 +97,21 @@ function hapiRealEnv(): Record<string, string> {
   };
 }
 
+/** `fetch` on `baseUrl`, with a JSON body and a bearer token made easy. */
+export function httpCaller(baseUrl: string) {
+  return (pathAndQuery: string, init: CallInit = {}) => {
+    const { json, token, headers, ...rest } = init;
+    const h = new Headers(headers);
+    if (json !== undefined) h.set('content-type', 'application/json');
+    if (token) h.set('authorization', `Bearer ${token}`);
+    return fetch(`${baseUrl}${pathAndQuery}`, {
+      ...rest,
+      headers: h,
+      body: json !== undefined ? JSON.stringify(json) : init.body,
+    });
+  };
+}
+
 /** The whole gateway — real SQLite/PostgreSQL, embedded FHIR over loopback HTTP — on ephemeral ports. */
 export async function startTestGateway(options: TestGatewayOptions = {}): Promise<TestGateway> {
   const dataDir = options.dataDir ?? tempDir();
@@ -122,17 +137,7 @@ export async function startTestGateway(options: TestGatewayOptions = {}): Promis
   });
   let adminToken: string | undefined;
 
-  const call = (pathAndQuery: string, init: CallInit = {}) => {
-    const { json, token, headers, ...rest } = init;
-    const h = new Headers(headers);
-    if (json !== undefined) h.set('content-type', 'application/json');
-    if (token) h.set('authorization', `Bearer ${token}`);
-    return fetch(`${gateway.url}${pathAndQuery}`, {
-      ...rest,
-      headers: h,
-      body: json !== undefined ? JSON.stringify(json) : init.body,
-    });
-  };
+  const call = httpCaller(gateway.url);
 
   const login = async (email: string, password: string) => {
     const response = await call('/auth/login', { method: 'POST', json: { email, password } });
