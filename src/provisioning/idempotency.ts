@@ -111,15 +111,20 @@ export async function finishKey(db: Db, held: HeldKey, response: StoredResponse)
     .execute();
 }
 
-/** Frees a key whose work created nothing (failed, or undone by reconciliation): the client may retry with it. */
-export async function releaseKey(db: Db, held: HeldKey, onlyWithoutIntent = false): Promise<void> {
-  let query = db
+/**
+ * Frees a key whose work created nothing (failed, or undone by reconciliation): the client may
+ * retry with it. Only while `intentId` is the key's latest intent (null: while it has none): a
+ * retry may have linked a newer intent to the key meanwhile, whose completion must still find
+ * the key to store its answer (else the account exists and every retry answers 409).
+ */
+export async function releaseKey(db: Db, held: HeldKey, intentId: string | null): Promise<void> {
+  await db
     .deleteFrom('idempotency_keys')
     .where('actor_user_id', '=', held.actorUserId)
     .where('key', '=', held.key)
-    .where('state', '=', 'in_progress');
-  if (onlyWithoutIntent) query = query.where('intent_id', 'is', null);
-  await query.execute();
+    .where('state', '=', 'in_progress')
+    .where('intent_id', intentId === null ? 'is' : '=', intentId)
+    .execute();
 }
 
 /** The key an intent was started under, if any. */
@@ -188,7 +193,7 @@ export async function withIdempotency(
   } catch (error) {
     await beat.stop();
     // a key whose work recorded an intent is the intent's to settle: reconciliation finishes or frees it
-    await releaseKey(deps.db, held, true).catch((e: unknown) =>
+    await releaseKey(deps.db, held, null).catch((e: unknown) =>
       deps.logger.warn({ err: e }, 'could not release an idempotency key'),
     );
     throw error;

@@ -423,7 +423,7 @@ async function createAndComplete(
     // key with it, so a retry gets what reconciliation finds
     if (!(error instanceof AppError && error.code === 'upstream_timeout')) {
       await bestEffort(deps, () => settle('abandoned', reason));
-      if (held) await bestEffort(deps, () => releaseKey(deps.db, held));
+      if (held) await bestEffort(deps, () => releaseKey(deps.db, held, intent.id));
     }
     await bestEffort(deps, () => failed(reason));
     throw auditedError(error as Error);
@@ -463,7 +463,7 @@ async function createAndComplete(
         failed(taken ? 'conflict' : reason, taken ? 'conflict' : 'storage_unavailable'),
       );
     // busy: the intent stays pending and its key locked until the lease lapses; reconciliation settles both
-    if (held && !busy) await bestEffort(deps, () => releaseKey(deps.db, held));
+    if (held && !busy) await bestEffort(deps, () => releaseKey(deps.db, held, intent.id));
     if (taken)
       throw new AppError('conflict', { detail: 'An account with this email already exists.', cause: error });
     throw new AppError('storage_unavailable', { cause: error });

@@ -83,7 +83,7 @@ async function settle(
     updated_at: deps.clock.now().toISOString(),
   });
   const held = keyOfIntent(intent);
-  if (held) await releaseKey(deps.db, held);
+  if (held) await releaseKey(deps.db, held, intent.id);
 }
 
 /** Settles one claimed intent by what the FHIR server holds; throws when the FHIR server cannot tell (it is retried later). */

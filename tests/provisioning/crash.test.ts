@@ -125,7 +125,10 @@ async function crashRun(dialect: 'sqlite' | 'postgres', run: number, smtp: SmtpC
       record(r.key, answer);
       if (answer.status === 201) break;
       expect([409, 502, 503, 504], `${r.key}: ${JSON.stringify(answer.body)}`).toContain(answer.status);
-      if (Date.now() > deadline) throw new Error(`${r.key} still answers ${answer.status}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `${r.key} still answers ${answer.status} ${JSON.stringify(answer.body)}\n--- gateway output ---\n${gateway.proc.output().slice(-6000)}`,
+        );
       waited++;
       await sleep(Math.min(answer.retryAfter, 3) * 1000);
     }

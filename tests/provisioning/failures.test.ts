@@ -248,3 +248,73 @@ describe('a create a crash left open while the FHIR server cannot answer', () =>
     ]);
   });
 });
+
+describe.each(DIALECTS)('an old intent settled while a retry works under the same key (%s)', (dialect) => {
+  it('leaves the key to the newer intent a retry linked to it, and releases a key that is its own', async () => {
+    const gw = await gateway({ dialect });
+    const actor = await gw.deps.db
+      .selectFrom('users')
+      .select('id')
+      .where('role', '=', 'admin')
+      .executeTakeFirstOrThrow();
+    const key = 'race-key-1';
+    const email = `race-${dialect}@example.com`;
+    const long = new Date(Date.now() - 60_000).toISOString();
+    const intent = (id: string) => ({
+      id,
+      actor_user_id: actor.id,
+      idempotency_key: key,
+      fhir_type: 'Patient' as const,
+      email,
+      display_name: 'Race Condition',
+      resource: '{"resourceType":"Patient"}',
+      response_kind: 'slim' as const,
+      state: 'pending' as const,
+      fhir_id: null,
+      user_id: null,
+      lease_until: long,
+      attempts: 1,
+      last_error: null,
+      request_id: `req-${id}`,
+      client_ip: null,
+      created_at: long,
+      updated_at: long,
+    });
+    // a crashed request's intent (nothing reached the FHIR server), and the key a retry took over
+    // since and linked to its own, newer intent
+    await gw.deps.db.insertInto('provisioning_intents').values(intent('intent-crashed')).execute();
+    await gw.deps.db
+      .insertInto('idempotency_keys')
+      .values({
+        actor_user_id: actor.id,
+        key,
+        route: 'POST /fhir/patient',
+        request_hash: 'h',
+        state: 'in_progress',
+        response_status: null,
+        response_body: null,
+        response_headers: null,
+        created_at: long,
+        expires_at: new Date(Date.now() + 3_600_000).toISOString(),
+        locked_until: new Date(Date.now() + 6_000).toISOString(),
+        intent_id: 'intent-retry',
+      })
+      .execute();
+    // reconciliation settles the crashed intent as abandoned: the retry's key must stay
+    const { reconcileIntent } = await import('../../src/provisioning/reconciliation.js');
+    expect(await reconcileIntent(gw.deps, 'intent-crashed')).toBe('abandoned');
+    const row = await gw.deps.db
+      .selectFrom('idempotency_keys')
+      .select(['state', 'intent_id'])
+      .where('key', '=', key)
+      .executeTakeFirst();
+    expect(row).toEqual({ state: 'in_progress', intent_id: 'intent-retry' });
+    // the crashed intent's own key (linked to it) is released as before
+    await gw.deps.db.updateTable('idempotency_keys').set({ intent_id: 'intent-crashed-2' }).execute();
+    await gw.deps.db.insertInto('provisioning_intents').values(intent('intent-crashed-2')).execute();
+    expect(await reconcileIntent(gw.deps, 'intent-crashed-2')).toBe('abandoned');
+    expect(
+      await gw.deps.db.selectFrom('idempotency_keys').select('key').where('key', '=', key).executeTakeFirst(),
+    ).toBeUndefined();
+  });
+});
