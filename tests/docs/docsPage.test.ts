@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DOCS_CONTENT_SECURITY_POLICY } from '../../src/docs/docsController.js';
-import { findChromium } from '../helpers/chromium.js';
+import { CHROMIUM_FLAGS, findChromium } from '../helpers/chromium.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 
 /**
@@ -93,16 +93,7 @@ describe('GET /docs', () => {
       const { chromium } = await import('playwright-core');
       const browser = await chromium.launch({
         executablePath: chromiumPath!,
-        args: [
-          '--headless',
-          '--no-sandbox',
-          '--disable-gpu',
-          '--disable-quic',
-          '--no-first-run',
-          '--disable-background-networking',
-          '--disable-component-update',
-          '--disable-sync',
-        ],
+        args: CHROMIUM_FLAGS,
       });
       try {
         const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });

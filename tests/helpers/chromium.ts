@@ -13,3 +13,15 @@ export function findChromium(skipped: string): string | undefined {
     );
   return found;
 }
+
+/** Headless, and nothing the browser would fetch on its own (updates, sync, QUIC probes). */
+export const CHROMIUM_FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findChromium } from '../helpers/chromium.js';
+import { CHROMIUM_FLAGS, findChromium } from '../helpers/chromium.js';
 import type { TestGateway } from '../helpers/gateway.js';
 import {
   authorizeUrl,
@@ -87,17 +87,6 @@ async function startAppServer(pages: Record<string, string>): Promise<AppServer>
   };
 }
 
-const LAUNCH_FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-
 describe.skipIf(!chromiumPath)('a fhirclient SMART app in headless Chromium', () => {
   let gw: TestGateway;
   let appServer: AppServer;
@@ -160,7 +149,7 @@ describe.skipIf(!chromiumPath)('a fhirclient SMART app in headless Chromium', ()
     run: (page: import('playwright-core').Page) => Promise<T>,
   ) {
     const { chromium } = await import('playwright-core');
-    const browser = await chromium.launch({ executablePath: chromiumPath!, args: LAUNCH_FLAGS });
+    const browser = await chromium.launch({ executablePath: chromiumPath!, args: CHROMIUM_FLAGS });
     try {
       const context = await browser.newContext({
         viewport: { width: 900, height: 800 },
