@@ -20,6 +20,8 @@ const ROOT = path.resolve(import.meta.dirname, '..');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 4000);
 const CONNECTIONS = 20;
+/** BENCH_QUICK=1: only the closed loops (CPU per request, throughput) on WORKERS=1, for measuring a change. */
+const QUICK = process.env.BENCH_QUICK === '1';
 const ADMIN = { email: 'bench-admin@example.com', password: 'benchmark admin passphrase' };
 const PASSWORD = 'a long and plain passphrase';
 const LOGIN_ACCOUNTS = 10;
@@ -206,8 +208,8 @@ async function embeddedStartup(workers?: number): Promise<{ readyMs: number; rss
 }
 
 async function main() {
-  const embedded = await embeddedStartup();
-  const embeddedOne = await embeddedStartup(1);
+  const embedded = QUICK ? { readyMs: 0, rssMiB: 0 } : await embeddedStartup();
+  const embeddedOne = QUICK ? { readyMs: 0, rssMiB: 0 } : await embeddedStartup(1);
   const upstream = await spawnReady(process.execPath, ['bench/staticUpstream.mjs'], {});
   const upstreamUrl = `http://127.0.0.1:${upstream.port}`;
   const bare = await spawnReady(process.execPath, ['bench/bareProxy.mjs'], { TARGET: upstreamUrl });
@@ -324,13 +326,23 @@ async function main() {
         add(`${t.name}.read.rps`, single.rps);
         add(`${t.name}.read.cpu_us`, single.cpuUsPerRequest);
         add(`${t.name}.errors`, single.errors);
-        for (const rate of [250, 1000]) {
+        for (const rate of QUICK ? [] : [250, 1000]) {
           const lat = await openLoop(t, search, token, rate, 4);
           add(`${t.name}.bundle.${rate}.p50`, lat.p50);
           add(`${t.name}.bundle.${rate}.p99`, lat.p99);
           add(`${t.name}.errors`, lat.errors);
         }
       }
+    }
+
+    if (QUICK) {
+      const m = (key: string) => median(rows[key] ?? []);
+      const line = (what: string, key: string) =>
+        `${what}: gateway ${m(`gateway.${key}`)} / bare ${m(`bare.${key}`)} = ${Math.round((m(`gateway.${key}`) / m(`bare.${key}`)) * 100) / 100}× (gateway ${JSON.stringify(rows[`gateway.${key}`])}, bare ${JSON.stringify(rows[`bare.${key}`])})`;
+      process.stdout.write(
+        `${[line('CPU µs per Bundle request', 'bundle.cpu_us'), line('CPU µs per read', 'read.cpu_us'), line('Bundle req/s', 'bundle.rps'), line('read req/s', 'read.rps'), `errors ${(rows['gateway.errors'] ?? []).reduce((a, b) => a + b, 0)}`].join('\n')}\n`,
+      );
+      return;
     }
 
     // logins: 20 in flight over 10 accounts (at most 5 attempts in flight per account count against its limit)

@@ -1,5 +1,4 @@
 import { bodyLimit } from 'hono/body-limit';
-import { cors } from 'hono/cors';
 import { adminRoutes } from './admin/adminController.js';
 import { smartAppRoutes } from './admin/smartAppsController.js';
 import { authRoutes } from './auth/authController.js';
@@ -14,6 +13,7 @@ import { createRouter } from './http/router.js';
 import type { AppDeps } from './http/types.js';
 import { metricsRoutes } from './metrics/metricsController.js';
 import { clientIp } from './middleware/clientIp.js';
+import { corsPolicy } from './middleware/cors.js';
 import { requestId } from './middleware/requestId.js';
 import { requestLog } from './middleware/requestLog.js';
 import { securityHeaders } from './middleware/securityHeaders.js';
@@ -43,27 +43,7 @@ export function createApp(deps: AppDeps) {
   app.use(requestLog(deps.logger));
   app.use(securityHeaders());
   app.use(clientIp(deps.config.trustProxy));
-  app.use(
-    cors({
-      // exact-origin allow-list; no credentials mode: tokens travel in the Authorization header
-      origin: (origin) => (deps.config.corsOrigins.includes(origin) ? origin : null),
-      allowMethods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
-      // the conditional headers and Prefer are what FHIR clients send (https://hl7.org/fhir/R4/http.html#cread)
-      allowHeaders: [
-        'Authorization',
-        'Content-Type',
-        'Idempotency-Key',
-        'X-Request-Id',
-        'If-Match',
-        'If-None-Match',
-        'If-Modified-Since',
-        'If-None-Exist',
-        'Prefer',
-      ],
-      exposeHeaders: ['X-Request-Id', 'Retry-After', 'Location', 'ETag'],
-      maxAge: 600,
-    }),
-  );
+  app.use(corsPolicy(deps.config.corsOrigins));
   const tooLarge = () => {
     throw new AppError('payload_too_large');
   };

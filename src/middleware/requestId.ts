@@ -1,6 +1,7 @@
 import type { MiddlewareHandler } from 'hono';
 import type { AppEnv } from '../http/types.js';
 import { uuidv7 } from '../ids.js';
+import { answerHeaders } from './responseHeaders.js';
 
 // a client-chosen id is echoed only when it is short and plain, so it cannot inject log lines or headers
 const ACCEPTABLE_ID = /^[A-Za-z0-9._-]{8,64}$/;
@@ -11,7 +12,7 @@ export function requestId(): MiddlewareHandler<AppEnv> {
     const incoming = c.req.header('x-request-id');
     const id = incoming && ACCEPTABLE_ID.test(incoming) ? incoming : uuidv7();
     c.set('requestId', id);
-    c.header('X-Request-Id', id);
     await next();
+    answerHeaders(c).set('X-Request-Id', id);
   };
 }

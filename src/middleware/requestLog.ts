@@ -11,6 +11,8 @@ import type { Logger } from '../logger.js';
  * tokens or search terms naming a patient. The same figures feed the request metrics.
  */
 export function requestLog(logger: Logger): MiddlewareHandler<AppEnv> {
+  // the line's fields are fixed below and hold no secret, so it skips the redaction pass (~10 µs a line)
+  const lines = logger.child({}, { redact: [] });
   return async (c, next) => {
     const started = performance.now();
     await next();
@@ -20,7 +22,7 @@ export function requestLog(logger: Logger): MiddlewareHandler<AppEnv> {
     // the request's one metrics call (src/metrics/): no allocation once its route and status were seen
     c.var.deps.metrics.request(c.req.method, route, c.res.status, durationMs, code);
     const userId = c.var.caller?.userId ?? c.var.refusedUserId;
-    logger.info(
+    lines.info(
       {
         req_id: c.var.requestId,
         method: c.req.method,

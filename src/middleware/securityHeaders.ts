@@ -1,5 +1,6 @@
 import type { MiddlewareHandler } from 'hono';
 import type { AppEnv } from '../http/types.js';
+import { answerHeaders } from './responseHeaders.js';
 
 /**
  * API responses are never cached unless a route says so (they carry personal data and tokens),
@@ -8,11 +9,12 @@ import type { AppEnv } from '../http/types.js';
 export function securityHeaders(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     await next();
-    if (!c.res.headers.has('Cache-Control')) c.header('Cache-Control', 'no-store');
-    c.header('X-Content-Type-Options', 'nosniff');
-    c.header('Referrer-Policy', 'no-referrer');
-    c.header('X-Frame-Options', 'DENY');
-    c.res.headers.delete('X-Powered-By');
-    c.res.headers.delete('Server');
+    const headers = answerHeaders(c);
+    if (!headers.has('Cache-Control')) headers.set('Cache-Control', 'no-store');
+    headers.set('X-Content-Type-Options', 'nosniff');
+    headers.set('Referrer-Policy', 'no-referrer');
+    headers.set('X-Frame-Options', 'DENY');
+    headers.delete('X-Powered-By');
+    headers.delete('Server');
   };
 }

@@ -58,7 +58,10 @@ async function protocol(c: Ctx, handle: NodeHandler): Promise<Response> {
   prepareNodeResponse(c, outgoing);
   await handle(incoming, outgoing);
   // the answer is written: Hono only learns its status (for the request log)
-  return new Response(null, { status: outgoing.statusCode, headers: RESPONSE_ALREADY_SENT.headers });
+  const written = new Response(null, { status: outgoing.statusCode, headers: RESPONSE_ALREADY_SENT.headers });
+  // @hono/node-server honours "already sent" only on a Response it must read (its fast path for a plain one writes the head again)
+  void written.body;
+  return written;
 }
 
 function interaction(c: Ctx, server: OAuthServer): Promise<Response> {

@@ -30,6 +30,35 @@ describe('HTTP basics', () => {
     expect(response.headers.get('server')).toBeNull();
   });
 
+  // the headers are set after the route, in place (src/middleware/responseHeaders.ts): every kind of answer carries them
+  it.each([
+    ['a FHIR answer relayed from upstream', '/fhir/Patient', true, 200, 'no-store'],
+    ['a FHIR refusal', '/fhir/Patient', false, 401, 'no-store'],
+    ['a slim JSON answer', '/auth/me', true, 200, 'no-store'],
+    ['a route with its own cache policy', '/.well-known/jwks.json', false, 200, 'public, max-age=300'],
+    ['an unknown route', '/nope', false, 404, 'no-store'],
+  ])('gives %s the request id, security and CORS headers', async (_, path, signedIn, status, cache) => {
+    const response = await gw.call(path, {
+      headers: { origin: 'https://app.example.com', 'x-request-id': 'client-req-67890' },
+      ...(signedIn ? { token: await gw.adminToken() } : {}),
+    });
+    expect(response.status).toBe(status);
+    expect(response.headers.get('x-request-id')).toBe('client-req-67890');
+    expect(response.headers.get('cache-control')).toBe(cache);
+    expect(response.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(response.headers.get('x-frame-options')).toBe('DENY');
+    expect(response.headers.get('referrer-policy')).toBe('no-referrer');
+    expect(response.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
+    expect(response.headers.get('access-control-expose-headers')).toContain('ETag');
+    expect(response.headers.get('vary')).toContain('Origin');
+    expect(Number(response.headers.get('content-length'))).toBe((await response.arrayBuffer()).byteLength);
+  });
+
+  it('gives a disallowed origin no CORS headers on an answer', async () => {
+    const response = await gw.call('/healthz', { headers: { origin: 'https://evil.example' } });
+    expect(response.headers.get('access-control-allow-origin')).toBeNull();
+  });
+
   it('allows CORS only for listed origins', async () => {
     const preflight = (origin: string) =>
       gw.call('/auth/login', {

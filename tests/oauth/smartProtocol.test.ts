@@ -1,5 +1,5 @@
 import { decodeJwt } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { TestGateway } from '../helpers/gateway.js';
 import {
   authorizeUrl,
@@ -117,6 +117,22 @@ describe('SMART App Launch: the protocol', () => {
     };
     expect(keys.keys.map((k) => k.kid)).toEqual(gatewayKeys.keys.map((k) => k.kid));
     expect(keys.keys.every((k) => k.d === undefined)).toBe(true);
+  });
+
+  it("answers oidc-provider's own responses once, on a connection that stays open", async () => {
+    // Hono is told the answer was already written; a second head would fail and destroy the connection
+    const failures = vi.spyOn(console, 'error');
+    try {
+      for (let i = 0; i < 3; i++) {
+        const response = await gw.call('/oauth/.well-known/openid-configuration');
+        expect(response.status).toBe(200);
+        expect(response.headers.get('x-request-id')).toBeTruthy();
+        await response.arrayBuffer();
+      }
+      expect(failures).not.toHaveBeenCalled();
+    } finally {
+      failures.mockRestore();
+    }
   });
 
   it('gives a patient a scoped JWT for the FHIR base, the patient context, an id_token with fhirUser, and a refresh token', async () => {

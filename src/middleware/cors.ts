@@ -1,0 +1,44 @@
+import type { MiddlewareHandler } from 'hono';
+import { cors } from 'hono/cors';
+import type { AppEnv } from '../http/types.js';
+import { answerHeaders } from './responseHeaders.js';
+
+// the conditional headers and Prefer are what FHIR clients send (https://hl7.org/fhir/R4/http.html#cread)
+const ALLOWED_REQUEST_HEADERS = [
+  'Authorization',
+  'Content-Type',
+  'Idempotency-Key',
+  'X-Request-Id',
+  'If-Match',
+  'If-None-Match',
+  'If-Modified-Since',
+  'If-None-Exist',
+  'Prefer',
+];
+const EXPOSED_HEADERS = ['X-Request-Id', 'Retry-After', 'Location', 'ETag'];
+
+/**
+ * CORS for an exact-origin allow-list; no credentials mode: tokens travel in the Authorization
+ * header. Preflights are Hono's cors(); on other requests the same headers are set after the
+ * route, in place (responseHeaders.ts: Hono's cors() would copy every answer through a stream).
+ */
+export function corsPolicy(origins: readonly string[]): MiddlewareHandler<AppEnv> {
+  const allowed = (origin: string) => (origins.includes(origin) ? origin : null);
+  const preflight = cors({
+    origin: allowed,
+    allowMethods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
+    allowHeaders: ALLOWED_REQUEST_HEADERS,
+    exposeHeaders: EXPOSED_HEADERS,
+    maxAge: 600,
+  });
+  const exposed = EXPOSED_HEADERS.join(',');
+  return async (c, next) => {
+    if (c.req.method === 'OPTIONS') return preflight(c, next);
+    await next();
+    const headers = answerHeaders(c);
+    const origin = allowed(c.req.header('origin') ?? '');
+    if (origin) headers.set('Access-Control-Allow-Origin', origin);
+    headers.set('Access-Control-Expose-Headers', exposed);
+    headers.append('Vary', 'Origin');
+  };
+}
