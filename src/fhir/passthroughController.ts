@@ -30,13 +30,13 @@ function fhirJson(body: string | undefined, status: number, headers: Record<stri
 export function passthroughRoutes() {
   const router = new Hono<AppEnv>();
   router.get('/fhir/metadata', async (c) =>
-    fhirJson(JSON.stringify(await capabilityStatement(c.var.deps)), 200, {}),
+    fhirJson(JSON.stringify(await capabilityStatement(c.get('deps'))), 200, {}),
   );
   const handle = async (c: Context<AppEnv>) => {
-    const deps = c.var.deps;
+    const deps = c.get('deps');
     const { path, rawQuery, query } = rawPathAndQuery(c);
     const hasBody = c.req.method !== 'GET' && c.req.method !== 'HEAD';
-    const fhir = scopedFhir(deps, c.var.caller, requestContext(c));
+    const fhir = scopedFhir(deps, c.get('caller'), requestContext(c));
     const result = await passthrough(deps, fhir, {
       method: c.req.method,
       rawPath: path,

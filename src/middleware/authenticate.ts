@@ -68,7 +68,7 @@ async function verifyCaller(c: Context<AppEnv>): Promise<Caller | Refused> {
   if (!header) return { reason: 'missing' };
   const match = BEARER.exec(header);
   if (!match?.[1]) return { reason: 'invalid' };
-  const deps = c.var.deps;
+  const deps = c.get('deps');
   const token = match[1];
   const now = deps.clock.now();
   const smartAccepted = acceptsSmartToken(c.req.path, c.req.method);
@@ -161,7 +161,7 @@ function rememberSignature(deps: AppDeps, token: string, claims: AccessTokenClai
 
 /** Admin routes write at once (and mirror, as before); other routes' token failures go to the batched trail. */
 async function auditRefusal(c: Context<AppEnv>, refused: Refused, immediately: boolean): Promise<void> {
-  const deps = c.var.deps;
+  const deps = c.get('deps');
   c.set('refusedUserId', refused.userId);
   const event: AuditEvent = {
     action: 'access.denied',
@@ -169,8 +169,8 @@ async function auditRefusal(c: Context<AppEnv>, refused: Refused, immediately: b
     errorCode: 'unauthenticated',
     actorUserId: refused.userId ?? null,
     actorRole: refused.role ?? null,
-    requestId: c.var.requestId,
-    clientIp: c.var.clientIp,
+    requestId: c.get('requestId'),
+    clientIp: c.get('clientIp'),
     detail: { method: c.req.method, route: routePath(c, -1), reason: refused.reason },
   };
   if (immediately) await writeAudit(deps.db, deps.clock, event);

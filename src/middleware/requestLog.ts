@@ -20,11 +20,11 @@ export function requestLog(logger: Logger): MiddlewareHandler<AppEnv> {
     const route = routePath(c, -1);
     const code = c.error ? toAppError(c.error).code : undefined;
     // the request's one metrics call (src/metrics/): no allocation once its route and status were seen
-    c.var.deps.metrics.request(c.req.method, route, c.res.status, durationMs, code);
-    const userId = c.var.caller?.userId ?? c.var.refusedUserId;
+    c.get('deps').metrics.request(c.req.method, route, c.res.status, durationMs, code);
+    const userId = c.get('caller')?.userId ?? c.get('refusedUserId');
     lines.info(
       {
-        req_id: c.var.requestId,
+        req_id: c.get('requestId'),
         method: c.req.method,
         route,
         status: c.res.status,

@@ -13,16 +13,16 @@ import type { AppEnv } from '../http/types.js';
  */
 export function requireRole(...roles: readonly Role[]): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const caller = c.var.caller;
+    const caller = c.get('caller');
     if (!roles.includes(caller.role)) {
-      await writeAudit(c.var.deps.db, c.var.deps.clock, {
+      await writeAudit(c.get('deps').db, c.get('deps').clock, {
         action: 'access.denied',
         outcome: 'denied',
         errorCode: 'forbidden',
         actorUserId: caller.userId,
         actorRole: caller.role,
-        requestId: c.var.requestId,
-        clientIp: c.var.clientIp,
+        requestId: c.get('requestId'),
+        clientIp: c.get('clientIp'),
         detail: { method: c.req.method, route: routePath(c, -1) },
       });
       throw auditedError(new AppError('forbidden'));
