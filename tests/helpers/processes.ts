@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { freeLoopbackPort } from '../../src/cluster.js';
 
@@ -93,6 +94,38 @@ export async function startStandaloneFhir(
 }
 
 /**
+ * Whether a process of the group `pgid` (npm and everything it started) holds the socket listening
+ * on 127.0.0.1:`port`. Reads Linux's /proc; elsewhere it cannot tell and says yes.
+ */
+function listensOn(pgid: number, port: number): boolean {
+  let table: string;
+  try {
+    table = fs.readFileSync('/proc/net/tcp', 'utf8');
+  } catch {
+    return true;
+  }
+  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  const sockets = new Set(
+    table
+      .split('\n')
+      .map((line) => line.trim().split(/\s+/))
+      .filter((fields) => fields[1] === local && fields[3] === '0A')
+      .map((fields) => `socket:[${fields[9]}]`),
+  );
+  for (const pid of fs.readdirSync('/proc').filter((entry) => /^\d+$/.test(entry))) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]) !== pgid) continue;
+      for (const fd of fs.readdirSync(`/proc/${pid}/fd`))
+        if (sockets.has(fs.readlinkSync(`/proc/${pid}/fd/${fd}`))) return true;
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return false;
+}
+
+/**
  * Starts the gateway with `npm start` in a fresh process and waits until /readyz says ready.
  * Give the same `port` to restart "the same" gateway: its public URL (token issuer, account
  * identifiers) must not change between restarts.
@@ -101,14 +134,30 @@ export async function startGatewayProcess(
   env: Record<string, string>,
   port?: number,
 ): Promise<{ proc: RunningProcess; url: string; port: number }> {
-  port ??= await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const proc = runNpm(['start'], { PORT: String(port), HOST: '127.0.0.1', PUBLIC_BASE_URL: url, ...env });
-  await waitFor(
-    'the gateway to be ready',
-    async () => (await fetch(`${url}/readyz`)).status === 200,
-    60_000,
-    proc,
-  );
-  return { proc, url, port };
+  for (let attempt = 1; ; attempt++) {
+    const listenPort = port ?? (await freePort());
+    const url = `http://127.0.0.1:${listenPort}`;
+    const proc = runNpm(['start'], {
+      PORT: String(listenPort),
+      HOST: '127.0.0.1',
+      PUBLIC_BASE_URL: url,
+      ...env,
+    });
+    // the listener must be our own: between freePort() and its listen another test's gateway can
+    // take the port, and that one's /readyz would answer 200 for us
+    const state = await waitFor(
+      'the gateway to be ready',
+      async () => {
+        if (proc.child.exitCode !== null) return 'exited';
+        if ((await fetch(`${url}/readyz`)).status !== 200) return false;
+        return listensOn(proc.child.pid as number, listenPort) ? 'ready' : false;
+      },
+      60_000,
+      proc,
+    );
+    if (state === 'ready') return { proc, url, port: listenPort };
+    // a port taken meanwhile: try another, unless the caller needs this one (a restart keeps its URL)
+    if (port === undefined && attempt < 3 && proc.output().includes('EADDRINUSE')) continue;
+    throw new Error(`the gateway exited before it was ready\n--- output ---\n${proc.output().slice(-4000)}`);
+  }
 }
