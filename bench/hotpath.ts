@@ -326,6 +326,16 @@ async function main() {
         add(`${t.name}.read.rps`, single.rps);
         add(`${t.name}.read.cpu_us`, single.cpuUsPerRequest);
         add(`${t.name}.errors`, single.errors);
+        // the gateway's own floor: no upstream (/healthz), and a token, the caller query and a DTO (/auth/me)
+        if (t === gwTarget)
+          for (const [name, url] of [
+            ['healthz', '/healthz'],
+            ['me', '/auth/me'],
+          ] as const) {
+            const floor = await closedLoop(t, url, token);
+            add(`gateway.${name}.cpu_us`, floor.cpuUsPerRequest);
+            add('gateway.errors', floor.errors);
+          }
         for (const rate of QUICK ? [] : [250, 1000]) {
           const lat = await openLoop(t, search, token, rate, 4);
           add(`${t.name}.bundle.${rate}.p50`, lat.p50);
@@ -340,7 +350,7 @@ async function main() {
       const line = (what: string, key: string) =>
         `${what}: gateway ${m(`gateway.${key}`)} / bare ${m(`bare.${key}`)} = ${Math.round((m(`gateway.${key}`) / m(`bare.${key}`)) * 100) / 100}× (gateway ${JSON.stringify(rows[`gateway.${key}`])}, bare ${JSON.stringify(rows[`bare.${key}`])})`;
       process.stdout.write(
-        `${[line('CPU µs per Bundle request', 'bundle.cpu_us'), line('CPU µs per read', 'read.cpu_us'), line('Bundle req/s', 'bundle.rps'), line('read req/s', 'read.rps'), `errors ${(rows['gateway.errors'] ?? []).reduce((a, b) => a + b, 0)}`].join('\n')}\n`,
+        `${[line('CPU µs per Bundle request', 'bundle.cpu_us'), line('CPU µs per read', 'read.cpu_us'), line('Bundle req/s', 'bundle.rps'), line('read req/s', 'read.rps'), `gateway floor, CPU µs per request: /healthz ${m('gateway.healthz.cpu_us')}, /auth/me ${m('gateway.me.cpu_us')}`, `errors ${(rows['gateway.errors'] ?? []).reduce((a, b) => a + b, 0)}`].join('\n')}\n`,
       );
       return;
     }
@@ -424,6 +434,10 @@ async function main() {
           ratio: ratio(m('gateway.read.cpu_us'), m('bare.read.cpu_us')),
         },
       },
+      gateway_floor_cpu_us_per_request: {
+        healthz: m('gateway.healthz.cpu_us'),
+        auth_me: m('gateway.me.cpu_us'),
+      },
       throughput_rps: {
         bundle: {
           gateway: m('gateway.bundle.rps'),
@@ -489,6 +503,7 @@ async function main() {
         '|---|---|---|---|',
         `| CPU per Bundle request | ${s.cpu_us_per_request.bundle.gateway} µs | ${s.cpu_us_per_request.bundle.bare} µs | ${s.cpu_us_per_request.bundle.ratio}× |`,
         `| CPU per single read | ${s.cpu_us_per_request.read.gateway} µs | ${s.cpu_us_per_request.read.bare} µs | ${s.cpu_us_per_request.read.ratio}× |`,
+        `| the gateway's floor: CPU per \`/healthz\` / \`/auth/me\` request | ${s.gateway_floor_cpu_us_per_request.healthz} / ${s.gateway_floor_cpu_us_per_request.auth_me} µs | | |`,
         `| throughput, ${CONNECTIONS} connections, Bundle / read | ${s.throughput_rps.bundle.gateway} / ${s.throughput_rps.read.gateway} req/s | ${s.throughput_rps.bundle.bare} / ${s.throughput_rps.read.bare} req/s | ${s.throughput_rps.bundle.ratio}× / ${s.throughput_rps.read.ratio}× |`,
         `| added latency at 250 req/s, Bundle p50 / p99 | +${s.added_latency_ms.at_250.p50} / +${s.added_latency_ms.at_250.p99} ms | | |`,
         `| added latency at 1,000 req/s, Bundle p50 / p99 | +${s.added_latency_ms.at_1000.p50} / +${s.added_latency_ms.at_1000.p99} ms | p50 ${s.added_latency_ms.bare_at_1000.p50} / p99 ${s.added_latency_ms.bare_at_1000.p99} ms | |`,
