@@ -95,6 +95,37 @@ describe('fhirService', () => {
     }
   });
 
+  it('refuses an upstream body over 64 MiB with 502 upstream_error, declared or streamed, without reading it all', async () => {
+    const huge = await upstream((req, res) => {
+      if (req.url.includes('Patient')) {
+        // declares more than the limit: refused on the header, before any of it is read
+        res.writeHead(200, {
+          'content-type': 'application/fhir+json',
+          'content-length': String(65 * 1024 * 1024),
+        });
+        res.write('{"resourceType":"Patient","id":"1","text":"');
+        return;
+      }
+      // no declared length: counted as it streams, refused once past the limit
+      res.writeHead(200, { 'content-type': 'application/fhir+json' });
+      const chunk = ' '.repeat(1024 * 1024);
+      let sent = 0;
+      const more = () => {
+        while (sent < 70 && res.write(chunk)) sent++;
+        if (sent < 70) res.once('drain', more);
+      };
+      more();
+    });
+    const fhir = service(`${huge.url}/fhir`, { timeoutMs: 5_000 });
+    const started = Date.now();
+    const declared = await failure(fhir.read('Patient', '1'));
+    expect(declared.code).toBe('upstream_error');
+    expect(Date.now() - started).toBeLessThan(1_000);
+    const streamed = await failure(fhir.capabilities());
+    expect(streamed.code).toBe('upstream_error');
+    expect(streamed.status).toBe(502);
+  });
+
   it('answers 502 when a read returns another resource type than asked', async () => {
     const odd = await upstream((_req, res) => res.end('{"resourceType":"Observation","id":"1"}'));
     const error = await failure(service(`${odd.url}/fhir`).read('Patient', '1'));
