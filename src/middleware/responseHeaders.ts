@@ -10,7 +10,8 @@ import type { AppEnv } from '../http/types.js';
 export function answerHeaders(c: Context<AppEnv>): Headers {
   try {
     const headers = c.res.headers;
-    // a Response from fetch() has immutable headers: copy it once (the rare path)
+    // a Response from fetch() has immutable headers: setting nosniff (every answer carries it) is the
+    // probe, and such an answer is copied once (the rare path)
     headers.set('X-Content-Type-Options', 'nosniff');
     return headers;
   } catch {

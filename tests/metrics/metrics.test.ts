@@ -229,6 +229,19 @@ describe('/metrics and the SMART login page', () => {
   });
 });
 
+/** A registry exposing one request table as a counter and a histogram, as src/metrics/metrics.ts does. */
+function tableRegistry(table: RequestTable, counter: string, histogram: string): Registry {
+  const registry = new Registry();
+  registerComputed(registry, { name: counter, help: 'h', type: 'counter', values: () => table.counts() });
+  registerComputed(registry, {
+    name: histogram,
+    help: 'h',
+    type: 'histogram',
+    values: () => table.histogram(histogram),
+  });
+  return registry;
+}
+
 describe('the request table', () => {
   it('keeps cumulative buckets, sums in seconds, and escapes label values', async () => {
     const table = new RequestTable();
@@ -236,20 +249,7 @@ describe('the request table', () => {
     table.record('GET', '/a', 200, 7);
     table.record('GET', '/a', 500, 20_000);
     table.record('BREW', '/a "quoted"\\', 418, 1);
-    const registry = new Registry();
-    registerComputed(registry, {
-      name: 't_requests_total',
-      help: 'h',
-      type: 'counter',
-      values: () => table.counts(),
-    });
-    registerComputed(registry, {
-      name: 't_duration_seconds',
-      help: 'h',
-      type: 'histogram',
-      values: () => table.histogram('t_duration_seconds'),
-    });
-    const text = await registry.metrics();
+    const text = await tableRegistry(table, 't_requests_total', 't_duration_seconds').metrics();
     expect(sample(text, 't_requests_total{method="GET",route="/a",status="200"}')).toBe(2);
     expect(sample(text, 't_requests_total{method="GET",route="/a",status="500"}')).toBe(1);
     expect(sample(text, 't_duration_seconds_bucket{method="GET",route="/a",le="0.001"}')).toBe(1);
@@ -266,22 +266,7 @@ describe('the request table', () => {
     workers[0]!.record('GET', '/a', 200, 3);
     workers[1]!.record('GET', '/a', 200, 30);
     const json = await Promise.all(
-      workers.map((table) => {
-        const registry = new Registry();
-        registerComputed(registry, {
-          name: 'w_total',
-          help: 'h',
-          type: 'counter',
-          values: () => table.counts(),
-        });
-        registerComputed(registry, {
-          name: 'w_seconds',
-          help: 'h',
-          type: 'histogram',
-          values: () => table.histogram('w_seconds'),
-        });
-        return registry.getMetricsAsJSON();
-      }),
+      workers.map((table) => tableRegistry(table, 'w_total', 'w_seconds').getMetricsAsJSON()),
     );
     const text = await AggregatorRegistry.aggregate(json).metrics();
     expect(sample(text, 'w_total{method="GET",route="/a",status="200"}')).toBe(2);
