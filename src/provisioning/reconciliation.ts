@@ -9,6 +9,7 @@ import { findUserByEmail } from '../users/userRepository.js';
 import { finishKey, keyOfIntent, releaseKey } from './idempotency.js';
 import {
   claimIntent,
+  findIntent,
   type IntentClaim,
   lapsedIntentIds,
   postponeIntent,
@@ -78,12 +79,29 @@ async function settle(
   state: 'abandoned' | 'orphaned',
   reason: string,
 ) {
-  await settleIntent(deps.db, claim, state, {
-    last_error: reason,
-    updated_at: deps.clock.now().toISOString(),
-  });
   const held = keyOfIntent(intent);
-  if (held) await releaseKey(deps.db, held, intent.id);
+  // one commit: a crash between the two left the key in progress behind a settled intent
+  await deps.db.transaction().execute(async (trx) => {
+    const settled = await settleIntent(trx, claim, state, {
+      last_error: reason,
+      updated_at: deps.clock.now().toISOString(),
+    });
+    if (settled && held) await releaseKey(trx, held, intent.id);
+  });
+}
+
+/**
+ * An intent we could not claim: held by a live request or another instance ('held'), or settled
+ * already. A key still linked to a settled intent that created nothing is freed here, so a retry
+ * can do the work: such a key was left by a crash between settling and freeing it (before both
+ * shared a commit), and would otherwise answer 409 to every retry.
+ */
+async function unclaimed(deps: AppDeps, intentId: string): Promise<Settlement> {
+  const intent = await findIntent(deps.db, intentId);
+  if (!intent || intent.state === 'pending') return 'held';
+  const held = keyOfIntent(intent);
+  if (held && intent.state !== 'done') await releaseKey(deps.db, held, intent.id);
+  return intent.state;
 }
 
 /** Settles one claimed intent by what the FHIR server holds; throws when the FHIR server cannot tell (it is retried later). */
@@ -161,13 +179,13 @@ async function settleClaimed(deps: AppDeps, intent: IntentRow, claim: IntentClai
 
 /**
  * Claims and settles one intent if its lease lapsed; 'held' when someone else holds it (its
- * request is alive, or another instance reconciles it). Throws when the FHIR server cannot
+ * request is alive, or another instance reconciles it); the state it has when it was settled already. Throws when the FHIR server cannot
  * tell what exists (the intent is postponed and looked at again later).
  */
 export async function reconcileIntent(deps: AppDeps, intentId: string): Promise<Settlement> {
   const now = deps.clock.now();
   const intent = await claimIntent(deps.db, intentId, now.toISOString(), isoAfter(now, LEASE_MS));
-  if (!intent) return 'held';
+  if (!intent) return unclaimed(deps, intentId);
   const claim: IntentClaim = { id: intent.id, attempts: intent.attempts };
   const beat = heartbeat(
     () => renewIntent(deps.backgroundDb, claim, isoAfter(deps.clock.now(), LEASE_MS)),

@@ -67,6 +67,36 @@ async function countIntents(url: string | undefined, dataDir: string) {
   }
 }
 
+/** The key's row and its intents, for the message of a key that never settles (no codes or bodies). */
+async function keyDiagnosis(url: string | undefined, dataDir: string, key: string): Promise<string> {
+  const database = openDatabase({ databaseUrl: url, dataDir });
+  try {
+    const row = await database.db
+      .selectFrom('idempotency_keys')
+      .select(['state', 'locked_until', 'intent_id', 'created_at'])
+      .where('key', '=', key)
+      .executeTakeFirst();
+    const intents = await database.db
+      .selectFrom('provisioning_intents')
+      .select([
+        'id',
+        'state',
+        'fhir_id',
+        'user_id',
+        'lease_until',
+        'attempts',
+        'last_error',
+        'created_at',
+        'updated_at',
+      ])
+      .where('idempotency_key', '=', key)
+      .execute();
+    return JSON.stringify({ now: new Date().toISOString(), key: row, intents });
+  } finally {
+    await database.close();
+  }
+}
+
 async function crashRun(dialect: 'sqlite' | 'postgres', run: number, smtp: SmtpCapture, fhirBase: string) {
   const dataDir = tempDir('ff-crash-');
   const schema = dialect === 'postgres' ? await createTestSchema() : undefined;
@@ -127,7 +157,7 @@ async function crashRun(dialect: 'sqlite' | 'postgres', run: number, smtp: SmtpC
       expect([409, 502, 503, 504], `${r.key}: ${JSON.stringify(answer.body)}`).toContain(answer.status);
       if (Date.now() > deadline)
         throw new Error(
-          `${r.key} still answers ${answer.status} ${JSON.stringify(answer.body)}\n--- gateway output ---\n${gateway.proc.output().slice(-6000)}`,
+          `${r.key} still answers ${answer.status} ${JSON.stringify(answer.body)}\n--- key and intents ---\n${await keyDiagnosis(schema?.url, dataDir, r.key)}\n--- gateway output ---\n${gateway.proc.output().slice(-6000)}`,
         );
       waited++;
       await sleep(Math.min(answer.retryAfter, 3) * 1000);

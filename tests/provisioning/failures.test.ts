@@ -318,3 +318,64 @@ describe.each(DIALECTS)('an old intent settled while a retry works under the sam
     ).toBeUndefined();
   });
 });
+
+describe.each(DIALECTS)('a key left behind an intent that was settled already (%s)', (dialect) => {
+  it('is freed when a retry looks at the intent, while a key behind a live intent stays', async () => {
+    const gw = await gateway({ dialect });
+    const actor = await gw.deps.db
+      .selectFrom('users')
+      .select('id')
+      .where('role', '=', 'admin')
+      .executeTakeFirstOrThrow();
+    const long = new Date(Date.now() - 60_000).toISOString();
+    const soon = new Date(Date.now() + 6_000).toISOString();
+    const intent = (id: string, state: 'pending' | 'abandoned', leaseUntil: string) => ({
+      id,
+      actor_user_id: actor.id,
+      idempotency_key: `key-${id}`,
+      fhir_type: 'Patient' as const,
+      email: `${id}-${dialect}@example.com`,
+      display_name: 'Left Behind',
+      resource: '{"resourceType":"Patient"}',
+      response_kind: 'slim' as const,
+      state,
+      fhir_id: null,
+      user_id: null,
+      lease_until: leaseUntil,
+      attempts: 1,
+      last_error: state === 'abandoned' ? 'not_created' : null,
+      request_id: `req-${id}`,
+      client_ip: null,
+      created_at: long,
+      updated_at: long,
+    });
+    const key = (id: string) => ({
+      actor_user_id: actor.id,
+      key: `key-${id}`,
+      route: 'POST /fhir/patient',
+      request_hash: 'h',
+      state: 'in_progress' as const,
+      response_status: null,
+      response_body: null,
+      response_headers: null,
+      created_at: long,
+      expires_at: new Date(Date.now() + 3_600_000).toISOString(),
+      locked_until: long,
+      intent_id: id,
+    });
+    // a crash between settling the intent (nothing created) and freeing its key; and an intent a live request holds
+    await gw.deps.db
+      .insertInto('provisioning_intents')
+      .values([intent('settled', 'abandoned', long), intent('live', 'pending', soon)])
+      .execute();
+    await gw.deps.db
+      .insertInto('idempotency_keys')
+      .values([key('settled'), key('live')])
+      .execute();
+    const { reconcileIntent } = await import('../../src/provisioning/reconciliation.js');
+    expect(await reconcileIntent(gw.deps, 'settled')).toBe('abandoned');
+    expect(await reconcileIntent(gw.deps, 'live')).toBe('held');
+    const keys = await gw.deps.db.selectFrom('idempotency_keys').select(['key', 'state']).execute();
+    expect(keys).toEqual([{ key: 'key-live', state: 'in_progress' }]);
+  });
+});
