@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import SqliteDatabase from 'better-sqlite3';
 import {
   Kysely,
@@ -11,6 +12,7 @@ import {
   sql,
 } from 'kysely';
 import pg from 'pg';
+import { projectFile } from '../src/paths.js';
 import { migrations } from './migrations/index.js';
 import type { Database } from './schema.js';
 
@@ -42,12 +44,23 @@ export interface DatabaseOptions {
   /** postgres://... selects PostgreSQL; unset selects the SQLite file `${dataDir}/fhir-facade.sqlite`. */
   readonly databaseUrl: string | undefined;
   readonly dataDir: string;
+  /**
+   * SQLite: checkpoint the write-ahead log on a thread of this process (one process of a cluster
+   * does; see walCheckpointer.mjs), and say why when a checkpoint fails.
+   */
+  readonly walCheckpoints?: { readonly onError: (message: string) => void };
 }
 
 /** How long a background write on SQLite waits for a lock before it gives up (its work is retried later). */
 const BACKGROUND_LOCK_WAIT_MS = 50;
 
-function openSqlite(file: string, lockWaitMs = LOCK_WAIT_MS): Kysely<Database> {
+interface SqliteConnection {
+  readonly db: Kysely<Database>;
+  /** Kysely closes the file only when a query ever ran on it: a connection never used stayed open. */
+  close(): Promise<void>;
+}
+
+function openSqlite(file: string, lockWaitMs = LOCK_WAIT_MS): SqliteConnection {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const sqlite = new SqliteDatabase(file);
   sqlite.pragma('journal_mode = WAL');
@@ -56,7 +69,50 @@ function openSqlite(file: string, lockWaitMs = LOCK_WAIT_MS): Kysely<Database> {
   // seconds rather than hanging behind a long transaction (provisioning's budget is 6 s in all)
   sqlite.pragma(`busy_timeout = ${lockWaitMs}`);
   sqlite.pragma('synchronous = NORMAL');
-  return new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+  // the checkpoints are the checkpointer thread's (below): a connection copies the log back into
+  // the database itself, on the request thread, only when the log has grown this large anyway
+  sqlite.pragma(`wal_autocheckpoint = ${FALLBACK_CHECKPOINT_PAGES}`);
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+  return {
+    db,
+    close: async () => {
+      await db.destroy();
+      if (sqlite.open) sqlite.close();
+    },
+  };
+}
+
+/**
+ * SQLite's own checkpoint (every 1,000 pages) ran inside whichever commit crossed the mark, on the
+ * request thread, and waited there for two fsyncs: a ~10 ms stall of every request every few dozen
+ * logins. A connection still does it past this many pages (~40 MB of log), should the thread stop.
+ */
+const FALLBACK_CHECKPOINT_PAGES = 10_000;
+/** How often the checkpointer thread copies the log back (a passive checkpoint: it never waits for anyone). */
+const CHECKPOINT_INTERVAL_MS = 500;
+
+interface Checkpointer {
+  close(): Promise<void>;
+}
+
+function startCheckpointer(file: string, onError: (message: string) => void): Checkpointer {
+  const worker = new Worker(projectFile('db/walCheckpointer.mjs'), {
+    workerData: { file, intervalMs: CHECKPOINT_INTERVAL_MS },
+  });
+  // the thread alone never keeps the process alive
+  worker.unref();
+  worker.on('message', (message: { error?: string }) => {
+    if (message.error) onError(message.error);
+  });
+  // a thread that failed leaves the checkpoints to the connections (FALLBACK_CHECKPOINT_PAGES)
+  worker.on('error', (error) => onError(error.message));
+  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  return {
+    close: async () => {
+      worker.postMessage('close');
+      await exited;
+    },
+  };
 }
 
 /** Most prepared statements kept per connection (the gateway runs a few dozen distinct queries). */
@@ -107,15 +163,19 @@ export function openDatabase(options: DatabaseOptions): DatabaseHandle {
     return { db, background: db, dialect, close: () => db.destroy() };
   }
   const file = path.join(options.dataDir, 'fhir-facade.sqlite');
-  const db = openSqlite(file);
+  const main = openSqlite(file);
   const background = openSqlite(file, BACKGROUND_LOCK_WAIT_MS);
+  const checkpointer = options.walCheckpoints
+    ? startCheckpointer(file, options.walCheckpoints.onError)
+    : undefined;
   return {
-    db,
-    background,
+    db: main.db,
+    background: background.db,
     dialect,
     close: async () => {
-      await background.destroy();
-      await db.destroy();
+      await checkpointer?.close();
+      await background.close();
+      await main.close();
     },
   };
 }

@@ -74,7 +74,18 @@ export async function startGateway(config: Config, options: StartOptions): Promi
   const closers: Closer[] = [];
   try {
     fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-    const database = openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+    const database = openDatabase({
+      databaseUrl: config.databaseUrl,
+      dataDir: config.dataDir,
+      // one checkpointer per database: the process that runs the background work (worker 0 of a cluster)
+      ...(runsBackgroundWork
+        ? {
+            walCheckpoints: {
+              onError: (message: string) => logger.warn({ message }, 'WAL checkpoint failed'),
+            },
+          }
+        : {}),
+    });
     closers.push(() => database.close());
     await migrateToLatest(database.db);
     // closed right before the database (closers run in reverse): its last rows are written first
