@@ -91,11 +91,19 @@ const FALLBACK_CHECKPOINT_PAGES = 10_000;
 /** How often the checkpointer thread copies the log back (a passive checkpoint: it never waits for anyone). */
 const CHECKPOINT_INTERVAL_MS = 500;
 
+/**
+ * The checkpointer thread starts once the log first passes this size (the mark SQLite itself
+ * used, ~1,000 pages): an idle gateway never pays its ~10 MB, as the password thread is started
+ * by the first login. Until then a connection checkpoints itself past FALLBACK_CHECKPOINT_PAGES.
+ */
+const CHECKPOINTER_START_BYTES = 4 * 1024 * 1024;
+const LOG_SIZE_POLL_MS = 1_000;
+
 interface Checkpointer {
   close(): Promise<void>;
 }
 
-function startCheckpointer(file: string, onError: (message: string) => void): Checkpointer {
+function startCheckpointerThread(file: string, onError: (message: string) => void): Checkpointer {
   const worker = new Worker(projectFile('db/walCheckpointer.mjs'), {
     workerData: { file, intervalMs: CHECKPOINT_INTERVAL_MS },
   });
@@ -111,6 +119,29 @@ function startCheckpointer(file: string, onError: (message: string) => void): Ch
     close: async () => {
       worker.postMessage('close');
       await exited;
+    },
+  };
+}
+
+/** Watches the log's size and starts the checkpointer thread when it first passes CHECKPOINTER_START_BYTES. */
+function startCheckpointer(file: string, onError: (message: string) => void): Checkpointer {
+  let thread: Checkpointer | undefined;
+  const poll = setInterval(() => {
+    let size = 0;
+    try {
+      size = fs.statSync(`${file}-wal`).size;
+    } catch {
+      // no log yet
+    }
+    if (size < CHECKPOINTER_START_BYTES) return;
+    clearInterval(poll);
+    thread = startCheckpointerThread(file, onError);
+  }, LOG_SIZE_POLL_MS);
+  poll.unref();
+  return {
+    close: async () => {
+      clearInterval(poll);
+      await thread?.close();
     },
   };
 }
