@@ -62,6 +62,22 @@ describe.each(DIALECTS)('rate limits (%s)', (dialect) => {
     clock.advance(301_000);
   });
 
+  it('gives a successful login its hit back on both counters, the account and the client IP', async () => {
+    clock.advance(301_000);
+    const user = await proxied.seedUser({ role: 'patient' });
+    const ip = { 'x-forwarded-for': '198.51.100.7' };
+    // 4 failures, then 30 successes: were the successes counted, the account (5) and the IP (30) would both be over
+    for (let i = 0; i < 4; i++)
+      expect((await login(proxied, user.email, 'wrong password, wrong', ip)).status).toBe(401);
+    for (let i = 0; i < 30; i++)
+      expect((await login(proxied, user.email, user.password, ip)).status).toBe(200);
+    // one failure left on the account, and the IP still has room for other accounts
+    expect((await login(proxied, user.email, 'wrong password, wrong', ip)).status).toBe(401);
+    expect((await login(proxied, user.email, 'wrong password, wrong', ip)).status).toBe(429);
+    expect((await login(proxied, 'other@example.com', 'wrong password, wrong', ip)).status).toBe(401);
+    clock.advance(301_000);
+  });
+
   it('ignores a spoofed X-Forwarded-For when TRUST_PROXY is off', async () => {
     clock.advance(301_000);
     const user = await gw.seedUser({ role: 'patient' });
