@@ -22,6 +22,10 @@ const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 4000);
 const CONNECTIONS = 20;
 /** BENCH_QUICK=1: only the closed loops (CPU per request, throughput) on WORKERS=1, for measuring a change. */
 const QUICK = process.env.BENCH_QUICK === '1';
+/** BENCH_QUICK=logins: only the logins and the read p99 during a login storm (WORKERS=1). */
+const LOGINS_ONLY = process.env.BENCH_QUICK === 'logins';
+/** How long the read p99 is measured, quiet and during the login storm (seconds). */
+const STORM_SECONDS = Number(process.env.BENCH_STORM_SECONDS ?? 5);
 const ADMIN = { email: 'bench-admin@example.com', password: 'benchmark admin passphrase' };
 const PASSWORD = 'a long and plain passphrase';
 const LOGIN_ACCOUNTS = 10;
@@ -315,7 +319,7 @@ async function main() {
       rows[key] ??= [];
       rows[key]?.push(value);
     };
-    for (let round = 0; round < ROUNDS; round++) {
+    for (let round = 0; round < (LOGINS_ONLY ? 0 : ROUNDS); round++) {
       for (const t of [bareTarget, gwTarget]) {
         const token = t === gwTarget ? patient : undefined;
         const bundle = await closedLoop(t, search, token);
@@ -376,7 +380,7 @@ async function main() {
     const loginSeconds = (performance.now() - loginStart) / 1000;
     const loginMainUs = (cpuMicros([`${gatewayPid}/task/${gatewayPid}`]) - mainBefore) / logins;
 
-    const quiet = await openLoop(gwTarget, read, patient, 250, 5);
+    const quiet = await openLoop(gwTarget, read, patient, 250, STORM_SECONDS);
     let storming = true;
     let stormed = 0;
     const storm = Promise.all(
@@ -384,9 +388,15 @@ async function main() {
         while (storming) await loginOnce(stormed++);
       }),
     );
-    const loud = await openLoop(gwTarget, read, patient, 250, 5);
+    const loud = await openLoop(gwTarget, read, patient, 250, STORM_SECONDS);
     storming = false;
     await storm;
+    if (LOGINS_ONLY) {
+      process.stdout.write(
+        `logins/s ${Math.round(logins / loginSeconds)}, main thread ${Math.round(loginMainUs)} µs per login; read p99 at 250 req/s ${quiet.p99} ms quiet, ${loud.p99} ms with 20 logins in flight (${Math.round((loud.p99 / quiet.p99) * 100) / 100}×; p50 ${quiet.p50} / ${loud.p50} ms); errors ${quiet.errors + loud.errors}\n`,
+      );
+      return;
+    }
 
     // every core: the same closed loops with WORKERS=2 (same DATA_DIR: the accounts and tokens stay valid)
     await one.stop();
