@@ -83,8 +83,6 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
     const again: Pending[] = [];
     let dropped = 0;
     for (let i = 0; i < batch.length; i += ROWS_PER_INSERT) {
-      // SQLite writes block the event loop: between inserts, requests that arrived get their turn
-      if (i > 0) await new Promise((resolve) => setImmediate(resolve));
       const chunk = batch.slice(i, i + ROWS_PER_INSERT);
       try {
         await db
