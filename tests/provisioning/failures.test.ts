@@ -249,56 +249,99 @@ describe('a create a crash left open while the FHIR server cannot answer', () =>
   });
 });
 
+/** The first admin's id: the actor of the intents and keys the reconciliation tests write by hand. */
+async function adminId(gw: TestGateway): Promise<string> {
+  const admin = await gw.deps.db
+    .selectFrom('users')
+    .select('id')
+    .where('role', '=', 'admin')
+    .executeTakeFirstOrThrow();
+  return admin.id;
+}
+
+/** A provisioning intent row as a crashed or a live request leaves it (nothing created upstream). */
+function intentRow(fields: {
+  id: string;
+  actor: string;
+  key: string;
+  email: string;
+  displayName: string;
+  state: 'pending' | 'abandoned';
+  leaseUntil: string;
+  at: string;
+}) {
+  return {
+    id: fields.id,
+    actor_user_id: fields.actor,
+    idempotency_key: fields.key,
+    fhir_type: 'Patient' as const,
+    email: fields.email,
+    display_name: fields.displayName,
+    resource: '{"resourceType":"Patient"}',
+    response_kind: 'slim' as const,
+    state: fields.state,
+    fhir_id: null,
+    user_id: null,
+    lease_until: fields.leaseUntil,
+    attempts: 1,
+    last_error: fields.state === 'abandoned' ? 'not_created' : null,
+    request_id: `req-${fields.id}`,
+    client_ip: null,
+    created_at: fields.at,
+    updated_at: fields.at,
+  };
+}
+
+/** An idempotency key a request holds in progress, linked to `intentId`. */
+function keyRow(fields: { actor: string; key: string; intentId: string; lockedUntil: string; at: string }) {
+  return {
+    actor_user_id: fields.actor,
+    key: fields.key,
+    route: 'POST /fhir/patient',
+    request_hash: 'h',
+    state: 'in_progress' as const,
+    response_status: null,
+    response_body: null,
+    response_headers: null,
+    created_at: fields.at,
+    expires_at: new Date(Date.now() + 3_600_000).toISOString(),
+    locked_until: fields.lockedUntil,
+    intent_id: fields.intentId,
+  };
+}
+
 describe.each(DIALECTS)('an old intent settled while a retry works under the same key (%s)', (dialect) => {
   it('leaves the key to the newer intent a retry linked to it, and releases a key that is its own', async () => {
     const gw = await gateway({ dialect });
-    const actor = await gw.deps.db
-      .selectFrom('users')
-      .select('id')
-      .where('role', '=', 'admin')
-      .executeTakeFirstOrThrow();
+    const actor = await adminId(gw);
     const key = 'race-key-1';
     const email = `race-${dialect}@example.com`;
     const long = new Date(Date.now() - 60_000).toISOString();
-    const intent = (id: string) => ({
-      id,
-      actor_user_id: actor.id,
-      idempotency_key: key,
-      fhir_type: 'Patient' as const,
-      email,
-      display_name: 'Race Condition',
-      resource: '{"resourceType":"Patient"}',
-      response_kind: 'slim' as const,
-      state: 'pending' as const,
-      fhir_id: null,
-      user_id: null,
-      lease_until: long,
-      attempts: 1,
-      last_error: null,
-      request_id: `req-${id}`,
-      client_ip: null,
-      created_at: long,
-      updated_at: long,
-    });
+    const intent = (id: string) =>
+      intentRow({
+        id,
+        actor,
+        key,
+        email,
+        displayName: 'Race Condition',
+        state: 'pending',
+        leaseUntil: long,
+        at: long,
+      });
     // a crashed request's intent (nothing reached the FHIR server), and the key a retry took over
     // since and linked to its own, newer intent
     await gw.deps.db.insertInto('provisioning_intents').values(intent('intent-crashed')).execute();
     await gw.deps.db
       .insertInto('idempotency_keys')
-      .values({
-        actor_user_id: actor.id,
-        key,
-        route: 'POST /fhir/patient',
-        request_hash: 'h',
-        state: 'in_progress',
-        response_status: null,
-        response_body: null,
-        response_headers: null,
-        created_at: long,
-        expires_at: new Date(Date.now() + 3_600_000).toISOString(),
-        locked_until: new Date(Date.now() + 6_000).toISOString(),
-        intent_id: 'intent-retry',
-      })
+      .values(
+        keyRow({
+          actor,
+          key,
+          intentId: 'intent-retry',
+          lockedUntil: new Date(Date.now() + 6_000).toISOString(),
+          at: long,
+        }),
+      )
       .execute();
     // reconciliation settles the crashed intent as abandoned: the retry's key must stay
     const { reconcileIntent } = await import('../../src/provisioning/reconciliation.js');
@@ -322,47 +365,22 @@ describe.each(DIALECTS)('an old intent settled while a retry works under the sam
 describe.each(DIALECTS)('a key left behind an intent that was settled already (%s)', (dialect) => {
   it('is freed when a retry looks at the intent, while a key behind a live intent stays', async () => {
     const gw = await gateway({ dialect });
-    const actor = await gw.deps.db
-      .selectFrom('users')
-      .select('id')
-      .where('role', '=', 'admin')
-      .executeTakeFirstOrThrow();
+    const actor = await adminId(gw);
     const long = new Date(Date.now() - 60_000).toISOString();
     const soon = new Date(Date.now() + 6_000).toISOString();
-    const intent = (id: string, state: 'pending' | 'abandoned', leaseUntil: string) => ({
-      id,
-      actor_user_id: actor.id,
-      idempotency_key: `key-${id}`,
-      fhir_type: 'Patient' as const,
-      email: `${id}-${dialect}@example.com`,
-      display_name: 'Left Behind',
-      resource: '{"resourceType":"Patient"}',
-      response_kind: 'slim' as const,
-      state,
-      fhir_id: null,
-      user_id: null,
-      lease_until: leaseUntil,
-      attempts: 1,
-      last_error: state === 'abandoned' ? 'not_created' : null,
-      request_id: `req-${id}`,
-      client_ip: null,
-      created_at: long,
-      updated_at: long,
-    });
-    const key = (id: string) => ({
-      actor_user_id: actor.id,
-      key: `key-${id}`,
-      route: 'POST /fhir/patient',
-      request_hash: 'h',
-      state: 'in_progress' as const,
-      response_status: null,
-      response_body: null,
-      response_headers: null,
-      created_at: long,
-      expires_at: new Date(Date.now() + 3_600_000).toISOString(),
-      locked_until: long,
-      intent_id: id,
-    });
+    const intent = (id: string, state: 'pending' | 'abandoned', leaseUntil: string) =>
+      intentRow({
+        id,
+        actor,
+        key: `key-${id}`,
+        email: `${id}-${dialect}@example.com`,
+        displayName: 'Left Behind',
+        state,
+        leaseUntil,
+        at: long,
+      });
+    const key = (id: string) =>
+      keyRow({ actor, key: `key-${id}`, intentId: id, lockedUntil: long, at: long });
     // a crash between settling the intent (nothing created) and freeing its key; and an intent a live request holds
     await gw.deps.db
       .insertInto('provisioning_intents')
