@@ -10,12 +10,17 @@ db.pragma('cache_size = -256');
 // NORMAL: the checkpoint syncs the log before it writes the database and syncs the database after
 db.pragma('synchronous = NORMAL');
 
+// the failure last reported: one that repeats every half second is reported once, not logged twice a second
+let reported;
 const checkpoint = () => {
   try {
     // PASSIVE never waits for readers or writers: what it cannot copy now is copied next time
     db.pragma('wal_checkpoint(PASSIVE)');
+    reported = undefined;
   } catch (error) {
-    parentPort.postMessage({ error: error instanceof Error ? error.message : String(error) });
+    const message = error instanceof Error ? error.message : String(error);
+    if (message !== reported) parentPort.postMessage({ error: message });
+    reported = message;
   }
 };
 const timer = setInterval(checkpoint, workerData.intervalMs);
