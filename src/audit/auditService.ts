@@ -1,3 +1,4 @@
+import { precompiledInsert } from '../../db/precompiled.js';
 import type { AuditOutcome, NewAuditEntry } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import { enqueueFhirAuditEvent } from '../email/outbox.js';
@@ -35,7 +36,7 @@ function errorCodeOf(event: AuditEvent): string | null {
 }
 
 /** The audit_log row for an event that happened at `now` (`id`: a UUIDv7 of that time). */
-export function auditRow(event: AuditEvent, now: Date, id = uuidv7(now.getTime())): NewAuditEntry {
+export function auditRow(event: AuditEvent, now: Date, id = uuidv7(now.getTime())): Required<NewAuditEntry> {
   return {
     id,
     occurred_at: now.toISOString(),
@@ -54,6 +55,23 @@ export function auditRow(event: AuditEvent, now: Date, id = uuidv7(now.getTime()
   };
 }
 
+const insertAuditRow = precompiledInsert('audit_log', [
+  'id',
+  'occurred_at',
+  'action',
+  'outcome',
+  'actor_user_id',
+  'actor_role',
+  'target_user_id',
+  'target_fhir_type',
+  'target_fhir_id',
+  'patient_id',
+  'error_code',
+  'request_id',
+  'client_ip',
+  'detail',
+]);
+
 /**
  * Appends one entry to the audit log (append-only: the database refuses updates and deletes)
  * and queues its FHIR AuditEvent mirror in the same transaction when `db` is one. For the
@@ -62,7 +80,7 @@ export function auditRow(event: AuditEvent, now: Date, id = uuidv7(now.getTime()
  */
 export async function writeAudit(db: Db, clock: Clock, event: AuditEvent): Promise<void> {
   const row = auditRow(event, clock.now());
-  await db.insertInto('audit_log').values(row).execute();
+  await insertAuditRow(db, row);
   await enqueueFhirAuditEvent(
     db,
     clock,

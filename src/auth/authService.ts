@@ -9,7 +9,7 @@ import {
   findUserByEmail,
   findUserById,
   normalizeEmail,
-  updateUser,
+  recordLastLogin,
 } from '../users/userRepository.js';
 import { MAX_CODE_ATTEMPTS } from './accessCodes.js';
 import { assertPasswordAllowed, checkCode } from './accountCodes.js';
@@ -110,7 +110,7 @@ export async function verifyLogin<T>(
   // one commit for everything a success writes: the hit given back, last login, audit, the session
   return deps.db.transaction().execute(async (trx) => {
     await refundHit(trx, deps.clock, limits);
-    await updateUser(trx, user.id, { last_login_at: deps.clock.now().toISOString() });
+    await recordLastLogin(trx, user.id, deps.clock.now());
     await audit(
       deps,
       ctx,

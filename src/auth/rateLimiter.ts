@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
+import { precompiled } from '../../db/precompiled.js';
 import type { Database } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import { AppError } from '../errors.js';
@@ -59,6 +60,27 @@ function tooMany(retryAfterMs: number): AppError {
   });
 }
 
+const countOne = precompiled(['bucket', 'start'], (db, window) =>
+  db
+    .insertInto('rate_limits')
+    .values({ bucket: window.bucket, window_start: window.start, count: 1 })
+    .onConflict((oc) =>
+      oc
+        .columns(['bucket', 'window_start'])
+        .doUpdateSet((eb) => ({ count: eb('rate_limits.count', '+', 1) })),
+    )
+    .returning('count'),
+);
+
+const giveBackOne = precompiled(['bucket', 'start'], (db, window) =>
+  db
+    .updateTable('rate_limits')
+    .set((eb) => ({ count: eb('count', '-', 1) }))
+    .where('bucket', '=', window.bucket)
+    .where('window_start', '=', window.start)
+    .where('count', '>', 0),
+);
+
 /** Adds one to each counter; with `enforce`, throws 429 when this hit goes over a limit. */
 export async function countHit(
   db: Kysely<Database>,
@@ -72,16 +94,8 @@ export async function countHit(
   await db.transaction().execute(async (trx) => {
     for (const key of withSubject(keys)) {
       const window = windowOf(key, now);
-      const row = await trx
-        .insertInto('rate_limits')
-        .values({ bucket: window.bucket, window_start: window.start, count: 1 })
-        .onConflict((oc) =>
-          oc
-            .columns(['bucket', 'window_start'])
-            .doUpdateSet((eb) => ({ count: eb('rate_limits.count', '+', 1) })),
-        )
-        .returning('count')
-        .executeTakeFirstOrThrow();
+      const [row] = (await countOne(trx, window)).rows;
+      if (!row) throw new Error('rate limit upsert returned no count');
       if (row.count > key.rule.limit) retryAfter = Math.max(retryAfter, window.endsAt - now.getTime());
     }
   });
@@ -96,14 +110,7 @@ export async function refundHit(
 ): Promise<void> {
   const now = clock.now();
   for (const key of withSubject(keys)) {
-    const window = windowOf(key, now);
-    await db
-      .updateTable('rate_limits')
-      .set((eb) => ({ count: eb('count', '-', 1) }))
-      .where('bucket', '=', window.bucket)
-      .where('window_start', '=', window.start)
-      .where('count', '>', 0)
-      .execute();
+    await giveBackOne(db, windowOf(key, now));
   }
 }
 

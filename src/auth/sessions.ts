@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { precompiledInsert } from '../../db/precompiled.js';
 import type { UserRow } from '../../db/schema.js';
 import type { AppDeps } from '../http/types.js';
 import { uuidv7 } from '../ids.js';
@@ -24,6 +25,24 @@ export interface TokenResponse {
 
 const REFRESH_PREFIX = 'rt_';
 
+// every login and refresh writes these rows: their SQL is compiled once
+const insertRefreshRow = precompiledInsert('refresh_tokens', [
+  'id',
+  'session_id',
+  'token_hash',
+  'created_at',
+  'expires_at',
+  'used_at',
+]);
+const insertSessionRow = precompiledInsert('sessions', [
+  'id',
+  'user_id',
+  'created_at',
+  'expires_at',
+  'revoked_at',
+  'revoked_reason',
+]);
+
 const hashRefreshToken = (token: string) => createHash('sha256').update(token).digest('hex');
 
 async function insertRefreshToken(
@@ -35,17 +54,14 @@ async function insertRefreshToken(
 ) {
   const token = `${REFRESH_PREFIX}${randomBytes(32).toString('base64url')}`;
   const expires = Math.min(now.getTime() + ttlSeconds * 1000, sessionEnd.getTime());
-  await db
-    .insertInto('refresh_tokens')
-    .values({
-      id: uuidv7(now.getTime()),
-      session_id: sessionId,
-      token_hash: hashRefreshToken(token),
-      created_at: now.toISOString(),
-      expires_at: new Date(expires).toISOString(),
-      used_at: null,
-    })
-    .execute();
+  await insertRefreshRow(db, {
+    id: uuidv7(now.getTime()),
+    session_id: sessionId,
+    token_hash: hashRefreshToken(token),
+    created_at: now.toISOString(),
+    expires_at: new Date(expires).toISOString(),
+    used_at: null,
+  });
   return token;
 }
 
@@ -71,17 +87,14 @@ export async function startSession(deps: AppDeps, user: UserRow, db: Db = deps.d
   const now = deps.clock.now();
   const sessionId = uuidv7(now.getTime());
   const sessionEnd = new Date(now.getTime() + deps.config.jwt.sessionMaxAgeSeconds * 1000);
-  await db
-    .insertInto('sessions')
-    .values({
-      id: sessionId,
-      user_id: user.id,
-      created_at: now.toISOString(),
-      expires_at: sessionEnd.toISOString(),
-      revoked_at: null,
-      revoked_reason: null,
-    })
-    .execute();
+  await insertSessionRow(db, {
+    id: sessionId,
+    user_id: user.id,
+    created_at: now.toISOString(),
+    expires_at: sessionEnd.toISOString(),
+    revoked_at: null,
+    revoked_reason: null,
+  });
   const refreshToken = await insertRefreshToken(
     db,
     sessionId,

@@ -1,4 +1,5 @@
 import type { Kysely, Transaction } from 'kysely';
+import { precompiledInsert } from '../../db/precompiled.js';
 import type { Database, OutboxKind, OutboxRow, Role } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import { uuidv7 } from '../ids.js';
@@ -84,6 +85,19 @@ export async function enqueueFhirAuditEvent(
   return insertOutboxRow(db, clock, 'fhir_audit_event', JSON.stringify(auditEvent));
 }
 
+const insertRow = precompiledInsert('outbox', [
+  'id',
+  'kind',
+  'payload',
+  'status',
+  'attempts',
+  'next_attempt_at',
+  'locked_until',
+  'last_error',
+  'created_at',
+  'sent_at',
+]);
+
 async function insertOutboxRow(
   db: OutboxDb,
   clock: Clock,
@@ -92,21 +106,18 @@ async function insertOutboxRow(
 ): Promise<string> {
   const now = clock.now();
   const id = uuidv7(now.getTime());
-  await db
-    .insertInto('outbox')
-    .values({
-      id,
-      kind,
-      payload,
-      status: 'pending',
-      attempts: 0,
-      next_attempt_at: now.toISOString(),
-      locked_until: null,
-      last_error: null,
-      created_at: now.toISOString(),
-      sent_at: null,
-    })
-    .execute();
+  await insertRow(db, {
+    id,
+    kind,
+    payload,
+    status: 'pending',
+    attempts: 0,
+    next_attempt_at: now.toISOString(),
+    locked_until: null,
+    last_error: null,
+    created_at: now.toISOString(),
+    sent_at: null,
+  });
   return id;
 }
 

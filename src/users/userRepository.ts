@@ -1,4 +1,5 @@
 import { CompiledQuery, type Kysely, type Transaction } from 'kysely';
+import { precompiled } from '../../db/precompiled.js';
 import type { Database, NewUser, UserRow, UserUpdate } from '../../db/schema.js';
 
 /** Users table access. `db` first; rows in, rows out; no logic. */
@@ -13,8 +14,12 @@ export function normalizeEmail(email: string): string {
   return email.normalize('NFKC').trim().toLowerCase();
 }
 
-export function findUserByEmail(db: Db, email: string): Promise<UserRow | undefined> {
-  return db.selectFrom('users').selectAll().where('email', '=', normalizeEmail(email)).executeTakeFirst();
+const userByEmail = precompiled(['email'], (db, user) =>
+  db.selectFrom('users').selectAll().where('email', '=', user.email),
+);
+
+export async function findUserByEmail(db: Db, email: string): Promise<UserRow | undefined> {
+  return (await userByEmail(db, { email: normalizeEmail(email) })).rows[0];
 }
 
 export function findUserById(db: Db, id: string): Promise<UserRow | undefined> {
@@ -31,6 +36,15 @@ export async function insertUser(db: Db, user: NewUser): Promise<void> {
 export async function updateUser(db: Db, id: string, changes: UserUpdate): Promise<number> {
   const result = await db.updateTable('users').set(changes).where('id', '=', id).executeTakeFirst();
   return Number(result.numUpdatedRows);
+}
+
+const lastLogin = precompiled(['id', 'at'], (db, user) =>
+  db.updateTable('users').set({ last_login_at: user.at }).where('id', '=', user.id),
+);
+
+/** Stamps a successful login (every login: its SQL is compiled once). */
+export async function recordLastLogin(db: Db, id: string, at: Date): Promise<void> {
+  await lastLogin(db, { id, at: at.toISOString() });
 }
 
 /** True for a unique-index violation on SQLite or PostgreSQL (a lost race on the same email). */

@@ -1,0 +1,82 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type DatabaseHandle, migrateToLatest, openDatabase } from '../../db/connection.js';
+import { precompiled, precompiledInsert } from '../../db/precompiled.js';
+import { createTestSchema, DIALECTS } from '../helpers/postgres.js';
+import { tempDir } from '../helpers/tempDir.js';
+
+/**
+ * Statements on every login are compiled by Kysely once per dialect and then run with each call's
+ * values bound. What must hold: each call's own values reach the database (never the first call's),
+ * the builder's constants stay, transactions and the database share one template, and a builder
+ * that would put a value anywhere but a bound parameter is refused instead of run.
+ */
+
+const insertWindow = precompiledInsert('rate_limits', ['bucket', 'window_start', 'count']);
+const addOne = precompiled(['bucket', 'start'], (db, window) =>
+  db
+    .insertInto('rate_limits')
+    .values({ bucket: window.bucket, window_start: window.start, count: 1 })
+    .onConflict((oc) =>
+      oc
+        .columns(['bucket', 'window_start'])
+        .doUpdateSet((eb) => ({ count: eb('rate_limits.count', '+', 1) })),
+    )
+    .returning('count'),
+);
+const countOf = precompiled(['bucket'], (db, window) =>
+  db.selectFrom('rate_limits').select(['window_start', 'count']).where('bucket', '=', window.bucket),
+);
+
+describe.each(DIALECTS)('precompiled statements on %s', (dialect) => {
+  let handle: DatabaseHandle;
+  beforeAll(async () => {
+    const url = dialect === 'postgres' ? (await createTestSchema()).url : undefined;
+    handle = openDatabase({ databaseUrl: url, dataDir: tempDir() });
+    await migrateToLatest(handle.db);
+  });
+  afterAll(() => handle.close());
+
+  it("binds each call's own values and keeps the builder's constants", async () => {
+    await insertWindow(handle.db, { bucket: 'a', window_start: '2026-01-01T00:00:00.000Z', count: 7 });
+    await insertWindow(handle.db, { bucket: 'b', window_start: '2026-01-02T00:00:00.000Z', count: 0 });
+    expect((await addOne(handle.db, { bucket: 'a', start: '2026-01-01T00:00:00.000Z' })).rows).toEqual([
+      { count: 8 },
+    ]);
+    // the constant 1 of the builder, on a new row
+    expect((await addOne(handle.db, { bucket: 'c', start: '2026-01-03T00:00:00.000Z' })).rows).toEqual([
+      { count: 1 },
+    ]);
+    expect((await countOf(handle.db, { bucket: 'b' })).rows).toEqual([
+      { window_start: '2026-01-02T00:00:00.000Z', count: 0 },
+    ]);
+    expect((await countOf(handle.db, { bucket: 'nobody' })).rows).toEqual([]);
+  });
+
+  it('runs inside a transaction and rolls back with it', async () => {
+    await handle.db.transaction().execute(async (trx) => {
+      await addOne(trx, { bucket: 'd', start: '2026-01-04T00:00:00.000Z' });
+      await addOne(trx, { bucket: 'd', start: '2026-01-04T00:00:00.000Z' });
+    });
+    expect((await countOf(handle.db, { bucket: 'd' })).rows).toEqual([
+      { window_start: '2026-01-04T00:00:00.000Z', count: 2 },
+    ]);
+    await expect(
+      handle.db.transaction().execute(async (trx) => {
+        await addOne(trx, { bucket: 'e', start: '2026-01-05T00:00:00.000Z' });
+        throw new Error('undone');
+      }),
+    ).rejects.toThrow('undone');
+    expect((await countOf(handle.db, { bucket: 'e' })).rows).toEqual([]);
+  });
+
+  it('refuses a builder that uses a value outside a bound parameter', async () => {
+    const byColumn = precompiled(['column'], (db, chosen) =>
+      db.selectFrom('rate_limits').select(chosen.column).where('bucket', '=', 'a'),
+    );
+    await expect(byColumn(handle.db, { column: 'count' })).rejects.toThrow('may only bind values');
+    const unused = precompiled(['bucket', 'start'], (db, window) =>
+      db.selectFrom('rate_limits').selectAll().where('bucket', '=', window.bucket),
+    );
+    await expect(unused(handle.db, { bucket: 'a', start: 'x' })).rejects.toThrow('does not use start');
+  });
+});
