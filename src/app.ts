@@ -1,4 +1,3 @@
-import { bodyLimit } from 'hono/body-limit';
 import { adminRoutes } from './admin/adminController.js';
 import { smartAppRoutes } from './admin/smartAppsController.js';
 import { authRoutes } from './auth/authController.js';
@@ -12,6 +11,7 @@ import { onError, onNotFound } from './http/errorHandler.js';
 import { createRouter } from './http/router.js';
 import type { AppDeps } from './http/types.js';
 import { metricsRoutes } from './metrics/metricsController.js';
+import { bodySizeLimit } from './middleware/bodySizeLimit.js';
 import { clientIp } from './middleware/clientIp.js';
 import { corsPolicy } from './middleware/cors.js';
 import { requestId } from './middleware/requestId.js';
@@ -47,8 +47,8 @@ export function createApp(deps: AppDeps) {
   const tooLarge = () => {
     throw new AppError('payload_too_large');
   };
-  const fhirLimit = bodyLimit({ maxSize: FHIR_BODY_LIMIT_BYTES, onError: tooLarge });
-  const slimLimit = bodyLimit({ maxSize: SLIM_BODY_LIMIT_BYTES, onError: tooLarge });
+  const fhirLimit = bodySizeLimit(FHIR_BODY_LIMIT_BYTES, tooLarge);
+  const slimLimit = bodySizeLimit(SLIM_BODY_LIMIT_BYTES, tooLarge);
   app.use('*', async (c, next) => {
     // a GET has no body to limit, and the limit would build a whole WHATWG Request to look for one
     const method = c.req.method;

@@ -1,5 +1,25 @@
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+
+/** A JSON POST sent in 16 KiB chunks with no Content-Length (Transfer-Encoding: chunked). */
+function chunkedPost(url: string, body: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = http.request(url, { method: 'POST', headers: { 'content-type': 'application/json' } });
+    request.on('response', (response) => {
+      let text = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => {
+        text += chunk;
+      });
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body: text }));
+    });
+    // the server may answer 413 and close before the last chunk: the answer is what counts
+    request.on('error', (error) => (request.writableFinished ? undefined : reject(error)));
+    for (let i = 0; i < body.length; i += 16 * 1024) request.write(body.slice(i, i + 16 * 1024));
+    request.end();
+  });
+}
 
 describe('HTTP basics', () => {
   let gw: TestGateway;
@@ -89,6 +109,19 @@ describe('HTTP basics', () => {
     });
     expect(response.status).toBe(413);
     expect(await response.json()).toMatchObject({ code: 'payload_too_large' });
+  });
+
+  // a body of declared length is judged by its header; a chunked one is counted as it arrives
+  it.each([
+    ['over 64 KiB', 70 * 1024, 413],
+    ['under the limit', 0, 401],
+  ])('judges a chunked slim body %s (%s bytes of padding)', async (_, padding, status) => {
+    const body = JSON.stringify({ email: 'a@example.com', password: `wrong ${'x'.repeat(padding)}` });
+    const answer = await chunkedPost(`${gw.url}/auth/login`, body);
+    expect(answer.status).toBe(status);
+    expect(JSON.parse(answer.body)).toMatchObject({
+      code: status === 413 ? 'payload_too_large' : 'invalid_credentials',
+    });
   });
 
   it('logs each request once without its query string', async () => {
