@@ -3,6 +3,9 @@ import type { Database } from './schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
 
+/** What a precompiled statement binds: never `undefined`, which the builder would have left out. */
+export type BoundValue = string | number | bigint | null;
+
 /** Where a compiled statement's parameter comes from: a named value of the call, or a constant of the builder. */
 type Slot = { readonly name: string } | { readonly constant: unknown };
 
@@ -11,7 +14,7 @@ interface Template {
   readonly slots: readonly Slot[];
 }
 
-// a placeholder value no real argument can equal: NUL never appears in our values
+// stand-ins used only while compiling (a call's own values are only ever bound, never compiled)
 const placeholder = (name: string) => `\u0000${name}\u0000`;
 
 function compileTemplate(compilable: Compilable<unknown>, names: readonly string[]): Template {
@@ -32,18 +35,19 @@ function compileTemplate(compilable: Compilable<unknown>, names: readonly string
 /**
  * A statement whose shape never changes, compiled by Kysely once per dialect and afterwards run
  * with each call's values bound in their places. Kysely otherwise builds and compiles the SQL
- * on every call: a login's dozen statements spent more time there than in SQLite
- * (docs/performance.md). `build` gets a stand-in for each named value (typed `never`, so it
+ * on every call: in a login's dozen statements Kysely's own work took more main-thread time
+ * than SQLite's (docs/performance.md). `build` gets a stand-in for each named value (typed `never`, so it
  * fits any column) and must use them only as values, never to choose the statement's shape.
  */
 export function precompiled<K extends string, R>(
   names: readonly K[],
   build: (db: Kysely<Database>, values: Readonly<Record<K, never>>) => Compilable<R>,
-): (db: Db, values: Readonly<Record<K, unknown>>) => Promise<QueryResult<R>> {
+): (db: Db, values: Readonly<Record<K, BoundValue>>) => Promise<QueryResult<R>> {
   const stand = Object.fromEntries(names.map((name) => [name, placeholder(name)])) as Record<K, never>;
   // one template per dialect: a database and its transactions share their adapter
   const templates = new WeakMap<object, Template>();
   return async (db, values) => {
+    // getExecutor() is marked internal in Kysely ~0.28 (pinned): the one handle that names the dialect
     const adapter = db.getExecutor().adapter;
     let template = templates.get(adapter);
     if (!template) {
@@ -61,9 +65,56 @@ export function precompiled<K extends string, R>(
 export function precompiledInsert<T extends keyof Database & string, C extends keyof Database[T] & string>(
   table: T,
   columns: readonly C[],
-): (db: Db, row: Readonly<Record<C, unknown>>) => Promise<QueryResult<unknown>> {
+): (db: Db, row: Readonly<Record<C, BoundValue>>) => Promise<QueryResult<unknown>> {
   return precompiled(columns, (db, values) =>
     // the row's columns are the given ones, each bound as a value
     db.insertInto(table).values(values as never),
   );
+}
+
+/**
+ * A multi-row insert of these columns, compiled once per dialect and row count, binding the rows'
+ * values row by row in column order (the order Kysely gives its parameters, checked once).
+ */
+export function precompiledInsertRows<
+  T extends keyof Database & string,
+  C extends keyof Database[T] & string,
+>(
+  table: T,
+  columns: readonly C[],
+): (db: Db, rows: readonly Readonly<Record<C, BoundValue>>[]) => Promise<void> {
+  const templates = new WeakMap<object, Map<number, CompiledQuery>>();
+  const compile = (db: Db, count: number): CompiledQuery => {
+    const rows = Array.from({ length: count }, (_, row) =>
+      Object.fromEntries(columns.map((column) => [column, placeholder(`${row}.${column}`)])),
+    );
+    const compiled = db
+      .insertInto(table)
+      .values(rows as never)
+      .compile();
+    const expected = rows.flatMap((row) => columns.map((column) => row[column]));
+    if (
+      compiled.sql.includes('\u0000') ||
+      compiled.parameters.length !== expected.length ||
+      compiled.parameters.some((value, i) => value !== expected[i])
+    )
+      throw new Error('a precompiled insert must bind its rows in column order');
+    return compiled;
+  };
+  return async (db, rows) => {
+    if (rows.length === 0) return;
+    const adapter = db.getExecutor().adapter;
+    let byCount = templates.get(adapter);
+    if (!byCount) {
+      byCount = new Map();
+      templates.set(adapter, byCount);
+    }
+    let compiled = byCount.get(rows.length);
+    if (!compiled) {
+      compiled = compile(db, rows.length);
+      byCount.set(rows.length, compiled);
+    }
+    const parameters = rows.flatMap((row) => columns.map((column) => row[column]));
+    await db.executeQuery({ ...compiled, parameters });
+  };
 }

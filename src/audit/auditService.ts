@@ -1,4 +1,4 @@
-import { precompiledInsert } from '../../db/precompiled.js';
+import { precompiledInsert, precompiledInsertRows } from '../../db/precompiled.js';
 import type { AuditOutcome, NewAuditEntry } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import { enqueueFhirAuditEvent } from '../email/outbox.js';
@@ -55,7 +55,7 @@ export function auditRow(event: AuditEvent, now: Date, id = uuidv7(now.getTime()
   };
 }
 
-const insertAuditRow = precompiledInsert('audit_log', [
+const AUDIT_LOG_COLUMNS = [
   'id',
   'occurred_at',
   'action',
@@ -70,7 +70,12 @@ const insertAuditRow = precompiledInsert('audit_log', [
   'request_id',
   'client_ip',
   'detail',
-]);
+] as const;
+
+const insertAuditRow = precompiledInsert('audit_log', AUDIT_LOG_COLUMNS);
+
+/** Rows of auditRow, many per statement (the batched trail): compiled once per row count. */
+export const insertAuditRows = precompiledInsertRows('audit_log', AUDIT_LOG_COLUMNS);
 
 /**
  * Appends one entry to the audit log (append-only: the database refuses updates and deletes)

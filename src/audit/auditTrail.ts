@@ -4,7 +4,7 @@ import type { Database, NewAuditEntry } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import { uuidv7 } from '../ids.js';
 import type { Logger } from '../logger.js';
-import { type AuditEvent, auditRow } from './auditService.js';
+import { type AuditEvent, auditRow, insertAuditRows } from './auditService.js';
 
 /**
  * The batched audit trail, for high-volume events that need no transaction: refusals, token
@@ -45,7 +45,7 @@ export const MAX_BUFFERED = 20_000;
 const ROWS_PER_INSERT = 64;
 
 interface Pending {
-  readonly row: NewAuditEntry;
+  readonly row: Required<NewAuditEntry>;
   /** Already failed once for another reason than a lock. */
   readonly retried: boolean;
 }
@@ -85,10 +85,10 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
     for (let i = 0; i < batch.length; i += ROWS_PER_INSERT) {
       const chunk = batch.slice(i, i + ROWS_PER_INSERT);
       try {
-        await db
-          .insertInto('audit_log')
-          .values(chunk.map((p) => p.row))
-          .execute();
+        await insertAuditRows(
+          db,
+          chunk.map((p) => p.row),
+        );
         locked = false;
       } catch (error) {
         // the count only: a row's facts stay out of the log

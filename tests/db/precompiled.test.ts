@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DatabaseHandle, migrateToLatest, openDatabase } from '../../db/connection.js';
-import { precompiled, precompiledInsert } from '../../db/precompiled.js';
+import { precompiled, precompiledInsert, precompiledInsertRows } from '../../db/precompiled.js';
 import { createTestSchema, DIALECTS } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/tempDir.js';
 
@@ -23,6 +23,7 @@ const addOne = precompiled(['bucket', 'start'], (db, window) =>
     )
     .returning('count'),
 );
+const insertWindows = precompiledInsertRows('rate_limits', ['bucket', 'window_start', 'count']);
 const countOf = precompiled(['bucket'], (db, window) =>
   db.selectFrom('rate_limits').select(['window_start', 'count']).where('bucket', '=', window.bucket),
 );
@@ -67,6 +68,30 @@ describe.each(DIALECTS)('precompiled statements on %s', (dialect) => {
       }),
     ).rejects.toThrow('undone');
     expect((await countOf(handle.db, { bucket: 'e' })).rows).toEqual([]);
+  });
+
+  it('inserts many rows per statement, each row its own values, whatever the row count', async () => {
+    const row = (bucket: string, count: number) => ({
+      bucket,
+      window_start: '2026-02-01T00:00:00.000Z',
+      count,
+    });
+    await insertWindows(handle.db, [row('m1', 1), row('m2', 2), row('m3', 3)]);
+    await insertWindows(handle.db, [row('m4', 4)]);
+    await insertWindows(handle.db, []);
+    await insertWindows(handle.db, [row('m5', 5), row('m6', 6), row('m7', 7)]);
+    for (const [bucket, count] of [
+      ['m1', 1],
+      ['m2', 2],
+      ['m3', 3],
+      ['m4', 4],
+      ['m5', 5],
+      ['m6', 6],
+      ['m7', 7],
+    ] as const)
+      expect((await countOf(handle.db, { bucket })).rows).toEqual([
+        { window_start: '2026-02-01T00:00:00.000Z', count },
+      ]);
   });
 
   it('refuses a builder that uses a value outside a bound parameter', async () => {
