@@ -87,20 +87,33 @@ type ReferenceReader = (resource: Resource) => string[];
 // one reader per (type, parameter): the definitions are immutable once loaded
 const readers = new Map<string, ReferenceReader>();
 
-/** Reads the reference strings a path of element names leads to, through arrays, without FHIRPath. */
+/** A reference string, or a Reference's `reference`, added to `out`. */
+function pushReference(value: unknown, out: string[]): void {
+  if (typeof value === 'string') out.push(value);
+  else {
+    const ref = (value as { reference?: unknown } | null)?.reference;
+    if (typeof ref === 'string') out.push(ref);
+  }
+}
+
+/**
+ * Reads the reference strings a path of element names leads to, through arrays (an element's
+ * array, one level, as FHIR JSON has them), without FHIRPath and without an array per step.
+ */
 function pathReader(path: readonly string[]): ReferenceReader {
-  return (resource) => {
-    let values: unknown[] = [resource];
-    for (const name of path) {
-      const next: unknown[] = [];
-      for (const value of values) {
-        const child = (value as Record<string, unknown> | null)?.[name];
-        if (Array.isArray(child)) next.push(...child);
-        else if (child !== undefined && child !== null) next.push(child);
-      }
-      values = next;
+  const collect = (value: unknown, depth: number, out: string[]): void => {
+    if (depth === path.length) {
+      pushReference(value, out);
+      return;
     }
-    return referencesIn(values);
+    const child = (value as Record<string, unknown> | null)?.[path[depth] as string];
+    if (Array.isArray(child)) for (const item of child) collect(item, depth + 1, out);
+    else if (child !== undefined && child !== null) collect(child, depth + 1, out);
+  };
+  return (resource) => {
+    const out: string[] = [];
+    collect(resource, 0, out);
+    return out;
   };
 }
 
@@ -124,8 +137,7 @@ function readerFor(type: string, param: string): ReferenceReader {
         )?.[1],
     );
     if (expression && paths.every((p) => p !== undefined)) {
-      const direct = paths.map((p) => pathReader((p as string).slice(1).split('.')));
-      reader = (resource) => direct.flatMap((read) => read(resource));
+      reader = allOf(paths.map((p) => pathReader((p as string).slice(1).split('.'))));
     } else {
       reader = (resource) => (expression ? referencesIn(evalFhirPath(expression, resource)) : []);
     }
@@ -134,16 +146,34 @@ function readerFor(type: string, param: string): ReferenceReader {
   return reader;
 }
 
+/** The references every one of `readers` finds, in order. */
+function allOf(readers: readonly ReferenceReader[]): ReferenceReader {
+  if (readers.length === 1) return readers[0] as ReferenceReader;
+  return (resource) => readers.flatMap((read) => read(resource));
+}
+
+// one reader per type for all its linking parameters: the response check runs it on every entry
+const linkingReaders = new Map<string, ReferenceReader>();
+
 /** Every reference a resource holds in our linking parameters (the path of each SearchParameter). */
 export function linkingReferences(resource: Resource): string[] {
-  return (LINKING_PARAMS.get(resource.resourceType) ?? []).flatMap((param) =>
-    readerFor(resource.resourceType, param)(resource),
-  );
+  const type = resource.resourceType;
+  let reader = linkingReaders.get(type);
+  if (!reader) {
+    reader = allOf((LINKING_PARAMS.get(type) ?? []).map((param) => readerFor(type, param)));
+    linkingReaders.set(type, reader);
+  }
+  return reader(resource);
 }
 
 /** Patient ids a resource belongs to through our linking parameters. */
 export function linkedPatientIds(resource: Resource): string[] {
   return [...new Set(linkingReferences(resource).flatMap((ref) => patientIdOf(ref) ?? []))];
+}
+
+/** Whether one of the resource's linking references names this patient (linkedPatientIds without the set). */
+function linksPatient(resource: Resource, patientId: string): boolean {
+  return linkingReferences(resource).some((ref) => patientIdOf(ref) === patientId);
 }
 
 const PRACTITIONER_REFERENCE =
@@ -179,7 +209,7 @@ export function membershipOf(resource: Resource, scope: Scope): Membership {
   if (scope.kind === 'none') return 'out';
   if (scope.kind === 'patient') {
     if (type === 'Patient') return resource.id === scope.patientId ? 'in' : 'out';
-    return linkedPatientIds(resource).includes(scope.patientId) ? 'in' : 'out';
+    return linksPatient(resource, scope.patientId) ? 'in' : 'out';
   }
   if (type === 'Patient') return isAssignedTo(resource, scope.practitionerId) ? 'in' : 'out';
   const patients = linkedPatientIds(resource);

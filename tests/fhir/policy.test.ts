@@ -133,6 +133,16 @@ describe('the response check', () => {
     [obs('Group/1'), GP, 'out'],
     [obs('Patient/a'), NONE, 'out'],
     [obs('Patient/z'), ALL, 'in'],
+    // malformed shapes read as before the reader lost its per-step arrays: one level of array, nulls skipped
+    [{ ...obs('Patient/b'), subject: [null, { reference: 'Patient/a' }] }, ME, 'in'],
+    [{ ...obs('Patient/b'), subject: [[{ reference: 'Patient/a' }]] }, ME, 'out'],
+    [{ ...obs('Patient/b'), subject: null }, ME, 'out'],
+    [{ ...obs('Patient/b'), subject: { reference: 42 } }, ME, 'out'],
+    [
+      { ...obs('Patient/b'), subject: [{ reference: 'Patient/b' }, { reference: 'Patient/a' }] },
+      GP,
+      { anyOf: ['b', 'a'] },
+    ],
   ] as [Resource, Scope, Membership][])('%o for %o is %o', (resource, scope, expected) => {
     expect(membershipOf(resource, scope)).toEqual(expected);
   });
