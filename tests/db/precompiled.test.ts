@@ -12,20 +12,26 @@ import { tempDir } from '../helpers/tempDir.js';
  */
 
 const insertWindow = precompiledInsert('rate_limits', ['bucket', 'window_start', 'count']);
-const addOne = precompiled(['bucket', 'start'], (db, window) =>
+// one value used twice, in the values and in the conflict's update
+const addTo = precompiled(['bucket', 'start', 'by'], (db, window) =>
   db
     .insertInto('rate_limits')
-    .values({ bucket: window.bucket, window_start: window.start, count: 1 })
+    .values({ bucket: window.bucket, window_start: window.start, count: window.by })
     .onConflict((oc) =>
       oc
         .columns(['bucket', 'window_start'])
-        .doUpdateSet((eb) => ({ count: eb('rate_limits.count', '+', 1) })),
+        .doUpdateSet((eb) => ({ count: eb('rate_limits.count', '+', window.by) })),
     )
     .returning('count'),
 );
 const insertWindows = precompiledInsertRows('rate_limits', ['bucket', 'window_start', 'count']);
+// the builder's constant 1000 is a bound parameter too, kept as it is on every call
 const countOf = precompiled(['bucket'], (db, window) =>
-  db.selectFrom('rate_limits').select(['window_start', 'count']).where('bucket', '=', window.bucket),
+  db
+    .selectFrom('rate_limits')
+    .select(['window_start', 'count'])
+    .where('bucket', '=', window.bucket)
+    .where('count', '<', 1000),
 );
 
 describe.each(DIALECTS)('precompiled statements on %s', (dialect) => {
@@ -40,30 +46,30 @@ describe.each(DIALECTS)('precompiled statements on %s', (dialect) => {
   it("binds each call's own values and keeps the builder's constants", async () => {
     await insertWindow(handle.db, { bucket: 'a', window_start: '2026-01-01T00:00:00.000Z', count: 7 });
     await insertWindow(handle.db, { bucket: 'b', window_start: '2026-01-02T00:00:00.000Z', count: 0 });
-    expect((await addOne(handle.db, { bucket: 'a', start: '2026-01-01T00:00:00.000Z' })).rows).toEqual([
-      { count: 8 },
-    ]);
-    // the constant 1 of the builder, on a new row
-    expect((await addOne(handle.db, { bucket: 'c', start: '2026-01-03T00:00:00.000Z' })).rows).toEqual([
-      { count: 1 },
-    ]);
+    await insertWindow(handle.db, { bucket: 'big', window_start: '2026-01-02T00:00:00.000Z', count: 5000 });
+    const added = (bucket: string, by: number) =>
+      addTo(handle.db, { bucket, start: '2026-01-01T00:00:00.000Z', by });
+    expect((await added('a', 3)).rows).toEqual([{ count: 10 }]);
+    expect((await added('c', 2)).rows).toEqual([{ count: 2 }]);
+    expect((await added('a', 5)).rows).toEqual([{ count: 15 }]);
     expect((await countOf(handle.db, { bucket: 'b' })).rows).toEqual([
       { window_start: '2026-01-02T00:00:00.000Z', count: 0 },
     ]);
+    expect((await countOf(handle.db, { bucket: 'big' })).rows).toEqual([]);
     expect((await countOf(handle.db, { bucket: 'nobody' })).rows).toEqual([]);
   });
 
   it('runs inside a transaction and rolls back with it', async () => {
     await handle.db.transaction().execute(async (trx) => {
-      await addOne(trx, { bucket: 'd', start: '2026-01-04T00:00:00.000Z' });
-      await addOne(trx, { bucket: 'd', start: '2026-01-04T00:00:00.000Z' });
+      await addTo(trx, { bucket: 'd', start: '2026-01-04T00:00:00.000Z', by: 1 });
+      await addTo(trx, { bucket: 'd', start: '2026-01-04T00:00:00.000Z', by: 1 });
     });
     expect((await countOf(handle.db, { bucket: 'd' })).rows).toEqual([
       { window_start: '2026-01-04T00:00:00.000Z', count: 2 },
     ]);
     await expect(
       handle.db.transaction().execute(async (trx) => {
-        await addOne(trx, { bucket: 'e', start: '2026-01-05T00:00:00.000Z' });
+        await addTo(trx, { bucket: 'e', start: '2026-01-05T00:00:00.000Z', by: 1 });
         throw new Error('undone');
       }),
     ).rejects.toThrow('undone');
