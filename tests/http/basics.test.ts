@@ -124,6 +124,21 @@ describe('HTTP basics', () => {
     });
   });
 
+  // the passthrough reads the body of every method but GET and HEAD (an OPTIONS is CORS's, unread)
+  it.each(['DELETE', 'PATCH', 'PUT'])('refuses a FHIR %s body over 5 MiB with 413', async (method) => {
+    const response = await gw.call('/fhir/Patient/x', {
+      method,
+      token: await gw.adminToken(),
+      headers: { 'content-type': 'application/fhir+json' },
+      body: 'x'.repeat(5 * 1024 * 1024 + 1),
+    });
+    expect(response.status).toBe(413);
+    expect(await response.json()).toMatchObject({
+      resourceType: 'OperationOutcome',
+      issue: [{ code: 'too-costly' }],
+    });
+  });
+
   it('logs each request once without its query string', async () => {
     const lines: string[] = [];
     const { createLogger } = await import('../../src/logger.js');
