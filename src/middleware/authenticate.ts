@@ -85,7 +85,7 @@ async function verifyCaller(c: Context<AppEnv>): Promise<Caller | Refused> {
     claims = checked.claims;
     rememberSignature(deps, token, claims, smart);
   }
-  const user = await findCaller(deps.db, deps.dialect, claims.sub, claims.sid);
+  const user = await findCaller(deps.db, claims.sub, claims.sid);
   if (!user) return { reason: 'unknown_user' };
   const refused = (reason: AuthFailure): Refused => ({ reason, userId: user.id, role: user.role });
   if (user.is_active !== 1 || user.is_registered !== 1) return refused('inactive_user');

@@ -1,4 +1,4 @@
-import { CompiledQuery, type Kysely, type Transaction } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import { precompiled } from '../../db/precompiled.js';
 import type { Database, NewUser, UserRow, UserUpdate } from '../../db/schema.js';
 
@@ -66,24 +66,26 @@ export interface CallerRow {
   session_expires_at: string | null;
 }
 
-const CALLER_SQL = `select u.id, u.role, u.fhir_resource_id, u.is_active, u.is_registered, u.token_version,
-  s.user_id as session_user_id, s.revoked_at as session_revoked_at, s.expires_at as session_expires_at
-  from users u left join sessions s on s.id = ?1 where u.id = ?2`;
-// one text per dialect, written once: this runs on every authenticated request, so it skips the query builder
-const CALLER_QUERY = {
-  sqlite: CALLER_SQL.replace('?1', '?').replace('?2', '?'),
-  postgres: CALLER_SQL.replace('?1', '$1').replace('?2', '$2'),
-};
+// every authenticated request runs it: compiled once per dialect (db/precompiled.ts)
+const caller = precompiled(['userId', 'sessionId'], (db, ids) =>
+  db
+    .selectFrom('users as u')
+    .leftJoin('sessions as s', (join) => join.on('s.id', '=', ids.sessionId))
+    .select([
+      'u.id',
+      'u.role',
+      'u.fhir_resource_id',
+      'u.is_active',
+      'u.is_registered',
+      'u.token_version',
+      's.user_id as session_user_id',
+      's.revoked_at as session_revoked_at',
+      's.expires_at as session_expires_at',
+    ])
+    .where('u.id', '=', ids.userId),
+);
 
 /** The account `userId` with the session `sessionId` (null columns when there is no such session). */
-export async function findCaller(
-  db: Db,
-  dialect: 'sqlite' | 'postgres',
-  userId: string,
-  sessionId: string,
-): Promise<CallerRow | undefined> {
-  const result = await db.executeQuery<CallerRow>(
-    CompiledQuery.raw(CALLER_QUERY[dialect], [sessionId, userId]),
-  );
-  return result.rows[0];
+export async function findCaller(db: Db, userId: string, sessionId: string): Promise<CallerRow | undefined> {
+  return (await caller(db, { userId, sessionId })).rows[0];
 }
