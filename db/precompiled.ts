@@ -1,10 +1,15 @@
-import type { Compilable, CompiledQuery, Kysely, QueryResult, Transaction } from 'kysely';
+import type { Compilable, CompiledQuery, Insertable, Kysely, QueryResult, Transaction } from 'kysely';
 import type { Database } from './schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
 
 /** What a precompiled statement binds: never `undefined`, which the builder would have left out. */
 export type BoundValue = string | number | bigint | null;
+
+/** A row of `table` with every listed column given, each typed as the table has it (never undefined). */
+type Row<T extends keyof Database, C extends keyof Insertable<Database[T]>> = {
+  readonly [P in C]-?: Exclude<Insertable<Database[T]>[P], undefined>;
+};
 
 /** Where a compiled statement's parameter comes from: a named value of the call, or a constant of the builder. */
 type Slot = { readonly name: string } | { readonly constant: unknown };
@@ -13,6 +18,20 @@ interface Template {
   readonly compiled: CompiledQuery;
   readonly slots: readonly Slot[];
 }
+
+/**
+ * The template cache of a statement, keyed by the handle's adapter (one per dialect): a database
+ * and its transactions share it. getExecutor() is marked internal in Kysely ~0.28 (pinned). A
+ * handle with plugins gets no cache: plugins may rewrite the query per call, and `withPlugin`
+ * keeps the adapter, so a template compiled through one would be reused for the other.
+ */
+function cacheKey(db: Db): object | undefined {
+  const executor = db.getExecutor();
+  return executor.plugins.length > 0 ? undefined : executor.adapter;
+}
+
+/** Row counts above this are compiled per call: the cache of a multi-row insert stays bounded. */
+const MAX_CACHED_ROW_COUNT = 64;
 
 // stand-ins used only while compiling (a call's own values are only ever bound, never compiled)
 const placeholder = (name: string) => `\u0000${name}\u0000`;
@@ -44,15 +63,13 @@ export function precompiled<K extends string, R>(
   build: (db: Kysely<Database>, values: Readonly<Record<K, never>>) => Compilable<R>,
 ): (db: Db, values: Readonly<Record<K, BoundValue>>) => Promise<QueryResult<R>> {
   const stand = Object.fromEntries(names.map((name) => [name, placeholder(name)])) as Record<K, never>;
-  // one template per dialect: a database and its transactions share their adapter
   const templates = new WeakMap<object, Template>();
   return async (db, values) => {
-    // getExecutor() is marked internal in Kysely ~0.28 (pinned): the one handle that names the dialect
-    const adapter = db.getExecutor().adapter;
-    let template = templates.get(adapter);
+    const key = cacheKey(db);
+    let template = key && templates.get(key);
     if (!template) {
       template = compileTemplate(build(db as Kysely<Database>, stand), names);
-      templates.set(adapter, template);
+      if (key) templates.set(key, template);
     }
     const parameters = template.slots.map((slot) =>
       'name' in slot ? values[slot.name as K] : slot.constant,
@@ -62,14 +79,16 @@ export function precompiled<K extends string, R>(
 }
 
 /** An insert of one row with exactly these columns, compiled once per dialect (see `precompiled`). */
-export function precompiledInsert<T extends keyof Database & string, C extends keyof Database[T] & string>(
-  table: T,
-  columns: readonly C[],
-): (db: Db, row: Readonly<Record<C, BoundValue>>) => Promise<QueryResult<unknown>> {
-  return precompiled(columns, (db, values) =>
+export function precompiledInsert<
+  T extends keyof Database & string,
+  C extends keyof Insertable<Database[T]> & string,
+>(table: T, columns: readonly C[]): (db: Db, row: Row<T, C>) => Promise<QueryResult<unknown>> {
+  const insert = precompiled(columns, (db, values) =>
     // the row's columns are the given ones, each bound as a value
     db.insertInto(table).values(values as never),
   );
+  // the row is typed by the table's columns (checked at the call); its values are bound as they are
+  return (db, row) => insert(db, row as Readonly<Record<C, BoundValue>>);
 }
 
 /**
@@ -78,11 +97,8 @@ export function precompiledInsert<T extends keyof Database & string, C extends k
  */
 export function precompiledInsertRows<
   T extends keyof Database & string,
-  C extends keyof Database[T] & string,
->(
-  table: T,
-  columns: readonly C[],
-): (db: Db, rows: readonly Readonly<Record<C, BoundValue>>[]) => Promise<void> {
+  C extends keyof Insertable<Database[T]> & string,
+>(table: T, columns: readonly C[]): (db: Db, rows: readonly Row<T, C>[]) => Promise<void> {
   const templates = new WeakMap<object, Map<number, CompiledQuery>>();
   const compile = (db: Db, count: number): CompiledQuery => {
     const rows = Array.from({ length: count }, (_, row) =>
@@ -103,16 +119,16 @@ export function precompiledInsertRows<
   };
   return async (db, rows) => {
     if (rows.length === 0) return;
-    const adapter = db.getExecutor().adapter;
-    let byCount = templates.get(adapter);
-    if (!byCount) {
+    const key = rows.length <= MAX_CACHED_ROW_COUNT ? cacheKey(db) : undefined;
+    let byCount = key && templates.get(key);
+    if (key && !byCount) {
       byCount = new Map();
-      templates.set(adapter, byCount);
+      templates.set(key, byCount);
     }
-    let compiled = byCount.get(rows.length);
+    let compiled = byCount?.get(rows.length);
     if (!compiled) {
       compiled = compile(db, rows.length);
-      byCount.set(rows.length, compiled);
+      byCount?.set(rows.length, compiled);
     }
     const parameters = rows.flatMap((row) => columns.map((column) => row[column]));
     await db.executeQuery({ ...compiled, parameters });

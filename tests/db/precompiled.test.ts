@@ -1,3 +1,4 @@
+import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DatabaseHandle, migrateToLatest, openDatabase } from '../../db/connection.js';
 import { precompiled, precompiledInsert, precompiledInsertRows } from '../../db/precompiled.js';
@@ -98,6 +99,24 @@ describe.each(DIALECTS)('precompiled statements on %s', (dialect) => {
       expect((await countOf(handle.db, { bucket })).rows).toEqual([
         { window_start: '2026-02-01T00:00:00.000Z', count },
       ]);
+  });
+
+  it('compiles per call through a handle with plugins, which then see every query', async () => {
+    let seen = 0;
+    const counting: KyselyPlugin = {
+      transformQuery: (args: PluginTransformQueryArgs) => {
+        seen++;
+        return args.node;
+      },
+      transformResult: async (args: PluginTransformResultArgs) => args.result,
+    };
+    const withPlugin = handle.db.withPlugin(counting);
+    for (const by of [1, 2, 3])
+      await addTo(withPlugin, { bucket: 'p', start: '2026-03-01T00:00:00.000Z', by });
+    expect(seen).toBe(3);
+    expect((await countOf(handle.db, { bucket: 'p' })).rows).toEqual([
+      { window_start: '2026-03-01T00:00:00.000Z', count: 6 },
+    ]);
   });
 
   it('refuses a builder that uses a value outside a bound parameter', async () => {
