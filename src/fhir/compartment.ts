@@ -158,6 +158,8 @@ const linkingReaders = new Map<string, ReferenceReader>();
 /** Every reference a resource holds in our linking parameters (the path of each SearchParameter). */
 export function linkingReferences(resource: Resource): string[] {
   const type = resource.resourceType;
+  // only our types get a cached reader: an upstream may answer any resourceType it likes
+  if (!LINKING_PARAMS.has(type)) return [];
   let reader = linkingReaders.get(type);
   if (!reader) {
     reader = allOf((LINKING_PARAMS.get(type) ?? []).map((param) => readerFor(type, param)));
