@@ -55,8 +55,9 @@ function compileTemplate(compilable: Compilable<unknown>, names: readonly string
  * A statement whose shape never changes, compiled by Kysely once per dialect and afterwards run
  * with each call's values bound in their places. Kysely otherwise builds and compiles the SQL
  * on every call: in a login's dozen statements Kysely's own work took more main-thread time
- * than SQLite's (docs/performance.md). `build` gets a stand-in for each named value (typed `never`, so it
- * fits any column) and must use them only as values, never to choose the statement's shape.
+ * than SQLite's (docs/performance.md). `build` gets a stand-in for each named value (typed
+ * `never`, so it fits any column) and must use them only as values, never to choose the
+ * statement's shape.
  */
 export function precompiled<K extends string, R>(
   names: readonly K[],

@@ -84,9 +84,6 @@ function referencesIn(values: unknown[]): string[] {
 
 type ReferenceReader = (resource: Resource) => string[];
 
-// one reader per (type, parameter): the definitions are immutable once loaded
-const readers = new Map<string, ReferenceReader>();
-
 /** A reference string, or a Reference's `reference`, added to `out`. */
 function pushReference(value: unknown, out: string[]): void {
   if (typeof value === 'string') out.push(value);
@@ -122,28 +119,21 @@ function pathReader(path: readonly string[]): ReferenceReader {
  * parameters are plain paths (`Observation.subject`, `Person.link.target`), some filtered with
  * `.where(resolve() is Patient)`: those are read directly (the filter only drops references that
  * patientIdOf drops anyway), ~20 times cheaper than FHIRPath on every entry of every answer.
- * Anything else is evaluated as FHIRPath.
+ * Anything else is evaluated as FHIRPath. Built once per type, with its other parameters
+ * (linkingReferences keeps them: the definitions are immutable once loaded).
  */
 function readerFor(type: string, param: string): ReferenceReader {
-  const key = `${type}.${param}`;
-  let reader = readers.get(key);
-  if (!reader) {
-    const expression = searchExpressionFor(type, param);
-    const parts = expression?.split(' | ') ?? [];
-    const paths = parts.map(
-      (part) =>
-        new RegExp(`^\\(?${type}((?:\\.[a-zA-Z]+)+)\\)?(?:\\.where\\(resolve\\(\\) is Patient\\))?$`).exec(
-          part,
-        )?.[1],
-    );
-    if (expression && paths.every((p) => p !== undefined)) {
-      reader = allOf(paths.map((p) => pathReader((p as string).slice(1).split('.'))));
-    } else {
-      reader = (resource) => (expression ? referencesIn(evalFhirPath(expression, resource)) : []);
-    }
-    readers.set(key, reader);
-  }
-  return reader;
+  const expression = searchExpressionFor(type, param);
+  const parts = expression?.split(' | ') ?? [];
+  const paths = parts.map(
+    (part) =>
+      new RegExp(`^\\(?${type}((?:\\.[a-zA-Z]+)+)\\)?(?:\\.where\\(resolve\\(\\) is Patient\\))?$`).exec(
+        part,
+      )?.[1],
+  );
+  if (expression && paths.every((p) => p !== undefined))
+    return allOf(paths.map((p) => pathReader((p as string).slice(1).split('.'))));
+  return (resource) => (expression ? referencesIn(evalFhirPath(expression, resource)) : []);
 }
 
 /** The references every one of `readers` finds, in order. */
