@@ -234,7 +234,10 @@ async function main() {
     const profile = process.env.BENCH_PROFILE;
     if (profile) execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: ROOT });
     const [command, args] = profile
-      ? [process.execPath, ['--max-semi-space-size=8', '--cpu-prof', `--cpu-prof-dir=${profile}`, 'dist/main.js']]
+      ? [
+          process.execPath,
+          ['--max-semi-space-size=8', '--cpu-prof', `--cpu-prof-dir=${profile}`, 'dist/main.js'],
+        ]
       : ['npm', ['start', '-s']];
     const child = spawn(command, args, {
       cwd: ROOT,
