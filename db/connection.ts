@@ -15,6 +15,7 @@ import pg from 'pg';
 import { projectFile } from '../src/paths.js';
 import { migrations } from './migrations/index.js';
 import type { Database } from './schema.js';
+import { threadedSqliteDialect } from './threadedSqlite.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -36,6 +37,12 @@ export interface DatabaseHandle {
    * timeout. On PostgreSQL it is the same pool (its waits do not block the process).
    */
   readonly background: Kysely<Database>;
+  /**
+   * For batched writes no request waits for (the audit trail's flushes). On SQLite a connection on
+   * a thread of its own (db/threadedSqlite.ts): its multi-row inserts never hold the event loop.
+   * On PostgreSQL the same pool.
+   */
+  readonly bulk: Kysely<Database>;
   readonly dialect: Dialect;
   close(): Promise<void>;
 }
@@ -60,18 +67,25 @@ interface SqliteConnection {
   close(): Promise<void>;
 }
 
+/** The settings of every connection to the gateway's SQLite file (the log mode is the file's own). */
+function connectionPragmas(lockWaitMs: number): string[] {
+  return [
+    'foreign_keys = ON',
+    // a write waits at most this long for another writer's lock, then fails: a request answers 503 in
+    // seconds rather than hanging behind a long transaction (provisioning's budget is 6 s in all)
+    `busy_timeout = ${lockWaitMs}`,
+    'synchronous = NORMAL',
+    // the checkpoints are the checkpointer thread's (below): a connection copies the log back into
+    // the database itself, on the request thread, only when the log has grown this large anyway
+    `wal_autocheckpoint = ${FALLBACK_CHECKPOINT_PAGES}`,
+  ];
+}
+
 function openSqlite(file: string, lockWaitMs = LOCK_WAIT_MS): SqliteConnection {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const sqlite = new SqliteDatabase(file);
   sqlite.pragma('journal_mode = WAL');
-  sqlite.pragma('foreign_keys = ON');
-  // a write waits at most this long for another writer's lock, then fails: a request answers 503 in
-  // seconds rather than hanging behind a long transaction (provisioning's budget is 6 s in all)
-  sqlite.pragma(`busy_timeout = ${lockWaitMs}`);
-  sqlite.pragma('synchronous = NORMAL');
-  // the checkpoints are the checkpointer thread's (below): a connection copies the log back into
-  // the database itself, on the request thread, only when the log has grown this large anyway
-  sqlite.pragma(`wal_autocheckpoint = ${FALLBACK_CHECKPOINT_PAGES}`);
+  for (const pragma of connectionPragmas(lockWaitMs)) sqlite.pragma(pragma);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
   return {
     db,
@@ -191,19 +205,25 @@ export function openDatabase(options: DatabaseOptions): DatabaseHandle {
   const dialect: Dialect = options.databaseUrl ? 'postgres' : 'sqlite';
   if (options.databaseUrl) {
     const db = openPostgres(options.databaseUrl);
-    return { db, background: db, dialect, close: () => db.destroy() };
+    return { db, background: db, bulk: db, dialect, close: () => db.destroy() };
   }
   const file = path.join(options.dataDir, 'fhir-facade.sqlite');
   const main = openSqlite(file);
   const background = openSqlite(file, BACKGROUND_LOCK_WAIT_MS);
+  // its waits for a lock block only its own thread, so it waits as long as a request would
+  const bulk = new Kysely<Database>({
+    dialect: threadedSqliteDialect(file, connectionPragmas(LOCK_WAIT_MS)),
+  });
   const checkpointer = options.walCheckpoints
     ? startCheckpointer(file, options.walCheckpoints.onError)
     : undefined;
   return {
     db: main.db,
     background: background.db,
+    bulk,
     dialect,
     close: async () => {
+      await bulk.destroy();
       await checkpointer?.close();
       await background.close();
       await main.close();

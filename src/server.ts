@@ -89,7 +89,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     closers.push(() => database.close());
     await migrateToLatest(database.db);
     // closed right before the database (closers run in reverse): its last rows are written first
-    const auditTrail = createAuditTrail({ db: database.background, clock, logger });
+    const auditTrail = createAuditTrail({ db: database.bulk, clock, logger });
     closers.push(() => auditTrail.close());
     // every mode needs the R4 definitions (path model, search policy, response check), not only the embedded server
     await loadFhirDefinitions();

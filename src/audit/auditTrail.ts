@@ -27,7 +27,7 @@ export interface AuditTrail {
 }
 
 export interface AuditTrailOptions {
-  /** The background connection: on SQLite it gives up on a lock at once instead of stalling the event loop. */
+  /** The bulk connection: on SQLite its inserts run on a thread of their own, never on the event loop. */
   readonly db: Kysely<Database>;
   readonly clock: Clock;
   readonly logger: Logger;

@@ -43,9 +43,10 @@ async function setUp(
   await migrateToLatest(database.db);
   const lines: string[] = [];
   const logger = createLogger('info', { write: (line: string) => void lines.push(line) });
+  // the connection the gateway gives its trail (on SQLite, the one on a thread of its own)
   const db = options.failures
-    ? database.db.withPlugin(failingInserts(options.failures, options.code))
-    : database.db;
+    ? database.bulk.withPlugin(failingInserts(options.failures, options.code))
+    : database.bulk;
   const trail = createAuditTrail({
     db,
     clock: systemClock,
