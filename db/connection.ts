@@ -131,6 +131,8 @@ function startCheckpointerThread(file: string, onError: (message: string) => voi
   const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
   return {
     close: async () => {
+      // held until it has checkpointed and closed: an unref'd thread would let the process exit first
+      worker.ref();
       worker.postMessage('close');
       await exited;
     },

@@ -36,14 +36,24 @@ interface Reply {
   readonly error?: { message: string; code?: string };
 }
 
+/** One thread and the statements sent to it that await their reply. */
+interface Thread {
+  readonly worker: Worker;
+  readonly waiting: Map<number, (reply: Reply) => void>;
+  readonly exited: Promise<void>;
+}
+
 class ThreadedSqliteDriver implements Driver {
-  #thread: Worker | undefined;
-  #exited: Promise<void> | undefined;
+  #thread: Thread | undefined;
   #nextId = 0;
-  readonly #waiting = new Map<number, { resolve: (reply: Reply) => void }>();
+  #destroyed = false;
+  // the thread a transaction began on: should it die, the transaction's later statements must
+  // fail, not autocommit one by one on a new thread
+  #transactionThread: Thread | undefined;
   // one connection, so one holder at a time (as Kysely's own SQLite driver): a transaction's
   // statements never interleave with another caller's
   #queue: Promise<void> = Promise.resolve();
+  #release: () => void = () => undefined;
   readonly #connection: DatabaseConnection = {
     executeQuery: <R>(query: CompiledQuery) => this.#execute<R>(query),
     streamQuery: () => {
@@ -69,65 +79,81 @@ class ThreadedSqliteDriver implements Driver {
     return this.#connection;
   }
 
-  #release: () => void = () => undefined;
-
   async releaseConnection(): Promise<void> {
+    this.#transactionThread = undefined;
     this.#release();
   }
 
   async beginTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(Raw.raw('begin'));
+    this.#transactionThread = this.#thread;
   }
 
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(Raw.raw('commit'));
+    this.#transactionThread = undefined;
   }
 
   async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(Raw.raw('rollback'));
+    this.#transactionThread = undefined;
   }
 
   async destroy(): Promise<void> {
-    if (!this.#thread) return;
-    this.#thread.postMessage('close');
-    await this.#exited;
-    this.#thread = undefined;
+    this.#destroyed = true;
+    const thread = this.#thread;
+    if (!thread) return;
+    // held until it has closed its connection: an unref'd thread would let the process exit first
+    thread.worker.ref();
+    thread.worker.postMessage('close');
+    await thread.exited;
   }
 
-  #start(): Worker {
-    const thread = new Worker(projectFile('db/sqliteWriterThread.mjs'), {
+  #start(): Thread {
+    const worker = new Worker(projectFile('db/sqliteWriterThread.mjs'), {
       workerData: { file: this.file, pragmas: this.pragmas },
     });
+    const waiting = new Map<number, (reply: Reply) => void>();
     // an idle thread never keeps the process alive; one with a statement under way does (#execute)
-    thread.unref();
-    thread.on('message', (reply: Reply) => {
-      this.#waiting.get(reply.id)?.resolve(reply);
-      this.#waiting.delete(reply.id);
-      if (this.#waiting.size === 0) thread.unref();
+    worker.unref();
+    worker.on('message', (reply: Reply) => {
+      waiting.get(reply.id)?.(reply);
+      waiting.delete(reply.id);
+      if (waiting.size === 0) worker.unref();
     });
-    const failAll = (message: string) => {
-      for (const { resolve } of this.#waiting.values()) resolve({ id: -1, error: { message } });
-      this.#waiting.clear();
-      this.#thread = undefined;
+    const thread: Thread = {
+      worker,
+      waiting,
+      exited: new Promise((resolve) => worker.once('exit', () => resolve())),
     };
-    thread.on('error', (error) => failAll(error.message));
-    this.#exited = new Promise((resolve) =>
-      thread.once('exit', () => {
-        failAll('the SQLite thread exited');
-        resolve();
-      }),
-    );
+    // this thread's statements fail with it ('error' comes before 'exit'; each waiter is settled once)
+    const fail = (message: string) => {
+      for (const settle of waiting.values()) settle({ id: -1, error: { message } });
+      waiting.clear();
+      if (this.#thread === thread) this.#thread = undefined;
+    };
+    worker.on('error', (error) => fail(error.message));
+    worker.once('exit', () => fail('the SQLite thread exited'));
     return thread;
   }
 
   async #execute<R>(query: CompiledQuery): Promise<QueryResult<R>> {
+    if (this.#destroyed) throw new Error('the threaded SQLite connection is closed');
+    if (this.#transactionThread && this.#transactionThread !== this.#thread)
+      throw new Error('the SQLite thread stopped during the transaction');
     this.#thread ??= this.#start();
+    const { worker, waiting } = this.#thread;
     const id = this.#nextId++;
-    const thread = this.#thread;
-    const reply = await new Promise<Reply>((resolve) => {
-      if (this.#waiting.size === 0) thread.ref();
-      this.#waiting.set(id, { resolve });
-      thread.postMessage({ id, sql: query.sql, parameters: query.parameters });
+    const reply = await new Promise<Reply>((resolve, reject) => {
+      try {
+        worker.postMessage({ id, sql: query.sql, parameters: query.parameters });
+      } catch (error) {
+        // a parameter that cannot be cloned: nothing was sent, nothing waits
+        reject(error);
+        return;
+      }
+      if (waiting.size === 0) worker.ref();
+      waiting.set(id, resolve);
     });
     if (reply.error) throw Object.assign(new Error(reply.error.message), { code: reply.error.code });
     const { rows, changes, lastInsertRowid } = reply.result ?? { rows: [] };

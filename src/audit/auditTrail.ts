@@ -93,14 +93,17 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
       } catch (error) {
         // the count only: a row's facts stay out of the log
         logger.error({ err: error, rows: chunk.length }, 'audit trail write failed');
-        // a lock passes: it does not use up the retry
+        // a lock passes: it does not use up the retry, and the chunks after it wait for the next
+        // flush instead of each waiting out the lock in turn
         locked = isLockTimeout(error);
-        if (locked) again.push(...chunk);
-        else
-          for (const p of chunk) {
-            if (p.retried) dropped++;
-            else again.push({ row: p.row, retried: true });
-          }
+        if (locked) {
+          again.push(...batch.slice(i));
+          break;
+        }
+        for (const p of chunk) {
+          if (p.retried) dropped++;
+          else again.push({ row: p.row, retried: true });
+        }
       }
     }
     return { again, dropped };

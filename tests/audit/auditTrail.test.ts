@@ -164,6 +164,17 @@ describe.each(DIALECTS)('audit trail (%s)', (dialect) => {
     expect(lines.join('')).not.toContain('dropped');
   });
 
+  it('leaves the rest of a flush for the next one once a lock refuses a chunk (no wait per chunk)', async () => {
+    const { trail, count, lines } = await setUp(dialect, { failures: 1, code: 'SQLITE_BUSY' });
+    recordMany(trail, 150); // three 64-row chunks
+    await trail.flush();
+    expect(await count()).toBe(0);
+    // one refused insert, not three: the chunks after it were not tried against the lock
+    expect(lines.filter((line) => line.includes('audit trail write failed'))).toHaveLength(1);
+    await trail.flush();
+    expect(await count()).toBe(150);
+  });
+
   it('writes what is left on close, and what is recorded after it', async () => {
     const { trail, count } = await setUp(dialect);
     recordMany(trail, 5);

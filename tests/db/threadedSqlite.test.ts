@@ -103,4 +103,30 @@ describe('the bulk SQLite connection on its own thread', () => {
       .executeTakeFirst();
     expect(waiter).toEqual({ bucket: 'lock-waiter' });
   });
+
+  it('refuses a value it cannot send, and goes on working', async () => {
+    await expect(
+      handle.bulk
+        .insertInto('rate_limits')
+        .values({ bucket: Symbol('no') as never, window_start: 'x', count: 1 })
+        .execute(),
+    ).rejects.toThrow(/could not be cloned/);
+    await handle.bulk.insertInto('rate_limits').values(window('after-refusal', 1)).execute();
+    const row = await handle.db
+      .selectFrom('rate_limits')
+      .select('count')
+      .where('bucket', '=', 'after-refusal')
+      .executeTakeFirst();
+    expect(row).toEqual({ count: 1 });
+  });
+
+  it('writes nothing once closed', async () => {
+    const other = openDatabase({ databaseUrl: undefined, dataDir: tempDir() });
+    await migrateToLatest(other.db);
+    await other.bulk.insertInto('rate_limits').values(window('before-close', 1)).execute();
+    await other.close();
+    await expect(
+      other.bulk.insertInto('rate_limits').values(window('after-close', 1)).execute(),
+    ).rejects.toThrow();
+  });
 });
