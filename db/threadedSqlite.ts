@@ -1,12 +1,11 @@
 import { Worker } from 'node:worker_threads';
 import {
-  type CompiledQuery,
+  CompiledQuery,
   type DatabaseConnection,
   type Dialect,
   type Driver,
   type Kysely,
   type QueryResult,
-  CompiledQuery as Raw,
   SqliteAdapter,
   SqliteIntrospector,
   SqliteQueryCompiler,
@@ -85,17 +84,17 @@ class ThreadedSqliteDriver implements Driver {
   }
 
   async beginTransaction(connection: DatabaseConnection): Promise<void> {
-    await connection.executeQuery(Raw.raw('begin'));
+    await connection.executeQuery(CompiledQuery.raw('begin'));
     this.#transactionThread = this.#thread;
   }
 
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
-    await connection.executeQuery(Raw.raw('commit'));
+    await connection.executeQuery(CompiledQuery.raw('commit'));
     this.#transactionThread = undefined;
   }
 
   async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
-    await connection.executeQuery(Raw.raw('rollback'));
+    await connection.executeQuery(CompiledQuery.raw('rollback'));
     this.#transactionThread = undefined;
   }
 

@@ -1,8 +1,8 @@
 // `npm run build` (and `npm start` when needsBuild(), through scripts/start.mjs): bundles the
 // gateway's TypeScript into dist/main.js with esbuild, so the serving process runs plain
-// JavaScript: no TypeScript loader, one module to load. Our code is bundled; packages stay in node_modules. Skips the work
-// when dist/ is newer than every source file (a few ms; esbuild and the definitions package are
-// only loaded when there is work). Plain JS: it runs before any loader.
+// JavaScript: no TypeScript loader, one module to load. Our code is bundled; packages stay in
+// node_modules. Skips the work when dist/ is newer than every source file (a few ms; esbuild and
+// the definitions package are only loaded when there is work). Plain JS: it runs before any loader.
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
