@@ -31,7 +31,7 @@ export function isLockTimeout(error: unknown): boolean {
 export interface DatabaseHandle {
   readonly db: Kysely<Database>;
   /**
-   * For background work (outbox lanes, the audit trail's flush, housekeeping). On SQLite it is a
+   * For background work (outbox lanes, housekeeping, lease renewals). On SQLite it is a
    * second connection that gives up on a lock at once: better-sqlite3 waits for a lock on the
    * event loop, so a retrying background writer must never stall every request for the busy
    * timeout. On PostgreSQL it is the same pool (its waits do not block the process).

@@ -15,7 +15,7 @@ import { projectFile } from '../src/paths.js';
 /**
  * A Kysely dialect whose one SQLite connection lives on a thread of its own
  * (db/sqliteWriterThread.mjs): every statement is sent there and its result sent back, so a
- * statement never runs on the event loop, at the price of a message each way (~20-50 µs). For
+ * statement never runs on the event loop, at the price of a message each way. For
  * work that batches many rows per statement and that no request waits for (the audit trail).
  * The thread starts with the first statement, so a gateway that never writes one never pays
  * for it.

@@ -1,8 +1,9 @@
 // `npm run build` (and `npm start` when needsBuild(), through scripts/start.mjs): bundles the
 // gateway's TypeScript into dist/main.js with esbuild, so the serving process runs plain
-// JavaScript: no TypeScript loader, one module to load. Our code is bundled; packages stay in
-// node_modules. Skips the work when dist/ is newer than every source file (a few ms; esbuild and
-// the definitions package are only loaded when there is work). Plain JS: it runs before any loader.
+// JavaScript: no TypeScript loader, one module to load. Our code is bundled with the packages in
+// BUNDLED_PACKAGES; the others stay in node_modules. Skips the work when dist/ is newer than every
+// source file (a few ms; esbuild and the definitions package are only loaded when there is work).
+// Plain JS: it runs before any loader.
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -47,11 +48,12 @@ const BUNDLED_PACKAGES = new Set([
   'undici',
   'jose',
 ]);
-const EXTERNAL_PACKAGES = Object.keys(
-  JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).dependencies,
-)
-  .filter((name) => !BUNDLED_PACKAGES.has(name))
-  .flatMap((name) => [name, `${name}/*`]);
+/** Every other dependency, as esbuild's `external` patterns (the package and its subpaths). */
+function externalPackages() {
+  return Object.keys(JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).dependencies)
+    .filter((name) => !BUNDLED_PACKAGES.has(name))
+    .flatMap((name) => [name, `${name}/*`]);
+}
 
 function definitionsStale() {
   const stamp = path.join(definitionsDir, 'source.json');
@@ -90,7 +92,7 @@ async function build({ force }) {
     platform: 'node',
     format: 'esm',
     target: 'node20.19',
-    external: EXTERNAL_PACKAGES,
+    external: externalPackages(),
     // a bundled CommonJS package (undici) requires Node's own modules at run time
     banner: {
       js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
