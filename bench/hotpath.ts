@@ -233,6 +233,8 @@ async function main() {
   const upstreamUrl = `http://127.0.0.1:${upstream.port}`;
   const bare = await spawnReady(process.execPath, ['bench/bareProxy.mjs'], { TARGET: upstreamUrl });
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ff-hotpath-'));
+  let essentialProcess: ChildProcess | undefined;
+  let essentialPool: Pool | undefined;
   /** `npm start` in front of the static upstream with `workers` serving processes; resolves once ready. */
   const startGateway = async (workers: number) => {
     const port = 4500 + Math.floor(Math.random() * 400);
@@ -325,6 +327,19 @@ async function main() {
       tokens.push(signed.json.token as string);
     }
     const patient = tokens[0] as string;
+    // the floor of the gateway's own work (bench/essentialProxy.mjs), on the gateway's database
+    const essential = await spawnReady(process.execPath, ['bench/essentialProxy.mjs'], {
+      FHIR_BASE_URL: `${upstreamUrl}/fhir`,
+      PUBLIC_BASE_URL: 'http://gateway.bench',
+      DATABASE_FILE: path.join(dataDir, 'fhir-facade.sqlite'),
+    });
+    essentialProcess = essential.child;
+    essentialPool = new Pool(`http://127.0.0.1:${essential.port}`, { connections: CONNECTIONS * 2 });
+    const essentialTarget: Target = {
+      name: 'essential',
+      pool: essentialPool,
+      pids: () => [essential.child.pid as number],
+    };
     const search = '/fhir/Observation?_count=20';
     const read = `/fhir/Patient/${process.env.BENCH_PATIENT_ID ?? 'bench-patient-1'}`;
     const rows: Record<string, number[]> = {};
@@ -333,15 +348,15 @@ async function main() {
       rows[key]?.push(value);
     };
     // warm-up (JIT, pools, caches); what the gateway's warm-up cost per request is kept as a figure
-    for (const t of [bareTarget, gwTarget]) {
-      const token = t === gwTarget ? patient : undefined;
+    for (const t of [bareTarget, essentialTarget, gwTarget]) {
+      const token = t === bareTarget ? undefined : patient;
       add(`${t.name}.warmup.bundle.cpu_us`, (await closedLoop(t, search, token, WARM_UP)).cpuUsPerRequest);
       add(`${t.name}.warmup.read.cpu_us`, (await closedLoop(t, read, token, WARM_UP)).cpuUsPerRequest);
     }
     for (const url of ['/healthz', '/auth/me']) await closedLoop(gwTarget, url, patient, WARM_UP / 2);
     for (let round = 0; round < (LOGINS_ONLY ? 0 : ROUNDS); round++) {
-      for (const t of [bareTarget, gwTarget]) {
-        const token = t === gwTarget ? patient : undefined;
+      for (const t of [bareTarget, essentialTarget, gwTarget]) {
+        const token = t === bareTarget ? undefined : patient;
         const bundle = await closedLoop(t, search, token);
         add(`${t.name}.bundle.rps`, bundle.rps);
         add(`${t.name}.bundle.cpu_us`, bundle.cpuUsPerRequest);
@@ -360,7 +375,7 @@ async function main() {
             add(`gateway.${name}.cpu_us`, floor.cpuUsPerRequest);
             add('gateway.errors', floor.errors);
           }
-        for (const rate of QUICK ? [] : [250, 1000]) {
+        for (const rate of QUICK || t === essentialTarget ? [] : [250, 1000]) {
           const lat = await openLoop(t, search, token, rate, 4);
           add(`${t.name}.bundle.${rate}.p50`, lat.p50);
           add(`${t.name}.bundle.${rate}.p99`, lat.p99);
@@ -369,12 +384,13 @@ async function main() {
       }
     }
 
+    const m = (key: string) => median(rows[key] ?? []);
+    const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
     if (QUICK) {
-      const m = (key: string) => median(rows[key] ?? []);
       const line = (what: string, key: string) =>
         `${what}: gateway ${m(`gateway.${key}`)} / bare ${m(`bare.${key}`)} = ${Math.round((m(`gateway.${key}`) / m(`bare.${key}`)) * 100) / 100}× (gateway ${JSON.stringify(rows[`gateway.${key}`])}, bare ${JSON.stringify(rows[`bare.${key}`])})`;
       process.stdout.write(
-        `${[line('CPU µs per Bundle request', 'bundle.cpu_us'), line('CPU µs per read', 'read.cpu_us'), line('Bundle req/s', 'bundle.rps'), line('read req/s', 'read.rps'), `gateway floor, CPU µs per request: /healthz ${m('gateway.healthz.cpu_us')}, /auth/me ${m('gateway.me.cpu_us')}`, `warm-up (${WARM_UP} requests), CPU µs per Bundle / read request: gateway ${m('gateway.warmup.bundle.cpu_us')} / ${m('gateway.warmup.read.cpu_us')}, bare ${m('bare.warmup.bundle.cpu_us')} / ${m('bare.warmup.read.cpu_us')}`, `errors ${(rows['gateway.errors'] ?? []).reduce((a, b) => a + b, 0)}`].join('\n')}\n`,
+        `${[line('CPU µs per Bundle request', 'bundle.cpu_us'), line('CPU µs per read', 'read.cpu_us'), line('Bundle req/s', 'bundle.rps'), line('read req/s', 'read.rps'), `gateway floor, CPU µs per request: /healthz ${m('gateway.healthz.cpu_us')}, /auth/me ${m('gateway.me.cpu_us')}`, `essential work (bench/essentialProxy.mjs), CPU µs per Bundle / read: ${m('essential.bundle.cpu_us')} / ${m('essential.read.cpu_us')} = ${ratio(m('essential.bundle.cpu_us'), m('bare.bundle.cpu_us'))}× / ${ratio(m('essential.read.cpu_us'), m('bare.read.cpu_us'))}× bare (${JSON.stringify(rows['essential.bundle.cpu_us'])}, ${JSON.stringify(rows['essential.read.cpu_us'])}); req/s ${m('essential.bundle.rps')} / ${m('essential.read.rps')}`, `warm-up (${WARM_UP} requests), CPU µs per Bundle / read request: gateway ${m('gateway.warmup.bundle.cpu_us')} / ${m('gateway.warmup.read.cpu_us')}, bare ${m('bare.warmup.bundle.cpu_us')} / ${m('bare.warmup.read.cpu_us')}`, `errors ${(rows['gateway.errors'] ?? []).reduce((a, b) => a + b, 0)}`].join('\n')}\n`,
       );
       return;
     }
@@ -440,8 +456,6 @@ async function main() {
     await loginLoop(LOGIN_WARM_UP * 2, two.pool);
     const loginsTwo = await loginLoop(LOGINS, two.pool);
 
-    const m = (key: string) => median(rows[key] ?? []);
-    const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
     const summary = {
       node: process.version,
       cpus: os.cpus().length,
@@ -466,6 +480,15 @@ async function main() {
           bare: m('bare.read.cpu_us'),
           ratio: ratio(m('gateway.read.cpu_us'), m('bare.read.cpu_us')),
         },
+      },
+      essential_work: {
+        cpu_us_per_request: {
+          bundle: m('essential.bundle.cpu_us'),
+          read: m('essential.read.cpu_us'),
+          bundle_ratio_to_bare: ratio(m('essential.bundle.cpu_us'), m('bare.bundle.cpu_us')),
+          read_ratio_to_bare: ratio(m('essential.read.cpu_us'), m('bare.read.cpu_us')),
+        },
+        throughput_rps: { bundle: m('essential.bundle.rps'), read: m('essential.read.rps') },
       },
       gateway_floor_cpu_us_per_request: {
         healthz: m('gateway.healthz.cpu_us'),
@@ -527,7 +550,8 @@ async function main() {
       },
       errors:
         (rows['gateway.errors'] ?? []).reduce((a, b) => a + b, 0) +
-        (rows['bare.errors'] ?? []).reduce((a, b) => a + b, 0),
+        (rows['bare.errors'] ?? []).reduce((a, b) => a + b, 0) +
+        (rows['essential.errors'] ?? []).reduce((a, b) => a + b, 0),
     };
     fs.mkdirSync(path.join(ROOT, 'bench-results'), { recursive: true });
     fs.writeFileSync(
@@ -542,6 +566,7 @@ async function main() {
         `| CPU per Bundle request | ${s.cpu_us_per_request.bundle.gateway} µs | ${s.cpu_us_per_request.bundle.bare} µs | ${s.cpu_us_per_request.bundle.ratio}× |`,
         `| CPU per single read | ${s.cpu_us_per_request.read.gateway} µs | ${s.cpu_us_per_request.read.bare} µs | ${s.cpu_us_per_request.read.ratio}× |`,
         `| the same over the warm-up (first ${WARM_UP} requests of each kind), Bundle / read | ${s.warm_up.cpu_us_per_request.bundle.gateway} / ${s.warm_up.cpu_us_per_request.read.gateway} µs | ${s.warm_up.cpu_us_per_request.bundle.bare} / ${s.warm_up.cpu_us_per_request.read.bare} µs | |`,
+        `| the essential work alone (bench/essentialProxy.mjs), CPU per Bundle / read | ${s.essential_work.cpu_us_per_request.bundle} / ${s.essential_work.cpu_us_per_request.read} µs | | ${s.essential_work.cpu_us_per_request.bundle_ratio_to_bare}× / ${s.essential_work.cpu_us_per_request.read_ratio_to_bare}× |`,
         `| the gateway's floor: CPU per \`/healthz\` / \`/auth/me\` request | ${s.gateway_floor_cpu_us_per_request.healthz} / ${s.gateway_floor_cpu_us_per_request.auth_me} µs | | |`,
         `| throughput, ${CONNECTIONS} connections, Bundle / read | ${s.throughput_rps.bundle.gateway} / ${s.throughput_rps.read.gateway} req/s | ${s.throughput_rps.bundle.bare} / ${s.throughput_rps.read.bare} req/s | ${s.throughput_rps.bundle.ratio}× / ${s.throughput_rps.read.ratio}× |`,
         `| added latency at 250 req/s, Bundle p50 / p99 | +${s.added_latency_ms.at_250.p50} / +${s.added_latency_ms.at_250.p99} ms | | |`,
@@ -560,6 +585,8 @@ async function main() {
   } finally {
     await running.stop().catch(() => undefined);
     bare.child.kill();
+    essentialProcess?.kill();
+    await essentialPool?.close();
     upstream.child.kill();
     await bareTarget.pool.close();
   }
