@@ -119,6 +119,14 @@ export function startNode(
   });
 }
 
+/**
+ * An access code: four groups of four Crockford base32 characters, standing alone. Without the
+ * word boundaries a Message-ID such as `<dead2065-6870-2616-7067-...>` matched first, and the
+ * account's sign-up failed.
+ */
+const ACCESS_CODE =
+  /\b[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}\b/;
+
 /** The access code in the newest mail to `email` in the file outbox. */
 export function codeFromMail(dataDir: string, email: string): string {
   const mailDir = `${dataDir}/mail`;
@@ -129,7 +137,7 @@ export function codeFromMail(dataDir: string, email: string): string {
         .filter((m) => m.includes(email))
         .pop()
     : undefined;
-  const code = mail ? /[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}/.exec(mail)?.[0] : undefined;
+  const code = mail ? ACCESS_CODE.exec(mail)?.[0] : undefined;
   if (!code) throw new Error(`no access code mailed to ${email}`);
   return code;
 }
