@@ -324,7 +324,7 @@ async function main() {
         access_code: await awaitCode(dataDir, email),
         password: PASSWORD,
       });
-      if (signed.status !== 200) throw new Error(`signing up ${email} answered ${signed.status}`);
+      if (signed.status !== 201) throw new Error(`signing up ${email} answered ${signed.status}`);
       tokens.push(signed.json.token as string);
     }
     const patient = tokens[0] as string;
