@@ -16,7 +16,7 @@ function socketAddress(c: Context<AppEnv>): string | null {
  * are whatever the client wrote.
  */
 export function clientIp(trustProxy: boolean): MiddlewareHandler<AppEnv> {
-  return async (c, next) => {
+  return (c, next) => {
     let ip = socketAddress(c);
     if (trustProxy) {
       const hops = (c.req.header('x-forwarded-for') ?? '')
@@ -26,6 +26,6 @@ export function clientIp(trustProxy: boolean): MiddlewareHandler<AppEnv> {
       ip = hops.at(-1) ?? ip;
     }
     c.set('clientIp', ip);
-    await next();
+    return next();
   };
 }

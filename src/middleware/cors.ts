@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from 'hono';
 import { cors } from 'hono/cors';
 import type { AppEnv } from '../http/types.js';
-import { answerHeaders } from './responseHeaders.js';
+import { answerHeaders, unwrittenNodeResponse } from './responseHeaders.js';
 
 // the conditional headers and Prefer are what FHIR clients send (https://hl7.org/fhir/R4/http.html#cread)
 const ALLOWED_REQUEST_HEADERS = [
@@ -19,8 +19,9 @@ const EXPOSED_HEADERS = ['X-Request-Id', 'Retry-After', 'Location', 'ETag'];
 
 /**
  * CORS for an exact-origin allow-list; no credentials mode: tokens travel in the Authorization
- * header. Preflights are Hono's cors(); on other requests the same headers are set after the
- * route, in place (responseHeaders.ts: Hono's cors() would copy every answer through a stream).
+ * header. Preflights are Hono's cors(); on other requests the same headers are set before the
+ * route on the Node response, or after it in place (responseHeaders.ts: Hono's cors() would copy
+ * every answer through a stream). No route sets Vary, so Origin is the whole of it.
  */
 export function corsPolicy(origins: readonly string[]): MiddlewareHandler<AppEnv> {
   const allowed = (origin: string) => (origins.includes(origin) ? origin : null);
@@ -32,13 +33,19 @@ export function corsPolicy(origins: readonly string[]): MiddlewareHandler<AppEnv
     maxAge: 600,
   });
   const exposed = EXPOSED_HEADERS.join(',');
-  return async (c, next) => {
-    if (c.req.method === 'OPTIONS') return preflight(c, next);
-    await next();
-    const headers = answerHeaders(c);
-    const origin = allowed(c.req.header('origin') ?? '');
+  const setAfterRoute = (headers: Headers, origin: string | null) => {
     if (origin) headers.set('Access-Control-Allow-Origin', origin);
     headers.set('Access-Control-Expose-Headers', exposed);
     headers.append('Vary', 'Origin');
+  };
+  return (c, next) => {
+    if (c.req.method === 'OPTIONS') return preflight(c, next);
+    const origin = allowed(c.req.header('origin') ?? '');
+    const node = unwrittenNodeResponse(c);
+    if (!node) return next().then(() => setAfterRoute(answerHeaders(c), origin));
+    if (origin) node.setHeader('Access-Control-Allow-Origin', origin);
+    node.setHeader('Access-Control-Expose-Headers', exposed);
+    node.setHeader('Vary', 'Origin');
+    return next();
   };
 }

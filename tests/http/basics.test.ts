@@ -50,28 +50,75 @@ describe('HTTP basics', () => {
     expect(response.headers.get('server')).toBeNull();
   });
 
-  // the headers are set after the route, in place (src/middleware/responseHeaders.ts): every kind of answer carries them
+  // the headers are set on the Node response before the route (src/middleware/responseHeaders.ts): every kind of answer carries them
   it.each([
     ['a FHIR answer relayed from upstream', '/fhir/Patient', true, 200, 'no-store'],
     ['a FHIR refusal', '/fhir/Patient', false, 401, 'no-store'],
+    ['a FHIR body refused for its size', '/fhir/Patient/x', true, 413, 'no-store', 'PUT'],
     ['a slim JSON answer', '/auth/me', true, 200, 'no-store'],
+    ['a slim refusal', '/auth/login', false, 401, 'no-store', 'POST'],
     ['a route with its own cache policy', '/.well-known/jwks.json', false, 200, 'public, max-age=300'],
     ['an unknown route', '/nope', false, 404, 'no-store'],
-  ])('gives %s the request id, security and CORS headers', async (_, path, signedIn, status, cache) => {
-    const response = await gw.call(path, {
-      headers: { origin: 'https://app.example.com', 'x-request-id': 'client-req-67890' },
-      ...(signedIn ? { token: await gw.adminToken() } : {}),
+  ])(
+    'gives %s the request id, security and CORS headers',
+    async (_, path, signedIn, status, cache, method = 'GET') => {
+      const body =
+        method === 'PUT'
+          ? { headers: { 'content-type': 'application/fhir+json' }, body: 'x'.repeat(5 * 1024 * 1024 + 1) }
+          : method === 'POST'
+            ? { json: { email: 'nobody@example.com', password: 'not the password' } }
+            : {};
+      const response = await gw.call(path, {
+        method,
+        ...body,
+        headers: {
+          origin: 'https://app.example.com',
+          'x-request-id': 'client-req-67890',
+          ...('headers' in body ? body.headers : {}),
+        },
+        ...(signedIn ? { token: await gw.adminToken() } : {}),
+      });
+      expect(response.status).toBe(status);
+      expect(response.headers.get('x-request-id')).toBe('client-req-67890');
+      expect(response.headers.get('cache-control')).toBe(cache);
+      expect(response.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(response.headers.get('x-frame-options')).toBe('DENY');
+      expect(response.headers.get('referrer-policy')).toBe('no-referrer');
+      expect(response.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
+      expect(response.headers.get('access-control-expose-headers')).toContain('ETag');
+      expect(response.headers.get('vary')).toContain('Origin');
+      expect(Number(response.headers.get('content-length'))).toBe((await response.arrayBuffer()).byteLength);
+    },
+  );
+
+  // a route's own header wins over the gateway's default for the same name (set before the route)
+  it('keeps the SMART discovery document open to any origin, with the security headers', async () => {
+    const response = await gw.call('/fhir/.well-known/smart-configuration', {
+      headers: { origin: 'https://app.example.com' },
     });
-    expect(response.status).toBe(status);
-    expect(response.headers.get('x-request-id')).toBe('client-req-67890');
-    expect(response.headers.get('cache-control')).toBe(cache);
-    expect(response.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(response.status).toBe(200);
+    expect(response.headers.get('access-control-allow-origin')).toBe('*');
     expect(response.headers.get('x-frame-options')).toBe('DENY');
-    expect(response.headers.get('referrer-policy')).toBe('no-referrer');
-    expect(response.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
-    expect(response.headers.get('access-control-expose-headers')).toContain('ETag');
-    expect(response.headers.get('vary')).toContain('Origin');
-    expect(Number(response.headers.get('content-length'))).toBe((await response.arrayBuffer()).byteLength);
+    expect(response.headers.get('x-request-id')).toBeTruthy();
+  });
+
+  // without a Node response (app.request(), as in unit tests) the same headers are set after the route
+  it('sets the same headers on an answer served without a Node server', async () => {
+    const { createApp } = await import('../../src/app.js');
+    const app = createApp(gw.deps);
+    const response = await app.request('/nope', {
+      headers: { origin: 'https://app.example.com', 'x-request-id': 'client-req-24680' },
+    });
+    expect(response.status).toBe(404);
+    expect(Object.fromEntries(response.headers)).toMatchObject({
+      'x-request-id': 'client-req-24680',
+      'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+      'x-frame-options': 'DENY',
+      'referrer-policy': 'no-referrer',
+      'access-control-allow-origin': 'https://app.example.com',
+      vary: 'Origin',
+    });
   });
 
   it('gives a disallowed origin no CORS headers on an answer', async () => {
