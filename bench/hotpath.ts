@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Pool } from 'undici';
-import { awaitCode, percentile } from './lib.js';
+import { awaitCode, median, percentile } from './lib.js';
 
 /**
  * `npm run bench`: what the gateway adds to every request, side by side with a bare streaming
@@ -189,8 +189,6 @@ async function openLoop(
   latencies.sort((a, b) => a - b);
   return { p50: percentile(latencies, 50), p99: percentile(latencies, 99), errors };
 }
-
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0;
 
 /** `npm start` on the embedded default (fresh DATA_DIR, embedded FHIR server): time to ready and idle RSS of the tree. */
 async function embeddedStartup(workers?: number): Promise<{ readyMs: number; rssMiB: number }> {

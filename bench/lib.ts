@@ -52,6 +52,9 @@ export async function waitFor(
   }
 }
 
+export const median = (values: readonly number[]): number =>
+  [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0;
+
 export function percentile(sorted: number[], p: number): number {
   return (
     Math.round((sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0) * 100) / 100
