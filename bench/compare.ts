@@ -2,8 +2,17 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Pool } from 'undici';
-import { awaitCode, median } from './lib.js';
+import {
+  awaitCode,
+  BENCH_ADMIN,
+  type Caller,
+  caller,
+  cpuMicros,
+  gatewayEnv,
+  median,
+  spawnReady,
+  waitFor,
+} from './lib.js';
 
 /**
  * `npm run bench:compare -- <checkout A> <checkout B> [read|bundle]`: two builds of the gateway
@@ -17,64 +26,22 @@ import { awaitCode, median } from './lib.js';
  * A checkout of another commit: `git worktree add /tmp/base <ref> && ln -s "$PWD/node_modules" /tmp/base/`.
  */
 
-const ROOT = path.resolve(import.meta.dirname, '..');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 16);
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 5000);
 const WARM_UP = Number(process.env.BENCH_WARM_UP ?? 10_000);
 const IN_FLIGHT = 20;
-const ADMIN = { email: 'bench-admin@example.com', password: 'benchmark admin passphrase' };
 const PATIENT_EMAIL = 'bench-patient@example.com';
 const PASSWORD = 'a long and plain passphrase';
-const CLK_TCK = 100;
 const PATHS: Record<string, string> = {
   read: '/fhir/Patient/bench-patient-1',
   bundle: '/fhir/Observation?_count=20',
 };
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 interface Served {
   readonly checkout: string;
   readonly child: ChildProcess;
-  readonly pool: Pool;
+  readonly client: Caller;
   readonly token: string;
-}
-
-/** utime+stime of one process, in microseconds. */
-function cpuMicros(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1_000_000) / CLK_TCK;
-}
-
-async function call(pool: Pool, method: 'GET' | 'POST', url: string, token?: string, body?: unknown) {
-  const response = await pool.request({
-    method,
-    path: url,
-    headers: {
-      'content-type': 'application/json',
-      ...(token ? { authorization: `Bearer ${token}` } : {}),
-    },
-    ...(body ? { body: JSON.stringify(body) } : {}),
-  });
-  const text = await response.body.text();
-  return { status: response.statusCode, json: () => JSON.parse(text) as Record<string, unknown> };
-}
-
-function startUpstream(): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, ['bench/staticUpstream.mjs'], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout?.on('data', (chunk) => {
-      out += chunk;
-      const line = out.split('\n').find((l) => l.includes('"ready":true'));
-      if (line) resolve({ child, url: `http://127.0.0.1:${(JSON.parse(line) as { port: number }).port}` });
-    });
-    child.once('exit', (code) => reject(new Error(`the static upstream exited ${code}`)));
-  });
 }
 
 /** One checkout built and serving, with a signed-up patient's token. */
@@ -83,52 +50,36 @@ async function serve(checkout: string, port: number, upstreamUrl: string): Promi
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ff-compare-'));
   const child = spawn(process.execPath, ['--max-semi-space-size=8', 'dist/main.js'], {
     cwd: checkout,
-    env: {
-      ...process.env,
-      PORT: String(port),
-      PUBLIC_BASE_URL: 'http://gateway.bench',
-      DATA_DIR: dataDir,
-      FHIR_BASE_URL: `${upstreamUrl}/fhir`,
-      ADMIN_EMAIL: ADMIN.email,
-      ADMIN_PASSWORD: ADMIN.password,
-      WORKERS: '1',
-    },
+    env: gatewayEnv({ port, dataDir, upstreamUrl, workers: 1 }),
     stdio: ['ignore', 'ignore', 'inherit'],
   });
-  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: IN_FLIGHT * 2 });
-  for (;;) {
-    try {
-      if ((await call(pool, 'GET', '/readyz')).status === 200) break;
-    } catch {
-      // not up yet
-    }
-    await sleep(20);
-  }
-  const admin = (await call(pool, 'POST', '/auth/login', undefined, ADMIN)).json().token as string;
+  const client = caller(`http://127.0.0.1:${port}`, IN_FLIGHT * 2);
+  await waitFor(async () => (await client.call('GET', '/readyz')).status === 200, `${checkout} to be ready`);
+  const admin = (await client.call('POST', '/auth/login', undefined, BENCH_ADMIN)).json().token as string;
   const patient = { name: 'Bench Patient', email: PATIENT_EMAIL, dob: '1980-04-12' };
-  const created = await call(pool, 'POST', '/fhir/patient', admin, patient);
+  const created = await client.call('POST', '/fhir/patient', admin, patient);
   if (created.status !== 201) throw new Error(`${checkout}: provisioning answered ${created.status}`);
   const code = await awaitCode(dataDir, PATIENT_EMAIL);
   const signup = { email: PATIENT_EMAIL, access_code: code, password: PASSWORD };
-  const signed = await call(pool, 'POST', '/auth/signup', undefined, signup);
+  const signed = await client.call('POST', '/auth/signup', undefined, signup);
   if (signed.status !== 201) throw new Error(`${checkout}: signing up answered ${signed.status}`);
-  return { checkout, child, pool, token: signed.json().token as string };
+  return { checkout, child, client, token: signed.json().token as string };
 }
 
 /** `count` requests, IN_FLIGHT at a time: CPU µs per request of the gateway process. */
 async function closedLoop(server: Served, url: string, count: number): Promise<number> {
-  const pid = server.child.pid as number;
-  const before = cpuMicros(pid);
+  const gateway = [String(server.child.pid)];
+  const before = cpuMicros(gateway);
   let sent = 0;
   await Promise.all(
     Array.from({ length: IN_FLIGHT }, async () => {
       while (sent++ < count) {
-        const { status } = await call(server.pool, 'GET', url, server.token);
+        const { status } = await server.client.call('GET', url, server.token);
         if (status !== 200) throw new Error(`${server.checkout}: ${url} answered ${status}`);
       }
     }),
   );
-  return Math.round((cpuMicros(pid) - before) / count);
+  return Math.round((cpuMicros(gateway) - before) / count);
 }
 
 async function main() {
@@ -136,11 +87,12 @@ async function main() {
   const url = PATHS[scenario];
   if (!a || !b || !url)
     throw new Error('usage: npm run bench:compare -- <checkout A> <checkout B> [read|bundle]');
-  const upstream = await startUpstream();
+  const upstream = await spawnReady(process.execPath, ['bench/staticUpstream.mjs'], {});
+  const upstreamUrl = `http://127.0.0.1:${upstream.port}`;
   const servers: Served[] = [];
   try {
-    servers.push(await serve(path.resolve(a), 4600, upstream.url));
-    servers.push(await serve(path.resolve(b), 4601, upstream.url));
+    servers.push(await serve(path.resolve(a), 4600, upstreamUrl));
+    servers.push(await serve(path.resolve(b), 4601, upstreamUrl));
     for (const server of servers) await closedLoop(server, url, WARM_UP);
     const cpu: number[][] = [[], []];
     for (let round = 0; round < ROUNDS; round++) {
@@ -161,7 +113,7 @@ async function main() {
     );
   } finally {
     for (const server of servers) {
-      await server.pool.close();
+      await server.client.close();
       server.child.kill('SIGTERM');
     }
     upstream.child.kill('SIGTERM');

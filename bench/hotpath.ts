@@ -3,7 +3,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Pool } from 'undici';
-import { awaitCode, median, percentile } from './lib.js';
+import {
+  BENCH_ADMIN as ADMIN,
+  awaitCode,
+  cpuMicros,
+  gatewayEnv,
+  median,
+  percentile,
+  spawnReady,
+} from './lib.js';
 
 /**
  * `npm run bench`: what the gateway adds to every request, side by side with a bare streaming
@@ -33,10 +41,8 @@ const QUICK = process.env.BENCH_QUICK === '1';
 const LOGINS_ONLY = process.env.BENCH_QUICK === 'logins';
 /** How long the read p99 is measured, quiet and during the login storm (seconds). */
 const STORM_SECONDS = Number(process.env.BENCH_STORM_SECONDS ?? 5);
-const ADMIN = { email: 'bench-admin@example.com', password: 'benchmark admin passphrase' };
 const PASSWORD = 'a long and plain passphrase';
 const LOGIN_ACCOUNTS = 10;
-const CLK_TCK = 100;
 /** Logins measured per set-up (20 in flight), after LOGIN_WARM_UP logins per serving process. */
 const LOGINS = Number(process.env.BENCH_LOGINS ?? 800);
 /**
@@ -47,27 +53,6 @@ const LOGINS = Number(process.env.BENCH_LOGINS ?? 800);
 const LOGIN_WARM_UP = Number(process.env.BENCH_LOGIN_WARM_UP ?? 1000);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function spawnReady(
-  cmd: string,
-  args: string[],
-  env: Record<string, string>,
-): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(cmd, args, {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout?.on('data', (chunk) => {
-      out += chunk;
-      const line = out.split('\n').find((l) => l.includes('"ready":true'));
-      if (line) resolve({ child, port: (JSON.parse(line) as { port: number }).port });
-    });
-    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited ${code}`)));
-  });
-}
 
 /** Every process in the tree under `pid` (npm -> sh -> node ...), from /proc. */
 function processTree(pid: number): number[] {
@@ -86,21 +71,6 @@ function processTree(pid: number): number[] {
   for (let i = 0; i < tree.length; i++)
     for (const [child, parent] of parents) if (parent === tree[i]) tree.push(child);
   return tree;
-}
-
-/** utime+stime of the processes (or one thread: `pid/task/tid`), in microseconds. */
-function cpuMicros(paths: string[]): number {
-  let ticks = 0;
-  for (const p of paths) {
-    try {
-      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]);
-    } catch {
-      // exited
-    }
-  }
-  return (ticks * 1_000_000) / CLK_TCK;
 }
 
 function rssMiB(pids: number[]): number {
@@ -249,16 +219,7 @@ async function main() {
       : ['npm', ['start', '-s']];
     const child = spawn(command, args, {
       cwd: ROOT,
-      env: {
-        ...process.env,
-        PORT: String(port),
-        PUBLIC_BASE_URL: 'http://gateway.bench',
-        DATA_DIR: dataDir,
-        FHIR_BASE_URL: `${upstreamUrl}/fhir`,
-        ADMIN_EMAIL: ADMIN.email,
-        ADMIN_PASSWORD: ADMIN.password,
-        WORKERS: String(workers),
-      },
+      env: gatewayEnv({ port, dataDir, upstreamUrl, workers }),
       stdio: ['ignore', 'ignore', 'inherit'],
       detached: true,
     });

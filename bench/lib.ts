@@ -1,8 +1,72 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { Pool } from 'undici';
 
 /** Shared by the benchmarks: HTTP calls with a keep-alive pool, closed-loop measurement, processes. */
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+
+/** The admin every bench's gateway creates at start (ADMIN_EMAIL / ADMIN_PASSWORD). */
+export const BENCH_ADMIN = { email: 'bench-admin@example.com', password: 'benchmark admin passphrase' };
+
+/** The environment of a gateway under a bench: in front of `upstreamUrl`, on its own DATA_DIR, with the bench admin. */
+export function gatewayEnv(options: {
+  port: number;
+  dataDir: string;
+  upstreamUrl: string;
+  workers: number;
+}): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    PORT: String(options.port),
+    PUBLIC_BASE_URL: 'http://gateway.bench',
+    DATA_DIR: options.dataDir,
+    FHIR_BASE_URL: `${options.upstreamUrl}/fhir`,
+    ADMIN_EMAIL: BENCH_ADMIN.email,
+    ADMIN_PASSWORD: BENCH_ADMIN.password,
+    WORKERS: String(options.workers),
+  };
+}
+
+/** A bench server of ours (plain JS) started from the project root; resolves with the port its ready line names. */
+export function spawnReady(
+  cmd: string,
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(cmd, args, {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout?.on('data', (chunk) => {
+      out += chunk;
+      const line = out.split('\n').find((l) => l.includes('"ready":true'));
+      if (line) resolve({ child, port: (JSON.parse(line) as { port: number }).port });
+    });
+    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited ${code}`)));
+  });
+}
+
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** utime+stime of the processes (or one thread: `pid/task/tid`), in microseconds. */
+export function cpuMicros(paths: string[]): number {
+  let ticks = 0;
+  for (const p of paths) {
+    try {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // exited
+    }
+  }
+  return (ticks * 1_000_000) / CLOCK_TICKS_PER_SECOND;
+}
 
 export interface Caller {
   call(

@@ -3,7 +3,15 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { caller, codeFromMail, type Measured, measure, startNode, waitFor } from './lib.js';
+import {
+  BENCH_ADMIN as ADMIN,
+  caller,
+  codeFromMail,
+  type Measured,
+  measure,
+  startNode,
+  waitFor,
+} from './lib.js';
 
 /**
  * `npm run bench:panel`: a practitioner with 10, 1,000 and 10,000 assigned patients (a GP has
@@ -17,7 +25,6 @@ const SIZES = (process.env.BENCH_PANELS ?? '10,1000,10000').split(',').map(Numbe
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 500);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 4);
 const OTHER_PATIENTS = 1_000;
-const ADMIN = { email: 'bench-admin@example.com', password: 'benchmark admin passphrase' };
 const PASSWORD = 'a long and plain passphrase';
 
 /** A loopback pass-through that records the longest request line it forwarded. */

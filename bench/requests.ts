@@ -1,7 +1,15 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { caller, codeFromMail, measure as measureRows, rssMiB, startNode, waitFor } from './lib.js';
+import {
+  BENCH_ADMIN as ADMIN,
+  caller,
+  codeFromMail,
+  measure as measureRows,
+  rssMiB,
+  startNode,
+  waitFor,
+} from './lib.js';
 
 /**
  * `npm run bench`: starts the gateway as its own process on a fresh DATA_DIR (embedded FHIR,
@@ -12,7 +20,6 @@ import { caller, codeFromMail, measure as measureRows, rssMiB, startNode, waitFo
 
 const PORT = 3900 + Math.floor(Math.random() * 90);
 const BASE = `http://127.0.0.1:${PORT}`;
-const ADMIN = { email: 'bench-admin@example.com', password: 'benchmark admin passphrase' };
 const PASSWORD = 'a long and plain passphrase';
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 2000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 10);
