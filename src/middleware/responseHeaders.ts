@@ -10,7 +10,8 @@ import { isProtocolPath } from '../oauth/urls.js';
  * Node merges headers set this way into the head the route's Response writes, and the route's
  * own value wins for the same name. A route's Response then goes out by @hono/node-server's fast
  * path, its headers a plain object: reading `c.res.headers` after the route built a WHATWG Headers
- * for every answer and cost a read ~10% of its CPU (docs/performance.md).
+ * for every answer, which the server then copied back into a plain object (a few per cent of a
+ * read's CPU at most, docs/performance.md).
  */
 export function unwrittenNodeResponse(c: Context<AppEnv>): ServerResponse | undefined {
   const outgoing = (c.env as Partial<HttpBindings> | undefined)?.outgoing;

@@ -2,7 +2,7 @@ import type { MiddlewareHandler } from 'hono';
 import type { AppEnv } from '../http/types.js';
 import { answerHeaders, unwrittenNodeResponse } from './responseHeaders.js';
 
-/** Never sniffed, never framed, no referrer; routes answer these themselves nowhere. */
+/** Never sniffed, never framed, no referrer. Set before the route, a route's own value would win: none sets one. */
 const FIXED = [
   ['X-Content-Type-Options', 'nosniff'],
   ['Referrer-Policy', 'no-referrer'],
