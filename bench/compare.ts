@@ -22,7 +22,8 @@ import {
  * loops of BENCH_REQUESTS requests (20 in flight) alternate between the two for BENCH_ROUNDS
  * rounds, the order flipped every round. Reports each build's CPU per request (process utime +
  * stime from /proc) and the paired differences B − A: the machine's phases move both of a pair
- * alike, so the pairs show a change of a few per cent that separate invocations hide.
+ * alike, so the pairs show a change of a few per cent that separate invocations hide. Keep the
+ * default warm-up: with 3,000 requests an A/A run put B 45 µs above A in every pair.
  * A checkout of another commit: `git worktree add /tmp/base <ref> && ln -s "$PWD/node_modules" /tmp/base/`.
  */
 
