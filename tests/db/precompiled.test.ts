@@ -8,8 +8,10 @@ import { tempDir } from '../helpers/tempDir.js';
 /**
  * Statements on every login are compiled by Kysely once per dialect and then run with each call's
  * values bound. What must hold: each call's own values reach the database (never the first call's),
- * the builder's constants stay, transactions and the database share one template, and a builder
- * that would put a value anywhere but a bound parameter is refused instead of run.
+ * the builder's constants stay, transactions and the database share one template, a statement on
+ * the database never joins another request's open transaction (on SQLite both share one
+ * connection), and a builder that would put a value anywhere but a bound parameter is refused
+ * instead of run.
  */
 
 const insertWindow = precompiledInsert('rate_limits', ['bucket', 'window_start', 'count']);
@@ -75,6 +77,30 @@ describe.each(DIALECTS)('precompiled statements on %s', (dialect) => {
       }),
     ).rejects.toThrow('undone');
     expect((await countOf(handle.db, { bucket: 'e' })).rows).toEqual([]);
+  });
+
+  it("never reads another request's uncommitted transaction, and counts the rows it changed", async () => {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const undone = handle.db.transaction().execute(async (trx) => {
+      await addTo(trx, { bucket: 'u', start: '2026-01-06T00:00:00.000Z', by: 1 });
+      await held;
+      throw new Error('undone');
+    });
+    // the transaction has begun and written when the read is asked for
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const read = countOf(handle.db, { bucket: 'u' });
+    release();
+    await expect(undone).rejects.toThrow('undone');
+    expect((await read).rows).toEqual([]);
+    const bump = precompiled(['bucket'], (db, window) =>
+      db.updateTable('rate_limits').set({ count: 1 }).where('bucket', '=', window.bucket),
+    );
+    await insertWindow(handle.db, { bucket: 'v', window_start: '2026-01-06T00:00:00.000Z', count: 9 });
+    expect((await bump(handle.db, { bucket: 'v' })).numAffectedRows).toBe(1n);
+    expect((await bump(handle.db, { bucket: 'nobody' })).numAffectedRows).toBe(0n);
   });
 
   it('inserts many rows per statement, each row its own values, whatever the row count', async () => {
