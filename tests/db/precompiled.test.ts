@@ -84,13 +84,18 @@ describe.each(DIALECTS)('precompiled statements on %s', (dialect) => {
     const held = new Promise<void>((resolve) => {
       release = resolve;
     });
+    let written: () => void = () => undefined;
+    const wrote = new Promise<void>((resolve) => {
+      written = resolve;
+    });
     const undone = handle.db.transaction().execute(async (trx) => {
       await addTo(trx, { bucket: 'u', start: '2026-01-06T00:00:00.000Z', by: 1 });
+      written();
       await held;
       throw new Error('undone');
     });
-    // the transaction has begun and written when the read is asked for
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    // the read is asked for while the transaction holds its uncommitted row
+    await wrote;
     const read = countOf(handle.db, { bucket: 'u' });
     release();
     await expect(undone).rejects.toThrow('undone');
