@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { freeLoopbackPort } from '../../src/cluster.js';
@@ -160,4 +160,33 @@ export async function startGatewayProcess(
     if (port === undefined && attempt < 3 && proc.output().includes('EADDRINUSE')) continue;
     throw new Error(`the gateway exited before it was ready\n--- output ---\n${proc.output().slice(-4000)}`);
   }
+}
+
+/** The pids of the gateway's node processes: npm's child (the primary) and its workers. */
+export function nodeProcessesUnder(pid: number): number[] {
+  const children = (parent: number): number[] => {
+    try {
+      return execFileSync('pgrep', ['-P', String(parent)], { encoding: 'utf8' })
+        .split('\n')
+        .filter(Boolean)
+        .map(Number);
+    } catch {
+      return [];
+    }
+  };
+  const all: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    for (const child of children(queue.shift() as number)) {
+      all.push(child);
+      queue.push(child);
+    }
+  }
+  return all.filter((p) => {
+    try {
+      return fs.readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'node';
+    } catch {
+      return false;
+    }
+  });
 }

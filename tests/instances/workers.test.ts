@@ -1,9 +1,13 @@
-import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { codeIn, mailsTo } from '../helpers/journey.js';
-import { type RunningProcess, startGatewayProcess, waitFor } from '../helpers/processes.js';
+import {
+  nodeProcessesUnder,
+  type RunningProcess,
+  startGatewayProcess,
+  waitFor,
+} from '../helpers/processes.js';
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
 import { tempDir } from '../helpers/tempDir.js';
 
@@ -23,35 +27,6 @@ const METRICS_TOKEN = 'workers-metrics-token-0123456789abcdef';
 interface Answer {
   readonly status: number;
   readonly json: Record<string, unknown>;
-}
-
-/** The pids of the gateway's node processes: npm's child (the primary) and its workers. */
-function nodeProcessesUnder(pid: number): number[] {
-  const children = (parent: number): number[] => {
-    try {
-      return execFileSync('pgrep', ['-P', String(parent)], { encoding: 'utf8' })
-        .split('\n')
-        .filter(Boolean)
-        .map(Number);
-    } catch {
-      return [];
-    }
-  };
-  const all: number[] = [];
-  const queue = [pid];
-  while (queue.length > 0) {
-    for (const child of children(queue.shift() as number)) {
-      all.push(child);
-      queue.push(child);
-    }
-  }
-  return all.filter((p) => {
-    try {
-      return fs.readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'node';
-    } catch {
-      return false;
-    }
-  });
 }
 
 describe('WORKERS=2 on the embedded default', () => {
