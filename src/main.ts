@@ -95,7 +95,15 @@ function clusterStart(firstWorker: boolean) {
 }
 
 function onSignals(logger: Logger, close: () => Promise<void>): void {
+  let shuttingDown = false;
   const shutdown = (signal: string) => {
+    // a stop often signals every process at once, and a cluster's primary then signals its workers
+    // again: a later signal must not kill the process while it writes the buffered audit rows
+    if (shuttingDown) {
+      logger.info({ signal }, 'already shutting down');
+      return;
+    }
+    shuttingDown = true;
     logger.info({ signal }, 'shutting down');
     close().then(
       () => process.exit(0),
@@ -105,8 +113,8 @@ function onSignals(logger: Logger, close: () => Promise<void>): void {
       },
     );
   };
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
-  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
 }
 
 main().catch((error: unknown) => {
