@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { freePort } from './processes.js';
+import { freePort, isAlive } from './processes.js';
 
 /**
  * The third upstream tier: a real HAPI FHIR R4 JPA server (tests/hapi-server, H2 in memory),
@@ -166,16 +166,6 @@ async function withBuildLock<T>(build: () => Promise<T>): Promise<T> {
     return await build();
   } finally {
     fs.rmSync(lock, { force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 

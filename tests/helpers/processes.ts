@@ -190,3 +190,14 @@ export function nodeProcessesUnder(pid: number): number[] {
     }
   });
 }
+
+/** True while a process of that id exists (signal 0 tests without signalling). */
+export function isAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { nodeProcessesUnder, startGatewayProcess, waitFor } from '../helpers/processes.js';
+import { isAlive, nodeProcessesUnder, startGatewayProcess, waitFor } from '../helpers/processes.js';
 import { tempDir } from '../helpers/tempDir.js';
 
 /**
@@ -14,15 +14,6 @@ import { tempDir } from '../helpers/tempDir.js';
  */
 
 const REFUSALS = 12;
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe.each(['1', '2'])('WORKERS=%s stopped by a signal to every process, then another', (workers) => {
   it('writes every buffered refusal before it exits', async () => {
@@ -47,9 +38,9 @@ describe.each(['1', '2'])('WORKERS=%s stopped by a signal to every process, then
       expect(new Set(statuses)).toEqual(new Set([401]));
       const stopped = proc.kill('SIGTERM');
       await new Promise((resolve) => setTimeout(resolve, 20));
-      for (const pid of nodes) if (alive(pid)) process.kill(pid, 'SIGTERM');
+      for (const pid of nodes) if (isAlive(pid)) process.kill(pid, 'SIGTERM');
       await stopped;
-      await waitFor('every gateway process to exit', async () => nodes.every((pid) => !alive(pid)), 30_000);
+      await waitFor('every gateway process to exit', async () => nodes.every((pid) => !isAlive(pid)), 30_000);
     } finally {
       await proc.kill('SIGKILL');
     }
