@@ -10,6 +10,7 @@ import {
   gatewayEnv,
   median,
   percentile,
+  rssMiB,
   spawnReady,
 } from './lib.js';
 
@@ -71,18 +72,6 @@ function processTree(pid: number): number[] {
   for (let i = 0; i < tree.length; i++)
     for (const [child, parent] of parents) if (parent === tree[i]) tree.push(child);
   return tree;
-}
-
-function rssMiB(pids: number[]): number {
-  let kib = 0;
-  for (const pid of pids) {
-    try {
-      kib += Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
-    } catch {
-      // exited
-    }
-  }
-  return Math.round(kib / 1024);
 }
 
 interface Target {

@@ -169,9 +169,16 @@ export async function measure(
   };
 }
 
-export function rssMiB(pid: number): number {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Math.round(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
+export function rssMiB(pids: number | readonly number[]): number {
+  let kib = 0;
+  for (const pid of typeof pids === 'number' ? [pids] : pids) {
+    try {
+      kib += Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      // exited
+    }
+  }
+  return Math.round(kib / 1024);
 }
 
 /** A TypeScript entry point of ours as its own process (the way `npm start` runs it). */
