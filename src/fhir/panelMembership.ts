@@ -9,7 +9,8 @@ import type { FhirService } from './fhirService.js';
  * from each Patient's own `generalPractitioner`, asked of the FHIR server in one search per page
  * (`Patient?_id=a,b,c`, at most LOOKUP_CHUNK ids, so the URL stays far below 8 KB) and kept for
  * a short time: a patient moved to another practitioner stays visible to the old one for at most
- * `ttlMs` (docs/security.md). Bounded: the oldest patients are forgotten first.
+ * `ttlMs` (docs/security.md). Bounded: the oldest patients are forgotten first. Only those
+ * lookups fill it: a Patient seen in a response may be an old version or a part of the record.
  */
 
 /** Ids per upstream lookup: 50 UUIDs make a query of about 2 KB. */
@@ -27,8 +28,6 @@ export interface PanelMembershipOptions {
 export interface PanelMembership {
   /** The subset of `patientIds` assigned to the practitioner. */
   assigned(practitionerId: string, patientIds: Iterable<string>): Promise<Set<string>>;
-  /** Records what a Patient resource just seen says (a fresher answer than the cache's). */
-  learn(patient: Patient): void;
   /** Drops what is known of a patient, e.g. after the gateway itself changed the record. */
   forget(patientId: string): void;
 }
@@ -89,7 +88,6 @@ export function createPanelMembership(options: PanelMembershipOptions): PanelMem
       if (missing.length > 0) await lookUp(missing);
       return new Set(unique.filter((id) => known.get(id)?.practitioners.has(practitionerId)));
     },
-    learn,
     forget: (patientId) => {
       known.delete(patientId);
     },

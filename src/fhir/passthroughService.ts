@@ -76,8 +76,12 @@ class Passthrough {
   // --- admin: reads and searches like everyone (cursors, rewriting); anything else forwarded and audited ---
 
   private async asAdmin(method: string, target: FhirTarget, request: PassRequest): Promise<PassResponse> {
-    if (method === 'GET' && !target.operation && !target.compartmentType && !target.history && !target.id)
-      return this.search(target.type ?? '', request.query);
+    const typeLevel = !target.operation && !target.compartmentType && !target.history && !target.id;
+    if (method === 'GET' && typeLevel) return this.search(target.type ?? '', request.query);
+    // the exact POST /fhir/Patient is the provisioning route; a variant of it (`/fhir/Patient/`)
+    // must not create a person without an account, a validated profile and a code
+    if (method === 'POST' && typeLevel && (target.type === 'Patient' || target.type === 'Practitioner'))
+      throw refuse(`Create a ${target.type} with POST /fhir/${target.type}: it provisions their account.`);
     const headers: Record<string, string> = {};
     for (const name of RELAYED_REQUEST_HEADERS) {
       const value = request.headers[name];

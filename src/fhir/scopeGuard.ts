@@ -27,6 +27,32 @@ function insufficientScope(missing: string, permission: Permission, type: string
 }
 
 /**
+ * 403 unless the token's scopes allow `permission` on `type`. What the role itself may never do
+ * is left to the role's own refusal: the scopes only narrow what the role allows. Every path
+ * that reaches FHIR data with a token calls this, the passthrough and provisioning alike.
+ */
+export function assertScope(caller: Caller, type: string, permission: Permission): void {
+  if (!allows(scopesOf(SCOPES_BY_ROLE[caller.role]), type, permission)) return;
+  const context = caller.role === 'patient' ? 'patient' : 'user';
+  const missing = missingScope(scopesOf(caller.claims.scope ?? ''), context, type, permission);
+  if (missing) throw insufficientScope(missing, permission, type);
+}
+
+/**
+ * The resource types a token may be shown, or undefined when it may be shown every type its
+ * role can reach (tokens of /auth/login; apps granted `*.r`). A search checks its own type once;
+ * the entries it brings along (`_include`, `_revinclude`) need the token's read scope on their
+ * own type, else an app granted `Observation.rs` would read the Patient without `Patient.r`.
+ */
+export function typesShown(caller: Caller): ((type: string) => boolean) | undefined {
+  const scopes = scopesOf(caller.claims.scope ?? '');
+  if (allows(scopes, '*', 'r')) return undefined;
+  const roleWide = scopesOf(SCOPES_BY_ROLE[caller.role]);
+  // a type the role itself never reads is left to the role's own check (compartment.ts)
+  return (type) => !allows(roleWide, type, 'r') || allows(scopes, type, 'r');
+}
+
+/**
  * Wraps a scoped FHIR access so every interaction first checks the caller's token scopes
  * (src/fhir/smartScopes.ts) — on top of, never instead of, the role's compartment. One check per
  * interaction: read/vread/history need `r`, search/page `s`, create `c`, update `u`; anything
@@ -36,15 +62,7 @@ function insufficientScope(missing: string, permission: Permission, type: string
  * role's own refusal (`403 forbidden`, as before): the scopes only narrow what the role allows.
  */
 export function guardScopes(fhir: ScopedFhir): ScopedFhir {
-  const caller: Caller = fhir.caller;
-  const scopes = scopesOf(caller.claims.scope ?? '');
-  const roleWide = scopesOf(SCOPES_BY_ROLE[caller.role]);
-  const context = caller.role === 'patient' ? 'patient' : 'user';
-  const need = (type: string, permission: Permission) => {
-    if (!allows(roleWide, type, permission)) return;
-    const missing = missingScope(scopes, context, type, permission);
-    if (missing) throw insufficientScope(missing, permission, type);
-  };
+  const need = (type: string, permission: Permission) => assertScope(fhir.caller, type, permission);
   return {
     caller: fhir.caller,
     scope: fhir.scope,

@@ -16,7 +16,7 @@ import {
 } from './compartment.js';
 import type { ConditionalRead, FhirRequest, FhirResult, Written } from './fhirService.js';
 import { type CursorBinding, cursorForLink, verifyCursor } from './links.js';
-import { guardScopes } from './scopeGuard.js';
+import { guardScopes, typesShown } from './scopeGuard.js';
 import { narrowSearch } from './searchPolicy.js';
 
 /**
@@ -132,16 +132,13 @@ const WRITE_ACTIONS: Readonly<Record<string, string>> = {
 export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): ScopedFhir {
   const scope = scopeOf(caller);
   const fhir = deps.fhir;
+  const shown = typesShown(caller);
 
   /** The panel members among the patients these memberships name (one upstream lookup at most). */
   const assignedAmong = async (memberships: readonly Membership[]): Promise<ReadonlySet<string>> => {
     if (scope.kind !== 'panel') return new Set();
     const named = memberships.flatMap((m) => (typeof m === 'object' ? m.anyOf : []));
     return named.length > 0 ? deps.panels.assigned(scope.practitionerId, named) : new Set();
-  };
-
-  const learnPatients = (resources: readonly (Resource | undefined)[]) => {
-    for (const resource of resources) if (resource?.resourceType === 'Patient') deps.panels.learn(resource);
   };
 
   /** Whether a resource is in scope, with the membership the decision was made on. */
@@ -161,28 +158,37 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     return resource.resourceType === 'Patient' && resource.id ? [resource.id] : [];
   };
 
-  /** Defence in depth: every entry, match or include, is tested before it leaves. */
+  /**
+   * Defence in depth: every entry, match or include, is tested before it leaves: against the
+   * role's scope, and against the token's read scopes (an `_include`d Patient needs `Patient.r`).
+   * Nothing here feeds the panel cache: a Bundle may hold old versions (history) or parts of a
+   * record (`_elements`), and only the current, whole record may say whose patient it is.
+   */
   const checkBundle = async <T extends Resource>(bundle: Bundle<T>): Promise<Checked<T>> => {
-    const entries = (bundle.entry ?? []).filter(
+    const all = bundle.entry ?? [];
+    const entries = all.filter(
       (e): e is BundleEntry<T> & { resource: T } =>
-        !!e.resource && e.resource.resourceType !== 'OperationOutcome',
+        !!e.resource &&
+        e.resource.resourceType !== 'OperationOutcome' &&
+        (shown === undefined || shown(e.resource.resourceType)),
     );
     const patients = new Set<string>();
+    let kept = entries;
     if (scope.kind === 'all') {
       for (const e of entries) for (const p of patientsOfKept(e.resource, 'in')) patients.add(p);
-      return { bundle, patients };
+      if (shown === undefined) return { bundle, patients };
+    } else {
+      const memberships = entries.map((e) => membershipOf(e.resource, scope));
+      const assigned = await assignedAmong(memberships);
+      kept = entries.filter((e, i) => {
+        const membership = memberships[i] as Membership;
+        if (!isMember(membership, assigned)) return false;
+        for (const p of patientsOfKept(e.resource, membership)) patients.add(p);
+        return true;
+      });
     }
-    learnPatients(entries.map((e) => e.resource));
-    const memberships = entries.map((e) => membershipOf(e.resource, scope));
-    const assigned = await assignedAmong(memberships);
-    const kept = entries.filter((e, i) => {
-      const membership = memberships[i] as Membership;
-      if (!isMember(membership, assigned)) return false;
-      for (const p of patientsOfKept(e.resource, membership)) patients.add(p);
-      return true;
-    });
     // nothing removed: the very Bundle (and with it the upstream's text) can be relayed
-    if (kept.length === (bundle.entry ?? []).length) return { bundle, patients };
+    if (kept.length === all.length) return { bundle, patients };
     const checked: Bundle<T> = { ...bundle, entry: kept };
     delete checked.total;
     return { bundle: checked, patients };
@@ -328,18 +334,29 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     });
   };
 
-  /** An admin's read by id, history or GET operation: the patients of what came back. */
-  const recordForwardedRead = async (
+  /**
+   * An admin's read by id, history or GET operation: recorded with the patients of what came
+   * back, and a Bundle's entries of types the token may not read removed.
+   */
+  const checkForwardedRead = async (
     result: FhirResult,
     target: { type?: string; id?: string; operation?: string },
-  ) => {
+  ): Promise<FhirResult> => {
     const body = result.body as Resource | undefined;
-    if (!body) return;
-    const patients = body.resourceType === 'Bundle' ? (await checkBundle(body)).patients : patientsIn(body);
-    recordRead(target.id ? 'fhir.read' : 'fhir.search', target.type ?? '', patients, {
-      ...(target.id ? { id: target.id } : {}),
-      ...(target.operation ? { detail: { operation: target.operation } } : {}),
-    });
+    if (!body) return result;
+    const checked = body.resourceType === 'Bundle' ? await checkBundle(body) : undefined;
+    recordRead(
+      target.id ? 'fhir.read' : 'fhir.search',
+      target.type ?? '',
+      checked?.patients ?? patientsIn(body),
+      {
+        ...(target.id ? { id: target.id } : {}),
+        ...(target.operation ? { detail: { operation: target.operation } } : {}),
+      },
+    );
+    if (!checked || checked.bundle === body) return result;
+    const { text: _upstreamText, ...changed } = result;
+    return { ...changed, body: checked.bundle };
   };
 
   /** Runs a write, audits it (also when the upstream refused it), and forgets what it may have changed. */
@@ -392,6 +409,9 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       return result;
     },
     vread: async (type, id, versionId) => {
+      // judged with the record as it is now too (as history is): an old version may still name a
+      // former practitioner or patient, and version ids are easy to guess (HAPI counts 1, 2, 3)
+      if (scope.kind !== 'all') await readInScope(type, id, () => fhir.read(type, id));
       const { result, patients } = await readInScope(type, id, () => fhir.vread(type, id, versionId));
       recordRead('fhir.read', type, patients, { id, detail: { interaction: 'vread' } });
       return result;
@@ -435,9 +455,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     forward: async (request, target) => {
       if (scope.kind !== 'all') throw new AppError('forbidden');
       if (request.method === 'GET') {
-        const result = await fhir.forward(request);
-        await recordForwardedRead(result, target);
-        return result;
+        return checkForwardedRead(await fhir.forward(request), target);
       }
       return audited(request.method, target, () => fhir.forward(request));
     },

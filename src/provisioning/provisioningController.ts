@@ -1,6 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { AppError } from '../errors.js';
+import { assertScope } from '../fhir/scopeGuard.js';
 import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import { bearerSecurity, errorResponses } from '../http/schemas.js';
@@ -117,6 +118,8 @@ async function slimProvision(c: Context<AppEnv>, type: ProvisionedType, body: un
 
 /** Raw FHIR create: the same flow, answered the way a FHIR server would (201, Location, the resource). */
 async function rawProvision(c: Context<AppEnv>, type: ProvisionedType) {
+  // a SMART app's token reaches this /fhir path too: it creates only with the create scope granted
+  assertScope(c.var.caller, type, 'c');
   const contentType = c.req.header('content-type') ?? '';
   if (!/^application\/(fhir\+)?json\b/i.test(contentType)) throw new AppError('unsupported_media_type');
   let body: unknown;

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import type { Role } from '../../db/schema.js';
 import { SCOPES_BY_ROLE } from '../../src/auth/tokens.js';
+import { typesShown } from '../../src/fhir/scopeGuard.js';
 import {
   allows,
   describeScope,
@@ -12,6 +14,7 @@ import {
   permissionOfMethod,
   scopesOf,
 } from '../../src/fhir/smartScopes.js';
+import type { Caller } from '../../src/http/types.js';
 
 /** SMART scopes, pure: https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html */
 
@@ -155,5 +158,33 @@ describe('helpers', () => {
     ['patient/Observation.rs?code=1', false],
   ])('may register %s: %s', (scope, ok) => {
     expect(isRegistrableScope(scope)).toBe(ok);
+  });
+});
+
+describe("typesShown: which entries of a search a token may see (an _include's type needs its own read scope)", () => {
+  const callerWith = (role: Role, scope: string) =>
+    ({ userId: 'u', role, fhirId: 'f', claims: { scope } }) as unknown as Caller;
+
+  it.each<[Role, string]>([
+    ['patient', SCOPES_BY_ROLE.patient],
+    ['practitioner', SCOPES_BY_ROLE.practitioner],
+    ['admin', SCOPES_BY_ROLE.admin],
+    ['patient', 'patient/*.r'],
+    ['admin', 'user/*.read'],
+  ])('%s with %s: every type (no per-entry check at all)', (role, scope) => {
+    expect(typesShown(callerWith(role, scope))).toBeUndefined();
+  });
+
+  it.each<[Role, string, string, boolean]>([
+    ['patient', 'patient/Observation.rs', 'Observation', true],
+    ['patient', 'patient/Observation.rs', 'Patient', false],
+    ['patient', 'patient/Observation.s', 'Observation', false],
+    ['patient', 'patient/Observation.rs patient/Patient.r', 'Patient', true],
+    ['practitioner', 'user/Observation.rs', 'Practitioner', false],
+    ['admin', 'user/Patient.rs', 'Observation', false],
+    ['admin', 'user/Patient.rs', 'Patient', true],
+    ['patient', '', 'Observation', false],
+  ])('%s with "%s" is shown %s: %s', (role, scope, type, shown) => {
+    expect(typesShown(callerWith(role, scope))?.(type)).toBe(shown);
   });
 });

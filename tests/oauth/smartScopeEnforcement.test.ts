@@ -1,3 +1,4 @@
+import type { Patient } from '@medplum/fhirtypes';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Role } from '../../db/schema.js';
 import type { TestGateway } from '../helpers/gateway.js';
@@ -34,6 +35,13 @@ const observation = (patientId: string) => ({
   code: { text: 'Body weight' },
   subject: { reference: `Patient/${patientId}` },
   valueQuantity: { value: 70, unit: 'kg' },
+});
+
+/** A Patient the raw provisioning route accepts (it needs an email to send the access code to). */
+const emailedPatient = (tag: string) => ({
+  resourceType: 'Patient',
+  name: [{ family: 'Scoped', given: [tag] }],
+  telecom: [{ system: 'email', value: `scoped-${tag}@example.com` }],
 });
 
 const TABLE: Row[] = [
@@ -164,6 +172,26 @@ const TABLE: Row[] = [
     403,
     'user/*.c',
   ],
+  // raw provisioning lives at /fhir too: a SMART token creates people only with the create scope
+  [
+    'admin',
+    'user/Patient.rs',
+    'POST',
+    () => '/fhir/Patient',
+    () => emailedPatient('rs'),
+    403,
+    'user/Patient.c',
+  ],
+  [
+    'admin',
+    'user/Patient.rs',
+    'POST',
+    () => '/fhir/Practitioner',
+    () => ({ ...emailedPatient('gp'), resourceType: 'Practitioner' }),
+    403,
+    'user/Practitioner.c',
+  ],
+  ['admin', 'user/Patient.crus', 'POST', () => '/fhir/Patient', () => emailedPatient('crus'), 201],
 ];
 
 describe('SMART scopes at /fhir (started gateway, embedded FHIR server)', () => {
@@ -243,6 +271,68 @@ describe('SMART scopes at /fhir (started gateway, embedded FHIR server)', () => 
     const token = await gw.login(patient.email, patient.password);
     expect((await gw.call('/fhir/Condition', { token })).status).toBe(200);
     expect((await gw.call(`/fhir/Patient/${ids.me}`, { token })).status).toBe(200);
+  });
+
+  it('refused provisioning stored nothing: no account, and no Patient on the FHIR server', async () => {
+    const accounts = await gw.deps.db
+      .selectFrom('users')
+      .select('email')
+      .where('email', 'like', 'scoped-%')
+      .execute();
+    expect(accounts.map((a) => a.email)).toEqual(['scoped-crus@example.com']);
+    const found = await gw.deps.fhir.search<Patient>('Patient', new URLSearchParams({ family: 'Scoped' }));
+    expect(found.body?.entry?.map((e) => e.resource?.name?.[0]?.given?.[0])).toEqual(['crus']);
+  });
+
+  /** The resource types of a search's entries, as a sorted list of distinct names. */
+  async function typesFound(role: Role, scope: string, path: string): Promise<string[]> {
+    const response = await gw.call(path, { token: await tokenFor(role, scope) });
+    expect(response.status).toBe(200);
+    const bundle = (await response.json()) as { entry?: Array<{ resource?: { resourceType: string } }> };
+    return [...new Set((bundle.entry ?? []).map((e) => e.resource?.resourceType ?? ''))].sort();
+  }
+
+  it.each<[Role, string, (i: Ids) => string, string[]]>([
+    // an included resource needs the read scope of its own type, not only the searched type's
+    [
+      'patient',
+      'patient/Observation.rs',
+      () => '/fhir/Observation?_include=Observation:subject',
+      ['Observation'],
+    ],
+    [
+      'patient',
+      'patient/Observation.rs patient/Patient.r',
+      () => '/fhir/Observation?_include=Observation:subject',
+      ['Observation', 'Patient'],
+    ],
+    ['patient', 'patient/Patient.rs', () => '/fhir/Patient?_revinclude=Observation:subject', ['Patient']],
+    [
+      'patient',
+      'patient/*.rs',
+      () => '/fhir/Patient?_revinclude=Observation:subject',
+      ['Observation', 'Patient'],
+    ],
+    [
+      'practitioner',
+      'user/Observation.rs',
+      (i) => `/fhir/Observation?subject=Patient/${i.panelPatient}&_include=Observation:subject`,
+      ['Observation'],
+    ],
+    [
+      'admin',
+      'user/Patient.rs',
+      (i) => `/fhir/Patient?_id=${i.me}&_revinclude=Observation:subject`,
+      ['Patient'],
+    ],
+    [
+      'admin',
+      'user/Patient.rs user/Observation.rs',
+      (i) => `/fhir/Patient?_id=${i.me}&_revinclude=Observation:subject`,
+      ['Observation', 'Patient'],
+    ],
+  ])('%s with %s: %s brings only the types the token reads', async (role, scope, path, types) => {
+    expect(await typesFound(role, scope, path(ids))).toEqual(types);
   });
 
   it('refuses a SMART token outside /fhir (its audience is the FHIR base)', async () => {

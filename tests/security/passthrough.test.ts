@@ -654,6 +654,31 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       expect([200, 400, 404]).toContain(history.status);
     });
 
+    it('refuses a Patient or Practitioner create that would bypass provisioning (POST /fhir/Patient/)', async () => {
+      for (const type of ['Patient', 'Practitioner']) {
+        const person = {
+          resourceType: type,
+          name: [{ family: 'Slashed' }],
+          telecom: [{ system: 'email', value: `slashed-${type.toLowerCase()}@example.com` }],
+        };
+        const response = await call(`/fhir/${type}/`, admin, {
+          method: 'POST',
+          body: JSON.stringify(person),
+          headers: { 'content-type': 'application/fhir+json' },
+        });
+        expect(response.status).toBe(400);
+        expect(response.text).toContain(`POST /fhir/${type}`);
+        const found = await gw.deps.fhir.search(type, new URLSearchParams({ family: 'Slashed' }));
+        expect(found.body?.entry ?? []).toHaveLength(0);
+      }
+      const accounts = await gw.deps.db
+        .selectFrom('users')
+        .select('id')
+        .where('email', 'like', 'slashed-%')
+        .execute();
+      expect(accounts).toHaveLength(0);
+    });
+
     it('deletes a resource whose audit entry is already on the FHIR server, and mirrors the delete too', async () => {
       const id = await createAsAdmin(observation(ids.B, 78));
       expect(await mirroredAuditEvents('fhir.create', `Observation/${id}`)).toBe(1);
