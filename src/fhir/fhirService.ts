@@ -158,6 +158,29 @@ async function readBody(answer: Pick<UpstreamAnswer, 'headers' | 'body'>): Promi
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/**
+ * readBody, cut off at `deadline` (a performance.now() time): undici's bodyTimeout only bounds
+ * the pause between two chunks, so a server that drips a byte now and then would hold the
+ * request, and the caller, for as long as it likes.
+ */
+async function readBodyBy(
+  answer: Pick<UpstreamAnswer, 'headers' | 'body'>,
+  deadline: number,
+): Promise<string> {
+  const timer = setTimeout(() => answer.body.destroy(bodyDeadlineError()), deadline - performance.now());
+  try {
+    return await readBody(answer);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function bodyDeadlineError(): Error {
+  return Object.assign(new Error('the FHIR server did not finish its answer in time'), {
+    name: 'TimeoutError',
+  });
+}
+
 function parseJson(text: string): unknown {
   if (text.trim() === '') return undefined;
   try {
@@ -165,6 +188,47 @@ function parseJson(text: string): unknown {
   } catch (error) {
     throw new AppError('upstream_error', { cause: error });
   }
+}
+
+/**
+ * A success's body: empty, or a JSON object (`null`, a list or a number is garbage: 502). Which
+ * resource it must be is the interaction's to check; `{}` passes here (Google's FHIR store
+ * answers a delete with it). A Bundle's structure is checked for every interaction alike.
+ */
+function parseResource(text: string): unknown {
+  const parsed = parseJson(text);
+  if (parsed === undefined) return undefined;
+  if (!isObject(parsed)) throw unexpectedUpstreamBody('a body that is not a JSON object');
+  if (parsed.resourceType === 'Bundle') assertBundleShape(parsed);
+  return parsed;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Absent, or a list whose every item is an object that passes `check`. */
+function isListOf(value: unknown, check: (item: Record<string, unknown>) => boolean): boolean {
+  if (value === undefined) return true;
+  if (!Array.isArray(value)) return false;
+  for (const item of value) if (!isObject(item) || !check(item)) return false;
+  return true;
+}
+
+const isEntry = (entry: Record<string, unknown>) =>
+  entry.resource === undefined ||
+  (isObject(entry.resource) && typeof entry.resource.resourceType === 'string');
+const isLink = (link: Record<string, unknown>) =>
+  typeof link.url === 'string' && typeof link.relation === 'string';
+
+/**
+ * The Bundle's own structure, before anything reads it entry by entry: an `entry` or `link`
+ * that is not a list of objects (or an entry's resource without a type) is garbage, a 502,
+ * where it would otherwise fail as our own error (500) halfway through the response check.
+ */
+function assertBundleShape(bundle: Record<string, unknown>): void {
+  if (!isListOf(bundle.entry, isEntry) || !isListOf(bundle.link, isLink))
+    throw unexpectedUpstreamBody('a malformed Bundle');
 }
 
 function flattenHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string> {
@@ -288,6 +352,7 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
       headers['content-type'] ??= 'application/fhir+json';
     }
     const timeoutMs = req.timeoutMs ?? options.timeoutMs;
+    const deadline = performance.now() + timeoutMs;
     let response: Awaited<ReturnType<Pool['request']>>;
     try {
       response = await pool.request({
@@ -305,12 +370,12 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     }
     let text: string;
     try {
-      text = await readBody(response);
+      text = await readBodyBy(response, deadline);
     } catch (error) {
       throw error instanceof AppError ? error : transportError(error);
     }
     const success = response.statusCode >= 200 && response.statusCode < 300;
-    const parsed = success ? parseJson(text) : undefined;
+    const parsed = success ? parseResource(text) : undefined;
     return {
       status: response.statusCode,
       headers: flattenHeaders(response.headers),
@@ -339,8 +404,12 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     return result;
   };
 
-  const expectResource = <T>(result: FhirResult, type: string): FhirResult<T> => {
-    if (result.status === 304) return result as FhirResult<T>;
+  /** A resource of `type`; a 304 only when the read was conditional (else a confirming read would loop on it). */
+  const expectResource = <T>(result: FhirResult, type: string, conditional = false): FhirResult<T> => {
+    if (result.status === 304) {
+      if (!conditional) throw unexpectedUpstreamBody('304 to a read without a condition');
+      return result as FhirResult<T>;
+    }
     if (resourceTypeOf(result.body) !== type) throw unexpectedUpstreamBody(`a read without ${type}`);
     return result as FhirResult<T>;
   };
@@ -362,7 +431,8 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
       const headers: Record<string, string> = {};
       if (conditional.ifNoneMatch) headers['if-none-match'] = conditional.ifNoneMatch;
       if (conditional.ifModifiedSince) headers['if-modified-since'] = conditional.ifModifiedSince;
-      return expectResource(await exchange({ method: 'GET', path: `${type}/${id}`, headers }), type);
+      const answer = await exchange({ method: 'GET', path: `${type}/${id}`, headers });
+      return expectResource(answer, type, !!(conditional.ifNoneMatch || conditional.ifModifiedSince));
     },
     vread: async (type, id, versionId) =>
       expectResource(await exchange({ method: 'GET', path: `${type}/${id}/_history/${versionId}` }), type),

@@ -1,0 +1,197 @@
+import http from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
+import { type FakeUpstream, startFakeUpstream } from '../helpers/fakeUpstream.js';
+import { startTestGateway, type TestGateway, tempDir } from '../helpers/gateway.js';
+
+/**
+ * An upstream that answers garbage in the shape of success: each role gets a quick 502 (504 when
+ * the answer never ends), never our own 500, never a loop or a hang. A pass-through in front of
+ * the embedded engine answers chosen requests itself.
+ */
+
+type Answer = (req: { method: string; url: string }, res: http.ServerResponse) => boolean;
+
+const TIMEOUT_MS = 1000;
+const SEARCH = /\/Observation(\?|$)/;
+
+function fhirJson(res: http.ServerResponse, body: string): true {
+  res.writeHead(200, { 'content-type': 'application/fhir+json' }).end(body);
+  return true;
+}
+
+/** The status, or `hung` when no answer came within `ms`. */
+async function statusWithin(response: Promise<Response>, ms: number): Promise<number | 'hung'> {
+  let timer: NodeJS.Timeout | undefined;
+  const hung = new Promise<'hung'>((resolve) => {
+    timer = setTimeout(() => resolve('hung'), ms);
+  });
+  try {
+    return await Promise.race([response.then((r) => r.status), hung]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+describe('garbage from the FHIR server in the shape of a success', () => {
+  let engine: Awaited<ReturnType<typeof startEmbeddedFhirServer>>;
+  let proxy: FakeUpstream;
+  let gw: TestGateway;
+  let answer: Answer | undefined;
+  let upstreamCalls = 0;
+  const ids = { me: '', gp: '' };
+  const tokens = { patient: '', gp: '', admin: '' };
+
+  beforeAll(async () => {
+    engine = await startEmbeddedFhirServer({ dataDir: tempDir() });
+    const target = new URL(engine.baseUrl);
+    proxy = await startFakeUpstream((req, res) => {
+      upstreamCalls++;
+      if (answer?.(req, res)) return;
+      const upstream = http.request(
+        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+        (reply) => {
+          res.writeHead(reply.statusCode ?? 502, reply.headers);
+          reply.pipe(res);
+        },
+      );
+      upstream.end(req.body);
+    });
+    gw = await startTestGateway({
+      env: { FHIR_BASE_URL: `${proxy.url}${target.pathname}`, FHIR_TIMEOUT_MS: String(TIMEOUT_MS) },
+    });
+    ids.gp = (await gw.deps.fhir.create('Practitioner', { resourceType: 'Practitioner' })).id;
+    const patient = {
+      resourceType: 'Patient' as const,
+      generalPractitioner: [{ reference: `Practitioner/${ids.gp}` }],
+    };
+    ids.me = (await gw.deps.fhir.create('Patient', patient)).id;
+    const me = await gw.seedUser({ role: 'patient', fhirId: ids.me });
+    const gp = await gw.seedUser({ role: 'practitioner', fhirId: ids.gp });
+    tokens.patient = await gw.login(me.email, me.password);
+    tokens.gp = await gw.login(gp.email, gp.password);
+    tokens.admin = await gw.adminToken();
+  });
+
+  afterAll(async () => {
+    answer = undefined;
+    await gw.close();
+    await proxy.close();
+    await engine.close();
+  });
+
+  const searchAnswers =
+    (body: string): Answer =>
+    (req, res) =>
+      req.method === 'GET' && SEARCH.test(req.url) && fhirJson(res, body);
+
+  it.each([
+    ['an entry that is an object', '{"resourceType":"Bundle","type":"searchset","entry":{"a":1}}'],
+    ['an entry list holding null', '{"resourceType":"Bundle","type":"searchset","entry":[null]}'],
+    [
+      'an entry whose resource has no type',
+      '{"resourceType":"Bundle","type":"searchset","entry":[{"resource":{"id":"1"}}]}',
+    ],
+    [
+      'a link that is an object',
+      '{"resourceType":"Bundle","type":"searchset","link":{"relation":"next","url":"x"}}',
+    ],
+    [
+      'a link without a url',
+      '{"resourceType":"Bundle","type":"searchset","link":[{"relation":"next","url":7}]}',
+    ],
+    ['JSON null', 'null'],
+    ['a JSON list', '[]'],
+  ])('a search answered with %s is a 502 for every role', async (_what, body) => {
+    answer = searchAnswers(body);
+    for (const token of [tokens.patient, tokens.gp, tokens.admin]) {
+      const response = await gw.call('/fhir/Observation', { token });
+      expect(response.status).toBe(502);
+      expect(await response.text()).not.toContain(proxy.url);
+    }
+    answer = undefined;
+  });
+
+  it("a Patient whose generalPractitioner is not a list is a 502 for the practitioner's read", async () => {
+    const garbled = {
+      resourceType: 'Patient',
+      id: ids.me,
+      generalPractitioner: { reference: `Practitioner/${ids.gp}` },
+    };
+    answer = (req, res) =>
+      req.method === 'GET' &&
+      req.url.endsWith(`/Patient/${ids.me}`) &&
+      fhirJson(res, JSON.stringify(garbled));
+    expect((await gw.call(`/fhir/Patient/${ids.me}`, { token: tokens.gp })).status).toBe(502);
+    answer = undefined;
+  });
+
+  it("an admin's operation answered with JSON null is a 502", async () => {
+    answer = (req, res) => req.url.includes('$everything') && fhirJson(res, 'null');
+    expect((await gw.call(`/fhir/Patient/${ids.me}/$everything`, { token: tokens.admin })).status).toBe(502);
+    answer = undefined;
+  });
+
+  it.each([
+    ['a plain read', {}],
+    ['a conditional read, whose confirming plain read gets 304 again', { 'if-none-match': 'W/"1"' }],
+  ])('304 to %s is a quick 502 after at most two upstream calls, not a loop', async (_what, headers) => {
+    answer = (req, res) => {
+      if (req.method !== 'GET' || !req.url.endsWith(`/Patient/${ids.me}`)) return false;
+      res.writeHead(304).end();
+      return true;
+    };
+    upstreamCalls = 0;
+    const status = await statusWithin(
+      gw.call(`/fhir/Patient/${ids.me}`, { token: tokens.patient, headers }),
+      3000,
+    );
+    answer = undefined;
+    expect(status).toBe(502);
+    expect(upstreamCalls).toBeLessThanOrEqual(2);
+  });
+
+  it('a body that drips a byte now and then is cut off at the timeout: 504, not a hang', async () => {
+    let drip: NodeJS.Timeout | undefined;
+    answer = (req, res) => {
+      if (req.method !== 'GET' || !SEARCH.test(req.url)) return false;
+      res.writeHead(200, { 'content-type': 'application/fhir+json' });
+      res.write('{"resourceType":"Bundle","type":"searchset","entry":[');
+      // each byte well inside the idle timeout, so only a deadline on the whole answer stops it
+      drip = setInterval(() => (res.destroyed ? clearInterval(drip) : res.write(' ')), TIMEOUT_MS / 4);
+      return true;
+    };
+    const started = performance.now();
+    const status = await statusWithin(
+      gw.call('/fhir/Observation', { token: tokens.patient }),
+      4 * TIMEOUT_MS,
+    );
+    const tookMs = performance.now() - started;
+    clearInterval(drip);
+    answer = undefined;
+    expect(status).toBe(504);
+    expect(tookMs).toBeLessThan(3 * TIMEOUT_MS);
+  });
+
+  it('the same drip with a declared length is cut off too', async () => {
+    let drip: NodeJS.Timeout | undefined;
+    answer = (req, res) => {
+      if (req.method !== 'GET' || !SEARCH.test(req.url)) return false;
+      res.writeHead(200, { 'content-type': 'application/fhir+json', 'content-length': '100000' });
+      drip = setInterval(() => (res.destroyed ? clearInterval(drip) : res.write(' ')), TIMEOUT_MS / 4);
+      return true;
+    };
+    const status = await statusWithin(
+      gw.call('/fhir/Observation', { token: tokens.patient }),
+      4 * TIMEOUT_MS,
+    );
+    clearInterval(drip);
+    answer = undefined;
+    expect(status).toBe(504);
+  });
+
+  it('after all of it the same requests work again', async () => {
+    expect((await gw.call('/fhir/Observation', { token: tokens.patient })).status).toBe(200);
+    expect((await gw.call(`/fhir/Patient/${ids.me}`, { token: tokens.gp })).status).toBe(200);
+  });
+});
