@@ -631,6 +631,22 @@ describe('SMART App Launch: the protocol', () => {
       expect(response.headers.get('x-frame-options')).toBe('DENY');
     });
 
+    it('sign in with any password signup accepts (its length counted after NFKC, as /auth/login counts it)', async () => {
+      // 65 characters as typed, 82 after NFKC (U+FDFA expands to 18), 132 UTF-16 units after NFKC
+      const person = await gw.seedUser({
+        role: 'patient',
+        password: `correct horse ${'🍎'.repeat(50)}\uFDFA`,
+      });
+      const { challenge } = pkcePair();
+      const result = await launch(gw, person, {
+        clientId: app.client_id,
+        redirectUri,
+        scope: SCOPE,
+        challenge,
+      });
+      expect(result.code, result.location).toBeTruthy();
+    });
+
     it('re-render the login form on a wrong password, audited as /auth/login failures are', async () => {
       const browser = new Browser();
       const { challenge } = pkcePair();
