@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { PLAIN_ADDRESS } from './email/address.js';
 
 /**
  * The only reader of the environment. Every variable is validated once at start; a bad or
@@ -88,7 +89,8 @@ const masterSecret = z
     'must be base64url: followed by at least 32 bytes in base64url',
   );
 
-const emailAddress = z.string().trim().toLowerCase().pipe(z.email('must be an email address'));
+// the address rule every other part of the gateway uses, so the first admin can always log in
+const emailAddress = z.string().trim().toLowerCase().regex(PLAIN_ADDRESS, 'must be an email address');
 
 /** The environment schema: one entry per variable, with its default. */
 const envSchema = z.object({

@@ -13,12 +13,16 @@ import { authenticate } from '../middleware/authenticate.js';
 import { requirePermission } from '../middleware/requireRole.js';
 import { forgotPassword, resendAccessCode, resetPassword } from './accountRecoveryService.js';
 import { login, logout, me, refresh, signup } from './authService.js';
-import { PASSWORD_MAX_LENGTH } from './passwords.js';
+import { PASSWORD_MAX_LENGTH, passwordTooLong } from './passwords.js';
 
+// at most 128 characters as passwordLength counts them (after NFKC), the count the login uses too
 const PasswordField = z
   .string()
   .min(1, 'is required')
-  .max(PASSWORD_MAX_LENGTH, `must be at most ${PASSWORD_MAX_LENGTH} characters`);
+  .refine((password) => !passwordTooLong(password), `must be at most ${PASSWORD_MAX_LENGTH} characters`)
+  .openapi({
+    description: `At most ${PASSWORD_MAX_LENGTH} characters: Unicode code points after NFKC normalisation`,
+  });
 
 const LoginBody = z
   .object({

@@ -13,7 +13,7 @@ import {
 } from '../users/userRepository.js';
 import { MAX_CODE_ATTEMPTS } from './accessCodes.js';
 import { assertPasswordAllowed, checkCode } from './accountCodes.js';
-import { normalizePassword, PASSWORD_MAX_LENGTH } from './passwords.js';
+import { normalizePassword, passwordTooLong } from './passwords.js';
 import { countHit, RATE_LIMITS, refundHit } from './rateLimiter.js';
 import { revokeSession, rotateRefreshToken, startSession, type TokenResponse } from './sessions.js';
 
@@ -80,9 +80,10 @@ export async function verifyLogin<T>(
   // counted before verifying, in one atomic upsert, so parallel guesses cannot all pass a check
   // made before any of them is counted; a successful login gives its hit back below
   await countHit(deps.db, deps.clock, limits);
+  // refused before hashing: an attacker must not make us hash megabytes; counted as signup counts it,
+  // so every password that could be set passes
+  if (passwordTooLong(input.password)) throw new AppError('invalid_credentials');
   const password = normalizePassword(input.password);
-  // refused before hashing: an attacker must not make us hash megabytes
-  if (password.length > PASSWORD_MAX_LENGTH) throw new AppError('invalid_credentials');
   const user = await findUserByEmail(deps.db, email);
   let failure: LoginFailure | undefined;
   if (!user?.password_hash) {

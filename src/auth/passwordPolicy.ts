@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import { normalizePassword, PASSWORD_MAX_LENGTH } from './passwords.js';
+import { normalizePassword, PASSWORD_MAX_LENGTH, passwordLength, passwordTooLong } from './passwords.js';
 
 /**
  * The one password policy, used wherever a password is chosen (signup, reset, first admin).
@@ -33,11 +33,6 @@ export interface PasswordPolicy {
   readonly minLength: number;
 }
 
-/** Characters as a person counts them (code points), after NFKC. */
-function lengthOf(password: string): number {
-  return [...password].length;
-}
-
 function contextWords(context: PasswordContext): string[] {
   const words = [context.email?.split('@')[0], context.email, context.appName];
   return words.filter((w): w is string => typeof w === 'string' && w.length >= 3).map((w) => w.toLowerCase());
@@ -49,10 +44,9 @@ export function checkPassword(
   password: string,
   context: PasswordContext = {},
 ): string | undefined {
+  if (passwordTooLong(password)) return `must be at most ${PASSWORD_MAX_LENGTH} characters`;
   const normalized = normalizePassword(password);
-  const length = lengthOf(normalized);
-  if (length < policy.minLength) return `must be at least ${policy.minLength} characters`;
-  if (length > PASSWORD_MAX_LENGTH) return `must be at most ${PASSWORD_MAX_LENGTH} characters`;
+  if (passwordLength(normalized) < policy.minLength) return `must be at least ${policy.minLength} characters`;
   const lower = normalized.toLowerCase();
   if (common().has(lower)) return 'is too common: it appears in lists of breached passwords';
   // a password that is just the user's name, email or the app's name (possibly repeated) is guessed first

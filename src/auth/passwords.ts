@@ -16,12 +16,32 @@ export const ARGON2_PARAMETERS = Object.freeze({
   outputLen: 32,
 });
 
-/** Longest password accepted (characters after NFKC), checked before any hashing. */
+/** Longest password accepted, in characters as passwordLength counts them; checked before any hashing. */
 export const PASSWORD_MAX_LENGTH = 128;
+
+// NFKC composes at most a few code points into one, each at most two UTF-16 units: input longer
+// than this cannot be 128 characters, and is refused without normalising it (no megabytes of work)
+const MAX_RAW_UNITS = PASSWORD_MAX_LENGTH * 16;
 
 /** NFKC so the same passphrase typed on different keyboards hashes the same (NIST SP 800-63B 3.1.1.2). */
 export function normalizePassword(password: string): string {
   return password.normalize('NFKC');
+}
+
+/**
+ * The length of a password: its characters (code points) after NFKC, as a person counts them and
+ * as NIST SP 800-63B counts them. The one count used by signup, reset, the first admin, login and
+ * the SMART login page, so every password that can be set can also be used to log in.
+ */
+export function passwordLength(password: string): number {
+  let length = 0;
+  for (const _ of normalizePassword(password)) length++;
+  return length;
+}
+
+/** True for a password longer than any that can be set: cheap, so a login checks it before hashing. */
+export function passwordTooLong(password: string): boolean {
+  return password.length > MAX_RAW_UNITS || passwordLength(password) > PASSWORD_MAX_LENGTH;
 }
 
 interface Pending {

@@ -105,13 +105,14 @@ export async function startSession(deps: AppDeps, user: UserRow, db: Db = deps.d
   return tokensFor(deps, user, sessionId, refreshToken, now);
 }
 
-export async function revokeSession(db: Db, sessionId: string, reason: string, now: Date): Promise<void> {
-  await db
+export async function revokeSession(db: Db, sessionId: string, reason: string, now: Date): Promise<boolean> {
+  const result = await db
     .updateTable('sessions')
     .set({ revoked_at: now.toISOString(), revoked_reason: reason })
     .where('id', '=', sessionId)
     .where('revoked_at', 'is', null)
-    .execute();
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
 }
 
 /** Ends every session of a user (password reset, deactivation). */

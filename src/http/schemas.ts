@@ -1,4 +1,5 @@
 import { z } from '@hono/zod-openapi';
+import { MAX_EMAIL_LENGTH, PLAIN_ADDRESS } from '../email/address.js';
 import { ERROR_CATALOG } from '../errors.js';
 
 /** Schemas shared by several controllers; they validate requests and describe /openapi.json. */
@@ -6,10 +7,10 @@ import { ERROR_CATALOG } from '../errors.js';
 export const EmailSchema = z
   .string()
   .trim()
-  .max(254)
-  // one plain address: no display names, CR/LF or lists that could add recipients or headers to a mail
-  .pipe(z.email({ message: 'must be a single email address' }))
-  .openapi({ example: 'ann@example.com', format: 'email' });
+  // one plain address, exactly what the mailer sends to: no display names, CR/LF or lists that
+  // could add recipients or headers to a mail (src/email/address.ts)
+  .regex(PLAIN_ADDRESS, 'must be a single email address')
+  .openapi({ example: 'ann@example.com', format: 'email', maxLength: MAX_EMAIL_LENGTH });
 
 /** One line of text: no CR/LF, tabs or NUL (these values end up in mails and FHIR resources). */
 export const line = (max: number) =>

@@ -1,7 +1,8 @@
 import type { Account, KoaContextWithOIDC } from 'oidc-provider';
 import type { UserRow } from '../../db/schema.js';
+import { writeAudit } from '../audit/auditService.js';
 import { revokeSession } from '../auth/sessions.js';
-import type { AppDeps } from '../http/types.js';
+import type { AppDeps, RequestContext } from '../http/types.js';
 import { fhirReferenceOf } from '../users/fhirIdentity.js';
 import { findUserById } from '../users/userRepository.js';
 import { fhirBaseOf } from './urls.js';
@@ -74,9 +75,52 @@ export async function startSmartSession(deps: AppDeps, grantId: string, user: Us
     .execute();
 }
 
-/** A grant was destroyed (refresh or code reuse, revocation endpoint): its session ends too. */
-export function revokeGrantSession(deps: AppDeps, grantId: string): Promise<void> {
-  return revokeSession(deps.db, grantId, 'oauth_grant_revoked', deps.clock.now());
+/** A spent code or refresh token presented again at the token endpoint, and the request that did it. */
+export interface GrantReplay {
+  readonly grantType: keyof typeof REPLAYS;
+  readonly request: RequestContext | undefined;
+}
+
+// a replayed refresh token is audited as the gateway's own refresh reuse is (authService.refresh)
+const REPLAYS = {
+  refresh_token: { action: 'auth.refresh_reuse', reason: 'refresh_token_reuse' },
+  authorization_code: { action: 'smart.code_reuse', reason: 'authorization_code_reuse' },
+} as const;
+
+/**
+ * A grant was destroyed (refresh or code reuse, revocation endpoint): its session ends too. A
+ * replay is a sign that a code or refresh token was stolen (RFC 9700 section 4.14.2): it is
+ * audited, once per session, with the session's user as the actor and never the token itself.
+ */
+export async function revokeGrantSession(
+  deps: AppDeps,
+  grantId: string,
+  replay?: GrantReplay,
+): Promise<void> {
+  const now = deps.clock.now();
+  if (!replay) {
+    await revokeSession(deps.db, grantId, 'oauth_grant_revoked', now);
+    return;
+  }
+  const { action, reason } = REPLAYS[replay.grantType];
+  // of two replays racing, only the one that revoked the session writes the entry
+  if (!(await revokeSession(deps.db, grantId, reason, now))) return;
+  const session = await deps.db
+    .selectFrom('sessions as s')
+    .innerJoin('users as u', 'u.id', 's.user_id')
+    .select(['s.user_id', 's.client_id', 'u.role'])
+    .where('s.id', '=', grantId)
+    .executeTakeFirst();
+  if (!session) return;
+  await writeAudit(deps.db, deps.clock, {
+    action,
+    outcome: 'denied',
+    actorUserId: session.user_id,
+    actorRole: session.role,
+    requestId: replay.request?.requestId ?? null,
+    clientIp: replay.request?.clientIp ?? null,
+    detail: { via: 'smart', client_id: session.client_id, session_revoked: true },
+  });
 }
 
 /** Ends every session of an app (the app was deactivated). */

@@ -5,7 +5,7 @@ import type { InteractionResults } from 'oidc-provider';
 import type { UserRow } from '../../db/schema.js';
 import { writeAudit } from '../audit/auditService.js';
 import { verifyLogin } from '../auth/authService.js';
-import { PASSWORD_MAX_LENGTH } from '../auth/passwords.js';
+import { passwordTooLong } from '../auth/passwords.js';
 import { AppError } from '../errors.js';
 import { requestContext } from '../http/requestContext.js';
 import type { AppEnv } from '../http/types.js';
@@ -175,7 +175,7 @@ async function checkLogin(
   password: string,
 ): Promise<UserRow | AppError> {
   // refused before hashing, as /auth/login does, and audited here (verifyLogin never sees it)
-  if (password.length > PASSWORD_MAX_LENGTH || email.length > 254) {
+  if (passwordTooLong(password) || email.length > 254) {
     await auditLoginRefusal(c, 'invalid_credentials', launch.clientId);
     return new AppError('invalid_credentials');
   }

@@ -4,8 +4,10 @@ import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { Context } from 'hono';
 import { jwksResponse } from '../auth/jwksController.js';
 import { AppError } from '../errors.js';
+import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import type { AppEnv } from '../http/types.js';
+import { attachRequestContext } from './gatewayRequest.js';
 import { showInteraction, submitConsent, submitLogin } from './interactions.js';
 import type { OAuthServer } from './provider.js';
 import { smartConfiguration } from './smartConfiguration.js';
@@ -56,6 +58,7 @@ async function protocol(c: Ctx, handle: NodeHandler): Promise<Response> {
   (incoming as IncomingMessage & { originalUrl?: string }).originalUrl = `${url.pathname}${search}`;
   incoming.url = `${url.pathname.slice(OAUTH_PREFIX.length)}${search}`;
   prepareNodeResponse(c, outgoing);
+  attachRequestContext(incoming, requestContext(c));
   await handle(incoming, outgoing);
   // the answer is written: Hono only learns its status (for the request log)
   const written = new Response(null, { status: outgoing.statusCode, headers: RESPONSE_ALREADY_SENT.headers });

@@ -10,11 +10,13 @@ import type { AppDeps } from '../http/types.js';
 import {
   findAccount,
   type GatewayAccount,
+  type GrantReplay,
   hasPatientContext,
   revokeGrantSession,
   smartTokenClaims,
 } from './accounts.js';
 import { databaseAdapter } from './adapter.js';
+import { requestContextOf } from './gatewayRequest.js';
 import { clientSecretMatches } from './smartAppRepository.js';
 import { recognisedScopes } from './smartGrant.js';
 import { fhirBaseOf, INTERACTION_PREFIX, oauthIssuer } from './urls.js';
@@ -101,10 +103,25 @@ function clientCors(
   return (client.redirectUris ?? []).some((uri) => URL.parse(uri)?.origin === origin);
 }
 
+/**
+ * The replay a grant is revoked for, if that is why: at the token endpoint oidc-provider revokes a
+ * grant only when a spent code or refresh token is presented again (its grant_source.js and
+ * refresh_token.js, and adapter.ts's consume when two requests race with one); elsewhere it is a
+ * revocation (RFC 7009) or a logout.
+ */
+function replayOf(ctx: KoaContextWithOIDC | undefined): GrantReplay | undefined {
+  if (ctx?.oidc?.route !== 'token') return undefined;
+  const grantType = ctx.oidc.params?.grant_type;
+  if (grantType !== 'refresh_token' && grantType !== 'authorization_code') return undefined;
+  return { grantType, request: requestContextOf(ctx.req) };
+}
+
 function configuration(deps: AppDeps, fhirBase: string): Configuration {
   const { jwt } = deps.config;
   return {
-    adapter: databaseAdapter(deps.db, { grantRevoked: (grantId) => revokeGrantSession(deps, grantId) }),
+    adapter: databaseAdapter(deps.db, {
+      grantRevoked: (grantId) => revokeGrantSession(deps, grantId, replayOf(Provider.ctx)),
+    }),
     jwks: providerJwks(deps),
     findAccount: (_ctx, sub, token) => findAccount(deps, sub, token as { grantId?: string } | undefined),
     claims: { openid: ['sub'], fhirUser: ['fhirUser'] },

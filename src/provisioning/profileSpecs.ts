@@ -1,3 +1,5 @@
+import { PLAIN_ADDRESS_SOURCE } from '../email/address.js';
+
 /**
  * What the gateway requires of a Patient or Practitioner beyond base R4, as FHIRPath
  * invariants (https://hl7.org/fhir/R4/conformance-rules.html#constraints). The
@@ -6,8 +8,14 @@
 
 const PROFILE_BASE = 'https://fhir-facade.dev/fhir/StructureDefinition';
 
-// one plain address: no display names, lists or line breaks that could add mail recipients or headers
-const EMAIL_PATTERN = '^[^\\\\s@,;<>\\"()]+@[^\\\\s@,;<>\\"()]+\\\\.[^\\\\s@,;<>\\"()]+$';
+/** `text` as a FHIRPath string literal (https://hl7.org/fhirpath/N1/#string): `\` and `'` escaped. */
+function fhirPathString(text: string): string {
+  return `'${text.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+// one plain address, exactly what the mailer sends to (src/email/address.ts): no display names,
+// lists or line breaks that could add mail recipients or headers
+const EMAIL_PATTERN = fhirPathString(PLAIN_ADDRESS_SOURCE);
 
 const emailConstraints = [
   {
@@ -20,7 +28,7 @@ const emailConstraints = [
     key: 'ff-email-2',
     field: 'telecom',
     human: 'The email telecom must hold a single plain email address',
-    expression: `telecom.where(system = 'email').all(value.exists() and value.matches('${EMAIL_PATTERN}'))`,
+    expression: `telecom.where(system = 'email').all(value.exists() and value.matches(${EMAIL_PATTERN}))`,
   },
   {
     key: 'ff-name-1',

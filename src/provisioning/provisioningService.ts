@@ -12,6 +12,7 @@ import { heartbeat, isoAfter, LEASE_MS } from '../leases.js';
 import {
   type Db,
   findUserByEmail,
+  findUserByFhirResource,
   insertUser,
   isUniqueViolation,
   normalizeEmail,
@@ -443,7 +444,11 @@ async function createAndComplete(
     const taken = isUniqueViolation(error);
     const busy = isStorageBusy(error);
     const reason = taken ? 'email_taken' : busy ? 'storage_busy' : 'user_insert_failed';
-    if (created.createdNow) {
+    const linked = taken && created.createdNow ? await linkedToAnAccount(deps, intent, created.id) : 'no';
+    // busy, or the link unknown: the intent stays pending and its key locked until the lease lapses;
+    // reconciliation settles both (it too keeps a resource an account links to)
+    const leftPending = busy || linked === 'unknown';
+    if (created.createdNow && linked === 'no') {
       // the database may be what failed: recording is best effort, the log line is the fallback
       const outcome = await removeFromFhir(
         deps,
@@ -455,18 +460,43 @@ async function createAndComplete(
       ).catch(() => 'orphaned' as const);
       if (!busy)
         await bestEffort(deps, () => settle(outcome === 'removed' ? 'abandoned' : 'orphaned', reason));
-    } else if (!busy) {
+    } else if (!leftPending) {
       await bestEffort(deps, () => settle('abandoned', reason));
     }
     if (!busy)
       await bestEffort(deps, () =>
         failed(taken ? 'conflict' : reason, taken ? 'conflict' : 'storage_unavailable'),
       );
-    // busy: the intent stays pending and its key locked until the lease lapses; reconciliation settles both
-    if (held && !busy) await bestEffort(deps, () => releaseKey(deps.db, held, intent.id));
+    if (held && !leftPending) await bestEffort(deps, () => releaseKey(deps.db, held, intent.id));
     if (taken)
       throw new AppError('conflict', { detail: 'An account with this email already exists.', cause: error });
     throw new AppError('storage_unavailable', { cause: error });
+  }
+}
+
+/**
+ * Whether an account links to the resource this request's conditional create made. A concurrent
+ * create of the same email without an Idempotency-Key finds that resource through its own
+ * conditional create, and may link its account to it and commit first: this request then loses
+ * on the unique index, and deleting "its" resource would leave the winner's account pointing at
+ * nothing. Asked after the failed transaction rolled back (PostgreSQL refuses every statement in
+ * an aborted one); a unique violation is only reported once the other row is committed, so the
+ * row is visible here on both databases.
+ */
+async function linkedToAnAccount(
+  deps: AppDeps,
+  intent: IntentForCompletion,
+  fhirId: string,
+): Promise<'yes' | 'no' | 'unknown'> {
+  try {
+    return (await findUserByFhirResource(deps.db, ROLE_BY_TYPE[intent.fhir_type], fhirId)) ? 'yes' : 'no';
+  } catch (error) {
+    // when the database cannot say, the resource is kept: a wrong delete loses an account's record
+    deps.logger.error(
+      { err: error, fhir_id: fhirId },
+      'could not tell whether an account links to a resource',
+    );
+    return 'unknown';
   }
 }
 

@@ -1,6 +1,6 @@
 import type { Kysely, Transaction } from 'kysely';
 import { precompiled } from '../../db/precompiled.js';
-import type { Database, NewUser, UserRow, UserUpdate } from '../../db/schema.js';
+import type { Database, NewUser, Role, UserRow, UserUpdate } from '../../db/schema.js';
 
 /** Users table access. `db` first; rows in, rows out; no logic. */
 
@@ -29,6 +29,20 @@ const userById = precompiled(['id'], (db, user) =>
 
 export async function findUserById(db: Db, id: string): Promise<UserRow | undefined> {
   return (await userById(db, { id })).rows[0];
+}
+
+/** The account linked to a FHIR resource, if any: one per role and id (index users_fhir_resource_unique). */
+export async function findUserByFhirResource(
+  db: Db,
+  role: Role,
+  fhirId: string,
+): Promise<UserRow | undefined> {
+  return db
+    .selectFrom('users')
+    .selectAll()
+    .where('role', '=', role)
+    .where('fhir_resource_id', '=', fhirId)
+    .executeTakeFirst();
 }
 
 export async function insertUser(db: Db, user: NewUser): Promise<void> {

@@ -118,6 +118,18 @@ describe.each(DIALECTS)('resend, forgot and reset (%s)', (dialect) => {
     expect(audit.some((a) => a.target_user_id === person.userId)).toBe(true);
   });
 
+  it('a password a reset accepts is one the login accepts (its length counted after NFKC)', async () => {
+    const person = await provision(gw, smtp, email('reset-length'));
+    await signup(gw, { email: person.email, access_code: person.code, password: PASSWORD });
+    expect((await post('/auth/password/forgot', { email: person.email })).status).toBe(202);
+    const code = codeIn((await mailsTo(smtp, person.email, 2))[1]!);
+    // 65 characters as typed, 82 after NFKC (U+FDFA expands to 18), 132 UTF-16 units after NFKC
+    const password = `correct horse ${'🍎'.repeat(50)}\uFDFA`;
+    const reset = await post('/auth/password/reset', { email: person.email, code, new_password: password });
+    expect(reset.status).toBe(200);
+    expect((await post('/auth/login', { email: person.email, password })).status).toBe(200);
+  });
+
   it('a reset refuses a weak new password with the reason', async () => {
     const response = await post('/auth/password/reset', {
       email: 'x@example.com',

@@ -226,6 +226,35 @@ describe.each(DIALECTS)('POST /auth/signup (%s)', (dialect) => {
     expect((await userRow(person.email)).is_registered).toBe(0);
   });
 
+  // a password's length is its code points after NFKC, at signup, reset and login alike
+  it.each([
+    // 114 characters, 214 UTF-16 units
+    ['astral characters', `correct horse ${'🍎'.repeat(100)}`],
+    // 65 characters as typed, 82 after NFKC (U+FDFA expands to 18), 132 UTF-16 units after NFKC
+    ['a character NFKC expands', `correct horse ${'🍎'.repeat(50)}\uFDFA`],
+    ['exactly 128 characters', `correct horse ${'🍎'.repeat(114)}`],
+  ])('logs in with a password of %s that signup accepted', async (_label, password) => {
+    const person = await provision(gw, smtp, email('length'));
+    expect((await attempt({ email: person.email, access_code: person.code, password })).status).toBe(201);
+    const login = await gw.call('/auth/login', { method: 'POST', json: { email: person.email, password } });
+    expect(login.status).toBe(200);
+  });
+
+  it('refuses 129 characters counted after NFKC, at signup and at login alike', async () => {
+    const person = await provision(gw, smtp, email('length'));
+    for (const password of [`correct horse ${'🍎'.repeat(115)}`, `correct horse ${'\uFDFA'.repeat(7)}`]) {
+      const response = await attempt({ email: person.email, access_code: person.code, password });
+      expect(response.status).toBe(400);
+      const body = (await response.json()) as { errors: { path: string; message: string }[] };
+      expect(body.errors[0]).toMatchObject({
+        path: 'password',
+        message: expect.stringMatching(/at most 128/),
+      });
+      const login = await gw.call('/auth/login', { method: 'POST', json: { email: person.email, password } });
+      expect(login.status).toBe(400);
+    }
+  });
+
   it('accepts a long plain passphrase in any script, NFKC-normalised', async () => {
     const person = await provision(gw, smtp, email('unicode'));
     const password = 'ｃａｆé au lait sous la pluie ☔ 東京';

@@ -71,15 +71,68 @@ export async function startFailingProxy(
         .end('{"resourceType":"OperationOutcome"}');
       return;
     }
-    const headers = { ...req.headers, host: target.host };
-    const upstream = http.request(
-      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers },
-      (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      },
-    );
-    upstream.on('error', () => res.writeHead(502).end());
-    upstream.end(req.body);
+    forward(target, req, res);
   });
+}
+
+/** Sends a recorded request on to `target` and relays the answer, once `beforeReply` has settled. */
+function forward(
+  target: URL,
+  req: RecordedRequest,
+  res: http.ServerResponse,
+  beforeReply: () => Promise<void> = async () => {},
+): void {
+  const headers = { ...req.headers, host: target.host };
+  const upstream = http.request(
+    { host: target.hostname, port: target.port, method: req.method, path: req.url, headers },
+    (answer) => {
+      const chunks: Buffer[] = [];
+      answer.on('data', (chunk: Buffer) => chunks.push(chunk));
+      answer.on('end', async () => {
+        await beforeReply();
+        res.writeHead(answer.statusCode ?? 502, answer.headers).end(Buffer.concat(chunks));
+      });
+    },
+  );
+  upstream.on('error', () => res.writeHead(502).end());
+  upstream.end(req.body);
+}
+
+export interface HoldingProxy extends FakeUpstream {
+  /** Settles once the FHIR server has answered the held request (the answer is not relayed yet). */
+  readonly answered: Promise<void>;
+  /** Relays the held answer. */
+  release(): void;
+}
+
+/**
+ * A loopback proxy in front of a real FHIR server that holds back its answer to the first request
+ * `shouldHold` picks until the test releases it: a slow network after the upstream did the work.
+ */
+export async function startHoldingProxy(
+  targetBaseUrl: string,
+  shouldHold: (method: string, url: string) => boolean,
+): Promise<HoldingProxy> {
+  const target = new URL(targetBaseUrl);
+  let answer!: () => void;
+  let release!: () => void;
+  const answered = new Promise<void>((resolve) => {
+    answer = resolve;
+  });
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let holding = false;
+  const proxy = await startFakeUpstream((req, res) => {
+    if (holding || !shouldHold(req.method, req.url)) {
+      forward(target, req, res);
+      return;
+    }
+    holding = true;
+    forward(target, req, res, async () => {
+      answer();
+      await released;
+    });
+  });
+  return { ...proxy, answered, release };
 }

@@ -53,6 +53,23 @@ describe('SMART App Launch: the protocol', () => {
     return { code: result.code!, verifier, result };
   }
 
+  const auditOf = (userId: string, action: string) =>
+    gw.deps.db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('actor_user_id', '=', userId)
+      .where('action', '=', action)
+      .execute();
+
+  const revokedReason = async (userId: string) =>
+    (
+      await gw.deps.db
+        .selectFrom('sessions')
+        .select('revoked_reason')
+        .where('user_id', '=', userId)
+        .executeTakeFirstOrThrow()
+    ).revoked_reason;
+
   const exchange = (code: string, verifier: string | undefined, target = app, secret?: string) =>
     tokenRequest(
       gw,
@@ -250,6 +267,31 @@ describe('SMART App Launch: the protocol', () => {
       { clientId: app.client_id },
     );
     expect(refresh.body.error).toBe('invalid_grant');
+  });
+
+  it("audits a replayed code as smart.code_reuse, by the session's user, with no code in the entry", async () => {
+    const person = await gw.seedUser({ role: 'patient' });
+    const { verifier, challenge } = pkcePair();
+    const { code } = await launch(gw, person, {
+      clientId: app.client_id,
+      redirectUri,
+      scope: SCOPE,
+      challenge,
+    });
+    expect((await exchange(code!, verifier)).status).toBe(200);
+    expect((await exchange(code!, verifier)).body.error).toBe('invalid_grant');
+    const entries = await auditOf(person.id, 'smart.code_reuse');
+    expect(entries).toEqual([
+      expect.objectContaining({
+        outcome: 'denied',
+        actor_user_id: person.id,
+        actor_role: 'patient',
+        request_id: expect.any(String),
+        detail: JSON.stringify({ via: 'smart', client_id: app.client_id, session_revoked: true }),
+      }),
+    ]);
+    expect(JSON.stringify(entries)).not.toContain(code);
+    expect(await revokedReason(person.id)).toBe('authorization_code_reuse');
   });
 
   it('refuses an expired code', async () => {
@@ -463,6 +505,28 @@ describe('SMART App Launch: the protocol', () => {
       expect(read.status).toBe(401);
     });
 
+    it("audit a spent one presented again as auth.refresh_reuse, by the session's user, with no token in the entry", async () => {
+      const person = await gw.seedUser({ role: 'patient' });
+      const tokens = await smartTokens(gw, app, person, SCOPE);
+      const form = { grant_type: 'refresh_token', refresh_token: tokens.refresh_token! };
+      expect((await tokenRequest(gw, form, { clientId: app.client_id })).status).toBe(200);
+      expect((await tokenRequest(gw, form, { clientId: app.client_id })).body.error).toBe('invalid_grant');
+      // the session is revoked by the first reuse: a second one is refused without a second entry
+      expect((await tokenRequest(gw, form, { clientId: app.client_id })).body.error).toBe('invalid_grant');
+      const entries = await auditOf(person.id, 'auth.refresh_reuse');
+      expect(entries).toEqual([
+        expect.objectContaining({
+          outcome: 'denied',
+          actor_user_id: person.id,
+          actor_role: 'patient',
+          request_id: expect.any(String),
+          detail: JSON.stringify({ via: 'smart', client_id: app.client_id, session_revoked: true }),
+        }),
+      ]);
+      expect(JSON.stringify(entries)).not.toContain(tokens.refresh_token);
+      expect(await revokedReason(person.id)).toBe('refresh_token_reuse');
+    });
+
     it("refuses app A's refresh token presented by app B", async () => {
       const appB = await registerApp(gw, {
         type: 'confidential',
@@ -494,6 +558,19 @@ describe('SMART App Launch: the protocol', () => {
       });
       expect(revoked.status).toBe(200);
       expect((await gw.call('/fhir/Observation', { token: tokens.access_token! })).status).toBe(401);
+    });
+
+    it('ended at the revocation endpoint are not audited as a reuse', async () => {
+      const person = await gw.seedUser({ role: 'patient' });
+      const tokens = await smartTokens(gw, app, person, SCOPE);
+      const revoked = await fetch(`${gw.url}/oauth/revoke`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ token: tokens.refresh_token!, client_id: app.client_id }),
+      });
+      expect(revoked.status).toBe(200);
+      expect(await revokedReason(person.id)).toBe('oauth_grant_revoked');
+      expect(await auditOf(person.id, 'auth.refresh_reuse')).toEqual([]);
     });
   });
 
@@ -552,6 +629,22 @@ describe('SMART App Launch: the protocol', () => {
       expect(page).toContain('Read and search Observation of your own record');
       expect(page).toMatch(/<button[^>]*value="allow"/);
       expect(response.headers.get('x-frame-options')).toBe('DENY');
+    });
+
+    it('sign in with any password signup accepts (its length counted after NFKC, as /auth/login counts it)', async () => {
+      // 65 characters as typed, 82 after NFKC (U+FDFA expands to 18), 132 UTF-16 units after NFKC
+      const person = await gw.seedUser({
+        role: 'patient',
+        password: `correct horse ${'🍎'.repeat(50)}\uFDFA`,
+      });
+      const { challenge } = pkcePair();
+      const result = await launch(gw, person, {
+        clientId: app.client_id,
+        redirectUri,
+        scope: SCOPE,
+        challenge,
+      });
+      expect(result.code, result.location).toBeTruthy();
     });
 
     it('re-render the login form on a wrong password, audited as /auth/login failures are', async () => {

@@ -2,7 +2,12 @@ import { sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
 import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
-import { startFailingProxy, startFakeUpstream, unusedPort } from '../helpers/fakeUpstream.js';
+import {
+  startFailingProxy,
+  startFakeUpstream,
+  startHoldingProxy,
+  unusedPort,
+} from '../helpers/fakeUpstream.js';
 import { startTestGateway, type TestGateway, tempDir } from '../helpers/gateway.js';
 import { DIALECTS } from '../helpers/postgres.js';
 import { startSmtpCapture } from '../helpers/smtp.js';
@@ -136,6 +141,56 @@ describe.each(DIALECTS)('provisioning when storing the user fails (%s)', (dialec
       .execute();
     expect(audit).toEqual([
       expect.objectContaining({ outcome: 'failed', target_fhir_id: entry!.resource!.id }),
+    ]);
+  });
+});
+
+describe.each(DIALECTS)('two creates of one email racing without an Idempotency-Key (%s)', (dialect) => {
+  it("keeps the FHIR resource the winner's account links to when the slower create loses on the email", async () => {
+    const fhir = await startEmbeddedFhirServer({ dataDir: tempDir() });
+    cleanups.push(() => fhir.close());
+    // the first create reaches the FHIR server, but its answer arrives after the retry has finished
+    const proxy = await startHoldingProxy(
+      fhir.baseUrl,
+      (method, url) => method === 'POST' && /\/Patient(\?|$)/.test(url),
+    );
+    cleanups.push(() => proxy.close());
+    const gw = await gateway({ dialect, env: { FHIR_BASE_URL: `${proxy.url}/fhir/R4` } });
+    const email = `race-${dialect}@example.com`;
+    const slow = createPatient(gw, email);
+    await proxy.answered;
+    // the admin's retry, e.g. after a client-side timeout: its conditional create finds the slow one's Patient
+    const retry = await createPatient(gw, email);
+    expect(retry.status).toBe(201);
+    const { fhir_id, user_id } = (await retry.json()) as { fhir_id: string; user_id: string };
+    proxy.release();
+    const lost = await slow;
+    expect(lost.status).toBe(409);
+    expect(await lost.json()).toMatchObject({ code: 'conflict' });
+
+    const user = await gw.deps.db
+      .selectFrom('users')
+      .selectAll()
+      .where('email', '=', email)
+      .executeTakeFirstOrThrow();
+    expect(user).toMatchObject({ id: user_id, fhir_resource_id: fhir_id });
+    expect((await gw.deps.fhir.read('Patient', fhir_id)).body?.id).toBe(fhir_id);
+    expect(await patientsWithEmail(gw, email)).toHaveLength(1);
+    const compensations = await gw.deps.db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('action', 'in', ['provisioning.compensate', 'provisioning.orphan'])
+      .execute();
+    expect(compensations).toHaveLength(0);
+    const intents = await gw.deps.db
+      .selectFrom('provisioning_intents')
+      .select(['state', 'last_error'])
+      .where('email', '=', email)
+      .orderBy('created_at')
+      .execute();
+    expect(intents).toEqual([
+      { state: 'abandoned', last_error: 'email_taken' },
+      { state: 'done', last_error: null },
     ]);
   });
 });

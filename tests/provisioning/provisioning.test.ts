@@ -62,7 +62,7 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
     return body.total;
   };
 
-  const countRows = async (table: 'users' | 'outbox' | 'audit_log') =>
+  const countRows = async (table: 'users' | 'outbox' | 'audit_log' | 'provisioning_intents') =>
     Number(
       (
         await gw.deps.db
@@ -308,6 +308,39 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
     await new Promise((r) => setTimeout(r, 100));
     expect(smtp.messages.length).toBe(mails);
   });
+
+  it.each([
+    ['a domain label ending in a hyphen', 'ann@example-.com'],
+    ['a domain label over 63 characters', `ann@${'x'.repeat(64)}.com`],
+    ['a non-ASCII local part', 'josé@example.com'],
+  ])(
+    'refuses an address the mailer cannot send to (%s) with 400 on the email, before any FHIR write',
+    async (_label, email) => {
+      const [intents, patients] = [await countRows('provisioning_intents'), await patientCount()];
+      const slim = await post('/fhir/patient', { name: 'Ann Smith', email, dob: '1980-01-01' });
+      expect(slim.status).toBe(400);
+      expect(await slim.json()).toMatchObject({
+        code: 'validation_failed',
+        errors: [{ path: 'email', message: 'must be a single email address' }],
+      });
+      const raw = await gw.call('/fhir/Patient', {
+        method: 'POST',
+        token: admin,
+        body: JSON.stringify({
+          resourceType: 'Patient',
+          name: [{ family: 'Smith' }],
+          telecom: [{ system: 'email', value: email }],
+        }),
+        headers: { 'content-type': 'application/fhir+json' },
+      });
+      expect(raw.status).toBe(400);
+      const outcome = (await raw.json()) as { resourceType: string; issue: { expression?: string[] }[] };
+      expect(outcome.resourceType).toBe('OperationOutcome');
+      expect(outcome.issue[0]?.expression).toEqual(['telecom']);
+      expect(await countRows('provisioning_intents')).toBe(intents);
+      expect(await patientCount()).toBe(patients);
+    },
+  );
 
   it('refuses a duplicate email in any letter case with 409, without touching FHIR or mailing', async () => {
     const email = uniqueEmail('dup');
