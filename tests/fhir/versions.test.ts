@@ -1,12 +1,13 @@
 import type { Bundle, Observation, Patient } from '@medplum/fhirtypes';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { startTestGateway, type TestGateway, UPSTREAMS } from '../helpers/gateway.js';
 
 /**
  * Old versions of a record must not decide today's scope. A patient moved from Dr X to Dr A:
  * version 1 names X, version 2 (current) names A. Neither a version read nor a history read may
  * give X the patient back, directly or through the panel cache, and no one's read may take the
  * patient away from A (the cache is filled only by the gateway's own lookups of current records).
+ * On every upstream flavour: real HAPI numbers versions 1, 2, 3.
  */
 
 const observation = (patientId: string): Observation => ({
@@ -17,13 +18,13 @@ const observation = (patientId: string): Observation => ({
   valueQuantity: { value: 70, unit: 'kg' },
 });
 
-describe('a patient moved from one practitioner to another', () => {
+describe.each(UPSTREAMS)('a patient moved from one practitioner to another, %s upstream', (upstream) => {
   let gw: TestGateway;
   const ids = { x: '', a: '', p: '', obs: '', v1: '' };
   const tokens = { x: '', a: '', p: '' };
 
   beforeAll(async () => {
-    gw = await startTestGateway();
+    gw = await startTestGateway({ upstream });
     const fhir = gw.deps.fhir;
     ids.x = (await fhir.create('Practitioner', { resourceType: 'Practitioner', name: [{ family: 'X' }] })).id;
     ids.a = (await fhir.create('Practitioner', { resourceType: 'Practitioner', name: [{ family: 'A' }] })).id;
