@@ -14,6 +14,7 @@ import { metricsRoutes } from './metrics/metricsController.js';
 import { bodySizeLimit } from './middleware/bodySizeLimit.js';
 import { clientIp } from './middleware/clientIp.js';
 import { corsPolicy } from './middleware/cors.js';
+import { refuseNul } from './middleware/nulGuard.js';
 import { requestId } from './middleware/requestId.js';
 import { requestLog } from './middleware/requestLog.js';
 import { securityHeaders } from './middleware/securityHeaders.js';
@@ -29,8 +30,8 @@ const FHIR_BODY_LIMIT_BYTES = 5 * 1024 * 1024;
 
 /**
  * Builds the whole HTTP application from its dependencies: middleware order, route mounts,
- * error handling — nothing else. A request reads: requestId -> log -> headers -> CORS ->
- * body limit -> (per route) authenticate -> requireRole -> controller -> service.
+ * error handling — nothing else. A request reads: requestId -> log -> headers -> client IP -> NUL
+ * guard -> CORS -> body limit -> (per route) authenticate -> requireRole -> controller -> service.
  */
 export function createApp(deps: AppDeps) {
   const app = createRouter();
@@ -43,6 +44,7 @@ export function createApp(deps: AppDeps) {
   app.use(requestLog(deps.logger));
   app.use(securityHeaders());
   app.use(clientIp(deps.config.trustProxy));
+  app.use(refuseNul());
   app.use(corsPolicy(deps.config.corsOrigins));
   const tooLarge = () => {
     throw new AppError('payload_too_large');

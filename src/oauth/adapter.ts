@@ -63,6 +63,8 @@ class DatabaseAdapter implements Adapter {
   }
 
   async find(id: string): Promise<AdapterPayload | undefined> {
+    // a NUL in a client_id or token of a form body is nothing we issued, and PostgreSQL cannot compare it
+    if (id.includes('\0')) return undefined;
     if (this.model === 'Client') {
       const app = await findSmartApp(this.db, id);
       return app ? clientMetadataOf(app) : undefined;
@@ -71,6 +73,7 @@ class DatabaseAdapter implements Adapter {
   }
 
   async findByUid(uid: string): Promise<AdapterPayload | undefined> {
+    if (uid.includes('\0')) return undefined;
     return this.findWhere('uid', uid);
   }
 
