@@ -4,6 +4,8 @@ import { serve } from '@hono/node-server';
 import { migrateToLatest, openDatabase } from '../db/connection.js';
 import { createApp } from './app.js';
 import { createAuditTrail } from './audit/auditTrail.js';
+import type { CodePurpose } from './auth/accessCodes.js';
+import { isCurrentCode } from './auth/accountCodes.js';
 import { createPasswordHasher } from './auth/passwords.js';
 import { loadTokenKeys } from './auth/signingKeys.js';
 import { type Clock, systemClock } from './clock.js';
@@ -132,6 +134,8 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       mailer,
       fhir,
       sealingKey: secrets.sealingKey,
+      codeIsCurrent: (purpose: CodePurpose, email: string, code: string) =>
+        isCurrentCode(database.background, secrets.codeHmacKey, purpose, email, code),
       appName: config.appName,
       signupUrl: config.signupUrl,
       resetUrl: config.resetUrl,

@@ -3,7 +3,8 @@ import { type AuditEvent, writeAudit } from '../audit/auditService.js';
 import { enqueueAccessCodeMail } from '../email/outbox.js';
 import { AppError } from '../errors.js';
 import type { AppDeps } from '../http/types.js';
-import { findUserByEmail } from '../users/userRepository.js';
+import type { SecretKey } from '../secrets.js';
+import { type Db, findUserByEmail } from '../users/userRepository.js';
 import {
   accessCodeMatches,
   type CodePurpose,
@@ -92,6 +93,25 @@ export async function issueCode(
   });
   deps.outbox.wake();
   return { code, expiresAt };
+}
+
+/**
+ * Whether `code` is still the account's code of this purpose. A re-issue or a resend voids the old
+ * code at once, but the old code's mail may still wait in the outbox for a retry and go out after
+ * the new one, so the newest mail would hold a dead code: the outbox worker asks this before it
+ * sends, and a voided code is not mailed.
+ */
+export async function isCurrentCode(
+  db: Db,
+  codeKey: SecretKey,
+  purpose: CodePurpose,
+  email: string,
+  code: string,
+): Promise<boolean> {
+  const user = await findUserByEmail(db, email);
+  if (!user) return false;
+  const stored = purpose === 'signup' ? user.access_code_hash : user.reset_code_hash;
+  return accessCodeMatches(codeKey, purpose, user.email, code, stored);
 }
 
 export type CodeCheck =

@@ -30,6 +30,8 @@ export interface OutboxWorkerDeps {
   fhir: FhirService;
   /** Opens sealed codes: the current key, and the previous one after a rotation of APP_SECRET. */
   sealingKey: SecretKey;
+  /** Whether a code is still the account's current one (src/auth/accountCodes.ts isCurrentCode): a voided code is not mailed. */
+  codeIsCurrent(purpose: 'signup' | 'password_reset', email: string, code: string): Promise<boolean>;
   appName: string;
   signupUrl: string;
   /** Where a password reset is completed; without it reset mails carry no link. */
@@ -101,6 +103,20 @@ export function errorLabel(error: unknown): string {
   return `${code ?? name}${reply}`;
 }
 
+/**
+ * The SMTP server refused this mail or its recipient for good (a 5xx reply at RCPT or DATA, e.g.
+ * an unknown or suppressed address): a label, else undefined. Retrying it for hours, and resting
+ * the lane after each try, would hold back everyone else's code mails. A 5xx at connection or
+ * login (a wrong password) is the server's setup, not this mail's: that one is retried.
+ */
+export function refusedForGood(error: unknown): string | undefined {
+  const e = error as { code?: unknown; responseCode?: unknown } | null | undefined;
+  const perMail = e?.code === 'EENVELOPE' || e?.code === 'EMESSAGE';
+  return perMail && typeof e?.responseCode === 'number' && e.responseCode >= 500
+    ? `smtp_${e.responseCode}`
+    : undefined;
+}
+
 /** A failure no retry can fix: the row goes straight to 'failed'. */
 class PermanentFailure extends Error {
   constructor(readonly label: string) {
@@ -169,6 +185,9 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
       // sealed under another key (APP_SECRET changed): no retry will open it
       throw new PermanentFailure('unseal_failed');
     }
+    const purpose = p.purpose === 'password_reset' ? 'password_reset' : 'signup';
+    // a newer code voided this one (a re-issue or resend) while its mail waited for a retry
+    if (!(await deps.codeIsCurrent(purpose, p.to, code))) throw new PermanentFailure('superseded');
     const mail = renderAccessCodeMail({
       name: typeof p.name === 'string' ? p.name : '',
       role: p.role as Role,
@@ -178,13 +197,15 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
       appName: deps.appName,
       signupUrl: deps.signupUrl,
       email: p.to,
-      purpose: p.purpose === 'password_reset' ? 'password_reset' : 'signup',
+      purpose,
       ...(deps.resetUrl ? { resetUrl: deps.resetUrl } : {}),
     });
     try {
       await deps.mailer.send({ to: p.to, ...mail });
     } catch (error) {
       if (error instanceof InvalidMailError) throw new PermanentFailure('invalid_address');
+      const refused = refusedForGood(error);
+      if (refused) throw new PermanentFailure(refused);
       throw error;
     }
   };

@@ -14,6 +14,7 @@ import {
   backoffMs,
   type OutboxWorker,
   type OutboxWorkerOptions,
+  refusedForGood,
   startOutboxWorker,
 } from '../../src/email/outboxWorker.js';
 import { createFhirService, type FhirService } from '../../src/fhir/fhirService.js';
@@ -114,6 +115,8 @@ describe.each(DIALECTS)('outbox worker on %s', (dialect) => {
             mailer: defaultMailer,
             fhir,
             sealingKey,
+            // these mails have no accounts behind them: whether a code is current is asked of a real database in tests/auth/codeMails.test.ts
+            codeIsCurrent: async () => true,
             appName: APP_NAME,
             signupUrl: SIGNUP_URL,
             logger,
@@ -385,6 +388,35 @@ describe.each(DIALECTS)('outbox worker on %s', (dialect) => {
     h.clock.advance(2 * HOUR);
     expect(await worker.runOnce()).toBe(0);
     h.expectLogsClean([code]);
+  });
+
+  it('gives up at once on a recipient the server refuses for good (550), and the next mail goes out without waiting', async () => {
+    const h = await harness();
+    const relay = await startSmtpCapture({ refuse: ['typo@example.com'] });
+    cleanups.push(() => relay.close());
+    const worker = h.worker({ lane: 'email' }, { mailer: h.mailer(relay.url) });
+    const refused = await h.enqueue({ to: 'typo@example.com' });
+    expect(await worker.runOnce()).toBe(1);
+    const [row] = await h.t.outboxRows();
+    expect(row).toMatchObject({ id: refused.id, status: 'failed', attempts: 1, last_error: 'smtp_550' });
+    // no rest for the lane: one address's refusal says nothing about the server
+    await h.enqueue({ to: 'ann@example.com' });
+    expect(await worker.runOnce()).toBe(1);
+    const [mail] = await relay.waitFor(1);
+    expect(recipients(mail)).toEqual(['ann@example.com']);
+    h.expectLogsClean([refused.code]);
+  });
+
+  it.each([
+    [{ code: 'EENVELOPE', responseCode: 550 }, 'smtp_550'],
+    [{ code: 'EMESSAGE', responseCode: 554 }, 'smtp_554'],
+    // the server's own setup or a passing trouble: retried
+    [{ code: 'EAUTH', responseCode: 535 }, undefined],
+    [{ code: 'EENVELOPE', responseCode: 451 }, undefined],
+    [{ code: 'ECONNECTION' }, undefined],
+    [new Error('anything else'), undefined],
+  ])('refusedForGood(%o) is %s', (error, label) => {
+    expect(refusedForGood(error)).toBe(label);
   });
 
   it('does not send a code that expired while the mail waited, and marks the row failed', async () => {

@@ -18,6 +18,8 @@ export interface SmtpCaptureOptions {
   readonly port?: number;
   /** Delay before accepting each message, to widen race windows in tests. */
   readonly acceptDelayMs?: number;
+  /** Recipients refused for good at RCPT TO (550, as a relay refuses an unknown or suppressed address). */
+  readonly refuse?: readonly string[];
 }
 
 /**
@@ -38,6 +40,10 @@ export async function startSmtpCapture(options: SmtpCaptureOptions = {}): Promis
     // close() waits at most this long for clients still connected
     closeTimeout: 1_000,
     onAuth: (_auth, _session, callback) => callback(null, { user: 'test' }),
+    onRcptTo: (address, _session, callback) => {
+      if (!options.refuse?.includes(address.address)) return callback();
+      callback(Object.assign(new Error('5.1.1 mailbox unavailable'), { responseCode: 550 }));
+    },
     onData: (stream, _session, callback) => {
       simpleParser(stream)
         .then(async (mail) => {

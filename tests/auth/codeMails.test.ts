@@ -1,0 +1,67 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { unusedPort } from '../helpers/fakeUpstream.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { codeIn, mailsTo } from '../helpers/journey.js';
+import { waitFor } from '../helpers/processes.js';
+import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
+
+/**
+ * A code voided while its mail still waited for a retry is never mailed: with the SMTP server
+ * down, the first mail fails and waits; a re-issue (the admin's, or the person's resend) voids
+ * that code and queues a new mail. When the server comes back, only the live code goes out, so
+ * the newest mail always holds a code that works.
+ */
+
+const PASSWORD = 'a long and plain passphrase';
+
+describe('a code re-issued while its first mail waits for the SMTP server', () => {
+  let gw: TestGateway;
+  let smtp: SmtpCapture | undefined;
+  let port: number;
+  let admin: string;
+
+  beforeAll(async () => {
+    port = await unusedPort();
+    gw = await startTestGateway({ env: { SMTP_URL: `smtp://127.0.0.1:${port}` } });
+    admin = await gw.adminToken();
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await smtp?.close();
+  });
+
+  const mailRows = () =>
+    gw.deps.db
+      .selectFrom('outbox')
+      .select(['status', 'attempts', 'last_error'])
+      .where('kind', '=', 'email')
+      .execute();
+
+  it('mails only the live code, and the voided one is marked superseded', async () => {
+    const email = 'ann.stale@example.com';
+    const created = await gw.call('/fhir/patient', {
+      method: 'POST',
+      token: admin,
+      json: { name: 'Ann Lee', email, dob: '1980-04-12' },
+    });
+    expect(created.status).toBe(201);
+    const { user_id } = (await created.json()) as { user_id: string };
+    await waitFor('the first mail to fail', async () => (await mailRows()).some((r) => r.attempts >= 1));
+    // "no mail came": the admin re-issues, which voids the first code
+    const reissued = await gw.call(`/admin/users/${user_id}/access-code`, { method: 'POST', token: admin });
+    expect(reissued.status).toBe(202);
+    smtp = await startSmtpCapture({ port });
+    const [mail] = await mailsTo(smtp, email, 1, 20_000);
+    await waitFor(
+      'the voided code to be given up',
+      async () => (await mailRows()).some((r) => r.status === 'failed' && r.last_error === 'superseded'),
+      20_000,
+    );
+    expect(smtp.messages.filter((m) => JSON.stringify(m.to).includes(email))).toHaveLength(1);
+    const signup = await gw.call('/auth/signup', {
+      method: 'POST',
+      json: { email, access_code: codeIn(mail!), password: PASSWORD },
+    });
+    expect(signup.status).toBe(201);
+  }, 60_000);
+});
