@@ -1,5 +1,6 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashAccessCode } from '../../src/auth/accessCodes.js';
 import { claimOutboxRow, enqueueAccessCodeMail } from '../../src/email/outbox.js';
 import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
 import { LEASE_MS } from '../../src/leases.js';
@@ -99,15 +100,23 @@ describe('delivery lanes', () => {
 
   it('takes over a mail whose worker died mid-delivery within the lease, not minutes later', async () => {
     const now = new Date();
+    const code = 'ABCD-EFGH-JKMN-PQRS';
+    const person = await gw.seedUser({ role: 'patient', registered: false });
     // a worker of another (now dead) process claimed it and never finished: queued and claimed in one commit
     await gw.deps.db.transaction().execute(async (trx) => {
+      // the account holds the code's hash, as provisioning leaves it (the worker mails only a live code)
+      await trx
+        .updateTable('users')
+        .set({ access_code_hash: hashAccessCode(gw.deps.secrets.codeHmacKey, 'signup', person.email, code) })
+        .where('id', '=', person.id)
+        .execute();
       const id = await enqueueAccessCodeMail(trx, gw.deps.clock, gw.deps.secrets.sealingKey, {
         template: 'access_code',
-        to: 'lane-crashed@example.com',
+        to: person.email,
         name: 'Lane Crashed',
         role: 'patient',
         purpose: 'signup',
-        code: 'ABCD-EFGH-JKMN-PQRS',
+        code,
         expiresAt: new Date(now.getTime() + 3600_000).toISOString(),
       });
       // the row is due "now" by the gateway's clock, a moment after `now`: claim it a second later
@@ -119,6 +128,6 @@ describe('delivery lanes', () => {
     const started = Date.now();
     const arrived = await smtp.waitFor(before + 1, LEASE_MS + 5_000);
     expect(Date.now() - started).toBeLessThan(LEASE_MS + 5_000);
-    expect(JSON.stringify(arrived.at(-1)?.to)).toContain('lane-crashed@example.com');
+    expect(JSON.stringify(arrived.at(-1)?.to)).toContain(person.email);
   }, 30_000);
 });
