@@ -1,9 +1,8 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
-import { currentKey, everyKey, type SecretKey } from '../secrets.js';
+import { type SecretKey, seal, unseal } from '../secrets.js';
 
 /**
  * Keeping the upstream out of answers: its base URL is replaced by the gateway's own, and its
- * paging links by gateway links carrying a signed cursor that is bound to the caller and
+ * paging links by gateway links carrying a sealed cursor that is bound to the caller and
  * expires (HAPI #3357: a paging link must not be a way around the scope).
  */
 
@@ -23,23 +22,14 @@ export interface CursorPayload {
   readonly e: number;
 }
 
-function mac(key: Buffer, body: string): string {
-  return createHmac('sha256', key).update(body).digest('base64url');
-}
-
-/** Signed with the current cursor key. */
-export function signCursor(key: SecretKey, payload: CursorPayload): string {
-  const body = Buffer.from(JSON.stringify(payload)).toString('base64url');
-  return `${body}.${mac(currentKey(key), body)}`;
-}
-
-/** Whether one key of the ring signed `body` (the previous one only for cursors made before a rotation). */
-function signedByAny(key: SecretKey, body: string, signature: string): boolean {
-  const given = Buffer.from(signature);
-  return everyKey(key).some((candidate) => {
-    const expected = Buffer.from(mac(candidate, body));
-    return expected.length === given.length && timingSafeEqual(expected, given);
-  });
+/**
+ * Sealed (AES-256-GCM) with the current cursor key: the client can neither change a cursor nor
+ * read it. A signature alone left the payload readable, and it holds the upstream's paging scheme
+ * (HAPI's `?_getpages=`) and the narrowed query with the patient's id: server details that never
+ * reach the slim API (DESIGN.md section 3).
+ */
+export function sealCursor(key: SecretKey, payload: CursorPayload): string {
+  return seal(key, JSON.stringify(payload));
 }
 
 /** Who may use a cursor, where, for which type, and when: all must match the cursor's own. */
@@ -52,11 +42,10 @@ export interface CursorBinding {
 
 /** The cursor's upstream page, or undefined when it is tampered with, foreign, for another route or type, or expired. */
 export function verifyCursor(key: SecretKey, token: string, binding: CursorBinding): string | undefined {
-  const [body, signature, extra] = token.split('.');
-  if (!body || !signature || extra !== undefined || token.length > 4096) return undefined;
-  if (!signedByAny(key, body, signature)) return undefined;
+  if (token.length > 4096) return undefined;
   try {
-    const payload = JSON.parse(Buffer.from(body, 'base64url').toString('utf8')) as CursorPayload;
+    // GCM's tag refuses a changed cursor, or one sealed under a key that is no longer in the ring
+    const payload = JSON.parse(unseal(key, token)) as CursorPayload;
     const { userId, route, type, now } = binding;
     if (payload.u !== userId || payload.r !== route || payload.t !== type || payload.e < now.getTime() / 1000)
       return undefined;
@@ -98,7 +87,7 @@ export function cursorForLink(
   const relative = relativeToBase(url, upstreamBase);
   if (relative === undefined) return undefined;
   const expires = Math.floor(binding.now.getTime() / 1000) + CURSOR_TTL_SECONDS;
-  return signCursor(key, { u: binding.userId, p: relative, r: binding.route, t: binding.type, e: expires });
+  return sealCursor(key, { u: binding.userId, p: relative, r: binding.route, t: binding.type, e: expires });
 }
 
 /** Replaces every occurrence of the upstream base URL with the gateway's public FHIR base. */

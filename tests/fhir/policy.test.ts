@@ -196,14 +196,33 @@ describe('paging cursors', () => {
     expect(verifyCursor(key, cursor, binding)).toBe(expected);
   });
 
-  it('is refused when tampered with or signed with another key', () => {
-    expect(
-      verifyCursor(
-        key,
-        cursor.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A')),
-        issued,
-      ),
-    ).toBeUndefined();
+  it('reveals nothing of the upstream, the query or the caller to whoever holds it', () => {
+    const link = 'https://up/fhir/Observation?subject=Patient%2Fp-42&_getpages=abc&_offset=20';
+    const sealed = cursorForLink(key, issued, link, 'https://up/fhir') ?? '';
+    const readable = [
+      sealed,
+      ...sealed.split('.').map((part) => Buffer.from(part, 'base64url').toString('latin1')),
+    ];
+    for (const text of readable)
+      for (const secret of ['Observation', 'p-42', '_getpages', 'u1', 'fhir'])
+        expect(text).not.toContain(secret);
+    expect(verifyCursor(key, sealed, issued)).toBe(
+      'Observation?subject=Patient%2Fp-42&_getpages=abc&_offset=20',
+    );
+  });
+
+  it('is refused when any part is tampered with, or sealed with another key', () => {
+    const parts = cursor.split('.');
+    // one character changed in the middle of each part (iv, tag, ciphertext): a last character may
+    // carry only base64 padding bits, which decode to the same bytes
+    for (let i = 1; i < parts.length; i++) {
+      const part = parts[i] ?? '';
+      const middle = Math.floor(part.length / 2);
+      const flipped = part.slice(0, middle) + (part[middle] === 'A' ? 'B' : 'A') + part.slice(middle + 1);
+      const tampered = [...parts.slice(0, i), flipped, ...parts.slice(i + 1)].join('.');
+      expect(verifyCursor(key, tampered, issued)).toBeUndefined();
+    }
+    expect(verifyCursor(key, `${cursor}.x`, issued)).toBeUndefined();
     expect(verifyCursor(Buffer.alloc(32, 8), cursor, issued)).toBeUndefined();
   });
 
