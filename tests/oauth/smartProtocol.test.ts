@@ -21,6 +21,16 @@ import {
 
 const SCOPE = 'launch/patient openid fhirUser offline_access patient/Observation.rs';
 
+/** The one audit entry a replayed code or refresh token leaves: by the session's patient, never the token. */
+const replayEntry = (userId: string, clientId: string) =>
+  expect.objectContaining({
+    outcome: 'denied',
+    actor_user_id: userId,
+    actor_role: 'patient',
+    request_id: expect.any(String),
+    detail: JSON.stringify({ via: 'smart', client_id: clientId, session_revoked: true }),
+  });
+
 describe('SMART App Launch: the protocol', () => {
   let gw: TestGateway;
   let app: RegisteredApp;
@@ -281,15 +291,7 @@ describe('SMART App Launch: the protocol', () => {
     expect((await exchange(code!, verifier)).status).toBe(200);
     expect((await exchange(code!, verifier)).body.error).toBe('invalid_grant');
     const entries = await auditOf(person.id, 'smart.code_reuse');
-    expect(entries).toEqual([
-      expect.objectContaining({
-        outcome: 'denied',
-        actor_user_id: person.id,
-        actor_role: 'patient',
-        request_id: expect.any(String),
-        detail: JSON.stringify({ via: 'smart', client_id: app.client_id, session_revoked: true }),
-      }),
-    ]);
+    expect(entries).toEqual([replayEntry(person.id, app.client_id)]);
     expect(JSON.stringify(entries)).not.toContain(code);
     expect(await revokedReason(person.id)).toBe('authorization_code_reuse');
   });
@@ -514,15 +516,7 @@ describe('SMART App Launch: the protocol', () => {
       // the session is revoked by the first reuse: a second one is refused without a second entry
       expect((await tokenRequest(gw, form, { clientId: app.client_id })).body.error).toBe('invalid_grant');
       const entries = await auditOf(person.id, 'auth.refresh_reuse');
-      expect(entries).toEqual([
-        expect.objectContaining({
-          outcome: 'denied',
-          actor_user_id: person.id,
-          actor_role: 'patient',
-          request_id: expect.any(String),
-          detail: JSON.stringify({ via: 'smart', client_id: app.client_id, session_revoked: true }),
-        }),
-      ]);
+      expect(entries).toEqual([replayEntry(person.id, app.client_id)]);
       expect(JSON.stringify(entries)).not.toContain(tokens.refresh_token);
       expect(await revokedReason(person.id)).toBe('refresh_token_reuse');
     });
