@@ -111,21 +111,34 @@ export function seal(key: SecretKey, plaintext: string): string {
     .join('.');
 }
 
+/**
+ * The bytes of one base64url part, only in its one canonical spelling: a last character may carry
+ * unused bits, so several strings decode to the same bytes, and a changed sealed value (a cursor
+ * in a URL) must never be accepted as the original.
+ */
+function canonicalBytes(part: string): Buffer {
+  const bytes = Buffer.from(part, 'base64url');
+  if (bytes.toString('base64url') !== part) throw new Error('not a sealed value');
+  return bytes;
+}
+
 /** Opens a sealed value with whichever key of the ring sealed it (GCM's tag tells a wrong key at once). */
 export function unseal(key: SecretKey, sealed: string): string {
-  const [version, iv, tag, ciphertext, extra] = sealed.split('.');
+  const [version, ivText, tagText, ciphertextText, extra] = sealed.split('.');
   // exactly four parts: anything appended to a sealed value is not part of what was sealed
-  if (version !== 'v1' || !iv || !tag || ciphertext === undefined || extra !== undefined)
+  if (version !== 'v1' || !ivText || !tagText || ciphertextText === undefined || extra !== undefined)
     throw new Error('not a sealed value');
+  const [iv, tag, ciphertext] = [ivText, tagText, ciphertextText].map(canonicalBytes) as [
+    Buffer,
+    Buffer,
+    Buffer,
+  ];
   let failure: unknown;
   for (const candidate of everyKey(key)) {
     try {
-      const decipher = createDecipheriv('aes-256-gcm', candidate, Buffer.from(iv, 'base64url'));
-      decipher.setAuthTag(Buffer.from(tag, 'base64url'));
-      return Buffer.concat([
-        decipher.update(Buffer.from(ciphertext, 'base64url')),
-        decipher.final(),
-      ]).toString('utf8');
+      const decipher = createDecipheriv('aes-256-gcm', candidate, iv);
+      decipher.setAuthTag(tag);
+      return Buffer.concat([decipher.update(ciphertext), decipher.final()]).toString('utf8');
     } catch (error) {
       failure = error;
     }
