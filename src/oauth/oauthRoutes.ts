@@ -54,9 +54,12 @@ async function protocol(c: Ctx, handle: NodeHandler): Promise<Response> {
   // only a real Node server has the bindings (app.request() in a unit test has none)
   if (!incoming || !outgoing) throw new AppError('not_found');
   const url = new URL(incoming.url ?? '/', 'http://local');
-  const search = url.pathname === `${OAUTH_PREFIX}/authorize` ? withSmartPrompts(url.search) : url.search;
-  (incoming as IncomingMessage & { originalUrl?: string }).originalUrl = `${url.pathname}${search}`;
-  incoming.url = `${url.pathname.slice(OAUTH_PREFIX.length)}${search}`;
+  // decided on the path oidc-provider routes, which ignores a trailing slash: an exact match let
+  // `/oauth/authorize/` skip the password and reuse the last login (a code for whoever that was)
+  const pathname = url.pathname.replace(/\/+$/, '');
+  const search = pathname === `${OAUTH_PREFIX}/authorize` ? withSmartPrompts(url.search) : url.search;
+  (incoming as IncomingMessage & { originalUrl?: string }).originalUrl = `${pathname}${search}`;
+  incoming.url = `${pathname.slice(OAUTH_PREFIX.length)}${search}`;
   prepareNodeResponse(c, outgoing);
   attachRequestContext(incoming, requestContext(c));
   await handle(incoming, outgoing);

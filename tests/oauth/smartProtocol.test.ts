@@ -192,6 +192,35 @@ describe('SMART App Launch: the protocol', () => {
     expect(read.status).toBe(200);
   });
 
+  describe('every launch asks for the password (no single sign-on between apps)', () => {
+    /** The page a browser that just completed a launch lands on when it opens `url`. */
+    async function landing(browser: Browser, url: string): Promise<string> {
+      let response = await browser.fetch(url);
+      for (let i = 0; i < 5 && response.status >= 300 && response.status < 400; i++)
+        response = await browser.fetch(new URL(response.headers.get('location') ?? '', gw.url).href);
+      return response.text();
+    }
+
+    it.each([
+      ['/oauth/authorize', (url: string) => url],
+      [
+        '/oauth/authorize/ (a trailing slash)',
+        (url: string) => url.replace('/oauth/authorize?', '/oauth/authorize/?'),
+      ],
+    ])('%s: the login page again, not a consent for the last login', async (_how, spell) => {
+      const signedIn = await codeFor();
+      const { challenge } = pkcePair();
+      const url = authorizeUrl(gw, {
+        clientId: confidential.client_id,
+        redirectUri: confidential.redirect_uris[0]!,
+        scope: SCOPE,
+        challenge,
+      });
+      const page = await landing(signedIn.result.browser, spell(url));
+      expect(page).toContain('name="password"');
+    });
+  });
+
   it('issues no refresh token without offline_access', async () => {
     const tokens = await smartTokens(gw, app, patient, 'launch/patient patient/Observation.rs');
     expect(tokens.refresh_token).toBeUndefined();
