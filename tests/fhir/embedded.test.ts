@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { Client } from 'fhir-kit-client';
@@ -596,5 +597,82 @@ describe('embedded FHIR server persistence', () => {
     await server.close();
 
     expect(fs.existsSync(path.join(dataDir, 'fhir-store.sqlite'))).toBe(true);
+  });
+});
+
+/**
+ * The embedded server has no authentication: loopback is its guard, and a web page the operator
+ * opens reaches loopback too. A no-cors POST of a typeless Blob needs no preflight; a DNS-rebound
+ * name reads through the page's own origin. Both are refused, the gateway's own calls are not.
+ */
+describe('embedded FHIR server: requests a web page could make', () => {
+  let server: EmbeddedFhirServer;
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ff-embedded-browser-'));
+  beforeAll(async () => {
+    server = await startEmbeddedFhirServer({ dataDir });
+  });
+  afterAll(() => server.close());
+
+  const transaction = JSON.stringify({
+    resourceType: 'Bundle',
+    type: 'transaction',
+    entry: [
+      {
+        resource: { resourceType: 'Patient', name: [{ family: 'CrossSite' }] },
+        request: { method: 'POST', url: 'Patient' },
+      },
+    ],
+  });
+  const crossSiteCount = async () =>
+    ((await (await fetch(`${server.baseUrl}/Patient?family=CrossSite`)).json()) as { total: number }).total;
+
+  it.each([
+    [
+      'with Origin and Sec-Fetch-Site, as a browser sends it',
+      { Origin: 'https://evil.example', 'Sec-Fetch-Site': 'cross-site' },
+      403,
+    ],
+    ['with Sec-Fetch-Site alone', { 'Sec-Fetch-Site': 'same-site' }, 403],
+    ['without any of them, but with no Content-Type (a typeless Blob)', {}, 415],
+  ])('refuses a POST %s, and stores nothing', async (_how, headers, status) => {
+    const response = await fetch(server.baseUrl, { method: 'POST', body: new Blob([transaction]), headers });
+    expect(response.status).toBe(status);
+    expect(await crossSiteCount()).toBe(0);
+  });
+
+  it.each([
+    ['rebind.evil.example:8103', 403],
+    ['127.evil.example', 403],
+    ['evil.example', 403],
+    // a loopback proxy in front of it passes its own loopback Host on
+    ['127.0.0.1:1', 200],
+    ['LOCALHOST', 200],
+    ['[::1]:9', 200],
+  ])('on loopback, a request with Host %j answers %i (DNS rebinding)', async (host, status) => {
+    const url = new URL(`${server.baseUrl}/metadata`);
+    const answered = await new Promise<number>((resolve, reject) => {
+      http
+        .get({ host: url.hostname, port: url.port, path: url.pathname, headers: { Host: host } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        })
+        .on('error', reject);
+    });
+    expect(answered).toBe(status);
+  });
+
+  it('serves what the gateway sends: JSON with its type, by address or localhost, and a typed-URL visit', async () => {
+    const created = await fetch(server.baseUrl, {
+      method: 'POST',
+      body: transaction,
+      headers: { 'content-type': 'application/fhir+json' },
+    });
+    expect(created.status).toBe(200);
+    expect(await crossSiteCount()).toBe(1);
+    const port = new URL(server.baseUrl).port;
+    expect((await fetch(`http://localhost:${port}/fhir/R4/metadata`)).status).toBe(200);
+    expect(
+      (await fetch(`${server.baseUrl}/metadata`, { headers: { 'Sec-Fetch-Site': 'none' } })).status,
+    ).toBe(200);
   });
 });

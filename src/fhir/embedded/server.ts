@@ -47,6 +47,8 @@ const ROUTED_METHODS = new Set<string>(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']
 
 interface ServerContext {
   readonly baseUrl: string;
+  /** Listening on loopback: a request's `Host` must name loopback too (isLoopbackOrigin). */
+  readonly loopback: boolean;
   readonly basePath: string;
   readonly router: FhirRouter;
   readonly repo: JournaledMemoryRepository;
@@ -84,6 +86,7 @@ export async function startEmbeddedFhirServer(opts: EmbeddedFhirOptions): Promis
     const repo = await JournaledMemoryRepository.restore(journal, baseUrl, opts.idStyle);
     const context: ServerContext = {
       baseUrl,
+      loopback: isLoopbackOrigin(origin),
       basePath,
       router: new FhirRouter(),
       repo,
@@ -127,7 +130,38 @@ interface Answer {
   headers: Record<string, string>;
 }
 
+/**
+ * The server has no authentication: loopback is its guard, and a browser on the same machine gets
+ * past loopback. Refused (403): a request a web page made (it carries `Origin`, or a
+ * `Sec-Fetch-Site` other than `none`; a no-cors POST of a typeless Blob needs no preflight), and a
+ * request to another host name (`Host` of a DNS-rebound name reads through a page's own origin).
+ * The gateway's undici client sends neither header and the address it was given.
+ */
+function assertNotFromABrowser(req: IncomingMessage, loopback: boolean): void {
+  const site = req.headers['sec-fetch-site'];
+  if (req.headers.origin !== undefined || (site !== undefined && site !== 'none'))
+    throw new HttpAnswer(403, outcome('forbidden', 'Requests from web pages are not served here'));
+  if (loopback && !isLoopbackName((req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '')))
+    throw new HttpAnswer(403, outcome('forbidden', 'Unknown host'));
+}
+
+/** A name of loopback: a `Host` naming anything else reached a loopback server through DNS rebinding. */
+function isLoopbackName(hostname: string): boolean {
+  return (
+    hostname === 'localhost' || hostname === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname)
+  );
+}
+
+/**
+ * Whether the server listens on loopback, where a `Host` must name loopback; a server bound
+ * elsewhere on purpose (a container network reaches it by a service name) takes any.
+ */
+function isLoopbackOrigin(origin: string): boolean {
+  return isLoopbackName(new URL(origin).hostname);
+}
+
 async function answer(context: ServerContext, req: IncomingMessage): Promise<Answer> {
+  assertNotFromABrowser(req, context.loopback);
   const url = new URL(req.url ?? '/', 'http://embedded.invalid'); // only the path and query are used
   const path = pathBelowBase(url.pathname, context.basePath);
   const method = req.method ?? 'GET';
@@ -279,8 +313,9 @@ function parseBody(
   if (raw.length === 0) {
     return undefined;
   }
-  if (mediaType !== '' && !JSON_MEDIA_TYPES.has(mediaType)) {
-    throw new HttpAnswer(415, outcome('not-supported', `Unsupported content type: ${mediaType}`));
+  // a body must say it is JSON: a typeless body is what a web page can send without a preflight
+  if (!JSON_MEDIA_TYPES.has(mediaType)) {
+    throw new HttpAnswer(415, outcome('not-supported', `Unsupported content type: ${mediaType || 'none'}`));
   }
   try {
     return JSON.parse(raw.toString('utf8'));

@@ -23,7 +23,8 @@ async function main(): Promise<void> {
   const server = await startEmbeddedFhirServer({
     dataDir: process.env.DATA_DIR || './data',
     port: parsePort(process.env.FHIR_EMBEDDED_PORT, 8103),
-    host: process.env.HOST || '127.0.0.1',
+    // its own variable, not the gateway's HOST: an unauthenticated FHIR server leaves loopback only on purpose
+    host: process.env.FHIR_EMBEDDED_HOST || '127.0.0.1',
     log: logLine,
   });
   logLine('embedded FHIR server ready', {
