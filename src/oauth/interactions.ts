@@ -230,6 +230,7 @@ export async function submitConsent(c: Ctx, server: OAuthServer, uid: string) {
       form.decision === 'allow' ? 'none of the requested scopes can be granted' : 'the user denied access';
     return finish(c, server, { error: 'access_denied', error_description: description }, false);
   }
+  await askForWhatWasGranted(details, grant.granted);
   const grantId = await saveGrant(server.provider, {
     accountId: user.id,
     clientId: launch.clientId,
@@ -238,6 +239,17 @@ export async function submitConsent(c: Ctx, server: OAuthServer, uid: string) {
   });
   await startSmartSession(c.var.deps, grantId, user, launch.clientId);
   return finish(c, server, { consent: { grantId } }, true);
+}
+
+/**
+ * The authorization request goes on asking for exactly what was granted. oidc-provider puts in
+ * the code only the granted scopes the request named literally, so a scope granted narrowed
+ * (`patient/*.cruds` asked of an app registered for `patient/Observation.rs`, granted as
+ * `patient/Observation.rs`) reached no token, though the consent page had promised it.
+ */
+async function askForWhatWasGranted(details: Interaction, granted: readonly string[]): Promise<void> {
+  details.params.scope = granted.join(' ');
+  await details.save(Math.max(1, (details.exp ?? 0) - Math.floor(Date.now() / 1000)));
 }
 
 function auditConsent(c: Ctx, user: UserRow, clientId: string, granted: string | undefined) {

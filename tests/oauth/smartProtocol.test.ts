@@ -433,6 +433,51 @@ describe('SMART App Launch: the protocol', () => {
     }
   });
 
+  it.each<[string, 'patient' | 'practitioner', string[], string, string[]]>([
+    // docs/smart.md's own example
+    [
+      'patient/*.cruds of an app registered for patient/Observation.rs',
+      'patient',
+      ['launch/patient', 'patient/Observation.rs'],
+      'launch/patient patient/*.cruds',
+      ['launch/patient', 'patient/Observation.rs'],
+    ],
+    [
+      'patient/*.cruds of an app registered for patient/*.rs',
+      'patient',
+      ['launch/patient', 'patient/*.rs'],
+      'launch/patient patient/*.cruds',
+      ['launch/patient', 'patient/*.rs'],
+    ],
+    [
+      "user/*.cruds, narrowed by a practitioner's role",
+      'practitioner',
+      ['openid', 'fhirUser', 'user/*.cruds'],
+      'openid fhirUser user/*.cruds',
+      ['fhirUser', 'openid', 'user/*.crus'],
+    ],
+    [
+      'the SMART v1 patient/*.*',
+      'patient',
+      ['launch/patient', 'patient/*.rs'],
+      'launch/patient patient/*.*',
+      ['launch/patient', 'patient/*.rs'],
+    ],
+  ])(
+    'grants the token what the consent page showed for %s',
+    async (_what, role, registered, asked, granted) => {
+      const narrowing = await registerApp(gw, { redirect_uris: [redirectUri], scopes: registered });
+      const person = await gw.seedUser({ role });
+      const tokens = await smartTokens(gw, narrowing, person, asked);
+      expect(tokens.scope?.split(' ').sort()).toEqual(granted);
+      expect((decodeJwt(tokens.access_token!).scope as string).split(' ').sort()).toEqual(granted);
+      if (role === 'patient') {
+        const search = await gw.call('/fhir/Observation', { token: tokens.access_token! });
+        expect(search.status).toBe(200);
+      }
+    },
+  );
+
   it('drops a scope the app is not registered for from the grant', async () => {
     const narrow = await registerApp(gw, {
       redirect_uris: [redirectUri],
