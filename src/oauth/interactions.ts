@@ -249,7 +249,7 @@ export async function submitConsent(c: Ctx, server: OAuthServer, uid: string) {
  */
 async function askForWhatWasGranted(details: Interaction, granted: readonly string[]): Promise<void> {
   details.params.scope = granted.join(' ');
-  await details.save(Math.max(1, (details.exp ?? 0) - Math.floor(Date.now() / 1000)));
+  await details.save(Math.max(1, details.exp - Math.floor(Date.now() / 1000)));
 }
 
 function auditConsent(c: Ctx, user: UserRow, clientId: string, granted: string | undefined) {
