@@ -197,18 +197,28 @@ describe('paging cursors', () => {
   });
 
   it('reveals nothing of the upstream, the query or the caller to whoever holds it', () => {
-    const link = 'https://up/fhir/Observation?subject=Patient%2Fp-42&_getpages=abc&_offset=20';
-    const sealed = cursorForLink(key, issued, link, 'https://up/fhir') ?? '';
-    const readable = [
-      sealed,
-      ...sealed.split('.').map((part) => Buffer.from(part, 'base64url').toString('latin1')),
-    ];
-    for (const text of readable)
-      for (const secret of ['Observation', 'p-42', '_getpages', 'u1', 'fhir'])
-        expect(text).not.toContain(secret);
-    expect(verifyCursor(key, sealed, issued)).toBe(
-      'Observation?subject=Patient%2Fp-42&_getpages=abc&_offset=20',
-    );
+    // long, distinct values: a short one (`u1`) turns up in random base64 by chance (1 run in ~20)
+    const binding = { userId: 'caller-7f3a9c2e', route: 'patient.observations', type: 'Observation', now };
+    const link = 'https://up/fhir/Observation?subject=Patient%2Fpatient-42x&_getpages=abc&_offset=20';
+    for (let i = 0; i < 200; i++) {
+      const sealed = cursorForLink(key, binding, link, 'https://up/fhir') ?? '';
+      const readable = [
+        sealed,
+        ...sealed.split('.').map((part) => Buffer.from(part, 'base64url').toString('latin1')),
+      ];
+      for (const text of readable)
+        for (const secret of [
+          'Observation',
+          'patient-42x',
+          '_getpages',
+          'caller-7f3a9c2e',
+          'patient.observations',
+        ])
+          expect(text).not.toContain(secret);
+      expect(verifyCursor(key, sealed, binding)).toBe(
+        'Observation?subject=Patient%2Fpatient-42x&_getpages=abc&_offset=20',
+      );
+    }
   });
 
   it('is refused in any spelling but its own (the bits a last base64url character leaves unused)', () => {
