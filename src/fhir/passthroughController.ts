@@ -1,7 +1,6 @@
-import type { IncomingMessage } from 'node:http';
 import type { Context } from 'hono';
 import { Hono } from 'hono';
-import { requestContext } from '../http/requestContext.js';
+import { rawRequestTarget, requestContext } from '../http/requestContext.js';
 import type { AppEnv } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
 import { capabilityStatement } from './capability.js';
@@ -10,9 +9,7 @@ import { scopedFhir } from './scopedFhir.js';
 
 /** The raw request target as the client sent it: dot segments and encodings are judged before any normalisation. */
 function rawPathAndQuery(c: Context<AppEnv>): { path: string; rawQuery: string; query: URLSearchParams } {
-  const raw =
-    (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.url ??
-    new URL(c.req.url).pathname + new URL(c.req.url).search;
+  const raw = rawRequestTarget(c);
   const index = raw.indexOf('?');
   if (index < 0) return { path: raw, rawQuery: '', query: new URLSearchParams() };
   const rawQuery = raw.slice(index + 1);

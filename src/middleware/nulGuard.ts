@@ -1,6 +1,6 @@
-import type { IncomingMessage } from 'node:http';
 import type { MiddlewareHandler } from 'hono';
 import { AppError } from '../errors.js';
+import { rawRequestTarget } from '../http/requestContext.js';
 import type { AppEnv } from '../http/types.js';
 
 /**
@@ -11,7 +11,7 @@ import type { AppEnv } from '../http/types.js';
  */
 export function refuseNul(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const target = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.url ?? c.req.url;
+    const target = rawRequestTarget(c);
     if (target.includes('%00') || target.includes('\0'))
       throw new AppError('validation_failed', {
         errors: [{ path: 'url', message: 'must not contain a NUL character (%00)' }],
