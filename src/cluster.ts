@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { createServer } from 'node:net';
 import { migrateToLatest, openDatabase } from '../db/connection.js';
+import { relayAuditFlushes } from './audit/clusterAuditFlush.js';
 import { loadTokenKeys } from './auth/signingKeys.js';
 import type { Config } from './config.js';
 import { type EmbeddedFhirServer, startEmbeddedFhirServer } from './fhir/embedded/server.js';
@@ -57,6 +58,8 @@ export async function startCluster(config: Config, workers: number, logger: Logg
   loadSecrets(config.appSecret, config.appSecretPrevious, config.dataDir);
   // a scrape reaches one worker; it asks here for every worker's figures, added up
   const stopMetricsRelay = config.metrics.token ? relayClusterMetrics(logger) : () => undefined;
+  // GET /admin/audit reaches one worker; it has every worker write what its trail still buffers
+  const stopAuditFlushRelay = relayAuditFlushes();
   // the embedded server's address is fixed first, so the workers start while it loads (their
   // /readyz says 503 until it answers): the two start-ups overlap instead of adding up
   let embeddedUrl: string | undefined;
@@ -123,6 +126,7 @@ export async function startCluster(config: Config, workers: number, logger: Logg
       closing = true;
       cluster.off('message', onAsk);
       stopMetricsRelay();
+      stopAuditFlushRelay();
       const exits = Object.values(cluster.workers ?? {}).flatMap((worker) =>
         worker && !worker.isDead()
           ? [

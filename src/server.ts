@@ -1,9 +1,11 @@
+import cluster from 'node:cluster';
 import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { migrateToLatest, openDatabase } from '../db/connection.js';
 import { createApp } from './app.js';
 import { createAuditTrail } from './audit/auditTrail.js';
+import { joinAuditFlushes } from './audit/clusterAuditFlush.js';
 import type { CodePurpose } from './auth/accessCodes.js';
 import { isCurrentCode } from './auth/accountCodes.js';
 import { createPasswordHasher } from './auth/passwords.js';
@@ -91,8 +93,10 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     closers.push(() => database.close());
     await migrateToLatest(database.db);
     // closed right before the database (closers run in reverse): its last rows are written first
-    const auditTrail = createAuditTrail({ db: database.bulk, clock, logger });
-    closers.push(() => auditTrail.close());
+    const ownTrail = createAuditTrail({ db: database.bulk, clock, logger });
+    closers.push(() => ownTrail.close());
+    // in a cluster, the flush before GET /admin/audit reaches every worker's trail
+    const auditTrail = cluster.isWorker ? joinAuditFlushes(ownTrail, logger) : ownTrail;
     // every mode needs the R4 definitions (path model, search policy, response check), not only the embedded server
     await loadFhirDefinitions();
 

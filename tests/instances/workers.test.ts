@@ -130,6 +130,17 @@ describe('WORKERS=2 on the embedded default', () => {
     expect(count(after.json.text as string) - start).toBe(30);
   });
 
+  it("lists every worker's refusals in /admin/audit at once, not a second later", async () => {
+    const before = await call(`/admin/audit?action=access.denied&limit=200`, { token: adminToken });
+    expect(before.status).toBe(200);
+    const counted = (page: Answer) => (page.json.entries as unknown[]).length;
+    // refusals on fresh connections land on both workers; each buffers its own for up to a second
+    const refused = await many(30, '/patient/profile', 'not-a-token');
+    expect(new Set(refused)).toEqual(new Set([401]));
+    const after = await call(`/admin/audit?action=access.denied&limit=200`, { token: adminToken });
+    expect(counted(after) - counted(before)).toBe(30);
+  });
+
   it('replaces a worker killed by SIGKILL, and keeps serving meanwhile', async () => {
     const [, victim] = nodeProcessesUnder(proc.child.pid as number);
     process.kill(victim as number, 'SIGKILL');
