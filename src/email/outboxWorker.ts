@@ -1,6 +1,7 @@
 import type { Resource } from '@medplum/fhirtypes';
 import type { Kysely } from 'kysely';
 import type { Database, OutboxKind, OutboxRow, Role } from '../../db/schema.js';
+import { writeAudit } from '../audit/auditService.js';
 import type { Clock } from '../clock.js';
 import { AppError } from '../errors.js';
 import type { FhirService } from '../fhir/fhirService.js';
@@ -8,6 +9,7 @@ import { heartbeat, LEASE_MS } from '../leases.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { type SecretKey, unseal } from '../secrets.js';
+import { findUserByEmail } from '../users/userRepository.js';
 import { InvalidMailError, type Mailer } from './mailer.js';
 import {
   claimOutboxRow,
@@ -115,6 +117,28 @@ export function refusedForGood(error: unknown): string | undefined {
   return perMail && typeof e?.responseCode === 'number' && e.responseCode >= 500
     ? `smtp_${e.responseCode}`
     : undefined;
+}
+
+/**
+ * An access-code mail given up for good is audited (`mail.failed`, the account as its target), so
+ * an admin finds in GET /admin/audit whom to send a new code — unless a newer code voided it.
+ */
+async function auditMailGivenUp(
+  db: OutboxDb,
+  clock: Clock,
+  payload: Record<string, unknown>,
+  reason: string,
+): Promise<void> {
+  if (reason === 'superseded' || typeof payload.to !== 'string') return;
+  const user = await findUserByEmail(db, payload.to);
+  await writeAudit(db, clock, {
+    action: 'mail.failed',
+    outcome: 'failed',
+    targetUserId: user?.id ?? null,
+    targetFhirType: user?.role === 'patient' ? 'Patient' : user?.role === 'practitioner' ? 'Practitioner' : null,
+    targetFhirId: user?.fhir_resource_id ?? null,
+    detail: { purpose: typeof payload.purpose === 'string' ? payload.purpose : 'unknown', reason },
+  });
 }
 
 /** A failure no retry can fix: the row goes straight to 'failed'. */
@@ -243,7 +267,11 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
     } catch (error) {
       const label = error instanceof PermanentFailure ? error.label : errorLabel(error);
       if (error instanceof PermanentFailure || row.attempts >= maxAttempts) {
-        const ok = await markOutboxFailed(db, claim, label, finalPayload());
+        const ok = await db.transaction().execute(async (trx) => {
+          const marked = await markOutboxFailed(trx, claim, label, finalPayload());
+          if (marked && row.kind === 'email') await auditMailGivenUp(trx, clock, payload, label);
+          return marked;
+        });
         if (ok) logger.warn({ ...log, error: label }, 'outbox row failed for good');
         else lost();
         if (ok) deps.metrics?.outboxFailure(row.kind, 'failed');

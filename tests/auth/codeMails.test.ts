@@ -63,5 +63,49 @@ describe('a code re-issued while its first mail waits for the SMTP server', () =
       json: { email, access_code: codeIn(mail!), password: PASSWORD },
     });
     expect(signup.status).toBe(201);
+    // a code voided on purpose is no failure to tell the admin about
+    const audit = await gw.call('/admin/audit?action=mail.failed', { token: admin });
+    expect(((await audit.json()) as { entries: unknown[] }).entries).toEqual([]);
   }, 60_000);
+});
+
+describe('a code mail the SMTP server refuses for good', () => {
+  let gw: TestGateway;
+  let relay: SmtpCapture;
+  let admin: string;
+
+  beforeAll(async () => {
+    relay = await startSmtpCapture({ refuse: ['typo@example.com'] });
+    gw = await startTestGateway({ env: { SMTP_URL: relay.url } });
+    admin = await gw.adminToken();
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await relay?.close();
+  });
+
+  it('is audited as mail.failed with the account as its target, so the admin knows whom to send a new code', async () => {
+    const created = await gw.call('/fhir/patient', {
+      method: 'POST',
+      token: admin,
+      json: { name: 'Tia Typo', email: 'typo@example.com', dob: '1980-04-12' },
+    });
+    expect(created.status).toBe(201);
+    const { user_id, fhir_id } = (await created.json()) as { user_id: string; fhir_id: string };
+    let entries: Record<string, unknown>[] = [];
+    await waitFor('the refused mail to be audited', async () => {
+      const audit = await gw.call('/admin/audit?action=mail.failed', { token: admin });
+      entries = ((await audit.json()) as { entries: Record<string, unknown>[] }).entries;
+      return entries.length > 0;
+    });
+    expect(entries).toHaveLength(1);
+    expect(entries[0]).toMatchObject({
+      action: 'mail.failed',
+      outcome: 'failed',
+      target: { user_id, fhir_type: 'Patient', fhir_id },
+      detail: { purpose: 'signup', reason: 'smtp_550' },
+    });
+    // the address stays out of the entry: the target names the account
+    expect(JSON.stringify(entries[0])).not.toContain('typo@');
+  }, 30_000);
 });

@@ -17,6 +17,10 @@ export interface EmailTestDb {
   /** The SQLite database and WAL files as bytes (empty on PostgreSQL). */
   rawSqliteBytes(): Buffer;
   outboxRows(): Promise<OutboxRow[]>;
+  /** The mail rows only: a mail given up also queues the AuditEvent of its `mail.failed` entry. */
+  mailRows(): Promise<OutboxRow[]>;
+  /** The actions of the audit entries written so far, oldest first. */
+  auditActions(): Promise<string[]>;
   close(): Promise<void>;
 }
 
@@ -46,6 +50,9 @@ export async function openEmailTestDb(dialect: 'sqlite' | 'postgres'): Promise<E
       return Buffer.concat(parts);
     },
     outboxRows: () => main.db.selectFrom('outbox').selectAll().orderBy('id').execute(),
+    mailRows: () => main.db.selectFrom('outbox').selectAll().where('kind', '=', 'email').orderBy('id').execute(),
+    auditActions: async () =>
+      (await main.db.selectFrom('audit_log').select('action').orderBy('id').execute()).map((r) => r.action),
     close: async () => {
       for (const h of extra) await h.close();
       await main.close();

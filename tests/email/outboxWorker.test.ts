@@ -366,14 +366,14 @@ describe.each(DIALECTS)('outbox worker on %s', (dialect) => {
   it('gives up after maxAttempts with a warning, and purges the sealed code', async () => {
     const h = await harness();
     const worker = h.worker(
-      { maxAttempts: 2 },
+      { maxAttempts: 2, lane: 'email' },
       { mailer: h.mailer(`smtp://127.0.0.1:${await unusedPort()}`) },
     );
     const { id, code, to } = await h.enqueue();
     expect(await worker.runOnce()).toBe(1);
     h.clock.advance(HOUR);
     expect(await worker.runOnce()).toBe(1);
-    const [row] = await h.t.outboxRows();
+    const [row] = await h.t.mailRows();
     expect(row).toMatchObject({ id, status: 'failed', attempts: 2 });
     expect(JSON.parse(row?.payload ?? '')).toEqual({
       template: 'access_code',
@@ -385,6 +385,8 @@ describe.each(DIALECTS)('outbox worker on %s', (dialect) => {
     expect(warnings.some((l) => l.level === 40 && l.outbox_id === id && /failed for good/.test(l.msg))).toBe(
       true,
     );
+    // the admin learns of it from the trail (these mails have no account behind them)
+    expect(await h.t.auditActions()).toEqual(['mail.failed']);
     h.clock.advance(2 * HOUR);
     expect(await worker.runOnce()).toBe(0);
     h.expectLogsClean([code]);
@@ -397,13 +399,14 @@ describe.each(DIALECTS)('outbox worker on %s', (dialect) => {
     const worker = h.worker({ lane: 'email' }, { mailer: h.mailer(relay.url) });
     const refused = await h.enqueue({ to: 'typo@example.com' });
     expect(await worker.runOnce()).toBe(1);
-    const [row] = await h.t.outboxRows();
+    const [row] = await h.t.mailRows();
     expect(row).toMatchObject({ id: refused.id, status: 'failed', attempts: 1, last_error: 'smtp_550' });
     // no rest for the lane: one address's refusal says nothing about the server
     await h.enqueue({ to: 'ann@example.com' });
     expect(await worker.runOnce()).toBe(1);
     const [mail] = await relay.waitFor(1);
     expect(recipients(mail)).toEqual(['ann@example.com']);
+    expect(await h.t.auditActions()).toEqual(['mail.failed']);
     h.expectLogsClean([refused.code]);
   });
 
@@ -459,8 +462,8 @@ describe.each(DIALECTS)('outbox worker on %s', (dialect) => {
         })
         .execute();
     }
-    expect(await h.worker().runOnce()).toBe(3);
-    const rows = await h.t.outboxRows();
+    expect(await h.worker({ lane: 'email' }).runOnce()).toBe(3);
+    const rows = await h.t.mailRows();
     expect(rows.map((r) => [r.status, r.last_error])).toEqual([
       ['failed', 'invalid_address'],
       ['failed', 'invalid_address'],
