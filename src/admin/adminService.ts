@@ -312,7 +312,17 @@ export async function setUserActive(
       .set((eb) => ({
         is_active: active ? 1 : 0,
         updated_at: now.toISOString(),
-        ...(active ? {} : { token_version: eb('token_version', '+', 1) }),
+        // deactivation also voids any code out there (the usual reason: it reached the wrong
+        // person): reactivating must not bring it back; a pending account then needs a re-issue
+        ...(active
+          ? {}
+          : {
+              token_version: eb('token_version', '+', 1),
+              access_code_hash: null,
+              access_code_expires_at: null,
+              reset_code_hash: null,
+              reset_code_expires_at: null,
+            }),
       }))
       .where('id', '=', id)
       .execute();

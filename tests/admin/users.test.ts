@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
-import { provision } from '../helpers/journey.js';
+import { codeIn, mailsTo, provision } from '../helpers/journey.js';
 import { DIALECTS } from '../helpers/postgres.js';
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
 
@@ -116,6 +116,54 @@ describe.each(DIALECTS)('admin user management (%s)', (dialect) => {
     expect(audit.map((a) => a.action)).toEqual(
       expect.arrayContaining(['users.deactivate', 'users.activate']),
     );
+  });
+
+  it('deactivation voids an access code and a reset code for good: reactivating does not bring them back', async () => {
+    const pending = await provision(gw, smtp, `voided-${dialect}@example.com`);
+    const registered = await gw.seedUser({ role: 'patient' });
+    const forgot = await gw.call('/auth/password/forgot', {
+      method: 'POST',
+      json: { email: registered.email },
+    });
+    expect(forgot.status).toBe(202);
+    const [resetMail] = await mailsTo(smtp, registered.email);
+    const resetCode = codeIn(resetMail!);
+    for (const id of [pending.userId, registered.id]) {
+      for (const active of [false, true]) {
+        const patched = await gw.call(`/admin/users/${id}`, {
+          method: 'PATCH',
+          token: admin,
+          json: { active },
+        });
+        expect(patched.status).toBe(200);
+      }
+    }
+    const signup = await gw.call('/auth/signup', {
+      method: 'POST',
+      json: { email: pending.email, access_code: pending.code, password: 'a long and plain passphrase' },
+    });
+    expect(signup.status).toBe(400);
+    expect(await signup.json()).toMatchObject({ code: 'invalid_access_code' });
+    const reset = await gw.call('/auth/password/reset', {
+      method: 'POST',
+      json: { email: registered.email, code: resetCode, new_password: 'another long plain passphrase' },
+    });
+    expect(reset.status).toBe(400);
+    // the pending account waits for a new code, which works
+    expect(await (await gw.call(`/admin/users/${pending.userId}`, { token: admin })).json()).toMatchObject({
+      status: 'expired',
+    });
+    const reissued = await gw.call(`/admin/users/${pending.userId}/access-code`, {
+      method: 'POST',
+      token: admin,
+    });
+    expect(reissued.status).toBe(202);
+    const [, fresh] = await mailsTo(smtp, pending.email, 2);
+    const retry = await gw.call('/auth/signup', {
+      method: 'POST',
+      json: { email: pending.email, access_code: codeIn(fresh!), password: 'a long and plain passphrase' },
+    });
+    expect(retry.status).toBe(201);
   });
 
   it('refuses unknown users, unknown fields and self-deactivation', async () => {
