@@ -1,6 +1,8 @@
 import type { Observation, Patient } from '@medplum/fhirtypes';
 import type { ScopedFhir, SearchPage } from '../fhir/scopedFhir.js';
 import { type ObservationDto, toObservationDto } from './observationDto.js';
+import { ObservationDtoSchema } from './patientSchemas.js';
+import { upstreamDto } from './upstreamDto.js';
 
 /**
  * Paged searches behind the slim endpoints, through the caller's scoped FHIR access: the same
@@ -54,7 +56,10 @@ export async function searchObservations(
     return params;
   };
   const page = await pageOf<Observation>(fhir, 'Observation', query, filters.cursor, route);
-  return { items: matches(page, 'Observation').map(toObservationDto), next_cursor: page.next };
+  const items = matches(page, 'Observation').map((o) =>
+    upstreamDto(ObservationDtoSchema, () => toObservationDto(o)),
+  );
+  return { items, next_cursor: page.next };
 }
 
 /** The caller's patients (for a practitioner: the assigned ones), one page. */

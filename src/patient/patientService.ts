@@ -5,6 +5,8 @@ import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { accountIdentifierSystem } from '../provisioning/provisioningService.js';
 import { type ObservationFilters, searchObservations } from './observationService.js';
 import { type PatientDto, toPatientDto } from './patientDto.js';
+import { PatientDtoSchema } from './patientSchemas.js';
+import { upstreamDto } from './upstreamDto.js';
 
 /** GET /patient/observations: the scope (the token's fhir_id) decides; query parameters and headers never widen it. */
 export async function myObservations(
@@ -19,7 +21,9 @@ export async function myObservations(
 
 /** A Patient as a DTO, without the identifier the gateway uses internally. */
 export function patientDto(deps: AppDeps, patient: Patient): PatientDto {
-  return toPatientDto(patient, [accountIdentifierSystem(deps.config.publicBaseUrl)]);
+  return upstreamDto(PatientDtoSchema, () =>
+    toPatientDto(patient, [accountIdentifierSystem(deps.config.publicBaseUrl)]),
+  );
 }
 
 /** GET /patient/profile: a missing or deleted record is 404; an upstream failure stays a 502/504. */

@@ -112,6 +112,56 @@ describe('garbage from the FHIR server in the shape of a success', () => {
     answer = undefined;
   });
 
+  const observationWith = (fields: Record<string, unknown>) =>
+    JSON.stringify({
+      resourceType: 'Bundle',
+      type: 'searchset',
+      entry: [
+        {
+          resource: {
+            resourceType: 'Observation',
+            id: 'o1',
+            status: 'final',
+            code: { text: 'Heart rate' },
+            subject: { reference: `Patient/${ids.me}` },
+            ...fields,
+          },
+        },
+      ],
+    });
+
+  it.each([
+    ['a category that is a string', { category: 'zzz' }],
+    ['a numeric status', { status: 5 }],
+    ['components that are not a list', { component: 'x' }],
+    ['a value of the wrong type', { valueString: 42 }],
+  ])('an Observation with %s is a 502 on the slim endpoints, never a 500', async (_what, fields) => {
+    answer = searchAnswers(observationWith(fields));
+    expect((await gw.call('/patient/observations', { token: tokens.patient })).status).toBe(502);
+    const path = `/practitioner/patients/${ids.me}/observations`;
+    expect((await gw.call(path, { token: tokens.gp })).status).toBe(502);
+    answer = undefined;
+  });
+
+  it('a Patient whose name is a string is a 502 on the slim endpoints, never a 500', async () => {
+    const garbled = {
+      resourceType: 'Patient',
+      id: ids.me,
+      name: 'x',
+      generalPractitioner: [{ reference: `Practitioner/${ids.gp}` }],
+    };
+    answer = (req, res) => {
+      if (req.method !== 'GET') return false;
+      if (req.url.endsWith(`/Patient/${ids.me}`)) return fhirJson(res, JSON.stringify(garbled));
+      if (!/\/Patient\?/.test(req.url)) return false;
+      const bundle = { resourceType: 'Bundle', type: 'searchset', entry: [{ resource: garbled }] };
+      return fhirJson(res, JSON.stringify(bundle));
+    };
+    expect((await gw.call('/patient/profile', { token: tokens.patient })).status).toBe(502);
+    expect((await gw.call('/practitioner/patients', { token: tokens.gp })).status).toBe(502);
+    answer = undefined;
+  });
+
   it("a Patient whose generalPractitioner is not a list is a 502 for the practitioner's read", async () => {
     const garbled = {
       resourceType: 'Patient',
@@ -192,6 +242,8 @@ describe('garbage from the FHIR server in the shape of a success', () => {
 
   it('after all of it the same requests work again', async () => {
     expect((await gw.call('/fhir/Observation', { token: tokens.patient })).status).toBe(200);
+    expect((await gw.call('/patient/profile', { token: tokens.patient })).status).toBe(200);
+    expect((await gw.call('/practitioner/patients', { token: tokens.gp })).status).toBe(200);
     expect((await gw.call(`/fhir/Patient/${ids.me}`, { token: tokens.gp })).status).toBe(200);
   });
 });
