@@ -385,7 +385,11 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
   };
 
   /** send, renewing our OAuth token once on a 401, then the one status mapping. */
-  const exchange = async (req: FhirRequest, rawQuery?: string): Promise<FhirResult> => {
+  const exchange = async (
+    req: FhirRequest,
+    rawQuery?: string,
+    interaction: 'search' | 'other' = 'other',
+  ): Promise<FhirResult> => {
     const started = metrics ? performance.now() : 0;
     let result: FhirResult;
     try {
@@ -400,7 +404,7 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
       throw error;
     }
     metrics?.upstream(req.method, result.status, performance.now() - started);
-    if (!isUpstreamSuccess(result.status)) throw upstreamStatusError(result.status);
+    if (!isUpstreamSuccess(result.status)) throw upstreamStatusError(result.status, interaction);
     return result;
   };
 
@@ -439,7 +443,7 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     history: async (type, id) =>
       expectBundle(await exchange({ method: 'GET', path: `${type}/${id}/_history` })),
     search: async (type, params) =>
-      expectBundle(await exchange({ method: 'GET', path: type, query: params })),
+      expectBundle(await exchange({ method: 'GET', path: type, query: params }, undefined, 'search')),
     page: async (relativeLink) => {
       if (!SAFE_QUERY_PATH.test(relativeLink)) throw new Error('refusing an unsafe paging link');
       const index = relativeLink.indexOf('?');

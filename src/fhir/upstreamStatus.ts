@@ -31,8 +31,11 @@ export function isUpstreamSuccess(status: number): boolean {
  * The error for an upstream status that is not a success. 401/403 mean our own credentials
  * were refused (a misconfiguration, never the caller's fault): 502 like any other failure.
  */
-export function upstreamStatusError(status: number): AppError {
-  const code = CODE_BY_STATUS[status];
+export function upstreamStatusError(status: number, interaction: 'search' | 'other' = 'other'): AppError {
+  // a search of a type cannot be missing: 404/410 there means a wrong base URL, a server that is
+  // not FHIR, or a type it does not serve — its fault, not "no such resource" for the caller
+  const missingType = interaction === 'search' && (status === 404 || status === 410);
+  const code = missingType ? undefined : CODE_BY_STATUS[status];
   const cause = new Error(`FHIR server answered ${status}`);
   if (!code) return new AppError('upstream_error', { cause });
   // a refusal is labelled `http_<status>` in our logs and the outbox's last_error, never in a response
@@ -45,4 +48,19 @@ export function upstreamStatusError(status: number): AppError {
 /** A 2xx answer whose body is not what the interaction promises (a non-Bundle search, an OperationOutcome read). */
 export function unexpectedUpstreamBody(what: string): AppError {
   return new AppError('upstream_error', { cause: new Error(`FHIR server answered ${what}`) });
+}
+
+/**
+ * For a request the gateway built itself (the slim endpoints: the caller sent only validated
+ * filters): a 400 from the FHIR server names nothing the caller can mend (an unsupported `_sort`,
+ * a server that refuses our read), so it is the server's fault — 502, as every other refusal.
+ */
+export async function asBuiltByGateway<T>(call: Promise<T>): Promise<T> {
+  try {
+    return await call;
+  } catch (error) {
+    if (!(error instanceof AppError)) throw error;
+    const refused = (error.cause as { code?: unknown } | undefined)?.code === 'http_400';
+    throw refused ? new AppError('upstream_error', { cause: error.cause }) : error;
+  }
 }

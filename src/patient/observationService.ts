@@ -1,5 +1,6 @@
 import type { Observation, Patient } from '@medplum/fhirtypes';
 import type { ScopedFhir, SearchPage } from '../fhir/scopedFhir.js';
+import { asBuiltByGateway } from '../fhir/upstreamStatus.js';
 import { type ObservationDto, toObservationDto } from './observationDto.js';
 import { ObservationDtoSchema } from './patientSchemas.js';
 import { upstreamDto } from './upstreamDto.js';
@@ -32,7 +33,7 @@ async function pageOf<T extends Observation | Patient>(
   cursor: string | undefined,
   route: string,
 ): Promise<SearchPage<T>> {
-  return cursor ? fhir.page<T>(cursor, type, route) : fhir.search<T>(type, query(), route);
+  return asBuiltByGateway(cursor ? fhir.page<T>(cursor, type, route) : fhir.search<T>(type, query(), route));
 }
 
 function matches<T extends Observation | Patient>(page: SearchPage<T>, type: T['resourceType']): T[] {

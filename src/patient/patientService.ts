@@ -1,6 +1,7 @@
 import type { Patient } from '@medplum/fhirtypes';
 import { AppError } from '../errors.js';
 import { scopedFhir } from '../fhir/scopedFhir.js';
+import { asBuiltByGateway } from '../fhir/upstreamStatus.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { accountIdentifierSystem } from '../provisioning/provisioningService.js';
 import { type ObservationFilters, searchObservations } from './observationService.js';
@@ -29,7 +30,9 @@ export function patientDto(deps: AppDeps, patient: Patient): PatientDto {
 /** GET /patient/profile: a missing or deleted record is 404; an upstream failure stays a 502/504. */
 export async function myProfile(deps: AppDeps, caller: Caller, ctx: RequestContext): Promise<PatientDto> {
   if (!caller.fhirId) throw new AppError('not_found');
-  const { body } = await scopedFhir(deps, caller, ctx).read<Patient>('Patient', caller.fhirId);
+  const { body } = await asBuiltByGateway(
+    scopedFhir(deps, caller, ctx).read<Patient>('Patient', caller.fhirId),
+  );
   if (!body) throw new AppError('not_found');
   return patientDto(deps, body);
 }

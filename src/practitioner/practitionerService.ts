@@ -1,4 +1,5 @@
 import { scopedFhir } from '../fhir/scopedFhir.js';
+import { asBuiltByGateway } from '../fhir/upstreamStatus.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import {
   type ObservationFilters,
@@ -27,7 +28,7 @@ export async function patientObservations(
   filters: ObservationFilters,
 ) {
   const fhir = scopedFhir(deps, caller, ctx);
-  await fhir.read('Patient', patientId);
+  await asBuiltByGateway(fhir.read('Patient', patientId));
   // the cursor is bound to this patient too: it cannot be replayed on another patient's route
   const route = `practitioner.observations:${patientId}`;
   const page = await searchObservations(fhir, filters, route, patientId);

@@ -298,6 +298,19 @@ describe('upstream status mapping', () => {
   });
 
   it.each([
+    [404, 502],
+    [410, 502],
+    [400, 400],
+    [412, 412],
+    [500, 502],
+  ])(
+    'upstream %i to a search of a type answers our %s: the type cannot be missing',
+    (upstreamStatus, ours) => {
+      expect(upstreamStatusError(upstreamStatus, 'search').status).toBe(ours);
+    },
+  );
+
+  it.each([
     [30_000, 22_500],
     [60_000, 45_000],
     [3_600_000, 3_540_000],

@@ -12,7 +12,19 @@ import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
  * Bundle, and for an OperationOutcome with 200), never a 404 or 200 that hides the failure.
  */
 
-type Mode = 'pass' | 'patient-500' | 'search-outcome-200' | 'search-not-bundle';
+type Mode =
+  | 'pass'
+  | 'patient-500'
+  | 'patient-400'
+  | 'search-outcome-200'
+  | 'search-not-bundle'
+  | 'search-404-html'
+  | 'search-400';
+
+const OUTCOME = JSON.stringify({
+  resourceType: 'OperationOutcome',
+  issue: [{ severity: 'error', code: 'invalid', diagnostics: 'db-7 refused it' }],
+});
 
 describe('every patient path when the FHIR server answers badly', () => {
   let engine: Awaited<ReturnType<typeof startEmbeddedFhirServer>>;
@@ -29,6 +41,14 @@ describe('every patient path when the FHIR server answers badly', () => {
       const isSearch = req.method === 'GET' && /\/Observation(\?|$)/.test(req.url);
       if (mode === 'patient-500' && req.method === 'GET' && /\/Patient\/[^/?]+$/.test(req.url)) {
         res.writeHead(500, { 'content-type': 'text/html' }).end('<h1>Internal error at db-7.internal</h1>');
+      } else if (mode === 'patient-400' && req.method === 'GET' && /\/Patient\/[^/?]+$/.test(req.url)) {
+        res.writeHead(400, { 'content-type': 'application/fhir+json' }).end(OUTCOME);
+      } else if (mode === 'search-404-html' && isSearch) {
+        // a base URL that points at something other than a FHIR server
+        res.writeHead(404, { 'content-type': 'text/html' }).end('<h1>Not Found at db-7.internal</h1>');
+      } else if (mode === 'search-400' && isSearch) {
+        // e.g. a server that does not support the slim endpoint's _sort
+        res.writeHead(400, { 'content-type': 'application/fhir+json' }).end(OUTCOME);
       } else if (mode === 'search-outcome-200' && isSearch) {
         res
           .writeHead(200, { 'content-type': 'application/fhir+json' })
@@ -81,6 +101,12 @@ describe('every patient path when the FHIR server answers badly', () => {
     ['search-not-bundle', '/patient/observations', 502],
     ['search-outcome-200', '/fhir/Observation', 502],
     ['search-not-bundle', '/fhir/Observation', 502],
+    ['patient-400', '/patient/profile', 502],
+    ['search-404-html', '/patient/observations', 502],
+    ['search-404-html', '/fhir/Observation', 502],
+    ['search-400', '/patient/observations', 502],
+    // through the passthrough the query is the caller's own: the server's refusal of it is theirs to mend
+    ['search-400', '/fhir/Observation', 400],
     ['pass', '/patient/profile', 200],
     ['pass', '/fhir/Observation', 200],
   ] as const)('with the upstream in mode %s, %s answers %i', async (m, path, status) => {
