@@ -55,9 +55,14 @@ const PROVISIONING_PATHS = new Set([
   '/fhir/Patient',
   '/fhir/Practitioner',
 ]);
+// anonymous credential routes: every refusal of them is an auth event, audited without a caller
 const CREDENTIAL_ACTIONS: Readonly<Record<string, string>> = {
   '/auth/login': 'auth.login',
   '/auth/signup': 'auth.signup',
+  '/auth/refresh': 'auth.refresh',
+  '/auth/password/forgot': 'auth.password_forgot',
+  '/auth/password/reset': 'auth.password_reset',
+  '/auth/access-code/resend': 'auth.access_code_resend',
 };
 const FHIR_TYPE = /^[A-Z][A-Za-z]{1,63}$/;
 const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;

@@ -1,4 +1,5 @@
 import { writeAudit } from '../audit/auditService.js';
+import { auditedError } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, RequestContext } from '../http/types.js';
 import { findUserByEmail, normalizeEmail } from '../users/userRepository.js';
@@ -74,12 +75,16 @@ export async function resetPassword(deps: AppDeps, input: ResetInput, ctx: Reque
     await writeAudit(deps.db, deps.clock, {
       action: 'auth.password_reset',
       outcome: 'failed',
+      errorCode: 'invalid_access_code',
       actorUserId: check.user?.id ?? null,
+      actorRole: check.user?.role ?? null,
+      targetUserId: check.user?.id ?? null,
       requestId: ctx.requestId,
       clientIp: ctx.clientIp,
       detail: { reason: check.reason },
     });
-    throw new AppError('invalid_access_code');
+    // the other refusals (password policy, rate limit, a concurrent reset that won) are audited by onError
+    throw auditedError(new AppError('invalid_access_code'));
   }
   const { user } = check;
   const now = deps.clock.now();

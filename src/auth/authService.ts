@@ -208,10 +208,13 @@ export async function refresh(
     await audit(deps, ctx, {
       action: 'auth.refresh_reuse',
       outcome: 'denied',
+      errorCode: 'invalid_refresh_token',
       actorUserId: outcome.userId,
       detail: { session_revoked: true },
     });
+    throw auditedError(new AppError('invalid_refresh_token'));
   }
+  // an unknown, spent or expired token: audited by onError as auth.refresh, denied
   throw new AppError('invalid_refresh_token');
 }
 

@@ -67,4 +67,18 @@ export const onError: ErrorHandler<AppEnv> = (error, c) => {
   return renderError(c, appError);
 };
 
-export const onNotFound: NotFoundHandler<AppEnv> = (c) => renderError(c, new AppError('not_found'));
+export const onNotFound: NotFoundHandler<AppEnv> = (c) => {
+  const notFound = new AppError('not_found');
+  // the request log line and metrics read the error code from here, as after onError
+  c.error = notFound;
+  // probing for admin routes that do not exist is a refusal at an admin route: audited too
+  try {
+    recordErrorResponse(c, notFound, notFound);
+  } catch (auditError) {
+    c.var.deps?.logger.error(
+      { req_id: c.var.requestId, err: auditError },
+      'could not audit a refused request',
+    );
+  }
+  return renderError(c, notFound);
+};

@@ -173,6 +173,94 @@ describe.each(DIALECTS)('refusals in the audit trail and the request log (%s)', 
     expect(line).toMatchObject({ status: 401, code: 'invalid_credentials' });
   });
 
+  it('records every refused refresh: an unknown token (denied) and a rotated one presented again (reuse), once each', async () => {
+    const unknown = await refused(
+      '/auth/refresh',
+      { method: 'POST', json: { refresh_token: 'rt_not-a-real-refresh-token-0000000000' } },
+      401,
+      'invalid_refresh_token',
+    );
+    expect(only(unknown.rows)).toMatchObject({
+      action: 'auth.refresh',
+      outcome: 'denied',
+      error_code: 'invalid_refresh_token',
+    });
+    const login = await gw.call('/auth/login', {
+      method: 'POST',
+      json: { email: alice.email, password: PASSWORD },
+    });
+    const { refresh_token } = (await login.json()) as { refresh_token: string };
+    secrets.push(refresh_token);
+    const rotated = await gw.call('/auth/refresh', { method: 'POST', json: { refresh_token } });
+    expect(rotated.status).toBe(200);
+    secrets.push(((await rotated.json()) as { refresh_token: string }).refresh_token);
+    const reused = await refused(
+      '/auth/refresh',
+      { method: 'POST', json: { refresh_token } },
+      401,
+      'invalid_refresh_token',
+    );
+    expect(only(reused.rows)).toMatchObject({ action: 'auth.refresh_reuse', actor_user_id: alice.userId });
+  });
+
+  it('records refused password resets and code mails: a wrong code (failed), a refused body and the rate limit (denied)', async () => {
+    const wrongCode = await refused(
+      '/auth/password/reset',
+      { method: 'POST', json: { email: alice.email, code: WRONG_CODE, new_password: `${PASSWORD} anew` } },
+      400,
+      'invalid_access_code',
+    );
+    expect(only(wrongCode.rows)).toMatchObject({
+      action: 'auth.password_reset',
+      outcome: 'failed',
+      error_code: 'invalid_access_code',
+      target_user_id: alice.userId,
+    });
+    const weak = await refused(
+      '/auth/password/reset',
+      { method: 'POST', json: { email: alice.email, code: WRONG_CODE, new_password: 'short' } },
+      400,
+      'validation_failed',
+    );
+    expect(only(weak.rows)).toMatchObject({ action: 'auth.password_reset', outcome: 'denied' });
+    for (const path of ['/auth/password/forgot', '/auth/access-code/resend']) {
+      const bad = await refused(
+        path,
+        { method: 'POST', json: { email: 'not an email' } },
+        400,
+        'validation_failed',
+      );
+      expect(only(bad.rows)).toMatchObject({ outcome: 'denied', error_code: 'validation_failed' });
+    }
+    let limited: Response | undefined;
+    for (let i = 0; i < 30 && limited?.status !== 429; i++)
+      limited = await gw.call('/auth/password/forgot', {
+        method: 'POST',
+        json: { email: 'nobody@example.com' },
+      });
+    expect(limited?.status).toBe(429);
+    expect(only(await gw.auditOf(requestIdOf(limited!)))).toMatchObject({
+      action: 'auth.password_forgot',
+      outcome: 'denied',
+      error_code: 'rate_limited',
+    });
+  });
+
+  it('records requests to admin routes that do not exist, with or without a token', async () => {
+    for (const [path, init] of [
+      ['/admin/secret-export', {}],
+      ['/admin/users', { method: 'DELETE', token: admin }],
+      ['/admin/users', { method: 'POST', token: tokenDoc, json: { role: 'admin' } }],
+    ] as const) {
+      const probe = await refused(path, init, 404, 'not_found');
+      expect(only(probe.rows)).toMatchObject({
+        action: 'api.request',
+        outcome: 'denied',
+        error_code: 'not_found',
+      });
+    }
+  });
+
   it('records failed signups: a wrong code (failed) and a refused password (denied), once each', async () => {
     const wrongCode = await refused(
       '/auth/signup',
@@ -360,7 +448,15 @@ describe.each(DIALECTS)('refusals in the audit trail and the request log (%s)', 
     const denied = await page('outcome=denied');
     expect(denied.every((e) => e.outcome === 'denied')).toBe(true);
     expect(new Set(denied.map((e) => e.error_code))).toEqual(
-      new Set(['forbidden', 'unauthenticated', 'validation_failed', 'out_of_scope']),
+      new Set([
+        'forbidden',
+        'unauthenticated',
+        'validation_failed',
+        'out_of_scope',
+        'invalid_refresh_token',
+        'rate_limited',
+        'not_found',
+      ]),
     );
     const failed = await page('outcome=failed');
     expect(failed.every((e) => e.outcome === 'failed')).toBe(true);
