@@ -78,6 +78,7 @@ export async function startCluster(config: Config, workers: number, logger: Logg
   // the kernel spreads connections over the workers' shared socket: no hop through the primary
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   let closing = false;
+  const respawns = new Set<NodeJS.Timeout>();
   // worker 0 listens first: it creates the first admin before it does, so no worker may answer
   // a login before that account exists; the others boot meanwhile and ask before they listen
   let firstListening = false;
@@ -106,9 +107,13 @@ export async function startCluster(config: Config, workers: number, logger: Logg
       // during the start a death fails the start (below); afterwards the worker is replaced
       if (closing || !allListening) return;
       logger.error({ worker: index, code, signal }, 'gateway worker died; starting another');
-      setTimeout(() => {
+      // not unref'd: when every worker died at once (and no embedded server runs here), this
+      // timer is all that keeps the primary alive; unref'd, it exited 0 and nobody served
+      const respawn = setTimeout(() => {
+        respawns.delete(respawn);
         if (!closing) fork(index);
-      }, RESPAWN_DELAY_MS).unref();
+      }, RESPAWN_DELAY_MS);
+      respawns.add(respawn);
     });
     return worker;
   };
@@ -124,6 +129,7 @@ export async function startCluster(config: Config, workers: number, logger: Logg
   return {
     close: async () => {
       closing = true;
+      for (const respawn of respawns) clearTimeout(respawn);
       cluster.off('message', onAsk);
       stopMetricsRelay();
       stopAuditFlushRelay();

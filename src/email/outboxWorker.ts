@@ -135,7 +135,8 @@ async function auditMailGivenUp(
     action: 'mail.failed',
     outcome: 'failed',
     targetUserId: user?.id ?? null,
-    targetFhirType: user?.role === 'patient' ? 'Patient' : user?.role === 'practitioner' ? 'Practitioner' : null,
+    targetFhirType:
+      user?.role === 'patient' ? 'Patient' : user?.role === 'practitioner' ? 'Practitioner' : null,
     targetFhirId: user?.fhir_resource_id ?? null,
     detail: { purpose: typeof payload.purpose === 'string' ? payload.purpose : 'unknown', reason },
   });

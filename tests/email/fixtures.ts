@@ -50,7 +50,8 @@ export async function openEmailTestDb(dialect: 'sqlite' | 'postgres'): Promise<E
       return Buffer.concat(parts);
     },
     outboxRows: () => main.db.selectFrom('outbox').selectAll().orderBy('id').execute(),
-    mailRows: () => main.db.selectFrom('outbox').selectAll().where('kind', '=', 'email').orderBy('id').execute(),
+    mailRows: () =>
+      main.db.selectFrom('outbox').selectAll().where('kind', '=', 'email').orderBy('id').execute(),
     auditActions: async () =>
       (await main.db.selectFrom('audit_log').select('action').orderBy('id').execute()).map((r) => r.action),
     close: async () => {

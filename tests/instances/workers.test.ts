@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type EmbeddedFhirServer, startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
 import { codeIn, mailsTo } from '../helpers/journey.js';
 import {
   nodeProcessesUnder,
@@ -161,5 +162,47 @@ describe('WORKERS=2 on the embedded default', () => {
     await waitFor('every request answered 200 again', async () =>
       (await many(20, '/auth/me', adminToken)).every((s) => s === 200),
     );
+  });
+});
+
+describe('WORKERS=2 in front of an external FHIR server', () => {
+  let fhir: EmbeddedFhirServer;
+  let proc: RunningProcess;
+  let url: string;
+  let dataDir: string;
+
+  beforeAll(async () => {
+    fhir = await startEmbeddedFhirServer({ dataDir: tempDir() });
+    dataDir = tempDir();
+    ({ proc, url } = await startGatewayProcess({
+      WORKERS: '2',
+      DATA_DIR: dataDir,
+      FHIR_BASE_URL: fhir.baseUrl,
+      ADMIN_EMAIL,
+      ADMIN_PASSWORD,
+    }));
+  }, 120_000);
+
+  afterAll(async () => {
+    await proc?.kill('SIGTERM');
+    await fhir?.close();
+    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  }, 60_000);
+
+  it('replaces both workers killed at once: the primary stays up, though nothing else runs in it', async () => {
+    const [primary, ...workers] = nodeProcessesUnder(proc.child.pid as number);
+    expect(workers).toHaveLength(2);
+    for (const worker of workers) process.kill(worker, 'SIGKILL');
+    await waitFor(
+      'two replacement workers',
+      async () => {
+        const pids = nodeProcessesUnder(proc.child.pid as number);
+        return pids.length === 3 && pids[0] === primary && !workers.some((w) => pids.includes(w));
+      },
+      15_000,
+      proc,
+    );
+    await waitFor('the gateway to serve again', async () => (await fetch(`${url}/readyz`)).status === 200);
+    expect(proc.child.exitCode).toBeNull();
   });
 });
