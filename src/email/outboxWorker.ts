@@ -108,15 +108,44 @@ export function errorLabel(error: unknown): string {
 /**
  * The SMTP server refused this mail or its recipient for good (a 5xx reply at RCPT or DATA, e.g.
  * an unknown or suppressed address): a label, else undefined. Retrying it for hours, and resting
- * the lane after each try, would hold back everyone else's code mails. A 5xx at connection or
- * login (a wrong password) is the server's setup, not this mail's: that one is retried.
+ * the lane after each try, would hold back everyone else's code mails. A 5xx at connection,
+ * login (a wrong password) or MAIL FROM is the server's setup, not this mail's: that one is retried.
  */
 export function refusedForGood(error: unknown): string | undefined {
-  const e = error as { code?: unknown; responseCode?: unknown } | null | undefined;
-  const perMail = e?.code === 'EENVELOPE' || e?.code === 'EMESSAGE';
-  return perMail && typeof e?.responseCode === 'number' && e.responseCode >= 500
+  const e = error as SmtpError | null | undefined;
+  return refusedThisMail(e) && typeof e?.responseCode === 'number' && e.responseCode >= 500
     ? `smtp_${e.responseCode}`
     : undefined;
+}
+
+/**
+ * The SMTP server put off this mail's recipient for now (a 4xx at RCPT, e.g. 452 mailbox full):
+ * the row is retried with its backoff, but the lane does not rest — the server itself works, and
+ * one full mailbox must not hold back everyone else's code mails.
+ */
+export function deferredRecipient(error: unknown): boolean {
+  const e = error as SmtpError | null | undefined;
+  return (
+    e?.code === 'EENVELOPE' &&
+    e.command === 'RCPT TO' &&
+    typeof e.responseCode === 'number' &&
+    e.responseCode >= 400 &&
+    e.responseCode < 500
+  );
+}
+
+interface SmtpError {
+  readonly code?: unknown;
+  readonly responseCode?: unknown;
+  /** nodemailer's name of the command refused: 'MAIL FROM', 'RCPT TO', 'DATA', ... */
+  readonly command?: unknown;
+}
+
+// a refusal of this mail's recipient or content; a refusal at MAIL FROM (e.g. 530 authentication
+// required, a sender the relay does not accept) is the server's setup, the same for every mail
+function refusedThisMail(e: SmtpError | null | undefined): boolean {
+  if (e?.code === 'EMESSAGE') return true;
+  return e?.code === 'EENVELOPE' && (e.command === 'RCPT TO' || e.command === 'DATA');
 }
 
 /**
@@ -285,7 +314,7 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
         logger.warn({ ...log, error: label, next_attempt_at: next }, 'outbox delivery failed, will retry');
       else lost();
       if (ok) deps.metrics?.outboxFailure(row.kind, 'retry');
-      if (lane) restingUntil = clock.now().getTime() + delay;
+      if (lane && !deferredRecipient(error)) restingUntil = clock.now().getTime() + delay;
       return false;
     }
     // purge: once the mail is out, the row keeps no code, sealed or not

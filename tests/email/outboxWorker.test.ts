@@ -12,6 +12,7 @@ import {
 } from '../../src/email/outbox.js';
 import {
   backoffMs,
+  deferredRecipient,
   type OutboxWorker,
   type OutboxWorkerOptions,
   refusedForGood,
@@ -411,15 +412,63 @@ describe.each(DIALECTS)('outbox worker on %s', (dialect) => {
   });
 
   it.each([
-    [{ code: 'EENVELOPE', responseCode: 550 }, 'smtp_550'],
-    [{ code: 'EMESSAGE', responseCode: 554 }, 'smtp_554'],
+    [{ code: 'EENVELOPE', command: 'RCPT TO', responseCode: 550 }, 'smtp_550'],
+    [{ code: 'EENVELOPE', command: 'DATA', responseCode: 554 }, 'smtp_554'],
+    [{ code: 'EMESSAGE', command: 'DATA', responseCode: 554 }, 'smtp_554'],
     // the server's own setup or a passing trouble: retried
-    [{ code: 'EAUTH', responseCode: 535 }, undefined],
-    [{ code: 'EENVELOPE', responseCode: 451 }, undefined],
+    [{ code: 'EENVELOPE', command: 'MAIL FROM', responseCode: 530 }, undefined],
+    [{ code: 'EENVELOPE', command: 'MAIL FROM', responseCode: 553 }, undefined],
+    [{ code: 'EAUTH', command: 'AUTH PLAIN', responseCode: 535 }, undefined],
+    [{ code: 'EENVELOPE', command: 'RCPT TO', responseCode: 451 }, undefined],
     [{ code: 'ECONNECTION' }, undefined],
     [new Error('anything else'), undefined],
   ])('refusedForGood(%o) is %s', (error, label) => {
     expect(refusedForGood(error)).toBe(label);
+  });
+
+  it.each([
+    [{ code: 'EENVELOPE', command: 'RCPT TO', responseCode: 452 }, true],
+    [{ code: 'EENVELOPE', command: 'RCPT TO', responseCode: 450 }, true],
+    [{ code: 'EENVELOPE', command: 'RCPT TO', responseCode: 550 }, false],
+    [{ code: 'EENVELOPE', command: 'MAIL FROM', responseCode: 451 }, false],
+    [{ code: 'ECONNECTION' }, false],
+    [null, false],
+  ])('deferredRecipient(%o) is %s', (error, deferred) => {
+    expect(deferredRecipient(error)).toBe(deferred);
+  });
+
+  it('retries every mail the server refuses at MAIL FROM (530 authentication required): its setup, not the mails', async () => {
+    const h = await harness();
+    const relay = await startSmtpCapture({ refuseSender: 530 });
+    cleanups.push(() => relay.close());
+    const first = await h.enqueue({ to: 'ann@example.com' });
+    expect(await h.worker({ lane: 'email' }, { mailer: h.mailer(relay.url) }).runOnce()).toBe(1);
+    const [row] = await h.t.mailRows();
+    expect(row).toMatchObject({ id: first.id, status: 'pending', attempts: 1 });
+    expect(row?.payload).toContain('code_sealed');
+    expect(await h.t.auditActions()).toEqual([]);
+    // the relay mended: the same code goes out
+    h.clock.advance(HOUR);
+    expect(await h.worker({ lane: 'email' }).runOnce()).toBe(1);
+    const [mail] = await h.smtp.waitFor(1);
+    expect(mail?.text).toContain(first.code);
+    h.expectLogsClean([first.code]);
+  });
+
+  it('retries a recipient put off for now (452 mailbox full), and the next mail goes out without waiting', async () => {
+    const h = await harness();
+    const relay = await startSmtpCapture({ defer: ['full@example.com'] });
+    cleanups.push(() => relay.close());
+    const worker = h.worker({ lane: 'email' }, { mailer: h.mailer(relay.url) });
+    const full = await h.enqueue({ to: 'full@example.com' });
+    expect(await worker.runOnce()).toBe(1);
+    const [row] = await h.t.mailRows();
+    expect(row).toMatchObject({ id: full.id, status: 'pending', attempts: 1 });
+    // no rest for the lane: one full mailbox says nothing about the server
+    await h.enqueue({ to: 'ann@example.com' });
+    expect(await worker.runOnce()).toBe(1);
+    const [mail] = await relay.waitFor(1);
+    expect(recipients(mail)).toEqual(['ann@example.com']);
   });
 
   it('does not send a code that expired while the mail waited, and marks the row failed', async () => {

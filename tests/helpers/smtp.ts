@@ -20,6 +20,10 @@ export interface SmtpCaptureOptions {
   readonly acceptDelayMs?: number;
   /** Recipients refused for good at RCPT TO (550, as a relay refuses an unknown or suppressed address). */
   readonly refuse?: readonly string[];
+  /** Recipients put off for now at RCPT TO (452, as a full mailbox). */
+  readonly defer?: readonly string[];
+  /** Refuses every sender at MAIL FROM with this 5xx (530: authentication required). */
+  readonly refuseSender?: number;
 }
 
 /**
@@ -40,7 +44,15 @@ export async function startSmtpCapture(options: SmtpCaptureOptions = {}): Promis
     // close() waits at most this long for clients still connected
     closeTimeout: 1_000,
     onAuth: (_auth, _session, callback) => callback(null, { user: 'test' }),
+    onMailFrom: (_address, _session, callback) => {
+      if (!options.refuseSender) return callback();
+      callback(
+        Object.assign(new Error('5.7.0 authentication required'), { responseCode: options.refuseSender }),
+      );
+    },
     onRcptTo: (address, _session, callback) => {
+      if (options.defer?.includes(address.address))
+        return callback(Object.assign(new Error('4.2.2 mailbox full'), { responseCode: 452 }));
       if (!options.refuse?.includes(address.address)) return callback();
       callback(Object.assign(new Error('5.1.1 mailbox unavailable'), { responseCode: 550 }));
     },
