@@ -173,6 +173,22 @@ async function createOnFhir(
   }
 }
 
+/** Transport failures that happen before a request is sent: the FHIR server cannot have acted on it. */
+const NEVER_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+/**
+ * Whether a create that failed may still have created the resource on the FHIR server. Only a
+ * refusal (a 4xx) or a connection never made says no; a timeout, a connection lost after the
+ * request went out, a 5xx (often a proxy's, after the server committed) or a success we could not
+ * read all leave it unknown — the intent then stays for reconciliation to look, as after a crash.
+ */
+export function createMayHaveLanded(error: unknown): boolean {
+  if (!(error instanceof AppError)) return true;
+  if (error.status < 500) return false;
+  const cause = (error.cause as { code?: unknown } | undefined)?.code;
+  return !(error.code === 'upstream_unavailable' && typeof cause === 'string' && NEVER_SENT.has(cause));
+}
+
 /** Records a FHIR resource no account will ever use, for an operator (GET /admin/provisioning/orphans). */
 export async function recordOrphan(
   deps: AppDeps,
@@ -420,9 +436,9 @@ async function createAndComplete(
     created = await createOnFhir(deps, resource, intent.email);
   } catch (error) {
     const reason = error instanceof AppError ? error.code : 'internal_error';
-    // a timeout may still have created it upstream: the intent stays for reconciliation to look, and the
-    // key with it, so a retry gets what reconciliation finds
-    if (!(error instanceof AppError && error.code === 'upstream_timeout')) {
+    // an answer we never got or could not read may hide a create: the intent stays for reconciliation
+    // to look, and the key with it, so a retry gets what reconciliation finds
+    if (!createMayHaveLanded(error)) {
       await bestEffort(deps, () => settle('abandoned', reason));
       if (held) await bestEffort(deps, () => releaseKey(deps.db, held, intent.id));
     }

@@ -90,12 +90,33 @@ function forward(
       answer.on('data', (chunk: Buffer) => chunks.push(chunk));
       answer.on('end', async () => {
         await beforeReply();
+        // beforeReply may have answered itself, or dropped the connection
+        if (res.headersSent || res.destroyed) return;
         res.writeHead(answer.statusCode ?? 502, answer.headers).end(Buffer.concat(chunks));
       });
     },
   );
   upstream.on('error', () => res.writeHead(502).end());
   upstream.end(req.body);
+}
+
+/**
+ * A loopback proxy whose chosen requests reach the FHIR server and do their work there, but whose
+ * answers are lost on the way back: the connection reset, or a load balancer's 502 in their place.
+ */
+export async function startLosingProxy(
+  targetBaseUrl: string,
+  shouldLose: (method: string, url: string) => boolean,
+  loss: 'reset' | 'bad_gateway',
+): Promise<FakeUpstream> {
+  const target = new URL(targetBaseUrl);
+  return startFakeUpstream((req, res) => {
+    if (!shouldLose(req.method, req.url)) return forward(target, req, res);
+    forward(target, req, res, async () => {
+      if (loss === 'reset') res.socket?.destroy();
+      else res.writeHead(502, { 'content-type': 'text/html' }).end('<h1>502 Bad Gateway</h1>');
+    });
+  });
 }
 
 export interface HoldingProxy extends FakeUpstream {

@@ -1,11 +1,14 @@
 import { sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
+import { AppError } from '../../src/errors.js';
 import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
+import { createMayHaveLanded } from '../../src/provisioning/provisioningService.js';
 import {
   startFailingProxy,
   startFakeUpstream,
   startHoldingProxy,
+  startLosingProxy,
   unusedPort,
 } from '../helpers/fakeUpstream.js';
 import { startTestGateway, type TestGateway, tempDir } from '../helpers/gateway.js';
@@ -77,6 +80,12 @@ describe('provisioning when the FHIR server fails', () => {
     expect(JSON.parse(body)).toMatchObject({ code: 'upstream_unavailable' });
     expect(body).not.toContain(String(port));
     expect(await userCount(gw)).toBe(before);
+    // nothing can have been created: no reconciliation needed, a retry may go at once
+    const intent = await gw.deps.db
+      .selectFrom('provisioning_intents')
+      .select('state')
+      .executeTakeFirstOrThrow();
+    expect(intent.state).toBe('abandoned');
   });
 
   it('answers 504 within the timeout when the FHIR server hangs, and stores no user', async () => {
@@ -90,6 +99,75 @@ describe('provisioning when the FHIR server fails', () => {
     expect(Date.now() - started).toBeLessThan(3_000);
     expect(await userCount(gw)).toBe(before);
   });
+});
+
+describe.each(['reset', 'bad_gateway'] as const)(
+  'a create the FHIR server did, whose answer was lost (%s)',
+  (loss) => {
+    it('answers 502, keeps the intent, and reconciliation completes the account: no unlisted resource', async () => {
+      const engine = await startEmbeddedFhirServer({ dataDir: tempDir() });
+      cleanups.push(() => engine.close());
+      const proxy = await startLosingProxy(
+        engine.baseUrl,
+        (method, url) => method === 'POST' && /\/Patient$/.test(url),
+        loss,
+      );
+      cleanups.push(() => proxy.close());
+      const smtp = await smtpCapture();
+      const clock = new ManualClock();
+      const gw = await gateway({
+        clock,
+        env: { SMTP_URL: smtp.url, FHIR_BASE_URL: `${proxy.url}${new URL(engine.baseUrl).pathname}` },
+      });
+      const email = `lost-${loss}@example.com`;
+      const response = await createPatient(gw, email);
+      expect(response.status).toBe(502);
+      expect(await userCount(gw)).toBe(1); // the admin only
+      const intent = await gw.deps.db
+        .selectFrom('provisioning_intents')
+        .selectAll()
+        .where('email', '=', email)
+        .executeTakeFirstOrThrow();
+      expect(intent.state).toBe('pending');
+      // once its lease lapsed, reconciliation finds the resource the lost answer hid
+      clock.advance(60_000);
+      const { reconcileLapsed } = await import('../../src/provisioning/reconciliation.js');
+      expect(await reconcileLapsed(gw.deps, gw.deps.logger)).toMatchObject({ done: 1 });
+      const [created] = await patientsWithEmail(gw, email);
+      const user = await gw.deps.db
+        .selectFrom('users')
+        .selectAll()
+        .where('email', '=', email)
+        .executeTakeFirstOrThrow();
+      expect(user.fhir_resource_id).toBe(created?.resource?.id);
+      await smtp.waitFor(1);
+    });
+  },
+);
+
+it.each([
+  ['a timeout', new AppError('upstream_timeout'), true],
+  ['a 5xx or an unreadable success', new AppError('upstream_error'), true],
+  [
+    'a connection lost after the request went out',
+    new AppError('upstream_unavailable', {
+      cause: Object.assign(new Error('reset'), { code: 'ECONNRESET' }),
+    }),
+    true,
+  ],
+  [
+    'a connection never made',
+    new AppError('upstream_unavailable', {
+      cause: Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }),
+    }),
+    false,
+  ],
+  ['a 400', new AppError('validation_failed'), false],
+  ['a 412', new AppError('duplicate_identifier'), false],
+  ['a 422', new AppError('unprocessable'), false],
+  ['a bug of ours', new Error('a bug of ours'), true],
+] as const)('a create that failed with %s may have landed: %s', (_what, error, landed) => {
+  expect(createMayHaveLanded(error)).toBe(landed);
 });
 
 describe.each(DIALECTS)('provisioning when storing the user fails (%s)', (dialect) => {
