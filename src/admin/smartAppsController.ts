@@ -44,11 +44,13 @@ const Scope = z
   )
   .openapi({ example: 'patient/*.rs' });
 
-const RedirectUris = z.array(RedirectUri).min(1).max(10);
+const distinct = (values: readonly string[]) => new Set(values).size === values.length;
+const RedirectUris = z.array(RedirectUri).min(1).max(10).refine(distinct, 'must not list a URL twice');
 const Scopes = z
   .array(Scope)
   .min(1)
   .max(50)
+  .refine(distinct, 'must not list a scope twice')
   .openapi({ example: ['launch/patient', 'openid', 'fhirUser', 'offline_access', 'patient/*.rs'] });
 
 const NewAppBody = z

@@ -76,9 +76,15 @@ export function linkWithEmail(baseUrl: string, email: string): string {
   return url.toString();
 }
 
-/** Collapses whitespace (including line breaks) in a display value. */
+/**
+ * Collapses whitespace (including line breaks) in a display value and drops control and bidi
+ * formatting characters: a name from a raw FHIR create must not render as another in the mail.
+ */
 function oneLine(value: string): string {
-  return value.replace(/\s+/g, ' ').trim();
+  return value
+    .replace(/[\p{Cc}\u202A-\u202E\u2066-\u2069]/gu, ' ')
+    .replace(/\s+/g, ' ')
+    .trim();
 }
 
 /**

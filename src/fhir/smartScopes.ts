@@ -187,7 +187,9 @@ export function grantableScopes(requested: string, allowedForApp: string, allowe
 
 /** Whether a scope may be registered for an app: a resource scope or a supported other one. */
 export function isRegistrableScope(scope: string): boolean {
-  return parseResourceScope(scope) !== undefined || SUPPORTED_OTHER_SCOPES.includes(scope);
+  // system/ scopes are never granted (no backend services): registering one would promise what no token carries
+  const parsed = parseResourceScope(scope);
+  return parsed ? parsed.context !== 'system' : SUPPORTED_OTHER_SCOPES.includes(scope);
 }
 
 const VERBS: Readonly<Record<Permission, string>> = {

@@ -13,18 +13,26 @@ export const EmailSchema = z
   .openapi({ example: 'ann@example.com', format: 'email', maxLength: MAX_EMAIL_LENGTH });
 
 /** One line of text: no CR/LF, tabs or NUL (these values end up in mails and FHIR resources). */
+// control characters and line breaks; lone surrogates and U+FFFD (a body that was not UTF-8);
+// bidi embeddings, overrides and isolates, which make a name render as another in a code mail or
+// an admin's screen ("Trojan Source"). Joiners and marks inside a name stay: scripts need them.
+const NOT_PLAIN_LINE = /[\p{Cc}\p{Cs}\u2028\u2029\u202A-\u202E\u2066-\u2069\uFFFD]/u;
+// nothing a reader would see: spaces, zero-width characters, soft hyphens
+const INVISIBLE = /^[\s\u200B-\u200D\u2060\uFEFF\u00AD]*$/u;
+
+/** One line of text a person can read as it is stored (table-tested in tests/http/basics.test.ts). */
+export function isPlainLine(value: string): boolean {
+  return !NOT_PLAIN_LINE.test(value) && !INVISIBLE.test(value);
+}
+
 export const line = (max: number) =>
-  z
-    .string()
-    .trim()
-    .min(1)
-    .max(max)
-    .regex(/^[^\r\n\t\0]*$/, 'must be one line');
+  z.string().trim().min(1).max(max).refine(isPlainLine, 'must be one line of visible text');
 
 export const PhoneSchema = z
   .string()
   .trim()
   .regex(/^\+?[0-9 ()\-.]{3,32}$/, 'must be a phone number (digits, spaces, + ( ) - .)')
+  .refine((phone) => (phone.match(/[0-9]/g)?.length ?? 0) >= 3, 'must be a phone number (at least 3 digits)')
   .openapi({ example: '+1 555 0100' });
 
 /** A FHIR resource id (https://hl7.org/fhir/R4/datatypes.html#id). */

@@ -77,6 +77,14 @@ describe('/admin/smart-apps', () => {
     ['no redirect URI', { redirect_uris: [] }, 'redirect_uris'],
     ['an unknown scope', { scopes: ['patient/*.rs', 'launch'] }, 'scopes.1'],
     ['a granular scope', { scopes: ['patient/Observation.rs?category=laboratory'] }, 'scopes.0'],
+    ['a system scope (no backend services)', { scopes: ['openid', 'system/*.cruds'] }, 'scopes.1'],
+    ['a scope twice', { scopes: ['openid', 'openid'] }, 'scopes'],
+    [
+      'a redirect URI twice',
+      { redirect_uris: ['https://portal.example.com/cb', 'https://portal.example.com/cb'] },
+      'redirect_uris',
+    ],
+    ['a name that renders reversed', { name: '\u202elatroP' }, 'name'],
     ['an unknown type', { type: 'native' }, 'type'],
     ['an extra field', { client_secret: 'chosen' }, 'client_secret'],
   ])('refuses %s', async (_label, change, path) => {

@@ -35,6 +35,15 @@ describe('renderAccessCodeMail', () => {
     }
   });
 
+  it('greets a name from a raw FHIR create without its bidi overrides or controls: it cannot render as another', () => {
+    const mail = renderAccessCodeMail({ ...base, name: '\u202eeeL nnA\u0007 \u2066Doe\u2069' });
+    for (const part of [mail.text, mail.html]) {
+      expect(part).toContain('Hello eeL nnA Doe,');
+      expect(part).not.toMatch(/[\u202a-\u202e\u2066-\u2069]/);
+      expect(part).not.toContain('\u0007');
+    }
+  });
+
   it('groups a compact code in fours', () => {
     const mail = renderAccessCodeMail({ ...base, code: '7KQ2M9XD4HTPR3VW' });
     expect(mail.text).toContain('7KQ2-M9XD-4HTP-R3VW');

@@ -156,6 +156,9 @@ describe('helpers', () => {
     ['offline_access', true],
     ['launch', false],
     ['patient/Observation.rs?code=1', false],
+    ['user/Patient.cruds', true],
+    ['system/*.cruds', false],
+    ['system/Patient.rs', false],
   ])('may register %s: %s', (scope, ok) => {
     expect(isRegistrableScope(scope)).toBe(ok);
   });

@@ -285,6 +285,12 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
     ['a bad date', { name: 'Date', dob: '1990-02-30', email: 'date@example.com' }],
     ['a future birth date', { name: 'Future', dob: '2999-01-01', email: 'future@example.com' }],
     ['an unknown field', { name: 'Mass', dob: '1990-01-01', email: 'mass@example.com', role: 'admin' }],
+    ['a name that renders reversed', { name: '\u202eeeL nnA', dob: '1990-01-01', email: 'bidi@example.com' }],
+    ['a name of a zero-width space', { name: '\u200b', dob: '1990-01-01', email: 'zw@example.com' }],
+    ['a name with a lone surrogate', { name: 'Ann \ud800', dob: '1990-01-01', email: 'sur@example.com' }],
+    ['a name with a line separator', { name: 'Ann\u2028Lee', dob: '1990-01-01', email: 'ls@example.com' }],
+    ['a name that was not UTF-8', { name: 'Ren\ufffd', dob: '1990-01-01', email: 'latin@example.com' }],
+    ['a phone without digits', { name: 'Phone', dob: '1990-01-01', email: 'ph@example.com', phone: '---' }],
   ])('refuses %s with 400; nothing upstream, nothing stored, nothing mailed', async (_label, body) => {
     const [users, outbox, patients, mails] = [
       await countRows('users'),
