@@ -88,7 +88,8 @@ export function createApp(deps: AppDeps) {
   app.doc31('/openapi.json', openApiDocumentConfig(deps.config));
 
   app.onError(onError);
-  app.notFound(onNotFound);
+  // after every route: a path known under other methods answers 405 with Allow
+  app.notFound(onNotFound(app.routes));
   return app;
 }
 

@@ -1,5 +1,6 @@
 import type { Context, ErrorHandler, NotFoundHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
+import { TrieRouter } from 'hono/router/trie-router';
 import { isLockTimeout } from '../../db/connection.js';
 import { recordErrorResponse } from '../audit/requestAudit.js';
 import { AppError, type ErrorCode, toOperationOutcome, toProblem } from '../errors.js';
@@ -67,18 +68,35 @@ export const onError: ErrorHandler<AppEnv> = (error, c) => {
   return renderError(c, appError);
 };
 
-export const onNotFound: NotFoundHandler<AppEnv> = (c) => {
-  const notFound = new AppError('not_found');
-  // the request log line and metrics read the error code from here, as after onError
-  c.error = notFound;
-  // probing for admin routes that do not exist is a refusal at an admin route: audited too
-  try {
-    recordErrorResponse(c, notFound, notFound);
-  } catch (auditError) {
-    c.var.deps?.logger.error(
-      { req_id: c.var.requestId, err: auditError },
-      'could not audit a refused request',
-    );
-  }
-  return renderError(c, notFound);
-};
+const ROUTE_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
+
+/**
+ * The answer when no route matched: 405 with `Allow` when the path exists under other methods
+ * (`GET /auth/login`), else 404 — so a frontend developer learns which of the two was wrong.
+ * Built from the app's routes once they are all registered.
+ */
+export function onNotFound(routes: readonly { method: string; path: string }[]): NotFoundHandler<AppEnv> {
+  const router = new TrieRouter<string>();
+  for (const { method, path } of routes)
+    if ((ROUTE_METHODS as readonly string[]).includes(method)) router.add(method, path, method);
+  const allowedFor = (path: string) => ROUTE_METHODS.filter((m) => router.match(m, path)[0].length > 0);
+  return (c) => {
+    const allowed = allowedFor(c.req.path);
+    const refused =
+      allowed.length > 0
+        ? new AppError('method_not_allowed', { headers: { Allow: allowed.join(', ') } })
+        : new AppError('not_found');
+    // the request log line and metrics read the error code from here, as after onError
+    c.error = refused;
+    // probing admin routes that do not exist is a refusal at an admin route: audited too
+    try {
+      recordErrorResponse(c, refused, refused);
+    } catch (auditError) {
+      c.var.deps?.logger.error(
+        { req_id: c.var.requestId, err: auditError },
+        'could not audit a refused request',
+      );
+    }
+    return renderError(c, refused);
+  };
+}

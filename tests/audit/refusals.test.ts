@@ -246,18 +246,19 @@ describe.each(DIALECTS)('refusals in the audit trail and the request log (%s)', 
     });
   });
 
-  it('records requests to admin routes that do not exist, with or without a token', async () => {
-    for (const [path, init] of [
-      ['/admin/secret-export', {}],
-      ['/admin/users', { method: 'DELETE', token: admin }],
-      ['/admin/users', { method: 'POST', token: tokenDoc, json: { role: 'admin' } }],
+  it('records requests to admin routes or methods that do not exist, with or without a token', async () => {
+    for (const [path, init, status, code] of [
+      ['/admin/secret-export', {}, 404, 'not_found'],
+      ['/admin/users', { method: 'DELETE', token: admin }, 405, 'method_not_allowed'],
+      [
+        '/admin/users',
+        { method: 'POST', token: tokenDoc, json: { role: 'admin' } },
+        405,
+        'method_not_allowed',
+      ],
     ] as const) {
-      const probe = await refused(path, init, 404, 'not_found');
-      expect(only(probe.rows)).toMatchObject({
-        action: 'api.request',
-        outcome: 'denied',
-        error_code: 'not_found',
-      });
+      const probe = await refused(path, init, status, code);
+      expect(only(probe.rows)).toMatchObject({ action: 'api.request', outcome: 'denied', error_code: code });
     }
   });
 
@@ -456,6 +457,7 @@ describe.each(DIALECTS)('refusals in the audit trail and the request log (%s)', 
         'invalid_refresh_token',
         'rate_limited',
         'not_found',
+        'method_not_allowed',
       ]),
     );
     const failed = await page('outcome=failed');

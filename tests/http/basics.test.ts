@@ -149,6 +149,22 @@ describe('HTTP basics', () => {
     expect(await response.json()).toMatchObject({ code: 'not_found', status: 404 });
   });
 
+  it.each([
+    ['GET', '/auth/login', 'POST'],
+    ['PUT', '/auth/login', 'POST'],
+    ['DELETE', '/admin/users', 'GET'],
+    ['POST', '/admin/users/019a6b40-2b3c-7d4e-9f50-6a7b8c9d0e1f', 'GET, PATCH'],
+    ['DELETE', '/patient/observations', 'GET'],
+  ])(
+    'answers %s %s, a path known under other methods, with 405 and Allow: %s',
+    async (method, path, allow) => {
+      const response = await gw.call(path, { method });
+      expect(response.status).toBe(405);
+      expect(response.headers.get('allow')).toBe(allow);
+      expect(await response.json()).toMatchObject({ code: 'method_not_allowed', status: 405 });
+    },
+  );
+
   it('refuses a slim request body over 64 KiB with 413', async () => {
     const response = await gw.call('/auth/login', {
       method: 'POST',
