@@ -30,7 +30,13 @@ export type ValueDto =
   | { type: 'boolean'; value: boolean }
   | { type: 'integer'; value: number }
   | { type: 'coded'; system: string | null; code: string | null; display: string | null }
-  | { type: 'datetime'; value: string };
+  | { type: 'datetime'; value: string }
+  | { type: 'time'; value: string }
+  | { type: 'period'; start: string | null; end: string | null }
+  | { type: 'range'; low: QuantityDto | null; high: QuantityDto | null }
+  | { type: 'ratio'; numerator: QuantityDto | null; denominator: QuantityDto | null }
+  /** No value, and the record says why (`dataAbsentReason`: not asked, an error, ...). */
+  | { type: 'absent'; system: string | null; code: string | null; display: string | null };
 
 export interface ObservationDto {
   id: string;
@@ -71,7 +77,11 @@ type ValueCarrier = Pick<
   | 'valueInteger'
   | 'valueCodeableConcept'
   | 'valueDateTime'
+  | 'valueTime'
+  | 'valuePeriod'
   | 'valueRange'
+  | 'valueRatio'
+  | 'dataAbsentReason'
 >;
 
 function observedValue(source: ValueCarrier | ObservationComponent): ValueDto | null {
@@ -90,6 +100,16 @@ function observedValue(source: ValueCarrier | ObservationComponent): ValueDto | 
   if (source.valueInteger !== undefined) return { type: 'integer', value: source.valueInteger };
   if (source.valueCodeableConcept) return { type: 'coded', ...codeOf(source.valueCodeableConcept) };
   if (source.valueDateTime !== undefined) return { type: 'datetime', value: source.valueDateTime };
+  if (source.valueTime !== undefined) return { type: 'time', value: source.valueTime };
+  if (source.valuePeriod)
+    return { type: 'period', start: source.valuePeriod.start ?? null, end: source.valuePeriod.end ?? null };
+  if (source.valueRange)
+    return { type: 'range', low: quantity(source.valueRange.low), high: quantity(source.valueRange.high) };
+  if (source.valueRatio) {
+    const { numerator, denominator } = source.valueRatio;
+    return { type: 'ratio', numerator: quantity(numerator), denominator: quantity(denominator) };
+  }
+  if (source.dataAbsentReason) return { type: 'absent', ...codeOf(source.dataAbsentReason) };
   return null;
 }
 

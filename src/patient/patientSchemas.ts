@@ -6,6 +6,8 @@ const Code = z
   .object({ system: z.string().nullable(), code: z.string().nullable(), display: z.string().nullable() })
   .openapi('Code', { example: { system: 'http://loinc.org', code: '8867-4', display: 'Heart rate' } });
 
+const SimpleQuantity = z.object({ value: z.number().nullable(), unit: z.string().nullable() });
+
 const Value = z
   .discriminatedUnion('type', [
     z.object({
@@ -25,10 +27,24 @@ const Value = z
       display: z.string().nullable(),
     }),
     z.object({ type: z.literal('datetime'), value: z.string() }),
+    z.object({ type: z.literal('time'), value: z.string() }),
+    z.object({ type: z.literal('period'), start: z.string().nullable(), end: z.string().nullable() }),
+    z.object({ type: z.literal('range'), low: SimpleQuantity.nullable(), high: SimpleQuantity.nullable() }),
+    z.object({
+      type: z.literal('ratio'),
+      numerator: SimpleQuantity.nullable(),
+      denominator: SimpleQuantity.nullable(),
+    }),
+    z
+      .object({
+        type: z.literal('absent'),
+        system: z.string().nullable(),
+        code: z.string().nullable(),
+        display: z.string().nullable(),
+      })
+      .openapi({ description: 'No value, and why (the FHIR dataAbsentReason), e.g. "Not Performed"' }),
   ])
   .openapi('ObservationValue');
-
-const SimpleQuantity = z.object({ value: z.number().nullable(), unit: z.string().nullable() });
 
 export const ObservationDtoSchema = z
   .object({
