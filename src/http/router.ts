@@ -5,12 +5,15 @@ import type { AppEnv } from './types.js';
 
 /** Turns zod issues into `{path, message}` pairs naming the field at fault (never echoing its value). */
 export function fieldErrors(error: ZodError): FieldError[] {
-  return error.issues.map((issue) => {
-    const path = issue.path.map(String).join('.');
-    if (issue.code === 'unrecognized_keys') {
-      return { path: issue.keys.join(', '), message: 'is not an accepted field' };
-    }
-    return { path: path || '(body)', message: issue.message };
+  return error.issues.flatMap((issue) => {
+    const path = issue.path.map(String);
+    // one entry per unknown key, under the object it was found in (`address.zip`)
+    if (issue.code === 'unrecognized_keys')
+      return issue.keys.map((key) => ({
+        path: [...path, key].join('.'),
+        message: 'is not an accepted field',
+      }));
+    return [{ path: path.join('.') || '(body)', message: issue.message }];
   });
 }
 

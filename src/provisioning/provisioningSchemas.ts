@@ -34,12 +34,18 @@ const AddressSchema = z
     country: line(100).optional(),
   })
   .strict()
+  // FHIR refuses an element with nothing in it (ele-1): say so on the DTO's own field
+  .refine((address) => Object.keys(address).length > 0, 'must have at least one field')
   .openapi({ example: { line: ['1 Main St'], city: 'Springfield', postal_code: '12345', country: 'US' } });
 
 function isPastCalendarDate(value: string): boolean {
   const date = new Date(`${value}T00:00:00Z`);
   return (
-    !Number.isNaN(date.getTime()) && date.toISOString().startsWith(value) && date.getTime() <= Date.now()
+    // FHIR dates start at year 0001
+    !value.startsWith('0000') &&
+    !Number.isNaN(date.getTime()) &&
+    date.toISOString().startsWith(value) &&
+    date.getTime() <= Date.now()
   );
 }
 

@@ -316,6 +316,27 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
   });
 
   it.each([
+    ['a year 0000', { dob: '0000-01-01' }, ['dob']],
+    ['an empty address', { address: {} }, ['address']],
+    [
+      'unknown fields inside the address',
+      { address: { city: 'X', zip: '1', street: 'Y' } },
+      ['address.zip', 'address.street'],
+    ],
+    ['a control character in the name', { name: 'Ann\u0001 Lee' }, ['name']],
+  ])('names the request field at fault for %s', async (_label, change, paths) => {
+    const response = await post('/fhir/patient', {
+      name: 'Path Case',
+      dob: '1990-01-01',
+      email: 'path@example.com',
+      ...change,
+    });
+    expect(response.status).toBe(400);
+    const problem = (await response.json()) as { errors: { path: string }[] };
+    expect(problem.errors.map((e) => e.path)).toEqual(paths);
+  });
+
+  it.each([
     ['a domain label ending in a hyphen', 'ann@example-.com'],
     ['a domain label over 63 characters', `ann@${'x'.repeat(64)}.com`],
     ['a non-ASCII local part', 'josé@example.com'],
