@@ -1,4 +1,4 @@
-import { createRoute } from '@hono/zod-openapi';
+import { createRoute, z } from '@hono/zod-openapi';
 import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import { bearerSecurity, errorResponses } from '../http/schemas.js';
@@ -37,8 +37,11 @@ const profileRoute = createRoute({
   summary: "The caller's own Patient record",
   security: bearerSecurity,
   middleware: patientOnly,
+  // no parameters: `?patient=` and the like are refused as on every slim read, never silently ignored
+  request: { query: z.object({}).strict() },
   responses: {
     200: { description: 'The profile', content: { 'application/json': { schema: PatientDtoSchema } } },
+    400: errorResponses[400],
     401: errorResponses[401],
     403: errorResponses[403],
     404: errorResponses[404],

@@ -212,6 +212,9 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
     it('ignores ?patient= and headers naming another patient: the scope comes from the token only', async () => {
       const response = await call(`/patient/observations?patient=${ids.B}`, tokenA);
       expect(response.status).toBe(400);
+      const profile = await call(`/patient/profile?patient=${ids.B}`, tokenA);
+      expect(profile.status).toBe(400);
+      noCanary(profile.text);
       const headers = { 'x-patient-id': ids.B, 'x-fhir-id': ids.B };
       const withHeaders = await call('/patient/observations?limit=100', tokenA, { headers });
       noCanary(withHeaders.text);
