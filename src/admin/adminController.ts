@@ -68,6 +68,7 @@ const reissueRoute = createRoute({
       description: 'A new code was queued for email',
       content: { 'application/json': { schema: ReissueResponse } },
     },
+    400: errorResponses[400],
     401: errorResponses[401],
     403: errorResponses[403],
     404: errorResponses[404],
@@ -290,6 +291,7 @@ const getUserRoute = createRoute({
   request: { params: UserIdParam },
   responses: {
     200: { description: 'The account', content: { 'application/json': { schema: AdminUser } } },
+    400: errorResponses[400],
     401: errorResponses[401],
     403: errorResponses[403],
     404: errorResponses[404],
@@ -320,6 +322,7 @@ const patchUserRoute = createRoute({
     403: errorResponses[403],
     404: errorResponses[404],
     409: errorResponses[409],
+    413: errorResponses[413],
     415: errorResponses[415],
   },
 });

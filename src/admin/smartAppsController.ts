@@ -115,6 +115,7 @@ const registerRoute = createRoute({
     400: errorResponses[400],
     401: errorResponses[401],
     403: errorResponses[403],
+    413: errorResponses[413],
     415: errorResponses[415],
   },
 });
@@ -148,6 +149,7 @@ const getRoute = createRoute({
   request: { params: ClientIdParam },
   responses: {
     200: { description: 'The app', content: { 'application/json': { schema: SmartApp } } },
+    400: errorResponses[400],
     401: errorResponses[401],
     403: errorResponses[403],
     404: errorResponses[404],
@@ -168,6 +170,7 @@ const patchRoute = createRoute({
     401: errorResponses[401],
     403: errorResponses[403],
     404: errorResponses[404],
+    413: errorResponses[413],
     415: errorResponses[415],
   },
 });

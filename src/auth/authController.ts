@@ -99,6 +99,7 @@ const loginRoute = createRoute({
     200: { description: 'Logged in', content: { 'application/json': { schema: TokenResponse } } },
     400: errorResponses[400],
     401: errorResponses[401],
+    413: errorResponses[413],
     415: errorResponses[415],
     429: errorResponses[429],
   },
@@ -116,6 +117,7 @@ const signupRoute = createRoute({
       content: { 'application/json': { schema: TokenResponse } },
     },
     400: errorResponses[400],
+    413: errorResponses[413],
     415: errorResponses[415],
     429: errorResponses[429],
   },
@@ -134,6 +136,7 @@ const refreshRoute = createRoute({
     },
     400: errorResponses[400],
     401: errorResponses[401],
+    413: errorResponses[413],
     415: errorResponses[415],
   },
 });
@@ -175,7 +178,7 @@ const resendRoute = createRoute({
   tags: ['auth'],
   summary: 'Send a fresh signup code to a pending account',
   request: { body: json(EmailBody) },
-  responses: { 202: accepted, 400: errorResponses[400], 415: errorResponses[415], 429: errorResponses[429] },
+  responses: { 202: accepted, 400: errorResponses[400], 413: errorResponses[413], 415: errorResponses[415], 429: errorResponses[429] },
 });
 
 const forgotRoute = createRoute({
@@ -184,7 +187,7 @@ const forgotRoute = createRoute({
   tags: ['auth'],
   summary: 'Send a password-reset code to an active account',
   request: { body: json(EmailBody) },
-  responses: { 202: accepted, 400: errorResponses[400], 415: errorResponses[415], 429: errorResponses[429] },
+  responses: { 202: accepted, 400: errorResponses[400], 413: errorResponses[413], 415: errorResponses[415], 429: errorResponses[429] },
 });
 
 const resetRoute = createRoute({
@@ -196,6 +199,7 @@ const resetRoute = createRoute({
   responses: {
     200: { description: 'Password changed', content: { 'application/json': { schema: Message } } },
     400: errorResponses[400],
+    413: errorResponses[413],
     415: errorResponses[415],
     429: errorResponses[429],
   },

@@ -36,6 +36,7 @@ const provisionResponses = {
   401: errorResponses[401],
   403: errorResponses[403],
   409: errorResponses[409],
+  413: errorResponses[413],
   415: errorResponses[415],
   422: {
     ...errorResponses[409],
