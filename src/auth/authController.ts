@@ -178,7 +178,13 @@ const resendRoute = createRoute({
   tags: ['auth'],
   summary: 'Send a fresh signup code to a pending account',
   request: { body: json(EmailBody) },
-  responses: { 202: accepted, 400: errorResponses[400], 413: errorResponses[413], 415: errorResponses[415], 429: errorResponses[429] },
+  responses: {
+    202: accepted,
+    400: errorResponses[400],
+    413: errorResponses[413],
+    415: errorResponses[415],
+    429: errorResponses[429],
+  },
 });
 
 const forgotRoute = createRoute({
@@ -187,7 +193,13 @@ const forgotRoute = createRoute({
   tags: ['auth'],
   summary: 'Send a password-reset code to an active account',
   request: { body: json(EmailBody) },
-  responses: { 202: accepted, 400: errorResponses[400], 413: errorResponses[413], 415: errorResponses[415], 429: errorResponses[429] },
+  responses: {
+    202: accepted,
+    400: errorResponses[400],
+    413: errorResponses[413],
+    415: errorResponses[415],
+    429: errorResponses[429],
+  },
 });
 
 const resetRoute = createRoute({
