@@ -172,19 +172,22 @@ const accepted = {
   content: { 'application/json': { schema: Message } },
 };
 
+/** The code-mail routes answer alike whatever the email: nothing tells which accounts exist. */
+const codeMailResponses = {
+  202: accepted,
+  400: errorResponses[400],
+  413: errorResponses[413],
+  415: errorResponses[415],
+  429: errorResponses[429],
+};
+
 const resendRoute = createRoute({
   method: 'post',
   path: '/auth/access-code/resend',
   tags: ['auth'],
   summary: 'Send a fresh signup code to a pending account',
   request: { body: json(EmailBody) },
-  responses: {
-    202: accepted,
-    400: errorResponses[400],
-    413: errorResponses[413],
-    415: errorResponses[415],
-    429: errorResponses[429],
-  },
+  responses: codeMailResponses,
 });
 
 const forgotRoute = createRoute({
@@ -193,13 +196,7 @@ const forgotRoute = createRoute({
   tags: ['auth'],
   summary: 'Send a password-reset code to an active account',
   request: { body: json(EmailBody) },
-  responses: {
-    202: accepted,
-    400: errorResponses[400],
-    413: errorResponses[413],
-    415: errorResponses[415],
-    429: errorResponses[429],
-  },
+  responses: codeMailResponses,
 });
 
 const resetRoute = createRoute({
