@@ -70,6 +70,8 @@ export async function settleIntent(
     fhir_id?: string | null;
     user_id?: string | null;
     last_error?: string | null;
+    /** For an intent settled `not_created`: when to look once more for a create that landed late. */
+    lease_until?: string;
     updated_at: string;
   },
 ): Promise<boolean> {
@@ -119,5 +121,58 @@ export function pendingIntents(db: Db) {
     .where('state', '=', 'pending')
     .orderBy('created_at')
     .limit(200)
+    .execute();
+}
+
+/** What an abandoned intent's `last_error` says about the late look (reconciliation.ts). */
+export const LATE_LOOK = {
+  /** Nothing was found; one more look is due at `lease_until`. */
+  due: 'not_created',
+  /** A reconciler is looking (until `lease_until`; after it, the look is due again). */
+  looking: 'late_look',
+  /** The second look found nothing either. */
+  confirmed: 'not_created_confirmed',
+  /** A create landed after the first look: its resource is listed as an orphan. */
+  landedLate: 'late_create',
+} as const;
+
+/** Abandoned intents whose late look is due (or was left by a reconciler that died). */
+export async function lateLookIds(db: Db, nowIso: string, limit: number): Promise<string[]> {
+  const rows = await db
+    .selectFrom('provisioning_intents')
+    .select('id')
+    .where('state', '=', 'abandoned')
+    .where('last_error', 'in', [LATE_LOOK.due, LATE_LOOK.looking])
+    .where('lease_until', '<', nowIso)
+    .orderBy('lease_until')
+    .limit(limit)
+    .execute();
+  return rows.map((r) => r.id);
+}
+
+/** Takes the late look of one intent for `leaseUntilIso`; undefined when another reconciler has it or it is done. */
+export async function claimLateLook(db: Db, id: string, nowIso: string, leaseUntilIso: string) {
+  return db
+    .updateTable('provisioning_intents')
+    .set({ last_error: LATE_LOOK.looking, lease_until: leaseUntilIso, updated_at: nowIso })
+    .where('id', '=', id)
+    .where('state', '=', 'abandoned')
+    .where('last_error', 'in', [LATE_LOOK.due, LATE_LOOK.looking])
+    .where('lease_until', '<', nowIso)
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** Ends a late look with its result, or puts it off to `retryAtIso` (the FHIR server could not answer). */
+export async function endLateLook(
+  db: Db,
+  id: string,
+  result: { last_error: string; lease_until?: string; state?: 'orphaned'; updated_at: string },
+): Promise<void> {
+  await db
+    .updateTable('provisioning_intents')
+    .set(result)
+    .where('id', '=', id)
+    .where('last_error', '=', LATE_LOOK.looking)
     .execute();
 }

@@ -328,6 +328,14 @@ export async function completeAccount(
     if (!settled) throw new LeaseLost('the provisioning intent was taken over');
     const held = keyOfIntent(intent);
     if (held) await finishKey(trx, held, response);
+    // a resource listed as an orphan (a create that landed late) is one no longer: an account uses it
+    await trx
+      .updateTable('fhir_orphans')
+      .set({ resolved_at: now.toISOString() })
+      .where('fhir_type', '=', type)
+      .where('fhir_id', '=', created.id)
+      .where('resolved_at', 'is', null)
+      .execute();
   });
   deps.outbox.wake();
   return response;

@@ -9,9 +9,13 @@ import { findUserByEmail } from '../users/userRepository.js';
 import { finishKey, keyOfIntent, releaseKey } from './idempotency.js';
 import {
   claimIntent,
+  claimLateLook,
+  endLateLook,
   findIntent,
   type IntentClaim,
+  LATE_LOOK,
   lapsedIntentIds,
+  lateLookIds,
   postponeIntent,
   renewIntent,
   settleIntent,
@@ -46,6 +50,8 @@ const RECONCILE_EVERY_MS = 10_000;
 /** After a failed attempt (FHIR server down) an intent is looked at again this much later. */
 const RETRY_AFTER_FAILURE_MS = 15_000;
 const BATCH = 20;
+/** How long after "nothing was created" (past the FHIR timeout) reconciliation looks once more. */
+export const LATE_LOOK_AFTER_MS = 120_000;
 
 function intentAudit(deps: AppDeps, intent: IntentRow) {
   return (event: Parameters<typeof writeAudit>[2], db = deps.db) =>
@@ -78,12 +84,14 @@ async function settle(
   claim: IntentClaim,
   state: 'abandoned' | 'orphaned',
   reason: string,
+  lateLookAt?: string,
 ) {
   const held = keyOfIntent(intent);
   // one commit: a crash between the two left the key in progress behind a settled intent
   await deps.db.transaction().execute(async (trx) => {
     const settled = await settleIntent(trx, claim, state, {
       last_error: reason,
+      ...(lateLookAt ? { lease_until: lateLookAt } : {}),
       updated_at: deps.clock.now().toISOString(),
     });
     if (settled && held) await releaseKey(trx, held, intent.id);
@@ -116,7 +124,10 @@ async function settleClaimed(deps: AppDeps, intent: IntentRow, claim: IntentClai
       detail: { result },
     });
   if (found.length === 0) {
-    await settle(deps, intent, claim, 'abandoned', 'not_created');
+    // the key is freed at once (a retry may go now), and one more look is due later: a slow
+    // server may still commit the create it took before our request gave up
+    const lateLookAt = isoAfter(deps.clock.now(), deps.config.fhir.timeoutMs + LATE_LOOK_AFTER_MS);
+    await settle(deps, intent, claim, 'abandoned', LATE_LOOK.due, lateLookAt);
     await record('nothing_created');
     return 'abandoned';
   }
@@ -222,11 +233,97 @@ export async function reconcileLapsed(deps: AppDeps, logger: Logger): Promise<Re
   return counts;
 }
 
+/**
+ * The second look at an intent settled "nothing created": a resource that landed since and that no
+ * account links to is listed as an orphan (`late_create`), never left unlisted; an admin's next
+ * create for that email links it (the create is conditional on the account identifier) and
+ * resolves the listing. Put off while another create of the same email is under way, whose
+ * resource is not linked yet. Returns what the look found, or undefined when it was not ours.
+ */
+export async function lookLate(
+  deps: AppDeps,
+  intentId: string,
+): Promise<'confirmed' | 'landed' | 'put_off' | undefined> {
+  const now = deps.clock.now();
+  const intent = await claimLateLook(deps.db, intentId, now.toISOString(), isoAfter(now, LEASE_MS));
+  if (!intent) return undefined;
+  const later = (last_error: string, ms: number) =>
+    endLateLook(deps.db, intent.id, {
+      last_error,
+      lease_until: isoAfter(deps.clock.now(), ms),
+      updated_at: deps.clock.now().toISOString(),
+    });
+  let found: ProvisionedResource[];
+  try {
+    found = await accountResources(deps, intent);
+  } catch (error) {
+    await later(LATE_LOOK.due, RETRY_AFTER_FAILURE_MS);
+    throw error;
+  }
+  if (await hasPendingIntent(deps, intent.email)) {
+    await later(LATE_LOOK.due, RECONCILE_EVERY_MS);
+    return 'put_off';
+  }
+  const owner = await findUserByEmail(deps.db, intent.email);
+  const unlinked = found.filter((r) => r.id !== owner?.fhir_resource_id);
+  const updated_at = deps.clock.now().toISOString();
+  if (unlinked.length === 0) {
+    await endLateLook(deps.db, intent.id, { last_error: LATE_LOOK.confirmed, updated_at });
+    return 'confirmed';
+  }
+  for (const r of unlinked)
+    await recordOrphan(deps, intent.fhir_type, r.id as string, LATE_LOOK.landedLate, intent.request_id);
+  await endLateLook(deps.db, intent.id, { last_error: LATE_LOOK.landedLate, state: 'orphaned', updated_at });
+  await intentAudit(
+    deps,
+    intent,
+  )({
+    action: 'provisioning.reconcile',
+    outcome: 'failed',
+    targetFhirType: intent.fhir_type,
+    detail: { result: 'late_create' },
+  });
+  return 'landed';
+}
+
+async function hasPendingIntent(deps: AppDeps, email: string): Promise<boolean> {
+  const row = await deps.db
+    .selectFrom('provisioning_intents')
+    .select('id')
+    .where('email', '=', email)
+    .where('state', '=', 'pending')
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** Every late look that is due, now. */
+export async function lookLateAtAbandoned(
+  deps: AppDeps,
+  logger: Logger,
+): Promise<Record<'confirmed' | 'landed' | 'put_off', number>> {
+  const counts = { confirmed: 0, landed: 0, put_off: 0 };
+  for (const id of await lateLookIds(deps.db, deps.clock.now().toISOString(), BATCH)) {
+    try {
+      const result = await lookLate(deps, id);
+      if (result) counts[result]++;
+    } catch (error) {
+      logger.warn(
+        { intent_id: id, code: error instanceof AppError ? error.code : 'unexpected' },
+        'late look postponed',
+      );
+    }
+  }
+  if (counts.landed > 0)
+    logger.warn({ ...counts }, 'provisioning: creates landed after reconciliation looked; listed as orphans');
+  return counts;
+}
+
 /** Reconciles at once, then every RECONCILE_EVERY_MS; returns the stop function. */
 export function startReconciler(deps: AppDeps): () => Promise<void> {
   let running: Promise<unknown> | undefined;
   const run = () => {
     running ??= reconcileLapsed(deps, deps.logger)
+      .then(() => lookLateAtAbandoned(deps, deps.logger))
       .catch((error: unknown) => deps.logger.warn({ err: error }, 'reconciliation failed'))
       .finally(() => {
         running = undefined;

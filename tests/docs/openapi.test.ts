@@ -129,7 +129,8 @@ describe('/openapi.json', () => {
         if (!op.responses['413']) missing.push(`${key}: 413`);
         if (!op.responses['415']) missing.push(`${key}: 415`);
       }
-      if ((op as { parameters?: unknown[] }).parameters?.length && !op.responses['400']) missing.push(`${key}: 400`);
+      if ((op as { parameters?: unknown[] }).parameters?.length && !op.responses['400'])
+        missing.push(`${key}: 400`);
     }
     expect(missing).toEqual([]);
   });

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
 import { AppError } from '../../src/errors.js';
 import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
-import { createMayHaveLanded } from '../../src/provisioning/provisioningService.js';
+import { accountIdentifierQuery, createMayHaveLanded } from '../../src/provisioning/provisioningService.js';
 import {
   startFailingProxy,
   startFakeUpstream,
@@ -13,6 +13,7 @@ import {
 } from '../helpers/fakeUpstream.js';
 import { startTestGateway, type TestGateway, tempDir } from '../helpers/gateway.js';
 import { DIALECTS } from '../helpers/postgres.js';
+import { waitFor } from '../helpers/processes.js';
 import { startSmtpCapture } from '../helpers/smtp.js';
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -528,5 +529,126 @@ describe.each(DIALECTS)('a key left behind an intent that was settled already (%
     expect(await reconcileIntent(gw.deps, 'live')).toBe('held');
     const keys = await gw.deps.db.selectFrom('idempotency_keys').select(['key', 'state']).execute();
     expect(keys).toEqual([{ key: 'key-live', state: 'in_progress' }]);
+  });
+});
+
+describe.each(DIALECTS)('a create that lands after reconciliation found nothing (%s)', (dialect) => {
+  /**
+   * Runs the late look of `id`, and answers its outcome from the row: the gateway's own reconciler
+   * (every 10 s) may have taken the look first, which must come to the same.
+   */
+  async function lookedLate(gw: TestGateway, id: string): Promise<string | null> {
+    const { lookLate } = await import('../../src/provisioning/reconciliation.js');
+    await lookLate(gw.deps, id);
+    let lastError: string | null = null;
+    await waitFor('the late look to end', async () => {
+      const row = await gw.deps.db
+        .selectFrom('provisioning_intents')
+        .select('last_error')
+        .where('id', '=', id)
+        .executeTakeFirstOrThrow();
+      lastError = row.last_error;
+      return lastError !== 'late_look';
+    });
+    return lastError;
+  }
+
+  it('is listed as an orphan by the late look, and resolved when the next create links it', async () => {
+    const clock = new ManualClock();
+    const smtp = await smtpCapture();
+    const gw = await gateway({ dialect, clock, env: { SMTP_URL: smtp.url } });
+    const admin = await adminId(gw);
+    const email = `late-${dialect}@example.com`;
+    const past = new Date(clock.now().getTime() - 60_000).toISOString();
+    await gw.deps.db
+      .insertInto('provisioning_intents')
+      .values(
+        intentRow({
+          id: 'intent-late',
+          actor: admin,
+          key: 'k-late',
+          email,
+          displayName: 'Late Lee',
+          state: 'pending',
+          leaseUntil: past,
+          at: past,
+        }),
+      )
+      .execute();
+    const { reconcileIntent, LATE_LOOK_AFTER_MS } = await import('../../src/provisioning/reconciliation.js');
+    expect(await reconcileIntent(gw.deps, 'intent-late')).toBe('abandoned');
+    // the slow server commits the create it took before the request gave up
+    const [system, value] = accountIdentifierQuery(gw.deps.config.publicBaseUrl, email).split('|');
+    const late = await gw.deps.fhir.create('Patient', {
+      resourceType: 'Patient',
+      name: [{ family: 'Lee', given: ['Late'] }],
+      identifier: [{ system, value }],
+      telecom: [{ system: 'email', value: email }],
+    });
+    expect(await lookedLate(gw, 'intent-late')).toBe('not_created'); // not due yet
+    clock.advance(gw.deps.config.fhir.timeoutMs + LATE_LOOK_AFTER_MS + 1_000);
+    expect(await lookedLate(gw, 'intent-late')).toBe('late_create');
+    const token = await gw.adminToken();
+    const listed = (await (await gw.call('/admin/provisioning/orphans', { token })).json()) as {
+      orphans: { fhir_id: string; reason: string }[];
+    };
+    expect(listed.orphans).toEqual([expect.objectContaining({ fhir_id: late.id, reason: 'late_create' })]);
+    // the admin creates the account again: the conditional create finds the resource and links it
+    const created = await createPatient(gw, email);
+    expect(created.status).toBe(201);
+    expect(((await created.json()) as { fhir_id: string }).fhir_id).toBe(late.id);
+    const after = (await (await gw.call('/admin/provisioning/orphans', { token })).json()) as {
+      orphans: unknown[];
+    };
+    expect(after.orphans).toEqual([]);
+  });
+
+  it('confirms nothing landed, once, and waits while another create of the email is under way', async () => {
+    const clock = new ManualClock();
+    const gw = await gateway({ dialect, clock });
+    const admin = await adminId(gw);
+    const email = `never-${dialect}@example.com`;
+    const past = new Date(clock.now().getTime() - 60_000).toISOString();
+    await gw.deps.db
+      .insertInto('provisioning_intents')
+      .values(
+        intentRow({
+          id: 'intent-never',
+          actor: admin,
+          key: 'k-never',
+          email,
+          displayName: 'N',
+          state: 'pending',
+          leaseUntil: past,
+          at: past,
+        }),
+      )
+      .execute();
+    const { reconcileIntent, LATE_LOOK_AFTER_MS } = await import('../../src/provisioning/reconciliation.js');
+    expect(await reconcileIntent(gw.deps, 'intent-never')).toBe('abandoned');
+    clock.advance(gw.deps.config.fhir.timeoutMs + LATE_LOOK_AFTER_MS + 1_000);
+    const live = new Date(clock.now().getTime() + 60_000).toISOString();
+    await gw.deps.db
+      .insertInto('provisioning_intents')
+      .values(
+        intentRow({
+          id: 'intent-live',
+          actor: admin,
+          key: 'k-live',
+          email,
+          displayName: 'N',
+          state: 'pending',
+          leaseUntil: live,
+          at: clock.now().toISOString(),
+        }),
+      )
+      .execute();
+    // its resource may not be linked yet: the look waits for it
+    expect(await lookedLate(gw, 'intent-never')).toBe('not_created');
+    await gw.deps.db.deleteFrom('provisioning_intents').where('id', '=', 'intent-live').execute();
+    clock.advance(60_000);
+    expect(await lookedLate(gw, 'intent-never')).toBe('not_created_confirmed');
+    clock.advance(3_600_000);
+    expect(await lookedLate(gw, 'intent-never')).toBe('not_created_confirmed');
   });
 });
