@@ -163,7 +163,7 @@ export async function claimLateLook(db: Db, id: string, nowIso: string, leaseUnt
     .executeTakeFirst();
 }
 
-/** Ends a late look with its result, or puts it off to `retryAtIso` (the FHIR server could not answer). */
+/** Ends a late look with its result, or puts it off (`last_error` due again, a later `lease_until`). */
 export async function endLateLook(
   db: Db,
   id: string,

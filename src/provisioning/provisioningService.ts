@@ -1,6 +1,7 @@
 import type { Patient, Practitioner } from '@medplum/fhirtypes';
+import type { Kysely, Transaction } from 'kysely';
 import { isLockTimeout } from '../../db/connection.js';
-import type { IntentRow } from '../../db/schema.js';
+import type { Database, IntentRow } from '../../db/schema.js';
 import { type AuditEvent, writeAudit } from '../audit/auditService.js';
 import { auditedError } from '../audit/requestAudit.js';
 import { generateAccessCode, hashAccessCode } from '../auth/accessCodes.js';
@@ -196,8 +197,9 @@ export async function recordOrphan(
   fhirId: string,
   reason: string,
   requestId: string | null,
+  db: Kysely<Database> | Transaction<Database> = deps.db,
 ) {
-  await deps.db
+  await db
     .insertInto('fhir_orphans')
     .values({
       id: uuidv7(),

@@ -271,17 +271,25 @@ export async function lookLate(
     await endLateLook(deps.db, intent.id, { last_error: LATE_LOOK.confirmed, updated_at });
     return 'confirmed';
   }
-  for (const r of unlinked)
-    await recordOrphan(deps, intent.fhir_type, r.id as string, LATE_LOOK.landedLate, intent.request_id);
-  await endLateLook(deps.db, intent.id, { last_error: LATE_LOOK.landedLate, state: 'orphaned', updated_at });
-  await intentAudit(
-    deps,
-    intent,
-  )({
-    action: 'provisioning.reconcile',
-    outcome: 'failed',
-    targetFhirType: intent.fhir_type,
-    detail: { result: 'late_create' },
+  // one commit: a crash in between would list the orphans again at the next look
+  await deps.db.transaction().execute(async (trx) => {
+    for (const r of unlinked)
+      await recordOrphan(
+        deps,
+        intent.fhir_type,
+        r.id as string,
+        LATE_LOOK.landedLate,
+        intent.request_id,
+        trx,
+      );
+    await endLateLook(trx, intent.id, { last_error: LATE_LOOK.landedLate, state: 'orphaned', updated_at });
+    const event = {
+      action: 'provisioning.reconcile',
+      outcome: 'failed',
+      targetFhirType: intent.fhir_type,
+      detail: { result: 'late_create' },
+    } as const;
+    await intentAudit(deps, intent)(event, trx);
   });
   return 'landed';
 }
