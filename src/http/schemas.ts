@@ -12,7 +12,6 @@ export const EmailSchema = z
   .regex(PLAIN_ADDRESS, 'must be a single email address')
   .openapi({ example: 'ann@example.com', format: 'email', maxLength: MAX_EMAIL_LENGTH });
 
-/** One line of text: no CR/LF, tabs or NUL (these values end up in mails and FHIR resources). */
 // control characters and line breaks; lone surrogates and U+FFFD (a body that was not UTF-8);
 // bidi embeddings, overrides and isolates, which make a name render as another in a code mail or
 // an admin's screen ("Trojan Source"). Joiners and marks inside a name stay: scripts need them.
@@ -20,11 +19,12 @@ const NOT_PLAIN_LINE = /[\p{Cc}\p{Cs}\u2028\u2029\u202A-\u202E\u2066-\u2069\uFFF
 // nothing a reader would see: spaces, zero-width characters, soft hyphens
 const INVISIBLE = /^[\s\u200B-\u200D\u2060\uFEFF\u00AD]*$/u;
 
-/** One line of text a person can read as it is stored (table-tested in tests/http/basics.test.ts). */
+/** One line of text a person can read as it is stored (table-tested in tests/http/plainLine.test.ts). */
 export function isPlainLine(value: string): boolean {
   return !NOT_PLAIN_LINE.test(value) && !INVISIBLE.test(value);
 }
 
+/** One line of plain text (these values end up in mails, admin screens and FHIR resources). */
 export const line = (max: number) =>
   z.string().trim().min(1).max(max).refine(isPlainLine, 'must be one line of visible text');
 
