@@ -63,6 +63,7 @@ const CREDENTIAL_ACTIONS: Readonly<Record<string, string>> = {
   '/auth/password/forgot': 'auth.password_forgot',
   '/auth/password/reset': 'auth.password_reset',
   '/auth/access-code/resend': 'auth.access_code_resend',
+  '/auth/logout': 'auth.logout',
 };
 const FHIR_TYPE = /^[A-Z][A-Za-z]{1,63}$/;
 const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;

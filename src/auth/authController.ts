@@ -1,4 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi';
+import type { MiddlewareHandler } from 'hono';
 import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import {
@@ -9,10 +10,11 @@ import {
   PhoneSchema,
   UserSchema,
 } from '../http/schemas.js';
+import type { AppEnv } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
 import { requirePermission } from '../middleware/requireRole.js';
 import { forgotPassword, resendAccessCode, resetPassword } from './accountRecoveryService.js';
-import { login, logout, me, refresh, signup } from './authService.js';
+import { login, logout, logoutWithRefreshToken, me, refresh, signup } from './authService.js';
 import { PASSWORD_MAX_LENGTH, passwordTooLong } from './passwords.js';
 
 // at most 128 characters as passwordLength counts them (after NFKC), the count the login uses too
@@ -141,14 +143,44 @@ const refreshRoute = createRoute({
   },
 });
 
+const LogoutBody = z
+  .object({ refresh_token: z.string().min(1).max(200) })
+  .strict()
+  .openapi('LogoutRequest', {
+    description: "The session's refresh token: logs out even when the access token has expired",
+  });
+
+const bearerAuthentication = [authenticate(), requirePermission('account:read-own')] as const;
+
+/** A refresh token in the body names the session itself; without one, the bearer token must. */
+const bearerUnlessRefreshToken: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const body: unknown = c.req.header('content-type')?.includes('json')
+    ? await c.req.json().catch(() => undefined)
+    : undefined;
+  if (typeof (body as { refresh_token?: unknown } | undefined)?.refresh_token === 'string') return next();
+  const [verify, permit] = bearerAuthentication;
+  await verify(c, async () => {
+    await permit(c, next);
+  });
+};
+
 const logoutRoute = createRoute({
   method: 'post',
   path: '/auth/logout',
   tags: ['auth'],
   summary: 'End this session: its refresh tokens and access tokens stop working',
-  security: bearerSecurity,
-  middleware: [authenticate(), requirePermission('account:read-own')],
-  responses: { 204: { description: 'Logged out' }, 401: errorResponses[401] },
+  description:
+    'With the bearer token, or with the refresh token in the body (which works after the access token expired).',
+  security: [...bearerSecurity, {}],
+  middleware: [bearerUnlessRefreshToken],
+  request: { body: { required: false, content: { 'application/json': { schema: LogoutBody } } } },
+  responses: {
+    204: { description: 'Logged out' },
+    400: errorResponses[400],
+    401: errorResponses[401],
+    413: errorResponses[413],
+    415: errorResponses[415],
+  },
 });
 
 const meRoute = createRoute({
@@ -232,7 +264,9 @@ export function authRoutes() {
     c.json(await refresh(c.var.deps, c.req.valid('json').refresh_token, requestContext(c)), 200),
   );
   router.openapi(logoutRoute, async (c) => {
-    await logout(c.var.deps, c.var.caller, requestContext(c));
+    const { refresh_token } = c.req.valid('json') as { refresh_token?: string };
+    if (refresh_token) await logoutWithRefreshToken(c.var.deps, refresh_token, requestContext(c));
+    else await logout(c.var.deps, c.var.caller, requestContext(c));
     return c.body(null, 204);
   });
   router.openapi(meRoute, async (c) => c.json(await me(c.var.deps, c.var.caller), 200));

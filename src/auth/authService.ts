@@ -15,7 +15,13 @@ import { MAX_CODE_ATTEMPTS } from './accessCodes.js';
 import { assertPasswordAllowed, checkCode } from './accountCodes.js';
 import { normalizePassword, passwordTooLong } from './passwords.js';
 import { countHit, RATE_LIMITS, refundHit } from './rateLimiter.js';
-import { revokeSession, rotateRefreshToken, startSession, type TokenResponse } from './sessions.js';
+import {
+  revokeSession,
+  rotateRefreshToken,
+  sessionOfRefreshToken,
+  startSession,
+  type TokenResponse,
+} from './sessions.js';
 
 export type { TokenResponse };
 
@@ -216,6 +222,26 @@ export async function refresh(
   }
   // an unknown, spent or expired token: audited by onError as auth.refresh, denied
   throw new AppError('invalid_refresh_token');
+}
+
+/**
+ * Ends the session a refresh token belongs to, without an access token: the frontend's may have
+ * expired, and the session must still end on logout. Unknown or already ended: 401.
+ */
+export async function logoutWithRefreshToken(
+  deps: AppDeps,
+  refreshToken: string,
+  ctx: RequestContext,
+): Promise<void> {
+  const session = await sessionOfRefreshToken(deps.db, refreshToken);
+  if (!session) throw new AppError('invalid_refresh_token');
+  await revokeSession(deps.db, session.sessionId, 'logout', deps.clock.now());
+  await audit(deps, ctx, {
+    action: 'auth.logout',
+    outcome: 'success',
+    actorUserId: session.userId,
+    detail: { via: 'refresh_token' },
+  });
 }
 
 /** Ends the caller's session: its refresh tokens and every access token it issued. */

@@ -125,6 +125,25 @@ export async function revokeAllSessions(db: Db, userId: string, reason: string, 
     .execute();
 }
 
+/**
+ * The session a refresh token belongs to, while that session lives: used, spent or expired
+ * tokens count too, so a client whose access token expired can still end its session.
+ */
+export async function sessionOfRefreshToken(
+  db: Db,
+  presented: string,
+): Promise<{ sessionId: string; userId: string } | undefined> {
+  if (!presented.startsWith(REFRESH_PREFIX) || presented.length > 100) return undefined;
+  const row = await db
+    .selectFrom('refresh_tokens')
+    .innerJoin('sessions', 'sessions.id', 'refresh_tokens.session_id')
+    .select(['sessions.id as session_id', 'sessions.user_id as user_id'])
+    .where('refresh_tokens.token_hash', '=', hashRefreshToken(presented))
+    .where('sessions.revoked_at', 'is', null)
+    .executeTakeFirst();
+  return row ? { sessionId: row.session_id, userId: row.user_id } : undefined;
+}
+
 export type RefreshOutcome =
   | { readonly kind: 'rotated'; readonly tokens: TokenResponse; readonly userId: string }
   | { readonly kind: 'reused'; readonly userId: string; readonly sessionId: string }

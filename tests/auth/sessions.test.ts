@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/clock.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { DIALECTS } from '../helpers/postgres.js';
 
@@ -74,6 +75,62 @@ describe.each(DIALECTS)('refresh and logout (%s)', (dialect) => {
     expect((await refresh(phone.refresh_token)).status).toBe(401);
     expect((await me(laptop.token)).status).toBe(200);
     expect((await refresh(laptop.refresh_token)).status).toBe(200);
+  });
+
+  it('logs out with the refresh token once the access token has expired, and refuses an unknown one', async () => {
+    const clock = new ManualClock();
+    const timed = await startTestGateway({ dialect, clock });
+    try {
+      const user = await timed.seedUser({ role: 'patient' });
+      const pair = (await (
+        await timed.call('/auth/login', {
+          method: 'POST',
+          json: { email: user.email, password: user.password },
+        })
+      ).json()) as Pair;
+      clock.advance((timed.deps.config.jwt.accessTokenTtlSeconds + 120) * 1000);
+      // the access token is dead: logout with it alone cannot end the session
+      expect((await timed.call('/auth/logout', { method: 'POST', token: pair.token })).status).toBe(401);
+      const out = await timed.call('/auth/logout', {
+        method: 'POST',
+        token: pair.token,
+        json: { refresh_token: pair.refresh_token },
+      });
+      expect(out.status).toBe(204);
+      const again = await timed.call('/auth/refresh', {
+        method: 'POST',
+        json: { refresh_token: pair.refresh_token },
+      });
+      expect(again.status).toBe(401);
+      const unknown = await timed.call('/auth/logout', {
+        method: 'POST',
+        json: { refresh_token: 'rt_unknown' },
+      });
+      expect(unknown.status).toBe(401);
+      expect(await unknown.json()).toMatchObject({ code: 'invalid_refresh_token' });
+      await timed.deps.auditTrail.flush();
+      const actions = await timed.deps.db
+        .selectFrom('audit_log')
+        .select(['action', 'outcome'])
+        .where('action', '=', 'auth.logout')
+        .execute();
+      expect(actions).toEqual(
+        expect.arrayContaining([
+          { action: 'auth.logout', outcome: 'success' },
+          { action: 'auth.logout', outcome: 'denied' },
+        ]),
+      );
+    } finally {
+      await timed.close();
+    }
+  });
+
+  it('refuses a logout body with other fields, and a logout with neither token', async () => {
+    const pair = await loginPair();
+    const extra = await gw.call('/auth/logout', { method: 'POST', token: pair.token, json: { all: true } });
+    expect(extra.status).toBe(400);
+    expect((await gw.call('/auth/logout', { method: 'POST' })).status).toBe(401);
+    expect((await me(pair.token)).status).toBe(200);
   });
 
   it('stores refresh tokens only as hashes', async () => {
