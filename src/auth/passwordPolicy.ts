@@ -53,7 +53,9 @@ export function checkPassword(
   const compact = lower.replace(/[\s\p{P}\d]+/gu, '');
   for (const word of contextWords(context)) {
     const bare = word.replace(/[\s\p{P}\d]+/gu, '');
-    if (lower === word || (bare.length >= 3 && compact.replaceAll(bare, '') === '')) {
+    // `compact` is empty for a password of digits, spaces and punctuation only: nothing of a word in it
+    const madeOfWord = compact !== '' && bare.length >= 3 && compact.replaceAll(bare, '') === '';
+    if (lower === word || madeOfWord) {
       return 'must not be based on your email address or the name of this service';
     }
   }
