@@ -4,6 +4,7 @@ import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import {
   bearerSecurity,
+  credentialResponses,
   EmailSchema,
   errorResponses,
   line,
@@ -100,7 +101,7 @@ const loginRoute = createRoute({
   responses: {
     200: { description: 'Logged in', content: { 'application/json': { schema: TokenResponse } } },
     400: errorResponses[400],
-    401: errorResponses[401],
+    401: credentialResponses.login401,
     413: errorResponses[413],
     415: errorResponses[415],
     429: errorResponses[429],
@@ -118,7 +119,7 @@ const signupRoute = createRoute({
       description: 'Registered and logged in',
       content: { 'application/json': { schema: TokenResponse } },
     },
-    400: errorResponses[400],
+    400: credentialResponses.code400,
     413: errorResponses[413],
     415: errorResponses[415],
     429: errorResponses[429],
@@ -137,7 +138,7 @@ const refreshRoute = createRoute({
       content: { 'application/json': { schema: TokenResponse } },
     },
     400: errorResponses[400],
-    401: errorResponses[401],
+    401: credentialResponses.refresh401,
     413: errorResponses[413],
     415: errorResponses[415],
   },
@@ -177,7 +178,7 @@ const logoutRoute = createRoute({
   responses: {
     204: { description: 'Logged out' },
     400: errorResponses[400],
-    401: errorResponses[401],
+    401: credentialResponses.logout401,
     413: errorResponses[413],
     415: errorResponses[415],
   },
@@ -239,7 +240,7 @@ const resetRoute = createRoute({
   request: { body: json(ResetBody) },
   responses: {
     200: { description: 'Password changed', content: { 'application/json': { schema: Message } } },
-    400: errorResponses[400],
+    400: credentialResponses.code400,
     413: errorResponses[413],
     415: errorResponses[415],
     429: errorResponses[429],

@@ -60,8 +60,21 @@ export const ProblemSchema = z
   })
   .openapi('Problem');
 
-const problem = (description: string) => ({
+/** Every answer carries the request's id (echoed, or made up): quote it when reporting a problem. */
+const REQUEST_ID_HEADER = {
+  'X-Request-Id': {
+    description: 'The id of this request in the logs and the audit trail',
+    schema: { type: 'string' },
+  },
+} as const;
+const RETRY_AFTER_HEADER = {
+  'Retry-After': { description: 'Seconds to wait before trying again', schema: { type: 'integer' } },
+} as const;
+
+/** An error answer; `headers` beyond X-Request-Id when the answer carries more. */
+export const problem = (description: string, headers: Record<string, unknown> = {}) => ({
   description,
+  headers: { ...REQUEST_ID_HEADER, ...headers },
   content: { 'application/problem+json': { schema: ProblemSchema } },
 });
 
@@ -74,13 +87,28 @@ export const errorResponses = {
   409: problem('Conflict (`conflict`)'),
   413: problem('Body too large (`payload_too_large`)'),
   415: problem('Body is not JSON (`unsupported_media_type`)'),
-  429: problem('Too many attempts; honour Retry-After (`rate_limited`)'),
+  429: problem('Too many attempts; honour Retry-After (`rate_limited`)', RETRY_AFTER_HEADER),
   500: problem('Unexpected error (`internal_error`)'),
   502: problem('The FHIR server is down or failing (`upstream_unavailable`, `upstream_error`)'),
   503: problem(
-    'Not ready, or an account could not be stored and nothing was created (`not_ready`, `storage_unavailable`)',
+    'Not ready, or an account could not be stored and nothing was created (`not_ready`, `storage_unavailable`); honour Retry-After',
+    RETRY_AFTER_HEADER,
   ),
   504: problem('The FHIR server did not answer in time (`upstream_timeout`)'),
+} as const;
+
+/** The credential routes' own refusals, where the standard ones would name the wrong code. */
+export const credentialResponses = {
+  login401: problem('Wrong email or password, or the account cannot log in (`invalid_credentials`)'),
+  refresh401: problem(
+    'Unknown, spent or expired refresh token, or the session ended (`invalid_refresh_token`)',
+  ),
+  logout401: problem(
+    'The session ended already (`invalid_refresh_token`), or no body and no valid bearer token (`unauthenticated`)',
+  ),
+  code400: problem(
+    'Invalid input (`validation_failed`, `invalid_json`), or a wrong, expired or spent code (`invalid_access_code`)',
+  ),
 } as const;
 
 export const bearerSecurity = [{ bearerAuth: [] }];

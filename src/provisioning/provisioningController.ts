@@ -4,7 +4,7 @@ import { AppError } from '../errors.js';
 import { assertScope } from '../fhir/scopeGuard.js';
 import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
-import { bearerSecurity, errorResponses } from '../http/schemas.js';
+import { bearerSecurity, errorResponses, problem } from '../http/schemas.js';
 import type { AppEnv } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
 import { requirePermission } from '../middleware/requireRole.js';
@@ -30,12 +30,24 @@ const IdempotencyHeader = z.object({
 const provisionResponses = {
   201: {
     description: 'Created; the access code was queued for email',
+    headers: {
+      'Idempotent-Replayed': {
+        description:
+          '`true` when this is the stored answer of an earlier request with the same Idempotency-Key',
+        schema: { type: 'string' as const },
+      },
+    },
     content: { 'application/json': { schema: ProvisionedResponse } },
   },
   400: errorResponses[400],
   401: errorResponses[401],
   403: errorResponses[403],
-  409: errorResponses[409],
+  409: problem(
+    'The email has an account (`conflict`); several FHIR resources already carry its account identifier (`duplicate_identifier`); or a request with this Idempotency-Key is still running (`conflict`, honour Retry-After)',
+    {
+      'Retry-After': { description: 'Seconds to wait before retrying', schema: { type: 'integer' as const } },
+    },
+  ),
   413: errorResponses[413],
   415: errorResponses[415],
   422: {

@@ -19,7 +19,14 @@ interface Operation {
   tags?: string[];
   security?: Array<Record<string, unknown>>;
   requestBody?: { content: Record<string, { schema: SchemaRef }> };
-  responses: Record<string, { description: string; content?: Record<string, { schema: SchemaRef }> }>;
+  responses: Record<
+    string,
+    {
+      description: string;
+      headers?: Record<string, unknown>;
+      content?: Record<string, { schema: SchemaRef }>;
+    }
+  >;
 }
 interface SchemaRef {
   $ref?: string;
@@ -133,6 +140,27 @@ describe('/openapi.json', () => {
         missing.push(`${key}: 400`);
     }
     expect(missing).toEqual([]);
+  });
+
+  it('names the codes the credential routes really answer, and the headers a client must read', () => {
+    const response = (key: string, status: string) =>
+      operations.find((o) => o.key === key)?.op.responses[status];
+    expect(response('POST /auth/login', '401')?.description).toContain('`invalid_credentials`');
+    expect(response('POST /auth/refresh', '401')?.description).toContain('`invalid_refresh_token`');
+    expect(response('POST /auth/logout', '401')?.description).toContain('`invalid_refresh_token`');
+    expect(response('POST /auth/signup', '400')?.description).toContain('`invalid_access_code`');
+    expect(response('POST /auth/password/reset', '400')?.description).toContain('`invalid_access_code`');
+    expect(response('POST /fhir/patient', '409')?.description).toContain('`duplicate_identifier`');
+    expect(Object.keys(response('POST /fhir/patient', '201')?.headers ?? {})).toContain(
+      'Idempotent-Replayed',
+    );
+    for (const { key, op } of operations) {
+      if (op.responses['429'])
+        expect(Object.keys(op.responses['429'].headers ?? {}), key).toContain('Retry-After');
+      for (const [status, answer] of Object.entries(op.responses))
+        if (answer.content?.['application/problem+json'])
+          expect(Object.keys(answer.headers ?? {}), `${key} ${status}`).toContain('X-Request-Id');
+    }
   });
 
   it('answers every error as an RFC 9457 Problem', () => {
