@@ -213,18 +213,25 @@ export function toAdminUserDto(user: UserRow, now: Date) {
     created_at: user.created_at,
     registered_at: user.registered_at,
     last_login_at: user.last_login_at,
-    access_code_expires_at: user.is_registered === 1 ? null : user.access_code_expires_at,
+    // a spent or voided code has no expiry to show: "expires tomorrow" on an expired row would mislead
+    access_code_expires_at: codeVoided(user) ? null : user.access_code_expires_at,
     profile: toUserDto(user).profile,
   };
+}
+
+/** No code that could still work: registered, re-issued away, or voided by too many wrong tries. */
+function codeVoided(user: UserRow): boolean {
+  return (
+    user.is_registered === 1 ||
+    user.access_code_hash === null ||
+    user.access_code_attempts >= MAX_CODE_ATTEMPTS
+  );
 }
 
 function statusOf(user: UserRow, now: Date): UserStatus {
   if (user.is_active !== 1) return 'deactivated';
   if (user.is_registered === 1) return 'active';
-  const usable =
-    user.access_code_hash !== null &&
-    user.access_code_attempts < MAX_CODE_ATTEMPTS &&
-    (user.access_code_expires_at ?? '') > now.toISOString();
+  const usable = !codeVoided(user) && (user.access_code_expires_at ?? '') > now.toISOString();
   return usable ? 'pending' : 'expired';
 }
 

@@ -70,6 +70,34 @@ describe.each(DIALECTS)('admin user management (%s)', (dialect) => {
     expect((await gw.call('/admin/users?status=bogus', { token: admin })).status).toBe(400);
   });
 
+  it('shows no expiry for a code voided by wrong tries, and the past one for a code that ran out', async () => {
+    const voided = await provision(gw, smtp, `voided-tries-${dialect}@example.com`);
+    for (let i = 0; i < 5; i++)
+      await gw.call('/auth/signup', {
+        method: 'POST',
+        json: {
+          email: voided.email,
+          access_code: 'ZZZZ-ZZZZ-ZZZZ-ZZZZ',
+          password: 'a long and plain passphrase',
+        },
+      });
+    expect(await (await gw.call(`/admin/users/${voided.userId}`, { token: admin })).json()).toMatchObject({
+      status: 'expired',
+      access_code_expires_at: null,
+    });
+    const lapsed = await provision(gw, smtp, `lapsed-${dialect}@example.com`);
+    const past = new Date(0).toISOString();
+    await gw.deps.db
+      .updateTable('users')
+      .set({ access_code_expires_at: past })
+      .where('id', '=', lapsed.userId)
+      .execute();
+    expect(await (await gw.call(`/admin/users/${lapsed.userId}`, { token: admin })).json()).toMatchObject({
+      status: 'expired',
+      access_code_expires_at: past,
+    });
+  });
+
   it("deactivation refuses the user's old token on the very next request; reactivation lets them log in again", async () => {
     const user = await gw.seedUser({ role: 'patient' });
     const pair = (await (
