@@ -88,7 +88,7 @@ function page(title: string): string {
     '<link rel="stylesheet" href="docs/assets/swagger-ui.css">',
     '</head>',
     '<body>',
-    `<noscript><p>This page needs JavaScript. The API description is <a href="openapi.json">openapi.json</a>; the frontend guide is docs/auth_integration.md.</p></noscript>`,
+    `<noscript><p>This page needs JavaScript. The API description is <a href="openapi.json">openapi.json</a>; the frontend guide is docs/auth_integration.md in the gateway's source repository.</p></noscript>`,
     '<div id="swagger-ui"></div>',
     '<script src="docs/assets/swagger-ui-bundle.js"></script>',
     '<script src="docs/assets/swagger-init.js"></script>',

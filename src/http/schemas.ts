@@ -26,7 +26,13 @@ export function isPlainLine(value: string): boolean {
 
 /** One line of plain text (these values end up in mails, admin screens and FHIR resources). */
 export const line = (max: number) =>
-  z.string().trim().min(1).max(max).refine(isPlainLine, 'must be one line of visible text');
+  z
+    .string()
+    .trim()
+    .min(1, 'must not be empty')
+    .max(max, `must be at most ${max} characters`)
+    // an empty value is told once, by min
+    .refine((value) => value === '' || isPlainLine(value), 'must be one line of visible text');
 
 export const PhoneSchema = z
   .string()

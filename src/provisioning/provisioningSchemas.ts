@@ -4,15 +4,18 @@ import { EmailSchema, FHIR_ID_PATTERN, line, PhoneSchema } from '../http/schemas
 /** Request and response bodies of POST /fhir/patient and /fhir/practitioner. Unknown fields are refused. */
 
 const NameSchema = z
-  .union([
-    line(200).openapi({ description: 'The full name as one text', example: 'Ann Lee' }),
-    z
-      .object({
-        given: z.union([line(100), z.array(line(100)).min(1).max(5)]).optional(),
-        family: line(100),
-      })
-      .strict(),
-  ])
+  .union(
+    [
+      line(200).openapi({ description: 'The full name as one text', example: 'Ann Lee' }),
+      z
+        .object({
+          given: z.union([line(100), z.array(line(100)).min(1).max(5)]).optional(),
+          family: line(100),
+        })
+        .strict(),
+    ],
+    { error: 'must be one line of text, or {given, family} with a family name' },
+  )
   .openapi({
     description: 'A single text, or `{given, family}`',
     example: { given: ['Ann'], family: 'Lee' },

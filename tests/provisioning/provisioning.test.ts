@@ -336,6 +336,18 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
     expect(problem.errors.map((e) => e.path)).toEqual(paths);
   });
 
+  it('says what a name needs when the family name is missing, and names an empty field once', async () => {
+    const body = { dob: '1990-01-01', email: 'msg@example.com' };
+    const noFamily = await post('/fhir/patient', { ...body, name: { given: 'Ann' } });
+    expect(((await noFamily.json()) as { errors: unknown[] }).errors).toEqual([
+      { path: 'name', message: 'must be one line of text, or {given, family} with a family name' },
+    ]);
+    const empty = await post('/fhir/patient', { ...body, name: { family: ' ' } });
+    expect(((await empty.json()) as { errors: unknown[] }).errors).toEqual([
+      { path: 'name.family', message: 'must not be empty' },
+    ]);
+  });
+
   it.each([
     ['a domain label ending in a hyphen', 'ann@example-.com'],
     ['a domain label over 63 characters', `ann@${'x'.repeat(64)}.com`],
