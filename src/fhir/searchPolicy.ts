@@ -143,9 +143,20 @@ export function narrowSearch(type: string, query: URLSearchParams, scope: Scope)
 
   for (const [name, value] of query) {
     checkName(type, name, defined);
-    const [base] = splitName(name);
+    const [base, modifier] = splitName(name);
     if (base === '_include' || base === '_revinclude') checkInclude(name, value);
     const isLinking = linking.has(base) || (type === 'Patient' && base === '_id');
+    // the narrowing replaces a linking parameter's value with the scope: `subject:not=Patient/A`
+    // or `_id:missing=false` would come back as exactly the patients the client left out
+    if (isLinking && modifier !== undefined && !/^[A-Z][A-Za-z]+$/.test(modifier))
+      throw refuse(name, `the :${modifier} modifier is not allowed on a parameter that names patients`);
+    // a summary may leave out what the response check reads (HAPI's Patient summary has no
+    // generalPractitioner): every entry would be dropped as unprovable, silently
+    if (base === '_summary' && value !== 'count' && value !== 'false')
+      throw refuse(
+        name,
+        'only count or false: a summary may leave out what the check of each entry reads; use _elements',
+      );
     const named = patientsNamed(value, isLinking);
     // a value naming a patient outside the scope gets an empty answer, never their data
     if (named.ids.some((id) => !couldBeInScope(id, scope)) || (named.other && isLinking))

@@ -95,6 +95,17 @@ describe('search narrowing', () => {
     ['Observation', 'shoeSize=1', ME, 400],
     ['Observation', 'performer=a', ME, 400],
     ['Appointment', '', ME, 403],
+    // modifiers that would turn the narrowing around, on parameters that name patients
+    ['Observation', 'subject:not=Patient/b', GP, 400],
+    ['Observation', 'subject:missing=false', GP, 400],
+    ['Observation', 'patient:not=Patient/a', ME, 400],
+    ['Patient', '_id:not=b', GP, 400],
+    ['Observation', 'subject:Patient=a', ME, 'subject=Patient/a'],
+    ['Observation', 'code:not=8867-4', ME, 'code:not=8867-4&subject=Patient/a'],
+    // a summary could hide what the check reads
+    ['Patient', '_summary=true', GP, 400],
+    ['Observation', '_summary=text', ME, 400],
+    ['Observation', '_summary=count', ME, '_summary=count&subject=Patient/a'],
     // an account without a FHIR record: directory types only
     ['Observation', '', NONE, 'empty'],
     ['Organization', 'name=x', NONE, 'name=x'],
@@ -358,7 +369,25 @@ describe('relaying an upstream Bundle text with our links', () => {
       const expected: Record<string, unknown> = { ...bundle };
       delete expected.link;
       if (links.length) expected.link = links;
-      expect(JSON.parse(withLinks(text, links) as string)).toEqual(expected);
+      expect(JSON.parse(withLinks(text, links, 'link' in bundle) as string)).toEqual(expected);
     }
+  });
+
+  it.each([
+    ['ours to add', ours],
+    ['none of ours', []],
+  ])('leaves to serialising a Bundle whose links come after its entries (%s)', (_label, links) => {
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'searchset',
+      entry: [],
+      link: [
+        {
+          relation: 'next',
+          url: 'http://upstream/fhir/Patient?general-practitioner=Practitioner/p&_offset=3',
+        },
+      ],
+    };
+    expect(withLinks(JSON.stringify(bundle), links, true)).toBeUndefined();
   });
 });
