@@ -30,6 +30,8 @@ export interface PanelMembership {
   assigned(practitionerId: string, patientIds: Iterable<string>): Promise<Set<string>>;
   /** Drops what is known of a patient, e.g. after the gateway itself changed the record. */
   forget(patientId: string): void;
+  /** Drops everything: after a write that may have changed any patient (a batch, a transaction). */
+  forgetAll(): void;
 }
 
 interface Known {
@@ -91,5 +93,6 @@ export function createPanelMembership(options: PanelMembershipOptions): PanelMem
     forget: (patientId) => {
       known.delete(patientId);
     },
+    forgetAll: () => known.clear(),
   };
 }

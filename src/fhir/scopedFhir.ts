@@ -190,8 +190,21 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     // nothing removed: the very Bundle (and with it the upstream's text) can be relayed
     if (kept.length === all.length) return { bundle, patients };
     const checked: Bundle<T> = { ...bundle, entry: kept };
-    delete checked.total;
+    // `total` counts matches only: dropping it for a removed _include/_revinclude would tell that
+    // something outside the scope refers to a match (someone else is prescribed this Medication)
+    if (removedMatch(all, kept)) delete checked.total;
     return { bundle: checked, patients };
+  };
+
+  /** Whether an entry the search matched (not one it included, nor an OperationOutcome) was removed. */
+  const removedMatch = (all: readonly BundleEntry[], kept: readonly BundleEntry[]): boolean => {
+    const left = new Set(kept);
+    return all.some(
+      (e) =>
+        !left.has(e) &&
+        (e.search?.mode ?? 'match') === 'match' &&
+        e.resource?.resourceType !== 'OperationOutcome',
+    );
   };
 
   /** One access event per patient (or one without a patient), off the request path. */
@@ -377,7 +390,10 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     const createdId = body?.resourceType === target.type ? body?.id : undefined;
     const id = target.id ?? (result as Partial<Written<Resource>>).id ?? createdId;
     await audit(method, { ...target, ...(id ? { id } : {}) }, result.status);
-    if (target.type === 'Patient' && id) deps.panels.forget(id);
+    if (target.type === 'Patient' && id && !target.operation) deps.panels.forget(id);
+    // a batch, a transaction, or a Patient write without one id (conditional, an operation) may
+    // have moved any patient: the old GP must not keep reading and writing for PANEL_CACHE_TTL
+    else if (!target.type || target.type === 'Patient') deps.panels.forgetAll();
     return result;
   };
 

@@ -159,6 +159,33 @@ describe.each(UPSTREAMS)(
       const observationId = obs.entry?.[0]?.resource?.id;
       expect((await call(`/fhir/Observation/${observationId}`)).status).toBe(404);
     });
+
+    it('stops showing a patient at once when an admin moves them in a transaction Bundle', async () => {
+      const moved = mine[1] as string;
+      const obs = JSON.parse((await call(`/fhir/Observation?subject=Patient/${moved}`)).text) as Bundle;
+      const observationId = obs.entry?.[0]?.resource?.id;
+      // read once, so the panel cache holds the patient as ours
+      expect((await call(`/fhir/Observation/${observationId}`)).status).toBe(200);
+      const admin = await gw.adminToken();
+      const record = JSON.parse((await call(`/fhir/Patient/${moved}`, admin)).text) as Patient;
+      const transaction = await gw.call('/fhir', {
+        method: 'POST',
+        token: admin,
+        headers: { 'content-type': 'application/fhir+json' },
+        body: JSON.stringify({
+          resourceType: 'Bundle',
+          type: 'transaction',
+          entry: [
+            {
+              resource: { ...record, generalPractitioner: [{ reference: `Practitioner/${otherGp}` }] },
+              request: { method: 'PUT', url: `Patient/${moved}` },
+            },
+          ],
+        }),
+      });
+      expect(transaction.status).toBe(200);
+      expect((await call(`/fhir/Observation/${observationId}`)).status).toBe(404);
+    });
   },
 );
 
