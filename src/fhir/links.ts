@@ -167,11 +167,13 @@ function valueEnd(text: string, from: number): number {
  * A searchset Bundle's text as the upstream sent it, with its top-level `link` replaced by the
  * gateway's links (or removed when there are none): relaying the text saves parsing and
  * serialising it again when the response check kept every entry. Undefined when the text does
- * not have the expected shape (the caller then serialises the checked Bundle).
+ * not have the expected shape, or its `link` comes after the entries where the scan does not
+ * look (`upstreamLinked`: the parsed Bundle has one): the caller then serialises the Bundle.
  */
 export function withLinks(
   text: string,
   links: readonly { relation: string; url: string }[],
+  upstreamLinked: boolean,
 ): string | undefined {
   const entries = text.indexOf('"entry"');
   const limit = entries < 0 ? text.length : entries;
@@ -188,6 +190,9 @@ export function withLinks(
     if (text.charCodeAt(before - 1) === 0x2c) return text.slice(0, before - 1) + text.slice(member.end);
     return undefined;
   }
+  // the upstream has links, but after its entries (member order is free in JSON): they would be
+  // relayed as they are, the narrowed query and the upstream's paging scheme with them
+  if (upstreamLinked) return undefined;
   if (!replacement) return text;
   // no links upstream but ours: after the opening brace
   const open = text.indexOf('{');

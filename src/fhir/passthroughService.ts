@@ -176,7 +176,7 @@ class Passthrough {
       url: `${at}?_cursor=${l.cursor}`,
     }));
     // the upstream's text with our links, when the check kept the Bundle whole; else serialise what was kept
-    const relayed = page.text === undefined ? undefined : withLinks(page.text, link);
+    const relayed = page.text === undefined ? undefined : withLinks(page.text, link, 'link' in page.bundle);
     if (relayed !== undefined) return this.answer(200, {}, relayed);
     const bundle: Bundle = { ...page.bundle, ...(link.length > 0 ? { link } : {}) };
     return this.answer(200, {}, JSON.stringify(bundle));

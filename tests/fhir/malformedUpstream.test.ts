@@ -162,6 +162,26 @@ describe('garbage from the FHIR server in the shape of a success', () => {
     answer = undefined;
   });
 
+  it('a Bundle whose links come after its entries still pages through sealed cursors only', async () => {
+    const bundle = JSON.parse(observationWith({})) as Record<string, unknown>;
+    // JSON member order is free: the upstream's paging link last
+    bundle.link = [
+      { relation: 'next', url: `${proxy.url}/fhir/R4/Observation?subject=Patient/${ids.me}&_offset=1` },
+    ];
+    answer = searchAnswers(JSON.stringify(bundle));
+    for (const token of [tokens.patient, tokens.gp]) {
+      const response = await gw.call('/fhir/Observation', { token });
+      expect(response.status).toBe(200);
+      const text = await response.text();
+      expect(text).not.toContain(proxy.url);
+      expect(text).not.toContain('_offset');
+      const links = (JSON.parse(text) as { link?: { url: string }[] }).link ?? [];
+      expect(links.length).toBeGreaterThan(0);
+      for (const link of links) expect(link.url).toContain('_cursor=');
+    }
+    answer = undefined;
+  });
+
   it("a Patient whose generalPractitioner is not a list is a 502 for the practitioner's read", async () => {
     const garbled = {
       resourceType: 'Patient',
