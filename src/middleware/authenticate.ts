@@ -19,7 +19,8 @@ import {
 } from '../oauth/smartTokens.js';
 import { findCaller } from '../users/userRepository.js';
 
-const BEARER = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/;
+// the scheme is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` too (the token's classes hold both cases anyway)
+const BEARER = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/i;
 
 /** RFC 6750 challenge; the same for every failure so it does not tell an attacker why. */
 export const BEARER_CHALLENGE = 'Bearer realm="fhir-facade", error="invalid_token"';

@@ -30,6 +30,15 @@ describe('access token verification', () => {
     expect((await me(valid)).status).toBe(200);
   });
 
+  it.each([
+    ['bearer', 200],
+    ['BEARER', 200],
+    ['Basic', 401],
+  ])('reads the scheme %s case-insensitively (RFC 9110): %i', async (scheme, status) => {
+    const response = await gw.call('/auth/me', { headers: { authorization: `${scheme} ${valid}` } });
+    expect(response.status).toBe(status);
+  });
+
   it('refuses alg none', async () => {
     const header = b64({ alg: 'none', typ: 'at+jwt' });
     for (const token of [`${header}.${valid.split('.')[1]}.`, `${header}.${valid.split('.')[1]}.x`]) {
