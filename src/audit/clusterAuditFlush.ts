@@ -1,5 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from '../logger.js';
+import { isClusterMessage } from '../workerEnv.js';
 import type { AuditTrail } from './auditTrail.js';
 
 /**
@@ -25,7 +26,7 @@ interface Message {
 }
 
 const isMessage = (m: unknown, type: string): m is Message =>
-  (m as { type?: unknown } | null)?.type === type && typeof (m as { id?: unknown }).id === 'number';
+  isClusterMessage(m, type) && typeof (m as { id?: unknown }).id === 'number';
 
 /** Resolves when `done` does, or after `ms`: a silent peer never holds up an admin's page. */
 const atMost = (ms: number, done: Promise<unknown>): Promise<void> =>

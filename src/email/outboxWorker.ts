@@ -9,6 +9,7 @@ import { heartbeat, LEASE_MS } from '../leases.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { type SecretKey, unseal } from '../secrets.js';
+import { FHIR_TYPE_BY_ROLE } from '../users/fhirIdentity.js';
 import { findUserByEmail } from '../users/userRepository.js';
 import { InvalidMailError, type Mailer } from './mailer.js';
 import {
@@ -164,8 +165,7 @@ async function auditMailGivenUp(
     action: 'mail.failed',
     outcome: 'failed',
     targetUserId: user?.id ?? null,
-    targetFhirType:
-      user?.role === 'patient' ? 'Patient' : user?.role === 'practitioner' ? 'Practitioner' : null,
+    targetFhirType: user ? FHIR_TYPE_BY_ROLE[user.role] : null,
     targetFhirId: user?.fhir_resource_id ?? null,
     detail: { purpose: typeof payload.purpose === 'string' ? payload.purpose : 'unknown', reason },
   });

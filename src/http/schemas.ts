@@ -73,7 +73,7 @@ const REQUEST_ID_HEADER = {
     schema: { type: 'string' },
   },
 } as const;
-const RETRY_AFTER_HEADER = {
+export const RETRY_AFTER_HEADER = {
   'Retry-After': { description: 'Seconds to wait before trying again', schema: { type: 'integer' } },
 } as const;
 

@@ -4,7 +4,7 @@ import { AppError } from '../errors.js';
 import { assertScope } from '../fhir/scopeGuard.js';
 import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
-import { bearerSecurity, errorResponses, problem } from '../http/schemas.js';
+import { bearerSecurity, errorResponses, problem, RETRY_AFTER_HEADER } from '../http/schemas.js';
 import type { AppEnv } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
 import { requirePermission } from '../middleware/requireRole.js';
@@ -44,9 +44,7 @@ const provisionResponses = {
   403: errorResponses[403],
   409: problem(
     'The email has an account (`conflict`); several FHIR resources already carry its account identifier (`duplicate_identifier`); or a request with this Idempotency-Key is still running (`conflict`, honour Retry-After)',
-    {
-      'Retry-After': { description: 'Seconds to wait before retrying', schema: { type: 'integer' as const } },
-    },
+    RETRY_AFTER_HEADER,
   ),
   413: errorResponses[413],
   415: errorResponses[415],
