@@ -51,7 +51,7 @@ export interface FhirService {
     options?: ConditionalRead,
   ): Promise<FhirResult<T>>;
   vread<T extends Resource = Resource>(type: string, id: string, versionId: string): Promise<FhirResult<T>>;
-  history(type: string, id: string): Promise<FhirResult<Bundle>>;
+  history(type: string, id: string, params?: URLSearchParams): Promise<FhirResult<Bundle>>;
   /** A searchset Bundle; `type` '' searches the whole server. */
   search<T extends Resource = Resource>(
     type: string,
@@ -440,8 +440,8 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     },
     vread: async (type, id, versionId) =>
       expectResource(await exchange({ method: 'GET', path: `${type}/${id}/_history/${versionId}` }), type),
-    history: async (type, id) =>
-      expectBundle(await exchange({ method: 'GET', path: `${type}/${id}/_history` })),
+    history: async (type, id, params = new URLSearchParams()) =>
+      expectBundle(await exchange({ method: 'GET', path: `${type}/${id}/_history`, query: params })),
     search: async (type, params) =>
       expectBundle(await exchange({ method: 'GET', path: type, query: params }, undefined, 'search')),
     page: async (relativeLink) => {

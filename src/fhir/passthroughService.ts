@@ -78,6 +78,7 @@ class Passthrough {
   private async asAdmin(method: string, target: FhirTarget, request: PassRequest): Promise<PassResponse> {
     const typeLevel = !target.operation && !target.compartmentType && !target.history && !target.id;
     if (method === 'GET' && typeLevel) return this.search(target.type ?? '', request.query);
+    if (method === 'GET' && isInstanceHistory(target)) return this.history(target, request.query);
     // the exact POST /fhir/Patient is the provisioning route; a variant of it (`/fhir/Patient/`)
     // must not create a person without an account, a validated profile and a code
     if (method === 'POST' && typeLevel && (target.type === 'Patient' || target.type === 'Practitioner'))
@@ -119,7 +120,7 @@ class Passthrough {
     if (method === 'GET') {
       if (!id) return this.search(type, request.query);
       if (target.versionId) return this.render(await this.fhir.vread(type, id, target.versionId));
-      if (target.history) return this.render(await this.fhir.history(type, id));
+      if (target.history) return this.history(target, request.query);
       const conditional = {
         ifNoneMatch: request.headers['if-none-match'],
         ifModifiedSince: request.headers['if-modified-since'],
@@ -156,21 +157,46 @@ class Passthrough {
     return this.renderPage(await this.fhir.search(type, query, CURSOR_ROUTE), type);
   }
 
-  /** `?_cursor=` (plus what client libraries add to a next link: `_count`, `_format`) on the type it was issued for. */
+  private async history(target: FhirTarget, query: URLSearchParams): Promise<PassResponse> {
+    const { type = '', id = '' } = target;
+    return this.renderPage(await this.fhir.history(type, id, query, CURSOR_ROUTE), `${type}/${id}/_history`);
+  }
+
+  /**
+   * `?_cursor=` (plus what client libraries add to a next link: `_count`, `_format`) with GET where
+   * it was issued: on the searched type, or on the record whose history it pages.
+   */
   private async page(target: FhirTarget, request: PassRequest, cursor: string): Promise<PassResponse> {
-    if (target.id || target.operation || target.history || request.method.toUpperCase() !== 'GET')
+    const history = isInstanceHistory(target);
+    if (
+      (target.id && !history) ||
+      target.operation ||
+      (target.history && !history) ||
+      request.method.toUpperCase() !== 'GET'
+    )
       throw new AppError('validation_failed', {
-        errors: [{ path: '_cursor', message: 'is used with GET on the type it was issued for' }],
+        errors: [
+          {
+            path: '_cursor',
+            message: 'is used with GET where it was issued: the type searched or the history paged',
+          },
+        ],
       });
     cursorCompanions(request.query);
-    const type = target.type ?? '';
+    const { type = '', id = '' } = target;
+    if (history)
+      return this.renderPage(
+        await this.fhir.historyPage(cursor, type, id, CURSOR_ROUTE),
+        `${type}/${id}/_history`,
+      );
     return this.renderPage(await this.fhir.page(cursor, type, CURSOR_ROUTE), type);
   }
 
   // --- rendering: nothing of the upstream leaves ---
 
-  private renderPage(page: SearchPage, type: string): PassResponse {
-    const at = type ? `${this.publicBase}/${type}` : this.publicBase;
+  /** `path`: where the page's cursors are used, the searched type or a record's `_history` ('' for the base). */
+  private renderPage(page: SearchPage, path: string): PassResponse {
+    const at = path ? `${this.publicBase}/${path}` : this.publicBase;
     const link = page.links.map((l: PageLink) => ({
       relation: l.relation,
       url: `${at}?_cursor=${l.cursor}`,
@@ -232,4 +258,9 @@ function parseResource(body: string | undefined): Resource {
 /** Handles one /fhir request through the caller's scoped FHIR access. */
 export function passthrough(deps: AppDeps, fhir: ScopedFhir, request: PassRequest): Promise<PassResponse> {
   return new Passthrough(deps, fhir).handle(request);
+}
+
+/** `Type/id/_history`, the one history a scoped role may read (and the one that pages with cursors). */
+function isInstanceHistory(target: FhirTarget): boolean {
+  return !!(target.history && target.type && target.id && !target.versionId && !target.operation);
 }

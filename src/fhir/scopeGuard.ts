@@ -74,9 +74,13 @@ export function guardScopes(fhir: ScopedFhir): ScopedFhir {
       need(type, 'r');
       return fhir.vread(type, id, versionId);
     },
-    history: (type, id) => {
+    history: (type, id, query, route) => {
       need(type, 'r');
-      return fhir.history(type, id);
+      return fhir.history(type, id, query, route);
+    },
+    historyPage: (cursor, type, id, route) => {
+      need(type, 'r');
+      return fhir.historyPage(cursor, type, id, route);
     },
     search: (type, query, route) => {
       need(type, 's');

@@ -17,7 +17,7 @@ import {
 import type { ConditionalRead, FhirRequest, FhirResult, Written } from './fhirService.js';
 import { type CursorBinding, cursorForLink, verifyCursor } from './links.js';
 import { guardScopes, typesShown } from './scopeGuard.js';
-import { narrowSearch } from './searchPolicy.js';
+import { historyParams, narrowSearch } from './searchPolicy.js';
 
 /**
  * One scoped FHIR access per request, built from the verified caller (DESIGN.md section 9):
@@ -58,7 +58,10 @@ export interface ScopedFhir {
     conditional?: ConditionalRead,
   ): Promise<FhirResult<T>>;
   vread(type: string, id: string, versionId: string): Promise<FhirResult<Resource>>;
-  history(type: string, id: string): Promise<FhirResult<Bundle>>;
+  /** A record's history, checked and paged like a search; its cursors page only that history. */
+  history(type: string, id: string, query: URLSearchParams, route: string): Promise<SearchPage>;
+  /** The page a cursor of `history(type, id, ..., route)` points to, checked the same way. */
+  historyPage(cursor: string, type: string, id: string, route: string): Promise<SearchPage>;
   /** A narrowed, checked search; `route` names where its cursors may be used. */
   search<T extends Resource = Resource>(
     type: string,
@@ -114,6 +117,11 @@ interface Checked<T extends Resource> {
 
 function emptySearchset<T extends Resource>(): Bundle<T> {
   return { resourceType: 'Bundle', type: 'searchset', total: 0, entry: [] };
+}
+
+/** What a history's cursors are bound to in place of a searched type: that record's history only. */
+function historyOf(type: string, id: string): string {
+  return `${type}/${id}/_history`;
 }
 
 function invalidCursor(): AppError {
@@ -303,23 +311,46 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     now: deps.clock.now(),
   });
 
+  /** The checked Bundle, its paging links sealed into cursors for `cursorType` on `route`, and the patients it showed. */
+  const sealPage = async <T extends Resource>(
+    bundle: Bundle<T>,
+    cursorType: string,
+    route: string,
+    text?: string,
+  ): Promise<{ page: SearchPage<T>; patients: ReadonlySet<string> }> => {
+    const checked = await checkBundle(bundle);
+    const links = (bundle.link ?? []).flatMap((link): PageLink[] => {
+      if (!link.url || link.relation === 'self') return [];
+      const cursor = cursorForLink(
+        deps.secrets.cursorKey,
+        binding(route, cursorType),
+        link.url,
+        fhir.baseUrl,
+      );
+      return cursor ? [{ relation: link.relation, cursor }] : [];
+    });
+    const next = links.find((l) => l.relation === 'next')?.cursor ?? null;
+    const intact = checked.bundle === bundle && text !== undefined ? { text } : {};
+    const page = { bundle: { ...checked.bundle, link: undefined } as Bundle<T>, links, next, ...intact };
+    return { page, patients: checked.patients };
+  };
+
   const toPage = async <T extends Resource>(
     bundle: Bundle<T>,
     type: string,
     route: string,
     text?: string,
   ) => {
-    const checked = await checkBundle(bundle);
+    const { page, patients } = await sealPage(bundle, type, route, text);
     const slim = slimRoute(route);
-    recordRead('fhir.search', type, checked.patients, slim ? { detail: { route: slim } } : {});
-    const links = (bundle.link ?? []).flatMap((link): PageLink[] => {
-      if (!link.url || link.relation === 'self') return [];
-      const cursor = cursorForLink(deps.secrets.cursorKey, binding(route, type), link.url, fhir.baseUrl);
-      return cursor ? [{ relation: link.relation, cursor }] : [];
-    });
-    const next = links.find((l) => l.relation === 'next')?.cursor ?? null;
-    const intact = checked.bundle === bundle && text !== undefined ? { text } : {};
-    return { bundle: { ...checked.bundle, link: undefined } as Bundle<T>, links, next, ...intact };
+    recordRead('fhir.search', type, patients, slim ? { detail: { route: slim } } : {});
+    return page;
+  };
+
+  const toHistoryPage = async (result: FhirResult<Bundle>, type: string, id: string, route: string) => {
+    const { page, patients } = await sealPage(result.body as Bundle, historyOf(type, id), route, result.text);
+    recordRead('fhir.read', type, patients, { id, detail: { interaction: 'history' } });
+    return page;
   };
 
   const audit = async (
@@ -432,15 +463,17 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       recordRead('fhir.read', type, patients, { id, detail: { interaction: 'vread' } });
       return result;
     },
-    history: async (type, id) => {
-      await readInScope(type, id, () => fhir.read(type, id));
-      const result = await fhir.history(type, id);
-      if (!result.body) return result;
-      const checked = await checkBundle(result.body);
-      recordRead('fhir.read', type, checked.patients, { id, detail: { interaction: 'history' } });
-      if (checked.bundle === result.body) return result;
-      const { text: _upstreamText, ...changed } = result;
-      return { ...changed, body: checked.bundle };
+    history: async (type, id, query, route) => {
+      const params = historyParams(query, scope);
+      if (scope.kind !== 'all') await readInScope(type, id, () => fhir.read(type, id));
+      return toHistoryPage(await fhir.history(type, id, params), type, id, route);
+    },
+    historyPage: async (cursor, type, id, route) => {
+      // the record as it is now decides, on every page: a patient moved away since the first page is gone
+      if (scope.kind !== 'all') await readInScope(type, id, () => fhir.read(type, id));
+      const link = verifyCursor(deps.secrets.cursorKey, cursor, binding(route, historyOf(type, id)));
+      if (link === undefined) throw invalidCursor();
+      return toHistoryPage(await fhir.page(link), type, id, route);
     },
     search: async <T extends Resource>(type: string, query: URLSearchParams, route: string) => {
       const narrowed = narrowSearch(type, query, scope);

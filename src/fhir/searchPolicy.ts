@@ -237,15 +237,33 @@ export function assertQuerySize(raw: string, query: URLSearchParams): void {
   }
 }
 
+/**
+ * What an instance history is asked upstream with. Admins: whatever the server offers. Scoped
+ * roles: `_count` alone (`_format` meaning JSON and `_pretty` are ignored): `_since`, `_at` and
+ * the rest are not offered by every upstream (the embedded engine ignores them), and a parameter
+ * silently ignored would show the wrong versions.
+ */
+export function historyParams(query: URLSearchParams, scope: Scope): URLSearchParams {
+  if (scope.kind === 'all') return new URLSearchParams(query);
+  const params = new URLSearchParams();
+  for (const [name, value] of query) {
+    if (name === '_count' && /^\d{1,4}$/.test(value) && !params.has('_count')) params.set(name, value);
+    else if (name === '_pretty' || (name === '_format' && JSON_FORMAT.test(value))) continue;
+    else if (name === '_count') throw refuse(name, 'must be a whole number from 0 to 9999, given once');
+    else throw refuse(name, 'is not supported on a history for your role (only _count is)');
+  }
+  return params;
+}
+
+const JSON_FORMAT = /^(json|application\/(fhir\+)?json)$/i;
+
 /** What client libraries add to a next link they follow (Medplum adds `_count`): harmless, so ignored. */
 const CURSOR_COMPANIONS: ReadonlySet<string> = new Set(['_cursor', '_count', '_format', '_pretty']);
 
 /** A paging request carries its cursor and at most those companions; `_format` must still mean JSON. */
 export function cursorCompanions(query: URLSearchParams): void {
   for (const [name, value] of query) {
-    const fine =
-      CURSOR_COMPANIONS.has(name) &&
-      (name !== '_format' || /^(json|application\/(fhir\+)?json)$/i.test(value));
+    const fine = CURSOR_COMPANIONS.has(name) && (name !== '_format' || JSON_FORMAT.test(value));
     if (!fine || (name === '_cursor' && query.getAll('_cursor').length > 1))
       throw new AppError('validation_failed', {
         errors: [

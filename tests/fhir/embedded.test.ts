@@ -154,6 +154,29 @@ describe('embedded FHIR server', () => {
     expect(old.name).toEqual([{ family: 'Curie' }]);
   });
 
+  it('pages a history: 20 versions by default, _count honoured, next links until the oldest', async () => {
+    const created = await createPatient('Versions');
+    for (let v = 2; v <= 23; v++)
+      await client.update({
+        resourceType: 'Patient',
+        id: created.id ?? '',
+        body: { ...created, name: [{ family: `Versions${v}` }] },
+      });
+    const get = async (url: string) => (await (await fetch(url)).json()) as Bundle;
+    const history = `${server.baseUrl}/Patient/${created.id}/_history`;
+    const first = await get(history);
+    expect(first.total).toBe(23);
+    expect(first.entry).toHaveLength(20);
+    const next = first.link?.find((l) => l.relation === 'next')?.url ?? '';
+    expect(next).toBe(`${history}?_count=20&_offset=20`);
+    const last = await get(next);
+    expect(last.entry).toHaveLength(3);
+    expect(last.link?.some((l) => l.relation === 'next')).toBe(false);
+    expect(last.entry?.at(-1)?.resource?.meta?.versionId).toBe(created.meta?.versionId);
+    expect((await get(`${history}?_count=5000`)).entry).toHaveLength(23);
+    expect((await get(`${history}?_count=0`)).entry ?? []).toHaveLength(0);
+  });
+
   it('answers 412 to an update whose If-Match names an older version', async () => {
     const created = await createPatient('Noether');
     await client.update({

@@ -4,7 +4,12 @@ import { AppError } from '../../src/errors.js';
 import { isMember, type Membership, membershipOf, type Scope } from '../../src/fhir/compartment.js';
 import { loadFhirDefinitions } from '../../src/fhir/definitions.js';
 import { cursorForLink, relativeToBase, verifyCursor, withLinks } from '../../src/fhir/links.js';
-import { assertQuerySize, cursorCompanions, narrowSearch } from '../../src/fhir/searchPolicy.js';
+import {
+  assertQuerySize,
+  cursorCompanions,
+  historyParams,
+  narrowSearch,
+} from '../../src/fhir/searchPolicy.js';
 
 // The FHIR policy as pure functions, case by case: no gateway, no server, milliseconds each.
 // The started-gateway suites (tests/security/passthrough.test.ts, tests/fhir/panel.test.ts) stay
@@ -269,6 +274,28 @@ describe('paging cursors', () => {
     const check = () => cursorCompanions(new URLSearchParams(query));
     if (fine) expect(check).not.toThrow();
     else expect(check).toThrow(AppError);
+  });
+});
+
+describe('history parameters', () => {
+  it.each([
+    ['', ME, ''],
+    ['_count=2', ME, '_count=2'],
+    ['_count=0', GP, '_count=0'],
+    ['_count=2&_format=json&_pretty=true', GP, '_count=2'],
+    ['_count=x', ME, 400],
+    ['_count=-1', ME, 400],
+    ['_count=2&_count=3', ME, 400],
+    ['_since=2020-01-01', ME, 400],
+    ['_at=2020', GP, 400],
+    ['_format=xml', ME, 400],
+    ['_since=2020-01-01&_count=2', ALL, '_since=2020-01-01&_count=2'],
+  ])('?%s (%o) is asked upstream as %s', (query, scope, expected) => {
+    try {
+      expect(historyParams(new URLSearchParams(query), scope).toString()).toBe(expected);
+    } catch (error) {
+      expect((error as AppError).status).toBe(expected);
+    }
   });
 });
 

@@ -17,7 +17,7 @@ import {
 } from '@medplum/core';
 import type { CreateResourceOptions, ReadHistoryOptions, UpdateResourceOptions } from '@medplum/fhir-router';
 import { MemoryRepository } from '@medplum/fhir-router';
-import type { Bundle, BundleEntry, Resource, ResourceType } from '@medplum/fhirtypes';
+import type { Bundle, BundleEntry, BundleLink, Resource, ResourceType } from '@medplum/fhirtypes';
 import { searchExpressionFor } from '../definitions.js';
 import type { JournalEntry, JournalOp, ResourceJournal } from './journal.js';
 import { ReferenceIndex } from './referenceIndex.js';
@@ -162,14 +162,14 @@ export class JournaledMemoryRepository extends MemoryRepository {
     if (total === 0) {
       throw new OperationOutcomeError(notFound);
     }
-    const entries = this.journal.history(resourceType, id, {
-      offset: options?.offset,
-      limit: options?.limit,
-    });
+    const page = historyPage(options);
+    const entries = this.journal.history(resourceType, id, page);
+    const at = `${this.baseUrl}/${resourceType}/${id}/_history`;
     return {
       resourceType: 'Bundle',
       type: 'history',
       total,
+      link: historyLinks(at, page, total),
       entry: entries.map((entry) => historyEntry(this.baseUrl, entry) as BundleEntry<T>),
     };
   }
@@ -429,6 +429,29 @@ function withoutServerMeta<T extends Resource>(resource: T): T {
     delete copy.meta.lastUpdated;
   }
   return copy;
+}
+
+/** A history page as a server should serve one: 20 versions unless `_count` says otherwise, never more than 1,000. */
+function historyPage(options: ReadHistoryOptions | undefined): { offset: number; limit: number } {
+  const whole = (n: number | undefined) => (n !== undefined && Number.isInteger(n) && n >= 0 ? n : undefined);
+  return {
+    offset: whole(options?.offset) ?? 0,
+    limit: Math.min(whole(options?.limit) ?? HISTORY_PAGE, HISTORY_PAGE_MAX),
+  };
+}
+
+const HISTORY_PAGE = 20;
+const HISTORY_PAGE_MAX = 1000;
+
+function historyLinks(at: string, page: { offset: number; limit: number }, total: number): BundleLink[] {
+  const url = (offset: number) => `${at}?_count=${page.limit}&_offset=${offset}`;
+  return [
+    { relation: 'self', url: url(page.offset) },
+    ...(page.limit > 0 && page.offset + page.limit < total
+      ? [{ relation: 'next', url: url(page.offset + page.limit) }]
+      : []),
+    ...(page.offset > 0 ? [{ relation: 'previous', url: url(Math.max(0, page.offset - page.limit)) }] : []),
+  ];
 }
 
 function historyEntry(baseUrl: string, entry: JournalEntry): BundleEntry {

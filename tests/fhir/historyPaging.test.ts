@@ -1,0 +1,109 @@
+import type { Bundle, Patient } from '@medplum/fhirtypes';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestGateway, type TestGateway, UPSTREAMS } from '../helpers/gateway.js';
+
+/**
+ * A record's history pages like a search: `_count` is honoured, and every next link is the
+ * gateway's own sealed cursor on the same history, never the upstream's paging link (HAPI's
+ * `?_getpages=` at its base, which a patient may not call and which leaked the upstream's scheme).
+ * A client following next links sees each version once, and the walk ends.
+ */
+
+const VERSIONS = 5;
+
+describe.each(UPSTREAMS)('paging a record history, %s upstream', (upstream) => {
+  let gw: TestGateway;
+  const ids = { gp: '', p: '', other: '' };
+  const tokens = { gp: '', p: '', admin: '', otherPatient: '' };
+
+  beforeAll(async () => {
+    gw = await startTestGateway({ upstream });
+    const fhir = gw.deps.fhir;
+    ids.gp = (
+      await fhir.create('Practitioner', { resourceType: 'Practitioner', name: [{ family: 'Gp' }] })
+    ).id;
+    const record: Patient = {
+      resourceType: 'Patient',
+      name: [{ family: 'Versioned', given: ['V1'] }],
+      generalPractitioner: [{ reference: `Practitioner/${ids.gp}` }],
+    };
+    ids.p = (await fhir.create('Patient', record)).id;
+    for (let v = 2; v <= VERSIONS; v++)
+      await fhir.update('Patient', ids.p, {
+        ...record,
+        id: ids.p,
+        name: [{ family: 'Versioned', given: [`V${v}`] }],
+      });
+    ids.other = (await fhir.create('Patient', { resourceType: 'Patient', name: [{ family: 'Other' }] })).id;
+    await fhir.update('Patient', ids.other, {
+      resourceType: 'Patient',
+      id: ids.other,
+      name: [{ family: 'Other2' }],
+    });
+    const gp = await gw.seedUser({ role: 'practitioner', fhirId: ids.gp });
+    const patient = await gw.seedUser({ role: 'patient', fhirId: ids.p });
+    const other = await gw.seedUser({ role: 'patient', fhirId: ids.other });
+    tokens.gp = await gw.login(gp.email, gp.password);
+    tokens.p = await gw.login(patient.email, patient.password);
+    tokens.otherPatient = await gw.login(other.email, other.password);
+    tokens.admin = await gw.adminToken();
+  });
+
+  afterAll(() => gw.close());
+
+  /** Follows next links from `first`; the given names of every version seen, in order. */
+  const walk = async (first: string, token: string) => {
+    const seen: string[] = [];
+    const links: string[] = [];
+    let url: string | undefined = first;
+    for (let pages = 0; url && pages <= VERSIONS + 1; pages++) {
+      const response = await gw.call(url.replace(/^https?:\/\/[^/]+/, ''), { token });
+      expect(response.status).toBe(200);
+      const bundle = (await response.json()) as Bundle<Patient>;
+      expect(bundle.type).toBe('history');
+      expect(bundle.entry?.length ?? 0).toBeLessThanOrEqual(2);
+      for (const entry of bundle.entry ?? []) seen.push(entry.resource?.name?.[0]?.given?.[0] ?? '');
+      url = bundle.link?.find((l) => l.relation === 'next')?.url;
+      if (url) links.push(url);
+    }
+    return { seen, links };
+  };
+
+  for (const role of ['p', 'gp', 'admin'] as const) {
+    it(`${role}: _count=2 gives pages of 2 with gateway next links, each version once, and the walk ends`, async () => {
+      const { seen, links } = await walk(`/fhir/Patient/${ids.p}/_history?_count=2`, tokens[role]);
+      expect([...seen].sort()).toEqual(['V1', 'V2', 'V3', 'V4', 'V5']);
+      expect(links.length).toBeGreaterThanOrEqual(2);
+      for (const link of links) {
+        expect(link).toMatch(new RegExp(`^https?://[^/]+/fhir/Patient/${ids.p}/_history\\?_cursor=[^&]+$`));
+        expect(link).not.toContain('_getpages');
+      }
+    });
+  }
+
+  it("a history cursor pages only that record's history, and only for its holder", async () => {
+    const first = await gw.call(`/fhir/Patient/${ids.p}/_history?_count=2`, { token: tokens.gp });
+    const next = ((await first.json()) as Bundle).link?.find((l) => l.relation === 'next')?.url ?? '';
+    const cursor = new URL(next).searchParams.get('_cursor') ?? '';
+    expect(cursor).not.toBe('');
+    const elsewhere = [
+      `/fhir/Patient?_cursor=${cursor}`,
+      `/fhir/Practitioner/${ids.gp}/_history?_cursor=${cursor}`,
+      `/fhir/Patient/${ids.p}/_history/1?_cursor=${cursor}`,
+    ];
+    for (const path of elsewhere) expect((await gw.call(path, { token: tokens.gp })).status).toBe(400);
+    const cursorAt = (token: string) =>
+      gw.call(`/fhir/Patient/${ids.p}/_history?_cursor=${cursor}`, { token });
+    // the patient may read this history, but not with a cursor issued to someone else
+    expect((await cursorAt(tokens.p)).status).toBe(400);
+    // another patient holding the link gets nothing of it: the record is not theirs
+    expect((await cursorAt(tokens.otherPatient)).status).toBe(404);
+  });
+
+  it('a scoped role may ask _count on a history, and nothing the gateway would not check', async () => {
+    const since = await gw.call(`/fhir/Patient/${ids.p}/_history?_since=2020-01-01`, { token: tokens.p });
+    expect(since.status).toBe(400);
+    const listed = await gw.call(`/fhir/Patient/${ids.p}/_history?_count=x`, { token: tokens.p });
+    expect(listed.status).toBe(400);
+  });
+});
