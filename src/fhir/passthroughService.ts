@@ -149,8 +149,10 @@ class Passthrough {
     if (!/^application\/x-www-form-urlencoded\b/i.test(request.contentType ?? ''))
       throw new AppError('unsupported_media_type');
     const form = new URLSearchParams(request.body ?? '');
-    assertQuerySize(request.body ?? '', form);
-    return this.search(target.type ?? '', new URLSearchParams([...request.query, ...form]));
+    const query = new URLSearchParams([...request.query, ...form]);
+    // the URL's parameters and the form's become one query upstream: capped as one
+    assertQuerySize(`${request.rawQuery}&${request.body ?? ''}`, query);
+    return this.search(target.type ?? '', query);
   }
 
   private async search(type: string, query: URLSearchParams): Promise<PassResponse> {

@@ -20,6 +20,8 @@ const CODE_BY_STATUS: Readonly<Record<number, ErrorCode>> = {
   414: 'uri_too_long',
   415: 'unsupported_media_type',
   422: 'unprocessable',
+  // Jetty (HAPI) answers a request line over its header buffer with 431: the caller's query was too long for it
+  431: 'uri_too_long',
 };
 
 /** Whether an upstream status is a success the caller handles itself (2xx, and 304 for conditional reads). */

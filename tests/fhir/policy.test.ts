@@ -304,6 +304,10 @@ describe('query caps', () => {
     ['code=x', undefined],
     [`code=${'x'.repeat(4091)}`, undefined],
     [`code=${'x'.repeat(4092)}`, 414],
+    [`code=${'|'.repeat(1300)}`, undefined],
+    [`code=${'|'.repeat(1400)}`, 414],
+    [`code=${'é'.repeat(680)}`, undefined],
+    [`code=${'é'.repeat(700)}`, 414],
     [Array.from({ length: 64 }, () => 'a=1').join('&'), undefined],
     [Array.from({ length: 65 }, () => 'a=1').join('&'), 400],
   ])('a query of %#', (query, status) => {
