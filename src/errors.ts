@@ -74,6 +74,12 @@ export const ERROR_CATALOG = {
     detail: 'This method is not supported here.',
     fhirCode: 'not-supported',
   },
+  not_acceptable: {
+    status: 406,
+    title: 'Not Acceptable',
+    detail: 'This server answers in FHIR JSON only (application/fhir+json).',
+    fhirCode: 'not-supported',
+  },
   conflict: {
     status: 409,
     title: 'Conflict',

@@ -2,6 +2,7 @@ import type { CapabilityStatement, CapabilityStatementRestResource } from '@medp
 import type { AppDeps } from '../http/types.js';
 import { smartSecurity } from '../oauth/smartConfiguration.js';
 import { DIRECTORY_TYPES, LINKING_PARAMS } from './compartment.js';
+import { isScopedSearchParam } from './searchPolicy.js';
 
 /** Interactions the gateway lets scoped roles use (admins get the upstream's full surface). */
 const SCOPED_INTERACTIONS = new Set(['read', 'vread', 'search-type', 'history-instance', 'create', 'update']);
@@ -10,7 +11,9 @@ function reduceResource(resource: CapabilityStatementRestResource): CapabilitySt
   return {
     type: resource.type,
     interaction: (resource.interaction ?? []).filter((i) => SCOPED_INTERACTIONS.has(i.code)),
-    searchParam: (resource.searchParam ?? []).map((p) => ({ name: p.name, type: p.type })),
+    searchParam: (resource.searchParam ?? [])
+      .filter((p) => isScopedSearchParam(p.name))
+      .map((p) => ({ name: p.name, type: p.type })),
   };
 }
 

@@ -6,6 +6,7 @@ import { authenticate } from '../middleware/authenticate.js';
 import { capabilityStatement } from './capability.js';
 import { passthrough } from './passthroughService.js';
 import { scopedFhir } from './scopedFhir.js';
+import { httpDateOrNone } from './searchPolicy.js';
 
 /** The raw request target as the client sent it: dot segments and encodings are judged before any normalisation. */
 function rawPathAndQuery(c: Context<AppEnv>): { path: string; rawQuery: string; query: URLSearchParams } {
@@ -32,10 +33,12 @@ export function passthroughRoutes() {
   const handle = async (c: Context<AppEnv>) => {
     const deps = c.get('deps');
     const { path, rawQuery, query } = rawPathAndQuery(c);
-    const hasBody = c.req.method !== 'GET' && c.req.method !== 'HEAD';
+    // HEAD is a GET whose body Hono leaves out: the same checks, audit and answer headers
+    const method = c.req.method === 'HEAD' ? 'GET' : c.req.method;
+    const hasBody = method !== 'GET';
     const fhir = scopedFhir(deps, c.get('caller'), requestContext(c));
     const result = await passthrough(deps, fhir, {
-      method: c.req.method,
+      method,
       rawPath: path,
       rawQuery,
       query,
@@ -44,9 +47,10 @@ export function passthroughRoutes() {
       headers: {
         'if-match': c.req.header('if-match'),
         'if-none-match': c.req.header('if-none-match'),
-        'if-modified-since': c.req.header('if-modified-since'),
+        'if-modified-since': httpDateOrNone(c.req.header('if-modified-since')),
         'if-none-exist': c.req.header('if-none-exist'),
         prefer: c.req.header('prefer'),
+        accept: c.req.header('accept'),
       },
     });
     return fhirJson(result.body, result.status, result.headers);

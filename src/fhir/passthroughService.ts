@@ -5,7 +5,7 @@ import { type FhirTarget, parseFhirPath } from './fhirPath.js';
 import type { FhirMethod, FhirResult } from './fhirService.js';
 import { relativeToBase, replaceUpstreamBase, withLinks } from './links.js';
 import type { PageLink, ScopedFhir, SearchPage } from './scopedFhir.js';
-import { assertQuerySize, cursorCompanions } from './searchPolicy.js';
+import { assertQuerySize, cursorCompanions, jsonOnly } from './searchPolicy.js';
 
 /**
  * The filtered FHIR passthrough (DESIGN.md section 6): the request's path is parsed into the
@@ -62,8 +62,10 @@ class Passthrough {
     this.publicBase = `${deps.config.publicBaseUrl}/fhir`;
   }
 
-  async handle(request: PassRequest): Promise<PassResponse> {
-    assertQuerySize(request.rawQuery, request.query);
+  async handle(sent: PassRequest): Promise<PassResponse> {
+    assertQuerySize(sent.rawQuery, sent.query);
+    const query = jsonOnly(sent.query, sent.headers.accept);
+    const request = query === sent.query ? sent : { ...sent, query };
     const target = parseFhirPath(request.rawPath);
     const method = request.method.toUpperCase();
     const cursor = request.query.get('_cursor');
@@ -135,11 +137,16 @@ class Passthrough {
     }
     if ((method === 'PUT') !== (id !== undefined))
       throw new AppError('forbidden', { detail: 'Create with POST on the type, update with PUT on the id.' });
+    if (!/^application\/(fhir\+)?json\b/i.test(request.contentType ?? ''))
+      throw new AppError('unsupported_media_type');
     const resource = parseResource(request.body);
     const written =
       method === 'PUT' && id
         ? await this.fhir.update(type, id, resource, request.headers['if-match'])
         : await this.fhir.create(type, resource);
+    // FHIR http.html#ops: `Prefer: return=minimal` asks for the status and headers alone
+    if (/\breturn=minimal\b/i.test(request.headers.prefer ?? ''))
+      return this.render({ ...written, body: undefined });
     return this.render(written);
   }
 

@@ -49,6 +49,12 @@ const FORBIDDEN_PARAMS: ReadonlySet<string> = new Set([
   '_source',
 ]);
 
+/** Whether a scoped search may name the parameter at all (what /fhir/metadata lists). */
+export function isScopedSearchParam(name: string): boolean {
+  if (FORBIDDEN_PARAMS.has(name) || name.startsWith('_has')) return false;
+  return !name.startsWith('_') || CONTROL_PARAMS.has(name);
+}
+
 /** Modifiers a client may use; `:identifier` and the like could match references we cannot check. */
 const ALLOWED_MODIFIERS: ReadonlySet<string> = new Set([
   'missing',
@@ -241,6 +247,48 @@ export function assertQuerySize(raw: string, query: URLSearchParams): void {
   }
 }
 
+const JSON_FORMAT = /^(json|application\/(fhir[+ ])?json|application\/json[+ ]fhir)$/i;
+
+/** Media ranges that admit FHIR JSON, the any-type range included. */
+const JSON_RANGE = /^(\*\/\*|application\/\*|application\/(fhir\+)?json|application\/json\+fhir)$/i;
+
+/** Whether an Accept header lets the client take FHIR JSON (no header: anything goes). */
+export function acceptsJson(accept: string | undefined): boolean {
+  // the usual one range, as client libraries send it, without taking it apart
+  if (accept === undefined || JSON_RANGE.test(accept) || accept.trim() === '') return true;
+  return accept.split(',').some((range) => {
+    const [media = '', ...parameters] = range.split(';').map((part) => part.trim());
+    const refused = parameters.some((p) => /^q=0(\.0{0,3})?$/i.test(p));
+    return !refused && JSON_RANGE.test(media);
+  });
+}
+
+/**
+ * The gateway answers FHIR JSON only: `_format` (which overrides Accept, FHIR http.html#mime) must
+ * mean JSON and Accept must admit it, else 406 (HAPI would answer XML, which the gateway cannot
+ * check). `_format` and `_pretty` are then dropped: FHIR's general parameters, not search ones.
+ */
+export function jsonOnly(query: URLSearchParams, accept: string | undefined): URLSearchParams {
+  const formats = query.has('_format') ? query.getAll('_format') : [];
+  const wanted = formats.length > 0 ? formats.every((f) => JSON_FORMAT.test(f)) : acceptsJson(accept);
+  if (!wanted) throw new AppError('not_acceptable');
+  if (formats.length === 0 && !query.has('_pretty')) return query;
+  const rest = new URLSearchParams(query);
+  rest.delete('_format');
+  rest.delete('_pretty');
+  return rest;
+}
+
+/**
+ * An If-Modified-Since the upstream can read, or none: RFC 9110 section 13.1.3 has a recipient
+ * ignore one that is not a valid HTTP-date (HAPI answered garbage with a 500, a 502 here).
+ */
+export function httpDateOrNone(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const time = Date.parse(value);
+  return Number.isNaN(time) ? undefined : new Date(time).toUTCString();
+}
+
 /**
  * What an instance history is asked upstream with. Admins: whatever the server offers. Scoped
  * roles: `_count` alone (`_format` meaning JSON and `_pretty` are ignored): `_since`, `_at` and
@@ -258,8 +306,6 @@ export function historyParams(query: URLSearchParams, scope: Scope): URLSearchPa
   }
   return params;
 }
-
-const JSON_FORMAT = /^(json|application\/(fhir\+)?json)$/i;
 
 /** What client libraries add to a next link they follow (Medplum adds `_count`): harmless, so ignored. */
 const CURSOR_COMPANIONS: ReadonlySet<string> = new Set(['_cursor', '_count', '_format', '_pretty']);

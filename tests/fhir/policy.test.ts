@@ -5,9 +5,13 @@ import { isMember, type Membership, membershipOf, type Scope } from '../../src/f
 import { loadFhirDefinitions } from '../../src/fhir/definitions.js';
 import { cursorForLink, relativeToBase, verifyCursor, withLinks } from '../../src/fhir/links.js';
 import {
+  acceptsJson,
   assertQuerySize,
   cursorCompanions,
   historyParams,
+  httpDateOrNone,
+  isScopedSearchParam,
+  jsonOnly,
   narrowSearch,
 } from '../../src/fhir/searchPolicy.js';
 
@@ -296,6 +300,71 @@ describe('history parameters', () => {
     } catch (error) {
       expect((error as AppError).status).toBe(expected);
     }
+  });
+});
+
+describe('format negotiation', () => {
+  it.each([
+    [undefined, true],
+    ['', true],
+    ['*/*', true],
+    ['application/*', true],
+    ['application/fhir+json', true],
+    ['Application/FHIR+JSON; fhirVersion=4.0', true],
+    ['application/json+fhir', true],
+    ['application/fhir+xml;q=1, application/json;q=0.1', true],
+    ['application/fhir+xml', false],
+    ['text/html, application/xhtml+xml', false],
+    ['application/fhir+json;q=0', false],
+    ['application/fhir+json;q=0.000, text/plain', false],
+    ['application/fhir+json;q=0.001', true],
+  ])('Accept %s admits JSON: %s', (accept, admits) => {
+    expect(acceptsJson(accept)).toBe(admits);
+  });
+
+  it.each([
+    ['code=x', undefined, 'code=x'],
+    ['code=x&_format=json&_pretty=true', 'application/xml', 'code=x'],
+    ['_format=application/fhir%2Bjson', undefined, ''],
+    ['_format=application/fhir+json', undefined, ''],
+    ['_format=xml', undefined, 406],
+    ['_format=json&_format=xml', undefined, 406],
+    ['code=x', 'application/fhir+xml', 406],
+  ])('?%s with Accept %s is forwarded as %s', (query, accept, expected) => {
+    try {
+      expect(jsonOnly(new URLSearchParams(query), accept).toString()).toBe(expected);
+    } catch (error) {
+      expect((error as AppError).status).toBe(expected);
+    }
+  });
+
+  it('keeps the very query when there is nothing to drop (no copy per request)', () => {
+    const query = new URLSearchParams('code=x');
+    expect(jsonOnly(query, 'application/fhir+json')).toBe(query);
+  });
+
+  it.each([
+    [undefined, undefined],
+    ['Wed, 21 Oct 2015 07:28:00 GMT', 'Wed, 21 Oct 2015 07:28:00 GMT'],
+    ['2015-10-21T07:28:00Z', 'Wed, 21 Oct 2015 07:28:00 GMT'],
+    ['yesterday-ish', undefined],
+    ['', undefined],
+  ])('If-Modified-Since %s is sent on as %s', (value, sent) => {
+    expect(httpDateOrNone(value)).toBe(sent);
+  });
+
+  it.each([
+    ['code', true],
+    ['_id', true],
+    ['_lastUpdated', true],
+    ['_has', false],
+    ['_has:Observation:subject:code', false],
+    ['_list', false],
+    ['_source', false],
+    ['_filter', false],
+    ['_format', false],
+  ])('the search parameter %s is listed for scoped roles: %s', (name, listed) => {
+    expect(isScopedSearchParam(name)).toBe(listed);
   });
 });
 

@@ -1,0 +1,173 @@
+import type { Bundle, CapabilityStatement, Observation, Patient } from '@medplum/fhirtypes';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestGateway, type TestGateway, UPSTREAMS } from '../helpers/gateway.js';
+
+/**
+ * What a FHIR client negotiates with the passthrough, on every upstream flavour: the gateway
+ * answers FHIR JSON only (406 for anything else, never the upstream's XML as a 502), HEAD is a
+ * GET without the body, an unreadable If-Modified-Since is ignored (RFC 9110 section 13.1.3; HAPI
+ * answered it with a 500), `Prefer: return=minimal` is honoured on writes, a write's body must be
+ * JSON, and /fhir/metadata lists only the search parameters a scoped role may use.
+ */
+
+const observation = (patientId: string): Observation => ({
+  resourceType: 'Observation',
+  status: 'final',
+  code: { text: 'Heart rate' },
+  subject: { reference: `Patient/${patientId}` },
+  valueQuantity: { value: 60, unit: '/min' },
+});
+
+describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstream) => {
+  let gw: TestGateway;
+  const ids = { gp: '', p: '', other: '' };
+  const tokens = { gp: '', p: '', admin: '' };
+
+  beforeAll(async () => {
+    gw = await startTestGateway({ upstream });
+    const fhir = gw.deps.fhir;
+    ids.gp = (
+      await fhir.create('Practitioner', { resourceType: 'Practitioner', name: [{ family: 'Gp' }] })
+    ).id;
+    ids.p = (
+      await fhir.create('Patient', {
+        resourceType: 'Patient',
+        name: [{ family: 'Negotiated' }],
+        generalPractitioner: [{ reference: `Practitioner/${ids.gp}` }],
+      })
+    ).id;
+    ids.other = (await fhir.create('Patient', { resourceType: 'Patient', name: [{ family: 'Other' }] })).id;
+    await fhir.create('Observation', observation(ids.p));
+    const gp = await gw.seedUser({ role: 'practitioner', fhirId: ids.gp });
+    const patient = await gw.seedUser({ role: 'patient', fhirId: ids.p });
+    tokens.gp = await gw.login(gp.email, gp.password);
+    tokens.p = await gw.login(patient.email, patient.password);
+    tokens.admin = await gw.adminToken();
+  });
+
+  afterAll(() => gw.close());
+
+  const get = (path: string, token: string, headers: Record<string, string> = {}) =>
+    gw.call(path, { token, headers });
+
+  it('answers 406 to a client that takes no JSON, and JSON to one that does', async () => {
+    for (const token of [tokens.p, tokens.admin]) {
+      for (const accept of [
+        'application/fhir+xml',
+        'text/html',
+        'application/fhir+json;q=0, application/xml',
+      ]) {
+        const refused = await get(`/fhir/Patient/${ids.p}`, token, { accept });
+        expect(refused.status, accept).toBe(406);
+        expect(((await refused.json()) as { resourceType: string }).resourceType).toBe('OperationOutcome');
+      }
+      for (const accept of [
+        'application/fhir+xml;q=1, application/fhir+json;q=0.9',
+        '*/*',
+        'application/json',
+        'application/fhir+json; fhirVersion=4.0',
+      ]) {
+        const fine = await get(`/fhir/Patient/${ids.p}`, token, { accept });
+        expect(fine.status, accept).toBe(200);
+        expect(fine.headers.get('content-type')).toMatch(/^application\/fhir\+json/);
+      }
+    }
+  });
+
+  it('takes _format meaning JSON on any request and refuses any other with 406 (HAPI would answer XML)', async () => {
+    for (const token of [tokens.p, tokens.gp, tokens.admin]) {
+      for (const format of ['json', 'application/fhir%2Bjson', 'application/fhir+json', 'application/json']) {
+        const search = await get(
+          `/fhir/Observation?subject=Patient/${ids.p}&_format=${format}&_pretty=true`,
+          token,
+        );
+        expect(search.status, format).toBe(200);
+        expect(((await search.json()) as Bundle).entry?.length).toBe(1);
+      }
+      for (const path of [
+        `/fhir/Patient/${ids.p}?_format=xml`,
+        '/fhir/Observation?_format=application/fhir%2Bxml',
+      ]) {
+        const refused = await get(path, token);
+        expect(refused.status, path).toBe(406);
+      }
+    }
+  });
+
+  it('answers HEAD like GET without the body, for every role, in scope or not', async () => {
+    const own = await gw.call(`/fhir/Patient/${ids.p}`, { method: 'HEAD', token: tokens.p });
+    expect(own.status).toBe(200);
+    expect(own.headers.get('etag')).toMatch(/^W\/"/);
+    expect(await own.text()).toBe('');
+    const search = await gw.call('/fhir/Observation', { method: 'HEAD', token: tokens.gp });
+    expect(search.status).toBe(200);
+    const elsewhere = await gw.call(`/fhir/Patient/${ids.other}`, { method: 'HEAD', token: tokens.p });
+    expect(elsewhere.status).toBe(404);
+    const asAdmin = await gw.call(`/fhir/Patient/${ids.other}`, { method: 'HEAD', token: tokens.admin });
+    expect(asAdmin.status).toBe(200);
+    await gw.deps.auditTrail.flush();
+    const writes = await gw.deps.db
+      .selectFrom('audit_log')
+      .select('action')
+      .where('target_fhir_id', '=', ids.other)
+      .where('action', 'not in', ['fhir.read', 'fhir.search'])
+      .execute();
+    expect(writes).toEqual([]);
+  });
+
+  it('ignores an If-Modified-Since that is not a date, and honours one that is', async () => {
+    for (const token of [tokens.p, tokens.admin]) {
+      const garbage = await get(`/fhir/Patient/${ids.p}`, token, { 'if-modified-since': 'yesterday-ish' });
+      expect(garbage.status).toBe(200);
+      const later = new Date(Date.now() + 3_600_000).toUTCString();
+      const unchanged = await get(`/fhir/Patient/${ids.p}`, token, { 'if-modified-since': later });
+      expect(unchanged.status).toBe(304);
+    }
+  });
+
+  it('honours Prefer: return=minimal on a practitioner write: 201, Location, no body', async () => {
+    const minimal = await gw.call('/fhir/Observation', {
+      method: 'POST',
+      token: tokens.gp,
+      json: observation(ids.p),
+      headers: { prefer: 'return=minimal' },
+    });
+    expect(minimal.status).toBe(201);
+    expect(minimal.headers.get('location')).toMatch(/^http:\/\/gateway[^/]*\.test\/fhir\/Observation\//);
+    expect(await minimal.text()).toBe('');
+    const whole = await gw.call('/fhir/Observation', {
+      method: 'POST',
+      token: tokens.gp,
+      json: observation(ids.p),
+    });
+    expect(((await whole.json()) as Observation).resourceType).toBe('Observation');
+  });
+
+  it('refuses a practitioner write whose body is not declared JSON with 415, and stores nothing', async () => {
+    const before = await get(`/fhir/Observation?subject=Patient/${ids.p}&_summary=count`, tokens.gp);
+    const count = ((await before.json()) as Bundle).total;
+    for (const contentType of ['text/plain', 'application/x-www-form-urlencoded', 'application/fhir+xml']) {
+      const refused = await gw.call('/fhir/Observation', {
+        method: 'POST',
+        token: tokens.gp,
+        body: JSON.stringify(observation(ids.p)),
+        headers: { 'content-type': contentType },
+      });
+      expect(refused.status, contentType).toBe(415);
+    }
+    const after = await get(`/fhir/Observation?subject=Patient/${ids.p}&_summary=count`, tokens.gp);
+    expect(((await after.json()) as Bundle).total).toBe(count);
+  });
+
+  it('lists in /fhir/metadata only the search parameters a scoped role may use', async () => {
+    const metadata = (await (await gw.call('/fhir/metadata')).json()) as CapabilityStatement;
+    const names = (metadata.rest?.[0]?.resource ?? []).flatMap((r) =>
+      (r.searchParam ?? []).map((p) => p.name),
+    );
+    expect(names.length).toBeGreaterThan(0);
+    for (const refused of ['_has', '_list', '_source', '_filter', '_text', '_content', '_query', '_type'])
+      expect(names).not.toContain(refused);
+    const patient = (await (await get(`/fhir/Patient/${ids.p}`, tokens.p)).json()) as Patient;
+    expect(patient.id).toBe(ids.p);
+  });
+});
