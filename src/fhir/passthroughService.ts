@@ -1,11 +1,12 @@
-import type { Bundle, Resource } from '@medplum/fhirtypes';
-import { AppError } from '../errors.js';
+import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
+import { AppError, toOperationOutcome } from '../errors.js';
 import type { AppDeps } from '../http/types.js';
 import { type FhirTarget, parseFhirPath } from './fhirPath.js';
 import type { FhirMethod, FhirResult } from './fhirService.js';
 import { relativeToBase, replaceUpstreamBase, withLinks } from './links.js';
 import type { PageLink, ScopedFhir, SearchPage } from './scopedFhir.js';
 import { assertQuerySize, cursorCompanions, jsonOnly } from './searchPolicy.js';
+import { isUpstreamSuccess, upstreamStatusError } from './upstreamStatus.js';
 
 /**
  * The filtered FHIR passthrough (DESIGN.md section 6): the request's path is parsed into the
@@ -224,6 +225,9 @@ class Passthrough {
     // an upstream OperationOutcome (e.g. after a delete) carries its own diagnostics: answer with ours
     if (body.resourceType === 'OperationOutcome')
       return this.answer(result.status, result.headers, JSON.stringify(successOutcome()));
+    // so does every entry of a batch or transaction answer (HAPI: "HAPI-0420: Can not update ...")
+    if (isBatchAnswer(body))
+      return this.answer(result.status, result.headers, JSON.stringify(withOurOutcomes(body)));
     return this.answer(result.status, result.headers, result.text ?? JSON.stringify(body));
   }
 
@@ -252,6 +256,25 @@ class Passthrough {
     }
     return headers;
   }
+}
+
+function isBatchAnswer(resource: Resource): resource is Bundle {
+  return resource.resourceType === 'Bundle' && /^(batch|transaction)-response$/.test(resource.type ?? '');
+}
+
+/** Each entry's outcome (and an OperationOutcome in its place) in the gateway's words for the entry's status. */
+function withOurOutcomes(bundle: Bundle): Bundle {
+  const entry = bundle.entry?.map(({ resource, response, ...rest }): BundleEntry => {
+    const saidSomething = response?.outcome !== undefined || resource?.resourceType === 'OperationOutcome';
+    const kept = resource && resource.resourceType !== 'OperationOutcome' ? { resource } : {};
+    if (!response) return { ...rest, ...kept };
+    const { outcome: _upstreamOutcome, ...status } = response;
+    if (!saidSomething) return { ...rest, ...kept, response: status };
+    const code = Number.parseInt(response.status ?? '', 10);
+    const ours = isUpstreamSuccess(code) ? successOutcome() : toOperationOutcome(upstreamStatusError(code));
+    return { ...rest, ...kept, response: { ...status, outcome: ours as OperationOutcome } };
+  });
+  return entry ? { ...bundle, entry } : bundle;
 }
 
 function parseResource(body: string | undefined): Resource {
