@@ -1,5 +1,5 @@
 import type { Context } from 'hono';
-import { routePath } from 'hono/route';
+import { matchedRoutes } from 'hono/route';
 import type { AuditOutcome } from '../../db/schema.js';
 import type { AppError } from '../errors.js';
 import type { AppEnv, Caller } from '../http/types.js';
@@ -123,7 +123,10 @@ function describeRequest(method: string, path: string): Described {
 
 function routeOf(c: Context<AppEnv>): string {
   try {
-    return routePath(c, -1);
+    const routes = matchedRoutes(c);
+    // the route registered for this method (POST /fhir/patient) over a catch-all that matched too (/fhir/*)
+    const own = routes.find((route) => route.method === c.req.method);
+    return (own ?? routes.at(-1))?.path ?? '(none)';
   } catch {
     return '(none)';
   }

@@ -353,6 +353,8 @@ describe.each(DIALECTS)('refusals in the audit trail and the request log (%s)', 
       actor_role: 'admin',
       target_fhir_type: 'Patient',
     });
+    // the route that refused it, not the passthrough's catch-all that matched the path too
+    expect(detailOf(only(rows))).toMatchObject({ method: 'POST', route: '/fhir/patient' });
     expect(line).toMatchObject({ user_id: adminId, code: 'validation_failed' });
   });
 
