@@ -26,6 +26,18 @@ export interface FhirTarget {
   readonly upstreamPath: string;
 }
 
+/** Whose history: a record's (type and id), a type's, or the whole server's (neither). */
+export interface HistoryOf {
+  readonly type?: string;
+  readonly id?: string;
+}
+
+/** `Patient/1/_history`, `Patient/_history` or `_history`: upstream, in the gateway's links and in cursors alike. */
+export function historyPath(of: HistoryOf): string {
+  if (of.type && of.id) return `${of.type}/${of.id}/_history`;
+  return of.type ? `${of.type}/_history` : '_history';
+}
+
 const OPERATION = /^\$[a-zA-Z][a-zA-Z0-9-]{0,63}$/;
 
 function refuse(message: string): AppError {

@@ -3,6 +3,7 @@ import { Pool, request as undiciRequest } from 'undici';
 import type { Config } from '../config.js';
 import { AppError } from '../errors.js';
 import type { Metrics, UpstreamFailure } from '../metrics/metrics.js';
+import { type HistoryOf, historyPath } from './fhirPath.js';
 import { isUpstreamSuccess, unexpectedUpstreamBody, upstreamStatusError } from './upstreamStatus.js';
 
 /**
@@ -51,7 +52,7 @@ export interface FhirService {
     options?: ConditionalRead,
   ): Promise<FhirResult<T>>;
   vread<T extends Resource = Resource>(type: string, id: string, versionId: string): Promise<FhirResult<T>>;
-  history(type: string, id: string, params?: URLSearchParams): Promise<FhirResult<Bundle>>;
+  history(of: HistoryOf, params?: URLSearchParams): Promise<FhirResult<Bundle>>;
   /** A searchset Bundle; `type` '' searches the whole server. */
   search<T extends Resource = Resource>(
     type: string,
@@ -440,8 +441,8 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     },
     vread: async (type, id, versionId) =>
       expectResource(await exchange({ method: 'GET', path: `${type}/${id}/_history/${versionId}` }), type),
-    history: async (type, id, params = new URLSearchParams()) =>
-      expectBundle(await exchange({ method: 'GET', path: `${type}/${id}/_history`, query: params })),
+    history: async (of, params = new URLSearchParams()) =>
+      expectBundle(await exchange({ method: 'GET', path: historyPath(of), query: params })),
     search: async (type, params) =>
       expectBundle(await exchange({ method: 'GET', path: type, query: params }, undefined, 'search')),
     page: async (relativeLink) => {

@@ -1,7 +1,7 @@
 import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { AppError, toOperationOutcome } from '../errors.js';
 import type { AppDeps } from '../http/types.js';
-import { type FhirTarget, parseFhirPath } from './fhirPath.js';
+import { type FhirTarget, historyPath, parseFhirPath } from './fhirPath.js';
 import type { FhirMethod, FhirResult } from './fhirService.js';
 import { relativeToBase, replaceUpstreamBase, withLinks } from './links.js';
 import type { PageLink, ScopedFhir, SearchPage } from './scopedFhir.js';
@@ -81,7 +81,7 @@ class Passthrough {
   private async asAdmin(method: string, target: FhirTarget, request: PassRequest): Promise<PassResponse> {
     const typeLevel = !target.operation && !target.compartmentType && !target.history && !target.id;
     if (method === 'GET' && typeLevel) return this.search(target.type ?? '', request.query);
-    if (method === 'GET' && isInstanceHistory(target)) return this.history(target, request.query);
+    if (method === 'GET' && isHistory(target)) return this.history(target, request.query);
     // the exact POST /fhir/Patient is the provisioning route; a variant of it (`/fhir/Patient/`)
     // must not create a person without an account, a validated profile and a code
     if (method === 'POST' && typeLevel && (target.type === 'Patient' || target.type === 'Practitioner'))
@@ -168,8 +168,7 @@ class Passthrough {
   }
 
   private async history(target: FhirTarget, query: URLSearchParams): Promise<PassResponse> {
-    const { type = '', id = '' } = target;
-    return this.renderPage(await this.fhir.history(type, id, query, CURSOR_ROUTE), `${type}/${id}/_history`);
+    return this.renderPage(await this.fhir.history(target, query, CURSOR_ROUTE), historyPath(target));
   }
 
   /**
@@ -177,7 +176,7 @@ class Passthrough {
    * it was issued: on the searched type, or on the record whose history it pages.
    */
   private async page(target: FhirTarget, request: PassRequest, cursor: string): Promise<PassResponse> {
-    const history = isInstanceHistory(target);
+    const history = isHistory(target);
     if (
       (target.id && !history) ||
       target.operation ||
@@ -193,12 +192,9 @@ class Passthrough {
         ],
       });
     cursorCompanions(request.query);
-    const { type = '', id = '' } = target;
     if (history)
-      return this.renderPage(
-        await this.fhir.historyPage(cursor, type, id, CURSOR_ROUTE),
-        `${type}/${id}/_history`,
-      );
+      return this.renderPage(await this.fhir.historyPage(cursor, target, CURSOR_ROUTE), historyPath(target));
+    const type = target.type ?? '';
     return this.renderPage(await this.fhir.page(cursor, type, CURSOR_ROUTE), type);
   }
 
@@ -292,7 +288,7 @@ export function passthrough(deps: AppDeps, fhir: ScopedFhir, request: PassReques
   return new Passthrough(deps, fhir).handle(request);
 }
 
-/** `Type/id/_history`, the one history a scoped role may read (and the one that pages with cursors). */
-function isInstanceHistory(target: FhirTarget): boolean {
-  return !!(target.history && target.type && target.id && !target.versionId && !target.operation);
+/** A history (a record's, a type's or the server's), not a version read: it pages with cursors. */
+function isHistory(target: FhirTarget): boolean {
+  return !!(target.history && !target.versionId && !target.operation);
 }

@@ -74,13 +74,13 @@ export function guardScopes(fhir: ScopedFhir): ScopedFhir {
       need(type, 'r');
       return fhir.vread(type, id, versionId);
     },
-    history: (type, id, query, route) => {
-      need(type, 'r');
-      return fhir.history(type, id, query, route);
+    history: (of, query, route) => {
+      need(of.type ?? '*', of.id ? 'r' : 's');
+      return fhir.history(of, query, route);
     },
-    historyPage: (cursor, type, id, route) => {
-      need(type, 'r');
-      return fhir.historyPage(cursor, type, id, route);
+    historyPage: (cursor, of, route) => {
+      need(of.type ?? '*', of.id ? 'r' : 's');
+      return fhir.historyPage(cursor, of, route);
     },
     search: (type, query, route) => {
       need(type, 's');

@@ -14,6 +14,7 @@ import {
   type Scope,
   strictPatientId,
 } from './compartment.js';
+import { type HistoryOf, historyPath } from './fhirPath.js';
 import type { ConditionalRead, FhirRequest, FhirResult, Written } from './fhirService.js';
 import { type CursorBinding, cursorForLink, verifyCursor } from './links.js';
 import { guardScopes, typesShown } from './scopeGuard.js';
@@ -58,10 +59,13 @@ export interface ScopedFhir {
     conditional?: ConditionalRead,
   ): Promise<FhirResult<T>>;
   vread(type: string, id: string, versionId: string): Promise<FhirResult<Resource>>;
-  /** A record's history, checked and paged like a search; its cursors page only that history. */
-  history(type: string, id: string, query: URLSearchParams, route: string): Promise<SearchPage>;
-  /** The page a cursor of `history(type, id, ..., route)` points to, checked the same way. */
-  historyPage(cursor: string, type: string, id: string, route: string): Promise<SearchPage>;
+  /**
+   * A history, checked and paged like a search; its cursors page only that history. Scoped roles
+   * read a record's own; admins also a type's or the server's.
+   */
+  history(of: HistoryOf, query: URLSearchParams, route: string): Promise<SearchPage>;
+  /** The page a cursor of `history(of, ..., route)` points to, checked the same way. */
+  historyPage(cursor: string, of: HistoryOf, route: string): Promise<SearchPage>;
   /** A narrowed, checked search; `route` names where its cursors may be used. */
   search<T extends Resource = Resource>(
     type: string,
@@ -117,11 +121,6 @@ interface Checked<T extends Resource> {
 
 function emptySearchset<T extends Resource>(): Bundle<T> {
   return { resourceType: 'Bundle', type: 'searchset', total: 0, entry: [] };
-}
-
-/** What a history's cursors are bound to in place of a searched type: that record's history only. */
-function historyOf(type: string, id: string): string {
-  return `${type}/${id}/_history`;
 }
 
 function invalidCursor(): AppError {
@@ -347,10 +346,20 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     return page;
   };
 
-  const toHistoryPage = async (result: FhirResult<Bundle>, type: string, id: string, route: string) => {
-    const { page, patients } = await sealPage(result.body as Bundle, historyOf(type, id), route, result.text);
-    recordRead('fhir.read', type, patients, { id, detail: { interaction: 'history' } });
+  const toHistoryPage = async (result: FhirResult<Bundle>, of: HistoryOf, route: string) => {
+    const { page, patients } = await sealPage(result.body as Bundle, historyPath(of), route, result.text);
+    const detail = { interaction: 'history' };
+    if (of.id) recordRead('fhir.read', of.type ?? '', patients, { id: of.id, detail });
+    else recordRead('fhir.search', of.type ?? '', patients, { detail });
     return page;
+  };
+
+  const assertHistoryInScope = async ({ type, id }: HistoryOf) => {
+    if (scope.kind === 'all') return;
+    // a type's or the server's history lists everyone's versions
+    if (!type || !id)
+      throw new AppError('validation_failed', { detail: 'Type-level history is not allowed for your role.' });
+    await readInScope(type, id, () => fhir.read(type, id));
   };
 
   const audit = async (
@@ -463,17 +472,17 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       recordRead('fhir.read', type, patients, { id, detail: { interaction: 'vread' } });
       return result;
     },
-    history: async (type, id, query, route) => {
+    history: async (of, query, route) => {
       const params = historyParams(query, scope);
-      if (scope.kind !== 'all') await readInScope(type, id, () => fhir.read(type, id));
-      return toHistoryPage(await fhir.history(type, id, params), type, id, route);
+      await assertHistoryInScope(of);
+      return toHistoryPage(await fhir.history(of, params), of, route);
     },
-    historyPage: async (cursor, type, id, route) => {
+    historyPage: async (cursor, of, route) => {
       // the record as it is now decides, on every page: a patient moved away since the first page is gone
-      if (scope.kind !== 'all') await readInScope(type, id, () => fhir.read(type, id));
-      const link = verifyCursor(deps.secrets.cursorKey, cursor, binding(route, historyOf(type, id)));
+      await assertHistoryInScope(of);
+      const link = verifyCursor(deps.secrets.cursorKey, cursor, binding(route, historyPath(of)));
       if (link === undefined) throw invalidCursor();
-      return toHistoryPage(await fhir.page(link), type, id, route);
+      return toHistoryPage(await fhir.page(link), of, route);
     },
     search: async <T extends Resource>(type: string, query: URLSearchParams, route: string) => {
       const narrowed = narrowSearch(type, query, scope);

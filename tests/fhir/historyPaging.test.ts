@@ -81,6 +81,35 @@ describe.each(UPSTREAMS)('paging a record history, %s upstream', (upstream) => {
     });
   }
 
+  // the embedded engine (and the HAPI-flavoured fake built on it) serves instance history only:
+  // this is the real HAPI's test alone
+  if (upstream === 'hapi-real')
+    it("admin: a type's history pages with gateway cursors too, never the upstream's links", async () => {
+      // the real HAPI holds every test file's patients: two pages, not the whole walk
+      const page = async (path: string) => {
+        const response = await gw.call(path.replace(/^https?:\/\/[^/]+/, ''), { token: tokens.admin });
+        expect(response.status).toBe(200);
+        const bundle = (await response.json()) as Bundle<Patient>;
+        expect(bundle.type).toBe('history');
+        const versions = (bundle.entry ?? []).map((e) => `${e.resource?.id}/${e.resource?.meta?.versionId}`);
+        return { versions, next: bundle.link?.find((l) => l.relation === 'next')?.url ?? '' };
+      };
+      const first = await page('/fhir/Patient/_history?_count=2');
+      expect(first.versions).toHaveLength(2);
+      expect(first.next).toMatch(/^https?:\/\/[^/]+\/fhir\/Patient\/_history\?_cursor=[^&]+$/);
+      const second = await page(first.next);
+      expect(second.versions).toHaveLength(2);
+      expect(second.versions.filter((v) => first.versions.includes(v))).toEqual([]);
+    });
+
+  it("scoped roles may not read a type's or the server's history, nor page one with a cursor", async () => {
+    for (const token of [tokens.p, tokens.gp]) {
+      expect((await gw.call('/fhir/Patient/_history', { token })).status).toBe(400);
+      expect((await gw.call('/fhir/_history', { token })).status).toBe(400);
+      expect((await gw.call('/fhir/Patient/_history?_cursor=x', { token })).status).toBe(400);
+    }
+  });
+
   it("a history cursor pages only that record's history, and only for its holder", async () => {
     const first = await gw.call(`/fhir/Patient/${ids.p}/_history?_count=2`, { token: tokens.gp });
     const next = ((await first.json()) as Bundle).link?.find((l) => l.relation === 'next')?.url ?? '';
