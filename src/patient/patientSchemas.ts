@@ -98,6 +98,8 @@ export const PatientDtoSchema = z
 
 /** A real calendar date or date-time: the shape alone would let `2026-99-99` through to the FHIR server. */
 function isRealDateTime(value: string): boolean {
+  // FHIR dates start at year 0001 (the FHIR server refuses 0000: a 502 for a bad filter)
+  if (value.startsWith('0000')) return false;
   const date = value.slice(0, 10);
   const midnight = Date.parse(`${date}T00:00:00Z`);
   const realDate = !Number.isNaN(midnight) && new Date(midnight).toISOString().startsWith(date);

@@ -543,7 +543,14 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
     });
 
     it('answers 400, not 502, for impossible dates on the slim endpoint', async () => {
-      for (const query of ['from=2026-99-99', 'to=2026-13-45T99:99Z', 'from=2026-02-30']) {
+      // FHIR dates start at year 0001: the FHIR server refuses 0000 (found by fuzzing: a 502)
+      for (const query of [
+        'from=2026-99-99',
+        'to=2026-13-45T99:99Z',
+        'from=2026-02-30',
+        'from=0000-01-01',
+        'to=0000-12-31T10:00:00Z',
+      ]) {
         expect((await call(`/patient/observations?${query}`, tokenA)).status, query).toBe(400);
       }
     });
