@@ -536,6 +536,14 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       expect(response.status).toBe(403);
     });
 
+    it('takes a request target in absolute form (RFC 9112 section 3.2.2) and judges its path the same', async () => {
+      const origin = new URL(gw.url).origin;
+      expect((await raw(`${origin}/fhir/Patient/${ids.A}`, tokenA)).status).toBe(200);
+      expect((await raw(`http://elsewhere.example/fhir/Patient/${ids.A}`, tokenA)).status).toBe(200);
+      expect((await raw(`${origin}/fhir/Patient/${ids.B}`, tokenA)).status).toBe(404);
+      expect((await raw(`${origin}/fhir/Patient/${ids.A}/../${ids.B}`, tokenA)).status).toBe(400);
+    });
+
     it('answers 400, not 500, for malformed percent-encoding in the path', async () => {
       for (const path of ['/fhir/Patient/%E0%A4%A', '/fhir/%ZZ', '/fhir/Observation/abc%']) {
         expect((await raw(path, tokenA)).status, path).toBe(400);
