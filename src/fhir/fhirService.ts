@@ -4,7 +4,12 @@ import type { Config } from '../config.js';
 import { AppError } from '../errors.js';
 import type { Metrics, UpstreamFailure } from '../metrics/metrics.js';
 import { type HistoryOf, historyPath } from './fhirPath.js';
-import { isUpstreamSuccess, unexpectedUpstreamBody, upstreamStatusError } from './upstreamStatus.js';
+import {
+  isUpstreamSuccess,
+  type UpstreamInteraction,
+  unexpectedUpstreamBody,
+  upstreamStatusError,
+} from './upstreamStatus.js';
 
 /**
  * The only code that talks to the FHIR server. Typed interactions (read, search, create, ...)
@@ -385,11 +390,15 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     };
   };
 
+  /** A write carrying If-Match is versioned: the upstream's conflict then means a stale version. */
+  const interactionOf = (req: FhirRequest): UpstreamInteraction =>
+    req.method !== 'GET' && req.headers?.['if-match'] ? 'versioned-write' : 'other';
+
   /** send, renewing our OAuth token once on a 401, then the one status mapping. */
   const exchange = async (
     req: FhirRequest,
     rawQuery?: string,
-    interaction: 'search' | 'other' = 'other',
+    interaction: UpstreamInteraction = 'other',
   ): Promise<FhirResult> => {
     const started = metrics ? performance.now() : 0;
     let result: FhirResult;
@@ -426,7 +435,7 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
   };
 
   const write = async <T extends Resource>(req: FhirRequest, type: string): Promise<Written<T>> => {
-    const result = await exchange(req);
+    const result = await exchange(req, undefined, interactionOf(req));
     return { ...(result as FhirResult<T>), ...writtenIdentity(type, result) };
   };
 
@@ -483,7 +492,7 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
       const result = await exchange({ method: 'GET', path: 'metadata', ...(timeoutMs ? { timeoutMs } : {}) });
       return expectResource<CapabilityStatement>(result, 'CapabilityStatement').body as CapabilityStatement;
     },
-    forward: (req) => exchange(req),
+    forward: (req) => exchange(req, undefined, interactionOf(req)),
     // by the time this runs the HTTP server has drained; whatever is still in flight (a mail
     // worker's call to a hung upstream) is cut off instead of holding shutdown for the timeout
     close: () => pool.destroy(),

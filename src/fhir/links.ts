@@ -90,6 +90,11 @@ export function cursorForLink(
   return sealCursor(key, { u: binding.userId, p: relative, r: binding.route, t: binding.type, e: expires });
 }
 
+/** The gateway's link to the page a cursor holds, where it is used: the searched type, a `_history`, or the base (''). */
+export function cursorUrl(publicFhirBase: string, path: string, cursor: string): string {
+  return `${path ? `${publicFhirBase}/${path}` : publicFhirBase}?_cursor=${cursor}`;
+}
+
 /** Replaces every occurrence of the upstream base URL with the gateway's public FHIR base. */
 export function replaceUpstreamBase(text: string, upstreamBase: string, publicFhirBase: string): string {
   return text.includes(upstreamBase) ? text.replaceAll(upstreamBase, publicFhirBase) : text;

@@ -3,9 +3,9 @@ import { AppError, toOperationOutcome } from '../errors.js';
 import type { AppDeps } from '../http/types.js';
 import { type FhirTarget, historyPath, parseFhirPath } from './fhirPath.js';
 import type { FhirMethod, FhirResult } from './fhirService.js';
-import { relativeToBase, replaceUpstreamBase, withLinks } from './links.js';
-import type { PageLink, ScopedFhir, SearchPage } from './scopedFhir.js';
-import { assertQuerySize, cursorCompanions, jsonOnly } from './searchPolicy.js';
+import { cursorUrl, relativeToBase, replaceUpstreamBase, withLinks } from './links.js';
+import { PASSTHROUGH_ROUTE, type PageLink, type ScopedFhir, type SearchPage } from './scopedFhir.js';
+import { assertEntityTags, assertQuerySize, cursorCompanions, jsonOnly } from './searchPolicy.js';
 import { isUpstreamSuccess, upstreamStatusError } from './upstreamStatus.js';
 
 /**
@@ -37,8 +37,7 @@ export interface PassResponse {
 /** Request headers an admin's request relays upstream (conditional requests); never Authorization. */
 const RELAYED_REQUEST_HEADERS = ['if-match', 'if-none-match', 'if-modified-since', 'if-none-exist', 'prefer'];
 
-/** Where passthrough cursors are valid: a cursor from a slim endpoint does not work here, and vice versa. */
-const CURSOR_ROUTE = 'fhir';
+const CURSOR_ROUTE = PASSTHROUGH_ROUTE;
 
 function successOutcome() {
   return {
@@ -66,6 +65,7 @@ class Passthrough {
   async handle(sent: PassRequest): Promise<PassResponse> {
     assertQuerySize(sent.rawQuery, sent.query);
     const query = jsonOnly(sent.query, sent.headers.accept);
+    assertEntityTags(sent.headers);
     const request = query === sent.query ? sent : { ...sent, query };
     const target = parseFhirPath(request.rawPath);
     const method = request.method.toUpperCase();
@@ -106,7 +106,7 @@ class Passthrough {
         ...(target.operation ? { operation: target.operation } : {}),
       },
     );
-    return this.render(result);
+    return this.render(result, target.operation !== undefined);
   }
 
   // --- patients and practitioners: read inside the scope; practitioners also write there ---
@@ -145,9 +145,12 @@ class Passthrough {
       method === 'PUT' && id
         ? await this.fhir.update(type, id, resource, request.headers['if-match'])
         : await this.fhir.create(type, resource);
-    // FHIR http.html#ops: `Prefer: return=minimal` asks for the status and headers alone
-    if (/\breturn=minimal\b/i.test(request.headers.prefer ?? ''))
-      return this.render({ ...written, body: undefined });
+    // FHIR http.html#ops: `Prefer: return=minimal` asks for the status and headers alone,
+    // `return=OperationOutcome` for an outcome in place of the resource
+    const prefer = request.headers.prefer ?? '';
+    if (/\breturn=minimal\b/i.test(prefer)) return this.render({ ...written, body: undefined });
+    if (/\breturn=OperationOutcome\b/i.test(prefer))
+      return this.render({ ...written, body: successOutcome() });
     return this.render(written);
   }
 
@@ -202,10 +205,9 @@ class Passthrough {
 
   /** `path`: where the page's cursors are used, the searched type or a record's `_history` ('' for the base). */
   private renderPage(page: SearchPage, path: string): PassResponse {
-    const at = path ? `${this.publicBase}/${path}` : this.publicBase;
     const link = page.links.map((l: PageLink) => ({
       relation: l.relation,
-      url: `${at}?_cursor=${l.cursor}`,
+      url: cursorUrl(this.publicBase, path, l.cursor),
     }));
     // the upstream's text with our links, when the check kept the Bundle whole; else serialise what was kept
     const relayed = page.text === undefined ? undefined : withLinks(page.text, link, 'link' in page.bundle);
@@ -214,12 +216,13 @@ class Passthrough {
     return this.answer(200, {}, JSON.stringify(bundle));
   }
 
-  private render(result: FhirResult): PassResponse {
+  /** `operationAnswer`: the body is what an operation returns (`$validate` answers its verdict as an OperationOutcome). */
+  private render(result: FhirResult, operationAnswer = false): PassResponse {
     const body = result.body as Resource | undefined;
     if (body === undefined)
       return { status: result.status, headers: this.relayHeaders(result.headers), body: undefined };
     // an upstream OperationOutcome (e.g. after a delete) carries its own diagnostics: answer with ours
-    if (body.resourceType === 'OperationOutcome')
+    if (body.resourceType === 'OperationOutcome' && !operationAnswer)
       return this.answer(result.status, result.headers, JSON.stringify(successOutcome()));
     // so does every entry of a batch or transaction answer (HAPI: "HAPI-0420: Can not update ...")
     if (isBatchAnswer(body))

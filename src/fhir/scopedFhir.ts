@@ -16,7 +16,7 @@ import {
 } from './compartment.js';
 import { type HistoryOf, historyPath } from './fhirPath.js';
 import type { ConditionalRead, FhirRequest, FhirResult, Written } from './fhirService.js';
-import { type CursorBinding, cursorForLink, verifyCursor } from './links.js';
+import { type CursorBinding, cursorForLink, cursorUrl, verifyCursor } from './links.js';
 import { guardScopes, typesShown } from './scopeGuard.js';
 import { historyParams, narrowSearch } from './searchPolicy.js';
 
@@ -102,9 +102,12 @@ function patientsIn(resource: Resource): readonly string[] {
   return linkedPatientIds(resource);
 }
 
+/** Where passthrough cursors are valid: a cursor from a slim endpoint does not work there, and vice versa. */
+export const PASSTHROUGH_ROUTE = 'fhir';
+
 /** A slim endpoint's cursor route names it (`practitioner.observations:{patient}`); the passthrough's is `fhir`. */
 function slimRoute(route: string): string | undefined {
-  return route === 'fhir' ? undefined : route.split(':')[0];
+  return route === PASSTHROUGH_ROUTE ? undefined : route.split(':')[0];
 }
 
 /** What an access event says itself; who asked, from where and about which patient are added per entry. */
@@ -354,6 +357,39 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     return page;
   };
 
+  /**
+   * An admin's forwarded answer (`$everything`, a batch whose entries are searches) with every
+   * upstream paging link in it sealed into a cursor for the base (`/fhir?_cursor=`), as a search's
+   * are: HAPI's `?_getpages=` never reaches a client.
+   */
+  const withSealedLinks = (result: FhirResult): FhirResult => {
+    const body = result.body as Resource | undefined;
+    if (body?.resourceType !== 'Bundle') return result;
+    const sealed = sealLinksIn(body);
+    if (sealed === body) return result;
+    const { text: _upstreamText, ...changed } = result;
+    return { ...changed, body: sealed };
+  };
+
+  const sealLinksIn = (bundle: Bundle): Bundle => {
+    let changed = false;
+    const link = bundle.link?.map((l) => {
+      const cursor =
+        l.url && cursorForLink(deps.secrets.cursorKey, binding(PASSTHROUGH_ROUTE, ''), l.url, fhir.baseUrl);
+      if (!cursor) return l;
+      changed = true;
+      return { ...l, url: cursorUrl(`${deps.config.publicBaseUrl}/fhir`, '', cursor) };
+    });
+    const entry = bundle.entry?.map((e) => {
+      if (e.resource?.resourceType !== 'Bundle') return e;
+      const inner = sealLinksIn(e.resource);
+      if (inner === e.resource) return e;
+      changed = true;
+      return { ...e, resource: inner };
+    });
+    return changed ? { ...bundle, ...(link ? { link } : {}), ...(entry ? { entry } : {}) } : bundle;
+  };
+
   const assertHistoryInScope = async ({ type, id }: HistoryOf) => {
     if (scope.kind === 'all') return;
     // a type's or the server's history lists everyone's versions
@@ -513,9 +549,9 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     forward: async (request, target) => {
       if (scope.kind !== 'all') throw new AppError('forbidden');
       if (request.method === 'GET') {
-        return checkForwardedRead(await fhir.forward(request), target);
+        return withSealedLinks(await checkForwardedRead(await fhir.forward(request), target));
       }
-      return audited(request.method, target, () => fhir.forward(request));
+      return withSealedLinks(await audited(request.method, target, () => fhir.forward(request)));
     },
   };
   // the token's SMART scopes, checked once per interaction on top of the role's compartment

@@ -279,6 +279,18 @@ export function jsonOnly(query: URLSearchParams, accept: string | undefined): UR
   return rest;
 }
 
+/** `*` or a list of entity tags (`W/"3"`, `"abc"`), RFC 9110 section 8.8.3. */
+const ENTITY_TAGS = /^\s*(\*|(W\/)?"[^"\s]*"(\s*,\s*(W\/)?"[^"\s]*")*)\s*$/;
+
+/** If-Match and If-None-Match must be entity tags: HAPI answered `If-Match: xyz` with a 500 (a 502 here). */
+export function assertEntityTags(headers: Readonly<Record<string, string | undefined>>): void {
+  for (const name of ['if-match', 'if-none-match']) {
+    const value = headers[name];
+    if (value !== undefined && !ENTITY_TAGS.test(value))
+      throw refuse(name, 'must be an entity tag such as W/"3", a list of them, or *');
+  }
+}
+
 /**
  * An If-Modified-Since the upstream can read, or none: RFC 9110 section 13.1.3 has a recipient
  * ignore one that is not a valid HTTP-date (HAPI answered garbage with a 500, a 502 here).

@@ -24,6 +24,9 @@ const CODE_BY_STATUS: Readonly<Record<number, ErrorCode>> = {
   431: 'uri_too_long',
 };
 
+/** What the request was, where a status means something else for it: a search, a write with If-Match. */
+export type UpstreamInteraction = 'search' | 'versioned-write' | 'other';
+
 /** Whether an upstream status is a success the caller handles itself (2xx, and 304 for conditional reads). */
 export function isUpstreamSuccess(status: number): boolean {
   return (status >= 200 && status < 300) || status === 304;
@@ -33,11 +36,13 @@ export function isUpstreamSuccess(status: number): boolean {
  * The error for an upstream status that is not a success. 401/403 mean our own credentials
  * were refused (a misconfiguration, never the caller's fault): 502 like any other failure.
  */
-export function upstreamStatusError(status: number, interaction: 'search' | 'other' = 'other'): AppError {
+export function upstreamStatusError(status: number, interaction: UpstreamInteraction = 'other'): AppError {
   // a search of a type cannot be missing: 404/410 there means a wrong base URL, a server that is
   // not FHIR, or a type it does not serve — its fault, not "no such resource" for the caller
   const missingType = interaction === 'search' && (status === 404 || status === 410);
-  const code = missingType ? undefined : CODE_BY_STATUS[status];
+  // R4 http.html#concurrency: a stale If-Match is 412; HAPI answers it with 409
+  const staleVersion = interaction === 'versioned-write' && status === 409;
+  const code = missingType ? undefined : staleVersion ? 'precondition_failed' : CODE_BY_STATUS[status];
   const cause = new Error(`FHIR server answered ${status}`);
   if (!code) return new AppError('upstream_error', { cause });
   // a refusal is labelled `http_<status>` in our logs and the outbox's last_error, never in a response

@@ -58,4 +58,45 @@ describe.each(UPSTREAMS)("an admin's batch, %s upstream", (upstream) => {
     expect(text).not.toMatch(/HAPI-\d+|Successfully created|Failed to parse/);
     expect(text).not.toContain(gw.deps.fhir.baseUrl);
   });
+
+  it("seals the paging links of a batch's searches into cursors the admin can follow", async () => {
+    for (const name of ['Paged one', 'Paged two', 'Paged three'])
+      await gw.deps.fhir.create('Organization', { resourceType: 'Organization', name });
+    const response = await gw.call('/fhir', {
+      method: 'POST',
+      token: admin,
+      headers: { 'content-type': 'application/fhir+json' },
+      body: JSON.stringify({
+        resourceType: 'Bundle',
+        type: 'batch',
+        entry: [{ request: { method: 'GET', url: 'Organization?name=Paged&_count=1' } }],
+      }),
+    });
+    expect(response.status).toBe(200);
+    const text = await response.text();
+    expect(text).not.toContain('_getpages');
+    const search = (JSON.parse(text) as Bundle).entry?.[0]?.resource as Bundle;
+    const next = search.link?.find((l) => l.relation === 'next')?.url ?? '';
+    expect(next).toMatch(/^http:\/\/gateway[^/]*\.test\/fhir\?_cursor=[^&]+$/);
+    const page = await gw.call(next.replace(/^https?:\/\/[^/]+/, ''), { token: admin });
+    expect(page.status).toBe(200);
+    expect(((await page.json()) as Bundle).entry).toHaveLength(1);
+    // bound to the admin who got it
+    const gp = await gw.seedUser({ role: 'practitioner', fhirId: 'no-such-practitioner' });
+    const other = await gw.login(gp.email, gp.password);
+    expect((await gw.call(next.replace(/^https?:\/\/[^/]+/, ''), { token: other })).status).toBe(400);
+  });
+
+  it("relays an operation's own OperationOutcome: $validate's verdict on an invalid resource stays an error", async () => {
+    const response = await gw.call('/fhir/Observation/$validate', {
+      method: 'POST',
+      token: admin,
+      headers: { 'content-type': 'application/fhir+json' },
+      body: JSON.stringify({ resourceType: 'Observation', code: { text: 'no status' } }),
+    });
+    // a server may answer the verdict with 200 or with 400/422 (then the gateway's own error)
+    const outcome = (await response.json()) as OperationOutcome;
+    expect(outcome.resourceType).toBe('OperationOutcome');
+    expect(outcome.issue?.some((i) => i.severity === 'error' || i.severity === 'fatal')).toBe(true);
+  });
 });

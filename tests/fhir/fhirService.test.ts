@@ -312,6 +312,18 @@ describe('upstream status mapping', () => {
   );
 
   it.each([
+    [409, 412],
+    [412, 412],
+    [404, 404],
+    [400, 400],
+  ])(
+    'upstream %i to a write with If-Match answers our %s: HAPI says 409 for a stale version',
+    (upstreamStatus, ours) => {
+      expect(upstreamStatusError(upstreamStatus, 'versioned-write').status).toBe(ours);
+    },
+  );
+
+  it.each([
     [30_000, 22_500],
     [60_000, 45_000],
     [3_600_000, 3_540_000],

@@ -125,7 +125,7 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
     }
   });
 
-  it('honours Prefer: return=minimal on a practitioner write: 201, Location, no body', async () => {
+  it('honours Prefer: return=minimal (201, Location, no body) and return=OperationOutcome on a practitioner write', async () => {
     const minimal = await gw.call('/fhir/Observation', {
       method: 'POST',
       token: tokens.gp,
@@ -141,6 +141,14 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
       json: observation(ids.p),
     });
     expect(((await whole.json()) as Observation).resourceType).toBe('Observation');
+    const outcome = await gw.call('/fhir/Observation', {
+      method: 'POST',
+      token: tokens.gp,
+      json: observation(ids.p),
+      headers: { prefer: 'return=OperationOutcome' },
+    });
+    expect(outcome.status).toBe(201);
+    expect(((await outcome.json()) as { resourceType: string }).resourceType).toBe('OperationOutcome');
   });
 
   it('refuses a practitioner write whose body is not declared JSON with 415, and stores nothing', async () => {

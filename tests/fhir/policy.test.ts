@@ -6,6 +6,7 @@ import { loadFhirDefinitions } from '../../src/fhir/definitions.js';
 import { cursorForLink, relativeToBase, verifyCursor, withLinks } from '../../src/fhir/links.js';
 import {
   acceptsJson,
+  assertEntityTags,
   assertQuerySize,
   cursorCompanions,
   historyParams,
@@ -351,6 +352,21 @@ describe('format negotiation', () => {
     ['', undefined],
   ])('If-Modified-Since %s is sent on as %s', (value, sent) => {
     expect(httpDateOrNone(value)).toBe(sent);
+  });
+
+  it.each([
+    ['W/"3"', true],
+    ['"abc-1"', true],
+    ['*', true],
+    ['W/"1", W/"2"', true],
+    ['xyz', false],
+    ['W/3', false],
+    ['"a b"', false],
+    ['', false],
+  ])('If-Match %s is an entity tag: %s', (value, fine) => {
+    const check = () => assertEntityTags({ 'if-match': value, 'if-none-match': value });
+    if (fine) expect(check).not.toThrow();
+    else expect(check).toThrow(AppError);
   });
 
   it.each([

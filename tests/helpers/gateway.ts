@@ -72,17 +72,6 @@ export const UPSTREAMS: readonly UpstreamFlavour[] = [
 ];
 
 /**
- * The status an upstream gives an update with a stale If-Match, which the gateway relays: 412 as
- * FHIR asks (https://hl7.org/fhir/R4/http.html#concurrency); HAPI FHIR's JPA server answers 409
- * (its version-conflict error, HAPI-0989).
- */
-export const STALE_IF_MATCH_STATUS: Readonly<Record<UpstreamFlavour, number>> = {
-  embedded: 412,
-  hapi: 412,
-  'hapi-real': 409,
-};
-
-/**
  * The environment that points a gateway at the real HAPI FHIR server (no auth in front of it).
  * Every gateway gets a public URL of its own there, so its account identifiers
  * (`<PUBLIC_BASE_URL>/identifiers/account-email`) never meet another gateway's on the shared server.
