@@ -80,8 +80,8 @@ class Passthrough {
 
   private async asAdmin(method: string, target: FhirTarget, request: PassRequest): Promise<PassResponse> {
     const typeLevel = !target.operation && !target.compartmentType && !target.history && !target.id;
-    if (method === 'GET' && typeLevel) return this.search(target.type ?? '', request.query);
-    if (method === 'GET' && isHistory(target)) return this.history(target, request.query);
+    if (method === 'GET' && typeLevel) return this.search(target.type ?? '', request.query, request.rawQuery);
+    if (method === 'GET' && isHistory(target)) return this.history(target, request);
     // the exact POST /fhir/Patient is the provisioning route; a variant of it (`/fhir/Patient/`)
     // must not create a person without an account, a validated profile and a code
     if (method === 'POST' && typeLevel && (target.type === 'Patient' || target.type === 'Practitioner'))
@@ -121,9 +121,9 @@ class Passthrough {
     const { type, id } = target;
 
     if (method === 'GET') {
-      if (!id) return this.search(type, request.query);
+      if (!id) return this.search(type, request.query, request.rawQuery);
       if (target.versionId) return this.render(await this.fhir.vread(type, id, target.versionId));
-      if (target.history) return this.history(target, request.query);
+      if (target.history) return this.history(target, request);
       const conditional = {
         ifNoneMatch: request.headers['if-none-match'],
         ifModifiedSince: request.headers['if-modified-since'],
@@ -163,15 +163,25 @@ class Passthrough {
     const query = new URLSearchParams([...request.query, ...form]);
     // the URL's parameters and the form's become one query upstream: capped as one
     assertQuerySize(`${request.rawQuery}&${request.body ?? ''}`, query);
-    return this.search(target.type ?? '', query);
+    return this.search(target.type ?? '', query, query.toString());
   }
 
-  private async search(type: string, query: URLSearchParams): Promise<PassResponse> {
-    return this.renderPage(await this.fhir.search(type, query, CURSOR_ROUTE), type);
+  /** `asked`: the query as the client gave it, for the `self` link (R4 search: the parameters of the search). */
+  private async search(type: string, query: URLSearchParams, asked: string): Promise<PassResponse> {
+    const self = this.at(type, asked);
+    return this.renderPage(await this.fhir.search(type, query, CURSOR_ROUTE), type, self);
   }
 
-  private async history(target: FhirTarget, query: URLSearchParams): Promise<PassResponse> {
-    return this.renderPage(await this.fhir.history(target, query, CURSOR_ROUTE), historyPath(target));
+  private async history(target: FhirTarget, request: PassRequest): Promise<PassResponse> {
+    const path = historyPath(target);
+    const page = await this.fhir.history(target, request.query, CURSOR_ROUTE);
+    return this.renderPage(page, path, this.at(path, request.rawQuery));
+  }
+
+  /** The gateway's URL of `path` ('' for the base) with `query`. */
+  private at(path: string, query: string): string {
+    const base = path ? `${this.publicBase}/${path}` : this.publicBase;
+    return query ? `${base}?${query}` : base;
   }
 
   /**
@@ -195,20 +205,27 @@ class Passthrough {
         ],
       });
     cursorCompanions(request.query);
-    if (history)
-      return this.renderPage(await this.fhir.historyPage(cursor, target, CURSOR_ROUTE), historyPath(target));
-    const type = target.type ?? '';
-    return this.renderPage(await this.fhir.page(cursor, type, CURSOR_ROUTE), type);
+    const path = history ? historyPath(target) : (target.type ?? '');
+    const page = history
+      ? await this.fhir.historyPage(cursor, target, CURSOR_ROUTE)
+      : await this.fhir.page(cursor, path, CURSOR_ROUTE);
+    return this.renderPage(page, path, cursorUrl(this.publicBase, path, cursor));
   }
 
   // --- rendering: nothing of the upstream leaves ---
 
-  /** `path`: where the page's cursors are used, the searched type or a record's `_history` ('' for the base). */
-  private renderPage(page: SearchPage, path: string): PassResponse {
-    const link = page.links.map((l: PageLink) => ({
-      relation: l.relation,
-      url: cursorUrl(this.publicBase, path, l.cursor),
-    }));
+  /**
+   * `path`: where the page's cursors are used, the searched type or a `_history` ('' for the base);
+   * `self`: the gateway's URL of this very page.
+   */
+  private renderPage(page: SearchPage, path: string, self: string): PassResponse {
+    const link = [
+      { relation: 'self', url: self },
+      ...page.links.map((l: PageLink) => ({
+        relation: l.relation,
+        url: cursorUrl(this.publicBase, path, l.cursor),
+      })),
+    ];
     // the upstream's text with our links, when the check kept the Bundle whole; else serialise what was kept
     const relayed = page.text === undefined ? undefined : withLinks(page.text, link, 'link' in page.bundle);
     if (relayed !== undefined) return this.answer(200, {}, relayed);

@@ -62,6 +62,9 @@ describe.each(UPSTREAMS)('paging a record history, %s upstream', (upstream) => {
       const bundle = (await response.json()) as Bundle<Patient>;
       expect(bundle.type).toBe('history');
       expect(bundle.entry?.length ?? 0).toBeLessThanOrEqual(2);
+      // self: the gateway's URL of the page just read (R4 search), never the upstream's
+      const self = bundle.link?.find((l) => l.relation === 'self')?.url ?? '';
+      expect(self.replace(/^https?:\/\/[^/]+/, '')).toBe(url.replace(/^https?:\/\/[^/]+/, ''));
       for (const entry of bundle.entry ?? []) seen.push(entry.resource?.name?.[0]?.given?.[0] ?? '');
       url = bundle.link?.find((l) => l.relation === 'next')?.url;
       if (url) links.push(url);

@@ -175,9 +175,11 @@ describe('garbage from the FHIR server in the shape of a success', () => {
       const text = await response.text();
       expect(text).not.toContain(proxy.url);
       expect(text).not.toContain('_offset');
-      const links = (JSON.parse(text) as { link?: { url: string }[] }).link ?? [];
-      expect(links.length).toBeGreaterThan(0);
-      for (const link of links) expect(link.url).toContain('_cursor=');
+      const links = (JSON.parse(text) as { link?: { relation: string; url: string }[] }).link ?? [];
+      expect(links.map((l) => l.relation)).toEqual(['self', 'next']);
+      // self: the gateway's URL of the search as asked; every other link a sealed cursor
+      expect(links[0]?.url).toBe('http://gateway.test/fhir/Observation');
+      for (const link of links.slice(1)) expect(link.url).toContain('_cursor=');
     }
     answer = undefined;
   });
