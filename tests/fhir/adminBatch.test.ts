@@ -18,28 +18,28 @@ describe.each(UPSTREAMS)("an admin's batch, %s upstream", (upstream) => {
 
   afterAll(() => gw.close());
 
-  it("answers each entry's status with the gateway's own outcome", async () => {
-    const response = await gw.call('/fhir', {
+  /** POST /fhir of a batch Bundle with `entry`, as the admin. */
+  const batch = (entry: unknown[]) =>
+    gw.call('/fhir', {
       method: 'POST',
       token: admin,
       headers: { 'content-type': 'application/fhir+json' },
-      body: JSON.stringify({
-        resourceType: 'Bundle',
-        type: 'batch',
-        entry: [
-          {
-            resource: { resourceType: 'Organization', name: 'Batch clinic' },
-            request: { method: 'POST', url: 'Organization' },
-          },
-          {
-            // the body's id is not the URL's: refused by every FHIR server
-            resource: { resourceType: 'Organization', id: 'other', name: 'Broken' },
-            request: { method: 'PUT', url: 'Organization/mismatched' },
-          },
-          { request: { method: 'GET', url: 'Organization/does-not-exist-123' } },
-        ],
-      }),
+      body: JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry }),
     });
+
+  it("answers each entry's status with the gateway's own outcome", async () => {
+    const response = await batch([
+      {
+        resource: { resourceType: 'Organization', name: 'Batch clinic' },
+        request: { method: 'POST', url: 'Organization' },
+      },
+      {
+        // the body's id is not the URL's: refused by every FHIR server
+        resource: { resourceType: 'Organization', id: 'other', name: 'Broken' },
+        request: { method: 'PUT', url: 'Organization/mismatched' },
+      },
+      { request: { method: 'GET', url: 'Organization/does-not-exist-123' } },
+    ]);
     expect(response.status).toBe(200);
     const text = await response.text();
     const bundle = JSON.parse(text) as Bundle;
@@ -62,16 +62,7 @@ describe.each(UPSTREAMS)("an admin's batch, %s upstream", (upstream) => {
   it("seals the paging links of a batch's searches into cursors the admin can follow", async () => {
     for (const name of ['Paged one', 'Paged two', 'Paged three'])
       await gw.deps.fhir.create('Organization', { resourceType: 'Organization', name });
-    const response = await gw.call('/fhir', {
-      method: 'POST',
-      token: admin,
-      headers: { 'content-type': 'application/fhir+json' },
-      body: JSON.stringify({
-        resourceType: 'Bundle',
-        type: 'batch',
-        entry: [{ request: { method: 'GET', url: 'Organization?name=Paged&_count=1' } }],
-      }),
-    });
+    const response = await batch([{ request: { method: 'GET', url: 'Organization?name=Paged&_count=1' } }]);
     expect(response.status).toBe(200);
     const text = await response.text();
     expect(text).not.toContain('_getpages');
