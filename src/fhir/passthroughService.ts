@@ -5,7 +5,13 @@ import { type FhirTarget, historyPath, parseFhirPath } from './fhirPath.js';
 import type { FhirMethod, FhirResult } from './fhirService.js';
 import { cursorUrl, relativeToBase, replaceUpstreamBase, withLinks } from './links.js';
 import { PASSTHROUGH_ROUTE, type PageLink, type ScopedFhir, type SearchPage } from './scopedFhir.js';
-import { assertEntityTags, assertQuerySize, cursorCompanions, jsonOnly } from './searchPolicy.js';
+import {
+  assertEntityTags,
+  assertJsonBody,
+  assertQuerySize,
+  cursorCompanions,
+  jsonOnly,
+} from './searchPolicy.js';
 import { isUpstreamSuccess, upstreamStatusError } from './upstreamStatus.js';
 
 /**
@@ -36,8 +42,6 @@ export interface PassResponse {
 
 /** Request headers an admin's request relays upstream (conditional requests); never Authorization. */
 const RELAYED_REQUEST_HEADERS = ['if-match', 'if-none-match', 'if-modified-since', 'if-none-exist', 'prefer'];
-
-const CURSOR_ROUTE = PASSTHROUGH_ROUTE;
 
 function successOutcome() {
   return {
@@ -138,8 +142,7 @@ class Passthrough {
     }
     if ((method === 'PUT') !== (id !== undefined))
       throw new AppError('forbidden', { detail: 'Create with POST on the type, update with PUT on the id.' });
-    if (!/^application\/(fhir\+)?json\b/i.test(request.contentType ?? ''))
-      throw new AppError('unsupported_media_type');
+    assertJsonBody(request.contentType);
     const resource = parseResource(request.body);
     const written =
       method === 'PUT' && id
@@ -169,12 +172,12 @@ class Passthrough {
   /** `asked`: the query as the client gave it, for the `self` link (R4 search: the parameters of the search). */
   private async search(type: string, query: URLSearchParams, asked: string): Promise<PassResponse> {
     const self = this.at(type, asked);
-    return this.renderPage(await this.fhir.search(type, query, CURSOR_ROUTE), type, self);
+    return this.renderPage(await this.fhir.search(type, query, PASSTHROUGH_ROUTE), type, self);
   }
 
   private async history(target: FhirTarget, request: PassRequest): Promise<PassResponse> {
     const path = historyPath(target);
-    const page = await this.fhir.history(target, request.query, CURSOR_ROUTE);
+    const page = await this.fhir.history(target, request.query, PASSTHROUGH_ROUTE);
     return this.renderPage(page, path, this.at(path, request.rawQuery));
   }
 
@@ -207,8 +210,8 @@ class Passthrough {
     cursorCompanions(request.query);
     const path = history ? historyPath(target) : (target.type ?? '');
     const page = history
-      ? await this.fhir.historyPage(cursor, target, CURSOR_ROUTE)
-      : await this.fhir.page(cursor, path, CURSOR_ROUTE);
+      ? await this.fhir.historyPage(cursor, target, PASSTHROUGH_ROUTE)
+      : await this.fhir.page(cursor, path, PASSTHROUGH_ROUTE);
     return this.renderPage(page, path, cursorUrl(this.publicBase, path, cursor));
   }
 

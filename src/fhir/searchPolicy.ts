@@ -263,6 +263,11 @@ export function acceptsJson(accept: string | undefined): boolean {
   });
 }
 
+/** A /fhir write's body must be declared FHIR JSON (or plain JSON): 415 otherwise, nothing stored. */
+export function assertJsonBody(contentType: string | undefined): void {
+  if (!/^application\/(fhir\+)?json\b/i.test(contentType ?? '')) throw new AppError('unsupported_media_type');
+}
+
 /**
  * The gateway answers FHIR JSON only: `_format` (which overrides Accept, FHIR http.html#mime) must
  * mean JSON and Accept must admit it, else 406 (HAPI would answer XML, which the gateway cannot

@@ -2,6 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { AppError } from '../errors.js';
 import { assertScope } from '../fhir/scopeGuard.js';
+import { assertJsonBody } from '../fhir/searchPolicy.js';
 import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import { bearerSecurity, errorResponses, problem, RETRY_AFTER_HEADER } from '../http/schemas.js';
@@ -131,8 +132,7 @@ async function slimProvision(c: Context<AppEnv>, type: ProvisionedType, body: un
 async function rawProvision(c: Context<AppEnv>, type: ProvisionedType) {
   // a SMART app's token reaches this /fhir path too: it creates only with the create scope granted
   assertScope(c.var.caller, type, 'c');
-  const contentType = c.req.header('content-type') ?? '';
-  if (!/^application\/(fhir\+)?json\b/i.test(contentType)) throw new AppError('unsupported_media_type');
+  assertJsonBody(c.req.header('content-type'));
   let body: unknown;
   try {
     body = await c.req.json();
