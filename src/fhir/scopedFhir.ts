@@ -126,6 +126,15 @@ function emptySearchset<T extends Resource>(): Bundle<T> {
   return { resourceType: 'Bundle', type: 'searchset', total: 0, entry: [] };
 }
 
+/**
+ * RFC 9110 section 15.4.5: a 304 carries the ETag a 200 would have; HAPI leaves it out. When the
+ * client named one entity tag, that is the one that matched.
+ */
+function withMatchedEtag(result: FhirResult, ifNoneMatch: string | undefined): FhirResult {
+  if (result.status !== 304 || result.headers.etag || !ifNoneMatch || /[,*]/.test(ifNoneMatch)) return result;
+  return { ...result, headers: { ...result.headers, etag: ifNoneMatch.trim() } };
+}
+
 function invalidCursor(): AppError {
   return new AppError('validation_failed', {
     errors: [{ path: 'cursor', message: 'is not valid here or for you, or has expired' }],
@@ -549,7 +558,8 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     forward: async (request, target) => {
       if (scope.kind !== 'all') throw new AppError('forbidden');
       if (request.method === 'GET') {
-        return withSealedLinks(await checkForwardedRead(await fhir.forward(request), target));
+        const result = withMatchedEtag(await fhir.forward(request), request.headers?.['if-none-match']);
+        return withSealedLinks(await checkForwardedRead(result, target));
       }
       return withSealedLinks(await audited(request.method, target, () => fhir.forward(request)));
     },

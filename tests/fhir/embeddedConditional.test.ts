@@ -276,13 +276,15 @@ describe.each(UPSTREAMS)(
       expect(since.status).toBe(404);
     });
 
-    it("relays an admin's conditional read as 304 too", async () => {
+    it("relays an admin's conditional read as 304 too, with the ETag it matched (HAPI leaves it out)", async () => {
       const response = await gw.call(`/fhir/Observation/${ids.obsB}`, {
         token: admin,
         headers: { 'if-none-match': `W/"${versions.obsB}"` },
       });
       expect(response.status).toBe(304);
       expect(await response.text()).toBe('');
+      // RFC 9110 section 15.4.5: a 304 carries the ETag a 200 would have
+      expect(response.headers.get('etag')).toBe(`W/"${versions.obsB}"`);
     });
   },
 );
