@@ -1,6 +1,7 @@
 import type { CapabilityStatement, CapabilityStatementRestResource } from '@medplum/fhirtypes';
 import type { AppDeps } from '../http/types.js';
 import { smartSecurity } from '../oauth/smartConfiguration.js';
+import { fhirBaseOf } from '../oauth/urls.js';
 import { DIRECTORY_TYPES, LINKING_PARAMS } from './compartment.js';
 import { isScopedSearchParam } from './searchPolicy.js';
 
@@ -27,7 +28,7 @@ export async function capabilityStatement(deps: AppDeps): Promise<CapabilityStat
   const visible = (type: string) =>
     DIRECTORY_TYPES.has(type) || type === 'Patient' || LINKING_PARAMS.has(type);
   const resources = (upstream.rest?.[0]?.resource ?? []).filter((r) => visible(r.type)).map(reduceResource);
-  const publicFhirBase = `${deps.config.publicBaseUrl}/fhir`;
+  const publicFhirBase = fhirBaseOf(deps.config);
   return {
     resourceType: 'CapabilityStatement',
     status: 'active',

@@ -1,6 +1,7 @@
 import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { AppError, toOperationOutcome } from '../errors.js';
 import type { AppDeps } from '../http/types.js';
+import { fhirBaseOf } from '../oauth/urls.js';
 import { type FhirTarget, historyPath, parseFhirPath } from './fhirPath.js';
 import type { FhirMethod, FhirResult } from './fhirService.js';
 import { cursorUrl, relativeToBase, replaceUpstreamBase, withLinks } from './links.js';
@@ -63,7 +64,7 @@ class Passthrough {
     private readonly fhir: ScopedFhir,
   ) {
     this.upstreamBase = deps.fhir.baseUrl;
-    this.publicBase = `${deps.config.publicBaseUrl}/fhir`;
+    this.publicBase = fhirBaseOf(deps.config);
   }
 
   async handle(sent: PassRequest): Promise<PassResponse> {

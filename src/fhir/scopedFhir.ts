@@ -3,6 +3,7 @@ import { type AuditEvent, writeAudit } from '../audit/auditService.js';
 import { auditedError } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
+import { fhirBaseOf } from '../oauth/urls.js';
 import {
   DIRECTORY_TYPES,
   isMember,
@@ -387,7 +388,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
         l.url && cursorForLink(deps.secrets.cursorKey, binding(PASSTHROUGH_ROUTE, ''), l.url, fhir.baseUrl);
       if (!cursor) return l;
       changed = true;
-      return { ...l, url: cursorUrl(`${deps.config.publicBaseUrl}/fhir`, '', cursor) };
+      return { ...l, url: cursorUrl(fhirBaseOf(deps.config), '', cursor) };
     });
     const entry = bundle.entry?.map((e) => {
       if (e.resource?.resourceType !== 'Bundle') return e;
