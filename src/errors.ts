@@ -93,6 +93,12 @@ export const ERROR_CATALOG = {
       'More than one FHIR resource already carries this account identifier; resolve the duplicates on the FHIR server first.',
     fhirCode: 'duplicate',
   },
+  gone: {
+    status: 410,
+    title: 'Gone',
+    detail: 'The resource was deleted.',
+    fhirCode: 'deleted',
+  },
   precondition_failed: {
     status: 412,
     title: 'Precondition Failed',

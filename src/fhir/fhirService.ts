@@ -82,7 +82,8 @@ export interface FhirService {
   capabilities(options?: { timeoutMs?: number }): Promise<CapabilityStatement>;
   /**
    * Any other interaction, as an admin's passthrough request sends it (operations, batch, PATCH,
-   * conditional writes). Failures are mapped like every typed call; the body is not checked.
+   * conditional writes). Failures are mapped like every typed call (a deleted resource is 410
+   * here, for the admin); the body is not checked.
    */
   forward(request: FhirRequest): Promise<FhirResult>;
   close(): Promise<void>;
@@ -391,8 +392,8 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
   };
 
   /** A write carrying If-Match is versioned: the upstream's conflict then means a stale version. */
-  const interactionOf = (req: FhirRequest): UpstreamInteraction =>
-    req.method !== 'GET' && req.headers?.['if-match'] ? 'versioned-write' : 'other';
+  const interactionOf = (req: FhirRequest, otherwise: UpstreamInteraction = 'other'): UpstreamInteraction =>
+    req.method !== 'GET' && req.headers?.['if-match'] ? 'versioned-write' : otherwise;
 
   /** send, renewing our OAuth token once on a 401, then the one status mapping. */
   const exchange = async (
@@ -492,7 +493,7 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
       const result = await exchange({ method: 'GET', path: 'metadata', ...(timeoutMs ? { timeoutMs } : {}) });
       return expectResource<CapabilityStatement>(result, 'CapabilityStatement').body as CapabilityStatement;
     },
-    forward: (req) => exchange(req, undefined, interactionOf(req)),
+    forward: (req) => exchange(req, undefined, interactionOf(req, 'forwarded')),
     // by the time this runs the HTTP server has drained; whatever is still in flight (a mail
     // worker's call to a hung upstream) is cut off instead of holding shutdown for the timeout
     close: () => pool.destroy(),

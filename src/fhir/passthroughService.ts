@@ -291,7 +291,9 @@ function withOurOutcomes(bundle: Bundle): Bundle {
     const { outcome: _upstreamOutcome, ...status } = response;
     if (!saidSomething) return { ...rest, ...kept, response: status };
     const code = Number.parseInt(response.status ?? '', 10);
-    const ours = isUpstreamSuccess(code) ? successOutcome() : toOperationOutcome(upstreamStatusError(code));
+    const ours = isUpstreamSuccess(code)
+      ? successOutcome()
+      : toOperationOutcome(upstreamStatusError(code, 'forwarded'));
     return { ...rest, ...kept, response: { ...status, outcome: ours as OperationOutcome } };
   });
   return entry ? { ...bundle, entry } : bundle;

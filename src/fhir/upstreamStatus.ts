@@ -3,7 +3,8 @@ import { AppError, type ErrorCode } from '../errors.js';
 /**
  * The one mapping from an upstream FHIR server's HTTP status to what our client sees, with FHIR
  * semantics (https://hl7.org/fhir/R4/http.html): 304 and 2xx pass; 404 and 410 are "not found"
- * (a deleted resource is as absent as a missing one, and says nothing more); 409, 412 and 422
+ * (a deleted resource is as absent as a missing one, and says nothing more), except to an admin's
+ * forwarded request, which is told 410 Gone; 409, 412 and 422
  * keep their meaning; every other failure, and anything we cannot read, is the upstream's fault
  * (502). The upstream's own diagnostics never reach the client: they may name hosts, tables or
  * other patients' data (HAPI echoes search values in its OperationOutcomes).
@@ -24,8 +25,11 @@ const CODE_BY_STATUS: Readonly<Record<number, ErrorCode>> = {
   431: 'uri_too_long',
 };
 
-/** What the request was, where a status means something else for it: a search, a write with If-Match. */
-export type UpstreamInteraction = 'search' | 'versioned-write' | 'other';
+/**
+ * What the request was, where a status means something else for it: a search, a write with
+ * If-Match, a request an admin's passthrough forwards as it came.
+ */
+export type UpstreamInteraction = 'search' | 'versioned-write' | 'forwarded' | 'other';
 
 /** Whether an upstream status is a success the caller handles itself (2xx, and 304 for conditional reads). */
 export function isUpstreamSuccess(status: number): boolean {
@@ -42,7 +46,16 @@ export function upstreamStatusError(status: number, interaction: UpstreamInterac
   const missingType = interaction === 'search' && (status === 404 || status === 410);
   // R4 http.html#concurrency: a stale If-Match is 412; HAPI answers it with 409
   const staleVersion = interaction === 'versioned-write' && status === 409;
-  const code = missingType ? undefined : staleVersion ? 'precondition_failed' : CODE_BY_STATUS[status];
+  // "deleted" tells that the resource existed: said only to a caller who may see every resource
+  // (a scoped read cannot check the compartment of a resource the server no longer shows)
+  const gone = interaction === 'forwarded' && status === 410;
+  const code = missingType
+    ? undefined
+    : staleVersion
+      ? 'precondition_failed'
+      : gone
+        ? 'gone'
+        : CODE_BY_STATUS[status];
   const cause = new Error(`FHIR server answered ${status}`);
   if (!code) return new AppError('upstream_error', { cause });
   // a refusal is labelled `http_<status>` in our logs and the outbox's last_error, never in a response

@@ -324,6 +324,18 @@ describe('upstream status mapping', () => {
   );
 
   it.each([
+    [410, 410],
+    [404, 404],
+    [409, 409],
+    [500, 502],
+  ])(
+    "upstream %i to an admin's forwarded request answers our %s: only an admin is told a resource was deleted",
+    (upstreamStatus, ours) => {
+      expect(upstreamStatusError(upstreamStatus, 'forwarded').status).toBe(ours);
+    },
+  );
+
+  it.each([
     [30_000, 22_500],
     [60_000, 45_000],
     [3_600_000, 3_540_000],
