@@ -55,6 +55,11 @@ function refuse(message: string): AppError {
   return new AppError('validation_failed', { detail: message });
 }
 
+/** An interaction the caller's role may never use (an admin may): 403, so a client does not retry it mended. */
+function forRoleOnly(message: string): AppError {
+  return new AppError('forbidden', { detail: message });
+}
+
 class Passthrough {
   private readonly upstreamBase: string;
   private readonly publicBase: string;
@@ -117,12 +122,13 @@ class Passthrough {
   // --- patients and practitioners: read inside the scope; practitioners also write there ---
 
   private async scoped(method: string, target: FhirTarget, request: PassRequest): Promise<PassResponse> {
-    if (target.operation) throw refuse(`The operation ${target.operation} is not allowed for your role.`);
+    if (target.operation)
+      throw forRoleOnly(`The operation ${target.operation} is not allowed for your role.`);
     if (target.compartmentType)
       throw refuse('Compartment searches are not supported; search the type instead.');
     if (!target.type)
-      throw refuse('System-level search, history, batch and transaction are not allowed for your role.');
-    if (target.history && !target.id) throw refuse('Type-level history is not allowed for your role.');
+      throw forRoleOnly('System-level search, history, batch and transaction are not allowed for your role.');
+    if (target.history && !target.id) throw forRoleOnly('Type-level history is not allowed for your role.');
     const { type, id } = target;
 
     if (method === 'GET') {
@@ -139,7 +145,7 @@ class Passthrough {
       throw new AppError('forbidden', { detail: 'Your role cannot change FHIR data here.' });
     // conditional headers and query parameters run a search upstream outside our checks (an oracle on other patients' data)
     if (request.headers['if-none-exist'] || [...request.query.keys()].length > 0) {
-      throw refuse('Conditional create and query parameters on writes are not available for your role.');
+      throw forRoleOnly('Conditional create and query parameters on writes are not available for your role.');
     }
     if ((method === 'PUT') !== (id !== undefined))
       throw new AppError('forbidden', { detail: 'Create with POST on the type, update with PUT on the id.' });

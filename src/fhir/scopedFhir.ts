@@ -404,7 +404,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     if (scope.kind === 'all') return;
     // a type's or the server's history lists everyone's versions
     if (!type || !id)
-      throw new AppError('validation_failed', { detail: 'Type-level history is not allowed for your role.' });
+      throw new AppError('forbidden', { detail: 'Type-level history is not allowed for your role.' });
     await readInScope(type, id, () => fhir.read(type, id));
   };
 

@@ -107,9 +107,9 @@ describe.each(UPSTREAMS)('paging a record history, %s upstream', (upstream) => {
 
   it("scoped roles may not read a type's or the server's history, nor page one with a cursor", async () => {
     for (const token of [tokens.p, tokens.gp]) {
-      expect((await gw.call('/fhir/Patient/_history', { token })).status).toBe(400);
-      expect((await gw.call('/fhir/_history', { token })).status).toBe(400);
-      expect((await gw.call('/fhir/Patient/_history?_cursor=x', { token })).status).toBe(400);
+      expect((await gw.call('/fhir/Patient/_history', { token })).status).toBe(403);
+      expect((await gw.call('/fhir/_history', { token })).status).toBe(403);
+      expect((await gw.call('/fhir/Patient/_history?_cursor=x', { token })).status).toBe(403);
     }
   });
 

@@ -355,11 +355,6 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       ['an _include wildcard', 'Observation?_include=*'],
       ['_include:iterate', 'Observation?_include:iterate=Observation:subject'],
       ['a compartment search', `Patient/${'{B}'}/Observation`],
-      ['$everything', `Patient/${'{B}'}/$everything`],
-      ['$graphql', '$graphql?query={PatientList{id}}'],
-      ['system-level search', '?_type=Patient'],
-      ['system history', '_history'],
-      ['type history', 'Observation/_history'],
       ['a lower-case type', 'observation'],
       ['an upper-case type', 'OBSERVATION'],
       ['an unknown parameter', 'Observation?canary=1'],
@@ -368,6 +363,19 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       const response = await call(`/fhir/${path.replace('{B}', ids.B)}`, tokenA);
       expect(response.status).toBe(400);
       expect(response.json().resourceType).toBe('OperationOutcome');
+      noCanary(response.text);
+    });
+
+    it.each([
+      ['$everything', `Patient/${'{B}'}/$everything`],
+      ['$graphql', '$graphql?query={PatientList{id}}'],
+      ['system-level search', '?_type=Patient'],
+      ['system history', '_history'],
+      ['type history', 'Observation/_history'],
+    ])('refuses %s, which the role may never use, with a 403 OperationOutcome', async (_label, path) => {
+      const response = await call(`/fhir/${path.replace('{B}', ids.B)}`, tokenA);
+      expect(response.status).toBe(403);
+      expect((response.json() as { issue: { code: string }[] }).issue[0]?.code).toBe('forbidden');
       noCanary(response.text);
     });
 
@@ -396,7 +404,7 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
         body: JSON.stringify(bundle),
         headers: { 'content-type': 'application/fhir+json' },
       });
-      expect(batch.status).toBe(400);
+      expect(batch.status).toBe(403);
       noCanary(batch.text);
       const write = await call('/fhir/Observation', tokenA, {
         method: 'POST',
@@ -497,7 +505,7 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       });
       expect(newPatient.status).toBe(403);
       expect((await call(`/fhir/Observation/${ids.obsA[0]}`, tokenP, { method: 'DELETE' })).status).toBe(403);
-      expect((await post({ resourceType: 'Bundle', type: 'batch', entry: [] }, '/fhir')).status).toBe(400);
+      expect((await post({ resourceType: 'Bundle', type: 'batch', entry: [] }, '/fhir')).status).toBe(403);
       const moved = {
         ...(await call(`/fhir/Observation/${ids.obsA[1]}`, tokenP)).json(),
         subject: { reference: `Patient/${ids.B}` },
@@ -521,7 +529,7 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
           'if-none-exist': `subject=Patient/${ids.B}&_id=${ids.obsB[0]}`,
         },
       });
-      expect(response.status).toBe(400);
+      expect(response.status).toBe(403);
     });
 
     it('refuses a write whose patient reference is not a plain Patient/{id} of the caller', async () => {
