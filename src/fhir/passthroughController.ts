@@ -6,7 +6,7 @@ import { authenticate } from '../middleware/authenticate.js';
 import { capabilityStatement } from './capability.js';
 import { passthrough } from './passthroughService.js';
 import { scopedFhir } from './scopedFhir.js';
-import { httpDateOrNone } from './searchPolicy.js';
+import { httpDateOrNone, jsonOnly } from './searchPolicy.js';
 
 /** The raw request target as the client sent it: dot segments and encodings are judged before any normalisation. */
 function rawPathAndQuery(c: Context<AppEnv>): { path: string; rawQuery: string; query: URLSearchParams } {
@@ -27,9 +27,11 @@ function fhirJson(body: string | undefined, status: number, headers: Record<stri
 /** /fhir/metadata (public) and the filtered passthrough /fhir/* (any signed-in role; the scope decides). */
 export function passthroughRoutes() {
   const router = new Hono<AppEnv>();
-  router.get('/fhir/metadata', async (c) =>
-    fhirJson(JSON.stringify(await capabilityStatement(c.get('deps'))), 200, {}),
-  );
+  router.get('/fhir/metadata', async (c) => {
+    // JSON only here too: a client that takes XML alone is told 406, not handed JSON it cannot read
+    jsonOnly(rawPathAndQuery(c).query, c.req.header('accept'));
+    return fhirJson(JSON.stringify(await capabilityStatement(c.get('deps'))), 200, {});
+  });
   const handle = async (c: Context<AppEnv>) => {
     const deps = c.get('deps');
     const { path, rawQuery, query } = rawPathAndQuery(c);

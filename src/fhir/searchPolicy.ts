@@ -263,9 +263,16 @@ export function acceptsJson(accept: string | undefined): boolean {
   });
 }
 
-/** A /fhir write's body must be declared FHIR JSON (or plain JSON): 415 otherwise, nothing stored. */
+/**
+ * A /fhir write's body must be declared FHIR JSON (or plain JSON), in UTF-8 if a charset is named
+ * (RFC 8259 section 8.1; the body is read as UTF-8): 415 otherwise, nothing stored.
+ */
 export function assertJsonBody(contentType: string | undefined): void {
-  if (!/^application\/(fhir\+)?json\b/i.test(contentType ?? '')) throw new AppError('unsupported_media_type');
+  const declared = contentType ?? '';
+  const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(declared)?.[1];
+  const json = /^application\/(fhir\+)?json\s*(;|$)/i.test(declared);
+  if (!json || (charset !== undefined && !/^utf-?8$/i.test(charset)))
+    throw new AppError('unsupported_media_type');
 }
 
 /**

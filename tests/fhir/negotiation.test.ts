@@ -151,10 +151,16 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
     expect(((await outcome.json()) as { resourceType: string }).resourceType).toBe('OperationOutcome');
   });
 
-  it('refuses a practitioner write whose body is not declared JSON with 415, and stores nothing', async () => {
+  it('refuses a practitioner write whose body is not declared JSON in UTF-8 with 415, and stores nothing', async () => {
     const before = await get(`/fhir/Observation?subject=Patient/${ids.p}&_summary=count`, tokens.gp);
     const count = ((await before.json()) as Bundle).total;
-    for (const contentType of ['text/plain', 'application/x-www-form-urlencoded', 'application/fhir+xml']) {
+    for (const contentType of [
+      'text/plain',
+      'application/x-www-form-urlencoded',
+      'application/fhir+xml',
+      // the body would be read as UTF-8: in UTF-16 it is garbage, and RFC 8259 says JSON is UTF-8
+      'application/fhir+json; charset=utf-16',
+    ]) {
       const refused = await gw.call('/fhir/Observation', {
         method: 'POST',
         token: tokens.gp,
@@ -165,6 +171,21 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
     }
     const after = await get(`/fhir/Observation?subject=Patient/${ids.p}&_summary=count`, tokens.gp);
     expect(((await after.json()) as Bundle).total).toBe(count);
+  });
+
+  it('answers /fhir/metadata in JSON, and 406 to a client that takes no JSON', async () => {
+    for (const [path, accept, status] of [
+      ['/fhir/metadata', 'application/fhir+xml', 406],
+      ['/fhir/metadata?_format=xml', 'application/fhir+json', 406],
+      ['/fhir/metadata?_format=json', 'application/fhir+xml', 200],
+      ['/fhir/metadata', 'application/fhir+json', 200],
+      ['/fhir/metadata', '*/*', 200],
+    ] as const) {
+      const response = await gw.call(path, { headers: { accept } });
+      expect(response.status, `${path} ${accept}`).toBe(status);
+      const body = (await response.json()) as { resourceType: string };
+      expect(body.resourceType).toBe(status === 200 ? 'CapabilityStatement' : 'OperationOutcome');
+    }
   });
 
   it('lists in /fhir/metadata only the search parameters a scoped role may use', async () => {

@@ -7,6 +7,7 @@ import { cursorForLink, relativeToBase, verifyCursor, withLinks } from '../../sr
 import {
   acceptsJson,
   assertEntityTags,
+  assertJsonBody,
   assertQuerySize,
   cursorCompanions,
   historyParams,
@@ -337,6 +338,25 @@ describe('format negotiation', () => {
     } catch (error) {
       expect((error as AppError).status).toBe(expected);
     }
+  });
+
+  it.each([
+    ['application/fhir+json', true],
+    ['application/json', true],
+    ['Application/FHIR+JSON; charset=UTF-8', true],
+    ['application/fhir+json;charset="utf-8"', true],
+    ['application/json; charset=utf8', true],
+    ['application/fhir+json; fhirVersion=4.0', true],
+    ['application/fhir+json; charset=utf-16', false],
+    ['application/json;charset=ISO-8859-1', false],
+    ['application/json-patch+json', false],
+    ['application/jsonx', false],
+    ['application/fhir+xml', false],
+    ['text/plain', false],
+    [undefined, false],
+  ])('a write declared %s is read as JSON: %s (else 415)', (contentType, accepted) => {
+    if (accepted) expect(() => assertJsonBody(contentType)).not.toThrow();
+    else expect(() => assertJsonBody(contentType)).toThrow(expect.objectContaining({ status: 415 }));
   });
 
   it('keeps the very query when there is nothing to drop (no copy per request)', () => {
