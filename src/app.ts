@@ -19,7 +19,7 @@ import { requestId } from './middleware/requestId.js';
 import { requestLog } from './middleware/requestLog.js';
 import { securityHeaders } from './middleware/securityHeaders.js';
 import { oauthRoutes } from './oauth/oauthRoutes.js';
-import { isProtocolPath } from './oauth/urls.js';
+import { decidesOwnCors, isProtocolPath } from './oauth/urls.js';
 import { patientRoutes } from './patient/patientController.js';
 import { practitionerRoutes } from './practitioner/practitionerController.js';
 import { provisioningRoutes } from './provisioning/provisioningController.js';
@@ -45,7 +45,7 @@ export function createApp(deps: AppDeps) {
   app.use(securityHeaders());
   app.use(clientIp(deps.config.trustProxy));
   app.use(refuseNul());
-  app.use(corsPolicy(deps.config.corsOrigins));
+  app.use(corsPolicy(deps.config.corsOrigins, decidesOwnCors));
   const tooLarge = () => {
     throw new AppError('payload_too_large');
   };

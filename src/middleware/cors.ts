@@ -19,11 +19,14 @@ const EXPOSED_HEADERS = ['X-Request-Id', 'Retry-After', 'Location', 'ETag'];
 
 /**
  * CORS for an exact-origin allow-list; no credentials mode: tokens travel in the Authorization
- * header. Preflights are Hono's cors(); on other requests the same headers are set before the
+ * header. A route that `decidesOwnCors` answers its own preflights (the SMART token endpoint). Preflights are Hono's cors(); on other requests the same headers are set before the
  * route on the Node response, or after it in place (responseHeaders.ts: Hono's cors() would copy
  * every answer through a stream). No route sets Vary, so Origin is the whole of it.
  */
-export function corsPolicy(origins: readonly string[]): MiddlewareHandler<AppEnv> {
+export function corsPolicy(
+  origins: readonly string[],
+  decidesOwnCors: (path: string) => boolean = () => false,
+): MiddlewareHandler<AppEnv> {
   const allowed = (origin: string) => (origins.includes(origin) ? origin : null);
   const preflight = cors({
     origin: allowed,
@@ -39,7 +42,7 @@ export function corsPolicy(origins: readonly string[]): MiddlewareHandler<AppEnv
     headers.append('Vary', 'Origin');
   };
   return (c, next) => {
-    if (c.req.method === 'OPTIONS') return preflight(c, next);
+    if (c.req.method === 'OPTIONS') return decidesOwnCors(c.req.path) ? next() : preflight(c, next);
     const origin = allowed(c.req.header('origin') ?? '');
     const node = unwrittenNodeResponse(c);
     if (!node) return next().then(() => setAfterRoute(answerHeaders(c), origin));

@@ -10,6 +10,7 @@ import type { AppEnv } from '../http/types.js';
 import { attachRequestContext } from './gatewayRequest.js';
 import { showInteraction, submitConsent, submitLogin } from './interactions.js';
 import type { OAuthServer } from './provider.js';
+import { withPublicRefreshClient } from './publicRefresh.js';
 import { smartConfiguration } from './smartConfiguration.js';
 import { INTERACTION_PREFIX, OAUTH_PREFIX } from './urls.js';
 
@@ -22,6 +23,7 @@ import { INTERACTION_PREFIX, OAUTH_PREFIX } from './urls.js';
 
 type Ctx = Context<AppEnv>;
 type NodeHandler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+type LoadedServer = { server: OAuthServer; handle: NodeHandler };
 
 const UID = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -49,18 +51,22 @@ function prepareNodeResponse(c: Ctx, res: ServerResponse): void {
   res.setHeader('X-Frame-Options', 'DENY');
 }
 
-async function protocol(c: Ctx, handle: NodeHandler): Promise<Response> {
-  const { incoming, outgoing } = c.env as Partial<HttpBindings>;
+async function protocol(c: Ctx, { server, handle }: LoadedServer): Promise<Response> {
+  const { incoming: received, outgoing } = c.env as Partial<HttpBindings>;
   // only a real Node server has the bindings (app.request() in a unit test has none)
-  if (!incoming || !outgoing) throw new AppError('not_found');
-  const url = new URL(incoming.url ?? '/', 'http://local');
+  if (!received || !outgoing) throw new AppError('not_found');
+  const url = new URL(received.url ?? '/', 'http://local');
   // decided on the path oidc-provider routes, which ignores a trailing slash: an exact match let
   // `/oauth/authorize/` skip the password and reuse the last login (a code for whoever that was)
   const pathname = url.pathname.replace(/\/+$/, '');
   const search = pathname === `${OAUTH_PREFIX}/authorize` ? withSmartPrompts(url.search) : url.search;
-  (incoming as IncomingMessage & { originalUrl?: string }).originalUrl = `${pathname}${search}`;
-  incoming.url = `${pathname.slice(OAUTH_PREFIX.length)}${search}`;
+  (received as IncomingMessage & { originalUrl?: string }).originalUrl = `${pathname}${search}`;
+  received.url = `${pathname.slice(OAUTH_PREFIX.length)}${search}`;
+  const tokenEndpoint = pathname === `${OAUTH_PREFIX}/token`;
+  const incoming = tokenEndpoint ? await withPublicRefreshClient(server.provider, received) : received;
   prepareNodeResponse(c, outgoing);
+  // RFC 6749 section 5.1: tokens are never cached (oidc-provider sets Cache-Control: no-store; HTTP/1.0 caches read Pragma)
+  if (tokenEndpoint) outgoing.setHeader('Pragma', 'no-cache');
   attachRequestContext(incoming, requestContext(c));
   await handle(incoming, outgoing);
   // the answer is written: Hono only learns its status (for the request log)
@@ -88,7 +94,7 @@ function interaction(c: Ctx, server: OAuthServer): Promise<Response> {
  */
 export function oauthRoutes(loadServer: () => Promise<OAuthServer>) {
   const router = createRouter();
-  let loading: Promise<{ server: OAuthServer; handle: NodeHandler }> | undefined;
+  let loading: Promise<LoadedServer> | undefined;
   const loaded = () => {
     loading ??= loadServer().then(
       (server) => ({ server, handle: server.provider.callback() as NodeHandler }),
@@ -107,9 +113,9 @@ export function oauthRoutes(loadServer: () => Promise<OAuthServer>) {
   router.all(`${OAUTH_PREFIX}/*`, async (c) => {
     // the whole key set, previous keys too: oidc-provider holds only the key it signs with
     if (c.req.path === `${OAUTH_PREFIX}/jwks` && c.req.method === 'GET') return jwksResponse(c);
-    const { server, handle } = await loaded();
-    if (c.req.path.startsWith(INTERACTION_PREFIX)) return interaction(c, server);
-    return protocol(c, handle);
+    const server = await loaded();
+    if (c.req.path.startsWith(INTERACTION_PREFIX)) return interaction(c, server.server);
+    return protocol(c, server);
   });
   return router;
 }

@@ -37,3 +37,14 @@ export function oauthEndpoints(config: Pick<Config, 'publicBaseUrl'>) {
 export function isProtocolPath(path: string): boolean {
   return path.startsWith(`${OAUTH_PREFIX}/`) && !path.startsWith(INTERACTION_PREFIX);
 }
+
+/**
+ * Endpoints whose CORS oidc-provider decides: a public app may call them from the origin of one
+ * of its redirect URIs (provider.ts, clientCors), which no fixed list can name. Their preflights
+ * are its to answer: it allows any origin there, and checks the origin against the app on the
+ * request itself.
+ */
+export function decidesOwnCors(path: string): boolean {
+  const endpoint = path.replace(/\/+$/, '');
+  return endpoint === `${OAUTH_PREFIX}/token` || endpoint === `${OAUTH_PREFIX}/revoke`;
+}

@@ -553,6 +553,51 @@ describe('SMART App Launch: the protocol', () => {
     });
   });
 
+  describe('CORS at the token and revocation endpoints', () => {
+    const appOrigin = () => new URL(redirectUri).origin;
+    const preflight = (path: string, origin: string) =>
+      gw.call(path, {
+        method: 'OPTIONS',
+        headers: {
+          origin,
+          'access-control-request-method': 'POST',
+          'access-control-request-headers': 'content-type',
+        },
+      });
+
+    it("let a public app's origin through the preflight, as a browser app needs before its POST", async () => {
+      for (const path of ['/oauth/token', '/oauth/revoke']) {
+        const response = await preflight(path, appOrigin());
+        expect(response.status, path).toBe(204);
+        expect(response.headers.get('access-control-allow-origin'), path).toBe(appOrigin());
+        expect(response.headers.get('access-control-allow-methods'), path).toContain('POST');
+      }
+    });
+
+    it("answer a public app's origin on the request itself, and refuse another origin for that app", async () => {
+      const tokens = await smartTokens(gw, app, patient, SCOPE);
+      const refresh = (origin: string, refreshToken: string) =>
+        fetch(`${gw.url}/oauth/token`, {
+          method: 'POST',
+          headers: { origin, 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({
+            grant_type: 'refresh_token',
+            refresh_token: refreshToken,
+            client_id: app.client_id,
+          }),
+        });
+      const elsewhere = await refresh('https://evil.example.com', tokens.refresh_token!);
+      expect(elsewhere.status).toBe(400);
+      expect(elsewhere.headers.get('access-control-allow-origin')).toBeNull();
+      const own = await refresh(appOrigin(), tokens.refresh_token!);
+      expect(own.status).toBe(200);
+      expect(own.headers.get('access-control-allow-origin')).toBe(appOrigin());
+      // RFC 6749 section 5.1
+      expect(own.headers.get('cache-control')).toBe('no-store');
+      expect(own.headers.get('pragma')).toBe('no-cache');
+    });
+  });
+
   describe('refresh tokens', () => {
     it('rotate on every use; a spent one revokes the grant and every token of it', async () => {
       const tokens = await smartTokens(gw, app, patient, SCOPE);
@@ -593,6 +638,68 @@ describe('SMART App Launch: the protocol', () => {
       expect(entries).toEqual([replayEntry(person.id, app.client_id)]);
       expect(JSON.stringify(entries)).not.toContain(tokens.refresh_token);
       expect(await revokedReason(person.id)).toBe('refresh_token_reuse');
+    });
+
+    /** A token request as fhirclient sends a refresh by default: no client_id, no Authorization. */
+    const anonymousRefresh = async (refreshToken: string, headers: Record<string, string> = {}) => {
+      const response = await fetch(`${gw.url}/oauth/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
+        body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken }),
+      });
+      return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+    };
+
+    it('need not name a public app (SMART: a public app cannot authenticate), and still rotate and catch a spent one', async () => {
+      const tokens = await smartTokens(gw, app, patient, SCOPE);
+      const first = await anonymousRefresh(tokens.refresh_token!);
+      expect(first.status, JSON.stringify(first.body)).toBe(200);
+      expect(first.body.refresh_token).toBeTruthy();
+      expect(first.body.refresh_token).not.toBe(tokens.refresh_token);
+      expect(first.body.scope).toBe(tokens.scope);
+      const read = await gw.call('/fhir/Observation', { token: first.body.access_token as string });
+      expect(read.status).toBe(200);
+      expect((await anonymousRefresh(tokens.refresh_token!)).body.error).toBe('invalid_grant');
+      // the spent token revoked the grant: the newest one is gone too (unknown, its app cannot be told)
+      const newest = await anonymousRefresh(first.body.refresh_token as string);
+      expect(newest.status).toBe(400);
+      expect(newest.body.access_token).toBeUndefined();
+    });
+
+    it('works with fhirclient refreshing as it does by default (no client_id)', async () => {
+      const tokens = await smartTokens(gw, app, patient, SCOPE);
+      const { default: smart } = await import('fhirclient');
+      const client = smart({ session: {} } as never, {} as never).client({
+        serverUrl: `${gw.deps.config.publicBaseUrl}/fhir`.replace(gw.deps.config.publicBaseUrl, gw.url),
+        tokenUri: `${gw.url}/oauth/token`,
+        clientId: app.client_id,
+        tokenResponse: tokens as never,
+      });
+      await client.refresh();
+      expect(client.state.tokenResponse?.access_token).toBeTruthy();
+      expect(client.state.tokenResponse?.access_token).not.toBe(tokens.access_token);
+      expect(client.state.tokenResponse?.refresh_token).not.toBe(tokens.refresh_token);
+    });
+
+    it('still make a confidential app authenticate, and refuse an unknown token, without a client_id', async () => {
+      const tokens = await smartTokens(gw, confidential, patient, SCOPE);
+      const unnamed = await anonymousRefresh(tokens.refresh_token!);
+      expect(unnamed.status).toBe(400);
+      expect(unnamed.body.error).toBe('invalid_request');
+      const badSecret = await anonymousRefresh(tokens.refresh_token!, {
+        authorization: `Basic ${Buffer.from(`${confidential.client_id}:wrong`).toString('base64')}`,
+      });
+      expect(badSecret.status).toBe(401);
+      const unknown = await anonymousRefresh('not-a-refresh-token');
+      expect(unknown.status).toBe(400);
+      expect(unknown.body.error).toBe('invalid_request');
+      // and the confidential app's token still works for it
+      const right = await tokenRequest(
+        gw,
+        { grant_type: 'refresh_token', refresh_token: tokens.refresh_token! },
+        { clientId: confidential.client_id, secret: confidential.client_secret! },
+      );
+      expect(right.status).toBe(200);
     });
 
     it("refuses app A's refresh token presented by app B", async () => {
