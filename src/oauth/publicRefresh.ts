@@ -61,8 +61,10 @@ async function readForm(req: IncomingMessage): Promise<Buffer> {
 /** The request with `body` as its stream: what oidc-provider (Koa) reads of a request, the rest shared. */
 function replaying(req: IncomingMessage, body: Buffer): IncomingMessage {
   const replay = Readable.from([body], { objectMode: false });
+  // the body is whole now: its length is known, however it was framed on the wire
+  const { 'transfer-encoding': _framing, ...headers } = req.headers;
   return Object.assign(replay, {
-    headers: { ...req.headers, 'content-length': String(body.length) },
+    headers: { ...headers, 'content-length': String(body.length) },
     rawHeaders: req.rawHeaders,
     method: req.method,
     url: req.url,

@@ -666,6 +666,20 @@ describe('SMART App Launch: the protocol', () => {
       expect(newest.body.access_token).toBeUndefined();
     });
 
+    it('need not name a public app in a chunked body either', async () => {
+      const tokens = await smartTokens(gw, app, patient, SCOPE);
+      const form = `grant_type=refresh_token&refresh_token=${encodeURIComponent(tokens.refresh_token!)}`;
+      const response = await fetch(`${gw.url}/oauth/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        // a stream body goes chunked: no Content-Length
+        body: new Blob([form]).stream(),
+        duplex: 'half',
+      } as RequestInit);
+      expect(response.status).toBe(200);
+      expect(((await response.json()) as { refresh_token?: string }).refresh_token).toBeTruthy();
+    });
+
     it('works with fhirclient refreshing as it does by default (no client_id)', async () => {
       const tokens = await smartTokens(gw, app, patient, SCOPE);
       const { default: smart } = await import('fhirclient');
