@@ -17,7 +17,8 @@ import {
  * A real SMART app: a page using the `fhirclient` library (its browser build, as an app would
  * ship it) served from another origin, driven in headless Chromium. `FHIR.oauth2.authorize`
  * discovers the gateway, the person logs in and consents with the keyboard on the gateway's
- * pages, `FHIR.oauth2.ready` exchanges the code, and the app lists Observations through /fhir.
+ * pages, `FHIR.oauth2.ready` exchanges the code, the app lists Observations through /fhir, and
+ * (with `offline_access`) refreshes its token as fhirclient does by default, naming no client.
  * Screenshots of the login and consent pages go to test-artifacts/.
  */
 
@@ -50,8 +51,17 @@ FHIR.oauth2.ready().then(async (client) => {
     li.textContent = o.code.text + ': ' + o.valueQuantity.value + ' ' + o.valueQuantity.unit;
     document.getElementById('observations').appendChild(li);
   }
+  // a launch with offline_access refreshes as fhirclient does by default: no client_id in the form
+  let refreshed = null;
+  if (client.state.tokenResponse.refresh_token) {
+    const before = client.state.tokenResponse.access_token;
+    await client.refresh();
+    const again = await client.request(query, { flat: true });
+    refreshed = client.state.tokenResponse.access_token !== before && again.length === observations.length;
+  }
   document.getElementById('status').textContent = JSON.stringify({
     done: true,
+    refreshed,
     patient: client.patient.id || null,
     fhirUser: client.getFhirUser() || null,
     scope: client.state.tokenResponse.scope,
@@ -134,7 +144,7 @@ describe.skipIf(!chromiumPath)('a fhirclient SMART app in headless Chromium', ()
     pages['/app/launch-patient.html'] = launchPage(
       iss,
       app.client_id,
-      'launch/patient openid fhirUser patient/*.rs',
+      'launch/patient openid fhirUser offline_access patient/*.rs',
     );
     pages['/app/launch-practitioner.html'] = launchPage(iss, app.client_id, 'openid fhirUser user/*.rs');
     fs.mkdirSync(ARTIFACTS, { recursive: true });
@@ -208,7 +218,7 @@ describe.skipIf(!chromiumPath)('a fhirclient SMART app in headless Chromium', ()
       await page.waitForURL(`${appServer.origin}/app/index.html**`);
       const status = await appStatus(page);
       expect(status.error).toBeUndefined();
-      expect(status).toMatchObject({ done: true, patient: panelPatientId, count: 2 });
+      expect(status).toMatchObject({ done: true, patient: panelPatientId, count: 2, refreshed: true });
       expect(String(status.fhirUser)).toContain(`Patient/${panelPatientId}`);
       const items = await page.locator('#observations li').allTextContents();
       expect(items.sort()).toEqual(['Body weight: 70 kg', 'Heart rate: 62 /min']);
@@ -224,7 +234,7 @@ describe.skipIf(!chromiumPath)('a fhirclient SMART app in headless Chromium', ()
       await page.waitForURL(`${appServer.origin}/app/index.html**`);
       const status = await appStatus(page);
       expect(status.error).toBeUndefined();
-      expect(status).toMatchObject({ done: true, patient: null, count: 2 });
+      expect(status).toMatchObject({ done: true, patient: null, count: 2, refreshed: null });
       expect(String(status.scope).split(' ').sort()).toEqual(['fhirUser', 'openid', 'user/*.rs']);
     });
   });
