@@ -123,7 +123,7 @@ function scopeItems(scopes: readonly string[]): string {
 export function consentPage(view: ConsentView): string {
   const dropped =
     view.dropped.length > 0
-      ? `<h2>Not given (the app is not registered for it, or your account does not allow it)</h2>
+      ? `<h2>Not given, or given only in part as listed above (the app is not registered for it, or your account does not allow it)</h2>
 <ul>${scopeItems(view.dropped)}</ul>`
       : '';
   const grant =
