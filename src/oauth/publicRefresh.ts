@@ -49,11 +49,16 @@ async function publicClientOf(provider: Provider, refreshToken: string): Promise
 async function readForm(req: IncomingMessage): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let received = 0;
-  for await (const chunk of req) {
-    received += (chunk as Buffer).length;
-    // refused here as oidc-provider would refuse it, without buffering more of it
-    if (received > FORM_LIMIT_BYTES) throw new AppError('payload_too_large');
-    chunks.push(chunk as Buffer);
+  try {
+    for await (const chunk of req) {
+      received += (chunk as Buffer).length;
+      // refused here as oidc-provider would refuse it, without buffering more of it
+      if (received > FORM_LIMIT_BYTES) throw new AppError('payload_too_large');
+      chunks.push(chunk as Buffer);
+    }
+  } catch (error) {
+    // a client that went away mid-body is its own failure (oidc-provider answered it 400 too), not our 500
+    throw error instanceof AppError ? error : new AppError('validation_failed', { cause: error });
   }
   return Buffer.concat(chunks, received);
 }

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { TestGateway } from '../helpers/gateway.js';
@@ -678,6 +679,34 @@ describe('SMART App Launch: the protocol', () => {
       } as RequestInit);
       expect(response.status).toBe(200);
       expect(((await response.json()) as { refresh_token?: string }).refresh_token).toBeTruthy();
+    });
+
+    it('answer a token request cut off mid-body without a failure of ours, and refuse one over 56 KiB', async () => {
+      // oidc-provider loads on the first /oauth request: loaded before, the cut-off body is read at once
+      await fetch(`${gw.url}/oauth/.well-known/openid-configuration`);
+      const failures = vi.spyOn(gw.deps.logger, 'error');
+      const { hostname, port } = new URL(gw.url);
+      await new Promise<void>((resolve, reject) => {
+        const socket = net.connect(Number(port), hostname, () => {
+          socket.write(
+            'POST /oauth/token HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=',
+          );
+          setTimeout(() => {
+            socket.destroy();
+            resolve();
+          }, 100);
+        });
+        socket.on('error', reject);
+      });
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(failures).not.toHaveBeenCalled();
+      failures.mockRestore();
+      const tooLarge = await fetch(`${gw.url}/oauth/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: `grant_type=refresh_token&refresh_token=${'x'.repeat(57 * 1024)}`,
+      });
+      expect(tooLarge.status).toBe(413);
     });
 
     it('works with fhirclient refreshing as it does by default (no client_id)', async () => {
