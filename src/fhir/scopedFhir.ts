@@ -6,12 +6,16 @@ import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { fhirBaseOf } from '../oauth/urls.js';
 import {
   DIRECTORY_TYPES,
+  everyReference,
   isMember,
+  isPractitionerWritable,
   LINKING_PARAMS,
   linkedPatientIds,
   linkingReferences,
   type Membership,
   membershipOf,
+  patientIdOf,
+  patientsReferencedByWrite,
   type Scope,
   strictPatientId,
 } from './compartment.js';
@@ -483,10 +487,21 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     return result;
   };
 
-  /** A practitioner's write: a clinical resource whose every patient reference is a plain `Patient/{id}` of theirs. */
+  /** Whether every patient id is on the practitioner's panel. */
+  const allAssigned = async (practitionerId: string, ids: readonly string[]) => {
+    const unique = [...new Set(ids)];
+    const assigned = unique.length > 0 ? await deps.panels.assigned(practitionerId, unique) : new Set();
+    return unique.every((p) => assigned.has(p));
+  };
+
+  /**
+   * A practitioner's write: a clinical resource that belongs to one of their patients through a
+   * Reference (`subject`, `patient`), whose every reference is a plain `Type/id`, and that names
+   * no patient but theirs (compartment.ts, patientsReferencedByWrite).
+   */
   const assertWritable = async (type: string, resource: Resource, id: string | undefined) => {
     if (scope.kind === 'all') return;
-    if (scope.kind !== 'panel' || !LINKING_PARAMS.has(type))
+    if (scope.kind !== 'panel' || !isPractitionerWritable(type))
       throw new AppError('forbidden', {
         detail: 'Your role can only create or update clinical resources of your patients.',
       });
@@ -495,11 +510,38 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
         errors: [{ path: 'resourceType', message: `must be ${type} (with the id of the URL)` }],
       });
     }
-    const patients = linkingReferences(resource).map(strictPatientId);
+    const named = patientsReferencedByWrite(resource);
+    if (named === undefined)
+      throw new AppError('forbidden', {
+        detail: 'Every reference in your write must be a plain Type/id (or #id of a contained resource).',
+      });
+    // a linking element given as a bare string is no Reference: the server drops it, and the record belongs to nobody
+    const references = new Set(everyReference(resource));
+    const patients = linkingReferences(resource).map((ref) =>
+      references.has(ref) ? strictPatientId(ref) : undefined,
+    );
     const ids = patients.filter((p): p is string => p !== undefined);
-    const assigned = ids.length > 0 ? await deps.panels.assigned(scope.practitionerId, ids) : new Set();
-    if (ids.length === 0 || ids.length !== patients.length || !ids.every((p) => assigned.has(p)))
-      throw new AppError('forbidden', { detail: 'The resource must belong to one of your patients.' });
+    if (
+      ids.length === 0 ||
+      ids.length !== patients.length ||
+      !(await allAssigned(scope.practitionerId, [...ids, ...named]))
+    )
+      throw new AppError('forbidden', {
+        detail: 'The resource must belong to one of your patients and name no other patient.',
+      });
+  };
+
+  /**
+   * The record as it is now, for an update: in scope, and naming no patient off the panel — a
+   * record shared with another patient (an Account, a Provenance of two) is not the practitioner's
+   * to rewrite.
+   */
+  const assertUpdatable = async (type: string, id: string) => {
+    if (scope.kind === 'all') return;
+    const { result } = await readInScope(type, id, () => fhir.read(type, id), 'fhir.update');
+    const named = everyReference(result.body).flatMap((ref) => patientIdOf(ref) ?? []);
+    if (scope.kind !== 'panel' || !(await allAssigned(scope.practitionerId, named)))
+      throw new AppError('forbidden', { detail: 'The resource also belongs to a patient who is not yours.' });
   };
 
   const self: ScopedFhir = {
@@ -552,8 +594,8 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     },
     update: async (type, id, resource, ifMatch) => {
       await assertWritable(type, resource, id);
-      // the record as it is now must be in scope too: a practitioner cannot take over another's record
-      if (scope.kind !== 'all') await readInScope(type, id, () => fhir.read(type, id), 'fhir.update');
+      // the record as it is now must be theirs too: a practitioner cannot take over another's record
+      await assertUpdatable(type, id);
       return audited('PUT', { type, id }, () => fhir.update(type, id, resource, { ifMatch }));
     },
     forward: async (request, target) => {

@@ -1,7 +1,14 @@
 import type { Resource } from '@medplum/fhirtypes';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
-import { isMember, type Membership, membershipOf, type Scope } from '../../src/fhir/compartment.js';
+import {
+  isMember,
+  isPractitionerWritable,
+  type Membership,
+  membershipOf,
+  patientsReferencedByWrite,
+  type Scope,
+} from '../../src/fhir/compartment.js';
 import { loadFhirDefinitions } from '../../src/fhir/definitions.js';
 import { cursorForLink, relativeToBase, verifyCursor, withLinks } from '../../src/fhir/links.js';
 import {
@@ -22,6 +29,39 @@ import {
 // as the end-to-end net on both upstream flavours.
 
 beforeAll(() => loadFhirDefinitions());
+
+describe("what a practitioner's write may reference", () => {
+  const obs = (extra: Record<string, unknown>) =>
+    ({ resourceType: 'Observation', subject: { reference: 'Patient/a' }, ...extra }) as Resource;
+  it.each([
+    [{}, ['a']],
+    [{ performer: [{ reference: 'Patient/b' }, { reference: 'Practitioner/p' }] }, ['a', 'b']],
+    [{ hasMember: [{ reference: '#c1' }] }, ['a']],
+    [{ contained: [{ resourceType: 'Observation', subject: { reference: 'Patient/c' } }] }, ['a', 'c']],
+    [{ extension: [{ url: 'x', valueReference: { reference: 'Patient/d' } }] }, ['a', 'd']],
+    [{ focus: [{ reference: 'Condition?subject=Patient/b' }] }, undefined],
+    [{ focus: [{ reference: 'http://fhir.example/Condition/1' }] }, undefined],
+    [{ focus: [{ reference: 'urn:uuid:0b6d1d8e-2f5a-4a77-9d51-9bb7e3f0c001' }] }, undefined],
+    [{ focus: [{ reference: 'Condition/1/_history/2' }] }, undefined],
+    [{ focus: [{ reference: 'condition/1' }] }, undefined],
+    [{ focus: [{ reference: 'Nonsense/1' }] }, undefined],
+    [{ focus: [{ reference: ' Patient/a' }] }, undefined],
+    [{ focus: [{ display: 'no reference at all' }] }, ['a']],
+  ])('%j names the patients %j (undefined: refused)', (extra, expected) => {
+    expect(patientsReferencedByWrite(obs(extra))).toEqual(expected);
+  });
+
+  it.each([
+    ['Observation', true],
+    ['Encounter', true],
+    ['AuditEvent', false],
+    ['Provenance', false],
+    ['Patient', false],
+    ['Practitioner', false],
+  ])('%s is writable by a practitioner: %s', (type, writable) => {
+    expect(isPractitionerWritable(type)).toBe(writable);
+  });
+});
 
 const ALL: Scope = { kind: 'all' };
 const ME: Scope = { kind: 'patient', patientId: 'a' };

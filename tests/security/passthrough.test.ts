@@ -519,6 +519,122 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
     });
   });
 
+  describe("findings of the review of practitioners' writes on real HAPI", () => {
+    const write = (method: 'POST' | 'PUT', path: string, resource: Json) =>
+      call(path, tokenP, {
+        method,
+        body: JSON.stringify(resource),
+        headers: { 'content-type': 'application/fhir+json' },
+      });
+    const observationsOfA = async () =>
+      (await call(`/fhir/Observation?subject=Patient/${ids.A}&_summary=count`, admin)).json().total as number;
+
+    it('refuses a reference written as a search, an absolute URL or a urn anywhere in the resource, and writes nothing', async () => {
+      const before = await observationsOfA();
+      const probes: Json[] = [
+        // HAPI resolves a search as a reference on a plain create: 201 / 404 / 412 told whether B has it
+        { focus: [{ reference: `Condition?subject=Patient/${ids.B}&code=86406008` }] },
+        { focus: [{ reference: `Patient?name=Canary&birthdate=1970-01-01` }] },
+        { focus: [{ reference: `${gw.url}/fhir/Observation/${ids.obsB[0]}` }] },
+        { hasMember: [{ reference: 'urn:uuid:0b6d1d8e-2f5a-4a77-9d51-9bb7e3f0c001' }] },
+        {
+          extension: [
+            { url: 'http://example.org/x', valueReference: { reference: `Observation?subject=${ids.B}` } },
+          ],
+        },
+        { derivedFrom: [{ reference: 'observation/1' }] },
+        {
+          contained: [
+            {
+              resourceType: 'Observation',
+              id: 'c1',
+              status: 'final',
+              code: { text: 'x' },
+              subject: { reference: `Patient?_id=${ids.B}` },
+            },
+          ],
+          hasMember: [{ reference: '#c1' }],
+        },
+      ];
+      for (const extra of probes) {
+        const created = await write('POST', '/fhir/Observation', observation(ids.A, 70, extra));
+        expect(created.status, JSON.stringify(extra)).toBe(403);
+        noCanary(created.text);
+        const updated = await write('PUT', `/fhir/Observation/${ids.obsA[0]}`, {
+          ...observation(ids.A, 0, extra),
+          id: ids.obsA[0],
+        });
+        expect(updated.status, JSON.stringify(extra)).toBe(403);
+      }
+      expect(await observationsOfA()).toBe(before);
+    });
+
+    it('refuses a write that names another patient in any element, or gives its patient as a bare string', async () => {
+      const before = await observationsOfA();
+      for (const extra of [
+        // in the R4 compartment of B through performer: a record of B that B did not ask for
+        { performer: [{ reference: `Patient/${ids.B}` }] },
+        { extension: [{ url: 'http://example.org/x', valueReference: { reference: `Patient/${ids.B}` } }] },
+        // a string is no Reference: the server drops it, and the record belongs to nobody
+        { subject: `Patient/${ids.A}` },
+      ]) {
+        const response = await write('POST', '/fhir/Observation', observation(ids.A, 71, extra));
+        expect(response.status, JSON.stringify(extra)).toBe(403);
+      }
+      expect(await observationsOfA()).toBe(before);
+    });
+
+    it('still takes plain references to other resources, contained ones and their own patients', async () => {
+      const response = await write(
+        'POST',
+        '/fhir/Observation',
+        observation(ids.A, 72, {
+          performer: [{ reference: `Practitioner/${ids.P}` }, { reference: `Patient/${ids.A}` }],
+          derivedFrom: [{ reference: `Observation/${ids.obsA[1]}` }],
+          contained: [{ resourceType: 'Observation', id: 'c1', status: 'final', code: { text: 'part' } }],
+          hasMember: [{ reference: '#c1' }],
+        }),
+      );
+      expect(response.status, response.text).toBe(201);
+    });
+
+    it('refuses to update a record that also names a patient who is not theirs, and leaves it as it was', async () => {
+      const shared = await createAsAdmin(
+        observation(ids.A, 73, { performer: [{ reference: `Patient/${ids.B}` }] }),
+      );
+      const response = await write('PUT', `/fhir/Observation/${shared}`, {
+        ...observation(ids.A, 73),
+        id: shared,
+        status: 'amended',
+      });
+      expect(response.status).toBe(403);
+      const now = (await call(`/fhir/Observation/${shared}`, admin)).json();
+      expect(now.status).toBe('final');
+      expect(now.performer).toEqual([{ reference: `Patient/${ids.B}` }]);
+    });
+
+    it('refuses AuditEvent and Provenance writes: a forged trail would read like the gateway’s own', async () => {
+      const audit = {
+        resourceType: 'AuditEvent',
+        type: { system: 'http://dicom.nema.org/resources/ontology/DCM', code: '110110' },
+        recorded: '2026-01-01T00:00:00Z',
+        agent: [{ who: { identifier: { system: 'urn:fhir-facade:user', value: 'admin' } }, requestor: true }],
+        source: { observer: { display: 'fhir-facade' } },
+        entity: [{ what: { reference: `Patient/${ids.A}` } }],
+      };
+      const provenance = {
+        resourceType: 'Provenance',
+        recorded: '2026-01-01T00:00:00Z',
+        target: [{ reference: `Patient/${ids.A}` }],
+        agent: [{ who: { reference: `Practitioner/${ids.P}` } }],
+      };
+      for (const resource of [audit, provenance]) {
+        const response = await write('POST', `/fhir/${resource.resourceType}`, resource);
+        expect(response.status, resource.resourceType).toBe(403);
+      }
+    });
+  });
+
   describe('findings of the security review', () => {
     it('refuses If-None-Exist on a practitioner write: it would search other patients upstream', async () => {
       const response = await call('/fhir/Observation', tokenP, {
