@@ -184,17 +184,7 @@ export function withLinks(
   const limit = entries < 0 ? text.length : entries;
   const member = topLevelMember(text, 'link', limit);
   const replacement = links.length > 0 ? `"link":${JSON.stringify(links)}` : '';
-  if (member) {
-    if (replacement) return text.slice(0, member.start) + replacement + text.slice(member.end);
-    // drop the member and one comma next to it
-    let before = member.start;
-    while (before > 0 && isSpace(text.charCodeAt(before - 1))) before--;
-    let after = member.end;
-    while (isSpace(text.charCodeAt(after))) after++;
-    if (text.charCodeAt(after) === 0x2c) return text.slice(0, member.start) + text.slice(after + 1);
-    if (text.charCodeAt(before - 1) === 0x2c) return text.slice(0, before - 1) + text.slice(member.end);
-    return undefined;
-  }
+  if (member) return replaceMember(text, member, replacement);
   // the upstream has links, but after its entries (member order is free in JSON): they would be
   // relayed as they are, the narrowed query and the upstream's paging scheme with them
   if (upstreamLinked) return undefined;
@@ -202,4 +192,68 @@ export function withLinks(
   // no links upstream but ours: after the opening brace
   const open = text.indexOf('{');
   return open < 0 ? undefined : `${text.slice(0, open + 1)}${replacement},${text.slice(open + 1)}`;
+}
+
+/** The text with a member replaced, or dropped with one comma next to it when `replacement` is ''. */
+function replaceMember(
+  text: string,
+  member: { start: number; end: number },
+  replacement: string,
+): string | undefined {
+  if (replacement) return text.slice(0, member.start) + replacement + text.slice(member.end);
+  let before = member.start;
+  while (before > 0 && isSpace(text.charCodeAt(before - 1))) before--;
+  let after = member.end;
+  while (isSpace(text.charCodeAt(after))) after++;
+  if (text.charCodeAt(after) === 0x2c) return text.slice(0, member.start) + text.slice(after + 1);
+  if (text.charCodeAt(before - 1) === 0x2c) return text.slice(0, before - 1) + text.slice(member.end);
+  return undefined;
+}
+
+/** Where each element of the JSON array that starts at or after `from` sits; undefined if it is not an array. */
+function arrayElements(text: string, from: number): { start: number; end: number }[] | undefined {
+  let i = from;
+  while (isSpace(text.charCodeAt(i))) i++;
+  if (text.charCodeAt(i) !== 0x5b /* [ */) return undefined;
+  const elements: { start: number; end: number }[] = [];
+  i++;
+  for (;;) {
+    while (isSpace(text.charCodeAt(i))) i++;
+    if (text.charCodeAt(i) === 0x5d /* ] */ && elements.length === 0) return elements;
+    const end = valueEnd(text, i);
+    if (end <= i) return undefined;
+    elements.push({ start: i, end });
+    i = end;
+    while (isSpace(text.charCodeAt(i))) i++;
+    const ch = text.charCodeAt(i);
+    if (ch === 0x5d) return elements;
+    if (ch !== 0x2c /* , */) return undefined;
+    i++;
+  }
+}
+
+/**
+ * A Bundle's text as the upstream sent it, with only the entries `kept` (one flag per entry, in
+ * order) and, when `dropTotal`, without its `total`: the response check's removals made without
+ * serialising the rest again. A serialised Bundle differs from the upstream's text (`1.50`
+ * becomes `1.5`): that difference would tell that something outside the scope was removed, and
+ * it changes the decimals FHIR says to keep as sent. Undefined when the text does not have the
+ * expected shape (the caller then serialises the Bundle).
+ */
+export function withEntriesKept(
+  text: string,
+  kept: readonly boolean[],
+  dropTotal: boolean,
+): string | undefined {
+  const member = topLevelMember(text, 'entry', text.length);
+  if (!member) return undefined;
+  const colon = text.indexOf(':', member.start + '"entry"'.length);
+  const elements = arrayElements(text, colon + 1);
+  if (!elements || elements.length !== kept.length) return undefined;
+  const slices = elements.filter((_, i) => kept[i]).map((e) => text.slice(e.start, e.end));
+  // FHIR JSON has no empty arrays: with no entry left, the member goes
+  const spliced = replaceMember(text, member, slices.length > 0 ? `"entry":[${slices.join(',')}]` : '');
+  if (spliced === undefined || !dropTotal) return spliced;
+  const total = topLevelMember(spliced, 'total', spliced.length);
+  return total ? replaceMember(spliced, total, '') : spliced;
 }

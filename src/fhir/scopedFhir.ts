@@ -21,7 +21,7 @@ import {
 } from './compartment.js';
 import { type HistoryOf, historyPath } from './fhirPath.js';
 import type { ConditionalRead, FhirRequest, FhirResult, Written } from './fhirService.js';
-import { type CursorBinding, cursorForLink, cursorUrl, verifyCursor } from './links.js';
+import { type CursorBinding, cursorForLink, cursorUrl, verifyCursor, withEntriesKept } from './links.js';
 import { guardScopes, typesShown } from './scopeGuard.js';
 import { historyParams, narrowSearch } from './searchPolicy.js';
 
@@ -346,9 +346,22 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       return cursor ? [{ relation: link.relation, cursor }] : [];
     });
     const next = links.find((l) => l.relation === 'next')?.cursor ?? null;
-    const intact = checked.bundle === bundle && text !== undefined ? { text } : {};
-    const page = { bundle: { ...checked.bundle, link: undefined } as Bundle<T>, links, next, ...intact };
+    const relayed = text === undefined ? undefined : checkedText(bundle, checked.bundle, text);
+    const page = {
+      bundle: { ...checked.bundle, link: undefined } as Bundle<T>,
+      links,
+      next,
+      ...(relayed !== undefined ? { text: relayed } : {}),
+    };
     return { page, patients: checked.patients };
+  };
+
+  /** The upstream's text with what the check removed taken out of it (links.ts, withEntriesKept). */
+  const checkedText = (upstream: Bundle, checked: Bundle, text: string): string | undefined => {
+    if (checked === upstream) return text;
+    const left = new Set(checked.entry ?? []);
+    const kept = (upstream.entry ?? []).map((e) => left.has(e));
+    return withEntriesKept(text, kept, 'total' in upstream && !('total' in checked));
   };
 
   const toPage = async <T extends Resource>(

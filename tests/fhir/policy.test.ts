@@ -10,7 +10,13 @@ import {
   type Scope,
 } from '../../src/fhir/compartment.js';
 import { loadFhirDefinitions } from '../../src/fhir/definitions.js';
-import { cursorForLink, relativeToBase, verifyCursor, withLinks } from '../../src/fhir/links.js';
+import {
+  cursorForLink,
+  relativeToBase,
+  verifyCursor,
+  withEntriesKept,
+  withLinks,
+} from '../../src/fhir/links.js';
 import {
   acceptsJson,
   assertEntityTags,
@@ -60,6 +66,38 @@ describe("what a practitioner's write may reference", () => {
     ['Practitioner', false],
   ])('%s is writable by a practitioner: %s', (type, writable) => {
     expect(isPractitionerWritable(type)).toBe(writable);
+  });
+});
+
+describe('entries removed from the upstream text, the rest as it was written', () => {
+  const text =
+    '{"resourceType":"Bundle","type":"searchset","total":2,"link":[{"relation":"next","url":"x"}],"entry":[' +
+    '{"resource":{"resourceType":"Observation","id":"1","valueQuantity":{"value":1.50},"note":[{"text":"a \\"]} ,"}]}},' +
+    ' {"resource":{"resourceType":"Patient","id":"b","entry":[1,2]}} ,\n' +
+    '{"resource":{"resourceType":"List","id":"l","entry":[{"item":{"reference":"Patient/b"}}]},"search":{"mode":"include"}}]}';
+
+  it.each([
+    [[true, true, true], false, text],
+    [[true, false, true], false, text.replace(/ \{"resource":\{"resourceType":"Patient"[^\n]*\n/, '')],
+    [[true, false, false], true, null],
+    [[false, false, false], true, null],
+  ])('keeping %j (total dropped: %s)', (kept, dropTotal, expected) => {
+    const result = withEntriesKept(text, kept, dropTotal) as string;
+    const parsed = JSON.parse(result) as { entry?: { resource: { id: string } }[]; total?: number };
+    const all = (JSON.parse(text) as { entry: { resource: { id: string } }[] }).entry;
+    expect(parsed.entry?.map((e) => e.resource.id)).toEqual(
+      kept.some(Boolean) ? all.filter((_, i) => kept[i]).map((e) => e.resource.id) : undefined,
+    );
+    expect('total' in parsed).toBe(!dropTotal);
+    // the kept entries byte for byte: 1.50 stays 1.50
+    if (kept[0]) expect(result).toContain('"valueQuantity":{"value":1.50}');
+    if (expected !== null) expect(JSON.parse(result)).toEqual(JSON.parse(expected));
+  });
+
+  it('gives up (undefined) when the entries do not match the flags or the text is not a Bundle object', () => {
+    expect(withEntriesKept(text, [true, false], false)).toBeUndefined();
+    expect(withEntriesKept('{"resourceType":"Bundle"}', [], false)).toBeUndefined();
+    expect(withEntriesKept('{"entry":{"not":"an array"},"a":1}', [true], false)).toBeUndefined();
   });
 });
 

@@ -473,6 +473,28 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       expect(response.total).toBe(alone.total);
       expect(Object.keys(response).sort()).toEqual(Object.keys(alone).sort());
     });
+
+    it('relays the entries it keeps as the upstream wrote them when it removed others: 1.50 stays 1.50', async () => {
+      // the Observation's text is sent as written: HAPI keeps a decimal's precision, a JSON round trip does not
+      const body = JSON.stringify(
+        observation(ids.A, 80, { performer: [{ reference: `Patient/${ids.B}` }] }),
+      ).replace(/"valueQuantity":\{"value":\d+/, '"valueQuantity":{"value":1.50');
+      const created = await call('/fhir/Observation', admin, {
+        method: 'POST',
+        body,
+        headers: { 'content-type': 'application/fhir+json' },
+      });
+      expect(created.status).toBe(201);
+      const id = created.json().id as string;
+      const decimals = (text: string) => text.match(/"value":\s*[0-9.]+/g);
+      const alone = await call(`/fhir/Observation?_id=${id}`, tokenA);
+      // B's Patient, included through performer, is removed by the response check
+      const trimmed = await call(`/fhir/Observation?_id=${id}&_include=Observation:performer`, tokenA);
+      const kept = (trimmed.json() as unknown as Bundle).entry?.map((e) => e.resource?.resourceType);
+      expect(kept).toEqual(['Observation']);
+      noCanary(trimmed.text);
+      expect(decimals(trimmed.text)).toEqual(decimals(alone.text));
+    });
   });
 
   describe('practitioner', () => {
