@@ -104,11 +104,12 @@ export function everyReference(value: unknown, out: string[] = []): string[] {
  * absolute URL or a `urn:` on a plain create (HAPI does): each would run a search outside the
  * scope, its answer (201, 404, 412) an oracle on other patients' data. A Patient named in any
  * element (`performer`, `recipient`) puts the record in that patient's compartment.
- * The referenced Patient ids, or `undefined` when a reference is not plain.
+ * `references`: everyReference of the resource. The referenced Patient ids, or `undefined` when
+ * a reference is not plain.
  */
-export function patientsReferencedByWrite(resource: Resource): string[] | undefined {
+export function patientsReferencedByWrite(references: readonly string[]): string[] | undefined {
   const patients: string[] = [];
-  for (const reference of everyReference(resource)) {
+  for (const reference of references) {
     const plain = PLAIN_REFERENCE.exec(reference);
     if (!plain) return undefined;
     const type = plain[1];

@@ -523,15 +523,16 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
         errors: [{ path: 'resourceType', message: `must be ${type} (with the id of the URL)` }],
       });
     }
-    const named = patientsReferencedByWrite(resource);
+    const references = everyReference(resource);
+    const named = patientsReferencedByWrite(references);
     if (named === undefined)
       throw new AppError('forbidden', {
         detail: 'Every reference in your write must be a plain Type/id (or #id of a contained resource).',
       });
     // a linking element given as a bare string is no Reference: the server drops it, and the record belongs to nobody
-    const references = new Set(everyReference(resource));
+    const asReferences = new Set(references);
     const patients = linkingReferences(resource).map((ref) =>
-      references.has(ref) ? strictPatientId(ref) : undefined,
+      asReferences.has(ref) ? strictPatientId(ref) : undefined,
     );
     const ids = patients.filter((p): p is string => p !== undefined);
     if (

@@ -126,27 +126,20 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
   });
 
   it('honours Prefer: return=minimal (201, Location, no body) and return=OperationOutcome on a practitioner write', async () => {
-    const minimal = await gw.call('/fhir/Observation', {
-      method: 'POST',
-      token: tokens.gp,
-      json: observation(ids.p),
-      headers: { prefer: 'return=minimal' },
-    });
+    const create = (prefer?: string) =>
+      gw.call('/fhir/Observation', {
+        method: 'POST',
+        token: tokens.gp,
+        json: observation(ids.p),
+        ...(prefer ? { headers: { prefer } } : {}),
+      });
+    const minimal = await create('return=minimal');
     expect(minimal.status).toBe(201);
     expect(minimal.headers.get('location')).toMatch(/^http:\/\/gateway[^/]*\.test\/fhir\/Observation\//);
     expect(await minimal.text()).toBe('');
-    const whole = await gw.call('/fhir/Observation', {
-      method: 'POST',
-      token: tokens.gp,
-      json: observation(ids.p),
-    });
+    const whole = await create();
     expect(((await whole.json()) as Observation).resourceType).toBe('Observation');
-    const outcome = await gw.call('/fhir/Observation', {
-      method: 'POST',
-      token: tokens.gp,
-      json: observation(ids.p),
-      headers: { prefer: 'return=OperationOutcome' },
-    });
+    const outcome = await create('return=OperationOutcome');
     expect(outcome.status).toBe(201);
     expect(((await outcome.json()) as { resourceType: string }).resourceType).toBe('OperationOutcome');
   });

@@ -2,6 +2,7 @@ import type { Resource } from '@medplum/fhirtypes';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
 import {
+  everyReference,
   isMember,
   isPractitionerWritable,
   type Membership,
@@ -54,7 +55,7 @@ describe("what a practitioner's write may reference", () => {
     [{ focus: [{ reference: ' Patient/a' }] }, undefined],
     [{ focus: [{ display: 'no reference at all' }] }, ['a']],
   ])('%j names the patients %j (undefined: refused)', (extra, expected) => {
-    expect(patientsReferencedByWrite(obs(extra))).toEqual(expected);
+    expect(patientsReferencedByWrite(everyReference(obs(extra)))).toEqual(expected);
   });
 
   it.each([
