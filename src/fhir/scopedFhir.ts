@@ -23,7 +23,7 @@ import { type HistoryOf, historyPath } from './fhirPath.js';
 import type { ConditionalRead, FhirRequest, FhirResult, Written } from './fhirService.js';
 import { type CursorBinding, cursorForLink, cursorUrl, verifyCursor, withEntriesKept } from './links.js';
 import { guardScopes, typesShown } from './scopeGuard.js';
-import { historyParams, narrowSearch } from './searchPolicy.js';
+import { historyParams, narrowSearch, versionTagFor } from './searchPolicy.js';
 
 /**
  * One scoped FHIR access per request, built from the verified caller (DESIGN.md section 9):
@@ -550,12 +550,40 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
    * record shared with another patient (an Account, a Provenance of two) is not the practitioner's
    * to rewrite.
    */
-  const assertUpdatable = async (type: string, id: string) => {
-    if (scope.kind === 'all') return;
+  /** The record as it is now, which must be wholly the caller's to be updated (admins: not read). */
+  const assertUpdatable = async (type: string, id: string): Promise<Resource | undefined> => {
+    if (scope.kind === 'all') return undefined;
     const { result } = await readInScope(type, id, () => fhir.read(type, id), 'fhir.update');
     const named = everyReference(result.body).flatMap((ref) => patientIdOf(ref) ?? []);
     if (scope.kind !== 'panel' || !(await allAssigned(scope.practitionerId, named)))
       throw new AppError('forbidden', { detail: 'The resource also belongs to a patient who is not yours.' });
+    return result.body;
+  };
+
+  /** The record as it is now, or undefined when there is none (missing or deleted). */
+  const currentOrNone = async (type: string, id: string): Promise<Resource | undefined> => {
+    try {
+      return (await fhir.read(type, id)).body;
+    } catch (error) {
+      if (error instanceof AppError && error.code === 'not_found') return undefined;
+      throw error;
+    }
+  };
+
+  /** An If-Match checked here against the current version (read unless the caller's check did), as sent upstream. */
+  const resolvedIfMatch = async (type: string, id: string, ifMatch: string, current?: Resource) =>
+    versionTagFor(ifMatch, current ?? (await currentOrNone(type, id)));
+
+  /** A forwarded instance write (PUT, PATCH, DELETE) with its If-Match resolved; anything else as it came. */
+  const withResolvedIfMatch = async (
+    request: FhirRequest,
+    target: { type?: string; id?: string; operation?: string },
+  ): Promise<FhirRequest> => {
+    const ifMatch = request.headers?.['if-match'];
+    if (ifMatch === undefined || !target.type || !target.id || target.operation) return request;
+    const { 'if-match': _, ...headers } = request.headers ?? {};
+    const tag = await resolvedIfMatch(target.type, target.id, ifMatch);
+    return { ...request, headers: tag === undefined ? headers : { ...headers, 'if-match': tag } };
   };
 
   const self: ScopedFhir = {
@@ -609,8 +637,9 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     update: async (type, id, resource, ifMatch) => {
       await assertWritable(type, resource, id);
       // the record as it is now must be theirs too: a practitioner cannot take over another's record
-      await assertUpdatable(type, id);
-      return audited('PUT', { type, id }, () => fhir.update(type, id, resource, { ifMatch }));
+      const current = await assertUpdatable(type, id);
+      const tag = ifMatch === undefined ? undefined : await resolvedIfMatch(type, id, ifMatch, current);
+      return audited('PUT', { type, id }, () => fhir.update(type, id, resource, { ifMatch: tag }));
     },
     forward: async (request, target) => {
       if (scope.kind !== 'all') throw new AppError('forbidden');
@@ -618,7 +647,8 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
         const result = withMatchedEtag(await fhir.forward(request), request.headers?.['if-none-match']);
         return withSealedLinks(await checkForwardedRead(result, target));
       }
-      return withSealedLinks(await audited(request.method, target, () => fhir.forward(request)));
+      const sent = await withResolvedIfMatch(request, target);
+      return withSealedLinks(await audited(request.method, target, () => fhir.forward(sent)));
     },
   };
   // the token's SMART scopes, checked once per interaction on top of the role's compartment

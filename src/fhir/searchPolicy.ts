@@ -1,3 +1,4 @@
+import type { Resource } from '@medplum/fhirtypes';
 import { AppError } from '../errors.js';
 import { FHIR_ID_PATTERN } from '../http/schemas.js';
 import {
@@ -301,6 +302,23 @@ export function assertEntityTags(headers: Readonly<Record<string, string | undef
     if (value !== undefined && !ENTITY_TAGS.test(value))
       throw refuse(name, 'must be an entity tag such as W/"3", a list of them, or *');
   }
+}
+
+/**
+ * The If-Match a versioned write sends upstream, resolved by the gateway against the version it
+ * just read: `*` and lists become the current version's own tag, and a tag naming no current
+ * version is 412 here (HAPI answered `W/"abc"` and `*` with a 500, a 502 for our client). FHIR
+ * compares the opaque version id with or without `W/` (http.html#concurrency). `*` on a resource
+ * without a version id sends none (the read proved it exists); a named tag then cannot be confirmed.
+ */
+export function versionTagFor(ifMatch: string, current: Resource | undefined): string | undefined {
+  const versionId = current?.meta?.versionId;
+  const tags = ifMatch.split(',').map((tag) => tag.trim().replace(/^W\//, ''));
+  const matches =
+    current !== undefined &&
+    tags.some((tag) => tag === '*' || (versionId !== undefined && tag === `"${versionId}"`));
+  if (!matches) throw new AppError('precondition_failed');
+  return versionId === undefined ? undefined : `W/"${versionId}"`;
 }
 
 /**

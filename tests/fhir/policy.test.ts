@@ -29,6 +29,7 @@ import {
   isScopedSearchParam,
   jsonOnly,
   narrowSearch,
+  versionTagFor,
 } from '../../src/fhir/searchPolicy.js';
 
 // The FHIR policy as pure functions, case by case: no gateway, no server, milliseconds each.
@@ -466,6 +467,25 @@ describe('format negotiation', () => {
     const check = () => assertEntityTags({ 'if-match': value, 'if-none-match': value });
     if (fine) expect(check).not.toThrow();
     else expect(check).toThrow(AppError);
+  });
+
+  const at = (versionId?: string): Resource =>
+    ({ resourceType: 'Observation', ...(versionId ? { meta: { versionId } } : {}) }) as Resource;
+  it.each([
+    ['W/"3"', at('3'), 'W/"3"'],
+    ['"3"', at('3'), 'W/"3"'],
+    ['*', at('3'), 'W/"3"'],
+    ['W/"1", W/"3"', at('3'), 'W/"3"'],
+    ['*', at(), undefined],
+    ['W/"2"', at('3'), 412],
+    ['W/"abc"', at('3'), 412],
+    ['*', undefined, 412],
+    ['W/"3"', undefined, 412],
+    ['W/"undefined"', at(), 412],
+  ] as const)('If-Match %s against %o is sent upstream as %s', (ifMatch, current, sent) => {
+    const resolve = () => versionTagFor(ifMatch, current);
+    if (sent === 412) expect(resolve).toThrow(expect.objectContaining({ code: 'precondition_failed' }));
+    else expect(resolve()).toBe(sent);
   });
 
   it.each([

@@ -748,7 +748,7 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       expect((await call(`/fhir/Observation?_cursor=${slim.next_cursor}`, tokenA)).status).toBe(400);
     });
 
-    it('answers a practitioner update with a stale If-Match 412 on every upstream (real HAPI says 409), and applies a fresh one; a malformed If-Match is 400', async () => {
+    it('answers a practitioner update with a stale If-Match 412 on every upstream (real HAPI says 409), and applies a fresh one or *; a tag naming no version is 412, a malformed If-Match 400', async () => {
       const read = await call(`/fhir/Observation/${ids.obsA[2]}`, tokenP);
       const etag = read.headers.get('etag') ?? '';
       expect(etag).toMatch(/^W\/"[^"]+"$/);
@@ -763,8 +763,10 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       const stale = await put({ ...read.json(), status: 'corrected' }, etag);
       expect(stale.status).toBe(412);
       expect(stale.json().resourceType).toBe('OperationOutcome');
-      // HAPI answered this with a 500 (a 502 here)
+      // HAPI answered these with a 500 (a 502 here)
       expect((await put({ ...read.json(), status: 'corrected' }, 'xyz')).status).toBe(400);
+      expect((await put({ ...read.json(), status: 'corrected' }, 'W/"abc"')).status).toBe(412);
+      expect((await put({ ...read.json(), status: 'corrected' }, '*')).status).toBe(200);
     });
 
     it('answers _elements searches of scoped roles with entries, not an empty Bundle', async () => {
