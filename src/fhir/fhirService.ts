@@ -6,6 +6,7 @@ import type { Metrics, UpstreamFailure } from '../metrics/metrics.js';
 import { type HistoryOf, historyPath } from './fhirPath.js';
 import {
   isUpstreamSuccess,
+  searchInteraction,
   type UpstreamInteraction,
   unexpectedUpstreamBody,
   upstreamStatusError,
@@ -454,7 +455,9 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     history: async (of, params = new URLSearchParams()) =>
       expectBundle(await exchange({ method: 'GET', path: historyPath(of), query: params })),
     search: async (type, params) =>
-      expectBundle(await exchange({ method: 'GET', path: type, query: params }, undefined, 'search')),
+      expectBundle(
+        await exchange({ method: 'GET', path: type, query: params }, undefined, searchInteraction(params)),
+      ),
     page: async (relativeLink) => {
       if (!SAFE_QUERY_PATH.test(relativeLink)) throw new Error('refusing an unsafe paging link');
       const index = relativeLink.indexOf('?');

@@ -29,7 +29,14 @@ const CODE_BY_STATUS: Readonly<Record<number, ErrorCode>> = {
  * What the request was, where a status means something else for it: a search, a write with
  * If-Match, a request an admin's passthrough forwards as it came.
  */
-export type UpstreamInteraction = 'search' | 'versioned-write' | 'forwarded' | 'other';
+export type UpstreamInteraction = 'search' | 'value-set-search' | 'versioned-write' | 'forwarded' | 'other';
+
+/** A search naming a value set (`code:in`, `code:not-in`) is told apart: a 404 there is about the value set. */
+export function searchInteraction(params: URLSearchParams): UpstreamInteraction {
+  for (const name of params.keys())
+    if (name.endsWith(':in') || name.endsWith(':not-in')) return 'value-set-search';
+  return 'search';
+}
 
 /** Whether an upstream status is a success the caller handles itself (2xx, and 304 for conditional reads). */
 export function isUpstreamSuccess(status: number): boolean {
@@ -43,7 +50,10 @@ export function isUpstreamSuccess(status: number): boolean {
 export function upstreamStatusError(status: number, interaction: UpstreamInteraction = 'other'): AppError {
   // a search of a type cannot be missing: 404/410 there means a wrong base URL, a server that is
   // not FHIR, or a type it does not serve — its fault, not "no such resource" for the caller
-  const missingType = interaction === 'search' && (status === 404 || status === 410);
+  // (HAPI answers a value set it does not know, `code:in=<url>`, with 404: the caller's query to mend)
+  const unknownValueSet = interaction === 'value-set-search' && status === 404;
+  const searching = interaction === 'search' || interaction === 'value-set-search';
+  const missingType = searching && (status === 404 || status === 410) && !unknownValueSet;
   // R4 http.html#concurrency: a stale If-Match is 412; HAPI answers it with 409
   const staleVersion = interaction === 'versioned-write' && status === 409;
   // "deleted" tells that the resource existed: said only to a caller who may see every resource
@@ -60,6 +70,11 @@ export function upstreamStatusError(status: number, interaction: UpstreamInterac
   if (!code) return new AppError('upstream_error', { cause });
   // a refusal is labelled `http_<status>` in our logs and the outbox's last_error, never in a response
   Object.assign(cause, { code: `http_${status}` });
+  if (unknownValueSet)
+    return new AppError('validation_failed', {
+      detail: 'A value set the search names is unknown to the FHIR server.',
+      cause,
+    });
   if (code === 'validation_failed')
     return new AppError(code, { detail: 'The FHIR server refused the request.', cause });
   return new AppError(code, { cause });

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
 import { createFhirService, type FhirService, tokenRenewDelayMs } from '../../src/fhir/fhirService.js';
-import { isUpstreamSuccess, upstreamStatusError } from '../../src/fhir/upstreamStatus.js';
+import { isUpstreamSuccess, searchInteraction, upstreamStatusError } from '../../src/fhir/upstreamStatus.js';
 import { type FakeUpstream, startFakeUpstream, unusedPort } from '../helpers/fakeUpstream.js';
 
 const open: (FhirService | FakeUpstream)[] = [];
@@ -310,6 +310,28 @@ describe('upstream status mapping', () => {
       expect(upstreamStatusError(upstreamStatus, 'search').status).toBe(ours);
     },
   );
+
+  it.each([
+    [404, 400],
+    [410, 502],
+    [400, 400],
+    [500, 502],
+  ])(
+    'upstream %i to a search naming a value set answers our %s: HAPI says 404 for an unknown value set',
+    (upstreamStatus, ours) => {
+      expect(upstreamStatusError(upstreamStatus, 'value-set-search').status).toBe(ours);
+    },
+  );
+
+  it.each([
+    ['code:in=http://x/vs', 'value-set-search'],
+    ['code:not-in=http://x/vs&status=final', 'value-set-search'],
+    ['code=http://x|1', 'search'],
+    ['code:below=http://x|1', 'search'],
+    ['', 'search'],
+  ])('a search of %s is a %s to the status mapping', (query, interaction) => {
+    expect(searchInteraction(new URLSearchParams(query))).toBe(interaction);
+  });
 
   it.each([
     [409, 412],

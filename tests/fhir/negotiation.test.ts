@@ -166,6 +166,19 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
     expect(((await after.json()) as Bundle).total).toBe(count);
   });
 
+  it('answers a search naming a value set the server does not know 400 for every role (HAPI says 404)', async () => {
+    for (const token of [tokens.p, tokens.gp, tokens.admin]) {
+      for (const modifier of ['in', 'not-in']) {
+        const response = await get(
+          `/fhir/Observation?code:${modifier}=http://example.org/ValueSet/unknown`,
+          token,
+        );
+        expect(response.status).toBe(400);
+        expect(await response.text()).not.toContain('example.org');
+      }
+    }
+  });
+
   it('answers /fhir/metadata in JSON, and 406 to a client that takes no JSON', async () => {
     for (const [path, accept, status] of [
       ['/fhir/metadata', 'application/fhir+xml', 406],
