@@ -13,6 +13,7 @@ import {
   cursorCompanions,
   jsonOnly,
 } from './searchPolicy.js';
+import { readSubset, type Subset, subsetOf } from './subsetting.js';
 import { isUpstreamSuccess, upstreamStatusError } from './upstreamStatus.js';
 
 /**
@@ -43,6 +44,13 @@ export interface PassResponse {
 
 /** Request headers an admin's request relays upstream (conditional requests); never Authorization. */
 const RELAYED_REQUEST_HEADERS = ['if-match', 'if-none-match', 'if-modified-since', 'if-none-exist', 'prefer'];
+
+/** A checked read cut to the subset asked for; its upstream text no longer says what is sent. */
+function subsetted(result: FhirResult, subset: Subset | undefined): FhirResult {
+  if (!subset || result.body === undefined) return result;
+  const { text: _whole, ...rest } = result;
+  return { ...rest, body: subsetOf(result.body as Resource, subset) };
+}
 
 function successOutcome() {
   return {
@@ -133,13 +141,15 @@ class Passthrough {
 
     if (method === 'GET') {
       if (!id) return this.search(type, request.query, request.rawQuery);
-      if (target.versionId) return this.render(await this.fhir.vread(type, id, target.versionId));
-      if (target.history) return this.history(target, request);
+      if (target.history && !target.versionId) return this.history(target, request);
+      const subset = readSubset(type, request.query);
+      if (target.versionId)
+        return this.render(subsetted(await this.fhir.vread(type, id, target.versionId), subset));
       const conditional = {
         ifNoneMatch: request.headers['if-none-match'],
         ifModifiedSince: request.headers['if-modified-since'],
       };
-      return this.render(await this.fhir.read(type, id, conditional));
+      return this.render(subsetted(await this.fhir.read(type, id, conditional), subset));
     }
     if (this.fhir.scope.kind !== 'panel' || (method !== 'POST' && method !== 'PUT') || target.history)
       throw new AppError('forbidden', { detail: 'Your role cannot change FHIR data here.' });

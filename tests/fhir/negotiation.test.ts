@@ -20,7 +20,7 @@ const observation = (patientId: string): Observation => ({
 
 describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstream) => {
   let gw: TestGateway;
-  const ids = { gp: '', p: '', other: '' };
+  const ids = { gp: '', p: '', other: '', obs: '' };
   const tokens = { gp: '', p: '', admin: '' };
 
   beforeAll(async () => {
@@ -37,7 +37,7 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
       })
     ).id;
     ids.other = (await fhir.create('Patient', { resourceType: 'Patient', name: [{ family: 'Other' }] })).id;
-    await fhir.create('Observation', observation(ids.p));
+    ids.obs = (await fhir.create('Observation', observation(ids.p))).id;
     const gp = await gw.seedUser({ role: 'practitioner', fhirId: ids.gp });
     const patient = await gw.seedUser({ role: 'patient', fhirId: ids.p });
     tokens.gp = await gw.login(gp.email, gp.password);
@@ -177,6 +177,51 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
         expect(await response.text()).not.toContain('example.org');
       }
     }
+  });
+
+  it('cuts a scoped read to _elements or _summary after the check, tagged SUBSETTED; refuses what it cannot honour with 400', async () => {
+    const subsetted = {
+      system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue',
+      code: 'SUBSETTED',
+    };
+    for (const token of [tokens.p, tokens.gp]) {
+      // subject is not asked for (the check read it upstream all the same): the read is still 200
+      const elements = await get(`/fhir/Observation/${ids.obs}?_elements=code`, token);
+      expect(elements.status).toBe(200);
+      const cut = (await elements.json()) as Observation;
+      expect(cut.code?.text).toBe('Heart rate');
+      expect(cut.status).toBe('final'); // mandatory: always kept
+      expect(cut.id).toBe(ids.obs);
+      expect(cut.subject).toBeUndefined();
+      expect(cut.valueQuantity).toBeUndefined();
+      expect(cut.meta?.tag).toContainEqual(subsetted);
+      const choice = (await (
+        await get(`/fhir/Observation/${ids.obs}?_elements=value`, token)
+      ).json()) as Observation;
+      expect(choice.valueQuantity?.value).toBe(60);
+      const summary = (await (await get(`/fhir/Patient/${ids.p}?_summary=true`, token)).json()) as Patient;
+      expect(summary.name?.[0]?.family).toBe('Negotiated');
+      expect(summary.meta?.tag).toContainEqual(subsetted);
+      const data = (await (
+        await get(`/fhir/Observation/${ids.obs}?_summary=data`, token)
+      ).json()) as Observation;
+      expect(data.valueQuantity?.value).toBe(60);
+      const whole = (await (
+        await get(`/fhir/Observation/${ids.obs}?_summary=false`, token)
+      ).json()) as Observation;
+      expect(whole.subject?.reference).toBe(`Patient/${ids.p}`);
+      expect(whole.meta?.tag ?? []).not.toContainEqual(subsetted);
+      for (const query of [
+        '_summary=count',
+        '_summary=maybe',
+        '_elements=code;drop',
+        '_elements=code&_summary=true',
+      ]) {
+        expect((await get(`/fhir/Observation/${ids.obs}?${query}`, token)).status).toBe(400);
+      }
+    }
+    // out of scope stays 404 whatever is asked
+    expect((await get(`/fhir/Patient/${ids.other}?_elements=name`, tokens.p)).status).toBe(404);
   });
 
   it('answers /fhir/metadata in JSON, and 406 to a client that takes no JSON', async () => {

@@ -31,6 +31,7 @@ import {
   narrowSearch,
   versionTagFor,
 } from '../../src/fhir/searchPolicy.js';
+import { readSubset, type Subset, subsetOf } from '../../src/fhir/subsetting.js';
 
 // The FHIR policy as pure functions, case by case: no gateway, no server, milliseconds each.
 // The started-gateway suites (tests/security/passthrough.test.ts, tests/fhir/panel.test.ts) stay
@@ -624,5 +625,67 @@ describe('relaying an upstream Bundle text with our links', () => {
       ],
     };
     expect(withLinks(JSON.stringify(bundle), links, true)).toBeUndefined();
+  });
+});
+
+describe('what a scoped read is cut to (_elements, _summary)', () => {
+  it.each([
+    ['', undefined],
+    ['_summary=false', undefined],
+    ['_summary=true', { kind: 'summary', mode: 'true' }],
+    ['_summary=text', { kind: 'summary', mode: 'text' }],
+    ['_summary=data', { kind: 'summary', mode: 'data' }],
+    ['_elements=code,status', { kind: 'elements', names: new Set(['code', 'status']) }],
+    ['_elements=Observation.code, value', { kind: 'elements', names: new Set(['code', 'value']) }],
+    ['_summary=count', 400],
+    ['_summary=TRUE', 400],
+    ['_elements=code&_summary=true', 400],
+    ['_elements=a&_elements=b', 400],
+    ['_elements=Patient.name', 400],
+    ['_elements=code.text', 400],
+    ['_elements=', 400],
+  ] as const)('%s asks for %o', (query, subset) => {
+    const ask = () => readSubset('Observation', new URLSearchParams(query));
+    if (subset === 400) expect(ask).toThrow(expect.objectContaining({ code: 'validation_failed' }));
+    else expect(ask()).toEqual(subset);
+  });
+
+  const observation = {
+    resourceType: 'Observation',
+    id: 'o1',
+    meta: { versionId: '2' },
+    text: { status: 'generated', div: '<div xmlns="http://www.w3.org/1999/xhtml">70 kg</div>' },
+    status: 'final',
+    _status: { extension: [] },
+    code: { text: 'weight' },
+    subject: { reference: 'Patient/a' },
+    valueQuantity: { value: 70 },
+    note: [{ text: 'after lunch' }],
+  } as Resource;
+  const tagged = { versionId: '2', tag: [expect.objectContaining({ code: 'SUBSETTED' })] };
+
+  it.each([
+    [
+      { kind: 'elements', names: new Set(['code']) },
+      ['resourceType', 'id', 'meta', 'status', '_status', 'code'],
+    ],
+    [
+      { kind: 'elements', names: new Set(['value']) },
+      ['resourceType', 'id', 'meta', 'status', '_status', 'code', 'valueQuantity'],
+    ],
+    [{ kind: 'summary', mode: 'text' }, ['resourceType', 'id', 'meta', 'text', 'status', '_status', 'code']],
+    [
+      { kind: 'summary', mode: 'data' },
+      ['resourceType', 'id', 'meta', 'status', '_status', 'code', 'subject', 'valueQuantity', 'note'],
+    ],
+    [
+      { kind: 'summary', mode: 'true' },
+      ['resourceType', 'id', 'meta', 'status', '_status', 'code', 'subject', 'valueQuantity'],
+    ],
+  ] as const)('%o keeps %o', (subset, keys) => {
+    const cut = subsetOf(observation, subset as Subset);
+    expect(Object.keys(cut)).toEqual(keys);
+    expect(cut.meta).toEqual(tagged);
+    expect(observation.meta).toEqual({ versionId: '2' });
   });
 });
