@@ -119,6 +119,20 @@ export function patientsReferencedByWrite(references: readonly string[]): string
   return patients;
 }
 
+/**
+ * The records a practitioner's write points at that they must be able to read, from its plain
+ * references (patientsReferencedByWrite passed): all but contained ones, patients (the panel
+ * decides those) and the shared directory, which every role reads anyway.
+ */
+export function recordsToConfirm(references: readonly string[]): { type: string; id: string }[] {
+  const records = new Map<string, { type: string; id: string }>();
+  for (const reference of references) {
+    const [type, id] = reference.split('/');
+    if (type && id && type !== 'Patient' && !DIRECTORY_TYPES.has(type)) records.set(reference, { type, id });
+  }
+  return [...records.values()];
+}
+
 /** For writes: only a plain relative `Patient/{id}` counts. */
 export function strictPatientId(reference: string): string | undefined {
   return RELATIVE_PATIENT_REFERENCE.exec(reference)?.[1];

@@ -16,6 +16,7 @@ import {
   membershipOf,
   patientIdOf,
   patientsReferencedByWrite,
+  recordsToConfirm,
   type Scope,
   strictPatientId,
 } from './compartment.js';
@@ -543,14 +544,32 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       throw new AppError('forbidden', {
         detail: 'The resource must belong to one of your patients and name no other patient.',
       });
+    await assertReadable(recordsToConfirm(references), id === undefined ? 'fhir.create' : 'fhir.update');
+  };
+
+  /**
+   * Every other record a practitioner's write points at must be one they may read: HAPI refuses a
+   * reference to an id that does not exist (400) and stores one that does, which would tell
+   * whether anyone's record has that id. Missing and out of scope are one 403.
+   */
+  const assertReadable = async (records: readonly { type: string; id: string }[], attempted: string) => {
+    for (const { type, id } of records) {
+      try {
+        await readInScope(type, id, () => fhir.read(type, id), attempted);
+      } catch (error) {
+        if (!(error instanceof AppError && error.code === 'not_found')) throw error;
+        throw new AppError('forbidden', {
+          detail: 'Every record your write refers to must be one you can read.',
+        });
+      }
+    }
   };
 
   /**
    * The record as it is now, for an update: in scope, and naming no patient off the panel — a
    * record shared with another patient (an Account, a Provenance of two) is not the practitioner's
-   * to rewrite.
+   * to rewrite. Returned for the If-Match check (admins: not read here).
    */
-  /** The record as it is now, which must be wholly the caller's to be updated (admins: not read). */
   const assertUpdatable = async (type: string, id: string): Promise<Resource | undefined> => {
     if (scope.kind === 'all') return undefined;
     const { result } = await readInScope(type, id, () => fhir.read(type, id), 'fhir.update');

@@ -8,6 +8,7 @@ import {
   type Membership,
   membershipOf,
   patientsReferencedByWrite,
+  recordsToConfirm,
   type Scope,
 } from '../../src/fhir/compartment.js';
 import { loadFhirDefinitions } from '../../src/fhir/definitions.js';
@@ -687,5 +688,21 @@ describe('what a scoped read is cut to (_elements, _summary)', () => {
     expect(Object.keys(cut)).toEqual(keys);
     expect(cut.meta).toEqual(tagged);
     expect(observation.meta).toEqual({ versionId: '2' });
+  });
+});
+
+describe('which records a practitioner must be able to read to refer to them', () => {
+  it.each([
+    [
+      ['Observation/1', 'Observation/1', 'Condition/c'],
+      ['Observation/1', 'Condition/c'],
+    ],
+    [['Patient/a', '#c1', 'Practitioner/p', 'Organization/o', 'Medication/m'], []],
+    [
+      ['Encounter/e', 'Device/d'],
+      ['Encounter/e', 'Device/d'],
+    ],
+  ])('%o: %o', (references, records) => {
+    expect(recordsToConfirm(references).map(({ type, id }) => `${type}/${id}`)).toEqual(records);
   });
 });

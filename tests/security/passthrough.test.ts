@@ -615,6 +615,33 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       expect(response.status, response.text).toBe(201);
     });
 
+    it('refuses a reference to a record they cannot read, existing or not, with one and the same 403 (HAPI answered 201 or 400)', async () => {
+      const before = await observationsOfA();
+      const answers = new Set<string>();
+      for (const focus of [
+        `Observation/${ids.obsB[0]}`,
+        `Condition/${ids.conditionB}`,
+        'Observation/987654321',
+        'Encounter/no-such-encounter',
+      ]) {
+        const created = await write(
+          'POST',
+          '/fhir/Observation',
+          observation(ids.A, 74, { focus: [{ reference: focus }] }),
+        );
+        expect(created.status, focus).toBe(403);
+        noCanary(created.text);
+        answers.add(JSON.stringify(created.json().issue));
+        const updated = await write('PUT', `/fhir/Observation/${ids.obsA[0]}`, {
+          ...observation(ids.A, 0, { focus: [{ reference: focus }] }),
+          id: ids.obsA[0],
+        });
+        expect(updated.status, focus).toBe(403);
+      }
+      expect(answers.size).toBe(1);
+      expect(await observationsOfA()).toBe(before);
+    });
+
     it('refuses to update a record that also names a patient who is not theirs, and leaves it as it was', async () => {
       const shared = await createAsAdmin(
         observation(ids.A, 73, { performer: [{ reference: `Patient/${ids.B}` }] }),
