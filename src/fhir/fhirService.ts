@@ -124,6 +124,9 @@ function failureOf(error: unknown): UpstreamFailure {
 }
 
 /** Maps a transport failure to the typed error a client sees; the cause stays in our logs. */
+/** Connections to the FHIR server per serving process. */
+const POOL_CONNECTIONS = 32;
+
 function transportError(error: unknown): AppError {
   const name = (error as { name?: string })?.name;
   const code = (error as { code?: string })?.code;
@@ -331,7 +334,12 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
   const { metrics } = options;
   const base = new URL(options.baseUrl);
   const basePath = base.pathname.replace(/\/+$/, '');
-  const pool = new Pool(base.origin, { connections: 32, keepAliveTimeout: 30_000, pipelining: 1 });
+  const pool = new Pool(base.origin, {
+    connections: POOL_CONNECTIONS,
+    keepAliveTimeout: 30_000,
+    pipelining: 1,
+  });
+  let inFlight = 0;
   const oauth =
     options.auth.kind === 'client_credentials'
       ? clientCredentialsTokenSource(options.auth, options.timeoutMs)
@@ -361,26 +369,34 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     }
     const timeoutMs = req.timeoutMs ?? options.timeoutMs;
     const deadline = performance.now() + timeoutMs;
+    // undici's timers start when a request is sent: one that must first wait for a connection
+    // (all busy, e.g. behind a hung server) gets a signal bounding the wait too (a signal on every
+    // call cost ~30 µs for what undici's timers do alone)
+    const signal = inFlight >= POOL_CONNECTIONS ? AbortSignal.timeout(timeoutMs) : undefined;
+    inFlight += 1;
     let response: Awaited<ReturnType<Pool['request']>>;
-    try {
-      response = await pool.request({
-        path: `${basePath}${req.path ? `/${req.path}` : ''}${query}`,
-        method: req.method,
-        headers,
-        body,
-        // undici's own timers bound the wait for the headers and for each part of the body (a
-        // per-call AbortSignal.timeout cost ~30 µs on every request for the same protection)
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
-      });
-    } catch (error) {
-      throw transportError(error);
-    }
     let text: string;
     try {
-      text = await readBodyBy(response, deadline);
-    } catch (error) {
-      throw error instanceof AppError ? error : transportError(error);
+      try {
+        response = await pool.request({
+          path: `${basePath}${req.path ? `/${req.path}` : ''}${query}`,
+          method: req.method,
+          headers,
+          body,
+          headersTimeout: timeoutMs,
+          bodyTimeout: timeoutMs,
+          ...(signal ? { signal } : {}),
+        });
+      } catch (error) {
+        throw transportError(error);
+      }
+      try {
+        text = await readBodyBy(response, deadline);
+      } catch (error) {
+        throw error instanceof AppError ? error : transportError(error);
+      }
+    } finally {
+      inFlight -= 1;
     }
     const success = response.statusCode >= 200 && response.statusCode < 300;
     const parsed = success ? parseResource(text) : undefined;

@@ -41,6 +41,21 @@ describe('fhirService', () => {
     expect(Date.now() - started).toBeLessThan(2_000);
   });
 
+  it('bounds a request that waits for a connection behind a hung server by the same timeout (not a multiple of it)', async () => {
+    const hang = await upstream(() => {});
+    const fhir = service(`${hang.url}/fhir`);
+    const started = Date.now();
+    // more than the pool's 32 connections: the rest wait in undici's queue, where its own timers do not run
+    const ends = await Promise.all(
+      Array.from({ length: 100 }, () =>
+        failure(fhir.read('Patient', '1')).then((error) => ({ error, after: Date.now() - started })),
+      ),
+    );
+    expect(ends.every(({ error }) => error.code === 'upstream_timeout')).toBe(true);
+    // 500 ms, plus up to one tick of undici's coarse timers (about 500 ms); it took 4 s before
+    expect(Math.max(...ends.map(({ after }) => after))).toBeLessThan(1_500);
+  });
+
   it('gives 502 upstream_unavailable when nothing listens', async () => {
     const port = await unusedPort();
     const error = await failure(service(`http://127.0.0.1:${port}/fhir`).capabilities());
