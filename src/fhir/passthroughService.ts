@@ -2,6 +2,14 @@ import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/f
 import { AppError, toOperationOutcome } from '../errors.js';
 import type { AppDeps } from '../http/types.js';
 import { fhirBaseOf } from '../oauth/urls.js';
+import { findUserByFhirResource } from '../users/userRepository.js';
+import {
+  assertAdminWrite,
+  assertBatchBody,
+  assertPatchBody,
+  PEOPLE,
+  type PersonWrite,
+} from './adminWrites.js';
 import { type FhirTarget, historyPath, parseFhirPath } from './fhirPath.js';
 import type { FhirMethod, FhirResult } from './fhirService.js';
 import { cursorUrl, relativeToBase, replaceUpstreamBase, withLinks } from './links.js';
@@ -69,6 +77,7 @@ function forRoleOnly(message: string): AppError {
 }
 
 class Passthrough {
+  private readonly db: AppDeps['db'];
   private readonly upstreamBase: string;
   private readonly publicBase: string;
 
@@ -76,6 +85,7 @@ class Passthrough {
     deps: AppDeps,
     private readonly fhir: ScopedFhir,
   ) {
+    this.db = deps.db;
     this.upstreamBase = deps.fhir.baseUrl;
     this.publicBase = fhirBaseOf(deps.config);
   }
@@ -104,6 +114,7 @@ class Passthrough {
     // must not create a person without an account, a validated profile and a code
     if (method === 'POST' && typeLevel && (target.type === 'Patient' || target.type === 'Practitioner'))
       throw refuse(`Create a ${target.type} with POST /fhir/${target.type}: it provisions their account.`);
+    await this.assertAdminWrite(method, target, request);
     const headers: Record<string, string> = {};
     for (const name of RELAYED_REQUEST_HEADERS) {
       const value = request.headers[name];
@@ -125,6 +136,40 @@ class Passthrough {
       },
     );
     return this.render(result, target.operation !== undefined);
+  }
+
+  /** Shapes the server cannot read are 400 here; a person is written only where no account is lost or left without one. */
+  private async assertAdminWrite(method: string, target: FhirTarget, request: PassRequest): Promise<void> {
+    assertAdminWrite(method, target, request.query, request.headers['if-match']);
+    if (method === 'PATCH') assertPatchBody(target, request.contentType, request.body);
+    if (method === 'POST' && !target.type && !target.operation) {
+      for (const person of assertBatchBody(request.body)) await this.assertPersonWrite(person);
+      return;
+    }
+    const { type, id } = target;
+    if (!type || !PEOPLE.has(type) || !id || target.operation || target.history) return;
+    if (method === 'PUT' || method === 'DELETE') await this.assertPersonWrite({ method, type, id });
+  }
+
+  private async assertPersonWrite({ method, type, id }: PersonWrite): Promise<void> {
+    // an update of an id the server does not have creates a person without an account
+    if (method === 'PUT' && !(await this.exists(type, id)))
+      throw refuse(`Create a ${type} with POST /fhir/${type}: it provisions their account.`);
+    const role = type === 'Patient' ? 'patient' : 'practitioner';
+    if (method === 'DELETE' && (await findUserByFhirResource(this.db, role, id)))
+      throw new AppError('conflict', {
+        detail: `An account is linked to ${type}/${id}: the record stays while the account exists.`,
+      });
+  }
+
+  private async exists(type: string, id: string): Promise<boolean> {
+    try {
+      await this.fhir.read(type, id);
+      return true;
+    } catch (error) {
+      if (error instanceof AppError && error.code === 'not_found') return false;
+      throw error;
+    }
   }
 
   // --- patients and practitioners: read inside the scope; practitioners also write there ---

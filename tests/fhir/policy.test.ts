@@ -1,6 +1,7 @@
 import type { Resource } from '@medplum/fhirtypes';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
+import { assertAdminWrite, assertBatchBody, assertPatchBody } from '../../src/fhir/adminWrites.js';
 import {
   everyReference,
   isMember,
@@ -12,6 +13,7 @@ import {
   type Scope,
 } from '../../src/fhir/compartment.js';
 import { loadFhirDefinitions } from '../../src/fhir/definitions.js';
+import { parseFhirPath } from '../../src/fhir/fhirPath.js';
 import {
   cursorForLink,
   relativeToBase,
@@ -704,5 +706,63 @@ describe('which records a practitioner must be able to read to refer to them', (
     ],
   ])('%o: %o', (references, records) => {
     expect(recordsToConfirm(references).map(({ type, id }) => `${type}/${id}`)).toEqual(records);
+  });
+});
+
+describe("what an admin's forwarded write may be", () => {
+  const target = (path: string) => parseFhirPath(`/fhir/${path}`);
+  it.each([
+    ['PUT', 'Observation/1', '', undefined, undefined],
+    ['PUT', 'Observation', 'code=x', undefined, undefined],
+    ['PUT', 'Observation', 'code=x', 'W/"1"', 400],
+    ['PATCH', 'Observation', 'code=x', undefined, undefined],
+    ['PATCH', 'Observation', '', undefined, 405],
+    ['DELETE', 'Observation', '', undefined, 405],
+    ['PUT', 'Patient', 'name=x', undefined, 400],
+    ['DELETE', 'Practitioner', 'name=x', undefined, 400],
+    ['PATCH', 'Patient', 'name=x', undefined, undefined],
+    ['PUT', 'Patient/1', '', 'W/"1"', undefined],
+    ['GET', 'Patient', '', undefined, undefined],
+    ['POST', 'Patient/1/$meta-add', '', undefined, undefined],
+  ] as const)('%s %s?%s with If-Match %s: %s', (method, path, query, ifMatch, status) => {
+    const check = () => assertAdminWrite(method, target(path), new URLSearchParams(query), ifMatch);
+    if (status === undefined) expect(check).not.toThrow();
+    else expect(check).toThrow(expect.objectContaining({ status }));
+  });
+
+  it.each([
+    ['[]', 'application/json-patch+json', undefined],
+    ['{"resourceType":"Parameters"}', 'application/fhir+json', undefined],
+    ['', 'application/json-patch+json', 400],
+    ['{"op":"add"}', 'application/json-patch+json', 400],
+    ['[]', 'application/fhir+json', 400],
+    ['{"resourceType":"Observation"}', 'application/fhir+json', 400],
+  ] as const)('PATCH body %s as %s: %s', (body, contentType, status) => {
+    const check = () => assertPatchBody(target('Observation/1'), contentType, body);
+    if (status === undefined) expect(check).not.toThrow();
+    else expect(check).toThrow(expect.objectContaining({ status }));
+  });
+
+  const bundle = (type: string, ...entry: unknown[]) =>
+    JSON.stringify({ resourceType: 'Bundle', type, entry });
+  it.each([
+    [bundle('batch'), []],
+    [bundle('transaction', { request: { method: 'PUT', url: 'Patient/1' } }), ['PUT Patient/1']],
+    [bundle('batch', { request: { method: 'delete', url: 'Practitioner/p' } }), ['DELETE Practitioner/p']],
+    [bundle('batch', { request: { method: 'POST', url: 'Observation' } }), []],
+    [bundle('batch', { request: { method: 'GET', url: 'Patient?name=x' } }), []],
+    [bundle('batch', { request: { method: 'PATCH', url: 'Patient/1' } }), []],
+    [bundle('transaction', { request: { method: 'POST', url: 'Patient' } }), 400],
+    [bundle('batch', { request: { method: 'PUT', url: 'Patient?identifier=x' } }), 400],
+    [bundle('batch', { request: { method: 'DELETE', url: 'Patient/1/_history/2' } }), 400],
+    [bundle('batch', {}), 400],
+    [bundle('batch', { request: { url: 'Observation' } }), 400],
+    [bundle('collection'), 400],
+    ['{"resourceType":"Patient"}', 400],
+    ['not json', 400],
+  ] as const)('batch body %s: %o', (body, result) => {
+    const check = () => assertBatchBody(body).map(({ method, type, id }) => `${method} ${type}/${id}`);
+    if (result === 400) expect(check).toThrow(expect.objectContaining({ status: 400 }));
+    else expect(check()).toEqual(result);
   });
 });

@@ -1,0 +1,104 @@
+import { AppError } from '../errors.js';
+import type { FhirTarget } from './fhirPath.js';
+
+/**
+ * What an admin's forwarded write must not be, checked before it goes upstream (pure): a write
+ * that would make or unmake a person (Patient, Practitioner) beside provisioning, which keeps
+ * every such record paired with its account, and request shapes the FHIR server cannot read
+ * (real HAPI answered each with a 500, a 502 for our client, where the mistake was the caller's).
+ */
+
+export const PEOPLE: ReadonlySet<string> = new Set(['Patient', 'Practitioner']);
+
+function refuse(message: string): AppError {
+  return new AppError('validation_failed', { detail: message });
+}
+
+/**
+ * A write of one person outside provisioning: a conditional update or delete (it may create a
+ * person without an account, or remove one whose account stays). Writes by id are checked
+ * against the server and our accounts by the caller (`personWriteById`).
+ */
+export function assertAdminWrite(
+  method: string,
+  target: FhirTarget,
+  query: URLSearchParams,
+  ifMatch: string | undefined,
+): void {
+  const write = method === 'PUT' || method === 'PATCH' || method === 'DELETE';
+  if (!write || target.operation || target.history) return;
+  const conditional = target.type !== undefined && target.id === undefined;
+  // a type takes these only with a condition (HAPI answered a PATCH without one with a 500)
+  if (conditional && query.size === 0) throw new AppError('method_not_allowed');
+  // HAPI ignores If-Match on a conditional write: the write would go through whatever version it met
+  if (conditional && ifMatch !== undefined)
+    throw refuse('If-Match needs a write by id (Type/id); a conditional write cannot be versioned.');
+  if (conditional && method !== 'PATCH' && PEOPLE.has(target.type ?? ''))
+    throw refuse(
+      `Write a ${target.type} by its id: a conditional ${method} could create or delete a person without their account.`,
+    );
+}
+
+/** A PATCH body the server can read (R4 http.html#patch): a JSON Patch array, or FHIRPath Patch Parameters. */
+export function assertPatchBody(
+  target: FhirTarget,
+  contentType: string | undefined,
+  body: string | undefined,
+): void {
+  if (!target.type) throw new AppError('method_not_allowed');
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body ?? '');
+  } catch {
+    throw new AppError('invalid_json');
+  }
+  const jsonPatch = /^application\/json-patch\+json\b/i.test(contentType ?? '');
+  if (jsonPatch && !Array.isArray(parsed)) throw refuse('A JSON Patch body must be an array of operations.');
+  const isParameters = (parsed as { resourceType?: unknown } | null)?.resourceType === 'Parameters';
+  if (!jsonPatch && !isParameters)
+    throw refuse(
+      'A FHIRPath Patch body must be a Parameters resource (or send application/json-patch+json).',
+    );
+}
+
+/** A write of one person by id in a batch, which the caller checks as it checks one sent alone. */
+export interface PersonWrite {
+  readonly method: 'PUT' | 'DELETE';
+  readonly type: string;
+  readonly id: string;
+}
+
+/**
+ * A batch or transaction Bundle (R4 http.html#transaction): each entry needs `request.method` and
+ * `request.url`; no entry may create a person or replace or delete one by a condition
+ * (provisioning creates them, one by one, with their account). Returns the entries that replace
+ * or delete a person by id.
+ */
+export function assertBatchBody(body: string | undefined): PersonWrite[] {
+  let bundle: { resourceType?: unknown; type?: unknown; entry?: unknown };
+  try {
+    bundle = JSON.parse(body ?? '') as typeof bundle;
+  } catch {
+    throw new AppError('invalid_json');
+  }
+  if (bundle?.resourceType !== 'Bundle' || (bundle.type !== 'batch' && bundle.type !== 'transaction'))
+    throw refuse('POST to the base takes a Bundle of type batch or transaction.');
+  const entries = bundle.entry ?? [];
+  if (!Array.isArray(entries)) throw refuse('Bundle.entry must be a list.');
+  const people: PersonWrite[] = [];
+  for (const [index, entry] of entries.entries()) {
+    const request = (entry as { request?: { method?: unknown; url?: unknown } } | null)?.request;
+    if (typeof request?.method !== 'string' || typeof request.url !== 'string')
+      throw refuse(`Bundle.entry[${index}] needs request.method and request.url.`);
+    const method = request.method.toUpperCase();
+    const [type, id, ...rest] = (request.url.split('?')[0] ?? '').split('/');
+    if (!type || !PEOPLE.has(type) || (method !== 'POST' && method !== 'PUT' && method !== 'DELETE'))
+      continue;
+    if (method === 'POST' || !id || rest.length > 0 || request.url.includes('?'))
+      throw refuse(
+        `Bundle.entry[${index}]: a ${type} is created with POST /fhir/${type} (it provisions their account), and replaced or deleted by its id.`,
+      );
+    people.push({ method, type, id });
+  }
+  return people;
+}

@@ -1,0 +1,152 @@
+import type { Patient } from '@medplum/fhirtypes';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestGateway, type TestGateway, UPSTREAMS } from '../helpers/gateway.js';
+
+/**
+ * An admin's forwarded writes, found by review on real HAPI: a person (Patient, Practitioner) is
+ * never made or unmade beside provisioning, which pairs every such record with its account, and a
+ * write the FHIR server cannot read is the caller's 400 (HAPI answered each with a 500, our 502).
+ */
+describe.each(UPSTREAMS)("an admin's forwarded writes, %s upstream", (upstream) => {
+  let gw: TestGateway;
+  let token = '';
+  const ids = { withAccount: '', withoutAccount: '', obs: '' };
+
+  beforeAll(async () => {
+    gw = await startTestGateway({ upstream });
+    token = await gw.adminToken();
+    const fhir = gw.deps.fhir;
+    ids.withAccount = (
+      await fhir.create('Patient', { resourceType: 'Patient', name: [{ family: 'Held' }] })
+    ).id;
+    ids.withoutAccount = (
+      await fhir.create('Patient', { resourceType: 'Patient', name: [{ family: 'Loose' }] })
+    ).id;
+    ids.obs = (
+      await fhir.create('Observation', {
+        resourceType: 'Observation',
+        status: 'final',
+        code: { text: 'weight' },
+      })
+    ).id;
+    await gw.seedUser({ role: 'patient', fhirId: ids.withAccount });
+  });
+
+  afterAll(() => gw.close());
+
+  const send = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
+    gw.call(path, {
+      method,
+      token,
+      headers: { 'content-type': 'application/fhir+json', ...headers },
+      ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+    });
+  const status = async (path: string) => (await gw.call(path, { token })).status;
+  const patients = async () =>
+    ((await (await gw.call('/fhir/Patient?_summary=count', { token })).json()) as { total: number }).total;
+
+  it('keeps a Patient while an account is linked to it (409), and deletes one without an account', async () => {
+    const refused = await send('DELETE', `/fhir/Patient/${ids.withAccount}`);
+    expect(refused.status).toBe(409);
+    expect(await status(`/fhir/Patient/${ids.withAccount}`)).toBe(200);
+    const batch = await send('POST', '/fhir', {
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: [{ request: { method: 'DELETE', url: `Patient/${ids.withAccount}` } }],
+    });
+    expect(batch.status).toBe(409);
+    expect(await status(`/fhir/Patient/${ids.withAccount}`)).toBe(200);
+    expect((await send('DELETE', `/fhir/Patient/${ids.withoutAccount}`)).status).toBeLessThan(300);
+  });
+
+  it('creates no person beside provisioning: no update-as-create, conditional write or batch create', async () => {
+    const before = await patients();
+    const loose: Patient = { resourceType: 'Patient', name: [{ family: 'Nobody' }] };
+    const attempts = [
+      await send('PUT', '/fhir/Patient/no-such-person', { ...loose, id: 'no-such-person' }),
+      await send('PUT', '/fhir/Patient?name=Nobodyxyz', loose),
+      await send('DELETE', '/fhir/Practitioner?name=Anyone'),
+      await send('POST', '/fhir', {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [{ resource: loose, request: { method: 'POST', url: 'Patient' } }],
+      }),
+      await send('POST', '/fhir', {
+        resourceType: 'Bundle',
+        type: 'batch',
+        entry: [{ resource: loose, request: { method: 'PUT', url: 'Patient?name=Nobodyxyz' } }],
+      }),
+      await send('POST', '/fhir', {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [
+          {
+            resource: { ...loose, id: 'no-such-person' },
+            request: { method: 'PUT', url: 'Patient/no-such-person' },
+          },
+        ],
+      }),
+    ];
+    expect(attempts.map((a) => a.status)).toEqual([400, 400, 400, 400, 400, 400]);
+    expect(await patients()).toBe(before);
+    expect(await status('/fhir/Patient/no-such-person')).toBe(404);
+    // replacing an existing person by id still works, alone and in a transaction
+    const record = (await (await gw.call(`/fhir/Patient/${ids.withAccount}`, { token })).json()) as Patient;
+    expect(
+      (await send('PUT', `/fhir/Patient/${ids.withAccount}`, { ...record, gender: 'other' })).status,
+    ).toBe(200);
+    const transaction = await send('POST', '/fhir', {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        {
+          resource: { ...record, gender: 'unknown' },
+          request: { method: 'PUT', url: `Patient/${ids.withAccount}` },
+        },
+      ],
+    });
+    expect(transaction.status).toBe(200);
+  });
+
+  it('answers a write the server cannot read 400 (or 405), and changes nothing', async () => {
+    const patch = (body: string, contentType: string, path = `/fhir/Observation/${ids.obs}`) =>
+      send('PATCH', path, body, { 'content-type': contentType });
+    const refused = [
+      await patch('', 'application/json-patch+json'),
+      await patch('null', 'application/json-patch+json'),
+      await patch('{"op":"replace"}', 'application/json-patch+json'),
+      await patch('{"resourceType":"Observation"}', 'application/fhir+json'),
+      await send('POST', '/fhir', { resourceType: 'Bundle', type: 'batch', entry: [{}] }),
+      await send('POST', '/fhir', { resourceType: 'Bundle', type: 'collection', entry: [] }),
+      await send(
+        'PUT',
+        '/fhir/Observation?code=weight',
+        { resourceType: 'Observation' },
+        { 'if-match': 'W/"1"' },
+      ),
+    ];
+    expect(refused.map((r) => r.status)).toEqual([400, 400, 400, 400, 400, 400, 400]);
+    expect((await patch('[]', 'application/json-patch+json', '/fhir/Observation')).status).toBe(405);
+    const now = (await (await gw.call(`/fhir/Observation/${ids.obs}`, { token })).json()) as {
+      meta: { versionId: string };
+    };
+    expect(
+      (
+        await send(
+          'PATCH',
+          `/fhir/Observation/${ids.obs}`,
+          '[{"op":"replace","path":"/status","value":"amended"}]',
+          {
+            'content-type': 'application/json-patch+json',
+          },
+        )
+      ).status,
+    ).toBe(200);
+    const patched = (await (await gw.call(`/fhir/Observation/${ids.obs}`, { token })).json()) as {
+      status: string;
+      meta: { versionId: string };
+    };
+    expect(patched.status).toBe('amended');
+    expect(patched.meta.versionId).not.toBe(now.meta.versionId);
+  });
+});
