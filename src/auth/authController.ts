@@ -11,7 +11,7 @@ import {
   PhoneSchema,
   UserSchema,
 } from '../http/schemas.js';
-import type { AppEnv } from '../http/types.js';
+import type { AppEnv, Caller } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
 import { requirePermission } from '../middleware/requireRole.js';
 import { forgotPassword, resendAccessCode, resetPassword } from './accountRecoveryService.js';
@@ -158,8 +158,13 @@ const bearerUnlessRefreshToken: MiddlewareHandler<AppEnv> = async (c, next) => {
   const body: unknown = c.req.header('content-type')?.includes('json')
     ? await c.req.json().catch(() => undefined)
     : undefined;
-  if (typeof (body as { refresh_token?: unknown } | undefined)?.refresh_token === 'string') return next();
   const [verify, permit] = bearerAuthentication;
+  if (typeof (body as { refresh_token?: unknown } | undefined)?.refresh_token === 'string') {
+    // a valid bearer sent along names a session too, which ends as well: a client holding a
+    // stale refresh token must not believe it logged out while its access token still works
+    if (c.req.header('authorization')) await verify(c, async () => {}).catch(() => undefined);
+    return next();
+  }
   await verify(c, async () => {
     await permit(c, next);
   });
@@ -266,7 +271,8 @@ export function authRoutes() {
   );
   router.openapi(logoutRoute, async (c) => {
     const { refresh_token } = c.req.valid('json') as { refresh_token?: string };
-    if (refresh_token) await logoutWithRefreshToken(c.var.deps, refresh_token, requestContext(c));
+    const caller = c.get('caller') as Caller | undefined;
+    if (refresh_token) await logoutWithRefreshToken(c.var.deps, refresh_token, requestContext(c), caller);
     else await logout(c.var.deps, c.var.caller, requestContext(c));
     return c.body(null, 204);
   });

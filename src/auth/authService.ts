@@ -232,8 +232,11 @@ export async function logoutWithRefreshToken(
   deps: AppDeps,
   refreshToken: string,
   ctx: RequestContext,
+  bearer?: Caller,
 ): Promise<void> {
   const session = await sessionOfRefreshToken(deps.db, refreshToken);
+  // the bearer's session ends whatever the refresh token says (ended already, or another session's)
+  if (bearer && bearer.claims.sid !== session?.sessionId) await logout(deps, bearer, ctx);
   if (!session) throw new AppError('invalid_refresh_token');
   await revokeSession(deps.db, session.sessionId, 'logout', deps.clock.now());
   await audit(deps, ctx, {

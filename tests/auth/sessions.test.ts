@@ -77,6 +77,29 @@ describe.each(DIALECTS)('refresh and logout (%s)', (dialect) => {
     expect((await refresh(laptop.refresh_token)).status).toBe(200);
   });
 
+  it("ends the bearer token's session too when the refresh token in the body is another session's or ended", async () => {
+    const mine = await loginPair();
+    const other = await loginPair();
+    const out = await gw.call('/auth/logout', {
+      method: 'POST',
+      token: mine.token,
+      json: { refresh_token: other.refresh_token },
+    });
+    expect(out.status).toBe(204);
+    expect((await me(mine.token)).status).toBe(401);
+    expect((await me(other.token)).status).toBe(401);
+    // a refresh token that ended already: 401 (treat as logged out), and the bearer's session ends all the same
+    const third = await loginPair();
+    const ended = await gw.call('/auth/logout', {
+      method: 'POST',
+      token: third.token,
+      json: { refresh_token: other.refresh_token },
+    });
+    expect(ended.status).toBe(401);
+    expect((await me(third.token)).status).toBe(401);
+    expect((await refresh(third.refresh_token)).status).toBe(401);
+  });
+
   it('logs out with the refresh token once the access token has expired, and refuses an unknown one', async () => {
     const clock = new ManualClock();
     const timed = await startTestGateway({ dialect, clock });
