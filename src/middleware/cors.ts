@@ -15,7 +15,16 @@ const ALLOWED_REQUEST_HEADERS = [
   'If-None-Exist',
   'Prefer',
 ];
-const EXPOSED_HEADERS = ['X-Request-Id', 'Retry-After', 'Location', 'ETag'];
+// what the guide tells a script to read: a replayed create, a missing SMART scope's challenge
+const EXPOSED_HEADERS = [
+  'X-Request-Id',
+  'Retry-After',
+  'Location',
+  'ETag',
+  'Last-Modified',
+  'Idempotent-Replayed',
+  'WWW-Authenticate',
+];
 
 /**
  * CORS for an exact-origin allow-list; no credentials mode: tokens travel in the Authorization

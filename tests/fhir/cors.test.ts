@@ -49,11 +49,15 @@ describe('CORS with CORS_ORIGINS set', () => {
     expect(allowedHeaders(response)).toEqual(expect.arrayContaining(headers.split(',')));
   });
 
-  it('exposes ETag on FHIR answers to the allowed origin', async () => {
+  it('exposes ETag and the other headers the guide names to the allowed origin', async () => {
     const response = await gw.call('/fhir/metadata', { headers: { origin: ORIGIN } });
     expect(response.headers.get('access-control-allow-origin')).toBe(ORIGIN);
     const exposed = (response.headers.get('access-control-expose-headers') ?? '').toLowerCase().split(',');
     expect(exposed).toContain('etag');
+    // the guide tells scripts to read these (a replayed create; a SMART token's missing scope)
+    expect(exposed).toEqual(
+      expect.arrayContaining(['idempotent-replayed', 'www-authenticate', 'last-modified']),
+    );
   });
 
   it('declares rest.security.cors true in /fhir/metadata', async () => {
