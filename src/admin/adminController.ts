@@ -146,7 +146,10 @@ const auditRoute = createRoute({
         from: isoTime.optional().openapi({ description: 'Inclusive lower bound (ISO 8601)' }),
         to: isoTime.optional().openapi({ description: 'Exclusive upper bound (ISO 8601)' }),
         limit: z.coerce.number().int().min(1).max(200).default(50),
-        cursor: z.string().max(200).optional(),
+        cursor: z.string().max(200).optional().openapi({
+          description:
+            "The previous page's next_cursor. It marks only the position: send the same filters and limit with it.",
+        }),
       })
       .strict(),
   },
@@ -260,7 +263,10 @@ const listUsersRoute = createRoute({
           .optional()
           .openapi({ description: 'Part of the email, any letter case' }),
         limit: z.coerce.number().int().min(1).max(200).default(50),
-        cursor: z.string().max(200).optional(),
+        cursor: z.string().max(200).optional().openapi({
+          description:
+            "The previous page's next_cursor. It marks only the position: send the same filters and limit with it.",
+        }),
       })
       .strict(),
   },
