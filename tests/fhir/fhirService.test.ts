@@ -52,8 +52,9 @@ describe('fhirService', () => {
       ),
     );
     expect(ends.every(({ error }) => error.code === 'upstream_timeout')).toBe(true);
-    // 500 ms, plus up to one tick of undici's coarse timers (about 500 ms); it took 4 s before
-    expect(Math.max(...ends.map(({ after }) => after))).toBeLessThan(1_500);
+    // 500 ms, plus up to one tick of undici's coarse timers (about 500 ms) and a loaded machine's
+    // slack, as for one call above; it took 4 s before (each wave of 32 waited for the one before)
+    expect(Math.max(...ends.map(({ after }) => after))).toBeLessThan(2_000);
   });
 
   it('gives 502 upstream_unavailable when nothing listens', async () => {
