@@ -48,9 +48,13 @@ export function checkPassword(
   const normalized = normalizePassword(password);
   if (passwordLength(normalized) < policy.minLength) return `must be at least ${policy.minLength} characters`;
   const lower = normalized.toLowerCase();
-  if (common().has(lower)) return 'is too common: it appears in lists of breached passwords';
-  // a password that is just the user's name, email or the app's name (possibly repeated) is guessed first
   const compact = lower.replace(/[\s\p{P}\d]+/gu, '');
+  // a breached password padded with digits or punctuation to the minimum (`password123456789`) is
+  // tried first too: few listed passwords are 15 characters long on their own
+  if (common().has(lower) || (compact.length >= 4 && common().has(compact)))
+    return 'is too common: it appears in lists of breached passwords';
+  if (isRun(lower)) return 'must not be a run of characters such as 123456789012345 or abcdefghijklmno';
+  // a password that is just the user's name, email or the app's name (possibly repeated) is guessed first
   for (const word of contextWords(context)) {
     const bare = word.replace(/[\s\p{P}\d]+/gu, '');
     // `compact` is empty for a password of digits, spaces and punctuation only: nothing of a word in it
@@ -61,4 +65,18 @@ export function checkPassword(
   }
   if (new Set(normalized).size === 1) return 'must not be one repeated character';
   return undefined;
+}
+
+/** Every character one after (or before) the last, digits wrapping 9 to 0 (`123456789012345`), or the same. */
+function isRun(password: string): boolean {
+  const codes = [...password].map((char) => char.codePointAt(0) ?? 0);
+  const steps = new Set(codes.slice(1).map((code, index) => stepOf(codes[index] ?? 0, code)));
+  return steps.size === 1 && !steps.has(undefined);
+}
+
+function stepOf(from: number, to: number): number | undefined {
+  const isDigit = (code: number) => code >= 48 && code <= 57;
+  if (isDigit(from) && isDigit(to))
+    return (to - from + 10) % 10 === 1 ? 1 : (from - to + 10) % 10 === 1 ? -1 : undefined;
+  return Math.abs(to - from) === 1 ? to - from : undefined;
 }

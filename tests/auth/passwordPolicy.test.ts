@@ -30,6 +30,33 @@ describe('checkPassword', () => {
     ],
     ['one repeated character', 'aaaaaaaaaaaaaaaa', 'must not be one repeated character'],
     ['one repeated digit', '1111111111111111', 'must not be one repeated character'],
+    // few breached passwords are 15 long on their own: padded ones are tried first (found by review)
+    [
+      'a breached password padded with digits',
+      'password123456789',
+      'is too common: it appears in lists of breached passwords',
+    ],
+    [
+      'a breached password padded with punctuation',
+      '!!qwerty!!2024!!',
+      'is too common: it appears in lists of breached passwords',
+    ],
+    [
+      'a run of digits',
+      '123456789012345',
+      'must not be a run of characters such as 123456789012345 or abcdefghijklmno',
+    ],
+    [
+      'a run of letters',
+      'abcdefghijklmnop',
+      'must not be a run of characters such as 123456789012345 or abcdefghijklmno',
+    ],
+    [
+      'a run backwards',
+      '987654321098765',
+      'must not be a run of characters such as 123456789012345 or abcdefghijklmno',
+    ],
+    ['a listed word inside a passphrase', 'my password is long enough', undefined],
   ])('%s', (_what, password, refusal) => {
     expect(checkPassword(policy, password, context)).toBe(refusal);
   });
