@@ -112,7 +112,7 @@ class Passthrough {
     if (method === 'GET' && isHistory(target)) return this.history(target, request);
     // the exact POST /fhir/Patient is the provisioning route; a variant of it (`/fhir/Patient/`)
     // must not create a person without an account, a validated profile and a code
-    if (method === 'POST' && typeLevel && (target.type === 'Patient' || target.type === 'Practitioner'))
+    if (method === 'POST' && typeLevel && PEOPLE.has(target.type ?? ''))
       throw refuse(`Create a ${target.type} with POST /fhir/${target.type}: it provisions their account.`);
     await this.assertAdminWrite(method, target, request);
     const headers: Record<string, string> = {};
