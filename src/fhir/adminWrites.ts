@@ -1,11 +1,13 @@
+import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { AppError } from '../errors.js';
 import type { FhirTarget } from './fhirPath.js';
 
 /**
- * What an admin's forwarded write must not be, checked before it goes upstream (pure): a write
- * that would make or unmake a person (Patient, Practitioner) beside provisioning, which keeps
- * every such record paired with its account, and request shapes the FHIR server cannot read
- * (real HAPI answered each with a 500, a 502 for our client, where the mistake was the caller's).
+ * An admin's forwarded writes (pure): what they must not be, checked before they go upstream — a
+ * write that would make or unmake a person (Patient, Practitioner) beside provisioning, which
+ * keeps every such record paired with its account, and request shapes the FHIR server cannot
+ * read (real HAPI answered each with a 500, a 502 for our client, where the mistake was the
+ * caller's) — and what each entry of a batch did, for the audit trail.
  */
 
 export const PEOPLE: ReadonlySet<string> = new Set(['Patient', 'Practitioner']);
@@ -17,7 +19,7 @@ function refuse(message: string): AppError {
 /**
  * A write of one person outside provisioning: a conditional update or delete (it may create a
  * person without an account, or remove one whose account stays). Writes by id are checked
- * against the server and our accounts by the caller (`personWriteById`).
+ * against the server and our accounts by the passthrough (`assertPersonWrite`).
  */
 export function assertAdminWrite(
   method: string,
@@ -101,4 +103,41 @@ export function assertBatchBody(body: string | undefined): PersonWrite[] {
     people.push({ method, type, id });
   }
   return people;
+}
+
+/** What one entry of a batch or transaction did, as its answer tells it. */
+export interface BatchEntryOutcome {
+  readonly method: string;
+  readonly type: string | undefined;
+  readonly id: string | undefined;
+  readonly status: number;
+  readonly resource: Resource | undefined;
+}
+
+/** `Type/id`, optionally `/_history/v`, at the end of a relative or absolute URL; or a type alone. */
+const ENTRY_TARGET =
+  /(?:^|\/)([A-Z][A-Za-z]{1,63})(?:\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?)?\/?$/;
+
+/**
+ * Each entry of a batch's or transaction's answer with the request entry it answers (R4
+ * http.html#transaction-response: in the same order): the method asked, the record written
+ * (`response.location` when the server names it, else the request's URL) and the entry's status.
+ */
+export function batchEntryOutcomes(asked: unknown, answer: Bundle): BatchEntryOutcome[] {
+  const requests = (asked as { entry?: unknown } | null)?.entry;
+  return (answer.entry ?? []).map((entry, index) => {
+    const request = (Array.isArray(requests) ? requests[index] : undefined)?.request as
+      | { method?: unknown; url?: unknown }
+      | undefined;
+    const url = entry.response?.location ?? (typeof request?.url === 'string' ? request.url : '');
+    const target = ENTRY_TARGET.exec(url.split('?')[0] ?? '');
+    const status = Number.parseInt(entry.response?.status ?? '', 10);
+    return {
+      method: typeof request?.method === 'string' ? request.method.toUpperCase() : 'UNKNOWN',
+      type: target?.[1],
+      id: target?.[2],
+      status: Number.isNaN(status) ? 0 : status,
+      resource: entry.resource,
+    };
+  });
 }

@@ -4,6 +4,7 @@ import { auditedError } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { fhirBaseOf } from '../oauth/urls.js';
+import { batchEntryOutcomes } from './adminWrites.js';
 import {
   DIRECTORY_TYPES,
   everyReference,
@@ -25,6 +26,7 @@ import type { ConditionalRead, FhirRequest, FhirResult, Written } from './fhirSe
 import { type CursorBinding, cursorForLink, cursorUrl, verifyCursor, withEntriesKept } from './links.js';
 import { guardScopes, typesShown } from './scopeGuard.js';
 import { historyParams, narrowSearch, versionTagFor } from './searchPolicy.js';
+import { upstreamStatusError } from './upstreamStatus.js';
 
 /**
  * One scoped FHIR access per request, built from the verified caller (DESIGN.md section 9):
@@ -106,6 +108,19 @@ function isPatientData(type: string): boolean {
 function patientsIn(resource: Resource): readonly string[] {
   if (resource.resourceType === 'Patient') return resource.id ? [resource.id] : [];
   return linkedPatientIds(resource);
+}
+
+/** The patients of a Bundle's resources, each once. */
+function patientsOfEntries(bundle: Bundle): readonly string[] {
+  return [...new Set((bundle.entry ?? []).flatMap((e) => (e.resource ? patientsIn(e.resource) : [])))];
+}
+
+function parsedOrNone(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Where passthrough cursors are valid: a cursor from a slim endpoint does not work there, and vice versa. */
@@ -431,6 +446,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     target: { type?: string; id?: string; operation?: string },
     status: number,
     errorCode?: string,
+    extra: Record<string, string> = {},
   ) => {
     const action = target.operation
       ? 'fhir.operation'
@@ -447,7 +463,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       targetFhirId: target.id ?? null,
       requestId: ctx.requestId,
       clientIp: ctx.clientIp,
-      detail: { method, status, ...(target.operation ? { operation: target.operation } : {}) },
+      detail: { method, status, ...(target.operation ? { operation: target.operation } : {}), ...extra },
     });
   };
 
@@ -487,7 +503,10 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       result = await write();
     } catch (error) {
       const appError = error instanceof AppError ? error : undefined;
-      await audit(method, target, appError?.status ?? 500, appError?.code ?? 'internal_error');
+      // the server may have applied a write it did not answer in time: not known to have failed
+      const unknown: Record<string, string> =
+        appError?.code === 'upstream_timeout' ? { applied: 'unknown' } : {};
+      await audit(method, target, appError?.status ?? 500, appError?.code ?? 'internal_error', unknown);
       throw error instanceof Error ? auditedError(error) : error;
     }
     const body = result.body as Resource | undefined;
@@ -499,6 +518,45 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     // have moved any patient: the old GP must not keep reading and writing for PANEL_CACHE_TTL
     else if (!target.type || target.type === 'Patient') deps.panels.forgetAll();
     return result;
+  };
+
+  /**
+   * Each entry of an admin's batch or transaction, recorded as if it had come alone (the batch's
+   * own entry names no record): a write with the record and the patients its answer shows, a
+   * read of patient data as an access event.
+   */
+  const recordBatchEntries = (asked: unknown, answer: unknown) => {
+    const bundle = answer as Bundle | undefined;
+    if (bundle?.resourceType !== 'Bundle' || !/^(batch|transaction)-response$/.test(bundle.type ?? ''))
+      return;
+    const request = typeof asked === 'string' ? parsedOrNone(asked) : asked;
+    for (const [index, entry] of batchEntryOutcomes(request, bundle).entries()) {
+      const found = entry.resource;
+      const patients = !found
+        ? []
+        : found.resourceType === 'Bundle'
+          ? patientsOfEntries(found)
+          : patientsIn(found);
+      const detail = { method: entry.method, status: entry.status, batch_entry: index };
+      const succeeded = entry.status >= 200 && entry.status < 400;
+      if (entry.method === 'GET' || entry.method === 'HEAD') {
+        const action = found?.resourceType === 'Bundle' ? 'fhir.search' : 'fhir.read';
+        if (succeeded)
+          recordRead(action, entry.type ?? '', patients, { ...(entry.id ? { id: entry.id } : {}), detail });
+        continue;
+      }
+      recordAccess(
+        {
+          action: WRITE_ACTIONS[entry.method] ?? 'fhir.write',
+          outcome: succeeded ? 'success' : 'failed',
+          ...(succeeded ? {} : { errorCode: upstreamStatusError(entry.status, 'forwarded').code }),
+          targetFhirType: entry.type ?? null,
+          targetFhirId: entry.id ?? null,
+          detail,
+        },
+        patients,
+      );
+    }
   };
 
   /** Whether every patient id is on the practitioner's panel. */
@@ -667,7 +725,9 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
         return withSealedLinks(await checkForwardedRead(result, target));
       }
       const sent = await withResolvedIfMatch(request, target);
-      return withSealedLinks(await audited(request.method, target, () => fhir.forward(sent)));
+      const result = await audited(request.method, target, () => fhir.forward(sent));
+      if (!target.type && !target.operation) recordBatchEntries(request.body, result.body);
+      return withSealedLinks(result);
     },
   };
   // the token's SMART scopes, checked once per interaction on top of the role's compartment

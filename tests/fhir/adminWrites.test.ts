@@ -108,6 +108,50 @@ describe.each(UPSTREAMS)("an admin's forwarded writes, %s upstream", (upstream) 
     expect(transaction.status).toBe(200);
   });
 
+  it('records every entry of a batch as if it came alone: the write with its record, the read with its patient', async () => {
+    const doomed = (
+      await gw.deps.fhir.create('Observation', {
+        resourceType: 'Observation',
+        status: 'final',
+        code: { text: 'x' },
+      })
+    ).id;
+    const batch = await send('POST', '/fhir', {
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: [
+        {
+          resource: { resourceType: 'Observation', status: 'final', code: { text: 'batched' } },
+          request: { method: 'POST', url: 'Observation' },
+        },
+        { request: { method: 'DELETE', url: `Observation/${doomed}` } },
+        { request: { method: 'GET', url: `Patient/${ids.withAccount}` } },
+      ],
+    });
+    expect(batch.status).toBe(200);
+    await gw.deps.auditTrail.flush();
+    const rows = await gw.deps.db
+      .selectFrom('audit_log')
+      .select(['action', 'outcome', 'target_fhir_type', 'target_fhir_id', 'patient_id', 'detail'])
+      .where('request_id', '=', batch.headers.get('x-request-id') ?? '')
+      .execute();
+    const entries = rows.filter((r) => JSON.stringify(r.detail).includes('batch_entry'));
+    const created = entries.find((r) => r.action === 'fhir.create');
+    expect(created).toMatchObject({ outcome: 'success', target_fhir_type: 'Observation' });
+    expect(created?.target_fhir_id).toBeTruthy();
+    expect(entries).toContainEqual(
+      expect.objectContaining({ action: 'fhir.delete', outcome: 'success', target_fhir_id: doomed }),
+    );
+    expect(entries).toContainEqual(
+      expect.objectContaining({
+        action: 'fhir.read',
+        target_fhir_type: 'Patient',
+        patient_id: ids.withAccount,
+      }),
+    );
+    expect(rows.some((r) => r.action === 'fhir.batch')).toBe(true);
+  });
+
   it('answers a write the server cannot read 400 (or 405), and changes nothing', async () => {
     const patch = (body: string, contentType: string, path = `/fhir/Observation/${ids.obs}`) =>
       send('PATCH', path, body, { 'content-type': contentType });

@@ -19,7 +19,8 @@ type Mode =
   | 'search-outcome-200'
   | 'search-not-bundle'
   | 'search-404-html'
-  | 'search-400';
+  | 'search-400'
+  | 'write-hangs';
 
 const OUTCOME = JSON.stringify({
   resourceType: 'OperationOutcome',
@@ -39,6 +40,10 @@ describe('every patient path when the FHIR server answers badly', () => {
     const target = new URL(engine.baseUrl);
     proxy = await startFakeUpstream((req, res) => {
       const isSearch = req.method === 'GET' && /\/Observation(\?|$)/.test(req.url);
+      if (mode === 'write-hangs' && req.method === 'POST') {
+        // applied, never answered: the request reaches the server, the answer never leaves it
+        return;
+      }
       if (mode === 'patient-500' && req.method === 'GET' && /\/Patient\/[^/?]+$/.test(req.url)) {
         res.writeHead(500, { 'content-type': 'text/html' }).end('<h1>Internal error at db-7.internal</h1>');
       } else if (mode === 'patient-400' && req.method === 'GET' && /\/Patient\/[^/?]+$/.test(req.url)) {
@@ -76,7 +81,7 @@ describe('every patient path when the FHIR server answers badly', () => {
     });
     smtp = await startSmtpCapture();
     gw = await startTestGateway({
-      env: { SMTP_URL: smtp.url, FHIR_BASE_URL: `${proxy.url}${target.pathname}` },
+      env: { SMTP_URL: smtp.url, FHIR_BASE_URL: `${proxy.url}${target.pathname}`, FHIR_TIMEOUT_MS: '1500' },
     });
     const p = await provision(gw, smtp, 'fragile@example.com');
     token = (
@@ -116,5 +121,26 @@ describe('every patient path when the FHIR server answers badly', () => {
     expect(response.status).toBe(status);
     expect(text).not.toContain('db-7');
     expect(text).not.toContain(proxy.url);
+  });
+
+  it('audits an admin write the server did not answer in time as failed with its outcome unknown', async () => {
+    mode = 'write-hangs';
+    const admin = await gw.adminToken();
+    const response = await gw.call('/fhir/Observation', {
+      method: 'POST',
+      token: admin,
+      json: { resourceType: 'Observation', status: 'final', code: { text: 'weight' } },
+    });
+    mode = 'pass';
+    expect(response.status).toBe(504);
+    const row = await gw.deps.db
+      .selectFrom('audit_log')
+      .select(['action', 'outcome', 'error_code', 'detail'])
+      .where('request_id', '=', response.headers.get('x-request-id') ?? '')
+      .where('action', '=', 'fhir.create')
+      .executeTakeFirstOrThrow();
+    expect(row).toMatchObject({ outcome: 'failed', error_code: 'upstream_timeout' });
+    const detail: unknown = typeof row.detail === 'string' ? JSON.parse(row.detail) : row.detail;
+    expect(detail).toMatchObject({ applied: 'unknown' });
   });
 });
