@@ -20,6 +20,8 @@ import {
   assertQuerySize,
   cursorCompanions,
   jsonOnly,
+  preferredBody,
+  successOutcome,
 } from './searchPolicy.js';
 import { readSubset, type Subset, subsetOf } from './subsetting.js';
 import { isUpstreamSuccess, upstreamStatusError } from './upstreamStatus.js';
@@ -58,13 +60,6 @@ function subsetted(result: FhirResult, subset: Subset | undefined): FhirResult {
   if (!subset || result.body === undefined) return result;
   const { text: _whole, ...rest } = result;
   return { ...rest, body: subsetOf(result.body as Resource, subset) };
-}
-
-function successOutcome() {
-  return {
-    resourceType: 'OperationOutcome',
-    issue: [{ severity: 'information', code: 'informational', details: { text: 'The request succeeded.' } }],
-  };
 }
 
 function refuse(message: string): AppError {
@@ -210,13 +205,7 @@ class Passthrough {
       method === 'PUT' && id
         ? await this.fhir.update(type, id, resource, request.headers['if-match'])
         : await this.fhir.create(type, resource);
-    // FHIR http.html#ops: `Prefer: return=minimal` asks for the status and headers alone,
-    // `return=OperationOutcome` for an outcome in place of the resource
-    const prefer = request.headers.prefer ?? '';
-    if (/\breturn=minimal\b/i.test(prefer)) return this.render({ ...written, body: undefined });
-    if (/\breturn=OperationOutcome\b/i.test(prefer))
-      return this.render({ ...written, body: successOutcome() });
-    return this.render(written);
+    return this.render({ ...written, body: preferredBody(request.headers.prefer, written.body) });
   }
 
   /** POST [type]/_search: the form body is the query (any role; the scope narrows it as for GET). */

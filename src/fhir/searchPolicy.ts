@@ -322,6 +322,24 @@ export function versionTagFor(ifMatch: string, current: Resource | undefined): s
 }
 
 /**
+ * FHIR http.html#ops: what a write's answer carries. `Prefer: return=minimal` asks for the status
+ * and headers alone (undefined), `return=OperationOutcome` for an outcome in place of the resource.
+ */
+export function preferredBody(prefer: string | undefined, resource: unknown): unknown {
+  if (/\breturn=minimal\b/i.test(prefer ?? '')) return undefined;
+  if (/\breturn=OperationOutcome\b/i.test(prefer ?? '')) return successOutcome();
+  return resource;
+}
+
+/** The outcome of a write that succeeded, in the gateway's words. */
+export function successOutcome() {
+  return {
+    resourceType: 'OperationOutcome',
+    issue: [{ severity: 'information', code: 'informational', details: { text: 'The request succeeded.' } }],
+  };
+}
+
+/**
  * An If-Modified-Since the upstream can read, or none: RFC 9110 section 13.1.3 has a recipient
  * ignore one that is not a valid HTTP-date (HAPI answered garbage with a 500, a 502 here).
  */

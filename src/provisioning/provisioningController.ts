@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { AppError } from '../errors.js';
 import { assertScope } from '../fhir/scopeGuard.js';
-import { assertJsonBody } from '../fhir/searchPolicy.js';
+import { assertJsonBody, preferredBody } from '../fhir/searchPolicy.js';
 import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import { bearerSecurity, errorResponses, problem, RETRY_AFTER_HEADER } from '../http/schemas.js';
@@ -87,7 +87,7 @@ const createPractitionerRoute = createRoute({
 });
 
 function fhirResponse(response: StoredResponse, contentType: string): Response {
-  return new Response(JSON.stringify(response.body), {
+  return new Response(response.body === undefined ? null : JSON.stringify(response.body), {
     status: response.status,
     headers: { ...response.headers, 'Content-Type': contentType },
   });
@@ -133,6 +133,11 @@ async function rawProvision(c: Context<AppEnv>, type: ProvisionedType) {
   // a SMART app's token reaches this /fhir path too: it creates only with the create scope granted
   assertScope(c.var.caller, type, 'c');
   assertJsonBody(c.req.header('content-type'));
+  // a conditional create would search upstream outside provisioning; a retry's key does its work
+  if (c.req.header('if-none-exist') !== undefined)
+    throw new AppError('validation_failed', {
+      detail: `POST /fhir/${type} provisions an account and takes no If-None-Exist: retry with the same Idempotency-Key instead.`,
+    });
   let body: unknown;
   try {
     body = await c.req.json();
@@ -140,7 +145,8 @@ async function rawProvision(c: Context<AppEnv>, type: ProvisionedType) {
     throw new AppError('invalid_json');
   }
   const response = await idempotentProvision(c, type, body, body, 'fhir');
-  return fhirResponse(response, 'application/fhir+json; charset=utf-8');
+  const answer = preferredBody(c.req.header('prefer'), response.body);
+  return fhirResponse({ ...response, body: answer }, 'application/fhir+json; charset=utf-8');
 }
 
 /** POST /fhir/patient, /fhir/practitioner (slim) and POST /fhir/Patient, /fhir/Practitioner (raw FHIR). */

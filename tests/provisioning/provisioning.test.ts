@@ -381,6 +381,31 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
     },
   );
 
+  it('answers the raw FHIR create as Prefer asks, and refuses If-None-Exist with 400 without creating anything', async () => {
+    const raw = (email: string, headers: Record<string, string>) =>
+      gw.call('/fhir/Patient', {
+        method: 'POST',
+        token: admin,
+        body: JSON.stringify({
+          resourceType: 'Patient',
+          name: [{ family: 'Preferred' }],
+          telecom: [{ system: 'email', value: email }],
+        }),
+        headers: { 'content-type': 'application/fhir+json', ...headers },
+      });
+    const patients = await patientCount();
+    const conditional = await raw(uniqueEmail('cond'), { 'if-none-exist': 'name=Preferred' });
+    expect(conditional.status).toBe(400);
+    expect(await patientCount()).toBe(patients);
+    const minimal = await raw(uniqueEmail('minimal'), { prefer: 'return=minimal' });
+    expect(minimal.status).toBe(201);
+    expect(minimal.headers.get('location')).toMatch(/\/fhir\/Patient\/[^/]+\/_history\//);
+    expect(await minimal.text()).toBe('');
+    const outcome = await raw(uniqueEmail('outcome'), { prefer: 'return=OperationOutcome' });
+    expect(outcome.status).toBe(201);
+    expect(((await outcome.json()) as { resourceType: string }).resourceType).toBe('OperationOutcome');
+  });
+
   it('refuses a duplicate email in any letter case with 409, without touching FHIR or mailing', async () => {
     const email = uniqueEmail('dup');
     expect((await post('/fhir/patient', { name: 'First One', email, dob: '1990-01-01' })).status).toBe(201);
