@@ -12,6 +12,11 @@ import type { FhirTarget } from './fhirPath.js';
 
 export const PEOPLE: ReadonlySet<string> = new Set(['Patient', 'Practitioner']);
 
+/** 405 for a write the URL cannot take (a type without a condition, the base): what it takes instead (RFC 9110 section 15.5.6). */
+function typeTakesNoWrite(): AppError {
+  return new AppError('method_not_allowed', { headers: { Allow: 'GET, HEAD, POST' } });
+}
+
 function refuse(message: string): AppError {
   return new AppError('validation_failed', { detail: message });
 }
@@ -31,7 +36,7 @@ export function assertAdminWrite(
   if (!write || target.operation || target.history) return;
   const conditional = target.type !== undefined && target.id === undefined;
   // a type takes these only with a condition (HAPI answered a PATCH without one with a 500)
-  if (conditional && query.size === 0) throw new AppError('method_not_allowed');
+  if (conditional && query.size === 0) throw typeTakesNoWrite();
   // HAPI ignores If-Match on a conditional write: the write would go through whatever version it met
   if (conditional && ifMatch !== undefined)
     throw refuse('If-Match needs a write by id (Type/id); a conditional write cannot be versioned.');
@@ -47,7 +52,7 @@ export function assertPatchBody(
   contentType: string | undefined,
   body: string | undefined,
 ): void {
-  if (!target.type) throw new AppError('method_not_allowed');
+  if (!target.type) throw typeTakesNoWrite();
   let parsed: unknown;
   try {
     parsed = JSON.parse(body ?? '');

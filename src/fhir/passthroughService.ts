@@ -210,7 +210,8 @@ class Passthrough {
 
   /** POST [type]/_search: the form body is the query (any role; the scope narrows it as for GET). */
   private async searchPost(target: FhirTarget, request: PassRequest): Promise<PassResponse> {
-    if (request.method.toUpperCase() !== 'POST') throw new AppError('method_not_allowed');
+    if (request.method.toUpperCase() !== 'POST')
+      throw new AppError('method_not_allowed', { headers: { Allow: 'POST' } });
     if (!/^application\/x-www-form-urlencoded\b/i.test(request.contentType ?? ''))
       throw new AppError('unsupported_media_type');
     const form = new URLSearchParams(request.body ?? '');

@@ -170,7 +170,12 @@ describe.each(UPSTREAMS)("an admin's forwarded writes, %s upstream", (upstream) 
       ),
     ];
     expect(refused.map((r) => r.status)).toEqual([400, 400, 400, 400, 400, 400, 400]);
-    expect((await patch('[]', 'application/json-patch+json', '/fhir/Observation')).status).toBe(405);
+    const typeLevel = await patch('[]', 'application/json-patch+json', '/fhir/Observation');
+    expect(typeLevel.status).toBe(405);
+    expect(typeLevel.headers.get('allow')).toBe('GET, HEAD, POST');
+    const searchByGet = await gw.call('/fhir/Observation/_search', { token });
+    expect(searchByGet.status).toBe(405);
+    expect(searchByGet.headers.get('allow')).toBe('POST');
     const now = (await (await gw.call(`/fhir/Observation/${ids.obs}`, { token })).json()) as {
       meta: { versionId: string };
     };
