@@ -62,6 +62,7 @@ const CREDENTIAL_ACTIONS: Readonly<Record<string, string>> = {
   '/auth/refresh': 'auth.refresh',
   '/auth/password/forgot': 'auth.password_forgot',
   '/auth/password/reset': 'auth.password_reset',
+  '/auth/password/change': 'auth.password_change',
   '/auth/access-code/resend': 'auth.access_code_resend',
   '/auth/logout': 'auth.logout',
 };

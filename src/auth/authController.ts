@@ -15,7 +15,7 @@ import type { AppEnv, Caller } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
 import { requirePermission } from '../middleware/requireRole.js';
 import { forgotPassword, resendAccessCode, resetPassword } from './accountRecoveryService.js';
-import { login, logout, logoutWithRefreshToken, me, refresh, signup } from './authService.js';
+import { changePassword, login, logout, logoutWithRefreshToken, me, refresh, signup } from './authService.js';
 import { PASSWORD_MAX_LENGTH, passwordTooLong } from './passwords.js';
 
 // at most 128 characters as passwordLength counts them (after NFKC), the count the login uses too
@@ -85,6 +85,13 @@ const ResetBody = z
   })
   .strict()
   .openapi('PasswordResetRequest');
+const PasswordChangeBody = z
+  .object({
+    current_password: PasswordField.openapi({ example: 'correct horse battery staple' }),
+    new_password: PasswordField.openapi({ example: 'another long plain passphrase' }),
+  })
+  .strict()
+  .openapi('PasswordChangeRequest');
 const Message = z.object({ message: z.string() }).openapi('Message');
 
 const json = <T extends z.ZodType>(schema: T) => ({
@@ -252,6 +259,26 @@ const resetRoute = createRoute({
   },
 });
 
+const changeRoute = createRoute({
+  method: 'post',
+  path: '/auth/password/change',
+  tags: ['auth'],
+  summary: 'Change the password while logged in; ends every session and answers a new token pair',
+  description:
+    'The current password is required. Every session of the account ends (other devices are logged out); this one continues with the token pair in the answer.',
+  security: bearerSecurity,
+  middleware: [...bearerAuthentication],
+  request: { body: json(PasswordChangeBody) },
+  responses: {
+    200: { description: 'Password changed', content: { 'application/json': { schema: TokenResponse } } },
+    400: errorResponses[400],
+    401: errorResponses[401],
+    413: errorResponses[413],
+    415: errorResponses[415],
+    429: errorResponses[429],
+  },
+});
+
 const ACCEPTED_MESSAGE = {
   resend: 'If an account is waiting for signup with this email, a new code is on its way.',
   forgot: 'If an account exists for this email, a reset code is on its way.',
@@ -277,6 +304,9 @@ export function authRoutes() {
     return c.body(null, 204);
   });
   router.openapi(meRoute, async (c) => c.json(await me(c.var.deps, c.var.caller), 200));
+  router.openapi(changeRoute, async (c) =>
+    c.json(await changePassword(c.var.deps, c.var.caller, c.req.valid('json'), requestContext(c)), 200),
+  );
   router.openapi(resendRoute, async (c) => {
     await resendAccessCode(c.var.deps, c.req.valid('json').email, requestContext(c));
     return c.json({ message: ACCEPTED_MESSAGE.resend }, 202);

@@ -16,6 +16,7 @@ import { assertPasswordAllowed, checkCode } from './accountCodes.js';
 import { normalizePassword, passwordTooLong } from './passwords.js';
 import { countHit, RATE_LIMITS, refundHit } from './rateLimiter.js';
 import {
+  revokeAllSessions,
   revokeSession,
   rotateRefreshToken,
   sessionOfRefreshToken,
@@ -199,6 +200,81 @@ export async function signup(deps: AppDeps, input: SignupInput, ctx: RequestCont
     );
     const registered = await findUserById(trx, user.id);
     return startSession(deps, registered!, trx);
+  });
+}
+
+export interface PasswordChangeInput {
+  current_password: string;
+  new_password: string;
+}
+
+/**
+ * A signed-in password change. The current password proves the person at the keyboard: an access
+ * token alone (a borrowed device, a stolen token) must not take the account over. Counted like a
+ * login, so it cannot be used to guess the password. Every session ends, as after a reset (the
+ * token version moves on), and this one starts afresh: the answer is a new token pair.
+ */
+export async function changePassword(
+  deps: AppDeps,
+  caller: Caller,
+  input: PasswordChangeInput,
+  ctx: RequestContext,
+): Promise<TokenResponse> {
+  const user = await findUserById(deps.db, caller.userId);
+  if (!user?.password_hash) throw new AppError('unauthenticated');
+  const limits = [
+    { rule: RATE_LIMITS.loginAccount, subject: user.email },
+    { rule: RATE_LIMITS.loginIp, subject: ctx.clientIp },
+  ];
+  await countHit(deps.db, deps.clock, limits);
+  const current = passwordTooLong(input.current_password)
+    ? undefined
+    : normalizePassword(input.current_password);
+  if (current === undefined || !(await deps.passwords.verify(user.password_hash, current))) {
+    await audit(deps, ctx, {
+      action: 'auth.password_change',
+      outcome: 'failed',
+      errorCode: 'validation_failed',
+      actorUserId: user.id,
+      actorRole: user.role,
+      targetUserId: user.id,
+      detail: { reason: 'wrong_password' },
+    });
+    throw auditedError(
+      new AppError('validation_failed', {
+        errors: [{ path: 'current_password', message: 'is not your current password' }],
+      }),
+    );
+  }
+  assertPasswordAllowed(deps, input.new_password, user.email, 'new_password');
+  const passwordHash = await deps.passwords.hash(input.new_password);
+  const now = deps.clock.now();
+  return deps.db.transaction().execute(async (trx) => {
+    await refundHit(trx, deps.clock, limits);
+    await trx
+      .updateTable('users')
+      .set((eb) => ({
+        password_hash: passwordHash,
+        token_version: eb('token_version', '+', 1),
+        updated_at: now.toISOString(),
+      }))
+      .where('id', '=', user.id)
+      .execute();
+    await revokeAllSessions(trx, user.id, 'password_change', now);
+    await audit(
+      deps,
+      ctx,
+      {
+        action: 'auth.password_change',
+        outcome: 'success',
+        actorUserId: user.id,
+        actorRole: user.role,
+        targetUserId: user.id,
+      },
+      trx,
+    );
+    const changed = await findUserById(trx, user.id);
+    return startSession(deps, changed!, trx);
   });
 }
 

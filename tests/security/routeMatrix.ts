@@ -18,6 +18,12 @@ export interface ProtectedRoute {
 
 export const PROTECTED_ROUTES: readonly ProtectedRoute[] = [
   { method: 'GET', path: '/auth/me', allowed: ['admin', 'patient', 'practitioner'] },
+  {
+    method: 'POST',
+    path: '/auth/password/change',
+    allowed: ['admin', 'patient', 'practitioner'],
+    sample: { json: {} },
+  },
   { method: 'POST', path: '/fhir/patient', allowed: ['admin'], sample: { json: {} } },
   { method: 'POST', path: '/fhir/practitioner', allowed: ['admin'], sample: { json: {} } },
   { method: 'POST', path: '/fhir/Patient', allowed: ['admin'], documented: false, sample: { json: {} } },
