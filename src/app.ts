@@ -33,6 +33,14 @@ const FHIR_BODY_LIMIT_BYTES = 5 * 1024 * 1024;
  * error handling — nothing else. A request reads: requestId -> log -> headers -> client IP -> NUL
  * guard -> CORS -> body limit -> (per route) authenticate -> requireRole -> controller -> service.
  */
+/** Whether a request says it carries a body (HTTP/1.1 framing: a length above 0, or chunks). */
+function hasBody(contentLength: string | undefined, transferEncoding: string | undefined): boolean {
+  return transferEncoding !== undefined || (contentLength !== undefined && contentLength !== '0');
+}
+
+const isJsonType = (contentType: string | undefined) =>
+  /^application\/([\w.-]+\+)?json\s*(;|$)/i.test(contentType ?? '');
+
 export function createApp(deps: AppDeps) {
   const app = createRouter();
 
@@ -59,6 +67,15 @@ export function createApp(deps: AppDeps) {
     if (path === '/fhir' || path.startsWith('/fhir/')) return fhirLimit(c, next);
     // the SMART authorization server reads its own request bodies (src/oauth/urls.ts)
     if (isProtocolPath(path)) return next();
+    // the JSON API takes JSON only, also where a route takes no body (it would be ignored silently);
+    // the SMART login and consent pages post forms
+    const jsonApi = path.startsWith('/auth/') || path.startsWith('/admin/');
+    if (
+      jsonApi &&
+      hasBody(c.req.header('content-length'), c.req.header('transfer-encoding')) &&
+      !isJsonType(c.req.header('content-type'))
+    )
+      throw new AppError('unsupported_media_type');
     return slimLimit(c, next);
   });
 

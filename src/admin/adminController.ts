@@ -62,7 +62,11 @@ const reissueRoute = createRoute({
   summary: "Void a pending account's access code and email a new one",
   security: bearerSecurity,
   middleware: manageUsers,
-  request: { params: z.object({ id: z.string().min(1).max(64) }) },
+  request: {
+    params: z.object({ id: z.string().min(1).max(64) }),
+    // nothing to send: a body, if any, is an empty JSON object (unknown fields are 400, as everywhere)
+    body: { required: false, content: { 'application/json': { schema: z.object({}).strict() } } },
+  },
   responses: {
     202: {
       description: 'A new code was queued for email',
@@ -73,6 +77,8 @@ const reissueRoute = createRoute({
     403: errorResponses[403],
     404: errorResponses[404],
     409: errorResponses[409],
+    413: errorResponses[413],
+    415: errorResponses[415],
   },
 });
 
@@ -179,6 +185,8 @@ const orphansRoute = createRoute({
     'FHIR resources a failed provisioning could not remove (to reconcile by hand), and creates not settled yet',
   security: bearerSecurity,
   middleware: readAudit,
+  // takes no parameters: an unknown one is 400, as on the other admin lists
+  request: { query: z.object({}).strict() },
   responses: {
     200: {
       description: 'Unresolved orphans',
@@ -217,6 +225,7 @@ const orphansRoute = createRoute({
         },
       },
     },
+    400: errorResponses[400],
     401: errorResponses[401],
     403: errorResponses[403],
   },

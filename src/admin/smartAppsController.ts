@@ -127,6 +127,8 @@ const listRoute = createRoute({
   summary: 'Registered SMART apps, newest first',
   security: bearerSecurity,
   middleware: manageApps,
+  // takes no parameters: an unknown one is 400, as on the other admin lists
+  request: { query: z.object({}).strict() },
   responses: {
     200: {
       description: 'Every registered app',
@@ -134,6 +136,7 @@ const listRoute = createRoute({
         'application/json': { schema: z.object({ apps: z.array(SmartApp) }).openapi('SmartAppList') },
       },
     },
+    400: errorResponses[400],
     401: errorResponses[401],
     403: errorResponses[403],
   },

@@ -534,6 +534,31 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
     expect((await post('/admin/users/no-such-user/access-code', undefined)).status).toBe(404);
   });
 
+  it('refuses what a route does not take: unknown fields and parameters 400, a body that is not JSON 415', async () => {
+    const email = uniqueEmail('nobody');
+    const created = (await (
+      await post('/fhir/patient', { name: 'No Body', email, dob: '1990-01-01' })
+    ).json()) as {
+      user_id: string;
+    };
+    await waitForMailTo(email);
+    const before = await userByEmail(email);
+    const path = `/admin/users/${created.user_id}/access-code`;
+    expect((await post(path, { x: 1 })).status).toBe(400);
+    const text = (path: string) =>
+      gw.call(path, {
+        method: 'POST',
+        token: admin,
+        body: 'hello',
+        headers: { 'content-type': 'text/plain' },
+      });
+    expect((await text(path)).status).toBe(415);
+    expect((await text('/auth/logout')).status).toBe(415);
+    expect((await userByEmail(email))?.access_code_hash).toBe(before?.access_code_hash);
+    for (const list of ['/admin/provisioning/orphans?x=1', '/admin/smart-apps?x=1'])
+      expect((await gw.call(list, { token: admin })).status, list).toBe(400);
+  });
+
   it('lists the audit trail newest first with filters and a cursor', async () => {
     const first = await gw.call('/admin/audit?action=provisioning.create&outcome=success&limit=2', {
       token: admin,
