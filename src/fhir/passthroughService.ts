@@ -297,8 +297,11 @@ class Passthrough {
     if (body.resourceType === 'OperationOutcome' && !operationAnswer)
       return this.answer(result.status, result.headers, JSON.stringify(successOutcome()));
     // so does every entry of a batch or transaction answer (HAPI: "HAPI-0420: Can not update ...")
-    if (isBatchAnswer(body))
-      return this.answer(result.status, result.headers, JSON.stringify(withOurOutcomes(body)));
+    if (isBatchAnswer(body)) {
+      // HAPI names the answer Bundle itself (`Location: .../Bundle/<uuid>`), a record no one can read
+      const { location: _l, 'content-location': _c, ...headers } = result.headers;
+      return this.answer(result.status, headers, JSON.stringify(withOurOutcomes(body)));
+    }
     return this.answer(result.status, result.headers, result.text ?? JSON.stringify(body));
   }
 
