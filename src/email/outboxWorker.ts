@@ -302,9 +302,12 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
           if (marked && row.kind === 'email') await auditMailGivenUp(trx, clock, payload, label);
           return marked;
         });
-        if (ok) logger.warn({ ...log, error: label }, 'outbox row failed for good');
+        // a mail whose code was replaced is dropped on purpose (the new code's mail goes out): no failure
+        const dropped = label === 'superseded';
+        if (ok && dropped) logger.info(log, 'outbox row dropped: a newer code replaced its code');
+        else if (ok) logger.warn({ ...log, error: label }, 'outbox row failed for good');
         else lost();
-        if (ok) deps.metrics?.outboxFailure(row.kind, 'failed');
+        if (ok && !dropped) deps.metrics?.outboxFailure(row.kind, 'failed');
         return true;
       }
       const delay = backoffMs(row.attempts);

@@ -13,6 +13,7 @@ import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
  */
 
 const PASSWORD = 'a long and plain passphrase';
+const METRICS = 'metrics-token-long-enough-for-the-check-0123456789';
 
 describe('a code re-issued while its first mail waits for the SMTP server', () => {
   let gw: TestGateway;
@@ -22,7 +23,7 @@ describe('a code re-issued while its first mail waits for the SMTP server', () =
 
   beforeAll(async () => {
     port = await unusedPort();
-    gw = await startTestGateway({ env: { SMTP_URL: `smtp://127.0.0.1:${port}` } });
+    gw = await startTestGateway({ env: { SMTP_URL: `smtp://127.0.0.1:${port}`, METRICS_TOKEN: METRICS } });
     admin = await gw.adminToken();
   });
   afterAll(async () => {
@@ -63,9 +64,12 @@ describe('a code re-issued while its first mail waits for the SMTP server', () =
       json: { email, access_code: codeIn(mail!), password: PASSWORD },
     });
     expect(signup.status).toBe(201);
-    // a code voided on purpose is no failure to tell the admin about
+    // a code voided on purpose is no failure to tell the admin about, nor to count as one
     const audit = await gw.call('/admin/audit?action=mail.failed', { token: admin });
     expect(((await audit.json()) as { entries: unknown[] }).entries).toEqual([]);
+    const metrics = await (await gw.call('/metrics', { token: METRICS })).text();
+    expect(metrics).toMatch(/^fhir_facade_outbox_failures_total\{lane="email",outcome="retry"\} [1-9]/m);
+    expect(metrics).toMatch(/^fhir_facade_outbox_failures_total\{lane="email",outcome="failed"\} 0$/m);
   }, 60_000);
 });
 
