@@ -156,6 +156,16 @@ function withMatchedEtag(result: FhirResult, ifNoneMatch: string | undefined): F
   return { ...result, headers: { ...result.headers, etag: ifNoneMatch.trim() } };
 }
 
+/**
+ * RFC 9110 section 13.1.2: `If-None-Match: *` on a read is false whenever the resource exists, so
+ * a read that found it answers 304 (HAPI answers 200). The ETag and Last-Modified stay.
+ */
+function notModifiedIfAny<T>(result: FhirResult<T>, ifNoneMatch: string | undefined): FhirResult<T> {
+  if (result.status !== 200 || ifNoneMatch?.trim() !== '*') return result;
+  const { text: _whole, ...rest } = result;
+  return { ...rest, status: 304, body: undefined };
+}
+
 function invalidCursor(): AppError {
   return new AppError('validation_failed', {
     errors: [{ path: 'cursor', message: 'is not valid here or for you, or has expired' }],
@@ -669,7 +679,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     read: async <T extends Resource>(type: string, id: string, conditional?: ConditionalRead) => {
       const { result, patients } = await readInScope(type, id, () => fhir.read<T>(type, id, conditional));
       recordRead('fhir.read', type, patients, { id });
-      return result;
+      return notModifiedIfAny(result, conditional?.ifNoneMatch);
     },
     vread: async (type, id, versionId) => {
       // judged with the record as it is now too (as history is): an old version may still name a
@@ -721,8 +731,12 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     forward: async (request, target) => {
       if (scope.kind !== 'all') throw new AppError('forbidden');
       if (request.method === 'GET') {
-        const result = withMatchedEtag(await fhir.forward(request), request.headers?.['if-none-match']);
-        return withSealedLinks(await checkForwardedRead(result, target));
+        const ifNoneMatch = request.headers?.['if-none-match'];
+        const result = withMatchedEtag(await fhir.forward(request), ifNoneMatch);
+        const checked = await checkForwardedRead(result, target);
+        return withSealedLinks(
+          target.id && !target.operation ? notModifiedIfAny(checked, ifNoneMatch) : checked,
+        );
       }
       const sent = await withResolvedIfMatch(request, target);
       const result = await audited(request.method, target, () => fhir.forward(sent));

@@ -94,6 +94,20 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
     }
   });
 
+  it('answers If-None-Match: * on a read 304 when the record is there for the caller, and 404 when it is not', async () => {
+    for (const token of [tokens.p, tokens.gp, tokens.admin]) {
+      const response = await get(`/fhir/Observation/${ids.obs}`, token, { 'if-none-match': '*' });
+      expect(response.status).toBe(304);
+      expect(response.headers.get('etag')).toMatch(/^W\/"[^"]+"$/);
+      expect(await response.text()).toBe('');
+    }
+    // another patient's record: as absent as a missing one, whatever the condition
+    expect((await get(`/fhir/Patient/${ids.other}`, tokens.p, { 'if-none-match': '*' })).status).toBe(404);
+    expect(
+      (await get('/fhir/Observation/no-such-record', tokens.admin, { 'if-none-match': '*' })).status,
+    ).toBe(404);
+  });
+
   it('answers HEAD like GET without the body, for every role, in scope or not', async () => {
     const own = await gw.call(`/fhir/Patient/${ids.p}`, { method: 'HEAD', token: tokens.p });
     expect(own.status).toBe(200);
