@@ -6,6 +6,7 @@ import { docsRoutes, docsTrailingSlash } from './docs/docsController.js';
 import { openApiDocumentConfig } from './docs/openapiDocument.js';
 import { AppError } from './errors.js';
 import { passthroughRoutes } from './fhir/passthroughController.js';
+import { assertJsonBody } from './fhir/searchPolicy.js';
 import { healthRoutes } from './health/healthController.js';
 import { onError, onNotFound } from './http/errorHandler.js';
 import { createRouter } from './http/router.js';
@@ -28,19 +29,16 @@ import { provisioningRoutes } from './provisioning/provisioningController.js';
 const SLIM_BODY_LIMIT_BYTES = 64 * 1024;
 const FHIR_BODY_LIMIT_BYTES = 5 * 1024 * 1024;
 
-/**
- * Builds the whole HTTP application from its dependencies: middleware order, route mounts,
- * error handling — nothing else. A request reads: requestId -> log -> headers -> client IP -> NUL
- * guard -> CORS -> body limit -> (per route) authenticate -> requireRole -> controller -> service.
- */
 /** Whether a request says it carries a body (HTTP/1.1 framing: a length above 0, or chunks). */
 function hasBody(contentLength: string | undefined, transferEncoding: string | undefined): boolean {
   return transferEncoding !== undefined || (contentLength !== undefined && contentLength !== '0');
 }
 
-const isJsonType = (contentType: string | undefined) =>
-  /^application\/([\w.-]+\+)?json\s*(;|$)/i.test(contentType ?? '');
-
+/**
+ * Builds the whole HTTP application from its dependencies: middleware order, route mounts,
+ * error handling — nothing else. A request reads: requestId -> log -> headers -> client IP -> NUL
+ * guard -> CORS -> body limit -> (per route) authenticate -> requireRole -> controller -> service.
+ */
 export function createApp(deps: AppDeps) {
   const app = createRouter();
 
@@ -70,12 +68,8 @@ export function createApp(deps: AppDeps) {
     // the JSON API takes JSON only, also where a route takes no body (it would be ignored silently);
     // the SMART login and consent pages post forms
     const jsonApi = path.startsWith('/auth/') || path.startsWith('/admin/');
-    if (
-      jsonApi &&
-      hasBody(c.req.header('content-length'), c.req.header('transfer-encoding')) &&
-      !isJsonType(c.req.header('content-type'))
-    )
-      throw new AppError('unsupported_media_type');
+    if (jsonApi && hasBody(c.req.header('content-length'), c.req.header('transfer-encoding')))
+      assertJsonBody(c.req.header('content-type'));
     return slimLimit(c, next);
   });
 

@@ -1,6 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { writeAudit } from '../audit/auditService.js';
+import { AppError } from '../errors.js';
 import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import { bearerSecurity, errorResponses, FHIR_ID_PATTERN } from '../http/schemas.js';
@@ -55,6 +56,30 @@ const ReissueResponse = z
   })
   .openapi('ReissueAccessCodeResponse');
 
+/**
+ * A route that takes no body: none, or an empty JSON object (clients send `{}` or a JSON
+ * Content-Type with nothing after it). A field is 400, as unknown fields are everywhere.
+ */
+function assertNoFields(text: string): void {
+  if (text.trim() === '') return;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new AppError('invalid_json');
+  }
+  const fields =
+    parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? Object.keys(parsed) : undefined;
+  if (fields === undefined)
+    throw new AppError('validation_failed', {
+      errors: [{ path: '(body)', message: 'must be an empty object, or none' }],
+    });
+  if (fields.length > 0)
+    throw new AppError('validation_failed', {
+      errors: fields.map((field) => ({ path: field, message: 'is not an accepted field' })),
+    });
+}
+
 const reissueRoute = createRoute({
   method: 'post',
   path: '/admin/users/{id}/access-code',
@@ -64,8 +89,6 @@ const reissueRoute = createRoute({
   middleware: manageUsers,
   request: {
     params: z.object({ id: z.string().min(1).max(64) }),
-    // nothing to send: a body, if any, is an empty JSON object (unknown fields are 400, as everywhere)
-    body: { required: false, content: { 'application/json': { schema: z.object({}).strict() } } },
   },
   responses: {
     202: {
@@ -344,12 +367,13 @@ const patchUserRoute = createRoute({
 
 export function adminRoutes() {
   const router = createRouter();
-  router.openapi(reissueRoute, async (c) =>
-    c.json(
+  router.openapi(reissueRoute, async (c) => {
+    assertNoFields(await c.req.text());
+    return c.json(
       await reissueAccessCode(c.var.deps, c.var.caller, requestContext(c), c.req.valid('param').id),
       202,
-    ),
-  );
+    );
+  });
   router.openapi(listUsersRoute, async (c) => {
     const page = await listUsers(c.var.deps, c.req.valid('query'));
     await auditRead(c, 'users.list');

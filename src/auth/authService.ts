@@ -246,11 +246,12 @@ export async function changePassword(
       }),
     );
   }
+  // the person is proven: the try is no guess at the password, whatever the new one's fate
+  await refundHit(deps.db, deps.clock, limits);
   assertPasswordAllowed(deps, input.new_password, user.email, 'new_password');
   const passwordHash = await deps.passwords.hash(input.new_password);
   const now = deps.clock.now();
   return deps.db.transaction().execute(async (trx) => {
-    await refundHit(trx, deps.clock, limits);
     await trx
       .updateTable('users')
       .set((eb) => ({

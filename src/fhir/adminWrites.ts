@@ -34,7 +34,8 @@ export function assertAdminWrite(
 ): void {
   const write = method === 'PUT' || method === 'PATCH' || method === 'DELETE';
   if (!write || target.operation || target.history) return;
-  const conditional = target.type !== undefined && target.id === undefined;
+  if (target.type === undefined) throw typeTakesNoWrite();
+  const conditional = target.id === undefined;
   // a type takes these only with a condition (HAPI answered a PATCH without one with a 500)
   if (conditional && query.size === 0) throw typeTakesNoWrite();
   // HAPI ignores If-Match on a conditional write: the write would go through whatever version it met
@@ -68,6 +69,9 @@ export function assertPatchBody(
     );
 }
 
+/** A batch entry's path: a type (or `$operation`) first, then plain segments; no leading `/`, no scheme, no dot segments. */
+const ENTRY_PATH = /^(?:[A-Z][A-Za-z]{1,63}|\$[A-Za-z-]{1,64})(?:\/(?!\.+(?:\/|$))[A-Za-z0-9\-.$_]{1,64})*$/;
+
 /** A write of one person by id in a batch, which the caller checks as it checks one sent alone. */
 export interface PersonWrite {
   readonly method: 'PUT' | 'DELETE';
@@ -94,18 +98,31 @@ export function assertBatchBody(body: string | undefined): PersonWrite[] {
   if (!Array.isArray(entries)) throw refuse('Bundle.entry must be a list.');
   const people: PersonWrite[] = [];
   for (const [index, entry] of entries.entries()) {
-    const request = (entry as { request?: { method?: unknown; url?: unknown } } | null)?.request;
+    const { request, resource } = (entry ?? {}) as {
+      request?: { method?: unknown; url?: unknown };
+      resource?: { resourceType?: unknown };
+    };
     if (typeof request?.method !== 'string' || typeof request.url !== 'string')
       throw refuse(`Bundle.entry[${index}] needs request.method and request.url.`);
     const method = request.method.toUpperCase();
-    const [type, id, ...rest] = (request.url.split('?')[0] ?? '').split('/');
-    if (!type || !PEOPLE.has(type) || (method !== 'POST' && method !== 'PUT' && method !== 'DELETE'))
-      continue;
+    const path = request.url.split('?')[0] ?? '';
+    // relative to the base, as R4 asks: HAPI also takes `/Patient` and absolute URLs, which the checks below would not read
+    if (!ENTRY_PATH.test(path))
+      throw refuse(
+        `Bundle.entry[${index}]: request.url must be relative to the base: Type, Type/id or Type?query.`,
+      );
+    const [type = '', id, ...rest] = path.split('/');
+    const operation = [type, id, ...rest].some((segment) => segment?.startsWith('$'));
+    const writes = method === 'POST' || method === 'PUT';
+    // a body of another type than the URL's: HAPI takes a POST's type from the body (a Patient through `Basic`)
+    if (writes && !operation && resource !== undefined && resource?.resourceType !== type)
+      throw refuse(`Bundle.entry[${index}]: the resource must be a ${type}, as its request.url says.`);
+    if (operation || !PEOPLE.has(type) || (!writes && method !== 'DELETE')) continue;
     if (method === 'POST' || !id || rest.length > 0 || request.url.includes('?'))
       throw refuse(
         `Bundle.entry[${index}]: a ${type} is created with POST /fhir/${type} (it provisions their account), and replaced or deleted by its id.`,
       );
-    people.push({ method, type, id });
+    people.push({ method: method as PersonWrite['method'], type, id });
   }
   return people;
 }
@@ -134,7 +151,8 @@ export function batchEntryOutcomes(asked: unknown, answer: Bundle): BatchEntryOu
     const request = (Array.isArray(requests) ? requests[index] : undefined)?.request as
       | { method?: unknown; url?: unknown }
       | undefined;
-    const url = entry.response?.location ?? (typeof request?.url === 'string' ? request.url : '');
+    const location = entry.response?.location;
+    const url = typeof location === 'string' ? location : typeof request?.url === 'string' ? request.url : '';
     const target = ENTRY_TARGET.exec(url.split('?')[0] ?? '');
     const status = Number.parseInt(entry.response?.status ?? '', 10);
     return {

@@ -81,8 +81,8 @@ export function isPractitionerWritable(type: string): boolean {
   return LINKING_PARAMS.has(type) && !RECORDS_OF_ACTIONS.has(type);
 }
 
-// a plain `Type/id`, or `#id` naming a contained resource
-const PLAIN_REFERENCE = /^(?:([A-Z][A-Za-z]{1,63})\/[A-Za-z0-9\-.]{1,64}|#[A-Za-z0-9\-.]{1,64})$/;
+// a plain `Type/id`, or `#id` naming a contained resource; an id of dots only (`.`, `..`) is a path, not an id
+const PLAIN_REFERENCE = /^(?:([A-Z][A-Za-z]{1,63})\/(?!\.+$)[A-Za-z0-9\-.]{1,64}|#[A-Za-z0-9\-.]{1,64})$/;
 
 /** Every `reference` string of a resource: every Reference, in contained resources and extensions too. */
 export function everyReference(value: unknown, out: string[] = []): string[] {

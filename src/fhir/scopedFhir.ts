@@ -112,7 +112,8 @@ function patientsIn(resource: Resource): readonly string[] {
 
 /** The patients of a Bundle's resources, each once. */
 function patientsOfEntries(bundle: Bundle): readonly string[] {
-  return [...new Set((bundle.entry ?? []).flatMap((e) => (e.resource ? patientsIn(e.resource) : [])))];
+  const entries = Array.isArray(bundle.entry) ? bundle.entry : [];
+  return [...new Set(entries.flatMap((e) => (e?.resource ? patientsIn(e.resource) : [])))];
 }
 
 function parsedOrNone(text: string): unknown {
@@ -171,6 +172,9 @@ function invalidCursor(): AppError {
     errors: [{ path: 'cursor', message: 'is not valid here or for you, or has expired' }],
   });
 }
+
+/** How many other records one practitioner write may refer to (each is read to check it). */
+const MAX_RECORDS_REFERENCED = 50;
 
 const WRITE_ACTIONS: Readonly<Record<string, string>> = {
   POST: 'fhir.create',
@@ -536,6 +540,15 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
    * read of patient data as an access event.
    */
   const recordBatchEntries = (asked: unknown, answer: unknown) => {
+    try {
+      recordEachEntry(asked, answer);
+    } catch (error) {
+      // the batch is done upstream: an answer we cannot read entry by entry must not turn it into a 500
+      deps.logger.warn({ err: error, request_id: ctx.requestId }, 'batch answer not audited entry by entry');
+    }
+  };
+
+  const recordEachEntry = (asked: unknown, answer: unknown) => {
     const bundle = answer as Bundle | undefined;
     if (bundle?.resourceType !== 'Bundle' || !/^(batch|transaction)-response$/.test(bundle.type ?? ''))
       return;
@@ -621,6 +634,11 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
    * whether anyone's record has that id. Missing and out of scope are one 403.
    */
   const assertReadable = async (records: readonly { type: string; id: string }[], attempted: string) => {
+    // each is one upstream read: a write of thousands of references must not become thousands of reads
+    if (records.length > MAX_RECORDS_REFERENCED)
+      throw new AppError('validation_failed', {
+        detail: `A write may refer to at most ${MAX_RECORDS_REFERENCED} other records (patients and the directory aside).`,
+      });
     for (const { type, id } of records) {
       try {
         await readInScope(type, id, () => fhir.read(type, id), attempted);

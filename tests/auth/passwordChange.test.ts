@@ -52,11 +52,17 @@ describe.each(DIALECTS)('changing the password while logged in (%s)', (dialect) 
       .where('actor_user_id', '=', user.id)
       .orderBy('id')
       .execute();
-    expect(refusals).toEqual([
+    expect(refusals.slice(0, 2)).toEqual([
       { outcome: 'failed', error_code: 'validation_failed' },
       { outcome: 'denied', error_code: 'validation_failed' },
     ]);
     expect((await change(pair.token, { new_password: 'a brand new long passphrase' })).status).toBe(400);
+    // the right current password with a new one the policy refuses is no failed login: no lock-out
+    for (let i = 0; i < 6; i++)
+      expect(
+        (await change(pair.token, { current_password: user.password, new_password: 'short' })).status,
+      ).toBe(400);
+    expect((await login(user.email, user.password)).status).toBe(200);
     expect((await change('', { current_password: user.password, new_password: 'x'.repeat(20) })).status).toBe(
       401,
     );

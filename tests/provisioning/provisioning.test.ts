@@ -545,6 +545,7 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
     const before = await userByEmail(email);
     const path = `/admin/users/${created.user_id}/access-code`;
     expect((await post(path, { x: 1 })).status).toBe(400);
+    expect((await post(path, [])).status).toBe(400);
     const text = (path: string) =>
       gw.call(path, {
         method: 'POST',
@@ -555,6 +556,14 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
     expect((await text(path)).status).toBe(415);
     expect((await text('/auth/logout')).status).toBe(415);
     expect((await userByEmail(email))?.access_code_hash).toBe(before?.access_code_hash);
+    // what clients send for no body: a JSON Content-Type with nothing, or {}
+    const empty = await gw.call(path, {
+      method: 'POST',
+      token: admin,
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(empty.status).toBe(202);
+    expect((await post(path, {})).status).toBe(202);
     for (const list of ['/admin/provisioning/orphans?x=1', '/admin/smart-apps?x=1'])
       expect((await gw.call(list, { token: admin })).status, list).toBe(400);
   });

@@ -639,6 +639,18 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
         expect(updated.status, focus).toBe(403);
       }
       expect(answers.size).toBe(1);
+      // a path as an id was read to check it and became a 500 (found by review): refused as not plain
+      const dotted = await write(
+        'POST',
+        '/fhir/Observation',
+        observation(ids.A, 74, { encounter: { reference: 'Encounter/.' } }),
+      );
+      expect(dotted.status).toBe(403);
+      // each reference is one read upstream: a write of thousands would be thousands of reads
+      const many = Array.from({ length: 51 }, (_, i) => ({ reference: `Observation/not-read-${i}` }));
+      expect((await write('POST', '/fhir/Observation', observation(ids.A, 74, { focus: many }))).status).toBe(
+        400,
+      );
       expect(await observationsOfA()).toBe(before);
     });
 
