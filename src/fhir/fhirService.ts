@@ -330,6 +330,20 @@ function writtenIdentity(type: string, result: FhirResult): { id: string; versio
   return { id: location[2], versionId: location[3] };
 }
 
+/** The record as the server has it now, or undefined when it has none (missing or deleted): a check of the gateway's own. */
+export async function currentOrNone(
+  fhir: FhirService,
+  type: string,
+  id: string,
+): Promise<Resource | undefined> {
+  try {
+    return (await fhir.read(type, id)).body;
+  } catch (error) {
+    if (error instanceof AppError && error.code === 'not_found') return undefined;
+    throw error;
+  }
+}
+
 export function createFhirService(options: FhirServiceOptions): FhirService {
   const { metrics } = options;
   const base = new URL(options.baseUrl);

@@ -11,7 +11,7 @@ import {
   type PersonWrite,
 } from './adminWrites.js';
 import { type FhirTarget, historyPath, parseFhirPath } from './fhirPath.js';
-import type { FhirMethod, FhirResult } from './fhirService.js';
+import { currentOrNone, type FhirMethod, type FhirResult } from './fhirService.js';
 import { cursorUrl, relativeToBase, replaceUpstreamBase, withLinks } from './links.js';
 import { PASSTHROUGH_ROUTE, type PageLink, type ScopedFhir, type SearchPage } from './scopedFhir.js';
 import {
@@ -150,24 +150,14 @@ class Passthrough {
 
   private async assertPersonWrite({ method, type, id }: PersonWrite): Promise<void> {
     // an update of an id the server does not have creates a person without an account
-    if (method === 'PUT' && !(await this.exists(type, id)))
+    // asked of the server itself: a check of ours, no read of the caller's (not audited as one, no scope asked)
+    if (method === 'PUT' && (await currentOrNone(this.upstream, type, id)) === undefined)
       throw refuse(`Create a ${type} with POST /fhir/${type}: it provisions their account.`);
     const role = type === 'Patient' ? 'patient' : 'practitioner';
     if (method === 'DELETE' && (await findUserByFhirResource(this.db, role, id)))
       throw new AppError('conflict', {
         detail: `An account is linked to ${type}/${id}: the record stays while the account exists.`,
       });
-  }
-
-  /** Asked of the server itself: a check of ours, no read of the caller's (not audited as one, no scope asked). */
-  private async exists(type: string, id: string): Promise<boolean> {
-    try {
-      await this.upstream.read(type, id);
-      return true;
-    } catch (error) {
-      if (error instanceof AppError && error.code === 'not_found') return false;
-      throw error;
-    }
   }
 
   // --- patients and practitioners: read inside the scope; practitioners also write there ---

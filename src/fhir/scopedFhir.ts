@@ -22,7 +22,13 @@ import {
   strictPatientId,
 } from './compartment.js';
 import { type HistoryOf, historyPath } from './fhirPath.js';
-import type { ConditionalRead, FhirRequest, FhirResult, Written } from './fhirService.js';
+import {
+  type ConditionalRead,
+  currentOrNone,
+  type FhirRequest,
+  type FhirResult,
+  type Written,
+} from './fhirService.js';
 import { type CursorBinding, cursorForLink, cursorUrl, verifyCursor, withEntriesKept } from './links.js';
 import { guardScopes, typesShown } from './scopeGuard.js';
 import { historyParams, narrowSearch, versionTagFor } from './searchPolicy.js';
@@ -665,19 +671,9 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     return result.body;
   };
 
-  /** The record as it is now, or undefined when there is none (missing or deleted). */
-  const currentOrNone = async (type: string, id: string): Promise<Resource | undefined> => {
-    try {
-      return (await fhir.read(type, id)).body;
-    } catch (error) {
-      if (error instanceof AppError && error.code === 'not_found') return undefined;
-      throw error;
-    }
-  };
-
   /** An If-Match checked here against the current version (read unless the caller's check did), as sent upstream. */
   const resolvedIfMatch = async (type: string, id: string, ifMatch: string, current?: Resource) =>
-    versionTagFor(ifMatch, current ?? (await currentOrNone(type, id)));
+    versionTagFor(ifMatch, current ?? (await currentOrNone(fhir, type, id)));
 
   /** A forwarded instance write (PUT, PATCH, DELETE) with its If-Match resolved; anything else as it came. */
   const withResolvedIfMatch = async (
