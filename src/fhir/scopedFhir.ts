@@ -675,6 +675,31 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
   const resolvedIfMatch = async (type: string, id: string, ifMatch: string, current?: Resource) =>
     versionTagFor(ifMatch, current ?? (await currentOrNone(fhir, type, id)));
 
+  /**
+   * RFC 9110 section 15.4.5: a 304 carries the ETag a 200 would have. HAPI leaves it out after an
+   * If-Modified-Since (an If-None-Match gives it back in withMatchedEtag): the current version's.
+   */
+  const withCurrentEtag = async (
+    result: FhirResult,
+    target: { type?: string; id?: string; operation?: string },
+    path: string,
+  ): Promise<FhirResult> => {
+    const { type, id } = target;
+    if (
+      result.status !== 304 ||
+      result.headers.etag ||
+      !type ||
+      !id ||
+      target.operation ||
+      path.includes('/_history')
+    )
+      return result;
+    const current = await fhir.read(type, id);
+    const versionId = current.body?.meta?.versionId;
+    const etag = current.headers.etag ?? (versionId ? `W/"${versionId}"` : undefined);
+    return etag ? { ...result, headers: { ...result.headers, etag } } : result;
+  };
+
   /** A forwarded instance write (PUT, PATCH, DELETE) with its If-Match resolved; anything else as it came. */
   const withResolvedIfMatch = async (
     request: FhirRequest,
@@ -746,7 +771,8 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       if (scope.kind !== 'all') throw new AppError('forbidden');
       if (request.method === 'GET') {
         const ifNoneMatch = request.headers?.['if-none-match'];
-        const result = withMatchedEtag(await fhir.forward(request), ifNoneMatch);
+        const matched = withMatchedEtag(await fhir.forward(request), ifNoneMatch);
+        const result = await withCurrentEtag(matched, target, request.path);
         const checked = await checkForwardedRead(result, target);
         return withSealedLinks(
           target.id && !target.operation ? notModifiedIfAny(checked, ifNoneMatch) : checked,

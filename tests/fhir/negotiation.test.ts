@@ -136,6 +136,9 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
       const later = new Date(Date.now() + 3_600_000).toUTCString();
       const unchanged = await get(`/fhir/Patient/${ids.p}`, token, { 'if-modified-since': later });
       expect(unchanged.status).toBe(304);
+      // RFC 9110 section 15.4.5: the ETag a 200 would carry (HAPI leaves it out)
+      const current = (await get(`/fhir/Patient/${ids.p}`, token)).headers.get('etag');
+      expect(unchanged.headers.get('etag')).toBe(current);
     }
   });
 
