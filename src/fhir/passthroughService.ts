@@ -149,8 +149,8 @@ class Passthrough {
   }
 
   private async assertPersonWrite({ method, type, id }: PersonWrite): Promise<void> {
-    // an update of an id the server does not have creates a person without an account
-    // asked of the server itself: a check of ours, no read of the caller's (not audited as one, no scope asked)
+    // an update of an id the server does not have creates a person without an account (asked of the
+    // server itself: a check of ours, not a read of the caller's to audit or to scope)
     if (method === 'PUT' && (await currentOrNone(this.upstream, type, id)) === undefined)
       throw refuse(`Create a ${type} with POST /fhir/${type}: it provisions their account.`);
     const role = type === 'Patient' ? 'patient' : 'practitioner';

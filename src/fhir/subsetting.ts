@@ -29,8 +29,8 @@ function refuse(name: string, message: string): AppError {
 export function readSubset(type: string, query: URLSearchParams): Subset | undefined {
   const summaries = query.getAll('_summary');
   const elements = query.getAll('_elements');
-  if (summaries.length > 1 || elements.length > 1)
-    throw refuse('_summary', 'give _summary or _elements once');
+  if (summaries.length > 1) throw refuse('_summary', 'must be given once');
+  if (elements.length > 1) throw refuse('_elements', 'must be given once (a comma-separated list)');
   if (summaries.length > 0 && elements.length > 0)
     throw refuse('_elements', 'cannot be combined with _summary');
   const summary = summaries[0];

@@ -657,6 +657,13 @@ describe('what a scoped read is cut to (_elements, _summary)', () => {
     else expect(ask()).toEqual(subset);
   });
 
+  it('names the parameter given twice', () => {
+    for (const name of ['_summary', '_elements'])
+      expect(() => readSubset('Observation', new URLSearchParams(`${name}=true&${name}=text`))).toThrow(
+        expect.objectContaining({ errors: [expect.objectContaining({ path: name })] }),
+      );
+  });
+
   const observation = {
     resourceType: 'Observation',
     id: 'o1',
