@@ -1,6 +1,7 @@
-import type { Bundle, Resource } from '@medplum/fhirtypes';
+import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { AppError } from '../errors.js';
 import type { FhirTarget } from './fhirPath.js';
+import { isEntityTags } from './searchPolicy.js';
 
 /**
  * An admin's forwarded writes (pure): what they must not be, checked before they go upstream — a
@@ -99,7 +100,7 @@ export function assertBatchBody(body: string | undefined): PersonWrite[] {
   const people: PersonWrite[] = [];
   for (const [index, entry] of entries.entries()) {
     const { request, resource } = (entry ?? {}) as {
-      request?: { method?: unknown; url?: unknown };
+      request?: { method?: unknown; url?: unknown; ifMatch?: unknown };
       resource?: { resourceType?: unknown };
     };
     if (typeof request?.method !== 'string' || typeof request.url !== 'string')
@@ -114,6 +115,7 @@ export function assertBatchBody(body: string | undefined): PersonWrite[] {
     const [type = '', id, ...rest] = path.split('/');
     const operation = [type, id, ...rest].some((segment) => segment?.startsWith('$'));
     const writes = method === 'POST' || method === 'PUT';
+    if (request.ifMatch !== undefined) assertEntryIfMatch(index, request.ifMatch, method, path, request.url);
     // a body of another type than the URL's: HAPI takes a POST's type from the body (a Patient through `Basic`)
     if (writes && !operation && resource !== undefined && resource?.resourceType !== type)
       throw refuse(`Bundle.entry[${index}]: the resource must be a ${type}, as its request.url says.`);
@@ -125,6 +127,84 @@ export function assertBatchBody(body: string | undefined): PersonWrite[] {
     people.push({ method: method as PersonWrite['method'], type, id });
   }
   return people;
+}
+
+/**
+ * An entry's `request.ifMatch` (R4 Bundle.entry.request.ifMatch) the gateway can resolve as it does
+ * a write's If-Match header: entity tags on a write by id. HAPI applied a DELETE entry whose tag
+ * was stale, answered `W/"abc"` and `*` with a 500, and ignores the tag on a conditional write.
+ */
+function assertEntryIfMatch(
+  index: number,
+  ifMatch: unknown,
+  method: string,
+  path: string,
+  url: string,
+): void {
+  if (typeof ifMatch !== 'string' || !isEntityTags(ifMatch))
+    throw refuse(
+      `Bundle.entry[${index}].request.ifMatch must be an entity tag such as W/"3", a list of them, or *.`,
+    );
+  const segments = path.split('/');
+  const byId = segments.length === 2 && !url.includes('?') && !path.includes('$');
+  if (!byId || (method !== 'PUT' && method !== 'PATCH' && method !== 'DELETE'))
+    throw refuse(`Bundle.entry[${index}]: ifMatch needs a PUT, PATCH or DELETE by id (Type/id).`);
+}
+
+/** An entry of a batch or transaction whose `ifMatch` the gateway resolves before sending it. */
+export interface VersionedEntry {
+  readonly index: number;
+  readonly type: string;
+  readonly id: string;
+  readonly ifMatch: string;
+}
+
+/** The entries carrying `ifMatch`, of a Bundle `assertBatchBody` accepted (each a write by id). */
+export function versionedEntries(bundle: Bundle): VersionedEntry[] {
+  return (bundle.entry ?? []).flatMap((entry, index) => {
+    const { ifMatch, url } = entry.request ?? {};
+    if (ifMatch === undefined || url === undefined) return [];
+    const [type = '', id = ''] = url.split('/');
+    return [{ index, type, id, ifMatch }];
+  });
+}
+
+/**
+ * The Bundle to send upstream: each versioned entry with the tag the gateway resolved (none when
+ * the record has no version id), and the entries refused here left out.
+ */
+export function withResolvedEntries(
+  bundle: Bundle,
+  tags: ReadonlyMap<number, string | undefined>,
+  refused: ReadonlySet<number>,
+): Bundle {
+  const entry = (bundle.entry ?? []).flatMap((e, index): BundleEntry[] => {
+    if (refused.has(index)) return [];
+    if (!tags.has(index) || !e.request) return [e];
+    const { ifMatch: _asked, ...request } = e.request;
+    const tag = tags.get(index);
+    return [{ ...e, request: tag === undefined ? request : { ...request, ifMatch: tag } }];
+  });
+  return { ...bundle, entry };
+}
+
+function refusedEntry(): BundleEntry {
+  const outcome: OperationOutcome = {
+    resourceType: 'OperationOutcome',
+    issue: [{ severity: 'error', code: 'conflict', details: { text: 'ifMatch names no current version.' } }],
+  };
+  return { response: { status: '412 Precondition Failed', outcome } };
+}
+
+/** The batch's answer with a 412 in the place of each entry refused here (entries answer in the request's order). */
+export function withRefusedEntries(answer: Bundle, refused: ReadonlySet<number>): Bundle {
+  if (refused.size === 0) return answer;
+  const answered = [...(answer.entry ?? [])];
+  const total = answered.length + refused.size;
+  const entry: BundleEntry[] = [];
+  for (let index = 0; index < total; index++)
+    entry.push(refused.has(index) ? refusedEntry() : (answered.shift() ?? {}));
+  return { ...answer, entry };
 }
 
 /** What one entry of a batch or transaction did, as its answer tells it. */

@@ -4,7 +4,12 @@ import { auditedError } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { fhirBaseOf } from '../oauth/urls.js';
-import { batchEntryOutcomes } from './adminWrites.js';
+import {
+  batchEntryOutcomes,
+  versionedEntries,
+  withRefusedEntries,
+  withResolvedEntries,
+} from './adminWrites.js';
 import {
   DIRECTORY_TYPES,
   everyReference,
@@ -712,6 +717,57 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     return { ...request, headers: tag === undefined ? headers : { ...headers, 'if-match': tag } };
   };
 
+  /**
+   * A batch's or transaction's entries with their `ifMatch` resolved as a write's header is: in a
+   * batch an entry naming no current version is refused alone (412 in its place in the answer);
+   * a transaction is all or nothing, so it is 412 whole.
+   */
+  const withResolvedEntryTags = async (
+    request: FhirRequest,
+  ): Promise<{ request: FhirRequest; refused: ReadonlySet<number>; sendsNothing: boolean }> => {
+    const bundle =
+      typeof request.body === 'string' ? (parsedOrNone(request.body) as Bundle | undefined) : undefined;
+    const versioned = bundle ? versionedEntries(bundle) : [];
+    if (!bundle || versioned.length === 0) return { request, refused: new Set(), sendsNothing: false };
+    const tags = new Map<number, string | undefined>();
+    const refused = new Set<number>();
+    for (const { index, type, id, ifMatch } of versioned) {
+      try {
+        tags.set(index, await resolvedIfMatch(type, id, ifMatch));
+      } catch (error) {
+        if (
+          !(error instanceof AppError) ||
+          error.code !== 'precondition_failed' ||
+          bundle.type === 'transaction'
+        )
+          throw error;
+        refused.add(index);
+      }
+    }
+    const body = JSON.stringify(withResolvedEntries(bundle, tags, refused));
+    return {
+      request: { ...request, body },
+      refused,
+      sendsNothing: refused.size === (bundle.entry ?? []).length,
+    };
+  };
+
+  /** An admin's batch or transaction, sent with its entries' `ifMatch` resolved (nothing sent when every entry was refused). */
+  const sentBatch = async (request: FhirRequest): Promise<FhirResult> => {
+    const { request: sent, refused, sendsNothing } = await withResolvedEntryTags(request);
+    if (refused.size === 0) return fhir.forward(sent);
+    const answer = sendsNothing
+      ? {
+          status: 200,
+          headers: {},
+          body: { resourceType: 'Bundle', type: 'batch-response', entry: [] } as Bundle,
+        }
+      : await fhir.forward(sent);
+    const body = answer.body as Bundle | undefined;
+    if (body?.resourceType !== 'Bundle') return answer;
+    return { status: answer.status, headers: answer.headers, body: withRefusedEntries(body, refused) };
+  };
+
   const self: ScopedFhir = {
     caller,
     scope,
@@ -778,9 +834,12 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
           target.id && !target.operation ? notModifiedIfAny(checked, ifNoneMatch) : checked,
         );
       }
+      const batch = !target.type && !target.operation;
       const sent = await withResolvedIfMatch(request, target);
-      const result = await audited(request.method, target, () => fhir.forward(sent));
-      if (!target.type && !target.operation) recordBatchEntries(request.body, result.body);
+      const result = await audited(request.method, target, () =>
+        batch ? sentBatch(sent) : fhir.forward(sent),
+      );
+      if (batch) recordBatchEntries(request.body, result.body);
       return withSealedLinks(result);
     },
   };

@@ -295,11 +295,16 @@ export function jsonOnly(query: URLSearchParams, accept: string | undefined): UR
 /** `*` or a list of entity tags (`W/"3"`, `"abc"`), RFC 9110 section 8.8.3. */
 const ENTITY_TAGS = /^\s*(\*|(W\/)?"[^"\s]*"(\s*,\s*(W\/)?"[^"\s]*")*)\s*$/;
 
+/** Whether a header or a batch entry's `ifMatch` is `*` or a list of entity tags. */
+export function isEntityTags(value: string): boolean {
+  return ENTITY_TAGS.test(value);
+}
+
 /** If-Match and If-None-Match must be entity tags: HAPI answered `If-Match: xyz` with a 500 (a 502 here). */
 export function assertEntityTags(headers: Readonly<Record<string, string | undefined>>): void {
   for (const name of ['if-match', 'if-none-match']) {
     const value = headers[name];
-    if (value !== undefined && !ENTITY_TAGS.test(value))
+    if (value !== undefined && !isEntityTags(value))
       throw refuse(name, 'must be an entity tag such as W/"3", a list of them, or *');
   }
 }

@@ -1,7 +1,14 @@
-import type { Resource } from '@medplum/fhirtypes';
+import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
-import { assertAdminWrite, assertBatchBody, assertPatchBody } from '../../src/fhir/adminWrites.js';
+import {
+  assertAdminWrite,
+  assertBatchBody,
+  assertPatchBody,
+  versionedEntries,
+  withRefusedEntries,
+  withResolvedEntries,
+} from '../../src/fhir/adminWrites.js';
 import {
   everyReference,
   isMember,
@@ -785,6 +792,16 @@ describe("what an admin's forwarded write may be", () => {
     ],
     [bundle('batch', { request: { method: 'GET', url: 'Patient/1/$everything' } }), []],
     [bundle('batch', { request: { url: 'Observation' } }), 400],
+    [bundle('batch', { request: { method: 'PUT', url: 'Observation/1', ifMatch: 'W/"2"' } }), []],
+    [bundle('batch', { request: { method: 'DELETE', url: 'Observation/1', ifMatch: '*' } }), []],
+    [bundle('batch', { request: { method: 'PATCH', url: 'Observation/1', ifMatch: 'W/"1", "2"' } }), []],
+    [bundle('batch', { request: { method: 'PUT', url: 'Observation/1', ifMatch: 'abc' } }), 400],
+    [bundle('batch', { request: { method: 'PUT', url: 'Observation/1', ifMatch: 3 } }), 400],
+    [bundle('batch', { request: { method: 'POST', url: 'Observation', ifMatch: '*' } }), 400],
+    [bundle('batch', { request: { method: 'GET', url: 'Observation/1', ifMatch: '*' } }), 400],
+    [bundle('batch', { request: { method: 'PUT', url: 'Observation?code=x', ifMatch: '*' } }), 400],
+    [bundle('batch', { request: { method: 'DELETE', url: 'Observation/1/_history/1', ifMatch: '*' } }), 400],
+    [bundle('batch', { request: { method: 'POST', url: 'Observation/1/$meta-add', ifMatch: '*' } }), 400],
     [bundle('collection'), 400],
     ['{"resourceType":"Patient"}', 400],
     ['not json', 400],
@@ -792,5 +809,55 @@ describe("what an admin's forwarded write may be", () => {
     const check = () => assertBatchBody(body).map(({ method, type, id }) => `${method} ${type}/${id}`);
     if (result === 400) expect(check).toThrow(expect.objectContaining({ status: 400 }));
     else expect(check()).toEqual(result);
+  });
+});
+
+describe("a batch's entries with ifMatch, resolved by the gateway", () => {
+  const put = (url: string, ifMatch?: string) => ({
+    request: { method: 'PUT' as const, url, ...(ifMatch ? { ifMatch } : {}) },
+  });
+  const batch = (...entry: ReturnType<typeof put>[]): Bundle => ({
+    resourceType: 'Bundle',
+    type: 'batch',
+    entry,
+  });
+  const statuses = (b: Bundle) => (b.entry ?? []).map((e) => e.response?.status ?? e.request?.url);
+
+  it('finds the entries that carry one', () => {
+    expect(versionedEntries(batch(put('Observation/a'), put('Observation/b', '*')))).toEqual([
+      { index: 1, type: 'Observation', id: 'b', ifMatch: '*' },
+    ]);
+  });
+
+  it.each([
+    [
+      new Map([[0, 'W/"2"']]),
+      new Set<number>(),
+      [{ url: 'Observation/a', ifMatch: 'W/"2"' }, { url: 'Observation/b' }],
+    ],
+    [new Map([[0, undefined]]), new Set<number>(), [{ url: 'Observation/a' }, { url: 'Observation/b' }]],
+    [new Map(), new Set([0]), [{ url: 'Observation/b' }]],
+  ])('sends each resolved tag %o, refused %o left out', (tags, refused, sent) => {
+    const out = withResolvedEntries(batch(put('Observation/a', '*'), put('Observation/b')), tags, refused);
+    expect(
+      (out.entry ?? []).map((e) => ({
+        url: e.request?.url,
+        ...(e.request?.ifMatch ? { ifMatch: e.request.ifMatch } : {}),
+      })),
+    ).toEqual(sent);
+  });
+
+  it.each([
+    [['200 OK', '201 Created'], [1], ['200 OK', '412 Precondition Failed', '201 Created']],
+    [['200 OK'], [0, 2], ['412 Precondition Failed', '200 OK', '412 Precondition Failed']],
+    [[], [0], ['412 Precondition Failed']],
+    [['200 OK'], [], ['200 OK']],
+  ])('answers %o with a 412 in places %o', (answered, refused, expected) => {
+    const answer: Bundle = {
+      resourceType: 'Bundle',
+      type: 'batch-response',
+      entry: answered.map((status) => ({ response: { status } })),
+    };
+    expect(statuses(withRefusedEntries(answer, new Set(refused)))).toEqual(expected);
   });
 });

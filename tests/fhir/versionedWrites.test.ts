@@ -81,4 +81,65 @@ describe.each(UPSTREAMS)("an admin's If-Match, %s upstream", (upstream) => {
     expect((await remove(etag)).status).toBeLessThan(300);
     expect((await gw.call(`/fhir/Observation/${id}`, { token })).status).toBe(410);
   });
+
+  const entryPut = (id: string, value: number, ifMatch?: string) => ({
+    resource: { ...weight(value), id },
+    request: { method: 'PUT', url: `Observation/${id}`, ...(ifMatch ? { ifMatch } : {}) },
+  });
+  const bundleOf = (type: 'batch' | 'transaction', entry: unknown[]) =>
+    gw.call('/fhir', { method: 'POST', token, json: { resourceType: 'Bundle', type, entry } });
+  const statusesOf = async (response: Response) =>
+    (((await response.json()) as { entry?: { response?: { status?: string } }[] }).entry ?? []).map((e) =>
+      Number.parseInt(e.response?.status ?? '', 10),
+    );
+
+  it("checks each batch entry's ifMatch: a tag naming no version is that entry's 412, the others go ahead", async () => {
+    const [a, b, c, d] = [await created(), await created(), await created(), await created()];
+    const response = await bundleOf('batch', [
+      entryPut(a.id, 81, 'W/"abc"'),
+      entryPut(b.id, 82, b.etag),
+      entryPut(c.id, 83, '*'),
+      { request: { method: 'DELETE', url: `Observation/${d.id}`, ifMatch: 'W/"999"' } },
+      entryPut(`nothing-here-${Date.now()}`, 84, '*'),
+    ]);
+    expect(response.status).toBe(200);
+    expect(await statusesOf(response)).toEqual([412, 200, 200, 412, 412]);
+    expect([await weightOf(a.id), await weightOf(b.id), await weightOf(c.id), await weightOf(d.id)]).toEqual([
+      70, 82, 83, 70,
+    ]);
+  });
+
+  it('answers a batch whose every entry fails its ifMatch without sending it', async () => {
+    const { id } = await created();
+    const response = await bundleOf('batch', [entryPut(id, 85, 'W/"999"')]);
+    expect(response.status).toBe(200);
+    expect(await statusesOf(response)).toEqual([412]);
+    expect(await weightOf(id)).toBe(70);
+  });
+
+  it('refuses a whole transaction with 412 when one entry fails its ifMatch, and applies none of it', async () => {
+    const [a, b] = [await created(), await created()];
+    const response = await bundleOf('transaction', [
+      entryPut(a.id, 86, a.etag),
+      entryPut(b.id, 87, 'W/"999"'),
+    ]);
+    expect(response.status).toBe(412);
+    expect([await weightOf(a.id), await weightOf(b.id)]).toEqual([70, 70]);
+    const applied = await bundleOf('transaction', [entryPut(a.id, 88, a.etag), entryPut(b.id, 89, '*')]);
+    expect(applied.status).toBe(200);
+    expect([await weightOf(a.id), await weightOf(b.id)]).toEqual([88, 89]);
+  });
+
+  it('refuses an ifMatch the server cannot apply (not an entity tag, a create, a conditional write) with 400', async () => {
+    const { id } = await created();
+    for (const entry of [
+      entryPut(id, 90, 'abc'),
+      { resource: weight(91), request: { method: 'POST', url: 'Observation', ifMatch: '*' } },
+      { resource: weight(92), request: { method: 'PUT', url: 'Observation?code=x', ifMatch: '*' } },
+    ]) {
+      const response = await bundleOf('batch', [entry]);
+      expect(response.status).toBe(400);
+    }
+    expect(await weightOf(id)).toBe(70);
+  });
 });
