@@ -1,8 +1,8 @@
 import cluster, { type Worker } from 'node:cluster';
 import { createServer } from 'node:net';
 import { migrateToLatest, openDatabase } from '../db/connection.js';
-import { relayAuditFlushes } from './audit/clusterAuditFlush.js';
 import { loadTokenKeys } from './auth/signingKeys.js';
+import { relayBetweenPeers } from './clusterPeers.js';
 import type { Config } from './config.js';
 import { type EmbeddedFhirServer, startEmbeddedFhirServer } from './fhir/embedded/server.js';
 import type { Logger } from './logger.js';
@@ -58,8 +58,8 @@ export async function startCluster(config: Config, workers: number, logger: Logg
   loadSecrets(config.appSecret, config.appSecretPrevious, config.dataDir);
   // a scrape reaches one worker; it asks here for every worker's figures, added up
   const stopMetricsRelay = config.metrics.token ? relayClusterMetrics(logger) : () => undefined;
-  // GET /admin/audit reaches one worker; it has every worker write what its trail still buffers
-  const stopAuditFlushRelay = relayAuditFlushes();
+  // what one worker must make every other do before it answers: flush the audit trail, forget a patient's panel
+  const stopPeerRelay = relayBetweenPeers();
   // the embedded server's address is fixed first, so the workers start while it loads (their
   // /readyz says 503 until it answers): the two start-ups overlap instead of adding up
   let embeddedUrl: string | undefined;
@@ -132,7 +132,7 @@ export async function startCluster(config: Config, workers: number, logger: Logg
       for (const respawn of respawns) clearTimeout(respawn);
       cluster.off('message', onAsk);
       stopMetricsRelay();
-      stopAuditFlushRelay();
+      stopPeerRelay();
       const exits = Object.values(cluster.workers ?? {}).flatMap((worker) =>
         worker && !worker.isDead()
           ? [

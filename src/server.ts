@@ -5,19 +5,20 @@ import { serve } from '@hono/node-server';
 import { migrateToLatest, openDatabase } from '../db/connection.js';
 import { createApp } from './app.js';
 import { createAuditTrail } from './audit/auditTrail.js';
-import { joinAuditFlushes } from './audit/clusterAuditFlush.js';
+import { flushingEveryWorker } from './audit/clusterAuditFlush.js';
 import type { CodePurpose } from './auth/accessCodes.js';
 import { isCurrentCode } from './auth/accountCodes.js';
 import { createPasswordHasher } from './auth/passwords.js';
 import { loadTokenKeys } from './auth/signingKeys.js';
 import { type Clock, systemClock } from './clock.js';
+import { joinPeers, NO_PEERS } from './clusterPeers.js';
 import type { Config } from './config.js';
 import { createMailer } from './email/mailer.js';
 import { startOutboxWorker } from './email/outboxWorker.js';
 import { loadFhirDefinitions } from './fhir/definitions.js';
 import { startEmbeddedFhirServer } from './fhir/embedded/server.js';
 import { createFhirService } from './fhir/fhirService.js';
-import { createPanelMembership } from './fhir/panelMembership.js';
+import { createPanelMembership, forgettingInEveryWorker } from './fhir/panelMembership.js';
 import { startHousekeeping } from './housekeeping.js';
 import { createBackgroundTasks } from './http/background.js';
 import type { AppDeps } from './http/types.js';
@@ -95,8 +96,10 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     // closed right before the database (closers run in reverse): its last rows are written first
     const ownTrail = createAuditTrail({ db: database.bulk, clock, logger });
     closers.push(() => ownTrail.close());
-    // in a cluster, the flush before GET /admin/audit reaches every worker's trail
-    const auditTrail = cluster.isWorker ? joinAuditFlushes(ownTrail, logger) : ownTrail;
+    // in a cluster, what one worker must make every other do before it answers (src/clusterPeers.ts)
+    const peers = cluster.isWorker ? joinPeers() : NO_PEERS;
+    // the flush before GET /admin/audit reaches every worker's trail
+    const auditTrail = flushingEveryWorker(ownTrail, peers, logger);
     // every mode needs the R4 definitions (path model, search policy, response check), not only the embedded server
     await loadFhirDefinitions();
 
@@ -186,12 +189,17 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       backgroundDb: database.background,
       dialect: database.dialect,
       fhir,
-      panels: createPanelMembership({
-        fhir,
-        clock,
-        ttlMs: config.fhir.panelCacheTtlSeconds * 1000,
-        maxEntries: PANEL_CACHE_ENTRIES,
-      }),
+      // a patient the gateway moved is forgotten by every worker before the write is answered
+      panels: forgettingInEveryWorker(
+        createPanelMembership({
+          fhir,
+          clock,
+          ttlMs: config.fhir.panelCacheTtlSeconds * 1000,
+          maxEntries: PANEL_CACHE_ENTRIES,
+        }),
+        peers,
+        logger,
+      ),
       passwords,
       signingKey: tokenKeys.signing,
       tokenKeys,

@@ -1,5 +1,7 @@
 import type { Patient } from '@medplum/fhirtypes';
 import type { Clock } from '../clock.js';
+import type { Peers } from '../clusterPeers.js';
+import type { Logger } from '../logger.js';
 import { generalPractitionersOf } from './compartment.js';
 import type { FhirService } from './fhirService.js';
 
@@ -29,9 +31,9 @@ export interface PanelMembership {
   /** The subset of `patientIds` assigned to the practitioner. */
   assigned(practitionerId: string, patientIds: Iterable<string>): Promise<Set<string>>;
   /** Drops what is known of a patient, e.g. after the gateway itself changed the record. */
-  forget(patientId: string): void;
+  forget(patientId: string): Promise<void>;
   /** Drops everything: after a write that may have changed any patient (a batch, a transaction). */
-  forgetAll(): void;
+  forgetAll(): Promise<void>;
 }
 
 interface Known {
@@ -90,9 +92,41 @@ export function createPanelMembership(options: PanelMembershipOptions): PanelMem
       if (missing.length > 0) await lookUp(missing);
       return new Set(unique.filter((id) => known.get(id)?.practitioners.has(practitionerId)));
     },
-    forget: (patientId) => {
+    forget: async (patientId) => {
       known.delete(patientId);
     },
-    forgetAll: () => known.clear(),
+    forgetAll: async () => known.clear(),
+  };
+}
+
+const FORGET = 'panel-forget';
+
+/**
+ * With several workers, each keeps its own answers: a patient the gateway moved is forgotten by
+ * every worker before the write is answered, so the former practitioner's next request, on
+ * whichever worker, asks the FHIR server again (docs/security.md).
+ */
+export function forgettingInEveryWorker(
+  panels: PanelMembership,
+  peers: Peers,
+  logger: Logger,
+): PanelMembership {
+  peers.on(FORGET, (patientId) =>
+    typeof patientId === 'string' ? panels.forget(patientId) : panels.forgetAll(),
+  );
+  const tellEveryone = async (patientId: string | null) => {
+    if (!(await peers.tell(FORGET, patientId)))
+      logger.warn(
+        'panels: another worker did not answer in time; it may show a moved patient for PANEL_CACHE_TTL',
+      );
+  };
+  return {
+    assigned: panels.assigned,
+    forget: async (patientId) => {
+      await Promise.all([panels.forget(patientId), tellEveryone(patientId)]);
+    },
+    forgetAll: async () => {
+      await Promise.all([panels.forgetAll(), tellEveryone(null)]);
+    },
   };
 }

@@ -538,10 +538,10 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     const createdId = body?.resourceType === target.type ? body?.id : undefined;
     const id = target.id ?? (result as Partial<Written<Resource>>).id ?? createdId;
     await audit(method, { ...target, ...(id ? { id } : {}) }, result.status);
-    if (target.type === 'Patient' && id && !target.operation) deps.panels.forget(id);
+    if (target.type === 'Patient' && id && !target.operation) await deps.panels.forget(id);
     // a batch, a transaction, or a Patient write without one id (conditional, an operation) may
     // have moved any patient: the old GP must not keep reading and writing for PANEL_CACHE_TTL
-    else if (!target.type || target.type === 'Patient') deps.panels.forgetAll();
+    else if (!target.type || target.type === 'Patient') await deps.panels.forgetAll();
     return result;
   };
 

@@ -115,6 +115,52 @@ describe('WORKERS=2 on the embedded default', () => {
     expect(smtp.messages.filter((m) => JSON.stringify(m.to ?? '').includes(email))).toHaveLength(1);
   });
 
+  it("drops a patient moved away from the former practitioner's view on every worker at once", async () => {
+    const signedUp = async (path: string, body: Record<string, unknown>) => {
+      const created = await call(path, { token: adminToken, json: body });
+      expect(created.status).toBe(201);
+      const [mail] = await mailsTo(smtp, body.email as string, 1, 15_000);
+      const signup = await call('/auth/signup', {
+        json: { email: body.email, access_code: codeIn(mail!), password: PASSWORD },
+      });
+      expect(signup.status).toBe(201);
+      return { fhirId: created.json.fhir_id as string, token: signup.json.token as string };
+    };
+    const tag = randomUUID().slice(0, 8);
+    const gp = await signedUp('/fhir/practitioner', { name: 'Gail Panel', email: `gp-${tag}@example.com` });
+    const patient = await signedUp('/fhir/patient', {
+      name: 'Moira Moved',
+      email: `moved-${tag}@example.com`,
+      dob: '1975-02-03',
+      general_practitioner_id: gp.fhirId,
+    });
+    const observation = await call('/fhir/Observation', {
+      token: adminToken,
+      json: {
+        resourceType: 'Observation',
+        status: 'final',
+        code: { text: 'Pulse' },
+        subject: { reference: `Patient/${patient.fhirId}` },
+      },
+    });
+    expect(observation.status).toBe(201);
+    // an Observation, not the Patient: a practitioner's read of one is decided with the panel cache
+    const path = `/fhir/Observation/${observation.json.id}`;
+    // fresh connections land on both workers: each one learns that the patient is on the panel
+    expect(new Set(await many(30, path, gp.token))).toEqual(new Set([200]));
+    const patientPath = `/fhir/Patient/${patient.fhirId}`;
+    const record = (await call(patientPath, { token: adminToken })).json;
+    const { generalPractitioner: _gp, ...unassigned } = record;
+    const moved = await fetch(`${url}${patientPath}`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/fhir+json' },
+      body: JSON.stringify(unassigned),
+    });
+    expect(moved.status).toBe(200);
+    // docs/security.md: a patient changed through the gateway is forgotten at once, by every worker
+    expect(new Set(await many(30, path, gp.token))).toEqual(new Set([404]));
+  });
+
   it('adds up every worker in /metrics', async () => {
     const before = await call('/metrics', { token: METRICS_TOKEN });
     expect(before.status).toBe(200);
