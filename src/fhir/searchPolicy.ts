@@ -164,6 +164,8 @@ export function narrowSearch(type: string, query: URLSearchParams, scope: Scope)
         name,
         'only count or false: a summary may leave out what the check of each entry reads; use _elements',
       );
+    // `subject:Device=a` asks for subjects of another type (FHIR search.html#modifiers): no patient's records
+    if (isLinking && modifier !== undefined && modifier !== 'Patient') return { kind: 'empty' };
     const named = patientsNamed(value, isLinking);
     // a value naming a patient outside the scope gets an empty answer, never their data
     if (named.ids.some((id) => !couldBeInScope(id, scope)) || (named.other && isLinking))

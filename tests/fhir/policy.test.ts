@@ -153,6 +153,10 @@ describe('search narrowing', () => {
     ['Observation', 'subject=Patient/a&subject=Patient/b', ME, 'empty'],
     ['Observation', 'subject=https://x.example/fhir/Patient/b', ME, 'empty'],
     ['Observation', 'subject=Group/1', ME, 'empty'],
+    // a type modifier asks for subjects of that type: `subject:Device=a` is not the patient a
+    ['Observation', 'subject:Device=a', ME, 'empty'],
+    ['Observation', 'subject:Group=a', GP, 'empty'],
+    ['Observation', 'subject:Patient=a', ME, 'subject=Patient/a'],
     ['Patient', '', ME, '_id=a'],
     ['Patient', '_id=b', ME, 'empty'],
     ['Practitioner', 'name=x', ME, 'name=x'],
