@@ -446,7 +446,11 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
       throw error;
     }
     metrics?.upstream(req.method, result.status, performance.now() - started);
-    if (!isUpstreamSuccess(result.status)) throw upstreamStatusError(result.status, interaction);
+    if (!isUpstreamSuccess(result.status))
+      throw upstreamStatusError(result.status, interaction, {
+        method: req.method,
+        allow: result.headers.allow,
+      });
     return result;
   };
 

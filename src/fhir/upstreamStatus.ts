@@ -43,11 +43,22 @@ export function isUpstreamSuccess(status: number): boolean {
   return (status >= 200 && status < 300) || status === 304;
 }
 
+/** What the mapping may need of the request and the answer besides the status. */
+export interface UpstreamExchange {
+  readonly method?: string;
+  /** The upstream's Allow header, relayed with a 405. */
+  readonly allow?: string | undefined;
+}
+
 /**
  * The error for an upstream status that is not a success. 401/403 mean our own credentials
  * were refused (a misconfiguration, never the caller's fault): 502 like any other failure.
  */
-export function upstreamStatusError(status: number, interaction: UpstreamInteraction = 'other'): AppError {
+export function upstreamStatusError(
+  status: number,
+  interaction: UpstreamInteraction = 'other',
+  exchange: UpstreamExchange = {},
+): AppError {
   // a search of a type cannot be missing: 404/410 there means a wrong base URL, a server that is
   // not FHIR, or a type it does not serve — its fault, not "no such resource" for the caller
   // (HAPI answers a value set it does not know, `code:in=<url>`, with 404: the caller's query to mend)
@@ -75,6 +86,15 @@ export function upstreamStatusError(status: number, interaction: UpstreamInterac
       detail: 'A value set the search names is unknown to the FHIR server.',
       cause,
     });
+  // every FHIR server reads with GET: HAPI's 405 to one means a modifier it disabled (`name:contains`)
+  if (status === 405 && (exchange.method === 'GET' || exchange.method === 'HEAD'))
+    return new AppError('validation_failed', {
+      detail: 'The FHIR server does not support a parameter or modifier of this request.',
+      cause,
+    });
+  // RFC 9110 section 15.5.6: a 405 names the methods the resource takes, as the server said them
+  if (code === 'method_not_allowed')
+    return new AppError(code, { cause, ...(exchange.allow ? { headers: { Allow: exchange.allow } } : {}) });
   if (code === 'validation_failed')
     return new AppError(code, { detail: 'The FHIR server refused the request.', cause });
   return new AppError(code, { cause });

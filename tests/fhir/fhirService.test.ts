@@ -340,6 +340,21 @@ describe('upstream status mapping', () => {
   );
 
   it.each([
+    ['GET', 'search', undefined, 400, undefined],
+    ['GET', 'forwarded', undefined, 400, undefined],
+    ['HEAD', 'other', undefined, 400, undefined],
+    ['DELETE', 'forwarded', 'GET, PUT', 405, 'GET, PUT'],
+    ['POST', 'forwarded', undefined, 405, undefined],
+  ] as const)(
+    'upstream 405 to a %s (%s, Allow %s) answers our %s with Allow %s: HAPI says 405 for a modifier it disabled',
+    (method, interaction, allow, ours, ourAllow) => {
+      const error = upstreamStatusError(405, interaction, { method, allow });
+      expect(error.status).toBe(ours);
+      expect(error.headers?.Allow).toBe(ourAllow);
+    },
+  );
+
+  it.each([
     ['code:in=http://x/vs', 'value-set-search'],
     ['code:not-in=http://x/vs&status=final', 'value-set-search'],
     ['code=http://x|1', 'search'],
