@@ -56,9 +56,12 @@ async function protocol(c: Ctx, { server, handle }: LoadedServer): Promise<Respo
   // only a real Node server has the bindings (app.request() in a unit test has none)
   if (!received || !outgoing) throw new AppError('not_found');
   const url = new URL(received.url ?? '/', 'http://local');
-  // decided on the path oidc-provider routes, which ignores a trailing slash: an exact match let
-  // `/oauth/authorize/` skip the password and reuse the last login (a code for whoever that was)
-  const pathname = url.pathname.replace(/\/+$/, '');
+  // decided on the path oidc-provider routes, which ignores case and a trailing slash, and handed
+  // over in that one spelling: an exact match let `/oauth/authorize/` and `/oauth/AUTHORIZE` skip
+  // the password and reuse the last login (a code for whoever that was)
+  const pathname = url.pathname.replace(/\/+$/, '').toLowerCase();
+  // the prefix alone names no endpoint (oidc-provider's router threw on the empty path: a 500)
+  if (pathname === OAUTH_PREFIX) throw new AppError('not_found');
   const search = pathname === `${OAUTH_PREFIX}/authorize` ? withSmartPrompts(url.search) : url.search;
   (received as IncomingMessage & { originalUrl?: string }).originalUrl = `${pathname}${search}`;
   received.url = `${pathname.slice(OAUTH_PREFIX.length)}${search}`;
@@ -112,7 +115,8 @@ export function oauthRoutes(loadServer: () => Promise<OAuthServer>) {
   );
   router.all(`${OAUTH_PREFIX}/*`, async (c) => {
     // the whole key set, previous keys too: oidc-provider holds only the key it signs with
-    if (c.req.path === `${OAUTH_PREFIX}/jwks` && c.req.method === 'GET') return jwksResponse(c);
+    const endpoint = c.req.path.replace(/\/+$/, '').toLowerCase();
+    if (endpoint === `${OAUTH_PREFIX}/jwks` && c.req.method === 'GET') return jwksResponse(c);
     const server = await loaded();
     if (c.req.path.startsWith(INTERACTION_PREFIX)) return interaction(c, server.server);
     return protocol(c, server);

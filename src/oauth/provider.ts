@@ -241,5 +241,7 @@ export function createOAuthServer(deps: AppDeps): OAuthServer {
   };
   provider.use(patientContext);
   provider.on('server_error', (_ctx, error) => deps.logger.error({ err: error }, 'oauth server error'));
+  // Koa's own handler would print the stack to stderr, outside the JSON log
+  provider.app.on('error', (error: unknown) => deps.logger.error({ err: error }, 'oauth request failed'));
   return { provider, issuer, fhirBase, csrfKeys: deriveKeys(deps, 'oauth-csrf') };
 }

@@ -45,6 +45,7 @@ export function isProtocolPath(path: string): boolean {
  * request itself.
  */
 export function decidesOwnCors(path: string): boolean {
-  const endpoint = path.replace(/\/+$/, '');
+  // spelled as oidc-provider routes it: any case, trailing slashes (src/oauth/oauthRoutes.ts)
+  const endpoint = path.replace(/\/+$/, '').toLowerCase();
   return endpoint === `${OAUTH_PREFIX}/token` || endpoint === `${OAUTH_PREFIX}/revoke`;
 }

@@ -208,6 +208,9 @@ describe('SMART App Launch: the protocol', () => {
         '/oauth/authorize/ (a trailing slash)',
         (url: string) => url.replace('/oauth/authorize?', '/oauth/authorize/?'),
       ],
+      // oidc-provider's router ignores case: these are its authorization endpoint too
+      ['/oauth/AUTHORIZE', (url: string) => url.replace('/oauth/authorize?', '/oauth/AUTHORIZE?')],
+      ['/oauth/Authorize/', (url: string) => url.replace('/oauth/authorize?', '/oauth/Authorize/?')],
     ])('%s: the login page again, not a consent for the last login', async (_how, spell) => {
       const signedIn = await codeFor();
       const { challenge } = pkcePair();
@@ -220,6 +223,21 @@ describe('SMART App Launch: the protocol', () => {
       const page = await landing(signedIn.result.browser, spell(url));
       expect(page).toContain('name="password"');
     });
+  });
+
+  it('serves the whole key set at /oauth/jwks in any spelling oidc-provider would route', async () => {
+    const keys = await (await fetch(`${gw.url}/oauth/jwks`)).text();
+    for (const path of ['/oauth/JWKS', '/oauth/jwks/'])
+      expect(await (await fetch(`${gw.url}${path}`)).text()).toBe(keys);
+  });
+
+  it('answers /oauth itself 404, not a 500', async () => {
+    for (const path of ['/oauth', '/oauth/', '/oauth//']) {
+      for (const method of ['GET', 'POST']) {
+        const response = await fetch(`${gw.url}${path}`, { method });
+        expect(response.status, `${method} ${path}`).toBe(404);
+      }
+    }
   });
 
   it('issues no refresh token without offline_access', async () => {
