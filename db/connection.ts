@@ -234,14 +234,24 @@ export function openDatabase(options: DatabaseOptions): DatabaseHandle {
 }
 
 /** Runs every pending migration; throws the first failure. */
-export async function migrateToLatest(db: Kysely<Database>): Promise<MigrationResultSet> {
-  const migrator = new Migrator({
+async function migratorFor(db: Kysely<Database>): Promise<Migrator> {
+  return new Migrator({
     db,
     provider: { getMigrations: async () => migrations },
     // pin Kysely's bookkeeping tables to our schema: its existence check otherwise sees other schemas' tables
     ...(await migrationSchema(db)),
   });
-  const result = await migrator.migrateToLatest();
+}
+
+export async function migrateToLatest(db: Kysely<Database>): Promise<MigrationResultSet> {
+  const result = await (await migratorFor(db)).migrateToLatest();
+  if (result.error) throw result.error;
+  return result;
+}
+
+/** Up to and including the migration `name`: for tests of what a later migration does to existing rows. */
+export async function migrateUpTo(db: Kysely<Database>, name: string): Promise<MigrationResultSet> {
+  const result = await (await migratorFor(db)).migrateTo(name);
   if (result.error) throw result.error;
   return result;
 }

@@ -4,6 +4,7 @@ import * as m0002 from './0002_outbox_idempotency_orphans.js';
 import * as m0003 from './0003_sessions_reset_rate_limits.js';
 import * as m0004 from './0004_intents_lanes_access_audit.js';
 import * as m0005 from './0005_smart_apps_oauth.js';
+import * as m0006 from './0006_oauth_store_hashed_keys.js';
 
 /** Every migration, in order. Imported statically so tsx, vitest and a bundle all find them. */
 export const migrations: Record<string, Migration> = {
@@ -12,4 +13,5 @@ export const migrations: Record<string, Migration> = {
   '0003_sessions_reset_rate_limits': m0003,
   '0004_intents_lanes_access_audit': m0004,
   '0005_smart_apps_oauth': m0005,
+  '0006_oauth_store_hashed_keys': m0006,
 };

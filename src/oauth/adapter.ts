@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import type { SmartAppRow } from '../../db/schema.js';
@@ -41,6 +42,17 @@ export function clientMetadataOf(app: SmartAppRow): AdapterPayload | undefined {
 
 const nowIso = () => new Date().toISOString();
 
+/**
+ * The row key of what oidc-provider stores under `id`: its SHA-256. The ids of codes, refresh
+ * tokens and login sessions are bearer secrets (DESIGN.md: refresh tokens stored hashed), so a
+ * copy of the database (a dump, a backup, a replica) must not redeem them. oidc-provider always
+ * hands the adapter the value itself, so the hash is invisible to it. A Grant's id is not secret
+ * and stays readable in `grant_id`, where revocation looks for it.
+ */
+export function oauthStoreKey(id: string): string {
+  return createHash('sha256').update(id).digest('base64url');
+}
+
 class DatabaseAdapter implements Adapter {
   constructor(
     private readonly db: Db,
@@ -49,15 +61,17 @@ class DatabaseAdapter implements Adapter {
   ) {}
 
   async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
+    // the payload's `jti` is the id itself: kept out of the row, given back by `find`
+    const { jti: _id, ...kept } = payload;
     const row = {
-      payload: JSON.stringify(payload),
+      payload: JSON.stringify(kept),
       grant_id: typeof payload.grantId === 'string' ? payload.grantId : null,
       uid: typeof payload.uid === 'string' ? payload.uid : null,
       expires_at: expiresIn ? new Date(Date.now() + expiresIn * 1000).toISOString() : null,
     };
     await this.db
       .insertInto('oauth_store')
-      .values({ model: this.model, id, consumed_at: null, ...row })
+      .values({ model: this.model, id: oauthStoreKey(id), consumed_at: null, ...row })
       .onConflict((oc) => oc.columns(['model', 'id']).doUpdateSet(row))
       .execute();
   }
@@ -69,9 +83,11 @@ class DatabaseAdapter implements Adapter {
       const app = await findSmartApp(this.db, id);
       return app ? clientMetadataOf(app) : undefined;
     }
-    return this.findWhere('id', id);
+    const payload = await this.findWhere('id', oauthStoreKey(id));
+    return payload && { ...payload, jti: id };
   }
 
+  /** A login session by its uid, without its id (the cookie's value): oidc-provider only reads what it finds this way. */
   async findByUid(uid: string): Promise<AdapterPayload | undefined> {
     if (uid.includes('\0')) return undefined;
     return this.findWhere('uid', uid);
@@ -95,11 +111,12 @@ class DatabaseAdapter implements Adapter {
   }
 
   async consume(id: string): Promise<void> {
+    const key = oauthStoreKey(id);
     const marked = await this.db
       .updateTable('oauth_store')
       .set({ consumed_at: nowIso() })
       .where('model', '=', this.model)
-      .where('id', '=', id)
+      .where('id', '=', key)
       .where('consumed_at', 'is', null)
       .executeTakeFirst();
     if (Number(marked.numUpdatedRows) === 1) return;
@@ -108,14 +125,18 @@ class DatabaseAdapter implements Adapter {
       .selectFrom('oauth_store')
       .select('grant_id')
       .where('model', '=', this.model)
-      .where('id', '=', id)
+      .where('id', '=', key)
       .executeTakeFirst();
     if (row?.grant_id) await this.revokeGrant(row.grant_id);
     throw new errors.InvalidGrant('grant request is invalid');
   }
 
   async destroy(id: string): Promise<void> {
-    await this.db.deleteFrom('oauth_store').where('model', '=', this.model).where('id', '=', id).execute();
+    await this.db
+      .deleteFrom('oauth_store')
+      .where('model', '=', this.model)
+      .where('id', '=', oauthStoreKey(id))
+      .execute();
     if (this.model === 'Grant') await this.hooks.grantRevoked(id);
   }
 
@@ -131,7 +152,10 @@ class DatabaseAdapter implements Adapter {
     await this.db
       .deleteFrom('oauth_store')
       .where((eb) =>
-        eb.or([eb('grant_id', '=', grantId), eb.and([eb('model', '=', 'Grant'), eb('id', '=', grantId)])]),
+        eb.or([
+          eb('grant_id', '=', grantId),
+          eb.and([eb('model', '=', 'Grant'), eb('id', '=', oauthStoreKey(grantId))]),
+        ]),
       )
       .execute();
     await this.hooks.grantRevoked(grantId);

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
-import { migrateToLatest, openDatabase } from '../../db/connection.js';
+import { migrateToLatest, migrateUpTo, openDatabase } from '../../db/connection.js';
+import { databaseAdapter, oauthStoreKey } from '../../src/oauth/adapter.js';
 import { tempDir } from '../helpers/gateway.js';
 import { createTestSchema, TEST_DATABASE_URL, type TestSchema } from '../helpers/postgres.js';
 
@@ -71,4 +72,32 @@ describe.each(['sqlite', 'postgres'] as const)('migrations on %s', (dialect) => 
     const count = await sql<{ n: number }>`select count(*) as n from audit_log`.execute(db);
     expect(Number(count.rows[0]?.n)).toBe(1);
   });
+
+  it.skipIf(skip)(
+    're-keys the SMART store by hash (0006): a refresh token issued before still redeems, and no row holds it',
+    async () => {
+      const { db } = await openFor(dialect);
+      await migrateUpTo(db, '0005_smart_apps_oauth');
+      const token = 'refresh-token-issued-before-the-upgrade';
+      const payload = JSON.stringify({ kind: 'RefreshToken', jti: token, grantId: 'g1' });
+      await db
+        .insertInto('oauth_store')
+        .values({
+          model: 'RefreshToken',
+          id: token,
+          payload,
+          grant_id: 'g1',
+          uid: null,
+          expires_at: null,
+          consumed_at: null,
+        })
+        .execute();
+      await migrateToLatest(db);
+      const rows = await db.selectFrom('oauth_store').selectAll().execute();
+      expect(rows.map((r) => r.id)).toEqual([oauthStoreKey(token)]);
+      expect(JSON.stringify(rows)).not.toContain(token);
+      const adapter = databaseAdapter(db, { grantRevoked: async () => {} })('RefreshToken');
+      expect(await adapter.find(token)).toMatchObject({ jti: token, grantId: 'g1' });
+    },
+  );
 });

@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { oauthStoreKey } from '../../src/oauth/adapter.js';
 import type { TestGateway } from '../helpers/gateway.js';
 import {
   authorizeUrl,
@@ -240,6 +241,30 @@ describe('SMART App Launch: the protocol', () => {
     }
   });
 
+  it('keeps no code, refresh token or login session id in the clear (DESIGN.md: refresh tokens stored hashed)', async () => {
+    const { code, verifier, result } = await codeFor();
+    const cookies = [...result.browser.cookies.values()].flatMap((v) => v.match(/[A-Za-z0-9_-]{20,}/g) ?? []);
+    expect(cookies.length).toBeGreaterThan(0);
+    const tokens = (await exchange(code, verifier)).body;
+    expect(tokens.refresh_token).toBeTruthy();
+    const dump = JSON.stringify(await gw.deps.db.selectFrom('oauth_store').selectAll().execute());
+    expect(dump).not.toContain(code);
+    expect(dump).not.toContain(tokens.refresh_token);
+    for (const value of cookies) {
+      const at = dump.indexOf(value);
+      if (at >= 0)
+        console.log('FOUND', [...result.browser.cookies.keys()], dump.slice(Math.max(0, at - 300), at + 80));
+      expect(dump).not.toContain(value);
+    }
+    // and what is kept still works: the refresh token redeems
+    const refreshed = await tokenRequest(
+      gw,
+      { grant_type: 'refresh_token', refresh_token: tokens.refresh_token as string },
+      { clientId: app.client_id },
+    );
+    expect(refreshed.status).toBe(200);
+  });
+
   it('issues no refresh token without offline_access', async () => {
     const tokens = await smartTokens(gw, app, patient, 'launch/patient patient/Observation.rs');
     expect(tokens.refresh_token).toBeUndefined();
@@ -266,7 +291,7 @@ describe('SMART App Launch: the protocol', () => {
       .selectFrom('oauth_store')
       .select('payload')
       .where('model', '=', 'AuthorizationCode')
-      .where('id', '=', code)
+      .where('id', '=', oauthStoreKey(code))
       .executeTakeFirstOrThrow();
     const payload = JSON.parse(row.payload) as { exp: number; iat: number; clientId: string };
     expect(payload.exp - payload.iat).toBeLessThanOrEqual(60);
@@ -350,7 +375,7 @@ describe('SMART App Launch: the protocol', () => {
       .selectFrom('oauth_store')
       .select('payload')
       .where('model', '=', 'AuthorizationCode')
-      .where('id', '=', code)
+      .where('id', '=', oauthStoreKey(code))
       .executeTakeFirstOrThrow();
     const payload = JSON.parse(row.payload) as { exp: number };
     // as if its 60 seconds had passed
@@ -359,7 +384,7 @@ describe('SMART App Launch: the protocol', () => {
       .updateTable('oauth_store')
       .set({ payload: JSON.stringify(payload) })
       .where('model', '=', 'AuthorizationCode')
-      .where('id', '=', code)
+      .where('id', '=', oauthStoreKey(code))
       .execute();
     const answer = await exchange(code, verifier);
     expect(answer.status).toBe(400);
