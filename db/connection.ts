@@ -203,6 +203,18 @@ function openPostgres(connectionString: string): Kysely<Database> {
 }
 
 /** Opens the configured database. The caller owns the handle and closes it on shutdown. */
+/**
+ * The database file readable by its owner alone (SQLite creates `-wal` and `-shm` with its
+ * mode): it holds password hashes and every audit entry, and DATA_DIR may be a directory made
+ * elsewhere (a volume, `./data`) with a wider mode than the 0700 the gateway gives its own.
+ */
+function ownerOnly(file: string): void {
+  fs.closeSync(fs.openSync(file, 'a', 0o600));
+  fs.chmodSync(file, 0o600);
+  for (const companion of [`${file}-wal`, `${file}-shm`])
+    if (fs.existsSync(companion)) fs.chmodSync(companion, 0o600);
+}
+
 export function openDatabase(options: DatabaseOptions): DatabaseHandle {
   const dialect: Dialect = options.databaseUrl ? 'postgres' : 'sqlite';
   if (options.databaseUrl) {
@@ -210,6 +222,7 @@ export function openDatabase(options: DatabaseOptions): DatabaseHandle {
     return { db, background: db, bulk: db, dialect, close: () => db.destroy() };
   }
   const file = path.join(options.dataDir, 'fhir-facade.sqlite');
+  ownerOnly(file);
   const main = openSqlite(file);
   const background = openSqlite(file, BACKGROUND_LOCK_WAIT_MS);
   // its waits for a lock block only its own thread, so it waits as long as a request would

@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
 import { migrateToLatest, migrateUpTo, openDatabase } from '../../db/connection.js';
@@ -100,4 +102,17 @@ describe.each(['sqlite', 'postgres'] as const)('migrations on %s', (dialect) => 
       expect(await adapter.find(token)).toMatchObject({ jti: token, grantId: 'g1' });
     },
   );
+});
+
+describe('the SQLite file', () => {
+  it('is readable by its owner alone, with its WAL, also in a DATA_DIR made with a wider mode', async () => {
+    const dataDir = tempDir();
+    fs.chmodSync(dataDir, 0o755);
+    const handle = openDatabase({ databaseUrl: undefined, dataDir });
+    cleanups.push(() => handle.close());
+    await migrateToLatest(handle.db);
+    const file = path.join(dataDir, 'fhir-facade.sqlite');
+    for (const name of [file, `${file}-wal`, `${file}-shm`])
+      expect((fs.statSync(name).mode & 0o777).toString(8), name).toBe('600');
+  });
 });
