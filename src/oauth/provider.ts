@@ -104,6 +104,21 @@ function clientCors(
 }
 
 /**
+ * oidc-provider allows the caller's Origin on the token and revocation endpoints before it knows
+ * the app, and checks it (clientCors) only once one is named: an answer given before that (no
+ * client_id, an unknown one, a bogus token) would let any site read it. Those answers carry none.
+ */
+async function noOriginWithoutClient(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
+  try {
+    await next();
+  } finally {
+    const route = ctx.oidc?.route;
+    if (ctx.method !== 'OPTIONS' && (route === 'token' || route === 'revocation') && !ctx.oidc?.client)
+      ctx.remove('Access-Control-Allow-Origin');
+  }
+}
+
+/**
  * The replay a grant is revoked for, if that is why: at the token endpoint oidc-provider revokes a
  * grant only when a spent code or refresh token is presented again (its grant_source.js and
  * refresh_token.js, and adapter.ts's consume when two requests race with one); elsewhere it is a
@@ -240,6 +255,7 @@ export function createOAuthServer(deps: AppDeps): OAuthServer {
     return clientSecretMatches(this.clientSecret, actual);
   };
   provider.use(patientContext);
+  provider.use(noOriginWithoutClient);
   provider.on('server_error', (_ctx, error) => deps.logger.error({ err: error }, 'oauth server error'));
   // Koa's own handler would print the stack to stderr, outside the JSON log
   provider.app.on('error', (error: unknown) => deps.logger.error({ err: error }, 'oauth request failed'));

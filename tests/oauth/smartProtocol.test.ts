@@ -640,6 +640,31 @@ describe('SMART App Launch: the protocol', () => {
       expect(own.headers.get('cache-control')).toBe('no-store');
       expect(own.headers.get('pragma')).toBe('no-cache');
     });
+
+    it('answer no origin when no app is known (no client_id, an unknown one, a bogus token)', async () => {
+      const post = (path: string, form: Record<string, string>) =>
+        fetch(`${gw.url}${path}`, {
+          method: 'POST',
+          headers: {
+            origin: 'https://evil.example.com',
+            'content-type': 'application/x-www-form-urlencoded',
+          },
+          body: new URLSearchParams(form),
+        });
+      for (const [path, form] of [
+        ['/oauth/token', { grant_type: 'refresh_token', refresh_token: 'bogus' }],
+        ['/oauth/token', { grant_type: 'authorization_code', code: 'x', client_id: 'nope' }],
+        ['/oauth/TOKEN', { grant_type: 'refresh_token', refresh_token: 'bogus' }],
+        ['/oauth/revoke', { token: 'x' }],
+      ] as const) {
+        const response = await post(path, form);
+        expect(response.status, path).toBeGreaterThanOrEqual(400);
+        expect(
+          response.headers.get('access-control-allow-origin'),
+          `${path} ${JSON.stringify(form)}`,
+        ).toBeNull();
+      }
+    });
   });
 
   describe('refresh tokens', () => {
