@@ -40,6 +40,18 @@ describe('HTTP basics', () => {
     expect(echoed.headers.get('x-request-id')).toBe('client-req-12345');
     const replaced = await gw.call('/healthz', { headers: { 'x-request-id': 'bad id\twith spaces' } });
     expect(replaced.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+    // an id of the gateway's own form (a UUIDv7, as in the audit) is never taken from a client:
+    // another request could otherwise file its entries under an admin action's id
+    const ours = (await gw.call('/healthz')).headers.get('x-request-id') ?? '';
+    for (const claimed of [ours, ours.toUpperCase()]) {
+      const answer = await gw.call('/healthz', { headers: { 'x-request-id': claimed } });
+      expect(answer.headers.get('x-request-id')).not.toBe(claimed);
+      expect(answer.headers.get('x-request-id')).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7/);
+    }
+    const v4 = '4b1c9a8e-2f3d-4e5a-9b6c-7d8e9f0a1b2c';
+    expect((await gw.call('/healthz', { headers: { 'x-request-id': v4 } })).headers.get('x-request-id')).toBe(
+      v4,
+    );
   });
 
   it('sets no-store and nosniff and reveals no server or framework', async () => {
