@@ -319,6 +319,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       'must be a comma-separated list of exact origins (https://app.example.com)',
     );
   }
+  // the SMART server's issuer (src/oauth/urls.ts) is its own: tokens it signs for an app, scoped
+  // to /fhir, would otherwise pass as the gateway's own on /auth, /patient and /admin
+  if (e.JWT_ISSUER !== undefined && e.JWT_ISSUER.replace(/\/+$/, '') === `${publicBaseUrl}/oauth`)
+    throw new ConfigError(
+      'JWT_ISSUER',
+      "must not be the SMART authorization server's issuer (PUBLIC_BASE_URL/oauth)",
+    );
   const config: Config = {
     logLevel: e.LOG_LEVEL,
     port: e.PORT,

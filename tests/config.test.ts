@@ -59,6 +59,8 @@ describe('config', () => {
     [{ TRUST_PROXY: 'maybe' }, 'TRUST_PROXY'],
     [{ PASSWORD_MIN_LENGTH: '4' }, 'PASSWORD_MIN_LENGTH'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    [{ PUBLIC_BASE_URL: 'https://gw.example', JWT_ISSUER: 'https://gw.example/oauth' }, 'JWT_ISSUER'],
+    [{ PUBLIC_BASE_URL: 'https://gw.example', JWT_ISSUER: 'https://gw.example/oauth/' }, 'JWT_ISSUER'],
   ])('names the variable in one line for %o', (env, variable) => {
     const message = errorFor(env);
     expect(message.startsWith(`Invalid configuration: ${variable} `)).toBe(true);
