@@ -12,6 +12,7 @@ import {
   sql,
 } from 'kysely';
 import pg from 'pg';
+import { ownerOnly } from '../src/fileModes.js';
 import { projectFile } from '../src/paths.js';
 import { migrations } from './migrations/index.js';
 import type { Database } from './schema.js';
@@ -203,18 +204,6 @@ function openPostgres(connectionString: string): Kysely<Database> {
 }
 
 /** Opens the configured database. The caller owns the handle and closes it on shutdown. */
-/**
- * The database file readable by its owner alone (SQLite creates `-wal` and `-shm` with its
- * mode): it holds password hashes and every audit entry, and DATA_DIR may be a directory made
- * elsewhere (a volume, `./data`) with a wider mode than the 0700 the gateway gives its own.
- */
-function ownerOnly(file: string): void {
-  fs.closeSync(fs.openSync(file, 'a', 0o600));
-  fs.chmodSync(file, 0o600);
-  for (const companion of [`${file}-wal`, `${file}-shm`])
-    if (fs.existsSync(companion)) fs.chmodSync(companion, 0o600);
-}
-
 export function openDatabase(options: DatabaseOptions): DatabaseHandle {
   const dialect: Dialect = options.databaseUrl ? 'postgres' : 'sqlite';
   if (options.databaseUrl) {

@@ -570,6 +570,23 @@ describe('embedded FHIR server', () => {
 });
 
 describe('embedded FHIR server persistence', () => {
+  it('keeps its records readable by their owner alone, also in a data dir made with a wider mode', async () => {
+    const dataDir = tempDataDir();
+    fs.chmodSync(dataDir, 0o755);
+    const server = await startEmbeddedFhirServer({ dataDir });
+    try {
+      await new Client({ baseUrl: server.baseUrl }).create({
+        resourceType: 'Patient',
+        body: { resourceType: 'Patient', name: [{ family: 'Private' }] },
+      });
+      const file = path.join(dataDir, 'fhir-store.sqlite');
+      for (const name of [file, `${file}-wal`, `${file}-shm`])
+        expect((fs.statSync(name).mode & 0o777).toString(8), name).toBe('600');
+    } finally {
+      await server.close();
+    }
+  });
+
   it('keeps resources and versions across a restart on the same data dir', async () => {
     const dataDir = tempDataDir();
     const first = await startEmbeddedFhirServer({ dataDir });

@@ -1,5 +1,6 @@
 import type { Resource } from '@medplum/fhirtypes';
 import Database from 'better-sqlite3';
+import { ownerOnly } from '../../fileModes.js';
 
 /** What a write did to a resource: the first version, a later version, or a delete. */
 export type JournalOp = 'create' | 'update' | 'delete';
@@ -61,6 +62,7 @@ export class ResourceJournal {
 
   /** Opens (creating if needed) the journal file in WAL mode. */
   static open(file: string): ResourceJournal {
+    ownerOnly(file);
     const db = new Database(file);
     try {
       db.pragma('journal_mode = WAL');
