@@ -104,6 +104,16 @@ function clientCors(
 }
 
 /**
+ * With an https public address every request is the browser's https one, whatever reached us (a
+ * TLS proxy without TRUST_PROXY, or a request past it): oidc-provider then marks its cookies
+ * `Secure`, so a browser never sends the login session or an interaction over plain http.
+ */
+async function seenOverHttps(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
+  Object.defineProperty(ctx.request, 'protocol', { value: 'https' });
+  await next();
+}
+
+/**
  * oidc-provider allows the caller's Origin on the token and revocation endpoints before it knows
  * the app, and checks it (clientCors) only once one is named: an answer given before that (no
  * client_id, an unknown one, a bogus token) would let any site read it. Those answers carry none.
@@ -254,6 +264,7 @@ export function createOAuthServer(deps: AppDeps): OAuthServer {
   provider.Client.prototype.compareClientSecret = function compare(this: { clientSecret?: string }, actual) {
     return clientSecretMatches(this.clientSecret, actual);
   };
+  if (new URL(deps.config.publicBaseUrl).protocol === 'https:') provider.use(seenOverHttps);
   provider.use(patientContext);
   provider.use(noOriginWithoutClient);
   provider.on('server_error', (_ctx, error) => deps.logger.error({ err: error }, 'oauth server error'));

@@ -81,6 +81,8 @@ export function pkcePair(): { verifier: string; challenge: string } {
 /** A browser's cookies, by name (paths ignored: the flows here are sequential). */
 export class Browser {
   readonly cookies = new Map<string, string>();
+  /** Every Set-Cookie line received, attributes included. */
+  readonly setCookies: string[] = [];
 
   async fetch(url: string, init: RequestInit = {}): Promise<Response> {
     const headers = new Headers(init.headers);
@@ -88,6 +90,7 @@ export class Browser {
       headers.set('cookie', [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '));
     const response = await fetch(url, { ...init, headers, redirect: 'manual' });
     for (const line of response.headers.getSetCookie()) {
+      this.setCookies.push(line);
       const [pair, ...attributes] = line.split(';');
       const [name, ...value] = (pair ?? '').split('=');
       if (!name) continue;
@@ -158,7 +161,10 @@ async function follow(
   for (let hops = 0; hops < 10; hops++) {
     const location = current.headers.get('location');
     if (current.status < 300 || current.status >= 400 || !location) return current;
-    const next = new URL(location, gw.url).href;
+    const target = new URL(location, gw.url);
+    // an https public address makes the gateway's own redirects https: the TLS proxy's part, played here
+    if (target.host === new URL(gw.url).host) target.protocol = 'http:';
+    const next = target.href;
     if (next.startsWith(stopAt)) return current;
     current = await browser.fetch(next);
   }
