@@ -269,6 +269,9 @@ export function createOAuthServer(deps: AppDeps): OAuthServer {
   provider.use(noOriginWithoutClient);
   provider.on('server_error', (_ctx, error) => deps.logger.error({ err: error }, 'oauth server error'));
   // Koa's own handler would print the stack to stderr, outside the JSON log
-  provider.app.on('error', (error: unknown) => deps.logger.error({ err: error }, 'oauth request failed'));
+  // (the Provider is the Koa application itself: its `.app` is deprecated)
+  (provider as unknown as NodeJS.EventEmitter).on('error', (error: unknown) =>
+    deps.logger.error({ err: error }, 'oauth request failed'),
+  );
   return { provider, issuer, fhirBase, csrfKeys: deriveKeys(deps, 'oauth-csrf') };
 }
