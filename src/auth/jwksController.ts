@@ -22,8 +22,10 @@ const jwksRoute = createRoute({
  * issuer's /oauth/jwks, so a verifier meets a rotated key's tokens and the new key's alike.
  */
 export function jwksResponse(c: Context<AppEnv>) {
-  // public keys: safe to cache briefly, so verifiers do not fetch on every token
+  // public keys: safe to cache briefly, so verifiers do not fetch on every token, and to read
+  // from any origin (a browser SMART app checks its id_token with them; no credentials involved)
   c.header('Cache-Control', 'public, max-age=300');
+  c.header('Access-Control-Allow-Origin', '*');
   return c.json({ keys: [...c.var.deps.tokenKeys.jwks.keys] }, 200);
 }
 

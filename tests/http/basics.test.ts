@@ -69,6 +69,7 @@ describe('HTTP basics', () => {
     ['a FHIR body refused for its size', '/fhir/Patient/x', true, 413, 'no-store', 'PUT'],
     ['a slim JSON answer', '/auth/me', true, 200, 'no-store'],
     ['a slim refusal', '/auth/login', false, 401, 'no-store', 'POST'],
+    // (and its own CORS: public keys are read from any origin)
     ['a route with its own cache policy', '/.well-known/jwks.json', false, 200, 'public, max-age=300'],
     ['an unknown route', '/nope', false, 404, 'no-store'],
   ])(
@@ -96,7 +97,9 @@ describe('HTTP basics', () => {
       expect(response.headers.get('x-content-type-options')).toBe('nosniff');
       expect(response.headers.get('x-frame-options')).toBe('DENY');
       expect(response.headers.get('referrer-policy')).toBe('no-referrer');
-      expect(response.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
+      expect(response.headers.get('access-control-allow-origin')).toBe(
+        path === '/.well-known/jwks.json' ? '*' : 'https://app.example.com',
+      );
       expect(response.headers.get('access-control-expose-headers')).toContain('ETag');
       expect(response.headers.get('vary')).toContain('Origin');
       expect(Number(response.headers.get('content-length'))).toBe((await response.arrayBuffer()).byteLength);

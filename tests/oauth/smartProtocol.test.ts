@@ -226,6 +226,15 @@ describe('SMART App Launch: the protocol', () => {
     });
   });
 
+  it('serves the public keys to any origin: a browser app verifies its id_token with them', async () => {
+    for (const path of ['/oauth/jwks', '/.well-known/jwks.json']) {
+      const response = await fetch(`${gw.url}${path}`, { headers: { origin: 'https://any-app.example' } });
+      expect(response.status, path).toBe(200);
+      expect(response.headers.get('access-control-allow-origin'), path).toBe('*');
+      expect(response.headers.get('access-control-allow-credentials'), path).toBeNull();
+    }
+  });
+
   it('serves the whole key set at /oauth/jwks in any spelling oidc-provider would route', async () => {
     const keys = await (await fetch(`${gw.url}/oauth/jwks`)).text();
     for (const path of ['/oauth/JWKS', '/oauth/jwks/'])
