@@ -198,6 +198,9 @@ function openPostgres(connectionString: string): Kysely<Database> {
     lock_timeout: LOCK_WAIT_MS,
     connectionTimeoutMillis: 2 * LOCK_WAIT_MS,
   });
+  // a pooled connection the server closes (a restart, a failover, an idle reaper) emits 'error' on
+  // the pool: unheard, it killed the process. The pool drops that client; the next query opens another.
+  pool.on('error', () => {});
   // bigint counts come back as strings from pg; our counts are small, so parse them as numbers
   pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });

@@ -116,3 +116,17 @@ describe('the SQLite file', () => {
       expect((fs.statSync(name).mode & 0o777).toString(8), name).toBe('600');
   });
 });
+
+describe.skipIf(!TEST_DATABASE_URL)('a PostgreSQL connection the server closes', () => {
+  it('does not take the process down; the next query opens another', async () => {
+    const { db } = await openFor('postgres');
+    await migrateToLatest(db);
+    const { rows } = await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(db);
+    const killer = await openFor('postgres');
+    await sql`select pg_terminate_backend(${rows[0]?.pid})`.execute(killer.db);
+    // the idle client hears the server close it: an 'error' nobody listened to was an uncaught exception
+    await new Promise((r) => setTimeout(r, 300));
+    const again = await sql<{ one: number }>`select 1 as one`.execute(db);
+    expect(again.rows[0]?.one).toBe(1);
+  });
+});
