@@ -201,6 +201,9 @@ function openPostgres(connectionString: string): Kysely<Database> {
   // a pooled connection the server closes (a restart, a failover, an idle reaper) emits 'error' on
   // the pool: unheard, it killed the process. The pool drops that client; the next query opens another.
   pool.on('error', () => {});
+  // the pool listens on idle clients only: a checked-out one (inside a transaction) whose connection
+  // ends emits 'error' too, which killed the process. Its query rejects, and the pool drops it on release.
+  pool.on('connect', (client) => client.on('error', () => {}));
   // bigint counts come back as strings from pg; our counts are small, so parse them as numbers
   pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });

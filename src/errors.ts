@@ -169,7 +169,7 @@ export const ERROR_CATALOG = {
   storage_unavailable: {
     status: 503,
     title: 'Service Unavailable',
-    detail: 'The account could not be stored; nothing was created. Try again.',
+    detail: 'The database did not answer in time. Try again.',
     fhirCode: 'transient',
   },
   upstream_timeout: {

@@ -97,7 +97,7 @@ export const errorResponses = {
   500: problem('Unexpected error (`internal_error`)'),
   502: problem('The FHIR server is down or failing (`upstream_unavailable`, `upstream_error`)'),
   503: problem(
-    'Not ready, or an account could not be stored and nothing was created (`not_ready`, `storage_unavailable`); honour Retry-After',
+    'Not ready, or the database did not answer in time (`not_ready`, `storage_unavailable`); honour Retry-After',
     RETRY_AFTER_HEADER,
   ),
   504: problem('The FHIR server did not answer in time (`upstream_timeout`)'),

@@ -21,7 +21,7 @@ import {
 import { displayName, emailOf } from './fhirMappers.js';
 import { type ProvisionedType, validateProvisionedResource } from './fhirValidation.js';
 import { finishKey, type HeldKey, keyOfIntent, releaseKey, type StoredResponse } from './idempotency.js';
-import { type IntentClaim, insertIntent, renewIntent, settleIntent } from './intents.js';
+import { findIntent, type IntentClaim, insertIntent, renewIntent, settleIntent } from './intents.js';
 
 /**
  * The flow that replaces "create Patient and User in one call" (DESIGN.md section 2):
@@ -252,6 +252,43 @@ export async function removeFromFhir(
 /** The lease of an intent was taken over by reconciliation: the work must not commit (its transaction rolls back). */
 class LeaseLost extends Error {}
 
+/** The account's transaction failed in a way that may hide a commit, and the database could not be asked. */
+class CommitUnknown extends Error {}
+
+/**
+ * Whether a failed transaction may still have committed: a refusal the database gave (a unique
+ * violation, a lock timeout) or our own rollback says no; anything else (a connection lost after
+ * COMMIT went out) may hide one.
+ */
+function mayHaveCommitted(error: unknown): boolean {
+  return !(error instanceof LeaseLost || isUniqueViolation(error) || isLockTimeout(error));
+}
+
+/** Runs the account's transaction; a failure that may hide a commit counts only once the database says none happened. */
+async function commitOrConfirm(
+  deps: AppDeps,
+  intentId: string,
+  userId: string,
+  transaction: () => Promise<void>,
+): Promise<void> {
+  try {
+    await transaction();
+  } catch (error) {
+    // a connection lost once COMMIT went out may hide a commit: ask before anyone undoes the FHIR create
+    if (!mayHaveCommitted(error) || !(await committedAnyway(deps, intentId, userId))) throw error;
+  }
+}
+
+/** Whether the account's transaction committed after all: its intent is done with this user. */
+async function committedAnyway(deps: AppDeps, intentId: string, userId: string): Promise<boolean> {
+  try {
+    const intent = await findIntent(deps.db, intentId);
+    return intent?.state === 'done' && intent.user_id === userId;
+  } catch (error) {
+    throw new CommitUnknown('the database could not say whether the account was stored', { cause: error });
+  }
+}
+
 /** What completing an account needs from the intent (a live request's or a reconciled one's). */
 export type IntentForCompletion = Pick<
   IntentRow,
@@ -285,60 +322,62 @@ export async function completeAccount(
     versionId: created.versionId,
     email: intent.email,
   });
-  await deps.db.transaction().execute(async (trx) => {
-    await insertUser(trx, {
-      id: userId,
-      email: intent.email,
-      role,
-      fhir_resource_id: created.id,
-      access_code_hash: hashAccessCode(deps.secrets.codeHmacKey, 'signup', intent.email, code),
-      access_code_expires_at: expiresAt,
-      is_registered: 0,
-      password_hash: null,
-      created_by_admin: 1,
-      created_at: now.toISOString(),
-      updated_at: now.toISOString(),
-      registered_at: null,
-      last_login_at: null,
-      display_name: intent.display_name,
-    });
-    await enqueueAccessCodeMail(trx, deps.clock, deps.secrets.sealingKey, {
-      template: 'access_code',
-      to: intent.email,
-      name: intent.display_name,
-      role,
-      purpose: 'signup',
-      code,
-      expiresAt,
-    });
-    await audit(
-      {
-        action: 'provisioning.create',
-        outcome: 'success',
-        targetUserId: userId,
-        targetFhirType: type,
-        targetFhirId: created.id,
-        ...(Object.keys(detail).length ? { detail } : {}),
-      },
-      trx,
-    );
-    const settled = await settleIntent(trx, claim, 'done', {
-      fhir_id: created.id,
-      user_id: userId,
-      updated_at: now.toISOString(),
-    });
-    if (!settled) throw new LeaseLost('the provisioning intent was taken over');
-    const held = keyOfIntent(intent);
-    if (held) await finishKey(trx, held, response);
-    // a resource listed as an orphan (a create that landed late) is one no longer: an account uses it
-    await trx
-      .updateTable('fhir_orphans')
-      .set({ resolved_at: now.toISOString() })
-      .where('fhir_type', '=', type)
-      .where('fhir_id', '=', created.id)
-      .where('resolved_at', 'is', null)
-      .execute();
-  });
+  await commitOrConfirm(deps, intent.id, userId, () =>
+    deps.db.transaction().execute(async (trx) => {
+      await insertUser(trx, {
+        id: userId,
+        email: intent.email,
+        role,
+        fhir_resource_id: created.id,
+        access_code_hash: hashAccessCode(deps.secrets.codeHmacKey, 'signup', intent.email, code),
+        access_code_expires_at: expiresAt,
+        is_registered: 0,
+        password_hash: null,
+        created_by_admin: 1,
+        created_at: now.toISOString(),
+        updated_at: now.toISOString(),
+        registered_at: null,
+        last_login_at: null,
+        display_name: intent.display_name,
+      });
+      await enqueueAccessCodeMail(trx, deps.clock, deps.secrets.sealingKey, {
+        template: 'access_code',
+        to: intent.email,
+        name: intent.display_name,
+        role,
+        purpose: 'signup',
+        code,
+        expiresAt,
+      });
+      await audit(
+        {
+          action: 'provisioning.create',
+          outcome: 'success',
+          targetUserId: userId,
+          targetFhirType: type,
+          targetFhirId: created.id,
+          ...(Object.keys(detail).length ? { detail } : {}),
+        },
+        trx,
+      );
+      const settled = await settleIntent(trx, claim, 'done', {
+        fhir_id: created.id,
+        user_id: userId,
+        updated_at: now.toISOString(),
+      });
+      if (!settled) throw new LeaseLost('the provisioning intent was taken over');
+      const held = keyOfIntent(intent);
+      if (held) await finishKey(trx, held, response);
+      // a resource listed as an orphan (a create that landed late) is one no longer: an account uses it
+      await trx
+        .updateTable('fhir_orphans')
+        .set({ resolved_at: now.toISOString() })
+        .where('fhir_type', '=', type)
+        .where('fhir_id', '=', created.id)
+        .where('resolved_at', 'is', null)
+        .execute();
+    }),
+  );
   deps.outbox.wake();
   return response;
 }
@@ -469,8 +508,20 @@ async function createAndComplete(
     }
     const taken = isUniqueViolation(error);
     const busy = isStorageBusy(error);
-    const reason = taken ? 'email_taken' : busy ? 'storage_busy' : 'user_insert_failed';
-    const linked = taken && created.createdNow ? await linkedToAnAccount(deps, intent, created.id) : 'no';
+    const unknown = error instanceof CommitUnknown;
+    const reason = taken
+      ? 'email_taken'
+      : busy
+        ? 'storage_busy'
+        : unknown
+          ? 'commit_unknown'
+          : 'user_insert_failed';
+    // an account may link to the resource: a racing create's (taken) or our own, if the commit landed (unknown)
+    const linked = unknown
+      ? 'unknown'
+      : taken && created.createdNow
+        ? await linkedToAnAccount(deps, intent, created.id)
+        : 'no';
     // busy, or the link unknown: the intent stays pending and its key locked until the lease lapses;
     // reconciliation settles both (it too keeps a resource an account links to)
     const leftPending = busy || linked === 'unknown';
@@ -496,9 +547,18 @@ async function createAndComplete(
     if (held && !leftPending) await bestEffort(deps, () => releaseKey(deps.db, held, intent.id));
     if (taken)
       throw new AppError('conflict', { detail: 'An account with this email already exists.', cause: error });
-    throw new AppError('storage_unavailable', { cause: error });
+    throw new AppError('storage_unavailable', {
+      cause: error,
+      headers: { 'Retry-After': '2' },
+      detail: unknown
+        ? COMMIT_UNKNOWN_DETAIL
+        : 'The account could not be stored; nothing was created. Try again.',
+    });
   }
 }
+
+const COMMIT_UNKNOWN_DETAIL =
+  'The database stopped answering while the account was being stored: it is finished or undone in the background. Retry with the same Idempotency-Key, or look the email up before creating it again.';
 
 /**
  * Whether an account links to the resource this request's conditional create made. A concurrent

@@ -129,4 +129,21 @@ describe.skipIf(!TEST_DATABASE_URL)('a PostgreSQL connection the server closes',
     const again = await sql<{ one: number }>`select 1 as one`.execute(db);
     expect(again.rows[0]?.one).toBe(1);
   });
+
+  it('inside a transaction fails that transaction alone; the process stays up', async () => {
+    const { db } = await openFor('postgres');
+    await migrateToLatest(db);
+    const killer = await openFor('postgres');
+    const transaction = db.transaction().execute(async (trx) => {
+      const { rows } = await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(trx);
+      await sql`select pg_terminate_backend(${rows[0]?.pid})`.execute(killer.db);
+      // the connection, checked out of the pool, ends between two statements: the pool no longer
+      // listens on it, and its 'error' was an uncaught exception
+      await new Promise((r) => setTimeout(r, 300));
+      await sql`select 1`.execute(trx);
+    });
+    await expect(transaction).rejects.toThrow();
+    const again = await sql<{ one: number }>`select 1 as one`.execute(db);
+    expect(again.rows[0]?.one).toBe(1);
+  });
 });

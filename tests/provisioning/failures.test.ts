@@ -12,7 +12,8 @@ import {
   unusedPort,
 } from '../helpers/fakeUpstream.js';
 import { startTestGateway, type TestGateway, tempDir } from '../helpers/gateway.js';
-import { DIALECTS } from '../helpers/postgres.js';
+import { startPostgresProxy } from '../helpers/pgProxy.js';
+import { createTestSchema, DIALECTS, TEST_DATABASE_URL } from '../helpers/postgres.js';
 import { waitFor } from '../helpers/processes.js';
 import { startSmtpCapture } from '../helpers/smtp.js';
 
@@ -273,6 +274,72 @@ describe.each(DIALECTS)('two creates of one email racing without an Idempotency-
     ]);
   });
 });
+
+/** A gateway on PostgreSQL behind a TCP proxy that can lose the acknowledgement of a COMMIT. */
+async function gatewayBehindPostgresProxy(env: Record<string, string> = {}) {
+  const schema = await createTestSchema();
+  const proxy = await startPostgresProxy(schema.url);
+  cleanups.push(() => proxy.close());
+  const gw = await gateway({ env: { DATABASE_URL: proxy.via(schema.url), ...env } });
+  return { gw, proxy };
+}
+
+const ACCOUNT_INSERT = 'insert into "users" (';
+
+describe.skipIf(!TEST_DATABASE_URL)(
+  'a create whose COMMIT the database did but whose answer was lost',
+  () => {
+    it('answers 201 for the account it stored, keeps its FHIR resource and sends its mail', async () => {
+      const smtp = await smtpCapture();
+      const { gw, proxy } = await gatewayBehindPostgresProxy({ SMTP_URL: smtp.url });
+      const email = 'commit-ack-lost@example.com';
+      const cut = proxy.loseCommitAck(ACCOUNT_INSERT);
+      const response = await createPatient(gw, email);
+      await cut;
+      expect(response.status).toBe(201);
+      const { fhir_id, user_id } = (await response.json()) as { fhir_id: string; user_id: string };
+      const user = await gw.deps.db
+        .selectFrom('users')
+        .selectAll()
+        .where('email', '=', email)
+        .executeTakeFirstOrThrow();
+      expect(user).toMatchObject({ id: user_id, fhir_resource_id: fhir_id });
+      expect((await gw.deps.fhir.read('Patient', fhir_id)).body?.id).toBe(fhir_id);
+      const compensations = await gw.deps.db
+        .selectFrom('audit_log')
+        .selectAll()
+        .where('action', 'in', ['provisioning.compensate', 'provisioning.orphan'])
+        .execute();
+      expect(compensations).toHaveLength(0);
+      await smtp.waitFor(1);
+    });
+
+    it('when the database is gone too, answers 503 at once and keeps the FHIR resource the account links to', async () => {
+      const { gw, proxy } = await gatewayBehindPostgresProxy();
+      const email = 'commit-ack-lost-down@example.com';
+      const token = await gw.adminToken();
+      const cut = proxy.loseCommitAck(ACCOUNT_INSERT, { thenDown: true });
+      const started = Date.now();
+      const response = await gw.call('/fhir/patient', { method: 'POST', token, json: patientBody(email) });
+      await cut;
+      expect(response.status).toBe(503);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      const body = (await response.json()) as { code: string; detail: string };
+      expect(body.code).toBe('storage_unavailable');
+      expect(body.detail).not.toMatch(/nothing was created/);
+      // the FHIR server is not behind the proxy: the resource must still be there
+      const [entry] = await patientsWithEmail(gw, email);
+      expect(entry?.resource?.id).toBeDefined();
+      proxy.restore();
+      const user = await gw.deps.db
+        .selectFrom('users')
+        .selectAll()
+        .where('email', '=', email)
+        .executeTakeFirstOrThrow();
+      expect(user.fhir_resource_id).toBe(entry!.resource!.id);
+    });
+  },
+);
 
 describe('access-code mail when SMTP fails', () => {
   async function smtpDownGateway(smtpPort: number, extra: { dataDir?: string; clock?: ManualClock } = {}) {
