@@ -7,6 +7,8 @@ import {
   type MigrationResultSet,
   Migrator,
   PostgresDialect,
+  type PostgresPool,
+  type PostgresPoolClient,
   SqliteAdapter,
   SqliteDialect,
   sql,
@@ -27,6 +29,33 @@ export const LOCK_WAIT_MS = 2_000;
 export function isLockTimeout(error: unknown): boolean {
   const code = (error as { code?: unknown })?.code;
   return code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED' || code === '55P03' || code === '57014';
+}
+
+/** The `code` of a statement PostgreSQL left unanswered past its budget (the connection was dropped). */
+export const QUERY_TIMEOUT = 'QUERY_TIMEOUT';
+
+/**
+ * PostgreSQL could not be reached or stopped answering: no connection within the wait, one lost,
+ * a statement unanswered past its budget, or the server shutting down. Unlike a lock timeout, a
+ * statement cut off this way may have been done (a COMMIT whose answer was lost).
+ */
+export function isDatabaseUnreachable(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  if (code === QUERY_TIMEOUT) return true;
+  // class 08: connection exceptions; 57P01-57P03: the server shutting down, crashed or starting
+  if (typeof code === 'string' && /^(08...|57P0[1-3])$/.test(code)) return true;
+  if (
+    typeof code === 'string' &&
+    /^E(CONNREFUSED|CONNRESET|PIPE|TIMEDOUT|HOSTUNREACH|NETUNREACH|AI_AGAIN|NOTFOUND)$/.test(code)
+  )
+    return true;
+  // pg's own words for a connection it lost or could not get from the pool in time
+  return (
+    typeof message === 'string' &&
+    /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/.test(
+      message,
+    )
+  );
 }
 
 export interface DatabaseHandle {
@@ -52,6 +81,8 @@ export interface DatabaseOptions {
   /** postgres://... selects PostgreSQL; unset selects the SQLite file `${dataDir}/fhir-facade.sqlite`. */
   readonly databaseUrl: string | undefined;
   readonly dataDir: string;
+  /** PostgreSQL: drop a connection whose statement goes unanswered this long (unset: no bound). */
+  readonly queryTimeoutMs?: number;
   /**
    * SQLite: checkpoint the write-ahead log on a thread of this process (one process of a cluster
    * does; see walCheckpointer.mjs), and say why when a checkpoint fails.
@@ -190,13 +221,16 @@ function withStatementCache(sqlite: SqliteDatabase.Database): SqliteDatabase.Dat
   });
 }
 
-function openPostgres(connectionString: string): Kysely<Database> {
+function openPostgres(connectionString: string, queryTimeoutMs: number | undefined): Kysely<Database> {
   // the same bound on lock waits as SQLite's busy timeout, and on waiting for a pooled connection
   const pool = new pg.Pool({
     connectionString,
     max: 10,
     lock_timeout: LOCK_WAIT_MS,
     connectionTimeoutMillis: 2 * LOCK_WAIT_MS,
+    // a peer gone without a word (a cut network) is found by TCP keepalive, not only by the next query
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
   });
   // a pooled connection the server closes (a restart, a failover, an idle reaper) emits 'error' on
   // the pool: unheard, it killed the process. The pool drops that client; the next query opens another.
@@ -206,14 +240,60 @@ function openPostgres(connectionString: string): Kysely<Database> {
   pool.on('connect', (client) => client.on('error', () => {}));
   // bigint counts come back as strings from pg; our counts are small, so parse them as numbers
   pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return new Kysely<Database>({
+    dialect: new PostgresDialect({ pool: queryTimeoutMs ? withQueryTimeout(pool, queryTimeoutMs) : pool }),
+  });
+}
+
+/** The pool, as Kysely sees it, with every statement bound to `timeoutMs`. */
+function withQueryTimeout(pool: pg.Pool, timeoutMs: number): PostgresPool {
+  return {
+    connect: async () => withStatementTimeout(await pool.connect(), timeoutMs),
+    end: () => pool.end(),
+  };
+}
+
+/**
+ * A statement a hung server never answers would hold its request, and its pooled connection, for
+ * good: past `timeoutMs` the connection is dropped, which fails the statement (`QUERY_TIMEOUT`),
+ * and the pool opens a fresh one. pg's own query_timeout leaves the connection waiting instead,
+ * and hands the next statement to it.
+ */
+function withStatementTimeout(client: pg.PoolClient, timeoutMs: number): PostgresPoolClient {
+  let timedOut = false;
+  const bounded = async (text: string, parameters: readonly unknown[]) => {
+    const timer = setTimeout(() => {
+      timedOut = true;
+      (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+    }, timeoutMs);
+    try {
+      return await client.query(text, [...parameters]);
+    } catch (error) {
+      if (!timedOut) throw error;
+      throw Object.assign(new Error(`the database did not answer within ${timeoutMs} ms`), {
+        code: QUERY_TIMEOUT,
+        cause: error,
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  // a cursor (Kysely's stream()) is handed over as it is: it reads in steps of its own
+  const query = (textOrCursor: unknown, parameters: readonly unknown[]) =>
+    typeof textOrCursor === 'string'
+      ? bounded(textOrCursor, parameters)
+      : client.query(textOrCursor as never);
+  return {
+    query: query as unknown as PostgresPoolClient['query'],
+    release: () => client.release(timedOut),
+  };
 }
 
 /** Opens the configured database. The caller owns the handle and closes it on shutdown. */
 export function openDatabase(options: DatabaseOptions): DatabaseHandle {
   const dialect: Dialect = options.databaseUrl ? 'postgres' : 'sqlite';
   if (options.databaseUrl) {
-    const db = openPostgres(options.databaseUrl);
+    const db = openPostgres(options.databaseUrl, options.queryTimeoutMs);
     return { db, background: db, bulk: db, dialect, close: () => db.destroy() };
   }
   const file = path.join(options.dataDir, 'fhir-facade.sqlite');

@@ -110,6 +110,7 @@ const envSchema = z.object({
       .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL (leave it unset for the embedded SQLite file)')
       .optional(),
   ),
+  DATABASE_QUERY_TIMEOUT_MS: integer(100, 3_600_000).default(15_000),
   FHIR_BASE_URL: z.preprocess(
     emptyToUndefined,
     httpUrl('must be an http(s) URL without credentials').optional(),
@@ -183,6 +184,8 @@ export interface Config {
   readonly publicBaseUrl: string;
   readonly dataDir: string;
   readonly databaseUrl: string | undefined;
+  /** PostgreSQL: how long a statement may go unanswered before its connection is dropped (503). */
+  readonly databaseQueryTimeoutMs: number;
   readonly fhir: {
     readonly baseUrl: string | undefined;
     readonly embeddedPort: number;
@@ -333,6 +336,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     publicBaseUrl,
     dataDir: path.resolve(e.DATA_DIR),
     databaseUrl: e.DATABASE_URL,
+    databaseQueryTimeoutMs: e.DATABASE_QUERY_TIMEOUT_MS,
     fhir: {
       baseUrl: e.FHIR_BASE_URL,
       embeddedPort: e.FHIR_EMBEDDED_PORT,

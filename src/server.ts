@@ -82,6 +82,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     const database = openDatabase({
       databaseUrl: config.databaseUrl,
       dataDir: config.dataDir,
+      queryTimeoutMs: config.databaseQueryTimeoutMs,
       // one checkpointer per database: the process that runs the background work (worker 0 of a cluster)
       ...(runsBackgroundWork
         ? {

@@ -10,11 +10,19 @@ const READINESS_TIMEOUT_MS = 2_000;
 type CheckResult = 'ok' | 'failed';
 
 async function checkDatabase(deps: AppDeps): Promise<CheckResult> {
+  let timer: NodeJS.Timeout | undefined;
+  // a hung database server never answers: the probe gives up like it does on the FHIR server
+  const givenUp = new Promise<CheckResult>((resolve) => {
+    timer = setTimeout(() => resolve('failed'), READINESS_TIMEOUT_MS);
+  });
+  const answered = sql`select 1`.execute(deps.db).then(
+    () => 'ok' as const,
+    () => 'failed' as const,
+  );
   try {
-    await sql`select 1`.execute(deps.db);
-    return 'ok';
-  } catch {
-    return 'failed';
+    return await Promise.race([answered, givenUp]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

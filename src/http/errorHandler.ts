@@ -1,7 +1,7 @@
 import type { Context, ErrorHandler, NotFoundHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { TrieRouter } from 'hono/router/trie-router';
-import { isLockTimeout } from '../../db/connection.js';
+import { isDatabaseUnreachable, isLockTimeout } from '../../db/connection.js';
 import { recordErrorResponse } from '../audit/requestAudit.js';
 import { AppError, type ErrorCode, toOperationOutcome, toProblem } from '../errors.js';
 import type { AppEnv } from './types.js';
@@ -31,8 +31,9 @@ export function toAppError(error: unknown): AppError {
   if (error instanceof HTTPException) {
     return new AppError(CODE_BY_HTTP_STATUS[error.status] ?? 'internal_error', { cause: error });
   }
-  // a database held by another writer past the lock timeout is a busy service, not a bug: retry later
-  if (isLockTimeout(error))
+  // a database held by another writer past the lock timeout, or one that cannot be reached or stopped
+  // answering, is a service unavailable for now, not a bug: retry later
+  if (isLockTimeout(error) || isDatabaseUnreachable(error))
     return new AppError('storage_unavailable', { cause: error, headers: { 'Retry-After': '2' } });
   return new AppError('internal_error', { cause: error });
 }

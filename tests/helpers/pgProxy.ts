@@ -10,6 +10,11 @@ export interface PostgresProxy {
    * refused from then on, until `restore()`: the database gone right after the commit.
    */
   loseCommitAck(statementText: string, options?: { thenDown?: boolean }): Promise<void>;
+  /** The server goes away: every connection is cut and new ones are refused. */
+  down(): void;
+  /** The server stops answering (a hung host, a cut network): bytes go nowhere, connects never complete. */
+  hang(): void;
+  /** Ends `hang` or the `thenDown` of `loseCommitAck`; connections that hung are cut (they are lost). */
   restore(): void;
   close(): Promise<void>;
 }
@@ -25,6 +30,7 @@ export async function startPostgresProxy(targetUrl: string): Promise<PostgresPro
   const target = new URL(targetUrl);
   const sockets = new Set<net.Socket>();
   let down = false;
+  let hung = false;
   let plan: { text: string; thenDown: boolean; cut: () => void } | undefined;
 
   const goDown = () => {
@@ -37,11 +43,17 @@ export async function startPostgresProxy(targetUrl: string): Promise<PostgresPro
       client.destroy();
       return;
     }
+    if (hung) {
+      sockets.add(client);
+      client.on('error', () => client.destroy()).on('close', () => sockets.delete(client));
+      return;
+    }
     const upstream = net.connect(Number(target.port || 5432), target.hostname);
     sockets.add(client).add(upstream);
     let sawStatement = false;
     let losing = false;
     client.on('data', (chunk: Buffer) => {
+      if (hung) return;
       if (plan && chunk.toString('latin1').includes(plan.text)) sawStatement = true;
       if (plan && sawStatement && isCommit(chunk)) {
         const { thenDown, cut } = plan;
@@ -57,7 +69,7 @@ export async function startPostgresProxy(targetUrl: string): Promise<PostgresPro
       upstream.write(chunk);
     });
     upstream.on('data', (chunk: Buffer) => {
-      if (!losing) client.write(chunk);
+      if (!losing && !hung) client.write(chunk);
     });
     const end = () => {
       client.destroy();
@@ -82,8 +94,14 @@ export async function startPostgresProxy(targetUrl: string): Promise<PostgresPro
         plan = { text, thenDown: options.thenDown ?? false, cut };
       });
     },
+    down: goDown,
+    hang() {
+      hung = true;
+    },
     restore() {
+      if (hung) for (const s of sockets) s.destroy();
       down = false;
+      hung = false;
     },
     close: () =>
       new Promise<void>((resolve) => {

@@ -1,0 +1,94 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { isDatabaseUnreachable, QUERY_TIMEOUT } from '../../db/connection.js';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, startTestGateway } from '../helpers/gateway.js';
+import { type PostgresProxy, startPostgresProxy } from '../helpers/pgProxy.js';
+import { createTestSchema, TEST_DATABASE_URL } from '../helpers/postgres.js';
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** A gateway whose PostgreSQL sits behind a TCP proxy, statements bound to 1 s. */
+async function gatewayBehindProxy() {
+  const schema = await createTestSchema();
+  const proxy = await startPostgresProxy(schema.url);
+  cleanups.push(() => proxy.close());
+  const gw = await startTestGateway({
+    env: { DATABASE_URL: proxy.via(schema.url), DATABASE_QUERY_TIMEOUT_MS: '1000' },
+  });
+  cleanups.push(() => gw.close());
+  return { gw, proxy };
+}
+
+async function timed(request: Promise<Response>) {
+  const started = Date.now();
+  const response = await request;
+  return { response, ms: Date.now() - started, body: (await response.json()) as Record<string, unknown> };
+}
+
+async function expectUnavailable(request: Promise<Response>) {
+  const { response, ms, body } = await timed(request);
+  expect(response.status).toBe(503);
+  expect(body).toMatchObject({ code: 'storage_unavailable' });
+  expect(response.headers.get('retry-after')).toBe('2');
+  expect(JSON.stringify(body)).not.toMatch(/postgres|pg_|Connection terminated|timeout exceeded/i);
+  // bounded by the statement budget (1 s) or the wait for a connection (4 s), never hanging
+  expect(ms).toBeLessThan(6_000);
+}
+
+async function expectServedAgain(
+  gw: Awaited<ReturnType<typeof gatewayBehindProxy>>['gw'],
+  proxy: PostgresProxy,
+) {
+  proxy.restore();
+  const users = await gw.call('/admin/users', { token: await gw.adminToken() });
+  expect(users.status).toBe(200);
+  expect((await gw.call('/readyz')).status).toBe(200);
+}
+
+describe.skipIf(!TEST_DATABASE_URL)('a PostgreSQL server that stops answering', () => {
+  it('gives 503 storage_unavailable within seconds, readiness fails fast, and service resumes after', async () => {
+    const { gw, proxy } = await gatewayBehindProxy();
+    const token = await gw.adminToken();
+    proxy.hang();
+    const ready = await timed(gw.call('/readyz'));
+    expect(ready.response.status).toBe(503);
+    expect(ready.body).toMatchObject({ checks: { database: 'failed' } });
+    expect(ready.ms).toBeLessThan(3_000);
+    await expectUnavailable(gw.call('/admin/users', { token }));
+    await expectUnavailable(
+      gw.call('/auth/login', { method: 'POST', json: { email: ADMIN_EMAIL, password: ADMIN_PASSWORD } }),
+    );
+    await expectServedAgain(gw, proxy);
+  });
+});
+
+describe.skipIf(!TEST_DATABASE_URL)('a PostgreSQL server that refuses connections', () => {
+  it('gives 503 storage_unavailable at once, not 500, and service resumes after', async () => {
+    const { gw, proxy } = await gatewayBehindProxy();
+    const token = await gw.adminToken();
+    proxy.down();
+    await expectUnavailable(gw.call('/admin/users', { token }));
+    await expectUnavailable(
+      gw.call('/auth/login', { method: 'POST', json: { email: ADMIN_EMAIL, password: ADMIN_PASSWORD } }),
+    );
+    await expectServedAgain(gw, proxy);
+  });
+});
+
+it.each([
+  ['a statement past its budget', { code: QUERY_TIMEOUT }, true],
+  ['a connection exception (class 08)', { code: '08006' }, true],
+  ['the server shutting down', { code: '57P01' }, true],
+  ['a refused connection', { code: 'ECONNREFUSED' }, true],
+  ['a connection pg lost', new Error('Connection terminated unexpectedly'), true],
+  ['no connection in time', new Error('timeout exceeded when trying to connect'), true],
+  ['a unique violation', { code: '23505' }, false],
+  ['a lock timeout', { code: '55P03' }, false],
+  ['a syntax error of ours', { code: '42601' }, false],
+  ['a bug of ours', new Error('undefined is not a function'), false],
+  ['nothing', undefined, false],
+] as const)('%s is a database out of reach: %s', (_what, error, unreachable) => {
+  expect(isDatabaseUnreachable(error)).toBe(unreachable);
+});
