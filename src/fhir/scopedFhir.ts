@@ -37,7 +37,7 @@ import {
 import { type CursorBinding, cursorForLink, cursorUrl, verifyCursor, withEntriesKept } from './links.js';
 import { guardScopes, typesShown } from './scopeGuard.js';
 import { historyParams, narrowSearch, versionTagFor } from './searchPolicy.js';
-import { upstreamStatusError } from './upstreamStatus.js';
+import { upstreamStatusError, writeMayHaveLanded } from './upstreamStatus.js';
 
 /**
  * One scoped FHIR access per request, built from the verified caller (DESIGN.md section 9):
@@ -528,21 +528,35 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       result = await write();
     } catch (error) {
       const appError = error instanceof AppError ? error : undefined;
-      // the server may have applied a write it did not answer in time: not known to have failed
-      const unknown: Record<string, string> =
-        appError?.code === 'upstream_timeout' ? { applied: 'unknown' } : {};
-      await audit(method, target, appError?.status ?? 500, appError?.code ?? 'internal_error', unknown);
+      // a timeout, a lost connection or a 5xx after the request went out: the server may have
+      // applied the write, so it is not recorded as one that failed, and what it may have moved is forgotten
+      const mayHaveLanded = writeMayHaveLanded(error);
+      await audit(
+        method,
+        target,
+        appError?.status ?? 500,
+        appError?.code ?? 'internal_error',
+        mayHaveLanded ? { applied: 'unknown' } : {},
+      );
+      if (mayHaveLanded) await forgetWhatMayHaveMoved(target, target.id);
       throw error instanceof Error ? auditedError(error) : error;
     }
     const body = result.body as Resource | undefined;
     const createdId = body?.resourceType === target.type ? body?.id : undefined;
     const id = target.id ?? (result as Partial<Written<Resource>>).id ?? createdId;
     await audit(method, { ...target, ...(id ? { id } : {}) }, result.status);
-    if (target.type === 'Patient' && id && !target.operation) await deps.panels.forget(id);
-    // a batch, a transaction, or a Patient write without one id (conditional, an operation) may
-    // have moved any patient: the old GP must not keep reading and writing for PANEL_CACHE_TTL
-    else if (!target.type || target.type === 'Patient') await deps.panels.forgetAll();
+    await forgetWhatMayHaveMoved(target, id);
     return result;
+  };
+
+  /** A write to a Patient may have moved it to another GP: the old one must not keep reading and writing for PANEL_CACHE_TTL. */
+  const forgetWhatMayHaveMoved = async (
+    target: { type?: string; operation?: string },
+    id: string | undefined,
+  ) => {
+    if (target.type === 'Patient' && id && !target.operation) await deps.panels.forget(id);
+    // a batch, a transaction, or a Patient write without one id (conditional, an operation) may have moved any patient
+    else if (!target.type || target.type === 'Patient') await deps.panels.forgetAll();
   };
 
   /**

@@ -119,3 +119,19 @@ export async function asBuiltByGateway<T>(call: Promise<T>): Promise<T> {
     throw refused ? new AppError('upstream_error', { cause: error.cause }) : error;
   }
 }
+
+/** Transport failures that happen before a request is sent: the FHIR server cannot have acted on it. */
+const NEVER_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+/**
+ * Whether a write that failed may still have been applied by the FHIR server. Only a refusal (a
+ * 4xx) or a connection never made says no; a timeout, a connection lost after the request went
+ * out, a 5xx (often a proxy's, after the server committed) or a success we could not read all
+ * leave it unknown.
+ */
+export function writeMayHaveLanded(error: unknown): boolean {
+  if (!(error instanceof AppError)) return true;
+  if (error.status < 500) return false;
+  const cause = (error.cause as { code?: unknown } | undefined)?.code;
+  return !(error.code === 'upstream_unavailable' && typeof cause === 'string' && NEVER_SENT.has(cause));
+}

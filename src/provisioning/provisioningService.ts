@@ -7,6 +7,7 @@ import { auditedError } from '../audit/requestAudit.js';
 import { generateAccessCode, hashAccessCode } from '../auth/accessCodes.js';
 import { enqueueAccessCodeMail } from '../email/outbox.js';
 import { AppError } from '../errors.js';
+import { writeMayHaveLanded } from '../fhir/upstreamStatus.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { uuidv7 } from '../ids.js';
 import { heartbeat, isoAfter, LEASE_MS } from '../leases.js';
@@ -172,22 +173,6 @@ async function createOnFhir(
       throw new AppError('duplicate_identifier', { cause: error });
     throw error;
   }
-}
-
-/** Transport failures that happen before a request is sent: the FHIR server cannot have acted on it. */
-const NEVER_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
-
-/**
- * Whether a create that failed may still have created the resource on the FHIR server. Only a
- * refusal (a 4xx) or a connection never made says no; a timeout, a connection lost after the
- * request went out, a 5xx (often a proxy's, after the server committed) or a success we could not
- * read all leave it unknown — the intent then stays for reconciliation to look, as after a crash.
- */
-export function createMayHaveLanded(error: unknown): boolean {
-  if (!(error instanceof AppError)) return true;
-  if (error.status < 500) return false;
-  const cause = (error.cause as { code?: unknown } | undefined)?.code;
-  return !(error.code === 'upstream_unavailable' && typeof cause === 'string' && NEVER_SENT.has(cause));
 }
 
 /** Records a FHIR resource no account will ever use, for an operator (GET /admin/provisioning/orphans). */
@@ -487,7 +472,7 @@ async function createAndComplete(
     const reason = error instanceof AppError ? error.code : 'internal_error';
     // an answer we never got or could not read may hide a create: the intent stays for reconciliation
     // to look, and the key with it, so a retry gets what reconciliation finds
-    if (!createMayHaveLanded(error)) {
+    if (!writeMayHaveLanded(error)) {
       await bestEffort(deps, () => settle('abandoned', reason));
       if (held) await bestEffort(deps, () => releaseKey(deps.db, held, intent.id));
     }

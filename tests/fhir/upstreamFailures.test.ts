@@ -20,7 +20,10 @@ type Mode =
   | 'search-not-bundle'
   | 'search-404-html'
   | 'search-400'
-  | 'write-hangs';
+  | 'write-hangs'
+  | 'write-applied-500'
+  | 'write-applied-reset'
+  | 'write-refused-400';
 
 const OUTCOME = JSON.stringify({
   resourceType: 'OperationOutcome',
@@ -44,6 +47,12 @@ describe('every patient path when the FHIR server answers badly', () => {
         // applied, never answered: the request reaches the server, the answer never leaves it
         return;
       }
+      if (mode === 'write-refused-400' && req.method === 'POST') {
+        res.writeHead(400, { 'content-type': 'application/fhir+json' }).end(OUTCOME);
+        return;
+      }
+      const applied =
+        req.method === 'POST' && (mode === 'write-applied-500' || mode === 'write-applied-reset');
       if (mode === 'patient-500' && req.method === 'GET' && /\/Patient\/[^/?]+$/.test(req.url)) {
         res.writeHead(500, { 'content-type': 'text/html' }).end('<h1>Internal error at db-7.internal</h1>');
       } else if (mode === 'patient-400' && req.method === 'GET' && /\/Patient\/[^/?]+$/.test(req.url)) {
@@ -72,8 +81,18 @@ describe('every patient path when the FHIR server answers badly', () => {
             headers: req.headers,
           },
           (answer) => {
-            res.writeHead(answer.statusCode ?? 502, answer.headers);
-            answer.pipe(res);
+            if (!applied) {
+              res.writeHead(answer.statusCode ?? 502, answer.headers);
+              answer.pipe(res);
+              return;
+            }
+            // the server applied the write; its answer is lost on the way (a proxy's 500, a reset)
+            answer.resume();
+            if (mode === 'write-applied-reset') res.socket?.destroy();
+            else
+              res
+                .writeHead(500, { 'content-type': 'text/html' })
+                .end('<h1>Internal error at db-7.internal</h1>');
           },
         );
         upstream.end(req.body);
@@ -123,24 +142,39 @@ describe('every patient path when the FHIR server answers badly', () => {
     expect(text).not.toContain(proxy.url);
   });
 
-  it('audits an admin write the server did not answer in time as failed with its outcome unknown', async () => {
-    mode = 'write-hangs';
-    const admin = await gw.adminToken();
-    const response = await gw.call('/fhir/Observation', {
-      method: 'POST',
-      token: admin,
-      json: { resourceType: 'Observation', status: 'final', code: { text: 'weight' } },
-    });
-    mode = 'pass';
-    expect(response.status).toBe(504);
-    const row = await gw.deps.db
-      .selectFrom('audit_log')
-      .select(['action', 'outcome', 'error_code', 'detail'])
-      .where('request_id', '=', response.headers.get('x-request-id') ?? '')
-      .where('action', '=', 'fhir.create')
-      .executeTakeFirstOrThrow();
-    expect(row).toMatchObject({ outcome: 'failed', error_code: 'upstream_timeout' });
-    const detail: unknown = typeof row.detail === 'string' ? JSON.parse(row.detail) : row.detail;
-    expect(detail).toMatchObject({ applied: 'unknown' });
-  });
+  it.each([
+    ['did not answer in time', 'write-hangs', 504, 'upstream_timeout', { applied: 'unknown' }],
+    ['applied, then answered 500', 'write-applied-500', 502, 'upstream_error', { applied: 'unknown' }],
+    [
+      'applied, then reset the connection',
+      'write-applied-reset',
+      502,
+      'upstream_unavailable',
+      { applied: 'unknown' },
+    ],
+    ['refused with 400', 'write-refused-400', 400, 'validation_failed', {}],
+  ] as const)(
+    'audits an admin write the server %s as failed, its outcome unknown unless refused',
+    async (_what, m, status, code, outcome) => {
+      mode = m;
+      const admin = await gw.adminToken();
+      const response = await gw.call('/fhir/Observation', {
+        method: 'POST',
+        token: admin,
+        json: { resourceType: 'Observation', status: 'final', code: { text: 'weight' } },
+      });
+      mode = 'pass';
+      expect(response.status).toBe(status);
+      const row = await gw.deps.db
+        .selectFrom('audit_log')
+        .select(['action', 'outcome', 'error_code', 'detail'])
+        .where('request_id', '=', response.headers.get('x-request-id') ?? '')
+        .where('action', '=', 'fhir.create')
+        .executeTakeFirstOrThrow();
+      expect(row).toMatchObject({ outcome: 'failed', error_code: code });
+      const detail = (typeof row.detail === 'string' ? JSON.parse(row.detail) : row.detail) as object;
+      if ('applied' in outcome) expect(detail).toMatchObject(outcome);
+      else expect(detail).not.toHaveProperty('applied');
+    },
+  );
 });

@@ -3,7 +3,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
 import { AppError } from '../../src/errors.js';
 import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
-import { accountIdentifierQuery, createMayHaveLanded } from '../../src/provisioning/provisioningService.js';
+import { writeMayHaveLanded } from '../../src/fhir/upstreamStatus.js';
+import { accountIdentifierQuery } from '../../src/provisioning/provisioningService.js';
 import {
   startFailingProxy,
   startFakeUpstream,
@@ -169,7 +170,7 @@ it.each([
   ['a 422', new AppError('unprocessable'), false],
   ['a bug of ours', new Error('a bug of ours'), true],
 ] as const)('a create that failed with %s may have landed: %s', (_what, error, landed) => {
-  expect(createMayHaveLanded(error)).toBe(landed);
+  expect(writeMayHaveLanded(error)).toBe(landed);
 });
 
 describe.each(DIALECTS)('provisioning when storing the user fails (%s)', (dialect) => {
