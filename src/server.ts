@@ -178,7 +178,13 @@ export async function startGateway(config: Config, options: StartOptions): Promi
         },
         { ...config.firstAdmin, source: 'env' },
       );
-      logger.info({ email: config.firstAdmin.email, result }, 'first admin account');
+      if (result === 'exists')
+        // a changed ADMIN_PASSWORD is easily taken for a password change: say it is not one
+        logger.warn(
+          { email: config.firstAdmin.email, result },
+          'first admin account exists already: ADMIN_PASSWORD is not applied to it (change it with POST /auth/password/change)',
+        );
+      else logger.info({ email: config.firstAdmin.email, result }, 'first admin account');
     }
 
     if (runsBackgroundWork) closers.push(startHousekeeping(database.background, clock, logger));

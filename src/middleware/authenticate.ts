@@ -24,6 +24,8 @@ const BEARER = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/i;
 
 /** RFC 6750 challenge; the same for every failure so it does not tell an attacker why. */
 export const BEARER_CHALLENGE = 'Bearer realm="fhir-facade", error="invalid_token"';
+/** A request that sent no credentials is told what to send, without an error code (RFC 6750 section 3.1). */
+const BEARER_ASKED = 'Bearer realm="fhir-facade"';
 
 /** Why a request was not authenticated: recorded in the audit, never told to the client. */
 export type AuthFailure =
@@ -56,7 +58,9 @@ export function authenticate(options: { auditFailures?: boolean } = {}): Middlew
     if ('reason' in verified) {
       await auditRefusal(c, verified, options.auditFailures === true);
       throw auditedError(
-        new AppError('unauthenticated', { headers: { 'WWW-Authenticate': BEARER_CHALLENGE } }),
+        new AppError('unauthenticated', {
+          headers: { 'WWW-Authenticate': verified.reason === 'missing' ? BEARER_ASKED : BEARER_CHALLENGE },
+        }),
       );
     }
     c.set('caller', verified);

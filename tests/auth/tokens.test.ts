@@ -39,6 +39,15 @@ describe('access token verification', () => {
     expect(response.status).toBe(status);
   });
 
+  it('challenges a request without credentials with no error code, and a bad token with invalid_token (RFC 6750 3.1)', async () => {
+    const none = await gw.call('/auth/me');
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toBe('Bearer realm="fhir-facade"');
+    const bad = await me(`${valid.slice(0, -4)}AAAA`);
+    expect(bad.status).toBe(401);
+    expect(bad.headers.get('www-authenticate')).toBe('Bearer realm="fhir-facade", error="invalid_token"');
+  });
+
   it('refuses alg none', async () => {
     const header = b64({ alg: 'none', typ: 'at+jwt' });
     for (const token of [`${header}.${valid.split('.')[1]}.`, `${header}.${valid.split('.')[1]}.x`]) {

@@ -2,7 +2,10 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startTestGateway } from '../helpers/gateway.js';
+import { loadConfig } from '../../src/config.js';
+import { createLogger } from '../../src/logger.js';
+import { startGateway } from '../../src/server.js';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, startTestGateway } from '../helpers/gateway.js';
 import { tempDir } from '../helpers/tempDir.js';
 
 /**
@@ -82,4 +85,39 @@ describe('npm run admin:create with the password on standard input', () => {
     expect(run.code).toBe(1);
     expect(run.stderr.trim()).toBe('No password given on standard input.');
   }, 60_000);
+});
+
+describe('ADMIN_EMAIL and ADMIN_PASSWORD on a later start', () => {
+  it('leave the existing account as it is, and the start warns that ADMIN_PASSWORD was not applied', async () => {
+    const dataDir = tempDir();
+    const first = await startTestGateway({ dataDir });
+    await first.close();
+    const lines: string[] = [];
+    const destination = { write: (line: string) => lines.push(line) };
+    const config = loadConfig({
+      PORT: '0',
+      DATA_DIR: dataDir,
+      ADMIN_EMAIL,
+      ADMIN_PASSWORD: 'another admin passphrase entirely',
+      PUBLIC_BASE_URL: 'http://gateway.test',
+    });
+    const again = await startGateway(config, { logger: createLogger('info', destination) });
+    try {
+      const warning = lines
+        .map((l) => JSON.parse(l) as { level: number; msg: string })
+        .find((l) => l.level === 40);
+      expect(warning?.msg).toMatch(/ADMIN_PASSWORD is not applied/);
+      expect(lines.join('\n')).not.toContain('another admin passphrase');
+      const login = (password: string) =>
+        fetch(`${again.url}/auth/login`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ email: ADMIN_EMAIL, password }),
+        });
+      expect((await login(ADMIN_PASSWORD)).status).toBe(200);
+      expect((await login('another admin passphrase entirely')).status).toBe(401);
+    } finally {
+      await again.close();
+    }
+  });
 });
