@@ -183,6 +183,22 @@ export interface OAuthStoreTable {
   consumed_at: string | null;
 }
 
+/** A passthrough write on its way to the FHIR server (src/audit/openWrites.ts). */
+export interface OpenWritesTable {
+  id: string;
+  action: string;
+  method: string;
+  target_fhir_type: string | null;
+  target_fhir_id: string | null;
+  operation: string | null;
+  actor_user_id: string | null;
+  actor_role: string | null;
+  request_id: string | null;
+  client_ip: string | null;
+  started_at: string;
+  lease_until: string;
+}
+
 export interface Database {
   users: UsersTable;
   audit_log: AuditLogTable;
@@ -195,6 +211,7 @@ export interface Database {
   rate_limits: RateLimitsTable;
   smart_apps: SmartAppsTable;
   oauth_store: OAuthStoreTable;
+  open_writes: OpenWritesTable;
 }
 
 export type UserRow = Selectable<UsersTable>;

@@ -1,13 +1,18 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
+import { auditInterruptedWrites } from './audit/openWrites.js';
 import { purgeOldWindows } from './auth/rateLimiter.js';
 import type { Clock } from './clock.js';
 import type { Logger } from './logger.js';
 
 const EVERY_MS = 10 * 60_000;
 
-/** Deletes what has no use any more: ended rate-limit windows, expired idempotency keys, ended sessions' tokens. */
-export async function sweep(db: Kysely<Database>, clock: Clock): Promise<void> {
+/**
+ * Deletes what has no use any more: ended rate-limit windows, expired idempotency keys, ended
+ * sessions' tokens. And audits the passthrough writes a stopped process left unaudited.
+ */
+export async function sweep(db: Kysely<Database>, clock: Clock, logger: Logger): Promise<void> {
+  await auditInterruptedWrites(db, clock, logger);
   const now = clock.now().toISOString();
   await purgeOldWindows(db, clock);
   await db.deleteFrom('idempotency_keys').where('expires_at', '<', now).execute();
@@ -20,7 +25,7 @@ export async function sweep(db: Kysely<Database>, clock: Clock): Promise<void> {
 export function startHousekeeping(db: Kysely<Database>, clock: Clock, logger: Logger): () => Promise<void> {
   let running: Promise<void> | undefined;
   const timer = setInterval(() => {
-    running ??= sweep(db, clock)
+    running ??= sweep(db, clock, logger)
       .catch((error: unknown) => logger.warn({ err: error }, 'housekeeping failed'))
       .finally(() => {
         running = undefined;

@@ -5,6 +5,7 @@ import * as m0003 from './0003_sessions_reset_rate_limits.js';
 import * as m0004 from './0004_intents_lanes_access_audit.js';
 import * as m0005 from './0005_smart_apps_oauth.js';
 import * as m0006 from './0006_oauth_store_hashed_keys.js';
+import * as m0007 from './0007_open_writes.js';
 
 /** Every migration, in order. Imported statically so tsx, vitest and a bundle all find them. */
 export const migrations: Record<string, Migration> = {
@@ -14,4 +15,5 @@ export const migrations: Record<string, Migration> = {
   '0004_intents_lanes_access_audit': m0004,
   '0005_smart_apps_oauth': m0005,
   '0006_oauth_store_hashed_keys': m0006,
+  '0007_open_writes': m0007,
 };

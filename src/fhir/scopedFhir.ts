@@ -1,5 +1,6 @@
 import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
-import { type AuditEvent, writeAudit } from '../audit/auditService.js';
+import type { AuditEvent } from '../audit/auditService.js';
+import { auditAndClose, openWrite } from '../audit/openWrites.js';
 import { auditedError } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
@@ -466,31 +467,50 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     await readInScope(type, id, () => fhir.read(type, id));
   };
 
-  const audit = async (
+  const writeAction = (method: string, target: { type?: string; operation?: string }) =>
+    target.operation
+      ? 'fhir.operation'
+      : !target.type
+        ? 'fhir.batch'
+        : (WRITE_ACTIONS[method] ?? 'fhir.write');
+
+  const writeEvent = (
     method: string,
     target: { type?: string; id?: string; operation?: string },
     status: number,
     errorCode?: string,
     extra: Record<string, string> = {},
-  ) => {
-    const action = target.operation
-      ? 'fhir.operation'
-      : !target.type
-        ? 'fhir.batch'
-        : (WRITE_ACTIONS[method] ?? 'fhir.write');
-    await writeAudit(deps.db, deps.clock, {
-      action,
-      outcome: status < 400 ? 'success' : 'failed',
-      ...(errorCode ? { errorCode } : {}),
-      actorUserId: caller.userId,
-      actorRole: caller.role,
-      targetFhirType: target.type ?? null,
-      targetFhirId: target.id ?? null,
-      requestId: ctx.requestId,
-      clientIp: ctx.clientIp,
-      detail: { method, status, ...(target.operation ? { operation: target.operation } : {}), ...extra },
-    });
-  };
+  ): AuditEvent => ({
+    action: writeAction(method, target),
+    outcome: status < 400 ? 'success' : 'failed',
+    ...(errorCode ? { errorCode } : {}),
+    actorUserId: caller.userId,
+    actorRole: caller.role,
+    targetFhirType: target.type ?? null,
+    targetFhirId: target.id ?? null,
+    requestId: ctx.requestId,
+    clientIp: ctx.clientIp,
+    detail: { method, status, ...(target.operation ? { operation: target.operation } : {}), ...extra },
+  });
+
+  /** Records the write before it is forwarded: a process killed before its outcome is audited leaves this for reconciliation. */
+  const openRecord = (method: string, target: { type?: string; id?: string; operation?: string }) =>
+    openWrite(
+      deps.db,
+      deps.clock,
+      {
+        action: writeAction(method, target),
+        method,
+        operation: target.operation,
+        targetFhirType: target.type ?? null,
+        targetFhirId: target.id ?? null,
+        actorUserId: caller.userId,
+        actorRole: caller.role,
+        requestId: ctx.requestId,
+        clientIp: ctx.clientIp,
+      },
+      deps.config.fhir.timeoutMs,
+    );
 
   /**
    * An admin's read by id, history or GET operation: recorded with the patients of what came
@@ -523,6 +543,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     target: { type?: string; id?: string; operation?: string },
     write: () => Promise<R>,
   ): Promise<R> => {
+    const open = await openRecord(method, target);
     let result: R;
     try {
       result = await write();
@@ -531,12 +552,17 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       // a timeout, a lost connection or a 5xx after the request went out: the server may have
       // applied the write, so it is not recorded as one that failed, and what it may have moved is forgotten
       const mayHaveLanded = writeMayHaveLanded(error);
-      await audit(
-        method,
-        target,
-        appError?.status ?? 500,
-        appError?.code ?? 'internal_error',
-        mayHaveLanded ? { applied: 'unknown' } : {},
+      await auditAndClose(
+        deps.db,
+        deps.clock,
+        open,
+        writeEvent(
+          method,
+          target,
+          appError?.status ?? 500,
+          appError?.code ?? 'internal_error',
+          mayHaveLanded ? { applied: 'unknown' } : {},
+        ),
       );
       if (mayHaveLanded) await forgetWhatMayHaveMoved(target, target.id);
       throw error instanceof Error ? auditedError(error) : error;
@@ -544,7 +570,12 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     const body = result.body as Resource | undefined;
     const createdId = body?.resourceType === target.type ? body?.id : undefined;
     const id = target.id ?? (result as Partial<Written<Resource>>).id ?? createdId;
-    await audit(method, { ...target, ...(id ? { id } : {}) }, result.status);
+    await auditAndClose(
+      deps.db,
+      deps.clock,
+      open,
+      writeEvent(method, { ...target, ...(id ? { id } : {}) }, result.status),
+    );
     await forgetWhatMayHaveMoved(target, id);
     return result;
   };

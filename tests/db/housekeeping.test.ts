@@ -30,7 +30,7 @@ describe.each(DIALECTS)('housekeeping (%s)', (dialect) => {
         row('hk-no-expiry', null),
       ])
       .execute();
-    await sweep(gw.deps.db, gw.deps.clock);
+    await sweep(gw.deps.db, gw.deps.clock, gw.deps.logger);
     const left = await gw.deps.db
       .selectFrom('oauth_store')
       .select('id')
