@@ -84,14 +84,25 @@ export function isPractitionerWritable(type: string): boolean {
 // a plain `Type/id`, or `#id` naming a contained resource; an id of dots only (`.`, `..`) is a path, not an id
 const PLAIN_REFERENCE = /^(?:([A-Z][A-Za-z]{1,63})\/(?!\.+$)[A-Za-z0-9\-.]{1,64}|#[A-Za-z0-9\-.]{1,64})$/;
 
-/** Every `reference` string of a resource: every Reference, in contained resources and extensions too. */
+/** A `reference` string met on the walk, kept in its place among the values still to visit. */
+class FoundReference {
+  constructor(readonly reference: string) {}
+}
+
+/** Every `reference` string of a resource, in document order: in contained resources and extensions too. */
 export function everyReference(value: unknown, out: string[] = []): string[] {
-  if (Array.isArray(value)) {
-    for (const item of value) everyReference(item, out);
-  } else if (value !== null && typeof value === 'object') {
-    for (const [key, item] of Object.entries(value)) {
-      if (key === 'reference' && typeof item === 'string') out.push(item);
-      else everyReference(item, out);
+  // a stack, not recursion: a body nested thousands deep overflowed the call stack (a 500)
+  const pending: unknown[] = [value];
+  while (pending.length > 0) {
+    const next = pending.pop();
+    if (next instanceof FoundReference) out.push(next.reference);
+    else if (Array.isArray(next)) for (let i = next.length - 1; i >= 0; i--) pending.push(next[i]);
+    else if (next !== null && typeof next === 'object') {
+      const entries = Object.entries(next);
+      for (let i = entries.length - 1; i >= 0; i--) {
+        const [key, item] = entries[i] as [string, unknown];
+        pending.push(key === 'reference' && typeof item === 'string' ? new FoundReference(item) : item);
+      }
     }
   }
   return out;

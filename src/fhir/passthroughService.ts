@@ -18,8 +18,11 @@ import {
   assertEntityTags,
   assertJsonBody,
   assertQuerySize,
+  assertUtf8Charset,
   cursorCompanions,
   jsonOnly,
+  MAX_BODY_DEPTH,
+  nestedAtMost,
   preferredBody,
   successOutcome,
 } from './searchPolicy.js';
@@ -138,6 +141,7 @@ class Passthrough {
   /** Shapes the server cannot read are 400 here; a person is written only where no account is lost or left without one. */
   private async assertAdminWrite(method: string, target: FhirTarget, request: PassRequest): Promise<void> {
     assertAdminWrite(method, target, request.query, request.headers['if-match']);
+    if (request.body !== undefined) assertUtf8Charset(request.contentType);
     if (method === 'PATCH') assertPatchBody(target, request.contentType, request.body);
     if (method === 'POST' && !target.type && !target.operation) {
       for (const person of assertBatchBody(request.body)) await this.assertPersonWrite(person);
@@ -349,9 +353,16 @@ function withOurOutcomes(bundle: Bundle): Bundle {
 function parseResource(body: string | undefined): Resource {
   try {
     const parsed = JSON.parse(body ?? '') as unknown;
-    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Resource;
-  } catch {
-    // answered below
+    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) {
+      if (!nestedAtMost(parsed))
+        throw new AppError('validation_failed', {
+          detail: `The resource nests deeper than ${MAX_BODY_DEPTH} levels.`,
+        });
+      return parsed as Resource;
+    }
+  } catch (error) {
+    if (error instanceof AppError) throw error;
+    // not JSON: answered below
   }
   throw new AppError('invalid_json');
 }

@@ -271,11 +271,34 @@ export function acceptsJson(accept: string | undefined): boolean {
  * (RFC 8259 section 8.1; the body is read as UTF-8): 415 otherwise, nothing stored.
  */
 export function assertJsonBody(contentType: string | undefined): void {
-  const declared = contentType ?? '';
-  const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(declared)?.[1];
-  const json = /^application\/(fhir\+)?json\s*(;|$)/i.test(declared);
-  if (!json || (charset !== undefined && !/^utf-?8$/i.test(charset)))
+  if (!/^application\/(fhir\+)?json\s*(;|$)/i.test(contentType ?? ''))
     throw new AppError('unsupported_media_type');
+  assertUtf8Charset(contentType);
+}
+
+/** Deeper than any resource a person writes (a Questionnaire's items nest two levels each). */
+export const MAX_BODY_DEPTH = 128;
+
+/**
+ * Whether a parsed body nests at most `max` objects and arrays deep. Walked with a stack: every
+ * recursive walk of a body (the reference check, JSON.stringify on the way upstream) overflows
+ * the call stack on a body thousands deep, which was a 500.
+ */
+export function nestedAtMost(value: unknown, max = MAX_BODY_DEPTH): boolean {
+  const pending: [unknown, number][] = [[value, 0]];
+  while (pending.length > 0) {
+    const [next, depth] = pending.pop() as [unknown, number];
+    if (next === null || typeof next !== 'object') continue;
+    if (depth >= max) return false;
+    for (const item of Array.isArray(next) ? next : Object.values(next)) pending.push([item, depth + 1]);
+  }
+  return true;
+}
+
+/** A body is read as UTF-8 (RFC 8259): one declared in another charset would reach the server garbled, 415. */
+export function assertUtf8Charset(contentType: string | undefined): void {
+  const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(contentType ?? '')?.[1];
+  if (charset !== undefined && !/^utf-?8$/i.test(charset)) throw new AppError('unsupported_media_type');
 }
 
 /**

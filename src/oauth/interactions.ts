@@ -8,6 +8,7 @@ import { verifyLogin } from '../auth/authService.js';
 import { passwordTooLong } from '../auth/passwords.js';
 import { AppError } from '../errors.js';
 import { requestContext } from '../http/requestContext.js';
+import { EmailSchema } from '../http/schemas.js';
 import type { AppEnv } from '../http/types.js';
 import { findUserById } from '../users/userRepository.js';
 import { startSmartSession } from './accounts.js';
@@ -174,8 +175,9 @@ async function checkLogin(
   email: string,
   password: string,
 ): Promise<UserRow | AppError> {
-  // refused before hashing, as /auth/login does, and audited here (verifyLogin never sees it)
-  if (passwordTooLong(password) || email.length > 254) {
+  // refused before hashing, as /auth/login does, and audited here (verifyLogin never sees it); an
+  // address that is not one (a NUL, which PostgreSQL refuses) never reaches the database
+  if (passwordTooLong(password) || email.length > 254 || !EmailSchema.safeParse(email).success) {
     await auditLoginRefusal(c, 'invalid_credentials', launch.clientId);
     return new AppError('invalid_credentials');
   }

@@ -183,6 +183,45 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
     expect(((await after.json()) as Bundle).total).toBe(count);
   });
 
+  it('refuses an admin write declared in a charset other than UTF-8 with 415 (it would be stored garbled)', async () => {
+    const body = JSON.stringify({ resourceType: 'Basic', code: { text: 'Zoë ä €' } });
+    for (const contentType of [
+      'application/fhir+json; charset=iso-8859-1',
+      'application/json; charset="windows-1252"',
+    ]) {
+      const refused = await gw.call('/fhir/Basic', {
+        method: 'POST',
+        token: tokens.admin,
+        body,
+        headers: { 'content-type': contentType },
+      });
+      expect(refused.status, contentType).toBe(415);
+    }
+    const stored = await gw.call('/fhir/Basic', {
+      method: 'POST',
+      token: tokens.admin,
+      body,
+      headers: { 'content-type': 'application/fhir+json; charset=UTF-8' },
+    });
+    expect(stored.status).toBe(201);
+    expect(((await stored.json()) as { code: { text: string } }).code.text).toBe('Zoë ä €');
+  });
+
+  it('answers a practitioner write nested thousands of levels deep with a 4xx, never a 500', async () => {
+    // written out as text: JSON.stringify itself overflows on it
+    const depth = 5_000;
+    const extension = `${'{"url":"http://example.org/nested","extension":['.repeat(depth)}{"url":"http://example.org/leaf","valueString":"x"}${']}'.repeat(depth)}`;
+    const resource = JSON.stringify(observation(ids.p));
+    const response = await gw.call('/fhir/Observation', {
+      method: 'POST',
+      token: tokens.gp,
+      body: `${resource.slice(0, -1)},"extension":[${extension}]}`,
+      headers: { 'content-type': 'application/fhir+json' },
+    });
+    expect(response.status).toBeGreaterThanOrEqual(400);
+    expect(response.status).toBeLessThan(500);
+  });
+
   it('answers a search naming a value set the server does not know 400 for every role (HAPI says 404)', async () => {
     for (const token of [tokens.p, tokens.gp, tokens.admin]) {
       for (const modifier of ['in', 'not-in']) {

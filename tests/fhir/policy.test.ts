@@ -39,6 +39,7 @@ import {
   isScopedSearchParam,
   jsonOnly,
   narrowSearch,
+  nestedAtMost,
   versionTagFor,
 } from '../../src/fhir/searchPolicy.js';
 import { readSubset, type Subset, subsetOf } from '../../src/fhir/subsetting.js';
@@ -72,6 +73,34 @@ describe("what a practitioner's write may reference", () => {
     [{ focus: [{ display: 'no reference at all' }] }, ['a']],
   ])('%j names the patients %j (undefined: refused)', (extra, expected) => {
     expect(patientsReferencedByWrite(everyReference(obs(extra)))).toEqual(expected);
+  });
+
+  it.each([
+    ['a flat resource', { resourceType: 'Basic', code: { text: 'x' } }, 3, true],
+    ['exactly at the limit', { a: { b: { c: 1 } } }, 3, true],
+    ['one level over', { a: { b: { c: { d: 1 } } } }, 3, false],
+    ['arrays count as levels', { a: [[1]] }, 2, false],
+    ['scalars do not', { a: 'x', b: 1, c: null }, 1, true],
+  ] as const)('nestedAtMost: %s', (_what, value, max, expected) => {
+    expect(nestedAtMost(value, max)).toBe(expected);
+  });
+
+  it('nestedAtMost walks a body 100,000 levels deep without overflowing', () => {
+    let deep: unknown = {};
+    for (let i = 0; i < 100_000; i++) deep = { extension: [deep] };
+    expect(nestedAtMost(deep)).toBe(false);
+  });
+
+  it('finds every reference in document order, also in a body nested 100,000 levels deep', () => {
+    const resource = {
+      subject: { reference: 'Patient/a' },
+      contained: [{ performer: [{ reference: 'Practitioner/b' }] }],
+      extension: [{ valueReference: { reference: '#c' } }],
+    };
+    expect(everyReference(resource)).toEqual(['Patient/a', 'Practitioner/b', '#c']);
+    let deep: unknown = { reference: 'Patient/deep' };
+    for (let i = 0; i < 100_000; i++) deep = { extension: [deep] };
+    expect(everyReference(deep)).toEqual(['Patient/deep']);
   });
 
   it.each([

@@ -3,6 +3,7 @@ import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { oauthStoreKey } from '../../src/oauth/adapter.js';
 import type { TestGateway } from '../helpers/gateway.js';
+import { DIALECTS } from '../helpers/postgres.js';
 import {
   authorizeUrl,
   Browser,
@@ -969,5 +970,40 @@ describe('SMART App Launch: the protocol', () => {
         .execute();
       expect(audit.some((row) => JSON.parse(row.detail ?? '{}').client_id === app.client_id)).toBe(true);
     });
+  });
+});
+
+describe.each(DIALECTS)('the SMART login form on %s', (dialect) => {
+  let gw: TestGateway;
+  let app: RegisteredApp;
+  beforeAll(async () => {
+    gw = await startSmartGateway({ dialect });
+    app = await registerApp(gw, { redirect_uris: ['http://127.0.0.1:9/app/callback'] });
+  });
+  afterAll(() => gw.close());
+
+  it.each([
+    ['a NUL', 'ann\u0000@example.com'],
+    ['no address at all', 'not an address'],
+    ['two addresses', 'a@example.com, b@example.com'],
+  ])('answers an email with %s like a wrong password, never a 500', async (_what, email) => {
+    const browser = new Browser();
+    const { challenge } = pkcePair();
+    const start = await browser.fetch(
+      authorizeUrl(gw, {
+        clientId: app.client_id,
+        redirectUri: app.redirect_uris[0]!,
+        scope: SCOPE,
+        challenge,
+      }),
+    );
+    const loginUrl = new URL(start.headers.get('location')!, gw.url).href;
+    const login = await (await browser.fetch(loginUrl)).text();
+    const response = await browser.fetch(`${loginUrl}/login`, {
+      method: 'POST',
+      body: new URLSearchParams({ csrf: csrfOf(login), email, password: 'a long and plain passphrase' }),
+    });
+    expect(response.status).toBe(401);
+    expect(await response.text()).toContain('Email or password is incorrect.');
   });
 });
