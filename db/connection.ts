@@ -33,29 +33,29 @@ export function isLockTimeout(error: unknown): boolean {
 
 /** The `code` of a statement PostgreSQL left unanswered past its budget (the connection was dropped). */
 export const QUERY_TIMEOUT = 'QUERY_TIMEOUT';
+/** The `code` of a failure to reach PostgreSQL, or of a connection lost under a statement. */
+export const DATABASE_UNREACHABLE = 'DATABASE_UNREACHABLE';
 
 /**
  * PostgreSQL could not be reached or stopped answering: no connection within the wait, one lost,
  * a statement unanswered past its budget, or the server shutting down. Unlike a lock timeout, a
- * statement cut off this way may have been done (a COMMIT whose answer was lost).
+ * statement cut off this way may have been done (a COMMIT whose answer was lost). Only errors of
+ * the database's own pool are tagged so: a client's connection reset elsewhere is not one.
  */
 export function isDatabaseUnreachable(error: unknown): boolean {
-  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
-  if (code === QUERY_TIMEOUT) return true;
+  const code = (error as { code?: unknown } | null | undefined)?.code;
+  if (code === QUERY_TIMEOUT || code === DATABASE_UNREACHABLE) return true;
   // class 08: connection exceptions; 57P01-57P03: the server shutting down, crashed or starting
-  if (typeof code === 'string' && /^(08...|57P0[1-3])$/.test(code)) return true;
-  if (
-    typeof code === 'string' &&
-    /^E(CONNREFUSED|CONNRESET|PIPE|TIMEDOUT|HOSTUNREACH|NETUNREACH|AI_AGAIN|NOTFOUND)$/.test(code)
-  )
-    return true;
-  // pg's own words for a connection it lost or could not get from the pool in time
-  return (
-    typeof message === 'string' &&
-    /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/.test(
-      message,
-    )
-  );
+  return typeof code === 'string' && /^(08...|57P0[1-3])$/.test(code);
+}
+
+/** A pool or connection failure without a SQLSTATE (pg's "Connection terminated", ECONNREFUSED, a connect timeout), tagged. */
+function unreachable(error: unknown): unknown {
+  if (error instanceof pg.DatabaseError) return error; // the server's own answer, with its SQLSTATE
+  return Object.assign(new Error('the database could not be reached'), {
+    code: DATABASE_UNREACHABLE,
+    cause: error,
+  });
 }
 
 export interface DatabaseHandle {
@@ -241,14 +241,20 @@ function openPostgres(connectionString: string, queryTimeoutMs: number | undefin
   // bigint counts come back as strings from pg; our counts are small, so parse them as numbers
   pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
   return new Kysely<Database>({
-    dialect: new PostgresDialect({ pool: queryTimeoutMs ? withQueryTimeout(pool, queryTimeoutMs) : pool }),
+    dialect: new PostgresDialect({ pool: withQueryTimeout(pool, queryTimeoutMs) }),
   });
 }
 
-/** The pool, as Kysely sees it, with every statement bound to `timeoutMs`. */
-function withQueryTimeout(pool: pg.Pool, timeoutMs: number): PostgresPool {
+/** The pool, as Kysely sees it: failures to reach the server tagged, every statement bound to `timeoutMs`. */
+function withQueryTimeout(pool: pg.Pool, timeoutMs: number | undefined): PostgresPool {
   return {
-    connect: async () => withStatementTimeout(await pool.connect(), timeoutMs),
+    connect: async () => {
+      try {
+        return withStatementTimeout(await pool.connect(), timeoutMs);
+      } catch (error) {
+        throw unreachable(error);
+      }
+    },
     end: () => pool.end(),
   };
 }
@@ -259,17 +265,22 @@ function withQueryTimeout(pool: pg.Pool, timeoutMs: number): PostgresPool {
  * and the pool opens a fresh one. pg's own query_timeout leaves the connection waiting instead,
  * and hands the next statement to it.
  */
-function withStatementTimeout(client: pg.PoolClient, timeoutMs: number): PostgresPoolClient {
+function withStatementTimeout(client: pg.PoolClient, timeoutMs: number | undefined): PostgresPoolClient {
   let timedOut = false;
   const bounded = async (text: string, parameters: readonly unknown[]) => {
-    const timer = setTimeout(() => {
-      timedOut = true;
-      (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
-    }, timeoutMs);
+    const timer =
+      timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            timedOut = true;
+            (
+              client as unknown as { connection: { stream: { destroy(): void } } }
+            ).connection.stream.destroy();
+          }, timeoutMs);
     try {
       return await client.query(text, [...parameters]);
     } catch (error) {
-      if (!timedOut) throw error;
+      if (!timedOut) throw unreachable(error);
       throw Object.assign(new Error(`the database did not answer within ${timeoutMs} ms`), {
         code: QUERY_TIMEOUT,
         cause: error,

@@ -1,5 +1,6 @@
 import type { Context } from 'hono';
 import { Hono } from 'hono';
+import { AppError } from '../errors.js';
 import { rawRequestTarget, requestContext } from '../http/requestContext.js';
 import type { AppEnv } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
@@ -15,6 +16,16 @@ function rawPathAndQuery(c: Context<AppEnv>): { path: string; rawQuery: string; 
   if (index < 0) return { path: raw, rawQuery: '', query: new URLSearchParams() };
   const rawQuery = raw.slice(index + 1);
   return { path: raw.slice(0, index), rawQuery, query: new URLSearchParams(rawQuery) };
+}
+
+/** The request body; one the client stopped sending (it closed the connection) is its failure, a 400, not ours. */
+async function bodyText(c: Context<AppEnv>): Promise<string> {
+  try {
+    return await c.req.text();
+  } catch (error) {
+    if (error instanceof AppError) throw error; // e.g. the size limit's 413
+    throw new AppError('invalid_json', { detail: 'The request body could not be read.', cause: error });
+  }
 }
 
 function fhirJson(body: string | undefined, status: number, headers: Record<string, string>): Response {
@@ -44,7 +55,7 @@ export function passthroughRoutes() {
       rawPath: path,
       rawQuery,
       query,
-      body: hasBody ? await c.req.text() : undefined,
+      body: hasBody ? await bodyText(c) : undefined,
       contentType: c.req.header('content-type'),
       headers: {
         'if-match': c.req.header('if-match'),

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { isDatabaseUnreachable, QUERY_TIMEOUT } from '../../db/connection.js';
+import { DATABASE_UNREACHABLE, isDatabaseUnreachable, QUERY_TIMEOUT } from '../../db/connection.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, startTestGateway } from '../helpers/gateway.js';
 import { type PostgresProxy, startPostgresProxy } from '../helpers/pgProxy.js';
 import { createTestSchema, TEST_DATABASE_URL } from '../helpers/postgres.js';
@@ -81,9 +81,9 @@ it.each([
   ['a statement past its budget', { code: QUERY_TIMEOUT }, true],
   ['a connection exception (class 08)', { code: '08006' }, true],
   ['the server shutting down', { code: '57P01' }, true],
-  ['a refused connection', { code: 'ECONNREFUSED' }, true],
-  ['a connection pg lost', new Error('Connection terminated unexpectedly'), true],
-  ['no connection in time', new Error('timeout exceeded when trying to connect'), true],
+  ['a failure of the pool to reach the server', { code: DATABASE_UNREACHABLE }, true],
+  // only the pool's own failures count: a client closing its request is not the database
+  ['a connection reset elsewhere', { code: 'ECONNRESET' }, false],
   ['a unique violation', { code: '23505' }, false],
   ['a lock timeout', { code: '55P03' }, false],
   ['a syntax error of ours', { code: '42601' }, false],

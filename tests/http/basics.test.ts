@@ -1,6 +1,8 @@
 import http from 'node:http';
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { waitFor } from '../helpers/processes.js';
 
 /** A JSON POST sent in 16 KiB chunks with no Content-Length (Transfer-Encoding: chunked). */
 function chunkedPost(url: string, body: string): Promise<{ status: number; body: string }> {
@@ -280,5 +282,43 @@ describe('readiness with the FHIR server down', () => {
       await gw.close();
       await hang.close();
     }
+  });
+});
+
+describe('a client that closes the connection halfway through its body', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startTestGateway();
+  });
+  afterAll(() => gw.close());
+
+  it('is its own failure on /fhir (a 400, denied), never a 500 of ours', async () => {
+    const token = await gw.adminToken();
+    const { hostname, port } = new URL(gw.url);
+    const socket = net.connect(Number(port), hostname);
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write(
+      [
+        'POST /fhir/Observation HTTP/1.1',
+        `Host: ${hostname}:${port}`,
+        `Authorization: Bearer ${token}`,
+        'Content-Type: application/fhir+json',
+        'Content-Length: 500',
+        'X-Request-Id: client-gone-halfway',
+        '',
+        '{"resourceType":',
+      ].join('\r\n'),
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    socket.destroy();
+    const rows = await waitFor('the refusal to be audited', async () => {
+      const found = await gw.deps.db
+        .selectFrom('audit_log')
+        .select(['outcome', 'error_code'])
+        .where('request_id', '=', 'client-gone-halfway')
+        .execute();
+      return found.length > 0 ? found : undefined;
+    });
+    expect(rows).toEqual([{ outcome: 'denied', error_code: 'invalid_json' }]);
   });
 });
