@@ -19,6 +19,9 @@ function redirectUriProblem(value: string): string | undefined {
   if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:'))
     return 'must be an absolute http(s) URL';
   if (url.hash || value.includes('#')) return 'must not have a fragment';
+  // the URL parser drops tabs and line breaks and keeps a NUL: the URI stored and matched would
+  // not be the one the admin sees, and a NUL is cut short by some clients and browsers
+  if (/[\u0000-\u0020\u007f]/.test(value)) return 'must not contain spaces or control characters';
   if (url.username || url.password) return 'must not carry credentials';
   // an eavesdropper on plain http would read the authorization code
   if (url.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname))

@@ -70,6 +70,18 @@ describe('/admin/smart-apps', () => {
     ],
     ['a relative redirect URI', { redirect_uris: ['/cb'] }, 'redirect_uris.0'],
     [
+      'a redirect URI with a NUL',
+      { redirect_uris: ['https://portal.example.com/cb\u0000'] },
+      'redirect_uris.0',
+    ],
+    ['a redirect URI with a tab', { redirect_uris: ['https://portal.example.com/c\tb'] }, 'redirect_uris.0'],
+    [
+      'a redirect URI with a line break',
+      { redirect_uris: ['https://portal.example.com/cb\n'] },
+      'redirect_uris.0',
+    ],
+    ['a redirect URI with a space', { redirect_uris: ['https://portal.example.com/c b'] }, 'redirect_uris.0'],
+    [
       'a redirect URI with credentials',
       { redirect_uris: ['https://u:p@portal.example.com/cb'] },
       'redirect_uris.0',
