@@ -79,6 +79,29 @@ function refuse(parameter: string, message: string): AppError {
   return new AppError('validation_failed', { errors: [{ path: parameter, message }] });
 }
 
+const NUMBER = String.raw`-?\d{1,3}(?:\.\d{1,12})?`;
+const NEAR = new RegExp(
+  String.raw`^(${NUMBER})\|(${NUMBER})(?:\|(\d{1,9}(?:\.\d{1,12})?)(?:\|([^|]{1,20}))?)?$`,
+);
+
+/** `near=latitude|longitude[|distance[|units]]` (R4 Location), in range. */
+export function isNearValue(value: string): boolean {
+  const parts = NEAR.exec(value);
+  if (!parts) return false;
+  const [latitude, longitude] = [Number(parts[1]), Number(parts[2])];
+  return Math.abs(latitude) <= 90 && Math.abs(longitude) <= 180;
+}
+
+/** A `near` the FHIR server cannot read is the caller's mistake: HAPI answered it with a 500 (a 502 and an error log here). */
+function assertNearValues(query: URLSearchParams): void {
+  for (const [name, value] of query)
+    if (splitName(name)[0] === 'near' && !isNearValue(value))
+      throw refuse(
+        name,
+        'must be latitude|longitude, optionally |distance and |units (e.g. 42.25|-83.69|10|km)',
+      );
+}
+
 /** `subject:Patient` -> ['subject', 'Patient']. */
 function splitName(name: string): [string, string | undefined] {
   const index = name.indexOf(':');
@@ -135,6 +158,7 @@ export function panelChain(linkingParam: string): string {
  * client named, and the response check still tests every entry.
  */
 export function narrowSearch(type: string, query: URLSearchParams, scope: Scope): NarrowedSearch {
+  assertNearValues(query);
   if (scope.kind === 'all') return { kind: 'search', params: new URLSearchParams(query) };
   if (!isReadableType(type, scope))
     throw new AppError('forbidden', { detail: `Your role cannot search ${type}.` });

@@ -36,6 +36,7 @@ import {
   cursorCompanions,
   historyParams,
   httpDateOrNone,
+  isNearValue,
   isScopedSearchParam,
   jsonOnly,
   narrowSearch,
@@ -83,6 +84,23 @@ describe("what a practitioner's write may reference", () => {
     ['scalars do not', { a: 'x', b: 1, c: null }, 1, true],
   ] as const)('nestedAtMost: %s', (_what, value, max, expected) => {
     expect(nestedAtMost(value, max)).toBe(expected);
+  });
+
+  it.each([
+    ['42.256500|-83.694810', true],
+    ['-83.694810|42.256500|11.20|km', true],
+    ['0|0|0', true],
+    ['90|180|5|mi_i', true],
+    ['abc', false],
+    ['|||', false],
+    ['91|0', false],
+    ['0|181|1|km', false],
+    ['91|181|-1|km', false],
+    ['1|2|3|km|extra', false],
+    ['1e3|2', false],
+    ['', false],
+  ])('isNearValue(%j) is %s', (value, expected) => {
+    expect(isNearValue(value)).toBe(expected);
   });
 
   it('nestedAtMost walks a body 100,000 levels deep without overflowing', () => {
