@@ -20,8 +20,12 @@ export type OpenWrite = Pick<
   'action' | 'targetFhirType' | 'targetFhirId' | 'actorUserId' | 'actorRole' | 'requestId' | 'clientIp'
 > & { readonly method: string; readonly operation?: string | undefined };
 
-/** How long past the FHIR timeout a live request may still be writing its audit entry. */
-const AUDIT_GRACE_MS = 30_000;
+/**
+ * How long past one FHIR timeout a live request may still be working: a batch whose entries'
+ * If-Match each cost a read makes several upstream calls. Generous, so a live write is never
+ * audited as interrupted; the cost is only a later entry for one that was.
+ */
+const AUDIT_GRACE_MS = 10 * 60_000;
 
 /** Records a write about to be forwarded; returns the id its outcome closes. */
 export async function openWrite(

@@ -61,7 +61,7 @@ describe.each(DIALECTS)('an admin write whose process is killed before it is aud
     const creates = () =>
       database.db.selectFrom('audit_log').selectAll().where('action', '=', 'fhir.create').execute();
     expect(await creates()).toEqual([]);
-    const later = new ManualClock(new Date(Date.now() + 10 * 60_000));
+    const later = new ManualClock(new Date(Date.now() + 30 * 60_000));
     const logger = createLogger('silent');
     await sweep(database.db, later, logger);
     const [entry, ...more] = await creates();
