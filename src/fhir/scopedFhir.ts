@@ -38,7 +38,7 @@ import {
 import { type CursorBinding, cursorForLink, cursorUrl, verifyCursor, withEntriesKept } from './links.js';
 import { guardScopes, typesShown } from './scopeGuard.js';
 import { historyParams, narrowSearch, versionTagFor } from './searchPolicy.js';
-import { upstreamStatusError, writeMayHaveLanded } from './upstreamStatus.js';
+import { unexpectedUpstreamBody, upstreamStatusError, writeMayHaveLanded } from './upstreamStatus.js';
 
 /**
  * One scoped FHIR access per request, built from the verified caller (DESIGN.md section 9):
@@ -872,7 +872,11 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       if (scope.kind !== 'all') throw new AppError('forbidden');
       if (request.method === 'GET') {
         const ifNoneMatch = request.headers?.['if-none-match'];
-        const matched = withMatchedEtag(await fhir.forward(request), ifNoneMatch);
+        const answered = await fhir.forward(request);
+        // a read answers what it read: a success without a body (a 204) is the server's fault, not an empty record
+        if (answered.status !== 304 && answered.body === undefined)
+          throw unexpectedUpstreamBody(`${answered.status} without a body to a read`);
+        const matched = withMatchedEtag(answered, ifNoneMatch);
         const result = await withCurrentEtag(matched, target, request.path);
         const checked = await checkForwardedRead(result, target);
         return withSealedLinks(

@@ -23,7 +23,8 @@ type Mode =
   | 'write-hangs'
   | 'write-applied-500'
   | 'write-applied-reset'
-  | 'write-refused-400';
+  | 'write-refused-400'
+  | 'read-204';
 
 const OUTCOME = JSON.stringify({
   resourceType: 'OperationOutcome',
@@ -45,6 +46,10 @@ describe('every patient path when the FHIR server answers badly', () => {
       const isSearch = req.method === 'GET' && /\/Observation(\?|$)/.test(req.url);
       if (mode === 'write-hangs' && req.method === 'POST') {
         // applied, never answered: the request reaches the server, the answer never leaves it
+        return;
+      }
+      if (mode === 'read-204' && req.method === 'GET' && /\/Observation\/[^/?]+$/.test(req.url)) {
+        res.writeHead(204).end();
         return;
       }
       if (mode === 'write-refused-400' && req.method === 'POST') {
@@ -140,6 +145,21 @@ describe('every patient path when the FHIR server answers badly', () => {
     expect(response.status).toBe(status);
     expect(text).not.toContain('db-7');
     expect(text).not.toContain(proxy.url);
+  });
+
+  it("answers an admin's read the server answered 204 (no resource) with 502, never an empty 204", async () => {
+    const admin = await gw.adminToken();
+    const created = await gw.call('/fhir/Observation', {
+      method: 'POST',
+      token: admin,
+      json: { resourceType: 'Observation', status: 'final', code: { text: 'weight' } },
+    });
+    const { id } = (await created.json()) as { id: string };
+    mode = 'read-204';
+    const response = await gw.call(`/fhir/Observation/${id}`, { token: admin });
+    mode = 'pass';
+    expect(response.status).toBe(502);
+    expect(await response.json()).toMatchObject({ resourceType: 'OperationOutcome' });
   });
 
   it.each([
