@@ -97,6 +97,9 @@ class Passthrough {
     const request = query === sent.query ? sent : { ...sent, query };
     const target = parseFhirPath(request.rawPath);
     const method = request.method.toUpperCase();
+    // FHIR's RESTful API has these alone: another method (PROPFIND, a WebDAV verb) must not reach the server (HAPI: 501)
+    if (!FHIR_METHODS.has(method))
+      throw new AppError('method_not_allowed', { headers: { Allow: FHIR_ALLOW } });
     const cursor = request.query.get('_cursor');
     if (cursor !== null) return this.page(target, request, cursor);
     if (target.searchPost) return this.searchPost(target, request);
@@ -366,6 +369,9 @@ function parseResource(body: string | undefined): Resource {
   }
   throw new AppError('invalid_json');
 }
+
+const FHIR_METHODS: ReadonlySet<string> = new Set(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']);
+const FHIR_ALLOW = 'GET, HEAD, POST, PUT, PATCH, DELETE';
 
 /** Handles one /fhir request through the caller's scoped FHIR access. */
 export function passthrough(deps: AppDeps, fhir: ScopedFhir, request: PassRequest): Promise<PassResponse> {

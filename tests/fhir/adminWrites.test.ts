@@ -164,6 +164,14 @@ describe.each(UPSTREAMS)("an admin's forwarded writes, %s upstream", (upstream) 
     expect(rows.some((r) => r.action === 'fhir.batch')).toBe(true);
   });
 
+  it('answers a method FHIR does not have (PROPFIND, MKCOL) 405 with the FHIR methods, never forwarding it', async () => {
+    for (const method of ['PROPFIND', 'MKCOL', 'LOCK']) {
+      const response = await gw.call(`/fhir/Observation/${ids.obs}`, { method, token });
+      expect(response.status, method).toBe(405);
+      expect(response.headers.get('allow')).toBe('GET, HEAD, POST, PUT, PATCH, DELETE');
+    }
+  });
+
   it('answers a write the server cannot read 400 (or 405), and changes nothing', async () => {
     const patch = (body: string, contentType: string, path = `/fhir/Observation/${ids.obs}`) =>
       send('PATCH', path, body, { 'content-type': contentType });
