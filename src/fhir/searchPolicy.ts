@@ -79,9 +79,9 @@ function refuse(parameter: string, message: string): AppError {
   return new AppError('validation_failed', { errors: [{ path: parameter, message }] });
 }
 
-const NUMBER = String.raw`-?\d{1,3}(?:\.\d{1,12})?`;
+const NUMBER = String.raw`-?\d{1,3}(?:\.\d{1,20})?`;
 const NEAR = new RegExp(
-  String.raw`^(${NUMBER})\|(${NUMBER})(?:\|(\d{1,9}(?:\.\d{1,12})?)(?:\|([^|]{1,20}))?)?$`,
+  String.raw`^(${NUMBER})\|(${NUMBER})(?:\|(\d{1,9}(?:\.\d{1,20})?)(?:\|([^|]{1,20}))?)?$`,
 );
 
 /** `near=latitude|longitude[|distance[|units]]` (R4 Location), in range. */
@@ -92,14 +92,20 @@ export function isNearValue(value: string): boolean {
   return Math.abs(latitude) <= 90 && Math.abs(longitude) <= 180;
 }
 
-/** A `near` the FHIR server cannot read is the caller's mistake: HAPI answered it with a 500 (a 502 and an error log here). */
-function assertNearValues(query: URLSearchParams): void {
-  for (const [name, value] of query)
-    if (splitName(name)[0] === 'near' && !isNearValue(value))
+/**
+ * Values the FHIR server cannot read are the caller's mistake: HAPI answered a malformed `near`
+ * and a negative `_offset` with a 500 (a 502 and an error log here).
+ */
+function assertReadableValues(query: URLSearchParams): void {
+  for (const [name, value] of query) {
+    const base = splitName(name)[0];
+    if (base === 'near' && !isNearValue(value))
       throw refuse(
         name,
         'must be latitude|longitude, optionally |distance and |units (e.g. 42.25|-83.69|10|km)',
       );
+    if (base === '_offset' && !/^\d{1,9}$/.test(value)) throw refuse(name, 'must be a whole number from 0');
+  }
 }
 
 /** `subject:Patient` -> ['subject', 'Patient']. */
@@ -158,7 +164,7 @@ export function panelChain(linkingParam: string): string {
  * client named, and the response check still tests every entry.
  */
 export function narrowSearch(type: string, query: URLSearchParams, scope: Scope): NarrowedSearch {
-  assertNearValues(query);
+  assertReadableValues(query);
   if (scope.kind === 'all') return { kind: 'search', params: new URLSearchParams(query) };
   if (!isReadableType(type, scope))
     throw new AppError('forbidden', { detail: `Your role cannot search ${type}.` });

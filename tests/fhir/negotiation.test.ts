@@ -222,12 +222,14 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
     expect(response.status).toBeLessThan(500);
   });
 
-  it('answers a near the server cannot read 400 for every role (HAPI answered 500)', async () => {
+  it('answers a near or _offset the server cannot read 400 for every role (HAPI answered 500)', async () => {
     for (const near of ['abc', '|||', '91|181|-1|km'])
       for (const token of [tokens.p, tokens.gp, tokens.admin]) {
         const response = await get(`/fhir/Location?near=${encodeURIComponent(near)}`, token);
         expect(response.status, near).toBe(400);
       }
+    const offset = await get('/fhir/Observation?_offset=-5', tokens.admin);
+    expect(offset.status).toBe(400);
   });
 
   it('answers a search naming a value set the server does not know 400 for every role (HAPI says 404)', async () => {

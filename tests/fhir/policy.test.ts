@@ -90,6 +90,7 @@ describe("what a practitioner's write may reference", () => {
     ['42.256500|-83.694810', true],
     ['-83.694810|42.256500|11.20|km', true],
     ['0|0|0', true],
+    ['42.25650012345678|-83.69481098765432|1.5', true],
     ['90|180|5|mi_i', true],
     ['abc', false],
     ['|||', false],
