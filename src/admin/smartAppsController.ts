@@ -13,6 +13,9 @@ const manageApps = [authenticate({ auditFailures: true }), requirePermission('sm
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+const SPACE_OR_CONTROL = /[\u0000-\u0020\u007f-\u009f\u2028\u2029]/;
+
 /** Why a redirect URI is refused, or undefined (RFC 9700 section 2.1: exact, https but for loopback). */
 function redirectUriProblem(value: string): string | undefined {
   const url = URL.parse(value);
@@ -21,7 +24,7 @@ function redirectUriProblem(value: string): string | undefined {
   if (url.hash || value.includes('#')) return 'must not have a fragment';
   // the URL parser drops tabs and line breaks and keeps a NUL: the URI stored and matched would
   // not be the one the admin sees, and a NUL is cut short by some clients and browsers
-  if (/[\u0000-\u0020\u007f]/.test(value)) return 'must not contain spaces or control characters';
+  if (SPACE_OR_CONTROL.test(value)) return 'must not contain spaces or control characters';
   if (url.username || url.password) return 'must not carry credentials';
   // an eavesdropper on plain http would read the authorization code
   if (url.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname))

@@ -82,6 +82,11 @@ describe('/admin/smart-apps', () => {
     ],
     ['a redirect URI with a space', { redirect_uris: ['https://portal.example.com/c b'] }, 'redirect_uris.0'],
     [
+      'a redirect URI with a C1 control',
+      { redirect_uris: ['https://portal.example.com/cb\u0085'] },
+      'redirect_uris.0',
+    ],
+    [
       'a redirect URI with credentials',
       { redirect_uris: ['https://u:p@portal.example.com/cb'] },
       'redirect_uris.0',
