@@ -49,13 +49,35 @@ export function isDatabaseUnreachable(error: unknown): boolean {
   return typeof code === 'string' && /^(08...|57P0[1-3])$/.test(code);
 }
 
-/** A pool or connection failure without a SQLSTATE (pg's "Connection terminated", ECONNREFUSED, a connect timeout), tagged. */
-function unreachable(error: unknown): unknown {
-  if (error instanceof pg.DatabaseError) return error; // the server's own answer, with its SQLSTATE
+/** An error tagged as the database out of reach (its cause kept for the log). */
+function unreachable(error: unknown): Error {
   return Object.assign(new Error('the database could not be reached'), {
     code: DATABASE_UNREACHABLE,
     cause: error,
   });
+}
+
+const SOCKET_FAILURES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+]);
+
+/**
+ * Whether a statement failed because its connection did (pg's "Connection terminated…", a socket
+ * error), not because the server refused it (a SQLSTATE) or a bug of ours threw (a TypeError).
+ */
+function isConnectionFailure(error: unknown): boolean {
+  if (error instanceof pg.DatabaseError) return false;
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof code === 'string' && SOCKET_FAILURES.has(code)) return true;
+  return (
+    typeof message === 'string' &&
+    /^(Connection terminated|Client has encountered a connection error|Client was closed)/.test(message)
+  );
 }
 
 export interface DatabaseHandle {
@@ -252,6 +274,7 @@ function withQueryTimeout(pool: pg.Pool, timeoutMs: number | undefined): Postgre
       try {
         return withStatementTimeout(await pool.connect(), timeoutMs);
       } catch (error) {
+        // any failure to get a connection, a refusal by the server included (too many clients, shutting down)
         throw unreachable(error);
       }
     },
@@ -273,14 +296,15 @@ function withStatementTimeout(client: pg.PoolClient, timeoutMs: number | undefin
         ? undefined
         : setTimeout(() => {
             timedOut = true;
+            // pg's socket (private): were it ever absent, the statement would wait on, never throw here
             (
-              client as unknown as { connection: { stream: { destroy(): void } } }
-            ).connection.stream.destroy();
+              client as unknown as { connection?: { stream?: { destroy(): void } } }
+            ).connection?.stream?.destroy();
           }, timeoutMs);
     try {
       return await client.query(text, [...parameters]);
     } catch (error) {
-      if (!timedOut) throw unreachable(error);
+      if (!timedOut) throw isConnectionFailure(error) ? unreachable(error) : error;
       throw Object.assign(new Error(`the database did not answer within ${timeoutMs} ms`), {
         code: QUERY_TIMEOUT,
         cause: error,

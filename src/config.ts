@@ -110,7 +110,8 @@ const envSchema = z.object({
       .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL (leave it unset for the embedded SQLite file)')
       .optional(),
   ),
-  DATABASE_QUERY_TIMEOUT_MS: integer(100, 3_600_000).default(15_000),
+  // above the 2 s lock wait, so a statement waiting for a lock ends as a lock timeout, not as a dropped connection
+  DATABASE_QUERY_TIMEOUT_MS: integer(3_000, 3_600_000).default(15_000),
   FHIR_BASE_URL: z.preprocess(
     emptyToUndefined,
     httpUrl('must be an http(s) URL without credentials').optional(),

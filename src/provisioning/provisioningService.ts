@@ -22,7 +22,13 @@ import {
 import { displayName, emailOf } from './fhirMappers.js';
 import { type ProvisionedType, validateProvisionedResource } from './fhirValidation.js';
 import { finishKey, type HeldKey, keyOfIntent, releaseKey, type StoredResponse } from './idempotency.js';
-import { findIntent, type IntentClaim, insertIntent, renewIntent, settleIntent } from './intents.js';
+import {
+  findIntentAfterWriters,
+  type IntentClaim,
+  insertIntent,
+  renewIntent,
+  settleIntent,
+} from './intents.js';
 
 /**
  * The flow that replaces "create Patient and User in one call" (DESIGN.md section 2):
@@ -252,7 +258,7 @@ function mayHaveCommitted(error: unknown): boolean {
 /** Runs the account's transaction; a failure that may hide a commit counts only once the database says none happened. */
 async function commitOrConfirm(
   deps: AppDeps,
-  intentId: string,
+  claim: IntentClaim,
   userId: string,
   transaction: () => Promise<void>,
 ): Promise<void> {
@@ -260,18 +266,25 @@ async function commitOrConfirm(
     await transaction();
   } catch (error) {
     // a connection lost once COMMIT went out may hide a commit: ask before anyone undoes the FHIR create
-    if (!mayHaveCommitted(error) || !(await committedAnyway(deps, intentId, userId))) throw error;
+    if (!mayHaveCommitted(error) || !(await committedAnyway(deps, claim, userId))) throw error;
   }
 }
 
-/** Whether the account's transaction committed after all: its intent is done with this user. */
-async function committedAnyway(deps: AppDeps, intentId: string, userId: string): Promise<boolean> {
+/**
+ * Whether the account's transaction committed after all: its intent is done with this user.
+ * Still pending under our claim: it did not. Settled by someone else (reconciliation took the
+ * lease and finished it): LeaseLost, so nothing of theirs is undone. No answer: CommitUnknown.
+ */
+async function committedAnyway(deps: AppDeps, claim: IntentClaim, userId: string): Promise<boolean> {
+  let intent: IntentRow | undefined;
   try {
-    const intent = await findIntent(deps.db, intentId);
-    return intent?.state === 'done' && intent.user_id === userId;
+    intent = await findIntentAfterWriters(deps.db, claim.id, deps.dialect);
   } catch (error) {
     throw new CommitUnknown('the database could not say whether the account was stored', { cause: error });
   }
+  if (intent?.state === 'done' && intent.user_id === userId) return true;
+  if (intent?.state === 'pending' && intent.attempts === claim.attempts) return false;
+  throw new LeaseLost('the provisioning intent was settled by another holder');
 }
 
 /** What completing an account needs from the intent (a live request's or a reconciled one's). */
@@ -307,7 +320,7 @@ export async function completeAccount(
     versionId: created.versionId,
     email: intent.email,
   });
-  await commitOrConfirm(deps, intent.id, userId, () =>
+  await commitOrConfirm(deps, claim, userId, () =>
     deps.db.transaction().execute(async (trx) => {
       await insertUser(trx, {
         id: userId,
@@ -502,9 +515,11 @@ async function createAndComplete(
           ? 'commit_unknown'
           : 'user_insert_failed';
     // an account may link to the resource: a racing create's (taken) or our own, if the commit landed (unknown)
+    // asked before every delete (the error may hide who won: a rollback's error replaces the first
+    // one), but a locked database, which no racing create got past either, is not asked again
     const linked = unknown
       ? 'unknown'
-      : taken && created.createdNow
+      : created.createdNow && !busy
         ? await linkedToAnAccount(deps, intent, created.id)
         : 'no';
     // busy, or the link unknown: the intent stays pending and its key locked until the lease lapses;

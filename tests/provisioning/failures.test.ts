@@ -315,6 +315,29 @@ describe.skipIf(!TEST_DATABASE_URL)(
       await smtp.waitFor(1);
     });
 
+    it('answers 201 when the COMMIT outlives the statement budget but lands, and never deletes the resource first', async () => {
+      const { gw } = await gatewayBehindPostgresProxy({ DATABASE_QUERY_TIMEOUT_MS: '3000' });
+      const email = 'slow-commit@example.com';
+      // a COMMIT that takes 4 s and then succeeds (a slow fsync, a lagging synchronous standby): the
+      // gateway gives up on it after 3 s, and must not take "not committed yet" for "not committed"
+      await sql
+        .raw(`create function slow_commit() returns trigger language plpgsql as $$
+        begin if new.email = '${email}' then perform pg_sleep(4); end if; return new; end $$;
+        create constraint trigger slow_commit after insert on users deferrable initially deferred
+        for each row execute function slow_commit();`)
+        .execute(gw.deps.db);
+      const response = await createPatient(gw, email);
+      expect(response.status).toBe(201);
+      const { fhir_id } = (await response.json()) as { fhir_id: string };
+      expect((await gw.deps.fhir.read('Patient', fhir_id)).body?.id).toBe(fhir_id);
+      const user = await gw.deps.db
+        .selectFrom('users')
+        .select('fhir_resource_id')
+        .where('email', '=', email)
+        .executeTakeFirstOrThrow();
+      expect(user.fhir_resource_id).toBe(fhir_id);
+    });
+
     it('when the database is gone too, answers 503 at once and keeps the FHIR resource the account links to', async () => {
       const { gw, proxy } = await gatewayBehindPostgresProxy();
       const email = 'commit-ack-lost-down@example.com';
