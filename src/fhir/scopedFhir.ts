@@ -552,9 +552,8 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       // a timeout, a lost connection or a 5xx after the request went out: the server may have
       // applied the write, so it is not recorded as one that failed, and what it may have moved is forgotten
       const mayHaveLanded = writeMayHaveLanded(error);
-      await auditAndClose(
-        deps.db,
-        deps.clock,
+      if (mayHaveLanded) await forgetWhatMayHaveMoved(target, target.id);
+      await auditOrLeaveToSweep(
         open,
         writeEvent(
           method,
@@ -564,20 +563,30 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
           mayHaveLanded ? { applied: 'unknown' } : {},
         ),
       );
-      if (mayHaveLanded) await forgetWhatMayHaveMoved(target, target.id);
       throw error instanceof Error ? auditedError(error) : error;
     }
     const body = result.body as Resource | undefined;
     const createdId = body?.resourceType === target.type ? body?.id : undefined;
     const id = target.id ?? (result as Partial<Written<Resource>>).id ?? createdId;
-    await auditAndClose(
-      deps.db,
-      deps.clock,
-      open,
-      writeEvent(method, { ...target, ...(id ? { id } : {}) }, result.status),
-    );
     await forgetWhatMayHaveMoved(target, id);
+    await auditOrLeaveToSweep(open, writeEvent(method, { ...target, ...(id ? { id } : {}) }, result.status));
     return result;
+  };
+
+  /**
+   * Audits a write the server has answered. If the database fails now, the write is done all the
+   * same: a 503 "try again" would have the client repeat it. Its open record stays, and the sweep
+   * audits it (applied unknown).
+   */
+  const auditOrLeaveToSweep = async (open: string, event: AuditEvent) => {
+    try {
+      await auditAndClose(deps.db, deps.clock, open, event);
+    } catch (error) {
+      deps.logger.error(
+        { err: error, req_id: ctx.requestId, action: event.action },
+        'write audit not stored now: the housekeeping sweep records it',
+      );
+    }
   };
 
   /** A write to a Patient may have moved it to another GP: the old one must not keep reading and writing for PANEL_CACHE_TTL. */

@@ -5,8 +5,9 @@ import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
 import { sweep } from '../../src/housekeeping.js';
 import { createLogger } from '../../src/logger.js';
 import { startHoldingProxy } from '../helpers/fakeUpstream.js';
-import { ADMIN_EMAIL, ADMIN_PASSWORD, tempDir } from '../helpers/gateway.js';
-import { createTestSchema, DIALECTS } from '../helpers/postgres.js';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, startTestGateway, tempDir } from '../helpers/gateway.js';
+import { startPostgresProxy } from '../helpers/pgProxy.js';
+import { createTestSchema, DIALECTS, TEST_DATABASE_URL } from '../helpers/postgres.js';
 import { startGatewayProcess } from '../helpers/processes.js';
 
 /**
@@ -80,3 +81,43 @@ describe.each(DIALECTS)('an admin write whose process is killed before it is aud
     expect(await database.db.selectFrom('open_writes').selectAll().execute()).toEqual([]);
   });
 });
+
+describe.skipIf(!TEST_DATABASE_URL)(
+  'an admin write the FHIR server applied while the database went away',
+  () => {
+    it('is answered as the server answered it, not 503 "try again", and audited by the sweep', async () => {
+      const fhir = await startEmbeddedFhirServer({ dataDir: tempDir() });
+      cleanups.push(() => fhir.close());
+      const upstream = await startHoldingProxy(
+        fhir.baseUrl,
+        (method, url) => method === 'POST' && /\/Observation$/.test(url),
+      );
+      cleanups.push(() => upstream.close());
+      const schema = await createTestSchema();
+      const database = await startPostgresProxy(schema.url);
+      cleanups.push(() => database.close());
+      const gw = await startTestGateway({
+        env: { DATABASE_URL: database.via(schema.url), FHIR_BASE_URL: `${upstream.url}/fhir/R4` },
+      });
+      cleanups.push(() => gw.close());
+      const token = await gw.adminToken();
+      const write = gw.call('/fhir/Observation', {
+        method: 'POST',
+        token,
+        json: { resourceType: 'Observation', status: 'final', code: { text: 'weight' } },
+      });
+      await upstream.answered;
+      database.down();
+      upstream.release();
+      const response = await write;
+      expect(response.status).toBe(201);
+      database.restore();
+      const creates = () =>
+        gw.deps.db.selectFrom('audit_log').selectAll().where('action', '=', 'fhir.create').execute();
+      expect(await creates()).toEqual([]);
+      await sweep(gw.deps.db, new ManualClock(new Date(Date.now() + 30 * 60_000)), gw.deps.logger);
+      const [entry] = await creates();
+      expect(entry).toMatchObject({ outcome: 'failed', target_fhir_type: 'Observation' });
+    });
+  },
+);
