@@ -1,7 +1,7 @@
 import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { AppError } from '../errors.js';
 import type { FhirTarget } from './fhirPath.js';
-import { isEntityTags } from './searchPolicy.js';
+import { assertNestedAtMost, isEntityTags } from './searchPolicy.js';
 
 /**
  * An admin's forwarded writes (pure): what they must not be, checked before they go upstream — a
@@ -61,6 +61,7 @@ export function assertPatchBody(
   } catch {
     throw new AppError('invalid_json');
   }
+  assertNestedAtMost(parsed);
   const jsonPatch = /^application\/json-patch\+json\b/i.test(contentType ?? '');
   if (jsonPatch && !Array.isArray(parsed)) throw refuse('A JSON Patch body must be an array of operations.');
   const isParameters = (parsed as { resourceType?: unknown } | null)?.resourceType === 'Parameters';
@@ -93,6 +94,8 @@ export function assertBatchBody(body: string | undefined): PersonWrite[] {
   } catch {
     throw new AppError('invalid_json');
   }
+  // its entries are walked and sent on: a Bundle thousands deep overflowed the stack (a 500)
+  assertNestedAtMost(bundle);
   if (bundle?.resourceType !== 'Bundle' || (bundle.type !== 'batch' && bundle.type !== 'transaction'))
     throw refuse('POST to the base takes a Bundle of type batch or transaction.');
   const entries = bundle.entry ?? [];

@@ -17,12 +17,11 @@ import { PASSTHROUGH_ROUTE, type PageLink, type ScopedFhir, type SearchPage } fr
 import {
   assertEntityTags,
   assertJsonBody,
+  assertNestedAtMost,
   assertQuerySize,
   assertUtf8Charset,
   cursorCompanions,
   jsonOnly,
-  MAX_BODY_DEPTH,
-  nestedAtMost,
   preferredBody,
   successOutcome,
 } from './searchPolicy.js';
@@ -357,10 +356,7 @@ function parseResource(body: string | undefined): Resource {
   try {
     const parsed = JSON.parse(body ?? '') as unknown;
     if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) {
-      if (!nestedAtMost(parsed))
-        throw new AppError('validation_failed', {
-          detail: `The resource nests deeper than ${MAX_BODY_DEPTH} levels.`,
-        });
+      assertNestedAtMost(parsed);
       return parsed as Resource;
     }
   } catch (error) {

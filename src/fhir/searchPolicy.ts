@@ -325,6 +325,14 @@ export function nestedAtMost(value: unknown, max = MAX_BODY_DEPTH): boolean {
   return true;
 }
 
+/** A body nested deeper than MAX_BODY_DEPTH is 400 before anything walks it. */
+export function assertNestedAtMost(value: unknown): void {
+  if (!nestedAtMost(value))
+    throw new AppError('validation_failed', {
+      detail: `The body nests deeper than ${MAX_BODY_DEPTH} levels.`,
+    });
+}
+
 /** A body is read as UTF-8 (RFC 8259): one declared in another charset would reach the server garbled, 415. */
 export function assertUtf8Charset(contentType: string | undefined): void {
   const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(contentType ?? '')?.[1];

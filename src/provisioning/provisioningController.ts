@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { AppError } from '../errors.js';
 import { assertScope } from '../fhir/scopeGuard.js';
-import { assertJsonBody, preferredBody } from '../fhir/searchPolicy.js';
+import { assertJsonBody, assertNestedAtMost, preferredBody } from '../fhir/searchPolicy.js';
 import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import { bearerSecurity, errorResponses, problem, RETRY_AFTER_HEADER } from '../http/schemas.js';
@@ -144,6 +144,7 @@ async function rawProvision(c: Context<AppEnv>, type: ProvisionedType) {
   } catch {
     throw new AppError('invalid_json');
   }
+  assertNestedAtMost(body);
   const response = await idempotentProvision(c, type, body, body, 'fhir');
   const answer = preferredBody(c.req.header('prefer'), response.body);
   return fhirResponse({ ...response, body: answer }, 'application/fhir+json; charset=utf-8');

@@ -222,6 +222,32 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
     expect(response.status).toBeLessThan(500);
   });
 
+  it("answers an admin's batch, raw create or PATCH nested thousands deep 400, never a 500", async () => {
+    const depth = 5_000;
+    const deep = `${'{"url":"http://example.org/nested","extension":['.repeat(depth)}{"url":"http://example.org/leaf"}${']}'.repeat(depth)}`;
+    const send = (method: string, path: string, body: string, contentType = 'application/fhir+json') =>
+      gw.call(path, { method, token: tokens.admin, body, headers: { 'content-type': contentType } });
+    const batch = await send(
+      'POST',
+      '/fhir',
+      `{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"PUT","url":"Observation/${ids.obs}","ifMatch":"*"},"resource":{"resourceType":"Observation","id":"${ids.obs}","status":"final","code":{"text":"x"},"extension":[${deep}]}}]}`,
+    );
+    expect(batch.status).toBe(400);
+    const create = await send(
+      'POST',
+      '/fhir/Patient',
+      `{"resourceType":"Patient","name":[{"family":"Deep"}],"telecom":[{"system":"email","value":"deep@example.com"}],"extension":[${deep}]}`,
+    );
+    expect(create.status).toBe(400);
+    const patch = await send(
+      'PATCH',
+      `/fhir/Observation/${ids.obs}`,
+      `[${deep}]`,
+      'application/json-patch+json',
+    );
+    expect(patch.status).toBe(400);
+  });
+
   it('answers a near or _offset the server cannot read 400 for every role (HAPI answered 500)', async () => {
     for (const near of ['abc', '|||', '91|181|-1|km'])
       for (const token of [tokens.p, tokens.gp, tokens.admin]) {
