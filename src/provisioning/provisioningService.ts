@@ -545,15 +545,21 @@ async function createAndComplete(
         failed(taken ? 'conflict' : reason, taken ? 'conflict' : 'storage_unavailable'),
       );
     if (held && !leftPending) await bestEffort(deps, () => releaseKey(deps.db, held, intent.id));
+    // recorded above by `failed` (a locked database: by the log line), not once more by the refusal audit
+    const recorded = <E extends Error>(refusal: E) => (busy ? refusal : auditedError(refusal));
     if (taken)
-      throw new AppError('conflict', { detail: 'An account with this email already exists.', cause: error });
-    throw new AppError('storage_unavailable', {
-      cause: error,
-      headers: { 'Retry-After': '2' },
-      detail: unknown
-        ? COMMIT_UNKNOWN_DETAIL
-        : 'The account could not be stored; nothing was created. Try again.',
-    });
+      throw recorded(
+        new AppError('conflict', { detail: 'An account with this email already exists.', cause: error }),
+      );
+    throw recorded(
+      new AppError('storage_unavailable', {
+        cause: error,
+        headers: { 'Retry-After': '2' },
+        detail: unknown
+          ? COMMIT_UNKNOWN_DETAIL
+          : 'The account could not be stored; nothing was created. Try again.',
+      }),
+    );
   }
 }
 

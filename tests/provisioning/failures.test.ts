@@ -188,6 +188,17 @@ describe.each(DIALECTS)('provisioning when storing the user fails (%s)', (dialec
       .where('action', '=', 'provisioning.compensate')
       .execute();
     expect(audit).toHaveLength(1);
+    // the failed create is recorded once, not once more as a refusal
+    await gw.deps.auditTrail.flush();
+    const failures = await gw.deps.db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('action', '=', 'provisioning.create')
+      .where('request_id', '=', response.headers.get('x-request-id') ?? '')
+      .execute();
+    expect(failures).toEqual([
+      expect.objectContaining({ outcome: 'failed', error_code: 'storage_unavailable' }),
+    ]);
     const mails = await gw.deps.db.selectFrom('outbox').selectAll().where('kind', '=', 'email').execute();
     expect(mails).toHaveLength(0);
   });
