@@ -6,6 +6,8 @@ import type { Clock } from './clock.js';
 import type { Logger } from './logger.js';
 
 const EVERY_MS = 10 * 60_000;
+/** The first sweep, soon after start: restarts more often than EVERY_MS must not keep it from ever running. */
+const FIRST_AFTER_MS = 60_000;
 
 /**
  * Deletes what has no use any more: ended rate-limit windows, expired idempotency keys, ended
@@ -21,18 +23,27 @@ export async function sweep(db: Kysely<Database>, clock: Clock, logger: Logger):
   await db.deleteFrom('oauth_store').where('expires_at', '<', now).execute();
 }
 
-/** Runs `sweep` every 10 minutes; returns the stop function. */
-export function startHousekeeping(db: Kysely<Database>, clock: Clock, logger: Logger): () => Promise<void> {
+/** Runs `sweep` a minute after start, then every 10 minutes; returns the stop function. */
+export function startHousekeeping(
+  db: Kysely<Database>,
+  clock: Clock,
+  logger: Logger,
+  firstAfterMs = FIRST_AFTER_MS,
+): () => Promise<void> {
   let running: Promise<void> | undefined;
-  const timer = setInterval(() => {
+  const run = () => {
     running ??= sweep(db, clock, logger)
       .catch((error: unknown) => logger.warn({ err: error }, 'housekeeping failed'))
       .finally(() => {
         running = undefined;
       });
-  }, EVERY_MS);
+  };
+  const first = setTimeout(run, firstAfterMs);
+  const timer = setInterval(run, EVERY_MS);
+  first.unref();
   timer.unref();
   return async () => {
+    clearTimeout(first);
     clearInterval(timer);
     await running;
   };

@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import { isLockTimeout } from '../../db/connection.js';
+import { isDatabaseUnreachable, isLockTimeout } from '../../db/connection.js';
 import type { Database, NewAuditEntry } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import { uuidv7 } from '../ids.js';
@@ -91,11 +91,13 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
         );
         locked = false;
       } catch (error) {
+        // a lock passes, and so does a database out of reach (a failover, a restart): neither uses up
+        // the retry, and the chunks after it wait for the next flush instead of each waiting in turn
+        locked = isLockTimeout(error) || isDatabaseUnreachable(error);
         // the count only: a row's facts stay out of the log
-        logger.error({ err: error, rows: chunk.length }, 'audit trail write failed');
-        // a lock passes: it does not use up the retry, and the chunks after it wait for the next
-        // flush instead of each waiting out the lock in turn
-        locked = isLockTimeout(error);
+        if (locked)
+          logger.warn({ err: error, rows: chunk.length }, 'audit trail write waits for the database');
+        else logger.error({ err: error, rows: chunk.length }, 'audit trail write failed');
         if (locked) {
           again.push(...batch.slice(i));
           break;

@@ -113,6 +113,10 @@ export async function auditInterruptedWrites(
     });
     if (claimed) audited += 1;
   }
-  if (audited > 0) logger.warn({ count: audited }, 'audited writes a stopped process left unfinished');
+  if (audited > 0)
+    logger.warn(
+      { count: audited },
+      'audited writes whose outcome was never recorded (a stopped process, or the database failing after the FHIR server answered)',
+    );
   return audited;
 }
