@@ -169,7 +169,7 @@ export const ERROR_CATALOG = {
   storage_unavailable: {
     status: 503,
     title: 'Service Unavailable',
-    detail: 'The database did not answer in time. Try again.',
+    detail: 'The database is unavailable right now. Try again.',
     fhirCode: 'transient',
   },
   upstream_timeout: {

@@ -58,7 +58,10 @@ export const onError: ErrorHandler<AppEnv> = (error, c) => {
   const appError = toAppError(error);
   const logger = c.var.deps?.logger;
   const log = { req_id: c.var.requestId, code: appError.code, err: appError.cause ?? error };
-  if (appError.status >= 500) logger?.error(log, 'request failed');
+  // a bug of ours is an error; a FHIR server or database that failed (502-504) is a warning: it is
+  // expected in operation, and an alert on every error-level line must not page for each one
+  if (appError.status === 500) logger?.error(log, 'request failed');
+  else if (appError.status > 500) logger?.warn(log, 'request failed: a dependency');
   else if (appError.cause) logger?.debug(log, 'request refused');
   try {
     recordErrorResponse(c, appError, error);

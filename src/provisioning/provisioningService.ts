@@ -525,6 +525,7 @@ async function createAndComplete(
     // busy, or the link unknown: the intent stays pending and its key locked until the lease lapses;
     // reconciliation settles both (it too keeps a resource an account links to)
     const leftPending = busy || linked === 'unknown';
+    let orphaned = false;
     if (created.createdNow && linked === 'no') {
       // the database may be what failed: recording is best effort, the log line is the fallback
       const outcome = await removeFromFhir(
@@ -535,18 +536,22 @@ async function createAndComplete(
         reason,
         ctx.requestId,
       ).catch(() => 'orphaned' as const);
+      orphaned = outcome === 'orphaned';
       if (!busy)
         await bestEffort(deps, () => settle(outcome === 'removed' ? 'abandoned' : 'orphaned', reason));
     } else if (!leftPending) {
       await bestEffort(deps, () => settle('abandoned', reason));
     }
-    if (!busy)
+    // a database that is locked, or could not say whether it stored the account, would only make
+    // the answer wait once more: the refusal is then recorded by the request's audit trail, which
+    // keeps its rows until the database answers
+    const auditHere = !busy && !unknown;
+    if (auditHere)
       await bestEffort(deps, () =>
         failed(taken ? 'conflict' : reason, taken ? 'conflict' : 'storage_unavailable'),
       );
     if (held && !leftPending) await bestEffort(deps, () => releaseKey(deps.db, held, intent.id));
-    // recorded above by `failed` (a locked database: by the log line), not once more by the refusal audit
-    const recorded = <E extends Error>(refusal: E) => (busy ? refusal : auditedError(refusal));
+    const recorded = <E extends Error>(refusal: E) => (auditHere ? auditedError(refusal) : refusal);
     if (taken)
       throw recorded(
         new AppError('conflict', { detail: 'An account with this email already exists.', cause: error }),
@@ -557,7 +562,9 @@ async function createAndComplete(
         headers: { 'Retry-After': '2' },
         detail: unknown
           ? COMMIT_UNKNOWN_DETAIL
-          : 'The account could not be stored; nothing was created. Try again.',
+          : orphaned
+            ? 'The account could not be stored, and the FHIR record made for it could not be removed: it is listed for an administrator. Try again.'
+            : 'The account could not be stored; nothing was created. Try again.',
       }),
     );
   }

@@ -1,7 +1,18 @@
 import http from 'node:http';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { loadConfig } from '../../src/config.js';
+import { createLogger } from '../../src/logger.js';
+import { startGateway } from '../../src/server.js';
+import { unusedPort } from '../helpers/fakeUpstream.js';
+import {
+  ADMIN_EMAIL,
+  ADMIN_PASSWORD,
+  httpCaller,
+  startTestGateway,
+  type TestGateway,
+  tempDir,
+} from '../helpers/gateway.js';
 import { waitFor } from '../helpers/processes.js';
 
 /** A JSON POST sent in 16 KiB chunks with no Content-Length (Transfer-Encoding: chunked). */
@@ -320,5 +331,38 @@ describe('a client that closes the connection halfway through its body', () => {
       return found.length > 0 ? found : undefined;
     });
     expect(rows).toEqual([{ outcome: 'denied', error_code: 'invalid_json' }]);
+  });
+});
+
+describe('the log level of a failed request', () => {
+  it('is a warning when a dependency failed (502), so an alert on errors does not page for an outage', async () => {
+    const lines: string[] = [];
+    const config = loadConfig({
+      PORT: '0',
+      DATA_DIR: tempDir(),
+      ADMIN_EMAIL,
+      ADMIN_PASSWORD,
+      PUBLIC_BASE_URL: 'http://gateway.test',
+      FHIR_BASE_URL: `http://127.0.0.1:${await unusedPort()}/fhir`,
+    });
+    const gateway = await startGateway(config, {
+      logger: createLogger('info', { write: (line: string) => void lines.push(line) }),
+    });
+    try {
+      const call = httpCaller(gateway.url);
+      const login = await call('/auth/login', {
+        method: 'POST',
+        json: { email: ADMIN_EMAIL, password: ADMIN_PASSWORD },
+      });
+      const { token } = (await login.json()) as { token: string };
+      const response = await call('/fhir/Observation', { token });
+      expect(response.status).toBe(502);
+      const logged = lines.map((l) => JSON.parse(l) as { level: number; msg: string });
+      expect(logged.filter((l) => l.msg.startsWith('request failed'))).toEqual([
+        expect.objectContaining({ level: 40, msg: 'request failed: a dependency' }),
+      ]);
+    } finally {
+      await gateway.close();
+    }
   });
 });

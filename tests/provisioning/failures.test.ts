@@ -213,6 +213,8 @@ describe.each(DIALECTS)('provisioning when storing the user fails (%s)', (dialec
     await failUserInsertFor(gw, email);
     const response = await createPatient(gw, email);
     expect(response.status).toBe(503);
+    // not "nothing was created": the record stays, listed
+    expect(((await response.json()) as { detail: string }).detail).toMatch(/listed for an administrator/);
     const [entry] = await patientsWithEmail(gw, email);
     expect(entry?.resource?.id).toBeDefined();
     const listed = await gw.call('/admin/provisioning/orphans', { token: await gw.adminToken() });
