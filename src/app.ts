@@ -45,6 +45,9 @@ export function createApp(deps: AppDeps) {
   app.use(async (c, next) => {
     c.set('deps', deps);
     await next();
+    // a stopping process answers what its keep-alive connections still bring, then closes them:
+    // the client reconnects to a process that serves, instead of meeting a connection cut at the deadline
+    if (deps.stopping()) c.header('Connection', 'close');
   });
   app.use(requestId());
   app.use(requestLog(deps.logger));

@@ -190,6 +190,8 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     if (runsBackgroundWork) closers.push(startHousekeeping(database.background, clock, logger));
     const background = createBackgroundTasks(logger);
     closers.push(() => background.drain());
+    // set when the stop begins: /readyz says so at once and keep-alive connections close after their answer
+    let stopping = false;
     const deps: AppDeps = {
       config,
       db: database.db,
@@ -218,6 +220,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       logger,
       metrics,
       peersReady: options.peersReady ?? (() => true),
+      stopping: () => stopping,
     };
     // creates a crash left half-done are finished (or undone) now and every few seconds
     if (runsBackgroundWork) closers.push(startReconciler(deps));
@@ -231,6 +234,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
 
     const stopHttp: Closer = async () => {
+      stopping = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       if ('closeIdleConnections' in server) server.closeIdleConnections();
       const deadline = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownTimeoutMs).unref());

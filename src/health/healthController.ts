@@ -47,6 +47,9 @@ const Readiness = z
         .literal('starting')
         .optional()
         .openapi({ description: 'Present while other serving processes (WORKERS) still start' }),
+      process: z.literal('stopping').optional().openapi({
+        description: 'Present once the process has begun to stop (SIGTERM): take it out of rotation',
+      }),
     }),
   })
   .openapi('Readiness');
@@ -86,10 +89,16 @@ export function healthRoutes() {
     // a balancer that opened its keep-alive connections before every worker listened would
     // leave the late workers idle: ready only once all of them serve
     const peers = c.var.deps.peersReady();
-    const ready = database === 'ok' && fhir === 'ok' && peers;
+    const stopping = c.var.deps.stopping();
+    const ready = database === 'ok' && fhir === 'ok' && peers && !stopping;
     const body = {
       status: ready ? ('ready' as const) : ('unavailable' as const),
-      checks: { database, fhir, ...(peers ? {} : { workers: 'starting' as const }) },
+      checks: {
+        database,
+        fhir,
+        ...(peers ? {} : { workers: 'starting' as const }),
+        ...(stopping ? { process: 'stopping' as const } : {}),
+      },
     };
     return ready ? c.json(body, 200) : c.json(body, 503);
   });

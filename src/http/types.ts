@@ -42,6 +42,8 @@ export interface AppDeps {
   readonly metrics: Metrics;
   /** False while other serving processes of a cluster still start (src/cluster.ts); /readyz waits for it. */
   readonly peersReady: () => boolean;
+  /** True once the process has begun to stop (SIGTERM): /readyz fails and connections are closed after their answer. */
+  readonly stopping: () => boolean;
 }
 
 /** The verified caller, set by `authenticate`. */

@@ -1,10 +1,12 @@
 import http from 'node:http';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
+import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
 import { createLogger } from '../../src/logger.js';
 import { startGateway } from '../../src/server.js';
-import { unusedPort } from '../helpers/fakeUpstream.js';
+import { startHoldingProxy, unusedPort } from '../helpers/fakeUpstream.js';
 import {
   ADMIN_EMAIL,
   ADMIN_PASSWORD,
@@ -363,6 +365,51 @@ describe('the log level of a failed request', () => {
       ]);
     } finally {
       await gateway.close();
+    }
+  });
+});
+
+describe('a gateway that is stopping (SIGTERM)', () => {
+  it('fails /readyz at once, and closes a keep-alive connection after the answer it still gives', async () => {
+    const engine = await startEmbeddedFhirServer({ dataDir: tempDir() });
+    const upstream = await startHoldingProxy(
+      engine.baseUrl,
+      (method, url) => method === 'GET' && /\/Observation\/[^/?]+$/.test(url),
+    );
+    const gw = await startTestGateway({ env: { FHIR_BASE_URL: `${upstream.url}/fhir/R4` } });
+    try {
+      const { id } = await gw.deps.fhir.create('Observation', {
+        resourceType: 'Observation',
+        status: 'final',
+        code: { text: 'weight' },
+      });
+      const token = await gw.adminToken();
+      const agent = new http.Agent({ keepAlive: true });
+      const answer = new Promise<http.IncomingMessage>((resolve, reject) =>
+        http
+          .get(
+            `${gw.url}/fhir/Observation/${id}`,
+            { agent, headers: { authorization: `Bearer ${token}` } },
+            resolve,
+          )
+          .on('error', reject),
+      );
+      await upstream.answered;
+      const closing = gw.close();
+      const ready = await createApp(gw.deps).request('/readyz');
+      expect(ready.status).toBe(503);
+      expect(await ready.json()).toMatchObject({ status: 'unavailable', checks: { process: 'stopping' } });
+      upstream.release();
+      const response = await answer;
+      response.resume();
+      expect(response.statusCode).toBe(200);
+      expect(response.headers.connection).toBe('close');
+      await closing;
+      agent.destroy();
+    } finally {
+      await gw.close();
+      await upstream.close();
+      await engine.close();
     }
   });
 });
