@@ -80,7 +80,8 @@ export interface FhirService {
   ): Promise<Written<T>>;
   /** Deleting a missing or deleted resource counts as done. */
   delete(type: string, id: string): Promise<void>;
-  capabilities(options?: { timeoutMs?: number }): Promise<CapabilityStatement>;
+  /** `summary`: the CapabilityStatement's summary only (HAPI's full one is 1.5 MB, ~1 s to build). */
+  capabilities(options?: { timeoutMs?: number; summary?: boolean }): Promise<CapabilityStatement>;
   /**
    * Any other interaction, as an admin's passthrough request sends it (operations, batch, PATCH,
    * conditional writes). Failures are mapped like every typed call (a deleted resource is 410
@@ -526,8 +527,13 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
         if (!(error instanceof AppError && error.code === 'not_found')) throw error;
       }
     },
-    capabilities: async ({ timeoutMs } = {}) => {
-      const result = await exchange({ method: 'GET', path: 'metadata', ...(timeoutMs ? { timeoutMs } : {}) });
+    capabilities: async ({ timeoutMs, summary } = {}) => {
+      const result = await exchange({
+        method: 'GET',
+        path: 'metadata',
+        ...(summary ? { query: new URLSearchParams({ _summary: 'true' }) } : {}),
+        ...(timeoutMs ? { timeoutMs } : {}),
+      });
       return expectResource<CapabilityStatement>(result, 'CapabilityStatement').body as CapabilityStatement;
     },
     forward: (req) => exchange(req, undefined, interactionOf(req, 'forwarded')),

@@ -30,7 +30,11 @@ async function checkDatabase(deps: AppDeps): Promise<CheckResult> {
 async function checkFhir(deps: AppDeps): Promise<CheckResult> {
   if (!fhirDefinitionsLoaded()) return 'failed';
   try {
-    await deps.fhir.capabilities({ timeoutMs: Math.min(READINESS_TIMEOUT_MS, deps.config.fhir.timeoutMs) });
+    // the summary: a probe every few seconds must not have the server build its whole statement
+    await deps.fhir.capabilities({
+      timeoutMs: Math.min(READINESS_TIMEOUT_MS, deps.config.fhir.timeoutMs),
+      summary: true,
+    });
     return 'ok';
   } catch {
     return 'failed';

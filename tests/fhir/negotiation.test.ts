@@ -326,6 +326,14 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
     expect((await get(`/fhir/Patient/${ids.other}?_elements=name`, tokens.p)).status).toBe(404);
   });
 
+  it('is ready on this server with the summary of its CapabilityStatement (what /readyz asks for)', async () => {
+    const summary = await gw.deps.fhir.capabilities({ summary: true });
+    expect(summary.resourceType).toBe('CapabilityStatement');
+    const ready = await gw.call('/readyz');
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({ status: 'ready', checks: { fhir: 'ok' } });
+  });
+
   it('answers /fhir/metadata in JSON, and 406 to a client that takes no JSON', async () => {
     for (const [path, accept, status] of [
       ['/fhir/metadata', 'application/fhir+xml', 406],
