@@ -546,13 +546,15 @@ async function createAndComplete(
     // the answer wait once more: the refusal is then recorded by the request's audit trail, which
     // keeps its rows until the database answers
     const auditHere = !busy && !unknown;
+    // another account links the resource: its create won, whatever error ours ended with
+    const conflict = taken || linked === 'yes';
     if (auditHere)
       await bestEffort(deps, () =>
-        failed(taken ? 'conflict' : reason, taken ? 'conflict' : 'storage_unavailable'),
+        failed(conflict ? 'conflict' : reason, conflict ? 'conflict' : 'storage_unavailable'),
       );
     if (held && !leftPending) await bestEffort(deps, () => releaseKey(deps.db, held, intent.id));
     const recorded = <E extends Error>(refusal: E) => (auditHere ? auditedError(refusal) : refusal);
-    if (taken)
+    if (conflict)
       throw recorded(
         new AppError('conflict', { detail: 'An account with this email already exists.', cause: error }),
       );
