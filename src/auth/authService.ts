@@ -1,3 +1,4 @@
+import { isDatabaseUnreachable } from '../../db/connection.js';
 import type { UserRow } from '../../db/schema.js';
 import { type AuditEvent, writeAudit } from '../audit/auditService.js';
 import { auditedError } from '../audit/requestAudit.js';
@@ -163,6 +164,46 @@ export async function signup(deps: AppDeps, input: SignupInput, ctx: RequestCont
   const { user } = check;
   const now = deps.clock.now();
   const passwordHash = await deps.passwords.hash(input.password);
+  let issued: TokenResponse | undefined;
+  try {
+    return await activate(deps, input, ctx, check, passwordHash, now, (tokens) => {
+      issued = tokens;
+    });
+  } catch (error) {
+    // a connection lost once COMMIT went out may hide a signup that was stored, its code spent: a
+    // retry would be refused, so the database is asked, and the tokens of a stored one are good
+    if (issued && isDatabaseUnreachable(error) && (await signupStored(deps, user.id, passwordHash)))
+      return issued;
+    throw error;
+  }
+}
+
+/** Whether this signup's transaction committed: the account is registered with the hash it wrote. */
+async function signupStored(deps: AppDeps, userId: string, passwordHash: string): Promise<boolean> {
+  try {
+    const query = deps.db
+      .selectFrom('users')
+      .select(['is_registered', 'password_hash'])
+      .where('id', '=', userId);
+    // on PostgreSQL the share lock waits for a COMMIT still in flight on the connection given up on
+    const row = await (deps.dialect === 'postgres' ? query.forShare() : query).executeTakeFirst();
+    return row?.is_registered === 1 && row.password_hash === passwordHash;
+  } catch {
+    return false;
+  }
+}
+
+/** The signup's one transaction: the account activated with its code spent, audited, and a session begun. */
+function activate(
+  deps: AppDeps,
+  input: SignupInput,
+  ctx: RequestContext,
+  check: { user: UserRow; hash: string },
+  passwordHash: string,
+  now: Date,
+  onIssued: (tokens: TokenResponse) => void,
+): Promise<TokenResponse> {
+  const { user } = check;
   return deps.db.transaction().execute(async (trx) => {
     const activated = await trx
       .updateTable('users')
@@ -199,7 +240,9 @@ export async function signup(deps: AppDeps, input: SignupInput, ctx: RequestCont
       trx,
     );
     const registered = await findUserById(trx, user.id);
-    return startSession(deps, registered!, trx);
+    const tokens = await startSession(deps, registered!, trx);
+    onIssued(tokens);
+    return tokens;
   });
 }
 

@@ -12,7 +12,8 @@ import {
   startLosingProxy,
   unusedPort,
 } from '../helpers/fakeUpstream.js';
-import { startTestGateway, type TestGateway, tempDir } from '../helpers/gateway.js';
+import { startTestGateway, type TestGateway, tempDir, USER_PASSWORD } from '../helpers/gateway.js';
+import { codeIn, mailsTo } from '../helpers/journey.js';
 import { startPostgresProxy } from '../helpers/pgProxy.js';
 import { createTestSchema, DIALECTS, TEST_DATABASE_URL } from '../helpers/postgres.js';
 import { waitFor } from '../helpers/processes.js';
@@ -349,6 +350,24 @@ describe.skipIf(!TEST_DATABASE_URL)(
         .where('email', '=', email)
         .executeTakeFirstOrThrow();
       expect(user.fhir_resource_id).toBe(fhir_id);
+    });
+
+    it('answers a signup whose COMMIT landed but whose answer was lost 201, with tokens that work', async () => {
+      const smtp = await smtpCapture();
+      const { gw, proxy } = await gatewayBehindPostgresProxy({ SMTP_URL: smtp.url });
+      const email = 'signup-ack-lost@example.com';
+      expect((await createPatient(gw, email)).status).toBe(201);
+      const [mail] = await mailsTo(smtp, email);
+      const cut = proxy.loseCommitAck('update "users" set "password_hash"');
+      // its code is spent once the signup is stored: a retry would be refused, so this answer must be the one
+      const response = await gw.call('/auth/signup', {
+        method: 'POST',
+        json: { email, access_code: codeIn(mail!), password: USER_PASSWORD },
+      });
+      await cut;
+      expect(response.status).toBe(201);
+      const { token } = (await response.json()) as { token: string };
+      expect((await gw.call('/auth/me', { token })).status).toBe(200);
     });
 
     it('when the database is gone too, answers 503 at once and keeps the FHIR resource the account links to', async () => {
