@@ -80,6 +80,15 @@ function isConnectionFailure(error: unknown): boolean {
   );
 }
 
+/**
+ * A read that must not see "not committed yet" as "not committed": on PostgreSQL it takes a share
+ * lock on its rows, which waits for a COMMIT still in flight on a connection given up on (bounded
+ * by the lock wait). SQLite commits before it answers, so the read is left as it is.
+ */
+export function afterPendingCommits<Q extends { forShare(): Q }>(query: Q, dialect: Dialect): Q {
+  return dialect === 'postgres' ? query.forShare() : query;
+}
+
 export interface DatabaseHandle {
   readonly db: Kysely<Database>;
   /**

@@ -69,7 +69,7 @@ export async function auditAndClose(
   });
 }
 
-/** Writes the audit entry of every write whose process died before it could; returns how many. */
+/** Writes the audit entry of every write whose outcome was never recorded (its process died, or the database failed then); returns how many. */
 export async function auditInterruptedWrites(
   db: Kysely<Database>,
   clock: Clock,

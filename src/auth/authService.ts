@@ -1,4 +1,4 @@
-import { isDatabaseUnreachable } from '../../db/connection.js';
+import { afterPendingCommits, isDatabaseUnreachable } from '../../db/connection.js';
 import type { UserRow } from '../../db/schema.js';
 import { type AuditEvent, writeAudit } from '../audit/auditService.js';
 import { auditedError } from '../audit/requestAudit.js';
@@ -185,8 +185,7 @@ async function signupStored(deps: AppDeps, userId: string, passwordHash: string)
       .selectFrom('users')
       .select(['is_registered', 'password_hash'])
       .where('id', '=', userId);
-    // on PostgreSQL the share lock waits for a COMMIT still in flight on the connection given up on
-    const row = await (deps.dialect === 'postgres' ? query.forShare() : query).executeTakeFirst();
+    const row = await afterPendingCommits(query, deps.dialect).executeTakeFirst();
     return row?.is_registered === 1 && row.password_hash === passwordHash;
   } catch {
     return false;

@@ -1,4 +1,5 @@
 import type { Kysely, Transaction } from 'kysely';
+import { afterPendingCommits, type Dialect } from '../../db/connection.js';
 import type { Database, IntentRow, IntentState } from '../../db/schema.js';
 
 /**
@@ -109,18 +110,10 @@ export async function lapsedIntentIds(db: Db, nowIso: string, limit: number): Pr
   return rows.map((r) => r.id);
 }
 
-/**
- * The intent once no transaction is still writing it: on PostgreSQL the read takes a share lock,
- * which waits for a COMMIT still in flight on a connection given up on (bounded by the lock wait),
- * so "not committed yet" is never taken for "not committed". SQLite commits before it answers.
- */
-export function findIntentAfterWriters(
-  db: Db,
-  id: string,
-  dialect: 'sqlite' | 'postgres',
-): Promise<IntentRow | undefined> {
+/** The intent once no transaction is still writing it (afterPendingCommits). */
+export function findIntentAfterWriters(db: Db, id: string, dialect: Dialect): Promise<IntentRow | undefined> {
   const query = db.selectFrom('provisioning_intents').selectAll().where('id', '=', id);
-  return (dialect === 'postgres' ? query.forShare() : query).executeTakeFirst();
+  return afterPendingCommits(query, dialect).executeTakeFirst();
 }
 
 export function findIntent(db: Db, id: string): Promise<IntentRow | undefined> {
