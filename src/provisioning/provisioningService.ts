@@ -460,39 +460,33 @@ export async function provision(
     deps.logger,
   );
   try {
-    return await createAndComplete(deps, intent, claim, resource, audit, failed, ctx);
+    return await createAndComplete({ deps, intent, claim, audit, failed, ctx }, resource);
   } finally {
     await beat.stop();
   }
 }
 
+/** A create past its intent: what finishing or undoing it needs. */
+interface CreateInFlight {
+  readonly deps: AppDeps;
+  readonly intent: IntentForCompletion;
+  readonly claim: IntentClaim;
+  readonly audit: Audit;
+  readonly failed: (reason: string, errorCode?: string) => Promise<void>;
+  readonly ctx: RequestContext;
+}
+
 async function createAndComplete(
-  deps: AppDeps,
-  intent: IntentForCompletion,
-  claim: IntentClaim,
+  flight: CreateInFlight,
   resource: ProvisionedResource,
-  audit: Audit,
-  failed: (reason: string, errorCode?: string) => Promise<void>,
-  ctx: RequestContext,
 ): Promise<StoredResponse> {
-  const settle = (state: 'abandoned' | 'orphaned', reason: string) =>
-    settleIntent(deps.db, claim, state, { last_error: reason, updated_at: deps.clock.now().toISOString() });
-  const held = keyOfIntent(intent);
+  const { deps, intent, claim, audit } = flight;
   let created: CreatedOnFhir;
   try {
     created = await createOnFhir(deps, resource, intent.email);
   } catch (error) {
-    const reason = error instanceof AppError ? error.code : 'internal_error';
-    // an answer we never got or could not read may hide a create: the intent stays for reconciliation
-    // to look, and the key with it, so a retry gets what reconciliation finds
-    if (!writeMayHaveLanded(error)) {
-      await bestEffort(deps, () => settle('abandoned', reason));
-      if (held) await bestEffort(deps, () => releaseKey(deps.db, held, intent.id));
-    }
-    await bestEffort(deps, () => failed(reason));
-    throw auditedError(error as Error);
+    throw await fhirCreateFailed(flight, error as Error);
   }
-
   try {
     return await completeAccount(deps, intent, claim, created, audit);
   } catch (error) {
@@ -504,72 +498,135 @@ async function createAndComplete(
         cause: error,
       });
     }
-    const taken = isUniqueViolation(error);
-    const busy = isStorageBusy(error);
-    const unknown = error instanceof CommitUnknown;
-    const reason = taken
-      ? 'email_taken'
-      : busy
-        ? 'storage_busy'
-        : unknown
-          ? 'commit_unknown'
-          : 'user_insert_failed';
-    // an account may link to the resource: a racing create's (taken) or our own, if the commit landed (unknown)
-    // asked before every delete (the error may hide who won: a rollback's error replaces the first
-    // one), but a locked database, which no racing create got past either, is not asked again
-    const linked = unknown
-      ? 'unknown'
-      : created.createdNow && !busy
-        ? await linkedToAnAccount(deps, intent, created.id)
-        : 'no';
-    // busy, or the link unknown: the intent stays pending and its key locked until the lease lapses;
-    // reconciliation settles both (it too keeps a resource an account links to)
-    const leftPending = busy || linked === 'unknown';
-    let orphaned = false;
-    if (created.createdNow && linked === 'no') {
-      // the database may be what failed: recording is best effort, the log line is the fallback
-      const outcome = await removeFromFhir(
-        deps,
-        intent.fhir_type,
-        created.id,
-        busy ? noAudit(deps) : audit,
-        reason,
-        ctx.requestId,
-      ).catch(() => 'orphaned' as const);
-      orphaned = outcome === 'orphaned';
-      if (!busy)
-        await bestEffort(deps, () => settle(outcome === 'removed' ? 'abandoned' : 'orphaned', reason));
-    } else if (!leftPending) {
-      await bestEffort(deps, () => settle('abandoned', reason));
-    }
-    // a database that is locked, or could not say whether it stored the account, would only make
-    // the answer wait once more: the refusal is then recorded by the request's audit trail, which
-    // keeps its rows until the database answers
-    const auditHere = !busy && !unknown;
-    // another account links the resource: its create won, whatever error ours ended with
-    const conflict = taken || linked === 'yes';
-    if (auditHere)
-      await bestEffort(deps, () =>
-        failed(conflict ? 'conflict' : reason, conflict ? 'conflict' : 'storage_unavailable'),
-      );
-    if (held && !leftPending) await bestEffort(deps, () => releaseKey(deps.db, held, intent.id));
-    const recorded = <E extends Error>(refusal: E) => (auditHere ? auditedError(refusal) : refusal);
-    if (conflict)
-      throw recorded(
-        new AppError('conflict', { detail: 'An account with this email already exists.', cause: error }),
-      );
-    throw recorded(
-      new AppError('storage_unavailable', {
-        cause: error,
-        headers: { 'Retry-After': '2' },
-        detail: unknown
-          ? COMMIT_UNKNOWN_DETAIL
-          : orphaned
-            ? 'The account could not be stored, and the FHIR record made for it could not be removed: it is listed for an administrator. Try again.'
-            : 'The account could not be stored; nothing was created. Try again.',
-      }),
-    );
+    throw await accountFailed(flight, created, error as Error);
   }
+}
+
+function settleAs(flight: CreateInFlight, state: 'abandoned' | 'orphaned', reason: string) {
+  const { deps, claim } = flight;
+  return settleIntent(deps.db, claim, state, {
+    last_error: reason,
+    updated_at: deps.clock.now().toISOString(),
+  });
+}
+
+/** The FHIR create failed: the intent and its key are let go unless the create may have landed. */
+async function fhirCreateFailed(flight: CreateInFlight, error: Error): Promise<Error> {
+  const { deps, intent } = flight;
+  const reason = error instanceof AppError ? error.code : 'internal_error';
+  const held = keyOfIntent(intent);
+  // an answer we never got or could not read may hide a create: the intent stays for reconciliation
+  // to look, and the key with it, so a retry gets what reconciliation finds
+  if (!writeMayHaveLanded(error)) {
+    await bestEffort(deps, () => settleAs(flight, 'abandoned', reason));
+    if (held) await bestEffort(deps, () => releaseKey(deps.db, held, intent.id));
+  }
+  await bestEffort(deps, () => flight.failed(reason));
+  return auditedError(error);
+}
+
+/** Why the account's transaction failed, as the failure path needs to know it. */
+interface AccountFailure {
+  readonly reason: 'email_taken' | 'storage_busy' | 'commit_unknown' | 'user_insert_failed';
+  /** A racing create of the same email committed first. */
+  readonly taken: boolean;
+  /** The database is locked: nothing more is written (it would wait again). */
+  readonly busy: boolean;
+  /** The transaction may have committed and the database could not say. */
+  readonly unknown: boolean;
+}
+
+function accountFailureOf(error: Error): AccountFailure {
+  const taken = isUniqueViolation(error);
+  const busy = isStorageBusy(error);
+  const unknown = error instanceof CommitUnknown;
+  const reason = taken
+    ? 'email_taken'
+    : busy
+      ? 'storage_busy'
+      : unknown
+        ? 'commit_unknown'
+        : 'user_insert_failed';
+  return { reason, taken, busy, unknown };
+}
+
+/**
+ * The account's transaction failed after the FHIR create: undo the create unless an account may
+ * link to it, settle the intent and its key unless reconciliation must, audit, and answer why.
+ */
+async function accountFailed(flight: CreateInFlight, created: CreatedOnFhir, error: Error): Promise<Error> {
+  const { deps, intent } = flight;
+  const failure = accountFailureOf(error);
+  // an account may link to the resource: a racing create's (taken) or our own, if the commit landed (unknown)
+  // asked before every delete (the error may hide who won: a rollback's error replaces the first
+  // one), but a locked database, which no racing create got past either, is not asked again
+  const linked = failure.unknown
+    ? 'unknown'
+    : created.createdNow && !failure.busy
+      ? await linkedToAnAccount(deps, intent, created.id)
+      : 'no';
+  // busy, or the link unknown: the intent stays pending and its key locked until the lease lapses;
+  // reconciliation settles both (it too keeps a resource an account links to)
+  const leftPending = failure.busy || linked === 'unknown';
+  let orphaned = false;
+  if (created.createdNow && linked === 'no') orphaned = await undoFhirCreate(flight, created, failure);
+  else if (!leftPending) await bestEffort(deps, () => settleAs(flight, 'abandoned', failure.reason));
+  // a database that is locked, or could not say whether it stored the account, would only make
+  // the answer wait once more: the refusal is then recorded by the request's audit trail, which
+  // keeps its rows until the database answers
+  const auditHere = !failure.busy && !failure.unknown;
+  // another account links the resource: its create won, whatever error ours ended with
+  const conflict = failure.taken || linked === 'yes';
+  if (auditHere)
+    await bestEffort(deps, () =>
+      flight.failed(conflict ? 'conflict' : failure.reason, conflict ? 'conflict' : 'storage_unavailable'),
+    );
+  const held = keyOfIntent(intent);
+  if (held && !leftPending) await bestEffort(deps, () => releaseKey(deps.db, held, intent.id));
+  const refusal = accountRefusal(error, failure, conflict, orphaned);
+  return auditHere ? auditedError(refusal) : refusal;
+}
+
+/** Deletes the resource this request created; true when even that failed and it is listed as an orphan. */
+async function undoFhirCreate(
+  flight: CreateInFlight,
+  created: CreatedOnFhir,
+  failure: AccountFailure,
+): Promise<boolean> {
+  const { deps, intent, ctx } = flight;
+  // the database may be what failed: recording is best effort, the log line is the fallback
+  const outcome = await removeFromFhir(
+    deps,
+    intent.fhir_type,
+    created.id,
+    failure.busy ? noAudit(deps) : flight.audit,
+    failure.reason,
+    ctx.requestId,
+  ).catch(() => 'orphaned' as const);
+  if (!failure.busy)
+    await bestEffort(deps, () =>
+      settleAs(flight, outcome === 'removed' ? 'abandoned' : 'orphaned', failure.reason),
+    );
+  return outcome === 'orphaned';
+}
+
+function accountRefusal(
+  error: Error,
+  failure: AccountFailure,
+  conflict: boolean,
+  orphaned: boolean,
+): AppError {
+  if (conflict)
+    return new AppError('conflict', { detail: 'An account with this email already exists.', cause: error });
+  return new AppError('storage_unavailable', {
+    cause: error,
+    headers: { 'Retry-After': '2' },
+    detail: failure.unknown
+      ? COMMIT_UNKNOWN_DETAIL
+      : orphaned
+        ? 'The account could not be stored, and the FHIR record made for it could not be removed: it is listed for an administrator. Try again.'
+        : 'The account could not be stored; nothing was created. Try again.',
+  });
 }
 
 const COMMIT_UNKNOWN_DETAIL =
