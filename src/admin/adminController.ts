@@ -2,6 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { writeAudit } from '../audit/auditService.js';
 import { AppError } from '../errors.js';
+import { FHIR_JSON } from '../http/fhirJson.js';
 import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import { bearerSecurity, errorResponses, FHIR_ID_PATTERN } from '../http/schemas.js';
@@ -401,7 +402,7 @@ export function adminRoutes() {
     if (query.format === 'fhir') {
       const bundle = await auditEventBundle(c.var.deps, query, (cursor) => auditPageUrl(c, query, cursor));
       await auditRead(c, 'audit.read');
-      return c.json(bundle, 200, { 'Content-Type': 'application/fhir+json; charset=utf-8' });
+      return c.json(bundle, 200, { 'Content-Type': FHIR_JSON });
     }
     const page = await listAudit(c.var.deps, query);
     await auditRead(c, 'audit.read');

@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { AppError } from '../errors.js';
+import { fhirJson } from '../http/fhirJson.js';
 import { rawRequestTarget, requestContext } from '../http/requestContext.js';
 import type { AppEnv } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
@@ -26,13 +27,6 @@ async function bodyText(c: Context<AppEnv>): Promise<string> {
     if (error instanceof AppError) throw error; // e.g. the size limit's 413
     throw new AppError('invalid_json', { detail: 'The request body could not be read.', cause: error });
   }
-}
-
-function fhirJson(body: string | undefined, status: number, headers: Record<string, string>): Response {
-  return new Response(status === 304 ? null : (body ?? null), {
-    status,
-    headers: { 'Content-Type': 'application/fhir+json; charset=utf-8', ...headers },
-  });
 }
 
 /** /fhir/metadata (public) and the filtered passthrough /fhir/* (any signed-in role; the scope decides). */

@@ -1,5 +1,6 @@
 import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { AppError, toOperationOutcome } from '../errors.js';
+import { FHIR_JSON } from '../http/fhirJson.js';
 import type { AppDeps } from '../http/types.js';
 import { fhirBaseOf } from '../oauth/urls.js';
 import { findUserByFhirResource } from '../users/userRepository.js';
@@ -318,7 +319,7 @@ class Passthrough {
   }
 
   private relayHeaders(upstream: Readonly<Record<string, string>>): Record<string, string> {
-    const headers: Record<string, string> = { 'Content-Type': 'application/fhir+json; charset=utf-8' };
+    const headers: Record<string, string> = { 'Content-Type': FHIR_JSON };
     if (upstream.etag) headers.ETag = upstream.etag;
     if (upstream['last-modified']) headers['Last-Modified'] = upstream['last-modified'];
     for (const name of ['location', 'content-location'] as const) {

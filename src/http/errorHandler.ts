@@ -4,6 +4,7 @@ import { TrieRouter } from 'hono/router/trie-router';
 import { isDatabaseUnreachable, isLockTimeout } from '../../db/connection.js';
 import { recordErrorResponse } from '../audit/requestAudit.js';
 import { AppError, type ErrorCode, toOperationOutcome, toProblem } from '../errors.js';
+import { FHIR_JSON } from './fhirJson.js';
 import type { AppEnv } from './types.js';
 
 const CODE_BY_HTTP_STATUS: Readonly<Record<number, ErrorCode>> = {
@@ -43,7 +44,7 @@ export function renderError(c: Context<AppEnv>, error: AppError): Response {
   const fhir = isFhirPath(c.req.path, c.req.method);
   const body = fhir ? toOperationOutcome(error) : toProblem(error);
   const headers: Record<string, string> = {
-    'Content-Type': fhir ? 'application/fhir+json; charset=utf-8' : 'application/problem+json',
+    'Content-Type': fhir ? FHIR_JSON : 'application/problem+json',
     ...error.headers,
   };
   return new Response(JSON.stringify(body), { status: error.status, headers });

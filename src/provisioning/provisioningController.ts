@@ -3,6 +3,7 @@ import type { Context } from 'hono';
 import { AppError } from '../errors.js';
 import { assertScope } from '../fhir/scopeGuard.js';
 import { assertJsonBody, assertNestedAtMost, preferredBody } from '../fhir/searchPolicy.js';
+import { fhirJson } from '../http/fhirJson.js';
 import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import { bearerSecurity, errorResponses, problem, RETRY_AFTER_HEADER } from '../http/schemas.js';
@@ -12,7 +13,7 @@ import { requirePermission } from '../middleware/requireRole.js';
 import { normalizeEmail } from '../users/userRepository.js';
 import { patientFromDto, practitionerFromDto } from './fhirMappers.js';
 import type { ProvisionedType } from './fhirValidation.js';
-import { type StoredResponse, withIdempotency } from './idempotency.js';
+import { withIdempotency } from './idempotency.js';
 import { CreatePatientBody, CreatePractitionerBody, ProvisionedResponse } from './provisioningSchemas.js';
 import { provision, type ResponseKind } from './provisioningService.js';
 import { reconcileIntent } from './reconciliation.js';
@@ -86,13 +87,6 @@ const createPractitionerRoute = createRoute({
   responses: provisionResponses,
 });
 
-function fhirResponse(response: StoredResponse, contentType: string): Response {
-  return new Response(response.body === undefined ? null : JSON.stringify(response.body), {
-    status: response.status,
-    headers: { ...response.headers, 'Content-Type': contentType },
-  });
-}
-
 /** The create under the caller's Idempotency-Key: a retry replays, a retry after a crash gets what reconciliation finished. */
 function idempotentProvision(
   c: Context<AppEnv>,
@@ -147,7 +141,11 @@ async function rawProvision(c: Context<AppEnv>, type: ProvisionedType) {
   assertNestedAtMost(body);
   const response = await idempotentProvision(c, type, body, body, 'fhir');
   const answer = preferredBody(c.req.header('prefer'), response.body);
-  return fhirResponse({ ...response, body: answer }, 'application/fhir+json; charset=utf-8');
+  return fhirJson(
+    answer === undefined ? undefined : JSON.stringify(answer),
+    response.status,
+    response.headers,
+  );
 }
 
 /** POST /fhir/patient, /fhir/practitioner (slim) and POST /fhir/Patient, /fhir/Practitioner (raw FHIR). */

@@ -136,6 +136,7 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
       const later = new Date(Date.now() + 3_600_000).toUTCString();
       const unchanged = await get(`/fhir/Patient/${ids.p}`, token, { 'if-modified-since': later });
       expect(unchanged.status).toBe(304);
+      expect(unchanged.headers.get('content-type')).toBeNull();
       // RFC 9110 section 15.4.5: the ETag a 200 would carry (HAPI leaves it out)
       const current = (await get(`/fhir/Patient/${ids.p}`, token)).headers.get('etag');
       expect(unchanged.headers.get('etag')).toBe(current);
@@ -154,6 +155,8 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
     expect(minimal.status).toBe(201);
     expect(minimal.headers.get('location')).toMatch(/^http:\/\/gateway[^/]*\.test\/fhir\/Observation\//);
     expect(await minimal.text()).toBe('');
+    // no body, so no media type (RFC 9110 section 8.3: Content-Type describes the content)
+    expect(minimal.headers.get('content-type')).toBeNull();
     const whole = await create();
     expect(((await whole.json()) as Observation).resourceType).toBe('Observation');
     const outcome = await create('return=OperationOutcome');

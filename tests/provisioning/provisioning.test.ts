@@ -401,6 +401,7 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
     expect(minimal.status).toBe(201);
     expect(minimal.headers.get('location')).toMatch(/\/fhir\/Patient\/[^/]+\/_history\//);
     expect(await minimal.text()).toBe('');
+    expect(minimal.headers.get('content-type')).toBeNull();
     const outcome = await raw(uniqueEmail('outcome'), { prefer: 'return=OperationOutcome' });
     expect(outcome.status).toBe(201);
     expect(((await outcome.json()) as { resourceType: string }).resourceType).toBe('OperationOutcome');
