@@ -38,6 +38,51 @@ export function freeLoopbackPort(): Promise<number> {
 /** A worker that died is started again after this long (and not more often). */
 const RESPAWN_DELAY_MS = 1_000;
 
+/**
+ * Kills a listening worker whose event loop has not answered a ping for `timeoutMs` (a loop stuck
+ * in a bug, a process stopped): the kernel keeps handing it connections that nobody answers, and
+ * worker 0 holds the background work (mail, reconciliation). Its 'exit' starts another.
+ */
+function watchWorkers(
+  timeoutMs: number,
+  logger: Logger,
+): { watch(worker: Worker, index: number): void; stop(): void } {
+  const watched = new Map<Worker, { index: number; heard: number }>();
+  const onPong = (worker: Worker, message: unknown) => {
+    const entry = watched.get(worker);
+    if (entry && isClusterMessage(message, CLUSTER_MESSAGE.pong)) entry.heard = Date.now();
+  };
+  cluster.on('message', onPong);
+  const round = () => {
+    const now = Date.now();
+    for (const [worker, { index, heard }] of watched) {
+      if (worker.isDead()) watched.delete(worker);
+      else if (now - heard > timeoutMs) {
+        watched.delete(worker);
+        logger.error(
+          { worker: index, silent_ms: now - heard },
+          'gateway worker stopped answering; killing it',
+        );
+        worker.process.kill('SIGKILL');
+      } else if (worker.isConnected())
+        worker.send({ type: CLUSTER_MESSAGE.ping }, undefined, () => undefined);
+    }
+  };
+  const timer = timeoutMs > 0 ? setInterval(round, Math.max(250, timeoutMs / 5)) : undefined;
+  // the respawn timers keep the primary alive; the watchdog alone must not
+  timer?.unref();
+  return {
+    watch(worker, index) {
+      if (timer) watched.set(worker, { index, heard: Date.now() });
+    },
+    stop() {
+      clearInterval(timer);
+      cluster.off('message', onPong);
+      watched.clear();
+    },
+  };
+}
+
 export interface Cluster {
   /** Stops the workers (SIGTERM, each drains its requests), then the embedded FHIR server. */
   close(): Promise<void>;
@@ -90,12 +135,15 @@ export async function startCluster(config: Config, workers: number, logger: Logg
     else waiting.push(worker);
   };
   cluster.on('message', onAsk);
+  const watchdog = watchWorkers(config.workerWatchdogMs, logger);
   const fork = (index: number): Worker => {
     const worker = cluster.fork({
       ...(embeddedUrl ? { [WORKER_ENV.fhirBaseUrl]: embeddedUrl } : {}),
       [WORKER_ENV.background]: index === 0 ? '1' : '0',
     });
     worker.once('listening', () => {
+      // watched once it serves: a boot is slow on a busy machine, and then nothing waits on it yet
+      watchdog.watch(worker, index);
       if (index === 0 && !firstListening) {
         firstListening = true;
         for (const other of waiting.splice(0)) other.send({ type: CLUSTER_MESSAGE.listen });
@@ -131,6 +179,7 @@ export async function startCluster(config: Config, workers: number, logger: Logg
       closing = true;
       for (const respawn of respawns) clearTimeout(respawn);
       cluster.off('message', onAsk);
+      watchdog.stop();
       stopMetricsRelay();
       stopPeerRelay();
       const exits = Object.values(cluster.workers ?? {}).flatMap((worker) =>

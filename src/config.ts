@@ -166,6 +166,7 @@ const envSchema = z.object({
   TRUST_PROXY: booleanFlag.default(false),
   SHUTDOWN_TIMEOUT_MS: integer(0, 120_000).default(10_000),
   WORKERS: z.preprocess(emptyToUndefined, integer(1, 64).optional()),
+  WORKER_WATCHDOG_SECONDS: integer(0, 3600).default(30),
   METRICS_TOKEN: z.preprocess(
     emptyToUndefined,
     z
@@ -235,6 +236,8 @@ export interface Config {
   readonly shutdownTimeoutMs: number;
   /** Serving processes (src/cluster.ts); 1 runs everything in this process. */
   readonly workers: number;
+  /** A worker whose event loop has not answered the primary for this long is killed and replaced; 0: never. */
+  readonly workerWatchdogMs: number;
   /** GET /metrics is served only when set, to callers presenting it as a bearer token. */
   readonly metrics: { readonly token: string | undefined };
 }
@@ -370,6 +373,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     // every core serves requests unless told otherwise
     workers: e.WORKERS ?? os.availableParallelism(),
+    workerWatchdogMs: e.WORKER_WATCHDOG_SECONDS * 1000,
     metrics: { token: e.METRICS_TOKEN },
   };
   return deepFreeze(config);

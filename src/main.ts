@@ -81,6 +81,9 @@ function clusterStart(firstWorker: boolean) {
   process.on('message', (message: unknown) => {
     if (isClusterMessage(message, CLUSTER_MESSAGE.listen)) mayListen();
     if (isClusterMessage(message, CLUSTER_MESSAGE.allListening)) allListening = true;
+    // the primary's watchdog: answered from the event loop, so a loop that is stuck cannot answer
+    if (isClusterMessage(message, CLUSTER_MESSAGE.ping) && process.connected)
+      process.send?.({ type: CLUSTER_MESSAGE.pong }, undefined, {}, () => undefined);
   });
   return {
     beforeListen: () => {

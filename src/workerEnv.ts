@@ -6,7 +6,7 @@ export const WORKER_ENV = {
   background: 'FF_BACKGROUND',
 } as const;
 
-/** Messages between the primary and its workers during a start (src/cluster.ts). */
+/** Messages between the primary and its workers during a start, and the watchdog's (src/cluster.ts). */
 export const CLUSTER_MESSAGE = {
   /** Worker to primary: booted, may I listen? */
   mayListen: 'fhir-facade:may-listen',
@@ -14,6 +14,10 @@ export const CLUSTER_MESSAGE = {
   listen: 'fhir-facade:listen',
   /** Primary to worker: every worker listens, /readyz may say ready. */
   allListening: 'fhir-facade:all-listening',
+  /** Primary to worker: does your event loop still turn? */
+  ping: 'fhir-facade:ping',
+  /** Worker to primary: it does. */
+  pong: 'fhir-facade:pong',
 } as const;
 
 /** True when `message` is a cluster message of `type`. */

@@ -226,6 +226,7 @@ describe('WORKERS=2 in front of an external FHIR server', () => {
       FHIR_BASE_URL: fhir.baseUrl,
       ADMIN_EMAIL,
       ADMIN_PASSWORD,
+      WORKER_WATCHDOG_SECONDS: '3',
     }));
   }, 120_000);
 
@@ -234,6 +235,26 @@ describe('WORKERS=2 in front of an external FHIR server', () => {
     await fhir?.close();
     if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
   }, 60_000);
+
+  it('kills and replaces a worker whose event loop stopped answering (SIGSTOP): connections it took would hang', async () => {
+    const [primary, ...workers] = nodeProcessesUnder(proc.child.pid as number);
+    const [frozen] = workers;
+    process.kill(frozen as number, 'SIGSTOP');
+    await waitFor(
+      'the frozen worker replaced',
+      async () => {
+        const pids = nodeProcessesUnder(proc.child.pid as number);
+        return pids.length === 3 && pids[0] === primary && !pids.includes(frozen as number);
+      },
+      20_000,
+      proc,
+    );
+    expect(proc.output()).toContain('gateway worker stopped answering; killing it');
+    await waitFor('the gateway to serve again', async () => (await fetch(`${url}/readyz`)).status === 200);
+    // the workers that answer are left alone
+    await new Promise((resolve) => setTimeout(resolve, 4_000));
+    expect(proc.output().match(/stopped answering/g)).toHaveLength(1);
+  });
 
   it('replaces both workers killed at once: the primary stays up, though nothing else runs in it', async () => {
     const [primary, ...workers] = nodeProcessesUnder(proc.child.pid as number);
