@@ -290,6 +290,11 @@ export async function changePassword(
   }
   // the person is proven: the try is no guess at the password, whatever the new one's fate
   await refundHit(deps.db, deps.clock, limits);
+  // the same password again would change nothing but end every session: a slip, told as one
+  if (!passwordTooLong(input.new_password) && normalizePassword(input.new_password) === current)
+    throw new AppError('validation_failed', {
+      errors: [{ path: 'new_password', message: 'must differ from your current password' }],
+    });
   assertPasswordAllowed(deps, input.new_password, user.email, 'new_password');
   const passwordHash = await deps.passwords.hash(input.new_password);
   const now = deps.clock.now();

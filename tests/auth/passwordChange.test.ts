@@ -68,6 +68,22 @@ describe.each(DIALECTS)('changing the password while logged in (%s)', (dialect) 
     );
   });
 
+  it('refuses the current password as the new one (also spelled another way), and ends no session', async () => {
+    const user = await gw.seedUser({ role: 'patient', password: 'ﬁne and long passphrase' });
+    const pair = (await (await login(user.email, user.password)).json()) as Pair;
+    // NFKC: the ligature ﬁ is "fi", the same password (a no-op change would still end every session)
+    for (const same of [user.password, 'fine and long passphrase']) {
+      const refused = await change(pair.token, { current_password: user.password, new_password: same });
+      expect(refused.status).toBe(400);
+      expect(await refused.json()).toMatchObject({
+        code: 'validation_failed',
+        errors: [{ path: 'new_password', message: 'must differ from your current password' }],
+      });
+    }
+    expect((await me(pair.token)).status).toBe(200);
+    expect((await login(user.email, user.password)).status).toBe(200);
+  });
+
   it('ends every session, answers a new pair, and the new password is the one that logs in', async () => {
     const user = await gw.seedUser({ role: 'practitioner' });
     const here = (await (await login(user.email, user.password)).json()) as Pair;
