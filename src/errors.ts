@@ -99,6 +99,12 @@ export const ERROR_CATALOG = {
     detail: 'The resource was deleted.',
     fhirCode: 'deleted',
   },
+  page_expired: {
+    status: 410,
+    title: 'Gone',
+    detail: 'The FHIR server no longer keeps this page of results: run the search again.',
+    fhirCode: 'not-found',
+  },
   precondition_failed: {
     status: 412,
     title: 'Precondition Failed',

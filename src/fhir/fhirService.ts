@@ -498,7 +498,7 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
       const index = relativeLink.indexOf('?');
       const path = index < 0 ? relativeLink : relativeLink.slice(0, index);
       const query = index < 0 ? '' : relativeLink.slice(index);
-      return expectBundle(await exchange({ method: 'GET', path }, query));
+      return expectBundle(await exchange({ method: 'GET', path }, query, 'page'));
     },
     create: (type, resource, conditional = {}) =>
       write(

@@ -26,13 +26,23 @@ const CODE_BY_STATUS: Readonly<Record<number, ErrorCode>> = {
 };
 
 /**
- * What the request was, where a status means something else for it: a search, a write with
- * If-Match, a request an admin's passthrough forwards as it came.
+ * What the request was, where a status means something else for it: a search, a page of one the
+ * server linked to, a write with If-Match, a request an admin's passthrough forwards as it came.
  */
-export type UpstreamInteraction = 'search' | 'value-set-search' | 'versioned-write' | 'forwarded' | 'other';
+export type UpstreamInteraction =
+  | 'search'
+  | 'value-set-search'
+  | 'page'
+  | 'versioned-write'
+  | 'forwarded'
+  | 'other';
 
-/** A search naming a value set (`code:in`, `code:not-in`) is told apart: a 404 there is about the value set. */
+/**
+ * A search naming a value set (`code:in`, `code:not-in`) is told apart: a 404 there is about the
+ * value set. HAPI's paging links are searches at the base naming its stored search (`_getpages`).
+ */
 export function searchInteraction(params: URLSearchParams): UpstreamInteraction {
+  if (params.has('_getpages')) return 'page';
   for (const name of params.keys())
     if (name.endsWith(':in') || name.endsWith(':not-in')) return 'value-set-search';
   return 'search';
@@ -59,6 +69,12 @@ export function upstreamStatusError(
   interaction: UpstreamInteraction = 'other',
   exchange: UpstreamExchange = {},
 ): AppError {
+  // a page the server linked to and then forgot (HAPI keeps a search's results for a while, and
+  // not across a restart: 410 HAPI-0417): the search is to run again, nothing is missing or broken
+  if (interaction === 'page' && (status === 404 || status === 410))
+    return new AppError('page_expired', {
+      cause: Object.assign(new Error(`FHIR server answered ${status}`), { code: `http_${status}` }),
+    });
   // a search of a type cannot be missing: 404/410 there means a wrong base URL, a server that is
   // not FHIR, or a type it does not serve — its fault, not "no such resource" for the caller
   // (HAPI answers a value set it does not know, `code:in=<url>`, with 404: the caller's query to mend)

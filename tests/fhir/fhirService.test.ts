@@ -360,9 +360,24 @@ describe('upstream status mapping', () => {
     ['code=http://x|1', 'search'],
     ['code:below=http://x|1', 'search'],
     ['', 'search'],
+    ['_getpages=abc&_getpagesoffset=20&_count=20', 'page'],
   ])('a search of %s is a %s to the status mapping', (query, interaction) => {
     expect(searchInteraction(new URLSearchParams(query))).toBe(interaction);
   });
+
+  it.each([
+    [404, 410],
+    [410, 410],
+    [400, 400],
+    [500, 502],
+  ])(
+    'upstream %i to a page the server linked to answers our %s: it forgot the search (HAPI-0417), which is to run again',
+    (upstreamStatus, ours) => {
+      const error = upstreamStatusError(upstreamStatus, 'page');
+      expect(error.status).toBe(ours);
+      if (ours === 410) expect(error.detail).toMatch(/run the search again/);
+    },
+  );
 
   it.each([
     [409, 412],
