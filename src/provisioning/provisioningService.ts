@@ -565,25 +565,36 @@ async function accountFailed(flight: CreateInFlight, created: CreatedOnFhir, err
     : created.createdNow && !failure.busy
       ? await linkedToAnAccount(deps, intent, created.id)
       : 'no';
+  // another account links the id of the record we just made: the FHIR server handed out an id
+  // again (ids reused after its reset, or a restore from an older backup). The record is ours
+  // (created now, under our identifier) and is removed; the other account is an operator's to mend
+  const reused = linked === 'another';
+  const reason = reused ? 'fhir_id_reused' : failure.reason;
+  if (reused)
+    deps.logger.error(
+      { fhir_type: intent.fhir_type, fhir_id: created.id, req_id: flight.ctx.requestId },
+      'the FHIR server gave a new record the id another account links to: were its ids reused?',
+    );
   // busy, or the link unknown: the intent stays pending and its key locked until the lease lapses;
   // reconciliation settles both (it too keeps a resource an account links to)
   const leftPending = failure.busy || linked === 'unknown';
   let orphaned = false;
-  if (created.createdNow && linked === 'no') orphaned = await undoFhirCreate(flight, created, failure);
-  else if (!leftPending) await bestEffort(deps, () => settleAs(flight, 'abandoned', failure.reason));
+  if (created.createdNow && (linked === 'no' || reused))
+    orphaned = await undoFhirCreate(flight, created, failure.busy, reason);
+  else if (!leftPending) await bestEffort(deps, () => settleAs(flight, 'abandoned', reason));
   // a database that is locked, or could not say whether it stored the account, would only make
   // the answer wait once more: the refusal is then recorded by the request's audit trail, which
   // keeps its rows until the database answers
   const auditHere = !failure.busy && !failure.unknown;
-  // another account links the resource: its create won, whatever error ours ended with
-  const conflict = failure.taken || linked === 'yes';
-  if (auditHere)
-    await bestEffort(deps, () =>
-      flight.failed(conflict ? 'conflict' : failure.reason, conflict ? 'conflict' : 'storage_unavailable'),
-    );
+  // an account of this email links the resource: its create won, whatever error ours ended with
+  const conflict = !reused && (failure.taken || linked === 'ours');
+  const errorCode = conflict ? 'conflict' : reused ? 'upstream_error' : 'storage_unavailable';
+  if (auditHere) await bestEffort(deps, () => flight.failed(conflict ? 'conflict' : reason, errorCode));
   const held = keyOfIntent(intent);
   if (held && !leftPending) await bestEffort(deps, () => releaseKey(deps.db, held, intent.id));
-  const refusal = accountRefusal(error, failure, conflict, orphaned);
+  const refusal = reused
+    ? reusedIdRefusal(error, orphaned)
+    : accountRefusal(error, failure, conflict, orphaned);
   return auditHere ? auditedError(refusal) : refusal;
 }
 
@@ -591,7 +602,8 @@ async function accountFailed(flight: CreateInFlight, created: CreatedOnFhir, err
 async function undoFhirCreate(
   flight: CreateInFlight,
   created: CreatedOnFhir,
-  failure: AccountFailure,
+  busy: boolean,
+  reason: string,
 ): Promise<boolean> {
   const { deps, intent, ctx } = flight;
   // the database may be what failed: recording is best effort, the log line is the fallback
@@ -599,14 +611,12 @@ async function undoFhirCreate(
     deps,
     intent.fhir_type,
     created.id,
-    failure.busy ? noAudit(deps) : flight.audit,
-    failure.reason,
+    busy ? noAudit(deps) : flight.audit,
+    reason,
     ctx.requestId,
   ).catch(() => 'orphaned' as const);
-  if (!failure.busy)
-    await bestEffort(deps, () =>
-      settleAs(flight, outcome === 'removed' ? 'abandoned' : 'orphaned', failure.reason),
-    );
+  if (!busy)
+    await bestEffort(deps, () => settleAs(flight, outcome === 'removed' ? 'abandoned' : 'orphaned', reason));
   return outcome === 'orphaned';
 }
 
@@ -629,25 +639,38 @@ function accountRefusal(
   });
 }
 
+function reusedIdRefusal(error: Error, orphaned: boolean): AppError {
+  return new AppError('upstream_error', {
+    cause: error,
+    detail: `The FHIR server gave the new record the id of a record another account links to (were its ids reused after a reset or a restore?). ${
+      orphaned
+        ? 'The new record could not be removed: it is listed for an administrator.'
+        : 'The new record was removed and nothing was stored.'
+    } An administrator should check the FHIR server before trying again.`,
+  });
+}
+
 const COMMIT_UNKNOWN_DETAIL =
   'The database stopped answering while the account was being stored: it is finished or undone in the background. Retry with the same Idempotency-Key, or look the email up before creating it again.';
 
 /**
- * Whether an account links to the resource this request's conditional create made. A concurrent
+ * Which account links to the resource this request's conditional create made. A concurrent
  * create of the same email without an Idempotency-Key finds that resource through its own
  * conditional create, and may link its account to it and commit first: this request then loses
  * on the unique index, and deleting "its" resource would leave the winner's account pointing at
- * nothing. Asked after the failed transaction rolled back (PostgreSQL refuses every statement in
- * an aborted one); a unique violation is only reported once the other row is committed, so the
- * row is visible here on both databases.
+ * nothing (`ours`: an account of this email). An account of another email means the FHIR server
+ * handed out the id of a record it lost (`another`). Asked after the failed transaction rolled
+ * back (PostgreSQL refuses every statement in an aborted one); a unique violation is only
+ * reported once the other row is committed, so the row is visible here on both databases.
  */
 async function linkedToAnAccount(
   deps: AppDeps,
   intent: IntentForCompletion,
   fhirId: string,
-): Promise<'yes' | 'no' | 'unknown'> {
+): Promise<'ours' | 'another' | 'no' | 'unknown'> {
   try {
-    return (await findUserByFhirResource(deps.db, ROLE_BY_TYPE[intent.fhir_type], fhirId)) ? 'yes' : 'no';
+    const linked = await findUserByFhirResource(deps.db, ROLE_BY_TYPE[intent.fhir_type], fhirId);
+    return !linked ? 'no' : linked.email === intent.email ? 'ours' : 'another';
   } catch (error) {
     // when the database cannot say, the resource is kept: a wrong delete loses an account's record
     deps.logger.error(

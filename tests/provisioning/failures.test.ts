@@ -290,6 +290,51 @@ describe.each(DIALECTS)('two creates of one email racing without an Idempotency-
   });
 });
 
+describe.each(DIALECTS)('a FHIR server that hands out an id another account links to (%s)', (dialect) => {
+  it('answers 502, removes the new record, stores nothing, leaves the other account as it was, and a retry works', async () => {
+    // HAPI-style numeric ids, one counter for every type: the next id is the one after a probe's.
+    // An account whose record the server lost (a reset, a restore from an older backup) holds it
+    const gw = await gateway({ dialect, upstream: 'hapi' });
+    const probe = await gw.deps.fhir.create('Organization', { resourceType: 'Organization', name: 'probe' });
+    const nextId = String(Number(probe.id) + 1);
+    const earlier = await gw.seedUser({ role: 'patient', fhirId: nextId });
+    const email = 'reused-id@example.com';
+    const response = await createPatient(gw, email);
+    expect(response.status).toBe(502);
+    const body = (await response.json()) as { code: string; detail: string };
+    expect(body.code).toBe('upstream_error');
+    expect(body.detail).toMatch(/another account links to .* removed and nothing was stored/);
+    expect(await patientsWithEmail(gw, email)).toHaveLength(0);
+    const users = gw.deps.db.selectFrom('users').select(['email', 'fhir_resource_id']);
+    expect(await users.where('email', '=', email).execute()).toEqual([]);
+    expect(await users.where('id', '=', earlier.id).execute()).toEqual([
+      { email: earlier.email, fhir_resource_id: nextId },
+    ]);
+    const intent = await gw.deps.db
+      .selectFrom('provisioning_intents')
+      .select(['state', 'last_error'])
+      .where('email', '=', email)
+      .executeTakeFirstOrThrow();
+    expect(intent).toEqual({ state: 'abandoned', last_error: 'fhir_id_reused' });
+    await gw.deps.auditTrail.flush();
+    const audit = await gw.deps.db
+      .selectFrom('audit_log')
+      .select(['action', 'outcome', 'error_code'])
+      .where('action', 'in', ['provisioning.create', 'provisioning.compensate'])
+      .where('target_fhir_type', '=', 'Patient')
+      .orderBy('action')
+      .execute();
+    expect(audit).toEqual([
+      { action: 'provisioning.compensate', outcome: 'success', error_code: null },
+      { action: 'provisioning.create', outcome: 'failed', error_code: 'upstream_error' },
+    ]);
+    // the removed id is not handed out again: the retry gets a record, and an account, of its own
+    const retry = await createPatient(gw, email);
+    expect(retry.status).toBe(201);
+    expect(((await retry.json()) as { fhir_id: string }).fhir_id).not.toBe(nextId);
+  });
+});
+
 /** A gateway on PostgreSQL behind a TCP proxy that can lose the acknowledgement of a COMMIT. */
 async function gatewayBehindPostgresProxy(env: Record<string, string> = {}) {
   const schema = await createTestSchema();
