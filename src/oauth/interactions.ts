@@ -191,13 +191,30 @@ async function checkLogin(
   }
 }
 
+/**
+ * The fields of a posted form. Our pages post urlencoded forms only: any other body (a multipart
+ * one that does not parse threw, a 500) is no post of theirs, and undefined here.
+ */
+async function postedForm(c: Ctx): Promise<Record<string, unknown> | undefined> {
+  if (!/^application\/x-www-form-urlencoded\s*(;|$)/i.test(c.req.header('content-type') ?? ''))
+    return undefined;
+  try {
+    return await c.req.parseBody();
+  } catch {
+    return undefined;
+  }
+}
+
+const NOT_OUR_FORM = 'This page accepts only the form it shows. Go back to the app and start again.';
+
 /** POST /oauth/interaction/{uid}/login: email and password, checked exactly as POST /auth/login checks them. */
 export async function submitLogin(c: Ctx, server: OAuthServer, uid: string) {
   const details = await interactionOf(c, server, uid);
   const launch = details && (await launchOf(c, details));
   if (!details || !launch || details.prompt.name !== 'login')
     return errorHtml(c, 400, 'This page cannot be used', EXPIRED);
-  const form = await c.req.parseBody();
+  const form = await postedForm(c);
+  if (!form) return errorHtml(c, 400, 'This page cannot be used', NOT_OUR_FORM);
   // a post that did not come from the form we rendered for this interaction
   if (!csrfValid(server, uid, 'login', form.csrf)) return errorHtml(c, 403, 'Request refused', EXPIRED);
   const email = typeof form.email === 'string' ? form.email.trim() : '';
@@ -219,7 +236,8 @@ export async function submitConsent(c: Ctx, server: OAuthServer, uid: string) {
   const launch = details && (await launchOf(c, details));
   if (!details || !launch || details.prompt.name !== 'consent')
     return errorHtml(c, 400, 'This page cannot be used', EXPIRED);
-  const form = await c.req.parseBody();
+  const form = await postedForm(c);
+  if (!form) return errorHtml(c, 400, 'This page cannot be used', NOT_OUR_FORM);
   // a cross-site post, or one replayed from another interaction, must not grant anything
   if (!csrfValid(server, uid, 'consent', form.csrf)) return errorHtml(c, 403, 'Request refused', EXPIRED);
   const consent = await consentContext(c, details, launch);

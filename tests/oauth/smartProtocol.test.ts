@@ -904,6 +904,56 @@ describe('SMART App Launch: the protocol', () => {
       }
     });
 
+    it('answers a login post that is not a urlencoded form 400, never 500, and the form still works after', async () => {
+      const browser = new Browser();
+      const { challenge } = pkcePair();
+      const start = await browser.fetch(
+        authorizeUrl(gw, { clientId: app.client_id, redirectUri, scope: SCOPE, challenge }),
+      );
+      const loginUrl = new URL(start.headers.get('location')!, gw.url).href;
+      const login = await (await browser.fetch(loginUrl)).text();
+      for (const type of ['multipart/form-data', 'multipart/form-data; boundary=b', 'application/json']) {
+        const response = await browser.fetch(`${loginUrl}/login`, {
+          method: 'POST',
+          body: 'x',
+          headers: { 'content-type': type },
+        });
+        expect(response.status, type).toBe(400);
+        expect(response.headers.get('content-type')).toMatch(/^text\/html/);
+      }
+      const patient = await gw.seedUser({ role: 'patient' });
+      const signedIn = await browser.fetch(`${loginUrl}/login`, {
+        method: 'POST',
+        body: new URLSearchParams({ csrf: csrfOf(login), email: patient.email, password: patient.password }),
+      });
+      expect(signedIn.status).toBe(303);
+    });
+
+    it('answers a consent post that is not a urlencoded form 400, never 500 (a multipart body that does not parse)', async () => {
+      const { browser, consentUrl, page } = await toConsent();
+      for (const [type, body] of [
+        ['multipart/form-data', 'x'],
+        ['multipart/form-data; boundary=b', '--b\r\nContent-Disposition: form-data; name="csrf"\r\n\r\nx'],
+        ['application/json', JSON.stringify({ csrf: csrfOf(page), decision: 'allow' })],
+        ['text/plain', `csrf=${csrfOf(page)}&decision=allow`],
+      ]) {
+        const response = await browser.fetch(`${consentUrl}/consent`, {
+          method: 'POST',
+          body,
+          headers: { 'content-type': type as string },
+        });
+        expect(response.status, type).toBe(400);
+        expect(response.headers.get('content-type')).toMatch(/^text\/html/);
+        expect(response.headers.get('location')).toBeNull();
+      }
+      // the consent is still to be given, with the right form
+      const allowed = await browser.fetch(`${consentUrl}/consent`, {
+        method: 'POST',
+        body: new URLSearchParams({ csrf: csrfOf(page), decision: 'allow' }),
+      });
+      expect(allowed.status).toBe(303);
+    });
+
     it('refuses a consent post from a browser without the interaction cookie (a cross-site post)', async () => {
       const { consentUrl, page } = await toConsent();
       const response = await new Browser().fetch(`${consentUrl}/consent`, {
