@@ -12,7 +12,7 @@ import { showInteraction, submitConsent, submitLogin } from './interactions.js';
 import type { OAuthServer } from './provider.js';
 import { withPublicRefreshClient } from './publicRefresh.js';
 import { smartConfiguration } from './smartConfiguration.js';
-import { INTERACTION_PREFIX, OAUTH_PREFIX } from './urls.js';
+import { INTERACTION_PREFIX, OAUTH_PREFIX, SESSION_COOKIE } from './urls.js';
 
 /**
  * Mounts the SMART authorization server: `GET /fhir/.well-known/smart-configuration`, our login
@@ -43,6 +43,23 @@ export function withSmartPrompts(search: string): string {
   return `?${params}`;
 }
 
+/**
+ * `prompt=none` can never succeed here (every launch asks for the password), so its answer could
+ * say one thing only: whether this browser has a login session (`consent_required`) or not
+ * (`login_required`), to any registered app. Handed over without that session, it is always
+ * `login_required`.
+ */
+function withoutSessionForPromptNone(req: IncomingMessage, search: string): void {
+  const prompts = (new URLSearchParams(search).get('prompt') ?? '').split(' ');
+  const cookie = req.headers.cookie;
+  if (!prompts.includes('none') || !cookie) return;
+  req.headers.cookie = cookie
+    .split(';')
+    // the cookie and its signature (`.sig`; `.legacy.sig` from older oidc-provider versions)
+    .filter((pair) => !(pair.split('=')[0]?.trim() ?? '').startsWith(SESSION_COOKIE))
+    .join(';');
+}
+
 /** The headers every answer of ours carries, set on the Node response oidc-provider writes itself. */
 function prepareNodeResponse(c: Ctx, res: ServerResponse): void {
   res.setHeader('X-Request-Id', c.var.requestId);
@@ -62,7 +79,9 @@ async function protocol(c: Ctx, { server, handle }: LoadedServer): Promise<Respo
   const pathname = url.pathname.replace(/\/+$/, '').toLowerCase();
   // the prefix alone names no endpoint (oidc-provider's router threw on the empty path: a 500)
   if (pathname === OAUTH_PREFIX) throw new AppError('not_found');
-  const search = pathname === `${OAUTH_PREFIX}/authorize` ? withSmartPrompts(url.search) : url.search;
+  const authorizing = pathname === `${OAUTH_PREFIX}/authorize`;
+  const search = authorizing ? withSmartPrompts(url.search) : url.search;
+  if (authorizing) withoutSessionForPromptNone(received, search);
   (received as IncomingMessage & { originalUrl?: string }).originalUrl = `${pathname}${search}`;
   received.url = `${pathname.slice(OAUTH_PREFIX.length)}${search}`;
   const tokenEndpoint = pathname === `${OAUTH_PREFIX}/token`;

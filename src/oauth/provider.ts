@@ -19,7 +19,7 @@ import { databaseAdapter } from './adapter.js';
 import { requestContextOf } from './gatewayRequest.js';
 import { clientSecretMatches } from './smartAppRepository.js';
 import { recognisedScopes } from './smartGrant.js';
-import { fhirBaseOf, INTERACTION_PREFIX, oauthIssuer } from './urls.js';
+import { fhirBaseOf, INTERACTION_PREFIX, oauthIssuer, SESSION_COOKIE } from './urls.js';
 import { errorPage, pageCsp } from './views.js';
 
 /**
@@ -214,7 +214,7 @@ function configuration(deps: AppDeps, fhirBase: string): Configuration {
     },
     cookies: {
       names: {
-        session: 'fhir_facade_oauth_session',
+        session: SESSION_COOKIE,
         interaction: 'fhir_facade_oauth_interaction',
         resume: 'fhir_facade_oauth_resume',
       },

@@ -6,6 +6,8 @@ import type { Config } from '../config.js';
 export const OAUTH_PREFIX = '/oauth';
 /** The server-rendered login and consent pages (ours, not oidc-provider's). */
 export const INTERACTION_PREFIX = `${OAUTH_PREFIX}/interaction/`;
+/** The cookie of a browser's login session with the authorization server (oauthRoutes.ts reads it for prompt=none). */
+export const SESSION_COOKIE = 'fhir_facade_oauth_session';
 
 /** The issuer of SMART tokens and id_tokens: `${PUBLIC_BASE_URL}/oauth`. */
 export function oauthIssuer(config: Pick<Config, 'publicBaseUrl'>): string {

@@ -225,6 +225,25 @@ describe('SMART App Launch: the protocol', () => {
       const page = await landing(signedIn.result.browser, spell(url));
       expect(page).toContain('name="password"');
     });
+
+    it('answers prompt=none login_required with or without a live session: no app learns whether one exists', async () => {
+      const signedIn = await codeFor();
+      const { challenge } = pkcePair();
+      const url = authorizeUrl(gw, {
+        clientId: app.client_id,
+        redirectUri,
+        scope: SCOPE,
+        challenge,
+        extra: { prompt: 'none' },
+      });
+      for (const browser of [signedIn.result.browser, new Browser()]) {
+        const response = await browser.fetch(url);
+        expect(response.status).toBe(303);
+        const location = new URL(response.headers.get('location') ?? '');
+        expect(`${location.origin}${location.pathname}`).toBe(redirectUri);
+        expect(location.searchParams.get('error')).toBe('login_required');
+      }
+    });
   });
 
   it('serves the public keys to any origin: a browser app verifies its id_token with them', async () => {
