@@ -66,6 +66,8 @@ function prepareNodeResponse(c: Ctx, res: ServerResponse): void {
   res.setHeader('X-Content-Type-Options', 'nosniff');
   res.setHeader('Referrer-Policy', 'no-referrer');
   res.setHeader('X-Frame-Options', 'DENY');
+  // as on every answer of ours; oidc-provider sets its own where it caches on purpose
+  res.setHeader('Cache-Control', 'no-store');
 }
 
 async function protocol(c: Ctx, { server, handle }: LoadedServer): Promise<Response> {

@@ -114,6 +114,21 @@ async function seenOverHttps(ctx: KoaContextWithOIDC, next: () => Promise<void>)
 }
 
 /**
+ * Every URL oidc-provider builds (discovery's endpoints, its redirects) is on the public address,
+ * never on the request's Host or X-Forwarded-Host: a forged one would be served back to the
+ * caller, and to everyone else through a cache that does not key on it.
+ */
+function seenAtPublicHost(publicBaseUrl: string) {
+  const { host, hostname } = new URL(publicBaseUrl);
+  return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
+    // Koa builds ctx.href, which oidc-provider's urlFor resolves against, from these
+    Object.defineProperty(ctx.request, 'host', { value: host });
+    Object.defineProperty(ctx.request, 'hostname', { value: hostname });
+    await next();
+  };
+}
+
+/**
  * oidc-provider allows the caller's Origin on the token and revocation endpoints before it knows
  * the app, and checks it (clientCors) only once one is named: an answer given before that (no
  * client_id, an unknown one, a bogus token) would let any site read it. Those answers carry none.
@@ -265,6 +280,7 @@ export function createOAuthServer(deps: AppDeps): OAuthServer {
     return clientSecretMatches(this.clientSecret, actual);
   };
   if (new URL(deps.config.publicBaseUrl).protocol === 'https:') provider.use(seenOverHttps);
+  provider.use(seenAtPublicHost(deps.config.publicBaseUrl));
   provider.use(patientContext);
   provider.use(noOriginWithoutClient);
   provider.on('server_error', (_ctx, error) => deps.logger.error({ err: error }, 'oauth server error'));

@@ -161,7 +161,10 @@ async function follow(
   for (let hops = 0; hops < 10; hops++) {
     const location = current.headers.get('location');
     if (current.status < 300 || current.status >= 400 || !location) return current;
-    const target = new URL(location, gw.url);
+    let target = new URL(location, gw.url);
+    // the gateway's own redirects are on its public address: the reverse proxy's part, played here
+    const publicOrigin = new URL(gw.deps.config.publicBaseUrl).origin;
+    if (target.origin === publicOrigin) target = new URL(`${target.pathname}${target.search}`, gw.url);
     // an https public address makes the gateway's own redirects https: the TLS proxy's part, played here
     if (target.host === new URL(gw.url).host) target.protocol = 'http:';
     const next = target.href;

@@ -1,3 +1,4 @@
+import http from 'node:http';
 import net from 'node:net';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -147,6 +148,31 @@ describe('SMART App Launch: the protocol', () => {
     };
     expect(keys.keys.map((k) => k.kid)).toEqual(gatewayKeys.keys.map((k) => k.kid));
     expect(keys.keys.every((k) => k.d === undefined)).toBe(true);
+  });
+
+  it('builds every discovery URL on PUBLIC_BASE_URL, never on a Host header the caller sent, and is not cached', async () => {
+    const answer = await new Promise<{ body: string; cacheControl: string | undefined }>(
+      (resolve, reject) => {
+        const url = new URL(`${gw.url}/oauth/.well-known/openid-configuration`);
+        http
+          .get(url, { headers: { host: 'evil.example', 'x-forwarded-host': 'evil.example' } }, (res) => {
+            let body = '';
+            res.setEncoding('utf8');
+            res.on('data', (chunk) => {
+              body += chunk;
+            });
+            res.on('end', () => resolve({ body, cacheControl: res.headers['cache-control'] }));
+          })
+          .on('error', reject);
+      },
+    );
+    expect(answer.body).not.toContain('evil.example');
+    const openid = JSON.parse(answer.body) as Record<string, unknown>;
+    const base = gw.deps.config.publicBaseUrl;
+    expect(openid.authorization_endpoint).toBe(`${base}/oauth/authorize`);
+    expect(openid.token_endpoint).toBe(`${base}/oauth/token`);
+    expect(openid.jwks_uri).toBe(`${base}/oauth/jwks`);
+    expect(answer.cacheControl).toBe('no-store');
   });
 
   it("answers oidc-provider's own responses once, on a connection that stays open", async () => {
