@@ -17,7 +17,7 @@ import {
 } from './accounts.js';
 import { databaseAdapter } from './adapter.js';
 import { requestContextOf } from './gatewayRequest.js';
-import { clientSecretMatches } from './smartAppRepository.js';
+import { clientSecretMatches, isPublicAppOrigin } from './smartAppRepository.js';
 import { recognisedScopes } from './smartGrant.js';
 import { fhirBaseOf, INTERACTION_PREFIX, oauthIssuer, SESSION_COOKIE } from './urls.js';
 import { errorPage, pageCsp } from './views.js';
@@ -131,16 +131,24 @@ function seenAtPublicHost(publicBaseUrl: string) {
 /**
  * oidc-provider allows the caller's Origin on the token and revocation endpoints before it knows
  * the app, and checks it (clientCors) only once one is named: an answer given before that (no
- * client_id, an unknown one, a bogus token) would let any site read it. Those answers carry none.
+ * client_id, an unknown one, a bogus token) would let any site read it. Those answers carry none,
+ * and a preflight (which names no app) allows only the origin of some public app.
  */
-async function noOriginWithoutClient(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
-  try {
-    await next();
-  } finally {
-    const route = ctx.oidc?.route;
-    if (ctx.method !== 'OPTIONS' && (route === 'token' || route === 'revocation') && !ctx.oidc?.client)
-      ctx.remove('Access-Control-Allow-Origin');
-  }
+function noOriginWithoutClient(deps: AppDeps) {
+  return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
+    try {
+      await next();
+    } finally {
+      if (ctx.method === 'OPTIONS') {
+        // a preflight is answered before routing (no ctx.oidc); oauthRoutes.ts hands paths over in one spelling
+        const tokenOrRevocation = ctx.path === '/token' || ctx.path === '/revoke';
+        if (tokenOrRevocation && !(await isPublicAppOrigin(deps.db, ctx.get('Origin'))))
+          ctx.remove('Access-Control-Allow-Origin');
+      } else if (ctx.oidc?.route === 'token' || ctx.oidc?.route === 'revocation') {
+        if (!ctx.oidc.client) ctx.remove('Access-Control-Allow-Origin');
+      }
+    }
+  };
 }
 
 /**
@@ -282,7 +290,7 @@ export function createOAuthServer(deps: AppDeps): OAuthServer {
   if (new URL(deps.config.publicBaseUrl).protocol === 'https:') provider.use(seenOverHttps);
   provider.use(seenAtPublicHost(deps.config.publicBaseUrl));
   provider.use(patientContext);
-  provider.use(noOriginWithoutClient);
+  provider.use(noOriginWithoutClient(deps));
   provider.on('server_error', (_ctx, error) => deps.logger.error({ err: error }, 'oauth server error'));
   // Koa's own handler would print the stack to stderr, outside the JSON log
   // (the Provider is the Koa application itself: its `.app` is deprecated)

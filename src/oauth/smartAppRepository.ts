@@ -8,6 +8,22 @@ export function findSmartApp(db: Db, clientId: string): Promise<SmartAppRow | un
   return db.selectFrom('smart_apps').selectAll().where('client_id', '=', clientId).executeTakeFirst();
 }
 
+/**
+ * Whether an origin is that of an active public app's redirect URI: the only origins a browser
+ * app calls the token and revocation endpoints from (a confidential app's secret never sits in a browser).
+ */
+export async function isPublicAppOrigin(db: Db, origin: string): Promise<boolean> {
+  const apps = await db
+    .selectFrom('smart_apps')
+    .select('redirect_uris')
+    .where('client_type', '=', 'public')
+    .where('is_active', '=', 1)
+    .execute();
+  return apps.some((app) =>
+    (JSON.parse(app.redirect_uris) as string[]).some((uri) => URL.parse(uri)?.origin === origin),
+  );
+}
+
 const SECRET_PREFIX = 'cs_';
 
 /** A confidential app's secret: 256 bits from the CSPRNG, shown once. */

@@ -673,6 +673,16 @@ describe('SMART App Launch: the protocol', () => {
       }
     });
 
+    it('let no other origin through the preflight: not an unknown site, not null, not a confidential app', async () => {
+      const confidentialOrigin = new URL(confidential.redirect_uris[0]!).origin;
+      for (const path of ['/oauth/token', '/oauth/revoke', '/oauth/TOKEN']) {
+        for (const origin of ['https://evil.example', 'null', confidentialOrigin]) {
+          const response = await preflight(path, origin);
+          expect(response.headers.get('access-control-allow-origin'), `${path} ${origin}`).toBeNull();
+        }
+      }
+    });
+
     it("answer a public app's origin on the request itself, and refuse another origin for that app", async () => {
       const tokens = await smartTokens(gw, app, patient, SCOPE);
       const refresh = (origin: string, refreshToken: string) =>
