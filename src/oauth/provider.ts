@@ -93,6 +93,15 @@ function checkAud(fhirBase: string) {
   };
 }
 
+/**
+ * SMART App Launch requires `state` on every authorization request: the app's check that the
+ * answer at its redirect URI is to a request it made (PKCE guards the code, not the app's session).
+ */
+async function checkState(_ctx: KoaContextWithOIDC, value: string | undefined) {
+  if (value === undefined || value === '')
+    throw new errors.InvalidRequest('the state parameter is required (SMART App Launch)');
+}
+
 /** Public apps call the token endpoint from their own origin: CORS for the origins of their redirect URIs. */
 function clientCors(
   _ctx: KoaContextWithOIDC,
@@ -215,7 +224,7 @@ function configuration(deps: AppDeps, fhirBase: string): Configuration {
         getResourceServerInfo: resourceServerInfo(deps, fhirBase),
       },
     },
-    extraParams: { aud: checkAud(fhirBase) },
+    extraParams: { aud: checkAud(fhirBase), state: checkState },
     extraTokenClaims: (ctx, token) => smartTokenClaims(deps, ctx, token),
     interactions: { url: async (_ctx, interaction) => `${INTERACTION_PREFIX}${interaction.uid}` },
     // every launch gets its own grant (and gateway session): no earlier grant is reused silently

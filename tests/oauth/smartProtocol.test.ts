@@ -326,6 +326,23 @@ describe('SMART App Launch: the protocol', () => {
     expect(tokens.id_token).toBeUndefined();
   });
 
+  it('refuses an authorization request without state (SMART App Launch requires it), at the redirect URI', async () => {
+    const { challenge } = pkcePair();
+    for (const state of [undefined, '']) {
+      const url = new URL(
+        authorizeUrl(gw, { clientId: app.client_id, redirectUri, scope: SCOPE, challenge }),
+      );
+      if (state === undefined) url.searchParams.delete('state');
+      else url.searchParams.set('state', state);
+      const response = await fetch(url, { redirect: 'manual' });
+      expect(response.status).toBe(303);
+      const location = new URL(response.headers.get('location') ?? '');
+      expect(`${location.origin}${location.pathname}`).toBe(redirectUri);
+      expect(location.searchParams.get('error')).toBe('invalid_request');
+      expect(location.searchParams.get('error_description')).toMatch(/state/);
+    }
+  });
+
   it('echoes state exactly, whatever characters it holds', async () => {
     const state = 'a b&c=d/é?%25~';
     const { challenge } = pkcePair();
