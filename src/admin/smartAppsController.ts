@@ -26,6 +26,11 @@ function redirectUriProblem(value: string): string | undefined {
   // not be the one the admin sees, and a NUL is cut short by some clients and browsers
   if (SPACE_OR_CONTROL.test(value)) return 'must not contain spaces or control characters';
   if (url.username || url.password) return 'must not carry credentials';
+  // matched exactly as stored, while the browser is sent to the URL parser's form of it (a host
+  // lower-cased or in punycode, `127.1` as 127.0.0.1, a backslash as a slash): the two must be one
+  if (url.href !== value) return `must be written in its canonical form: ${url.href}`;
+  if (url.hostname.includes('*')) return 'must not have a wildcard: each URL is matched exactly';
+  if (/%(?![0-9A-Fa-f]{2})/.test(value)) return 'must percent-encode with % and two hex digits';
   // an eavesdropper on plain http would read the authorization code
   if (url.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname))
     return 'must use https (http only for loopback)';
