@@ -154,7 +154,9 @@ export async function startCluster(config: Config, workers: number, logger: Logg
     worker.once('exit', (code, signal) => {
       // during the start a death fails the start (below); afterwards the worker is replaced
       if (closing || !allListening) return;
-      logger.error({ worker: index, code, signal }, 'gateway worker died; starting another');
+      // a worker that finished its shutdown (someone sent it SIGTERM) is replaced too, but is no crash
+      if (code === 0) logger.warn({ worker: index, code, signal }, 'gateway worker exited; starting another');
+      else logger.error({ worker: index, code, signal }, 'gateway worker died; starting another');
       // not unref'd: when every worker died at once (and no embedded server runs here), this
       // timer is all that keeps the primary alive; unref'd, it exited 0 and nobody served
       const respawn = setTimeout(() => {

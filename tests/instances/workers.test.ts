@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -186,6 +187,33 @@ describe('WORKERS=2 on the embedded default', () => {
     expect(new Set(refused)).toEqual(new Set([401]));
     const after = await call(`/admin/audit?action=access.denied&limit=200`, { token: adminToken });
     expect(counted(after) - counted(before)).toBe(30);
+  });
+
+  it('replaces a worker stopped by SIGTERM after its shutdown, logged as an exit, not as a crash', async () => {
+    const [, , victim] = nodeProcessesUnder(proc.child.pid as number);
+    process.kill(victim as number, 'SIGTERM');
+    await waitFor(
+      'a replacement worker',
+      async () => {
+        const pids = nodeProcessesUnder(proc.child.pid as number);
+        return pids.length === 3 && !pids.includes(victim as number);
+      },
+      15_000,
+      proc,
+    );
+    const line = proc
+      .output()
+      .split('\n')
+      .find((l) => l.includes('gateway worker exited; starting another'));
+    expect(line).toBeDefined();
+    expect(JSON.parse(line as string)).toMatchObject({ level: 40, code: 0 });
+    // the replacement serves before the next test kills the other worker
+    const port = new URL(url).port;
+    await waitFor('the replacement listening', async () => {
+      const workers = nodeProcessesUnder(proc.child.pid as number).slice(1);
+      const listeners = execFileSync('ss', ['-ltnpH', `sport = :${port}`], { encoding: 'utf8' });
+      return workers.every((pid) => listeners.includes(`pid=${pid},`));
+    });
   });
 
   it('replaces a worker killed by SIGKILL, and keeps serving meanwhile', async () => {
