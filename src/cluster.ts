@@ -35,6 +35,9 @@ export function freeLoopbackPort(): Promise<number> {
   });
 }
 
+/** How long past SHUTDOWN_TIMEOUT_MS the primary waits for a worker to stop before it kills it. */
+const SHUTDOWN_MARGIN_MS = 5_000;
+
 /** A worker that died is started again after this long (and not more often). */
 const RESPAWN_DELAY_MS = 1_000;
 
@@ -184,11 +187,24 @@ export async function startCluster(config: Config, workers: number, logger: Logg
       watchdog.stop();
       stopMetricsRelay();
       stopPeerRelay();
+      // a worker drains within SHUTDOWN_TIMEOUT_MS; one that cannot (its loop stuck, the process
+      // stopped) would hold the primary, and the embedded server, up for good: it is killed then
+      const deadline = config.shutdownTimeoutMs + SHUTDOWN_MARGIN_MS;
       const exits = Object.values(cluster.workers ?? {}).flatMap((worker) =>
         worker && !worker.isDead()
           ? [
               new Promise<void>((resolve) => {
-                worker.once('exit', () => resolve());
+                const kill = setTimeout(() => {
+                  logger.error(
+                    { pid: worker.process.pid },
+                    'gateway worker did not stop in time; killing it',
+                  );
+                  worker.process.kill('SIGKILL');
+                }, deadline);
+                worker.once('exit', () => {
+                  clearTimeout(kill);
+                  resolve();
+                });
                 worker.process.kill('SIGTERM');
               }),
             ]

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type EmbeddedFhirServer, startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
 import { codeIn, mailsTo } from '../helpers/journey.js';
 import {
+  isAlive,
   nodeProcessesUnder,
   type RunningProcess,
   startGatewayProcess,
@@ -300,4 +301,33 @@ describe('WORKERS=2 in front of an external FHIR server', () => {
     await waitFor('the gateway to serve again', async () => (await fetch(`${url}/readyz`)).status === 200);
     expect(proc.child.exitCode).toBeNull();
   });
+});
+
+describe('WORKERS=2 stopping while a worker cannot', () => {
+  it('kills a worker that does not stop within SHUTDOWN_TIMEOUT_MS, so the whole tree exits', async () => {
+    const fhir = await startEmbeddedFhirServer({ dataDir: tempDir() });
+    const dataDir = tempDir();
+    const { proc } = await startGatewayProcess({
+      WORKERS: '2',
+      DATA_DIR: dataDir,
+      FHIR_BASE_URL: fhir.baseUrl,
+      ADMIN_EMAIL,
+      ADMIN_PASSWORD,
+      SHUTDOWN_TIMEOUT_MS: '1000',
+      WORKER_WATCHDOG_SECONDS: '0',
+    });
+    try {
+      const [, frozen] = nodeProcessesUnder(proc.child.pid as number);
+      process.kill(frozen as number, 'SIGSTOP');
+      const started = Date.now();
+      await proc.kill('SIGTERM');
+      await waitFor('every process gone', async () => !isAlive(frozen as number), 15_000);
+      expect(Date.now() - started).toBeLessThan(15_000);
+      expect(proc.output()).toContain('gateway worker did not stop in time; killing it');
+    } finally {
+      await proc.kill('SIGKILL');
+      await fhir.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
