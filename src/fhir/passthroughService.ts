@@ -292,7 +292,11 @@ class Passthrough {
   private render(result: FhirResult, operationAnswer = false): PassResponse {
     const body = result.body as Resource | undefined;
     if (body === undefined)
-      return { status: result.status, headers: this.relayHeaders(result.headers), body: undefined };
+      return {
+        status: result.status,
+        headers: this.relayHeaders(result.status, result.headers),
+        body: undefined,
+      };
     // an upstream OperationOutcome (e.g. after a delete) carries its own diagnostics: answer with ours
     if (body.resourceType === 'OperationOutcome' && !operationAnswer)
       return this.answer(result.status, result.headers, JSON.stringify(successOutcome()));
@@ -313,12 +317,12 @@ class Passthrough {
   ): PassResponse {
     return {
       status,
-      headers: this.relayHeaders(upstreamHeaders),
+      headers: this.relayHeaders(status, upstreamHeaders),
       body: replaceUpstreamBase(text, this.upstreamBase, this.publicBase),
     };
   }
 
-  private relayHeaders(upstream: Readonly<Record<string, string>>): Record<string, string> {
+  private relayHeaders(status: number, upstream: Readonly<Record<string, string>>): Record<string, string> {
     const headers: Record<string, string> = { 'Content-Type': FHIR_JSON };
     if (upstream.etag) headers.ETag = upstream.etag;
     if (upstream['last-modified']) headers['Last-Modified'] = upstream['last-modified'];
@@ -328,6 +332,10 @@ class Passthrough {
       if (relative)
         headers[name === 'location' ? 'Location' : 'Content-Location'] = `${this.publicBase}/${relative}`;
     }
+    // a create says where the record is (R4 http.html#update: an update that creates is one);
+    // HAPI answers a PUT that creates with Content-Location alone
+    if (status === 201 && !headers.Location && headers['Content-Location'])
+      headers.Location = headers['Content-Location'];
     return headers;
   }
 }

@@ -59,6 +59,26 @@ describe.each(UPSTREAMS)("an admin's forwarded writes, %s upstream", (upstream) 
     expect((await send('DELETE', `/fhir/Patient/${ids.withoutAccount}`)).status).toBeLessThan(300);
   });
 
+  it('answers an update that creates 201 with a Location, as a create (R4 http.html#update; HAPI sends Content-Location alone)', async () => {
+    const value = `${Date.now()}-${Math.random().toString(36).slice(2)}`;
+    const created = await send(
+      'PUT',
+      `/fhir/Observation?identifier=${encodeURIComponent(`urn:test|${value}`)}`,
+      {
+        resourceType: 'Observation',
+        status: 'final',
+        code: { text: 'created by update' },
+        identifier: [{ system: 'urn:test', value }],
+      },
+    );
+    expect(created.status).toBe(201);
+    const location = created.headers.get('location') ?? '';
+    expect(location).toMatch(/\/fhir\/Observation\/[A-Za-z0-9\-.]+(\/_history\/[A-Za-z0-9\-.]+)?$/);
+    expect(location.startsWith(gw.deps.config.publicBaseUrl)).toBe(true);
+    const id = /Observation\/([^/]+)/.exec(location)?.[1];
+    expect(((await created.json()) as { id: string }).id).toBe(id);
+  });
+
   it('creates no person beside provisioning: no update-as-create, conditional write or batch create', async () => {
     const before = await patients();
     const loose: Patient = { resourceType: 'Patient', name: [{ family: 'Nobody' }] };
