@@ -87,7 +87,16 @@ async function protocol(c: Ctx, { server, handle }: LoadedServer): Promise<Respo
   (received as IncomingMessage & { originalUrl?: string }).originalUrl = `${pathname}${search}`;
   received.url = `${pathname.slice(OAUTH_PREFIX.length)}${search}`;
   const tokenEndpoint = pathname === `${OAUTH_PREFIX}/token`;
-  const incoming = tokenEndpoint ? await withPublicRefreshClient(server.provider, received) : received;
+  let incoming = received;
+  try {
+    if (tokenEndpoint) incoming = await withPublicRefreshClient(server.provider, received);
+  } catch (error) {
+    if (!(error instanceof AppError)) throw error;
+    // the token endpoint answers in OAuth's shape (RFC 6749 section 5.2), also what it refuses before oidc-provider reads it
+    return c.json({ error: 'invalid_request', error_description: error.detail }, error.status as 400 | 413, {
+      'Cache-Control': 'no-store',
+    });
+  }
   prepareNodeResponse(c, outgoing);
   // RFC 6749 section 5.1: tokens are never cached (oidc-provider sets Cache-Control: no-store; HTTP/1.0 caches read Pragma)
   if (tokenEndpoint) outgoing.setHeader('Pragma', 'no-cache');

@@ -857,6 +857,9 @@ describe('SMART App Launch: the protocol', () => {
         body: `grant_type=refresh_token&refresh_token=${'x'.repeat(57 * 1024)}`,
       });
       expect(tooLarge.status).toBe(413);
+      // in OAuth's shape, as every other answer of the token endpoint (RFC 6749 section 5.2)
+      expect(await tooLarge.json()).toMatchObject({ error: 'invalid_request' });
+      expect(tooLarge.headers.get('cache-control')).toBe('no-store');
     });
 
     it('works with fhirclient refreshing as it does by default (no client_id)', async () => {
