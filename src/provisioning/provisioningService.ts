@@ -64,7 +64,8 @@ interface Provisioned {
   readonly email: string;
 }
 
-const ROLE_BY_TYPE = { Patient: 'patient', Practitioner: 'practitioner' } as const;
+/** The role of the account a provisioned resource belongs to. */
+export const ROLE_BY_TYPE = { Patient: 'patient', Practitioner: 'practitioner' } as const;
 
 /** The identifier the gateway assigns: conditional create on it makes a retry find, not duplicate. */
 export function accountIdentifierSystem(publicBaseUrl: string): string {

@@ -335,6 +335,62 @@ describe.each(DIALECTS)('a FHIR server that hands out an id another account link
   });
 });
 
+describe.each(DIALECTS)(
+  'reconciling a crashed create whose record got an id another account links to (%s)',
+  (dialect) => {
+    it('removes the record and abandons the intent, instead of failing on the unique index for good', async () => {
+      const clock = new ManualClock();
+      const gw = await gateway({ dialect, clock, upstream: 'hapi' });
+      const admin = await adminId(gw);
+      const email = `reused-crash-${dialect}@example.com`;
+      const past = new Date(clock.now().getTime() - 60_000).toISOString();
+      await gw.deps.db
+        .insertInto('provisioning_intents')
+        .values(
+          intentRow({
+            id: 'intent-reused',
+            actor: admin,
+            key: 'k-reused',
+            email,
+            displayName: 'Re Used',
+            state: 'pending',
+            leaseUntil: past,
+            at: past,
+          }),
+        )
+        .execute();
+      // the crashed request's create landed, on an id the FHIR server had given before (and lost)
+      const probe = await gw.deps.fhir.create('Organization', {
+        resourceType: 'Organization',
+        name: 'probe',
+      });
+      const earlier = await gw.seedUser({ role: 'patient', fhirId: String(Number(probe.id) + 1) });
+      const [system, value] = accountIdentifierQuery(gw.deps.config.publicBaseUrl, email).split('|');
+      const landed = await gw.deps.fhir.create('Patient', {
+        resourceType: 'Patient',
+        name: [{ family: 'Used', given: ['Re'] }],
+        identifier: [{ system, value }],
+        telecom: [{ system: 'email', value: email }],
+      });
+      expect(landed.id).toBe(String(Number(probe.id) + 1));
+      const { reconcileIntent } = await import('../../src/provisioning/reconciliation.js');
+      expect(await reconcileIntent(gw.deps, 'intent-reused')).toBe('abandoned');
+      expect(await patientsWithEmail(gw, email)).toHaveLength(0);
+      const intent = await gw.deps.db
+        .selectFrom('provisioning_intents')
+        .select(['state', 'last_error'])
+        .where('id', '=', 'intent-reused')
+        .executeTakeFirstOrThrow();
+      expect(intent).toEqual({ state: 'abandoned', last_error: 'fhir_id_reused' });
+      const users = gw.deps.db.selectFrom('users').select(['email', 'fhir_resource_id']);
+      expect(await users.where('email', '=', email).execute()).toEqual([]);
+      expect(await users.where('id', '=', earlier.id).execute()).toEqual([
+        { email: earlier.email, fhir_resource_id: landed.id },
+      ]);
+    });
+  },
+);
+
 /** A gateway on PostgreSQL behind a TCP proxy that can lose the acknowledgement of a COMMIT. */
 async function gatewayBehindPostgresProxy(env: Record<string, string> = {}) {
   const schema = await createTestSchema();
