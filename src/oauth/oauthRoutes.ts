@@ -89,7 +89,8 @@ async function protocol(c: Ctx, { server, handle }: LoadedServer): Promise<Respo
   const tokenEndpoint = pathname === `${OAUTH_PREFIX}/token`;
   let incoming = received;
   try {
-    if (tokenEndpoint) incoming = await withPublicRefreshClient(server.provider, received);
+    if (tokenEndpoint || pathname === `${OAUTH_PREFIX}/revoke`)
+      incoming = await withPublicRefreshClient(server.provider, received);
   } catch (error) {
     if (!(error instanceof AppError)) throw error;
     // the token endpoint answers in OAuth's shape (RFC 6749 section 5.2), also what it refuses before oidc-provider reads it

@@ -18,16 +18,22 @@ const FORM = /^application\/x-www-form-urlencoded\s*(;|$)/i;
  * left for oidc-provider to refuse.
  *
  * The body is read here, so the request handed on is a copy that replays it (the original stream
- * is spent); a request this does not concern is handed on untouched and unread.
+ * is spent); a request that is not a form post is handed on untouched and unread.
  */
 export async function withPublicRefreshClient(
   provider: Provider,
   req: IncomingMessage,
 ): Promise<IncomingMessage> {
-  if (req.method !== 'POST' || req.headers.authorization !== undefined) return req;
-  if (!FORM.test(req.headers['content-type'] ?? '')) return req;
+  if (req.method !== 'POST' || !FORM.test(req.headers['content-type'] ?? '')) return req;
   const body = await readForm(req);
   const form = new URLSearchParams(body.toString('utf8'));
+  // RFC 6749 section 2.3: "The client MUST NOT use more than one authentication method in each
+  // request" (oidc-provider took the Basic header and let a secret in the body pass unread)
+  if (req.headers.authorization !== undefined && (form.has('client_secret') || form.has('client_assertion')))
+    throw new AppError('validation_failed', {
+      detail: 'The request authenticates the client in more than one way: use HTTP Basic alone.',
+    });
+  if (req.headers.authorization !== undefined) return replaying(req, body);
   const refreshToken = form.get('refresh_token');
   if (form.get('grant_type') === 'refresh_token' && !form.has('client_id') && refreshToken) {
     const clientId = await publicClientOf(provider, refreshToken);

@@ -656,6 +656,26 @@ describe('SMART App Launch: the protocol', () => {
       expect(right.status).toBe(200);
     });
 
+    it('are refused when they authenticate twice in one request (Basic and a secret in the body), and the code stays usable', async () => {
+      const { code, verifier } = await codeFor(confidential);
+      const basic = Buffer.from(`${confidential.client_id}:${confidential.client_secret}`).toString('base64');
+      const twice = await fetch(`${gw.url}/oauth/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${basic}` },
+        body: new URLSearchParams({
+          grant_type: 'authorization_code',
+          code,
+          redirect_uri: confidential.redirect_uris[0]!,
+          code_verifier: verifier,
+          client_secret: confidential.client_secret!,
+        }),
+      });
+      expect(twice.status).toBe(400);
+      expect(await twice.json()).toMatchObject({ error: 'invalid_request' });
+      const once = await exchange(code, verifier, confidential, confidential.client_secret);
+      expect(once.status).toBe(200);
+    });
+
     it('never have their secret stored in clear', async () => {
       const row = await gw.deps.db
         .selectFrom('smart_apps')
