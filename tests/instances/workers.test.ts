@@ -55,6 +55,18 @@ describe('WORKERS=2 on the embedded default', () => {
     return { status: response.status, json: text.startsWith('{') ? JSON.parse(text) : { text } };
   };
 
+  /** Waits until `victim` is gone and a new worker runs in its place. */
+  const replaced = (victim: number) =>
+    waitFor(
+      'a replacement worker',
+      async () => {
+        const pids = nodeProcessesUnder(proc.child.pid as number);
+        return pids.length === 3 && !pids.includes(victim);
+      },
+      15_000,
+      proc,
+    );
+
   /** Fresh connections, so the kernel spreads them over both workers; 0 for a connection lost. */
   const many = (n: number, path: string, token: string) =>
     Promise.all(
@@ -193,15 +205,7 @@ describe('WORKERS=2 on the embedded default', () => {
   it('replaces a worker stopped by SIGTERM after its shutdown, logged as an exit, not as a crash', async () => {
     const [, , victim] = nodeProcessesUnder(proc.child.pid as number);
     process.kill(victim as number, 'SIGTERM');
-    await waitFor(
-      'a replacement worker',
-      async () => {
-        const pids = nodeProcessesUnder(proc.child.pid as number);
-        return pids.length === 3 && !pids.includes(victim as number);
-      },
-      15_000,
-      proc,
-    );
+    await replaced(victim as number);
     const line = proc
       .output()
       .split('\n')
@@ -224,15 +228,7 @@ describe('WORKERS=2 on the embedded default', () => {
     const statuses = await many(20, '/auth/me', adminToken);
     expect(statuses.filter((s) => s === 200).length).toBeGreaterThan(0);
     expect(statuses.filter((s) => s !== 200 && s !== 0)).toEqual([]);
-    await waitFor(
-      'a replacement worker',
-      async () => {
-        const pids = nodeProcessesUnder(proc.child.pid as number);
-        return pids.length === 3 && !pids.includes(victim as number);
-      },
-      15_000,
-      proc,
-    );
+    await replaced(victim as number);
     expect(proc.output()).toContain('gateway worker died; starting another');
     await waitFor('every request answered 200 again', async () =>
       (await many(20, '/auth/me', adminToken)).every((s) => s === 200),

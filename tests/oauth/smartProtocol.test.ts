@@ -966,6 +966,17 @@ describe('SMART App Launch: the protocol', () => {
   });
 
   describe('the login and consent forms', () => {
+    /** A browser at the login page of a fresh launch: its URL and its HTML. */
+    async function toLogin() {
+      const browser = new Browser();
+      const { challenge } = pkcePair();
+      const start = await browser.fetch(
+        authorizeUrl(gw, { clientId: app.client_id, redirectUri, scope: SCOPE, challenge }),
+      );
+      const loginUrl = new URL(start.headers.get('location')!, gw.url).href;
+      return { browser, loginUrl, login: await (await browser.fetch(loginUrl)).text() };
+    }
+
     async function toConsent() {
       const browser = new Browser();
       const { challenge } = pkcePair();
@@ -1000,13 +1011,7 @@ describe('SMART App Launch: the protocol', () => {
     });
 
     it('answers a login post that is not a urlencoded form 400, never 500, and the form still works after', async () => {
-      const browser = new Browser();
-      const { challenge } = pkcePair();
-      const start = await browser.fetch(
-        authorizeUrl(gw, { clientId: app.client_id, redirectUri, scope: SCOPE, challenge }),
-      );
-      const loginUrl = new URL(start.headers.get('location')!, gw.url).href;
-      const login = await (await browser.fetch(loginUrl)).text();
+      const { browser, loginUrl, login } = await toLogin();
       for (const type of ['multipart/form-data', 'multipart/form-data; boundary=b', 'application/json']) {
         const response = await browser.fetch(`${loginUrl}/login`, {
           method: 'POST',
@@ -1089,13 +1094,7 @@ describe('SMART App Launch: the protocol', () => {
     });
 
     it('re-render the login form on a wrong password, audited as /auth/login failures are', async () => {
-      const browser = new Browser();
-      const { challenge } = pkcePair();
-      const start = await browser.fetch(
-        authorizeUrl(gw, { clientId: app.client_id, redirectUri, scope: SCOPE, challenge }),
-      );
-      const loginUrl = new URL(start.headers.get('location')!, gw.url).href;
-      const login = await (await browser.fetch(loginUrl)).text();
+      const { browser, loginUrl, login } = await toLogin();
       const response = await browser.fetch(`${loginUrl}/login`, {
         method: 'POST',
         body: new URLSearchParams({
