@@ -9,6 +9,7 @@ import { passthroughRoutes } from './fhir/passthroughController.js';
 import { assertJsonBody } from './fhir/searchPolicy.js';
 import { healthRoutes } from './health/healthController.js';
 import { onError, onNotFound } from './http/errorHandler.js';
+import { isFhirPath, isSlimFhirPath } from './http/fhirPaths.js';
 import { createRouter } from './http/router.js';
 import type { AppDeps } from './http/types.js';
 import { metricsRoutes } from './metrics/metricsController.js';
@@ -65,12 +66,12 @@ export function createApp(deps: AppDeps) {
     const method = c.req.method;
     if (method === 'GET' || method === 'HEAD' || method === 'OPTIONS') return next();
     const path = c.req.path;
-    if (path === '/fhir' || path.startsWith('/fhir/')) return fhirLimit(c, next);
+    if (isFhirPath(path, method)) return fhirLimit(c, next);
     // the SMART authorization server reads its own request bodies (src/oauth/urls.ts)
     if (isProtocolPath(path)) return next();
     // the JSON API takes JSON only, also where a route takes no body (it would be ignored silently);
     // the SMART login and consent pages post forms
-    const jsonApi = path.startsWith('/auth/') || path.startsWith('/admin/');
+    const jsonApi = path.startsWith('/auth/') || path.startsWith('/admin/') || isSlimFhirPath(path, method);
     if (jsonApi && hasBody(c.req.header('content-length'), c.req.header('transfer-encoding')))
       assertJsonBody(c.req.header('content-type'));
     return slimLimit(c, next);

@@ -2,6 +2,7 @@ import type { Context } from 'hono';
 import { matchedRoutes } from 'hono/route';
 import type { AuditOutcome } from '../../db/schema.js';
 import type { AppError } from '../errors.js';
+import { isFhirPath } from '../http/fhirPaths.js';
 import type { AppEnv, Caller } from '../http/types.js';
 import type { AuditEvent } from './auditService.js';
 
@@ -82,7 +83,7 @@ function auditedAnonymously(method: string, path: string): boolean {
 }
 
 /** The FHIR interaction a /fhir path and method ask for, from the path's shape alone. */
-function fhirAction(method: string, segments: readonly string[]): string {
+export function fhirAction(method: string, segments: readonly string[]): string {
   if (segments.some((s) => s.startsWith('$'))) return 'fhir.operation';
   if (segments[1] === '_search') return 'fhir.search';
   if (method !== 'GET' && method !== 'HEAD') {
@@ -107,7 +108,7 @@ function describeRequest(method: string, path: string): Described {
   }
   const credential = method === 'POST' ? CREDENTIAL_ACTIONS[path] : undefined;
   if (credential) return { action: credential, target: {} };
-  if (path === '/fhir' || path.startsWith('/fhir/')) {
+  if (isFhirPath(path, method)) {
     const segments = path.slice('/fhir/'.length).split('/').filter(Boolean);
     const [type, id] = segments;
     return {

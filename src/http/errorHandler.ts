@@ -5,6 +5,7 @@ import { isDatabaseUnreachable, isLockTimeout } from '../../db/connection.js';
 import { recordErrorResponse } from '../audit/requestAudit.js';
 import { AppError, type ErrorCode, toOperationOutcome, toProblem } from '../errors.js';
 import { FHIR_JSON } from './fhirJson.js';
+import { isFhirPath } from './fhirPaths.js';
 import type { AppEnv } from './types.js';
 
 const CODE_BY_HTTP_STATUS: Readonly<Record<number, ErrorCode>> = {
@@ -16,15 +17,6 @@ const CODE_BY_HTTP_STATUS: Readonly<Record<number, ErrorCode>> = {
   413: 'payload_too_large',
   415: 'unsupported_media_type',
 };
-
-/** Slim JSON endpoints that happen to live under /fhir (the seed's names for them). */
-const SLIM_FHIR_PATHS = new Set(['/fhir/patient', '/fhir/practitioner']);
-
-/** The FHIR passthrough answers OperationOutcome; everything else RFC 9457. */
-export function isFhirPath(path: string, method = 'GET'): boolean {
-  const slim = method === 'POST' && SLIM_FHIR_PATHS.has(path);
-  return (path === '/fhir' || path.startsWith('/fhir/')) && !slim;
-}
 
 /** Any thrown value as the AppError it is answered with. */
 export function toAppError(error: unknown): AppError {
@@ -41,6 +33,7 @@ export function toAppError(error: unknown): AppError {
 
 /** Renders an AppError in the format the path speaks. */
 export function renderError(c: Context<AppEnv>, error: AppError): Response {
+  // FHIR requests answer OperationOutcome; everything else RFC 9457
   const fhir = isFhirPath(c.req.path, c.req.method);
   const body = fhir ? toOperationOutcome(error) : toProblem(error);
   const headers: Record<string, string> = {

@@ -6,7 +6,7 @@ import {
   TOKEN_TYPE,
   type TokenCheck,
 } from '../auth/tokens.js';
-import { isFhirPath } from '../http/errorHandler.js';
+import { isFhirPath } from '../http/fhirPaths.js';
 import type { AppDeps } from '../http/types.js';
 import { findSmartApp } from './smartAppRepository.js';
 import { fhirBaseOf, oauthIssuer } from './urls.js';

@@ -3,7 +3,7 @@ import { Validator } from '@seriousme/openapi-schema-validator';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../src/app.js';
 import { ERROR_CATALOG } from '../../src/errors.js';
-import { isFhirPath } from '../../src/http/errorHandler.js';
+import { isFhirPath } from '../../src/http/fhirPaths.js';
 import { parseDocExamples } from '../helpers/docExamples.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { PROTECTED_ROUTES } from '../security/routeMatrix.js';

@@ -204,6 +204,31 @@ describe('HTTP basics', () => {
     expect(await response.json()).toMatchObject({ code: 'payload_too_large' });
   });
 
+  // the seed's slim create endpoints live under /fhir but speak the slim JSON API: its limit and media type
+  it.each(['/fhir/patient', '/fhir/practitioner'])(
+    'holds slim %s to the 64 KiB limit and JSON',
+    async (path) => {
+      const token = await gw.adminToken();
+      const large = await gw.call(path, {
+        method: 'POST',
+        token,
+        json: { email: 'large@example.com', name: 'x'.repeat(70 * 1024) },
+      });
+      expect(large.status).toBe(413);
+      expect(await large.json()).toMatchObject({ code: 'payload_too_large' });
+      const form = await gw.call(path, {
+        method: 'POST',
+        token,
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'email=form%40example.com&name=Form+Post',
+      });
+      expect(form.status).toBe(415);
+      expect(await form.json()).toMatchObject({ code: 'unsupported_media_type' });
+      const stored = gw.deps.db.selectFrom('users').select('id').where('email', '=', 'form@example.com');
+      expect(await stored.executeTakeFirst()).toBeUndefined();
+    },
+  );
+
   // a body of declared length is judged by its header; a chunked one is counted as it arrives
   it.each([
     ['over 64 KiB', 70 * 1024, 413],
