@@ -37,7 +37,13 @@ import {
 } from './fhirService.js';
 import { type CursorBinding, cursorForLink, cursorUrl, verifyCursor, withEntriesKept } from './links.js';
 import { guardScopes, typesShown } from './scopeGuard.js';
-import { historyParams, narrowSearch, versionTagFor } from './searchPolicy.js';
+import {
+  historyParams,
+  narrowSearch,
+  notModifiedIfAny,
+  versionTagFor,
+  withMatchedEtag,
+} from './searchPolicy.js';
 import { unexpectedUpstreamBody, upstreamStatusError, writeMayHaveLanded } from './upstreamStatus.js';
 
 /**
@@ -158,25 +164,6 @@ interface Checked<T extends Resource> {
 
 function emptySearchset<T extends Resource>(): Bundle<T> {
   return { resourceType: 'Bundle', type: 'searchset', total: 0, entry: [] };
-}
-
-/**
- * RFC 9110 section 15.4.5: a 304 carries the ETag a 200 would have; HAPI leaves it out. When the
- * client named one entity tag, that is the one that matched.
- */
-function withMatchedEtag(result: FhirResult, ifNoneMatch: string | undefined): FhirResult {
-  if (result.status !== 304 || result.headers.etag || !ifNoneMatch || /[,*]/.test(ifNoneMatch)) return result;
-  return { ...result, headers: { ...result.headers, etag: ifNoneMatch.trim() } };
-}
-
-/**
- * RFC 9110 section 13.1.2: `If-None-Match: *` on a read is false whenever the resource exists, so
- * a read that found it answers 304 (HAPI answers 200). The ETag and Last-Modified stay.
- */
-function notModifiedIfAny<T>(result: FhirResult<T>, ifNoneMatch: string | undefined): FhirResult<T> {
-  if (result.status !== 200 || ifNoneMatch?.trim() !== '*') return result;
-  const { text: _whole, ...rest } = result;
-  return { ...rest, status: 304, body: undefined };
 }
 
 function invalidCursor(): AppError {

@@ -28,6 +28,7 @@ import {
   withEntriesKept,
   withLinks,
 } from '../../src/fhir/links.js';
+import { scopeOf } from '../../src/fhir/scopedFhir.js';
 import {
   acceptsJson,
   assertEntityTags,
@@ -41,7 +42,10 @@ import {
   jsonOnly,
   narrowSearch,
   nestedAtMost,
+  notModifiedIfAny,
+  preferredBody,
   versionTagFor,
+  withMatchedEtag,
 } from '../../src/fhir/searchPolicy.js';
 import { readSubset, type Subset, subsetOf } from '../../src/fhir/subsetting.js';
 
@@ -911,5 +915,75 @@ describe("a batch's entries with ifMatch, resolved by the gateway", () => {
       entry: answered.map((status) => ({ response: { status } })),
     };
     expect(statuses(withRefusedEntries(answer, new Set(refused)))).toEqual(expected);
+  });
+});
+
+describe("a caller's reach, from the verified token alone", () => {
+  const caller = (role: 'admin' | 'patient' | 'practitioner', fhirId: string | null) =>
+    ({ userId: 'u1', role, fhirId, claims: {} }) as unknown as Parameters<typeof scopeOf>[0];
+  it.each([
+    ['admin', null, { kind: 'all' }],
+    ['admin', 'p1', { kind: 'all' }],
+    ['patient', 'p1', { kind: 'patient', patientId: 'p1' }],
+    ['practitioner', 'd1', { kind: 'panel', practitionerId: 'd1' }],
+    // an account not linked to a FHIR record reaches nothing (deny by default)
+    ['patient', null, { kind: 'none' }],
+    ['practitioner', null, { kind: 'none' }],
+  ] as const)('a %s linked to %s reaches %j', (role, fhirId, scope) => {
+    expect(scopeOf(caller(role, fhirId))).toEqual(scope);
+  });
+});
+
+describe("what a write's answer carries (Prefer: return)", () => {
+  const resource = { resourceType: 'Patient', id: '1' };
+  it.each([
+    [undefined, 'resource'],
+    ['return=representation', 'resource'],
+    ['return=minimal', 'nothing'],
+    ['RETURN=MINIMAL', 'nothing'],
+    ['respond-async, return=minimal', 'nothing'],
+    ['return=OperationOutcome', 'outcome'],
+    ['return=minimalist', 'resource'],
+  ])('Prefer %s gives the %s', (prefer, expected) => {
+    const body = preferredBody(prefer, resource);
+    if (expected === 'resource') expect(body).toBe(resource);
+    if (expected === 'nothing') expect(body).toBeUndefined();
+    if (expected === 'outcome') expect(body).toMatchObject({ resourceType: 'OperationOutcome' });
+  });
+});
+
+describe('conditional reads answered as RFC 9110 says where the upstream does not', () => {
+  const result = (status: number, headers: Record<string, string> = {}) => ({
+    status,
+    headers: { 'last-modified': 'Tue, 01 Dec 2026 00:00:00 GMT', ...headers },
+    body: status === 200 ? { resourceType: 'Patient' } : undefined,
+    ...(status === 200 ? { text: '{"resourceType":"Patient"}' } : {}),
+  });
+
+  it.each([
+    ['a 304 without an ETag, one tag asked', result(304), ' W/"3" ', 'W/"3"'],
+    ['a 304 with its own ETag', result(304, { etag: 'W/"4"' }), 'W/"3"', 'W/"4"'],
+    ['a 304, several tags asked', result(304), 'W/"3", W/"4"', undefined],
+    ['a 304, any tag asked', result(304), '*', undefined],
+    ['a 304 to If-Modified-Since alone', result(304), undefined, undefined],
+    ['a 200', result(200), 'W/"3"', undefined],
+  ])('%s carries ETag %s', (_, upstream, ifNoneMatch, etag) => {
+    expect(withMatchedEtag(upstream, ifNoneMatch).headers.etag).toBe(etag);
+  });
+
+  it.each([
+    ['a read that found it, any tag asked', 200, '*', 304],
+    ['a read that found it, any tag asked, spaced', 200, ' * ', 304],
+    ['a read that found it, one tag asked', 200, 'W/"3"', 200],
+    ['a read that found it, nothing asked', 200, undefined, 200],
+    ['a read answered 304 already', 304, '*', 304],
+  ])('%s answers %s', (_, status, ifNoneMatch, answered) => {
+    const read = notModifiedIfAny(result(status, { etag: 'W/"3"' }), ifNoneMatch);
+    expect(read.status).toBe(answered);
+    if (answered === 304) {
+      expect(read.body).toBeUndefined();
+      expect(read.text).toBeUndefined();
+      expect(read.headers).toMatchObject({ etag: 'W/"3"', 'last-modified': expect.any(String) });
+    }
   });
 });
