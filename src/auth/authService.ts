@@ -4,6 +4,7 @@ import { type AuditEvent, writeAudit } from '../audit/auditService.js';
 import { auditedError } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
+import { FHIR_TYPE_BY_ROLE } from '../users/fhirIdentity.js';
 import { toUserDto, type UserDto } from '../users/userDto.js';
 import {
   type Db,
@@ -233,7 +234,7 @@ function activate(
         actorUserId: user.id,
         actorRole: user.role,
         targetUserId: user.id,
-        targetFhirType: user.role === 'patient' ? 'Patient' : 'Practitioner',
+        targetFhirType: FHIR_TYPE_BY_ROLE[user.role],
         targetFhirId: user.fhir_resource_id,
       },
       trx,

@@ -3,6 +3,7 @@ import { AppError, toOperationOutcome } from '../errors.js';
 import { FHIR_JSON } from '../http/fhirJson.js';
 import type { AppDeps } from '../http/types.js';
 import { fhirBaseOf } from '../oauth/urls.js';
+import { roleLinkedTo } from '../users/fhirIdentity.js';
 import { findUserByFhirResource } from '../users/userRepository.js';
 import {
   assertAdminWrite,
@@ -160,8 +161,8 @@ class Passthrough {
     // server itself: a check of ours, not a read of the caller's to audit or to scope)
     if (method === 'PUT' && (await currentOrNone(this.upstream, type, id)) === undefined)
       throw refuse(`Create a ${type} with POST /fhir/${type}: it provisions their account.`);
-    const role = type === 'Patient' ? 'patient' : 'practitioner';
-    if (method === 'DELETE' && (await findUserByFhirResource(this.db, role, id)))
+    const role = roleLinkedTo(type);
+    if (method === 'DELETE' && role && (await findUserByFhirResource(this.db, role, id)))
       throw new AppError('conflict', {
         detail: `An account is linked to ${type}/${id}: the record stays while the account exists.`,
       });

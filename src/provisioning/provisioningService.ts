@@ -11,6 +11,7 @@ import { writeMayHaveLanded } from '../fhir/upstreamStatus.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { uuidv7 } from '../ids.js';
 import { heartbeat, isoAfter, LEASE_MS } from '../leases.js';
+import { ROLE_BY_FHIR_TYPE } from '../users/fhirIdentity.js';
 import {
   type Db,
   findUserByEmail,
@@ -63,9 +64,6 @@ interface Provisioned {
   readonly versionId: string | undefined;
   readonly email: string;
 }
-
-/** The role of the account a provisioned resource belongs to. */
-export const ROLE_BY_TYPE = { Patient: 'patient', Practitioner: 'practitioner' } as const;
 
 /** The identifier the gateway assigns: conditional create on it makes a retry find, not duplicate. */
 export function accountIdentifierSystem(publicBaseUrl: string): string {
@@ -312,7 +310,7 @@ export async function completeAccount(
   const expiresAt = isoAfter(now, deps.config.accessCodeTtlSeconds * 1000);
   const userId = uuidv7(now.getTime());
   const type = intent.fhir_type;
-  const role = ROLE_BY_TYPE[type];
+  const role = ROLE_BY_FHIR_TYPE[type];
   const response = provisionedResponse(deps, intent.response_kind, {
     type,
     userId,
@@ -670,7 +668,7 @@ async function linkedToAnAccount(
   fhirId: string,
 ): Promise<'ours' | 'another' | 'no' | 'unknown'> {
   try {
-    const linked = await findUserByFhirResource(deps.db, ROLE_BY_TYPE[intent.fhir_type], fhirId);
+    const linked = await findUserByFhirResource(deps.db, ROLE_BY_FHIR_TYPE[intent.fhir_type], fhirId);
     return !linked ? 'no' : linked.email === intent.email ? 'ours' : 'another';
   } catch (error) {
     // when the database cannot say, the resource is kept: a wrong delete loses an account's record

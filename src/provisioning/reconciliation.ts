@@ -5,6 +5,7 @@ import { AppError } from '../errors.js';
 import type { AppDeps } from '../http/types.js';
 import { heartbeat, isoAfter, LEASE_MS } from '../leases.js';
 import type { Logger } from '../logger.js';
+import { ROLE_BY_FHIR_TYPE } from '../users/fhirIdentity.js';
 import { findUserByEmail, findUserByFhirResource } from '../users/userRepository.js';
 import { finishKey, keyOfIntent, releaseKey } from './idempotency.js';
 import {
@@ -25,7 +26,6 @@ import {
   completeAccount,
   type ProvisionedResource,
   provisionedResponse,
-  ROLE_BY_TYPE,
   recordOrphan,
   removeFromFhir,
 } from './provisioningService.js';
@@ -172,28 +172,21 @@ async function settleClaimed(deps: AppDeps, intent: IntentRow, claim: IntentClai
     await record('already_complete');
     return 'done';
   }
-  if (owner) {
-    const outcome = await removeFromFhir(deps, intent.fhir_type, id, audit, 'email_taken', intent.request_id);
-    await settle(deps, intent, claim, outcome === 'removed' ? 'abandoned' : 'orphaned', 'email_taken');
-    return outcome === 'removed' ? 'abandoned' : 'orphaned';
-  }
+  const removeAndSettle = async (reason: 'email_taken' | 'fhir_id_reused'): Promise<Settlement> => {
+    const outcome = await removeFromFhir(deps, intent.fhir_type, id, audit, reason, intent.request_id);
+    const state = outcome === 'removed' ? 'abandoned' : 'orphaned';
+    await settle(deps, intent, claim, state, reason);
+    return state;
+  };
+  if (owner) return removeAndSettle('email_taken');
   // another email's account links this id: the FHIR server gave it again (ids reused after a reset
   // or a restore); the record is this intent's (our identifier on it) and goes, as a request does
-  if (await findUserByFhirResource(deps.db, ROLE_BY_TYPE[intent.fhir_type], id)) {
+  if (await findUserByFhirResource(deps.db, ROLE_BY_FHIR_TYPE[intent.fhir_type], id)) {
     deps.logger.error(
       { fhir_type: intent.fhir_type, fhir_id: id, intent_id: intent.id },
       'the FHIR server gave a new record the id another account links to: were its ids reused?',
     );
-    const outcome = await removeFromFhir(
-      deps,
-      intent.fhir_type,
-      id,
-      audit,
-      'fhir_id_reused',
-      intent.request_id,
-    );
-    await settle(deps, intent, claim, outcome === 'removed' ? 'abandoned' : 'orphaned', 'fhir_id_reused');
-    return outcome === 'removed' ? 'abandoned' : 'orphaned';
+    return removeAndSettle('fhir_id_reused');
   }
   await completeAccount(
     deps,

@@ -7,6 +7,19 @@ export const FHIR_TYPE_BY_ROLE = {
   practitioner: 'Practitioner',
 } as const satisfies Record<Role, 'Patient' | 'Practitioner' | null>;
 
+/** The role of the accounts a FHIR resource type is linked to: the inverse of FHIR_TYPE_BY_ROLE. */
+export const ROLE_BY_FHIR_TYPE = {
+  Patient: 'patient',
+  Practitioner: 'practitioner',
+} as const satisfies Record<'Patient' | 'Practitioner', Role>;
+
+/** The role linked to `type`, or undefined for a type no account is linked to. */
+export function roleLinkedTo(type: string): Exclude<Role, 'admin'> | undefined {
+  return Object.hasOwn(ROLE_BY_FHIR_TYPE, type)
+    ? ROLE_BY_FHIR_TYPE[type as keyof typeof ROLE_BY_FHIR_TYPE]
+    : undefined;
+}
+
 /** `Patient/123` for a linked account, null otherwise. */
 export function fhirReferenceOf(user: Pick<UserRow, 'role' | 'fhir_resource_id'>): string | null {
   const type = FHIR_TYPE_BY_ROLE[user.role];
