@@ -35,7 +35,8 @@ import { isUpstreamSuccess, upstreamStatusError } from './upstreamStatus.js';
  * one path model, dispatched to the caller's scoped FHIR access (scopedFhir.ts: scope,
  * narrowing, response check, cursors, upstream statuses), and the answer is rendered for the
  * client: base URLs rewritten, paging links turned into gateway links carrying the signed
- * cursor, headers allow-listed, upstream texts replaced by ours.
+ * cursor, headers allow-listed, upstream texts replaced by ours. Only an admin's write of a
+ * person asks the server directly, to check it against our accounts (`assertPersonWrite`).
  */
 
 export interface PassRequest {

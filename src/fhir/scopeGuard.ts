@@ -29,7 +29,8 @@ function insufficientScope(missing: string, permission: Permission, type: string
 /**
  * 403 unless the token's scopes allow `permission` on `type`. What the role itself may never do
  * is left to the role's own refusal: the scopes only narrow what the role allows. Every path
- * that reaches FHIR data with a token calls this, the passthrough and provisioning alike.
+ * that reaches FHIR data with a token calls this: the scoped access through `guardScopes`
+ * (passthrough and slim endpoints), provisioning directly.
  */
 export function assertScope(caller: Caller, type: string, permission: Permission): void {
   if (!allows(scopesOf(SCOPES_BY_ROLE[caller.role]), type, permission)) return;

@@ -322,7 +322,10 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     return auditedError(new AppError('not_found'));
   };
 
-  /** A read by id in scope (not recorded: the caller records what it discloses); out of scope is 404. */
+  /**
+   * A read by id in scope. A success is not recorded here (the caller records what it discloses);
+   * out of scope is recorded as denied and answered 404.
+   */
   const readInScope = async <T extends Resource>(
     type: string,
     id: string,

@@ -15,9 +15,11 @@ import { searchExpressionFor } from './definitions.js';
 import type { FhirResult } from './fhirService.js';
 
 /**
- * Search checks for scoped callers (patients, practitioners): only allow-listed parameters,
- * the compartment parameter added (or checked, when the client gave one), nothing that could
- * reach outside the scope. Admin searches pass unchanged.
+ * The passthrough's request rules. Search checks for scoped callers (patients, practitioners):
+ * only allow-listed parameters, the compartment parameter added (or checked, when the client gave
+ * one), nothing that could reach outside the scope; an admin's search passes unchanged but for
+ * its values. And what every caller's request is held to: query size, format negotiation, body
+ * media type and depth, entity tags, history parameters and `Prefer`.
  */
 
 /** Result parameters a scoped search may use; everything else that starts with `_` is refused. */

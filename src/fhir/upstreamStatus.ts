@@ -2,12 +2,18 @@ import { AppError, type ErrorCode } from '../errors.js';
 
 /**
  * The one mapping from an upstream FHIR server's HTTP status to what our client sees, with FHIR
- * semantics (https://hl7.org/fhir/R4/http.html): 304 and 2xx pass; 404 and 410 are "not found"
- * (a deleted resource is as absent as a missing one, and says nothing more), except to an admin's
- * forwarded request, which is told 410 Gone; 409, 412 and 422
- * keep their meaning; every other failure, and anything we cannot read, is the upstream's fault
- * (502). The upstream's own diagnostics never reach the client: they may name hosts, tables or
- * other patients' data (HAPI echoes search values in its OperationOutcomes).
+ * semantics (https://hl7.org/fhir/R4/http.html):
+ * - 2xx, and 304 to a conditional read, pass (`isUpstreamSuccess`).
+ * - 404 and 410 are "not found": a deleted resource is as absent as a missing one and says nothing
+ *   more. Except: an admin's forwarded request is told 410 Gone; on a search of a type they mean a
+ *   wrong server or type (502); on a value-set search, an unknown value set (400); on a page the
+ *   server linked to, a search it forgot (410 page_expired).
+ * - 400, 405, 409, 412, 413, 414, 415 and 422 keep their meaning. Except: a 409 to If-Match is a
+ *   stale version (412); a 405 to a GET is an unsupported parameter (400); Jetty's 431 is 414.
+ * - Everything else, 401 and 403 included (our credentials), and anything we cannot read, is the
+ *   upstream's fault (502).
+ * The upstream's own diagnostics never reach the client: they may name hosts, tables or other
+ * patients' data (HAPI echoes search values in its OperationOutcomes).
  */
 
 const CODE_BY_STATUS: Readonly<Record<number, ErrorCode>> = {
