@@ -21,6 +21,7 @@ import {
   assertJsonBody,
   assertNestedAtMost,
   assertQuerySize,
+  assertScopedInteraction,
   assertUtf8Charset,
   cursorCompanions,
   jsonOnly,
@@ -69,11 +70,6 @@ function subsetted(result: FhirResult, subset: Subset | undefined): FhirResult {
 
 function refuse(message: string): AppError {
   return new AppError('validation_failed', { detail: message });
-}
-
-/** An interaction the caller's role may never use (an admin may): 403, so a client does not retry it mended. */
-function forRoleOnly(message: string): AppError {
-  return new AppError('forbidden', { detail: message });
 }
 
 class Passthrough {
@@ -172,14 +168,11 @@ class Passthrough {
   // --- patients and practitioners: read inside the scope; practitioners also write there ---
 
   private async scoped(method: string, target: FhirTarget, request: PassRequest): Promise<PassResponse> {
-    if (target.operation)
-      throw forRoleOnly(`The operation ${target.operation} is not allowed for your role.`);
-    if (target.compartmentType)
-      throw refuse('Compartment searches are not supported; search the type instead.');
-    if (!target.type)
-      throw forRoleOnly('System-level search, history, batch and transaction are not allowed for your role.');
-    if (target.history && !target.id) throw forRoleOnly('Type-level history is not allowed for your role.');
-    const { type, id } = target;
+    const type = assertScopedInteraction(method, target, this.fhir.scope.kind, {
+      query: request.query,
+      ifNoneExist: request.headers['if-none-exist'],
+    });
+    const { id } = target;
 
     if (method === 'GET') {
       if (!id) return this.search(type, request.query, request.rawQuery);
@@ -193,14 +186,6 @@ class Passthrough {
       };
       return this.render(subsetted(await this.fhir.read(type, id, conditional), subset));
     }
-    if (this.fhir.scope.kind !== 'panel' || (method !== 'POST' && method !== 'PUT') || target.history)
-      throw new AppError('forbidden', { detail: 'Your role cannot change FHIR data here.' });
-    // conditional headers and query parameters run a search upstream outside our checks (an oracle on other patients' data)
-    if (request.headers['if-none-exist'] || [...request.query.keys()].length > 0) {
-      throw forRoleOnly('Conditional create and query parameters on writes are not available for your role.');
-    }
-    if ((method === 'PUT') !== (id !== undefined))
-      throw new AppError('forbidden', { detail: 'Create with POST on the type, update with PUT on the id.' });
     assertJsonBody(request.contentType);
     const resource = parseResource(request.body);
     const written =

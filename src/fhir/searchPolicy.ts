@@ -12,6 +12,7 @@ import {
   type Scope,
 } from './compartment.js';
 import { searchExpressionFor } from './definitions.js';
+import type { FhirTarget } from './fhirPath.js';
 import type { FhirResult } from './fhirService.js';
 
 /**
@@ -409,6 +410,40 @@ export function notModifiedIfAny<T>(result: FhirResult<T>, ifNoneMatch: string |
   if (result.status !== 200 || ifNoneMatch?.trim() !== '*') return result;
   const { text: _whole, ...rest } = result;
   return { ...rest, status: 304, body: undefined };
+}
+
+/**
+ * What a patient's or practitioner's request through the passthrough may be, from its method,
+ * path and conditions alone (an admin's: adminWrites.ts). Reads, vreads, instance history and
+ * type searches for every scoped role; a practitioner also creates (POST on the type) and updates
+ * (PUT on the id), without conditions. Returns the type the request names. What is read or
+ * written is then checked against the scope (scopedFhir.ts).
+ */
+export function assertScopedInteraction(
+  method: string,
+  target: FhirTarget,
+  scope: Scope['kind'],
+  conditions: { readonly query: URLSearchParams; readonly ifNoneExist?: string | undefined },
+): string {
+  // what the role may never do (an admin may) is 403, so a client does not retry it mended
+  const forbidden = (detail: string) => new AppError('forbidden', { detail });
+  if (target.operation) throw forbidden(`The operation ${target.operation} is not allowed for your role.`);
+  if (target.compartmentType)
+    throw new AppError('validation_failed', {
+      detail: 'Compartment searches are not supported; search the type instead.',
+    });
+  if (!target.type)
+    throw forbidden('System-level search, history, batch and transaction are not allowed for your role.');
+  if (target.history && !target.id) throw forbidden('Type-level history is not allowed for your role.');
+  if (method === 'GET') return target.type;
+  if (scope !== 'panel' || (method !== 'POST' && method !== 'PUT') || target.history)
+    throw forbidden('Your role cannot change FHIR data here.');
+  // conditional headers and query parameters run a search upstream outside our checks (an oracle on other patients' data)
+  if (conditions.ifNoneExist || conditions.query.size > 0)
+    throw forbidden('Conditional create and query parameters on writes are not available for your role.');
+  if ((method === 'PUT') !== (target.id !== undefined))
+    throw forbidden('Create with POST on the type, update with PUT on the id.');
+  return target.type;
 }
 
 /**

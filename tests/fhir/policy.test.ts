@@ -34,6 +34,7 @@ import {
   assertEntityTags,
   assertJsonBody,
   assertQuerySize,
+  assertScopedInteraction,
   cursorCompanions,
   historyParams,
   httpDateOrNone,
@@ -986,4 +987,53 @@ describe('conditional reads answered as RFC 9110 says where the upstream does no
       expect(read.headers).toMatchObject({ etag: 'W/"3"', 'last-modified': expect.any(String) });
     }
   });
+});
+
+describe("what a patient's or practitioner's passthrough request may be", () => {
+  const query = (q = '') => new URLSearchParams(q);
+  it.each([
+    // reads and searches, for both scoped roles
+    ['patient', 'GET', 'Observation', '', undefined, 'Observation'],
+    ['patient', 'GET', 'Patient/p1', '', undefined, 'Patient'],
+    ['patient', 'GET', 'Patient/p1/_history', '', undefined, 'Patient'],
+    ['patient', 'GET', 'Patient/p1/_history/2', '', undefined, 'Patient'],
+    ['panel', 'GET', 'Observation', '_count=5', undefined, 'Observation'],
+    // a practitioner writes without conditions: create on the type, update on the id
+    ['panel', 'POST', 'Observation', '', undefined, 'Observation'],
+    ['panel', 'PUT', 'Observation/o1', '', undefined, 'Observation'],
+    // refused for every scoped role
+    ['patient', 'GET', 'Patient/p1/$everything', '', undefined, 'forbidden'],
+    ['panel', 'POST', 'Observation/$validate', '', undefined, 'forbidden'],
+    ['patient', 'GET', 'Patient/p1/Observation', '', undefined, 'validation_failed'],
+    ['patient', 'GET', '', '', undefined, 'forbidden'],
+    ['panel', 'POST', '', '', undefined, 'forbidden'],
+    ['panel', 'GET', '_history', '', undefined, 'forbidden'],
+    ['patient', 'GET', 'Observation/_history', '', undefined, 'forbidden'],
+    // writes: a patient never; a practitioner never deletes, patches or writes history
+    ['patient', 'POST', 'Observation', '', undefined, 'forbidden'],
+    ['patient', 'PUT', 'Patient/p1', '', undefined, 'forbidden'],
+    ['none', 'POST', 'Observation', '', undefined, 'forbidden'],
+    ['panel', 'DELETE', 'Observation/o1', '', undefined, 'forbidden'],
+    ['panel', 'PATCH', 'Observation/o1', '', undefined, 'forbidden'],
+    ['panel', 'PUT', 'Observation/o1/_history/1', '', undefined, 'forbidden'],
+    // conditions run a search upstream outside our checks: an oracle on other patients' data
+    ['panel', 'POST', 'Observation', '', 'subject=Patient/other', 'forbidden'],
+    ['panel', 'PUT', 'Observation', 'subject=Patient/other', undefined, 'forbidden'],
+    ['panel', 'POST', 'Observation', '_format=json', undefined, 'forbidden'],
+    // the method and the path agree
+    ['panel', 'POST', 'Observation/o1', '', undefined, 'forbidden'],
+    ['panel', 'PUT', 'Observation', '', undefined, 'forbidden'],
+  ] as const)(
+    '%s: %s /fhir/%s?%s (If-None-Exist %s) -> %s',
+    (scope, method, path, q, ifNoneExist, expected) => {
+      const check = () =>
+        assertScopedInteraction(method, parseFhirPath(`/fhir/${path}`), scope, {
+          query: query(q),
+          ifNoneExist,
+        });
+      if (expected === 'forbidden' || expected === 'validation_failed')
+        expect(check).toThrow(expect.objectContaining({ code: expected }));
+      else expect(check()).toBe(expected);
+    },
+  );
 });
