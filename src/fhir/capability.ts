@@ -2,16 +2,20 @@ import type { CapabilityStatement, CapabilityStatementRestResource } from '@medp
 import type { AppDeps } from '../http/types.js';
 import { smartSecurity } from '../oauth/smartConfiguration.js';
 import { fhirBaseOf } from '../oauth/urls.js';
-import { DIRECTORY_TYPES, LINKING_PARAMS } from './compartment.js';
+import { DIRECTORY_TYPES, isPractitionerWritable, LINKING_PARAMS } from './compartment.js';
 import { isScopedSearchParam } from './searchPolicy.js';
 
 /** Interactions the gateway lets scoped roles use (admins get the upstream's full surface). */
-const SCOPED_INTERACTIONS = new Set(['read', 'vread', 'search-type', 'history-instance', 'create', 'update']);
+const SCOPED_READS = new Set(['read', 'vread', 'search-type', 'history-instance']);
+/** What practitioners may also do, on the types they may write (compartment.ts). */
+const SCOPED_WRITES = new Set(['create', 'update']);
 
 function reduceResource(resource: CapabilityStatementRestResource): CapabilityStatementRestResource {
+  const writable = isPractitionerWritable(resource.type);
+  const allowed = (code: string) => SCOPED_READS.has(code) || (writable && SCOPED_WRITES.has(code));
   return {
     type: resource.type,
-    interaction: (resource.interaction ?? []).filter((i) => SCOPED_INTERACTIONS.has(i.code)),
+    interaction: (resource.interaction ?? []).filter((i) => allowed(i.code)),
     searchParam: (resource.searchParam ?? [])
       .filter((p) => isScopedSearchParam(p.name))
       .map((p) => ({ name: p.name, type: p.type })),

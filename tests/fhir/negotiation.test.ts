@@ -363,4 +363,21 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
     const patient = (await (await get(`/fhir/Patient/${ids.p}`, tokens.p)).json()) as Patient;
     expect(patient.id).toBe(ids.p);
   });
+
+  // a client reads the statement to decide what to offer: no write the gateway would refuse every scoped role
+  it('lists create and update in /fhir/metadata only on the types a practitioner may write', async () => {
+    const metadata = (await (await gw.call('/fhir/metadata')).json()) as CapabilityStatement;
+    const interactions = new Map<string, string[]>(
+      (metadata.rest?.[0]?.resource ?? []).map((r) => [r.type, (r.interaction ?? []).map((i) => i.code)]),
+    );
+    expect(interactions.get('Observation')).toEqual(expect.arrayContaining(['read', 'create', 'update']));
+    for (const readOnly of ['Patient', 'Practitioner', 'AuditEvent', 'Provenance'].filter((t) =>
+      interactions.has(t),
+    )) {
+      expect(interactions.get(readOnly)).toContain('read');
+      expect(interactions.get(readOnly)).not.toContain('create');
+      expect(interactions.get(readOnly)).not.toContain('update');
+    }
+    expect(interactions.has('Patient')).toBe(true);
+  });
 });
