@@ -220,6 +220,5 @@ export type UserUpdate = Updateable<UsersTable>;
 export type AuditRow = Selectable<AuditLogTable>;
 export type NewAuditEntry = Insertable<AuditLogTable>;
 export type OutboxRow = Selectable<OutboxTable>;
-export type NewOutboxRow = Insertable<OutboxTable>;
 export type IntentRow = Selectable<ProvisioningIntentsTable>;
 export type SmartAppRow = Selectable<SmartAppsTable>;

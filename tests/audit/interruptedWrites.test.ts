@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { openDatabase } from '../../db/connection.js';
-import { ManualClock } from '../../src/clock.js';
 import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
 import { sweep } from '../../src/housekeeping.js';
 import { createLogger } from '../../src/logger.js';
+import { ManualClock } from '../helpers/clock.js';
 import { startHoldingProxy } from '../helpers/fakeUpstream.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, startTestGateway, tempDir } from '../helpers/gateway.js';
 import { startPostgresProxy } from '../helpers/pgProxy.js';

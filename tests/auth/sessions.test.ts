@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ManualClock } from '../../src/clock.js';
+import { ManualClock } from '../helpers/clock.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { DIALECTS } from '../helpers/postgres.js';
 

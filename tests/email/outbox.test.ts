@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateAccessCode } from '../../src/auth/accessCodes.js';
-import { ManualClock } from '../../src/clock.js';
 import { InvalidMailError } from '../../src/email/mailer.js';
 import {
   type AccessCodeMailJob,
@@ -15,6 +14,7 @@ import {
   type SealedAccessCodePayload,
 } from '../../src/email/outbox.js';
 import { unseal } from '../../src/secrets.js';
+import { ManualClock } from '../helpers/clock.js';
 import { DIALECTS } from '../helpers/postgres.js';
 import { codeForms, type EmailTestDb, INJECTED_RECIPIENTS, openEmailTestDb } from './fixtures.js';
 

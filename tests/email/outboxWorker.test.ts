@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import type { ParsedMail } from 'mailparser';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateAccessCode } from '../../src/auth/accessCodes.js';
-import { ManualClock } from '../../src/clock.js';
 import { createMailer, type Mailer } from '../../src/email/mailer.js';
 import {
   type AccessCodeMailJob,
@@ -20,6 +19,7 @@ import {
 } from '../../src/email/outboxWorker.js';
 import { createFhirService, type FhirService } from '../../src/fhir/fhirService.js';
 import { seal } from '../../src/secrets.js';
+import { ManualClock } from '../helpers/clock.js';
 import { startFakeUpstream, unusedPort } from '../helpers/fakeUpstream.js';
 import { DIALECTS } from '../helpers/postgres.js';
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';

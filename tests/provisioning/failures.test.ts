@@ -1,10 +1,10 @@
 import { sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ManualClock } from '../../src/clock.js';
 import { AppError } from '../../src/errors.js';
 import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
 import { writeMayHaveLanded } from '../../src/fhir/upstreamStatus.js';
 import { accountIdentifierQuery } from '../../src/provisioning/provisioningService.js';
+import { ManualClock } from '../helpers/clock.js';
 import {
   startFailingProxy,
   startFakeUpstream,
