@@ -199,6 +199,81 @@ function parsePayload(row: OutboxRow): Record<string, unknown> {
   throw new PermanentFailure('invalid_payload');
 }
 
+/** A FHIR `batch` Bundle creating each AuditEvent (R4 http.html#transaction). */
+export function auditEventBatch(events: readonly unknown[]) {
+  return {
+    resourceType: 'Bundle',
+    type: 'batch',
+    entry: events.map((resource) => ({ resource, request: { method: 'POST', url: 'AuditEvent' } })),
+  };
+}
+
+/**
+ * What a batch-response says of each of `sent` entries, in order: undefined for a success (a
+ * 2xx status), else a label (`http_400`); undefined in place of the list when the answer is not a
+ * batch-response of as many entries (the events are then sent one at a time).
+ */
+export function batchEntryFailures(answer: unknown, sent: number): (string | undefined)[] | undefined {
+  const bundle = answer as { resourceType?: unknown; entry?: unknown } | undefined;
+  if (bundle?.resourceType !== 'Bundle' || !Array.isArray(bundle.entry) || bundle.entry.length !== sent)
+    return undefined;
+  return bundle.entry.map((entry: { response?: { status?: unknown } } | null) => {
+    const status = typeof entry?.response?.status === 'string' ? entry.response.status : '';
+    return /^2\d\d/.test(status) ? undefined : `http_${status.slice(0, 3) || 'none'}`;
+  });
+}
+
+/**
+ * Renders and sends one access-code mail. Failures no retry can fix (an expired, voided or
+ * unreadable code, an address refused for good) throw PermanentFailure.
+ */
+async function sendAccessCodeMail(deps: OutboxWorkerDeps, payload: Record<string, unknown>): Promise<void> {
+  const p = payload as Partial<SealedAccessCodePayload>;
+  if (
+    p.template !== 'access_code' ||
+    typeof p.code_sealed !== 'string' ||
+    typeof p.to !== 'string' ||
+    !ROLES.has(p.role as Role)
+  ) {
+    throw new PermanentFailure('invalid_payload');
+  }
+  const expiresAt = new Date(p.expiresAt ?? Number.NaN);
+  if (Number.isNaN(expiresAt.getTime())) throw new PermanentFailure('invalid_payload');
+  const now = deps.clock.now();
+  // an expired code is useless to its reader; the person can ask for a fresh one
+  if (expiresAt.getTime() <= now.getTime()) throw new PermanentFailure('code_expired');
+  let code: string;
+  try {
+    code = unseal(deps.sealingKey, p.code_sealed);
+  } catch {
+    // sealed under another key (APP_SECRET changed): no retry will open it
+    throw new PermanentFailure('unseal_failed');
+  }
+  const purpose = p.purpose === 'password_reset' ? 'password_reset' : 'signup';
+  // a newer code voided this one (a re-issue or resend) while its mail waited for a retry
+  if (!(await deps.codeIsCurrent(purpose, p.to, code))) throw new PermanentFailure('superseded');
+  const mail = renderAccessCodeMail({
+    name: typeof p.name === 'string' ? p.name : '',
+    role: p.role as Role,
+    code,
+    expiresAt,
+    now,
+    appName: deps.appName,
+    signupUrl: deps.signupUrl,
+    email: p.to,
+    purpose,
+    ...(deps.resetUrl ? { resetUrl: deps.resetUrl } : {}),
+  });
+  try {
+    await deps.mailer.send({ to: p.to, ...mail });
+  } catch (error) {
+    if (error instanceof InvalidMailError) throw new PermanentFailure('invalid_address');
+    const refused = refusedForGood(error);
+    if (refused) throw new PermanentFailure(refused);
+    throw error;
+  }
+}
+
 /**
  * Delivers the outbox, one lane per worker (mail, or the AuditEvent mirror: a hanging FHIR
  * server never delays a mail, a failing SMTP server never delays an AuditEvent): claims due
@@ -216,53 +291,6 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
   const maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
   const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
   const { db, clock, logger } = deps;
-
-  const sendAccessCodeMail = async (payload: Record<string, unknown>) => {
-    const p = payload as Partial<SealedAccessCodePayload>;
-    if (
-      p.template !== 'access_code' ||
-      typeof p.code_sealed !== 'string' ||
-      typeof p.to !== 'string' ||
-      !ROLES.has(p.role as Role)
-    ) {
-      throw new PermanentFailure('invalid_payload');
-    }
-    const expiresAt = new Date(p.expiresAt ?? Number.NaN);
-    if (Number.isNaN(expiresAt.getTime())) throw new PermanentFailure('invalid_payload');
-    const now = clock.now();
-    // an expired code is useless to its reader; the person can ask for a fresh one
-    if (expiresAt.getTime() <= now.getTime()) throw new PermanentFailure('code_expired');
-    let code: string;
-    try {
-      code = unseal(deps.sealingKey, p.code_sealed);
-    } catch {
-      // sealed under another key (APP_SECRET changed): no retry will open it
-      throw new PermanentFailure('unseal_failed');
-    }
-    const purpose = p.purpose === 'password_reset' ? 'password_reset' : 'signup';
-    // a newer code voided this one (a re-issue or resend) while its mail waited for a retry
-    if (!(await deps.codeIsCurrent(purpose, p.to, code))) throw new PermanentFailure('superseded');
-    const mail = renderAccessCodeMail({
-      name: typeof p.name === 'string' ? p.name : '',
-      role: p.role as Role,
-      code,
-      expiresAt,
-      now,
-      appName: deps.appName,
-      signupUrl: deps.signupUrl,
-      email: p.to,
-      purpose,
-      ...(deps.resetUrl ? { resetUrl: deps.resetUrl } : {}),
-    });
-    try {
-      await deps.mailer.send({ to: p.to, ...mail });
-    } catch (error) {
-      if (error instanceof InvalidMailError) throw new PermanentFailure('invalid_address');
-      const refused = refusedForGood(error);
-      if (refused) throw new PermanentFailure(refused);
-      throw error;
-    }
-  };
 
   const postAuditEvent = async (payload: Record<string, unknown>) => {
     await deps.fhir.create('AuditEvent', payload as unknown as Resource);
@@ -292,7 +320,7 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
       payload = parsePayload(row);
       // a row claimed again and again without finishing (a worker dying on it) is given up too
       if (row.attempts > maxAttempts) throw new PermanentFailure('too_many_attempts');
-      if (row.kind === 'email') await sendAccessCodeMail(payload);
+      if (row.kind === 'email') await sendAccessCodeMail(deps, payload);
       else await postAuditEvent(payload);
     } catch (error) {
       const label = error instanceof PermanentFailure ? error.label : errorLabel(error);
@@ -380,26 +408,12 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
       const sendable = rows.flatMap((_row, i) => (payloads[i] instanceof PermanentFailure ? [] : [i]));
       let outcome: (string | undefined)[] = [];
       if (sendable.length > 0) {
-        const bundle = {
-          resourceType: 'Bundle',
-          type: 'batch',
-          entry: sendable.map((i) => ({
-            resource: payloads[i],
-            request: { method: 'POST', url: 'AuditEvent' },
-          })),
-        };
+        const bundle = auditEventBatch(sendable.map((i) => payloads[i]));
         try {
           const result = await deps.fhir.forward({ method: 'POST', path: '', body: bundle });
-          const answer = result.body as
-            | { resourceType?: string; type?: string; entry?: { response?: { status?: string } }[] }
-            | undefined;
-          if (answer?.resourceType !== 'Bundle' || answer.entry?.length !== sendable.length) return undefined;
-          // '201 Created' per entry; anything else is that entry's failure
-          outcome = answer.entry.map((e) =>
-            /^2\d\d/.test(e.response?.status ?? '')
-              ? undefined
-              : `http_${(e.response?.status ?? '').slice(0, 3) || 'none'}`,
-          );
+          const failures = batchEntryFailures(result.body, sendable.length);
+          if (!failures) return undefined;
+          outcome = failures;
         } catch (error) {
           if (error instanceof AppError && error.status < 500 && error.status !== 408) {
             batchesRefused = true;

@@ -10,7 +10,9 @@ import {
   enqueueFhirAuditEvent,
 } from '../../src/email/outbox.js';
 import {
+  auditEventBatch,
   backoffMs,
+  batchEntryFailures,
   deferredRecipient,
   type OutboxWorker,
   type OutboxWorkerOptions,
@@ -47,6 +49,41 @@ describe('backoffMs', () => {
     expect(backoffMs(1, () => 1)).toBe(6_000);
     expect(backoffMs(30, () => 1)).toBe(HOUR);
     expect(backoffMs(30, () => 0)).toBe(0.8 * HOUR);
+  });
+});
+
+describe('the AuditEvent lane batch', () => {
+  it('creates each event with one POST entry', () => {
+    const events = [{ resourceType: 'AuditEvent', id: 'a' }, { resourceType: 'AuditEvent' }];
+    expect(auditEventBatch(events)).toEqual({
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: events.map((resource) => ({ resource, request: { method: 'POST', url: 'AuditEvent' } })),
+    });
+  });
+
+  const response = (...statuses: unknown[]) => ({
+    resourceType: 'Bundle',
+    type: 'batch-response',
+    entry: statuses.map((status) => ({ response: { status } })),
+  });
+  it.each([
+    ['every entry created', response('201 Created', '201'), 2, [undefined, undefined]],
+    ['one refused', response('201 Created', '400 Bad Request'), 2, [undefined, 'http_400']],
+    ['a status that is no text', response(201, '201 Created'), 2, ['http_none', undefined]],
+    [
+      'an entry without a response',
+      { resourceType: 'Bundle', entry: [null, {}] },
+      2,
+      ['http_none', 'http_none'],
+    ],
+    // not an answer to this batch: its events go one at a time
+    ['fewer entries than sent', response('201 Created'), 2, undefined],
+    ['an OperationOutcome', { resourceType: 'OperationOutcome', issue: [] }, 1, undefined],
+    ['entries that are no list', { resourceType: 'Bundle', entry: {} }, 1, undefined],
+    ['no body', undefined, 1, undefined],
+  ])('reads a batch-response with %s', (_, answer, sent, failures) => {
+    expect(batchEntryFailures(answer, sent)).toEqual(failures);
   });
 });
 
