@@ -14,7 +14,7 @@ import { type Clock, systemClock } from './clock.js';
 import { joinPeers, NO_PEERS } from './clusterPeers.js';
 import type { Config } from './config.js';
 import { createMailer } from './email/mailer.js';
-import { startOutboxWorker } from './email/outboxWorker.js';
+import { type OutboxWorker, type OutboxWorkerDeps, startOutboxWorker } from './email/outboxWorker.js';
 import { loadFhirDefinitions } from './fhir/definitions.js';
 import { startEmbeddedFhirServer } from './fhir/embedded/server.js';
 import { createFhirService } from './fhir/fhirService.js';
@@ -67,6 +67,67 @@ async function closeAll(closers: Closer[], logger: Logger): Promise<void> {
   }
 }
 
+/** The embedded FHIR server on loopback, for a gateway without FHIR_BASE_URL: its base URL. */
+async function startEmbeddedFhir(config: Config, logger: Logger, closers: Closer[]): Promise<string> {
+  const embedded = await startEmbeddedFhirServer({
+    dataDir: config.dataDir,
+    host: '127.0.0.1',
+    port: config.fhir.embeddedPort,
+    log: (msg, extra) => logger.info({ component: 'embedded-fhir', ...extra }, msg),
+  });
+  closers.push(() => embedded.close());
+  return embedded.baseUrl;
+}
+
+/** One lane each: a hanging FHIR server never delays a mail, a failing SMTP server never an AuditEvent. */
+function startOutboxLanes(workerDeps: OutboxWorkerDeps): OutboxWorker[] {
+  return [
+    startOutboxWorker(workerDeps, { lane: 'email', pollIntervalMs: 500 }),
+    // AuditEvents go 50 to a FHIR batch: one request and two commits per batch
+    startOutboxWorker(workerDeps, { lane: 'fhir_audit_event', batchSize: 50 }),
+  ];
+}
+
+/** The admin of ADMIN_EMAIL and ADMIN_PASSWORD, created once. */
+async function ensureFirstAdmin(
+  config: Config,
+  deps: Pick<AppDeps, 'db' | 'clock' | 'passwords'>,
+  logger: Logger,
+): Promise<void> {
+  if (!config.firstAdmin) return;
+  const result = await ensureAdminAccount(
+    { ...deps, passwordMinLength: config.passwordMinLength, appName: config.appName },
+    { ...config.firstAdmin, source: 'env' },
+  );
+  if (result === 'exists')
+    // a changed ADMIN_PASSWORD is easily taken for a password change: say it is not one
+    logger.warn(
+      { email: config.firstAdmin.email, result },
+      'first admin account exists already: ADMIN_PASSWORD is not applied to it (change it with POST /auth/password/change)',
+    );
+  else logger.info({ email: config.firstAdmin.email, result }, 'first admin account');
+}
+
+type HttpServer = ReturnType<typeof serve>;
+
+/** The HTTP server on HOST:PORT, once it listens. */
+function listen(fetch: Parameters<typeof serve>[0]['fetch'], config: Config): Promise<HttpServer> {
+  return new Promise((resolve, reject) => {
+    const server = serve({ fetch, port: config.port, hostname: config.host }, () => resolve(server));
+    server.once('error', reject);
+  });
+}
+
+/** Stops accepting, lets running requests finish within `timeoutMs`, then cuts what is left. */
+async function stopServing(server: HttpServer, timeoutMs: number): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  if ('closeIdleConnections' in server) server.closeIdleConnections();
+  const deadline = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
+  await Promise.race([closed, deadline]);
+  // requests still running after the grace period are cut off
+  if ('closeAllConnections' in server) server.closeAllConnections();
+}
+
 /**
  * Boots the gateway: database + migrations -> embedded FHIR server (when no FHIR_BASE_URL)
  * -> keys, hasher, mailer + outbox lanes -> first admin -> reconciliation -> HTTP server. Used by
@@ -104,17 +165,9 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     // every mode needs the R4 definitions (path model, search policy, response check), not only the embedded server
     await loadFhirDefinitions();
 
-    let embeddedFhirUrl: string | undefined;
-    if (!config.fhir.baseUrl) {
-      const embedded = await startEmbeddedFhirServer({
-        dataDir: config.dataDir,
-        host: '127.0.0.1',
-        port: config.fhir.embeddedPort,
-        log: (msg, extra) => logger.info({ component: 'embedded-fhir', ...extra }, msg),
-      });
-      closers.push(() => embedded.close());
-      embeddedFhirUrl = embedded.baseUrl;
-    }
+    const embeddedFhirUrl = config.fhir.baseUrl
+      ? undefined
+      : await startEmbeddedFhir(config, logger, closers);
     // off unless METRICS_TOKEN is set; recording is then a no-op everywhere
     const metrics = createMetrics({ db: database.db, clock, logger }, { enabled: !!config.metrics.token });
     const fhir = createFhirService({
@@ -150,15 +203,8 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       logger,
       metrics,
     };
-    // one lane each: a hanging FHIR server never delays a mail, a failing SMTP server never an AuditEvent;
     // a worker without the background work leaves its rows to worker 0, which polls every half second
-    const lanes = runsBackgroundWork
-      ? [
-          startOutboxWorker(workerDeps, { lane: 'email', pollIntervalMs: 500 }),
-          // AuditEvents go 50 to a FHIR batch: one request and two commits per batch
-          startOutboxWorker(workerDeps, { lane: 'fhir_audit_event', batchSize: 50 }),
-        ]
-      : [];
+    const lanes = runsBackgroundWork ? startOutboxLanes(workerDeps) : [];
     for (const lane of lanes) closers.push(() => lane.stop());
     const outbox = {
       wake: () => {
@@ -167,25 +213,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     };
     closers.push(() => fhir.close());
 
-    if (runsBackgroundWork && config.firstAdmin) {
-      const result = await ensureAdminAccount(
-        {
-          db: database.db,
-          clock,
-          passwords,
-          passwordMinLength: config.passwordMinLength,
-          appName: config.appName,
-        },
-        { ...config.firstAdmin, source: 'env' },
-      );
-      if (result === 'exists')
-        // a changed ADMIN_PASSWORD is easily taken for a password change: say it is not one
-        logger.warn(
-          { email: config.firstAdmin.email, result },
-          'first admin account exists already: ADMIN_PASSWORD is not applied to it (change it with POST /auth/password/change)',
-        );
-      else logger.info({ email: config.firstAdmin.email, result }, 'first admin account');
-    }
+    if (runsBackgroundWork) await ensureFirstAdmin(config, { db: database.db, clock, passwords }, logger);
 
     if (runsBackgroundWork) closers.push(startHousekeeping(database.background, clock, logger));
     const background = createBackgroundTasks(logger);
@@ -226,23 +254,13 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     if (runsBackgroundWork) closers.push(startReconciler(deps));
     const app = createApp(deps);
     await options.beforeListen?.();
-    const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
-      const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
-      s.once('error', reject);
+    const server = await listen(app.fetch, config);
+    closers.push(() => {
+      stopping = true;
+      return stopServing(server, config.shutdownTimeoutMs);
     });
     const address = server.address() as AddressInfo;
     const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
-
-    const stopHttp: Closer = async () => {
-      stopping = true;
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      if ('closeIdleConnections' in server) server.closeIdleConnections();
-      const deadline = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownTimeoutMs).unref());
-      await Promise.race([closed, deadline]);
-      // requests still running after the grace period are cut off
-      if ('closeAllConnections' in server) server.closeAllConnections();
-    };
-    closers.push(stopHttp);
 
     let closing: Promise<void> | undefined;
     return {
