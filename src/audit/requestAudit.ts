@@ -69,7 +69,8 @@ const CREDENTIAL_ACTIONS: Readonly<Record<string, string>> = {
 };
 const FHIR_TYPE = /^[A-Z][A-Za-z]{1,63}$/;
 const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
-const FHIR_WRITES: Readonly<Record<string, string>> = {
+/** The audit action of a FHIR write, by its method (a batch's or an operation's by its kind). */
+export const WRITE_ACTIONS: Readonly<Record<string, string>> = {
   POST: 'fhir.create',
   PUT: 'fhir.update',
   PATCH: 'fhir.patch',
@@ -88,7 +89,7 @@ export function fhirAction(method: string, segments: readonly string[]): string 
   if (segments[1] === '_search') return 'fhir.search';
   if (method !== 'GET' && method !== 'HEAD') {
     if (segments.length === 0 && method === 'POST') return 'fhir.batch';
-    return FHIR_WRITES[method] ?? 'fhir.request';
+    return WRITE_ACTIONS[method] ?? 'fhir.request';
   }
   // a type, or a compartment (Patient/1/Observation): a search; an instance, version or history: a read
   const compartment = segments.length === 3 && segments[2] !== '_history';

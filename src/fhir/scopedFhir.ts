@@ -1,7 +1,6 @@
 import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
 import type { AuditEvent } from '../audit/auditService.js';
-import { auditAndClose, openWrite } from '../audit/openWrites.js';
-import { auditedError } from '../audit/requestAudit.js';
+import { auditedError, WRITE_ACTIONS } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { fhirBaseOf } from '../oauth/urls.js';
@@ -11,6 +10,7 @@ import {
   withRefusedEntries,
   withResolvedEntries,
 } from './adminWrites.js';
+import { auditedWrites } from './auditedWrites.js';
 import {
   DIRECTORY_TYPES,
   everyReference,
@@ -44,7 +44,7 @@ import {
   versionTagFor,
   withMatchedEtag,
 } from './searchPolicy.js';
-import { unexpectedUpstreamBody, upstreamStatusError, writeMayHaveLanded } from './upstreamStatus.js';
+import { unexpectedUpstreamBody, upstreamStatusError } from './upstreamStatus.js';
 
 /**
  * One scoped FHIR access per request, built from the verified caller (DESIGN.md section 9):
@@ -52,10 +52,10 @@ import { unexpectedUpstreamBody, upstreamStatusError, writeMayHaveLanded } from 
  * the search narrowing (searchPolicy.ts), the response check of every resource that leaves
  * (compartment.ts, panelMembership.ts), the paging cursors (links.ts) and, through
  * fhirService, the one mapping of upstream statuses. Admins (`all`) pass unchanged but are
- * audited on every write. Every read and search of patient data is recorded as an access event
- * (IHE BALP: who, which patient, which type, read or search) through the batched audit trail,
- * from the patients the response check already worked out; an out-of-scope read is recorded
- * as denied (`out_of_scope`) and answered 404 like a missing resource.
+ * audited on every write (auditedWrites.ts). Every read and search of patient data is recorded
+ * as an access event (IHE BALP: who, which patient, which type, read or search) through the
+ * batched audit trail, from the patients the response check already worked out; an out-of-scope
+ * read is recorded as denied (`out_of_scope`) and answered 404 like a missing resource.
  */
 
 export interface PageLink {
@@ -175,16 +175,10 @@ function invalidCursor(): AppError {
 /** How many other records one practitioner write may refer to (each is read to check it). */
 const MAX_RECORDS_REFERENCED = 50;
 
-const WRITE_ACTIONS: Readonly<Record<string, string>> = {
-  POST: 'fhir.create',
-  PUT: 'fhir.update',
-  PATCH: 'fhir.patch',
-  DELETE: 'fhir.delete',
-};
-
 export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): ScopedFhir {
   const scope = scopeOf(caller);
   const fhir = deps.fhir;
+  const audited = auditedWrites(deps, caller, ctx);
   const shown = typesShown(caller);
 
   /** The panel members among the patients these memberships name (one upstream lookup at most). */
@@ -457,51 +451,6 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     await readInScope(type, id, () => fhir.read(type, id));
   };
 
-  const writeAction = (method: string, target: { type?: string; operation?: string }) =>
-    target.operation
-      ? 'fhir.operation'
-      : !target.type
-        ? 'fhir.batch'
-        : (WRITE_ACTIONS[method] ?? 'fhir.write');
-
-  const writeEvent = (
-    method: string,
-    target: { type?: string; id?: string; operation?: string },
-    status: number,
-    errorCode?: string,
-    extra: Record<string, string> = {},
-  ): AuditEvent => ({
-    action: writeAction(method, target),
-    outcome: status < 400 ? 'success' : 'failed',
-    ...(errorCode ? { errorCode } : {}),
-    actorUserId: caller.userId,
-    actorRole: caller.role,
-    targetFhirType: target.type ?? null,
-    targetFhirId: target.id ?? null,
-    requestId: ctx.requestId,
-    clientIp: ctx.clientIp,
-    detail: { method, status, ...(target.operation ? { operation: target.operation } : {}), ...extra },
-  });
-
-  /** Records the write before it is forwarded: a process killed before its outcome is audited leaves this for reconciliation. */
-  const openRecord = (method: string, target: { type?: string; id?: string; operation?: string }) =>
-    openWrite(
-      deps.db,
-      deps.clock,
-      {
-        action: writeAction(method, target),
-        method,
-        operation: target.operation,
-        targetFhirType: target.type ?? null,
-        targetFhirId: target.id ?? null,
-        actorUserId: caller.userId,
-        actorRole: caller.role,
-        requestId: ctx.requestId,
-        clientIp: ctx.clientIp,
-      },
-      deps.config.fhir.timeoutMs,
-    );
-
   /**
    * An admin's read by id, history or GET operation: recorded with the patients of what came
    * back, and a Bundle's entries of types the token may not read removed.
@@ -525,68 +474,6 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     if (!checked || checked.bundle === body) return result;
     const { text: _upstreamText, ...changed } = result;
     return { ...changed, body: checked.bundle };
-  };
-
-  /** Runs a write, audits it (also when the upstream refused it), and forgets what it may have changed. */
-  const audited = async <R extends FhirResult>(
-    method: string,
-    target: { type?: string; id?: string; operation?: string },
-    write: () => Promise<R>,
-  ): Promise<R> => {
-    const open = await openRecord(method, target);
-    let result: R;
-    try {
-      result = await write();
-    } catch (error) {
-      const appError = error instanceof AppError ? error : undefined;
-      // a timeout, a lost connection or a 5xx after the request went out: the server may have
-      // applied the write, so it is not recorded as one that failed, and what it may have moved is forgotten
-      const mayHaveLanded = writeMayHaveLanded(error);
-      if (mayHaveLanded) await forgetWhatMayHaveMoved(target, target.id);
-      await auditOrLeaveToSweep(
-        open,
-        writeEvent(
-          method,
-          target,
-          appError?.status ?? 500,
-          appError?.code ?? 'internal_error',
-          mayHaveLanded ? { applied: 'unknown' } : {},
-        ),
-      );
-      throw error instanceof Error ? auditedError(error) : error;
-    }
-    const body = result.body as Resource | undefined;
-    const createdId = body?.resourceType === target.type ? body?.id : undefined;
-    const id = target.id ?? (result as Partial<Written<Resource>>).id ?? createdId;
-    await forgetWhatMayHaveMoved(target, id);
-    await auditOrLeaveToSweep(open, writeEvent(method, { ...target, ...(id ? { id } : {}) }, result.status));
-    return result;
-  };
-
-  /**
-   * Audits a write the server has answered. If the database fails now, the write is done all the
-   * same: a 503 "try again" would have the client repeat it. Its open record stays, and the sweep
-   * audits it (applied unknown).
-   */
-  const auditOrLeaveToSweep = async (open: string, event: AuditEvent) => {
-    try {
-      await auditAndClose(deps.db, deps.clock, open, event);
-    } catch (error) {
-      deps.logger.error(
-        { err: error, req_id: ctx.requestId, action: event.action },
-        'write audit not stored now: the housekeeping sweep records it',
-      );
-    }
-  };
-
-  /** A write to a Patient may have moved it to another GP: the old one must not keep reading and writing for PANEL_CACHE_TTL. */
-  const forgetWhatMayHaveMoved = async (
-    target: { type?: string; operation?: string },
-    id: string | undefined,
-  ) => {
-    if (target.type === 'Patient' && id && !target.operation) await deps.panels.forget(id);
-    // a batch, a transaction, or a Patient write without one id (conditional, an operation) may have moved any patient
-    else if (!target.type || target.type === 'Patient') await deps.panels.forgetAll();
   };
 
   /**
