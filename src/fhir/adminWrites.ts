@@ -71,6 +71,15 @@ export function assertPatchBody(
     );
 }
 
+/** A request body as JSON, or undefined when it is none (the upstream will refuse it). */
+export function parsedOrNone(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
 /** A batch entry's path: a type (or `$operation`) first, then plain segments; no leading `/`, no scheme, no dot segments. */
 const ENTRY_PATH = /^(?:[A-Z][A-Za-z]{1,63}|\$[A-Za-z-]{1,64})(?:\/(?!\.+(?:\/|$))[A-Za-z0-9\-.$_]{1,64})*$/;
 

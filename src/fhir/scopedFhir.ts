@@ -4,12 +4,7 @@ import { auditedError, WRITE_ACTIONS } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { fhirBaseOf } from '../oauth/urls.js';
-import {
-  batchEntryOutcomes,
-  versionedEntries,
-  withRefusedEntries,
-  withResolvedEntries,
-} from './adminWrites.js';
+import { batchEntryOutcomes, parsedOrNone } from './adminWrites.js';
 import { auditedWrites } from './auditedWrites.js';
 import {
   DIRECTORY_TYPES,
@@ -28,23 +23,12 @@ import {
   strictPatientId,
 } from './compartment.js';
 import { type HistoryOf, historyPath } from './fhirPath.js';
-import {
-  type ConditionalRead,
-  currentOrNone,
-  type FhirRequest,
-  type FhirResult,
-  type Written,
-} from './fhirService.js';
+import type { ConditionalRead, FhirRequest, FhirResult, Written } from './fhirService.js';
 import { type CursorBinding, cursorForLink, cursorUrl, verifyCursor, withEntriesKept } from './links.js';
 import { guardScopes, typesShown } from './scopeGuard.js';
-import {
-  historyParams,
-  narrowSearch,
-  notModifiedIfAny,
-  versionTagFor,
-  withMatchedEtag,
-} from './searchPolicy.js';
+import { historyParams, narrowSearch, notModifiedIfAny, withMatchedEtag } from './searchPolicy.js';
 import { unexpectedUpstreamBody, upstreamStatusError } from './upstreamStatus.js';
+import { resolvedIfMatch, sentBatch, withCurrentEtag, withResolvedIfMatch } from './versionedWrites.js';
 
 /**
  * One scoped FHIR access per request, built from the verified caller (DESIGN.md section 9):
@@ -132,14 +116,6 @@ function patientsIn(resource: Resource): readonly string[] {
 function patientsOfEntries(bundle: Bundle): readonly string[] {
   const entries = Array.isArray(bundle.entry) ? bundle.entry : [];
   return [...new Set(entries.flatMap((e) => (e?.resource ? patientsIn(e.resource) : [])))];
-}
-
-function parsedOrNone(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
 }
 
 /** Where passthrough cursors are valid: a cursor from a slim endpoint does not work there, and vice versa. */
@@ -607,98 +583,6 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     return result.body;
   };
 
-  /** An If-Match checked here against the current version (read unless the caller's check did), as sent upstream. */
-  const resolvedIfMatch = async (type: string, id: string, ifMatch: string, current?: Resource) =>
-    versionTagFor(ifMatch, current ?? (await currentOrNone(fhir, type, id)));
-
-  /**
-   * RFC 9110 section 15.4.5: a 304 carries the ETag a 200 would have. HAPI leaves it out after an
-   * If-Modified-Since (an If-None-Match gives it back in withMatchedEtag): the current version's.
-   */
-  const withCurrentEtag = async (
-    result: FhirResult,
-    target: { type?: string; id?: string; operation?: string },
-    path: string,
-  ): Promise<FhirResult> => {
-    const { type, id } = target;
-    if (
-      result.status !== 304 ||
-      result.headers.etag ||
-      !type ||
-      !id ||
-      target.operation ||
-      path.includes('/_history')
-    )
-      return result;
-    const current = await fhir.read(type, id);
-    const versionId = current.body?.meta?.versionId;
-    const etag = current.headers.etag ?? (versionId ? `W/"${versionId}"` : undefined);
-    return etag ? { ...result, headers: { ...result.headers, etag } } : result;
-  };
-
-  /** A forwarded instance write (PUT, PATCH, DELETE) with its If-Match resolved; anything else as it came. */
-  const withResolvedIfMatch = async (
-    request: FhirRequest,
-    target: { type?: string; id?: string; operation?: string },
-  ): Promise<FhirRequest> => {
-    const ifMatch = request.headers?.['if-match'];
-    if (ifMatch === undefined || !target.type || !target.id || target.operation) return request;
-    const { 'if-match': _, ...headers } = request.headers ?? {};
-    const tag = await resolvedIfMatch(target.type, target.id, ifMatch);
-    return { ...request, headers: tag === undefined ? headers : { ...headers, 'if-match': tag } };
-  };
-
-  /**
-   * A batch's or transaction's entries with their `ifMatch` resolved as a write's header is: in a
-   * batch an entry naming no current version is refused alone (412 in its place in the answer);
-   * a transaction is all or nothing, so it is 412 whole.
-   */
-  const withResolvedEntryTags = async (
-    request: FhirRequest,
-  ): Promise<{ request: FhirRequest; refused: ReadonlySet<number>; sendsNothing: boolean }> => {
-    const bundle =
-      typeof request.body === 'string' ? (parsedOrNone(request.body) as Bundle | undefined) : undefined;
-    const versioned = bundle ? versionedEntries(bundle) : [];
-    if (!bundle || versioned.length === 0) return { request, refused: new Set(), sendsNothing: false };
-    const tags = new Map<number, string | undefined>();
-    const refused = new Set<number>();
-    for (const { index, type, id, ifMatch } of versioned) {
-      try {
-        tags.set(index, await resolvedIfMatch(type, id, ifMatch));
-      } catch (error) {
-        if (
-          !(error instanceof AppError) ||
-          error.code !== 'precondition_failed' ||
-          bundle.type === 'transaction'
-        )
-          throw error;
-        refused.add(index);
-      }
-    }
-    const body = JSON.stringify(withResolvedEntries(bundle, tags, refused));
-    return {
-      request: { ...request, body },
-      refused,
-      sendsNothing: refused.size === (bundle.entry ?? []).length,
-    };
-  };
-
-  /** An admin's batch or transaction, sent with its entries' `ifMatch` resolved (nothing sent when every entry was refused). */
-  const sentBatch = async (request: FhirRequest): Promise<FhirResult> => {
-    const { request: sent, refused, sendsNothing } = await withResolvedEntryTags(request);
-    if (refused.size === 0) return fhir.forward(sent);
-    const answer = sendsNothing
-      ? {
-          status: 200,
-          headers: {},
-          body: { resourceType: 'Bundle', type: 'batch-response', entry: [] } as Bundle,
-        }
-      : await fhir.forward(sent);
-    const body = answer.body as Bundle | undefined;
-    if (body?.resourceType !== 'Bundle') return answer;
-    return { status: answer.status, headers: answer.headers, body: withRefusedEntries(body, refused) };
-  };
-
   const self: ScopedFhir = {
     caller,
     scope,
@@ -751,7 +635,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       await assertWritable(type, resource, id);
       // the record as it is now must be theirs too: a practitioner cannot take over another's record
       const current = await assertUpdatable(type, id);
-      const tag = ifMatch === undefined ? undefined : await resolvedIfMatch(type, id, ifMatch, current);
+      const tag = ifMatch === undefined ? undefined : await resolvedIfMatch(fhir, type, id, ifMatch, current);
       return audited('PUT', { type, id }, () => fhir.update(type, id, resource, { ifMatch: tag }));
     },
     forward: async (request, target) => {
@@ -763,16 +647,16 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
         if (answered.status !== 304 && answered.body === undefined)
           throw unexpectedUpstreamBody(`${answered.status} without a body to a read`);
         const matched = withMatchedEtag(answered, ifNoneMatch);
-        const result = await withCurrentEtag(matched, target, request.path);
+        const result = await withCurrentEtag(fhir, matched, target, request.path);
         const checked = await checkForwardedRead(result, target);
         return withSealedLinks(
           target.id && !target.operation ? notModifiedIfAny(checked, ifNoneMatch) : checked,
         );
       }
       const batch = !target.type && !target.operation;
-      const sent = await withResolvedIfMatch(request, target);
+      const sent = await withResolvedIfMatch(fhir, request, target);
       const result = await audited(request.method, target, () =>
-        batch ? sentBatch(sent) : fhir.forward(sent),
+        batch ? sentBatch(fhir, sent) : fhir.forward(sent),
       );
       if (batch) recordBatchEntries(request.body, result.body);
       return withSealedLinks(result);

@@ -1,0 +1,115 @@
+import type { Bundle, Resource } from '@medplum/fhirtypes';
+import { AppError } from '../errors.js';
+import { parsedOrNone, versionedEntries, withRefusedEntries, withResolvedEntries } from './adminWrites.js';
+import type { WriteTarget } from './auditedWrites.js';
+import { currentOrNone, type FhirRequest, type FhirResult, type FhirService } from './fhirService.js';
+import { versionTagFor } from './searchPolicy.js';
+
+/**
+ * Versioned writes and reads the gateway completes where an upstream does not (R4
+ * http.html#concurrency, RFC 9110): an If-Match resolved against the current version before
+ * the write is sent (a stale one is 412 here, whatever the server would do), a batch's entries'
+ * `ifMatch` resolved alike, and a 304 given the ETag a 200 would carry.
+ */
+
+/** An If-Match checked here against the current version (read unless the caller's check did), as sent upstream. */
+export async function resolvedIfMatch(
+  fhir: FhirService,
+  type: string,
+  id: string,
+  ifMatch: string,
+  current?: Resource,
+): Promise<string | undefined> {
+  return versionTagFor(ifMatch, current ?? (await currentOrNone(fhir, type, id)));
+}
+
+/**
+ * RFC 9110 section 15.4.5: a 304 carries the ETag a 200 would have. HAPI leaves it out after an
+ * If-Modified-Since (an If-None-Match gives it back in withMatchedEtag): the current version's.
+ */
+export async function withCurrentEtag(
+  fhir: FhirService,
+  result: FhirResult,
+  target: WriteTarget,
+  path: string,
+): Promise<FhirResult> {
+  const { type, id } = target;
+  if (
+    result.status !== 304 ||
+    result.headers.etag ||
+    !type ||
+    !id ||
+    target.operation ||
+    path.includes('/_history')
+  )
+    return result;
+  const current = await fhir.read(type, id);
+  const versionId = current.body?.meta?.versionId;
+  const etag = current.headers.etag ?? (versionId ? `W/"${versionId}"` : undefined);
+  return etag ? { ...result, headers: { ...result.headers, etag } } : result;
+}
+
+/** A forwarded instance write (PUT, PATCH, DELETE) with its If-Match resolved; anything else as it came. */
+export async function withResolvedIfMatch(
+  fhir: FhirService,
+  request: FhirRequest,
+  target: WriteTarget,
+): Promise<FhirRequest> {
+  const ifMatch = request.headers?.['if-match'];
+  if (ifMatch === undefined || !target.type || !target.id || target.operation) return request;
+  const { 'if-match': _, ...headers } = request.headers ?? {};
+  const tag = await resolvedIfMatch(fhir, target.type, target.id, ifMatch);
+  return { ...request, headers: tag === undefined ? headers : { ...headers, 'if-match': tag } };
+}
+
+/**
+ * A batch's or transaction's entries with their `ifMatch` resolved as a write's header is: in a
+ * batch an entry naming no current version is refused alone (412 in its place in the answer);
+ * a transaction is all or nothing, so it is 412 whole.
+ */
+async function withResolvedEntryTags(
+  fhir: FhirService,
+  request: FhirRequest,
+): Promise<{ request: FhirRequest; refused: ReadonlySet<number>; sendsNothing: boolean }> {
+  const bundle =
+    typeof request.body === 'string' ? (parsedOrNone(request.body) as Bundle | undefined) : undefined;
+  const versioned = bundle ? versionedEntries(bundle) : [];
+  if (!bundle || versioned.length === 0) return { request, refused: new Set(), sendsNothing: false };
+  const tags = new Map<number, string | undefined>();
+  const refused = new Set<number>();
+  for (const { index, type, id, ifMatch } of versioned) {
+    try {
+      tags.set(index, await resolvedIfMatch(fhir, type, id, ifMatch));
+    } catch (error) {
+      if (
+        !(error instanceof AppError) ||
+        error.code !== 'precondition_failed' ||
+        bundle.type === 'transaction'
+      )
+        throw error;
+      refused.add(index);
+    }
+  }
+  const body = JSON.stringify(withResolvedEntries(bundle, tags, refused));
+  return {
+    request: { ...request, body },
+    refused,
+    sendsNothing: refused.size === (bundle.entry ?? []).length,
+  };
+}
+
+/** An admin's batch or transaction, sent with its entries' `ifMatch` resolved (nothing sent when every entry was refused). */
+export async function sentBatch(fhir: FhirService, request: FhirRequest): Promise<FhirResult> {
+  const { request: sent, refused, sendsNothing } = await withResolvedEntryTags(fhir, request);
+  if (refused.size === 0) return fhir.forward(sent);
+  const answer = sendsNothing
+    ? {
+        status: 200,
+        headers: {},
+        body: { resourceType: 'Bundle', type: 'batch-response', entry: [] } as Bundle,
+      }
+    : await fhir.forward(sent);
+  const body = answer.body as Bundle | undefined;
+  if (body?.resourceType !== 'Bundle') return answer;
+  return { status: answer.status, headers: answer.headers, body: withRefusedEntries(body, refused) };
+}
