@@ -2,7 +2,9 @@ import type { Context } from 'hono';
 import { matchedRoutes } from 'hono/route';
 import type { AuditOutcome } from '../../db/schema.js';
 import type { AppError } from '../errors.js';
+import { upstreamRefusalOf } from '../fhir/upstreamStatus.js';
 import { isFhirPath } from '../http/fhirPaths.js';
+import { FHIR_ID_PATTERN } from '../http/schemas.js';
 import type { AppEnv, Caller } from '../http/types.js';
 import type { AuditEvent } from './auditService.js';
 
@@ -33,16 +35,8 @@ function wasAudited(error: unknown): boolean {
   return typeof error === 'object' && error !== null && AUDITED in error;
 }
 
-// an upstream refusal is labelled `http_<status>` on the cause (upstreamStatus.ts)
 function upstreamCaused(error: AppError): boolean {
-  if (error.code.startsWith('upstream_')) return true;
-  let cause: unknown = error.cause;
-  for (let depth = 0; depth < 3 && typeof cause === 'object' && cause !== null; depth++) {
-    const code = (cause as { code?: unknown }).code;
-    if (typeof code === 'string' && code.startsWith('http_')) return true;
-    cause = (cause as { cause?: unknown }).cause;
-  }
-  return false;
+  return error.code.startsWith('upstream_') || upstreamRefusalOf(error) !== undefined;
 }
 
 /** `failed` when the gateway or the FHIR server could not do it (5xx, an upstream refusal), else `denied`. */
@@ -68,7 +62,6 @@ const CREDENTIAL_ACTIONS: Readonly<Record<string, string>> = {
   '/auth/logout': 'auth.logout',
 };
 const FHIR_TYPE = /^[A-Z][A-Za-z]{1,63}$/;
-const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 /** The audit action of a FHIR write, by its method (a batch's or an operation's by its kind). */
 export const WRITE_ACTIONS: Readonly<Record<string, string>> = {
   POST: 'fhir.create',
@@ -116,7 +109,7 @@ function describeRequest(method: string, path: string): Described {
       action: fhirAction(method, segments),
       target: {
         ...(type && FHIR_TYPE.test(type) ? { targetFhirType: type } : {}),
-        ...(id && FHIR_ID.test(id) ? { targetFhirId: id } : {}),
+        ...(id && FHIR_ID_PATTERN.test(id) ? { targetFhirId: id } : {}),
       },
     };
   }

@@ -5,6 +5,7 @@ import { writeAudit } from '../audit/auditService.js';
 import type { Clock } from '../clock.js';
 import { AppError } from '../errors.js';
 import type { FhirService } from '../fhir/fhirService.js';
+import { upstreamRefusalOf } from '../fhir/upstreamStatus.js';
 import { heartbeat, LEASE_MS } from '../leases.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -97,8 +98,8 @@ const SAFE_LABEL = /^[A-Za-z0-9_.:-]{1,64}$/;
  */
 export function errorLabel(error: unknown): string {
   // an upstream FHIR status is told by the cause (`http_400`), the more precise of the two
-  const cause = (error as { cause?: { code?: unknown } } | null | undefined)?.cause;
-  if (typeof cause?.code === 'string' && /^http_\d{3}$/.test(cause.code)) return cause.code;
+  const refusal = upstreamRefusalOf(error);
+  if (refusal) return refusal;
   const e = error as { code?: unknown; name?: unknown; responseCode?: unknown } | null | undefined;
   const code = typeof e?.code === 'string' && SAFE_LABEL.test(e.code) ? e.code : undefined;
   const name = typeof e?.name === 'string' && SAFE_LABEL.test(e.name) ? e.name : 'Error';

@@ -122,6 +122,23 @@ export function upstreamStatusError(
   return new AppError(code, { cause });
 }
 
+const REFUSAL_LABEL = /^http_\d{3}$/;
+
+/**
+ * The upstream refusal an error was made from: the `http_<status>` label upstreamStatusError puts
+ * on its cause (looked for up to three causes deep), else undefined. For logs, the audit and the
+ * outbox's last_error; never for a response.
+ */
+export function upstreamRefusalOf(error: unknown): string | undefined {
+  let cause: unknown = (error as { cause?: unknown } | null | undefined)?.cause;
+  for (let depth = 0; depth < 3 && typeof cause === 'object' && cause !== null; depth++) {
+    const code = (cause as { code?: unknown }).code;
+    if (typeof code === 'string' && REFUSAL_LABEL.test(code)) return code;
+    cause = (cause as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
 /** A 2xx answer whose body is not what the interaction promises (a non-Bundle search, an OperationOutcome read). */
 export function unexpectedUpstreamBody(what: string): AppError {
   return new AppError('upstream_error', { cause: new Error(`FHIR server answered ${what}`) });
@@ -137,8 +154,9 @@ export async function asBuiltByGateway<T>(call: Promise<T>): Promise<T> {
     return await call;
   } catch (error) {
     if (!(error instanceof AppError)) throw error;
-    const refused = (error.cause as { code?: unknown } | undefined)?.code === 'http_400';
-    throw refused ? new AppError('upstream_error', { cause: error.cause }) : error;
+    throw upstreamRefusalOf(error) === 'http_400'
+      ? new AppError('upstream_error', { cause: error.cause })
+      : error;
   }
 }
 

@@ -1,7 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
 import { createFhirService, type FhirService, tokenRenewDelayMs } from '../../src/fhir/fhirService.js';
-import { isUpstreamSuccess, searchInteraction, upstreamStatusError } from '../../src/fhir/upstreamStatus.js';
+import {
+  isUpstreamSuccess,
+  searchInteraction,
+  upstreamRefusalOf,
+  upstreamStatusError,
+} from '../../src/fhir/upstreamStatus.js';
 import { type FakeUpstream, startFakeUpstream, unusedPort } from '../helpers/fakeUpstream.js';
 
 const open: (FhirService | FakeUpstream)[] = [];
@@ -402,6 +407,19 @@ describe('upstream status mapping', () => {
       expect(upstreamStatusError(upstreamStatus, 'forwarded').status).toBe(ours);
     },
   );
+
+  // the label our logs, the audit and the outbox read; a response never carries it
+  it.each([
+    ['a refusal the mapping made', upstreamStatusError(422), 'http_422'],
+    ['one mapped to a page expiry', upstreamStatusError(410, 'page'), 'http_410'],
+    ['a failure no status names (502)', upstreamStatusError(500), undefined],
+    ['a refusal wrapped once more', new Error('outer', { cause: upstreamStatusError(400) }), 'http_400'],
+    ['a cause whose code only looks alike', new Error('x', { cause: { code: 'http_4000' } }), undefined],
+    ['no cause', new Error('x'), undefined],
+    ['no error', undefined, undefined],
+  ])('reads the upstream refusal of %s', (_, error, label) => {
+    expect(upstreamRefusalOf(error)).toBe(label);
+  });
 
   it.each([
     [30_000, 22_500],
