@@ -15,6 +15,13 @@ import { writeMayHaveLanded } from './upstreamStatus.js';
  * forgotten before the write is answered.
  */
 
+/** Who writes: the request's dependencies, verified caller and context. */
+export interface Writer {
+  readonly deps: AppDeps;
+  readonly caller: Caller;
+  readonly ctx: RequestContext;
+}
+
 /** What a write names: a type (none for a batch), an id, an operation. */
 export interface WriteTarget {
   readonly type?: string;
@@ -23,28 +30,63 @@ export interface WriteTarget {
 }
 
 /** Runs a write, audits it (also when the upstream refused it), and forgets what it may have changed. */
-export type AuditedWrite = <R extends FhirResult>(
+export async function auditedWrite<R extends FhirResult>(
+  writer: Writer,
   method: string,
   target: WriteTarget,
   write: () => Promise<R>,
-) => Promise<R>;
+): Promise<R> {
+  const open = await openRecord(writer, method, target);
+  let result: R;
+  try {
+    result = await write();
+  } catch (error) {
+    const appError = error instanceof AppError ? error : undefined;
+    // a timeout, a lost connection or a 5xx after the request went out: the server may have
+    // applied the write, so it is not recorded as one that failed, and what it may have moved is forgotten
+    const mayHaveLanded = writeMayHaveLanded(error);
+    if (mayHaveLanded) await forgetWhatMayHaveMoved(writer.deps, target, target.id);
+    await auditOrLeaveToSweep(
+      writer,
+      open,
+      writeEvent(
+        writer,
+        method,
+        target,
+        appError?.status ?? 500,
+        appError?.code ?? 'internal_error',
+        mayHaveLanded ? { applied: 'unknown' } : {},
+      ),
+    );
+    throw error instanceof Error ? auditedError(error) : error;
+  }
+  const body = result.body as Resource | undefined;
+  const createdId = body?.resourceType === target.type ? body?.id : undefined;
+  const id = target.id ?? (result as Partial<Written<Resource>>).id ?? createdId;
+  await forgetWhatMayHaveMoved(writer.deps, target, id);
+  await auditOrLeaveToSweep(
+    writer,
+    open,
+    writeEvent(writer, method, { ...target, ...(id ? { id } : {}) }, result.status),
+  );
+  return result;
+}
 
-/** The audited write of one request's caller. */
-export function auditedWrites(deps: AppDeps, caller: Caller, ctx: RequestContext): AuditedWrite {
-  const writeAction = (method: string, target: WriteTarget) =>
-    target.operation
-      ? 'fhir.operation'
-      : !target.type
-        ? 'fhir.batch'
-        : (WRITE_ACTIONS[method] ?? 'fhir.write');
+function writeAction(method: string, target: WriteTarget): string {
+  if (target.operation) return 'fhir.operation';
+  if (!target.type) return 'fhir.batch';
+  return WRITE_ACTIONS[method] ?? 'fhir.write';
+}
 
-  const writeEvent = (
-    method: string,
-    target: WriteTarget,
-    status: number,
-    errorCode?: string,
-    extra: Record<string, string> = {},
-  ): AuditEvent => ({
+function writeEvent(
+  { caller, ctx }: Writer,
+  method: string,
+  target: WriteTarget,
+  status: number,
+  errorCode?: string,
+  extra: Record<string, string> = {},
+): AuditEvent {
+  return {
     action: writeAction(method, target),
     outcome: status < 400 ? 'success' : 'failed',
     ...(errorCode ? { errorCode } : {}),
@@ -55,85 +97,48 @@ export function auditedWrites(deps: AppDeps, caller: Caller, ctx: RequestContext
     requestId: ctx.requestId,
     clientIp: ctx.clientIp,
     detail: { method, status, ...(target.operation ? { operation: target.operation } : {}), ...extra },
-  });
+  };
+}
 
-  /** Records the write before it is forwarded: a process killed before its outcome is audited leaves this for reconciliation. */
-  const openRecord = (method: string, target: WriteTarget) =>
-    openWrite(
-      deps.db,
-      deps.clock,
-      {
-        action: writeAction(method, target),
-        method,
-        operation: target.operation,
-        targetFhirType: target.type ?? null,
-        targetFhirId: target.id ?? null,
-        actorUserId: caller.userId,
-        actorRole: caller.role,
-        requestId: ctx.requestId,
-        clientIp: ctx.clientIp,
-      },
-      deps.config.fhir.timeoutMs,
+/** Records the write before it is forwarded: a process killed before its outcome is audited leaves this for reconciliation. */
+function openRecord({ deps, caller, ctx }: Writer, method: string, target: WriteTarget): Promise<string> {
+  return openWrite(
+    deps.db,
+    deps.clock,
+    {
+      action: writeAction(method, target),
+      method,
+      operation: target.operation,
+      targetFhirType: target.type ?? null,
+      targetFhirId: target.id ?? null,
+      actorUserId: caller.userId,
+      actorRole: caller.role,
+      requestId: ctx.requestId,
+      clientIp: ctx.clientIp,
+    },
+    deps.config.fhir.timeoutMs,
+  );
+}
+
+/**
+ * Audits a write the server has answered. If the database fails now, the write is done all the
+ * same: a 503 "try again" would have the client repeat it. Its open record stays, and the sweep
+ * audits it (applied unknown).
+ */
+async function auditOrLeaveToSweep({ deps, ctx }: Writer, open: string, event: AuditEvent): Promise<void> {
+  try {
+    await auditAndClose(deps.db, deps.clock, open, event);
+  } catch (error) {
+    deps.logger.error(
+      { err: error, req_id: ctx.requestId, action: event.action },
+      'write audit not stored now: the housekeeping sweep records it',
     );
+  }
+}
 
-  /** Runs a write, audits it (also when the upstream refused it), and forgets what it may have changed. */
-  const audited: AuditedWrite = async <R extends FhirResult>(
-    method: string,
-    target: WriteTarget,
-    write: () => Promise<R>,
-  ): Promise<R> => {
-    const open = await openRecord(method, target);
-    let result: R;
-    try {
-      result = await write();
-    } catch (error) {
-      const appError = error instanceof AppError ? error : undefined;
-      // a timeout, a lost connection or a 5xx after the request went out: the server may have
-      // applied the write, so it is not recorded as one that failed, and what it may have moved is forgotten
-      const mayHaveLanded = writeMayHaveLanded(error);
-      if (mayHaveLanded) await forgetWhatMayHaveMoved(target, target.id);
-      await auditOrLeaveToSweep(
-        open,
-        writeEvent(
-          method,
-          target,
-          appError?.status ?? 500,
-          appError?.code ?? 'internal_error',
-          mayHaveLanded ? { applied: 'unknown' } : {},
-        ),
-      );
-      throw error instanceof Error ? auditedError(error) : error;
-    }
-    const body = result.body as Resource | undefined;
-    const createdId = body?.resourceType === target.type ? body?.id : undefined;
-    const id = target.id ?? (result as Partial<Written<Resource>>).id ?? createdId;
-    await forgetWhatMayHaveMoved(target, id);
-    await auditOrLeaveToSweep(open, writeEvent(method, { ...target, ...(id ? { id } : {}) }, result.status));
-    return result;
-  };
-
-  /**
-   * Audits a write the server has answered. If the database fails now, the write is done all the
-   * same: a 503 "try again" would have the client repeat it. Its open record stays, and the sweep
-   * audits it (applied unknown).
-   */
-  const auditOrLeaveToSweep = async (open: string, event: AuditEvent) => {
-    try {
-      await auditAndClose(deps.db, deps.clock, open, event);
-    } catch (error) {
-      deps.logger.error(
-        { err: error, req_id: ctx.requestId, action: event.action },
-        'write audit not stored now: the housekeeping sweep records it',
-      );
-    }
-  };
-
-  /** A write to a Patient may have moved it to another GP: the old one must not keep reading and writing for PANEL_CACHE_TTL. */
-  const forgetWhatMayHaveMoved = async (target: WriteTarget, id: string | undefined) => {
-    if (target.type === 'Patient' && id && !target.operation) await deps.panels.forget(id);
-    // a batch, a transaction, or a Patient write without one id (conditional, an operation) may have moved any patient
-    else if (!target.type || target.type === 'Patient') await deps.panels.forgetAll();
-  };
-
-  return audited;
+/** A write to a Patient may have moved it to another GP: the old one must not keep reading and writing for PANEL_CACHE_TTL. */
+async function forgetWhatMayHaveMoved(deps: AppDeps, target: WriteTarget, id: string | undefined) {
+  if (target.type === 'Patient' && id && !target.operation) await deps.panels.forget(id);
+  // a batch, a transaction, or a Patient write without one id (conditional, an operation) may have moved any patient
+  else if (!target.type || target.type === 'Patient') await deps.panels.forgetAll();
 }

@@ -5,7 +5,7 @@ import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { fhirBaseOf } from '../oauth/urls.js';
 import { batchEntryOutcomes, parsedOrNone } from './adminWrites.js';
-import { auditedWrites } from './auditedWrites.js';
+import { auditedWrite } from './auditedWrites.js';
 import {
   DIRECTORY_TYPES,
   everyReference,
@@ -154,7 +154,6 @@ const MAX_RECORDS_REFERENCED = 50;
 export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): ScopedFhir {
   const scope = scopeOf(caller);
   const fhir = deps.fhir;
-  const audited = auditedWrites(deps, caller, ctx);
   const shown = typesShown(caller);
 
   /** The panel members among the patients these memberships name (one upstream lookup at most). */
@@ -629,14 +628,16 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     },
     create: async (type, resource) => {
       await assertWritable(type, resource, undefined);
-      return audited('POST', { type }, () => fhir.create(type, resource));
+      return auditedWrite({ deps, caller, ctx }, 'POST', { type }, () => fhir.create(type, resource));
     },
     update: async (type, id, resource, ifMatch) => {
       await assertWritable(type, resource, id);
       // the record as it is now must be theirs too: a practitioner cannot take over another's record
       const current = await assertUpdatable(type, id);
       const tag = ifMatch === undefined ? undefined : await resolvedIfMatch(fhir, type, id, ifMatch, current);
-      return audited('PUT', { type, id }, () => fhir.update(type, id, resource, { ifMatch: tag }));
+      return auditedWrite({ deps, caller, ctx }, 'PUT', { type, id }, () =>
+        fhir.update(type, id, resource, { ifMatch: tag }),
+      );
     },
     forward: async (request, target) => {
       if (scope.kind !== 'all') throw new AppError('forbidden');
@@ -655,7 +656,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       }
       const batch = !target.type && !target.operation;
       const sent = await withResolvedIfMatch(fhir, request, target);
-      const result = await audited(request.method, target, () =>
+      const result = await auditedWrite({ deps, caller, ctx }, request.method, target, () =>
         batch ? sentBatch(fhir, sent) : fhir.forward(sent),
       );
       if (batch) recordBatchEntries(request.body, result.body);

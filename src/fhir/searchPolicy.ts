@@ -412,6 +412,11 @@ export function notModifiedIfAny<T>(result: FhirResult<T>, ifNoneMatch: string |
   return { ...rest, status: 304, body: undefined };
 }
 
+/** What the role may never do (an admin may) is 403, so a client does not retry it mended. */
+function forbidden(detail: string): AppError {
+  return new AppError('forbidden', { detail });
+}
+
 /**
  * What a patient's or practitioner's request through the passthrough may be, from its method,
  * path and conditions alone (an admin's: adminWrites.ts). Reads, vreads, instance history and
@@ -425,8 +430,6 @@ export function assertScopedInteraction(
   scope: Scope['kind'],
   conditions: { readonly query: URLSearchParams; readonly ifNoneExist?: string | undefined },
 ): string {
-  // what the role may never do (an admin may) is 403, so a client does not retry it mended
-  const forbidden = (detail: string) => new AppError('forbidden', { detail });
   if (target.operation) throw forbidden(`The operation ${target.operation} is not allowed for your role.`);
   if (target.compartmentType)
     throw new AppError('validation_failed', {
