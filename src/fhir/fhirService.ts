@@ -331,6 +331,27 @@ function writtenIdentity(type: string, result: FhirResult): { id: string; versio
   return { id: location[2], versionId: location[3] };
 }
 
+/** A write carrying If-Match is versioned: the upstream's conflict then means a stale version. */
+function interactionOf(req: FhirRequest, otherwise: UpstreamInteraction = 'other'): UpstreamInteraction {
+  return req.method !== 'GET' && req.headers?.['if-match'] ? 'versioned-write' : otherwise;
+}
+
+/** A resource of `type`; a 304 only when the read was conditional (else a confirming read would loop on it). */
+function expectResource<T>(result: FhirResult, type: string, conditional = false): FhirResult<T> {
+  if (result.status === 304) {
+    if (!conditional) throw unexpectedUpstreamBody('304 to a read without a condition');
+    return result as FhirResult<T>;
+  }
+  if (resourceTypeOf(result.body) !== type) throw unexpectedUpstreamBody(`a read without ${type}`);
+  return result as FhirResult<T>;
+}
+
+function expectBundle<T>(result: FhirResult): FhirResult<T> {
+  // a search that answers an OperationOutcome or anything but a Bundle with 2xx is broken, not empty
+  if (resourceTypeOf(result.body) !== 'Bundle') throw unexpectedUpstreamBody('a search without a Bundle');
+  return result as FhirResult<T>;
+}
+
 /** The record as the server has it now, or undefined when it has none (missing or deleted): a check of the gateway's own. */
 export async function currentOrNone(
   fhir: FhirService,
@@ -423,10 +444,6 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     };
   };
 
-  /** A write carrying If-Match is versioned: the upstream's conflict then means a stale version. */
-  const interactionOf = (req: FhirRequest, otherwise: UpstreamInteraction = 'other'): UpstreamInteraction =>
-    req.method !== 'GET' && req.headers?.['if-match'] ? 'versioned-write' : otherwise;
-
   /** send, renewing our OAuth token once on a 401, then the one status mapping. */
   const exchange = async (
     req: FhirRequest,
@@ -453,22 +470,6 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
         allow: result.headers.allow,
       });
     return result;
-  };
-
-  /** A resource of `type`; a 304 only when the read was conditional (else a confirming read would loop on it). */
-  const expectResource = <T>(result: FhirResult, type: string, conditional = false): FhirResult<T> => {
-    if (result.status === 304) {
-      if (!conditional) throw unexpectedUpstreamBody('304 to a read without a condition');
-      return result as FhirResult<T>;
-    }
-    if (resourceTypeOf(result.body) !== type) throw unexpectedUpstreamBody(`a read without ${type}`);
-    return result as FhirResult<T>;
-  };
-
-  const expectBundle = <T>(result: FhirResult): FhirResult<T> => {
-    // a search that answers an OperationOutcome or anything but a Bundle with 2xx is broken, not empty
-    if (resourceTypeOf(result.body) !== 'Bundle') throw unexpectedUpstreamBody('a search without a Bundle');
-    return result as FhirResult<T>;
   };
 
   const write = async <T extends Resource>(req: FhirRequest, type: string): Promise<Written<T>> => {
