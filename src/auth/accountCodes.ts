@@ -4,6 +4,7 @@ import { enqueueAccessCodeMail } from '../email/outbox.js';
 import { AppError } from '../errors.js';
 import type { AppDeps } from '../http/types.js';
 import type { SecretKey } from '../secrets.js';
+import { canSignIn } from '../users/accountStatus.js';
 import { type Db, findUserByEmail } from '../users/userRepository.js';
 import {
   accessCodeMatches,
@@ -23,7 +24,7 @@ import { checkPassword } from './passwordPolicy.js';
 /** Which accounts may hold a code of each purpose: signup for pending ones, reset for registered ones. */
 export const CODE_ELIGIBLE: Readonly<Record<CodePurpose, (user: UserRow) => boolean>> = {
   signup: (user) => user.role !== 'admin' && user.is_registered === 0 && user.is_active === 1,
-  password_reset: (user) => user.is_registered === 1 && user.is_active === 1,
+  password_reset: (user) => canSignIn(user),
 };
 
 /** The user's stored code of a purpose: hash, expiry, wrong tries so far. */

@@ -3,6 +3,7 @@ import { precompiledInsert } from '../../db/precompiled.js';
 import type { UserRow } from '../../db/schema.js';
 import type { AppDeps } from '../http/types.js';
 import { uuidv7 } from '../ids.js';
+import { canSignIn } from '../users/accountStatus.js';
 import { toUserDto, type UserDto } from '../users/userDto.js';
 import { type Db, findUserById } from '../users/userRepository.js';
 import { issueAccessToken, tokenSettingsOf } from './tokens.js';
@@ -176,7 +177,7 @@ export async function rotateRefreshToken(deps: AppDeps, presented: string): Prom
     return { kind: 'reused', userId: row.user_id, sessionId: row.session_id };
   }
   const user = await findUserById(deps.db, row.user_id);
-  if (user?.is_active !== 1 || user.is_registered !== 1) return { kind: 'invalid' };
+  if (!user || !canSignIn(user)) return { kind: 'invalid' };
 
   return deps.db.transaction().execute(async (trx) => {
     const marked = await trx

@@ -17,6 +17,7 @@ import {
   smartClientOf,
   verifySmartAccessToken,
 } from '../oauth/smartTokens.js';
+import { canSignIn } from '../users/accountStatus.js';
 import { findCaller } from '../users/userRepository.js';
 
 // the scheme is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` too (the token's classes hold both cases anyway)
@@ -93,7 +94,7 @@ async function verifyCaller(c: Context<AppEnv>): Promise<Caller | Refused> {
   const user = await findCaller(deps.db, claims.sub, claims.sid);
   if (!user) return { reason: 'unknown_user' };
   const refused = (reason: AuthFailure): Refused => ({ reason, userId: user.id, role: user.role });
-  if (user.is_active !== 1 || user.is_registered !== 1) return refused('inactive_user');
+  if (!canSignIn(user)) return refused('inactive_user');
   // a password reset or deactivation bumps token_version; a role change makes the token's role stale
   if (user.token_version !== claims.ver || user.role !== claims.role) return refused('revoked_token');
   // logout and refresh-token reuse revoke the session, and with it every access token it issued

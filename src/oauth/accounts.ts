@@ -3,6 +3,7 @@ import type { UserRow } from '../../db/schema.js';
 import { writeAudit } from '../audit/auditService.js';
 import { revokeSession } from '../auth/sessions.js';
 import type { AppDeps, RequestContext } from '../http/types.js';
+import { canSignIn } from '../users/accountStatus.js';
 import { fhirReferenceOf } from '../users/fhirIdentity.js';
 import { findUserById } from '../users/userRepository.js';
 import { fhirBaseOf } from './urls.js';
@@ -48,7 +49,7 @@ export async function findAccount(
   token?: { grantId?: string | undefined },
 ): Promise<GatewayAccount | undefined> {
   const user = await findUserById(deps.db, sub);
-  if (user?.is_active !== 1 || user.is_registered !== 1) return undefined;
+  if (!user || !canSignIn(user)) return undefined;
   if (token?.grantId && !(await sessionLive(deps, token.grantId, user.id))) return undefined;
   const fhirUser = absoluteFhirUser(deps, user);
   return {

@@ -10,6 +10,7 @@ import { AppError } from '../errors.js';
 import { requestContext } from '../http/requestContext.js';
 import { EmailSchema } from '../http/schemas.js';
 import type { AppEnv } from '../http/types.js';
+import { canSignIn } from '../users/accountStatus.js';
 import { findUserById } from '../users/userRepository.js';
 import { startSmartSession } from './accounts.js';
 import type { OAuthServer } from './provider.js';
@@ -132,7 +133,7 @@ function renderLogin(c: Ctx, server: OAuthServer, uid: string, launch: Launch, s
 async function consentContext(c: Ctx, details: Interaction, launch: Launch) {
   const accountId = details.session?.accountId;
   const user = accountId ? await findUserById(c.var.deps.db, accountId) : undefined;
-  if (user?.is_active !== 1) return undefined;
+  if (!user || !canSignIn(user)) return undefined;
   const requested = String(details.params.scope ?? '');
   return { user, grant: grantFor(requested, launch.appScopes, user.role) };
 }
