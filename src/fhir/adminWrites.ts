@@ -1,7 +1,8 @@
 import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
-import { AppError } from '../errors.js';
+import { AppError, toOperationOutcome } from '../errors.js';
 import type { FhirTarget } from './fhirPath.js';
-import { assertNestedAtMost, isEntityTags } from './searchPolicy.js';
+import { assertNestedAtMost, isEntityTags, successOutcome } from './searchPolicy.js';
+import { isUpstreamSuccess, upstreamStatusError } from './upstreamStatus.js';
 
 /**
  * An admin's forwarded writes (pure): what they must not be, checked before they go upstream — a
@@ -255,4 +256,25 @@ export function batchEntryOutcomes(asked: unknown, answer: Bundle): BatchEntryOu
       resource: entry.resource,
     };
   });
+}
+
+/**
+ * A batch- or transaction-response with each entry's outcome (and an OperationOutcome in a
+ * resource's place) in the gateway's words for the entry's status: the upstream's diagnostics may
+ * name hosts, tables or other patients' data.
+ */
+export function withOurOutcomes(bundle: Bundle): Bundle {
+  const entry = bundle.entry?.map(({ resource, response, ...rest }): BundleEntry => {
+    const saidSomething = response?.outcome !== undefined || resource?.resourceType === 'OperationOutcome';
+    const kept = resource && resource.resourceType !== 'OperationOutcome' ? { resource } : {};
+    if (!response) return { ...rest, ...kept };
+    const { outcome: _upstreamOutcome, ...status } = response;
+    if (!saidSomething) return { ...rest, ...kept, response: status };
+    const code = Number.parseInt(response.status ?? '', 10);
+    const ours = isUpstreamSuccess(code)
+      ? successOutcome()
+      : toOperationOutcome(upstreamStatusError(code, 'forwarded'));
+    return { ...rest, ...kept, response: { ...status, outcome: ours as OperationOutcome } };
+  });
+  return entry ? { ...bundle, entry } : bundle;
 }

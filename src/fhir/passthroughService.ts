@@ -1,5 +1,5 @@
-import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
-import { AppError, toOperationOutcome } from '../errors.js';
+import type { Bundle, Resource } from '@medplum/fhirtypes';
+import { AppError } from '../errors.js';
 import { FHIR_JSON } from '../http/fhirJson.js';
 import type { AppDeps } from '../http/types.js';
 import { fhirBaseOf } from '../oauth/urls.js';
@@ -11,6 +11,7 @@ import {
   assertPatchBody,
   PEOPLE,
   type PersonWrite,
+  withOurOutcomes,
 } from './adminWrites.js';
 import { type FhirTarget, historyPath, parseFhirPath } from './fhirPath.js';
 import { currentOrNone, type FhirMethod, type FhirResult } from './fhirService.js';
@@ -29,7 +30,6 @@ import {
   successOutcome,
 } from './searchPolicy.js';
 import { readSubset, type Subset, subsetOf } from './subsetting.js';
-import { isUpstreamSuccess, upstreamStatusError } from './upstreamStatus.js';
 
 /**
  * The filtered FHIR passthrough (DESIGN.md section 6): the request's path is parsed into the
@@ -329,23 +329,6 @@ class Passthrough {
 
 function isBatchAnswer(resource: Resource): resource is Bundle {
   return resource.resourceType === 'Bundle' && /^(batch|transaction)-response$/.test(resource.type ?? '');
-}
-
-/** Each entry's outcome (and an OperationOutcome in its place) in the gateway's words for the entry's status. */
-function withOurOutcomes(bundle: Bundle): Bundle {
-  const entry = bundle.entry?.map(({ resource, response, ...rest }): BundleEntry => {
-    const saidSomething = response?.outcome !== undefined || resource?.resourceType === 'OperationOutcome';
-    const kept = resource && resource.resourceType !== 'OperationOutcome' ? { resource } : {};
-    if (!response) return { ...rest, ...kept };
-    const { outcome: _upstreamOutcome, ...status } = response;
-    if (!saidSomething) return { ...rest, ...kept, response: status };
-    const code = Number.parseInt(response.status ?? '', 10);
-    const ours = isUpstreamSuccess(code)
-      ? successOutcome()
-      : toOperationOutcome(upstreamStatusError(code, 'forwarded'));
-    return { ...rest, ...kept, response: { ...status, outcome: ours as OperationOutcome } };
-  });
-  return entry ? { ...bundle, entry } : bundle;
 }
 
 function parseResource(body: string | undefined): Resource {

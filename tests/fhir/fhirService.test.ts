@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
 import { createFhirService, type FhirService, tokenRenewDelayMs } from '../../src/fhir/fhirService.js';
 import {
+  asBuiltByGateway,
   isUpstreamSuccess,
   searchInteraction,
   upstreamRefusalOf,
@@ -407,6 +408,22 @@ describe('upstream status mapping', () => {
       expect(upstreamStatusError(upstreamStatus, 'forwarded').status).toBe(ours);
     },
   );
+
+  // a slim endpoint's request is the gateway's own: an upstream 400 names nothing the caller can mend
+  it.each([
+    ['a 400', upstreamStatusError(400), 'upstream_error'],
+    ['a 404', upstreamStatusError(404), 'not_found'],
+    ['a 422', upstreamStatusError(422), 'unprocessable'],
+    ['a 502 already', upstreamStatusError(503), 'upstream_error'],
+  ])('answers %s from the FHIR server to a slim request with %s', async (_, error, code) => {
+    await expect(asBuiltByGateway(Promise.reject(error))).rejects.toMatchObject({ code });
+  });
+
+  it('passes on what is no refusal of the FHIR server, and a success', async () => {
+    const bug = new TypeError('a bug');
+    await expect(asBuiltByGateway(Promise.reject(bug))).rejects.toBe(bug);
+    await expect(asBuiltByGateway(Promise.resolve('ok'))).resolves.toBe('ok');
+  });
 
   // the label our logs, the audit and the outbox read; a response never carries it
   it.each([

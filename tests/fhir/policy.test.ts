@@ -6,6 +6,7 @@ import {
   assertBatchBody,
   assertPatchBody,
   versionedEntries,
+  withOurOutcomes,
   withRefusedEntries,
   withResolvedEntries,
 } from '../../src/fhir/adminWrites.js';
@@ -1036,4 +1037,59 @@ describe("what a patient's or practitioner's passthrough request may be", () => 
       else expect(check()).toBe(expected);
     },
   );
+});
+
+describe("a batch answer's outcomes, in the gateway's words", () => {
+  const leaky = {
+    resourceType: 'OperationOutcome',
+    issue: [
+      { severity: 'error', code: 'processing', diagnostics: 'HAPI-0450 jdbc:h2:mem host db-7 Patient/other' },
+    ],
+  };
+  const answer = (entry: unknown) =>
+    ({ resourceType: 'Bundle', type: 'batch-response', entry: [entry] }) as Bundle;
+  const only = (bundle: Bundle) =>
+    bundle.entry?.[0] as Record<string, unknown> & { response?: Record<string, unknown> };
+
+  it.each([
+    [
+      'a created entry without an outcome',
+      { response: { status: '201 Created', location: 'Patient/1/_history/1' } },
+      undefined,
+    ],
+    [
+      'a created entry with the upstream outcome',
+      { response: { status: '201 Created', outcome: leaky } },
+      'informational',
+    ],
+    ['a refused entry', { response: { status: '400 Bad Request', outcome: leaky } }, 'invalid'],
+    ['a missing record', { response: { status: '404 Not Found', outcome: leaky } }, 'not-found'],
+    ['a server failure', { response: { status: '500 Internal Server Error', outcome: leaky } }, 'exception'],
+    [
+      'an outcome in the resource place',
+      { resource: leaky, response: { status: '412 Precondition Failed' } },
+      'conflict',
+    ],
+  ])('%s', (_, entry, issueCode) => {
+    const ours = only(withOurOutcomes(answer(entry)));
+    expect(JSON.stringify(ours)).not.toMatch(/HAPI|jdbc|db-7|Patient\/other/);
+    expect(ours.resource).toBeUndefined();
+    expect(ours.response?.status).toBe(entry.response.status);
+    const outcome = ours.response?.outcome as { issue: { code: string }[] } | undefined;
+    expect(outcome?.issue[0]?.code).toBe(issueCode);
+  });
+
+  it("keeps a resource the entry answered with, and the entries' other members", () => {
+    const patient = { resourceType: 'Patient', id: '1' };
+    const ours = only(
+      withOurOutcomes(
+        answer({ fullUrl: 'http://x/Patient/1', resource: patient, response: { status: '200 OK' } }),
+      ),
+    );
+    expect(ours).toEqual({
+      fullUrl: 'http://x/Patient/1',
+      resource: patient,
+      response: { status: '200 OK' },
+    });
+  });
 });
