@@ -16,9 +16,9 @@ import { metricsRoutes } from './metrics/metricsController.js';
 import { bodySizeLimit } from './middleware/bodySizeLimit.js';
 import { clientIp } from './middleware/clientIp.js';
 import { corsPolicy } from './middleware/cors.js';
-import { refuseNul } from './middleware/nulGuard.js';
 import { requestId } from './middleware/requestId.js';
 import { requestLog } from './middleware/requestLog.js';
+import { checkRequestTarget } from './middleware/requestTarget.js';
 import { securityHeaders } from './middleware/securityHeaders.js';
 import { oauthRoutes } from './oauth/oauthRoutes.js';
 import { decidesOwnCors, isProtocolPath } from './oauth/urls.js';
@@ -37,8 +37,8 @@ function hasBody(contentLength: string | undefined, transferEncoding: string | u
 
 /**
  * Builds the whole HTTP application from its dependencies: middleware order, route mounts,
- * error handling — nothing else. A request reads: requestId -> log -> headers -> client IP -> NUL
- * guard -> CORS -> body limit -> (per route) authenticate -> requireRole -> controller -> service.
+ * error handling — nothing else. A request reads: requestId -> log -> headers -> client IP ->
+ * request-target check (NUL, malformed query) -> CORS -> body limit -> (per route) authenticate -> requireRole -> controller -> service.
  */
 export function createApp(deps: AppDeps) {
   const app = createRouter();
@@ -54,7 +54,7 @@ export function createApp(deps: AppDeps) {
   app.use(requestLog(deps.logger));
   app.use(securityHeaders());
   app.use(clientIp(deps.config.trustProxy));
-  app.use(refuseNul());
+  app.use(checkRequestTarget());
   app.use(corsPolicy(deps.config.corsOrigins, decidesOwnCors));
   const tooLarge = () => {
     throw new AppError('payload_too_large');

@@ -75,7 +75,7 @@ export interface AuditQuery {
 function decodeCursor(cursor: string): string {
   try {
     const id = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as { before?: unknown };
-    // no NUL: PostgreSQL cannot compare text holding one (a 500 there, see middleware/nulGuard.ts)
+    // no NUL: PostgreSQL cannot compare text holding one (a 500 there, see middleware/requestTarget.ts)
     if (typeof id.before === 'string' && !id.before.includes('\0')) return id.before;
   } catch {
     // fall through

@@ -1,6 +1,7 @@
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { AppError } from '../errors.js';
 import { FHIR_JSON } from '../http/fhirJson.js';
+import { isWellFormedQuery } from '../http/percentEncoding.js';
 import type { AppDeps } from '../http/types.js';
 import { fhirBaseOf } from '../oauth/urls.js';
 import { roleLinkedTo } from '../users/fhirIdentity.js';
@@ -204,6 +205,11 @@ class Passthrough {
     const form = new URLSearchParams(request.body ?? '');
     const query = new URLSearchParams([...request.query, ...form]);
     // the URL's parameters and the form's become one query upstream: capped as one
+    // the URL's query was checked with the request target (middleware/requestTarget.ts), the form is here
+    if (!isWellFormedQuery(request.body ?? ''))
+      throw new AppError('validation_failed', {
+        errors: [{ path: 'body', message: 'must be UTF-8, with every % followed by two hex digits' }],
+      });
     assertQuerySize(`${request.rawQuery}&${request.body ?? ''}`, query);
     return this.search(target.type ?? '', query, query.toString());
   }

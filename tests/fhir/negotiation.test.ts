@@ -50,6 +50,25 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
   const get = (path: string, token: string, headers: Record<string, string> = {}) =>
     gw.call(path, { token, headers });
 
+  // a percent-encoded byte sequence that is no UTF-8 (a lone surrogate, a stray byte, a cut
+  // sequence) reached HAPI as it came: its 500 was a 502 here
+  it('answers 400 to a query value that is not UTF-8, for every role', async () => {
+    for (const token of [tokens.p, tokens.gp, tokens.admin]) {
+      for (const query of ['name=%ED%A0%80', 'name=%FF', 'name=Ann%E0%A4', '_filter=name%20eq%20%ED%B0%80']) {
+        const response = await get(`/fhir/Patient?${query}`, token);
+        expect(response.status, query).toBe(400);
+        expect(((await response.json()) as { resourceType: string }).resourceType).toBe('OperationOutcome');
+        const form = await gw.call('/fhir/Patient/_search', {
+          method: 'POST',
+          token,
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: query,
+        });
+        expect(form.status, `form ${query}`).toBe(400);
+      }
+    }
+  });
+
   it('answers 406 to a client that takes no JSON, and JSON to one that does', async () => {
     for (const token of [tokens.p, tokens.admin]) {
       for (const accept of [

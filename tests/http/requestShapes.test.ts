@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { fhirAction } from '../../src/audit/requestAudit.js';
 import { isFhirPath, isSlimFhirPath } from '../../src/http/fhirPaths.js';
+import { isWellFormedQuery } from '../../src/http/percentEncoding.js';
 
 /** Pure functions that read a request's method and path: which API it speaks, what the audit calls it. */
 
@@ -47,5 +48,25 @@ describe('the FHIR interaction the audit names a request by', () => {
     ['OPTIONS', 'Patient', 'fhir.request'],
   ])('%s /fhir/%s is %s', (method, path, action) => {
     expect(fhirAction(method, path.split('/').filter(Boolean))).toBe(action);
+  });
+});
+
+describe('a well-formed query (RFC 3986 section 2.1, UTF-8)', () => {
+  it.each([
+    ['', true],
+    ['name=Ann', true],
+    ['name=Ann%20Lee&birthdate=ge2000-01-01', true],
+    ['name=Zo%C3%AB', true],
+    ['name=%F0%9F%98%80', true],
+    ['name=a+b', true],
+    // a lone surrogate (CESU-8), a byte that starts nothing, a cut sequence, a bare %
+    ['name=%ED%A0%80', false],
+    ['name=%FF', false],
+    ['name=Ann%E0%A4', false],
+    ['name=100%', false],
+    ['name=%ZZ', false],
+    ['name=%C3%28', false],
+  ])('%j is well-formed: %s', (query, wellFormed) => {
+    expect(isWellFormedQuery(query)).toBe(wellFormed);
   });
 });

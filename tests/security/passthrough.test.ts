@@ -724,9 +724,13 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       expect((await raw(`${origin}/fhir/Patient/${ids.A}/../${ids.B}`, tokenA)).status).toBe(400);
     });
 
-    it('answers 400, not 500, for malformed percent-encoding in the path', async () => {
+    it('answers 400, not 500, for malformed percent-encoding in the path or the query', async () => {
       for (const path of ['/fhir/Patient/%E0%A4%A', '/fhir/%ZZ', '/fhir/Observation/abc%']) {
         expect((await raw(path, tokenA)).status, path).toBe(400);
+      }
+      for (const query of ['code=%ED%A0%80', 'code=%FF', 'code=100%', 'code=%E0%A4']) {
+        expect((await raw(`/fhir/Observation?${query}`, tokenA)).status, query).toBe(400);
+        expect((await raw(`/patient/observations?${query}`, tokenA)).status, query).toBe(400);
       }
     });
 
