@@ -9,6 +9,7 @@ import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { LEASE_MS } from '../leases.js';
 import { pendingIntents } from '../provisioning/intents.js';
+import { unresolvedOrphans } from '../provisioning/orphans.js';
 import { FHIR_TYPE_BY_ROLE } from '../users/fhirIdentity.js';
 import { toUserDto } from '../users/userDto.js';
 import { findUserById } from '../users/userRepository.js';
@@ -166,12 +167,7 @@ export async function auditEventBundle(
 
 /** FHIR resources a failed provisioning could not remove, for an admin to reconcile. */
 export async function listOrphans(deps: AppDeps) {
-  const rows = await deps.db
-    .selectFrom('fhir_orphans')
-    .selectAll()
-    .where('resolved_at', 'is', null)
-    .orderBy('id', 'desc')
-    .execute();
+  const rows = await unresolvedOrphans(deps.db);
   // creates still open a lease after they began: a crashed request reconciliation has not settled yet
   // (e.g. the FHIR server is down); a live request settles its own within the lease
   const settledBy = new Date(deps.clock.now().getTime() - LEASE_MS).toISOString();

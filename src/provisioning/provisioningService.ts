@@ -30,6 +30,7 @@ import {
   renewIntent,
   settleIntent,
 } from './intents.js';
+import { insertOrphan, resolveOrphan } from './orphans.js';
 
 /**
  * The flow that replaces "create Patient and User in one call" (DESIGN.md section 2):
@@ -189,18 +190,14 @@ export async function recordOrphan(
   requestId: string | null,
   db: Kysely<Database> | Transaction<Database> = deps.db,
 ) {
-  await db
-    .insertInto('fhir_orphans')
-    .values({
-      id: uuidv7(),
-      fhir_type: type,
-      fhir_id: fhirId,
-      reason,
-      request_id: requestId,
-      created_at: deps.clock.now().toISOString(),
-      resolved_at: null,
-    })
-    .execute();
+  await insertOrphan(db, {
+    id: uuidv7(),
+    fhirType: type,
+    fhirId,
+    reason,
+    requestId,
+    createdAt: deps.clock.now().toISOString(),
+  });
 }
 
 /** Undo of a FHIR create; when even that fails the resource is recorded for an operator. */
@@ -366,13 +363,7 @@ export async function completeAccount(
       const held = keyOfIntent(intent);
       if (held) await finishKey(trx, held, response);
       // a resource listed as an orphan (a create that landed late) is one no longer: an account uses it
-      await trx
-        .updateTable('fhir_orphans')
-        .set({ resolved_at: now.toISOString() })
-        .where('fhir_type', '=', type)
-        .where('fhir_id', '=', created.id)
-        .where('resolved_at', 'is', null)
-        .execute();
+      await resolveOrphan(trx, type, created.id, now.toISOString());
     }),
   );
   deps.outbox.wake();
