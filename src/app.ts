@@ -38,7 +38,8 @@ function hasBody(contentLength: string | undefined, transferEncoding: string | u
 /**
  * Builds the whole HTTP application from its dependencies: middleware order, route mounts,
  * error handling — nothing else. A request reads: requestId -> log -> headers -> client IP ->
- * request-target check (NUL, malformed query) -> CORS -> body limit -> (per route) authenticate -> requireRole -> controller -> service.
+ * request-target check (NUL, malformed query) -> CORS -> body limit -> (per route) authenticate
+ * -> requireRole -> controller -> service.
  */
 export function createApp(deps: AppDeps) {
   const app = createRouter();

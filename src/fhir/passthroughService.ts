@@ -204,12 +204,12 @@ class Passthrough {
       throw new AppError('unsupported_media_type');
     const form = new URLSearchParams(request.body ?? '');
     const query = new URLSearchParams([...request.query, ...form]);
-    // the URL's parameters and the form's become one query upstream: capped as one
     // the URL's query was checked with the request target (middleware/requestTarget.ts), the form is here
     if (!isWellFormedQuery(request.body ?? ''))
       throw new AppError('validation_failed', {
         errors: [{ path: 'body', message: 'must be UTF-8, with every % followed by two hex digits' }],
       });
+    // the URL's parameters and the form's become one query upstream: capped as one
     assertQuerySize(`${request.rawQuery}&${request.body ?? ''}`, query);
     return this.search(target.type ?? '', query, query.toString());
   }
