@@ -26,9 +26,16 @@ import { type HistoryOf, historyPath } from './fhirPath.js';
 import type { ConditionalRead, FhirRequest, FhirResult, Written } from './fhirService.js';
 import { type CursorBinding, cursorForLink, cursorUrl, verifyCursor, withEntriesKept } from './links.js';
 import { guardScopes, typesShown } from './scopeGuard.js';
-import { historyParams, narrowSearch, notModifiedIfAny, withMatchedEtag } from './searchPolicy.js';
+import { historyParams, narrowSearch } from './searchPolicy.js';
 import { unexpectedUpstreamBody, upstreamStatusError } from './upstreamStatus.js';
-import { resolvedIfMatch, sentBatch, withCurrentEtag, withResolvedIfMatch } from './versionedWrites.js';
+import {
+  notModifiedIfAny,
+  resolvedIfMatch,
+  sentBatch,
+  withCurrentEtag,
+  withMatchedEtag,
+  withResolvedIfMatch,
+} from './versionedWrites.js';
 
 /**
  * One scoped FHIR access per request, built from the verified caller (DESIGN.md section 9):

@@ -13,7 +13,6 @@ import {
 } from './compartment.js';
 import { searchExpressionFor } from './definitions.js';
 import type { FhirTarget } from './fhirPath.js';
-import type { FhirResult } from './fhirService.js';
 
 /**
  * The passthrough's request rules. Search checks for scoped callers (patients, practitioners):
@@ -391,25 +390,6 @@ export function versionTagFor(ifMatch: string, current: Resource | undefined): s
     tags.some((tag) => tag === '*' || (versionId !== undefined && tag === `"${versionId}"`));
   if (!matches) throw new AppError('precondition_failed');
   return versionId === undefined ? undefined : `W/"${versionId}"`;
-}
-
-/**
- * RFC 9110 section 15.4.5: a 304 carries the ETag a 200 would have; HAPI leaves it out. When the
- * client named one entity tag, that is the one that matched.
- */
-export function withMatchedEtag(result: FhirResult, ifNoneMatch: string | undefined): FhirResult {
-  if (result.status !== 304 || result.headers.etag || !ifNoneMatch || /[,*]/.test(ifNoneMatch)) return result;
-  return { ...result, headers: { ...result.headers, etag: ifNoneMatch.trim() } };
-}
-
-/**
- * RFC 9110 section 13.1.2: `If-None-Match: *` on a read is false whenever the resource exists, so
- * a read that found it answers 304 (HAPI answers 200). The ETag and Last-Modified stay.
- */
-export function notModifiedIfAny<T>(result: FhirResult<T>, ifNoneMatch: string | undefined): FhirResult<T> {
-  if (result.status !== 200 || ifNoneMatch?.trim() !== '*') return result;
-  const { text: _whole, ...rest } = result;
-  return { ...rest, status: 304, body: undefined };
 }
 
 /** What the role may never do (an admin may) is 403, so a client does not retry it mended. */

@@ -12,6 +12,25 @@ import { versionTagFor } from './searchPolicy.js';
  * `ifMatch` resolved alike, and a 304 given the ETag a 200 would carry.
  */
 
+/**
+ * RFC 9110 section 15.4.5: a 304 carries the ETag a 200 would have; HAPI leaves it out. When the
+ * client named one entity tag, that is the one that matched.
+ */
+export function withMatchedEtag(result: FhirResult, ifNoneMatch: string | undefined): FhirResult {
+  if (result.status !== 304 || result.headers.etag || !ifNoneMatch || /[,*]/.test(ifNoneMatch)) return result;
+  return { ...result, headers: { ...result.headers, etag: ifNoneMatch.trim() } };
+}
+
+/**
+ * RFC 9110 section 13.1.2: `If-None-Match: *` on a read is false whenever the resource exists, so
+ * a read that found it answers 304 (HAPI answers 200). The ETag and Last-Modified stay.
+ */
+export function notModifiedIfAny<T>(result: FhirResult<T>, ifNoneMatch: string | undefined): FhirResult<T> {
+  if (result.status !== 200 || ifNoneMatch?.trim() !== '*') return result;
+  const { text: _whole, ...rest } = result;
+  return { ...rest, status: 304, body: undefined };
+}
+
 /** An If-Match checked here against the current version (read unless the caller's check did), as sent upstream. */
 export async function resolvedIfMatch(
   fhir: FhirService,

@@ -44,12 +44,11 @@ import {
   jsonOnly,
   narrowSearch,
   nestedAtMost,
-  notModifiedIfAny,
   preferredBody,
   versionTagFor,
-  withMatchedEtag,
 } from '../../src/fhir/searchPolicy.js';
 import { readSubset, type Subset, subsetOf } from '../../src/fhir/subsetting.js';
+import { notModifiedIfAny, withMatchedEtag } from '../../src/fhir/versionedWrites.js';
 
 // The FHIR policy as pure functions, case by case: no gateway, no server, milliseconds each.
 // The started-gateway suites (tests/security/passthrough.test.ts, tests/fhir/panel.test.ts) stay
