@@ -49,12 +49,35 @@ export function isDatabaseUnreachable(error: unknown): boolean {
   return typeof code === 'string' && /^(08...|57P0[1-3])$/.test(code);
 }
 
-/** An error tagged as the database out of reach (its cause kept for the log). */
+/** The database is busy or out of reach for now (a lock held too long, an outage): retry later, not a bug. */
+export function isDatabaseWait(error: unknown): boolean {
+  return isLockTimeout(error) || isDatabaseUnreachable(error);
+}
+
+/**
+ * An error tagged as the database out of reach (its cause kept for the log), its message saying
+ * why as far as that is safe to show an operator: the server's refusal (no such database or role,
+ * too many clients) or the socket's error code. pg never puts the password in either.
+ */
 function unreachable(error: unknown): Error {
-  return Object.assign(new Error('the database could not be reached'), {
+  return Object.assign(new Error(`the database could not be reached: ${whyUnreachable(error)}`), {
     code: DATABASE_UNREACHABLE,
     cause: error,
   });
+}
+
+/** Why a connection failed, in a few words: "refused: database "x" does not exist (3D000)", "ECONNREFUSED". */
+export function whyUnreachable(error: unknown): string {
+  if (error instanceof pg.DatabaseError) return `refused: ${error.message} (${error.code})`;
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof code === 'string' && /^[A-Z0-9_]{2,40}$/.test(code)) return code;
+  // pg's own fixed wordings ("timeout exceeded when trying to connect", "Connection terminated unexpectedly")
+  if (
+    typeof message === 'string' &&
+    /^(timeout exceeded when trying to connect|Connection terminated[a-z ]*)$/.test(message)
+  )
+    return message;
+  return 'the connection failed';
 }
 
 const SOCKET_FAILURES = new Set([

@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import { isDatabaseUnreachable, isLockTimeout } from '../../db/connection.js';
+import { isDatabaseWait } from '../../db/connection.js';
 import type { Database, NewAuditEntry } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import { uuidv7 } from '../ids.js';
@@ -93,7 +93,7 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
       } catch (error) {
         // a lock passes, and so does a database out of reach (a failover, a restart): neither uses up
         // the retry, and the chunks after it wait for the next flush instead of each waiting in turn
-        locked = isLockTimeout(error) || isDatabaseUnreachable(error);
+        locked = isDatabaseWait(error);
         // the count only: a row's facts stay out of the log
         if (locked)
           logger.warn({ err: error, rows: chunk.length }, 'audit trail write waits for the database');

@@ -1,5 +1,6 @@
 import type { Resource } from '@medplum/fhirtypes';
 import type { Kysely } from 'kysely';
+import { isDatabaseWait } from '../../db/connection.js';
 import type { Database, OutboxKind, OutboxRow, Role } from '../../db/schema.js';
 import { writeAudit } from '../audit/auditService.js';
 import type { Clock } from '../clock.js';
@@ -487,6 +488,18 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
   let looping = false;
   let wakeAgain = false;
   let timer: NodeJS.Timeout | undefined;
+  let waitingForDatabase = false;
+
+  // an outage or a held lock is the database's state, not a bug: one warning when it starts, not one per tick
+  const logTickFailure = (error: unknown) => {
+    if (!isDatabaseWait(error)) {
+      logger.error({ error: errorLabel(error) }, 'outbox tick failed');
+      return;
+    }
+    if (!waitingForDatabase)
+      logger.warn({ lane: lane ?? 'all', error: errorLabel(error) }, 'outbox waits for the database');
+    waitingForDatabase = true;
+  };
 
   const schedule = (delayMs: number) => {
     if (stopped) return;
@@ -503,8 +516,10 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
     let processed = 0;
     try {
       processed = await runOnce();
+      if (waitingForDatabase) logger.info({ lane: lane ?? 'all' }, 'outbox: the database answers again');
+      waitingForDatabase = false;
     } catch (error) {
-      logger.error({ error: errorLabel(error) }, 'outbox tick failed');
+      logTickFailure(error);
     } finally {
       looping = false;
     }

@@ -1,7 +1,7 @@
 import type { Context, ErrorHandler, NotFoundHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { TrieRouter } from 'hono/router/trie-router';
-import { isDatabaseUnreachable, isLockTimeout } from '../../db/connection.js';
+import { isDatabaseWait } from '../../db/connection.js';
 import { recordErrorResponse } from '../audit/requestAudit.js';
 import { AppError, type ErrorCode, toOperationOutcome, toProblem } from '../errors.js';
 import { FHIR_JSON } from './fhirJson.js';
@@ -26,7 +26,7 @@ export function toAppError(error: unknown): AppError {
   }
   // a database held by another writer past the lock timeout, or one that cannot be reached or stopped
   // answering, is a service unavailable for now, not a bug: retry later
-  if (isLockTimeout(error) || isDatabaseUnreachable(error))
+  if (isDatabaseWait(error))
     return new AppError('storage_unavailable', { cause: error, headers: { 'Retry-After': '2' } });
   return new AppError('internal_error', { cause: error });
 }

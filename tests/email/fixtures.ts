@@ -14,6 +14,8 @@ export interface EmailTestDb {
   readonly dataDir: string;
   /** Another connection to the same database, like a second gateway instance would have. */
   openAnother(): DatabaseHandle;
+  /** PostgreSQL: another connection whose URL is moved by `move` (onto a TCP proxy); SQLite: openAnother(). */
+  openVia(move: (url: string) => string): DatabaseHandle;
   /** The SQLite database and WAL files as bytes (empty on PostgreSQL). */
   rawSqliteBytes(): Buffer;
   outboxRows(): Promise<OutboxRow[]>;
@@ -38,6 +40,11 @@ export async function openEmailTestDb(dialect: 'sqlite' | 'postgres'): Promise<E
     dataDir,
     openAnother: () => {
       const handle = openDatabase(options);
+      extra.push(handle);
+      return handle;
+    },
+    openVia: (move) => {
+      const handle = openDatabase({ ...options, databaseUrl: schema ? move(schema.url) : undefined });
       extra.push(handle);
       return handle;
     },

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { sql } from 'kysely';
 import type { ParsedMail } from 'mailparser';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateAccessCode } from '../../src/auth/accessCodes.js';
@@ -23,7 +24,8 @@ import { createFhirService, type FhirService } from '../../src/fhir/fhirService.
 import { seal } from '../../src/secrets.js';
 import { ManualClock } from '../helpers/clock.js';
 import { startFakeUpstream, unusedPort } from '../helpers/fakeUpstream.js';
-import { DIALECTS } from '../helpers/postgres.js';
+import { type PostgresProxy, startPostgresProxy } from '../helpers/pgProxy.js';
+import { DIALECTS, TEST_DATABASE_URL } from '../helpers/postgres.js';
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
 import { captureLogger, codeForms, type EmailTestDb, openEmailTestDb } from './fixtures.js';
 
@@ -33,6 +35,19 @@ const SIGNUP_URL = 'https://app.example/signup';
 const HOUR = 3_600_000;
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The database the worker uses stops serving it until `end()`: SQLite held by another writer's
+ * transaction, PostgreSQL gone behind the proxy (every connection cut, new ones refused).
+ */
+async function databaseAway(t: EmailTestDb, proxy: PostgresProxy): Promise<{ end(): Promise<void> }> {
+  if (t.dialect === 'postgres') {
+    proxy.down();
+    return { end: async () => proxy.restore() };
+  }
+  await sql`BEGIN IMMEDIATE`.execute(t.db);
+  return { end: async () => void (await sql`COMMIT`.execute(t.db)) };
+}
 
 function recipients(mail: ParsedMail | undefined): string[] {
   const to = mail?.to;
@@ -380,6 +395,28 @@ describe.each(DIALECTS)('outbox worker on %s', (dialect) => {
     expect(state.maxActive).toBe(1);
     expect(h.smtp.messages).toHaveLength(6);
     expect(counts.every((n) => n <= 2)).toBe(true);
+  });
+
+  it('logs one warning while the database is busy or away, not an error per tick, and sends once it is back', async () => {
+    const h = await harness();
+    const proxy = await startPostgresProxy(TEST_DATABASE_URL ?? 'postgres://127.0.0.1:5432');
+    cleanups.push(() => proxy.close());
+    // SQLite: the worker's own connection gives up on a lock at once, as the gateway's background one does
+    const through = h.t.openVia((url) => proxy.via(url));
+    const db = dialect === 'sqlite' ? through.background : through.db;
+    const { to } = await h.enqueue();
+    const away = await databaseAway(h.t, proxy);
+    const worker = h.worker({ autoStart: true, pollIntervalMs: 20 }, { db });
+    await pause(600); // about 30 ticks
+    expect(h.smtp.messages).toHaveLength(0);
+    await away.end();
+    await h.smtp.waitFor(1, 5_000);
+    await worker.stop();
+    expect(recipients(h.smtp.messages[0])).toEqual([to]);
+    const lines = h.logs.map((l) => JSON.parse(l) as { level: number; msg: string });
+    expect(lines.filter((l) => l.level >= 50)).toEqual([]);
+    expect(lines.filter((l) => l.msg === 'outbox waits for the database')).toHaveLength(1);
+    expect(lines.filter((l) => l.msg === 'outbox: the database answers again')).toHaveLength(1);
   });
 
   it('stop() waits for the running tick to finish and no tick starts afterwards', async () => {
