@@ -50,6 +50,19 @@ const httpUrl = (message: string) =>
     }, message)
     .transform((v) => v.replace(/\/+$/, ''));
 
+/** smtp(s)://[user:pass@]host[:port][?options]: the form nodemailer reads; a host is required. */
+const smtpUrl = z
+  .string()
+  .trim()
+  .refine((v) => {
+    try {
+      const url = new URL(v);
+      return (url.protocol === 'smtp:' || url.protocol === 'smtps:') && url.hostname !== '';
+    } catch {
+      return false;
+    }
+  }, 'must be an smtp:// or smtps:// URL with a host (smtp://user:pass@host:port)');
+
 const duration = (min: number, max: number) =>
   z.string().transform((v, ctx) => {
     const seconds = parseDurationSeconds(v);
@@ -125,14 +138,7 @@ const envSchema = z.object({
   FHIR_SCOPE: optionalString,
   FHIR_TIMEOUT_MS: integer(100, 300_000).default(10_000),
   PANEL_CACHE_TTL: duration(0, 300).default(30),
-  SMTP_URL: z.preprocess(
-    emptyToUndefined,
-    z
-      .string()
-      .trim()
-      .regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL')
-      .optional(),
-  ),
+  SMTP_URL: z.preprocess(emptyToUndefined, smtpUrl.optional()),
   MAIL_FROM: z
     .string()
     .trim()

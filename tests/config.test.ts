@@ -1,6 +1,8 @@
 import { spawnSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
+import { tempDir } from './helpers/gateway.js';
 
 function errorFor(env: Record<string, string>): string {
   try {
@@ -48,6 +50,8 @@ describe('config', () => {
     ],
     [{ FHIR_TIMEOUT_MS: '5' }, 'FHIR_TIMEOUT_MS'],
     [{ SMTP_URL: 'http://mail' }, 'SMTP_URL'],
+    [{ SMTP_URL: 'smtp://' }, 'SMTP_URL'],
+    [{ SMTP_URL: 'smtp://mail.example:notaport' }, 'SMTP_URL'],
     [{ MAIL_FROM: 'a@b\r\nBcc: x@y' }, 'MAIL_FROM'],
     [{ ADMIN_EMAIL: 'not-an-email', ADMIN_PASSWORD: 'x' }, 'ADMIN_EMAIL'],
     [{ ADMIN_EMAIL: 'admin@example.com' }, 'ADMIN_PASSWORD'],
@@ -88,5 +92,31 @@ describe('config', () => {
     });
     expect(result.status).toBe(1);
     expect(result.stderr.trim()).toBe('Invalid configuration: PORT must be an integer between 0 and 65535');
+  });
+
+  // checked when the key is read at start (in the cluster's primary too), not by loadConfig
+  it.each([
+    ['a PEM that is not one', 'not-a-pem'],
+    ['a JWK without its public x', '{"kty":"EC","crv":"P-256","d":"AAAA"}'],
+    [
+      'an RSA key',
+      generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs8', format: 'pem' }),
+    ],
+  ])('stops `npm start` with one line naming JWT_PRIVATE_KEY on %s, the key not echoed', (_what, key) => {
+    const result = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      env: {
+        ...process.env,
+        JWT_PRIVATE_KEY: String(key),
+        DATA_DIR: tempDir(),
+        PORT: '0',
+        LOG_LEVEL: 'silent',
+      },
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect(result.status).toBe(1);
+    expect(result.stderr.trim()).toBe(
+      'fhir-facade failed to start: Invalid configuration: JWT_PRIVATE_KEY must be an EC P-256 private key (ES256): a PKCS#8 or SEC1 PEM, or a private JWK',
+    );
   });
 });

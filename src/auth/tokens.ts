@@ -15,7 +15,7 @@ import {
   jwtVerify,
 } from 'jose';
 import type { Role } from '../../db/schema.js';
-import type { Config } from '../config.js';
+import { type Config, ConfigError } from '../config.js';
 import { uuidv7 } from '../ids.js';
 import { fhirReferenceOf } from '../users/fhirIdentity.js';
 
@@ -78,11 +78,19 @@ export const SCOPES_BY_ROLE: Readonly<Record<Role, string>> = {
   admin: 'user/*.cruds',
 };
 
+const PRIVATE_KEY_FORMAT = 'must be an EC P-256 private key (ES256): a PKCS#8 or SEC1 PEM, or a private JWK';
+
 function parseConfiguredKey(text: string): KeyObject {
   const trimmed = text.trim();
-  if (trimmed.startsWith('{'))
-    return createPrivateKey({ key: JSON.parse(trimmed) as JWK, format: 'jwk' } as never);
-  return createPrivateKey(trimmed.replace(/\\n/g, '\n'));
+  try {
+    if (trimmed.startsWith('{'))
+      return createPrivateKey({ key: JSON.parse(trimmed) as JWK, format: 'jwk' } as never);
+    // a PEM given in one line of an environment file carries `\n` escapes
+    return createPrivateKey(trimmed.replace(/\\n/g, '\n'));
+  } catch {
+    // the parser's own message may quote the key: only the variable and the expected form are told
+    throw new ConfigError('JWT_PRIVATE_KEY', PRIVATE_KEY_FORMAT);
+  }
 }
 
 function readOrCreateKeyFile(dataDir: string): KeyObject {
@@ -101,7 +109,7 @@ function readOrCreateKeyFile(dataDir: string): KeyObject {
 export async function loadSigningKey(configured: string | undefined, dataDir: string): Promise<SigningKey> {
   const privateKey = configured ? parseConfiguredKey(configured) : readOrCreateKeyFile(dataDir);
   if (privateKey.asymmetricKeyType !== 'ec' || privateKey.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
-    throw new Error('JWT_PRIVATE_KEY must be an EC P-256 private key (ES256)');
+    throw new ConfigError('JWT_PRIVATE_KEY', PRIVATE_KEY_FORMAT);
   }
   const publicKey = createPublicKey(privateKey);
   const jwk = publicKey.export({ format: 'jwk' }) as JWK;

@@ -1,5 +1,11 @@
+import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DATABASE_UNREACHABLE, isDatabaseUnreachable, QUERY_TIMEOUT } from '../../db/connection.js';
+import {
+  DATABASE_UNREACHABLE,
+  isDatabaseUnreachable,
+  QUERY_TIMEOUT,
+  whyUnreachable,
+} from '../../db/connection.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, startTestGateway } from '../helpers/gateway.js';
 import { type PostgresProxy, startPostgresProxy } from '../helpers/pgProxy.js';
 import { createTestSchema, TEST_DATABASE_URL } from '../helpers/postgres.js';
@@ -91,4 +97,42 @@ it.each([
   ['nothing', undefined, false],
 ] as const)('%s is a database out of reach: %s', (_what, error, unreachable) => {
   expect(isDatabaseUnreachable(error)).toBe(unreachable);
+});
+
+it.each([
+  [
+    'a refusal by the server',
+    Object.assign(new pg.DatabaseError('database "x" does not exist', 0, 'error'), { code: '3D000' }),
+    'refused: database "x" does not exist (3D000)',
+  ],
+  [
+    'a socket error',
+    Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5499'), { code: 'ECONNREFUSED' }),
+    'ECONNREFUSED',
+  ],
+  [
+    'the wait for a connection over',
+    new Error('timeout exceeded when trying to connect'),
+    'timeout exceeded when trying to connect',
+  ],
+  [
+    'a connection cut while it was set up',
+    new Error('Connection terminated unexpectedly'),
+    'Connection terminated unexpectedly',
+  ],
+  // any other wording could carry something of the URL: it is not repeated
+  ['anything else', new Error('password authentication failed for s3cret'), 'the connection failed'],
+  ['nothing', undefined, 'the connection failed'],
+] as const)('why PostgreSQL could not be reached, told safely: %s', (_what, error, why) => {
+  expect(whyUnreachable(error)).toBe(why);
+});
+
+describe.skipIf(!TEST_DATABASE_URL)('a DATABASE_URL naming a database that does not exist', () => {
+  it('stops the start with the server\'s reason, not just "could not be reached"', async () => {
+    const url = new URL(TEST_DATABASE_URL ?? '');
+    url.pathname = '/no_such_database_of_ours';
+    await expect(startTestGateway({ env: { DATABASE_URL: url.toString() } })).rejects.toThrow(
+      'the database could not be reached: refused: database "no_such_database_of_ours" does not exist (3D000)',
+    );
+  });
 });
