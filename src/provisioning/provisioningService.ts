@@ -66,9 +66,25 @@ interface Provisioned {
   readonly email: string;
 }
 
+const ACCOUNT_IDENTIFIER_PATH = '/identifiers/account-email';
+
 /** The identifier the gateway assigns: conditional create on it makes a retry find, not duplicate. */
 export function accountIdentifierSystem(publicBaseUrl: string): string {
-  return `${publicBaseUrl}/identifiers/account-email`;
+  return `${publicBaseUrl}${ACCOUNT_IDENTIFIER_PATH}`;
+}
+
+/**
+ * The account identifier system a create actually sent, read off the resource it stored (an
+ * intent's), else the one of today's PUBLIC_BASE_URL: a restart with another PUBLIC_BASE_URL must
+ * still find what an interrupted create left, or that resource is lost and a retry duplicates it.
+ */
+export function sentAccountIdentifierSystem(
+  sent: ProvisionedResource,
+  email: string,
+  publicBaseUrl: string,
+): string {
+  const ours = sent.identifier?.find((i) => i.value === email && i.system?.endsWith(ACCOUNT_IDENTIFIER_PATH));
+  return ours?.system ?? accountIdentifierSystem(publicBaseUrl);
 }
 
 /** `identifier=system|email`, the search that finds the resource of an account. */

@@ -22,12 +22,12 @@ import {
   settleIntent,
 } from './intents.js';
 import {
-  accountIdentifierQuery,
   completeAccount,
   type ProvisionedResource,
   provisionedResponse,
   recordOrphan,
   removeFromFhir,
+  sentAccountIdentifierSystem,
 } from './provisioningService.js';
 
 /**
@@ -65,11 +65,13 @@ function intentAudit(deps: AppDeps, intent: IntentRow) {
     });
 }
 
-/** The resources the FHIR server holds under the intent's account identifier (checked again here). */
+/** The resources the FHIR server holds under the account identifier the intent's create sent (checked again here). */
 async function accountResources(deps: AppDeps, intent: IntentRow): Promise<ProvisionedResource[]> {
-  const query = accountIdentifierQuery(deps.config.publicBaseUrl, intent.email);
-  const bundle = (await deps.fhir.search(intent.fhir_type, new URLSearchParams({ identifier: query }))).body;
-  const [system, value] = query.split('|');
+  const sent = JSON.parse(intent.resource) as ProvisionedResource;
+  const system = sentAccountIdentifierSystem(sent, intent.email, deps.config.publicBaseUrl);
+  const value = intent.email;
+  const query = new URLSearchParams({ identifier: `${system}|${value}` });
+  const bundle = (await deps.fhir.search(intent.fhir_type, query)).body;
   return (bundle?.entry ?? []).flatMap((e) => {
     const r = e.resource as Resource | undefined;
     const carries = (r as ProvisionedResource | undefined)?.identifier?.some(

@@ -149,6 +149,45 @@ describe.each(['reset', 'bad_gateway'] as const)(
   },
 );
 
+describe('a create left open, then a restart with another PUBLIC_BASE_URL', () => {
+  it('is still found and completed by reconciliation: no lost resource, a retry makes no duplicate', async () => {
+    const engine = await startEmbeddedFhirServer({ dataDir: tempDir() });
+    cleanups.push(() => engine.close());
+    const proxy = await startLosingProxy(
+      engine.baseUrl,
+      (method, url) => method === 'POST' && /\/Patient$/.test(url),
+      'reset',
+    );
+    cleanups.push(() => proxy.close());
+    const dataDir = tempDir();
+    const clock = new ManualClock();
+    const env = { FHIR_BASE_URL: `${proxy.url}${new URL(engine.baseUrl).pathname}` };
+    const before = await startTestGateway({
+      dataDir,
+      clock,
+      env: { ...env, PUBLIC_BASE_URL: 'http://old.test' },
+    });
+    const email = 'moved-base-url@example.com';
+    expect((await createPatient(before, email)).status).toBe(502);
+    await before.close();
+
+    const after = await gateway({ dataDir, clock, env: { ...env, PUBLIC_BASE_URL: 'https://new.example' } });
+    clock.advance(60_000);
+    const { reconcileLapsed } = await import('../../src/provisioning/reconciliation.js');
+    expect(await reconcileLapsed(after.deps, after.deps.logger)).toMatchObject({ done: 1 });
+    const [created] = await patientsWithEmail(after, email);
+    const user = await after.deps.db
+      .selectFrom('users')
+      .selectAll()
+      .where('email', '=', email)
+      .executeTakeFirstOrThrow();
+    expect(user.fhir_resource_id).toBe(created?.resource?.id);
+    // the admin's retry meets the account, not a second Patient
+    expect((await createPatient(after, email)).status).toBe(409);
+    expect(await patientsWithEmail(after, email)).toHaveLength(1);
+  });
+});
+
 it.each([
   ['a timeout', new AppError('upstream_timeout'), true],
   ['a 5xx or an unreadable success', new AppError('upstream_error'), true],
