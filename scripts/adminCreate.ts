@@ -3,7 +3,7 @@ import { migrateToLatest, openDatabase } from '../db/connection.js';
 import { createPasswordHasher } from '../src/auth/passwords.js';
 import { systemClock } from '../src/clock.js';
 import { ConfigError, loadConfig, loadDotEnv } from '../src/config.js';
-import { AdminAccountError, ensureAdminAccount } from '../src/users/adminAccounts.js';
+import { AdminAccountError, adminEmailOf, ensureAdminAccount } from '../src/users/adminAccounts.js';
 import { readSecret } from './readSecret.js';
 
 /**
@@ -15,6 +15,8 @@ import { readSecret } from './readSecret.js';
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { email: { type: 'string' } } });
   if (!values.email) throw new Error('usage: npm run admin:create -- --email admin@example.com');
+  // refused before the password is asked for
+  const email = adminEmailOf(values.email);
   loadDotEnv();
   const config = loadConfig();
   const password = await readSecret('Password for the new admin: ');
@@ -34,10 +36,10 @@ async function main(): Promise<void> {
         passwordMinLength: config.passwordMinLength,
         appName: config.appName,
       },
-      { email: values.email, password, source: 'cli' },
+      { email, password, source: 'cli' },
     );
-    if (result === 'exists') throw new Error(`An account with the email ${values.email} already exists.`);
-    process.stdout.write(`Admin ${values.email} created. Log in with POST /auth/login.\n`);
+    if (result === 'exists') throw new Error(`An account with the email ${email} already exists.`);
+    process.stdout.write(`Admin ${email} created. Log in with POST /auth/login.\n`);
   } finally {
     await passwords.close();
     await database.close();

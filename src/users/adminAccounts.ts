@@ -4,6 +4,7 @@ import { writeAudit } from '../audit/auditService.js';
 import { checkPassword } from '../auth/passwordPolicy.js';
 import type { PasswordHasher } from '../auth/passwords.js';
 import type { Clock } from '../clock.js';
+import { isPlainAddress } from '../email/address.js';
 import { uuidv7 } from '../ids.js';
 import { findUserByEmail, insertUser, normalizeEmail } from './userRepository.js';
 
@@ -17,6 +18,13 @@ export interface AdminAccountDeps {
 
 export class AdminAccountError extends Error {}
 
+/** The admin's email, normalized; refused unless it is one plain address (it is the login and the audit's name). */
+export function adminEmailOf(input: string): string {
+  const email = normalizeEmail(input);
+  if (!isPlainAddress(email)) throw new AdminAccountError('The admin email must be a single email address.');
+  return email;
+}
+
 /**
  * Creates an active admin account, unless one with that email already exists. Used at start
  * (ADMIN_EMAIL/ADMIN_PASSWORD) and by `npm run admin:create`; audited with its source.
@@ -26,7 +34,7 @@ export async function ensureAdminAccount(
   deps: AdminAccountDeps,
   input: { email: string; password: string; source: 'env' | 'cli' },
 ): Promise<'created' | 'exists'> {
-  const email = normalizeEmail(input.email);
+  const email = adminEmailOf(input.email);
   if (await findUserByEmail(deps.db, email)) return 'exists';
   const refusal = checkPassword({ minLength: deps.passwordMinLength }, input.password, {
     email,

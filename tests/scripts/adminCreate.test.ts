@@ -85,6 +85,19 @@ describe('npm run admin:create with the password on standard input', () => {
     expect(run.code).toBe(1);
     expect(run.stderr.trim()).toBe('No password given on standard input.');
   }, 60_000);
+
+  it.each(['not-an-email', 'a@b.com, c@d.com', 'Admin <a@b.com>'])(
+    'exits 1 with one clear line on an email that is not one plain address (%s), creating nothing',
+    async (email) => {
+      const dataDir = tempDir();
+      dirs.push(dataDir);
+      const run = await adminCreate(dataDir, email, `${PASSWORD}\n`);
+      expect(run.code).toBe(1);
+      expect(run.stderr.trim()).toBe('The admin email must be a single email address.');
+      expect(fs.existsSync(path.join(dataDir, 'fhir-facade.sqlite'))).toBe(false);
+    },
+    60_000,
+  );
 });
 
 describe('ADMIN_EMAIL and ADMIN_PASSWORD on a later start', () => {
