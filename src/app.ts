@@ -46,7 +46,12 @@ export function createApp(deps: AppDeps) {
 
   app.use(async (c, next) => {
     c.set('deps', deps);
-    await next();
+    deps.requests.enter();
+    try {
+      await next();
+    } finally {
+      deps.requests.leave();
+    }
     // a stopping process answers what its keep-alive connections still bring, then closes them:
     // the client reconnects to a process that serves, instead of meeting a connection cut at the deadline
     if (deps.stopping()) c.header('Connection', 'close');

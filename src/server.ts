@@ -17,10 +17,11 @@ import { createMailer } from './email/mailer.js';
 import { type OutboxWorker, type OutboxWorkerDeps, startOutboxWorker } from './email/outboxWorker.js';
 import { loadFhirDefinitions } from './fhir/definitions.js';
 import { startEmbeddedFhirServer } from './fhir/embedded/server.js';
-import { createFhirService } from './fhir/fhirService.js';
+import { createFhirService, type FhirService } from './fhir/fhirService.js';
 import { createPanelMembership, forgettingInEveryWorker } from './fhir/panelMembership.js';
 import { startHousekeeping } from './housekeeping.js';
 import { createBackgroundTasks } from './http/background.js';
+import { createRequestsInFlight, type RequestsInFlight } from './http/inFlight.js';
 import type { AppDeps } from './http/types.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics/metrics.js';
@@ -118,14 +119,35 @@ function listen(fetch: Parameters<typeof serve>[0]['fetch'], config: Config): Pr
   });
 }
 
-/** Stops accepting, lets running requests finish within `timeoutMs`, then cuts what is left. */
-async function stopServing(server: HttpServer, timeoutMs: number): Promise<void> {
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+/** How long the handlers of requests cut at the shutdown deadline get to end, once their FHIR calls are. */
+const CUT_REQUESTS_GRACE_MS = 2_000;
+
+/**
+ * Stops accepting, lets running requests finish within `timeoutMs`, then cuts what is left and
+ * runs `afterCut` (when something was cut) before the rest of the shutdown closes anything.
+ */
+async function stopServing(
+  server: HttpServer,
+  timeoutMs: number,
+  afterCut: () => Promise<void>,
+): Promise<void> {
+  const closed = new Promise<boolean>((resolve) => server.close(() => resolve(true)));
   if ('closeIdleConnections' in server) server.closeIdleConnections();
-  const deadline = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
-  await Promise.race([closed, deadline]);
+  const deadline = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), timeoutMs).unref());
+  if (await Promise.race([closed, deadline])) return;
   // requests still running after the grace period are cut off
   if ('closeAllConnections' in server) server.closeAllConnections();
+  await afterCut();
+}
+
+/**
+ * The handlers of cut requests still run: their FHIR calls are ended now (answered `not_ready`,
+ * audited as the stop they are, not as the FHIR server failing) and they get a moment to write
+ * their rows, so the database is not closed under them.
+ */
+async function cutRequestsEnd(fhir: FhirService, requests: RequestsInFlight): Promise<void> {
+  await fhir.close();
+  await requests.settled(CUT_REQUESTS_GRACE_MS);
 }
 
 /**
@@ -220,6 +242,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     closers.push(() => background.drain());
     // set when the stop begins: /readyz says so at once and keep-alive connections close after their answer
     let stopping = false;
+    const requests = createRequestsInFlight();
     const deps: AppDeps = {
       config,
       db: database.db,
@@ -249,6 +272,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       metrics,
       peersReady: options.peersReady ?? (() => true),
       stopping: () => stopping,
+      requests,
     };
     // creates a crash left half-done are finished (or undone) now and every few seconds
     if (runsBackgroundWork) closers.push(startReconciler(deps));
@@ -257,7 +281,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     const server = await listen(app.fetch, config);
     closers.push(() => {
       stopping = true;
-      return stopServing(server, config.shutdownTimeoutMs);
+      return stopServing(server, config.shutdownTimeoutMs, () => cutRequestsEnd(fhir, requests));
     });
     const address = server.address() as AddressInfo;
     const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;

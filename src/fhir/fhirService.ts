@@ -376,6 +376,10 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     pipelining: 1,
   });
   let inFlight = 0;
+  // set by close(): a call it cuts is the gateway stopping, not the FHIR server failing
+  let closed = false;
+  const sendFailure = (error: unknown) =>
+    closed ? new AppError('not_ready', { cause: error }) : transportError(error);
   const oauth =
     options.auth.kind === 'client_credentials'
       ? clientCredentialsTokenSource(options.auth, options.timeoutMs)
@@ -424,12 +428,12 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
           ...(signal ? { signal } : {}),
         });
       } catch (error) {
-        throw transportError(error);
+        throw sendFailure(error);
       }
       try {
         text = await readBodyBy(response, deadline);
       } catch (error) {
-        throw error instanceof AppError ? error : transportError(error);
+        throw error instanceof AppError ? error : sendFailure(error);
       }
     } finally {
       inFlight -= 1;
@@ -540,6 +544,9 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     forward: (req) => exchange(req, undefined, interactionOf(req, 'forwarded')),
     // by the time this runs the HTTP server has drained; whatever is still in flight (a mail
     // worker's call to a hung upstream) is cut off instead of holding shutdown for the timeout
-    close: () => pool.destroy(),
+    close: () => {
+      closed = true;
+      return pool.destroy();
+    },
   };
 }

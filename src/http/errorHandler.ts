@@ -55,6 +55,9 @@ export const onError: ErrorHandler<AppEnv> = (error, c) => {
   // a bug of ours is an error; a FHIR server or database that failed (502-504) is a warning: it is
   // expected in operation, and an alert on every error-level line must not page for each one
   if (appError.status === 500) logger?.error(log, 'request failed');
+  // its FHIR call was ended by our own stop (fhirService's close): no dependency failed
+  else if (appError.code === 'not_ready')
+    logger?.info({ req_id: c.var.requestId }, 'request ended by the shutdown');
   else if (appError.status > 500) logger?.warn(log, 'request failed: a dependency');
   else if (appError.cause) logger?.debug(log, 'request refused');
   try {

@@ -13,6 +13,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Secrets } from '../secrets.js';
 import type { BackgroundTasks } from './background.js';
+import type { RequestsInFlight } from './inFlight.js';
 
 /** Everything a request handler may use, built once by main.ts (or by a test) and passed to createApp. */
 export interface AppDeps {
@@ -44,6 +45,8 @@ export interface AppDeps {
   readonly peersReady: () => boolean;
   /** True once the process has begun to stop (SIGTERM): /readyz fails and connections are closed after their answer. */
   readonly stopping: () => boolean;
+  /** The requests being handled now (src/http/inFlight.ts): the shutdown waits for them. */
+  readonly requests: RequestsInFlight;
 }
 
 /** The verified caller, set by `authenticate`. */
