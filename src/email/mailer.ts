@@ -123,8 +123,8 @@ function createFileMailer(dataDir: string, from: string, logger: Logger): Mailer
         await fs.promises.rm(tmp, { force: true });
         throw error;
       }
-      // where it is and to whom, never the body: the body holds the code
-      logger.info({ mail_file: file, to: message.to }, 'mail written to file (SMTP_URL is not set)');
+      // where it is, never the body (it holds the code) nor the recipient (an address is personal data)
+      logger.info({ mail_file: file }, 'mail written to file (SMTP_URL is not set)');
     },
     close: () => transport.close(),
   };

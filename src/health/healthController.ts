@@ -1,6 +1,8 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { sql } from 'kysely';
+import { AppError } from '../errors.js';
 import { fhirDefinitionsLoaded } from '../fhir/definitions.js';
+import { upstreamRefusalOf } from '../fhir/upstreamStatus.js';
 import { createRouter } from '../http/router.js';
 import type { AppDeps } from '../http/types.js';
 
@@ -9,15 +11,22 @@ const READINESS_TIMEOUT_MS = 2_000;
 
 type CheckResult = 'ok' | 'failed';
 
+/** A failed check, logged with why (a short code, never a message) so a 503 from a probe can be explained. */
+function notReady(deps: AppDeps, check: 'database' | 'fhir', reason: unknown): 'failed' {
+  const why = typeof reason === 'string' && /^[A-Za-z0-9_]{1,40}$/.test(reason) ? reason : 'error';
+  deps.logger.warn({ check, reason: why }, 'readiness check failed');
+  return 'failed';
+}
+
 async function checkDatabase(deps: AppDeps): Promise<CheckResult> {
   let timer: NodeJS.Timeout | undefined;
   // a hung database server never answers: the probe gives up like it does on the FHIR server
   const givenUp = new Promise<CheckResult>((resolve) => {
-    timer = setTimeout(() => resolve('failed'), READINESS_TIMEOUT_MS);
+    timer = setTimeout(() => resolve(notReady(deps, 'database', 'timeout')), READINESS_TIMEOUT_MS);
   });
   const answered = sql`select 1`.execute(deps.db).then(
     () => 'ok' as const,
-    () => 'failed' as const,
+    (error: unknown) => notReady(deps, 'database', (error as { code?: unknown })?.code),
   );
   try {
     return await Promise.race([answered, givenUp]);
@@ -28,7 +37,7 @@ async function checkDatabase(deps: AppDeps): Promise<CheckResult> {
 
 /** The FHIR server answers its CapabilityStatement, and the R4 definitions every FHIR request is judged by are loaded. */
 async function checkFhir(deps: AppDeps): Promise<CheckResult> {
-  if (!fhirDefinitionsLoaded()) return 'failed';
+  if (!fhirDefinitionsLoaded()) return notReady(deps, 'fhir', 'definitions_not_loaded');
   try {
     // the summary: a probe every few seconds must not have the server build its whole statement
     await deps.fhir.capabilities({
@@ -36,8 +45,12 @@ async function checkFhir(deps: AppDeps): Promise<CheckResult> {
       summary: true,
     });
     return 'ok';
-  } catch {
-    return 'failed';
+  } catch (error) {
+    return notReady(
+      deps,
+      'fhir',
+      error instanceof AppError ? (upstreamRefusalOf(error) ?? error.code) : undefined,
+    );
   }
 }
 

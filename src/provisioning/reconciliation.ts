@@ -243,7 +243,9 @@ export async function reconcileLapsed(deps: AppDeps, logger: Logger): Promise<Re
       );
     }
   }
-  if (ids.length > 0) logger.info({ ...counts }, 'provisioning reconciled');
+  // an intent still held by its live request is not news: only settled ones are logged
+  if (counts.done + counts.abandoned + counts.orphaned > 0)
+    logger.info({ ...counts }, 'provisioning reconciled');
   return counts;
 }
 

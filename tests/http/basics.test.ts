@@ -362,7 +362,7 @@ describe('a client that closes the connection halfway through its body', () => {
 });
 
 describe('the log level of a failed request', () => {
-  it('is a warning when a dependency failed (502), so an alert on errors does not page for an outage', async () => {
+  it('is a warning when a dependency failed (502), so an alert on errors does not page for an outage; /readyz logs why', async () => {
     const lines: string[] = [];
     const config = loadConfig({
       PORT: '0',
@@ -387,6 +387,14 @@ describe('the log level of a failed request', () => {
       const logged = lines.map((l) => JSON.parse(l) as { level: number; msg: string });
       expect(logged.filter((l) => l.msg.startsWith('request failed'))).toEqual([
         expect.objectContaining({ level: 40, msg: 'request failed: a dependency' }),
+      ]);
+      // a probe's 503 says why in the log (a code, not a message)
+      expect((await call('/readyz')).status).toBe(503);
+      const probe = lines
+        .map((l) => JSON.parse(l) as { msg: string })
+        .filter((l) => l.msg === 'readiness check failed');
+      expect(probe).toEqual([
+        expect.objectContaining({ level: 40, check: 'fhir', reason: 'upstream_unavailable' }),
       ]);
     } finally {
       await gateway.close();
