@@ -115,65 +115,89 @@ async function unclaimed(deps: AppDeps, intentId: string): Promise<Settlement> {
   return intent.state;
 }
 
+type IntentAudit = ReturnType<typeof intentAudit>;
+
+/** The audit entry of a reconciliation that settled an intent, by its result. */
+function reconciled(
+  intent: IntentRow,
+  audit: IntentAudit,
+  result: string,
+  outcome: 'success' | 'failed' = 'success',
+) {
+  return audit({
+    action: 'provisioning.reconcile',
+    outcome,
+    targetFhirType: intent.fhir_type,
+    detail: { result },
+  });
+}
+
+/**
+ * Nothing landed: the key is freed at once (a retry may go now), and one more look is due later: a
+ * slow server may still commit the create it took before our request gave up.
+ */
+async function settleNothingCreated(
+  deps: AppDeps,
+  intent: IntentRow,
+  claim: IntentClaim,
+): Promise<Settlement> {
+  const lateLookAt = isoAfter(deps.clock.now(), deps.config.fhir.timeoutMs + LATE_LOOK_AFTER_MS);
+  await settle(deps, intent, claim, 'abandoned', LATE_LOOK.due, lateLookAt);
+  await reconciled(intent, intentAudit(deps, intent), 'nothing_created');
+  return 'abandoned';
+}
+
+/** Several records carry the account identifier: none is picked on a guess, all are listed for an operator. */
+async function settleDuplicates(
+  deps: AppDeps,
+  intent: IntentRow,
+  claim: IntentClaim,
+  found: readonly ProvisionedResource[],
+): Promise<Settlement> {
+  for (const r of found)
+    await recordOrphan(deps, intent.fhir_type, r.id as string, 'duplicate_identifier', intent.request_id);
+  await settle(deps, intent, claim, 'orphaned', 'duplicate_identifier');
+  await reconciled(intent, intentAudit(deps, intent), 'duplicates', 'failed');
+  return 'orphaned';
+}
+
+/** Another request (a retry without the key) finished this account already: the intent and its key take its answer. */
+async function settleAlreadyComplete(
+  deps: AppDeps,
+  intent: IntentRow,
+  claim: IntentClaim,
+  resource: ProvisionedResource,
+  ownerId: string,
+): Promise<Settlement> {
+  const id = resource.id as string;
+  const held = keyOfIntent(intent);
+  await deps.db.transaction().execute(async (trx) => {
+    const now = deps.clock.now().toISOString();
+    if (!(await settleIntent(trx, claim, 'done', { fhir_id: id, user_id: ownerId, updated_at: now }))) return;
+    const response = provisionedResponse(deps, intent.response_kind, {
+      type: intent.fhir_type,
+      userId: ownerId,
+      fhirId: id,
+      resource,
+      versionId: resource.meta?.versionId,
+      email: intent.email,
+    });
+    if (held) await finishKey(trx, held, response);
+  });
+  await reconciled(intent, intentAudit(deps, intent), 'already_complete');
+  return 'done';
+}
+
 /** Settles one claimed intent by what the FHIR server holds; throws when the FHIR server cannot tell (it is retried later). */
 async function settleClaimed(deps: AppDeps, intent: IntentRow, claim: IntentClaim): Promise<Settlement> {
-  const audit = intentAudit(deps, intent);
   const found = await accountResources(deps, intent);
-  const record = (result: string) =>
-    audit({
-      action: 'provisioning.reconcile',
-      outcome: 'success',
-      targetFhirType: intent.fhir_type,
-      detail: { result },
-    });
-  if (found.length === 0) {
-    // the key is freed at once (a retry may go now), and one more look is due later: a slow
-    // server may still commit the create it took before our request gave up
-    const lateLookAt = isoAfter(deps.clock.now(), deps.config.fhir.timeoutMs + LATE_LOOK_AFTER_MS);
-    await settle(deps, intent, claim, 'abandoned', LATE_LOOK.due, lateLookAt);
-    await record('nothing_created');
-    return 'abandoned';
-  }
-  if (found.length > 1) {
-    for (const r of found)
-      await recordOrphan(deps, intent.fhir_type, r.id as string, 'duplicate_identifier', intent.request_id);
-    await settle(deps, intent, claim, 'orphaned', 'duplicate_identifier');
-    await audit({
-      action: 'provisioning.reconcile',
-      outcome: 'failed',
-      targetFhirType: intent.fhir_type,
-      detail: { result: 'duplicates' },
-    });
-    return 'orphaned';
-  }
+  if (found.length === 0) return settleNothingCreated(deps, intent, claim);
+  if (found.length > 1) return settleDuplicates(deps, intent, claim, found);
   const resource = found[0] as ProvisionedResource;
   const id = resource.id as string;
   const owner = await findUserByEmail(deps.db, intent.email);
-  if (owner?.fhir_resource_id === id) {
-    // another request (a retry without the key) finished this account already
-    const held = keyOfIntent(intent);
-    await deps.db.transaction().execute(async (trx) => {
-      if (
-        !(await settleIntent(trx, claim, 'done', {
-          fhir_id: id,
-          user_id: owner.id,
-          updated_at: deps.clock.now().toISOString(),
-        }))
-      )
-        return;
-      const response = provisionedResponse(deps, intent.response_kind, {
-        type: intent.fhir_type,
-        userId: owner.id,
-        fhirId: id,
-        resource,
-        versionId: resource.meta?.versionId,
-        email: intent.email,
-      });
-      if (held) await finishKey(trx, held, response);
-    });
-    await record('already_complete');
-    return 'done';
-  }
+  if (owner?.fhir_resource_id === id) return settleAlreadyComplete(deps, intent, claim, resource, owner.id);
+  const audit = intentAudit(deps, intent);
   const removeAndSettle = async (reason: 'email_taken' | 'fhir_id_reused'): Promise<Settlement> => {
     const outcome = await removeFromFhir(deps, intent.fhir_type, id, audit, reason, intent.request_id);
     const state = outcome === 'removed' ? 'abandoned' : 'orphaned';
@@ -190,15 +214,9 @@ async function settleClaimed(deps: AppDeps, intent: IntentRow, claim: IntentClai
     );
     return removeAndSettle('fhir_id_reused');
   }
-  await completeAccount(
-    deps,
-    intent,
-    claim,
-    { resource, id, versionId: resource.meta?.versionId, createdNow: false },
-    audit,
-    { reconciled: true },
-  );
-  await record('completed');
+  const created = { resource, id, versionId: resource.meta?.versionId, createdNow: false };
+  await completeAccount(deps, intent, claim, created, audit, { reconciled: true });
+  await reconciled(intent, audit, 'completed');
   return 'done';
 }
 
