@@ -12,7 +12,7 @@ import { pendingIntents } from '../provisioning/intents.js';
 import { unresolvedOrphans } from '../provisioning/orphans.js';
 import { FHIR_TYPE_BY_ROLE } from '../users/fhirIdentity.js';
 import { toUserDto } from '../users/userDto.js';
-import { findUserById } from '../users/userRepository.js';
+import { findUserById, setAccountActive } from '../users/userRepository.js';
 
 /** Admin operations on accounts and the audit trail. */
 
@@ -310,25 +310,7 @@ export async function setUserActive(
     throw new AppError('conflict', { detail: 'You cannot deactivate your own account.' });
   const now = deps.clock.now();
   await deps.db.transaction().execute(async (trx) => {
-    await trx
-      .updateTable('users')
-      .set((eb) => ({
-        is_active: active ? 1 : 0,
-        updated_at: now.toISOString(),
-        // deactivation also voids any code out there (the usual reason: it reached the wrong
-        // person): reactivating must not bring it back; a pending account then needs a re-issue
-        ...(active
-          ? {}
-          : {
-              token_version: eb('token_version', '+', 1),
-              access_code_hash: null,
-              access_code_expires_at: null,
-              reset_code_hash: null,
-              reset_code_expires_at: null,
-            }),
-      }))
-      .where('id', '=', id)
-      .execute();
+    await setAccountActive(trx, id, active, now.toISOString());
     if (!active) await revokeAllSessions(trx, id, 'deactivated', now);
     await writeAudit(trx, deps.clock, {
       action: active ? 'users.activate' : 'users.deactivate',

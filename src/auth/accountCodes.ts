@@ -5,7 +5,7 @@ import { AppError } from '../errors.js';
 import type { AppDeps } from '../http/types.js';
 import type { SecretKey } from '../secrets.js';
 import { canSignIn } from '../users/accountStatus.js';
-import { type Db, findUserByEmail } from '../users/userRepository.js';
+import { countWrongCode, type Db, findUserByEmail, storeCode } from '../users/userRepository.js';
 import {
   accessCodeMatches,
   type CodePurpose,
@@ -72,13 +72,9 @@ export async function issueCode(
   // the greeting is the name stored with the account: a code mail never waits for the FHIR server
   const name = user.display_name ?? '';
   await deps.db.transaction().execute(async (trx) => {
-    const updated = await trx
-      .updateTable('users')
-      .set({ ...codeColumns(purpose, hash, expiresAt), updated_at: now.toISOString() })
-      .where('id', '=', user.id)
-      .where('is_registered', '=', purpose === 'signup' ? 0 : 1)
-      .executeTakeFirst();
-    if (Number(updated.numUpdatedRows) !== 1) {
+    const columns = { ...codeColumns(purpose, hash, expiresAt), updated_at: now.toISOString() };
+    // a signup code goes to an account not registered yet, a reset code to a registered one
+    if (!(await storeCode(trx, user.id, purpose !== 'signup', columns))) {
       throw new AppError('conflict', { detail: 'The account changed meanwhile; try again.' });
     }
     await enqueueAccessCodeMail(trx, deps.clock, deps.secrets.sealingKey, {
@@ -137,13 +133,7 @@ export async function checkCode(
     return { ok: false, user, reason: user ? 'not_eligible' : 'unknown_email' };
   }
   if (!matches) {
-    const column = purpose === 'signup' ? 'access_code_attempts' : 'reset_code_attempts';
-    await deps.db
-      .updateTable('users')
-      .set((eb) => ({ [column]: eb(column, '+', 1) }))
-      .where('id', '=', user.id)
-      .where(purpose === 'signup' ? 'access_code_hash' : 'reset_code_hash', '=', stored.hash)
-      .execute();
+    await countWrongCode(deps.db, user.id, purpose, stored.hash);
     return { ok: false, user, reason: 'wrong_code' };
   }
   const live =

@@ -2,7 +2,7 @@ import { writeAudit } from '../audit/auditService.js';
 import { auditedError } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, RequestContext } from '../http/types.js';
-import { findUserByEmail, normalizeEmail } from '../users/userRepository.js';
+import { findUserByEmail, normalizeEmail, replacePasswordWithResetCode } from '../users/userRepository.js';
 import type { CodePurpose } from './accessCodes.js';
 import { assertPasswordAllowed, CODE_ELIGIBLE, checkCode, issueCode } from './accountCodes.js';
 import { countHit, RATE_LIMITS } from './rateLimiter.js';
@@ -90,20 +90,13 @@ export async function resetPassword(deps: AppDeps, input: ResetInput, ctx: Reque
   const now = deps.clock.now();
   const passwordHash = await deps.passwords.hash(input.new_password);
   await deps.db.transaction().execute(async (trx) => {
-    const updated = await trx
-      .updateTable('users')
-      .set((eb) => ({
-        password_hash: passwordHash,
-        reset_code_hash: null,
-        reset_code_expires_at: null,
-        reset_code_attempts: 0,
-        token_version: eb('token_version', '+', 1),
-        updated_at: now.toISOString(),
-      }))
-      .where('id', '=', user.id)
-      .where('reset_code_hash', '=', check.hash)
-      .executeTakeFirst();
-    if (Number(updated.numUpdatedRows) !== 1) throw new AppError('invalid_access_code');
+    const replaced = await replacePasswordWithResetCode(trx, {
+      id: user.id,
+      codeHash: check.hash,
+      passwordHash,
+      at: now.toISOString(),
+    });
+    if (!replaced) throw new AppError('invalid_access_code');
     await revokeAllSessions(trx, user.id, 'password_reset', now);
     await writeAudit(trx, deps.clock, {
       action: 'auth.password_reset',

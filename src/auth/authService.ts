@@ -7,11 +7,13 @@ import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { FHIR_TYPE_BY_ROLE } from '../users/fhirIdentity.js';
 import { toUserDto, type UserDto } from '../users/userDto.js';
 import {
+  activateWithCode,
   type Db,
   findUserByEmail,
   findUserById,
   normalizeEmail,
   recordLastLogin,
+  replacePassword,
 } from '../users/userRepository.js';
 import { MAX_CODE_ATTEMPTS } from './accessCodes.js';
 import { assertPasswordAllowed, checkCode } from './accountCodes.js';
@@ -205,26 +207,16 @@ function activate(
 ): Promise<TokenResponse> {
   const { user } = check;
   return deps.db.transaction().execute(async (trx) => {
-    const activated = await trx
-      .updateTable('users')
-      .set({
-        password_hash: passwordHash,
-        is_registered: 1,
-        access_code_hash: null,
-        access_code_expires_at: null,
-        access_code_attempts: 0,
-        registered_at: now.toISOString(),
-        last_login_at: now.toISOString(),
-        updated_at: now.toISOString(),
-        profile: JSON.stringify(input.profile ?? {}),
-      })
-      .where('id', '=', user.id)
-      .where('is_registered', '=', 0)
-      .where('access_code_hash', '=', check.hash)
-      .where('access_code_attempts', '<', MAX_CODE_ATTEMPTS)
-      .executeTakeFirst();
+    const activated = await activateWithCode(trx, {
+      id: user.id,
+      codeHash: check.hash,
+      passwordHash,
+      profile: JSON.stringify(input.profile ?? {}),
+      at: now.toISOString(),
+      maxAttempts: MAX_CODE_ATTEMPTS,
+    });
     // a concurrent signup with the same code won: this one fails like any other wrong try
-    if (Number(activated.numUpdatedRows) !== 1) throw new AppError('invalid_access_code');
+    if (!activated) throw new AppError('invalid_access_code');
     await audit(
       deps,
       ctx,
@@ -300,15 +292,7 @@ export async function changePassword(
   const passwordHash = await deps.passwords.hash(input.new_password);
   const now = deps.clock.now();
   return deps.db.transaction().execute(async (trx) => {
-    await trx
-      .updateTable('users')
-      .set((eb) => ({
-        password_hash: passwordHash,
-        token_version: eb('token_version', '+', 1),
-        updated_at: now.toISOString(),
-      }))
-      .where('id', '=', user.id)
-      .execute();
+    await replacePassword(trx, user.id, passwordHash, now.toISOString());
     await revokeAllSessions(trx, user.id, 'password_change', now);
     await audit(
       deps,

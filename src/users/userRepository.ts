@@ -57,6 +57,134 @@ export async function updateUser(db: Db, id: string, changes: UserUpdate): Promi
   return Number(result.numUpdatedRows);
 }
 
+const changed = (result: { numUpdatedRows: bigint }) => Number(result.numUpdatedRows) === 1;
+
+/**
+ * Activates a pending account with the code it was sent: only while that code is still its
+ * current one and not worn out, so of two signups racing with the same code one wins.
+ */
+export async function activateWithCode(
+  db: Db,
+  account: {
+    id: string;
+    codeHash: string;
+    passwordHash: string;
+    profile: string;
+    at: string;
+    maxAttempts: number;
+  },
+): Promise<boolean> {
+  const result = await db
+    .updateTable('users')
+    .set({
+      password_hash: account.passwordHash,
+      is_registered: 1,
+      access_code_hash: null,
+      access_code_expires_at: null,
+      access_code_attempts: 0,
+      registered_at: account.at,
+      last_login_at: account.at,
+      updated_at: account.at,
+      profile: account.profile,
+    })
+    .where('id', '=', account.id)
+    .where('is_registered', '=', 0)
+    .where('access_code_hash', '=', account.codeHash)
+    .where('access_code_attempts', '<', account.maxAttempts)
+    .executeTakeFirst();
+  return changed(result);
+}
+
+/** A new password hash; the token version moves on, so every token issued before is refused. */
+export async function replacePassword(db: Db, id: string, passwordHash: string, at: string): Promise<void> {
+  await db
+    .updateTable('users')
+    .set((eb) => ({
+      password_hash: passwordHash,
+      token_version: eb('token_version', '+', 1),
+      updated_at: at,
+    }))
+    .where('id', '=', id)
+    .execute();
+}
+
+/** replacePassword through a reset code, which it spends: only while that code is still the account's. */
+export async function replacePasswordWithResetCode(
+  db: Db,
+  account: { id: string; codeHash: string; passwordHash: string; at: string },
+): Promise<boolean> {
+  const result = await db
+    .updateTable('users')
+    .set((eb) => ({
+      password_hash: account.passwordHash,
+      reset_code_hash: null,
+      reset_code_expires_at: null,
+      reset_code_attempts: 0,
+      token_version: eb('token_version', '+', 1),
+      updated_at: account.at,
+    }))
+    .where('id', '=', account.id)
+    .where('reset_code_hash', '=', account.codeHash)
+    .executeTakeFirst();
+  return changed(result);
+}
+
+/**
+ * Activates or deactivates an account. Deactivation also ends its tokens and voids any code out
+ * there (the usual reason: it reached the wrong person), so reactivating cannot bring one back.
+ */
+export async function setAccountActive(db: Db, id: string, active: boolean, at: string): Promise<void> {
+  await db
+    .updateTable('users')
+    .set((eb) => ({
+      is_active: active ? 1 : 0,
+      updated_at: at,
+      ...(active
+        ? {}
+        : {
+            token_version: eb('token_version', '+', 1),
+            access_code_hash: null,
+            access_code_expires_at: null,
+            reset_code_hash: null,
+            reset_code_expires_at: null,
+          }),
+    }))
+    .where('id', '=', id)
+    .execute();
+}
+
+/** Stores a new code's columns on an account that is (`registered`) or is not yet registered: false when it changed meanwhile. */
+export async function storeCode(
+  db: Db,
+  id: string,
+  registered: boolean,
+  columns: UserUpdate,
+): Promise<boolean> {
+  const result = await db
+    .updateTable('users')
+    .set(columns)
+    .where('id', '=', id)
+    .where('is_registered', '=', registered ? 1 : 0)
+    .executeTakeFirst();
+  return changed(result);
+}
+
+/** One more wrong try on a code, counted only while `hash` is still the stored one. */
+export async function countWrongCode(
+  db: Db,
+  id: string,
+  purpose: 'signup' | 'password_reset',
+  hash: string,
+): Promise<void> {
+  const column = purpose === 'signup' ? 'access_code_attempts' : 'reset_code_attempts';
+  await db
+    .updateTable('users')
+    .set((eb) => ({ [column]: eb(column, '+', 1) }))
+    .where('id', '=', id)
+    .where(purpose === 'signup' ? 'access_code_hash' : 'reset_code_hash', '=', hash)
+    .execute();
+}
+
 const lastLogin = precompiled(['id', 'at'], (db, user) =>
   db.updateTable('users').set({ last_login_at: user.at }).where('id', '=', user.id),
 );
