@@ -193,14 +193,16 @@ async function checkLogin(
 }
 
 /**
- * The fields of a posted form. Our pages post urlencoded forms only: any other body (a multipart
- * one that does not parse threw, a 500) is no post of theirs, and undefined here.
+ * The fields of a posted form. Our pages post urlencoded forms only, each field once: any other
+ * body (a multipart one that does not parse threw, a 500), or a field sent twice (which of the two
+ * would count is a guess), is no post of theirs, and undefined here.
  */
 async function postedForm(c: Ctx): Promise<Record<string, unknown> | undefined> {
   if (!/^application\/x-www-form-urlencoded\s*(;|$)/i.test(c.req.header('content-type') ?? ''))
     return undefined;
   try {
-    return await c.req.parseBody();
+    const form = await c.req.parseBody({ all: true });
+    return Object.values(form).some(Array.isArray) ? undefined : form;
   } catch {
     return undefined;
   }

@@ -676,6 +676,32 @@ describe('SMART App Launch: the protocol', () => {
       expect(once.status).toBe(200);
     });
 
+    it.each(['code_verifier', 'redirect_uri', 'grant_type'])(
+      'are refused when a parameter comes twice (%s; RFC 6749 section 3.2), and the code stays usable',
+      async (twice) => {
+        const { code, verifier } = await codeFor(confidential);
+        const basic = Buffer.from(`${confidential.client_id}:${confidential.client_secret}`).toString(
+          'base64',
+        );
+        const form = new URLSearchParams({
+          grant_type: 'authorization_code',
+          code,
+          redirect_uri: confidential.redirect_uris[0]!,
+          code_verifier: verifier,
+        });
+        form.append(twice, form.get(twice)!);
+        const answer = await fetch(`${gw.url}/oauth/token`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${basic}` },
+          body: form,
+        });
+        expect(answer.status).toBe(400);
+        expect(await answer.json()).toMatchObject({ error: 'invalid_request' });
+        const once = await exchange(code, verifier, confidential, confidential.client_secret);
+        expect(once.status).toBe(200);
+      },
+    );
+
     it('never have their secret stored in clear', async () => {
       const row = await gw.deps.db
         .selectFrom('smart_apps')
@@ -1022,6 +1048,26 @@ describe('SMART App Launch: the protocol', () => {
         expect(response.headers.get('content-type')).toMatch(/^text\/html/);
       }
       const patient = await gw.seedUser({ role: 'patient' });
+      const signedIn = await browser.fetch(`${loginUrl}/login`, {
+        method: 'POST',
+        body: new URLSearchParams({ csrf: csrfOf(login), email: patient.email, password: patient.password }),
+      });
+      expect(signedIn.status).toBe(303);
+    });
+
+    it('answers a login post with a field sent twice 400 (which one would count is a guess), and the form still works after', async () => {
+      const { browser, loginUrl, login } = await toLogin();
+      const patient = await gw.seedUser({ role: 'patient' });
+      const other = await gw.seedUser({ role: 'patient' });
+      const twice = new URLSearchParams({
+        csrf: csrfOf(login),
+        email: other.email,
+        password: patient.password,
+      });
+      twice.append('email', patient.email);
+      const response = await browser.fetch(`${loginUrl}/login`, { method: 'POST', body: twice });
+      expect(response.status).toBe(400);
+      expect(response.headers.get('location')).toBeNull();
       const signedIn = await browser.fetch(`${loginUrl}/login`, {
         method: 'POST',
         body: new URLSearchParams({ csrf: csrfOf(login), email: patient.email, password: patient.password }),
