@@ -397,6 +397,63 @@ async function bestEffort(deps: AppDeps, step: () => Promise<unknown>): Promise<
   }
 }
 
+/** A create checked and ready to send: its account's email (free) and the resource carrying our identifier. */
+interface PreparedCreate {
+  readonly email: string;
+  readonly resource: ProvisionedResource;
+}
+
+async function preparedCreate(deps: AppDeps, request: ProvisionRequest): Promise<PreparedCreate> {
+  await validateProvisionedResource(request.type, request.resource);
+  const sent = request.resource as ProvisionedResource;
+  const email = normalizeEmail(emailOf(sent) ?? '');
+  await assertEmailFree(deps, email);
+  await assertPractitionersExist(deps, sent);
+  const resource = withAccountIdentifier(sent, accountIdentifierSystem(deps.config.publicBaseUrl), email);
+  return { email, resource };
+}
+
+/** The intent of a create, held by its request for a lease; it stores what reconciliation needs to finish it. */
+function newIntent(
+  now: Date,
+  actor: Caller,
+  ctx: RequestContext,
+  request: ProvisionRequest,
+  { email, resource }: PreparedCreate,
+): IntentForCompletion & IntentRow {
+  return {
+    id: uuidv7(now.getTime()),
+    actor_user_id: actor.userId,
+    idempotency_key: request.held?.key ?? null,
+    fhir_type: request.type,
+    email,
+    display_name: displayName(resource),
+    resource: JSON.stringify(resource),
+    response_kind: request.responseKind,
+    state: 'pending',
+    fhir_id: null,
+    user_id: null,
+    lease_until: isoAfter(now, LEASE_MS),
+    attempts: 1,
+    last_error: null,
+    request_id: ctx.requestId,
+    client_ip: ctx.clientIp,
+    created_at: now.toISOString(),
+    updated_at: now.toISOString(),
+  };
+}
+
+/** Stores the intent, claimed by this request; a locked database answers 503 at once. */
+async function claimNewIntent(deps: AppDeps, intent: IntentRow): Promise<IntentClaim> {
+  try {
+    const { state: _s, fhir_id: _f, user_id: _u, attempts: _a, last_error: _l, ...fields } = intent;
+    return await insertIntent(deps.db, fields);
+  } catch (error) {
+    if (isStorageBusy(error)) throw new AppError('storage_unavailable', { cause: error });
+    throw error;
+  }
+}
+
 /** Provisions a Patient or Practitioner resource (already built from a DTO or sent raw). */
 export async function provision(
   deps: AppDeps,
@@ -414,59 +471,22 @@ export async function provision(
       errorCode,
       detail: { reason },
     });
-  let email: string;
-  let resource: ProvisionedResource;
+  let prepared: PreparedCreate;
   try {
-    await validateProvisionedResource(type, request.resource);
-    email = normalizeEmail(emailOf(request.resource as ProvisionedResource) ?? '');
-    await assertEmailFree(deps, email);
-    await assertPractitionersExist(deps, request.resource as ProvisionedResource);
-    resource = withAccountIdentifier(
-      request.resource as ProvisionedResource,
-      accountIdentifierSystem(deps.config.publicBaseUrl),
-      email,
-    );
+    prepared = await preparedCreate(deps, request);
   } catch (error) {
     await failed(error instanceof AppError ? error.code : 'internal_error');
     throw auditedError(error as Error);
   }
-
   // the intent comes first: from here on a crash leaves a row that reconciliation finishes or undoes
-  const now = deps.clock.now();
-  const intent: IntentForCompletion & IntentRow = {
-    id: uuidv7(now.getTime()),
-    actor_user_id: actor.userId,
-    idempotency_key: request.held?.key ?? null,
-    fhir_type: type,
-    email,
-    display_name: displayName(resource),
-    resource: JSON.stringify(resource),
-    response_kind: request.responseKind,
-    state: 'pending',
-    fhir_id: null,
-    user_id: null,
-    lease_until: isoAfter(now, LEASE_MS),
-    attempts: 1,
-    last_error: null,
-    request_id: ctx.requestId,
-    client_ip: ctx.clientIp,
-    created_at: now.toISOString(),
-    updated_at: now.toISOString(),
-  };
-  let claim: IntentClaim;
-  try {
-    const { state: _s, fhir_id: _f, user_id: _u, attempts: _a, last_error: _l, ...fields } = intent;
-    claim = await insertIntent(deps.db, fields);
-  } catch (error) {
-    if (isStorageBusy(error)) throw new AppError('storage_unavailable', { cause: error });
-    throw error;
-  }
+  const intent = newIntent(deps.clock.now(), actor, ctx, request, prepared);
+  const claim = await claimNewIntent(deps, intent);
   const beat = heartbeat(
     () => renewIntent(deps.backgroundDb, claim, isoAfter(deps.clock.now(), LEASE_MS)),
     deps.logger,
   );
   try {
-    return await createAndComplete({ deps, intent, claim, audit, failed, ctx }, resource);
+    return await createAndComplete({ deps, intent, claim, audit, failed, ctx }, prepared.resource);
   } finally {
     await beat.stop();
   }
