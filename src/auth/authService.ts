@@ -57,6 +57,23 @@ export async function login(deps: AppDeps, input: LoginInput, ctx: RequestContex
   return verifyLogin(deps, input, ctx, {}, (trx, user) => startSession(deps, user, trx));
 }
 
+/** Why this password does not sign this account in, or undefined when it does. */
+async function loginFailureOf(
+  deps: AppDeps,
+  user: UserRow | undefined,
+  password: string,
+): Promise<LoginFailure | undefined> {
+  if (!user?.password_hash) {
+    // hash a dummy password for unknown emails so timing does not reveal which accounts exist
+    await deps.passwords.verifyDummy(password);
+    return user ? 'not_registered' : 'unknown_email';
+  }
+  if (!(await deps.passwords.verify(user.password_hash, password))) return 'wrong_password';
+  if (user.is_registered !== 1) return 'not_registered';
+  if (user.is_active !== 1) return 'deactivated';
+  return undefined;
+}
+
 /**
  * The checks of a login — rate limits, password length, argon2 verification, account state —
  * and their audit, without starting a session: POST /auth/login and the SMART login page
@@ -96,18 +113,7 @@ export async function verifyLogin<T>(
   if (passwordTooLong(input.password)) throw new AppError('invalid_credentials');
   const password = normalizePassword(input.password);
   const user = await findUserByEmail(deps.db, email);
-  let failure: LoginFailure | undefined;
-  if (!user?.password_hash) {
-    // hash a dummy password for unknown emails so timing does not reveal which accounts exist
-    await deps.passwords.verifyDummy(password);
-    failure = user ? 'not_registered' : 'unknown_email';
-  } else if (!(await deps.passwords.verify(user.password_hash, password))) {
-    failure = 'wrong_password';
-  } else if (user.is_registered !== 1) {
-    failure = 'not_registered';
-  } else if (user.is_active !== 1) {
-    failure = 'deactivated';
-  }
+  const failure = await loginFailureOf(deps, user, password);
   if (failure || !user) {
     await audit(deps, ctx, {
       action: 'auth.login',
