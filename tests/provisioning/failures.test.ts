@@ -105,24 +105,30 @@ describe('provisioning when the FHIR server fails', () => {
   });
 });
 
+/**
+ * A FHIR server (the embedded engine) behind a proxy that loses the answer to every Patient create
+ * the server did (`reset`: the connection cut; `bad_gateway`: a 502 page): the env that points a
+ * gateway at it.
+ */
+async function losingPatientCreates(loss: 'reset' | 'bad_gateway') {
+  const engine = await startEmbeddedFhirServer({ dataDir: tempDir() });
+  cleanups.push(() => engine.close());
+  const proxy = await startLosingProxy(
+    engine.baseUrl,
+    (method, url) => method === 'POST' && /\/Patient$/.test(url),
+    loss,
+  );
+  cleanups.push(() => proxy.close());
+  return { FHIR_BASE_URL: `${proxy.url}${new URL(engine.baseUrl).pathname}` };
+}
+
 describe.each(['reset', 'bad_gateway'] as const)(
   'a create the FHIR server did, whose answer was lost (%s)',
   (loss) => {
     it('answers 502, keeps the intent, and reconciliation completes the account: no unlisted resource', async () => {
-      const engine = await startEmbeddedFhirServer({ dataDir: tempDir() });
-      cleanups.push(() => engine.close());
-      const proxy = await startLosingProxy(
-        engine.baseUrl,
-        (method, url) => method === 'POST' && /\/Patient$/.test(url),
-        loss,
-      );
-      cleanups.push(() => proxy.close());
       const smtp = await smtpCapture();
       const clock = new ManualClock();
-      const gw = await gateway({
-        clock,
-        env: { SMTP_URL: smtp.url, FHIR_BASE_URL: `${proxy.url}${new URL(engine.baseUrl).pathname}` },
-      });
+      const gw = await gateway({ clock, env: { SMTP_URL: smtp.url, ...(await losingPatientCreates(loss)) } });
       const email = `lost-${loss}@example.com`;
       const response = await createPatient(gw, email);
       expect(response.status).toBe(502);
@@ -151,17 +157,9 @@ describe.each(['reset', 'bad_gateway'] as const)(
 
 describe('a create left open, then a restart with another PUBLIC_BASE_URL', () => {
   it('is still found and completed by reconciliation: no lost resource, a retry makes no duplicate', async () => {
-    const engine = await startEmbeddedFhirServer({ dataDir: tempDir() });
-    cleanups.push(() => engine.close());
-    const proxy = await startLosingProxy(
-      engine.baseUrl,
-      (method, url) => method === 'POST' && /\/Patient$/.test(url),
-      'reset',
-    );
-    cleanups.push(() => proxy.close());
     const dataDir = tempDir();
     const clock = new ManualClock();
-    const env = { FHIR_BASE_URL: `${proxy.url}${new URL(engine.baseUrl).pathname}` };
+    const env = await losingPatientCreates('reset');
     const before = await startTestGateway({
       dataDir,
       clock,
