@@ -203,6 +203,13 @@ it.each([
     }),
     false,
   ],
+  [
+    'a call our own shutdown ended (it may have been sent)',
+    new AppError('not_ready', {
+      cause: Object.assign(new Error('destroyed'), { code: 'UND_ERR_DESTROYED' }),
+    }),
+    true,
+  ],
   ['a 400', new AppError('validation_failed'), false],
   ['a 412', new AppError('duplicate_identifier'), false],
   ['a 422', new AppError('unprocessable'), false],
