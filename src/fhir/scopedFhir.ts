@@ -149,9 +149,15 @@ function emptySearchset<T extends Resource>(): Bundle<T> {
   return { resourceType: 'Bundle', type: 'searchset', total: 0, entry: [] };
 }
 
-function invalidCursor(): AppError {
+/** A cursor refused, named as the route spells its parameter: `cursor` on a slim list, `_cursor` in a FHIR link. */
+function invalidCursor(route: string): AppError {
   return new AppError('validation_failed', {
-    errors: [{ path: 'cursor', message: 'is not valid here or for you, or has expired' }],
+    errors: [
+      {
+        path: slimRoute(route) ? 'cursor' : '_cursor',
+        message: 'is not valid here or for you, or has expired',
+      },
+    ],
   });
 }
 
@@ -614,7 +620,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       // the record as it is now decides, on every page: a patient moved away since the first page is gone
       await assertHistoryInScope(of);
       const link = verifyCursor(deps.secrets.cursorKey, cursor, binding(route, historyPath(of)));
-      if (link === undefined) throw invalidCursor();
+      if (link === undefined) throw invalidCursor(route);
       return toHistoryPage(await fhir.page(link), of, route);
     },
     search: async <T extends Resource>(type: string, query: URLSearchParams, route: string) => {
@@ -629,7 +635,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     },
     page: async <T extends Resource>(cursor: string, type: string, route: string) => {
       const link = verifyCursor(deps.secrets.cursorKey, cursor, binding(route, type));
-      if (link === undefined) throw invalidCursor();
+      if (link === undefined) throw invalidCursor(route);
       const result = await fhir.page<T>(link);
       return toPage(result.body as Bundle<T>, type, route, result.text);
     },

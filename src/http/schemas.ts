@@ -91,6 +91,9 @@ export const errorResponses = {
   403: problem('The role does not allow this (`forbidden`)'),
   404: problem('Not found (`not_found`)'),
   409: problem('Conflict (`conflict`)'),
+  410: problem(
+    'The FHIR server has forgotten the search this cursor pages (`page_expired`): start again without the cursor',
+  ),
   413: problem('Body too large (`payload_too_large`)'),
   415: problem('Body is not JSON (`unsupported_media_type`)'),
   429: problem('Too many attempts; honour Retry-After (`rate_limited`)', RETRY_AFTER_HEADER),

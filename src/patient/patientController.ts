@@ -25,6 +25,7 @@ const observationsRoute = createRoute({
     400: errorResponses[400],
     401: errorResponses[401],
     403: errorResponses[403],
+    410: errorResponses[410],
     502: errorResponses[502],
     504: errorResponses[504],
   },

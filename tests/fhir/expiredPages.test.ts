@@ -49,16 +49,31 @@ describe.each(HAPI_FLAVOURS)('a page the FHIR server forgot, %s upstream', (upst
 
   afterAll(() => gw.close());
 
-  /** The gateway path of `url` with its cursor's stored search swapped for one the server never had. */
-  const forgotten = (url: string): string => {
-    const gatewayUrl = new URL(url);
-    const cursor = gatewayUrl.searchParams.get('_cursor') ?? '';
+  /** The cursor with its stored search swapped for one the server never had. */
+  const forgottenCursor = (cursor: string): string => {
     const payload = JSON.parse(unseal(gw.deps.secrets.cursorKey, cursor)) as CursorPayload;
     expect(payload.p).toMatch(/_getpages=/);
     const p = payload.p.replace(/_getpages=[^&]+/, '_getpages=forgotten-search');
-    gatewayUrl.searchParams.set('_cursor', sealCursor(gw.deps.secrets.cursorKey, { ...payload, p }));
+    return sealCursor(gw.deps.secrets.cursorKey, { ...payload, p });
+  };
+
+  /** The gateway path of `url` with its cursor's stored search swapped for one the server never had. */
+  const forgotten = (url: string): string => {
+    const gatewayUrl = new URL(url);
+    gatewayUrl.searchParams.set('_cursor', forgottenCursor(gatewayUrl.searchParams.get('_cursor') ?? ''));
     return `${gatewayUrl.pathname}${gatewayUrl.search}`;
   };
+
+  it("patient: a slim list's next_cursor to a search the server forgot answers 410 page_expired, as documented", async () => {
+    const first = await gw.call('/patient/observations?limit=1', { token: tokens.p });
+    const { next_cursor: next } = (await first.json()) as { next_cursor: string | null };
+    expect(next).not.toBeNull();
+    const expired = await gw.call(`/patient/observations?cursor=${forgottenCursor(next as string)}`, {
+      token: tokens.p,
+    });
+    expect(expired.status).toBe(410);
+    expect(await expired.json()).toMatchObject({ code: 'page_expired' });
+  });
 
   it("admin: HAPI's own paging link to a search it never had, sent as it is, answers 410 page_expired, not 502", async () => {
     const raw = await gw.call('/fhir?_getpages=never-was&_getpagesoffset=10&_count=10', {

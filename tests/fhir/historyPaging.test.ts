@@ -127,7 +127,12 @@ describe.each(UPSTREAMS)('paging a record history, %s upstream', (upstream) => {
     const cursorAt = (token: string) =>
       gw.call(`/fhir/Patient/${ids.p}/_history?_cursor=${cursor}`, { token });
     // the patient may read this history, but not with a cursor issued to someone else
-    expect((await cursorAt(tokens.p)).status).toBe(400);
+    const notTheirs = await cursorAt(tokens.p);
+    expect(notTheirs.status).toBe(400);
+    // the issue names the parameter as it is spelled in the link
+    expect(((await notTheirs.json()) as { issue: { expression: string[] }[] }).issue[0]?.expression).toEqual([
+      '_cursor',
+    ]);
     // another patient holding the link gets nothing of it: the record is not theirs
     expect((await cursorAt(tokens.otherPatient)).status).toBe(404);
   });

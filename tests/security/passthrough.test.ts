@@ -225,6 +225,8 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       const first = (await call('/patient/observations?limit=5', tokenA)).json() as { next_cursor: string };
       const foreign = await call(`/patient/observations?cursor=${first.next_cursor}`, tokenB);
       expect(foreign.status).toBe(400);
+      // named as this route spells it (`cursor`; the FHIR links' is `_cursor`)
+      expect(foreign.json()).toMatchObject({ errors: [{ path: 'cursor' }] });
       const tampered = first.next_cursor.replace(/.$/, (ch) => (ch === 'A' ? 'B' : 'A'));
       expect((await call(`/patient/observations?cursor=${tampered}`, tokenA)).status).toBe(400);
     });
