@@ -16,7 +16,7 @@ import {
   type Db,
   findUserByEmail,
   findUserByFhirResource,
-  insertUser,
+  insertPendingAccount,
   isUniqueViolation,
   normalizeEmail,
 } from '../users/userRepository.js';
@@ -334,21 +334,15 @@ export async function completeAccount(
   });
   await commitOrConfirm(deps, claim, userId, () =>
     deps.db.transaction().execute(async (trx) => {
-      await insertUser(trx, {
+      await insertPendingAccount(trx, {
         id: userId,
         email: intent.email,
         role,
-        fhir_resource_id: created.id,
-        access_code_hash: hashAccessCode(deps.secrets.codeHmacKey, 'signup', intent.email, code),
-        access_code_expires_at: expiresAt,
-        is_registered: 0,
-        password_hash: null,
-        created_by_admin: 1,
-        created_at: now.toISOString(),
-        updated_at: now.toISOString(),
-        registered_at: null,
-        last_login_at: null,
-        display_name: intent.display_name,
+        fhirId: created.id,
+        codeHash: hashAccessCode(deps.secrets.codeHmacKey, 'signup', intent.email, code),
+        codeExpiresAt: expiresAt,
+        displayName: intent.display_name,
+        at: now.toISOString(),
       });
       await enqueueAccessCodeMail(trx, deps.clock, deps.secrets.sealingKey, {
         template: 'access_code',

@@ -52,6 +52,41 @@ export async function insertUser(db: Db, user: NewUser): Promise<void> {
     .execute();
 }
 
+/**
+ * An account an admin created, linked to its FHIR record, waiting for its person to sign up with
+ * the code whose keyed hash it holds: inactive until then (no password, not registered).
+ */
+export async function insertPendingAccount(
+  db: Db,
+  account: {
+    id: string;
+    email: string;
+    role: Role;
+    fhirId: string;
+    codeHash: string;
+    codeExpiresAt: string;
+    displayName: string;
+    at: string;
+  },
+): Promise<void> {
+  await insertUser(db, {
+    id: account.id,
+    email: account.email,
+    role: account.role,
+    fhir_resource_id: account.fhirId,
+    access_code_hash: account.codeHash,
+    access_code_expires_at: account.codeExpiresAt,
+    is_registered: 0,
+    password_hash: null,
+    created_by_admin: 1,
+    created_at: account.at,
+    updated_at: account.at,
+    registered_at: null,
+    last_login_at: null,
+    display_name: account.displayName,
+  });
+}
+
 export async function updateUser(db: Db, id: string, changes: UserUpdate): Promise<number> {
   const result = await db.updateTable('users').set(changes).where('id', '=', id).executeTakeFirst();
   return Number(result.numUpdatedRows);
