@@ -20,13 +20,18 @@ function notReady(deps: AppDeps, check: 'database' | 'fhir', reason: unknown): '
 
 async function checkDatabase(deps: AppDeps): Promise<CheckResult> {
   let timer: NodeJS.Timeout | undefined;
+  let gaveUp = false;
   // a hung database server never answers: the probe gives up like it does on the FHIR server
   const givenUp = new Promise<CheckResult>((resolve) => {
-    timer = setTimeout(() => resolve(notReady(deps, 'database', 'timeout')), READINESS_TIMEOUT_MS);
+    timer = setTimeout(() => {
+      gaveUp = true;
+      resolve(notReady(deps, 'database', 'timeout'));
+    }, READINESS_TIMEOUT_MS);
   });
   const answered = sql`select 1`.execute(deps.db).then(
     () => 'ok' as const,
-    (error: unknown) => notReady(deps, 'database', (error as { code?: unknown })?.code),
+    // a probe given up on was logged already: its late failure is not a second line
+    (error: unknown) => (gaveUp ? 'failed' : notReady(deps, 'database', (error as { code?: unknown })?.code)),
   );
   try {
     return await Promise.race([answered, givenUp]);
