@@ -109,8 +109,10 @@ function isRealDateTime(value: string): boolean {
 const dateOrDateTime = z
   .string()
   .regex(
-    /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$/,
-    'must be YYYY-MM-DD or an ISO 8601 date-time',
+    // a FHIR dateTime: seconds and a zone required, hours 00-23 (the FHIR server refuses
+    // `T10:00Z` and `T24:00:00`, which would be a 502 for a bad filter)
+    /^\d{4}-\d{2}-\d{2}(T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?(Z|[+-](0\d|1[0-4]):[0-5]\d))?$/,
+    'must be YYYY-MM-DD or a FHIR date-time (YYYY-MM-DDThh:mm:ss with Z or +hh:mm)',
   )
   .refine(isRealDateTime, 'must be a real date');
 const token = z
