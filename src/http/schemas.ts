@@ -113,7 +113,7 @@ export const credentialResponses = {
     'Unknown, spent or expired refresh token, or the session ended (`invalid_refresh_token`)',
   ),
   logout401: problem(
-    'The session ended already (`invalid_refresh_token`), or no body and no valid bearer token (`unauthenticated`)',
+    'The session ended already (`invalid_refresh_token`), or no valid bearer token and no valid body (`unauthenticated`; without a valid bearer token the body is not checked first)',
   ),
   code400: problem(
     'Invalid input (`validation_failed`, `invalid_json`), or a wrong, expired or spent code (`invalid_access_code`)',
