@@ -123,13 +123,12 @@ function reconciled(
   audit: IntentAudit,
   result: string,
   outcome: 'success' | 'failed' = 'success',
+  db?: Parameters<IntentAudit>[1],
 ) {
-  return audit({
-    action: 'provisioning.reconcile',
-    outcome,
-    targetFhirType: intent.fhir_type,
-    detail: { result },
-  });
+  return audit(
+    { action: 'provisioning.reconcile', outcome, targetFhirType: intent.fhir_type, detail: { result } },
+    db,
+  );
 }
 
 /**
@@ -317,13 +316,7 @@ export async function lookLate(
         trx,
       );
     await endLateLook(trx, intent.id, { last_error: LATE_LOOK.landedLate, state: 'orphaned', updated_at });
-    const event = {
-      action: 'provisioning.reconcile',
-      outcome: 'failed',
-      targetFhirType: intent.fhir_type,
-      detail: { result: 'late_create' },
-    } as const;
-    await intentAudit(deps, intent)(event, trx);
+    await reconciled(intent, intentAudit(deps, intent), 'late_create', 'failed', trx);
   });
   return 'landed';
 }
