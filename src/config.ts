@@ -321,6 +321,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const parsed = envSchema.safeParse(env);
   if (!parsed.success) throw firstIssue(parsed.error);
   const e = parsed.data;
+  // with PORT=0 the port is only known once listening, and a default of localhost:0 would be written into every link and token
+  if (e.PORT === 0 && e.PUBLIC_BASE_URL === undefined)
+    throw new ConfigError(
+      'PUBLIC_BASE_URL',
+      'must be set when PORT is 0 (an ephemeral port has no address to link to)',
+    );
   const publicBaseUrl = e.PUBLIC_BASE_URL ?? `http://localhost:${e.PORT}`;
   let cors: string[];
   try {
