@@ -1,4 +1,4 @@
-import type { MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
 import { toAppError } from '../http/errorHandler.js';
 import type { AppEnv } from '../http/types.js';
@@ -10,6 +10,16 @@ import type { Logger } from '../logger.js';
  * (Hono sets `c.error` when onError ran). Never the query string or body: they may hold codes,
  * tokens or search terms naming a patient. The same figures feed the request metrics.
  */
+/**
+ * The pattern of the route that answered. Not simply the last one matched: `POST /fhir/patient`
+ * also matches the passthrough's `/fhir/*` behind it. An app-wide middleware (pattern `*`) that
+ * answered, such as a 415 or a preflight, is labelled with the route the request was for.
+ */
+function answeringRoute(c: Context<AppEnv>): string {
+  const answered = routePath(c);
+  return answered === '*' || answered === '/*' ? routePath(c, -1) : answered;
+}
+
 export function requestLog(logger: Logger): MiddlewareHandler<AppEnv> {
   // the line's fields are fixed below and hold no secret, so it skips the redaction pass (~10 µs a line)
   const lines = logger.child({}, { redact: [] });
@@ -17,7 +27,7 @@ export function requestLog(logger: Logger): MiddlewareHandler<AppEnv> {
     const started = performance.now();
     await next();
     const durationMs = performance.now() - started;
-    const route = routePath(c, -1);
+    const route = answeringRoute(c);
     const code = c.error ? toAppError(c.error).code : undefined;
     // the request's one metrics call (src/metrics/): no allocation once its route and status were seen
     c.get('deps').metrics.request(c.req.method, route, c.res.status, durationMs, code);

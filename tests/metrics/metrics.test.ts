@@ -110,6 +110,28 @@ describe('/metrics with METRICS_TOKEN', () => {
     );
   });
 
+  it('labels a request with the route that answered it, not the passthrough pattern also matched behind it', async () => {
+    const admin = await gw.adminToken();
+    const created = await gw.call('/fhir/patient', {
+      method: 'POST',
+      token: admin,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        name: { given: ['Mia'], family: 'Label' },
+        email: 'mia.label@example.com',
+        dob: '1990-01-02',
+      }),
+    });
+    expect(created.status).toBe(201);
+    expect((await gw.call('/fhir/.well-known/smart-configuration')).status).toBe(200);
+    const text = await scrape();
+    expect(
+      sample(text, 'fhir_facade_http_requests_total{method="POST",route="/fhir/patient",status="201"}'),
+    ).toBe(1);
+    expect(text).toMatch(/route="\/fhir\/\.well-known\/smart-configuration",status="200"\} 1/);
+    expect(text).not.toMatch(/method="POST",route="\/fhir\/\*"/);
+  });
+
   it('never puts a user id, an email, a patient id or a token in a label', async () => {
     const token = await gw.login(patient.email, patient.password);
     await gw.call(`/fhir/Observation?subject=Patient/${fhirId}`, { token });
