@@ -3,7 +3,7 @@ import { smartAppRoutes } from './admin/smartAppsController.js';
 import { authRoutes } from './auth/authController.js';
 import { jwksRoutes } from './auth/jwksController.js';
 import { docsRoutes, docsTrailingSlash } from './docs/docsController.js';
-import { openApiDocumentConfig } from './docs/openapiDocument.js';
+import { declareStorageUnavailable, openApiDocumentConfig } from './docs/openapiDocument.js';
 import { AppError } from './errors.js';
 import { passthroughRoutes } from './fhir/passthroughController.js';
 import { assertJsonBody } from './fhir/searchPolicy.js';
@@ -106,6 +106,7 @@ export function createApp(deps: AppDeps) {
     scheme: 'bearer',
     bearerFormat: 'JWT',
   });
+  declareStorageUnavailable(app.openAPIRegistry);
   app.doc31('/openapi.json', openApiDocumentConfig(deps.config));
 
   app.onError(onError);

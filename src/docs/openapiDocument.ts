@@ -1,4 +1,6 @@
+import type { OpenAPIHono } from '@hono/zod-openapi';
 import type { Config } from '../config.js';
+import { errorResponses } from '../http/schemas.js';
 
 /**
  * The top of /openapi.json: what the generated paths cannot say by themselves — how to
@@ -71,4 +73,19 @@ export function openApiDocumentConfig(config: Config) {
       url: `${base}/fhir/metadata`,
     },
   };
+}
+
+/** The operations that answer without the database; /readyz declares its own 503. */
+const ANSWERED_WITHOUT_DATABASE = new Set(['/.well-known/jwks.json', '/docs', '/openapi.json', '/readyz']);
+
+/**
+ * Every other operation reads the database (authentication reads the account and session on
+ * every request), so it can answer 503 `storage_unavailable` when the database does not answer
+ * in time: declared here once rather than route by route, where one would be forgotten.
+ */
+export function declareStorageUnavailable(registry: OpenAPIHono['openAPIRegistry']): void {
+  for (const definition of registry.definitions) {
+    if (definition.type !== 'route' || ANSWERED_WITHOUT_DATABASE.has(definition.route.path)) continue;
+    definition.route.responses = { ...definition.route.responses, 503: errorResponses[503] };
+  }
 }

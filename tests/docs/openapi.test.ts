@@ -142,6 +142,22 @@ describe('/openapi.json', () => {
     expect(missing).toEqual([]);
   });
 
+  it('declares 503 with Retry-After on every operation that reads the database, and only there', () => {
+    const withoutDatabase = ['GET /.well-known/jwks.json', 'GET /docs', 'GET /openapi.json'];
+    const declared = operations.filter(({ op }) => op.responses['503']).map(({ key }) => key);
+    expect(declared.sort()).toEqual(
+      operations
+        .map(({ key }) => key)
+        .filter((key) => !withoutDatabase.includes(key))
+        .sort(),
+    );
+    const storage = operations.find(({ key }) => key === 'GET /auth/me')?.op.responses['503'] as
+      | { description: string; headers: Record<string, unknown> }
+      | undefined;
+    expect(storage?.description).toContain('`storage_unavailable`');
+    expect(Object.keys(storage?.headers ?? {})).toContain('Retry-After');
+  });
+
   it('names the codes the credential routes really answer, and the headers a client must read', () => {
     const response = (key: string, status: string) =>
       operations.find((o) => o.key === key)?.op.responses[status];
