@@ -263,32 +263,7 @@ export async function changePassword(
 ): Promise<TokenResponse> {
   const user = await findUserById(deps.db, caller.userId);
   if (!user?.password_hash) throw new AppError('unauthenticated');
-  const limits = [
-    { rule: RATE_LIMITS.loginAccount, subject: user.email },
-    { rule: RATE_LIMITS.loginIp, subject: ctx.clientIp },
-  ];
-  await countHit(deps.db, deps.clock, limits);
-  const current = passwordTooLong(input.current_password)
-    ? undefined
-    : normalizePassword(input.current_password);
-  if (current === undefined || !(await deps.passwords.verify(user.password_hash, current))) {
-    await audit(deps, ctx, {
-      action: 'auth.password_change',
-      outcome: 'failed',
-      errorCode: 'validation_failed',
-      actorUserId: user.id,
-      actorRole: user.role,
-      targetUserId: user.id,
-      detail: { reason: 'wrong_password' },
-    });
-    throw auditedError(
-      new AppError('validation_failed', {
-        errors: [{ path: 'current_password', message: 'is not your current password' }],
-      }),
-    );
-  }
-  // the person is proven: the try is no guess at the password, whatever the new one's fate
-  await refundHit(deps.db, deps.clock, limits);
+  const current = await proveCurrentPassword(deps, user, user.password_hash, input.current_password, ctx);
   // the same password again would change nothing but end every session: a slip, told as one
   if (!passwordTooLong(input.new_password) && normalizePassword(input.new_password) === current)
     throw new AppError('validation_failed', {
@@ -315,6 +290,45 @@ export async function changePassword(
     const changed = await findUserById(trx, user.id);
     return startSession(deps, changed!, trx);
   });
+}
+
+/**
+ * Checks the current password of a password change, counted like a login (so the change cannot
+ * be used to guess it) and refunded once proven. Answers the normalized password; a wrong one is
+ * audited and refused on its field.
+ */
+async function proveCurrentPassword(
+  deps: AppDeps,
+  user: UserRow,
+  passwordHash: string,
+  given: string,
+  ctx: RequestContext,
+): Promise<string> {
+  const limits = [
+    { rule: RATE_LIMITS.loginAccount, subject: user.email },
+    { rule: RATE_LIMITS.loginIp, subject: ctx.clientIp },
+  ];
+  await countHit(deps.db, deps.clock, limits);
+  const current = passwordTooLong(given) ? undefined : normalizePassword(given);
+  if (current === undefined || !(await deps.passwords.verify(passwordHash, current))) {
+    await audit(deps, ctx, {
+      action: 'auth.password_change',
+      outcome: 'failed',
+      errorCode: 'validation_failed',
+      actorUserId: user.id,
+      actorRole: user.role,
+      targetUserId: user.id,
+      detail: { reason: 'wrong_password' },
+    });
+    throw auditedError(
+      new AppError('validation_failed', {
+        errors: [{ path: 'current_password', message: 'is not your current password' }],
+      }),
+    );
+  }
+  // the person is proven: the try is no guess at the password, whatever the new one's fate
+  await refundHit(deps.db, deps.clock, limits);
+  return current;
 }
 
 /** Rotates a refresh token; reuse of a rotated one revokes its session and is audited. */
