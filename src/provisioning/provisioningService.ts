@@ -319,11 +319,8 @@ export async function completeAccount(
   detail: Record<string, string | boolean> = {},
 ): Promise<StoredResponse> {
   const now = deps.clock.now();
-  const code = generateAccessCode();
-  const expiresAt = isoAfter(now, deps.config.accessCodeTtlSeconds * 1000);
   const userId = uuidv7(now.getTime());
   const type = intent.fhir_type;
-  const role = ROLE_BY_FHIR_TYPE[type];
   const response = provisionedResponse(deps, intent.response_kind, {
     type,
     userId,
@@ -334,25 +331,7 @@ export async function completeAccount(
   });
   await commitOrConfirm(deps, claim, userId, () =>
     deps.db.transaction().execute(async (trx) => {
-      await insertPendingAccount(trx, {
-        id: userId,
-        email: intent.email,
-        role,
-        fhirId: created.id,
-        codeHash: hashAccessCode(deps.secrets.codeHmacKey, 'signup', intent.email, code),
-        codeExpiresAt: expiresAt,
-        displayName: intent.display_name,
-        at: now.toISOString(),
-      });
-      await enqueueAccessCodeMail(trx, deps.clock, deps.secrets.sealingKey, {
-        template: 'access_code',
-        to: intent.email,
-        name: intent.display_name,
-        role,
-        purpose: 'signup',
-        code,
-        expiresAt,
-      });
+      await storePendingAccount(deps, trx, intent, { userId, fhirId: created.id, now });
       await audit(
         {
           action: 'provisioning.create',
@@ -378,6 +357,37 @@ export async function completeAccount(
   );
   deps.outbox.wake();
   return response;
+}
+
+/** The inactive account, linked to its FHIR record, and the mail with its access code. */
+async function storePendingAccount(
+  deps: AppDeps,
+  trx: Db,
+  intent: IntentForCompletion,
+  account: { userId: string; fhirId: string; now: Date },
+): Promise<void> {
+  const code = generateAccessCode();
+  const expiresAt = isoAfter(account.now, deps.config.accessCodeTtlSeconds * 1000);
+  const role = ROLE_BY_FHIR_TYPE[intent.fhir_type];
+  await insertPendingAccount(trx, {
+    id: account.userId,
+    email: intent.email,
+    role,
+    fhirId: account.fhirId,
+    codeHash: hashAccessCode(deps.secrets.codeHmacKey, 'signup', intent.email, code),
+    codeExpiresAt: expiresAt,
+    displayName: intent.display_name,
+    at: account.now.toISOString(),
+  });
+  await enqueueAccessCodeMail(trx, deps.clock, deps.secrets.sealingKey, {
+    template: 'access_code',
+    to: intent.email,
+    name: intent.display_name,
+    role,
+    purpose: 'signup',
+    code,
+    expiresAt,
+  });
 }
 
 /** A database that is locked answers 503 at once; the failure path then writes nothing more (it would wait again). */
