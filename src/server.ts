@@ -89,6 +89,47 @@ function startOutboxLanes(workerDeps: OutboxWorkerDeps): OutboxWorker[] {
   ];
 }
 
+/**
+ * The mailer, and the outbox lanes that deliver what a transaction committed (only in the process
+ * that runs the background work: any other leaves its rows to worker 0, which polls every half
+ * second). `wake` nudges them right after a commit.
+ */
+function startOutbox(
+  config: Config,
+  parts: Pick<OutboxWorkerDeps, 'db' | 'clock' | 'fhir' | 'logger' | 'metrics'> & {
+    secrets: ReturnType<typeof loadSecrets>;
+  },
+  runsBackgroundWork: boolean,
+  closers: Closer[],
+): AppDeps['outbox'] {
+  const { secrets, ...rest } = parts;
+  const mailer = createMailer({
+    smtpUrl: config.mail.smtpUrl,
+    from: config.mail.from,
+    dataDir: config.dataDir,
+    logger: parts.logger,
+  });
+  closers.push(async () => mailer.close());
+  const lanes = runsBackgroundWork
+    ? startOutboxLanes({
+        ...rest,
+        mailer,
+        sealingKey: secrets.sealingKey,
+        codeIsCurrent: (purpose: CodePurpose, email: string, code: string) =>
+          isCurrentCode(parts.db, secrets.codeHmacKey, purpose, email, code),
+        appName: config.appName,
+        signupUrl: config.signupUrl,
+        resetUrl: config.resetUrl,
+      })
+    : [];
+  for (const lane of lanes) closers.push(() => lane.stop());
+  return {
+    wake: () => {
+      for (const lane of lanes) lane.wake();
+    },
+  };
+}
+
 /** The admin of ADMIN_EMAIL and ADMIN_PASSWORD, created once. */
 async function ensureFirstAdmin(
   config: Config,
@@ -204,35 +245,12 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     const tokenKeys = await loadTokenKeys(config.jwt.privateKey, config.jwt.previousKeys, config.dataDir);
     const secrets = loadSecrets(config.appSecret, config.appSecretPrevious, config.dataDir);
 
-    const mailer = createMailer({
-      smtpUrl: config.mail.smtpUrl,
-      from: config.mail.from,
-      dataDir: config.dataDir,
-      logger,
-    });
-    closers.push(async () => mailer.close());
-    const workerDeps = {
-      db: database.background,
-      clock,
-      mailer,
-      fhir,
-      sealingKey: secrets.sealingKey,
-      codeIsCurrent: (purpose: CodePurpose, email: string, code: string) =>
-        isCurrentCode(database.background, secrets.codeHmacKey, purpose, email, code),
-      appName: config.appName,
-      signupUrl: config.signupUrl,
-      resetUrl: config.resetUrl,
-      logger,
-      metrics,
-    };
-    // a worker without the background work leaves its rows to worker 0, which polls every half second
-    const lanes = runsBackgroundWork ? startOutboxLanes(workerDeps) : [];
-    for (const lane of lanes) closers.push(() => lane.stop());
-    const outbox = {
-      wake: () => {
-        for (const lane of lanes) lane.wake();
-      },
-    };
+    const outbox = startOutbox(
+      config,
+      { db: database.background, clock, fhir, secrets, logger, metrics },
+      runsBackgroundWork,
+      closers,
+    );
     closers.push(() => fhir.close());
 
     if (runsBackgroundWork) await ensureFirstAdmin(config, { db: database.db, clock, passwords }, logger);
