@@ -5,12 +5,6 @@ import type { AppEnv } from '../http/types.js';
 import type { Logger } from '../logger.js';
 
 /**
- * One JSON line per request: id, method, route pattern, status, duration, and who asked (the
- * verified user, or the user of a refused but genuine token) and the error code when it failed
- * (Hono sets `c.error` when onError ran). Never the query string or body: they may hold codes,
- * tokens or search terms naming a patient. The same figures feed the request metrics.
- */
-/**
  * The pattern of the route that answered. Not simply the last one matched: `POST /fhir/patient`
  * also matches the passthrough's `/fhir/*` behind it. An app-wide middleware (pattern `*`) that
  * answered, such as a 415 or a preflight, is labelled with the route the request was for.
@@ -20,6 +14,12 @@ function answeringRoute(c: Context<AppEnv>): string {
   return answered === '*' || answered === '/*' ? routePath(c, -1) : answered;
 }
 
+/**
+ * One JSON line per request: id, method, route pattern, status, duration, and who asked (the
+ * verified user, or the user of a refused but genuine token) and the error code when it failed
+ * (Hono sets `c.error` when onError ran). Never the query string or body: they may hold codes,
+ * tokens or search terms naming a patient. The same figures feed the request metrics.
+ */
 export function requestLog(logger: Logger): MiddlewareHandler<AppEnv> {
   // the line's fields are fixed below and hold no secret, so it skips the redaction pass (~10 µs a line)
   const lines = logger.child({}, { redact: [] });
