@@ -20,7 +20,11 @@ export interface PatientDto {
   identifiers: { system: string | null; value: string | null }[];
 }
 
-export function toPatientDto(patient: Patient, hiddenIdentifierSystems: readonly string[] = []): PatientDto {
+/** `hidesIdentifier` names the identifier systems a frontend must not see (the gateway's own). */
+export function toPatientDto(
+  patient: Patient,
+  hidesIdentifier: (system: string | undefined) => boolean = () => false,
+): PatientDto {
   const name = patient.name?.find((n) => n.use === 'official') ?? patient.name?.[0];
   const address = patient.address?.[0];
   return {
@@ -42,7 +46,7 @@ export function toPatientDto(patient: Patient, hiddenIdentifierSystems: readonly
         }
       : null,
     identifiers: (patient.identifier ?? [])
-      .filter((i) => !hiddenIdentifierSystems.includes(i.system ?? ''))
+      .filter((i) => !hidesIdentifier(i.system))
       .map((i) => ({ system: i.system ?? null, value: i.value ?? null })),
   };
 }

@@ -3,7 +3,7 @@ import { AppError } from '../errors.js';
 import { scopedFhir } from '../fhir/scopedFhir.js';
 import { asBuiltByGateway } from '../fhir/upstreamStatus.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
-import { accountIdentifierSystem } from '../provisioning/provisioningService.js';
+import { isAccountIdentifierSystem } from '../users/fhirIdentity.js';
 import { type ObservationFilters, searchObservations } from './observationService.js';
 import { type PatientDto, toPatientDto } from './patientDto.js';
 import { PatientDtoSchema } from './patientSchemas.js';
@@ -20,11 +20,9 @@ export async function myObservations(
   return { observations: page.items, next_cursor: page.next_cursor };
 }
 
-/** A Patient as a DTO, without the identifier the gateway uses internally. */
-export function patientDto(deps: AppDeps, patient: Patient): PatientDto {
-  return upstreamDto(PatientDtoSchema, () =>
-    toPatientDto(patient, [accountIdentifierSystem(deps.config.publicBaseUrl)]),
-  );
+/** A Patient as a DTO, without the identifier the gateway uses internally (under any PUBLIC_BASE_URL). */
+export function patientDto(patient: Patient): PatientDto {
+  return upstreamDto(PatientDtoSchema, () => toPatientDto(patient, isAccountIdentifierSystem));
 }
 
 /** GET /patient/profile: a missing or deleted record is 404; an upstream failure stays a 502/504. */
@@ -34,5 +32,5 @@ export async function myProfile(deps: AppDeps, caller: Caller, ctx: RequestConte
     scopedFhir(deps, caller, ctx).read<Patient>('Patient', caller.fhirId),
   );
   if (!body) throw new AppError('not_found');
-  return patientDto(deps, body);
+  return patientDto(body);
 }

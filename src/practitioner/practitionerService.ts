@@ -16,7 +16,7 @@ export async function myPatients(
   filters: { limit: number; cursor?: string | undefined },
 ) {
   const page = await searchPatients(scopedFhir(deps, caller, ctx), filters, 'practitioner.patients');
-  return { patients: page.items.map((p) => patientDto(deps, p)), next_cursor: page.next_cursor };
+  return { patients: page.items.map((p) => patientDto(p)), next_cursor: page.next_cursor };
 }
 
 /** One assigned patient's observations; an unassigned patient answers 404 exactly like a missing one. */

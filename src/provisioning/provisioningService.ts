@@ -11,7 +11,11 @@ import { writeMayHaveLanded } from '../fhir/upstreamStatus.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { uuidv7 } from '../ids.js';
 import { heartbeat, isoAfter, LEASE_MS } from '../leases.js';
-import { ROLE_BY_FHIR_TYPE } from '../users/fhirIdentity.js';
+import {
+  accountIdentifierSystem,
+  isAccountIdentifierSystem,
+  ROLE_BY_FHIR_TYPE,
+} from '../users/fhirIdentity.js';
 import {
   type Db,
   findUserByEmail,
@@ -66,13 +70,6 @@ interface Provisioned {
   readonly email: string;
 }
 
-const ACCOUNT_IDENTIFIER_PATH = '/identifiers/account-email';
-
-/** The identifier the gateway assigns: conditional create on it makes a retry find, not duplicate. */
-export function accountIdentifierSystem(publicBaseUrl: string): string {
-  return `${publicBaseUrl}${ACCOUNT_IDENTIFIER_PATH}`;
-}
-
 /**
  * The account identifier system a create actually sent, read off the resource it stored (an
  * intent's), else the one of today's PUBLIC_BASE_URL: a restart with another PUBLIC_BASE_URL must
@@ -83,7 +80,7 @@ export function sentAccountIdentifierSystem(
   email: string,
   publicBaseUrl: string,
 ): string {
-  const ours = sent.identifier?.find((i) => i.value === email && i.system?.endsWith(ACCOUNT_IDENTIFIER_PATH));
+  const ours = sent.identifier?.find((i) => i.value === email && isAccountIdentifierSystem(i.system));
   return ours?.system ?? accountIdentifierSystem(publicBaseUrl);
 }
 

@@ -25,3 +25,18 @@ export function fhirReferenceOf(user: Pick<UserRow, 'role' | 'fhir_resource_id'>
   const type = FHIR_TYPE_BY_ROLE[user.role];
   return type && user.fhir_resource_id ? `${type}/${user.fhir_resource_id}` : null;
 }
+
+const ACCOUNT_IDENTIFIER_PATH = '/identifiers/account-email';
+
+/** The identifier the gateway assigns: conditional create on it makes a retry find, not duplicate. */
+export function accountIdentifierSystem(publicBaseUrl: string): string {
+  return `${publicBaseUrl}${ACCOUNT_IDENTIFIER_PATH}`;
+}
+
+/**
+ * Whether `system` is the gateway's account identifier under any PUBLIC_BASE_URL, today's or an
+ * earlier one: records provisioned before a change of URL keep the system they were given.
+ */
+export function isAccountIdentifierSystem(system: string | undefined): boolean {
+  return system?.endsWith(ACCOUNT_IDENTIFIER_PATH) ?? false;
+}
