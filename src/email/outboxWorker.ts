@@ -417,7 +417,9 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
           if (!failures) return undefined;
           outcome = failures;
         } catch (error) {
-          if (error instanceof AppError && error.status < 500 && error.status !== 408) {
+          // a 4xx to the batch itself (400, 405, 413, ...) is a server that takes no batches of these:
+          // every later event goes alone; a 5xx, a timeout or a refused connection is a retry of this one
+          if (error instanceof AppError && error.status < 500) {
             batchesRefused = true;
             return undefined;
           }

@@ -328,6 +328,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       };
     }
     const body = result.body;
+    // an answer about another id than the one asked for is not judged as it: nothing of it is relayed
     if (!body || body.id !== id) throw new AppError('not_found');
     const { membership, kept } = await judge(body);
     if (!kept) throw outOfScope(attempted, type, body);
@@ -653,6 +654,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       );
     },
     forward: async (request, target) => {
+      // a request relayed as it came is checked by nothing above: an admin's alone, whatever the caller routed here
       if (scope.kind !== 'all') throw new AppError('forbidden');
       if (request.method === 'GET') {
         const ifNoneMatch = request.headers?.['if-none-match'];

@@ -27,6 +27,7 @@ export function patientDto(patient: Patient): PatientDto {
 
 /** GET /patient/profile: a missing or deleted record is 404; an upstream failure stays a 502/504. */
 export async function myProfile(deps: AppDeps, caller: Caller, ctx: RequestContext): Promise<PatientDto> {
+  // a token without a linked record names no Patient: none is read, and none is guessed
   if (!caller.fhirId) throw new AppError('not_found');
   const { body } = await asBuiltByGateway(
     scopedFhir(deps, caller, ctx).read<Patient>('Patient', caller.fhirId),
