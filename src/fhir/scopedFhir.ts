@@ -128,7 +128,18 @@ function patientsOfEntries(bundle: Bundle): readonly string[] {
 /** Where passthrough cursors are valid: a cursor from a slim endpoint does not work there, and vice versa. */
 export const PASSTHROUGH_ROUTE = 'fhir';
 
-/** A slim endpoint's cursor route names it (`practitioner.observations:{patient}`); the passthrough's is `fhir`. */
+/** The slim endpoints that page: each has cursors of its own. */
+export type SlimEndpoint = 'patient.observations' | 'practitioner.patients' | 'practitioner.observations';
+
+/**
+ * A slim endpoint's cursor route: its name, and the patient it is bound to when its path names one
+ * (`practitioner.observations:{patient}`), so a cursor cannot be replayed on another patient's route.
+ */
+export function slimCursorRoute(endpoint: SlimEndpoint, boundTo?: string): string {
+  return boundTo === undefined ? endpoint : `${endpoint}:${boundTo}`;
+}
+
+/** The slim endpoint of a cursor route (slimCursorRoute); undefined for the passthrough's, `fhir`. */
 function slimRoute(route: string): string | undefined {
   return route === PASSTHROUGH_ROUTE ? undefined : route.split(':')[0];
 }

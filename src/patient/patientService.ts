@@ -1,6 +1,6 @@
 import type { Patient } from '@medplum/fhirtypes';
 import { AppError } from '../errors.js';
-import { scopedFhir } from '../fhir/scopedFhir.js';
+import { scopedFhir, slimCursorRoute } from '../fhir/scopedFhir.js';
 import { asBuiltByGateway } from '../fhir/upstreamStatus.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { isAccountIdentifierSystem } from '../users/fhirIdentity.js';
@@ -16,7 +16,11 @@ export async function myObservations(
   ctx: RequestContext,
   filters: ObservationFilters,
 ) {
-  const page = await searchObservations(scopedFhir(deps, caller, ctx), filters, 'patient.observations');
+  const page = await searchObservations(
+    scopedFhir(deps, caller, ctx),
+    filters,
+    slimCursorRoute('patient.observations'),
+  );
   return { observations: page.items, next_cursor: page.next_cursor };
 }
 

@@ -1,4 +1,4 @@
-import { scopedFhir } from '../fhir/scopedFhir.js';
+import { scopedFhir, slimCursorRoute } from '../fhir/scopedFhir.js';
 import { asBuiltByGateway } from '../fhir/upstreamStatus.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import {
@@ -15,7 +15,11 @@ export async function myPatients(
   ctx: RequestContext,
   filters: { limit: number; cursor?: string | undefined },
 ) {
-  const page = await searchPatients(scopedFhir(deps, caller, ctx), filters, 'practitioner.patients');
+  const page = await searchPatients(
+    scopedFhir(deps, caller, ctx),
+    filters,
+    slimCursorRoute('practitioner.patients'),
+  );
   return { patients: page.items.map((p) => patientDto(p)), next_cursor: page.next_cursor };
 }
 
@@ -29,8 +33,7 @@ export async function patientObservations(
 ) {
   const fhir = scopedFhir(deps, caller, ctx);
   await asBuiltByGateway(fhir.read('Patient', patientId));
-  // the cursor is bound to this patient too: it cannot be replayed on another patient's route
-  const route = `practitioner.observations:${patientId}`;
+  const route = slimCursorRoute('practitioner.observations', patientId);
   const page = await searchObservations(fhir, filters, route, patientId);
   return { observations: page.items, next_cursor: page.next_cursor };
 }
