@@ -7,6 +7,7 @@ import { auditedError } from '../audit/requestAudit.js';
 import { generateAccessCode, hashAccessCode } from '../auth/accessCodes.js';
 import { enqueueAccessCodeMail } from '../email/outbox.js';
 import { AppError } from '../errors.js';
+import { currentOrNone } from '../fhir/fhirService.js';
 import { writeMayHaveLanded } from '../fhir/upstreamStatus.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { uuidv7 } from '../ids.js';
@@ -152,14 +153,8 @@ async function assertPractitionersExist(deps: AppDeps, resource: ProvisionedReso
     });
   for (const ref of resource.generalPractitioner ?? []) {
     const id = /^Practitioner\/([A-Za-z0-9\-.]{1,64})$/.exec(ref.reference ?? '')?.[1];
-    if (!id) throw invalid();
-    try {
-      await deps.fhir.read('Practitioner', id);
-    } catch (error) {
-      // a missing Practitioner is the admin's mistake; an upstream failure stays a 502/504
-      if (error instanceof AppError && error.code === 'not_found') throw invalid();
-      throw error;
-    }
+    // a missing Practitioner is the admin's mistake; an upstream failure stays a 502/504
+    if (!id || (await currentOrNone(deps.fhir, 'Practitioner', id)) === undefined) throw invalid();
   }
 }
 
