@@ -4,16 +4,13 @@ import { authRoutes } from './auth/authController.js';
 import { jwksRoutes } from './auth/jwksController.js';
 import { docsRoutes, docsTrailingSlash } from './docs/docsController.js';
 import { declareStorageUnavailable, openApiDocumentConfig } from './docs/openapiDocument.js';
-import { AppError } from './errors.js';
 import { passthroughRoutes } from './fhir/passthroughController.js';
-import { assertJsonBody } from './fhir/searchPolicy.js';
 import { healthRoutes } from './health/healthController.js';
 import { onError, onNotFound } from './http/errorHandler.js';
-import { isFhirPath, isSlimFhirPath } from './http/fhirPaths.js';
 import { createRouter } from './http/router.js';
 import type { AppDeps } from './http/types.js';
 import { metricsRoutes } from './metrics/metricsController.js';
-import { bodySizeLimit } from './middleware/bodySizeLimit.js';
+import { bodyPolicy } from './middleware/bodyPolicy.js';
 import { clientIp } from './middleware/clientIp.js';
 import { corsPolicy } from './middleware/cors.js';
 import { requestId } from './middleware/requestId.js';
@@ -21,19 +18,10 @@ import { requestLog } from './middleware/requestLog.js';
 import { checkRequestTarget } from './middleware/requestTarget.js';
 import { securityHeaders } from './middleware/securityHeaders.js';
 import { oauthRoutes } from './oauth/oauthRoutes.js';
-import { decidesOwnCors, isProtocolPath } from './oauth/urls.js';
+import { decidesOwnCors } from './oauth/urls.js';
 import { patientRoutes } from './patient/patientController.js';
 import { practitionerRoutes } from './practitioner/practitionerController.js';
 import { provisioningRoutes } from './provisioning/provisioningController.js';
-
-/** Slim JSON bodies are small; FHIR resources can be larger. */
-const SLIM_BODY_LIMIT_BYTES = 64 * 1024;
-const FHIR_BODY_LIMIT_BYTES = 5 * 1024 * 1024;
-
-/** Whether a request says it carries a body (HTTP/1.1 framing: a length above 0, or chunks). */
-function hasBody(contentLength: string | undefined, transferEncoding: string | undefined): boolean {
-  return transferEncoding !== undefined || (contentLength !== undefined && contentLength !== '0');
-}
 
 /**
  * Builds the whole HTTP application from its dependencies: middleware order, route mounts,
@@ -62,26 +50,7 @@ export function createApp(deps: AppDeps) {
   app.use(clientIp(deps.config.trustProxy));
   app.use(checkRequestTarget());
   app.use(corsPolicy(deps.config.corsOrigins, decidesOwnCors));
-  const tooLarge = () => {
-    throw new AppError('payload_too_large');
-  };
-  const fhirLimit = bodySizeLimit(FHIR_BODY_LIMIT_BYTES, tooLarge);
-  const slimLimit = bodySizeLimit(SLIM_BODY_LIMIT_BYTES, tooLarge);
-  app.use('*', async (c, next) => {
-    // a GET has no body to limit, and the limit would build a whole WHATWG Request to look for one
-    const method = c.req.method;
-    if (method === 'GET' || method === 'HEAD' || method === 'OPTIONS') return next();
-    const path = c.req.path;
-    if (isFhirPath(path, method)) return fhirLimit(c, next);
-    // the SMART authorization server reads its own request bodies (src/oauth/urls.ts)
-    if (isProtocolPath(path)) return next();
-    // the JSON API takes JSON only, also where a route takes no body (it would be ignored silently);
-    // the SMART login and consent pages post forms
-    const jsonApi = path.startsWith('/auth/') || path.startsWith('/admin/') || isSlimFhirPath(path, method);
-    if (jsonApi && hasBody(c.req.header('content-length'), c.req.header('transfer-encoding')))
-      assertJsonBody(c.req.header('content-type'));
-    return slimLimit(c, next);
-  });
+  app.use('*', bodyPolicy());
 
   app.route('/', healthRoutes());
   app.route('/', metricsRoutes(deps.config));
