@@ -27,7 +27,7 @@ import type { ConditionalRead, FhirRequest, FhirResult, Written } from './fhirSe
 import { type CursorBinding, cursorForLink, cursorUrl, verifyCursor, withEntriesKept } from './links.js';
 import { guardScopes, typesShown } from './scopeGuard.js';
 import { historyParams, narrowSearch } from './searchPolicy.js';
-import { unexpectedUpstreamBody, upstreamStatusError } from './upstreamStatus.js';
+import { isUpstreamSuccess, unexpectedUpstreamBody, upstreamStatusError } from './upstreamStatus.js';
 import {
   notModifiedIfAny,
   resolvedIfMatch,
@@ -503,7 +503,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
           ? patientsOfEntries(found)
           : patientsIn(found);
       const detail = { method: entry.method, status: entry.status, batch_entry: index };
-      const succeeded = entry.status >= 200 && entry.status < 400;
+      const succeeded = isUpstreamSuccess(entry.status);
       if (entry.method === 'GET' || entry.method === 'HEAD') {
         const action = found?.resourceType === 'Bundle' ? 'fhir.search' : 'fhir.read';
         if (succeeded)
