@@ -3,7 +3,7 @@ import type { Kysely, Transaction } from 'kysely';
 import { isLockTimeout } from '../../db/connection.js';
 import type { Database, IntentRow } from '../../db/schema.js';
 import { type AuditEvent, writeAudit } from '../audit/auditService.js';
-import { auditedError } from '../audit/requestAudit.js';
+import { auditedError, refusalOutcome } from '../audit/requestAudit.js';
 import { generateAccessCode, hashAccessCode } from '../auth/accessCodes.js';
 import { enqueueAccessCodeMail } from '../email/outbox.js';
 import { AppError } from '../errors.js';
@@ -459,10 +459,10 @@ export async function provision(
 ): Promise<StoredResponse> {
   const { type } = request;
   const audit = auditor(deps, actor, ctx);
-  const failed = (reason: string, errorCode = reason) =>
+  const failed = (reason: string, errorCode = reason, outcome: 'failed' | 'denied' = 'failed') =>
     audit({
       action: 'provisioning.create',
-      outcome: 'failed',
+      outcome,
       targetFhirType: type,
       errorCode,
       detail: { reason },
@@ -471,7 +471,9 @@ export async function provision(
   try {
     prepared = await preparedCreate(deps, request);
   } catch (error) {
-    await failed(error instanceof AppError ? error.code : 'internal_error');
+    // refused before anything was created (an email taken, a profile or a practitioner wrong) is a refusal, `denied`
+    const code = error instanceof AppError ? error.code : 'internal_error';
+    await failed(code, code, error instanceof AppError ? refusalOutcome(error) : 'failed');
     throw auditedError(error as Error);
   }
   // the intent comes first: from here on a crash leaves a row that reconciliation finishes or undoes
@@ -494,7 +496,7 @@ interface CreateInFlight {
   readonly intent: IntentForCompletion;
   readonly claim: IntentClaim;
   readonly audit: Audit;
-  readonly failed: (reason: string, errorCode?: string) => Promise<void>;
+  readonly failed: (reason: string, errorCode?: string, outcome?: 'failed' | 'denied') => Promise<void>;
   readonly ctx: RequestContext;
 }
 

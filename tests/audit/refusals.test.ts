@@ -358,6 +358,21 @@ describe.each(DIALECTS)('refusals in the audit trail and the request log (%s)', 
     expect(line).toMatchObject({ user_id: adminId, code: 'validation_failed' });
   });
 
+  it("records an admin's create of a taken email (409) once, as denied: nothing was created", async () => {
+    const { rows } = await refused(
+      '/fhir/patient',
+      { method: 'POST', token: admin, json: { name: 'Same Mail', email: alice.email, dob: '1990-01-01' } },
+      409,
+      'conflict',
+    );
+    expect(only(rows)).toMatchObject({
+      action: 'provisioning.create',
+      outcome: 'denied',
+      error_code: 'conflict',
+      actor_user_id: adminId,
+    });
+  });
+
   it("records an admin's create the FHIR server refused once, as failed", async () => {
     const response = await gw.call('/fhir/patient', {
       method: 'POST',
@@ -460,6 +475,7 @@ describe.each(DIALECTS)('refusals in the audit trail and the request log (%s)', 
         'rate_limited',
         'not_found',
         'method_not_allowed',
+        'conflict',
       ]),
     );
     const failed = await page('outcome=failed');
