@@ -4,6 +4,7 @@ import { auditAndClose, openWrite } from '../audit/openWrites.js';
 import { auditedError, WRITE_ACTIONS } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
+import { patientsIn } from './compartment.js';
 import type { FhirResult, Written } from './fhirService.js';
 import { writeMayHaveLanded } from './upstreamStatus.js';
 
@@ -64,12 +65,20 @@ export async function auditedWrite<R extends FhirResult>(
   const createdId = body?.resourceType === target.type ? body?.id : undefined;
   const id = target.id ?? (result as Partial<Written<Resource>>).id ?? createdId;
   await forgetWhatMayHaveMoved(writer.deps, target, id);
-  await auditOrLeaveToSweep(
-    writer,
-    open,
-    writeEvent(writer, method, { ...target, ...(id ? { id } : {}) }, result.status),
-  );
+  const event = writeEvent(writer, method, { ...target, ...(id ? { id } : {}) }, result.status);
+  await auditOrLeaveToSweep(writer, open, { ...event, patientId: patientOfWritten(body, target) });
   return result;
+}
+
+/**
+ * The patient whose data a write changed, read off the resource the server answered, so the
+ * trail's `?patient=` lists writes too; none for a batch (its entries are recorded one by one),
+ * an answer without the resource, or one that names several patients.
+ */
+function patientOfWritten(body: Resource | undefined, target: WriteTarget): string | null {
+  if (!body || !target.type || body.resourceType !== target.type) return null;
+  const patients = patientsIn(body);
+  return patients.length === 1 ? (patients[0] ?? null) : null;
 }
 
 function writeAction(method: string, target: WriteTarget): string {

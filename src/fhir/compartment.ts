@@ -238,6 +238,12 @@ export function linkedPatientIds(resource: Resource): string[] {
   return [...new Set(linkingReferences(resource).flatMap((ref) => patientIdOf(ref) ?? []))];
 }
 
+/** Patients a resource belongs to, worked out from the resource alone (denials, admins' reads, writes). */
+export function patientsIn(resource: Resource): readonly string[] {
+  if (resource.resourceType === 'Patient') return resource.id ? [resource.id] : [];
+  return linkedPatientIds(resource);
+}
+
 /** Whether one of the resource's linking references names this patient (linkedPatientIds without the set). */
 function linksPatient(resource: Resource, patientId: string): boolean {
   return linkingReferences(resource).some((ref) => patientIdOf(ref) === patientId);

@@ -12,11 +12,11 @@ import {
   isMember,
   isPractitionerWritable,
   LINKING_PARAMS,
-  linkedPatientIds,
   linkingReferences,
   type Membership,
   membershipOf,
   patientIdOf,
+  patientsIn,
   patientsReferencedByWrite,
   recordsToConfirm,
   type Scope,
@@ -111,12 +111,6 @@ export function scopeOf(caller: Caller): Scope {
 /** Types whose resources are patient data: the Patient and every type of its compartment we follow. */
 function isPatientData(type: string): boolean {
   return type === 'Patient' || LINKING_PARAMS.has(type);
-}
-
-/** Patients a resource belongs to, worked out from the resource alone (denials and admins' reads only). */
-function patientsIn(resource: Resource): readonly string[] {
-  if (resource.resourceType === 'Patient') return resource.id ? [resource.id] : [];
-  return linkedPatientIds(resource);
 }
 
 /** The patients of a Bundle's resources, each once. */

@@ -114,6 +114,31 @@ describe.each(DIALECTS)('access events (%s)', (dialect) => {
   const patientsOf = (rows: AuditRow[]) => rows.map((r) => r.patient_id).sort();
   const detailOf = (row: AuditRow) => JSON.parse(row.detail ?? '{}') as Record<string, unknown>;
 
+  it('records the patient of a write too, so the trail of one patient lists who changed their data', async () => {
+    const created = await gw.call('/fhir/Observation', {
+      method: 'POST',
+      token: admin,
+      headers: { 'content-type': 'application/fhir+json' },
+      body: JSON.stringify(observation(bob.fhirId)),
+    });
+    expect(created.status).toBe(201);
+    const { id } = (await created.json()) as { id: string };
+    const deleted = await gw.call(`/fhir/Observation/${id}`, { method: 'DELETE', token: admin });
+    expect(deleted.status).toBeLessThan(300);
+    expect(await gw.auditOf(requestIdOf(created))).toEqual([
+      expect.objectContaining({
+        action: 'fhir.create',
+        outcome: 'success',
+        target_fhir_id: id,
+        patient_id: bob.fhirId,
+      }),
+    ]);
+    // a delete answers no resource: it names no patient rather than a guessed one
+    expect(await gw.auditOf(requestIdOf(deleted))).toEqual([
+      expect.objectContaining({ action: 'fhir.delete', outcome: 'success', patient_id: null }),
+    ]);
+  });
+
   it("records a patient's reads and searches, through /fhir and the slim endpoints, with their own id", async () => {
     const [own] = await read(`/fhir/Patient/${alice.fhirId}`, tokenAlice);
     expect(own).toMatchObject({
