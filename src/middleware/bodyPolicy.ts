@@ -7,8 +7,8 @@ import { isProtocolPath } from '../oauth/urls.js';
 import { bodySizeLimit } from './bodySizeLimit.js';
 
 /** Slim JSON bodies are small; FHIR resources can be larger. */
-export const SLIM_BODY_LIMIT_BYTES = 64 * 1024;
-export const FHIR_BODY_LIMIT_BYTES = 5 * 1024 * 1024;
+const SLIM_BODY_LIMIT_BYTES = 64 * 1024;
+const FHIR_BODY_LIMIT_BYTES = 5 * 1024 * 1024;
 
 /**
  * How a request's body is held, by path and method:

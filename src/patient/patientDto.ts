@@ -23,7 +23,7 @@ export interface PatientDto {
 /** `hidesIdentifier` names the identifier systems a frontend must not see (the gateway's own). */
 export function toPatientDto(
   patient: Patient,
-  hidesIdentifier: (system: string | undefined) => boolean = () => false,
+  hidesIdentifier: (system: string | undefined) => boolean,
 ): PatientDto {
   const name = patient.name?.find((n) => n.use === 'official') ?? patient.name?.[0];
   const address = patient.address?.[0];
