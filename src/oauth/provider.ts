@@ -16,6 +16,7 @@ import {
   smartTokenClaims,
 } from './accounts.js';
 import { databaseAdapter } from './adapter.js';
+import { auditOAuthEndpoints, markReplayAudited } from './endpointAudit.js';
 import { requestContextOf } from './gatewayRequest.js';
 import { clientSecretMatches, isPublicAppOrigin } from './smartAppRepository.js';
 import { recognisedScopes } from './smartGrant.js';
@@ -177,7 +178,11 @@ function configuration(deps: AppDeps, fhirBase: string): Configuration {
   const { jwt } = deps.config;
   return {
     adapter: databaseAdapter(deps.db, {
-      grantRevoked: (grantId) => revokeGrantSession(deps, grantId, replayOf(Provider.ctx)),
+      grantRevoked: (grantId) => {
+        const replay = replayOf(Provider.ctx);
+        if (replay && Provider.ctx) markReplayAudited(Provider.ctx);
+        return revokeGrantSession(deps, grantId, replay);
+      },
     }),
     jwks: providerJwks(deps),
     findAccount: (_ctx, sub, token) => findAccount(deps, sub, token as { grantId?: string } | undefined),
@@ -300,6 +305,7 @@ export function createOAuthServer(deps: AppDeps): OAuthServer {
   provider.use(seenAtPublicHost(deps.config.publicBaseUrl));
   provider.use(patientContext);
   provider.use(noOriginWithoutClient(deps));
+  auditOAuthEndpoints(provider, deps);
   provider.on('server_error', (_ctx, error) => deps.logger.error({ err: error }, 'oauth server error'));
   // Koa's own handler would print the stack to stderr, outside the JSON log
   // (the Provider is the Koa application itself: its `.app` is deprecated)
