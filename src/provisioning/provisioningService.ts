@@ -331,6 +331,8 @@ export async function completeAccount(
           targetUserId: userId,
           targetFhirType: type,
           targetFhirId: created.id,
+          // a new patient's trail (GET /admin/audit?patient=) begins with their provisioning
+          ...(type === 'Patient' ? { patientId: created.id } : {}),
           ...(Object.keys(detail).length ? { detail } : {}),
         },
         trx,

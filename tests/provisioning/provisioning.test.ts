@@ -145,6 +145,17 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
     expect(mail!.text).toContain(`https://app.example.com/signup?email=${encodeURIComponent(email)}`);
     expect(mail!.text).toMatch(/not expecting this email/i);
     expect(mail!.html).toContain(CODE_PATTERN.exec(mail!.text!)![0]);
+
+    // the new patient's trail begins with their provisioning
+    const trail = await gw.call(`/admin/audit?patient=${body.fhir_id}`, { token: admin });
+    expect(((await trail.json()) as { entries: unknown[] }).entries).toEqual([
+      expect.objectContaining({
+        action: 'provisioning.create',
+        outcome: 'success',
+        target: expect.objectContaining({ fhir_type: 'Patient', fhir_id: body.fhir_id }),
+        patient_id: body.fhir_id,
+      }),
+    ]);
   });
 
   it('creates a Practitioner the same way, with practitioner wording', async () => {
