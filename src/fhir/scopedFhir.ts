@@ -294,19 +294,34 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     );
   };
 
-  /** The resource exists but is outside the scope: recorded as denied, answered 404 like a missing one. */
-  const outOfScope = (action: string, type: string, resource?: Resource): AppError => {
+  /** An attempt at these patients' data, outside the scope: recorded as denied, one entry per patient. */
+  const recordOutOfScope = (action: string, type: string, patients: readonly string[], id?: string) =>
     recordAccess(
       {
         action,
         outcome: 'denied',
         errorCode: 'out_of_scope',
         targetFhirType: type,
-        targetFhirId: resource?.id ?? null,
+        targetFhirId: id ?? null,
       },
-      resource ? patientsIn(resource) : [],
+      patients,
     );
+
+  /** The resource exists but is outside the scope: recorded as denied, answered 404 like a missing one. */
+  const outOfScope = (action: string, type: string, resource: Resource): AppError => {
+    recordOutOfScope(action, type, patientsIn(resource), resource.id);
     return auditedError(new AppError('not_found'));
+  };
+
+  /**
+   * The patients a practitioner's search named who are not in their panel. Asked of the panel
+   * lookup the response check uses (same answers, same staleness), so such a search gets the
+   * answer a patient's naming another patient gets: empty, with no upstream search at all.
+   */
+  const namedOutsidePanel = async (named: readonly string[]): Promise<readonly string[]> => {
+    if (scope.kind !== 'panel' || named.length === 0) return [];
+    const assigned = await deps.panels.assigned(scope.practitionerId, named);
+    return named.filter((id) => !assigned.has(id));
   };
 
   /**
@@ -631,9 +646,10 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     },
     search: async <T extends Resource>(type: string, query: URLSearchParams, route: string) => {
       const narrowed = narrowSearch(type, query, scope);
-      // the client named a patient outside the scope: an empty answer, and a denied attempt in the audit
-      if (narrowed.kind === 'empty') {
-        outOfScope('fhir.search', type);
+      const outside = narrowed.kind === 'empty' ? narrowed.outside : await namedOutsidePanel(narrowed.named);
+      // the client named a patient outside the scope: an empty answer, and a denied attempt at them in the audit
+      if (narrowed.kind === 'empty' || outside.length > 0) {
+        recordOutOfScope('fhir.search', type, outside);
         return { bundle: emptySearchset<T>(), links: [], next: null };
       }
       const result = await fhir.search<T>(type, narrowed.params);

@@ -75,8 +75,12 @@ const ALLOWED_MODIFIERS: ReadonlySet<string> = new Set([
 ]);
 
 export type NarrowedSearch =
-  | { readonly kind: 'search'; readonly params: URLSearchParams }
-  | { readonly kind: 'empty' };
+  /** `named`: the patients the client's linking parameters named (a practitioner's are checked against the panel). */
+  | { readonly kind: 'search'; readonly params: URLSearchParams; readonly named: readonly string[] }
+  /** `outside`: the patients named outside the scope, for the audit (none when nothing named decided it). */
+  | { readonly kind: 'empty'; readonly outside: readonly string[] };
+
+const EMPTY: NarrowedSearch = { kind: 'empty', outside: [] };
 
 function refuse(parameter: string, message: string): AppError {
   return new AppError('validation_failed', { errors: [{ path: parameter, message }] });
@@ -168,7 +172,7 @@ export function panelChain(linkingParam: string): string {
  */
 export function narrowSearch(type: string, query: URLSearchParams, scope: Scope): NarrowedSearch {
   assertReadableValues(query);
-  if (scope.kind === 'all') return { kind: 'search', params: new URLSearchParams(query) };
+  if (scope.kind === 'all') return { kind: 'search', params: new URLSearchParams(query), named: [] };
   if (!isReadableType(type, scope))
     throw new AppError('forbidden', { detail: `Your role cannot search ${type}.` });
 
@@ -180,6 +184,7 @@ export function narrowSearch(type: string, query: URLSearchParams, scope: Scope)
   const compartmentParams = new Set(COMPARTMENT_PARAMS.get(type) ?? []);
   const narrowed = new URLSearchParams();
   let wanted: Set<string> | undefined;
+  const namedPatients = new Set<string>();
 
   for (const [name, value] of query) {
     checkName(type, name, defined);
@@ -198,11 +203,12 @@ export function narrowSearch(type: string, query: URLSearchParams, scope: Scope)
         'only count or false: a summary may leave out what the check of each entry reads; use _elements',
       );
     // `subject:Device=a` asks for subjects of another type (FHIR search.html#modifiers): no patient's records
-    if (isLinking && modifier !== undefined && modifier !== 'Patient') return { kind: 'empty' };
+    if (isLinking && modifier !== undefined && modifier !== 'Patient') return EMPTY;
     const named = patientsNamed(value, isLinking);
     // a value naming a patient outside the scope gets an empty answer, never their data
-    if (named.ids.some((id) => !couldBeInScope(id, scope)) || (named.other && isLinking))
-      return { kind: 'empty' };
+    const outside = named.ids.filter((id) => !couldBeInScope(id, scope));
+    if (outside.length > 0) return { kind: 'empty', outside };
+    if (named.other && isLinking) return EMPTY;
     if (compartmentParams.has(base) && !isLinking && FHIR_ID_PATTERN.test(value)) {
       throw refuse(name, 'use Type/id for this reference');
     }
@@ -210,14 +216,16 @@ export function narrowSearch(type: string, query: URLSearchParams, scope: Scope)
       // several linking values narrow (AND): keep only the patients named every time
       const ids = new Set(named.ids);
       wanted = wanted ? new Set([...wanted].filter((id) => ids.has(id))) : ids;
+      for (const id of ids) namedPatients.add(id);
       continue;
     }
     // `_elements` must keep what the response check reads, or every entry would be dropped as unprovable
     narrowed.append(name, base === '_elements' ? withCheckedElements(type, value, scope) : value);
   }
 
-  if (DIRECTORY_TYPES.has(type)) return { kind: 'search', params: narrowed };
-  if (scope.kind === 'none' || wanted?.size === 0) return { kind: 'empty' };
+  const named = [...namedPatients];
+  if (DIRECTORY_TYPES.has(type)) return { kind: 'search', params: narrowed, named };
+  if (scope.kind === 'none' || wanted?.size === 0) return EMPTY;
   // the compartment's own linking parameter (e.g. Observation.subject) — cheaper for servers than `patient`
   const param = type === 'Patient' ? '_id' : (LINKING_PARAMS.get(type)?.[0] ?? [...linking][0]);
   if (!param) throw new AppError('forbidden', { detail: `Your role cannot search ${type}.` });
@@ -226,12 +234,12 @@ export function narrowSearch(type: string, query: URLSearchParams, scope: Scope)
 
   if (scope.kind === 'patient') {
     narrowed.set(param, references([scope.patientId]));
-    return { kind: 'search', params: narrowed };
+    return { kind: 'search', params: narrowed, named };
   }
   if (wanted) narrowed.set(param, references(wanted));
   const practitioner = `Practitioner/${scope.practitionerId}`;
   narrowed.append(type === 'Patient' ? GENERAL_PRACTITIONER_PARAM : panelChain(param), practitioner);
-  return { kind: 'search', params: narrowed };
+  return { kind: 'search', params: narrowed, named };
 }
 
 /** The top-level elements the response check reads for a type: the linking ones, a Patient's generalPractitioner. */

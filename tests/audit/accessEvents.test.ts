@@ -324,4 +324,36 @@ describe.each(DIALECTS)('access events (%s)', (dialect) => {
     expect(following.entry?.[0]?.resource?.id).toBeDefined();
     expect(following.entry?.[0]?.resource?.id).not.toBe(bundle.entry?.[0]?.resource?.id);
   });
+
+  // after the tests above: they count bob's denied entries and his record's readers
+  it('records a search naming a patient outside the scope as denied, naming that patient', async () => {
+    const search = async (query: string, token: string) => {
+      const response = await gw.call(`/fhir/Observation?${query}`, { token });
+      expect(response.status, query).toBe(200);
+      const bundle = (await response.json()) as Bundle;
+      return { found: bundle.entry?.length ?? 0, audit: await gw.auditOf(requestIdOf(response)) };
+    };
+    const deniedAt = (patientId: string, role: string) =>
+      expect.objectContaining({
+        action: 'fhir.search',
+        outcome: 'denied',
+        error_code: 'out_of_scope',
+        actor_role: role,
+        patient_id: patientId,
+      });
+    // a patient, and a practitioner naming someone outside their panel: empty, an attempt at that patient
+    const byPatient = await search(`subject=Patient/${bob.fhirId}`, tokenAlice);
+    expect(byPatient).toEqual({ found: 0, audit: [deniedAt(bob.fhirId, 'patient')] });
+    const byDoctor = await search(`subject=Patient/${bob.fhirId}`, tokenDoc);
+    expect(byDoctor).toEqual({ found: 0, audit: [deniedAt(bob.fhirId, 'practitioner')] });
+    // one outside among panel members: the whole search is empty, as a patient's is
+    const mixed = await search(`subject=Patient/${alice.fhirId},Patient/${bob.fhirId}`, tokenDoc);
+    expect(mixed).toEqual({ found: 0, audit: [deniedAt(bob.fhirId, 'practitioner')] });
+    // the panel's own patient: found, a success naming her
+    const own = await search(`subject=Patient/${alice.fhirId}`, tokenDoc);
+    expect(own.found).toBe(2);
+    expect(own.audit).toEqual([
+      expect.objectContaining({ outcome: 'success', patient_id: alice.fhirId, actor_role: 'practitioner' }),
+    ]);
+  });
 });

@@ -277,6 +277,31 @@ describe('search narrowing', () => {
   });
 });
 
+/** Which patients a search named: the ones outside the scope ('empty'), or all it named (a search). */
+function namedBy(type: string, query: string, scope: Scope): string {
+  const result = narrowSearch(type, new URLSearchParams(query), scope);
+  return result.kind === 'empty' ? `empty, outside: ${result.outside}` : `named: ${result.named}`;
+}
+
+describe('the patients a search names (for the audit and the panel check)', () => {
+  it.each([
+    ['Observation', 'subject=Patient/b', ME, 'empty, outside: b'],
+    ['Observation', 'patient=a,b,c', ME, 'empty, outside: b,c'],
+    ['Observation', 'performer=Patient/b', ME, 'empty, outside: b'],
+    ['Observation', 'subject:Device=x', ME, 'empty, outside: '],
+    ['Observation', 'subject=Group/g', ME, 'empty, outside: '],
+    ['Observation', 'subject=Patient/a', ME, 'named: a'],
+    ['Observation', 'subject=Patient/b,Patient/c&code=1', GP, 'named: b,c'],
+    ['Patient', '_id=b', GP, 'named: b'],
+    ['Observation', 'code=1', GP, 'named: '],
+    ['Observation', 'performer=Patient/b', GP, 'named: '],
+    ['Observation', 'subject=Patient/b', ALL, 'named: '],
+    ['Observation', 'subject=Patient/b', NONE, 'empty, outside: b'],
+  ])('%s?%s for %o: %s', (type, query, scope, expected) => {
+    expect(namedBy(type, query, scope)).toBe(expected);
+  });
+});
+
 const obs = (subject: string, performer?: string): Resource =>
   ({
     resourceType: 'Observation',
