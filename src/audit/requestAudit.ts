@@ -31,7 +31,7 @@ export function auditedError<E extends Error>(error: E): E {
   return error;
 }
 
-function wasAudited(error: unknown): boolean {
+export function wasAudited(error: unknown): boolean {
   return typeof error === 'object' && error !== null && AUDITED in error;
 }
 

@@ -5,7 +5,8 @@ import type { AppDeps, RequestContext } from '../http/types.js';
 import { findUserByEmail, normalizeEmail, replacePasswordWithResetCode } from '../users/userRepository.js';
 import type { CodePurpose } from './accessCodes.js';
 import { assertPasswordAllowed, CODE_ELIGIBLE, checkCode, issueCode } from './accountCodes.js';
-import { countHit, RATE_LIMITS } from './rateLimiter.js';
+import { countAttempt } from './credentialAttempts.js';
+import { RATE_LIMITS } from './rateLimiter.js';
 import { revokeAllSessions } from './sessions.js';
 
 /**
@@ -25,7 +26,8 @@ async function mailCodeIfEligible(
   ctx: RequestContext,
 ) {
   const email = normalizeEmail(rawEmail);
-  await countHit(deps.db, deps.clock, [
+  const action = purpose === 'signup' ? 'auth.access_code_resend' : 'auth.password_forgot';
+  await countAttempt(deps, ctx, action, email, [
     { rule: RATE_LIMITS.mailEmail, subject: email },
     { rule: RATE_LIMITS.mailIp, subject: ctx.clientIp },
   ]);
@@ -33,7 +35,7 @@ async function mailCodeIfEligible(
     const user = await findUserByEmail(deps.db, email);
     if (!user || !CODE_ELIGIBLE[purpose](user)) return;
     await issueCode(deps, user, purpose, {
-      action: purpose === 'signup' ? 'auth.access_code_resend' : 'auth.password_forgot',
+      action,
       actorUserId: user.id,
       actorRole: user.role,
       targetUserId: user.id,
@@ -65,7 +67,7 @@ export interface ResetInput {
  */
 export async function resetPassword(deps: AppDeps, input: ResetInput, ctx: RequestContext): Promise<void> {
   const email = normalizeEmail(input.email);
-  await countHit(deps.db, deps.clock, [
+  await countAttempt(deps, ctx, 'auth.password_reset', email, [
     { rule: RATE_LIMITS.codeEmail, subject: email },
     { rule: RATE_LIMITS.codeIp, subject: ctx.clientIp },
   ]);

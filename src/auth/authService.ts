@@ -17,8 +17,9 @@ import {
 } from '../users/userRepository.js';
 import { MAX_CODE_ATTEMPTS } from './accessCodes.js';
 import { assertPasswordAllowed, checkCode } from './accountCodes.js';
+import { countAttempt } from './credentialAttempts.js';
 import { normalizePassword, passwordTooLong } from './passwords.js';
-import { countHit, RATE_LIMITS, refundHit } from './rateLimiter.js';
+import { RATE_LIMITS, refundHit } from './rateLimiter.js';
 import {
   revokeAllSessions,
   revokeSession,
@@ -107,7 +108,7 @@ export async function verifyLogin<T>(
   ];
   // counted before verifying, in one atomic upsert, so parallel guesses cannot all pass a check
   // made before any of them is counted; a successful login gives its hit back below
-  await countHit(deps.db, deps.clock, limits);
+  await countAttempt(deps, ctx, 'auth.login', email, limits, detail);
   // refused before hashing: an attacker must not make us hash megabytes; counted as signup counts it,
   // so every password that could be set passes
   if (passwordTooLong(input.password)) throw new AppError('invalid_credentials');
@@ -153,7 +154,7 @@ export async function verifyLogin<T>(
  */
 export async function signup(deps: AppDeps, input: SignupInput, ctx: RequestContext): Promise<TokenResponse> {
   const email = normalizeEmail(input.email);
-  await countHit(deps.db, deps.clock, [
+  await countAttempt(deps, ctx, 'auth.signup', email, [
     { rule: RATE_LIMITS.codeEmail, subject: email },
     { rule: RATE_LIMITS.codeIp, subject: ctx.clientIp },
   ]);
@@ -308,7 +309,7 @@ async function proveCurrentPassword(
     { rule: RATE_LIMITS.loginAccount, subject: user.email },
     { rule: RATE_LIMITS.loginIp, subject: ctx.clientIp },
   ];
-  await countHit(deps.db, deps.clock, limits);
+  await countAttempt(deps, ctx, 'auth.password_change', user.email, limits);
   const current = passwordTooLong(given) ? undefined : normalizePassword(given);
   if (current === undefined || !(await deps.passwords.verify(passwordHash, current))) {
     await audit(deps, ctx, {

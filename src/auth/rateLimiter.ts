@@ -54,10 +54,16 @@ function windowOf(key: LimitKey & { subject: string }, now: Date): Window {
 const withSubject = (keys: readonly LimitKey[]) =>
   keys.filter((k): k is LimitKey & { subject: string } => !!k.subject);
 
-function tooMany(retryAfterMs: number): AppError {
-  return new AppError('rate_limited', {
-    headers: { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) },
-  });
+/** A 429, with the counters that were over their limit (for the audit, never the answer). */
+export class RateLimited extends AppError {
+  constructor(
+    retryAfterMs: number,
+    readonly limits: readonly string[],
+  ) {
+    super('rate_limited', {
+      headers: { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) },
+    });
+  }
 }
 
 const countOne = precompiled(['bucket', 'start'], (db, window) =>
@@ -90,16 +96,20 @@ export async function countHit(
 ): Promise<void> {
   const now = clock.now();
   let retryAfter = 0;
+  const over: string[] = [];
   // the counters of one attempt in one commit
   await db.transaction().execute(async (trx) => {
     for (const key of withSubject(keys)) {
       const window = windowOf(key, now);
       const [row] = (await countOne(trx, window)).rows;
       if (!row) throw new Error('rate limit upsert returned no count');
-      if (row.count > key.rule.limit) retryAfter = Math.max(retryAfter, window.endsAt - now.getTime());
+      if (row.count > key.rule.limit) {
+        retryAfter = Math.max(retryAfter, window.endsAt - now.getTime());
+        over.push(key.rule.name);
+      }
     }
   });
-  if (options.enforce && retryAfter > 0) throw tooMany(retryAfter);
+  if (options.enforce && retryAfter > 0) throw new RateLimited(retryAfter, over);
 }
 
 /** Gives back one hit (e.g. a login that succeeded: only failures should count). */

@@ -4,6 +4,7 @@ import type { Context } from 'hono';
 import type { InteractionResults } from 'oidc-provider';
 import type { UserRow } from '../../db/schema.js';
 import { writeAudit } from '../audit/auditService.js';
+import { wasAudited } from '../audit/requestAudit.js';
 import { verifyLogin } from '../auth/authService.js';
 import { passwordTooLong } from '../auth/passwords.js';
 import { AppError } from '../errors.js';
@@ -187,7 +188,7 @@ async function checkLogin(
     return await verifyLogin(c.var.deps, { email, password }, requestContext(c), detail);
   } catch (error) {
     if (!(error instanceof AppError)) throw error;
-    if (error.code !== 'invalid_credentials') await auditLoginRefusal(c, error.code, launch.clientId);
+    if (!wasAudited(error)) await auditLoginRefusal(c, error.code, launch.clientId);
     return error;
   }
 }

@@ -24,6 +24,26 @@ describe.each(DIALECTS)('rate limits (%s)', (dialect) => {
     headers: Record<string, string> = {},
   ) => target.call('/auth/login', { method: 'POST', json: { email, password }, headers });
 
+  /** The audit entries of one answered request. */
+  const auditOf = async (target: TestGateway, response: Response) => {
+    await target.deps.auditTrail.flush();
+    return target.deps.db
+      .selectFrom('audit_log')
+      .select(['action', 'outcome', 'error_code', 'actor_user_id', 'actor_role', 'detail'])
+      .where('request_id', '=', response.headers.get('x-request-id')!)
+      .execute();
+  };
+
+  /** The one entry a refused attempt leaves: at the account it named (if any), with the limit reached. */
+  const limitedEntry = (action: string, limit: string, account?: { id: string; role: string }) => ({
+    action,
+    outcome: 'denied',
+    error_code: 'rate_limited',
+    actor_user_id: account?.id ?? null,
+    actor_role: account?.role ?? null,
+    detail: JSON.stringify({ limit, status: 429 }),
+  });
+
   it('backs off after 5 failed logins per account with 429 and Retry-After, the same for unknown emails, and recovers after the wait', async () => {
     const user = await gw.seedUser({ role: 'patient' });
     for (const email of [user.email, 'ghost@example.com']) {
@@ -34,6 +54,9 @@ describe.each(DIALECTS)('rate limits (%s)', (dialect) => {
       const retryAfter = Number(limited.headers.get('retry-after'));
       expect(retryAfter).toBeGreaterThan(0);
       expect(retryAfter).toBeLessThanOrEqual(300);
+      // audited at the account the request named, so a run at one account reads as one
+      const named = email === user.email ? { id: user.id, role: 'patient' } : undefined;
+      expect(await auditOf(gw, limited)).toEqual([limitedEntry('auth.login', 'login.account', named)]);
     }
     // even the right password waits: the limit does not tell a right guess from a wrong one
     expect((await login(gw, user.email, user.password)).status).toBe(429);
@@ -55,10 +78,11 @@ describe.each(DIALECTS)('rate limits (%s)', (dialect) => {
 
   it('caps failed logins per client IP across accounts (password spraying)', async () => {
     clock.advance(301_000);
-    let status = 0;
-    for (let i = 0; i < 31; i++)
-      status = (await login(gw, `spray-${i}@example.com`, 'Winter2026 is here!')).status;
-    expect(status).toBe(429);
+    let last: Response | undefined;
+    for (let i = 0; i < 31; i++) last = await login(gw, `spray-${i}@example.com`, 'Winter2026 is here!');
+    expect(last?.status).toBe(429);
+    // a spray from one address: the IP's limit, at no account
+    expect(await auditOf(gw, last!)).toEqual([limitedEntry('auth.login', 'login.ip')]);
     clock.advance(301_000);
   });
 

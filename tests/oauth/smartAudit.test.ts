@@ -4,6 +4,7 @@ import type { TestGateway } from '../helpers/gateway.js';
 import {
   authorizeUrl,
   Browser,
+  csrfOf,
   launch,
   pkcePair,
   type RegisteredApp,
@@ -247,6 +248,44 @@ describe('SMART endpoints: the audit trail', () => {
       expect.objectContaining({ outcome: 'failed', detail: expect.objectContaining({ client_id: null }) }),
     ]);
     expect(JSON.stringify(entries)).not.toContain('no-such-app');
+  });
+
+  it("records a SMART login over the account's limit once, at the account, with the app and the limit", async () => {
+    const person = await gw.seedUser({ role: 'patient' });
+    const browser = new Browser();
+    const { challenge } = pkcePair();
+    const start = await browser.fetch(
+      authorizeUrl(gw, {
+        clientId: app.client_id,
+        redirectUri: app.redirect_uris[0]!,
+        scope: SCOPE,
+        challenge,
+      }),
+    );
+    const loginUrl = new URL(start.headers.get('location')!, gw.url).href;
+    let page = await (await browser.fetch(loginUrl)).text();
+    const since = now();
+    let answer: Response | undefined;
+    for (let i = 0; i < 6; i++) {
+      answer = await browser.fetch(`${loginUrl}/login`, {
+        method: 'POST',
+        body: new URLSearchParams({
+          csrf: csrfOf(page),
+          email: person.email,
+          password: 'not the password at all',
+        }),
+      });
+      page = await answer.text();
+    }
+    expect(answer?.status).toBe(429);
+    const refused = (await entriesOf('auth.login', since)).filter((e) => e.outcome === 'denied');
+    expect(refused).toEqual([
+      expect.objectContaining({
+        error_code: 'rate_limited',
+        actor_user_id: person.id,
+        detail: { via: 'smart', client_id: app.client_id, limit: 'login.account', status: 429 },
+      }),
+    ]);
   });
 
   it('records a revocation by an app that failed to authenticate', async () => {
