@@ -350,8 +350,17 @@ export async function refresh(
     });
     throw auditedError(new AppError('invalid_refresh_token'));
   }
-  // an unknown, spent or expired token: audited by onError as auth.refresh, denied
-  throw new AppError('invalid_refresh_token');
+  // one answer for every refusal; the trail tells them apart, at the account of a genuine token
+  deps.auditTrail.record({
+    action: 'auth.refresh',
+    outcome: 'denied',
+    errorCode: 'invalid_refresh_token',
+    actorUserId: outcome.userId ?? null,
+    requestId: ctx.requestId,
+    clientIp: ctx.clientIp,
+    detail: { reason: outcome.reason },
+  });
+  throw auditedError(new AppError('invalid_refresh_token'));
 }
 
 /**

@@ -145,17 +145,23 @@ export async function sessionOfRefreshToken(
   return row ? { sessionId: row.session_id, userId: row.user_id } : undefined;
 }
 
+/** Why a refresh token was refused: as authenticate names an access token's (docs/security.md). */
+export type RefreshRefusal = 'invalid' | 'expired' | 'revoked_session' | 'unknown_user' | 'inactive_user';
+
 export type RefreshOutcome =
   | { readonly kind: 'rotated'; readonly tokens: TokenResponse; readonly userId: string }
   | { readonly kind: 'reused'; readonly userId: string; readonly sessionId: string }
-  | { readonly kind: 'invalid' };
+  /** `userId`: the account of a genuine token (for the audit), when it still exists. */
+  | { readonly kind: 'invalid'; readonly reason: RefreshRefusal; readonly userId?: string };
+
+const NOT_OURS: RefreshOutcome = { kind: 'invalid', reason: 'invalid' };
 
 /**
  * Exchanges a refresh token for a new pair. The old token is marked used by one conditional
  * update, so of two concurrent uses exactly one rotates and the other counts as reuse.
  */
 export async function rotateRefreshToken(deps: AppDeps, presented: string): Promise<RefreshOutcome> {
-  if (!presented.startsWith(REFRESH_PREFIX) || presented.length > 100) return { kind: 'invalid' };
+  if (!presented.startsWith(REFRESH_PREFIX) || presented.length > 100) return NOT_OURS;
   const now = deps.clock.now();
   const row = await deps.db
     .selectFrom('refresh_tokens')
@@ -171,13 +177,17 @@ export async function rotateRefreshToken(deps: AppDeps, presented: string): Prom
     ])
     .where('refresh_tokens.token_hash', '=', hashRefreshToken(presented))
     .executeTakeFirst();
-  if (!row || row.revoked_at || row.expires_at <= now.toISOString()) return { kind: 'invalid' };
+  if (!row) return NOT_OURS;
+  const userId = row.user_id;
+  if (row.revoked_at) return { kind: 'invalid', reason: 'revoked_session', userId };
+  if (row.expires_at <= now.toISOString()) return { kind: 'invalid', reason: 'expired', userId };
   if (row.used_at) {
     await revokeSession(deps.db, row.session_id, 'refresh_token_reuse', now);
     return { kind: 'reused', userId: row.user_id, sessionId: row.session_id };
   }
   const user = await findUserById(deps.db, row.user_id);
-  if (!user || !canSignIn(user)) return { kind: 'invalid' };
+  if (!user) return { kind: 'invalid', reason: 'unknown_user' };
+  if (!canSignIn(user)) return { kind: 'invalid', reason: 'inactive_user', userId };
 
   return deps.db.transaction().execute(async (trx) => {
     const marked = await trx

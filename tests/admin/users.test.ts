@@ -115,10 +115,26 @@ describe.each(DIALECTS)('admin user management (%s)', (dialect) => {
     expect(off.status).toBe(200);
     expect(await off.json()).toMatchObject({ status: 'deactivated', is_active: false });
     expect((await gw.call('/auth/me', { token: pair.token })).status).toBe(401);
-    expect(
-      (await gw.call('/auth/refresh', { method: 'POST', json: { refresh_token: pair.refresh_token } }))
-        .status,
-    ).toBe(401);
+    const refused = await gw.call('/auth/refresh', {
+      method: 'POST',
+      json: { refresh_token: pair.refresh_token },
+    });
+    expect(refused.status).toBe(401);
+    // the one answer for every refusal; the trail names the account and why
+    await gw.deps.auditTrail.flush();
+    const refusal = await gw.deps.db
+      .selectFrom('audit_log')
+      .select(['action', 'outcome', 'actor_user_id', 'detail'])
+      .where('request_id', '=', refused.headers.get('x-request-id')!)
+      .execute();
+    expect(refusal).toEqual([
+      {
+        action: 'auth.refresh',
+        outcome: 'denied',
+        actor_user_id: user.id,
+        detail: JSON.stringify({ reason: 'revoked_session' }),
+      },
+    ]);
     expect(
       (await gw.call('/auth/login', { method: 'POST', json: { email: user.email, password: user.password } }))
         .status,

@@ -61,6 +61,62 @@ describe.each(DIALECTS)('refresh and logout (%s)', (dialect) => {
     expect((await refresh('garbage')).status).toBe(401);
   });
 
+  it('audits each refused refresh with its reason, at the account of a genuine token', async () => {
+    const clock = new ManualClock();
+    const timed = await startTestGateway({ dialect, clock });
+    try {
+      const signIn = async () => {
+        const user = await timed.seedUser({ role: 'patient' });
+        const response = await timed.call('/auth/login', {
+          method: 'POST',
+          json: { email: user.email, password: user.password },
+        });
+        return { user, pair: (await response.json()) as Pair };
+      };
+      const refusalOf = async (refreshToken: string) => {
+        const response = await timed.call('/auth/refresh', {
+          method: 'POST',
+          json: { refresh_token: refreshToken },
+        });
+        expect(response.status).toBe(401);
+        expect(await response.json()).toMatchObject({ code: 'invalid_refresh_token' });
+        await timed.deps.auditTrail.flush();
+        return timed.deps.db
+          .selectFrom('audit_log')
+          .select(['action', 'outcome', 'error_code', 'actor_user_id', 'detail'])
+          .where('request_id', '=', response.headers.get('x-request-id')!)
+          .execute();
+      };
+      const entry = (reason: string, userId: string | null = null) => [
+        {
+          action: 'auth.refresh',
+          outcome: 'denied',
+          error_code: 'invalid_refresh_token',
+          actor_user_id: userId,
+          detail: JSON.stringify({ reason }),
+        },
+      ];
+      expect(await refusalOf('rt_not-a-real-token')).toEqual(entry('invalid'));
+      expect(await refusalOf('garbage')).toEqual(entry('invalid'));
+      // an account deactivated while its session lives on (the admin route ends sessions; a race may not)
+      const inactive = await signIn();
+      await timed.deps.db
+        .updateTable('users')
+        .set({ is_active: 0 })
+        .where('id', '=', inactive.user.id)
+        .execute();
+      expect(await refusalOf(inactive.pair.refresh_token)).toEqual(entry('inactive_user', inactive.user.id));
+      const ended = await signIn();
+      await timed.call('/auth/logout', { method: 'POST', token: ended.pair.token });
+      expect(await refusalOf(ended.pair.refresh_token)).toEqual(entry('revoked_session', ended.user.id));
+      const old = await signIn();
+      clock.advance((timed.deps.config.jwt.refreshTokenTtlSeconds + 60) * 1000);
+      expect(await refusalOf(old.pair.refresh_token)).toEqual(entry('expired', old.user.id));
+    } finally {
+      await timed.close();
+    }
+  });
+
   it('logout makes both the access token and the refresh token fail, and leaves other sessions alone', async () => {
     const user = await gw.seedUser({ role: 'practitioner' });
     const login = async () =>
