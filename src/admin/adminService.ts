@@ -320,6 +320,8 @@ export async function setUserActive(
       targetUserId: id,
       requestId: ctx.requestId,
       clientIp: ctx.clientIp,
+      // an admin action is recorded even when it changed nothing; the trail says which it was
+      detail: { changed: (user.is_active === 1) !== active },
     });
   });
   return getUser(deps, id);
