@@ -141,13 +141,14 @@ async function ensureFirstAdmin(
     { ...deps, passwordMinLength: config.passwordMinLength, appName: config.appName },
     { ...config.firstAdmin, source: 'env' },
   );
+  // no address in the log, the admin's included: logs travel further than the database
   if (result === 'exists')
     // a changed ADMIN_PASSWORD is easily taken for a password change: say it is not one
     logger.warn(
-      { email: config.firstAdmin.email, result },
-      'first admin account exists already: ADMIN_PASSWORD is not applied to it (change it with POST /auth/password/change)',
+      { result },
+      'first admin account (ADMIN_EMAIL) exists already: ADMIN_PASSWORD is not applied to it (change it with POST /auth/password/change)',
     );
-  else logger.info({ email: config.firstAdmin.email, result }, 'first admin account');
+  else logger.info({ result }, 'first admin account (ADMIN_EMAIL)');
 }
 
 type HttpServer = ReturnType<typeof serve>;

@@ -127,6 +127,9 @@ describe('WORKERS=2 on the embedded default', () => {
     // only worker 0 delivers: the mail went out once
     await new Promise((r) => setTimeout(r, 1_500));
     expect(smtp.messages.filter((m) => JSON.stringify(m.to ?? '').includes(email))).toHaveLength(1);
+    // the process log names no address: not the patient's, not the first admin's from ADMIN_EMAIL
+    expect(proc.output()).toContain('first admin account (ADMIN_EMAIL)');
+    for (const address of [email, ADMIN_EMAIL]) expect(proc.output()).not.toContain(address);
   });
 
   it("drops a patient moved away from the former practitioner's view on every worker at once", async () => {
