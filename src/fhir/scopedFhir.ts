@@ -1,4 +1,4 @@
-import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
+import type { Bundle, Resource } from '@medplum/fhirtypes';
 import type { AuditEvent } from '../audit/auditService.js';
 import { auditedError, WRITE_ACTIONS } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
@@ -6,8 +6,8 @@ import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { fhirBaseOf } from '../oauth/urls.js';
 import { batchEntryOutcomes, parsedOrNone } from './adminWrites.js';
 import { auditedWrite } from './auditedWrites.js';
+import { type Checked, entriesToJudge, keptInScope, patientsOfKept } from './bundleCheck.js';
 import {
-  DIRECTORY_TYPES,
   everyReference,
   isMember,
   isPractitionerWritable,
@@ -144,11 +144,7 @@ type AccessEvent = Pick<
   'action' | 'outcome' | 'errorCode' | 'targetFhirType' | 'targetFhirId' | 'detail'
 >;
 
-interface Checked<T extends Resource> {
-  readonly bundle: Bundle<T>;
-  /** The patients of the entries that left, from what the check computed. */
-  readonly patients: ReadonlySet<string>;
-}
+const NO_PATIENTS: ReadonlySet<string> = new Set();
 
 function emptySearchset<T extends Resource>(): Bundle<T> {
   return { resourceType: 'Bundle', type: 'searchset', total: 0, entry: [] };
@@ -188,63 +184,16 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
   };
 
   /**
-   * The patients a resource let through belongs to, from its membership: no second FHIRPath
-   * pass for a patient or a practitioner; admins' entries are evaluated once here.
-   */
-  const patientsOfKept = (resource: Resource, membership: Membership): readonly string[] => {
-    if (scope.kind === 'all') return patientsIn(resource);
-    if (scope.kind === 'patient') return DIRECTORY_TYPES.has(resource.resourceType) ? [] : [scope.patientId];
-    if (typeof membership === 'object') return membership.anyOf;
-    return resource.resourceType === 'Patient' && resource.id ? [resource.id] : [];
-  };
-
-  /**
    * Defence in depth: every entry, match or include, is tested before it leaves: against the
    * role's scope, and against the token's read scopes (an `_include`d Patient needs `Patient.r`).
    * Nothing here feeds the panel cache: a Bundle may hold old versions (history) or parts of a
    * record (`_elements`), and only the current, whole record may say whose patient it is.
    */
   const checkBundle = async <T extends Resource>(bundle: Bundle<T>): Promise<Checked<T>> => {
-    const all = bundle.entry ?? [];
-    const entries = all.filter(
-      (e): e is BundleEntry<T> & { resource: T } =>
-        !!e.resource &&
-        e.resource.resourceType !== 'OperationOutcome' &&
-        (shown === undefined || shown(e.resource.resourceType)),
-    );
-    const patients = new Set<string>();
-    let kept = entries;
-    if (scope.kind === 'all') {
-      for (const e of entries) for (const p of patientsOfKept(e.resource, 'in')) patients.add(p);
-      if (shown === undefined) return { bundle, patients };
-    } else {
-      const memberships = entries.map((e) => membershipOf(e.resource, scope));
-      const assigned = await assignedAmong(memberships);
-      kept = entries.filter((e, i) => {
-        const membership = memberships[i] as Membership;
-        if (!isMember(membership, assigned)) return false;
-        for (const p of patientsOfKept(e.resource, membership)) patients.add(p);
-        return true;
-      });
-    }
-    // nothing removed: the very Bundle (and with it the upstream's text) can be relayed
-    if (kept.length === all.length) return { bundle, patients };
-    const checked: Bundle<T> = { ...bundle, entry: kept };
-    // `total` counts matches only: dropping it for a removed _include/_revinclude would tell that
-    // something outside the scope refers to a match (someone else is prescribed this Medication)
-    if (removedMatch(all, kept)) delete checked.total;
-    return { bundle: checked, patients };
-  };
-
-  /** Whether an entry the search matched (not one it included, nor an OperationOutcome) was removed. */
-  const removedMatch = (all: readonly BundleEntry[], kept: readonly BundleEntry[]): boolean => {
-    const left = new Set(kept);
-    return all.some(
-      (e) =>
-        !left.has(e) &&
-        (e.search?.mode ?? 'match') === 'match' &&
-        e.resource?.resourceType !== 'OperationOutcome',
-    );
+    const entries = entriesToJudge(bundle, shown);
+    if (scope.kind === 'all') return keptInScope(bundle, entries, scope, NO_PATIENTS);
+    const memberships = entries.map((e) => membershipOf(e.resource, scope));
+    return keptInScope(bundle, entries, scope, await assignedAmong(memberships), memberships);
   };
 
   /** One access event per patient (or one without a patient), off the request path. */
@@ -352,7 +301,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     if (!body || body.id !== id) throw new AppError('not_found');
     const { membership, kept } = await judge(body);
     if (!kept) throw outOfScope(attempted, type, body);
-    return { result, patients: patientsOfKept(body, membership) };
+    return { result, patients: patientsOfKept(body, membership, scope) };
   };
 
   const binding = (route: string, type: string): CursorBinding => ({

@@ -1,0 +1,86 @@
+import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
+import {
+  DIRECTORY_TYPES,
+  isMember,
+  type Membership,
+  membershipOf,
+  patientsIn,
+  type Scope,
+} from './compartment.js';
+
+/**
+ * The response check of a Bundle, as pure rules: which entries leave, what `total` may still
+ * say, and whose data left (for the access events). scopedFhir.ts runs it on every search,
+ * page and history, after the one panel lookup a practitioner's page may need.
+ */
+
+/** Which resource types the token may see (scopeGuard.ts's typesShown); undefined: all. */
+export type TypesShown = ((type: string) => boolean) | undefined;
+
+export type JudgedEntry<T extends Resource> = BundleEntry<T> & { resource: T };
+
+export interface Checked<T extends Resource> {
+  readonly bundle: Bundle<T>;
+  /** The patients of the entries that left, from what the check computed. */
+  readonly patients: ReadonlySet<string>;
+}
+
+/** The entries the check judges: every resource but an OperationOutcome, of a type the token may see. */
+export function entriesToJudge<T extends Resource>(bundle: Bundle<T>, shown: TypesShown): JudgedEntry<T>[] {
+  return (bundle.entry ?? []).filter(
+    (e): e is JudgedEntry<T> =>
+      !!e.resource &&
+      e.resource.resourceType !== 'OperationOutcome' &&
+      (shown === undefined || shown(e.resource.resourceType)),
+  );
+}
+
+/**
+ * The patients a kept resource belongs to, from its membership: no second FHIRPath pass for a
+ * patient or a practitioner; admins' resources are evaluated once here.
+ */
+export function patientsOfKept(resource: Resource, membership: Membership, scope: Scope): readonly string[] {
+  if (scope.kind === 'all') return patientsIn(resource);
+  if (scope.kind === 'patient') return DIRECTORY_TYPES.has(resource.resourceType) ? [] : [scope.patientId];
+  if (typeof membership === 'object') return membership.anyOf;
+  return resource.resourceType === 'Patient' && resource.id ? [resource.id] : [];
+}
+
+/** Whether an entry the search matched (not one it included, nor an OperationOutcome) was removed. */
+export function removedMatch(all: readonly BundleEntry[], kept: readonly BundleEntry[]): boolean {
+  const left = new Set(kept);
+  return all.some(
+    (e) =>
+      !left.has(e) &&
+      (e.search?.mode ?? 'match') === 'match' &&
+      e.resource?.resourceType !== 'OperationOutcome',
+  );
+}
+
+/**
+ * The Bundle that may leave: the judged entries in scope (`memberships[i]` is `entries[i]`'s, and
+ * `assigned` the panel members among them), with the patients they showed. Nothing removed: the
+ * very Bundle, so the upstream's text can be relayed as it came.
+ */
+export function keptInScope<T extends Resource>(
+  bundle: Bundle<T>,
+  entries: readonly JudgedEntry<T>[],
+  scope: Scope,
+  assigned: ReadonlySet<string>,
+  memberships: readonly Membership[] = entries.map((e) => membershipOf(e.resource, scope)),
+): Checked<T> {
+  const all = bundle.entry ?? [];
+  const patients = new Set<string>();
+  const kept = entries.filter((e, i) => {
+    const membership = memberships[i] as Membership;
+    if (!isMember(membership, assigned)) return false;
+    for (const p of patientsOfKept(e.resource, membership, scope)) patients.add(p);
+    return true;
+  });
+  if (kept.length === all.length) return { bundle, patients };
+  const checked: Bundle<T> = { ...bundle, entry: kept };
+  // `total` counts matches only: dropping it for a removed _include/_revinclude would tell that
+  // something outside the scope refers to a match (someone else is prescribed this Medication)
+  if (removedMatch(all, kept)) delete checked.total;
+  return { bundle: checked, patients };
+}

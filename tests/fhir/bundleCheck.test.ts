@@ -1,0 +1,139 @@
+import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { entriesToJudge, keptInScope, patientsOfKept, removedMatch } from '../../src/fhir/bundleCheck.js';
+import type { Scope } from '../../src/fhir/compartment.js';
+import { loadFhirDefinitions } from '../../src/fhir/definitions.js';
+
+/** The response check's pure rules: which entries leave, what `total` still says, whose data left. */
+
+// the compartment's FHIRPath needs the R4 definitions
+beforeAll(() => loadFhirDefinitions());
+
+const ME: Scope = { kind: 'patient', patientId: 'a' };
+const GP: Scope = { kind: 'panel', practitionerId: 'p' };
+const ALL: Scope = { kind: 'all' };
+
+const obs = (patient: string, mode?: 'match' | 'include'): BundleEntry => ({
+  resource: {
+    resourceType: 'Observation',
+    status: 'final',
+    code: {},
+    subject: { reference: `Patient/${patient}` },
+  },
+  ...(mode ? { search: { mode } } : {}),
+});
+const patient = (id: string, mode?: 'match' | 'include'): BundleEntry => ({
+  resource: { resourceType: 'Patient', id },
+  ...(mode ? { search: { mode } } : {}),
+});
+const outcome: BundleEntry = {
+  resource: { resourceType: 'OperationOutcome', issue: [] },
+  search: { mode: 'outcome' },
+};
+const practitioner: BundleEntry = { resource: { resourceType: 'Practitioner', id: 'p' } };
+
+const searchset = (entry: BundleEntry[]): Bundle => ({
+  resourceType: 'Bundle',
+  type: 'searchset',
+  total: entry.length,
+  entry,
+});
+
+/** The check's result as [entries kept, total still there, patients], or 'same' for the very Bundle. */
+function check(bundle: Bundle, scope: Scope, assigned: string[] = []) {
+  const result = keptInScope(bundle, entriesToJudge(bundle, undefined), scope, new Set(assigned));
+  if (result.bundle === bundle) return ['same', [...result.patients].sort()];
+  return [result.bundle.entry?.length ?? 0, 'total' in result.bundle, [...result.patients].sort()];
+}
+
+describe('keptInScope', () => {
+  it.each([
+    [
+      'a patient, own entries only: the very Bundle',
+      searchset([obs('a'), obs('a')]),
+      ME,
+      [],
+      ['same', ['a']],
+    ],
+    [
+      "a patient, another one's match removed: no total",
+      searchset([obs('a'), obs('b')]),
+      ME,
+      [],
+      [1, false, ['a']],
+    ],
+    [
+      "a patient, another one's include removed: total kept",
+      searchset([obs('a', 'match'), patient('b', 'include')]),
+      ME,
+      [],
+      [1, true, ['a']],
+    ],
+    [
+      'an OperationOutcome is no match: total kept',
+      searchset([obs('a'), outcome, obs('b', 'include')]),
+      ME,
+      [],
+      [1, true, ['a']],
+    ],
+    ['the directory stays, names no patient', searchset([obs('a'), practitioner]), ME, [], ['same', ['a']]],
+    [
+      "a panel: members' records kept; others, and a Patient not naming the practitioner, removed",
+      searchset([obs('x'), obs('y'), patient('x')]),
+      GP,
+      ['x'],
+      [1, false, ['x']],
+    ],
+    [
+      'a panel with nobody assigned keeps the directory only',
+      searchset([obs('x'), practitioner]),
+      GP,
+      [],
+      [1, false, []],
+    ],
+    [
+      'an admin: everything, every patient',
+      searchset([obs('x'), obs('y'), patient('z')]),
+      ALL,
+      [],
+      ['same', ['x', 'y', 'z']],
+    ],
+  ] as const)('%s', (_name, bundle, scope, assigned, expected) => {
+    expect(check(bundle as Bundle, scope, [...assigned])).toEqual(expected);
+  });
+});
+
+describe('entriesToJudge', () => {
+  it('leaves out OperationOutcomes, empty entries and types the token may not see', () => {
+    const bundle = searchset([obs('a'), outcome, {}, patient('a')]);
+    const types = (shown?: (type: string) => boolean) =>
+      entriesToJudge(bundle, shown).map((e) => (e.resource as Resource).resourceType);
+    expect(types()).toEqual(['Observation', 'Patient']);
+    expect(types((type) => type !== 'Patient')).toEqual(['Observation']);
+  });
+});
+
+describe('patientsOfKept', () => {
+  it.each([
+    ['a patient: always their own', obs('a').resource!, 'in', ME, ['a']],
+    ['a patient reading the directory: nobody', practitioner.resource!, 'in', ME, []],
+    ['a practitioner: the members the membership named', obs('x').resource!, { anyOf: ['x'] }, GP, ['x']],
+    ['a practitioner reading a Patient: that patient', patient('x').resource!, 'in', GP, ['x']],
+    ['an admin: the resource says', obs('z').resource!, 'in', ALL, ['z']],
+  ] as const)('%s', (_name, resource, membership, scope, expected) => {
+    expect(patientsOfKept(resource as Resource, membership, scope)).toEqual(expected);
+  });
+});
+
+describe('removedMatch', () => {
+  const [m, i] = [obs('a', 'match'), obs('b', 'include')];
+  it.each([
+    ['nothing removed', [m, i], [m, i], false],
+    ['an include removed', [m, i], [m], false],
+    ['a match removed', [m, i], [i], true],
+    ['an entry without a mode counts as a match', [obs('c'), m], [m], true],
+    ['an OperationOutcome removed', [outcome, m], [m], false],
+  ] as const)('%s: %s', (_name, all, kept, expected) => {
+    expect(removedMatch(all, kept)).toBe(expected);
+  });
+});
