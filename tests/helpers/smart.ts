@@ -142,6 +142,21 @@ export function authorizeUrl(gw: TestGateway, p: AuthorizeParams): string {
   return `${gw.url}/oauth/authorize?${params}`;
 }
 
+/** An authorization request sent and its login page opened: the browser, the page's URL and its HTML. */
+export async function openLogin(
+  gw: TestGateway,
+  app: { client_id: string; redirect_uris: string[] },
+  scope: string,
+): Promise<{ browser: Browser; loginUrl: string; login: string }> {
+  const browser = new Browser();
+  const { challenge } = pkcePair();
+  const start = await browser.fetch(
+    authorizeUrl(gw, { clientId: app.client_id, redirectUri: app.redirect_uris[0]!, scope, challenge }),
+  );
+  const loginUrl = new URL(start.headers.get('location')!, gw.url).href;
+  return { browser, loginUrl, login: await (await browser.fetch(loginUrl)).text() };
+}
+
 export interface LaunchResult {
   /** Where the browser was sent at the end (the app's redirect URI with code or error). */
   readonly location: string;

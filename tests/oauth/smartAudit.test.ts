@@ -6,6 +6,7 @@ import {
   Browser,
   csrfOf,
   launch,
+  openLogin,
   pkcePair,
   type RegisteredApp,
   registerApp,
@@ -252,18 +253,8 @@ describe('SMART endpoints: the audit trail', () => {
 
   it("records a SMART login over the account's limit once, at the account, with the app and the limit", async () => {
     const person = await gw.seedUser({ role: 'patient' });
-    const browser = new Browser();
-    const { challenge } = pkcePair();
-    const start = await browser.fetch(
-      authorizeUrl(gw, {
-        clientId: app.client_id,
-        redirectUri: app.redirect_uris[0]!,
-        scope: SCOPE,
-        challenge,
-      }),
-    );
-    const loginUrl = new URL(start.headers.get('location')!, gw.url).href;
-    let page = await (await browser.fetch(loginUrl)).text();
+    const { browser, loginUrl, login } = await openLogin(gw, app, SCOPE);
+    let page = login;
     const since = now();
     let answer: Response | undefined;
     for (let i = 0; i < 6; i++) {

@@ -10,6 +10,7 @@ import {
   Browser,
   csrfOf,
   launch,
+  openLogin,
   pkcePair,
   type RegisteredApp,
   registerApp,
@@ -993,15 +994,7 @@ describe('SMART App Launch: the protocol', () => {
 
   describe('the login and consent forms', () => {
     /** A browser at the login page of a fresh launch: its URL and its HTML. */
-    async function toLogin() {
-      const browser = new Browser();
-      const { challenge } = pkcePair();
-      const start = await browser.fetch(
-        authorizeUrl(gw, { clientId: app.client_id, redirectUri, scope: SCOPE, challenge }),
-      );
-      const loginUrl = new URL(start.headers.get('location')!, gw.url).href;
-      return { browser, loginUrl, login: await (await browser.fetch(loginUrl)).text() };
-    }
+    const toLogin = () => openLogin(gw, app, SCOPE);
 
     async function toConsent() {
       const browser = new Browser();
@@ -1177,18 +1170,7 @@ describe.each(DIALECTS)('the SMART login form on %s', (dialect) => {
     ['no address at all', 'not an address'],
     ['two addresses', 'a@example.com, b@example.com'],
   ])('answers an email with %s like a wrong password, never a 500', async (_what, email) => {
-    const browser = new Browser();
-    const { challenge } = pkcePair();
-    const start = await browser.fetch(
-      authorizeUrl(gw, {
-        clientId: app.client_id,
-        redirectUri: app.redirect_uris[0]!,
-        scope: SCOPE,
-        challenge,
-      }),
-    );
-    const loginUrl = new URL(start.headers.get('location')!, gw.url).href;
-    const login = await (await browser.fetch(loginUrl)).text();
+    const { browser, loginUrl, login } = await openLogin(gw, app, SCOPE);
     const response = await browser.fetch(`${loginUrl}/login`, {
       method: 'POST',
       body: new URLSearchParams({ csrf: csrfOf(login), email, password: 'a long and plain passphrase' }),
