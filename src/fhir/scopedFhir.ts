@@ -144,7 +144,8 @@ type AccessEvent = Pick<
   'action' | 'outcome' | 'errorCode' | 'targetFhirType' | 'targetFhirId' | 'detail'
 >;
 
-const NO_PATIENTS: ReadonlySet<string> = new Set();
+/** An admin's check needs no panel: nobody is looked up. */
+const NONE_ASSIGNED: ReadonlySet<string> = new Set();
 
 function emptySearchset<T extends Resource>(): Bundle<T> {
   return { resourceType: 'Bundle', type: 'searchset', total: 0, entry: [] };
@@ -191,7 +192,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
    */
   const checkBundle = async <T extends Resource>(bundle: Bundle<T>): Promise<Checked<T>> => {
     const entries = entriesToJudge(bundle, shown);
-    if (scope.kind === 'all') return keptInScope(bundle, entries, scope, NO_PATIENTS);
+    if (scope.kind === 'all') return keptInScope(bundle, entries, scope, NONE_ASSIGNED);
     const memberships = entries.map((e) => membershipOf(e.resource, scope));
     return keptInScope(bundle, entries, scope, await assignedAmong(memberships), memberships);
   };
