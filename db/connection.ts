@@ -23,7 +23,7 @@ import { threadedSqliteDialect } from './threadedSqlite.js';
 export type Dialect = 'sqlite' | 'postgres';
 
 /** How long a statement waits for another writer's lock before it fails (SQLITE_BUSY, PostgreSQL 55P03). */
-export const LOCK_WAIT_MS = 2_000;
+const LOCK_WAIT_MS = 2_000;
 
 /** A statement refused because another writer held the lock too long, or it ran over its time (SQLite, PostgreSQL). */
 export function isLockTimeout(error: unknown): boolean {

@@ -26,7 +26,7 @@ export const BASE64URL_PREFIX = 'base64url:';
 const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
 
 /** Parses `900`, `900s`, `15m`, `1h`, `7d` into seconds. */
-export function parseDurationSeconds(value: string): number | undefined {
+function parseDurationSeconds(value: string): number | undefined {
   const match = /^(\d+)\s*([smhd]?)$/.exec(value.trim());
   if (!match) return undefined;
   const unit = DURATION_UNITS[match[2] || 's'] ?? 1;

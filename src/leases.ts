@@ -10,7 +10,7 @@ import type { Logger } from './logger.js';
 /** How long a claim lasts without renewal. */
 export const LEASE_MS = 6_000;
 /** How often a live claim is renewed: well inside the lease, so one missed beat does not lose it. */
-export const HEARTBEAT_MS = 2_000;
+const HEARTBEAT_MS = 2_000;
 
 export interface Heartbeat {
   /** Stops renewing; resolves once a renewal in flight has finished. */

@@ -17,7 +17,7 @@ function findRoot(from: string): string {
   }
 }
 
-export const PROJECT_ROOT = findRoot(import.meta.dirname);
+const PROJECT_ROOT = findRoot(import.meta.dirname);
 
 /** A file of the project, by its path from the root (`src/auth/passwordWorker.mjs`). */
 export function projectFile(relative: string): string {

@@ -196,7 +196,7 @@ export async function listOrphans(deps: AppDeps) {
 export type UserStatus = 'pending' | 'expired' | 'active' | 'deactivated';
 
 /** What an admin sees of an account: never a hash or code. */
-export function toAdminUserDto(user: UserRow, now: Date) {
+function toAdminUserDto(user: UserRow, now: Date) {
   return {
     id: user.id,
     email: user.email,

@@ -40,7 +40,7 @@ export interface SmartAppChange {
 }
 
 /** What an admin sees of an app: never the secret or its hash. */
-export function toSmartAppDto(app: SmartAppRow): SmartAppDto {
+function toSmartAppDto(app: SmartAppRow): SmartAppDto {
   return {
     client_id: app.client_id,
     name: app.name,

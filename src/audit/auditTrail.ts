@@ -39,7 +39,7 @@ export interface AuditTrailOptions {
 export const MAX_WAITING = 200;
 
 /** Most rows kept while the database refuses them (a long lock): the oldest go first, counted in the log. */
-export const MAX_BUFFERED = 20_000;
+const MAX_BUFFERED = 20_000;
 
 /** audit_log has 14 columns: 64 rows stay under SQLite's oldest variable limit (999 per statement). */
 const ROWS_PER_INSERT = 64;

@@ -11,7 +11,7 @@ import { normalizeEmail } from '../users/userRepository.js';
  */
 
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
-export const ACCESS_CODE_LENGTH = 16;
+const ACCESS_CODE_LENGTH = 16;
 export const ACCESS_CODE_BITS = ACCESS_CODE_LENGTH * 5;
 /** Wrong tries after which a code is void (only a new code works). */
 export const MAX_CODE_ATTEMPTS = 5;

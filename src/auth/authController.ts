@@ -49,7 +49,7 @@ const TokenResponse = z
   .openapi('TokenResponse');
 
 /** The "additional profile fields" of the seed: an allow-list; anything else is refused. */
-export const ProfileSchema = z
+const ProfileSchema = z
   .object({
     display_name: line(100).optional().openapi({ example: 'Ann' }),
     phone: PhoneSchema.optional(),

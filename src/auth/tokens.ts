@@ -164,7 +164,7 @@ export async function issueAccessToken(
  * verifies (IEEE P1363, r||s), at a fraction of the main-thread cost of WebCrypto's sign, which
  * was the largest share of a login's. jose still verifies every token.
  */
-export function signJwt(key: SigningKey, payload: object, typ: string = TOKEN_TYPE): string {
+function signJwt(key: SigningKey, payload: object, typ: string = TOKEN_TYPE): string {
   const header = base64url(JSON.stringify({ alg: TOKEN_ALGORITHM, typ, kid: key.kid }));
   const input = `${header}.${base64url(JSON.stringify(payload))}`;
   const signature = cryptoSign('sha256', Buffer.from(input), {

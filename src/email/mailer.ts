@@ -38,7 +38,7 @@ export class InvalidMailError extends Error {
   }
 }
 
-export const MAIL_DIR = 'mail';
+const MAIL_DIR = 'mail';
 const DEFAULT_TIMEOUT_MS = 10_000;
 /** C0 controls (CR, LF, NUL, TAB ...) and DEL. */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
@@ -56,7 +56,7 @@ export function assertPlainAddress(to: string): void {
 }
 
 /** Throws InvalidMailError when the subject holds CR, LF or another control character (header injection). */
-export function assertHeaderSafe(value: string): void {
+function assertHeaderSafe(value: string): void {
   if (CONTROL_CHARS.test(value)) throw new InvalidMailError('header value must be a single line');
 }
 

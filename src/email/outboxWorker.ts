@@ -97,7 +97,7 @@ const SAFE_LABEL = /^[A-Za-z0-9_.:-]{1,64}$/;
  * (ECONNECTION, upstream_error ...) or its class name, plus the SMTP reply code. Never the
  * message: an SMTP server may echo the whole command or body back in it.
  */
-export function errorLabel(error: unknown): string {
+function errorLabel(error: unknown): string {
   // an upstream FHIR status is told by the cause (`http_400`), the more precise of the two
   const refusal = upstreamRefusalOf(error);
   if (refusal) return refusal;

@@ -42,14 +42,14 @@ export function escapeHtml(value: string): string {
 }
 
 /** The code as people read it: keeps existing groups, otherwise groups of four. */
-export function displayCode(code: string): string {
+function displayCode(code: string): string {
   const trimmed = code.trim().toUpperCase();
   if (trimmed.includes('-')) return trimmed;
   return (trimmed.match(/.{1,4}/g) ?? [trimmed]).join('-');
 }
 
 /** `2026-11-25 14:03 UTC`: absolute, so it reads the same in any time zone and mail client. */
-export function formatUtc(date: Date): string {
+function formatUtc(date: Date): string {
   const iso = date.toISOString();
   return `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`;
 }
@@ -70,7 +70,7 @@ export function timeLeft(expiresAt: Date, now: Date): string | undefined {
  * The page link with the email filled in. The code is deliberately NOT in the link: URLs leak
  * through browser history, proxy and server logs and the Referer header, so the person types it.
  */
-export function linkWithEmail(baseUrl: string, email: string): string {
+function linkWithEmail(baseUrl: string, email: string): string {
   const url = new URL(baseUrl);
   url.searchParams.set('email', email);
   return url.toString();

@@ -27,7 +27,7 @@ export type Scope =
  * links through other roles (an Observation whose performer is the patient, a Condition the
  * patient asserted, a Patient that `link`s to them); those do not widen a patient's view.
  */
-export const SUBJECT_PARAMS: ReadonlySet<string> = new Set(['patient', 'subject', 'beneficiary']);
+const SUBJECT_PARAMS: ReadonlySet<string> = new Set(['patient', 'subject', 'beneficiary']);
 
 /** Shared directory types every signed-in role may read (not patient data). */
 export const DIRECTORY_TYPES: ReadonlySet<string> = new Set([
@@ -253,7 +253,7 @@ const PRACTITIONER_REFERENCE =
   /^(?:https?:\/\/[^\s?#]+\/)?Practitioner\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
 
 /** The Practitioner id a reference string names, if it names one (anchored, like patientIdOf). */
-export function practitionerIdOf(reference: string): string | undefined {
+function practitionerIdOf(reference: string): string | undefined {
   return PRACTITIONER_REFERENCE.exec(reference)?.[1];
 }
 
@@ -271,7 +271,7 @@ export function generalPractitionersOf(patient: Resource): Set<string> {
   );
 }
 
-export function isAssignedTo(patient: Resource, practitionerId: string): boolean {
+function isAssignedTo(patient: Resource, practitionerId: string): boolean {
   return generalPractitionersOf(patient).has(practitionerId);
 }
 

@@ -7,7 +7,7 @@ import { type SecretKey, seal, unseal } from '../secrets.js';
  */
 
 /** How long a paging cursor stays valid. */
-export const CURSOR_TTL_SECONDS = 15 * 60;
+const CURSOR_TTL_SECONDS = 15 * 60;
 
 export interface CursorPayload {
   /** The caller it was issued to. */
@@ -105,7 +105,7 @@ export function replaceUpstreamBase(text: string, upstreamBase: string, publicFh
  * of its value. Only the first `limit` characters are scanned (the members before a Bundle's
  * entries), so the cost does not grow with the entries. Undefined when the key is not there.
  */
-export function topLevelMember(
+function topLevelMember(
   text: string,
   key: string,
   limit: number,

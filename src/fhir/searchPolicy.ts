@@ -156,7 +156,7 @@ function patientsNamed(value: string, bareIsPatient: boolean): { ids: string[]; 
 }
 
 /** `subject:Patient.general-practitioner`: the server keeps only records of a practitioner's patients. */
-export function panelChain(linkingParam: string): string {
+function panelChain(linkingParam: string): string {
   return `${linkingParam}:Patient.${GENERAL_PRACTITIONER_PARAM}`;
 }
 
@@ -268,9 +268,9 @@ function couldBeInScope(patientId: string, scope: Scope): boolean {
 }
 
 /** Longest query a client may send: with our narrowing added, the upstream request line stays under 8 KB. */
-export const MAX_QUERY_BYTES = 4096;
+const MAX_QUERY_BYTES = 4096;
 /** Most query parameters in one request. */
-export const MAX_QUERY_PARAMS = 64;
+const MAX_QUERY_PARAMS = 64;
 
 /**
  * Caps every /fhir query (all roles): an 8 KB value or 1,000 parameters would be forwarded to a
@@ -318,7 +318,7 @@ export function assertJsonBody(contentType: string | undefined): void {
 }
 
 /** Deeper than any resource a person writes (a Questionnaire's items nest two levels each). */
-export const MAX_BODY_DEPTH = 128;
+const MAX_BODY_DEPTH = 128;
 
 /**
  * Whether a parsed body nests at most `max` objects and arrays deep. Walked with a stack: every

@@ -88,7 +88,7 @@ export function scopesOf(scope: string): ParsedScopes {
 }
 
 /** The v2 spelling of a permission set: `rs`, `cruds`. */
-export function permissionString(permissions: ReadonlySet<Permission>): string {
+function permissionString(permissions: ReadonlySet<Permission>): string {
   return PERMISSIONS.filter((p) => permissions.has(p)).join('');
 }
 

@@ -55,7 +55,7 @@ export const UserSchema = z
   })
   .openapi('User');
 
-export const ProblemSchema = z
+const ProblemSchema = z
   .object({
     type: z.string().openapi({ example: 'about:blank' }),
     title: z.string(),

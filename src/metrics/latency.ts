@@ -13,15 +13,15 @@ import type { Metric, Registry } from 'prom-client';
  */
 
 /** Upper bounds of the latency buckets, seconds (`le`): the gateway answers in 1-20 ms, the upstream in more. */
-export const LATENCY_BUCKETS_SECONDS: readonly number[] = [
+const LATENCY_BUCKETS_SECONDS: readonly number[] = [
   0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 ];
 const BOUNDS_MS = Float64Array.from(LATENCY_BUCKETS_SECONDS, (s) => s * 1000);
 
 /** The methods a label may name; anything else is `other`, so the label stays bounded whatever arrives. */
-export const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'other'] as const;
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'other'] as const;
 
-export function methodIndex(method: string): number {
+function methodIndex(method: string): number {
   switch (method) {
     case 'GET':
       return 0;

@@ -24,7 +24,7 @@ import { findCaller } from '../users/userRepository.js';
 const BEARER = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/i;
 
 /** RFC 6750 challenge; the same for every failure so it does not tell an attacker why. */
-export const BEARER_CHALLENGE = 'Bearer realm="fhir-facade", error="invalid_token"';
+const BEARER_CHALLENGE = 'Bearer realm="fhir-facade", error="invalid_token"';
 /** A request that sent no credentials is told what to send, without an error code (RFC 6750 section 3.1). */
 const BEARER_ASKED = 'Bearer realm="fhir-facade"';
 

@@ -33,7 +33,7 @@ async function sessionLive(deps: AppDeps, sessionId: string, userId: string): Pr
 }
 
 /** The absolute FHIR URL of the user's own record: the `fhirUser` claim of an id_token (SMART 2.0). */
-export function absoluteFhirUser(deps: AppDeps, user: UserRow): string | undefined {
+function absoluteFhirUser(deps: AppDeps, user: UserRow): string | undefined {
   const reference = fhirReferenceOf(user);
   return reference ? `${fhirBaseOf(deps.config)}/${reference}` : undefined;
 }

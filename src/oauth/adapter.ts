@@ -22,7 +22,7 @@ export interface AdapterHooks {
 }
 
 /** What oidc-provider needs of a registered app (OpenID Connect Dynamic Client Registration metadata). */
-export function clientMetadataOf(app: SmartAppRow): AdapterPayload | undefined {
+function clientMetadataOf(app: SmartAppRow): AdapterPayload | undefined {
   if (app.is_active !== 1) return undefined;
   const confidential = app.client_type === 'confidential';
   return {

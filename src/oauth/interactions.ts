@@ -46,7 +46,7 @@ const csrfMac = (key: Buffer, uid: string, purpose: 'login' | 'consent') =>
   createHmac('sha256', key).update(`${purpose}:${uid}`).digest('base64url');
 
 /** A CSRF token for one form of one interaction: HMAC(key, purpose ‖ uid), with the current key. */
-export function csrfToken(server: OAuthServer, uid: string, purpose: 'login' | 'consent'): string {
+function csrfToken(server: OAuthServer, uid: string, purpose: 'login' | 'consent'): string {
   return csrfMac(server.csrfKeys[0] as Buffer, uid, purpose);
 }
 

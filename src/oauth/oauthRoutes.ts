@@ -33,7 +33,7 @@ const UID = /^[A-Za-z0-9_-]{1,64}$/;
  * `offline_access` only when consent is prompted for (OpenID Connect Core section 11), which SMART
  * apps do not ask for. `prompt=none` is left alone: it then fails with `login_required`.
  */
-export function withSmartPrompts(search: string): string {
+function withSmartPrompts(search: string): string {
   const params = new URLSearchParams(search);
   const prompts = new Set((params.get('prompt') ?? '').split(' ').filter(Boolean));
   if (prompts.has('none')) return search;

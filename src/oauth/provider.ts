@@ -47,7 +47,7 @@ export interface OAuthServer {
 }
 
 /** An authorization code's lifetime: SMART and RFC 6749 section 4.1.2 ask for a short one (≤ 60 s here). */
-export const CODE_TTL_SECONDS = 60;
+const CODE_TTL_SECONDS = 60;
 /** How long a person has to log in and consent once an app sent them here. */
 const INTERACTION_TTL_SECONDS = 10 * 60;
 

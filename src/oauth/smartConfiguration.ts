@@ -9,7 +9,7 @@ import { oauthEndpoints, oauthIssuer } from './urls.js';
  */
 
 /** What the gateway supports of SMART App Launch 2.x (conformance.html#capabilities). */
-export const SMART_CAPABILITIES: readonly string[] = [
+const SMART_CAPABILITIES: readonly string[] = [
   'launch-standalone',
   'client-public',
   'client-confidential-symmetric',

@@ -20,7 +20,7 @@ const OIDC_SCOPES = new Set(['openid', 'fhirUser', 'offline_access']);
  * What each role may grant an app: the role-wide SMART scope of its /auth/login tokens, the
  * OpenID scopes, and `launch/patient` for patients only (a practitioner has no patient picker here).
  */
-export function scopesForRole(role: Role): string {
+function scopesForRole(role: Role): string {
   const launch = role === 'patient' ? ' launch/patient' : '';
   return `${SCOPES_BY_ROLE[role]}${launch} openid fhirUser offline_access`;
 }

@@ -74,7 +74,7 @@ export function smartClientOf(claims: AccessTokenClaims): string | undefined {
 }
 
 /** How long "this app is active" is believed: deactivation also revokes the app's sessions at once. */
-export const APP_STATUS_TTL_MS = 10_000;
+const APP_STATUS_TTL_MS = 10_000;
 const APP_STATUS_ENTRIES = 1000;
 
 interface AppStatus {

@@ -332,7 +332,7 @@ async function hasPendingIntent(deps: AppDeps, email: string): Promise<boolean> 
 }
 
 /** Every late look that is due, now. */
-export async function lookLateAtAbandoned(
+async function lookLateAtAbandoned(
   deps: AppDeps,
   logger: Logger,
 ): Promise<Record<'confirmed' | 'landed' | 'put_off', number>> {

@@ -57,7 +57,7 @@ function belongs(key: string, names: ReadonlySet<string>, choices: ReadonlySet<s
 }
 
 /** A copy of `resource` with only the named elements (and resourceType, id, meta), tagged SUBSETTED. */
-export function subsetResource<T extends Resource>(resource: T, names: ReadonlySet<string>): T {
+function subsetResource<T extends Resource>(resource: T, names: ReadonlySet<string>): T {
   const definition = tryGetDataType(resource.resourceType)?.elements ?? {};
   // a choice element is named without its type: `value` or `value[x]` for valueQuantity, valueString ...
   const choices = new Set(

@@ -60,7 +60,7 @@ const EMPTY: ReadonlySet<string> = new Set();
 const paramsByType = new Map<string, (readonly [string, string])[]>();
 
 /** A type's reference search parameters with their FHIRPath narrowed to that type (immutable once loaded). */
-export function referenceParams(resourceType: string): readonly (readonly [string, string])[] {
+function referenceParams(resourceType: string): readonly (readonly [string, string])[] {
   let params = paramsByType.get(resourceType);
   if (!params) {
     params = Object.values(getSearchParameters(resourceType) ?? {}).flatMap((param) => {

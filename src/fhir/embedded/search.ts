@@ -26,8 +26,8 @@ import type {
 // would silently get wrong.
 // See https://hl7.org/fhir/R4/search.html
 
-export const DEFAULT_PAGE_SIZE = 20;
-export const MAX_PAGE_SIZE = 1000;
+const DEFAULT_PAGE_SIZE = 20;
+const MAX_PAGE_SIZE = 1000;
 
 /** Rounds of `:iterate` includes, and resources included in total, before we stop following references. */
 const MAX_INCLUDE_ROUNDS = 4;

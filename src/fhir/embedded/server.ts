@@ -34,7 +34,7 @@ export interface EmbeddedFhirOptions {
   log?: (msg: string, extra?: Record<string, unknown>) => void;
 }
 
-export const JOURNAL_FILE = 'fhir-store.sqlite';
+const JOURNAL_FILE = 'fhir-store.sqlite';
 const MAX_BODY_BYTES = 5 * 1024 * 1024;
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
 const JSON_MEDIA_TYPES = new Set([
