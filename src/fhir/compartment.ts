@@ -144,6 +144,45 @@ export function recordsToConfirm(references: readonly string[]): { type: string;
   return [...records.values()];
 }
 
+/** Why a practitioner's write is refused before anything is asked of the panel or the FHIR server. */
+export type WriteRefusal = 'not_writable' | 'not_the_url' | 'not_plain' | 'no_patient';
+
+/** What a practitioner's write must still pass: every patient it names on their panel, every record readable. */
+export interface WriteReach {
+  readonly patients: readonly string[];
+  readonly records: readonly { type: string; id: string }[];
+}
+
+/**
+ * A practitioner's create (`id` undefined) or update of `resource` as `type`, judged from its body
+ * alone: a writable clinical type, the type (and id) of the URL, every reference plain
+ * (patientsReferencedByWrite), and every linking element a Reference to a plain `Patient/{id}` —
+ * a linking element given as a bare string is no Reference: the server drops it, and the record
+ * belongs to nobody. The patients it names (linking ones first) and the records to confirm, or
+ * why it is refused.
+ */
+export function practitionerWriteReach(
+  type: string,
+  resource: Resource | undefined,
+  id: string | undefined,
+): WriteReach | { readonly refused: WriteRefusal } {
+  if (!isPractitionerWritable(type)) return { refused: 'not_writable' };
+  if (resource?.resourceType !== type || (id !== undefined && resource.id !== id))
+    return { refused: 'not_the_url' };
+  const references = everyReference(resource);
+  const named = patientsReferencedByWrite(references);
+  if (named === undefined) return { refused: 'not_plain' };
+  const asReferences = new Set(references);
+  const linked: string[] = [];
+  for (const reference of linkingReferences(resource)) {
+    const patient = asReferences.has(reference) ? strictPatientId(reference) : undefined;
+    if (patient === undefined) return { refused: 'no_patient' };
+    linked.push(patient);
+  }
+  if (linked.length === 0) return { refused: 'no_patient' };
+  return { patients: [...new Set([...linked, ...named])], records: recordsToConfirm(references) };
+}
+
 /** For writes: only a plain relative `Patient/{id}` counts. */
 export function strictPatientId(reference: string): string | undefined {
   return RELATIVE_PATIENT_REFERENCE.exec(reference)?.[1];

@@ -10,17 +10,14 @@ import { type Checked, entriesToJudge, keptInScope, patientsOfKept } from './bun
 import {
   everyReference,
   isMember,
-  isPractitionerWritable,
   LINKING_PARAMS,
-  linkingReferences,
   type Membership,
   membershipOf,
   patientIdOf,
   patientsIn,
-  patientsReferencedByWrite,
-  recordsToConfirm,
+  practitionerWriteReach,
   type Scope,
-  strictPatientId,
+  type WriteRefusal,
 } from './compartment.js';
 import { type HistoryOf, historyPath } from './fhirPath.js';
 import type { ConditionalRead, FhirRequest, FhirResult, Written } from './fhirService.js';
@@ -152,6 +149,28 @@ function emptySearchset<T extends Resource>(): Bundle<T> {
 }
 
 /** A cursor refused, named as the route spells its parameter: `cursor` on a slim list, `_cursor` in a FHIR link. */
+/** The answer to a practitioner's write refused by practitionerWriteReach or the panel. */
+function writeRefused(reason: WriteRefusal, type: string): AppError {
+  switch (reason) {
+    case 'not_writable':
+      return new AppError('forbidden', {
+        detail: 'Your role can only create or update clinical resources of your patients.',
+      });
+    case 'not_the_url':
+      return new AppError('validation_failed', {
+        errors: [{ path: 'resourceType', message: `must be ${type} (with the id of the URL)` }],
+      });
+    case 'not_plain':
+      return new AppError('forbidden', {
+        detail: 'Every reference in your write must be a plain Type/id (or #id of a contained resource).',
+      });
+    case 'no_patient':
+      return new AppError('forbidden', {
+        detail: 'The resource must belong to one of your patients and name no other patient.',
+      });
+  }
+}
+
 function invalidCursor(route: string): AppError {
   return new AppError('validation_failed', {
     errors: [
@@ -493,40 +512,15 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
   /**
    * A practitioner's write: a clinical resource that belongs to one of their patients through a
    * Reference (`subject`, `patient`), whose every reference is a plain `Type/id`, and that names
-   * no patient but theirs (compartment.ts, patientsReferencedByWrite).
+   * no patient but theirs (compartment.ts, practitionerWriteReach), on their panel, every record it points at readable.
    */
   const assertWritable = async (type: string, resource: Resource, id: string | undefined) => {
     if (scope.kind === 'all') return;
-    if (scope.kind !== 'panel' || !isPractitionerWritable(type))
-      throw new AppError('forbidden', {
-        detail: 'Your role can only create or update clinical resources of your patients.',
-      });
-    if (resource?.resourceType !== type || (id !== undefined && resource.id !== id)) {
-      throw new AppError('validation_failed', {
-        errors: [{ path: 'resourceType', message: `must be ${type} (with the id of the URL)` }],
-      });
-    }
-    const references = everyReference(resource);
-    const named = patientsReferencedByWrite(references);
-    if (named === undefined)
-      throw new AppError('forbidden', {
-        detail: 'Every reference in your write must be a plain Type/id (or #id of a contained resource).',
-      });
-    // a linking element given as a bare string is no Reference: the server drops it, and the record belongs to nobody
-    const asReferences = new Set(references);
-    const patients = linkingReferences(resource).map((ref) =>
-      asReferences.has(ref) ? strictPatientId(ref) : undefined,
-    );
-    const ids = patients.filter((p): p is string => p !== undefined);
-    if (
-      ids.length === 0 ||
-      ids.length !== patients.length ||
-      !(await allAssigned(scope.practitionerId, [...ids, ...named]))
-    )
-      throw new AppError('forbidden', {
-        detail: 'The resource must belong to one of your patients and name no other patient.',
-      });
-    await assertReadable(recordsToConfirm(references), id === undefined ? 'fhir.create' : 'fhir.update');
+    if (scope.kind !== 'panel') throw writeRefused('not_writable', type);
+    const reach = practitionerWriteReach(type, resource, id);
+    if ('refused' in reach) throw writeRefused(reach.refused, type);
+    if (!(await allAssigned(scope.practitionerId, reach.patients))) throw writeRefused('no_patient', type);
+    await assertReadable(reach.records, id === undefined ? 'fhir.create' : 'fhir.update');
   };
 
   /**

@@ -17,6 +17,7 @@ import {
   type Membership,
   membershipOf,
   patientsReferencedByWrite,
+  practitionerWriteReach,
   recordsToConfirm,
   type Scope,
 } from '../../src/fhir/compartment.js';
@@ -790,6 +791,103 @@ describe('what a scoped read is cut to (_elements, _summary)', () => {
     expect(Object.keys(cut)).toEqual(keys);
     expect(cut.meta).toEqual(tagged);
     expect(observation.meta).toEqual({ versionId: '2' });
+  });
+});
+
+describe("a practitioner's write, judged from its body", () => {
+  const obs = (extra: Record<string, unknown> = {}) =>
+    ({ resourceType: 'Observation', id: 'o1', subject: { reference: 'Patient/a' }, ...extra }) as Resource;
+  const reach = (patients: string[], records: string[] = []) => ({
+    patients,
+    records: records.map((r) => ({ type: r.split('/')[0], id: r.split('/')[1] })),
+  });
+  it.each([
+    ['a create for their patient', 'Observation', obs(), undefined, reach(['a'])],
+    ['an update of the URL id', 'Observation', obs(), 'o1', reach(['a'])],
+    ['an update whose body names another id', 'Observation', obs(), 'o2', { refused: 'not_the_url' }],
+    ['a body of another type', 'Condition', obs(), undefined, { refused: 'not_the_url' }],
+    ['no body at all', 'Observation', undefined, undefined, { refused: 'not_the_url' }],
+    [
+      'a Patient (not a clinical record)',
+      'Patient',
+      { resourceType: 'Patient' },
+      undefined,
+      { refused: 'not_writable' },
+    ],
+    [
+      'an AuditEvent (a record of actions)',
+      'AuditEvent',
+      { resourceType: 'AuditEvent' },
+      undefined,
+      { refused: 'not_writable' },
+    ],
+    ['a Provenance', 'Provenance', { resourceType: 'Provenance' }, undefined, { refused: 'not_writable' }],
+    [
+      'other patients named and records to confirm (patients and the directory aside)',
+      'Observation',
+      obs({
+        performer: [{ reference: 'Patient/b' }, { reference: 'Practitioner/p' }],
+        encounter: { reference: 'Encounter/e' },
+        basedOn: [{ reference: 'ServiceRequest/s' }, { reference: 'ServiceRequest/s' }],
+      }),
+      undefined,
+      reach(['a', 'b'], ['Encounter/e', 'ServiceRequest/s']),
+    ],
+    [
+      'a patient named twice counts once',
+      'Observation',
+      obs({ focus: [{ reference: 'Patient/a' }] }),
+      undefined,
+      reach(['a']),
+    ],
+    [
+      'a reference written as a search',
+      'Observation',
+      obs({ focus: [{ reference: 'Condition?code=x' }] }),
+      undefined,
+      { refused: 'not_plain' },
+    ],
+    [
+      'an absolute subject',
+      'Observation',
+      obs({ subject: { reference: 'http://fhir.example/Patient/a' } }),
+      undefined,
+      { refused: 'not_plain' },
+    ],
+    [
+      'no subject: the record of nobody',
+      'Observation',
+      { resourceType: 'Observation' },
+      undefined,
+      { refused: 'no_patient' },
+    ],
+    [
+      'a Group as subject',
+      'Observation',
+      obs({ subject: { reference: 'Group/g' } }),
+      undefined,
+      { refused: 'no_patient' },
+    ],
+    [
+      'a subject given as a bare string',
+      'Observation',
+      obs({ subject: 'Patient/a' }),
+      undefined,
+      { refused: 'no_patient' },
+    ],
+    [
+      'one linking element off the patient among two',
+      'Encounter',
+      {
+        resourceType: 'Encounter',
+        subject: { reference: 'Patient/a' },
+        participant: [{ individual: { reference: 'Practitioner/p' } }],
+      },
+      undefined,
+      reach(['a']),
+    ],
+  ] as const)('%s', (_what, type, resource, id, expected) => {
+    expect(practitionerWriteReach(type, resource as Resource | undefined, id)).toEqual(expected);
   });
 });
 
