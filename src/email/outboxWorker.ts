@@ -2,11 +2,10 @@ import type { Resource } from '@medplum/fhirtypes';
 import type { Kysely } from 'kysely';
 import { isDatabaseWait } from '../../db/connection.js';
 import type { Database, OutboxKind, OutboxRow, Role } from '../../db/schema.js';
+import { type AuditEventLane, deliverAuditBatch, type LaneState } from '../audit/auditEventLane.js';
 import { writeAudit } from '../audit/auditService.js';
 import type { Clock } from '../clock.js';
-import { AppError } from '../errors.js';
 import type { FhirService } from '../fhir/fhirService.js';
-import { upstreamRefusalOf } from '../fhir/upstreamStatus.js';
 import { heartbeat, LEASE_MS } from '../leases.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -26,6 +25,14 @@ import {
   renewOutboxClaim,
   type SealedAccessCodePayload,
 } from './outbox.js';
+import {
+  backoffMs,
+  deferredRecipient,
+  errorLabel,
+  PermanentFailure,
+  parsePayload,
+  refusedForGood,
+} from './outboxFailures.js';
 import { renderAccessCodeMail } from './templates.js';
 
 export interface OutboxWorkerDeps {
@@ -76,81 +83,7 @@ export interface OutboxWorker {
 const DEFAULT_POLL_MS = 2_000;
 const DEFAULT_MAX_ATTEMPTS = 20;
 const DEFAULT_BATCH_SIZE = 10;
-const BACKOFF_BASE_MS = 5_000;
-const BACKOFF_CAP_MS = 60 * 60_000;
-
-/**
- * Delay before retry number `attempts + 1`: 5 s, 10 s, 20 s ... capped at 1 h, each +-20 %
- * so that rows failing together (an SMTP outage) do not retry in lockstep.
- */
-export function backoffMs(attempts: number, random: () => number = Math.random): number {
-  const exponential = BACKOFF_BASE_MS * 2 ** Math.max(0, Math.min(attempts - 1, 20));
-  const capped = Math.min(exponential, BACKOFF_CAP_MS);
-  return Math.round(Math.min(capped * (0.8 + 0.4 * random()), BACKOFF_CAP_MS));
-}
-
 const ROLES = new Set<Role>(['patient', 'practitioner', 'admin']);
-const SAFE_LABEL = /^[A-Za-z0-9_.:-]{1,64}$/;
-
-/**
- * A short, secret-free description of a failure for `last_error` and logs: the error's code
- * (ECONNECTION, upstream_error ...) or its class name, plus the SMTP reply code. Never the
- * message: an SMTP server may echo the whole command or body back in it.
- */
-function errorLabel(error: unknown): string {
-  // an upstream FHIR status is told by the cause (`http_400`), the more precise of the two
-  const refusal = upstreamRefusalOf(error);
-  if (refusal) return refusal;
-  const e = error as { code?: unknown; name?: unknown; responseCode?: unknown } | null | undefined;
-  const code = typeof e?.code === 'string' && SAFE_LABEL.test(e.code) ? e.code : undefined;
-  const name = typeof e?.name === 'string' && SAFE_LABEL.test(e.name) ? e.name : 'Error';
-  const reply = typeof e?.responseCode === 'number' ? `:smtp_${e.responseCode}` : '';
-  return `${code ?? name}${reply}`;
-}
-
-/**
- * The SMTP server refused this mail or its recipient for good (a 5xx reply at RCPT or DATA, e.g.
- * an unknown or suppressed address): a label, else undefined. Retrying it for hours, and resting
- * the lane after each try, would hold back everyone else's code mails. A 5xx at connection,
- * login (a wrong password) or MAIL FROM is the server's setup, not this mail's: that one is retried.
- */
-export function refusedForGood(error: unknown): string | undefined {
-  const e = error as SmtpError | null | undefined;
-  return refusedThisMail(e) && typeof e?.responseCode === 'number' && e.responseCode >= 500
-    ? `smtp_${e.responseCode}`
-    : undefined;
-}
-
-/**
- * The SMTP server put off this mail's recipient for now (a 4xx at RCPT, e.g. 452 mailbox full):
- * the row is retried with its backoff, but the lane does not rest — the server itself works, and
- * one full mailbox must not hold back everyone else's code mails.
- */
-export function deferredRecipient(error: unknown): boolean {
-  const e = error as SmtpError | null | undefined;
-  return (
-    e?.code === 'EENVELOPE' &&
-    e.command === 'RCPT TO' &&
-    typeof e.responseCode === 'number' &&
-    e.responseCode >= 400 &&
-    e.responseCode < 500
-  );
-}
-
-interface SmtpError {
-  readonly code?: unknown;
-  readonly responseCode?: unknown;
-  /** nodemailer's name of the command refused: 'MAIL FROM', 'RCPT TO', 'DATA', ... */
-  readonly command?: unknown;
-}
-
-// a refusal of this mail's recipient or content; a refusal at MAIL FROM (e.g. 530 authentication
-// required, a sender the relay does not accept) is the server's setup, the same for every mail
-function refusedThisMail(e: SmtpError | null | undefined): boolean {
-  if (e?.code === 'EMESSAGE') return true;
-  return e?.code === 'EENVELOPE' && (e.command === 'RCPT TO' || e.command === 'DATA');
-}
-
 /**
  * An access-code mail given up for good is audited (`mail.failed`, the account as its target), so
  * an admin finds in GET /admin/audit whom to send a new code — unless a newer code voided it.
@@ -173,14 +106,6 @@ async function auditMailGivenUp(
   });
 }
 
-/** A failure no retry can fix: the row goes straight to 'failed'. */
-class PermanentFailure extends Error {
-  constructor(readonly label: string) {
-    super(label);
-    this.name = 'PermanentFailure';
-  }
-}
-
 function purged(payload: Partial<SealedAccessCodePayload>): string {
   const out: PurgedMailPayload = {
     template: typeof payload.template === 'string' ? payload.template : 'unknown',
@@ -189,40 +114,6 @@ function purged(payload: Partial<SealedAccessCodePayload>): string {
     purged: true,
   };
   return JSON.stringify(out);
-}
-
-function parsePayload(row: OutboxRow): Record<string, unknown> {
-  try {
-    const value: unknown = JSON.parse(row.payload);
-    if (value && typeof value === 'object' && !Array.isArray(value)) return value as Record<string, unknown>;
-  } catch {
-    // fall through
-  }
-  throw new PermanentFailure('invalid_payload');
-}
-
-/** A FHIR `batch` Bundle creating each AuditEvent (R4 http.html#transaction). */
-export function auditEventBatch(events: readonly unknown[]) {
-  return {
-    resourceType: 'Bundle',
-    type: 'batch',
-    entry: events.map((resource) => ({ resource, request: { method: 'POST', url: 'AuditEvent' } })),
-  };
-}
-
-/**
- * What a batch-response says of each of `sent` entries, in order: undefined for a success (a
- * 2xx status), else a label (`http_400`); undefined in place of the list when the answer is not a
- * batch-response of as many entries (the events are then sent one at a time).
- */
-export function batchEntryFailures(answer: unknown, sent: number): (string | undefined)[] | undefined {
-  const bundle = answer as { resourceType?: unknown; entry?: unknown } | undefined;
-  if (bundle?.resourceType !== 'Bundle' || !Array.isArray(bundle.entry) || bundle.entry.length !== sent)
-    return undefined;
-  return bundle.entry.map((entry: { response?: { status?: unknown } } | null) => {
-    const status = typeof entry?.response?.status === 'string' ? entry.response.status : '';
-    return /^2\d\d/.test(status) ? undefined : `http_${status.slice(0, 3) || 'none'}`;
-  });
 }
 
 /**
@@ -285,14 +176,14 @@ async function sendAccessCodeMail(deps: OutboxWorkerDeps, payload: Record<string
  * accept and the 'sent' update sends that mail again once the lease lapses (within LEASE_MS).
  */
 export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerOptions = {}): OutboxWorker {
-  const pollIntervalMs = options.pollIntervalMs ?? DEFAULT_POLL_MS;
   const leaseMs = options.leaseMs ?? LEASE_MS;
   const lane = options.lane;
-  /** After a delivery failed, the lane rests until the failed row's retry time (its server is probably down). */
-  let restingUntil = 0;
+  const state: LaneState = { restingUntil: 0, batchesRefused: false };
   const maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
   const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
   const { db, clock, logger } = deps;
+
+  const auditLane: AuditEventLane = { deps, leaseMs, maxAttempts, state };
 
   const postAuditEvent = async (payload: Record<string, unknown>) => {
     await deps.fhir.create('AuditEvent', payload as unknown as Resource);
@@ -347,7 +238,7 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
         logger.warn({ ...log, error: label, next_attempt_at: next }, 'outbox delivery failed, will retry');
       else lost();
       if (ok) deps.metrics?.outboxFailure(row.kind, 'retry');
-      if (lane && !deferredRecipient(error)) restingUntil = clock.now().getTime() + delay;
+      if (lane && !deferredRecipient(error)) state.restingUntil = clock.now().getTime() + delay;
       return false;
     }
     // purge: once the mail is out, the row keeps no code, sealed or not
@@ -357,102 +248,14 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
     return true;
   };
 
-  /** Marks a claimed row after a failed attempt: given up when permanent or out of attempts, else retried later. */
-  const markFailure = async (
-    trx: OutboxDb,
-    row: OutboxRow,
-    claim: OutboxClaim,
-    label: string,
-    permanent: boolean,
-  ) => {
-    const log = { outbox_id: row.id, kind: row.kind, attempts: row.attempts, error: label };
-    if (permanent || row.attempts >= maxAttempts) {
-      if (await markOutboxFailed(trx, claim, label)) {
-        logger.warn(log, 'outbox row failed for good');
-        deps.metrics?.outboxFailure(row.kind, 'failed');
-      }
-      return;
-    }
-    const delay = backoffMs(row.attempts);
-    const next = new Date(clock.now().getTime() + delay).toISOString();
-    if (await markOutboxRetry(trx, claim, next, label)) {
-      logger.warn({ ...log, next_attempt_at: next }, 'outbox delivery failed, will retry');
-      deps.metrics?.outboxFailure(row.kind, 'retry');
-    }
-    restingUntil = Math.max(restingUntil, clock.now().getTime() + delay);
-  };
-
-  /**
-   * The AuditEvent lane posts what it claimed as one FHIR `batch` Bundle: one request and two
-   * commits per batch instead of per event (every login and admin action mirrors one). Entries
-   * are settled one by one from the batch-response. A server that refuses batches gets the
-   * events one at a time from then on. Returns undefined when the batch was not sent that way.
-   */
-  const deliverAuditBatch = async (rows: OutboxRow[]): Promise<boolean | undefined> => {
-    const claims = rows.map((row) => ({ id: row.id, attempts: row.attempts }));
-    const beat = heartbeat(
-      async () => {
-        const until = new Date(clock.now().getTime() + leaseMs).toISOString();
-        const renewed = await Promise.all(claims.map((claim) => renewOutboxClaim(db, claim, until)));
-        return renewed.every(Boolean);
-      },
-      logger,
-      Math.max(50, Math.floor(leaseMs / 3)),
-    );
-    try {
-      const payloads = rows.map((row) => {
-        try {
-          return row.attempts > maxAttempts ? new PermanentFailure('too_many_attempts') : parsePayload(row);
-        } catch (error) {
-          return error as PermanentFailure;
-        }
-      });
-      const sendable = rows.flatMap((_row, i) => (payloads[i] instanceof PermanentFailure ? [] : [i]));
-      let outcome: (string | undefined)[] = [];
-      if (sendable.length > 0) {
-        const bundle = auditEventBatch(sendable.map((i) => payloads[i]));
-        try {
-          const result = await deps.fhir.forward({ method: 'POST', path: '', body: bundle });
-          const failures = batchEntryFailures(result.body, sendable.length);
-          if (!failures) return undefined;
-          outcome = failures;
-        } catch (error) {
-          // a 4xx to the batch itself (400, 405, 413, ...) is a server that takes no batches of these:
-          // every later event goes alone; a 5xx, a timeout or a refused connection is a retry of this one
-          if (error instanceof AppError && error.status < 500) {
-            batchesRefused = true;
-            return undefined;
-          }
-          outcome = sendable.map(() => errorLabel(error));
-        }
-      }
-      await db.transaction().execute(async (trx) => {
-        for (const [i, row] of rows.entries()) {
-          const claim = claims[i] as OutboxClaim;
-          const payload = payloads[i];
-          if (payload instanceof PermanentFailure) await markFailure(trx, row, claim, payload.label, true);
-          else {
-            const label = outcome[sendable.indexOf(i)];
-            if (label) await markFailure(trx, row, claim, label, false);
-            else await markOutboxSent(trx, claim, clock.now().toISOString());
-          }
-        }
-      });
-      return outcome.every((label) => label === undefined);
-    } finally {
-      await beat.stop();
-    }
-  };
-  let batchesRefused = false;
-
   const tick = async (): Promise<number> => {
     const now = clock.now();
     // a lane whose server just failed rests: trying the next row would only wait for the same timeout
-    if (now.getTime() < restingUntil) return 0;
+    if (now.getTime() < state.restingUntil) return 0;
     const nowIso = now.toISOString();
     const leaseUntil = new Date(now.getTime() + leaseMs).toISOString();
     const ids = await findDueOutboxIds(db, nowIso, batchSize, lane);
-    if (lane === 'fhir_audit_event' && !batchesRefused && ids.length > 1) {
+    if (lane === 'fhir_audit_event' && !state.batchesRefused && ids.length > 1) {
       // every claim of the batch in one commit
       const rows = await db.transaction().execute(async (trx) => {
         const claimed: OutboxRow[] = [];
@@ -462,7 +265,7 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
         }
         return claimed;
       });
-      if ((await deliverAuditBatch(rows)) !== undefined) return rows.length;
+      if ((await deliverAuditBatch(auditLane, rows)) !== undefined) return rows.length;
       for (const row of rows) if (!(await deliver(row))) break;
       return rows.length;
     }
@@ -476,6 +279,24 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
     return processed;
   };
 
+  return pollTicks(tick, {
+    pollIntervalMs: options.pollIntervalMs ?? DEFAULT_POLL_MS,
+    autoStart: options.autoStart ?? true,
+    batchSize,
+    lane: lane ?? 'all',
+    logger,
+  });
+}
+
+/**
+ * Runs `tick` again and again, one at a time: every `pollIntervalMs` when polling, at once after
+ * a full batch (there is probably more) or a wake(). A tick that fails is logged, and the next
+ * one comes as usual; a database outage is one warning when it starts and one line when it ends.
+ */
+function pollTicks(
+  tick: () => Promise<number>,
+  options: { pollIntervalMs: number; autoStart: boolean; batchSize: number; lane: string; logger: Logger },
+): OutboxWorker {
   // every tick is chained on the previous one: ticks never overlap
   let chain: Promise<unknown> = Promise.resolve();
   const runOnce = (): Promise<number> => {
@@ -485,7 +306,7 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
   };
 
   // without autoStart there is no polling: only runOnce() and wake() start ticks
-  const polling = options.autoStart ?? true;
+  const polling = options.autoStart;
   let stopped = false;
   let looping = false;
   let wakeAgain = false;
@@ -495,11 +316,11 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
   // an outage or a held lock is the database's state, not a bug: one warning when it starts, not one per tick
   const logTickFailure = (error: unknown) => {
     if (!isDatabaseWait(error)) {
-      logger.error({ error: errorLabel(error) }, 'outbox tick failed');
+      options.logger.error({ error: errorLabel(error) }, 'outbox tick failed');
       return;
     }
     if (!waitingForDatabase)
-      logger.warn({ lane: lane ?? 'all', error: errorLabel(error) }, 'outbox waits for the database');
+      options.logger.warn({ lane: options.lane, error: errorLabel(error) }, 'outbox waits for the database');
     waitingForDatabase = true;
   };
 
@@ -518,7 +339,8 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
     let processed = 0;
     try {
       processed = await runOnce();
-      if (waitingForDatabase) logger.info({ lane: lane ?? 'all' }, 'outbox: the database answers again');
+      if (waitingForDatabase)
+        options.logger.info({ lane: options.lane }, 'outbox: the database answers again');
       waitingForDatabase = false;
     } catch (error) {
       logTickFailure(error);
@@ -526,10 +348,10 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
       looping = false;
     }
     // a full batch means there is probably more: go again without waiting
-    const again = wakeAgain || processed >= batchSize;
+    const again = wakeAgain || processed >= options.batchSize;
     wakeAgain = false;
     if (again) schedule(0);
-    else if (polling) schedule(pollIntervalMs);
+    else if (polling) schedule(options.pollIntervalMs);
   };
 
   if (polling) schedule(0);

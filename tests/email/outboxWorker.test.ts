@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import type { ParsedMail } from 'mailparser';
 import { afterEach, describe, expect, it } from 'vitest';
+import { auditEventBatch, batchEntryFailures } from '../../src/audit/auditEventLane.js';
 import { generateAccessCode } from '../../src/auth/accessCodes.js';
 import { createMailer, type Mailer } from '../../src/email/mailer.js';
 import {
@@ -10,14 +11,10 @@ import {
   enqueueAccessCodeMail,
   enqueueFhirAuditEvent,
 } from '../../src/email/outbox.js';
+import { backoffMs, deferredRecipient, refusedForGood } from '../../src/email/outboxFailures.js';
 import {
-  auditEventBatch,
-  backoffMs,
-  batchEntryFailures,
-  deferredRecipient,
   type OutboxWorker,
   type OutboxWorkerOptions,
-  refusedForGood,
   startOutboxWorker,
 } from '../../src/email/outboxWorker.js';
 import { createFhirService, type FhirService } from '../../src/fhir/fhirService.js';
