@@ -83,6 +83,11 @@ export function guardScopes(fhir: ScopedFhir): ScopedFhir {
       need(of.type ?? '*', of.id ? 'r' : 's');
       return fhir.historyPage(cursor, of, route);
     },
+    assertPatientInScope: (patientId, attempted) => {
+      // whether a patient is the caller's tells of that Patient, as its read would
+      need('Patient', 'r');
+      return fhir.assertPatientInScope(patientId, attempted);
+    },
     search: (type, query, route) => {
       need(type, 's');
       return fhir.search(type, query, route);

@@ -80,6 +80,12 @@ export interface ScopedFhir {
   history(of: HistoryOf, query: URLSearchParams, route: string): Promise<SearchPage>;
   /** The page a cursor of `history(of, ..., route)` points to, checked the same way. */
   historyPage(cursor: string, of: HistoryOf, route: string): Promise<SearchPage>;
+  /**
+   * Whether the caller may see the patient `patientId`: their own, one on their panel (asked of the
+   * panel lookup the response check uses), any for an admin (not asked of the server). Anything
+   * else, someone else's or no one's, is recorded as a denied `attempted` and answered 404 alike.
+   */
+  assertPatientInScope(patientId: string, attempted: { action: string; type: string }): Promise<void>;
   /** A narrowed, checked search; `route` names where its cursors may be used. */
   search<T extends Resource = Resource>(
     type: string,
@@ -587,6 +593,15 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       const link = verifyCursor(deps.secrets.cursorKey, cursor, binding(route, historyPath(of)));
       if (link === undefined) throw invalidCursor(route);
       return toHistoryPage(await fhir.page(link), of, route);
+    },
+    assertPatientInScope: async (patientId, attempted) => {
+      const inScope =
+        scope.kind === 'all' ||
+        (scope.kind === 'patient' && scope.patientId === patientId) ||
+        (scope.kind === 'panel' && (await namedOutsidePanel([patientId])).length === 0);
+      if (inScope) return;
+      recordOutOfScope(attempted.action, attempted.type, [patientId]);
+      throw auditedError(new AppError('not_found'));
     },
     search: async <T extends Resource>(type: string, query: URLSearchParams, route: string) => {
       const narrowed = narrowSearch(type, query, scope);

@@ -23,7 +23,10 @@ export async function myPatients(
   return { patients: page.items.map((p) => patientDto(p)), next_cursor: page.next_cursor };
 }
 
-/** One assigned patient's observations; an unassigned patient answers 404 exactly like a missing one. */
+/**
+ * One assigned patient's observations; an unassigned patient answers 404 exactly like a missing
+ * one. Asked of the panel lookup (cached), not by reading the Patient: one upstream call, the search.
+ */
 export async function patientObservations(
   deps: AppDeps,
   caller: Caller,
@@ -32,7 +35,9 @@ export async function patientObservations(
   filters: ObservationFilters,
 ) {
   const fhir = scopedFhir(deps, caller, ctx);
-  await asBuiltByGateway(fhir.read('Patient', patientId));
+  await asBuiltByGateway(
+    fhir.assertPatientInScope(patientId, { action: 'fhir.search', type: 'Observation' }),
+  );
   const route = slimCursorRoute('practitioner.observations', patientId);
   const page = await searchObservations(fhir, filters, route, patientId);
   return { observations: page.items, next_cursor: page.next_cursor };

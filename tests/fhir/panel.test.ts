@@ -239,6 +239,24 @@ describe('a practitioner behind an upstream that ignores the panel narrowing', (
         patients: { id: string }[];
       };
       expect(slim.patients.map((x) => x.id)).toEqual([ownPatient]);
+
+      // one patient's slim observations: the panel lookup (cached) decides, not a Patient read
+      const gets = (from: number) =>
+        careless.requests
+          .slice(from)
+          .filter((r) => r.method === 'GET')
+          .map((r) => new URL(r.url, 'http://x').pathname);
+      const ownPath = `/practitioner/patients/${ownPatient}/observations`;
+      expect((await gw.call(ownPath, { token })).status).toBe(200);
+      const before = careless.requests.length;
+      const again = (await (await gw.call(ownPath, { token })).json()) as { observations: unknown[] };
+      expect(again.observations).toHaveLength(1);
+      expect(gets(before)).toEqual(['/fhir/R4/Observation']);
+      const afterOwn = careless.requests.length;
+      expect((await gw.call(`/practitioner/patients/${otherPatient}/observations`, { token })).status).toBe(
+        404,
+      );
+      expect(gets(afterOwn)).not.toContain('/fhir/R4/Observation');
     } finally {
       await gw.close();
       await careless.close();
