@@ -128,15 +128,42 @@ function routeOf(c: Context<AppEnv>): string {
   }
 }
 
+/** The account a refused request's token names (src/middleware/authenticate.ts tokenHolder). */
+export interface TokenHolder {
+  readonly userId: string;
+  readonly role: string;
+}
+
+/**
+ * Whether a refused request should have its token's holder looked up for its audit entry: it was
+ * refused before `authenticate` ran (no caller), not audited already, and not at a credential
+ * route (a login refused names the account it tried, not the bearer of some other token).
+ */
+export function wantsTokenHolder(c: Context<AppEnv>, thrown: unknown): boolean {
+  return (
+    c.var.deps !== undefined &&
+    c.var.caller === undefined &&
+    !wasAudited(thrown) &&
+    !Object.hasOwn(CREDENTIAL_ACTIONS, c.req.path) &&
+    c.req.header('authorization') !== undefined
+  );
+}
+
 /**
  * Records the error response of a request (called by onError), unless the code that refused it
  * already did and marked the error (auditedError). Nothing of it delays the answer: the entry
- * goes to the batched trail.
+ * goes to the batched trail. `holder`: a request refused before `authenticate` ran is recorded as
+ * its token's holder's when the token verifies (wantsTokenHolder).
  */
-export function recordErrorResponse(c: Context<AppEnv>, error: AppError, thrown: unknown): void {
+export function recordErrorResponse(
+  c: Context<AppEnv>,
+  error: AppError,
+  thrown: unknown,
+  holder?: TokenHolder,
+): void {
   const deps = c.var.deps;
   if (!deps || wasAudited(thrown)) return;
-  const caller = c.var.caller as Caller | undefined;
+  const caller: TokenHolder | undefined = (c.var.caller as Caller | undefined) ?? holder;
   const method = c.req.method;
   const path = c.req.path;
   if (!caller && !auditedAnonymously(method, path)) return;

@@ -2,8 +2,9 @@ import type { Context, ErrorHandler, NotFoundHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { TrieRouter } from 'hono/router/trie-router';
 import { isDatabaseWait } from '../../db/connection.js';
-import { recordErrorResponse } from '../audit/requestAudit.js';
+import { recordErrorResponse, type TokenHolder, wantsTokenHolder } from '../audit/requestAudit.js';
 import { AppError, type ErrorCode, toOperationOutcome, toProblem } from '../errors.js';
+import { tokenHolder } from '../middleware/authenticate.js';
 import { FHIR_JSON } from './fhirJson.js';
 import { isFhirPath } from './fhirPaths.js';
 import type { AppEnv } from './types.js';
@@ -48,7 +49,7 @@ export function renderError(c: Context<AppEnv>, error: AppError): Response {
  * logged with the request id and answered with a generic 500 — no stack, SQL or upstream URL.
  * The refusal is audited (requestAudit.ts) unless the code that refused it already did.
  */
-export const onError: ErrorHandler<AppEnv> = (error, c) => {
+export const onError: ErrorHandler<AppEnv> = async (error, c) => {
   const appError = toAppError(error);
   const logger = c.var.deps?.logger;
   const log = { req_id: c.var.requestId, code: appError.code, err: appError.cause ?? error };
@@ -61,13 +62,18 @@ export const onError: ErrorHandler<AppEnv> = (error, c) => {
   else if (appError.status > 500) logger?.warn(log, 'request failed: a dependency');
   else if (appError.cause) logger?.debug(log, 'request refused');
   try {
-    recordErrorResponse(c, appError, error);
+    recordErrorResponse(c, appError, error, await holderOf(c, error));
   } catch (auditError) {
     // the answer does not depend on the audit; the log line names the request instead
     logger?.error({ req_id: c.var.requestId, err: auditError }, 'could not audit a refused request');
   }
   return renderError(c, appError);
 };
+
+/** The holder of a refused request's token, when it was refused before authenticate ran (requestAudit.ts). */
+async function holderOf(c: Context<AppEnv>, thrown: unknown): Promise<TokenHolder | undefined> {
+  return wantsTokenHolder(c, thrown) ? tokenHolder(c) : undefined;
+}
 
 const ROUTE_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 
@@ -81,7 +87,7 @@ export function onNotFound(routes: readonly { method: string; path: string }[]):
   for (const { method, path } of routes)
     if ((ROUTE_METHODS as readonly string[]).includes(method)) router.add(method, path, method);
   const allowedFor = (path: string) => ROUTE_METHODS.filter((m) => router.match(m, path)[0].length > 0);
-  return (c) => {
+  return async (c) => {
     const allowed = allowedFor(c.req.path);
     const refused =
       allowed.length > 0
@@ -91,7 +97,7 @@ export function onNotFound(routes: readonly { method: string; path: string }[]):
     c.error = refused;
     // probing admin routes that do not exist is a refusal at an admin route: audited too
     try {
-      recordErrorResponse(c, refused, refused);
+      recordErrorResponse(c, refused, refused, await holderOf(c, refused));
     } catch (auditError) {
       c.var.deps?.logger.error(
         { req_id: c.var.requestId, err: auditError },

@@ -5,6 +5,7 @@ import { auditedError } from '../audit/requestAudit.js';
 import {
   type AccessTokenClaims,
   CLOCK_SKEW_SECONDS,
+  type TokenCheck,
   type TokenRefusal,
   tokenSettingsOf,
   verifyAccessToken,
@@ -80,16 +81,9 @@ async function verifyCaller(c: Context<AppEnv>): Promise<Caller | Refused> {
   const smartAccepted = acceptsSmartToken(c.req.path, c.req.method);
   let claims = verifiedSignature(deps, token, now, smartAccepted);
   if (!claims) {
-    let checked = await verifyAccessToken(deps.tokenKeys, tokenSettingsOf(deps.config.jwt), token, now);
-    let smart = false;
-    // a SMART app's token (issuer /oauth, audience the FHIR base) is valid only at /fhir and logout (src/oauth/smartTokens.ts)
-    if (!checked.ok && checked.reason === 'invalid' && smartAccepted) {
-      checked = await verifySmartAccessToken(deps, token, now);
-      smart = true;
-    }
+    const checked = await verifiedAfresh(deps, token, now, smartAccepted);
     if (!checked.ok) return { reason: checked.reason, userId: checked.subject };
     claims = checked.claims;
-    rememberSignature(deps, token, claims, smart);
   }
   const user = await findCaller(deps.db, claims.sub, claims.sid);
   if (!user) return { reason: 'unknown_user' };
@@ -106,6 +100,43 @@ async function verifyCaller(c: Context<AppEnv>): Promise<Caller | Refused> {
   const clientId = smartClientOf(claims);
   if (clientId && !(await smartAppActive(deps, clientId))) return refused('inactive_app');
   return { userId: user.id, role: user.role, fhirId: user.fhir_resource_id, claims };
+}
+
+/** A token not in the cache of verified tokens: its signature and claims checked, and kept when good. */
+async function verifiedAfresh(
+  deps: AppDeps,
+  token: string,
+  now: Date,
+  smartAccepted: boolean,
+): Promise<TokenCheck> {
+  let checked = await verifyAccessToken(deps.tokenKeys, tokenSettingsOf(deps.config.jwt), token, now);
+  let smart = false;
+  // a SMART app's token (issuer /oauth, audience the FHIR base) is valid only at /fhir and logout (src/oauth/smartTokens.ts)
+  if (!checked.ok && checked.reason === 'invalid' && smartAccepted) {
+    checked = await verifySmartAccessToken(deps, token, now);
+    smart = true;
+  }
+  if (checked.ok) rememberSignature(deps, token, checked.claims, smart);
+  return checked;
+}
+
+/**
+ * Who a request's bearer token names when its signature and time claims verify, for the audit
+ * of a request refused before `authenticate` ran (a 413, 415, 404 or 405 of the app-wide
+ * middleware): nothing is looked up, so the account is named as the token names it, revoked or not.
+ */
+export async function tokenHolder(c: Context<AppEnv>): Promise<{ userId: string; role: string } | undefined> {
+  const header = c.req.header('authorization');
+  const token = header ? BEARER.exec(header)?.[1] : undefined;
+  if (!token) return undefined;
+  const deps = c.get('deps');
+  const now = deps.clock.now();
+  const smartAccepted = acceptsSmartToken(c.req.path, c.req.method);
+  const cached = verifiedSignature(deps, token, now, smartAccepted);
+  const checked = cached
+    ? { ok: true as const, claims: cached }
+    : await verifiedAfresh(deps, token, now, smartAccepted);
+  return checked.ok ? { userId: checked.claims.sub, role: checked.claims.role } : undefined;
 }
 
 /** A token whose signature and claims were verified: reused until its time claims end. */

@@ -262,6 +262,67 @@ describe.each(DIALECTS)('refusals in the audit trail and the request log (%s)', 
     }
   });
 
+  it("names the token's holder when a request was refused before authentication ran (413, 415, 404, 405)", async () => {
+    const holder = (token: string) =>
+      (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { sub: string }).sub;
+    for (const [path, init, status, code, actor, role, action = 'api.request'] of [
+      ['/admin/secret-export', { token: admin }, 404, 'not_found', adminId, 'admin'],
+      ['/admin/users', { method: 'DELETE', token: admin }, 405, 'method_not_allowed', adminId, 'admin'],
+      [
+        '/admin/users',
+        { method: 'POST', token: tokenDoc, json: { role: 'admin' } },
+        405,
+        'method_not_allowed',
+        holder(tokenDoc),
+        'practitioner',
+      ],
+      [
+        '/fhir/patient',
+        { method: 'POST', token: admin, headers: { 'content-type': 'text/plain' }, body: 'name=x' },
+        415,
+        'unsupported_media_type',
+        adminId,
+        'admin',
+        'provisioning.create',
+      ],
+      [
+        '/fhir/patient',
+        { method: 'POST', token: admin, json: { name: 'x'.repeat(2 * 1024 * 1024) } },
+        413,
+        'payload_too_large',
+        adminId,
+        'admin',
+        'provisioning.create',
+      ],
+      // a signed-in user's refused request anywhere is theirs, not only at admin routes
+      ['/no-such-route', { token: tokenAlice }, 404, 'not_found', holder(tokenAlice), 'patient'],
+    ] as const) {
+      const probe = await refused(path, init as CallInit, status, code);
+      expect(only(probe.rows), `${init.method ?? 'GET'} ${path}`).toMatchObject({
+        action,
+        outcome: 'denied',
+        error_code: code,
+        actor_user_id: actor,
+        actor_role: role,
+      });
+    }
+    // a token that does not verify names no one: at an admin route the refusal is recorded without an actor
+    const forged = `${admin.slice(0, admin.lastIndexOf('.'))}.${'A'.repeat(86)}`;
+    const probe = await refused('/admin/secret-export', { token: forged }, 404, 'not_found');
+    expect(only(probe.rows)).toMatchObject({ action: 'api.request', actor_user_id: null, actor_role: null });
+    // elsewhere, as before, an unknown route with a forged token is not an audit event
+    const stray = await refused('/no-such-route', { token: forged }, 404, 'not_found');
+    expect(stray.rows).toEqual([]);
+    // a refused login names the account it tried (none here), never the bearer of another token
+    const login = await refused(
+      '/auth/login',
+      { method: 'POST', token: tokenAlice, json: { email: 'not-an-email' } },
+      400,
+      'validation_failed',
+    );
+    expect(only(login.rows)).toMatchObject({ action: 'auth.login', actor_user_id: null });
+  });
+
   it('records failed signups: a wrong code (failed) and a refused password (denied), once each', async () => {
     const wrongCode = await refused(
       '/auth/signup',
@@ -476,6 +537,8 @@ describe.each(DIALECTS)('refusals in the audit trail and the request log (%s)', 
         'not_found',
         'method_not_allowed',
         'conflict',
+        'unsupported_media_type',
+        'payload_too_large',
       ]),
     );
     const failed = await page('outcome=failed');
