@@ -1,7 +1,7 @@
 import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { AppError, toOperationOutcome } from '../errors.js';
 import type { FhirTarget } from './fhirPath.js';
-import { assertNestedAtMost, isEntityTags, successOutcome } from './searchPolicy.js';
+import { assertNestedAtMost, isEntityTags, successOutcome } from './negotiation.js';
 import { isUpstreamSuccess, upstreamStatusError } from './upstreamStatus.js';
 
 /**

@@ -6,9 +6,9 @@ import { rawRequestTarget, requestContext } from '../http/requestContext.js';
 import type { AppEnv } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
 import { capabilityStatement } from './capability.js';
+import { httpDateOrNone, jsonOnly } from './negotiation.js';
 import { passthrough } from './passthroughService.js';
 import { scopedFhir } from './scopedFhir.js';
-import { httpDateOrNone, jsonOnly } from './searchPolicy.js';
 
 /** The raw request target as the client sent it: dot segments and encodings are judged before any normalisation. */
 function rawPathAndQuery(c: Context<AppEnv>): { path: string; rawQuery: string; query: URLSearchParams } {

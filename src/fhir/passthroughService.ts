@@ -17,19 +17,18 @@ import {
 import { type FhirTarget, historyPath, parseFhirPath } from './fhirPath.js';
 import { currentOrNone, type FhirMethod, type FhirResult } from './fhirService.js';
 import { cursorUrl, relativeToBase, replaceUpstreamBase, withLinks } from './links.js';
-import { PASSTHROUGH_ROUTE, type PageLink, type ScopedFhir, type SearchPage } from './scopedFhir.js';
 import {
   assertEntityTags,
   assertJsonBody,
   assertNestedAtMost,
   assertQuerySize,
-  assertScopedInteraction,
   assertUtf8Charset,
-  cursorCompanions,
   jsonOnly,
   preferredBody,
   successOutcome,
-} from './searchPolicy.js';
+} from './negotiation.js';
+import { PASSTHROUGH_ROUTE, type PageLink, type ScopedFhir, type SearchPage } from './scopedFhir.js';
+import { assertScopedInteraction, cursorCompanions } from './searchPolicy.js';
 import { readSubset, type Subset, subsetOf } from './subsetting.js';
 
 /**

@@ -3,7 +3,7 @@ import { AppError } from '../errors.js';
 import { parsedOrNone, versionedEntries, withRefusedEntries, withResolvedEntries } from './adminWrites.js';
 import type { WriteTarget } from './auditedWrites.js';
 import { currentOrNone, type FhirRequest, type FhirResult, type FhirService } from './fhirService.js';
-import { versionTagFor } from './searchPolicy.js';
+import { versionTagFor } from './negotiation.js';
 
 /**
  * Versioned writes and reads the gateway completes where an upstream does not (R4

@@ -1,6 +1,6 @@
 import type { MiddlewareHandler } from 'hono';
 import { AppError } from '../errors.js';
-import { assertJsonBody } from '../fhir/searchPolicy.js';
+import { assertJsonBody } from '../fhir/negotiation.js';
 import { isFhirPath, isSlimFhirPath } from '../http/fhirPaths.js';
 import type { AppEnv } from '../http/types.js';
 import { isProtocolPath } from '../oauth/urls.js';

@@ -1,8 +1,8 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { AppError } from '../errors.js';
+import { assertJsonBody, assertNestedAtMost, preferredBody } from '../fhir/negotiation.js';
 import { assertScope } from '../fhir/scopeGuard.js';
-import { assertJsonBody, assertNestedAtMost, preferredBody } from '../fhir/searchPolicy.js';
 import { fhirJson } from '../http/fhirJson.js';
 import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';

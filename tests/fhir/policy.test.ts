@@ -30,23 +30,25 @@ import {
   withEntriesKept,
   withLinks,
 } from '../../src/fhir/links.js';
-import { scopeOf } from '../../src/fhir/scopedFhir.js';
 import {
   acceptsJson,
   assertEntityTags,
   assertJsonBody,
   assertQuerySize,
-  assertScopedInteraction,
-  cursorCompanions,
-  historyParams,
   httpDateOrNone,
-  isNearValue,
-  isScopedSearchParam,
   jsonOnly,
-  narrowSearch,
   nestedAtMost,
   preferredBody,
   versionTagFor,
+} from '../../src/fhir/negotiation.js';
+import { scopeOf } from '../../src/fhir/scopedFhir.js';
+import {
+  assertScopedInteraction,
+  cursorCompanions,
+  historyParams,
+  isNearValue,
+  isScopedSearchParam,
+  narrowSearch,
 } from '../../src/fhir/searchPolicy.js';
 import { readSubset, type Subset, subsetOf } from '../../src/fhir/subsetting.js';
 import { notModifiedIfAny, withMatchedEtag } from '../../src/fhir/versionedWrites.js';
