@@ -90,10 +90,14 @@ describe('SMART endpoints: the audit trail', () => {
       { clientId: target.client_id, ...(secret ? { secret } : {}) },
     );
 
-  const now = () => gw.deps.clock.now().toISOString();
+  // entries are stamped to the millisecond: a moment passes first, so what came before never shares it
+  const now = async () => {
+    await new Promise((resolve) => setTimeout(resolve, 3));
+    return gw.deps.clock.now().toISOString();
+  };
 
   it('records the tokens issued for a code: the person, the app and the granted scope, no token', async () => {
-    const since = now();
+    const since = await now();
     const { code, verifier } = await codeFor();
     const answer = await exchange(code, verifier);
     expect(answer.status).toBe(200);
@@ -120,7 +124,7 @@ describe('SMART endpoints: the audit trail', () => {
   it('does not record a refresh that worked (as /auth/refresh is not), only its refusals', async () => {
     const { code, verifier } = await codeFor();
     const tokens = (await exchange(code, verifier)).body;
-    const since = now();
+    const since = await now();
     const refreshed = await tokenRequest(
       gw,
       { grant_type: 'refresh_token', refresh_token: tokens.refresh_token! },
@@ -146,7 +150,7 @@ describe('SMART endpoints: the audit trail', () => {
 
   it('records a wrong PKCE verifier as a failed exchange, without the verifier or the code', async () => {
     const { code } = await codeFor();
-    const since = now();
+    const since = await now();
     const wrong = pkcePair().verifier;
     expect((await exchange(code, wrong)).body.error).toBe('invalid_grant');
     const entries = await entriesOf('smart.token', since);
@@ -157,7 +161,7 @@ describe('SMART endpoints: the audit trail', () => {
 
   it('records a wrong client secret as failed invalid_client, never the secret', async () => {
     const { code, verifier } = await codeFor(confidential);
-    const since = now();
+    const since = await now();
     const answer = await exchange(code, verifier, confidential, 'cs_not-the-secret');
     expect(answer.status).toBe(401);
     expect(answer.body.error).toBe('invalid_client');
@@ -179,7 +183,7 @@ describe('SMART endpoints: the audit trail', () => {
   });
 
   it('records a malformed token request as denied', async () => {
-    const since = now();
+    const since = await now();
     const answer = await tokenRequest(gw, { grant_type: 'password' }, { clientId: app.client_id });
     expect(answer.status).toBe(400);
     expect(await entriesOf('smart.token', since)).toEqual([
@@ -190,14 +194,14 @@ describe('SMART endpoints: the audit trail', () => {
   it('records a replayed code once, as smart.code_reuse, not again as a token refusal', async () => {
     const { code, verifier } = await codeFor();
     expect((await exchange(code, verifier)).status).toBe(200);
-    const since = now();
+    const since = await now();
     expect((await exchange(code, verifier)).body.error).toBe('invalid_grant');
     expect(await entriesOf('smart.code_reuse', since)).toHaveLength(1);
     expect(await entriesOf('smart.token', since)).toEqual([]);
   });
 
   it('records a refused authorization request with the app, and a Deny only as smart.consent', async () => {
-    const since = now();
+    const since = await now();
     const browser = new Browser();
     const { challenge } = pkcePair();
     const wrongAud = await browser.fetch(
@@ -231,7 +235,7 @@ describe('SMART endpoints: the audit trail', () => {
   });
 
   it('names no app the request made up', async () => {
-    const since = now();
+    const since = await now();
     const madeUp = 'no-such-app-<script>';
     const answer = await tokenRequest(
       gw,
@@ -255,7 +259,7 @@ describe('SMART endpoints: the audit trail', () => {
     const person = await gw.seedUser({ role: 'patient' });
     const { browser, loginUrl, login } = await openLogin(gw, app, SCOPE);
     let page = login;
-    const since = now();
+    const since = await now();
     let answer: Response | undefined;
     for (let i = 0; i < 6; i++) {
       answer = await browser.fetch(`${loginUrl}/login`, {
@@ -280,7 +284,7 @@ describe('SMART endpoints: the audit trail', () => {
   });
 
   it('records a revocation by an app that failed to authenticate', async () => {
-    const since = now();
+    const since = await now();
     const response = await fetch(`${gw.url}/oauth/revoke`, {
       method: 'POST',
       headers: {
