@@ -151,9 +151,10 @@ export function wantsTokenHolder(c: Context<AppEnv>, thrown: unknown): boolean {
 
 /**
  * Records the error response of a request (called by onError), unless the code that refused it
- * already did and marked the error (auditedError). Nothing of it delays the answer: the entry
- * goes to the batched trail. `holder`: a request refused before `authenticate` ran is recorded as
- * its token's holder's when the token verifies (wantsTokenHolder).
+ * already did and marked the error (auditedError). The entry goes to the batched trail.
+ * `holder`: a request refused before `authenticate` ran is recorded as its token's holder's when
+ * the token verifies (wantsTokenHolder; onError checks it before answering: a cache hit, else
+ * one signature check).
  */
 export function recordErrorResponse(
   c: Context<AppEnv>,

@@ -154,7 +154,6 @@ function emptySearchset<T extends Resource>(): Bundle<T> {
   return { resourceType: 'Bundle', type: 'searchset', total: 0, entry: [] };
 }
 
-/** A cursor refused, named as the route spells its parameter: `cursor` on a slim list, `_cursor` in a FHIR link. */
 /** The answer to a practitioner's write refused by practitionerWriteReach or the panel. */
 function writeRefused(reason: WriteRefusal, type: string): AppError {
   switch (reason) {
@@ -177,6 +176,7 @@ function writeRefused(reason: WriteRefusal, type: string): AppError {
   }
 }
 
+/** A cursor refused, named as the route spells its parameter: `cursor` on a slim list, `_cursor` in a FHIR link. */
 function invalidCursor(route: string): AppError {
   return new AppError('validation_failed', {
     errors: [
@@ -518,7 +518,8 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
   /**
    * A practitioner's write: a clinical resource that belongs to one of their patients through a
    * Reference (`subject`, `patient`), whose every reference is a plain `Type/id`, and that names
-   * no patient but theirs (compartment.ts, practitionerWriteReach), on their panel, every record it points at readable.
+   * no patient but theirs (compartment.ts, practitionerWriteReach); every patient it names on
+   * their panel, every other record it points at readable by them.
    */
   const assertWritable = async (type: string, resource: Resource, id: string | undefined) => {
     if (scope.kind === 'all') return;
