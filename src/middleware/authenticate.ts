@@ -1,7 +1,7 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
 import { type AuditEvent, writeAudit } from '../audit/auditService.js';
-import { auditedError } from '../audit/requestAudit.js';
+import { auditedError, type TokenHolder } from '../audit/requestAudit.js';
 import {
   type AccessTokenClaims,
   CLOCK_SKEW_SECONDS,
@@ -125,7 +125,7 @@ async function verifiedAfresh(
  * of a request refused before `authenticate` ran (a 413, 415, 404 or 405 of the app-wide
  * middleware): nothing is looked up, so the account is named as the token names it, revoked or not.
  */
-export async function tokenHolder(c: Context<AppEnv>): Promise<{ userId: string; role: string } | undefined> {
+export async function tokenHolder(c: Context<AppEnv>): Promise<TokenHolder | undefined> {
   const header = c.req.header('authorization');
   const token = header ? BEARER.exec(header)?.[1] : undefined;
   if (!token) return undefined;
