@@ -34,8 +34,12 @@ export function assertAdminWrite(
   query: URLSearchParams,
   ifMatch: string | undefined,
 ): void {
+  // R4 writes no version and no history: HAPI took DELETE Patient/1/_history/1 for a delete of the
+  // record, past the check that keeps a person while an account is linked to them
+  if (target.history && !target.operation && method !== 'GET')
+    throw new AppError('method_not_allowed', { headers: { Allow: 'GET, HEAD' } });
   const write = method === 'PUT' || method === 'PATCH' || method === 'DELETE';
-  if (!write || target.operation || target.history) return;
+  if (!write || target.operation) return;
   if (target.type === undefined) throw typeTakesNoWrite();
   const conditional = target.id === undefined;
   // a type takes these only with a condition (HAPI answered a PATCH without one with a 500)

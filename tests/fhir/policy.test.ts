@@ -926,6 +926,14 @@ describe("what an admin's forwarded write may be", () => {
     ['PUT', 'Patient/1', '', 'W/"1"', undefined],
     ['GET', 'Patient', '', undefined, undefined],
     ['POST', 'Patient/1/$meta-add', '', undefined, undefined],
+    ['DELETE', 'Patient/1/_history/1', '', undefined, 405],
+    ['DELETE', 'Patient/1/_history', '', undefined, 405],
+    ['PUT', 'Observation/1/_history/3', '', undefined, 405],
+    ['PATCH', 'Observation/1/_history/3', '', undefined, 405],
+    ['POST', 'Observation/1/_history', '', undefined, 405],
+    ['DELETE', 'Observation/_history', '', undefined, 405],
+    ['DELETE', '_history', '', undefined, 405],
+    ['GET', 'Patient/1/_history/1', '', undefined, undefined],
   ] as const)('%s %s?%s with If-Match %s: %s', (method, path, query, ifMatch, status) => {
     const check = () => assertAdminWrite(method, target(path), new URLSearchParams(query), ifMatch);
     if (status === undefined) expect(check).not.toThrow();
