@@ -67,16 +67,17 @@ export interface FhirService {
   /** A page of a search the server linked to: a path and query relative to the base (see links.ts). */
   page<T extends Resource = Resource>(relativeLink: string): Promise<FhirResult<Bundle<T>>>;
   /** 201 created, or 200 when `ifNoneExist` found the resource already there (FHIR conditional create). */
+  /** `text`: the caller's text of `resource`, sent instead of serialising it again (negotiation.ts, parseCallerBody). */
   create<T extends Resource>(
     type: string,
     resource: T,
-    options?: { ifNoneExist?: string },
+    options?: { ifNoneExist?: string; text?: string },
   ): Promise<Written<T>>;
   update<T extends Resource>(
     type: string,
     id: string,
     resource: T,
-    options?: { ifMatch?: string | undefined },
+    options?: { ifMatch?: string | undefined; text?: string },
   ): Promise<Written<T>>;
   /** Deleting a missing or deleted resource counts as done. */
   delete(type: string, id: string): Promise<void>;
@@ -510,7 +511,7 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
         {
           method: 'POST',
           path: type,
-          body: resource,
+          body: conditional.text ?? resource,
           headers: conditional.ifNoneExist ? { 'if-none-exist': conditional.ifNoneExist } : {},
         },
         type,
@@ -520,7 +521,7 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
         {
           method: 'PUT',
           path: `${type}/${id}`,
-          body: resource,
+          body: conditional.text ?? resource,
           headers: conditional.ifMatch ? { 'if-match': conditional.ifMatch } : {},
         },
         type,

@@ -1,4 +1,5 @@
 import type { Resource } from '@medplum/fhirtypes';
+import { parse as parseLossless } from 'lossless-json';
 import { AppError } from '../errors.js';
 
 /** A 400 naming the parameter or header at fault. */
@@ -92,6 +93,52 @@ export function assertNestedAtMost(value: unknown): void {
     throw new AppError('validation_failed', {
       detail: `The body nests deeper than ${MAX_BODY_DEPTH} levels.`,
     });
+}
+
+/** A caller's resource: the object every check read, and the very text it came as, sent upstream. */
+export interface CallerBody<T = unknown> {
+  readonly resource: T;
+  readonly text: string;
+}
+
+/** Whether every number of a parsed body is one a double holds: JSON.parse reads 1e400 as Infinity. */
+export function finiteNumbersOnly(value: unknown): boolean {
+  const pending: unknown[] = [value];
+  while (pending.length > 0) {
+    const next = pending.pop();
+    if (typeof next === 'number' && !Number.isFinite(next)) return false;
+    if (next !== null && typeof next === 'object')
+      pending.push(...(Array.isArray(next) ? next : Object.values(next)));
+  }
+  return true;
+}
+
+/**
+ * A caller's JSON body, parsed for the checks and kept as text for the server: serialising the
+ * checked object again changed what was written (FHIR decimals keep their digits; 1.50 became
+ * 1.5, 0.1234567890123456789 0.12345678901234568, 1e400 null). Sending the text is safe only
+ * where every parser reads what JSON.parse read, so a member named twice with different values
+ * is 400 (JSON.parse keeps the last, other parsers the first: the check and the server would read
+ * two records), as is a number no double holds (HAPI answered it 500, the embedded server 400).
+ */
+export function parseCallerBody(text: string | undefined): CallerBody {
+  let resource: unknown;
+  try {
+    resource = JSON.parse(text ?? '');
+  } catch {
+    throw new AppError('invalid_json');
+  }
+  // before the parse below, which recurses
+  assertNestedAtMost(resource);
+  if (!finiteNumbersOnly(resource))
+    throw new AppError('validation_failed', { detail: 'A number in the body is too large to be read.' });
+  try {
+    parseLossless(text ?? '');
+  } catch {
+    // JSON.parse read it: what lossless-json refuses is a member named twice with different values
+    throw new AppError('validation_failed', { detail: 'An object in the body names the same member twice.' });
+  }
+  return { resource, text: text ?? '' };
 }
 
 /** A body is read as UTF-8 (RFC 8259): one declared in another charset would reach the server garbled, 415. */

@@ -20,10 +20,11 @@ import { cursorUrl, relativeToBase, replaceUpstreamBase, withLinks } from './lin
 import {
   assertEntityTags,
   assertJsonBody,
-  assertNestedAtMost,
   assertQuerySize,
   assertUtf8Charset,
+  type CallerBody,
   jsonOnly,
+  parseCallerBody,
   preferredBody,
   successOutcome,
 } from './negotiation.js';
@@ -143,6 +144,9 @@ class Passthrough {
   private async assertAdminWrite(method: string, target: FhirTarget, request: PassRequest): Promise<void> {
     assertAdminWrite(method, target, request.query, request.headers['if-match']);
     if (request.body !== undefined) assertUtf8Charset(request.contentType);
+    // a JSON body the server would misread (1e400: HAPI's 500) is the caller's 400, as for everyone
+    if (request.body && /^application\/([\w.-]+\+)?json\b/i.test(request.contentType ?? ''))
+      parseCallerBody(request.body);
     if (method === 'PATCH') assertPatchBody(target, request.contentType, request.body);
     if (method === 'POST' && !target.type && !target.operation) {
       for (const person of assertBatchBody(request.body)) await this.assertPersonWrite(person);
@@ -187,11 +191,11 @@ class Passthrough {
       return this.render(subsetted(await this.fhir.read(type, id, conditional), subset));
     }
     assertJsonBody(request.contentType);
-    const resource = parseResource(request.body);
+    const body = parseResource(request.body);
     const written =
       method === 'PUT' && id
-        ? await this.fhir.update(type, id, resource, request.headers['if-match'])
-        : await this.fhir.create(type, resource);
+        ? await this.fhir.update(type, id, body, request.headers['if-match'])
+        : await this.fhir.create(type, body);
     return this.render({ ...written, body: preferredBody(request.headers.prefer, written.body) });
   }
 
@@ -336,18 +340,13 @@ function isBatchAnswer(resource: Resource): resource is Bundle {
   return resource.resourceType === 'Bundle' && /^(batch|transaction)-response$/.test(resource.type ?? '');
 }
 
-function parseResource(body: string | undefined): Resource {
-  try {
-    const parsed = JSON.parse(body ?? '') as unknown;
-    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) {
-      assertNestedAtMost(parsed);
-      return parsed as Resource;
-    }
-  } catch (error) {
-    if (error instanceof AppError) throw error;
-    // not JSON: answered below
-  }
-  throw new AppError('invalid_json');
+/** A caller's resource body: a JSON object, sent upstream as the text it came as (parseCallerBody). */
+function parseResource(body: string | undefined): CallerBody<Resource> {
+  const parsed = parseCallerBody(body);
+  const { resource } = parsed;
+  if (!resource || typeof resource !== 'object' || Array.isArray(resource))
+    throw new AppError('invalid_json');
+  return parsed as CallerBody<Resource>;
 }
 
 const FHIR_METHODS: ReadonlySet<string> = new Set(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']);

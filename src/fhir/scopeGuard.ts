@@ -96,13 +96,13 @@ export function guardScopes(fhir: ScopedFhir): ScopedFhir {
       need(type, 's');
       return fhir.page(cursor, type, route);
     },
-    create: (type, resource) => {
+    create: (type, body) => {
       need(type, 'c');
-      return fhir.create(type, resource);
+      return fhir.create(type, body);
     },
-    update: (type, id, resource, ifMatch) => {
+    update: (type, id, body, ifMatch) => {
       need(type, 'u');
-      return fhir.update(type, id, resource, ifMatch);
+      return fhir.update(type, id, body, ifMatch);
     },
     forward: (request, target) => {
       need(target.type ?? '*', permissionOfMethod(request.method, target.id !== undefined));

@@ -22,6 +22,7 @@ import {
 import { type HistoryOf, historyPath } from './fhirPath.js';
 import type { ConditionalRead, FhirRequest, FhirResult, Written } from './fhirService.js';
 import { type CursorBinding, cursorForLink, cursorUrl, verifyCursor, withEntriesKept } from './links.js';
+import type { CallerBody } from './negotiation.js';
 import { guardScopes, typesShown } from './scopeGuard.js';
 import { historyParams, narrowSearch } from './searchPolicy.js';
 import { isUpstreamSuccess, unexpectedUpstreamBody, upstreamStatusError } from './upstreamStatus.js';
@@ -94,8 +95,14 @@ export interface ScopedFhir {
   ): Promise<SearchPage<T>>;
   /** The page a cursor of `search(type, ..., route)` points to, checked the same way. */
   page<T extends Resource = Resource>(cursor: string, type: string, route: string): Promise<SearchPage<T>>;
-  create<T extends Resource>(type: string, resource: T): Promise<Written<T>>;
-  update<T extends Resource>(type: string, id: string, resource: T, ifMatch?: string): Promise<Written<T>>;
+  /** The body's text goes upstream as it came, once its object passed the checks (negotiation.ts, parseCallerBody). */
+  create<T extends Resource>(type: string, body: CallerBody<T>): Promise<Written<T>>;
+  update<T extends Resource>(
+    type: string,
+    id: string,
+    body: CallerBody<T>,
+    ifMatch?: string,
+  ): Promise<Written<T>>;
   /** Admins only: any other interaction (operations, batch, PATCH, DELETE, conditional writes), audited. */
   forward(
     request: FhirRequest,
@@ -621,17 +628,19 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       const result = await fhir.page<T>(link);
       return toPage(result.body as Bundle<T>, type, route, result.text);
     },
-    create: async (type, resource) => {
+    create: async (type, { resource, text }) => {
       await assertWritable(type, resource, undefined);
-      return auditedWrite({ deps, caller, ctx }, 'POST', { type }, () => fhir.create(type, resource));
+      return auditedWrite({ deps, caller, ctx }, 'POST', { type }, () =>
+        fhir.create(type, resource, { text }),
+      );
     },
-    update: async (type, id, resource, ifMatch) => {
+    update: async (type, id, { resource, text }, ifMatch) => {
       await assertWritable(type, resource, id);
       // the record as it is now must be theirs too: a practitioner cannot take over another's record
       const current = await assertUpdatable(type, id);
       const tag = ifMatch === undefined ? undefined : await resolvedIfMatch(fhir, type, id, ifMatch, current);
       return auditedWrite({ deps, caller, ctx }, 'PUT', { type, id }, () =>
-        fhir.update(type, id, resource, { ifMatch: tag }),
+        fhir.update(type, id, resource, { ifMatch: tag, text }),
       );
     },
     forward: async (request, target) => {

@@ -229,6 +229,59 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
     expect(((await stored.json()) as { code: { text: string } }).code.text).toBe('Zoë ä €');
   });
 
+  it("stores a practitioner's write digit for digit, as an admin's of the same body (FHIR decimals keep their precision)", async () => {
+    const text = JSON.stringify(observation(ids.p)).replace(
+      '"valueQuantity":{"value":60,"unit":"/min"}',
+      '"valueQuantity":{"value":1.50,"unit":"mmol/L"},"referenceRange":[{"low":{"value":0.1234567890123456789},"high":{"value":98765432109876543210}}]',
+    );
+    expect(text).toContain('1.50');
+    const numbersStored = async (token: string) => {
+      const created = await gw.call('/fhir/Observation', {
+        method: 'POST',
+        token,
+        body: text,
+        headers: { 'content-type': 'application/fhir+json' },
+      });
+      expect(created.status).toBe(201);
+      const { id } = (await created.json()) as Observation;
+      const stored = await (await get(`/fhir/Observation/${id}`, tokens.admin)).text();
+      return [...stored.matchAll(/"value"\s*:\s*(-?[0-9][0-9.eE+-]*)/g)].map((m) => m[1]);
+    };
+    const asAdmin = await numbersStored(tokens.admin);
+    expect(asAdmin).toHaveLength(3);
+    // JSON.stringify of the checked object sent 1.5, 0.12345678901234568 and 98765432109876540000
+    expect(await numbersStored(tokens.gp)).toEqual(asAdmin);
+  });
+
+  it('refuses a number no double holds and a member named twice with 400, storing nothing', async () => {
+    const count = async () =>
+      (
+        (await (
+          await get(`/fhir/Observation?subject=Patient/${ids.p}&_summary=count`, tokens.gp)
+        ).json()) as Bundle
+      ).total;
+    const before = await count();
+    const resource = JSON.stringify(observation(ids.p));
+    const bodies = [
+      // JSON.parse reads Infinity (sent as null); HAPI answered the text itself with a 500
+      resource.replace('"value":60', '"value":1e400'),
+      // the check reads the last subject, a server may read the first
+      resource.replace('"subject":', `"subject":{"reference":"Patient/${ids.other}"},"subject":`),
+    ];
+    for (const [i, body] of bodies.entries()) {
+      for (const token of i === 0 ? [tokens.gp, tokens.admin] : [tokens.gp]) {
+        const refused = await gw.call('/fhir/Observation', {
+          method: 'POST',
+          token,
+          body,
+          headers: { 'content-type': 'application/fhir+json' },
+        });
+        expect(refused.status, body).toBe(400);
+      }
+    }
+    expect(await count()).toBe(before);
+  });
+
   it('answers a practitioner write nested thousands of levels deep with a 4xx, never a 500', async () => {
     // written out as text: JSON.stringify itself overflows on it
     const depth = 5_000;

@@ -38,6 +38,7 @@ import {
   httpDateOrNone,
   jsonOnly,
   nestedAtMost,
+  parseCallerBody,
   preferredBody,
   versionTagFor,
 } from '../../src/fhir/negotiation.js';
@@ -1223,5 +1224,25 @@ describe("a batch answer's outcomes, in the gateway's words", () => {
       resource: patient,
       response: { status: '200 OK' },
     });
+  });
+});
+
+describe("a caller's JSON body, sent as it came", () => {
+  it.each([
+    ['{"value":1.50}', undefined],
+    ['{"value":98765432109876543210}', undefined],
+    ['{"a":{"b":1},"a":{"b":1}}', undefined],
+    ['{"toString":1,"__proto__":{}}', undefined],
+    ['{"value":1e400}', 400],
+    ['[{"value":-1e999}]', 400],
+    ['{"subject":1,"subject":2}', 400],
+    ['{"subject":1,"\\u0073ubject":2}', 400],
+    ['{"a":[{"b":1,"b":"1"}]}', 400],
+    ['', 400],
+    ['{"a":', 400],
+  ] as const)('%s: %s', (text, status) => {
+    const parse = () => parseCallerBody(text);
+    if (status === undefined) expect(parse().text).toBe(text);
+    else expect(parse).toThrow(expect.objectContaining({ status }));
   });
 });
