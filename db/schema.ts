@@ -199,6 +199,17 @@ export interface OpenWritesTable {
   lease_until: string;
 }
 
+/** A "send me a code" request not fulfilled yet (src/auth/codeRequests.ts). */
+export interface CodeRequestsTable {
+  id: string;
+  purpose: string;
+  email: string;
+  request_id: string | null;
+  client_ip: string | null;
+  requested_at: string;
+  lease_until: string;
+}
+
 export interface Database {
   users: UsersTable;
   audit_log: AuditLogTable;
@@ -212,6 +223,7 @@ export interface Database {
   smart_apps: SmartAppsTable;
   oauth_store: OAuthStoreTable;
   open_writes: OpenWritesTable;
+  code_requests: CodeRequestsTable;
 }
 
 export type UserRow = Selectable<UsersTable>;

@@ -6,6 +6,7 @@ import * as m0004 from './0004_intents_lanes_access_audit.js';
 import * as m0005 from './0005_smart_apps_oauth.js';
 import * as m0006 from './0006_oauth_store_hashed_keys.js';
 import * as m0007 from './0007_open_writes.js';
+import * as m0008 from './0008_code_requests.js';
 
 /** Every migration, in order. Imported statically so tsx, vitest and a bundle all find them. */
 export const migrations: Record<string, Migration> = {
@@ -16,4 +17,5 @@ export const migrations: Record<string, Migration> = {
   '0005_smart_apps_oauth': m0005,
   '0006_oauth_store_hashed_keys': m0006,
   '0007_open_writes': m0007,
+  '0008_code_requests': m0008,
 };

@@ -63,6 +63,8 @@ export async function issueCode(
   user: UserRow,
   purpose: CodePurpose,
   audit: Omit<AuditEvent, 'outcome'>,
+  /** More writes of the same commit (a code request closed: src/auth/codeRequests.ts). */
+  alsoInCommit?: (trx: Db) => Promise<unknown>,
 ): Promise<IssuedCode> {
   const now = deps.clock.now();
   const ttl = purpose === 'signup' ? deps.config.accessCodeTtlSeconds : deps.config.resetCodeTtlSeconds;
@@ -87,6 +89,7 @@ export async function issueCode(
       expiresAt,
     });
     await writeAudit(trx, deps.clock, { ...audit, outcome: 'success' });
+    await alsoInCommit?.(trx);
   });
   deps.outbox.wake();
   return { code, expiresAt };

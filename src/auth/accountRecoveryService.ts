@@ -2,9 +2,10 @@ import { writeAudit } from '../audit/auditService.js';
 import { auditedError } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, RequestContext } from '../http/types.js';
-import { findUserByEmail, normalizeEmail, replacePasswordWithResetCode } from '../users/userRepository.js';
+import { normalizeEmail, replacePasswordWithResetCode } from '../users/userRepository.js';
 import type { CodePurpose } from './accessCodes.js';
-import { assertPasswordAllowed, CODE_ELIGIBLE, checkCode, issueCode } from './accountCodes.js';
+import { assertPasswordAllowed, checkCode } from './accountCodes.js';
+import { fulfilCodeRequest, recordCodeRequest } from './codeRequests.js';
 import { countAttempt } from './credentialAttempts.js';
 import { RATE_LIMITS } from './rateLimiter.js';
 import { revokeAllSessions } from './sessions.js';
@@ -16,8 +17,9 @@ import { revokeAllSessions } from './sessions.js';
  */
 
 /**
- * Counts the request against the mail limits, then — after the 202 is sent, so timing says
- * nothing — mails a new code if the account is eligible. Failures are logged, never shown.
+ * Counts the request against the mail limits and records it, then — after the 202 is sent, so
+ * timing says nothing — mails a new code if the account is eligible. A failure is logged, never
+ * shown, and retried (codeRequests.ts): an accepted request's mail is not lost.
  */
 async function mailCodeIfEligible(
   deps: AppDeps,
@@ -31,18 +33,8 @@ async function mailCodeIfEligible(
     { rule: RATE_LIMITS.mailEmail, subject: email },
     { rule: RATE_LIMITS.mailIp, subject: ctx.clientIp },
   ]);
-  deps.background.run(async () => {
-    const user = await findUserByEmail(deps.db, email);
-    if (!user || !CODE_ELIGIBLE[purpose](user)) return;
-    await issueCode(deps, user, purpose, {
-      action,
-      actorUserId: user.id,
-      actorRole: user.role,
-      targetUserId: user.id,
-      requestId: ctx.requestId,
-      clientIp: ctx.clientIp,
-    });
-  });
+  const request = await recordCodeRequest(deps, purpose, email, ctx);
+  deps.background.run(() => fulfilCodeRequest(deps, request));
 }
 
 /** POST /auth/access-code/resend: a pending account gets a fresh code (the old one is void). */

@@ -1,6 +1,7 @@
 import type { Resource } from '@medplum/fhirtypes';
 import type { IntentRow } from '../../db/schema.js';
 import { writeAudit } from '../audit/auditService.js';
+import { fulfilLapsedCodeRequests } from '../auth/codeRequests.js';
 import { AppError } from '../errors.js';
 import type { AppDeps } from '../http/types.js';
 import { heartbeat, isoAfter, LEASE_MS } from '../leases.js';
@@ -359,6 +360,8 @@ export function startReconciler(deps: AppDeps): () => Promise<void> {
   const run = () => {
     running ??= reconcileLapsed(deps, deps.logger)
       .then(() => lookLateAtAbandoned(deps, deps.logger))
+      // a code mail accepted with a 202 and left unqueued (a crash, a failed try) is half-done work too
+      .then(() => fulfilLapsedCodeRequests(deps))
       .catch((error: unknown) => deps.logger.warn({ err: error }, 'reconciliation failed'))
       .finally(() => {
         running = undefined;

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fulfilLapsedCodeRequests, recordCodeRequest } from '../../src/auth/codeRequests.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { codeIn, mailsTo, provision, signup } from '../helpers/journey.js';
 import { DIALECTS } from '../helpers/postgres.js';
@@ -140,5 +141,61 @@ describe.each(DIALECTS)('resend, forgot and reset (%s)', (dialect) => {
     expect(await response.json()).toMatchObject({
       errors: [{ path: 'new_password', message: expect.stringMatching(/at least/) }],
     });
+  });
+  // its lease run out, as a process killed long enough ago leaves it
+  const lapse = (address: string) =>
+    gw.deps.db
+      .updateTable('code_requests')
+      .set({ lease_until: '2000-01-01T00:00:00.000Z' })
+      .where('email', '=', address)
+      .execute();
+  const codeRequestsOf = (address: string) =>
+    gw.deps.db.selectFrom('code_requests').select('id').where('email', '=', address).execute();
+
+  it('closes a request once its code is queued, and leaves no record of an unknown email', async () => {
+    const person = await provision(gw, smtp, email('closed'));
+    expect((await post('/auth/access-code/resend', { email: person.email })).status).toBe(202);
+    expect((await post('/auth/password/forgot', { email: email('nobody') })).status).toBe(202);
+    await settle();
+    await mailsTo(smtp, person.email, 2);
+    expect(await gw.deps.db.selectFrom('code_requests').select('id').execute()).toEqual([]);
+  });
+
+  it('mails the code of a request its process never fulfilled (killed after the 202), once, when its lease lapses', async () => {
+    const person = await provision(gw, smtp, email('killed'));
+    // what a process killed between its 202 and the commit that queues the mail leaves behind
+    await recordCodeRequest(gw.deps, 'signup', person.email, {
+      requestId: 'req-killed',
+      clientIp: '203.0.113.7',
+    });
+    expect(await fulfilLapsedCodeRequests(gw.deps)).toBe(0);
+    await lapse(person.email);
+    expect(await fulfilLapsedCodeRequests(gw.deps)).toBe(1);
+    gw.deps.outbox.wake();
+    const [, resent] = await mailsTo(smtp, person.email, 2);
+    expect(codeIn(resent!)).not.toBe(person.code);
+    expect(await codeRequestsOf(person.email)).toEqual([]);
+    expect(await fulfilLapsedCodeRequests(gw.deps)).toBe(0);
+    const audited = await gw.deps.db
+      .selectFrom('audit_log')
+      .select(['outcome', 'client_ip', 'target_user_id'])
+      .where('action', '=', 'auth.access_code_resend')
+      .where('request_id', '=', 'req-killed')
+      .execute();
+    expect(audited).toEqual([
+      { outcome: 'success', client_ip: '203.0.113.7', target_user_id: person.userId },
+    ]);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(smtp.messages.filter((m) => JSON.stringify(m.to ?? '').includes(person.email))).toHaveLength(2);
+  });
+
+  it('closes a lapsed request of an account no longer eligible without mailing it', async () => {
+    const person = await provision(gw, smtp, email('ineligible'));
+    await recordCodeRequest(gw.deps, 'password_reset', person.email, { requestId: 'req-x', clientIp: null });
+    await lapse(person.email);
+    expect(await fulfilLapsedCodeRequests(gw.deps)).toBe(1);
+    expect(await codeRequestsOf(person.email)).toEqual([]);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(smtp.messages.filter((m) => JSON.stringify(m.to ?? '').includes(person.email))).toHaveLength(1);
   });
 });
