@@ -9,7 +9,10 @@ import { AppError, type ErrorCode } from '../errors.js';
  *   wrong server or type (502); on a value-set search, an unknown value set (400); on a page the
  *   server linked to, a search it forgot (410 page_expired).
  * - 400, 405, 409, 412, 413, 414, 415 and 422 keep their meaning. Except: a 409 to If-Match is a
- *   stale version (412); a 405 to a GET is an unsupported parameter (400); Jetty's 431 is 414.
+ *   stale version (412); a 405 to a GET is an unsupported parameter (400); Jetty's 431 is 414;
+ *   409, 412, 413, 415 and 422 speak of a body or a precondition, so to a read the gateway made
+ *   (no body, no If-Match) they are the server's fault (502), as is 404 or 410 to a create of a
+ *   type (`POST Observation` cannot miss).
  * - Everything else, 401 and 403 included (our credentials), and anything we cannot read, is the
  *   upstream's fault (502).
  * The upstream's own diagnostics never reach the client: they may name hosts, tables or other
@@ -30,6 +33,9 @@ const CODE_BY_STATUS: Readonly<Record<number, ErrorCode>> = {
   // Jetty (HAPI) answers a request line over its header buffer with 431: the caller's query was too long for it
   431: 'uri_too_long',
 };
+
+/** Refusals of a request's body or preconditions: a read the gateway made has neither. */
+const REFUSALS_OF_A_BODY: ReadonlySet<number> = new Set([409, 412, 413, 415, 422]);
 
 /**
  * What the request was, where a status means something else for it: a search, a page of one the
@@ -92,13 +98,19 @@ export function upstreamStatusError(
   // "deleted" tells that the resource existed: said only to a caller who may see every resource
   // (a scoped read cannot check the compartment of a resource the server no longer shows)
   const gone = interaction === 'forwarded' && status === 410;
-  const code = missingType
-    ? undefined
-    : staleVersion
-      ? 'precondition_failed'
-      : gone
-        ? 'gone'
-        : CODE_BY_STATUS[status];
+  // what the gateway sent as it chose (an admin's forwarded request is sent as it came, headers too)
+  const ours = interaction !== 'forwarded';
+  const reading = exchange.method === 'GET' || exchange.method === 'HEAD';
+  const nothingToRefuse = ours && reading && REFUSALS_OF_A_BODY.has(status);
+  const createOfMissingType = ours && exchange.method === 'POST' && (status === 404 || status === 410);
+  const code =
+    missingType || nothingToRefuse || createOfMissingType
+      ? undefined
+      : staleVersion
+        ? 'precondition_failed'
+        : gone
+          ? 'gone'
+          : CODE_BY_STATUS[status];
   const cause = new Error(`FHIR server answered ${status}`);
   if (!code) return new AppError('upstream_error', { cause });
   // a refusal is labelled `http_<status>` in our logs and the outbox's last_error, never in a response
@@ -144,17 +156,22 @@ export function unexpectedUpstreamBody(what: string): AppError {
   return new AppError('upstream_error', { cause: new Error(`FHIR server answered ${what}`) });
 }
 
+/** What a refusal of a request the gateway built still means to its caller: the record is not there. */
+const MEANT_FOR_THE_CALLER: ReadonlySet<string> = new Set(['http_404', 'http_410']);
+
 /**
  * For a request the gateway built itself (the slim endpoints: the caller sent only validated
- * filters): a 400 from the FHIR server names nothing the caller can mend (an unsupported `_sort`,
- * a server that refuses our read), so it is the server's fault — 502, as every other refusal.
+ * filters): a refusal from the FHIR server names nothing the caller can mend (a 400 for an
+ * unsupported `_sort`, a 405, a 413 to a GET), so it is the server's fault — 502, as every other
+ * failure. Only "not found" stays the caller's.
  */
 export async function asBuiltByGateway<T>(call: Promise<T>): Promise<T> {
   try {
     return await call;
   } catch (error) {
     if (!(error instanceof AppError)) throw error;
-    throw upstreamRefusalOf(error) === 'http_400'
+    const refusal = upstreamRefusalOf(error);
+    throw refusal !== undefined && !MEANT_FOR_THE_CALLER.has(refusal)
       ? new AppError('upstream_error', { cause: error.cause })
       : error;
   }

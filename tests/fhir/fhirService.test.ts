@@ -386,6 +386,28 @@ describe('upstream status mapping', () => {
   );
 
   it.each([
+    [409, 'GET', 'other', 502],
+    [412, 'GET', 'search', 502],
+    [413, 'GET', 'other', 502],
+    [415, 'HEAD', 'other', 502],
+    [422, 'GET', 'page', 502],
+    [413, 'POST', 'other', 413],
+    [422, 'PUT', 'other', 422],
+    [412, 'POST', 'other', 412],
+    [412, 'GET', 'forwarded', 412],
+    [404, 'POST', 'other', 502],
+    [410, 'POST', 'other', 502],
+    [404, 'POST', 'forwarded', 404],
+    [404, 'PUT', 'other', 404],
+    [400, 'GET', 'other', 400],
+  ] as const)(
+    'upstream %i to a %s (%s) answers our %s: a read the gateway made has no body or precondition to refuse, a create no missing record',
+    (upstreamStatus, method, interaction, ours) => {
+      expect(upstreamStatusError(upstreamStatus, interaction, { method }).status).toBe(ours);
+    },
+  );
+
+  it.each([
     [409, 412],
     [412, 412],
     [404, 404],
@@ -413,7 +435,10 @@ describe('upstream status mapping', () => {
   it.each([
     ['a 400', upstreamStatusError(400), 'upstream_error'],
     ['a 404', upstreamStatusError(404), 'not_found'],
-    ['a 422', upstreamStatusError(422), 'unprocessable'],
+    ['a 422', upstreamStatusError(422), 'upstream_error'],
+    ['a 405', upstreamStatusError(405, 'other', { method: 'GET' }), 'upstream_error'],
+    ['a 413', upstreamStatusError(413), 'upstream_error'],
+    ['a 410', upstreamStatusError(410), 'not_found'],
     ['a 502 already', upstreamStatusError(503), 'upstream_error'],
   ])('answers %s from the FHIR server to a slim request with %s', async (_, error, code) => {
     await expect(asBuiltByGateway(Promise.reject(error))).rejects.toMatchObject({ code });

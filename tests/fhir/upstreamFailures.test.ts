@@ -24,7 +24,11 @@ type Mode =
   | 'write-applied-500'
   | 'write-applied-reset'
   | 'write-refused-400'
-  | 'read-204';
+  | 'read-204'
+  | `${'search' | 'patient'}-${(typeof REFUSALS)[number]}`;
+
+/** Refusals of a body or a precondition, which a read the gateway built has neither of. */
+const REFUSALS = [405, 409, 412, 413, 415, 422] as const;
 
 const OUTCOME = JSON.stringify({
   resourceType: 'OperationOutcome',
@@ -44,6 +48,12 @@ describe('every patient path when the FHIR server answers badly', () => {
     const target = new URL(engine.baseUrl);
     proxy = await startFakeUpstream((req, res) => {
       const isSearch = req.method === 'GET' && /\/Observation(\?|$)/.test(req.url);
+      const refusal = /^(search|patient)-(\d{3})$/.exec(mode);
+      const isPatientRead = req.method === 'GET' && /\/Patient\/[^/?]+$/.test(req.url);
+      if (refusal && (refusal[1] === 'search' ? isSearch : isPatientRead)) {
+        res.writeHead(Number(refusal[2]), { 'content-type': 'application/fhir+json' }).end(OUTCOME);
+        return;
+      }
       if (mode === 'write-hangs' && req.method === 'POST') {
         // applied, never answered: the request reaches the server, the answer never leaves it
         return;
@@ -138,6 +148,14 @@ describe('every patient path when the FHIR server answers badly', () => {
     ['search-400', '/fhir/Observation', 400],
     ['pass', '/patient/profile', 200],
     ['pass', '/fhir/Observation', 200],
+    // a read has no body or precondition to refuse: these are the server's fault (a 413 said "your body is too large" to a GET)
+    ...REFUSALS.flatMap((status) => [
+      [`search-${status}`, '/patient/observations', 502] as const,
+      [`patient-${status}`, '/patient/profile', 502] as const,
+    ]),
+    ...([409, 412, 413, 415, 422] as const).map(
+      (status) => [`search-${status}`, '/fhir/Observation', 502] as const,
+    ),
   ] as const)('with the upstream in mode %s, %s answers %i', async (m, path, status) => {
     mode = m;
     const response = await gw.call(path, { token });
