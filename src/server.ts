@@ -275,6 +275,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
           clock,
           ttlMs: config.fhir.panelCacheTtlSeconds * 1000,
           maxEntries: PANEL_CACHE_ENTRIES,
+          timeoutMs: config.fhir.timeoutMs,
         }),
         peers,
         logger,

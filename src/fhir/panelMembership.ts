@@ -1,6 +1,7 @@
 import type { Patient } from '@medplum/fhirtypes';
 import type { Clock } from '../clock.js';
 import type { Peers } from '../clusterPeers.js';
+import { AppError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { generalPractitionersOf } from './compartment.js';
 import type { FhirService } from './fhirService.js';
@@ -17,6 +18,8 @@ import type { FhirService } from './fhirService.js';
 
 /** Ids per upstream lookup: 50 UUIDs make a query of about 2 KB. */
 const LOOKUP_CHUNK = 50;
+/** Lookups of one page asked at once: a page of 1,000 patients needs 20, and the server is shared. */
+const LOOKUPS_AT_ONCE = 4;
 
 export interface PanelMembershipOptions {
   readonly fhir: FhirService;
@@ -25,6 +28,8 @@ export interface PanelMembershipOptions {
   readonly ttlMs: number;
   /** Most (patient, practitioner) answers kept. */
   readonly maxEntries: number;
+  /** What all the lookups of one page may take together: one FHIR timeout, not one per lookup. */
+  readonly timeoutMs: number;
 }
 
 export interface PanelMembership {
@@ -43,7 +48,7 @@ interface Known {
 }
 
 export function createPanelMembership(options: PanelMembershipOptions): PanelMembership {
-  const { fhir, clock, ttlMs, maxEntries } = options;
+  const { fhir, clock, ttlMs, maxEntries, timeoutMs } = options;
   // Map keeps insertion order: re-inserting on every update makes the first key the oldest
   const known = new Map<string, Known>();
 
@@ -67,22 +72,32 @@ export function createPanelMembership(options: PanelMembershipOptions): PanelMem
     return entry && clock.now().getTime() - entry.at < ttlMs ? entry : undefined;
   };
 
-  const lookUp = async (patientIds: string[]) => {
-    for (let i = 0; i < patientIds.length; i += LOOKUP_CHUNK) {
-      const chunk = patientIds.slice(i, i + LOOKUP_CHUNK);
-      const params = new URLSearchParams({ _id: chunk.join(','), _count: String(chunk.length) });
-      const bundle = (await fhir.search<Patient>('Patient', params)).body;
-      const seen = new Set<string>();
-      for (const entry of bundle?.entry ?? []) {
-        const patient = entry.resource;
-        if (patient?.resourceType === 'Patient' && patient.id && chunk.includes(patient.id)) {
-          learn(patient);
-          seen.add(patient.id);
-        }
+  const lookUpChunk = async (chunk: string[]) => {
+    const params = new URLSearchParams({ _id: chunk.join(','), _count: String(chunk.length) });
+    const bundle = (await fhir.search<Patient>('Patient', params)).body;
+    const seen = new Set<string>();
+    for (const entry of bundle?.entry ?? []) {
+      const patient = entry.resource;
+      if (patient?.resourceType === 'Patient' && patient.id && chunk.includes(patient.id)) {
+        learn(patient);
+        seen.add(patient.id);
       }
-      // a patient the server does not return (deleted, never existed) is in nobody's panel
-      for (const id of chunk) if (!seen.has(id)) remember(id, new Set());
     }
+    // a patient the server does not return (deleted, never existed) is in nobody's panel
+    for (const id of chunk) if (!seen.has(id)) remember(id, new Set());
+  };
+
+  // one after another, 20 lookups behind a slow server took 20 timeouts' worth (50 s for a page)
+  const lookUp = (patientIds: string[]) => {
+    const chunks: string[][] = [];
+    for (let i = 0; i < patientIds.length; i += LOOKUP_CHUNK)
+      chunks.push(patientIds.slice(i, i + LOOKUP_CHUNK));
+    let next = 0;
+    const asker = async () => {
+      for (let chunk = chunks[next++]; chunk; chunk = chunks[next++]) await lookUpChunk(chunk);
+    };
+    const askers = Array.from({ length: Math.min(LOOKUPS_AT_ONCE, chunks.length) }, asker);
+    return withinMs(Promise.all(askers), timeoutMs);
   };
 
   return {
@@ -97,6 +112,25 @@ export function createPanelMembership(options: PanelMembershipOptions): PanelMem
     },
     forgetAll: async () => known.clear(),
   };
+}
+
+/** `work`, or a 504 once `ms` passed (what is still running fills the cache for the next request). */
+async function withinMs<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(new AppError('upstream_timeout', { cause: new Error('panel lookups past one FHIR timeout') })),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
+    // a lookup failing after the deadline answered is no unhandled rejection
+    work.catch(() => undefined);
+  }
 }
 
 const FORGET = 'panel-forget';

@@ -265,3 +265,83 @@ describe('a practitioner behind an upstream that ignores the panel narrowing', (
     }
   });
 });
+
+describe("a practitioner behind a server slow to answer the panel's lookups", () => {
+  it('asks a few lookups at once, and answers within one FHIR timeout (504 past it, the cache filled for the next request)', async () => {
+    const smtp = await startSmtpCapture();
+    const real = await startEmbeddedFhirServer({ dataDir: tempDir() });
+    let delayMs = 0;
+    let asking = 0;
+    let mostAtOnce = 0;
+    const slow = await startFakeUpstream((req, res) => {
+      const url = new URL(req.url, 'http://x');
+      const lookup = req.method === 'GET' && url.pathname.endsWith('/Patient') && url.searchParams.has('_id');
+      const relay = () => {
+        const target = `${real.baseUrl}${url.pathname.replace(/^\/fhir\/R4/, '')}${url.search}`;
+        fetch(target, {
+          method: req.method,
+          headers: { 'content-type': 'application/fhir+json' },
+          ...(req.body ? { body: req.body } : {}),
+        }).then(async (answer) => {
+          const text = await answer.text();
+          if (lookup) asking--;
+          res.writeHead(answer.status, { 'content-type': 'application/fhir+json' }).end(text);
+        });
+      };
+      if (!lookup) return relay();
+      asking++;
+      mostAtOnce = Math.max(mostAtOnce, asking);
+      setTimeout(relay, delayMs);
+    });
+    const timeoutMs = 2_000;
+    const gw = await startTestGateway({
+      env: { SMTP_URL: smtp.url, FHIR_BASE_URL: `${slow.url}/fhir/R4`, FHIR_TIMEOUT_MS: String(timeoutMs) },
+    });
+    try {
+      const p = await provision(gw, smtp, 'slow-gp@example.com', 'practitioner');
+      const token = (
+        (await (await signup(gw, { email: p.email, access_code: p.code, password: PASSWORD })).json()) as {
+          token: string;
+        }
+      ).token;
+      // 300 patients on one page: six lookups of 50
+      const patients = await seed(
+        gw,
+        Array.from({ length: 300 }, (_, i) => ({
+          resourceType: 'Patient' as const,
+          name: [{ family: `Slow${i}` }],
+          generalPractitioner: [{ reference: `Practitioner/${p.fhirId}` }],
+        })),
+      );
+      await seed(gw, patients.map(observation));
+      const page = async () => {
+        const started = Date.now();
+        const response = await gw.call('/fhir/Observation?_count=300', { token });
+        const body = (await response.json()) as Bundle;
+        return { status: response.status, entries: body.entry?.length, ms: Date.now() - started };
+      };
+
+      // each lookup well inside the timeout: one after another they took 6 × 600 ms
+      delayMs = 600;
+      const answered = await page();
+      expect(answered).toMatchObject({ status: 200, entries: 300 });
+      expect(mostAtOnce).toBe(4);
+      expect(answered.ms).toBeLessThan(timeoutMs);
+
+      // each inside the timeout, all of them past it: 504 after one timeout, not six
+      await gw.deps.panels.forgetAll();
+      delayMs = 1_500;
+      const late = await page();
+      expect(late.status).toBe(504);
+      expect(late.ms).toBeLessThan(2 * timeoutMs);
+      // the lookups still running fill the cache: the next request asks none
+      await new Promise((r) => setTimeout(r, 2 * delayMs));
+      expect(await page()).toMatchObject({ status: 200, entries: 300 });
+    } finally {
+      await gw.close();
+      await slow.close();
+      await real.close();
+      await smtp.close();
+    }
+  }, 60_000);
+});
