@@ -58,9 +58,26 @@ export function removedMatch(all: readonly BundleEntry[], kept: readonly BundleE
 }
 
 /**
+ * Whether an entry without a resource stays: a deletion in a history (R4 http.html#history, its
+ * `request` a DELETE). Every one to an admin; to a scoped role, who reads only the history of one
+ * record they may read now, only that record's (`record`: `Type/id`).
+ */
+export function keptDeletion(entry: BundleEntry, bundle: Bundle, scope: Scope, record?: string): boolean {
+  if (entry.resource || bundle.type !== 'history') return false;
+  if (scope.kind === 'all') return true;
+  const url = entry.request?.url;
+  return (
+    record !== undefined &&
+    entry.request?.method === 'DELETE' &&
+    (url === record || !!url?.startsWith(`${record}/_history/`))
+  );
+}
+
+/**
  * The Bundle that may leave: the judged entries in scope (`memberships[i]` is `entries[i]`'s, and
- * `assigned` the panel members among them), with the patients they showed. Nothing removed: the
- * very Bundle, so the upstream's text can be relayed as it came.
+ * `assigned` the panel members among them), with the patients they showed, and the deletions of
+ * a history (`keptDeletion`, `record` the one whose history it is). Nothing removed: the very
+ * Bundle, so the upstream's text can be relayed as it came.
  */
 export function keptInScope<T extends Resource>(
   bundle: Bundle<T>,
@@ -68,15 +85,20 @@ export function keptInScope<T extends Resource>(
   scope: Scope,
   assigned: ReadonlySet<string>,
   memberships: readonly Membership[] = entries.map((e) => membershipOf(e.resource, scope)),
+  record?: string,
 ): Checked<T> {
   const all = bundle.entry ?? [];
   const patients = new Set<string>();
-  const kept = entries.filter((e, i) => {
+  let kept: BundleEntry<T>[] = entries.filter((e, i) => {
     const membership = memberships[i] as Membership;
     if (!isMember(membership, assigned)) return false;
     for (const p of patientsOfKept(e.resource, membership, scope)) patients.add(p);
     return true;
   });
+  if (kept.length < all.length && bundle.type === 'history') {
+    const judgedIn = new Set<BundleEntry<T>>(kept);
+    kept = all.filter((e) => judgedIn.has(e) || keptDeletion(e, bundle, scope, record));
+  }
   if (kept.length === all.length) return { bundle, patients };
   const checked: Bundle<T> = { ...bundle, entry: kept };
   // `total` counts matches only: dropping it for a removed _include/_revinclude would tell that

@@ -222,11 +222,12 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
    * Nothing here feeds the panel cache: a Bundle may hold old versions (history) or parts of a
    * record (`_elements`), and only the current, whole record may say whose patient it is.
    */
-  const checkBundle = async <T extends Resource>(bundle: Bundle<T>): Promise<Checked<T>> => {
+  /** `record`: `Type/id` when the Bundle is that record's history (its deletions may stay). */
+  const checkBundle = async <T extends Resource>(bundle: Bundle<T>, record?: string): Promise<Checked<T>> => {
     const entries = entriesToJudge(bundle, shown);
     if (scope.kind === 'all') return keptInScope(bundle, entries, scope, NONE_ASSIGNED);
     const memberships = entries.map((e) => membershipOf(e.resource, scope));
-    return keptInScope(bundle, entries, scope, await assignedAmong(memberships), memberships);
+    return keptInScope(bundle, entries, scope, await assignedAmong(memberships), memberships, record);
   };
 
   /** One access event per patient (or one without a patient), off the request path. */
@@ -351,7 +352,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     route: string,
     text?: string,
   ): Promise<{ page: SearchPage<T>; patients: ReadonlySet<string> }> => {
-    const checked = await checkBundle(bundle);
+    const checked = await checkBundle(bundle, /^([A-Z][A-Za-z]*\/[^/]+)\/_history$/.exec(cursorType)?.[1]);
     const links = (bundle.link ?? []).flatMap((link): PageLink[] => {
       if (!link.url || link.relation === 'self') return [];
       const cursor = cursorForLink(

@@ -1,6 +1,12 @@
 import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { entriesToJudge, keptInScope, patientsOfKept, removedMatch } from '../../src/fhir/bundleCheck.js';
+import {
+  entriesToJudge,
+  keptDeletion,
+  keptInScope,
+  patientsOfKept,
+  removedMatch,
+} from '../../src/fhir/bundleCheck.js';
 import type { Scope } from '../../src/fhir/compartment.js';
 import { loadFhirDefinitions } from '../../src/fhir/definitions.js';
 
@@ -135,5 +141,52 @@ describe('removedMatch', () => {
     ['an OperationOutcome removed', [outcome, m], [m], false],
   ] as const)('%s: %s', (_name, all, kept, expected) => {
     expect(removedMatch(all, kept)).toBe(expected);
+  });
+});
+
+describe('keptDeletion', () => {
+  const deletion = (url: string, method = 'DELETE'): BundleEntry => ({
+    request: { method: method as 'DELETE', url },
+  });
+  const history = (entry: BundleEntry[]): Bundle => ({
+    resourceType: 'Bundle',
+    type: 'history',
+    total: entry.length,
+    entry,
+  });
+  it.each([
+    [ALL, 'Observation/9', deletion('Observation/1'), true],
+    [ALL, undefined, deletion('Observation/1'), true],
+    [ME, 'Observation/1', deletion('Observation/1'), true],
+    [ME, 'Observation/1', deletion('Observation/1/_history/6'), true],
+    [GP, 'Observation/1', deletion('Observation/1'), true],
+    [ME, 'Observation/1', deletion('Observation/2'), false],
+    [ME, 'Observation/1', deletion('Observation/10'), false],
+    [ME, 'Observation/1', deletion('http://elsewhere/Observation/1'), false],
+    [ME, 'Observation/1', deletion('Observation/1', 'PUT'), false],
+    [ME, undefined, deletion('Observation/1'), false],
+    [ME, 'Observation/1', obs('a'), false],
+  ] as const)('%o, history of %s: %o kept %s', (scope, record, entry, kept) => {
+    expect(keptDeletion(entry, history([entry]), scope, record)).toBe(kept);
+  });
+
+  it('keeps nothing without a resource outside a history', () => {
+    const entry = deletion('Observation/1');
+    expect(keptDeletion(entry, searchset([entry]), ALL)).toBe(false);
+  });
+
+  it("keeps a record's deletions in its history, and total with them", () => {
+    const bundle = history([obs('a'), deletion('Observation/1'), obs('a')]);
+    const checked = keptInScope(
+      bundle,
+      entriesToJudge(bundle, undefined),
+      ME,
+      new Set(),
+      undefined,
+      'Observation/1',
+    );
+    expect(checked.bundle).toBe(bundle);
+    const forAdmin = keptInScope(bundle, entriesToJudge(bundle, undefined), ALL, new Set());
+    expect(forAdmin.bundle).toBe(bundle);
   });
 });

@@ -12,6 +12,7 @@ describe.each(UPSTREAMS)('a deleted resource, %s upstream', (upstream) => {
   let gw: TestGateway;
   const tokens = { admin: '', patient: '', gp: '' };
   let deletedObservation = '';
+  let patientId = '';
 
   beforeAll(async () => {
     gw = await startTestGateway({ upstream });
@@ -19,7 +20,7 @@ describe.each(UPSTREAMS)('a deleted resource, %s upstream', (upstream) => {
     const gpId = (
       await fhir.create('Practitioner', { resourceType: 'Practitioner', name: [{ family: 'Gp' }] })
     ).id;
-    const patientId = (
+    patientId = (
       await fhir.create('Patient', {
         resourceType: 'Patient',
         name: [{ family: 'Deleted' }],
@@ -50,6 +51,35 @@ describe.each(UPSTREAMS)('a deleted resource, %s upstream', (upstream) => {
   });
 
   afterAll(() => gw.close());
+
+  it('keeps the deletion in the history of a record restored since, with its total, for everyone who may read it', async () => {
+    const observation = {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'restored' },
+      subject: { reference: `Patient/${patientId}` },
+    };
+    const { id } = await gw.deps.fhir.create('Observation', observation as never);
+    const send = (method: string) =>
+      gw.call(`/fhir/Observation/${id}`, {
+        method,
+        token: tokens.admin,
+        ...(method === 'PUT' ? { json: { ...observation, id } } : {}),
+        headers: { 'content-type': 'application/fhir+json' },
+      });
+    expect((await send('DELETE')).status).toBeLessThan(300);
+    expect((await send('PUT')).status).toBeLessThan(300);
+    for (const token of [tokens.admin, tokens.patient, tokens.gp]) {
+      const history = (await (await gw.call(`/fhir/Observation/${id}/_history`, { token })).json()) as {
+        total?: number;
+        entry?: { resource?: unknown; request?: { method?: string } }[];
+      };
+      const entries = history.entry ?? [];
+      expect(entries).toHaveLength(3);
+      expect(entries.filter((e) => !e.resource).map((e) => e.request?.method)).toEqual(['DELETE']);
+      expect(history.total).toBe(3);
+    }
+  });
 
   it('answers an admin 410 Gone with an OperationOutcome of code "deleted"', async () => {
     const response = await gw.call(`/fhir/Observation/${deletedObservation}`, { token: tokens.admin });
