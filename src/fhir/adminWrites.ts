@@ -282,3 +282,41 @@ export function withOurOutcomes(bundle: Bundle): Bundle {
   });
   return entry ? { ...bundle, entry } : bundle;
 }
+
+/** What an admin's forwarded request named: a type, a record, an operation. */
+export interface ForwardedTarget {
+  readonly type?: string;
+  readonly id?: string;
+  readonly operation?: string;
+}
+
+/**
+ * Why a success the server answered cannot be the answer to this forwarded request, or undefined
+ * when it can: a 304 to anything but a conditional read, a record other than the one asked for
+ * (another type, another id), a create answered 201 with neither the record nor where it is.
+ * Relayed, each would tell the admin something happened that did not (DESIGN.md section 9: 502).
+ * An operation's or a batch's answer is its own.
+ */
+export function forwardedAnswerMismatch(
+  method: string,
+  target: ForwardedTarget,
+  answer: { status: number; body?: unknown; headers: Readonly<Record<string, string>> },
+): string | undefined {
+  const reading = method === 'GET' || method === 'HEAD';
+  if (answer.status === 304) return reading ? undefined : `304 to a ${method}`;
+  if (target.operation || !target.type) return undefined;
+  const body = answer.body as Resource | undefined;
+  if (body === undefined) {
+    const located = answer.headers.location || answer.headers['content-location'];
+    return method === 'POST' && answer.status === 201 && !located
+      ? '201 without the record or its Location'
+      : undefined;
+  }
+  // a compartment search (`Patient/1/Observation`) answers a Bundle; a write may answer an outcome (Prefer)
+  if (body.resourceType === 'Bundle' || (!reading && body.resourceType === 'OperationOutcome'))
+    return undefined;
+  if (body.resourceType !== target.type) return `a ${body.resourceType} to a request for ${target.type}`;
+  if (target.id !== undefined && body.id !== target.id)
+    return `another ${target.type} than the one asked for`;
+  return undefined;
+}

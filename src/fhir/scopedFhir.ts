@@ -4,7 +4,7 @@ import { auditedError, WRITE_ACTIONS } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { fhirBaseOf } from '../oauth/urls.js';
-import { batchEntryOutcomes, parsedOrNone } from './adminWrites.js';
+import { batchEntryOutcomes, forwardedAnswerMismatch, parsedOrNone } from './adminWrites.js';
 import { auditedWrite } from './auditedWrites.js';
 import { type Checked, entriesToJudge, keptInScope, patientsOfKept } from './bundleCheck.js';
 import {
@@ -653,6 +653,8 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
         // a read answers what it read: a success without a body (a 204) is the server's fault, not an empty record
         if (answered.status !== 304 && answered.body === undefined)
           throw unexpectedUpstreamBody(`${answered.status} without a body to a read`);
+        const mismatch = forwardedAnswerMismatch('GET', target, answered);
+        if (mismatch) throw unexpectedUpstreamBody(mismatch);
         const matched = withMatchedEtag(answered, ifNoneMatch);
         const result = await withCurrentEtag(fhir, matched, target, request.path);
         const checked = await checkForwardedRead(result, target);
@@ -662,9 +664,14 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       }
       const batch = !target.type && !target.operation;
       const sent = await withResolvedIfMatch(fhir, request, target);
-      const result = await auditedWrite({ deps, caller, ctx }, request.method, target, () =>
-        batch ? sentBatch(fhir, sent) : fhir.forward(sent),
-      );
+      const result = await auditedWrite({ deps, caller, ctx }, request.method, target, async () => {
+        if (batch) return sentBatch(fhir, sent);
+        const answered = await fhir.forward(sent);
+        // checked before it is audited: a success the server could not have meant is a failure
+        const mismatch = forwardedAnswerMismatch(request.method, target, answered);
+        if (mismatch) throw unexpectedUpstreamBody(mismatch);
+        return answered;
+      });
       if (batch) recordBatchEntries(request.body, result.body);
       return withSealedLinks(result);
     },

@@ -5,6 +5,7 @@ import {
   assertAdminWrite,
   assertBatchBody,
   assertPatchBody,
+  forwardedAnswerMismatch,
   versionedEntries,
   withOurOutcomes,
   withRefusedEntries,
@@ -1244,5 +1245,50 @@ describe("a caller's JSON body, sent as it came", () => {
     const parse = () => parseCallerBody(text);
     if (status === undefined) expect(parse().text).toBe(text);
     else expect(parse).toThrow(expect.objectContaining({ status }));
+  });
+});
+
+describe("what an admin's forwarded request may be answered", () => {
+  const obs = { resourceType: 'Observation', id: '1' };
+  const loc = { location: 'http://up/Observation/1/_history/1' };
+  it.each([
+    ['GET', { type: 'Observation', id: '1' }, 200, obs, {}, false],
+    ['GET', { type: 'Observation', id: '1' }, 304, undefined, {}, false],
+    ['GET', { type: 'Observation', id: '1' }, 200, { resourceType: 'Observation', id: '2' }, {}, true],
+    ['GET', { type: 'Observation', id: '1' }, 200, { resourceType: 'Patient', id: '1' }, {}, true],
+    ['GET', { type: 'Observation', id: '1' }, 200, { resourceType: 'OperationOutcome' }, {}, true],
+    ['GET', { type: 'Patient', id: '1' }, 200, { resourceType: 'Bundle' }, {}, false],
+    [
+      'GET',
+      { type: 'Patient', id: '1', operation: '$everything' },
+      200,
+      { resourceType: 'Bundle' },
+      {},
+      false,
+    ],
+    ['POST', { type: 'Observation' }, 304, undefined, {}, true],
+    ['POST', { type: 'Observation' }, 201, obs, loc, false],
+    ['POST', { type: 'Observation' }, 201, undefined, loc, false],
+    ['POST', { type: 'Observation' }, 201, undefined, {}, true],
+    ['POST', { type: 'Observation' }, 200, { resourceType: 'Patient', id: 'x1' }, {}, true],
+    ['POST', { type: 'Observation' }, 201, { resourceType: 'OperationOutcome' }, loc, false],
+    ['PUT', { type: 'Observation', id: '1' }, 200, obs, {}, false],
+    ['PUT', { type: 'Observation', id: '1' }, 200, { resourceType: 'Observation', id: '9' }, {}, true],
+    ['PUT', { type: 'Observation' }, 200, { resourceType: 'Observation', id: '9' }, {}, false],
+    ['PATCH', { type: 'Observation', id: '1' }, 200, obs, {}, false],
+    ['DELETE', { type: 'Observation', id: '1' }, 200, { resourceType: 'OperationOutcome' }, {}, false],
+    ['DELETE', { type: 'Observation', id: '1' }, 204, undefined, {}, false],
+    [
+      'POST',
+      { type: 'Patient', id: '1', operation: '$meta-add' },
+      200,
+      { resourceType: 'Parameters' },
+      {},
+      false,
+    ],
+    ['POST', {}, 200, { resourceType: 'Bundle' }, {}, false],
+  ] as const)('%s %o answered %i %o %o: refused %s', (method, target, status, body, headers, refused) => {
+    const reason = forwardedAnswerMismatch(method, target, { status, body, headers });
+    expect(reason !== undefined).toBe(refused);
   });
 });

@@ -25,6 +25,9 @@ type Mode =
   | 'write-applied-reset'
   | 'write-refused-400'
   | 'read-204'
+  | 'read-other'
+  | 'write-answers-304'
+  | 'write-answers-other'
   | `${'search' | 'patient'}-${(typeof REFUSALS)[number]}`;
 
 /** Refusals of a body or a precondition, which a read the gateway built has neither of. */
@@ -60,6 +63,23 @@ describe('every patient path when the FHIR server answers badly', () => {
       }
       if (mode === 'read-204' && req.method === 'GET' && /\/Observation\/[^/?]+$/.test(req.url)) {
         res.writeHead(204).end();
+        return;
+      }
+      // successes the request could not have had: relayed, they said a write or read happened that did not
+      if (mode === 'read-other' && req.method === 'GET' && /\/Observation\/[^/?]+$/.test(req.url)) {
+        res
+          .writeHead(200, { 'content-type': 'application/fhir+json' })
+          .end('{"resourceType":"Patient","id":"x1"}');
+        return;
+      }
+      if (mode === 'write-answers-304' && req.method === 'POST') {
+        res.writeHead(304).end();
+        return;
+      }
+      if (mode === 'write-answers-other' && req.method === 'POST') {
+        res
+          .writeHead(200, { 'content-type': 'application/fhir+json' })
+          .end('{"resourceType":"Patient","id":"x1"}');
         return;
       }
       if (mode === 'write-refused-400' && req.method === 'POST') {
@@ -178,6 +198,12 @@ describe('every patient path when the FHIR server answers badly', () => {
     mode = 'pass';
     expect(response.status).toBe(502);
     expect(await response.json()).toMatchObject({ resourceType: 'OperationOutcome' });
+    // nor another record than the one asked for
+    mode = 'read-other';
+    const other = await gw.call(`/fhir/Observation/${id}`, { token: admin });
+    mode = 'pass';
+    expect(other.status).toBe(502);
+    expect(await other.text()).not.toContain('x1');
   });
 
   it.each([
@@ -191,6 +217,14 @@ describe('every patient path when the FHIR server answers badly', () => {
       { applied: 'unknown' },
     ],
     ['refused with 400', 'write-refused-400', 400, 'validation_failed', {}],
+    [
+      'answered 304 (nothing a create answers)',
+      'write-answers-304',
+      502,
+      'upstream_error',
+      { applied: 'unknown' },
+    ],
+    ['answered with another record', 'write-answers-other', 502, 'upstream_error', { applied: 'unknown' }],
   ] as const)(
     'audits an admin write the server %s as failed, its outcome unknown unless refused',
     async (_what, m, status, code, outcome) => {
