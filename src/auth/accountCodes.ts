@@ -152,3 +152,14 @@ export function assertPasswordAllowed(deps: AppDeps, password: string, email: st
   });
   if (refusal) throw new AppError('validation_failed', { errors: [{ path: field, message: refusal }] });
 }
+
+const SPENT_MEANWHILE = new Error('the code was spent by a concurrent request');
+
+/** A code another request spent between this one's check and its commit: refused like a wrong try. */
+export function codeSpentMeanwhile(): AppError {
+  return new AppError('invalid_access_code', { cause: SPENT_MEANWHILE });
+}
+
+export function isCodeSpentMeanwhile(error: unknown): boolean {
+  return error instanceof AppError && error.cause === SPENT_MEANWHILE;
+}

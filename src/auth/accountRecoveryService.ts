@@ -1,10 +1,16 @@
+import type { UserRow } from '../../db/schema.js';
 import { writeAudit } from '../audit/auditService.js';
 import { auditedError } from '../audit/requestAudit.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, RequestContext } from '../http/types.js';
 import { normalizeEmail, replacePasswordWithResetCode } from '../users/userRepository.js';
 import type { CodePurpose } from './accessCodes.js';
-import { assertPasswordAllowed, checkCode } from './accountCodes.js';
+import {
+  assertPasswordAllowed,
+  checkCode,
+  codeSpentMeanwhile,
+  isCodeSpentMeanwhile,
+} from './accountCodes.js';
 import { fulfilCodeRequest, recordCodeRequest } from './codeRequests.js';
 import { countAttempt } from './credentialAttempts.js';
 import { RATE_LIMITS } from './rateLimiter.js';
@@ -65,24 +71,52 @@ export async function resetPassword(deps: AppDeps, input: ResetInput, ctx: Reque
   ]);
   assertPasswordAllowed(deps, input.new_password, email, 'new_password');
   const check = await checkCode(deps, 'password_reset', email, input.code);
+  const failure = {
+    action: 'auth.password_reset',
+    outcome: 'failed',
+    errorCode: 'invalid_access_code',
+    requestId: ctx.requestId,
+    clientIp: ctx.clientIp,
+  } as const;
   if (!check.ok) {
     await writeAudit(deps.db, deps.clock, {
-      action: 'auth.password_reset',
-      outcome: 'failed',
-      errorCode: 'invalid_access_code',
+      ...failure,
       actorUserId: check.user?.id ?? null,
       actorRole: check.user?.role ?? null,
       targetUserId: check.user?.id ?? null,
-      requestId: ctx.requestId,
-      clientIp: ctx.clientIp,
       detail: { reason: check.reason },
     });
-    // the other refusals (password policy, rate limit, a concurrent reset that won) are audited by onError
+    // the other refusals (password policy, rate limit) are audited by onError
     throw auditedError(new AppError('invalid_access_code'));
   }
   const { user } = check;
   const now = deps.clock.now();
   const passwordHash = await deps.passwords.hash(input.new_password);
+  try {
+    await replaceWithCode(deps, ctx, check, passwordHash, now);
+  } catch (error) {
+    if (!isCodeSpentMeanwhile(error)) throw error;
+    // audited at the account it named, as every other wrong try is
+    await writeAudit(deps.db, deps.clock, {
+      ...failure,
+      actorUserId: user.id,
+      actorRole: user.role,
+      targetUserId: user.id,
+      detail: { reason: 'spent' },
+    });
+    throw auditedError(new AppError('invalid_access_code'));
+  }
+}
+
+/** The reset's one transaction: the password replaced with the code spent, every session ended, audited. */
+async function replaceWithCode(
+  deps: AppDeps,
+  ctx: RequestContext,
+  check: { user: UserRow; hash: string },
+  passwordHash: string,
+  now: Date,
+): Promise<void> {
+  const { user } = check;
   await deps.db.transaction().execute(async (trx) => {
     const replaced = await replacePasswordWithResetCode(trx, {
       id: user.id,
@@ -90,7 +124,8 @@ export async function resetPassword(deps: AppDeps, input: ResetInput, ctx: Reque
       passwordHash,
       at: now.toISOString(),
     });
-    if (!replaced) throw new AppError('invalid_access_code');
+    // a concurrent reset with the same code won
+    if (!replaced) throw codeSpentMeanwhile();
     await revokeAllSessions(trx, user.id, 'password_reset', now);
     await writeAudit(trx, deps.clock, {
       action: 'auth.password_reset',

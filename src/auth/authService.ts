@@ -16,7 +16,12 @@ import {
   replacePassword,
 } from '../users/userRepository.js';
 import { MAX_CODE_ATTEMPTS } from './accessCodes.js';
-import { assertPasswordAllowed, checkCode } from './accountCodes.js';
+import {
+  assertPasswordAllowed,
+  checkCode,
+  codeSpentMeanwhile,
+  isCodeSpentMeanwhile,
+} from './accountCodes.js';
 import { countAttempt } from './credentialAttempts.js';
 import { normalizePassword, passwordTooLong } from './passwords.js';
 import { RATE_LIMITS, refundHit } from './rateLimiter.js';
@@ -166,9 +171,10 @@ export async function signup(deps: AppDeps, input: SignupInput, ctx: RequestCont
       outcome: 'failed',
       errorCode: 'invalid_access_code',
       actorUserId: check.user?.id ?? null,
+      actorRole: check.user?.role ?? null,
       detail: { reason: check.reason },
     });
-    // the other refusals (password policy, rate limit, a concurrent signup that won) are audited by onError
+    // the other refusals (password policy, rate limit) are audited by onError
     throw auditedError(new AppError('invalid_access_code'));
   }
   const { user } = check;
@@ -184,6 +190,18 @@ export async function signup(deps: AppDeps, input: SignupInput, ctx: RequestCont
     // retry would be refused, so the database is asked, and the tokens of a stored one are good
     if (issued && isDatabaseUnreachable(error) && (await signupStored(deps, user.id, passwordHash)))
       return issued;
+    if (isCodeSpentMeanwhile(error)) {
+      // audited at the account it named, as every other wrong try is
+      await audit(deps, ctx, {
+        action: 'auth.signup',
+        outcome: 'failed',
+        errorCode: 'invalid_access_code',
+        actorUserId: user.id,
+        actorRole: user.role,
+        detail: { reason: 'spent' },
+      });
+      throw auditedError(new AppError('invalid_access_code'));
+    }
     throw error;
   }
 }
@@ -223,7 +241,7 @@ function activate(
       maxAttempts: MAX_CODE_ATTEMPTS,
     });
     // a concurrent signup with the same code won: this one fails like any other wrong try
-    if (!activated) throw new AppError('invalid_access_code');
+    if (!activated) throw codeSpentMeanwhile();
     await audit(
       deps,
       ctx,

@@ -142,6 +142,34 @@ describe.each(DIALECTS)('resend, forgot and reset (%s)', (dialect) => {
       errors: [{ path: 'new_password', message: expect.stringMatching(/at least/) }],
     });
   });
+  it('lets one of several concurrent resets with one code succeed, each other audited as a wrong try at that account', async () => {
+    const person = await provision(gw, smtp, email('reset-race'));
+    await signup(gw, { email: person.email, access_code: person.code, password: PASSWORD });
+    expect((await post('/auth/password/forgot', { email: person.email })).status).toBe(202);
+    const code = codeIn((await mailsTo(smtp, person.email, 2))[1]!);
+    const answers = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        post('/auth/password/reset', { email: person.email, code, new_password: `${NEW_PASSWORD} ${i}` }),
+      ),
+    );
+    expect(answers.filter((r) => r.status === 200)).toHaveLength(1);
+    const refused = answers.filter((r) => r.status === 400).map((r) => r.headers.get('x-request-id') ?? '');
+    expect(refused.length).toBeGreaterThan(0);
+    const trail = await gw.deps.db
+      .selectFrom('audit_log')
+      .select(['outcome', 'actor_user_id', 'target_user_id'])
+      .where('action', '=', 'auth.password_reset')
+      .where('request_id', 'in', refused)
+      .execute();
+    expect(trail).toHaveLength(refused.length);
+    for (const entry of trail)
+      expect(entry).toEqual({
+        outcome: 'failed',
+        actor_user_id: person.userId,
+        target_user_id: person.userId,
+      });
+  });
+
   // its lease run out, as a process killed long enough ago leaves it
   const lapse = (address: string) =>
     gw.deps.db

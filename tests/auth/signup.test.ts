@@ -112,6 +112,22 @@ describe.each(DIALECTS)('POST /auth/signup (%s)', (dialect) => {
     const statuses = answers.map((r) => r.status);
     expect(statuses.filter((s) => s === 201)).toHaveLength(1);
     expect(statuses.every((s) => s === 201 || s === 400 || s === 429)).toBe(true);
+    // every loser is a wrong try at that account in the trail, also one that lost at the commit
+    const refused = answers.filter((r) => r.status === 400).map((r) => r.headers.get('x-request-id') ?? '');
+    const trail = await gw.deps.db
+      .selectFrom('audit_log')
+      .select(['outcome', 'actor_user_id', 'actor_role', 'error_code'])
+      .where('action', '=', 'auth.signup')
+      .where('request_id', 'in', refused)
+      .execute();
+    expect(trail).toHaveLength(refused.length);
+    for (const entry of trail)
+      expect(entry).toEqual({
+        outcome: 'failed',
+        actor_user_id: person.userId,
+        actor_role: 'patient',
+        error_code: 'invalid_access_code',
+      });
     const winner = answers.findIndex((r) => r.status === 201);
     const row = await userRow(person.email);
     expect(row.is_registered).toBe(1);
