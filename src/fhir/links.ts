@@ -85,7 +85,8 @@ export function cursorForLink(
   upstreamBase: string,
 ): string | undefined {
   const relative = relativeToBase(url, upstreamBase);
-  if (relative === undefined) return undefined;
+  // the bare base is no page (HAPI names it as a batch answer's `self`): a cursor to it could only fail
+  if (!relative) return undefined;
   const expires = Math.floor(binding.now.getTime() / 1000) + CURSOR_TTL_SECONDS;
   return sealCursor(key, { u: binding.userId, p: relative, r: binding.route, t: binding.type, e: expires });
 }

@@ -60,6 +60,8 @@ describe.each(UPSTREAMS)("an admin's batch, %s upstream", (upstream) => {
     // HAPI named the answer Bundle itself in Location, a record that cannot be read
     expect(response.headers.get('location')).toBeNull();
     expect(response.headers.get('content-location')).toBeNull();
+    // HAPI's self link (its bare base) was sealed into a cursor, which failed when followed
+    for (const link of bundle.link ?? []) expect(link.url).not.toContain('_cursor');
   });
 
   it("seals the paging links of a batch's searches into cursors the admin can follow", async () => {

@@ -400,6 +400,13 @@ describe('paging cursors', () => {
     expect(verifyCursor(key, cursor, binding)).toBe(expected);
   });
 
+  it.each(['https://up/fhir', 'https://up/fhir/', 'https://elsewhere/fhir?_getpages=x'])(
+    'seals no page for %s (the bare base is none, HAPI\u2019s self link of a batch answer)',
+    (url) => {
+      expect(cursorForLink(key, issued, url, 'https://up/fhir')).toBeUndefined();
+    },
+  );
+
   it('reveals nothing of the upstream, the query or the caller to whoever holds it', () => {
     // long, distinct values: a short one (`u1`) turns up in random base64 by chance (1 run in ~20)
     const binding = { userId: 'caller-7f3a9c2e', route: 'patient.observations', type: 'Observation', now };
