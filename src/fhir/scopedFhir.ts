@@ -33,6 +33,7 @@ import {
   withCurrentEtag,
   withMatchedEtag,
   withResolvedIfMatch,
+  withVersionTag,
 } from './versionedWrites.js';
 
 /**
@@ -670,7 +671,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
         // checked before it is audited: a success the server could not have meant is a failure
         const mismatch = forwardedAnswerMismatch(request.method, target, answered);
         if (mismatch) throw unexpectedUpstreamBody(mismatch);
-        return answered;
+        return withVersionTag(answered);
       });
       if (batch) recordBatchEntries(request.body, result.body);
       return withSealedLinks(result);

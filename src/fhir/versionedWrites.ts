@@ -132,3 +132,20 @@ export async function sentBatch(fhir: FhirService, request: FhirRequest): Promis
   if (body?.resourceType !== 'Bundle') return answer;
   return { status: answer.status, headers: answer.headers, body: withRefusedEntries(body, refused) };
 }
+
+/**
+ * A write's answer with its ETag (R4 http.html#versioning: the version the write made): HAPI sends
+ * none with a PATCH's, so a client taking the tag for its next If-Match failed only there.
+ */
+export function withVersionTag(result: FhirResult): FhirResult {
+  const body = result.body as Resource | undefined;
+  const versionId = body?.meta?.versionId;
+  if (
+    result.headers.etag ||
+    !versionId ||
+    body.resourceType === 'Bundle' ||
+    body.resourceType === 'OperationOutcome'
+  )
+    return result;
+  return { ...result, headers: { ...result.headers, etag: `W/"${versionId}"` } };
+}

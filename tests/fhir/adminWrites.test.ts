@@ -70,6 +70,26 @@ describe.each(UPSTREAMS)("an admin's forwarded writes, %s upstream", (upstream) 
     expect((await send('DELETE', `/fhir/Patient/${ids.withoutAccount}`)).status).toBeLessThan(300);
   });
 
+  it('answers a PATCH with the ETag of the version it made, good for the next If-Match (HAPI sends none)', async () => {
+    const patched = await send(
+      'PATCH',
+      `/fhir/Observation/${ids.obs}`,
+      '[{"op":"replace","path":"/status","value":"amended"}]',
+      { 'content-type': 'application/json-patch+json' },
+    );
+    expect(patched.status).toBe(200);
+    const body = (await patched.json()) as { meta?: { versionId?: string } };
+    const etag = patched.headers.get('etag');
+    expect(etag).toBe(`W/"${body.meta?.versionId}"`);
+    const next = await send(
+      'PUT',
+      `/fhir/Observation/${ids.obs}`,
+      { resourceType: 'Observation', id: ids.obs, status: 'final', code: { text: 'weight' } },
+      { 'if-match': etag ?? '' },
+    );
+    expect(next.status).toBe(200);
+  });
+
   it('answers an update that creates 201 with a Location, as a create (R4 http.html#update; HAPI sends Content-Location alone)', async () => {
     const value = `${Date.now()}-${Math.random().toString(36).slice(2)}`;
     const created = await send(
