@@ -145,11 +145,17 @@ async function assertEmailFree(deps: AppDeps, email: string): Promise<void> {
 }
 
 /** A Patient's generalPractitioner must name Practitioners that exist, or the assignment is meaningless. */
-async function assertPractitionersExist(deps: AppDeps, resource: ProvisionedResource): Promise<void> {
+async function assertPractitionersExist(
+  deps: AppDeps,
+  resource: ProvisionedResource,
+  kind: ResponseKind,
+): Promise<void> {
   if (resource.resourceType !== 'Patient') return;
+  // named as the caller sent it: the slim field, or the element of a raw FHIR create
+  const path = kind === 'slim' ? 'general_practitioner_id' : 'generalPractitioner';
   const invalid = () =>
     new AppError('validation_failed', {
-      errors: [{ path: 'general_practitioner_id', message: 'must be the id of an existing Practitioner' }],
+      errors: [{ path, message: 'must be the id of an existing Practitioner' }],
     });
   for (const ref of resource.generalPractitioner ?? []) {
     const id = /^Practitioner\/([A-Za-z0-9\-.]{1,64})$/.exec(ref.reference ?? '')?.[1];
@@ -406,7 +412,7 @@ async function preparedCreate(deps: AppDeps, request: ProvisionRequest): Promise
   const sent = request.resource as ProvisionedResource;
   const email = normalizeEmail(emailOf(sent) ?? '');
   await assertEmailFree(deps, email);
-  await assertPractitionersExist(deps, sent);
+  await assertPractitionersExist(deps, sent, request.responseKind);
   const resource = withAccountIdentifier(sent, accountIdentifierSystem(deps.config.publicBaseUrl), email);
   return { email, resource };
 }

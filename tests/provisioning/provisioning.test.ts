@@ -269,6 +269,25 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
     expect(mail!.text).toMatch(CODE_PATTERN);
   });
 
+  it("names the raw create's own element when its generalPractitioner is no Practitioner", async () => {
+    const email = uniqueEmail('raw-gp');
+    const response = await gw.call('/fhir/Patient', {
+      method: 'POST',
+      token: admin,
+      body: JSON.stringify({
+        resourceType: 'Patient',
+        name: [{ family: 'Rawgp' }],
+        telecom: [{ system: 'email', value: email }],
+        generalPractitioner: [{ reference: 'Organization/x' }],
+      }),
+      headers: { 'content-type': 'application/fhir+json' },
+    });
+    expect(response.status).toBe(400);
+    const outcome = (await response.json()) as { issue: { expression?: string[] }[] };
+    expect(outcome.issue[0]?.expression).toEqual(['generalPractitioner']);
+    expect(await userByEmail(email)).toBeUndefined();
+  });
+
   it('answers a raw FHIR create without an email telecom with a 400 OperationOutcome and creates nothing', async () => {
     const before = await fhirSearch('Practitioner', 'family=Nomail');
     const response = await gw.call('/fhir/Practitioner', {
