@@ -1,6 +1,6 @@
 import type { Observation, Patient } from '@medplum/fhirtypes';
 import type { ScopedFhir, SearchPage } from '../fhir/scopedFhir.js';
-import { asBuiltByGateway } from '../fhir/upstreamStatus.js';
+import { asBuiltByGateway, unexpectedUpstreamBody } from '../fhir/upstreamStatus.js';
 import { type ObservationDto, toObservationDto } from './observationDto.js';
 import { ObservationDtoSchema } from './patientSchemas.js';
 import { upstreamDto } from './upstreamDto.js';
@@ -40,6 +40,17 @@ function matches<T extends Observation | Patient>(page: SearchPage<T>, type: T['
   return (page.bundle.entry ?? []).flatMap((e) => (e.resource?.resourceType === type ? [e.resource] : []));
 }
 
+/**
+ * A first page holds at most the `_count` it asked for. A server that answered more ignored it
+ * (one answered 150,000 Observations to `_count=5`): cutting the page would skip records the next
+ * cursor never shows, so it is the server's fault, 502. A later page's size is the server's link's.
+ */
+function withinLimit<T>(items: T[], filters: { limit: number; cursor?: string | undefined }): T[] {
+  if (!filters.cursor && items.length > filters.limit)
+    throw unexpectedUpstreamBody(`${items.length} entries to _count=${filters.limit}`);
+  return items;
+}
+
 /** Observations in the caller's scope (optionally of one patient), newest first, as DTOs. */
 export async function searchObservations(
   fhir: ScopedFhir,
@@ -57,7 +68,7 @@ export async function searchObservations(
     return params;
   };
   const page = await pageOf<Observation>(fhir, 'Observation', query, filters.cursor, route);
-  const items = matches(page, 'Observation').map((o) =>
+  const items = withinLimit(matches(page, 'Observation'), filters).map((o) =>
     upstreamDto(ObservationDtoSchema, () => toObservationDto(o)),
   );
   return { items, next_cursor: page.next };
@@ -71,5 +82,5 @@ export async function searchPatients(
 ): Promise<Page<Patient>> {
   const query = () => new URLSearchParams({ _count: String(filters.limit) });
   const page = await pageOf<Patient>(fhir, 'Patient', query, filters.cursor, route);
-  return { items: matches(page, 'Patient'), next_cursor: page.next };
+  return { items: withinLimit(matches(page, 'Patient'), filters), next_cursor: page.next };
 }

@@ -26,6 +26,7 @@ type Mode =
   | 'write-refused-400'
   | 'read-204'
   | 'read-other'
+  | 'search-too-many'
   | 'write-answers-304'
   | 'write-answers-other'
   | `${'search' | 'patient'}-${(typeof REFUSALS)[number]}`;
@@ -70,6 +71,23 @@ describe('every patient path when the FHIR server answers badly', () => {
         res
           .writeHead(200, { 'content-type': 'application/fhir+json' })
           .end('{"resourceType":"Patient","id":"x1"}');
+        return;
+      }
+      if (mode === 'search-too-many' && isSearch) {
+        // 30 of the patient's own Observations, whatever _count asked
+        const subject = /(?:subject|patient)=(?:Patient(?:%2F|\/))?([^&]+)/.exec(req.url)?.[1] ?? '';
+        const entry = Array.from({ length: 30 }, (_, i) => ({
+          resource: {
+            resourceType: 'Observation',
+            id: `many-${i}`,
+            status: 'final',
+            code: { text: 'many' },
+            subject: { reference: `Patient/${decodeURIComponent(subject)}` },
+          },
+        }));
+        res
+          .writeHead(200, { 'content-type': 'application/fhir+json' })
+          .end(JSON.stringify({ resourceType: 'Bundle', type: 'searchset', entry }));
         return;
       }
       if (mode === 'write-answers-304' && req.method === 'POST') {
@@ -168,6 +186,9 @@ describe('every patient path when the FHIR server answers badly', () => {
     ['search-400', '/fhir/Observation', 400],
     ['pass', '/patient/profile', 200],
     ['pass', '/fhir/Observation', 200],
+    // more than _count asked: cut, the page would skip records no cursor shows
+    ['search-too-many', '/patient/observations?limit=5', 502],
+    ['search-too-many', '/patient/observations?limit=50', 200],
     // a read has no body or precondition to refuse: these are the server's fault (a 413 said "your body is too large" to a GET)
     ...REFUSALS.flatMap((status) => [
       [`search-${status}`, '/patient/observations', 502] as const,
