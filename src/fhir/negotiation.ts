@@ -95,6 +95,12 @@ export function assertNestedAtMost(value: unknown): void {
     });
 }
 
+/** A `_count` the server can read, on every request and every role: HAPI answered `$everything?_count=abc` with a 500. */
+export function assertCountReadable(query: URLSearchParams): void {
+  for (const value of query.getAll('_count'))
+    if (!/^\d{1,9}$/.test(value)) throw refuse('_count', 'must be a whole number from 0');
+}
+
 /** A caller's resource: the object every check read, and the very text it came as, sent upstream. */
 export interface CallerBody<T = unknown> {
   readonly resource: T;

@@ -18,6 +18,7 @@ import { type FhirTarget, historyPath, parseFhirPath } from './fhirPath.js';
 import { currentOrNone, type FhirMethod, type FhirResult } from './fhirService.js';
 import { cursorUrl, relativeToBase, replaceUpstreamBase, withLinks } from './links.js';
 import {
+  assertCountReadable,
   assertEntityTags,
   assertJsonBody,
   assertQuerySize,
@@ -91,6 +92,7 @@ class Passthrough {
 
   async handle(sent: PassRequest): Promise<PassResponse> {
     assertQuerySize(sent.rawQuery, sent.query);
+    assertCountReadable(sent.query);
     const query = jsonOnly(sent.query, sent.headers.accept);
     assertEntityTags(sent.headers);
     const request = query === sent.query ? sent : { ...sent, query };

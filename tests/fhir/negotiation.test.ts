@@ -229,6 +229,19 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
     expect(((await stored.json()) as { code: { text: string } }).code.text).toBe('Zoë ä €');
   });
 
+  it('answers 400 to a _count that is no whole number, for every role and on operations (HAPI: 500)', async () => {
+    for (const [path, token] of [
+      [`/fhir/Patient/${ids.p}/$everything?_count=abc`, tokens.admin],
+      ['/fhir/Observation?_count=-1', tokens.p],
+      ['/fhir/Observation?_count=1.5', tokens.gp],
+    ] as const) {
+      const response = await get(path, token);
+      expect(response.status, path).toBe(400);
+      expect(((await response.json()) as { resourceType: string }).resourceType).toBe('OperationOutcome');
+    }
+    expect((await get('/fhir/Observation?_count=5', tokens.p)).status).toBe(200);
+  });
+
   it("stores a practitioner's write digit for digit, as an admin's of the same body (FHIR decimals keep their precision)", async () => {
     const text = JSON.stringify(observation(ids.p)).replace(
       '"valueQuantity":{"value":60,"unit":"/min"}',
