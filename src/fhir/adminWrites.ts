@@ -1,7 +1,7 @@
 import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { AppError, toOperationOutcome } from '../errors.js';
 import type { FhirTarget } from './fhirPath.js';
-import { assertNestedAtMost, isEntityTags, successOutcome } from './negotiation.js';
+import { assertNestedAtMost, isEntityTags, parseCallerBody, successOutcome } from './negotiation.js';
 import { isUpstreamSuccess, upstreamStatusError } from './upstreamStatus.js';
 
 /**
@@ -60,13 +60,7 @@ export function assertPatchBody(
   body: string | undefined,
 ): void {
   if (!target.type) throw typeTakesNoWrite();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(body ?? '');
-  } catch {
-    throw new AppError('invalid_json');
-  }
-  assertNestedAtMost(parsed);
+  const parsed = parseCallerBody(body).resource;
   const jsonPatch = /^application\/json-patch\+json\b/i.test(contentType ?? '');
   if (jsonPatch && !Array.isArray(parsed)) throw refuse('A JSON Patch body must be an array of operations.');
   const isParameters = (parsed as { resourceType?: unknown } | null)?.resourceType === 'Parameters';

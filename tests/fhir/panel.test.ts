@@ -189,6 +189,26 @@ describe.each(UPSTREAMS)(
   },
 );
 
+/** A proxy's request (`/fhir/R4/...`, `url` as it may have changed it) sent on to the real server; `answered` runs before the answer is relayed. */
+function relay(
+  realBase: string,
+  url: URL,
+  req: { method: string; body?: string | undefined },
+  res: import('node:http').ServerResponse,
+  answered?: () => void,
+): void {
+  const target = `${realBase}${url.pathname.replace(/^\/fhir\/R4/, '')}${url.search}`;
+  fetch(target, {
+    method: req.method,
+    headers: { 'content-type': 'application/fhir+json' },
+    ...(req.body ? { body: req.body } : {}),
+  }).then(async (answer) => {
+    const text = await answer.text();
+    answered?.();
+    res.writeHead(answer.status, { 'content-type': 'application/fhir+json' }).end(text);
+  });
+}
+
 describe('a practitioner behind an upstream that ignores the panel narrowing', () => {
   it('still gets nothing of patients outside the panel', async () => {
     const smtp = await startSmtpCapture();
@@ -198,14 +218,7 @@ describe('a practitioner behind an upstream that ignores the panel narrowing', (
       const url = new URL(req.url, 'http://x');
       for (const name of [...url.searchParams.keys()])
         if (name.includes('general-practitioner')) url.searchParams.delete(name);
-      const target = `${real.baseUrl}${url.pathname.replace(/^\/fhir\/R4/, '')}${url.search}`;
-      fetch(target, {
-        method: req.method,
-        headers: { 'content-type': 'application/fhir+json' },
-        ...(req.body ? { body: req.body } : {}),
-      }).then(async (answer) => {
-        res.writeHead(answer.status, { 'content-type': 'application/fhir+json' }).end(await answer.text());
-      });
+      relay(real.baseUrl, url, req, res);
     });
     const gw = await startTestGateway({
       env: { SMTP_URL: smtp.url, FHIR_BASE_URL: `${careless.url}/fhir/R4` },
@@ -276,22 +289,10 @@ describe("a practitioner behind a server slow to answer the panel's lookups", ()
     const slow = await startFakeUpstream((req, res) => {
       const url = new URL(req.url, 'http://x');
       const lookup = req.method === 'GET' && url.pathname.endsWith('/Patient') && url.searchParams.has('_id');
-      const relay = () => {
-        const target = `${real.baseUrl}${url.pathname.replace(/^\/fhir\/R4/, '')}${url.search}`;
-        fetch(target, {
-          method: req.method,
-          headers: { 'content-type': 'application/fhir+json' },
-          ...(req.body ? { body: req.body } : {}),
-        }).then(async (answer) => {
-          const text = await answer.text();
-          if (lookup) asking--;
-          res.writeHead(answer.status, { 'content-type': 'application/fhir+json' }).end(text);
-        });
-      };
-      if (!lookup) return relay();
+      if (!lookup) return relay(real.baseUrl, url, req, res);
       asking++;
       mostAtOnce = Math.max(mostAtOnce, asking);
-      setTimeout(relay, delayMs);
+      setTimeout(() => relay(real.baseUrl, url, req, res, () => asking--), delayMs);
     });
     const timeoutMs = 2_000;
     const gw = await startTestGateway({
