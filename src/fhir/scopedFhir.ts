@@ -222,8 +222,8 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
    * role's scope, and against the token's read scopes (an `_include`d Patient needs `Patient.r`).
    * Nothing here feeds the panel cache: a Bundle may hold old versions (history) or parts of a
    * record (`_elements`), and only the current, whole record may say whose patient it is.
+   * `record`: `Type/id` when the Bundle is that record's history (its deletions may stay).
    */
-  /** `record`: `Type/id` when the Bundle is that record's history (its deletions may stay). */
   const checkBundle = async <T extends Resource>(bundle: Bundle<T>, record?: string): Promise<Checked<T>> => {
     const entries = entriesToJudge(bundle, shown);
     if (scope.kind === 'all') return keptInScope(bundle, entries, scope, NONE_ASSIGNED);
@@ -346,14 +346,15 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     now: deps.clock.now(),
   });
 
-  /** The checked Bundle, its paging links sealed into cursors for `cursorType` on `route`, and the patients it showed. */
+  /** The checked Bundle (`record`: whose history it is), its paging links sealed into cursors for `cursorType` on `route`, and the patients it showed. */
   const sealPage = async <T extends Resource>(
     bundle: Bundle<T>,
     cursorType: string,
     route: string,
     text?: string,
+    record?: string,
   ): Promise<{ page: SearchPage<T>; patients: ReadonlySet<string> }> => {
-    const checked = await checkBundle(bundle, /^([A-Z][A-Za-z]*\/[^/]+)\/_history$/.exec(cursorType)?.[1]);
+    const checked = await checkBundle(bundle, record);
     const links = (bundle.link ?? []).flatMap((link): PageLink[] => {
       if (!link.url || link.relation === 'self') return [];
       const cursor = cursorForLink(
@@ -396,7 +397,14 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
   };
 
   const toHistoryPage = async (result: FhirResult<Bundle>, of: HistoryOf, route: string) => {
-    const { page, patients } = await sealPage(result.body as Bundle, historyPath(of), route, result.text);
+    const record = of.type && of.id ? `${of.type}/${of.id}` : undefined;
+    const { page, patients } = await sealPage(
+      result.body as Bundle,
+      historyPath(of),
+      route,
+      result.text,
+      record,
+    );
     const detail = { interaction: 'history' };
     if (of.id) recordRead('fhir.read', of.type ?? '', patients, { id: of.id, detail });
     else recordRead('fhir.search', of.type ?? '', patients, { detail });
