@@ -21,18 +21,28 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** A gateway whose PUBLIC_BASE_URL is where it listens (issuer, aud and redirects all real). */
+/**
+ * A gateway whose PUBLIC_BASE_URL is where it listens (issuer, aud and redirects all real). The
+ * port is free when chosen, but another file's process may take it before the gateway listens
+ * (CI met EADDRINUSE once): then another port.
+ */
 export async function startSmartGateway(options: TestGatewayOptions = {}): Promise<TestGateway> {
-  const port = await freePort();
-  return startTestGateway({
-    ...options,
-    env: {
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
-      ...options.env,
-    },
-  });
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    try {
+      return await startTestGateway({
+        ...options,
+        env: {
+          PORT: String(port),
+          HOST: '127.0.0.1',
+          PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
+          ...options.env,
+        },
+      });
+    } catch (error) {
+      if (attempt >= 3 || (error as { code?: unknown }).code !== 'EADDRINUSE') throw error;
+    }
+  }
 }
 
 export interface RegisteredApp {
