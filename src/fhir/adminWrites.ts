@@ -1,5 +1,6 @@
 import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { AppError, toOperationOutcome } from '../errors.js';
+import type { WriteTarget } from './auditedWrites.js';
 import type { FhirTarget } from './fhirPath.js';
 import { assertNestedAtMost, isEntityTags, parseCallerBody, successOutcome } from './negotiation.js';
 import { isUpstreamSuccess, upstreamStatusError } from './upstreamStatus.js';
@@ -277,13 +278,6 @@ export function withOurOutcomes(bundle: Bundle): Bundle {
   return entry ? { ...bundle, entry } : bundle;
 }
 
-/** What an admin's forwarded request named: a type, a record, an operation. */
-export interface ForwardedTarget {
-  readonly type?: string;
-  readonly id?: string;
-  readonly operation?: string;
-}
-
 /**
  * Why a success the server answered cannot be the answer to this forwarded request, or undefined
  * when it can: a 304 to anything but a conditional read, a record other than the one asked for
@@ -293,7 +287,7 @@ export interface ForwardedTarget {
  */
 export function forwardedAnswerMismatch(
   method: string,
-  target: ForwardedTarget,
+  target: WriteTarget,
   answer: { status: number; body?: unknown; headers: Readonly<Record<string, string>> },
 ): string | undefined {
   const reading = method === 'GET' || method === 'HEAD';
