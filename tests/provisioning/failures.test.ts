@@ -417,8 +417,7 @@ describe.each(DIALECTS)(
         telecom: [{ system: 'email', value: email }],
       });
       expect(landed.id).toBe(String(Number(probe.id) + 1));
-      const { reconcileIntent } = await import('../../src/provisioning/reconciliation.js');
-      expect(await reconcileIntent(gw.deps, 'intent-reused')).toBe('abandoned');
+      expect(await reconciledIntent(gw, 'intent-reused')).toBe('abandoned');
       expect(await patientsWithEmail(gw, email)).toHaveLength(0);
       const intent = await gw.deps.db
         .selectFrom('provisioning_intents')
@@ -651,6 +650,19 @@ describe('a create a crash left open while the FHIR server cannot answer', () =>
   });
 });
 
+/**
+ * Reconciles the lapsed intent `id` and answers how it settled. The gateway's own reconciler round
+ * (at start-up and every 10 s) may have claimed it first ('held'): its settlement is awaited, which
+ * must come to the same.
+ */
+async function reconciledIntent(gw: TestGateway, id: string): Promise<string> {
+  const { reconcileIntent } = await import('../../src/provisioning/reconciliation.js');
+  return waitFor(`intent ${id} to settle`, async () => {
+    const settlement = await reconcileIntent(gw.deps, id);
+    return settlement === 'held' ? undefined : settlement;
+  });
+}
+
 /** The first admin's id: the actor of the intents and keys the reconciliation tests write by hand. */
 async function adminId(gw: TestGateway): Promise<string> {
   const admin = await gw.deps.db
@@ -746,8 +758,7 @@ describe.each(DIALECTS)('an old intent settled while a retry works under the sam
       )
       .execute();
     // reconciliation settles the crashed intent as abandoned: the retry's key must stay
-    const { reconcileIntent } = await import('../../src/provisioning/reconciliation.js');
-    expect(await reconcileIntent(gw.deps, 'intent-crashed')).toBe('abandoned');
+    expect(await reconciledIntent(gw, 'intent-crashed')).toBe('abandoned');
     const row = await gw.deps.db
       .selectFrom('idempotency_keys')
       .select(['state', 'intent_id'])
@@ -757,7 +768,7 @@ describe.each(DIALECTS)('an old intent settled while a retry works under the sam
     // the crashed intent's own key (linked to it) is released as before
     await gw.deps.db.updateTable('idempotency_keys').set({ intent_id: 'intent-crashed-2' }).execute();
     await gw.deps.db.insertInto('provisioning_intents').values(intent('intent-crashed-2')).execute();
-    expect(await reconcileIntent(gw.deps, 'intent-crashed-2')).toBe('abandoned');
+    expect(await reconciledIntent(gw, 'intent-crashed-2')).toBe('abandoned');
     expect(
       await gw.deps.db.selectFrom('idempotency_keys').select('key').where('key', '=', key).executeTakeFirst(),
     ).toBeUndefined();
@@ -843,8 +854,8 @@ describe.each(DIALECTS)('a create that lands after reconciliation found nothing 
         }),
       )
       .execute();
-    const { reconcileIntent, LATE_LOOK_AFTER_MS } = await import('../../src/provisioning/reconciliation.js');
-    expect(await reconcileIntent(gw.deps, 'intent-late')).toBe('abandoned');
+    const { LATE_LOOK_AFTER_MS } = await import('../../src/provisioning/reconciliation.js');
+    expect(await reconciledIntent(gw, 'intent-late')).toBe('abandoned');
     // the slow server commits the create it took before the request gave up
     const [system, value] = accountIdentifierQuery(gw.deps.config.publicBaseUrl, email).split('|');
     const late = await gw.deps.fhir.create('Patient', {
@@ -892,8 +903,8 @@ describe.each(DIALECTS)('a create that lands after reconciliation found nothing 
         }),
       )
       .execute();
-    const { reconcileIntent, LATE_LOOK_AFTER_MS } = await import('../../src/provisioning/reconciliation.js');
-    expect(await reconcileIntent(gw.deps, 'intent-never')).toBe('abandoned');
+    const { LATE_LOOK_AFTER_MS } = await import('../../src/provisioning/reconciliation.js');
+    expect(await reconciledIntent(gw, 'intent-never')).toBe('abandoned');
     clock.advance(gw.deps.config.fhir.timeoutMs + LATE_LOOK_AFTER_MS + 1_000);
     const live = new Date(clock.now().getTime() + 60_000).toISOString();
     await gw.deps.db
