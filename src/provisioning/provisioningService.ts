@@ -665,9 +665,12 @@ function accountRefusal(
     headers: { 'Retry-After': '2' },
     detail: failure.unknown
       ? COMMIT_UNKNOWN_DETAIL
-      : orphaned
-        ? 'The account could not be stored, and the FHIR record made for it could not be removed: it is listed for an administrator. Try again.'
-        : 'The account could not be stored; nothing was created. Try again.',
+      : !orphaned
+        ? 'The account could not be stored; nothing was created. Try again.'
+        : // busy: the intent stays pending, and reconciliation links an account to the record that stayed
+          failure.busy
+          ? 'The database was busy while the account was being stored, and the FHIR record made for it could not be removed: the account is finished from it in the background. Look the email up before creating it again.'
+          : 'The account could not be stored, and the FHIR record made for it could not be removed: it is listed for an administrator. Try again.',
   });
 }
 

@@ -6,6 +6,7 @@ import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
 import { startFakeUpstream } from '../helpers/fakeUpstream.js';
 import { startTestGateway, type TestGateway, tempDir } from '../helpers/gateway.js';
 import { DIALECTS } from '../helpers/postgres.js';
+import { waitFor } from '../helpers/processes.js';
 
 /**
  * With the database locked by another writer, an admin create fails fast (503 within 6 s, not
@@ -93,12 +94,21 @@ describe.each(DIALECTS)('provisioning with the database locked by another writer
     expect(retry.status).toBe(201);
   }, 40_000);
 
-  it('removes the FHIR resource again when the lock comes after the FHIR create', async () => {
+  /**
+   * A gateway whose FHIR server is reached through a pass-through that takes the database lock as
+   * the Patient create goes by (and, with `failDeletes`, refuses every DELETE).
+   */
+  async function lockedAfterCreate(options: { failDeletes?: boolean } = {}) {
     const fhir = await startEmbeddedFhirServer({ dataDir: tempDir() });
     let gw: TestGateway | undefined;
-    let lock: Lock | undefined;
-    // a pass-through to the FHIR server that takes the database lock as the create goes by
+    const taken: { lock?: Lock } = {};
     const proxy = await startFakeUpstream((req, res) => {
+      if (options.failDeletes && req.method === 'DELETE') {
+        res
+          .writeHead(503, { 'content-type': 'application/fhir+json' })
+          .end('{"resourceType":"OperationOutcome"}');
+        return;
+      }
       const forward = () =>
         fetch(`${fhir.baseUrl}${req.url.replace(/^\/fhir\/R4/, '')}`, {
           method: req.method,
@@ -109,9 +119,9 @@ describe.each(DIALECTS)('provisioning with the database locked by another writer
         }).then(async (answer) => {
           res.writeHead(answer.status, Object.fromEntries(answer.headers)).end(await answer.text());
         });
-      if (req.method === 'POST' && /\/Patient$/.test(req.url) && gw && !lock) {
+      if (req.method === 'POST' && /\/Patient$/.test(req.url) && gw && !taken.lock) {
         lockDatabase(gw, dialect, gw.deps.config.databaseUrl).then((l) => {
-          lock = l;
+          taken.lock = l;
           return forward();
         });
       } else forward();
@@ -122,6 +132,11 @@ describe.each(DIALECTS)('provisioning with the database locked by another writer
     });
     gw = await startTestGateway({ dialect, env: { FHIR_BASE_URL: `${proxy.url}/fhir/R4` } });
     cleanups.push(() => (gw as TestGateway).close());
+    return { gw, fhir, taken };
+  }
+
+  it('removes the FHIR resource again when the lock comes after the FHIR create', async () => {
+    const { gw, fhir, taken } = await lockedAfterCreate();
     const token = await gw.adminToken();
     const started = Date.now();
     const response = await gw.call('/fhir/patient', {
@@ -130,8 +145,8 @@ describe.each(DIALECTS)('provisioning with the database locked by another writer
       json: body('locked-2@example.com'),
     });
     const elapsed = Date.now() - started;
-    await lock?.release();
-    expect(lock).toBeDefined();
+    await taken.lock?.release();
+    expect(taken.lock).toBeDefined();
     expect(response.status).toBe(503);
     expect(elapsed).toBeLessThan(6_000);
     const found = await fetch(`${fhir.baseUrl}/Patient?email=locked-2@example.com`);
@@ -140,4 +155,33 @@ describe.each(DIALECTS)('provisioning with the database locked by another writer
       await gw.deps.db.selectFrom('users').select('id').where('email', '=', 'locked-2@example.com').execute(),
     ).toEqual([]);
   }, 40_000);
+
+  it('says the account is finished in the background when the record cannot be removed either, and it is', async () => {
+    const { gw, fhir, taken } = await lockedAfterCreate({ failDeletes: true });
+    const token = await gw.adminToken();
+    const response = await gw.call('/fhir/patient', {
+      method: 'POST',
+      token,
+      json: body('locked-3@example.com'),
+    });
+    await taken.lock?.release();
+    expect(response.status).toBe(503);
+    // the intent stays pending (the database was busy), so reconciliation completes the account
+    // from the record that stayed: "listed for an administrator" would send the admin to the wrong place
+    const { detail } = (await response.json()) as { detail: string };
+    expect(detail).toMatch(/finished from it in the background/);
+    expect(detail).not.toMatch(/listed for an administrator/);
+    const found = (await (await fetch(`${fhir.baseUrl}/Patient?email=locked-3@example.com`)).json()) as {
+      entry: { resource: { id: string } }[];
+    };
+    expect(found.entry).toHaveLength(1);
+    const account = await waitFor('reconciliation to complete the account', () =>
+      gw.deps.db
+        .selectFrom('users')
+        .select(['fhir_resource_id', 'password_hash'])
+        .where('email', '=', 'locked-3@example.com')
+        .executeTakeFirst(),
+    );
+    expect(account).toEqual({ fhir_resource_id: found.entry[0]?.resource.id, password_hash: null });
+  }, 60_000);
 });
