@@ -2,7 +2,7 @@ import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/f
 import { AppError, toOperationOutcome } from '../errors.js';
 import type { WriteTarget } from './auditedWrites.js';
 import type { FhirTarget } from './fhirPath.js';
-import { assertNestedAtMost, isEntityTags, parseCallerBody, successOutcome } from './negotiation.js';
+import { isEntityTags, parseCallerBody, successOutcome } from './negotiation.js';
 import { isUpstreamSuccess, upstreamStatusError } from './upstreamStatus.js';
 
 /**
@@ -97,14 +97,13 @@ export interface PersonWrite {
  * or delete a person by id.
  */
 export function assertBatchBody(body: string | undefined): PersonWrite[] {
-  let bundle: { resourceType?: unknown; type?: unknown; entry?: unknown };
-  try {
-    bundle = JSON.parse(body ?? '') as typeof bundle;
-  } catch {
-    throw new AppError('invalid_json');
-  }
-  // its entries are walked and sent on: a Bundle thousands deep overflowed the stack (a 500)
-  assertNestedAtMost(bundle);
+  // parseCallerBody also bounds the depth: the entries are walked and sent on, and a Bundle
+  // thousands deep overflowed the stack (a 500)
+  const bundle = parseCallerBody(body).resource as {
+    resourceType?: unknown;
+    type?: unknown;
+    entry?: unknown;
+  };
   if (bundle?.resourceType !== 'Bundle' || (bundle.type !== 'batch' && bundle.type !== 'transaction'))
     throw refuse('POST to the base takes a Bundle of type batch or transaction.');
   const entries = bundle.entry ?? [];

@@ -147,14 +147,13 @@ class Passthrough {
     assertAdminWrite(method, target, request.query, request.headers['if-match']);
     if (request.body !== undefined) assertUtf8Charset(request.contentType);
     // a JSON body the server would misread (1e400: HAPI's 500) is the caller's 400, as for everyone
-    // (a PATCH body is read so by assertPatchBody)
+    // (PATCH and batch bodies are read so by their own checks)
     if (method === 'PATCH') assertPatchBody(target, request.contentType, request.body);
-    else if (request.body && /^application\/([\w.-]+\+)?json\b/i.test(request.contentType ?? ''))
-      parseCallerBody(request.body);
-    if (method === 'POST' && !target.type && !target.operation) {
+    else if (method === 'POST' && !target.type && !target.operation) {
       for (const person of assertBatchBody(request.body)) await this.assertPersonWrite(person);
       return;
-    }
+    } else if (request.body && /^application\/([\w.-]+\+)?json\b/i.test(request.contentType ?? ''))
+      parseCallerBody(request.body);
     const { type, id } = target;
     if (!type || !PEOPLE.has(type) || !id || target.operation || target.history) return;
     if (method === 'PUT' || method === 'DELETE') await this.assertPersonWrite({ method, type, id });

@@ -1004,6 +1004,8 @@ describe("what an admin's forwarded write may be", () => {
     [bundle('collection'), 400],
     ['{"resourceType":"Patient"}', 400],
     ['not json', 400],
+    ['{"resourceType":"Bundle","type":"batch","type":"collection"}', 400],
+    ['{"resourceType":"Bundle","type":"batch","entry":[],"n":1e400}', 400],
   ] as const)('batch body %s: %o', (body, result) => {
     const check = () => assertBatchBody(body).map(({ method, type, id }) => `${method} ${type}/${id}`);
     if (result === 400) expect(check).toThrow(expect.objectContaining({ status: 400 }));
