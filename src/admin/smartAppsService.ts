@@ -116,6 +116,13 @@ export async function getSmartApp(deps: AppDeps, actor: Caller, ctx: RequestCont
   return toSmartAppDto(app);
 }
 
+/** Whether two space-separated scope lists hold the same scopes, in whatever order. */
+function sameScopes(a: string, b: string): boolean {
+  const left = new Set(a.split(' '));
+  const right = new Set(b.split(' '));
+  return left.size === right.size && [...left].every((scope) => right.has(scope));
+}
+
 /** Changes an app; deactivating it or changing its scopes ends every session granted to it. */
 export async function changeSmartApp(
   deps: AppDeps,
@@ -126,7 +133,7 @@ export async function changeSmartApp(
 ): Promise<SmartAppDto> {
   const app = await appOrNotFound(deps, clientId);
   const scopes = change.scopes ? [...new Set(change.scopes)].join(' ') : undefined;
-  const endsSessions = change.active === false || (scopes !== undefined && scopes !== app.scopes);
+  const endsSessions = change.active === false || (scopes !== undefined && !sameScopes(scopes, app.scopes));
   await deps.db.transaction().execute(async (trx) => {
     await trx
       .updateTable('smart_apps')

@@ -147,6 +147,16 @@ function intersectResources(a: readonly ResourceScope[], b: readonly ResourceSco
   }));
 }
 
+/** The scopes no wildcard scope of the same context in the list holds already. */
+function withoutCovered(scopes: readonly ResourceScope[]): ResourceScope[] {
+  const covers = (wide: ResourceScope, narrow: ResourceScope) =>
+    wide !== narrow &&
+    wide.type === '*' &&
+    wide.context === narrow.context &&
+    [...narrow.permissions].every((p) => wide.permissions.has(p));
+  return scopes.filter((narrow) => !scopes.some((wide) => covers(wide, narrow)));
+}
+
 export interface Grantable {
   /** What the token gets: the scopes as asked when fully allowed, else their narrowed v2 form. */
   readonly granted: readonly string[];
@@ -168,11 +178,13 @@ export function grantableScopes(requested: string, allowedForApp: string, allowe
   const granted: string[] = [];
   const dropped: string[] = [];
   for (const scope of asked.resources) {
-    const result = intersectResources(intersectResources([scope], app.resources), role.resources);
-    const whole =
-      result.length === 1 &&
-      result[0]?.raw === `${scope.context}/${scope.type}.${permissionString(scope.permissions)}`;
-    if (whole) granted.push(scope.raw);
+    const result = withoutCovered(
+      intersectResources(intersectResources([scope], app.resources), role.resources),
+    );
+    // every result lies within the asked scope: one equal to it is the whole (an app registered
+    // for patient/*.rs and patient/Patient.rs, asked patient/*.rs, gets patient/*.rs)
+    const asWritten = `${scope.context}/${scope.type}.${permissionString(scope.permissions)}`;
+    if (result.some((narrowed) => narrowed.raw === asWritten)) granted.push(scope.raw);
     else {
       for (const narrowed of result) granted.push(narrowed.raw);
       dropped.push(scope.raw);

@@ -40,7 +40,9 @@ export async function saveGrant(
   input: { accountId: string; clientId: string; fhirBase: string; grant: Grantable },
 ): Promise<string> {
   const grant = new provider.Grant({ accountId: input.accountId, clientId: input.clientId });
-  const { granted, dropped } = input.grant;
+  const { granted } = input.grant;
+  // oidc-provider removes a rejected scope from the granted ones: a scope is never both
+  const dropped = input.grant.dropped.filter((scope) => !granted.includes(scope));
   grant.addResourceScope(input.fhirBase, granted.join(' '));
   const oidc = granted.filter((s) => OIDC_SCOPES.has(s));
   if (oidc.length > 0) grant.addOIDCScope(oidc.join(' '));

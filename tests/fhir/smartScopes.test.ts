@@ -108,6 +108,19 @@ describe('grantableScopes: asked ∩ registered for the app ∩ allowed for the 
       ['patient/Observation.cruds'],
     ],
     ['patient/*.rs', 'patient/Observation.rs', patientRole, ['patient/Observation.rs'], ['patient/*.rs']],
+    // a wildcard registered beside a narrower scope of it: the asked wildcard is granted whole
+    ['patient/*.rs', 'patient/*.rs patient/Patient.rs', patientRole, ['patient/*.rs'], []],
+    ['patient/*.rs', 'patient/Observation.rs patient/*.rs', patientRole, ['patient/*.rs'], []],
+    ['user/*.rs', 'user/*.rs user/Patient.rs', practitionerRole, ['user/*.rs'], []],
+    ['patient/*.read', 'patient/*.rs patient/Patient.read', patientRole, ['patient/*.read'], []],
+    // narrowed, the wildcard's own part holds the narrower ones
+    [
+      'patient/*.cruds',
+      'patient/*.rs patient/Observation.cruds',
+      patientRole,
+      ['patient/*.rs'],
+      ['patient/*.cruds'],
+    ],
     ['patient/Condition.rs', 'patient/Observation.rs', patientRole, [], ['patient/Condition.rs']],
     ['user/*.rs', 'user/*.rs', patientRole, [], ['user/*.rs']],
     ['system/*.rs', 'system/*.rs', practitionerRole, [], ['system/*.rs']],

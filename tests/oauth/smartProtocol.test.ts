@@ -617,6 +617,19 @@ describe('SMART App Launch: the protocol', () => {
     expect(condition.status).toBe(403);
   });
 
+  it('grants a wildcard whole when the app is registered for it and for a narrower scope too', async () => {
+    const both = await registerApp(gw, {
+      redirect_uris: [redirectUri],
+      scopes: ['launch/patient', 'openid', 'fhirUser', 'patient/*.rs', 'patient/Patient.rs'],
+    });
+    const tokens = await smartTokens(gw, both, patient, 'launch/patient openid fhirUser patient/*.rs');
+    expect(tokens.scope?.split(' ').sort()).toEqual(['fhirUser', 'launch/patient', 'openid', 'patient/*.rs']);
+    expect((await gw.call('/fhir/Observation', { token: tokens.access_token! })).status).toBe(200);
+    // the seeded patient has no FHIR record: 404, not a refusal for want of scope
+    const own = await gw.call(`/fhir/Patient/${tokens.patient}`, { token: tokens.access_token! });
+    expect(own.status).toBe(404);
+  });
+
   it('drops what the role does not allow: a patient asking for user/*.cruds gets nothing of it', async () => {
     const tokens = await smartTokens(gw, app, patient, 'launch/patient patient/Observation.rs user/*.cruds');
     expect(tokens.scope?.split(' ').sort()).toEqual(['launch/patient', 'patient/Observation.rs']);

@@ -77,6 +77,25 @@ describe('SMART tokens are revoked at once', () => {
     expect(refusals.map((r) => JSON.parse(r.detail ?? '{}').reason)).toContain('revoked_session');
   });
 
+  it("when an admin changes the app's scopes, and not when the same scopes are saved in another order", async () => {
+    const own = await registerApp(gw);
+    const user = await gw.seedUser({ role: 'patient' });
+    const tokens = await smartTokens(gw, own, user, SCOPE);
+    const change = async (scopes: string[]) =>
+      gw.call(`/admin/smart-apps/${own.client_id}`, {
+        method: 'PATCH',
+        token: await gw.adminToken(),
+        json: { scopes },
+      });
+    expect((await change([...own.scopes].reverse())).status).toBe(200);
+    expect((await gw.call('/fhir/Observation', { token: tokens.access_token! })).status).toBe(200);
+    const rotated = await refresh(tokens.refresh_token!, own);
+    expect(rotated.status).toBe(200);
+    expect((await change(own.scopes.filter((scope) => scope !== 'user/*.cruds'))).status).toBe(200);
+    expect((await gw.call('/fhir/Observation', { token: rotated.body.access_token! })).status).toBe(401);
+    expect((await refresh(rotated.body.refresh_token!, own)).body.error).toBe('invalid_grant');
+  });
+
   it('when the app logs out with its token (POST /auth/logout)', async () => {
     const { tokens } = await launchAs();
     const logout = await gw.call('/auth/logout', { method: 'POST', token: tokens.access_token! });
