@@ -89,6 +89,18 @@ class FoundReference {
   constructor(readonly reference: string) {}
 }
 
+/**
+ * A `reference` member as the walk keeps it: a string is a reference; an object is walked (a
+ * Reference element named `reference`: Consent.provision.data.reference). Anything else is kept as
+ * the empty reference, which no check reads as plain: HAPI stores `["Patient/B"]` as
+ * `"Patient/B"`, so a reference in an array (or a number) would reach the server unchecked.
+ */
+function referenceMember(item: unknown): unknown {
+  if (typeof item === 'string') return new FoundReference(item);
+  if (item !== null && typeof item === 'object' && !Array.isArray(item)) return item;
+  return new FoundReference('');
+}
+
 /** Every `reference` string of a resource, in document order: in contained resources and extensions too. */
 export function everyReference(value: unknown, out: string[] = []): string[] {
   // a stack, not recursion: a body nested thousands deep overflowed the call stack (a 500)
@@ -101,7 +113,7 @@ export function everyReference(value: unknown, out: string[] = []): string[] {
       const entries = Object.entries(next);
       for (let i = entries.length - 1; i >= 0; i--) {
         const [key, item] = entries[i] as [string, unknown];
-        pending.push(key === 'reference' && typeof item === 'string' ? new FoundReference(item) : item);
+        pending.push(key === 'reference' ? referenceMember(item) : item);
       }
     }
   }

@@ -858,6 +858,47 @@ describe("a practitioner's write, judged from its body", () => {
       undefined,
       { refused: 'not_plain' },
     ],
+    // HAPI reads a one-item array (or a number) where a string belongs as that string: unchecked, it
+    // named another patient, or ran a search, past the checks
+    [
+      'a reference given as an array',
+      'Observation',
+      obs({ performer: [{ reference: ['Patient/b'] }] }),
+      undefined,
+      { refused: 'not_plain' },
+    ],
+    [
+      'a search given as an array',
+      'Observation',
+      obs({ derivedFrom: [{ reference: ['Condition?subject=Patient/b&code:text=x'] }] }),
+      undefined,
+      { refused: 'not_plain' },
+    ],
+    [
+      'a reference given as a number',
+      'Observation',
+      obs({ hasMember: [{ reference: 5 }] }),
+      undefined,
+      { refused: 'not_plain' },
+    ],
+    [
+      'a reference given as null',
+      'Observation',
+      obs({ focus: [{ reference: null }] }),
+      undefined,
+      { refused: 'not_plain' },
+    ],
+    [
+      'a Reference element named reference (Consent.provision.data) is read inside',
+      'Consent',
+      {
+        resourceType: 'Consent',
+        patient: { reference: 'Patient/a' },
+        provision: { data: [{ meaning: 'related', reference: { reference: 'Patient/b' } }] },
+      },
+      undefined,
+      reach(['a', 'b']),
+    ],
     [
       'an absolute subject',
       'Observation',
