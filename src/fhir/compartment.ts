@@ -52,10 +52,21 @@ export const COMPARTMENT_PARAMS: ReadonlyMap<string, readonly string[]> = new Ma
   definition.resource.filter((r) => r.param?.length).map((r) => [r.code, r.param ?? []]),
 );
 
+/**
+ * Where the R4 linking parameter also follows a role that is not the subject, the policy follows
+ * another: AuditEvent's `patient` is `agent.who | entity.what`, and a patient who only acted
+ * (agent) is not what the record is about — `entity` (entity.what) is. Following the agent showed
+ * a patient, and their practitioner, events about another patient.
+ */
+const SUBJECT_PARAM_INSTEAD: ReadonlyMap<string, readonly string[]> = new Map([['AuditEvent', ['entity']]]);
+
 /** The linking parameters our policy follows, per type; types without one are not reachable. */
 export const LINKING_PARAMS: ReadonlyMap<string, readonly string[]> = new Map(
   [...COMPARTMENT_PARAMS]
-    .map(([type, params]) => [type, params.filter((p) => SUBJECT_PARAMS.has(p))] as const)
+    .map(
+      ([type, params]) =>
+        [type, SUBJECT_PARAM_INSTEAD.get(type) ?? params.filter((p) => SUBJECT_PARAMS.has(p))] as const,
+    )
     .filter(([type, params]) => params.length > 0 && type !== 'Patient'),
 );
 

@@ -217,6 +217,11 @@ describe('search narrowing', () => {
     ['Observation', 'subject:Patient=a', ME, 'subject=Patient/a'],
     ['Patient', '', ME, '_id=a'],
     ['Patient', '_id=b', ME, 'empty'],
+    // an AuditEvent is about the patient it names as an entity, not one who acted in it (agent)
+    ['AuditEvent', '', ME, 'entity=Patient/a'],
+    ['AuditEvent', 'patient=Patient/a', ME, 'entity=Patient/a'],
+    ['AuditEvent', 'patient=Patient/b', ME, 'empty'],
+    ['AuditEvent', '', GP, 'entity:Patient.general-practitioner=Practitioner/p'],
     ['Practitioner', 'name=x', ME, 'name=x'],
     // a practitioner's panel: narrowed on the server, never listed
     ['Observation', '_count=5', GP, '_count=5&subject:Patient.general-practitioner=Practitioner/p'],
@@ -630,6 +635,21 @@ describe('query caps', () => {
     } catch (error) {
       expect((error as AppError).status).toBe(status);
     }
+  });
+});
+
+describe('the patients an AuditEvent belongs to', () => {
+  it.each([
+    ['the one it names as an entity', { entity: [{ what: { reference: 'Patient/a' } }] }, ['a']],
+    [
+      'the entity, not the agent',
+      { agent: [{ who: { reference: 'Patient/a' } }], entity: [{ what: { reference: 'Patient/b' } }] },
+      ['b'],
+    ],
+    ['none when a patient only acted in it', { agent: [{ who: { reference: 'Patient/a' } }] }, []],
+  ])('%s', async (_what, fields, patients) => {
+    const { linkedPatientIds } = await import('../../src/fhir/compartment.js');
+    expect(linkedPatientIds({ resourceType: 'AuditEvent', ...fields } as Resource)).toEqual(patients);
   });
 });
 

@@ -390,6 +390,37 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       expect(own.status).toBe(200);
     });
 
+    it('shows an AuditEvent to the patient it is about (entity), not to one who only acted in it (agent)', async () => {
+      const event = (agent: string, entity: string, detail: string) => ({
+        resourceType: 'AuditEvent',
+        type: {
+          system: 'http://dicom.nema.org/resources/ontology/DCM',
+          code: '110110',
+          display: 'Patient Record',
+        },
+        recorded: '2026-01-02T03:04:05Z',
+        agent: [{ who: { reference: agent }, requestor: true }],
+        source: { observer: { display: 'review R3' } },
+        entity: [{ what: { reference: entity }, detail: [{ type: 'note', valueString: detail }] }],
+      });
+      // A acted on B's record (R4's AuditEvent.patient is agent.who | entity.what)
+      const aboutB = await createAsAdmin(event(`Patient/${ids.A}`, `Patient/${ids.B}`, CANARY));
+      const aboutA = await createAsAdmin(event(`Practitioner/${ids.P}`, `Patient/${ids.A}`, 'about A'));
+      for (const token of [tokenA, tokenP]) {
+        for (const query of ['AuditEvent?_count=100', `AuditEvent?patient=Patient/${ids.A}&_count=100`]) {
+          const listed = await call(`/fhir/${query}`, token);
+          expect(listed.status, query).toBe(200);
+          noCanary(listed.text);
+          const found = ((listed.json() as unknown as Bundle).entry ?? []).map((e) => e.resource?.id);
+          expect(found, query).toContain(aboutA);
+        }
+        const read = await call(`/fhir/AuditEvent/${aboutB}`, token);
+        expect(read.status).toBe(404);
+        noCanary(read.text);
+        expect((await call(`/fhir/AuditEvent/${aboutA}`, token)).status).toBe(200);
+      }
+    });
+
     it('refuses batch and transaction bundles, and every write, from a patient', async () => {
       const bundle = {
         resourceType: 'Bundle',
