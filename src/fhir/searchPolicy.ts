@@ -1,3 +1,4 @@
+import { getSearchParameter } from '@medplum/core';
 import { AppError } from '../errors.js';
 import { FHIR_ID_PATTERN } from '../http/schemas.js';
 import {
@@ -98,18 +99,51 @@ export function isNearValue(value: string): boolean {
 
 /**
  * Values the FHIR server cannot read are the caller's mistake: HAPI answered a malformed `near`
- * and a negative `_offset` with a 500 (a 502 and an error log here).
+ * and a negative `_offset` with a 500 (a 502 and an error log here), and worked ~50 s on
+ * `value-quantity=9e9999999` (a number of ten million digits) after the gateway gave up.
  */
-function assertReadableValues(query: URLSearchParams): void {
+function assertReadableValues(type: string, query: URLSearchParams): void {
   for (const [name, value] of query) {
-    const base = splitName(name)[0];
+    const [base, modifier] = splitName(name);
     if (base === 'near' && !isNearValue(value))
       throw refuse(
         name,
         'must be latitude|longitude, optionally |distance and |units (e.g. 42.25|-83.69|10|km)',
       );
     if (base === '_offset' && !/^\d{1,9}$/.test(value)) throw refuse(name, 'must be a whole number from 0');
+    if (modifier !== 'missing' && !numbersReadable(searchParamKind(type, base), value))
+      throw refuse(
+        name,
+        'must be a number of at most 32 digits before and after the point and an exponent of at most 3 digits (e.g. gt5.4, 1e-3)',
+      );
   }
+}
+
+/** A FHIR search number (search.html#number) with its prefix, of a size every server reads at once. */
+const SEARCH_NUMBER =
+  /^(?:eq|ne|gt|lt|ge|le|sa|eb|ap)?[-+]?(?:\d{1,32}(?:\.\d{0,32})?|\.\d{1,32})(?:[eE][-+]?\d{1,3})?$/;
+
+/**
+ * Whether every number in a search value is a SEARCH_NUMBER: a number parameter's values, a
+ * quantity's (`5.4|system|code`), and a composite quantity's last part (`code$gt5.4`).
+ */
+function numbersReadable(kind: NumericKind | undefined, value: string): boolean {
+  if (kind === undefined) return true;
+  // FHIR escapes a comma inside a value as `\,`; an unescaped one separates alternatives
+  return value.split(/(?<!\\),/).every((alternative) => {
+    const part =
+      kind === 'composite-quantity' ? alternative.slice(alternative.lastIndexOf('$') + 1) : alternative;
+    return SEARCH_NUMBER.test(kind === 'number' ? part : (part.split('|')[0] ?? ''));
+  });
+}
+
+type NumericKind = 'number' | 'quantity' | 'composite-quantity';
+
+/** How a search parameter's values hold numbers, if they do (R4's composites name theirs `*-value-quantity`). */
+function searchParamKind(type: string, code: string): NumericKind | undefined {
+  const kind = getSearchParameter(type, code)?.type;
+  if (kind === 'number' || kind === 'quantity') return kind;
+  return kind === 'composite' && code.endsWith('-quantity') ? 'composite-quantity' : undefined;
 }
 
 /** `subject:Patient` -> ['subject', 'Patient']. */
@@ -168,7 +202,7 @@ function panelChain(linkingParam: string): string {
  * client named, and the response check still tests every entry.
  */
 export function narrowSearch(type: string, query: URLSearchParams, scope: Scope): NarrowedSearch {
-  assertReadableValues(query);
+  assertReadableValues(type, query);
   if (scope.kind === 'all') return { kind: 'search', params: new URLSearchParams(query), named: [] };
   if (!isReadableType(type, scope))
     throw new AppError('forbidden', { detail: `Your role cannot search ${type}.` });

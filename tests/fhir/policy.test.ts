@@ -217,6 +217,28 @@ describe('search narrowing', () => {
     ['Observation', 'subject:Patient=a', ME, 'subject=Patient/a'],
     ['Patient', '', ME, '_id=a'],
     ['Patient', '_id=b', ME, 'empty'],
+    // numbers every server reads at once (HAPI spent ~50 s on 9e9999999), for admins too
+    ['Observation', 'value-quantity=9e9999999', ALL, 400],
+    ['Observation', 'value-quantity=9e9999999|http://unitsofmeasure.org|mg', ME, 400],
+    ['Observation', `value-quantity=${'9'.repeat(33)}`, ME, 400],
+    ['Observation', 'value-quantity=abc', ME, 400],
+    ['Observation', 'value-quantity=gt5,lt9e99999', ME, 400],
+    ['Observation', 'code-value-quantity=http://loinc.org|8480-6$gt9e99999', ME, 400],
+    ['RiskAssessment', 'probability=9e9999', ALL, 400],
+    [
+      'Observation',
+      'value-quantity=gt5.4|http://unitsofmeasure.org|mg,1e-3',
+      ME,
+      'value-quantity=gt5.4|http://unitsofmeasure.org|mg,1e-3&subject=Patient/a',
+    ],
+    [
+      'Observation',
+      'code-value-quantity=http://loinc.org|8480-6$lt60',
+      ME,
+      'code-value-quantity=http://loinc.org|8480-6$lt60&subject=Patient/a',
+    ],
+    ['Observation', 'value-quantity:missing=true', ME, 'value-quantity:missing=true&subject=Patient/a'],
+    ['RiskAssessment', 'probability=ge0.5', ALL, 'probability=ge0.5'],
     // an AuditEvent is about the patient it names as an entity, not one who acted in it (agent)
     ['AuditEvent', '', ME, 'entity=Patient/a'],
     ['AuditEvent', 'patient=Patient/a', ME, 'entity=Patient/a'],
