@@ -1,4 +1,4 @@
-import type { Patient } from '@medplum/fhirtypes';
+import type { Bundle, Patient } from '@medplum/fhirtypes';
 import type { Clock } from '../clock.js';
 import type { Peers } from '../clusterPeers.js';
 import { AppError } from '../errors.js';
@@ -62,8 +62,27 @@ export function createPanelMembership(options: PanelMembershipOptions): PanelMem
     }
   };
 
-  const learn = (patient: Patient) => {
-    if (patient.resourceType === 'Patient' && patient.id)
+  // A lookup the server answered before a move committed may come back after forget() ran: kept,
+  // its old generalPractitioner would count as fresh for a whole ttlMs (seen on HAPI: the former
+  // practitioner read the moved patient for 30 s). Each forget takes a new generation; a lookup
+  // keeps only what no forget since its start touched.
+  let generation = 0;
+  let allForgottenAt = 0;
+  const forgottenAt = new Map<string, number>();
+  let lookupsRunning = 0;
+  const untouchedSince = (patientId: string, since: number) =>
+    allForgottenAt <= since && (forgottenAt.get(patientId) ?? 0) <= since;
+  const markForgotten = (patientId: string | null) => {
+    generation++;
+    // the marks matter only to lookups still running; past maxEntries, one mark for all of them
+    if (patientId === null || forgottenAt.size >= maxEntries) {
+      allForgottenAt = generation;
+      forgottenAt.clear();
+    } else forgottenAt.set(patientId, generation);
+  };
+
+  const learn = (patient: Patient, since: number) => {
+    if (patient.resourceType === 'Patient' && patient.id && untouchedSince(patient.id, since))
       remember(patient.id, generalPractitionersOf(patient));
   };
 
@@ -73,18 +92,26 @@ export function createPanelMembership(options: PanelMembershipOptions): PanelMem
   };
 
   const lookUpChunk = async (chunk: string[]) => {
+    const since = generation;
     const params = new URLSearchParams({ _id: chunk.join(','), _count: String(chunk.length) });
-    const bundle = (await fhir.search<Patient>('Patient', params)).body;
+    lookupsRunning++;
+    let bundle: Bundle<Patient> | undefined;
+    try {
+      bundle = (await fhir.search<Patient>('Patient', params)).body;
+    } finally {
+      lookupsRunning--;
+    }
     const seen = new Set<string>();
     for (const entry of bundle?.entry ?? []) {
       const patient = entry.resource;
       if (patient?.resourceType === 'Patient' && patient.id && chunk.includes(patient.id)) {
-        learn(patient);
+        learn(patient, since);
         seen.add(patient.id);
       }
     }
     // a patient the server does not return (deleted, never existed) is in nobody's panel
-    for (const id of chunk) if (!seen.has(id)) remember(id, new Set());
+    for (const id of chunk) if (!seen.has(id) && untouchedSince(id, since)) remember(id, new Set());
+    if (lookupsRunning === 0) forgottenAt.clear();
   };
 
   // one after another, 20 lookups behind a slow server took 20 timeouts' worth (50 s for a page)
@@ -102,15 +129,28 @@ export function createPanelMembership(options: PanelMembershipOptions): PanelMem
 
   return {
     assigned: async (practitionerId, patientIds) => {
+      const startedAt = clock.now().getTime();
+      // fresh, or answered during this request (also with ttlMs 0)
+      const current = (id: string) => {
+        const entry = known.get(id);
+        return entry && entry.at >= startedAt ? entry : fresh(id);
+      };
       const unique = [...new Set(patientIds)];
       const missing = unique.filter((id) => !fresh(id));
       if (missing.length > 0) await lookUp(missing);
-      return new Set(unique.filter((id) => known.get(id)?.practitioners.has(practitionerId)));
+      // a patient forgotten while their lookup ran is asked again, once; still unknown, not assigned
+      const overtaken = missing.filter((id) => !current(id));
+      if (overtaken.length > 0) await lookUp(overtaken);
+      return new Set(unique.filter((id) => current(id)?.practitioners.has(practitionerId)));
     },
     forget: async (patientId) => {
+      markForgotten(patientId);
       known.delete(patientId);
     },
-    forgetAll: async () => known.clear(),
+    forgetAll: async () => {
+      markForgotten(null);
+      known.clear();
+    },
   };
 }
 
