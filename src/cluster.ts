@@ -185,8 +185,6 @@ export async function startCluster(config: Config, workers: number, logger: Logg
       for (const respawn of respawns) clearTimeout(respawn);
       cluster.off('message', onAsk);
       watchdog.stop();
-      stopMetricsRelay();
-      stopPeerRelay();
       // a worker drains within SHUTDOWN_TIMEOUT_MS; one that cannot (its loop stuck, the process
       // stopped) would hold the primary, and the embedded server, up for good: it is killed then
       const deadline = config.shutdownTimeoutMs + SHUTDOWN_MARGIN_MS;
@@ -211,6 +209,10 @@ export async function startCluster(config: Config, workers: number, logger: Logg
           : [],
       );
       await Promise.all(exits);
+      // only now: a draining worker's requests still reach the others (a patient forgotten on
+      // every worker, an audit page flushed by every worker, /metrics summed)
+      stopMetricsRelay();
+      stopPeerRelay();
       await embedded?.close();
     },
   };

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type EmbeddedFhirServer, startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
+import { startHoldingProxy } from '../helpers/fakeUpstream.js';
 import { codeIn, mailsTo } from '../helpers/journey.js';
 import {
   isAlive,
@@ -300,6 +301,61 @@ describe('WORKERS=2 in front of an external FHIR server', () => {
     await waitFor('the gateway to serve again', async () => (await fetch(`${url}/readyz`)).status === 200);
     expect(proc.child.exitCode).toBeNull();
   });
+});
+
+describe('WORKERS=2 stopping with a Patient write in flight', () => {
+  it('keeps the workers in touch while they drain: the write forgets the patient on every worker at once', async () => {
+    const fhir = await startEmbeddedFhirServer({ dataDir: tempDir() });
+    const proxy = await startHoldingProxy(
+      fhir.baseUrl,
+      (method, url) => method === 'PUT' && url.includes('/Patient/'),
+    );
+    const dataDir = tempDir();
+    const { proc, url } = await startGatewayProcess({
+      WORKERS: '2',
+      DATA_DIR: dataDir,
+      FHIR_BASE_URL: `${proxy.url}${new URL(fhir.baseUrl).pathname}`,
+      ADMIN_EMAIL,
+      ADMIN_PASSWORD,
+    });
+    try {
+      const login = await fetch(`${url}/auth/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ email: ADMIN_EMAIL, password: ADMIN_PASSWORD }),
+      });
+      const { token } = (await login.json()) as { token: string };
+      const auth = { authorization: `Bearer ${token}` };
+      const created = await fetch(`${url}/fhir/patient`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'Drain Dee', email: 'drain@example.com', dob: '1990-01-01' }),
+      });
+      const { fhir_id: id } = (await created.json()) as { fhir_id: string };
+      const patient = await (await fetch(`${url}/fhir/Patient/${id}`, { headers: auth })).json();
+      const write = fetch(`${url}/fhir/Patient/${id}`, {
+        method: 'PUT',
+        headers: { ...auth, 'content-type': 'application/fhir+json' },
+        body: JSON.stringify(patient),
+      });
+      await proxy.answered;
+      // the stop begins while the write waits on the network: the primary must keep relaying
+      const stopped = proc.kill('SIGTERM');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const released = Date.now();
+      proxy.release();
+      expect((await write).status).toBe(200);
+      // the other worker's answer came through the primary (unanswered, the write waits 2 s)
+      expect(Date.now() - released).toBeLessThan(1_500);
+      await stopped;
+      expect(proc.output()).not.toContain('another worker did not answer in time');
+    } finally {
+      await proc.kill('SIGKILL');
+      await proxy.close();
+      await fhir.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 90_000);
 });
 
 describe('WORKERS=2 stopping while a worker cannot', () => {
