@@ -87,6 +87,7 @@ export function parseFhirPath(rawPath: string): FhirTarget {
   if (first === 'metadata' && second === undefined)
     return { operation: 'metadata', upstreamPath: 'metadata' };
   if (first === '_history' && second === undefined) return { history: true, upstreamPath: '_history' };
+  if (first === '_search' && second === undefined) return { searchPost: true, upstreamPath: '' };
   if (OPERATION.test(first) && second === undefined) return { operation: first, upstreamPath: first };
   const type = resourceType(first);
   if (second === undefined) return { type, upstreamPath: type };

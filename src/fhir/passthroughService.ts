@@ -205,10 +205,20 @@ class Passthrough {
   private async searchPost(target: FhirTarget, request: PassRequest): Promise<PassResponse> {
     if (request.method.toUpperCase() !== 'POST')
       throw new AppError('method_not_allowed', { headers: { Allow: 'POST' } });
+    if (!target.type) {
+      // POST /fhir/_search: a system-level search, refused to scoped roles as its GET is
+      if (this.fhir.scope.kind !== 'all')
+        assertScopedInteraction('GET', target, this.fhir.scope.kind, request);
+      throw refuse('Search one type with POST /fhir/{type}/_search, or all types with GET /fhir?_type=...');
+    }
     if (!/^application\/x-www-form-urlencoded\b/i.test(request.contentType ?? ''))
-      throw new AppError('unsupported_media_type');
+      throw new AppError('unsupported_media_type', {
+        detail: 'Send a search form as application/x-www-form-urlencoded.',
+      });
     const form = new URLSearchParams(request.body ?? '');
-    const query = new URLSearchParams([...request.query, ...form]);
+    // the form may carry what the URL may: `_format` and `_pretty` (dropped when they mean JSON), `_count`
+    const query = jsonOnly(new URLSearchParams([...request.query, ...form]), request.headers.accept);
+    assertCountReadable(query);
     // the URL's query was checked with the request target (middleware/requestTarget.ts), the form is here
     if (!isWellFormedQuery(request.body ?? ''))
       throw new AppError('validation_failed', {

@@ -45,7 +45,11 @@ const observationsRoute = createRoute({
   security: bearerSecurity,
   middleware: practitionerOnly,
   request: {
-    params: z.object({ fhir_id: z.string().regex(FHIR_ID_PATTERN) }),
+    params: z.object({
+      fhir_id: z
+        .string()
+        .regex(FHIR_ID_PATTERN, 'must be one FHIR id (letters, digits, - and ., at most 64)'),
+    }),
     query: ObservationQuery,
   },
   responses: {

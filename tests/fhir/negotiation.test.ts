@@ -69,6 +69,48 @@ describe.each(UPSTREAMS)('negotiating with the passthrough, %s upstream', (upstr
     }
   });
 
+  describe('POST _search (review R3)', () => {
+    const form = (
+      path: string,
+      token: string,
+      body: string,
+      contentType = 'application/x-www-form-urlencoded',
+    ) => gw.call(path, { method: 'POST', token, body, headers: { 'content-type': contentType } });
+
+    it('names the form type it takes when sent another', async () => {
+      const response = await form('/fhir/Observation/_search', tokens.p, 'code=x', 'text/plain');
+      expect(response.status).toBe(415);
+      expect(await response.text()).toContain('application/x-www-form-urlencoded');
+    });
+
+    it('takes _format and _pretty in the form as in the URL, and holds its _count to a whole number', async () => {
+      for (const body of ['_format=json', '_pretty=true', '_format=application/fhir%2Bjson&_count=5']) {
+        const response = await form('/fhir/Observation/_search', tokens.p, body);
+        expect(response.status, body).toBe(200);
+      }
+      expect((await form('/fhir/Observation/_search', tokens.p, '_format=xml')).status).toBe(406);
+      expect((await form('/fhir/Observation/_search', tokens.admin, '_count=abc')).status).toBe(400);
+    });
+
+    it('refuses a system-level POST /fhir/_search as its GET is refused: 403 for scoped roles, 400 for an admin', async () => {
+      for (const token of [tokens.p, tokens.gp]) {
+        const response = await form('/fhir/_search', token, '_type=Patient');
+        expect(response.status).toBe(403);
+      }
+      const admin = await form('/fhir/_search', tokens.admin, '_type=Patient');
+      expect(admin.status).toBe(400);
+      expect(await admin.text()).toContain('GET /fhir?_type=');
+    });
+  });
+
+  it("says what a practitioner's patient id must be, not a schema library's default", async () => {
+    const response = await get(`/practitioner/patients/${ids.p},${ids.other}/observations`, tokens.gp);
+    expect(response.status).toBe(400);
+    const text = await response.text();
+    expect(text).toContain('must be one FHIR id');
+    expect(text).not.toContain('regex');
+  });
+
   it('answers 406 to a client that takes no JSON, and JSON to one that does', async () => {
     for (const token of [tokens.p, tokens.admin]) {
       for (const accept of [
