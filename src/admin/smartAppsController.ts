@@ -1,5 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import { isRegistrableScope } from '../fhir/smartScopes.js';
+import { canonicalScope, isRegistrableScope } from '../fhir/smartScopes.js';
 import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import { bearerSecurity, errorResponses, line } from '../http/schemas.js';
@@ -51,7 +51,7 @@ const Scope = z
   .max(200)
   .refine(
     isRegistrableScope,
-    'must be a SMART scope ({patient|user}/{Type|*}.{cruds}) or launch/patient, openid, fhirUser, offline_access',
+    'must be a SMART scope ({patient|user}/{Type|*}.{cruds}, Type an R4 resource type) or launch/patient, openid, fhirUser, offline_access',
   )
   .openapi({ example: 'patient/*.rs' });
 
@@ -61,7 +61,10 @@ const Scopes = z
   .array(Scope)
   .min(1)
   .max(50)
-  .refine(distinct, 'must not list a scope twice')
+  .refine(
+    (scopes) => distinct(scopes.map(canonicalScope)),
+    'must not list a scope twice (patient/*.read is patient/*.rs)',
+  )
   .openapi({ example: ['launch/patient', 'openid', 'fhirUser', 'offline_access', 'patient/*.rs'] });
 
 const NewAppBody = z

@@ -1,3 +1,4 @@
+import { isResourceType } from '@medplum/core';
 /**
  * SMART on FHIR scopes, pure: parse, decide, intersect, describe
  * (https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html).
@@ -201,7 +202,14 @@ export function grantableScopes(requested: string, allowedForApp: string, allowe
 export function isRegistrableScope(scope: string): boolean {
   // system/ scopes are never granted (no backend services): registering one would promise what no token carries
   const parsed = parseResourceScope(scope);
-  return parsed ? parsed.context !== 'system' : SUPPORTED_OTHER_SCOPES.includes(scope);
+  if (!parsed) return SUPPORTED_OTHER_SCOPES.includes(scope);
+  return parsed.context !== 'system' && (parsed.type === '*' || Boolean(isResourceType(parsed.type)));
+}
+
+/** A scope in one spelling: `patient/*.read` and `patient/*.rs` are one scope. */
+export function canonicalScope(scope: string): string {
+  const parsed = parseResourceScope(scope);
+  return parsed ? `${parsed.context}/${parsed.type}.${permissionString(parsed.permissions)}` : scope;
 }
 
 const VERBS: Readonly<Record<Permission, string>> = {

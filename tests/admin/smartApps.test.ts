@@ -105,6 +105,8 @@ describe('/admin/smart-apps', () => {
     ['a granular scope', { scopes: ['patient/Observation.rs?category=laboratory'] }, 'scopes.0'],
     ['a system scope (no backend services)', { scopes: ['openid', 'system/*.cruds'] }, 'scopes.1'],
     ['a scope twice', { scopes: ['openid', 'openid'] }, 'scopes'],
+    ['a scope twice in two spellings', { scopes: ['patient/*.read', 'patient/*.rs'] }, 'scopes'],
+    ['a type R4 does not have', { scopes: ['user/Foo.rs'] }, 'scopes.0'],
     [
       'a redirect URI twice',
       { redirect_uris: ['https://portal.example.com/cb', 'https://portal.example.com/cb'] },

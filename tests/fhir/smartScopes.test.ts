@@ -1,6 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { Role } from '../../db/schema.js';
 import { SCOPES_BY_ROLE } from '../../src/auth/tokens.js';
+import { loadFhirDefinitions } from '../../src/fhir/definitions.js';
 import { typesShown } from '../../src/fhir/scopeGuard.js';
 import {
   allows,
@@ -15,6 +16,9 @@ import {
   scopesOf,
 } from '../../src/fhir/smartScopes.js';
 import type { Caller } from '../../src/http/types.js';
+
+// whether a scope names an R4 resource type is read from the definitions
+beforeAll(() => loadFhirDefinitions());
 
 /** SMART scopes, pure: https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html */
 
@@ -172,6 +176,9 @@ describe('helpers', () => {
     ['user/Patient.cruds', true],
     ['system/*.cruds', false],
     ['system/Patient.rs', false],
+    // a type R4 does not have would be shown on the consent page as if it were one
+    ['user/Foo.rs', false],
+    ['patient/observation.rs', false],
   ])('may register %s: %s', (scope, ok) => {
     expect(isRegistrableScope(scope)).toBe(ok);
   });
