@@ -154,7 +154,11 @@ export async function startGatewayProcess(
       },
       60_000,
       proc,
-    );
+    ).catch(async (error: unknown) => {
+      // a gateway that never got ready is no one's to stop afterwards: it would outlive the test
+      await proc.kill('SIGKILL');
+      throw error;
+    });
     if (state === 'ready') return { proc, url, port: listenPort };
     // a port taken meanwhile: try another, unless the caller needs this one (a restart keeps its URL)
     if (port === undefined && attempt < 3 && proc.output().includes('EADDRINUSE')) continue;
