@@ -89,8 +89,11 @@ function checkAud(fhirBase: string) {
   return async (_ctx: KoaContextWithOIDC, value: string | undefined) => {
     if (value === undefined)
       throw new errors.InvalidRequest("the aud parameter is required: this server's FHIR base URL");
-    // a token asked for another server's audience would be replayed there by whoever holds it
-    if (value !== fhirBase) throw new errors.InvalidRequest("aud must be this server's FHIR base URL");
+    // a token asked for another server's audience would be replayed there by whoever holds it;
+    // one trailing slash is the same base (fhirclient sends the iss it was given), and the
+    // token's audience is fhirBase either way (resourceServerInfo)
+    if (value !== fhirBase && value !== `${fhirBase}/`)
+      throw new errors.InvalidRequest("aud must be this server's FHIR base URL");
   };
 }
 

@@ -147,6 +147,12 @@ describe.skipIf(!chromiumPath)('a fhirclient SMART app in headless Chromium', ()
       'launch/patient openid fhirUser offline_access patient/*.rs',
     );
     pages['/app/launch-practitioner.html'] = launchPage(iss, app.client_id, 'openid fhirUser user/*.rs');
+    // the base as many setups write it: with a trailing slash (fhirclient sends it as the aud)
+    pages['/app/launch-slash.html'] = launchPage(
+      `${iss}/`,
+      app.client_id,
+      'launch/patient openid fhirUser patient/*.rs',
+    );
     fs.mkdirSync(ARTIFACTS, { recursive: true });
   });
   afterAll(async () => {
@@ -236,6 +242,17 @@ describe.skipIf(!chromiumPath)('a fhirclient SMART app in headless Chromium', ()
       expect(status.error).toBeUndefined();
       expect(status).toMatchObject({ done: true, patient: null, count: 2, refreshed: null });
       expect(String(status.scope).split(' ').sort()).toEqual(['fhirUser', 'openid', 'user/*.rs']);
+    });
+  });
+
+  it('completes a patient launch whose iss ends in a slash (review R2)', async () => {
+    await withBrowser(true, async (page) => {
+      await page.goto(`${appServer.origin}/app/launch-slash.html`);
+      await signInAndAllow(page, patient, '-slash');
+      await page.waitForURL(`${appServer.origin}/app/index.html**`);
+      const status = await appStatus(page);
+      expect(status.error).toBeUndefined();
+      expect(status).toMatchObject({ done: true, patient: panelPatientId, count: 2 });
     });
   });
 

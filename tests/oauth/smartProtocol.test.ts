@@ -537,7 +537,15 @@ describe('SMART App Launch: the protocol', () => {
   });
 
   it("refuses an aud that is not this server's FHIR base, and a missing one", async () => {
-    for (const aud of ['https://other-ehr.example.com/fhir', `${gw.deps.config.publicBaseUrl}/fhir/`, '']) {
+    const base = gw.deps.config.publicBaseUrl;
+    for (const aud of [
+      'https://other-ehr.example.com/fhir',
+      `${base}/fhir//`,
+      `${base}/fhir/Patient`,
+      `${base}/FHIR`,
+      `${base}/fhir/.`,
+      '',
+    ]) {
       const result = await launch(gw, patient, {
         clientId: app.client_id,
         redirectUri,
@@ -548,6 +556,31 @@ describe('SMART App Launch: the protocol', () => {
       expect(result.code, aud).toBeNull();
       expect(result.error).toBe('invalid_request');
     }
+  });
+
+  it('takes the FHIR base with one trailing slash as aud (fhirclient sends the iss it was given), and the token is for the base', async () => {
+    const { verifier, challenge } = pkcePair();
+    const aud = `${gw.deps.config.publicBaseUrl}/fhir/`;
+    const result = await launch(gw, patient, {
+      clientId: app.client_id,
+      redirectUri,
+      scope: SCOPE,
+      challenge,
+      aud,
+    });
+    expect(result.code, result.location).toBeTruthy();
+    const answer = await tokenRequest(
+      gw,
+      {
+        grant_type: 'authorization_code',
+        code: result.code!,
+        redirect_uri: redirectUri,
+        code_verifier: verifier,
+      },
+      { clientId: app.client_id },
+    );
+    expect(answer.status).toBe(200);
+    expect(decodeJwt(answer.body.access_token!).aud).toBe(`${gw.deps.config.publicBaseUrl}/fhir`);
   });
 
   it.each<[string, 'patient' | 'practitioner', string[], string, string[]]>([
