@@ -5,7 +5,7 @@ import { AppError } from '../errors.js';
 import { FHIR_JSON } from '../http/fhirJson.js';
 import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
-import { bearerSecurity, errorResponses, FHIR_ID_PATTERN } from '../http/schemas.js';
+import { bearerSecurity, errorResponses, FHIR_ID_PATTERN, pageLimit } from '../http/schemas.js';
 import type { AppEnv } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
 import { requirePermission } from '../middleware/requireRole.js';
@@ -175,7 +175,7 @@ const auditRoute = createRoute({
         }),
         from: isoTime.optional().openapi({ description: 'Inclusive lower bound (ISO 8601)' }),
         to: isoTime.optional().openapi({ description: 'Exclusive upper bound (ISO 8601)' }),
-        limit: z.coerce.number().int().min(1).max(200).default(50),
+        limit: pageLimit(200, 50),
         cursor: z.string().max(200).optional().openapi({
           description:
             "The previous page's next_cursor. It marks only the position: send the same filters and limit with it.",
@@ -295,7 +295,7 @@ const listUsersRoute = createRoute({
           .max(254)
           .optional()
           .openapi({ description: 'Part of the email, any letter case' }),
-        limit: z.coerce.number().int().min(1).max(200).default(50),
+        limit: pageLimit(200, 50),
         cursor: z.string().max(200).optional().openapi({
           description:
             "The previous page's next_cursor. It marks only the position: send the same filters and limit with it.",

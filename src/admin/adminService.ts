@@ -73,11 +73,14 @@ export interface AuditQuery {
   cursor?: string;
 }
 
+const ROW_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 function decodeCursor(cursor: string): string {
   try {
     const id = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as { before?: unknown };
-    // no NUL: PostgreSQL cannot compare text holding one (a 500 there, see middleware/requestTarget.ts)
-    if (typeof id.before === 'string' && !id.before.includes('\0')) return id.before;
+    // a row id (users and audit entries have UUIDs): anything else is no position of ours, and a
+    // NUL would be a 500 on PostgreSQL, which cannot compare text holding one
+    if (typeof id.before === 'string' && ROW_ID.test(id.before)) return id.before;
   } catch {
     // fall through
   }

@@ -44,6 +44,15 @@ export const PhoneSchema = z
 /** A FHIR resource id (https://hl7.org/fhir/R4/datatypes.html#id). */
 export const FHIR_ID_PATTERN = /^[A-Za-z0-9\-.]{1,64}$/;
 
+/** A page size from the query, 1 to `max`: digits only (Number() also read 0x10, 1e1, 2.0 and ' 5'). */
+export const pageLimit = (max: number, fallback: number) =>
+  z
+    .preprocess(
+      (value) => (typeof value === 'string' && !/^\d{1,6}$/.test(value) ? Number.NaN : value),
+      z.coerce.number().int().min(1).max(max),
+    )
+    .default(fallback);
+
 export const UserSchema = z
   .object({
     id: z.string().openapi({ example: '019a6b3e-6c1f-7b52-9d8e-2f4a1c3b5d7e' }),

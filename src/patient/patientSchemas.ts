@@ -1,4 +1,5 @@
 import { z } from '@hono/zod-openapi';
+import { pageLimit } from '../http/schemas.js';
 
 /** Schemas of the patient and practitioner read endpoints (validate queries, describe /openapi.json). */
 
@@ -126,14 +127,14 @@ export const ObservationQuery = z
     category: token.optional().openapi({ description: 'e.g. vital-signs, laboratory' }),
     from: dateOrDateTime.optional().openapi({ description: 'Effective on or after' }),
     to: dateOrDateTime.optional().openapi({ description: 'Effective on or before' }),
-    limit: z.coerce.number().int().min(1).max(100).default(20),
+    limit: pageLimit(100, 20),
     cursor: z.string().max(4096).optional().openapi({ description: 'next_cursor of the previous page' }),
   })
   .strict();
 
 export const PageQuery = z
   .object({
-    limit: z.coerce.number().int().min(1).max(100).default(20),
+    limit: pageLimit(100, 20),
     cursor: z.string().max(4096).optional(),
   })
   .strict();

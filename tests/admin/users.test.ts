@@ -68,6 +68,20 @@ describe.each(DIALECTS)('admin user management (%s)', (dialect) => {
       role: 'patient',
     });
     expect((await gw.call('/admin/users?status=bogus', { token: admin })).status).toBe(400);
+    // a page size is digits only: Number() read 0x10 as 16, 1e1 as 10, 2.0 as 2 (review R4)
+    for (const limit of ['0x10', '1e1', '2.0', '%205', '0', '201', '-1', ''])
+      for (const path of ['/admin/users', '/admin/audit']) {
+        const response = await gw.call(`${path}?limit=${limit}`, { token: admin });
+        expect(response.status, `${path} limit=${limit}`).toBe(400);
+      }
+    expect((await list('limit=007')).users.length).toBeLessThanOrEqual(7);
+    // a cursor holds a row id: anything else is no position of ours (review R4)
+    for (const before of ['zzzz', "' OR 1=1 --", '', 42])
+      for (const path of ['/admin/users', '/admin/audit']) {
+        const cursor = Buffer.from(JSON.stringify({ before })).toString('base64url');
+        const response = await gw.call(`${path}?cursor=${cursor}`, { token: admin });
+        expect(response.status, `${path} before=${before}`).toBe(400);
+      }
   });
 
   it('shows no expiry for a code voided by wrong tries, and the past one for a code that ran out', async () => {

@@ -209,6 +209,12 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       );
     });
 
+    it('takes a page size of digits only (review R4: Number() read 0x10 as 16)', async () => {
+      for (const limit of ['0x10', '1e1', '2.0', '%205', '101'])
+        expect((await call(`/patient/observations?limit=${limit}`, tokenA)).status, limit).toBe(400);
+      expect((await call('/patient/observations?limit=5', tokenA)).status).toBe(200);
+    });
+
     it('ignores ?patient= and headers naming another patient: the scope comes from the token only', async () => {
       const response = await call(`/patient/observations?patient=${ids.B}`, tokenA);
       expect(response.status).toBe(400);
