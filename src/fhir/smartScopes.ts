@@ -89,6 +89,11 @@ export function scopesOf(scope: string): ParsedScopes {
 }
 
 /** The v2 spelling of a permission set: `rs`, `cruds`. */
+/** A resource scope in its v2 spelling, `{context}/{type}.{letters in cruds order}`. */
+function v2Form(scope: Pick<ResourceScope, 'context' | 'type' | 'permissions'>): string {
+  return `${scope.context}/${scope.type}.${permissionString(scope.permissions)}`;
+}
+
 function permissionString(permissions: ReadonlySet<Permission>): string {
   return PERMISSIONS.filter((p) => permissions.has(p)).join('');
 }
@@ -121,12 +126,7 @@ function intersectOne(a: ResourceScope, b: ResourceScope): ResourceScope | undef
   if (!type) return undefined;
   const permissions = new Set(PERMISSIONS.filter((p) => a.permissions.has(p) && b.permissions.has(p)));
   if (permissions.size === 0) return undefined;
-  return {
-    context: a.context,
-    type,
-    permissions,
-    raw: `${a.context}/${type}.${permissionString(permissions)}`,
-  };
+  return { context: a.context, type, permissions, raw: v2Form({ context: a.context, type, permissions }) };
 }
 
 /** Every (context, type, letter) that both lists allow, merged per context and type. */
@@ -144,7 +144,7 @@ function intersectResources(a: readonly ResourceScope[], b: readonly ResourceSco
   }
   return [...merged.values()].map((e) => ({
     ...e,
-    raw: `${e.context}/${e.type}.${permissionString(e.permissions)}`,
+    raw: v2Form(e),
   }));
 }
 
@@ -184,8 +184,7 @@ export function grantableScopes(requested: string, allowedForApp: string, allowe
     );
     // every result lies within the asked scope: one equal to it is the whole (an app registered
     // for patient/*.rs and patient/Patient.rs, asked patient/*.rs, gets patient/*.rs)
-    const asWritten = `${scope.context}/${scope.type}.${permissionString(scope.permissions)}`;
-    if (result.some((narrowed) => narrowed.raw === asWritten)) granted.push(scope.raw);
+    if (result.some((narrowed) => narrowed.raw === v2Form(scope))) granted.push(scope.raw);
     else {
       for (const narrowed of result) granted.push(narrowed.raw);
       dropped.push(scope.raw);
@@ -209,7 +208,7 @@ export function isRegistrableScope(scope: string): boolean {
 /** A scope in one spelling: `patient/*.read` and `patient/*.rs` are one scope. */
 export function canonicalScope(scope: string): string {
   const parsed = parseResourceScope(scope);
-  return parsed ? `${parsed.context}/${parsed.type}.${permissionString(parsed.permissions)}` : scope;
+  return parsed ? v2Form(parsed) : scope;
 }
 
 const VERBS: Readonly<Record<Permission, string>> = {
