@@ -7,6 +7,7 @@ import { CODE_ELIGIBLE, issueCode } from '../auth/accountCodes.js';
 import { revokeAllSessions } from '../auth/sessions.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
+import { isUuidV7 } from '../ids.js';
 import { LEASE_MS } from '../leases.js';
 import { pendingIntents } from '../provisioning/intents.js';
 import { unresolvedOrphans } from '../provisioning/orphans.js';
@@ -73,14 +74,12 @@ export interface AuditQuery {
   cursor?: string;
 }
 
-const ROW_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
 function decodeCursor(cursor: string): string {
   try {
     const id = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as { before?: unknown };
-    // a row id (users and audit entries have UUIDs): anything else is no position of ours, and a
-    // NUL would be a 500 on PostgreSQL, which cannot compare text holding one
-    if (typeof id.before === 'string' && ROW_ID.test(id.before)) return id.before;
+    // a row id (users and audit entries have UUIDv7 ids): anything else is no position of ours,
+    // and a NUL would be a 500 on PostgreSQL, which cannot compare text holding one
+    if (typeof id.before === 'string' && isUuidV7(id.before)) return id.before;
   } catch {
     // fall through
   }

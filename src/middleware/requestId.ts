@@ -1,20 +1,19 @@
 import type { MiddlewareHandler } from 'hono';
 import type { AppEnv } from '../http/types.js';
-import { uuidv7 } from '../ids.js';
+import { isUuidV7, uuidv7 } from '../ids.js';
 import { answerHeaders, unwrittenNodeResponse } from './responseHeaders.js';
 
 // a client-chosen id is echoed only when it is short and plain, so it cannot inject log lines or headers
 const ACCEPTABLE_ID = /^[A-Za-z0-9._-]{8,64}$/;
-// nor when it has the form of the gateway's own ids (UUIDv7): another request could then file its
-// audit entries under an admin action's id
-const GATEWAY_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i;
 
 /** Gives every request an id (the caller's X-Request-Id when well-formed), echoed in the response. */
 export function requestId(): MiddlewareHandler<AppEnv> {
   // not async where the header is set before the route: one promise less per request
   return (c, next) => {
     const incoming = c.req.header('x-request-id');
-    const id = incoming && ACCEPTABLE_ID.test(incoming) && !GATEWAY_ID.test(incoming) ? incoming : uuidv7();
+    // nor when it has the form of the gateway's own ids (UUIDv7): another request could then file
+    // its audit entries under an admin action's id
+    const id = incoming && ACCEPTABLE_ID.test(incoming) && !isUuidV7(incoming) ? incoming : uuidv7();
     c.set('requestId', id);
     const node = unwrittenNodeResponse(c);
     if (!node) return next().then(() => void answerHeaders(c).set('X-Request-Id', id));
