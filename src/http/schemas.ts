@@ -45,13 +45,15 @@ export const PhoneSchema = z
 export const FHIR_ID_PATTERN = /^[A-Za-z0-9\-.]{1,64}$/;
 
 /** A page size from the query, 1 to `max`: digits only (Number() also read 0x10, 1e1, 2.0 and ' 5'). */
-export const pageLimit = (max: number, fallback: number) =>
-  z
+export const pageLimit = (max: number, fallback: number) => {
+  const message = `must be a whole number from 1 to ${max}`;
+  return z
     .preprocess(
       (value) => (typeof value === 'string' && !/^\d{1,6}$/.test(value) ? Number.NaN : value),
-      z.coerce.number().int().min(1).max(max),
+      z.coerce.number({ error: message }).int(message).min(1, message).max(max, message),
     )
     .default(fallback);
+};
 
 export const UserSchema = z
   .object({
