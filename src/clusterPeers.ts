@@ -5,8 +5,9 @@ import { isClusterMessage } from './workerEnv.js';
  * With WORKERS > 1 (src/cluster.ts) each worker keeps its own memory: what one worker learns must
  * sometimes reach every other before it answers — flush your audit buffer (GET /admin/audit shows
  * every worker's events), forget this patient's panel (a moved patient is out of the former
- * practitioner's view at once). A worker tells the primary, the primary has every other live
- * worker run the channel's handler, and answers the teller when all have, or after PEER_WAIT_MS:
+ * practitioner's view at once), forget this SMART app's status (a reactivated app works at once).
+ * A worker tells the primary, the primary has every other live worker run the channel's handler,
+ * and answers the teller when all have, or after PEER_WAIT_MS:
  * a silent peer (in a long lock, dying) never holds a request up for longer. Nothing here runs
  * with one process.
  */

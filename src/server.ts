@@ -25,6 +25,7 @@ import { createRequestsInFlight, type RequestsInFlight } from './http/inFlight.j
 import type { AppDeps } from './http/types.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics/metrics.js';
+import { createSmartAppStatus, forgettingAppsInEveryWorker } from './oauth/smartAppStatus.js';
 import { startReconciler } from './provisioning/reconciliation.js';
 import { loadSecrets } from './secrets.js';
 import { ensureAdminAccount } from './users/adminAccounts.js';
@@ -280,6 +281,8 @@ export async function startGateway(config: Config, options: StartOptions): Promi
         peers,
         logger,
       ),
+      // an app an admin changed is forgotten by every worker before the change is answered
+      appStatus: forgettingAppsInEveryWorker(createSmartAppStatus(database.db), peers, logger),
       passwords,
       signingKey: tokenKeys.signing,
       tokenKeys,

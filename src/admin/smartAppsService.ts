@@ -5,7 +5,6 @@ import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { uuidv7 } from '../ids.js';
 import { revokeAppSessions } from '../oauth/accounts.js';
 import { findSmartApp, hashClientSecret, newClientSecret } from '../oauth/smartAppRepository.js';
-import { forgetAppStatus } from '../oauth/smartTokens.js';
 
 /**
  * Registered SMART apps (OAuth clients), managed by admins: register, list, read, change,
@@ -149,7 +148,8 @@ export async function changeSmartApp(
     const reason = change.active === false ? 'app_deactivated' : 'app_scopes_changed';
     if (endsSessions) await revokeAppSessions({ ...deps, db: trx }, clientId, reason);
   });
-  forgetAppStatus(deps, clientId);
+  // every worker forgets the app before this answers: a reactivated app's tokens work at once
+  await deps.appStatus.forget(clientId);
   const changed = Object.keys(change).filter((k) => change[k as keyof SmartAppChange] !== undefined);
   await auditApp(deps, actor, ctx, 'smart_apps.update', {
     client_id: clientId,

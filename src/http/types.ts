@@ -11,6 +11,7 @@ import type { FhirService } from '../fhir/fhirService.js';
 import type { PanelMembership } from '../fhir/panelMembership.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics/metrics.js';
+import type { SmartAppStatus } from '../oauth/smartAppStatus.js';
 import type { Secrets } from '../secrets.js';
 import type { BackgroundTasks } from './background.js';
 import type { RequestsInFlight } from './inFlight.js';
@@ -25,6 +26,8 @@ export interface AppDeps {
   readonly fhir: FhirService;
   /** Which patients are in a practitioner's panel (short-lived, bounded answers). */
   readonly panels: PanelMembership;
+  /** Whether a SMART token's app is still active (short-lived answers, forgotten by every worker on a change). */
+  readonly appStatus: SmartAppStatus;
   readonly passwords: PasswordHasher;
   /** The key that signs new tokens: `tokenKeys.signing`. */
   readonly signingKey: SigningKey;

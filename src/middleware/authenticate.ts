@@ -12,12 +12,7 @@ import {
 } from '../auth/tokens.js';
 import { AppError } from '../errors.js';
 import type { AppDeps, AppEnv, Caller } from '../http/types.js';
-import {
-  acceptsSmartToken,
-  smartAppActive,
-  smartClientOf,
-  verifySmartAccessToken,
-} from '../oauth/smartTokens.js';
+import { acceptsSmartToken, smartClientOf, verifySmartAccessToken } from '../oauth/smartTokens.js';
 import { canSignIn } from '../users/accountStatus.js';
 import { findCaller } from '../users/userRepository.js';
 
@@ -98,7 +93,7 @@ async function verifyCaller(c: Context<AppEnv>): Promise<Caller | Refused> {
     (user.session_expires_at ?? '') > deps.clock.now().toISOString();
   if (!sessionLive) return refused('revoked_session');
   const clientId = smartClientOf(claims);
-  if (clientId && !(await smartAppActive(deps, clientId))) return refused('inactive_app');
+  if (clientId && !(await deps.appStatus.active(clientId))) return refused('inactive_app');
   return { userId: user.id, role: user.role, fhirId: user.fhir_resource_id, claims };
 }
 

@@ -8,7 +8,6 @@ import {
 } from '../auth/tokens.js';
 import { isFhirPath } from '../http/fhirPaths.js';
 import type { AppDeps } from '../http/types.js';
-import { findSmartApp } from './smartAppRepository.js';
 import { fhirBaseOf, oauthIssuer } from './urls.js';
 
 /**
@@ -16,7 +15,7 @@ import { fhirBaseOf, oauthIssuer } from './urls.js';
  * name another issuer (`${PUBLIC_BASE_URL}/oauth`) and audience (the FHIR base), so they are
  * accepted only where the FHIR base is the audience: /fhir. Once verified they carry the same
  * claims authenticate.ts checks on every request (`sub`, `role`, `ver`, `sid`), plus the app's
- * `client_id`, whose app must still be active.
+ * `client_id`, whose app must still be active (smartAppStatus.ts).
  */
 
 export interface SmartAccessTokenClaims extends AccessTokenClaims {
@@ -71,47 +70,4 @@ export async function verifySmartAccessToken(deps: AppDeps, token: string, now: 
 export function smartClientOf(claims: AccessTokenClaims): string | undefined {
   const clientId = (claims as Partial<SmartAccessTokenClaims>).client_id;
   return typeof clientId === 'string' ? clientId : undefined;
-}
-
-/** How long "this app is active" is believed: deactivation also revokes the app's sessions at once. */
-const APP_STATUS_TTL_MS = 10_000;
-const APP_STATUS_ENTRIES = 1000;
-
-interface AppStatus {
-  readonly active: boolean;
-  readonly until: number;
-}
-
-const statusCaches = new WeakMap<AppDeps, Map<string, AppStatus>>();
-
-function cacheOf(deps: AppDeps): Map<string, AppStatus> {
-  let cache = statusCaches.get(deps);
-  if (!cache) {
-    cache = new Map();
-    statusCaches.set(deps, cache);
-  }
-  return cache;
-}
-
-/**
- * Whether the app is still registered and active. Answers are reused for APP_STATUS_TTL_MS
- * (bounded to 1,000 apps); this instance forgets an app at once when it is changed here
- * (`forgetAppStatus`). The staleness does not matter for revocation: deactivating an app also
- * revokes its sessions, which every request checks.
- */
-export async function smartAppActive(deps: AppDeps, clientId: string): Promise<boolean> {
-  const cache = cacheOf(deps);
-  const now = Date.now();
-  const known = cache.get(clientId);
-  if (known && known.until > now) return known.active;
-  const app = await findSmartApp(deps.db, clientId);
-  if (cache.size >= APP_STATUS_ENTRIES) cache.clear();
-  const active = app?.is_active === 1;
-  cache.set(clientId, { active, until: now + APP_STATUS_TTL_MS });
-  return active;
-}
-
-/** An admin changed the app: the next request asks the database. */
-export function forgetAppStatus(deps: AppDeps, clientId: string): void {
-  cacheOf(deps).delete(clientId);
 }
