@@ -291,10 +291,9 @@ const listUsersRoute = createRoute({
         }),
         email: z
           .string()
-          .min(1)
           .max(254)
           .optional()
-          .openapi({ description: 'Part of the email, any letter case' }),
+          .openapi({ description: 'Part of the email, any letter case; empty is no filter' }),
         limit: pageLimit(200, 50),
         cursor: z.string().max(200).optional().openapi({
           description:
