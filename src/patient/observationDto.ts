@@ -21,6 +21,8 @@ export interface CodeDto {
 export type ValueDto =
   | {
       type: 'quantity';
+      /** FHIR's `comparator` (`<`, `<=`, `>=`, `>`, `ad`): "<0.01 ng/mL" is not 0.01 ng/mL. */
+      comparator: string | null;
       value: number | null;
       unit: string | null;
       system: string | null;
@@ -52,6 +54,7 @@ export interface ObservationDto {
 }
 
 interface QuantityDto {
+  comparator: string | null;
   value: number | null;
   unit: string | null;
 }
@@ -66,7 +69,7 @@ function codeOf(concept: CodeableConcept | undefined): CodeDto {
 }
 
 function quantity(q: Quantity | undefined): QuantityDto | null {
-  return q ? { value: q.value ?? null, unit: q.unit ?? q.code ?? null } : null;
+  return q ? { comparator: q.comparator ?? null, value: q.value ?? null, unit: q.unit ?? q.code ?? null } : null;
 }
 
 type ValueCarrier = Pick<
@@ -89,6 +92,7 @@ function observedValue(source: ValueCarrier | ObservationComponent): ValueDto | 
     const q = source.valueQuantity;
     return {
       type: 'quantity',
+      comparator: q.comparator ?? null,
       value: q.value ?? null,
       unit: q.unit ?? q.code ?? null,
       system: q.system ?? null,

@@ -7,12 +7,23 @@ const Code = z
   .object({ system: z.string().nullable(), code: z.string().nullable(), display: z.string().nullable() })
   .openapi('Code', { example: { system: 'http://loinc.org', code: '8867-4', display: 'Heart rate' } });
 
-const SimpleQuantity = z.object({ value: z.number().nullable(), unit: z.string().nullable() });
+/** FHIR's Quantity.comparator, a modifier: "<0.01 ng/mL" is not 0.01 ng/mL. */
+const Comparator = z
+  .string()
+  .nullable()
+  .openapi({ description: 'How to read the value: <, <=, >=, > or ad (sufficient to achieve); null: as it is' });
+
+const QuantityValue = z.object({
+  comparator: Comparator,
+  value: z.number().nullable(),
+  unit: z.string().nullable(),
+});
 
 const Value = z
   .discriminatedUnion('type', [
     z.object({
       type: z.literal('quantity'),
+      comparator: Comparator,
       value: z.number().nullable(),
       unit: z.string().nullable(),
       system: z.string().nullable(),
@@ -30,11 +41,11 @@ const Value = z
     z.object({ type: z.literal('datetime'), value: z.string() }),
     z.object({ type: z.literal('time'), value: z.string() }),
     z.object({ type: z.literal('period'), start: z.string().nullable(), end: z.string().nullable() }),
-    z.object({ type: z.literal('range'), low: SimpleQuantity.nullable(), high: SimpleQuantity.nullable() }),
+    z.object({ type: z.literal('range'), low: QuantityValue.nullable(), high: QuantityValue.nullable() }),
     z.object({
       type: z.literal('ratio'),
-      numerator: SimpleQuantity.nullable(),
-      denominator: SimpleQuantity.nullable(),
+      numerator: QuantityValue.nullable(),
+      denominator: QuantityValue.nullable(),
     }),
     z
       .object({
@@ -62,8 +73,8 @@ export const ObservationDtoSchema = z
     interpretation: z.array(Code),
     reference_range: z.array(
       z.object({
-        low: SimpleQuantity.nullable(),
-        high: SimpleQuantity.nullable(),
+        low: QuantityValue.nullable(),
+        high: QuantityValue.nullable(),
         text: z.string().nullable(),
       }),
     ),

@@ -21,10 +21,32 @@ describe('toObservationDto', () => {
       },
       {
         type: 'quantity',
+        comparator: null,
         value: 72,
         unit: 'beats/minute',
         system: 'http://unitsofmeasure.org',
         code: '/min',
+      },
+    ],
+    [
+      // a modifier: "<0.01 ng/mL" shown as 0.01 ng/mL is another result (review S3)
+      'a quantity with a comparator',
+      {
+        valueQuantity: {
+          value: 0.01,
+          comparator: '<',
+          unit: 'ng/mL',
+          system: 'http://unitsofmeasure.org',
+          code: 'ng/mL',
+        },
+      },
+      {
+        type: 'quantity',
+        comparator: '<',
+        value: 0.01,
+        unit: 'ng/mL',
+        system: 'http://unitsofmeasure.org',
+        code: 'ng/mL',
       },
     ],
     ['a string', { valueString: 'clear' }, { type: 'string', value: 'clear' }],
@@ -53,12 +75,29 @@ describe('toObservationDto', () => {
     [
       'a range',
       { valueRange: { low: { value: 2, unit: 'mmol/L' }, high: { value: 4, unit: 'mmol/L' } } },
-      { type: 'range', low: { value: 2, unit: 'mmol/L' }, high: { value: 4, unit: 'mmol/L' } },
+      {
+        type: 'range',
+        low: { comparator: null, value: 2, unit: 'mmol/L' },
+        high: { comparator: null, value: 4, unit: 'mmol/L' },
+      },
     ],
     [
       'a ratio (a 1:128 titer)',
       { valueRatio: { numerator: { value: 1 }, denominator: { value: 128 } } },
-      { type: 'ratio', numerator: { value: 1, unit: null }, denominator: { value: 128, unit: null } },
+      {
+        type: 'ratio',
+        numerator: { comparator: null, value: 1, unit: null },
+        denominator: { comparator: null, value: 128, unit: null },
+      },
+    ],
+    [
+      'a ratio with a comparator (a titer of at least 1:64)',
+      { valueRatio: { numerator: { value: 1, comparator: '>=' }, denominator: { value: 64 } } },
+      {
+        type: 'ratio',
+        numerator: { comparator: '>=', value: 1, unit: null },
+        denominator: { comparator: null, value: 64, unit: null },
+      },
     ],
     [
       'no value, and why',

@@ -193,6 +193,7 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
         code: { system: 'http://loinc.org', code: '8867-4', display: 'Heart rate' },
         value: {
           type: 'quantity',
+          comparator: null,
           value: 60 + A_OBSERVATIONS - 1,
           unit: 'beats/minute',
           system: 'http://unitsofmeasure.org',
