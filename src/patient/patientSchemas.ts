@@ -8,10 +8,9 @@ const Code = z
   .openapi('Code', { example: { system: 'http://loinc.org', code: '8867-4', display: 'Heart rate' } });
 
 /** FHIR's Quantity.comparator, a modifier: "<0.01 ng/mL" is not 0.01 ng/mL. */
-const Comparator = z
-  .string()
-  .nullable()
-  .openapi({ description: 'How to read the value: <, <=, >=, > or ad (sufficient to achieve); null: as it is' });
+const Comparator = z.string().nullable().openapi({
+  description: 'How to read the value: <, <=, >=, > or ad (sufficient to achieve); null: as it is',
+});
 
 const QuantityValue = z.object({
   comparator: Comparator,
