@@ -69,7 +69,9 @@ function codeOf(concept: CodeableConcept | undefined): CodeDto {
 }
 
 function quantity(q: Quantity | undefined): QuantityDto | null {
-  return q ? { comparator: q.comparator ?? null, value: q.value ?? null, unit: q.unit ?? q.code ?? null } : null;
+  return q
+    ? { comparator: q.comparator ?? null, value: q.value ?? null, unit: q.unit ?? q.code ?? null }
+    : null;
 }
 
 type ValueCarrier = Pick<
