@@ -82,8 +82,11 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
   const insert = async (batch: readonly Pending[]): Promise<Outcome> => {
     const again: Pending[] = [];
     let dropped = 0;
-    for (let i = 0; i < batch.length; i += ROWS_PER_INSERT) {
-      const chunk = batch.slice(i, i + ROWS_PER_INSERT);
+    for (let i = 0; i < batch.length; ) {
+      // a row that failed once is tried alone: a bad row must not take 63 others with it
+      const size = batch[i]?.retried ? 1 : ROWS_PER_INSERT;
+      const chunk = batch.slice(i, i + size);
+      i += chunk.length;
       try {
         await insertAuditRows(
           db,
@@ -99,7 +102,7 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
           logger.warn({ err: error, rows: chunk.length }, 'audit trail write waits for the database');
         else logger.error({ err: error, rows: chunk.length }, 'audit trail write failed');
         if (locked) {
-          again.push(...batch.slice(i));
+          again.push(...chunk, ...batch.slice(i));
           break;
         }
         for (const p of chunk) {

@@ -136,7 +136,8 @@ describe.each(DIALECTS)('audit trail (%s)', (dialect) => {
   });
 
   it('drops rows whose retry failed too, and says how many', async () => {
-    const { trail, count, lines } = await setUp(dialect, { failures: 2 });
+    // the first insert holds both rows; each is retried alone (two more inserts)
+    const { trail, count, lines } = await setUp(dialect, { failures: 3 });
     recordMany(trail, 2);
     await trail.flush();
     await trail.flush();
@@ -148,6 +149,24 @@ describe.each(DIALECTS)('audit trail (%s)', (dialect) => {
     recordMany(trail, 1, 10);
     await trail.flush();
     expect(await count()).toBe(1);
+  });
+
+  it('drops only the row the database refuses, not the others in its insert (review S1)', async () => {
+    const { trail, db, count, lines } = await setUp(dialect);
+    // what each database refuses to bind or store: an object (SQLite), a NUL character (PostgreSQL)
+    const unstorable = (dialect === 'sqlite' ? { a: 1 } : 'patient-\u0000') as unknown as string;
+    recordMany(trail, 5);
+    trail.record({ ...event(5), patientId: unstorable });
+    recordMany(trail, 5, 6);
+    await trail.flush();
+    await trail.flush();
+    expect(await count()).toBe(10);
+    const ids = (await db.selectFrom('audit_log').select('patient_id').execute()).map((r) => r.patient_id);
+    expect(ids).not.toContain('patient-5');
+    const dropped = lines
+      .map((l) => JSON.parse(l) as { msg: string; rows?: number })
+      .find((l) => /dropped/.test(l.msg));
+    expect(dropped).toMatchObject({ rows: 1 });
   });
 
   it('keeps rows through a lock held by another writer, however many flushes it lasts', async () => {
