@@ -284,9 +284,21 @@ export function withOurOutcomes(bundle: Bundle): Bundle {
  * Relayed, each would tell the admin something happened that did not (DESIGN.md section 9: 502).
  * An operation's or a batch's answer is its own.
  */
+/** What of a request decides the answer it may get. */
+type AnsweredTarget = WriteTarget & Pick<FhirTarget, 'compartmentType' | 'history' | 'versionId'>;
+
+/** Whether a request's success is a Bundle whatever its type: a search, a compartment search or a history. */
+function answersBundle(target: AnsweredTarget): boolean {
+  return (
+    target.id === undefined ||
+    target.compartmentType !== undefined ||
+    (target.history === true && target.versionId === undefined)
+  );
+}
+
 export function forwardedAnswerMismatch(
   method: string,
-  target: WriteTarget,
+  target: AnsweredTarget,
   answer: { status: number; body?: unknown; headers: Readonly<Record<string, string>> },
 ): string | undefined {
   const reading = method === 'GET' || method === 'HEAD';
@@ -299,9 +311,10 @@ export function forwardedAnswerMismatch(
       ? '201 without the record or its Location'
       : undefined;
   }
-  // a compartment search (`Patient/1/Observation`) answers a Bundle; a write may answer an outcome (Prefer)
-  if (body.resourceType === 'Bundle' || (!reading && body.resourceType === 'OperationOutcome'))
-    return undefined;
+  // a search, a compartment search (`Patient/1/Observation`) or a history answers a Bundle; a read of one record does not
+  if (body.resourceType === 'Bundle' && answersBundle(target)) return undefined;
+  // a write may answer an outcome (Prefer: return=OperationOutcome)
+  if (!reading && body.resourceType === 'OperationOutcome') return undefined;
   if (body.resourceType !== target.type) return `a ${body.resourceType} to a request for ${target.type}`;
   if (target.id !== undefined && body.id !== target.id)
     return `another ${target.type} than the one asked for`;

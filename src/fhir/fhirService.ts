@@ -2,8 +2,10 @@ import type { Bundle, CapabilityStatement, Resource } from '@medplum/fhirtypes';
 import { Pool, request as undiciRequest } from 'undici';
 import type { Config } from '../config.js';
 import { AppError } from '../errors.js';
+import { FHIR_ID_PATTERN } from '../http/schemas.js';
 import type { Metrics, UpstreamFailure } from '../metrics/metrics.js';
 import { type HistoryOf, historyPath } from './fhirPath.js';
+import { isPlainPath, relativeToBase } from './links.js';
 import {
   isUpstreamSuccess,
   searchInteraction,
@@ -103,9 +105,8 @@ const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 /** A client-credentials token is renewed after this share of its lifetime, at most a minute before it ends. */
 const TOKEN_RENEW_SHARE = 0.75;
 const TOKEN_RENEW_MAX_MARGIN_MS = 60_000;
-const SAFE_PATH = /^[A-Za-z0-9\-._$/]*$/;
-const SAFE_QUERY_PATH = /^[A-Za-z0-9\-._$/]*(\?.*)?$/;
-const VERSIONED_LOCATION = /\/([A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/([A-Za-z0-9\-.]{1,64}))?\/?$/;
+/** `Patient/12` or `Patient/12/_history/3`, relative to the FHIR base. */
+const VERSIONED_LOCATION = /^([A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/([A-Za-z0-9\-.]{1,64}))?\/?$/;
 
 type UpstreamAuth = Config['fhir']['auth'];
 
@@ -212,6 +213,7 @@ function parseResource(text: string): unknown {
   const parsed = parseJson(text);
   if (parsed === undefined) return undefined;
   if (!isObject(parsed)) throw unexpectedUpstreamBody('a body that is not a JSON object');
+  if (!hasReadableId(parsed)) throw unexpectedUpstreamBody('a resource whose id is not a FHIR id');
   if (parsed.resourceType === 'Bundle') assertBundleShape(parsed);
   return parsed;
 }
@@ -228,15 +230,22 @@ function isListOf(value: unknown, check: (item: Record<string, unknown>) => bool
   return true;
 }
 
+/** Absent, or a FHIR id: an id that is not one would reach our paths, cursors and audit rows as it is. */
+const hasReadableId = (resource: Record<string, unknown>) =>
+  resource.id === undefined || (typeof resource.id === 'string' && FHIR_ID_PATTERN.test(resource.id));
+
 const isEntry = (entry: Record<string, unknown>) =>
   entry.resource === undefined ||
-  (isObject(entry.resource) && typeof entry.resource.resourceType === 'string');
+  (isObject(entry.resource) &&
+    typeof entry.resource.resourceType === 'string' &&
+    hasReadableId(entry.resource));
 const isLink = (link: Record<string, unknown>) =>
   typeof link.url === 'string' && typeof link.relation === 'string';
 
 /**
  * The Bundle's own structure, before anything reads it entry by entry: an `entry` or `link`
- * that is not a list of objects (or an entry's resource without a type) is garbage, a 502,
+ * that is not a list of objects (or an entry's resource without a type or with an id that is
+ * not a FHIR id) is garbage, a 502,
  * where it would otherwise fail as our own error (500) halfway through the response check.
  */
 function assertBundleShape(bundle: Record<string, unknown>): void {
@@ -244,11 +253,26 @@ function assertBundleShape(bundle: Record<string, unknown>): void {
     throw unexpectedUpstreamBody('a malformed Bundle');
 }
 
-function flattenHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string> {
+/** Headers that hold one value: sent twice, neither can be believed (joined, the second went out unrewritten). */
+const SINGLE_VALUED = new Set(['location', 'content-location', 'etag', 'last-modified', 'content-type']);
+
+/** Headers that name a record: believed only on our own upstream (another server's could name anyone's). */
+const LOCATIONS = ['location', 'content-location'] as const;
+
+function flattenHeaders(
+  headers: Record<string, string | string[] | undefined>,
+  upstreamBase: string,
+): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value !== undefined) out[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : value;
+  for (const [key, value] of Object.entries(headers)) {
+    const name = key.toLowerCase();
+    if (value === undefined) continue;
+    if (!Array.isArray(value)) out[name] = value;
+    else if (value.length === 1) out[name] = value[0] as string;
+    else if (!SINGLE_VALUED.has(name)) out[name] = value.join(', ');
   }
+  for (const name of LOCATIONS)
+    if (out[name] !== undefined && relativeToBase(out[name], upstreamBase) === undefined) delete out[name];
   return out;
 }
 
@@ -318,17 +342,24 @@ function resourceTypeOf(body: unknown): string | undefined {
 }
 
 /** The id and version of a written resource: from the body when returned, else from Location. */
-function writtenIdentity(type: string, result: FhirResult): { id: string; versionId: string | undefined } {
+function writtenIdentity(
+  type: string,
+  result: FhirResult,
+  upstreamBase: string,
+): { id: string; versionId: string | undefined } {
   const body = result.body as Resource | undefined;
   if (body !== undefined) {
     if (body.resourceType !== type || !body.id) throw unexpectedUpstreamBody(`a write without ${type}`);
     return { id: body.id, versionId: body.meta?.versionId };
   }
-  const location = VERSIONED_LOCATION.exec(
+  // only a Location on our own server names what was written: another server's could name anyone's record
+  const where = relativeToBase(
     result.headers.location ?? result.headers['content-location'] ?? '',
+    upstreamBase,
   );
+  const location = VERSIONED_LOCATION.exec(where ?? '');
   if (!location || location[1] !== type || !location[2])
-    throw unexpectedUpstreamBody('a write without a Location');
+    throw unexpectedUpstreamBody('a write without a Location on the FHIR base');
   return { id: location[2], versionId: location[3] };
 }
 
@@ -371,6 +402,7 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
   const { metrics } = options;
   const base = new URL(options.baseUrl);
   const basePath = base.pathname.replace(/\/+$/, '');
+  const upstreamBase = `${base.origin}${basePath}`;
   const pool = new Pool(base.origin, {
     connections: POOL_CONNECTIONS,
     keepAliveTimeout: 30_000,
@@ -395,7 +427,7 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
   /** One HTTP exchange, any status; the body is parsed (a body that is not JSON is a 502). */
   const send = async (req: FhirRequest, rawQuery?: string): Promise<FhirResult> => {
     // paths are built by our own code from validated parts; this guard keeps it that way
-    if (!SAFE_PATH.test(req.path) || req.path.split('/').some((s) => s === '..' || s === '.')) {
+    if (!isPlainPath(req.path) || req.path.includes('?')) {
       throw new Error(`refusing unsafe FHIR path: ${req.path}`);
     }
     const query =
@@ -443,7 +475,7 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     const parsed = success ? parseResource(text) : undefined;
     return {
       status: response.statusCode,
-      headers: flattenHeaders(response.headers),
+      headers: flattenHeaders(response.headers, upstreamBase),
       body: parsed,
       ...(success ? { text } : {}),
     };
@@ -479,11 +511,11 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
 
   const write = async <T extends Resource>(req: FhirRequest, type: string): Promise<Written<T>> => {
     const result = await exchange(req, undefined, interactionOf(req));
-    return { ...(result as FhirResult<T>), ...writtenIdentity(type, result) };
+    return { ...(result as FhirResult<T>), ...writtenIdentity(type, result, upstreamBase) };
   };
 
   return {
-    baseUrl: `${base.origin}${basePath}`,
+    baseUrl: upstreamBase,
     read: async (type, id, conditional = {}) => {
       const headers: Record<string, string> = {};
       if (conditional.ifNoneMatch) headers['if-none-match'] = conditional.ifNoneMatch;
@@ -500,7 +532,7 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
         await exchange({ method: 'GET', path: type, query: params }, undefined, searchInteraction(params)),
       ),
     page: async (relativeLink) => {
-      if (!SAFE_QUERY_PATH.test(relativeLink)) throw new Error('refusing an unsafe paging link');
+      if (!isPlainPath(relativeLink)) throw unexpectedUpstreamBody('an unsafe paging link');
       const index = relativeLink.indexOf('?');
       const path = index < 0 ? relativeLink : relativeLink.slice(0, index);
       const query = index < 0 ? '' : relativeLink.slice(index);

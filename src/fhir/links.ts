@@ -71,10 +71,31 @@ export function relativeToBase(url: string, upstreamBase: string): string | unde
     }
   }
   if (absolute === upstreamBase || absolute === `${upstreamBase}/`) return '';
-  if (absolute.startsWith(`${upstreamBase}?`)) return absolute.slice(upstreamBase.length);
-  if (absolute.startsWith(`${upstreamBase}/?`)) return absolute.slice(upstreamBase.length + 1);
-  if (absolute.startsWith(`${upstreamBase}/`)) return absolute.slice(upstreamBase.length + 1);
-  return undefined;
+  let relative: string | undefined;
+  if (absolute.startsWith(`${upstreamBase}?`)) relative = absolute.slice(upstreamBase.length);
+  else if (absolute.startsWith(`${upstreamBase}/?`)) relative = absolute.slice(upstreamBase.length + 1);
+  else if (absolute.startsWith(`${upstreamBase}/`)) relative = absolute.slice(upstreamBase.length + 1);
+  return relative !== undefined && isPlainPath(relative) ? relative : undefined;
+}
+
+/**
+ * Whether the path of a relative link (before its query) is plain: letters, digits, `-._$/`, no
+ * `.` or `..` segment. `…/fhir/../admin` starts with the base yet leaves it (review S1).
+ */
+export function isPlainPath(relative: string): boolean {
+  const end = relative.indexOf('?');
+  const path = end < 0 ? relative : relative.slice(0, end);
+  return /^[A-Za-z0-9\-._$/]*$/.test(path) && !path.split('/').some((s) => s === '.' || s === '..');
+}
+
+/** Where a link points, for an operator's log: origin and path, never the query (it holds search values). */
+export function whereLinkGoes(url: string): string {
+  try {
+    const { origin, pathname } = new URL(url);
+    return `${origin}${pathname}`;
+  } catch {
+    return 'not a URL';
+  }
 }
 
 /** A cursor for the upstream link `url`, or undefined when the link is not on our upstream. */

@@ -21,7 +21,14 @@ import {
 } from './compartment.js';
 import { type HistoryOf, historyPath } from './fhirPath.js';
 import type { ConditionalRead, FhirRequest, FhirResult, Written } from './fhirService.js';
-import { type CursorBinding, cursorForLink, cursorUrl, verifyCursor, withEntriesKept } from './links.js';
+import {
+  type CursorBinding,
+  cursorForLink,
+  cursorUrl,
+  verifyCursor,
+  whereLinkGoes,
+  withEntriesKept,
+} from './links.js';
 import type { CallerBody } from './negotiation.js';
 import { guardScopes, typesShown } from './scopeGuard.js';
 import { historyParams, narrowSearch } from './searchPolicy.js';
@@ -363,6 +370,11 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
         link.url,
         fhir.baseUrl,
       );
+      // a next page the gateway cannot follow would end the results early without a word (review S3)
+      if (!cursor && link.relation === 'next')
+        throw unexpectedUpstreamBody(
+          `a next link off FHIR_BASE_URL or not plain (${whereLinkGoes(link.url)})`,
+        );
       return cursor ? [{ relation: link.relation, cursor }] : [];
     });
     const next = links.find((l) => l.relation === 'next')?.cursor ?? null;

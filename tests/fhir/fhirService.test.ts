@@ -156,7 +156,7 @@ describe('fhirService', () => {
 
   it('takes the id and version of a create from Location when the server returns no body', async () => {
     const minimal = await upstream((_req, res) => {
-      res.writeHead(201, { location: `http://elsewhere/fhir/Observation/123/_history/4` }).end();
+      res.writeHead(201, { location: `${minimal.url}/fhir/Observation/123/_history/4` }).end();
     });
     const written = await service(`${minimal.url}/fhir`).create('Observation', {
       resourceType: 'Observation',
@@ -164,6 +164,42 @@ describe('fhirService', () => {
       code: { text: 'x' },
     });
     expect(written).toMatchObject({ status: 201, id: '123', versionId: '4', body: undefined });
+  });
+
+  it.each([
+    // another server's Location could name anyone's record (review S1)
+    ['on another server', 'http://elsewhere/fhir/Observation/123/_history/4'],
+    ['sent twice', ['{base}/Observation/123', '{base}/Observation/124']],
+    ['with a path that leaves the base', '{base}/../Observation/123'],
+  ])('refuses a Location %s as the answer to a create without a body: 502', async (_what, location) => {
+    const minimal = await upstream((_req, res) => {
+      const base = `${minimal.url}/fhir`;
+      const named = Array.isArray(location) ? location : [location];
+      res.setHeader(
+        'location',
+        named.map((l) => l.replace('{base}', base)),
+      );
+      res.writeHead(201).end();
+    });
+    const create = service(`${minimal.url}/fhir`).create('Observation', {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'x' },
+    });
+    expect((await failure(create)).status).toBe(502);
+  });
+
+  it.each([
+    ['an object', { a: 1 }],
+    ['a path', '../../x y$'],
+    ['65 characters', 'a'.repeat(65)],
+  ])('refuses a written record whose id is %s: 502', async (_what, id) => {
+    const u = await upstream((_req, res) => {
+      res.writeHead(201, { 'content-type': 'application/fhir+json' });
+      res.end(JSON.stringify({ resourceType: 'Observation', id }));
+    });
+    const create = service(`${u.url}/fhir`).create('Observation', { resourceType: 'Observation' } as never);
+    expect((await failure(create)).status).toBe(502);
   });
 
   it('treats a delete of a missing or deleted resource as done, and a 5xx as a failure', async () => {
@@ -188,8 +224,9 @@ describe('fhirService', () => {
     await expect(fhir.forward({ method: 'GET', path: '../admin' })).rejects.toThrow(/unsafe/);
     await expect(fhir.read('Patient', '..')).rejects.toThrow(/unsafe/);
     await expect(fhir.forward({ method: 'GET', path: 'http://evil.example/x' })).rejects.toThrow(/unsafe/);
-    await expect(fhir.page('../admin?x=1')).rejects.toThrow(/unsafe/);
-    await expect(fhir.page('http://evil.example/x')).rejects.toThrow(/unsafe/);
+    // a paging link comes from the server: one that is not plain is its fault (502), not ours
+    expect((await failure(fhir.page('../admin?x=1'))).status).toBe(502);
+    expect((await failure(fhir.page('http://evil.example/x'))).status).toBe(502);
     expect(ok.requests).toHaveLength(0);
   });
 

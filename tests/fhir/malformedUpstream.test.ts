@@ -102,6 +102,19 @@ describe('garbage from the FHIR server in the shape of a success', () => {
     ],
     ['JSON null', 'null'],
     ['a JSON list', '[]'],
+    // an id reaches our paths, cursors and audit rows: one that is not a FHIR id is garbage (review S1)
+    [
+      'an entry whose id is an object',
+      '{"resourceType":"Bundle","type":"searchset","entry":[{"resource":{"resourceType":"Observation","id":{"a":1}}}]}',
+    ],
+    [
+      'an entry whose id is a path',
+      '{"resourceType":"Bundle","type":"searchset","entry":[{"resource":{"resourceType":"Observation","id":"../../x y$"}}]}',
+    ],
+    [
+      'an entry whose id is longer than 64 characters',
+      `{"resourceType":"Bundle","type":"searchset","entry":[{"resource":{"resourceType":"Observation","id":"${'a'.repeat(65)}"}}]}`,
+    ],
   ])('a search answered with %s is a 502 for every role', async (_what, body) => {
     answer = searchAnswers(body);
     for (const token of [tokens.patient, tokens.gp, tokens.admin]) {
@@ -183,6 +196,103 @@ describe('garbage from the FHIR server in the shape of a success', () => {
     }
     answer = undefined;
   });
+
+  it.each([
+    // a server behind a proxy that names its own address: the rest of the results would be lost without a word (review S3)
+    ['on another server', 'http://fhir.internal.example/fhir/R4/Observation?page=2'],
+    // they start with the base, yet leave it or are no plain path (review S1: a 500)
+    ['leaving the base with ..', '{base}/../admin?x=1'],
+    ['with a space', '{base}/Observation%20x?page=2'],
+    ['with a semicolon', '{base}/Observation;x?page=2'],
+    ['not a URL', 'javascript:alert(1)'],
+  ])(
+    'a next link %s is a 502 for every role and on the slim list, not results cut short',
+    async (_what, link) => {
+      const bundle = JSON.parse(observationWith({})) as Record<string, unknown>;
+      bundle.link = [{ relation: 'next', url: link.replace('{base}', `${proxy.url}/fhir/R4`) }];
+      answer = searchAnswers(JSON.stringify(bundle));
+      for (const token of [tokens.patient, tokens.gp, tokens.admin]) {
+        const response = await gw.call('/fhir/Observation', { token });
+        expect(response.status).toBe(502);
+        expect(await response.text()).not.toMatch(/internal\.example|admin\?x/);
+      }
+      expect((await gw.call('/patient/observations', { token: tokens.patient })).status).toBe(502);
+      answer = undefined;
+    },
+  );
+
+  it("an admin's read of one record answered with a Bundle is a 502 (review S1)", async () => {
+    answer = (req, res) =>
+      req.method === 'GET' &&
+      req.url.endsWith(`/Patient/${ids.me}`) &&
+      fhirJson(res, '{"resourceType":"Bundle","type":"searchset","entry":[]}');
+    expect((await gw.call(`/fhir/Patient/${ids.me}`, { token: tokens.admin })).status).toBe(502);
+    answer = undefined;
+  });
+
+  it("a header sent twice is not relayed half-rewritten: the second server's name stays out (review S1)", async () => {
+    answer = (req, res) => {
+      if (req.method !== 'POST' || !/\/Observation$/.test(req.url)) return false;
+      res.setHeader('content-type', 'application/fhir+json');
+      res.setHeader('location', [
+        `${proxy.url}/fhir/R4/Observation/o9/_history/1`,
+        'http://fhir.internal.example/fhir/Observation/2',
+      ]);
+      res.setHeader('etag', ['W/"1"', 'W/"2"']);
+      res
+        .writeHead(201)
+        .end(JSON.stringify({ resourceType: 'Observation', id: 'o9', meta: { versionId: '1' } }));
+      return true;
+    };
+    const created = await gw.call('/fhir/Observation', {
+      method: 'POST',
+      token: tokens.admin,
+      headers: { 'content-type': 'application/fhir+json' },
+      body: JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: 'x' } }),
+    });
+    answer = undefined;
+    expect(created.status).toBe(201);
+    expect(created.headers.get('location') ?? '').not.toContain('internal.example');
+    expect(created.headers.get('etag') ?? '').not.toContain('W/"2"');
+  });
+
+  it.each([
+    [
+      'an id that is not a FHIR id',
+      { 'content-type': 'application/fhir+json' },
+      '{"resourceType":"Observation","id":"../../x y$"}',
+    ],
+    [
+      'no body and a Location on another server',
+      { location: 'http://fhir.internal.example/fhir/Observation/999/_history/1' },
+      '',
+    ],
+  ])(
+    'a create answered with %s is a 502 for the practitioner and the admin (review S1)',
+    async (_what, headers, body) => {
+      answer = (req, res) => {
+        if (req.method !== 'POST' || !/\/Observation$/.test(req.url)) return false;
+        res.writeHead(201, headers).end(body);
+        return true;
+      };
+      for (const token of [tokens.gp, tokens.admin]) {
+        const created = await gw.call('/fhir/Observation', {
+          method: 'POST',
+          token,
+          headers: { 'content-type': 'application/fhir+json' },
+          body: JSON.stringify({
+            resourceType: 'Observation',
+            status: 'final',
+            code: { text: 'x' },
+            subject: { reference: `Patient/${ids.me}` },
+          }),
+        });
+        expect(created.status).toBe(502);
+        expect(await created.text()).not.toContain('internal.example');
+      }
+      answer = undefined;
+    },
+  );
 
   it("a Patient whose generalPractitioner is not a list is a 502 for the practitioner's read", async () => {
     const garbled = {

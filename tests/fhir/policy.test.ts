@@ -1349,7 +1349,27 @@ describe("what an admin's forwarded request may be answered", () => {
     ['GET', { type: 'Observation', id: '1' }, 200, { resourceType: 'Observation', id: '2' }, {}, true],
     ['GET', { type: 'Observation', id: '1' }, 200, { resourceType: 'Patient', id: '1' }, {}, true],
     ['GET', { type: 'Observation', id: '1' }, 200, { resourceType: 'OperationOutcome' }, {}, true],
-    ['GET', { type: 'Patient', id: '1' }, 200, { resourceType: 'Bundle' }, {}, false],
+    // the read of one record answered with a Bundle (review S1: relayed as 200)
+    ['GET', { type: 'Patient', id: '1' }, 200, { resourceType: 'Bundle' }, {}, true],
+    [
+      'GET',
+      { type: 'Patient', id: '1', history: true, versionId: '2' },
+      200,
+      { resourceType: 'Bundle' },
+      {},
+      true,
+    ],
+    ['GET', { type: 'Bundle', id: '1' }, 200, { resourceType: 'Bundle', id: '1' }, {}, false],
+    ['GET', { type: 'Patient' }, 200, { resourceType: 'Bundle' }, {}, false],
+    [
+      'GET',
+      { type: 'Patient', id: '1', compartmentType: 'Observation' },
+      200,
+      { resourceType: 'Bundle' },
+      {},
+      false,
+    ],
+    ['GET', { type: 'Patient', id: '1', history: true }, 200, { resourceType: 'Bundle' }, {}, false],
     [
       'GET',
       { type: 'Patient', id: '1', operation: '$everything' },

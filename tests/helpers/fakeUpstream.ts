@@ -100,21 +100,32 @@ function forward(
   upstream.end(req.body);
 }
 
+/** How an answer is lost: cut, a load balancer's 502, or a 201 naming a record that is not the one written. */
+export type AnswerLoss = 'reset' | 'bad_gateway' | 'foreign_location' | 'unreadable_id';
+
 /**
  * A loopback proxy whose chosen requests reach the FHIR server and do their work there, but whose
- * answers are lost on the way back: the connection reset, or a load balancer's 502 in their place.
+ * answers are lost on the way back: the connection reset, a load balancer's 502 in their place,
+ * or a 201 whose Location is on another server or whose id is no FHIR id.
  */
 export async function startLosingProxy(
   targetBaseUrl: string,
   shouldLose: (method: string, url: string) => boolean,
-  loss: 'reset' | 'bad_gateway',
+  loss: AnswerLoss,
 ): Promise<FakeUpstream> {
   const target = new URL(targetBaseUrl);
   return startFakeUpstream((req, res) => {
     if (!shouldLose(req.method, req.url)) return forward(target, req, res);
     forward(target, req, res, async () => {
       if (loss === 'reset') res.socket?.destroy();
-      else res.writeHead(502, { 'content-type': 'text/html' }).end('<h1>502 Bad Gateway</h1>');
+      else if (loss === 'bad_gateway')
+        res.writeHead(502, { 'content-type': 'text/html' }).end('<h1>502 Bad Gateway</h1>');
+      else if (loss === 'foreign_location')
+        res.writeHead(201, { location: 'http://fhir.elsewhere.example/fhir/Patient/999/_history/1' }).end();
+      else
+        res
+          .writeHead(201, { 'content-type': 'application/fhir+json' })
+          .end('{"resourceType":"Patient","id":"../../x y$"}');
     });
   });
 }

@@ -6,6 +6,7 @@ import { writeMayHaveLanded } from '../../src/fhir/upstreamStatus.js';
 import { accountIdentifierQuery } from '../../src/provisioning/provisioningService.js';
 import { ManualClock } from '../helpers/clock.js';
 import {
+  type AnswerLoss,
   startFailingProxy,
   startFakeUpstream,
   startHoldingProxy,
@@ -110,7 +111,7 @@ describe('provisioning when the FHIR server fails', () => {
  * the server did (`reset`: the connection cut; `bad_gateway`: a 502 page): the env that points a
  * gateway at it.
  */
-async function losingPatientCreates(loss: 'reset' | 'bad_gateway') {
+async function losingPatientCreates(loss: AnswerLoss) {
   const engine = await startEmbeddedFhirServer({ dataDir: tempDir() });
   cleanups.push(() => engine.close());
   const proxy = await startLosingProxy(
@@ -122,7 +123,8 @@ async function losingPatientCreates(loss: 'reset' | 'bad_gateway') {
   return { FHIR_BASE_URL: `${proxy.url}${new URL(engine.baseUrl).pathname}` };
 }
 
-describe.each(['reset', 'bad_gateway'] as const)(
+// foreign_location and unreadable_id: the account would link to another record (review S1)
+describe.each(['reset', 'bad_gateway', 'foreign_location', 'unreadable_id'] as const)(
   'a create the FHIR server did, whose answer was lost (%s)',
   (loss) => {
     it('answers 502, keeps the intent, and reconciliation completes the account: no unlisted resource', async () => {
