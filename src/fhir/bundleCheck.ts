@@ -99,10 +99,13 @@ export function keptInScope<T extends Resource>(
     const judgedIn = new Set<BundleEntry<T>>(kept);
     kept = all.filter((e) => judgedIn.has(e) || keptDeletion(e, bundle, scope, record));
   }
-  if (kept.length === all.length) return { bundle, patients };
+  // a history's total counts every version, also those this caller may not see: judged page by
+  // page it was there on some pages and gone on others (review S4), so a scoped caller never gets it
+  const historyTotal = bundle.type === 'history' && scope.kind !== 'all' && bundle.total !== undefined;
+  if (kept.length === all.length && !historyTotal) return { bundle, patients };
   const checked: Bundle<T> = { ...bundle, entry: kept };
   // `total` counts matches only: dropping it for a removed _include/_revinclude would tell that
   // something outside the scope refers to a match (someone else is prescribed this Medication)
-  if (removedMatch(all, kept)) delete checked.total;
+  if (historyTotal || removedMatch(all, kept)) delete checked.total;
   return { bundle: checked, patients };
 }

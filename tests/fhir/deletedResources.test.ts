@@ -52,7 +52,7 @@ describe.each(UPSTREAMS)('a deleted resource, %s upstream', (upstream) => {
 
   afterAll(() => gw.close());
 
-  it('keeps the deletion in the history of a record restored since, with its total, for everyone who may read it', async () => {
+  it('keeps the deletion in the history of a record restored since, for everyone who may read it', async () => {
     const observation = {
       resourceType: 'Observation',
       status: 'final',
@@ -77,7 +77,8 @@ describe.each(UPSTREAMS)('a deleted resource, %s upstream', (upstream) => {
       const entries = history.entry ?? [];
       expect(entries).toHaveLength(3);
       expect(entries.filter((e) => !e.resource).map((e) => e.request?.method)).toEqual(['DELETE']);
-      expect(history.total).toBe(3);
+      // a scoped caller's history has no total: it would count versions hidden from them (review S4)
+      expect(history.total).toBe(token === tokens.admin ? 3 : undefined);
     }
   });
 
