@@ -116,11 +116,12 @@ function createFileMailer(dataDir: string, from: string, logger: Logger): Mailer
       const file = path.join(dir, name);
       const tmp = path.join(dir, `.${name}.tmp`);
       // write then rename: a reader of the directory never sees half a message
-      await fs.promises.writeFile(tmp, eml, { mode: 0o600, flag: 'wx' });
       try {
+        await fs.promises.writeFile(tmp, eml, { mode: 0o600, flag: 'wx' });
         await fs.promises.rename(tmp, file);
       } catch (error) {
-        await fs.promises.rm(tmp, { force: true });
+        // a write cut short (a full disk) leaves no half file behind; one that existed is not ours
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') await fs.promises.rm(tmp, { force: true });
         throw error;
       }
       // where it is, never the body (it holds the code) nor the recipient (an address is personal data)

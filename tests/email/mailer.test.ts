@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { simpleParser } from 'mailparser';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { generateAccessCode } from '../../src/auth/accessCodes.js';
 import { assertPlainAddress, createMailer, InvalidMailError } from '../../src/email/mailer.js';
 import { createLogger } from '../../src/logger.js';
@@ -131,6 +131,30 @@ describe('createMailer in file mode', () => {
     expect(all).not.toMatch(/one@example\.com|two@example\.com/);
     for (const code of codes) for (const form of codeForms(code ?? '')) expect(all).not.toContain(form);
     expect(all).not.toContain('Your code');
+    mailer.close();
+  });
+
+  it('leaves no half-written temporary file when the disk fills up (review S2)', async () => {
+    const dataDir = dir();
+    const mailer = createMailer({
+      smtpUrl: undefined,
+      from: 'no-reply@clinic.example',
+      dataDir,
+      logger: silent,
+    });
+    // the disk stands in: the write starts the file, then the device is full
+    const writeFile = vi.spyOn(fs.promises, 'writeFile').mockImplementationOnce(async (file) => {
+      fs.writeFileSync(file as string, '');
+      throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+    });
+    try {
+      await expect(mailer.send(message('full@example.com'))).rejects.toThrow(/ENOSPC/);
+    } finally {
+      writeFile.mockRestore();
+    }
+    expect(fs.readdirSync(path.join(dataDir, 'mail'))).toEqual([]);
+    await mailer.send(message('full@example.com'));
+    expect(fs.readdirSync(path.join(dataDir, 'mail'))).toHaveLength(1);
     mailer.close();
   });
 
