@@ -48,8 +48,9 @@ export function createApp(deps: AppDeps) {
   app.use(requestLog(deps.logger));
   app.use(securityHeaders());
   app.use(clientIp(deps.config.trustProxy));
-  app.use(checkRequestTarget());
+  // CORS first: a browser must be able to read the 400 a malformed query gets (review S3)
   app.use(corsPolicy(deps.config.corsOrigins, decidesOwnCors));
+  app.use(checkRequestTarget());
   app.use('*', bodyPolicy());
 
   app.route('/', healthRoutes());

@@ -172,6 +172,19 @@ describe('HTTP basics', () => {
     expect(refused.headers.get('access-control-allow-origin')).toBeNull();
   });
 
+  it('lets the allowed origin read the 400 a malformed query gets, and its preflight pass (review S3)', async () => {
+    const origin = 'https://app.example.com';
+    const bad = await gw.call('/healthz?a=%FF', { headers: { origin } });
+    expect(bad.status).toBe(400);
+    expect(bad.headers.get('access-control-allow-origin')).toBe(origin);
+    expect(bad.headers.get('access-control-expose-headers')).toContain('X-Request-Id');
+    const preflight = await gw.call('/auth/me?a=%FF', {
+      method: 'OPTIONS',
+      headers: { origin, 'access-control-request-method': 'GET' },
+    });
+    expect(preflight.headers.get('access-control-allow-origin')).toBe(origin);
+  });
+
   it('answers unknown routes with a problem+json 404', async () => {
     const response = await gw.call('/nope');
     expect(response.status).toBe(404);
