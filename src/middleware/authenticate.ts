@@ -27,6 +27,8 @@ const BEARER_ASKED = 'Bearer realm="fhir-facade"';
 /** Why a request was not authenticated: recorded in the audit, never told to the client. */
 export type AuthFailure =
   | 'missing'
+  /** Credentials of another scheme (`Basic ...`): no bearer token was sent. */
+  | 'not_bearer'
   | TokenRefusal
   | 'unknown_user'
   | 'inactive_user'
@@ -56,7 +58,7 @@ export function authenticate(options: { auditFailures?: boolean } = {}): Middlew
       await auditRefusal(c, verified, options.auditFailures === true);
       throw auditedError(
         new AppError('unauthenticated', {
-          headers: { 'WWW-Authenticate': verified.reason === 'missing' ? BEARER_ASKED : BEARER_CHALLENGE },
+          headers: { 'WWW-Authenticate': sentNoBearer(verified.reason) ? BEARER_ASKED : BEARER_CHALLENGE },
         }),
       );
     }
@@ -65,9 +67,13 @@ export function authenticate(options: { auditFailures?: boolean } = {}): Middlew
   };
 }
 
+/** No bearer token at all: RFC 6750 section 3.1 asks for one without an error code. */
+const sentNoBearer = (reason: AuthFailure) => reason === 'missing' || reason === 'not_bearer';
+
 async function verifyCaller(c: Context<AppEnv>): Promise<Caller | Refused> {
   const header = c.req.header('authorization');
   if (!header) return { reason: 'missing' };
+  if (!/^bearer\s/i.test(header)) return { reason: 'not_bearer' };
   const match = BEARER.exec(header);
   if (!match?.[1]) return { reason: 'invalid' };
   const deps = c.get('deps');

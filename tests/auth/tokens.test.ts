@@ -46,6 +46,12 @@ describe('access token verification', () => {
     const bad = await me(`${valid.slice(0, -4)}AAAA`);
     expect(bad.status).toBe(401);
     expect(bad.headers.get('www-authenticate')).toBe('Bearer realm="fhir-facade", error="invalid_token"');
+    // credentials of another scheme are no bearer token either (review S3: they got invalid_token)
+    const basic = await gw.call('/auth/me', { headers: { authorization: 'Basic YWRtaW46c2VjcmV0' } });
+    expect(basic.status).toBe(401);
+    expect(basic.headers.get('www-authenticate')).toBe('Bearer realm="fhir-facade"');
+    const empty = await gw.call('/auth/me', { headers: { authorization: 'Bearer not-a-jwt' } });
+    expect(empty.headers.get('www-authenticate')).toBe('Bearer realm="fhir-facade", error="invalid_token"');
   });
 
   it('refuses alg none', async () => {
