@@ -173,7 +173,8 @@ async function sendAccessCodeMail(deps: OutboxWorkerDeps, payload: Record<string
  * rows one conditional UPDATE at a time (so two workers or two instances never send the same
  * row), sends while renewing the claim's short lease, then marks them sent or schedules a retry
  * with exponential backoff. Delivery is at least once: a crash between the SMTP server's
- * accept and the 'sent' update sends that mail again once the lease lapses (within LEASE_MS).
+ * accept and the 'sent' update sends that mail again once the lease lapses (within LEASE_MS);
+ * a 'sent' update the database refused is only tried again by the worker that sent it.
  */
 export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerOptions = {}): OutboxWorker {
   const leaseMs = options.leaseMs ?? LEASE_MS;
@@ -184,6 +185,9 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
   const { db, clock, logger } = deps;
 
   const auditLane: AuditEventLane = { deps, leaseMs, maxAttempts, state };
+  // rows delivered whose 'sent' mark the database refused (busy, away): when the lapsed lease
+  // brings one back, it is marked, not sent again (review S2: the same mail went out twice)
+  const deliveredUnmarked = new Set<string>();
 
   const postAuditEvent = async (payload: Record<string, unknown>) => {
     await deps.fhir.create('AuditEvent', payload as unknown as Resource);
@@ -211,10 +215,12 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
     const lost = () => logger.warn(log, 'outbox row was taken over by another worker before it was marked');
     try {
       payload = parsePayload(row);
-      // a row claimed again and again without finishing (a worker dying on it) is given up too
-      if (row.attempts > maxAttempts) throw new PermanentFailure('too_many_attempts');
-      if (row.kind === 'email') await sendAccessCodeMail(deps, payload);
-      else await postAuditEvent(payload);
+      if (!deliveredUnmarked.has(row.id)) {
+        // a row claimed again and again without finishing (a worker dying on it) is given up too
+        if (row.attempts > maxAttempts) throw new PermanentFailure('too_many_attempts');
+        if (row.kind === 'email') await sendAccessCodeMail(deps, payload);
+        else await postAuditEvent(payload);
+      }
     } catch (error) {
       const label = error instanceof PermanentFailure ? error.label : errorLabel(error);
       if (error instanceof PermanentFailure || row.attempts >= maxAttempts) {
@@ -242,7 +248,14 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
       return false;
     }
     // purge: once the mail is out, the row keeps no code, sealed or not
-    const ok = await markOutboxSent(db, claim, clock.now().toISOString(), finalPayload());
+    let ok: boolean;
+    try {
+      ok = await markOutboxSent(db, claim, clock.now().toISOString(), finalPayload());
+    } catch (error) {
+      deliveredUnmarked.add(row.id);
+      throw error;
+    }
+    deliveredUnmarked.delete(row.id);
     if (ok) logger.debug(log, 'outbox row delivered');
     else lost();
     return true;

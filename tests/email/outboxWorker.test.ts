@@ -416,6 +416,35 @@ describe.each(DIALECTS)('outbox worker on %s', (dialect) => {
     expect(lines.filter((l) => l.msg === 'outbox: the database answers again')).toHaveLength(1);
   });
 
+  it("sends a mail once when the database refused its 'sent' mark, and marks it when the lease brings it back (review S2)", async () => {
+    const h = await harness();
+    const proxy = await startPostgresProxy(TEST_DATABASE_URL ?? 'postgres://127.0.0.1:5432');
+    cleanups.push(() => proxy.close());
+    const through = h.t.openVia((url) => proxy.via(url));
+    const db = dialect === 'sqlite' ? through.background : through.db;
+    const { to } = await h.enqueue();
+    let away: { end(): Promise<void> } | undefined;
+    const smtpMailer = h.mailer();
+    // the SMTP server takes the mail, then the database goes away before the row is marked
+    const mailer: Mailer = {
+      ...smtpMailer,
+      send: async (message) => {
+        await smtpMailer.send(message);
+        away ??= await databaseAway(h.t, proxy);
+      },
+    };
+    const worker = h.worker({ leaseMs: 1_000 }, { db, mailer });
+    await worker.runOnce().catch(() => undefined);
+    await away?.end();
+    h.clock.advance(1_001);
+    await worker.runOnce();
+    await h.smtp.waitFor(1);
+    await pause(200);
+    expect(h.smtp.messages.map(recipients)).toEqual([[to]]);
+    const [row] = await h.t.outboxRows();
+    expect(row).toMatchObject({ status: 'sent' });
+  });
+
   it('stop() waits for the running tick to finish and no tick starts afterwards', async () => {
     const h = await harness();
     const { mailer, state } = trackingMailer(h.mailer(), 100);
