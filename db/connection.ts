@@ -18,6 +18,7 @@ import { ownerOnly } from '../src/fileModes.js';
 import { projectFile } from '../src/paths.js';
 import { migrations } from './migrations/index.js';
 import type { Database } from './schema.js';
+import { type LockGate, lockGate } from './sqliteLockGate.js';
 import { threadedSqliteDialect } from './threadedSqlite.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -158,7 +159,8 @@ function connectionPragmas(lockWaitMs: number): string[] {
   return [
     'foreign_keys = ON',
     // a write waits at most this long for another writer's lock, then fails: a request answers 503 in
-    // seconds rather than hanging behind a long transaction (provisioning's budget is 6 s in all)
+    // seconds rather than hanging behind a long transaction (provisioning's budget is 6 s in all);
+    // after one such wait in vain the connection stops waiting until the lock is gone (sqliteLockGate.ts)
     `busy_timeout = ${lockWaitMs}`,
     'synchronous = NORMAL',
     // the checkpoints are the checkpointer thread's (below): a connection copies the log back into
@@ -172,7 +174,10 @@ function openSqlite(file: string, lockWaitMs = LOCK_WAIT_MS): SqliteConnection {
   const sqlite = new SqliteDatabase(file);
   sqlite.pragma('journal_mode = WAL');
   for (const pragma of connectionPragmas(lockWaitMs)) sqlite.pragma(pragma);
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+  const gate = lockGate(sqlite, lockWaitMs);
+  const db = new Kysely<Database>({
+    dialect: new SqliteDialect({ database: withStatementCache(sqlite, gate) }),
+  });
   return {
     db,
     close: async () => {
@@ -256,16 +261,16 @@ const STATEMENT_CACHE_SIZE = 500;
  * The same SQL text gets the same prepared statement back (better-sqlite3 statements are
  * reusable, and this connection is used from one thread, one statement at a time).
  */
-function withStatementCache(sqlite: SqliteDatabase.Database): SqliteDatabase.Database {
+function withStatementCache(sqlite: SqliteDatabase.Database, gate: LockGate): SqliteDatabase.Database {
   const prepare = sqlite.prepare.bind(sqlite);
-  const cache = new Map<string, SqliteDatabase.Statement>();
+  const cache = new Map<string, GatedStatement>();
   return new Proxy(sqlite, {
     get(target, property, receiver) {
       if (property !== 'prepare') return Reflect.get(target, property, receiver);
       return (source: string) => {
         let statement = cache.get(source);
         if (!statement) {
-          statement = prepare(source);
+          statement = gated(prepare(source), gate);
           if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
           cache.set(source, statement);
         }
@@ -273,6 +278,18 @@ function withStatementCache(sqlite: SqliteDatabase.Database): SqliteDatabase.Dat
       };
     },
   });
+}
+
+/** What Kysely's SQLite driver uses of a statement, each run through the lock gate (sqliteLockGate.ts). */
+type GatedStatement = Pick<SqliteDatabase.Statement, 'reader' | 'run' | 'all' | 'iterate'>;
+
+function gated(statement: SqliteDatabase.Statement, gate: LockGate): GatedStatement {
+  return {
+    reader: statement.reader,
+    run: (...params: unknown[]) => gate.run(() => statement.run(...params)),
+    all: (...params: unknown[]) => gate.run(() => statement.all(...params)),
+    iterate: (...params: unknown[]) => gate.run(() => statement.iterate(...params)),
+  } as GatedStatement;
 }
 
 function openPostgres(connectionString: string, queryTimeoutMs: number | undefined): Kysely<Database> {

@@ -94,6 +94,36 @@ describe.each(DIALECTS)('provisioning with the database locked by another writer
     expect(retry.status).toBe(201);
   }, 40_000);
 
+  // SQLite waits for a lock on the event loop: with every write waiting its 2 s one after another,
+  // a review saw creates unanswered for 30 s and /healthz take 20 s (review S2, sqliteLockGate.ts)
+  if (dialect === 'sqlite')
+    it('answers many writes meeting a long lock 503 after one wait, not one wait each, and writes again once it is gone', async () => {
+      const gw = await startTestGateway({ dialect });
+      cleanups.push(() => gw.close());
+      const token = await gw.adminToken();
+      const lock = await lockDatabase(gw, dialect, undefined);
+      const started = Date.now();
+      const answers = await Promise.all(
+        Array.from({ length: 8 }, (_, i) =>
+          gw.call('/fhir/patient', { method: 'POST', token, json: body(`long-lock-${i}@example.com`) }),
+        ),
+      );
+      const elapsed = Date.now() - started;
+      await lock.release();
+      expect(answers.map((a) => a.status)).toEqual(Array(8).fill(503));
+      // one 2 s wait for all of them (8 waits in a row took 16 s)
+      expect(elapsed).toBeLessThan(6_000);
+      // the gate opens again once the lock is gone: the next write waits as before
+      await waitFor('a write to go through', async () => {
+        const created = await gw.call('/fhir/patient', {
+          method: 'POST',
+          token,
+          json: body('after-lock@example.com'),
+        });
+        return created.status === 201;
+      });
+    }, 40_000);
+
   /**
    * A gateway whose FHIR server is reached through a pass-through that takes the database lock as
    * the Patient create goes by (and, with `failDeletes`, refuses every DELETE).
