@@ -4,7 +4,9 @@
 import http from 'node:http';
 
 const port = Number(process.env.PORT ?? 0);
-const base = `http://127.0.0.1:${port}/fhir`;
+// the address it listens on (set once listening): its links must name it, as a real server's do,
+// or the gateway neither rewrites them nor pages (with PORT=0 they named port 0 until 2026-12-06)
+let base = '';
 const PATIENT = process.env.BENCH_PATIENT_ID ?? 'bench-patient-1';
 const practitioner = 'bench-practitioner-1';
 
@@ -96,8 +98,8 @@ const patientText = () =>
     generalPractitioner: [{ reference: `Practitioner/${practitioner}` }],
   });
 
-const bundle = bundleText();
-const patient = patientText();
+let bundle = '';
+let patient = '';
 const capability = JSON.stringify({
   resourceType: 'CapabilityStatement',
   status: 'active',
@@ -156,6 +158,9 @@ http
     });
   })
   .listen(port, '127.0.0.1', function () {
+    base = `http://127.0.0.1:${this.address().port}/fhir`;
+    bundle = bundleText();
+    patient = patientText();
     console.log(
       JSON.stringify({
         ready: true,
