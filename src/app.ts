@@ -3,7 +3,11 @@ import { smartAppRoutes } from './admin/smartAppsController.js';
 import { authRoutes } from './auth/authController.js';
 import { jwksRoutes } from './auth/jwksController.js';
 import { docsRoutes, docsTrailingSlash } from './docs/docsController.js';
-import { declareStorageUnavailable, openApiDocumentConfig } from './docs/openapiDocument.js';
+import {
+  declareStorageUnavailable,
+  declareWhatEveryAnswerHas,
+  openApiDocumentConfig,
+} from './docs/openapiDocument.js';
 import { passthroughRoutes } from './fhir/passthroughController.js';
 import { healthRoutes } from './health/healthController.js';
 import { onError, onNotFound } from './http/errorHandler.js';
@@ -77,6 +81,7 @@ export function createApp(deps: AppDeps) {
     bearerFormat: 'JWT',
   });
   declareStorageUnavailable(app.openAPIRegistry);
+  declareWhatEveryAnswerHas(app.openAPIRegistry);
   app.doc31('/openapi.json', openApiDocumentConfig(deps.config));
 
   app.onError(onError);

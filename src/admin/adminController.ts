@@ -84,6 +84,7 @@ function assertNoFields(text: string): void {
 const reissueRoute = createRoute({
   method: 'post',
   path: '/admin/users/{id}/access-code',
+  operationId: 'reissueAccessCode',
   tags: ['admin'],
   summary: "Void a pending account's access code and email a new one",
   security: bearerSecurity,
@@ -153,6 +154,7 @@ const isoTime = z.iso.datetime({ offset: true }).or(z.iso.date());
 const auditRoute = createRoute({
   method: 'get',
   path: '/admin/audit',
+  operationId: 'listAuditEntries',
   tags: ['admin'],
   summary: 'The audit trail, newest first',
   security: bearerSecurity,
@@ -204,6 +206,7 @@ const auditRoute = createRoute({
 const orphansRoute = createRoute({
   method: 'get',
   path: '/admin/provisioning/orphans',
+  operationId: 'listProvisioningOrphans',
   tags: ['admin'],
   summary:
     'FHIR resources a failed provisioning could not remove (to reconcile by hand), and creates not settled yet',
@@ -278,6 +281,7 @@ const UserIdParam = z.object({ id: z.string().min(1).max(64) });
 const listUsersRoute = createRoute({
   method: 'get',
   path: '/admin/users',
+  operationId: 'listUsers',
   tags: ['admin'],
   summary: 'Accounts, newest first',
   security: bearerSecurity,
@@ -322,6 +326,7 @@ const listUsersRoute = createRoute({
 const getUserRoute = createRoute({
   method: 'get',
   path: '/admin/users/{id}',
+  operationId: 'getUser',
   tags: ['admin'],
   summary: 'One account',
   security: bearerSecurity,
@@ -339,6 +344,7 @@ const getUserRoute = createRoute({
 const patchUserRoute = createRoute({
   method: 'patch',
   path: '/admin/users/{id}',
+  operationId: 'updateUser',
   tags: ['admin'],
   summary: 'Deactivate or reactivate an account (deactivation ends every token at once)',
   security: bearerSecurity,

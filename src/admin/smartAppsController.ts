@@ -119,6 +119,7 @@ const json = <T extends z.ZodType>(schema: T) => ({
 const registerRoute = createRoute({
   method: 'post',
   path: '/admin/smart-apps',
+  operationId: 'registerSmartApp',
   tags: ['admin'],
   summary: 'Register a SMART app (OAuth client); a confidential one gets its secret once',
   security: bearerSecurity,
@@ -137,6 +138,7 @@ const registerRoute = createRoute({
 const listRoute = createRoute({
   method: 'get',
   path: '/admin/smart-apps',
+  operationId: 'listSmartApps',
   tags: ['admin'],
   summary: 'Registered SMART apps, newest first',
   security: bearerSecurity,
@@ -159,6 +161,7 @@ const listRoute = createRoute({
 const getRoute = createRoute({
   method: 'get',
   path: '/admin/smart-apps/{client_id}',
+  operationId: 'getSmartApp',
   tags: ['admin'],
   summary: 'One registered SMART app',
   security: bearerSecurity,
@@ -176,6 +179,7 @@ const getRoute = createRoute({
 const patchRoute = createRoute({
   method: 'patch',
   path: '/admin/smart-apps/{client_id}',
+  operationId: 'updateSmartApp',
   tags: ['admin'],
   summary: 'Change or deactivate a SMART app (deactivation or new scopes end its sessions at once)',
   security: bearerSecurity,

@@ -102,6 +102,7 @@ const json = <T extends z.ZodType>(schema: T) => ({
 const loginRoute = createRoute({
   method: 'post',
   path: '/auth/login',
+  operationId: 'login',
   tags: ['auth'],
   summary: 'Log in with email and password',
   request: { body: json(LoginBody) },
@@ -118,6 +119,7 @@ const loginRoute = createRoute({
 const signupRoute = createRoute({
   method: 'post',
   path: '/auth/signup',
+  operationId: 'signup',
   tags: ['auth'],
   summary: 'Activate an account with the emailed access code and choose a password',
   request: { body: json(SignupBody) },
@@ -136,6 +138,7 @@ const signupRoute = createRoute({
 const refreshRoute = createRoute({
   method: 'post',
   path: '/auth/refresh',
+  operationId: 'refreshSession',
   tags: ['auth'],
   summary: 'Exchange a refresh token for a new token pair (rotation)',
   request: { body: json(RefreshBody) },
@@ -180,6 +183,7 @@ const bearerUnlessRefreshToken: MiddlewareHandler<AppEnv> = async (c, next) => {
 const logoutRoute = createRoute({
   method: 'post',
   path: '/auth/logout',
+  operationId: 'logout',
   tags: ['auth'],
   summary: 'End this session: its refresh tokens and access tokens stop working',
   description:
@@ -199,6 +203,7 @@ const logoutRoute = createRoute({
 const meRoute = createRoute({
   method: 'get',
   path: '/auth/me',
+  operationId: 'getMe',
   tags: ['auth'],
   summary: 'The account behind the bearer token',
   security: bearerSecurity,
@@ -229,6 +234,7 @@ const codeMailResponses = {
 const resendRoute = createRoute({
   method: 'post',
   path: '/auth/access-code/resend',
+  operationId: 'resendAccessCode',
   tags: ['auth'],
   summary: 'Send a fresh signup code to a pending account',
   request: { body: json(EmailBody) },
@@ -238,6 +244,7 @@ const resendRoute = createRoute({
 const forgotRoute = createRoute({
   method: 'post',
   path: '/auth/password/forgot',
+  operationId: 'forgotPassword',
   tags: ['auth'],
   summary: 'Send a password-reset code to an active account',
   request: { body: json(EmailBody) },
@@ -247,6 +254,7 @@ const forgotRoute = createRoute({
 const resetRoute = createRoute({
   method: 'post',
   path: '/auth/password/reset',
+  operationId: 'resetPassword',
   tags: ['auth'],
   summary: 'Set a new password with the emailed reset code; ends every session',
   request: { body: json(ResetBody) },
@@ -262,6 +270,7 @@ const resetRoute = createRoute({
 const changeRoute = createRoute({
   method: 'post',
   path: '/auth/password/change',
+  operationId: 'changePassword',
   tags: ['auth'],
   summary: 'Change the password while logged in; ends every session and answers a new token pair',
   description:

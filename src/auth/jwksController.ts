@@ -10,6 +10,7 @@ const Jwks = z
 const jwksRoute = createRoute({
   method: 'get',
   path: '/.well-known/jwks.json',
+  operationId: 'getJwks',
   tags: ['auth'],
   summary: 'Public keys that verify our access tokens',
   description:

@@ -101,6 +101,7 @@ function page(title: string): string {
 const docsPageRoute = createRoute({
   method: 'get',
   path: '/docs',
+  operationId: 'getDocsPage',
   tags: ['docs'],
   summary: 'This interactive documentation (Swagger UI), rendered from /openapi.json; works offline',
   responses: {
@@ -156,6 +157,7 @@ export function docsRoutes() {
   router.openAPIRegistry.registerPath({
     method: 'get',
     path: '/openapi.json',
+    operationId: 'getOpenApiDocument',
     tags: ['docs'],
     summary: 'This OpenAPI 3.1 document, generated from the schemas that validate requests',
     responses: {

@@ -1,6 +1,6 @@
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import type { Config } from '../config.js';
-import { errorResponses } from '../http/schemas.js';
+import { errorResponses, problem, REQUEST_ID_HEADER } from '../http/schemas.js';
 
 /**
  * The top of /openapi.json: what the generated paths cannot say by themselves — how to
@@ -87,5 +87,26 @@ export function declareStorageUnavailable(registry: OpenAPIHono['openAPIRegistry
   for (const definition of registry.definitions) {
     if (definition.type !== 'route' || ANSWERED_WITHOUT_DATABASE.has(definition.route.path)) continue;
     definition.route.responses = { ...definition.route.responses, 503: errorResponses[503] };
+  }
+}
+
+/** What a route that takes no input can still be refused: the request target itself (checkRequestTarget). */
+const BADLY_ENCODED = problem('A badly encoded path or query, e.g. `%FF` (`validation_failed`)');
+
+/**
+ * What every answer of every operation has, declared once (review S3): the `X-Request-Id` header,
+ * on successes too, and a 400 for a badly encoded request target, which every route answers
+ * before its own validation (an operation that takes no input listed none).
+ */
+export function declareWhatEveryAnswerHas(registry: OpenAPIHono['openAPIRegistry']): void {
+  for (const definition of registry.definitions) {
+    if (definition.type !== 'route') continue;
+    const responses = { 400: BADLY_ENCODED, ...definition.route.responses };
+    for (const [status, response] of Object.entries(responses)) {
+      if (!response || '$ref' in response) continue;
+      const headers = { ...REQUEST_ID_HEADER, ...(response.headers as Record<string, unknown> | undefined) };
+      responses[status as unknown as keyof typeof responses] = { ...response, headers } as never;
+    }
+    definition.route.responses = responses;
   }
 }

@@ -79,6 +79,7 @@ const Readiness = z
 const healthzRoute = createRoute({
   method: 'get',
   path: '/healthz',
+  operationId: 'getLiveness',
   tags: ['health'],
   summary: 'Liveness: the process is up',
   responses: {
@@ -92,6 +93,7 @@ const healthzRoute = createRoute({
 const readyzRoute = createRoute({
   method: 'get',
   path: '/readyz',
+  operationId: 'getReadiness',
   tags: ['health'],
   summary: 'Readiness: the database and the FHIR server both answer',
   responses: {

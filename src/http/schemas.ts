@@ -78,7 +78,7 @@ const ProblemSchema = z
   .openapi('Problem');
 
 /** Every answer carries the request's id (echoed, or made up): quote it when reporting a problem. */
-const REQUEST_ID_HEADER = {
+export const REQUEST_ID_HEADER = {
   'X-Request-Id': {
     description: 'The id of this request in the logs and the audit trail',
     schema: { type: 'string' },

@@ -12,6 +12,7 @@ const patientOnly = [authenticate(), requirePermission('observations:read-own')]
 const observationsRoute = createRoute({
   method: 'get',
   path: '/patient/observations',
+  operationId: 'listMyObservations',
   tags: ['patient'],
   summary: "The caller's own observations, newest first",
   security: bearerSecurity,
@@ -34,6 +35,7 @@ const observationsRoute = createRoute({
 const profileRoute = createRoute({
   method: 'get',
   path: '/patient/profile',
+  operationId: 'getMyProfile',
   tags: ['patient'],
   summary: "The caller's own Patient record",
   security: bearerSecurity,

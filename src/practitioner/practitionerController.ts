@@ -12,6 +12,7 @@ const practitionerOnly = [authenticate(), requirePermission('patients:read-assig
 const patientsRoute = createRoute({
   method: 'get',
   path: '/practitioner/patients',
+  operationId: 'listMyPatients',
   tags: ['practitioner'],
   summary: 'Patients assigned to the caller (Patient.generalPractitioner)',
   security: bearerSecurity,
@@ -40,6 +41,7 @@ const patientsRoute = createRoute({
 const observationsRoute = createRoute({
   method: 'get',
   path: '/practitioner/patients/{fhir_id}/observations',
+  operationId: 'listMyPatientObservations',
   tags: ['practitioner'],
   summary: "One assigned patient's observations (404 for any other patient)",
   security: bearerSecurity,

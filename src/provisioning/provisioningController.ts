@@ -62,6 +62,7 @@ const provisionResponses = {
 const createPatientRoute = createRoute({
   method: 'post',
   path: '/fhir/patient',
+  operationId: 'createPatient',
   tags: ['provisioning'],
   summary: 'Create a Patient on the FHIR server, its inactive account, and email an access code',
   security: bearerSecurity,
@@ -76,6 +77,7 @@ const createPatientRoute = createRoute({
 const createPractitionerRoute = createRoute({
   method: 'post',
   path: '/fhir/practitioner',
+  operationId: 'createPractitioner',
   tags: ['provisioning'],
   summary: 'Create a Practitioner on the FHIR server, its inactive account, and email an access code',
   security: bearerSecurity,

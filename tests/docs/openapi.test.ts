@@ -15,6 +15,7 @@ import { PROTECTED_ROUTES } from '../security/routeMatrix.js';
  */
 
 interface Operation {
+  operationId?: string;
   summary?: string;
   tags?: string[];
   security?: Array<Record<string, unknown>>;
@@ -138,6 +139,19 @@ describe('/openapi.json', () => {
       }
       if ((op as { parameters?: unknown[] }).parameters?.length && !op.responses['400'])
         missing.push(`${key}: 400`);
+    }
+    expect(missing).toEqual([]);
+  });
+
+  it('gives every operation a unique operationId, a 400 for a badly encoded target, and X-Request-Id on every answer (review S3)', () => {
+    const ids = operations.map(({ op }) => op.operationId);
+    expect(ids.filter((id) => !id || !/^[a-z][A-Za-z]+$/.test(id))).toEqual([]);
+    expect(new Set(ids).size).toBe(ids.length);
+    const missing: string[] = [];
+    for (const { key, op } of operations) {
+      if (!op.responses['400']) missing.push(`${key}: 400`);
+      for (const [status, response] of Object.entries(op.responses))
+        if (!response.headers?.['X-Request-Id']) missing.push(`${key} ${status}: X-Request-Id`);
     }
     expect(missing).toEqual([]);
   });
