@@ -56,7 +56,12 @@ const Scope = z
   .openapi({ example: 'patient/*.rs' });
 
 const distinct = (values: readonly string[]) => new Set(values).size === values.length;
-const RedirectUris = z.array(RedirectUri).min(1).max(10).refine(distinct, 'must not list a URL twice');
+const RedirectUris = z
+  .array(RedirectUri)
+  .min(1)
+  .max(10)
+  .refine(distinct, 'must not list a URL twice')
+  .openapi({ uniqueItems: true });
 const Scopes = z
   .array(Scope)
   .min(1)
@@ -65,7 +70,10 @@ const Scopes = z
     (scopes) => distinct(scopes.map(canonicalScope)),
     'must not list a scope twice (patient/*.read is patient/*.rs)',
   )
-  .openapi({ example: ['launch/patient', 'openid', 'fhirUser', 'offline_access', 'patient/*.rs'] });
+  .openapi({
+    uniqueItems: true,
+    example: ['launch/patient', 'openid', 'fhirUser', 'offline_access', 'patient/*.rs'],
+  });
 
 const NewAppBody = z
   .object({

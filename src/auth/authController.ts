@@ -25,6 +25,7 @@ const PasswordField = z
   .refine((password) => !passwordTooLong(password), `must be at most ${PASSWORD_MAX_LENGTH} characters`)
   .openapi({
     description: `At most ${PASSWORD_MAX_LENGTH} characters: Unicode code points after NFKC normalisation`,
+    maxLength: PASSWORD_MAX_LENGTH,
   });
 
 const LoginBody = z

@@ -39,7 +39,10 @@ const AddressSchema = z
   .strict()
   // FHIR refuses an element with nothing in it (ele-1): say so on the DTO's own field
   .refine((address) => Object.keys(address).length > 0, 'must have at least one field')
-  .openapi({ example: { line: ['1 Main St'], city: 'Springfield', postal_code: '12345', country: 'US' } });
+  .openapi({
+    minProperties: 1,
+    example: { line: ['1 Main St'], city: 'Springfield', postal_code: '12345', country: 'US' },
+  });
 
 function isPastCalendarDate(value: string): boolean {
   const date = new Date(`${value}T00:00:00Z`);

@@ -156,6 +156,16 @@ describe('/openapi.json', () => {
     expect(missing).toEqual([]);
   });
 
+  it('states the limits the server holds a body to, so a client validating against it is refused nothing (review S3)', () => {
+    const text = JSON.stringify(doc.components.schemas);
+    const schema = (name: string) =>
+      doc.components.schemas[name] as { properties: Record<string, Record<string, unknown>> };
+    expect(schema('LoginRequest').properties.password).toMatchObject({ maxLength: 128 });
+    expect(text).toContain('"minProperties":1');
+    const apps = JSON.stringify(doc.paths['/admin/smart-apps']) + text;
+    expect(apps.match(/"uniqueItems":true/g)?.length ?? 0).toBeGreaterThanOrEqual(2);
+  });
+
   it('declares 503 with Retry-After on every operation that reads the database, and only there', () => {
     const withoutDatabase = ['GET /.well-known/jwks.json', 'GET /docs', 'GET /openapi.json'];
     const declared = operations.filter(({ op }) => op.responses['503']).map(({ key }) => key);
