@@ -49,22 +49,33 @@ function plainMessage(issue: Issue): string {
       return `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
     case 'invalid_format':
       return `must be ${FORMAT_WORDS[issue.format] ?? `a valid ${issue.format}`}`;
-    case 'invalid_union': {
-      // the branch of the right type says what is wrong (a list of 5 lines: `must have at most 4 items`)
-      const typed = issue.errors.find(
-        (branch) => !branch.some((i) => i.code === 'invalid_type' && i.path.length === 0),
-      );
-      const first = typed?.[0];
-      return first ? plainMessage(first) : 'is not valid';
-    }
     default:
       return 'is not valid';
   }
 }
 
+/** A union's branch for a value of another type: what it says (`must be text`) does not apply. */
+const wrongType = (branch: readonly Issue[]): boolean =>
+  branch.some(
+    (i) =>
+      i.path.length === 0 &&
+      (i.code === 'invalid_type' || (i.code === 'invalid_union' && i.errors.every(wrongType))),
+  );
+
+/**
+ * The issue that says what to fix. For a union without a message of its own, the branch of the
+ * value's type does, at its own path under the union's (review S3: `identifier` "is required"
+ * where `identifier.value` was missing; 11 qualifications "is not valid").
+ */
+function leafOf(issue: Issue): Issue {
+  if (issue.code !== 'invalid_union' || !/^[A-Z]/.test(issue.message)) return issue;
+  const first = issue.errors.find((branch) => !wrongType(branch))?.[0];
+  return first ? leafOf({ ...first, path: [...issue.path, ...first.path] } as Issue) : issue;
+}
+
 /** Turns zod issues into `{path, message}` pairs naming the field at fault (never echoing its value), one per field. */
 export function fieldErrors(error: ZodError): FieldError[] {
-  const errors = error.issues.flatMap((issue) => {
+  const errors = error.issues.map(leafOf).flatMap((issue) => {
     const path = issue.path.map(String);
     // one entry per unknown key, under the object it was found in (`address.zip`)
     if (issue.code === 'unrecognized_keys')

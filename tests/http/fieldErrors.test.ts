@@ -16,6 +16,18 @@ const schema = z
       .regex(/^\+?[0-9 ]+$/, 'must be a phone number: digits, spaces and a leading +')
       .optional(),
     email: z.string(),
+    identifier: z
+      .union([
+        z.object({ system: z.string(), value: z.string() }).strict(),
+        z.array(z.object({ system: z.string(), value: z.string() }).strict()).max(5),
+      ])
+      .optional(),
+    qualification: z
+      .union([
+        z.union([z.string(), z.object({ code: z.string() }).strict()]),
+        z.array(z.union([z.string(), z.object({ code: z.string() }).strict()])).max(10),
+      ])
+      .optional(),
   })
   .strict();
 
@@ -40,6 +52,11 @@ describe('fieldErrors', () => {
       'must be an ISO 8601 date-time with a time zone, such as 2026-11-20T09:30:00Z or +01:00',
     ],
     [{ nickname: 'x' }, 'nickname', 'is not an accepted field'],
+    // a union names the field at fault inside the branch of the value's type (review S3)
+    [{ identifier: { system: 'urn:x' } }, 'identifier.value', 'is required'],
+    [{ identifier: [{ system: 'urn:x', value: 'v' }, { value: 'w' }] }, 'identifier.1.system', 'is required'],
+    [{ qualification: { display: 'x' } }, 'qualification.code', 'is required'],
+    [{ qualification: Array(11).fill('MD') }, 'qualification', 'must have at most 10 items'],
   ])('%o: %s %s', (input, path, message) => {
     expect(messages({ email: 'a@example.com', ...input })).toEqual([{ path, message }]);
   });
