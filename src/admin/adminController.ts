@@ -149,7 +149,9 @@ const AuditEventBundle = z
   })
   .openapi('AuditEventBundle');
 
-const isoTime = z.iso.datetime({ offset: true }).or(z.iso.date());
+const isoTime = z.union([z.iso.datetime({ offset: true }), z.iso.date()], {
+  error: 'must be an ISO 8601 date-time with a time zone (2026-11-20T09:30:00Z) or a date (2026-11-20)',
+});
 
 const auditRoute = createRoute({
   method: 'get',

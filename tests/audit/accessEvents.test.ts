@@ -252,6 +252,13 @@ describe.each(DIALECTS)('access events (%s)', (dialect) => {
     expect(page2.entries).toHaveLength(2);
     expect(page2.entries.every((e) => e.patient_id === alice.fhirId)).toBe(true);
     expect((await gw.call('/admin/audit?patient=not%20an%20id', { token: admin })).status).toBe(400);
+    // a date alone is taken too: the refusal says so (review S3: it named the date-time only)
+    expect((await gw.call('/admin/audit?from=2026-12-05', { token: admin })).status).toBe(200);
+    const impossible = await gw.call('/admin/audit?from=2026-02-30', { token: admin });
+    expect(impossible.status).toBe(400);
+    expect(((await impossible.json()) as { errors: { message: string }[] }).errors[0]?.message).toContain(
+      'or a date (2026-11-20)',
+    );
   });
 
   it('exports the trail as a Bundle of R4 AuditEvents in the BALP shape (?format=fhir)', async () => {
