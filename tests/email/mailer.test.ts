@@ -97,6 +97,10 @@ describe('createMailer in SMTP mode', () => {
   });
 });
 
+/** A mailer writing .eml files into `dataDir`, logging nothing. */
+const fileMailer = (dataDir: string) =>
+  createMailer({ smtpUrl: undefined, from: 'no-reply@clinic.example', dataDir, logger: silent });
+
 describe('createMailer in file mode', () => {
   it('writes one .eml per message into dataDir/mail (0700) and logs the path, never the code nor the recipient', async () => {
     const dataDir = dir();
@@ -136,12 +140,7 @@ describe('createMailer in file mode', () => {
 
   it('leaves no half-written temporary file when the disk fills up (review S2)', async () => {
     const dataDir = dir();
-    const mailer = createMailer({
-      smtpUrl: undefined,
-      from: 'no-reply@clinic.example',
-      dataDir,
-      logger: silent,
-    });
+    const mailer = fileMailer(dataDir);
     // the disk stands in: the write starts the file, then the device is full
     const writeFile = vi.spyOn(fs.promises, 'writeFile').mockImplementationOnce(async (file) => {
       fs.writeFileSync(file as string, '');
@@ -160,12 +159,7 @@ describe('createMailer in file mode', () => {
 
   it('writes no file for a refused recipient', async () => {
     const dataDir = dir();
-    const mailer = createMailer({
-      smtpUrl: undefined,
-      from: 'no-reply@clinic.example',
-      dataDir,
-      logger: silent,
-    });
+    const mailer = fileMailer(dataDir);
     for (const bad of INJECTED_RECIPIENTS) {
       await expect(mailer.send(message(bad))).rejects.toBeInstanceOf(InvalidMailError);
     }

@@ -394,13 +394,20 @@ describe.each(DIALECTS)('outbox worker on %s', (dialect) => {
     expect(counts.every((n) => n <= 2)).toBe(true);
   });
 
-  it('logs one warning while the database is busy or away, not an error per tick, and sends once it is back', async () => {
-    const h = await harness();
+  /**
+   * The worker's connection, through a proxy `databaseAway` can cut (PostgreSQL); on SQLite the
+   * one that gives up on a lock at once, as the gateway's background connection does.
+   */
+  async function workerDbThatCanGoAway(t: EmailTestDb) {
     const proxy = await startPostgresProxy(TEST_DATABASE_URL ?? 'postgres://127.0.0.1:5432');
     cleanups.push(() => proxy.close());
-    // SQLite: the worker's own connection gives up on a lock at once, as the gateway's background one does
-    const through = h.t.openVia((url) => proxy.via(url));
-    const db = dialect === 'sqlite' ? through.background : through.db;
+    const through = t.openVia((url) => proxy.via(url));
+    return { proxy, db: dialect === 'sqlite' ? through.background : through.db };
+  }
+
+  it('logs one warning while the database is busy or away, not an error per tick, and sends once it is back', async () => {
+    const h = await harness();
+    const { proxy, db } = await workerDbThatCanGoAway(h.t);
     const { to } = await h.enqueue();
     const away = await databaseAway(h.t, proxy);
     const worker = h.worker({ autoStart: true, pollIntervalMs: 20 }, { db });
@@ -418,10 +425,7 @@ describe.each(DIALECTS)('outbox worker on %s', (dialect) => {
 
   it("sends a mail once when the database refused its 'sent' mark, and marks it when the lease brings it back (review S2)", async () => {
     const h = await harness();
-    const proxy = await startPostgresProxy(TEST_DATABASE_URL ?? 'postgres://127.0.0.1:5432');
-    cleanups.push(() => proxy.close());
-    const through = h.t.openVia((url) => proxy.via(url));
-    const db = dialect === 'sqlite' ? through.background : through.db;
+    const { proxy, db } = await workerDbThatCanGoAway(h.t);
     const { to } = await h.enqueue();
     let away: { end(): Promise<void> } | undefined;
     const smtpMailer = h.mailer();
