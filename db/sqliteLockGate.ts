@@ -20,7 +20,14 @@ export interface LockGate {
 export function lockGate(sqlite: SqliteDatabase.Database, lockWaitMs: number): LockGate {
   let probing: NodeJS.Timeout | undefined;
 
+  const stopProbing = () => {
+    clearInterval(probing);
+    probing = undefined;
+  };
+
   const reopen = () => {
+    // a connection closed meanwhile (the process stopping) has nothing left to wait for
+    if (!sqlite.open) return stopProbing();
     // our own transaction is open (Kysely holds the connection across awaits): its statements tell
     if (sqlite.inTransaction) return;
     try {
@@ -29,8 +36,7 @@ export function lockGate(sqlite: SqliteDatabase.Database, lockWaitMs: number): L
     } catch {
       return;
     }
-    clearInterval(probing);
-    probing = undefined;
+    stopProbing();
     sqlite.pragma(`busy_timeout = ${lockWaitMs}`);
   };
 

@@ -277,13 +277,6 @@ export function withOurOutcomes(bundle: Bundle): Bundle {
   return entry ? { ...bundle, entry } : bundle;
 }
 
-/**
- * Why a success the server answered cannot be the answer to this forwarded request, or undefined
- * when it can: a 304 to anything but a conditional read, a record other than the one asked for
- * (another type, another id), a create answered 201 with neither the record nor where it is.
- * Relayed, each would tell the admin something happened that did not (DESIGN.md section 9: 502).
- * An operation's or a batch's answer is its own.
- */
 /** What of a request decides the answer it may get. */
 type AnsweredTarget = WriteTarget & Pick<FhirTarget, 'compartmentType' | 'history' | 'versionId'>;
 
@@ -296,6 +289,13 @@ function answersBundle(target: AnsweredTarget): boolean {
   );
 }
 
+/**
+ * Why a success the server answered cannot be the answer to this forwarded request, or undefined
+ * when it can: a 304 to anything but a conditional read, a record other than the one asked for
+ * (another type, another id; a Bundle to the read of one record), a create answered 201 with
+ * neither the record nor where it is. Relayed, each would tell the admin something happened that did not (DESIGN.md section 9: 502).
+ * An operation's or a batch's answer is its own.
+ */
 export function forwardedAnswerMismatch(
   method: string,
   target: AnsweredTarget,
