@@ -52,6 +52,8 @@ export function corsPolicy(
   };
   return (c, next) => {
     if (c.req.method === 'OPTIONS') return decidesOwnCors(c.req.path) ? next() : preflight(c, next);
+    // no origin is allowed (CORS_ORIGINS empty): an answer needs none of the headers, nor Vary
+    if (origins.length === 0) return next();
     const origin = allowed(c.req.header('origin') ?? '');
     const node = unwrittenNodeResponse(c);
     if (!node) return next().then(() => setAfterRoute(answerHeaders(c), origin));

@@ -76,6 +76,10 @@ describe('CORS with CORS_ORIGINS empty (the default)', () => {
   it('gives no origin the CORS headers', async () => {
     const response = await preflight(gw, '/fhir/Observation/abc', 'GET', 'authorization,if-none-match');
     expect(response.headers.get('access-control-allow-origin')).toBeNull();
+    // "empty: no CORS" (.env.example): an answer names no exposed headers and does not vary by Origin (review S3)
+    const answer = await gw.call('/healthz', { headers: { origin: 'https://app.example.com' } });
+    expect(answer.headers.get('access-control-expose-headers')).toBeNull();
+    expect(answer.headers.get('vary')).toBeNull();
   });
 
   it('declares rest.security.cors false in /fhir/metadata', async () => {
