@@ -101,12 +101,14 @@ const BADLY_ENCODED = problem('A badly encoded path or query, e.g. `%FF` (`valid
 export function declareWhatEveryAnswerHas(registry: OpenAPIHono['openAPIRegistry']): void {
   for (const definition of registry.definitions) {
     if (definition.type !== 'route') continue;
-    const responses = { 400: BADLY_ENCODED, ...definition.route.responses };
-    for (const [status, response] of Object.entries(responses)) {
-      if (!response || '$ref' in response) continue;
-      const headers = { ...REQUEST_ID_HEADER, ...(response.headers as Record<string, unknown> | undefined) };
-      responses[status as unknown as keyof typeof responses] = { ...response, headers } as never;
-    }
-    definition.route.responses = responses;
+    const responses = Object.entries({ 400: BADLY_ENCODED, ...definition.route.responses });
+    definition.route.responses = Object.fromEntries(
+      responses.map(([status, response]) => [
+        status,
+        '$ref' in response
+          ? response
+          : { ...response, headers: { ...REQUEST_ID_HEADER, ...response.headers } },
+      ]),
+    );
   }
 }
