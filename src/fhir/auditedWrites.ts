@@ -66,7 +66,10 @@ export async function auditedWrite<R extends FhirResult>(
   const id = target.id ?? (result as Partial<Written<Resource>>).id ?? createdId;
   await forgetWhatMayHaveMoved(writer.deps, target, id);
   const event = writeEvent(writer, method, { ...target, ...(id ? { id } : {}) }, result.status);
-  await auditOrLeaveToSweep(writer, open, { ...event, patientId: patientOfWritten(body, target) });
+  await auditOrLeaveToSweep(writer, open, {
+    ...event,
+    patientId: patientOfWritten(body, target, writer.deps.fhir.baseUrl),
+  });
   return result;
 }
 
@@ -75,9 +78,13 @@ export async function auditedWrite<R extends FhirResult>(
  * trail's `?patient=` lists writes too; none for a batch (its entries are recorded one by one),
  * an answer without the resource, or one that names several patients.
  */
-function patientOfWritten(body: Resource | undefined, target: WriteTarget): string | null {
+function patientOfWritten(
+  body: Resource | undefined,
+  target: WriteTarget,
+  upstreamBase: string,
+): string | null {
   if (!body || !target.type || body.resourceType !== target.type) return null;
-  const patients = patientsIn(body);
+  const patients = patientsIn(body, upstreamBase);
   return patients.length === 1 ? (patients[0] ?? null) : null;
 }
 

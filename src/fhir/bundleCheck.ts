@@ -39,8 +39,13 @@ export function entriesToJudge<T extends Resource>(bundle: Bundle<T>, shown: Typ
  * The patients a kept resource belongs to, from its membership: no second FHIRPath pass for a
  * patient or a practitioner; admins' resources are evaluated once here.
  */
-export function patientsOfKept(resource: Resource, membership: Membership, scope: Scope): readonly string[] {
-  if (scope.kind === 'all') return patientsIn(resource);
+export function patientsOfKept(
+  resource: Resource,
+  membership: Membership,
+  scope: Scope,
+  upstreamBase: string,
+): readonly string[] {
+  if (scope.kind === 'all') return patientsIn(resource, upstreamBase);
   if (scope.kind === 'patient') return DIRECTORY_TYPES.has(resource.resourceType) ? [] : [scope.patientId];
   if (typeof membership === 'object') return membership.anyOf;
   return resource.resourceType === 'Patient' && resource.id ? [resource.id] : [];
@@ -76,15 +81,17 @@ export function keptDeletion(entry: BundleEntry, bundle: Bundle, scope: Scope, r
 /**
  * The Bundle that may leave: the judged entries in scope (`memberships[i]` is `entries[i]`'s, and
  * `assigned` the panel members among them), with the patients they showed, and the deletions of
- * a history (`keptDeletion`, `record` the one whose history it is). Nothing removed: the very
- * Bundle, so the upstream's text can be relayed as it came.
+ * a history (`keptDeletion`, `record` the one whose history it is). `upstreamBase`: the FHIR
+ * server's base (membershipOf). Nothing removed: the very Bundle, so the upstream's text can be
+ * relayed as it came.
  */
 export function keptInScope<T extends Resource>(
   bundle: Bundle<T>,
   entries: readonly JudgedEntry<T>[],
   scope: Scope,
+  upstreamBase: string,
   assigned: ReadonlySet<string>,
-  memberships: readonly Membership[] = entries.map((e) => membershipOf(e.resource, scope)),
+  memberships: readonly Membership[] = entries.map((e) => membershipOf(e.resource, scope, upstreamBase)),
   record?: string,
 ): Checked<T> {
   const all = bundle.entry ?? [];
@@ -92,7 +99,7 @@ export function keptInScope<T extends Resource>(
   let kept: BundleEntry<T>[] = entries.filter((e, i) => {
     const membership = memberships[i] as Membership;
     if (!isMember(membership, assigned)) return false;
-    for (const p of patientsOfKept(e.resource, membership, scope)) patients.add(p);
+    for (const p of patientsOfKept(e.resource, membership, scope, upstreamBase)) patients.add(p);
     return true;
   });
   if (kept.length < all.length && bundle.type === 'history') {

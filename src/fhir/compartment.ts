@@ -70,15 +70,35 @@ export const LINKING_PARAMS: ReadonlyMap<string, readonly string[]> = new Map(
     .filter(([type, params]) => params.length > 0 && type !== 'Patient'),
 );
 
-// the whole reference: `Patient/{id}`, optionally versioned, optionally on an http(s) base — anchored,
-// so `Patient/B/_history/Patient/A` names nobody rather than A
+// the whole reference: `Patient/{id}`, optionally versioned, optionally on an http(s) base (group 1) —
+// anchored, so `Patient/B/_history/Patient/A` names nobody rather than A
 const PATIENT_REFERENCE =
-  /^(?:https?:\/\/[^\s?#]+\/)?Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
+  /^(?:(https?:\/\/[^\s?#]+)\/)?Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
 const RELATIVE_PATIENT_REFERENCE = /^Patient\/([A-Za-z0-9\-.]{1,64})$/;
 
-/** The Patient id a reference string names, if it names one. */
+/**
+ * The Patient id a reference names, on whatever base it is written: a client's search value
+ * (searchPolicy sends the upstream `Patient/{id}` in its place, never the client's URL), or a
+ * record an update refuses when it names any patient off the panel.
+ */
 export function patientIdOf(reference: string): string | undefined {
-  return PATIENT_REFERENCE.exec(reference)?.[1];
+  return PATIENT_REFERENCE.exec(reference)?.[2];
+}
+
+/**
+ * The id a reference in an upstream record names, when it is one of the upstream's own: relative,
+ * or absolute on `upstreamBase`. Security: `https://other.example/fhir/Patient/A` is another
+ * server's patient, not our A, and must not put a record in A's compartment.
+ */
+function localIdOf(pattern: RegExp, reference: string, upstreamBase: string): string | undefined {
+  const match = pattern.exec(reference);
+  if (!match) return undefined;
+  return match[1] === undefined || match[1] === upstreamBase ? match[2] : undefined;
+}
+
+/** The Patient id a reference in an upstream record names, if it names one of the upstream's own. */
+export function localPatientIdOf(reference: string, upstreamBase: string): string | undefined {
+  return localIdOf(PATIENT_REFERENCE, reference, upstreamBase);
 }
 
 /**
@@ -255,7 +275,7 @@ function pathReader(path: readonly string[]): ReferenceReader {
  * How to read a linking parameter's references. The R4 expressions of the compartment's linking
  * parameters are plain paths (`Observation.subject`, `Person.link.target`), some filtered with
  * `.where(resolve() is Patient)`: those are read directly (the filter only drops references that
- * patientIdOf drops anyway), ~20 times cheaper than FHIRPath on every entry of every answer.
+ * localPatientIdOf drops anyway), ~20 times cheaper than FHIRPath on every entry of every answer.
  * Anything else is evaluated as FHIRPath. Built once per type, with its other parameters
  * (linkingReferences keeps them: the definitions are immutable once loaded).
  */
@@ -295,32 +315,32 @@ export function linkingReferences(resource: Resource): string[] {
   return reader(resource);
 }
 
-/** Patient ids a resource belongs to through our linking parameters. */
-export function linkedPatientIds(resource: Resource): string[] {
-  return [...new Set(linkingReferences(resource).flatMap((ref) => patientIdOf(ref) ?? []))];
+/**
+ * Patient ids a resource belongs to through our linking parameters (`upstreamBase`: the FHIR
+ * server's own base, on which an absolute reference is one of its own; localPatientIdOf).
+ */
+export function linkedPatientIds(resource: Resource, upstreamBase: string): string[] {
+  return [
+    ...new Set(linkingReferences(resource).flatMap((ref) => localPatientIdOf(ref, upstreamBase) ?? [])),
+  ];
 }
 
 /** Patients a resource belongs to, worked out from the resource alone (denials, admins' reads, writes). */
-export function patientsIn(resource: Resource): readonly string[] {
+export function patientsIn(resource: Resource, upstreamBase: string): readonly string[] {
   if (resource.resourceType === 'Patient') return resource.id ? [resource.id] : [];
-  return linkedPatientIds(resource);
+  return linkedPatientIds(resource, upstreamBase);
 }
 
 /** Whether one of the resource's linking references names this patient (linkedPatientIds without the set). */
-function linksPatient(resource: Resource, patientId: string): boolean {
-  return linkingReferences(resource).some((ref) => patientIdOf(ref) === patientId);
+function linksPatient(resource: Resource, patientId: string, upstreamBase: string): boolean {
+  return linkingReferences(resource).some((ref) => localPatientIdOf(ref, upstreamBase) === patientId);
 }
 
 const PRACTITIONER_REFERENCE =
-  /^(?:https?:\/\/[^\s?#]+\/)?Practitioner\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
-
-/** The Practitioner id a reference string names, if it names one (anchored, like patientIdOf). */
-function practitionerIdOf(reference: string): string | undefined {
-  return PRACTITIONER_REFERENCE.exec(reference)?.[1];
-}
+  /^(?:(https?:\/\/[^\s?#]+)\/)?Practitioner\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
 
 /** The practitioners a Patient names as general practitioners: the assignment, read off the record itself. */
-export function generalPractitionersOf(patient: Resource): Set<string> {
+export function generalPractitionersOf(patient: Resource, upstreamBase: string): Set<string> {
   if (patient.resourceType !== 'Patient') return new Set();
   const named: unknown = patient.generalPractitioner ?? [];
   // the upstream's record decides a panel: one whose assignment is not a list is garbage (502), not "nobody's"
@@ -328,13 +348,15 @@ export function generalPractitionersOf(patient: Resource): Set<string> {
     throw unexpectedUpstreamBody('a Patient whose generalPractitioner is not a list');
   return new Set(
     named.flatMap((gp: { reference?: unknown } | null) =>
-      typeof gp?.reference === 'string' ? (practitionerIdOf(gp.reference) ?? []) : [],
+      typeof gp?.reference === 'string'
+        ? (localIdOf(PRACTITIONER_REFERENCE, gp.reference, upstreamBase) ?? [])
+        : [],
     ),
   );
 }
 
-function isAssignedTo(patient: Resource, practitionerId: string): boolean {
-  return generalPractitionersOf(patient).has(practitionerId);
+function isAssignedTo(patient: Resource, practitionerId: string, upstreamBase: string): boolean {
+  return generalPractitionersOf(patient, upstreamBase).has(practitionerId);
 }
 
 /**
@@ -343,17 +365,17 @@ function isAssignedTo(patient: Resource, practitionerId: string): boolean {
  */
 export type Membership = 'in' | 'out' | { readonly anyOf: readonly string[] };
 
-export function membershipOf(resource: Resource, scope: Scope): Membership {
+export function membershipOf(resource: Resource, scope: Scope, upstreamBase: string): Membership {
   if (scope.kind === 'all') return 'in';
   const type = resource.resourceType;
   if (DIRECTORY_TYPES.has(type)) return 'in';
   if (scope.kind === 'none') return 'out';
   if (scope.kind === 'patient') {
     if (type === 'Patient') return resource.id === scope.patientId ? 'in' : 'out';
-    return linksPatient(resource, scope.patientId) ? 'in' : 'out';
+    return linksPatient(resource, scope.patientId, upstreamBase) ? 'in' : 'out';
   }
-  if (type === 'Patient') return isAssignedTo(resource, scope.practitionerId) ? 'in' : 'out';
-  const patients = linkedPatientIds(resource);
+  if (type === 'Patient') return isAssignedTo(resource, scope.practitionerId, upstreamBase) ? 'in' : 'out';
+  const patients = linkedPatientIds(resource, upstreamBase);
   return patients.length > 0 ? { anyOf: patients } : 'out';
 }
 

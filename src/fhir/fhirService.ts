@@ -51,7 +51,10 @@ export interface ConditionalRead {
 }
 
 export interface FhirService {
-  /** The configured base URL: used only to rewrite it out of responses, never sent to a client. */
+  /**
+   * The configured base URL: rewritten out of responses, and the one base on which an absolute
+   * reference in a record is the server's own (compartment.ts); never sent to a client.
+   */
   readonly baseUrl: string;
   /** A resource of `type` (200) or, for a conditional read, 304 without a body. */
   read<T extends Resource = Resource>(

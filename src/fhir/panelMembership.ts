@@ -83,7 +83,7 @@ export function createPanelMembership(options: PanelMembershipOptions): PanelMem
 
   const learn = (patient: Patient, since: number) => {
     if (patient.resourceType === 'Patient' && patient.id && untouchedSince(patient.id, since))
-      remember(patient.id, generalPractitionersOf(patient));
+      remember(patient.id, generalPractitionersOf(patient, fhir.baseUrl));
   };
 
   const fresh = (patientId: string): Known | undefined => {

@@ -132,9 +132,9 @@ function isPatientData(type: string): boolean {
 }
 
 /** The patients of a Bundle's resources, each once. */
-function patientsOfEntries(bundle: Bundle): readonly string[] {
+function patientsOfEntries(bundle: Bundle, upstreamBase: string): readonly string[] {
   const entries = Array.isArray(bundle.entry) ? bundle.entry : [];
-  return [...new Set(entries.flatMap((e) => (e?.resource ? patientsIn(e.resource) : [])))];
+  return [...new Set(entries.flatMap((e) => (e?.resource ? patientsIn(e.resource, upstreamBase) : [])))];
 }
 
 /** Where passthrough cursors are valid: a cursor from a slim endpoint does not work there, and vice versa. */
@@ -220,7 +220,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
 
   /** Whether a resource is in scope, with the membership the decision was made on. */
   const judge = async (resource: Resource) => {
-    const membership = membershipOf(resource, scope);
+    const membership = membershipOf(resource, scope, fhir.baseUrl);
     return { membership, kept: isMember(membership, await assignedAmong([membership])) };
   };
 
@@ -233,9 +233,10 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
    */
   const checkBundle = async <T extends Resource>(bundle: Bundle<T>, record?: string): Promise<Checked<T>> => {
     const entries = entriesToJudge(bundle, shown);
-    if (scope.kind === 'all') return keptInScope(bundle, entries, scope, NONE_ASSIGNED);
-    const memberships = entries.map((e) => membershipOf(e.resource, scope));
-    return keptInScope(bundle, entries, scope, await assignedAmong(memberships), memberships, record);
+    if (scope.kind === 'all') return keptInScope(bundle, entries, scope, fhir.baseUrl, NONE_ASSIGNED);
+    const memberships = entries.map((e) => membershipOf(e.resource, scope, fhir.baseUrl));
+    const assigned = await assignedAmong(memberships);
+    return keptInScope(bundle, entries, scope, fhir.baseUrl, assigned, memberships, record);
   };
 
   /** One access event per patient (or one without a patient), off the request path. */
@@ -300,7 +301,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
 
   /** The resource exists but is outside the scope: recorded as denied, answered 404 like a missing one. */
   const outOfScope = (action: string, type: string, resource: Resource): AppError => {
-    recordOutOfScope(action, type, patientsIn(resource), resource.id);
+    recordOutOfScope(action, type, patientsIn(resource, fhir.baseUrl), resource.id);
     return auditedError(new AppError('not_found'));
   };
 
@@ -343,7 +344,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     if (!body || body.id !== id) throw new AppError('not_found');
     const { membership, kept } = await judge(body);
     if (!kept) throw outOfScope(attempted, type, body);
-    return { result, patients: patientsOfKept(body, membership, scope) };
+    return { result, patients: patientsOfKept(body, membership, scope, fhir.baseUrl) };
   };
 
   const binding = (route: string, type: string): CursorBinding => ({
@@ -478,7 +479,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     recordRead(
       target.id ? 'fhir.read' : 'fhir.search',
       target.type ?? '',
-      checked?.patients ?? patientsIn(body),
+      checked?.patients ?? patientsIn(body, fhir.baseUrl),
       {
         ...(target.id ? { id: target.id } : {}),
         ...(target.operation ? { detail: { operation: target.operation } } : {}),
@@ -513,8 +514,8 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       const patients = !found
         ? []
         : found.resourceType === 'Bundle'
-          ? patientsOfEntries(found)
-          : patientsIn(found);
+          ? patientsOfEntries(found, fhir.baseUrl)
+          : patientsIn(found, fhir.baseUrl);
       const detail = { method: entry.method, status: entry.status, batch_entry: index };
       const succeeded = isUpstreamSuccess(entry.status);
       if (entry.method === 'GET' || entry.method === 'HEAD') {

@@ -38,6 +38,8 @@ const outcome: BundleEntry = {
 };
 const practitioner: BundleEntry = { resource: { resourceType: 'Practitioner', id: 'p' } };
 
+const UPSTREAM_BASE = 'http://up.example/fhir';
+
 const searchset = (entry: BundleEntry[]): Bundle => ({
   resourceType: 'Bundle',
   type: 'searchset',
@@ -47,7 +49,13 @@ const searchset = (entry: BundleEntry[]): Bundle => ({
 
 /** The check's result as [entries kept, total still there, patients], or 'same' for the very Bundle. */
 function check(bundle: Bundle, scope: Scope, assigned: string[] = []) {
-  const result = keptInScope(bundle, entriesToJudge(bundle, undefined), scope, new Set(assigned));
+  const result = keptInScope(
+    bundle,
+    entriesToJudge(bundle, undefined),
+    scope,
+    UPSTREAM_BASE,
+    new Set(assigned),
+  );
   if (result.bundle === bundle) return ['same', [...result.patients].sort()];
   return [result.bundle.entry?.length ?? 0, 'total' in result.bundle, [...result.patients].sort()];
 }
@@ -126,8 +134,15 @@ describe('patientsOfKept', () => {
     ['a practitioner: the members the membership named', obs('x').resource!, { anyOf: ['x'] }, GP, ['x']],
     ['a practitioner reading a Patient: that patient', patient('x').resource!, 'in', GP, ['x']],
     ['an admin: the resource says', obs('z').resource!, 'in', ALL, ['z']],
+    [
+      "an admin: another server's patient is nobody",
+      { resourceType: 'Observation', subject: { reference: 'http://other.example/fhir/Patient/z' } },
+      'in',
+      ALL,
+      [],
+    ],
   ] as const)('%s', (_name, resource, membership, scope, expected) => {
-    expect(patientsOfKept(resource as Resource, membership, scope)).toEqual(expected);
+    expect(patientsOfKept(resource as Resource, membership, scope, UPSTREAM_BASE)).toEqual(expected);
   });
 });
 
@@ -181,6 +196,7 @@ describe('keptDeletion', () => {
       bundle,
       entriesToJudge(bundle, undefined),
       ME,
+      UPSTREAM_BASE,
       new Set(),
       undefined,
       'Observation/1',
@@ -188,7 +204,7 @@ describe('keptDeletion', () => {
     expect(checked.bundle.entry).toEqual(bundle.entry);
     // it counts the versions the caller may not see too, and was kept only on pages that hid none (review S4)
     expect('total' in checked.bundle).toBe(false);
-    const forAdmin = keptInScope(bundle, entriesToJudge(bundle, undefined), ALL, new Set());
+    const forAdmin = keptInScope(bundle, entriesToJudge(bundle, undefined), ALL, UPSTREAM_BASE, new Set());
     expect(forAdmin.bundle).toBe(bundle);
   });
 });

@@ -334,6 +334,9 @@ describe('the patients a search names (for the audit and the panel check)', () =
   });
 });
 
+/** The FHIR server's base the response check is told: absolute references on it are its own. */
+const UPSTREAM_BASE = 'http://up.example/fhir';
+
 const obs = (subject: string, performer?: string): Resource =>
   ({
     resourceType: 'Observation',
@@ -351,6 +354,13 @@ describe('the response check', () => {
     [obs('Patient/b'), ME, 'out'],
     [obs('Patient/b', 'Patient/a'), ME, 'out'], // performer does not widen a patient's view
     [obs('http://up.example/fhir/Patient/a/_history/2'), ME, 'in'],
+    // another server's Patient/a is not ours (review S4): only the upstream's own base is local
+    [obs('http://other.example/fhir/Patient/a'), ME, 'out'],
+    [obs('http://up.example/fhir/other/Patient/a'), ME, 'out'],
+    [obs('https://up.example/fhir/Patient/a'), ME, 'out'],
+    [obs('http://up.example/Patient/a'), ME, 'out'],
+    [obs('http://other.example/fhir/Patient/b'), GP, 'out'],
+    [obs('http://up.example/fhir/Patient/b'), GP, { anyOf: ['b'] }],
     [obs('Patient/b/_history/Patient/a'), ME, 'out'], // anchored: names nobody
     [patient('a'), ME, 'in'],
     [patient('b'), ME, 'out'],
@@ -359,6 +369,8 @@ describe('the response check', () => {
     [patient('b', 'Practitioner/p'), GP, 'in'],
     [patient('b', 'Practitioner/q'), GP, 'out'],
     [patient('b', 'Practitioner/p/_history/3'), GP, 'in'],
+    [patient('b', 'http://up.example/fhir/Practitioner/p'), GP, 'in'],
+    [patient('b', 'http://other.example/fhir/Practitioner/p'), GP, 'out'],
     [patient('b', 'PractitionerRole/p'), GP, 'out'],
     [obs('Patient/b'), GP, { anyOf: ['b'] }],
     [obs('Group/1'), GP, 'out'],
@@ -375,7 +387,7 @@ describe('the response check', () => {
       { anyOf: ['b', 'a'] },
     ],
   ] as [Resource, Scope, Membership][])('%o for %o is %o', (resource, scope, expected) => {
-    expect(membershipOf(resource, scope)).toEqual(expected);
+    expect(membershipOf(resource, scope, UPSTREAM_BASE)).toEqual(expected);
   });
 
   it.each([
@@ -671,7 +683,9 @@ describe('the patients an AuditEvent belongs to', () => {
     ['none when a patient only acted in it', { agent: [{ who: { reference: 'Patient/a' } }] }, []],
   ])('%s', async (_what, fields, patients) => {
     const { linkedPatientIds } = await import('../../src/fhir/compartment.js');
-    expect(linkedPatientIds({ resourceType: 'AuditEvent', ...fields } as Resource)).toEqual(patients);
+    expect(linkedPatientIds({ resourceType: 'AuditEvent', ...fields } as Resource, UPSTREAM_BASE)).toEqual(
+      patients,
+    );
   });
 });
 
@@ -702,7 +716,7 @@ describe('linking references read without FHIRPath', () => {
               .map((v) => (v as { reference?: string }).reference ?? '')
               .filter((r) => r.startsWith('Patient/'))
               .map((r) => r.slice('Patient/'.length));
-            expect(linkedPatientIds(resource).sort(), `${type}.${param} (${shape})`).toEqual(
+            expect(linkedPatientIds(resource, UPSTREAM_BASE).sort(), `${type}.${param} (${shape})`).toEqual(
               [...new Set(viaFhirPath)].sort(),
             );
           }

@@ -397,6 +397,27 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       expect(own.status).toBe(200);
     });
 
+    it("reads another server's Patient/A as nobody: a record about it is not A's (review S4)", async () => {
+      const elsewhere = `http://other.example/fhir/Patient/${ids.A}`;
+      const created = await call('/fhir/Observation', admin, {
+        method: 'POST',
+        body: JSON.stringify(
+          observation(ids.A, 30, { subject: { reference: elsewhere }, note: [{ text: CANARY }] }),
+        ),
+        headers: { 'content-type': 'application/fhir+json' },
+      });
+      // real HAPI stores no reference to another server (it allows no external references by default)
+      if (upstream === 'hapi-real') return expect(created.status).toBe(400);
+      expect(created.status).toBe(201);
+      const id = created.json().id as string;
+      for (const token of [tokenA, tokenP]) {
+        const read = await call(`/fhir/Observation/${id}`, token);
+        expect(read.status).toBe(404);
+        noCanary(read.text);
+      }
+      expect((await call(`/fhir/Observation/${id}`, admin)).status).toBe(200);
+    });
+
     it('shows an AuditEvent to the patient it is about (entity), not to one who only acted in it (agent)', async () => {
       const event = (agent: string, entity: string, detail: string) => ({
         resourceType: 'AuditEvent',
