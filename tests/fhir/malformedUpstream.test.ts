@@ -38,7 +38,6 @@ describe('garbage from the FHIR server in the shape of a success', () => {
   let proxy: FakeUpstream;
   let gw: TestGateway;
   let answer: Answer | undefined;
-  let upstreamCalls = 0;
   const ids = { me: '', gp: '' };
   const tokens = { patient: '', gp: '', admin: '' };
 
@@ -46,7 +45,6 @@ describe('garbage from the FHIR server in the shape of a success', () => {
     engine = await startEmbeddedFhirServer({ dataDir: tempDir() });
     const target = new URL(engine.baseUrl);
     proxy = await startFakeUpstream((req, res) => {
-      upstreamCalls++;
       if (answer?.(req, res)) return;
       const upstream = http.request(
         { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
@@ -318,19 +316,21 @@ describe('garbage from the FHIR server in the shape of a success', () => {
     ['a plain read', {}],
     ['a conditional read, whose confirming plain read gets 304 again', { 'if-none-match': 'W/"1"' }],
   ])('304 to %s is a quick 502 after at most two upstream calls, not a loop', async (_what, headers) => {
+    // only the reads of this record count: the audit trail's mirror may write to the server meanwhile
+    let reads = 0;
     answer = (req, res) => {
       if (req.method !== 'GET' || !req.url.endsWith(`/Patient/${ids.me}`)) return false;
+      reads++;
       res.writeHead(304).end();
       return true;
     };
-    upstreamCalls = 0;
     const status = await statusWithin(
       gw.call(`/fhir/Patient/${ids.me}`, { token: tokens.patient, headers }),
       3000,
     );
     answer = undefined;
     expect(status).toBe(502);
-    expect(upstreamCalls).toBeLessThanOrEqual(2);
+    expect(reads).toBeLessThanOrEqual(2);
   });
 
   it('a body that drips a byte now and then is cut off at the timeout: 504, not a hang', async () => {
