@@ -137,6 +137,7 @@ const envSchema = z.object({
   FHIR_CLIENT_SECRET: optionalString,
   FHIR_SCOPE: optionalString,
   FHIR_TIMEOUT_MS: integer(100, 300_000).default(10_000),
+  FHIR_MAX_CONNECTIONS: integer(1, 1024).default(32),
   PANEL_CACHE_TTL: duration(0, 300).default(30),
   SMTP_URL: z.preprocess(emptyToUndefined, smtpUrl.optional()),
   MAIL_FROM: z
@@ -198,6 +199,8 @@ export interface Config {
     readonly baseUrl: string | undefined;
     readonly embeddedPort: number;
     readonly timeoutMs: number;
+    /** Connections to the FHIR server per serving process (calls beyond them wait for one). */
+    readonly maxConnections: number;
     /** How long a practitioner's panel membership answer is reused, seconds (0: asked every time). */
     readonly panelCacheTtlSeconds: number;
     readonly auth:
@@ -357,6 +360,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       baseUrl: e.FHIR_BASE_URL,
       embeddedPort: e.FHIR_EMBEDDED_PORT,
       timeoutMs: e.FHIR_TIMEOUT_MS,
+      maxConnections: e.FHIR_MAX_CONNECTIONS,
       panelCacheTtlSeconds: e.PANEL_CACHE_TTL,
       auth: fhirAuth(e),
     },

@@ -238,6 +238,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     const fhir = createFhirService({
       baseUrl: config.fhir.baseUrl ?? (embeddedFhirUrl as string),
       timeoutMs: config.fhir.timeoutMs,
+      maxConnections: config.fhir.maxConnections,
       auth: config.fhir.auth,
       ...(metrics.enabled ? { metrics } : {}),
     });

@@ -23,6 +23,7 @@ describe('config', () => {
     expect(config.databaseUrl).toBeUndefined();
     expect(config.dataDir).toMatch(/data$/);
     expect(config.fhir.timeoutMs).toBe(10_000);
+    expect(config.fhir.maxConnections).toBe(32);
     expect(config.fhir.auth).toEqual({ kind: 'none' });
     expect(config.jwt.accessTokenTtlSeconds).toBe(900);
     expect(config.publicBaseUrl).toBe('http://localhost:3000');
@@ -50,6 +51,8 @@ describe('config', () => {
       'FHIR_CLIENT_SECRET',
     ],
     [{ FHIR_TIMEOUT_MS: '5' }, 'FHIR_TIMEOUT_MS'],
+    [{ FHIR_MAX_CONNECTIONS: '0' }, 'FHIR_MAX_CONNECTIONS'],
+    [{ FHIR_MAX_CONNECTIONS: '5000' }, 'FHIR_MAX_CONNECTIONS'],
     [{ SMTP_URL: 'http://mail' }, 'SMTP_URL'],
     [{ SMTP_URL: 'smtp://' }, 'SMTP_URL'],
     [{ SMTP_URL: 'smtp://mail.example:notaport' }, 'SMTP_URL'],

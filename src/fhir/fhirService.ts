@@ -116,6 +116,8 @@ type UpstreamAuth = Config['fhir']['auth'];
 export interface FhirServiceOptions {
   readonly baseUrl: string;
   readonly timeoutMs: number;
+  /** Connections to the FHIR server (default 32); a call beyond them waits for one, within its timeout. */
+  readonly maxConnections?: number;
   readonly auth: UpstreamAuth;
   /** Records each exchange's latency and failures (src/metrics/); absent when metrics are off. */
   readonly metrics?: Pick<Metrics, 'upstream'>;
@@ -129,7 +131,7 @@ function failureOf(error: unknown): UpstreamFailure {
   return error.code === 'upstream_error' ? 'bad_response' : 'error';
 }
 
-/** Connections to the FHIR server per serving process. */
+/** Connections to the FHIR server per serving process, unless told (FHIR_MAX_CONNECTIONS). */
 const POOL_CONNECTIONS = 32;
 
 /** Maps a transport failure to the typed error a client sees; the cause stays in our logs. */
@@ -406,8 +408,9 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
   const base = new URL(options.baseUrl);
   const basePath = base.pathname.replace(/\/+$/, '');
   const upstreamBase = `${base.origin}${basePath}`;
+  const connections = options.maxConnections ?? POOL_CONNECTIONS;
   const pool = new Pool(base.origin, {
-    connections: POOL_CONNECTIONS,
+    connections,
     keepAliveTimeout: 30_000,
     pipelining: 1,
   });
@@ -448,7 +451,7 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     // undici's timers start when a request is sent: one that must first wait for a connection
     // (all busy, e.g. behind a hung server) gets a signal bounding the wait too (a signal on every
     // call cost ~30 µs for what undici's timers do alone)
-    const signal = inFlight >= POOL_CONNECTIONS ? AbortSignal.timeout(timeoutMs) : undefined;
+    const signal = inFlight >= connections ? AbortSignal.timeout(timeoutMs) : undefined;
     inFlight += 1;
     let response: Awaited<ReturnType<Pool['request']>>;
     let text: string;

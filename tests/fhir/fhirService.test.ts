@@ -63,6 +63,31 @@ describe('fhirService', () => {
     expect(Math.max(...ends.map(({ after }) => after))).toBeLessThan(2_000);
   });
 
+  it('keeps maxConnections connections: calls to a healthy endpoint get through while fewer calls than that hang (review S1)', async () => {
+    const server = await upstream((req, res) => {
+      // a server hung on one endpoint only: its other endpoints answer at once
+      if (req.url.includes('$everything')) return;
+      res.writeHead(200, { 'content-type': 'application/fhir+json' });
+      res.end(JSON.stringify({ resourceType: 'Patient', id: '1' }));
+    });
+    const answers = async (maxConnections: number) => {
+      const fhir = service(`${server.url}/fhir`, { maxConnections });
+      const hung = Array.from({ length: 3 }, () =>
+        failure(fhir.forward({ method: 'GET', path: 'Patient/1/$everything' })),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const read = await fhir.read('Patient', '1').then(
+        (r) => r.status,
+        (error: AppError) => error.code,
+      );
+      await Promise.all(hung);
+      return read;
+    };
+    // three calls hang: with three connections the read waits behind them and times out, with four it is answered
+    expect(await answers(3)).toBe('upstream_timeout');
+    expect(await answers(4)).toBe(200);
+  });
+
   it('gives 502 upstream_unavailable when nothing listens', async () => {
     const port = await unusedPort();
     const error = await failure(service(`http://127.0.0.1:${port}/fhir`).capabilities());
