@@ -346,24 +346,34 @@ function resourceTypeOf(body: unknown): string | undefined {
   return typeof type === 'string' ? type : undefined;
 }
 
-/** The id and version of a written resource: from the body when returned, else from Location. */
+/** `W/"3"` or `"3"`: the version a write made, as its ETag names it (R4 http.html#versioning). */
+const VERSION_TAG = /^(?:W\/)?"([A-Za-z0-9\-.]{1,64})"$/;
+
+/**
+ * The id and version of a written resource: from the body when returned, else from Location. An
+ * update may answer with neither (R4 http.html#update asks only for ETag and Last-Modified; a
+ * server answering `return=minimal` does so): its id is the one written to, its version the ETag's.
+ * `id`: the record an update wrote to; undefined for a create.
+ */
 function writtenIdentity(
   type: string,
   result: FhirResult,
   upstreamBase: string,
+  id?: string,
 ): { id: string; versionId: string | undefined } {
   const body = result.body as Resource | undefined;
   if (body !== undefined) {
     if (body.resourceType !== type || !body.id) throw unexpectedUpstreamBody(`a write without ${type}`);
+    if (id !== undefined && body.id !== id)
+      throw unexpectedUpstreamBody('an update answered with another record');
     return { id: body.id, versionId: body.meta?.versionId };
   }
+  const named = result.headers.location ?? result.headers['content-location'];
+  if (named === undefined && id !== undefined)
+    return { id, versionId: VERSION_TAG.exec(result.headers.etag ?? '')?.[1] };
   // only a Location on our own server names what was written: another server's could name anyone's record
-  const where = relativeToBase(
-    result.headers.location ?? result.headers['content-location'] ?? '',
-    upstreamBase,
-  );
-  const location = VERSIONED_LOCATION.exec(where ?? '');
-  if (!location || location[1] !== type || !location[2])
+  const location = VERSIONED_LOCATION.exec(relativeToBase(named ?? '', upstreamBase) ?? '');
+  if (!location || location[1] !== type || !location[2] || (id !== undefined && location[2] !== id))
     throw unexpectedUpstreamBody('a write without a Location on the FHIR base');
   return { id: location[2], versionId: location[3] };
 }
@@ -515,9 +525,14 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     return result;
   };
 
-  const write = async <T extends Resource>(req: FhirRequest, type: string): Promise<Written<T>> => {
+  /** `id`: the record an update writes to (writtenIdentity). */
+  const write = async <T extends Resource>(
+    req: FhirRequest,
+    type: string,
+    id?: string,
+  ): Promise<Written<T>> => {
     const result = await exchange(req, undefined, interactionOf(req));
-    return { ...(result as FhirResult<T>), ...writtenIdentity(type, result, upstreamBase) };
+    return { ...(result as FhirResult<T>), ...writtenIdentity(type, result, upstreamBase, id) };
   };
 
   return {
@@ -563,6 +578,7 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
           headers: conditional.ifMatch ? { 'if-match': conditional.ifMatch } : {},
         },
         type,
+        id,
       ),
     delete: async (type, id) => {
       try {

@@ -215,6 +215,51 @@ describe('fhirService', () => {
   });
 
   it.each([
+    ['no body, no Location: the id written to, the version from the ETag', { etag: 'W/"7"' }, '', '7'],
+    ['no body, no Location and no ETag', {}, '', undefined],
+    ['no body, a Location naming it', { location: '{base}/Observation/5/_history/8' }, '', '8'],
+    [
+      'its record',
+      { 'content-type': 'application/fhir+json' },
+      '{"resourceType":"Observation","id":"5","meta":{"versionId":"9"}}',
+      '9',
+    ],
+  ])('takes an update answered with %s (review V-2)', async (_what, headers, body, versionId) => {
+    const minimal = await upstream((_req, res) => {
+      const location = (headers as { location?: string }).location?.replace('{base}', `${minimal.url}/fhir`);
+      res.writeHead(200, { ...headers, ...(location ? { location } : {}) }).end(body);
+    });
+    const written = await service(`${minimal.url}/fhir`).update('Observation', '5', {
+      resourceType: 'Observation',
+      id: '5',
+      status: 'final',
+      code: { text: 'x' },
+    });
+    expect(written).toMatchObject({ status: 200, id: '5', versionId });
+  });
+
+  it.each([
+    ['a Location naming another record', { location: '{base}/Observation/6/_history/8' }, ''],
+    [
+      'another record',
+      { 'content-type': 'application/fhir+json' },
+      '{"resourceType":"Observation","id":"6","meta":{"versionId":"9"}}',
+    ],
+  ])('refuses an update answered with %s: 502', async (_what, headers, body) => {
+    const minimal = await upstream((_req, res) => {
+      const location = (headers as { location?: string }).location?.replace('{base}', `${minimal.url}/fhir`);
+      res.writeHead(200, { ...headers, ...(location ? { location } : {}) }).end(body);
+    });
+    const update = service(`${minimal.url}/fhir`).update('Observation', '5', {
+      resourceType: 'Observation',
+      id: '5',
+      status: 'final',
+      code: { text: 'x' },
+    });
+    expect((await failure(update)).status).toBe(502);
+  });
+
+  it.each([
     ['an object', { a: 1 }],
     ['a path', '../../x y$'],
     ['65 characters', 'a'.repeat(65)],

@@ -292,6 +292,72 @@ describe('garbage from the FHIR server in the shape of a success', () => {
     },
   );
 
+  it.each([
+    [
+      'a versioned Location',
+      (base: string) => ({ location: `${base}/Observation/4242/_history/1` }),
+      '/_history/1',
+    ],
+    ['an unversioned Location', (base: string) => ({ location: `${base}/Observation/4242` }), ''],
+    ['a relative Location', () => ({ location: 'Observation/4242/_history/1' }), '/_history/1'],
+    [
+      'a Content-Location alone',
+      (base: string) => ({ 'content-location': `${base}/Observation/4242/_history/1` }),
+      '/_history/1',
+    ],
+  ])(
+    'a create answered with no body and %s on the FHIR base is a 201 for the practitioner and the admin (review V-2)',
+    async (_what, headers, version) => {
+      answer = (req, res) => {
+        if (req.method !== 'POST' || !/\/Observation$/.test(req.url)) return false;
+        res.writeHead(201, headers(gw.deps.fhir.baseUrl)).end();
+        return true;
+      };
+      for (const token of [tokens.gp, tokens.admin]) {
+        const created = await gw.call('/fhir/Observation', {
+          method: 'POST',
+          token,
+          headers: { 'content-type': 'application/fhir+json' },
+          body: JSON.stringify({
+            resourceType: 'Observation',
+            status: 'final',
+            code: { text: 'x' },
+            subject: { reference: `Patient/${ids.me}` },
+          }),
+        });
+        expect(created.status, await created.clone().text()).toBe(201);
+        expect(created.headers.get('location')).toBe(`http://gateway.test/fhir/Observation/4242${version}`);
+      }
+      answer = undefined;
+    },
+  );
+
+  it('an update answered 200 with no body and no Location is a 200 for the practitioner and the admin (review V-2)', async () => {
+    const observation = {
+      resourceType: 'Observation' as const,
+      status: 'final' as const,
+      code: { text: 'x' },
+      subject: { reference: `Patient/${ids.me}` },
+    };
+    const { id } = await gw.deps.fhir.create('Observation', observation);
+    answer = (req, res) => {
+      if (req.method !== 'PUT' || !req.url.endsWith(`/Observation/${id}`)) return false;
+      res.writeHead(200, { etag: 'W/"7"' }).end();
+      return true;
+    };
+    for (const token of [tokens.gp, tokens.admin]) {
+      const updated = await gw.call(`/fhir/Observation/${id}`, {
+        method: 'PUT',
+        token,
+        headers: { 'content-type': 'application/fhir+json' },
+        body: JSON.stringify({ ...observation, id }),
+      });
+      expect(updated.status, await updated.clone().text()).toBe(200);
+      expect(updated.headers.get('etag')).toBe('W/"7"');
+    }
+    answer = undefined;
+  });
+
   it("a Patient whose generalPractitioner is not a list is a 502 for the practitioner's read", async () => {
     const garbled = {
       resourceType: 'Patient',
