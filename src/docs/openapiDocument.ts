@@ -93,15 +93,25 @@ export function declareStorageUnavailable(registry: OpenAPIHono['openAPIRegistry
 /** What a route that takes no input can still be refused: the request target itself (checkRequestTarget). */
 const BADLY_ENCODED = problem('A badly encoded path or query, e.g. `%FF` (`validation_failed`)');
 
+/** The standard 400 of an operation that takes no body: it cannot meet `invalid_json` (review S3). */
+const INVALID_QUERY = problem('Invalid input (`validation_failed`)');
+
 /**
  * What every answer of every operation has, declared once (review S3): the `X-Request-Id` header,
  * on successes too, and a 400 for a badly encoded request target, which every route answers
- * before its own validation (an operation that takes no input listed none).
+ * before its own validation (an operation that takes no input listed none); an operation without
+ * a body is not said to answer `invalid_json`.
  */
 export function declareWhatEveryAnswerHas(registry: OpenAPIHono['openAPIRegistry']): void {
   for (const definition of registry.definitions) {
     if (definition.type !== 'route') continue;
-    const responses = Object.entries({ 400: BADLY_ENCODED, ...definition.route.responses });
+    const declared = definition.route.responses;
+    const bodyless = !definition.route.request?.body && declared[400] === errorResponses[400];
+    const responses = Object.entries({
+      400: BADLY_ENCODED,
+      ...declared,
+      ...(bodyless ? { 400: INVALID_QUERY } : {}),
+    });
     definition.route.responses = Object.fromEntries(
       responses.map(([status, response]) => [
         status,

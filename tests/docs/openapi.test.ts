@@ -156,6 +156,15 @@ describe('/openapi.json', () => {
     expect(missing).toEqual([]);
   });
 
+  it('says invalid_json only where a JSON body is taken (review S3)', () => {
+    const wrong = operations.flatMap(({ key, op }) => {
+      const says = op.responses['400']?.description.includes('invalid_json') ?? false;
+      const takesJson = Object.keys(op.requestBody?.content ?? {}).some((type) => type.includes('json'));
+      return says === takesJson ? [] : [`${key}: ${says ? 'says' : 'does not say'} invalid_json`];
+    });
+    expect(wrong).toEqual([]);
+  });
+
   it('states the limits the server holds a body to, so a client validating against it is refused nothing (review S3)', () => {
     const text = JSON.stringify(doc.components.schemas);
     const schema = (name: string) =>
