@@ -41,8 +41,11 @@ export const PhoneSchema = z
   .refine((phone) => (phone.match(/[0-9]/g)?.length ?? 0) >= 3, 'must be a phone number (at least 3 digits)')
   .openapi({ example: '+1 555 0100' });
 
-/** A FHIR resource id (https://hl7.org/fhir/R4/datatypes.html#id). */
-export const FHIR_ID_PATTERN = /^[A-Za-z0-9\-.]{1,64}$/;
+/**
+ * A FHIR resource id (https://hl7.org/fhir/R4/datatypes.html#id), but not dots alone: `.` and `..`
+ * match R4's pattern, yet as a path segment they name another path (review F: `..` was a 500).
+ */
+export const FHIR_ID_PATTERN = /^(?!\.+$)[A-Za-z0-9\-.]{1,64}$/;
 
 /** A page size from the query, 1 to `max`: digits only (Number() also read 0x10, 1e1, 2.0 and ' 5'). */
 export const pageLimit = (max: number, fallback: number) => {

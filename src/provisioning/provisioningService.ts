@@ -9,6 +9,7 @@ import { enqueueAccessCodeMail } from '../email/outbox.js';
 import { AppError } from '../errors.js';
 import { currentOrNone } from '../fhir/fhirService.js';
 import { writeMayHaveLanded } from '../fhir/upstreamStatus.js';
+import { FHIR_ID_PATTERN } from '../http/schemas.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { uuidv7 } from '../ids.js';
 import { heartbeat, isoAfter, LEASE_MS } from '../leases.js';
@@ -158,9 +159,14 @@ async function assertPractitionersExist(
       errors: [{ path, message: 'must be the id of an existing Practitioner' }],
     });
   for (const ref of resource.generalPractitioner ?? []) {
-    const id = /^Practitioner\/([A-Za-z0-9\-.]{1,64})$/.exec(ref.reference ?? '')?.[1];
+    const id = /^Practitioner\/(.+)$/.exec(ref.reference ?? '')?.[1];
     // a missing Practitioner is the admin's mistake; an upstream failure stays a 502/504
-    if (!id || (await currentOrNone(deps.fhir, 'Practitioner', id)) === undefined) throw invalid();
+    if (
+      !id ||
+      !FHIR_ID_PATTERN.test(id) ||
+      (await currentOrNone(deps.fhir, 'Practitioner', id)) === undefined
+    )
+      throw invalid();
   }
 }
 

@@ -269,6 +269,57 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
     expect(mail!.text).toMatch(CODE_PATTERN);
   });
 
+  it.each(['.', '..'])(
+    'refuses a general practitioner id of dots alone (%s) with a 400, slim or raw, and creates nothing (review F: a 500)',
+    async (id) => {
+      const email = uniqueEmail('dots-gp');
+      const slim = await post('/fhir/patient', {
+        name: 'X Y',
+        email,
+        dob: '1990-01-01',
+        general_practitioner_id: id,
+      });
+      expect(slim.status).toBe(400);
+      expect(await slim.json()).toMatchObject({ errors: [{ path: 'general_practitioner_id' }] });
+      const raw = await gw.call('/fhir/Patient', {
+        method: 'POST',
+        token: admin,
+        body: JSON.stringify({
+          resourceType: 'Patient',
+          name: [{ family: 'Dots' }],
+          telecom: [{ system: 'email', value: email }],
+          generalPractitioner: [{ reference: `Practitioner/${id}` }],
+        }),
+        headers: { 'content-type': 'application/fhir+json' },
+      });
+      expect(raw.status).toBe(400);
+      expect(await userByEmail(email)).toBeUndefined();
+    },
+  );
+
+  it.each(['2026-02-30', '2999-01-01', '2999', '1980-13'])(
+    'refuses a raw create whose birthDate %s is no real past date, as the slim dob is, and creates nothing (review F)',
+    async (birthDate) => {
+      const email = uniqueEmail('raw-dob');
+      const response = await gw.call('/fhir/Patient', {
+        method: 'POST',
+        token: admin,
+        body: JSON.stringify({
+          resourceType: 'Patient',
+          name: [{ family: 'Rawdob' }],
+          birthDate,
+          telecom: [{ system: 'email', value: email }],
+        }),
+        headers: { 'content-type': 'application/fhir+json' },
+      });
+      expect(response.status).toBe(400);
+      const outcome = (await response.json()) as { issue: { expression?: string[] }[] };
+      expect(outcome.issue[0]?.expression).toEqual(['Patient.birthDate']);
+      expect(await userByEmail(email)).toBeUndefined();
+      expect(await fhirSearch('Patient', 'family=Rawdob')).toHaveLength(0);
+    },
+  );
+
   it("names the raw create's own element when its generalPractitioner is no Practitioner", async () => {
     const email = uniqueEmail('raw-gp');
     const response = await gw.call('/fhir/Patient', {
