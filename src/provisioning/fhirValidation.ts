@@ -6,6 +6,7 @@ import { AppError, type FieldError } from '../errors.js';
 import { loadFhirDefinitions } from '../fhir/definitions.js';
 import { projectFile } from '../paths.js';
 import { CONSTRAINT_FIELDS } from './profileSpecs.js';
+import { isPastFhirDate } from './provisioningSchemas.js';
 
 /** The profiles in fhir-profiles/ a provisioned resource must satisfy. */
 export type ProvisionedType = 'Patient' | 'Practitioner';
@@ -67,5 +68,10 @@ export async function validateProvisionedResource(type: ProvisionedType, resourc
     if (!(error instanceof OperationOutcomeError)) throw error;
     errors = issuesToFieldErrors(error.outcome);
   }
+  const birthDate = (resource as { birthDate?: unknown }).birthDate;
+  const path = `${type}.birthDate`;
+  // a raw create's birthDate is held to the slim `dob`'s rule (partial dates allowed, as FHIR does)
+  if (typeof birthDate === 'string' && !errors.some((e) => e.path === path) && !isPastFhirDate(birthDate))
+    errors.push({ path, message: 'must be a real date, not in the future' });
   if (errors.length > 0) throw new AppError('validation_failed', { errors });
 }

@@ -44,6 +44,16 @@ const AddressSchema = z
     example: { line: ['1 Main St'], city: 'Springfield', postal_code: '12345', country: 'US' },
   });
 
+/**
+ * A FHIR date (`YYYY`, `YYYY-MM` or `YYYY-MM-DD`) that is on the calendar and has begun: R4's
+ * pattern alone takes 2026-02-30 and next year (review F). Also the raw create's birthDate check.
+ */
+export function isPastFhirDate(value: string): boolean {
+  if (!/^\d{4}(?:-\d{2}(?:-\d{2})?)?$/.test(value)) return false;
+  const full = value.length === 4 ? `${value}-01-01` : value.length === 7 ? `${value}-01` : value;
+  return isPastCalendarDate(full);
+}
+
 function isPastCalendarDate(value: string): boolean {
   const date = new Date(`${value}T00:00:00Z`);
   return (

@@ -28,7 +28,10 @@ const ADDRESSES: readonly [string, boolean][] = [
   ['ann@localhost', false],
   ['ann..lee@example.com', false],
   ['.ann@example.com', false],
-  [`${'a'.repeat(65)}@${label63}.${label63}.${'b'.repeat(57)}.com`, false], // 255 characters
+  [`${'a'.repeat(65)}@${label63}.${label63}.${'b'.repeat(56)}.com`, false], // 254 characters, a 65-character local part
+  [`${'a'.repeat(64)}@${label63}.${label63}.${'b'.repeat(58)}.com`, false], // 255 characters
+  [`${'a'.repeat(65)}@example.com`, false], // RFC 5321 4.5.3.1.1: a server may refuse it (review F)
+  [`${'a'.repeat(64)}@example.com`, true],
 ];
 
 function mailerAccepts(address: string): boolean {

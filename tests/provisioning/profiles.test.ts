@@ -61,6 +61,22 @@ describe('fhir-profiles', () => {
       { name: [{ family: 'Lee' }], telecom: email, birthDate: '1980-13-45' },
       'Patient.birthDate',
     ],
+    // R4's pattern takes these; the slim dob's rule does not (review F)
+    [
+      'a birthDate not on the calendar',
+      { name: [{ family: 'Lee' }], telecom: email, birthDate: '2026-02-30' },
+      'Patient.birthDate',
+    ],
+    [
+      'a birthDate in the future',
+      { name: [{ family: 'Lee' }], telecom: email, birthDate: '2999' },
+      'Patient.birthDate',
+    ],
+    [
+      'an email whose local part is over 64 characters',
+      { name: [{ family: 'Lee' }], telecom: [{ system: 'email', value: `${'a'.repeat(65)}@example.com` }] },
+      'telecom',
+    ],
     [
       'an unknown property',
       { name: [{ family: 'Lee' }], telecom: email, favouriteColour: 'blue' },
@@ -69,6 +85,20 @@ describe('fhir-profiles', () => {
   ])('refuse a Patient with %s, naming the field', async (_label, fields, path) => {
     expect(await errorsOf('Patient', { resourceType: 'Patient', ...fields })).toContain(path);
   });
+
+  it.each(['1980', '1980-04', '1980-04-12'])(
+    'accept a partial or whole past birthDate %s, as FHIR does',
+    async (birthDate) => {
+      expect(
+        await errorsOf('Patient', {
+          resourceType: 'Patient',
+          name: [{ family: 'Lee' }],
+          telecom: email,
+          birthDate,
+        }),
+      ).toEqual([]);
+    },
+  );
 
   it('refuse a resource of another type', async () => {
     expect(await errorsOf('Patient', { resourceType: 'Practitioner', telecom: email })).toEqual([
