@@ -268,6 +268,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       config,
       db: database.db,
       backgroundDb: database.background,
+      ...(database.lookups ? { lookups: database.lookups } : {}),
       dialect: database.dialect,
       fhir,
       // a patient the gateway moved is forgotten by every worker before the write is answered

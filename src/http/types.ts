@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import type { Dialect } from '../../db/connection.js';
+import type { Dialect, LookupConnection } from '../../db/connection.js';
 import type { Database, Role } from '../../db/schema.js';
 import type { AuditTrail } from '../audit/auditTrail.js';
 import type { PasswordHasher } from '../auth/passwords.js';
@@ -22,6 +22,8 @@ export interface AppDeps {
   readonly db: Kysely<Database>;
   /** For writes that must never wait on a lock: lease renewals, background workers (db/connection.ts). */
   readonly backgroundDb: Kysely<Database>;
+  /** SQLite: the caller check's own connection (db/connection.ts, DatabaseHandle.lookups); absent on PostgreSQL. */
+  readonly lookups?: LookupConnection;
   readonly dialect: Dialect;
   readonly fhir: FhirService;
   /** Which patients are in a practitioner's panel (short-lived, bounded answers). */

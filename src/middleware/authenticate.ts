@@ -86,7 +86,7 @@ async function verifyCaller(c: Context<AppEnv>): Promise<Caller | Refused> {
     if (!checked.ok) return { reason: checked.reason, userId: checked.subject };
     claims = checked.claims;
   }
-  const user = await findCaller(deps.db, claims.sub, claims.sid);
+  const user = await findCaller(deps.db, claims.sub, claims.sid, deps.lookups);
   if (!user) return { reason: 'unknown_user' };
   const refused = (reason: AuthFailure): Refused => ({ reason, userId: user.id, role: user.role });
   if (!canSignIn(user)) return refused('inactive_user');

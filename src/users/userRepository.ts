@@ -1,4 +1,5 @@
 import type { Kysely, Transaction } from 'kysely';
+import type { LookupConnection } from '../../db/connection.js';
 import { precompiled } from '../../db/precompiled.js';
 import type { Database, NewUser, Role, UserRow, UserUpdate } from '../../db/schema.js';
 
@@ -248,9 +249,9 @@ export interface CallerRow {
   session_expires_at: string | null;
 }
 
-// every authenticated request runs it: compiled once per dialect (db/precompiled.ts)
-const caller = precompiled(['userId', 'sessionId'], (db, ids) =>
-  db
+/** The caller's row: the account, and the token's session joined by its id (null columns when there is none). */
+function callerQuery(db: Kysely<Database>, ids: { readonly userId: string; readonly sessionId: string }) {
+  return db
     .selectFrom('users as u')
     .leftJoin('sessions as s', (join) => join.on('s.id', '=', ids.sessionId))
     .select([
@@ -264,10 +265,55 @@ const caller = precompiled(['userId', 'sessionId'], (db, ids) =>
       's.revoked_at as session_revoked_at',
       's.expires_at as session_expires_at',
     ])
-    .where('u.id', '=', ids.userId),
-);
+    .where('u.id', '=', ids.userId);
+}
 
-/** The account `userId` with the session `sessionId` (null columns when there is no such session). */
-export async function findCaller(db: Db, userId: string, sessionId: string): Promise<CallerRow | undefined> {
+// every authenticated request runs it: compiled once per dialect (db/precompiled.ts)
+const caller = precompiled(['userId', 'sessionId'], (db, ids) => callerQuery(db, ids));
+
+/** The caller query as SQL for a lookup connection, and which value each of its parameters binds. */
+interface CallerStatement {
+  readonly sql: string;
+  readonly slots: readonly ('userId' | 'sessionId')[];
+}
+
+const callerStatements = new WeakMap<LookupConnection, CallerStatement>();
+
+/** Compiled by Kysely once, with stand-ins that say where each value goes (never compiled into the SQL). */
+function callerStatement(db: Db, lookups: LookupConnection): CallerStatement {
+  let statement = callerStatements.get(lookups);
+  if (!statement) {
+    const stand = { userId: '\u0000userId\u0000', sessionId: '\u0000sessionId\u0000' };
+    const compiled = callerQuery(db as Kysely<Database>, stand).compile();
+    if (compiled.sql.includes('\u0000')) throw new Error('the caller query may only bind its values');
+    const slots = compiled.parameters.map((value) => {
+      if (value === stand.userId) return 'userId' as const;
+      if (value === stand.sessionId) return 'sessionId' as const;
+      throw new Error('the caller query binds a value it was not given');
+    });
+    statement = { sql: compiled.sql, slots };
+    callerStatements.set(lookups, statement);
+  }
+  return statement;
+}
+
+/**
+ * The account `userId` with the session `sessionId` (null columns when there is no such session).
+ * `lookups` (SQLite): read on that connection, as committed when the statement runs.
+ */
+export async function findCaller(
+  db: Db,
+  userId: string,
+  sessionId: string,
+  lookups?: LookupConnection,
+): Promise<CallerRow | undefined> {
+  if (lookups) {
+    const { sql, slots } = callerStatement(db, lookups);
+    const values = { userId, sessionId };
+    return lookups.get(
+      sql,
+      slots.map((slot) => values[slot]),
+    ) as CallerRow | undefined;
+  }
   return (await caller(db, { userId, sessionId })).rows[0];
 }
