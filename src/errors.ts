@@ -136,6 +136,12 @@ export const ERROR_CATALOG = {
     detail: 'The request body is too large.',
     fhirCode: 'too-costly',
   },
+  headers_too_large: {
+    status: 431,
+    title: 'Request Header Fields Too Large',
+    detail: 'The request headers are too large.',
+    fhirCode: 'too-long',
+  },
   unsupported_media_type: {
     status: 415,
     title: 'Unsupported Media Type',

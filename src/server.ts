@@ -21,6 +21,7 @@ import { createFhirService, type FhirService } from './fhir/fhirService.js';
 import { createPanelMembership, forgettingInEveryWorker } from './fhir/panelMembership.js';
 import { startHousekeeping } from './housekeeping.js';
 import { createBackgroundTasks } from './http/background.js';
+import { answerClientErrors } from './http/clientErrors.js';
 import { createRequestsInFlight, type RequestsInFlight } from './http/inFlight.js';
 import type { AppDeps } from './http/types.js';
 import type { Logger } from './logger.js';
@@ -158,6 +159,7 @@ type HttpServer = ReturnType<typeof serve>;
 function listen(fetch: Parameters<typeof serve>[0]['fetch'], config: Config): Promise<HttpServer> {
   return new Promise((resolve, reject) => {
     const server = serve({ fetch, port: config.port, hostname: config.host }, () => resolve(server));
+    answerClientErrors(server);
     server.once('error', reject);
   });
 }
