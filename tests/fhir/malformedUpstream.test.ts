@@ -78,6 +78,20 @@ describe('garbage from the FHIR server in the shape of a success', () => {
     await engine.close();
   });
 
+  /** A create of one of `me`'s Observations through /fhir, as `token`'s holder. */
+  const createObservation = (token: string) =>
+    gw.call('/fhir/Observation', {
+      method: 'POST',
+      token,
+      headers: { 'content-type': 'application/fhir+json' },
+      body: JSON.stringify({
+        resourceType: 'Observation',
+        status: 'final',
+        code: { text: 'x' },
+        subject: { reference: `Patient/${ids.me}` },
+      }),
+    });
+
   const searchAnswers =
     (body: string): Answer =>
     (req, res) =>
@@ -274,17 +288,7 @@ describe('garbage from the FHIR server in the shape of a success', () => {
         return true;
       };
       for (const token of [tokens.gp, tokens.admin]) {
-        const created = await gw.call('/fhir/Observation', {
-          method: 'POST',
-          token,
-          headers: { 'content-type': 'application/fhir+json' },
-          body: JSON.stringify({
-            resourceType: 'Observation',
-            status: 'final',
-            code: { text: 'x' },
-            subject: { reference: `Patient/${ids.me}` },
-          }),
-        });
+        const created = await createObservation(token);
         expect(created.status).toBe(502);
         expect(await created.text()).not.toContain('internal.example');
       }
@@ -314,17 +318,7 @@ describe('garbage from the FHIR server in the shape of a success', () => {
         return true;
       };
       for (const token of [tokens.gp, tokens.admin]) {
-        const created = await gw.call('/fhir/Observation', {
-          method: 'POST',
-          token,
-          headers: { 'content-type': 'application/fhir+json' },
-          body: JSON.stringify({
-            resourceType: 'Observation',
-            status: 'final',
-            code: { text: 'x' },
-            subject: { reference: `Patient/${ids.me}` },
-          }),
-        });
+        const created = await createObservation(token);
         expect(created.status, await created.clone().text()).toBe(201);
         expect(created.headers.get('location')).toBe(`http://gateway.test/fhir/Observation/4242${version}`);
       }

@@ -39,6 +39,15 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
     headers: Record<string, string> = {},
   ) => gw.call(path, { method: 'POST', json, ...(token ? { token } : {}), headers });
 
+  /** A raw FHIR create (`POST /fhir/Patient`, `/fhir/Practitioner`) by the admin. */
+  const postRaw = <T extends { resourceType: string }>(resource: T) =>
+    gw.call(`/fhir/${resource.resourceType}`, {
+      method: 'POST',
+      token: admin,
+      body: JSON.stringify(resource),
+      headers: { 'content-type': 'application/fhir+json' },
+    });
+
   const userByEmail = (email: string) =>
     gw.deps.db.selectFrom('users').selectAll().where('email', '=', email.toLowerCase()).executeTakeFirst();
 
@@ -243,12 +252,7 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
       birthDate: '1970-01-01',
       telecom: [{ system: 'email', value: email }],
     };
-    const response = await gw.call('/fhir/Patient', {
-      method: 'POST',
-      token: admin,
-      body: JSON.stringify(resource),
-      headers: { 'content-type': 'application/fhir+json' },
-    });
+    const response = await postRaw(resource);
     expect(response.status).toBe(201);
     expect(response.headers.get('content-type')).toContain('application/fhir+json');
     const created = (await response.json()) as Patient;
@@ -281,16 +285,11 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
       });
       expect(slim.status).toBe(400);
       expect(await slim.json()).toMatchObject({ errors: [{ path: 'general_practitioner_id' }] });
-      const raw = await gw.call('/fhir/Patient', {
-        method: 'POST',
-        token: admin,
-        body: JSON.stringify({
-          resourceType: 'Patient',
-          name: [{ family: 'Dots' }],
-          telecom: [{ system: 'email', value: email }],
-          generalPractitioner: [{ reference: `Practitioner/${id}` }],
-        }),
-        headers: { 'content-type': 'application/fhir+json' },
+      const raw = await postRaw({
+        resourceType: 'Patient',
+        name: [{ family: 'Dots' }],
+        telecom: [{ system: 'email', value: email }],
+        generalPractitioner: [{ reference: `Practitioner/${id}` }],
       });
       expect(raw.status).toBe(400);
       expect(await userByEmail(email)).toBeUndefined();
@@ -301,16 +300,11 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
     'refuses a raw create whose birthDate %s is no real past date, as the slim dob is, and creates nothing (review F)',
     async (birthDate) => {
       const email = uniqueEmail('raw-dob');
-      const response = await gw.call('/fhir/Patient', {
-        method: 'POST',
-        token: admin,
-        body: JSON.stringify({
-          resourceType: 'Patient',
-          name: [{ family: 'Rawdob' }],
-          birthDate,
-          telecom: [{ system: 'email', value: email }],
-        }),
-        headers: { 'content-type': 'application/fhir+json' },
+      const response = await postRaw({
+        resourceType: 'Patient',
+        name: [{ family: 'Rawdob' }],
+        birthDate,
+        telecom: [{ system: 'email', value: email }],
       });
       expect(response.status).toBe(400);
       const outcome = (await response.json()) as { issue: { expression?: string[] }[] };
@@ -322,16 +316,11 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
 
   it("names the raw create's own element when its generalPractitioner is no Practitioner", async () => {
     const email = uniqueEmail('raw-gp');
-    const response = await gw.call('/fhir/Patient', {
-      method: 'POST',
-      token: admin,
-      body: JSON.stringify({
-        resourceType: 'Patient',
-        name: [{ family: 'Rawgp' }],
-        telecom: [{ system: 'email', value: email }],
-        generalPractitioner: [{ reference: 'Organization/x' }],
-      }),
-      headers: { 'content-type': 'application/fhir+json' },
+    const response = await postRaw({
+      resourceType: 'Patient',
+      name: [{ family: 'Rawgp' }],
+      telecom: [{ system: 'email', value: email }],
+      generalPractitioner: [{ reference: 'Organization/x' }],
     });
     expect(response.status).toBe(400);
     const outcome = (await response.json()) as { issue: { expression?: string[] }[] };
@@ -341,12 +330,7 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
 
   it('answers a raw FHIR create without an email telecom with a 400 OperationOutcome and creates nothing', async () => {
     const before = await fhirSearch('Practitioner', 'family=Nomail');
-    const response = await gw.call('/fhir/Practitioner', {
-      method: 'POST',
-      token: admin,
-      body: JSON.stringify({ resourceType: 'Practitioner', name: [{ family: 'Nomail' }] }),
-      headers: { 'content-type': 'application/fhir+json' },
-    });
+    const response = await postRaw({ resourceType: 'Practitioner', name: [{ family: 'Nomail' }] });
     expect(response.status).toBe(400);
     const outcome = (await response.json()) as { resourceType: string; issue: { expression?: string[] }[] };
     expect(outcome.resourceType).toBe('OperationOutcome');
@@ -443,15 +427,10 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
         code: 'validation_failed',
         errors: [{ path: 'email', message: 'must be a single email address' }],
       });
-      const raw = await gw.call('/fhir/Patient', {
-        method: 'POST',
-        token: admin,
-        body: JSON.stringify({
-          resourceType: 'Patient',
-          name: [{ family: 'Smith' }],
-          telecom: [{ system: 'email', value: email }],
-        }),
-        headers: { 'content-type': 'application/fhir+json' },
+      const raw = await postRaw({
+        resourceType: 'Patient',
+        name: [{ family: 'Smith' }],
+        telecom: [{ system: 'email', value: email }],
       });
       expect(raw.status).toBe(400);
       const outcome = (await raw.json()) as { resourceType: string; issue: { expression?: string[] }[] };
