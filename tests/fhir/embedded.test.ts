@@ -355,6 +355,48 @@ describe('embedded FHIR server', () => {
     expect(status).toBe(400);
   });
 
+  it.each([
+    ['effectiveDateTime', { effectiveDateTime: '2026-02-30' }],
+    ['issued', { issued: '2026-04-31T10:00:00Z' }],
+    [
+      'a period in a component',
+      { component: [{ code: { text: 'c' }, valuePeriod: { start: '2025-02-29' } }] },
+    ],
+  ])(
+    'rejects a date that is no day on the calendar (%s) with 400, as real HAPI does (review F)',
+    async (_where, fields) => {
+      const before = (
+        (await client.search({ resourceType: 'Observation', searchParams: { _summary: 'count' } })) as Bundle
+      ).total;
+      const { status, data } = await failure(
+        client.create({
+          resourceType: 'Observation',
+          body: { resourceType: 'Observation', status: 'final', code: { text: 'x' }, ...fields },
+        }),
+      );
+      expect(status).toBe(400);
+      expect(issueText(data)).toContain('no such day on the calendar');
+      const after = (
+        (await client.search({ resourceType: 'Observation', searchParams: { _summary: 'count' } })) as Bundle
+      ).total;
+      expect(after).toBe(before);
+    },
+  );
+
+  it('takes a leap day, and dates without a day', async () => {
+    const created = (await client.create({
+      resourceType: 'Observation',
+      body: {
+        resourceType: 'Observation',
+        status: 'final',
+        code: { text: 'x' },
+        effectiveDateTime: '2024-02-29T08:00:00Z',
+        component: [{ code: { text: 'c' }, valuePeriod: { start: '2025-02', end: '2026' } }],
+      },
+    })) as FhirResource;
+    expect(created.id).toBeTruthy();
+  });
+
   it('answers a one-link chained search, through reference changes, and pages it', async () => {
     const drA = (await client.create({
       resourceType: 'Practitioner',

@@ -19,6 +19,7 @@ import type { CreateResourceOptions, ReadHistoryOptions, UpdateResourceOptions }
 import { MemoryRepository } from '@medplum/fhir-router';
 import type { Bundle, BundleEntry, BundleLink, Resource, ResourceType } from '@medplum/fhirtypes';
 import { searchExpressionFor } from '../definitions.js';
+import { impossibleDates } from './calendarDates.js';
 import type { JournalEntry, JournalOp, ResourceJournal } from './journal.js';
 import { ReferenceIndex } from './referenceIndex.js';
 import {
@@ -410,6 +411,17 @@ function assertValidResource(resource: Resource): void {
   }
   // Throws an OperationOutcomeError (400) listing every structural or invariant error; returns warnings.
   validateResource(resource);
+  const impossible = impossibleDates(resource);
+  if (impossible.length > 0)
+    throw new OperationOutcomeError({
+      resourceType: 'OperationOutcome',
+      issue: impossible.map((path) => ({
+        severity: 'error',
+        code: 'value',
+        details: { text: 'Invalid date: no such day on the calendar' },
+        expression: [path],
+      })),
+    });
 }
 
 function assertVersionMatches(existing: Resource | undefined, expectedVersionId: string): void {
