@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi';
-import { MAX_EMAIL_LENGTH, PLAIN_ADDRESS } from '../email/address.js';
+import { MAX_EMAIL_LENGTH, NEW_ADDRESS, PLAIN_ADDRESS } from '../email/address.js';
 import { ERROR_CATALOG } from '../errors.js';
 
 /** Schemas shared by several controllers; they validate requests and describe /openapi.json. */
@@ -11,6 +11,12 @@ export const EmailSchema = z
   // could add recipients or headers to a mail (src/email/address.ts)
   .regex(PLAIN_ADDRESS, 'must be a single email address')
   .openapi({ example: 'ann@example.com', format: 'email', maxLength: MAX_EMAIL_LENGTH });
+
+/** The email a new account is created with: a plain address whose local part is at most 64 characters. */
+export const NewEmailSchema = EmailSchema.regex(
+  NEW_ADDRESS,
+  'must be a single email address, at most 64 characters before the @',
+);
 
 // control characters and line breaks; lone surrogates and U+FFFD (a body that was not UTF-8);
 // bidi embeddings, overrides and isolates, which make a name render as another in a code mail or

@@ -1,4 +1,4 @@
-import { PLAIN_ADDRESS_SOURCE } from '../email/address.js';
+import { NEW_ADDRESS_SOURCE } from '../email/address.js';
 
 /**
  * What the gateway requires of a Patient or Practitioner beyond base R4, as FHIRPath
@@ -15,7 +15,7 @@ function fhirPathString(text: string): string {
 
 // one plain address, exactly what the mailer sends to (src/email/address.ts): no display names,
 // lists or line breaks that could add mail recipients or headers
-const EMAIL_PATTERN = fhirPathString(PLAIN_ADDRESS_SOURCE);
+const EMAIL_PATTERN = fhirPathString(NEW_ADDRESS_SOURCE);
 
 const emailConstraints = [
   {

@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi';
-import { EmailSchema, FHIR_ID_PATTERN, line, PhoneSchema } from '../http/schemas.js';
+import { FHIR_ID_PATTERN, line, NewEmailSchema, PhoneSchema } from '../http/schemas.js';
 
 /** Request and response bodies of POST /fhir/patient and /fhir/practitioner. Unknown fields are refused. */
 
@@ -68,7 +68,7 @@ function isPastCalendarDate(value: string): boolean {
 export const CreatePatientBody = z
   .object({
     name: NameSchema,
-    email: EmailSchema,
+    email: NewEmailSchema,
     dob: z
       .string()
       .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date YYYY-MM-DD')
@@ -101,7 +101,7 @@ const QualificationSchema = z.union([
 export const CreatePractitionerBody = z
   .object({
     name: NameSchema,
-    email: EmailSchema,
+    email: NewEmailSchema,
     phone: PhoneSchema.optional(),
     identifier: z
       .union([IdentifierSchema, z.array(IdentifierSchema).min(1).max(5)])
