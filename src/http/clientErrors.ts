@@ -13,13 +13,10 @@ export function clientErrorAnswer(code: string | undefined): string | undefined 
   if (code === 'ECONNRESET') return undefined;
   // a client too slow to send its request: Node's own answer, which names no code of ours
   if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n';
-  const error =
-    code === 'HPE_HEADER_OVERFLOW'
-      ? new AppError('headers_too_large')
-      : new AppError('validation_failed', { detail: 'The request is not well-formed HTTP/1.1.' });
-  const body = JSON.stringify(toProblem(error));
+  const problem = toProblem(refusalOf(code));
+  const body = JSON.stringify(problem);
   return [
-    `HTTP/1.1 ${error.status} ${toProblem(error).title}`,
+    `HTTP/1.1 ${problem.status} ${problem.title}`,
     'Content-Type: application/problem+json',
     `Content-Length: ${Buffer.byteLength(body)}`,
     'Cache-Control: no-store',
@@ -30,16 +27,24 @@ export function clientErrorAnswer(code: string | undefined): string | undefined 
   ].join('\r\n');
 }
 
+function refusalOf(code: string | undefined): AppError {
+  if (code === 'HPE_HEADER_OVERFLOW') return new AppError('headers_too_large');
+  if (code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW') return new AppError('payload_too_large');
+  return new AppError('validation_failed', { detail: 'The request is not well-formed HTTP/1.1.' });
+}
+
 /** Answers what the parser refused as clientErrorAnswer says, where Node would write its bare line. */
 export function answerClientErrors(server: EventEmitter): void {
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
-    const inProgress = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
     const answer = clientErrorAnswer(error.code);
-    // as Node does: nothing is written into an answer already under way
-    if (answer === undefined || !socket.writable || inProgress?.headersSent) {
+    // an earlier request on this connection still has its answer to come (pipelining): ours would
+    // be read as that one's, so the connection is cut instead
+    const earlierPending = (socket as { _httpMessage?: unknown })._httpMessage != null;
+    if (answer === undefined || !socket.writable || earlierPending) {
       socket.destroy();
       return;
     }
-    socket.end(answer);
+    // closed once written, as Node's own answer is: a half-open socket would hold the server's close
+    socket.end(answer, () => socket.destroy());
   });
 }
