@@ -73,7 +73,7 @@ export const LINKING_PARAMS: ReadonlyMap<string, readonly string[]> = new Map(
 // the whole reference: `Patient/{id}`, optionally versioned, optionally on an http(s) base (group 1) —
 // anchored, so `Patient/B/_history/Patient/A` names nobody rather than A
 const PATIENT_REFERENCE =
-  /^(?:(https?:\/\/[^\s?#]+)\/)?Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
+  /^(?:(https?:\/\/[^\s?#]+)\/)?Patient\/((?!\.+(?:\/|$))[A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
 const RELATIVE_PATIENT_REFERENCE = /^Patient\/([A-Za-z0-9\-.]{1,64})$/;
 
 /**
@@ -93,7 +93,18 @@ export function patientIdOf(reference: string): string | undefined {
 function localIdOf(pattern: RegExp, reference: string, upstreamBase: string): string | undefined {
   const match = pattern.exec(reference);
   if (!match) return undefined;
-  return match[1] === undefined || match[1] === upstreamBase ? match[2] : undefined;
+  return match[1] === undefined || isUpstreamBase(match[1], upstreamBase) ? match[2] : undefined;
+}
+
+/** Whether `base` is the upstream's, read as a URL (`upstreamBase` is: host case and a default port do not matter). */
+function isUpstreamBase(base: string, upstreamBase: string): boolean {
+  if (base === upstreamBase) return true;
+  try {
+    const url = new URL(base);
+    return `${url.origin}${url.pathname.replace(/\/+$/, '')}` === upstreamBase;
+  } catch {
+    return false;
+  }
 }
 
 /** The Patient id a reference in an upstream record names, if it names one of the upstream's own. */
@@ -337,7 +348,7 @@ function linksPatient(resource: Resource, patientId: string, upstreamBase: strin
 }
 
 const PRACTITIONER_REFERENCE =
-  /^(?:(https?:\/\/[^\s?#]+)\/)?Practitioner\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
+  /^(?:(https?:\/\/[^\s?#]+)\/)?Practitioner\/((?!\.+(?:\/|$))[A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
 
 /** The practitioners a Patient names as general practitioners: the assignment, read off the record itself. */
 export function generalPractitionersOf(patient: Resource, upstreamBase: string): Set<string> {

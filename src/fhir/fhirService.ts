@@ -109,7 +109,8 @@ const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 const TOKEN_RENEW_SHARE = 0.75;
 const TOKEN_RENEW_MAX_MARGIN_MS = 60_000;
 /** `Patient/12` or `Patient/12/_history/3`, relative to the FHIR base. */
-const VERSIONED_LOCATION = /^([A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/([A-Za-z0-9\-.]{1,64}))?\/?$/;
+const VERSIONED_LOCATION =
+  /^([A-Za-z]+)\/((?!\.+(?:\/|$))[A-Za-z0-9\-.]{1,64})(?:\/_history\/([A-Za-z0-9\-.]{1,64}))?\/?$/;
 
 type UpstreamAuth = Config['fhir']['auth'];
 
@@ -369,11 +370,15 @@ function writtenIdentity(
     return { id: body.id, versionId: body.meta?.versionId };
   }
   const named = result.headers.location ?? result.headers['content-location'];
-  if (named === undefined && id !== undefined)
-    return { id, versionId: VERSION_TAG.exec(result.headers.etag ?? '')?.[1] };
   // only a Location on our own server names what was written: another server's could name anyone's record
   const location = VERSIONED_LOCATION.exec(relativeToBase(named ?? '', upstreamBase) ?? '');
-  if (!location || location[1] !== type || !location[2] || (id !== undefined && location[2] !== id))
+  if (id !== undefined) {
+    // an update wrote to `id`: a Location elsewhere (a server naming its public address) says nothing more
+    if (location && (location[1] !== type || location[2] !== id))
+      throw unexpectedUpstreamBody('an update answered with another record');
+    return { id, versionId: location?.[3] ?? VERSION_TAG.exec(result.headers.etag ?? '')?.[1] };
+  }
+  if (!location || location[1] !== type || !location[2])
     throw unexpectedUpstreamBody('a write without a Location on the FHIR base');
   return { id: location[2], versionId: location[3] };
 }

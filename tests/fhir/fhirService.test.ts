@@ -196,6 +196,7 @@ describe('fhirService', () => {
     ['on another server', 'http://elsewhere/fhir/Observation/123/_history/4'],
     ['sent twice', ['{base}/Observation/123', '{base}/Observation/124']],
     ['with a path that leaves the base', '{base}/../Observation/123'],
+    ['naming an id of dots alone', '{base}/Observation/..'],
   ])('refuses a Location %s as the answer to a create without a body: 502', async (_what, location) => {
     const minimal = await upstream((_req, res) => {
       const base = `${minimal.url}/fhir`;
@@ -218,6 +219,13 @@ describe('fhirService', () => {
     ['no body, no Location: the id written to, the version from the ETag', { etag: 'W/"7"' }, '', '7'],
     ['no body, no Location and no ETag', {}, '', undefined],
     ['no body, a Location naming it', { location: '{base}/Observation/5/_history/8' }, '', '8'],
+    // HAPI behind a proxy names its public address: the record is still the one written to (diff review)
+    [
+      'no body, a Location on another base',
+      { location: 'https://fhir.example.org/fhir/Observation/5/_history/8', etag: 'W/"8"' },
+      '',
+      '8',
+    ],
     [
       'its record',
       { 'content-type': 'application/fhir+json' },

@@ -360,6 +360,9 @@ describe('the response check', () => {
     [obs('https://up.example/fhir/Patient/a'), ME, 'out'],
     [obs('http://up.example/Patient/a'), ME, 'out'],
     [obs('http://other.example/fhir/Patient/b'), GP, 'out'],
+    // the base as URL parsing reads it, as FHIR_BASE_URL is read (diff review)
+    [obs('http://UP.example:80/fhir/Patient/a'), ME, 'in'],
+    [obs('http://up.example/fhir/Patient/..'), GP, 'out'],
     [obs('http://up.example/fhir/Patient/b'), GP, { anyOf: ['b'] }],
     [obs('Patient/b/_history/Patient/a'), ME, 'out'], // anchored: names nobody
     [patient('a'), ME, 'in'],
