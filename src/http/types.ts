@@ -22,7 +22,10 @@ export interface AppDeps {
   readonly db: Kysely<Database>;
   /** For writes that must never wait on a lock: lease renewals, background workers (db/connection.ts). */
   readonly backgroundDb: Kysely<Database>;
-  /** SQLite: the caller check's own connection (db/connection.ts, DatabaseHandle.lookups); absent on PostgreSQL. */
+  /**
+   * SQLite: the caller check's own connection (db/connection.ts, DatabaseHandle.lookups); absent on
+   * PostgreSQL. It reads what is committed: deps with `db` swapped for a transaction still read outside it here.
+   */
   readonly lookups?: LookupConnection;
   readonly dialect: Dialect;
   readonly fhir: FhirService;
