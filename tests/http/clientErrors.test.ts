@@ -25,6 +25,15 @@ describe('clientErrorAnswer', () => {
     expect(JSON.parse(body)).toMatchObject({ code: problemCode, status: Number(statusLine.slice(0, 3)) });
   });
 
+  it('answers under /fhir with an OperationOutcome, as every /fhir refusal is answered', () => {
+    const answer = clientErrorAnswer('HPE_HEADER_OVERFLOW', '/fhir/Patient?name=x') ?? '';
+    const [head, body] = answer.split('\r\n\r\n') as [string, string];
+    expect(head.split('\r\n')[0]).toBe('HTTP/1.1 431 Request Header Fields Too Large');
+    expect(head).toContain('Content-Type: application/fhir+json');
+    expect(JSON.parse(body)).toMatchObject({ resourceType: 'OperationOutcome' });
+    expect(clientErrorAnswer('HPE_HEADER_OVERFLOW', '/auth/me')).toContain('application/problem+json');
+  });
+
   it('answers nobody whose connection is gone, and a slow client as Node does', () => {
     expect(clientErrorAnswer('ECONNRESET')).toBeUndefined();
     expect(clientErrorAnswer('ERR_HTTP_REQUEST_TIMEOUT')).toMatch(/^HTTP\/1\.1 408 /);
@@ -74,6 +83,17 @@ describe('requests the HTTP parser refuses', () => {
     expect(answer).toContain('Content-Type: application/problem+json');
     const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as { status: number };
     expect(body.status).toBe(status);
+  });
+
+  it('answers a /fhir request whose headers are too large with an OperationOutcome', async () => {
+    const answer = await raw(
+      `GET /fhir/Patient HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${'a'.repeat(20_000)}\r\n\r\n`,
+    );
+    expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 431 Request Header Fields Too Large');
+    expect(answer).toContain('Content-Type: application/fhir+json');
+    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toMatchObject({
+      resourceType: 'OperationOutcome',
+    });
   });
 
   it('still answers a well-formed request on a new connection afterwards', async () => {
