@@ -203,9 +203,6 @@ function openSqlite(file: string, lockWaitMs = LOCK_WAIT_MS): SqliteConnection {
   };
 }
 
-/** Statements a lookup connection keeps prepared (one per SQL text; the caller check is the one user). */
-const LOOKUP_STATEMENTS = 20;
-
 /**
  * The lookup connection (DatabaseHandle.lookups): the same settings as the main connection, its
  * statements prepared once and run through the lock gate. Through Kysely the caller check cost
@@ -215,19 +212,9 @@ const LOOKUP_STATEMENTS = 20;
 function openLookups(file: string): LookupConnection & { close(): void } {
   const sqlite = new SqliteDatabase(file);
   for (const pragma of connectionPragmas(LOCK_WAIT_MS)) sqlite.pragma(pragma);
-  const gate = lockGate(sqlite, LOCK_WAIT_MS);
-  const statements = new Map<string, SqliteDatabase.Statement>();
+  const prepared = statementCache(sqlite, lockGate(sqlite, LOCK_WAIT_MS));
   return {
-    get: (sql, parameters) => {
-      let statement = statements.get(sql);
-      if (!statement) {
-        statement = sqlite.prepare(sql);
-        if (statements.size >= LOOKUP_STATEMENTS) statements.delete(statements.keys().next().value as string);
-        statements.set(sql, statement);
-      }
-      const prepared = statement;
-      return gate.run(() => prepared.get(...parameters));
-    },
+    get: (sql, parameters) => prepared(sql).get(...parameters),
     close: () => {
       if (sqlite.open) sqlite.close();
     },
@@ -309,26 +296,30 @@ const STATEMENT_CACHE_SIZE = 500;
  * reusable, and this connection is used from one thread, one statement at a time).
  */
 function withStatementCache(sqlite: SqliteDatabase.Database, gate: LockGate): SqliteDatabase.Database {
-  const prepare = sqlite.prepare.bind(sqlite);
-  const cache = new Map<string, GatedStatement>();
+  const prepared = statementCache(sqlite, gate);
   return new Proxy(sqlite, {
     get(target, property, receiver) {
-      if (property !== 'prepare') return Reflect.get(target, property, receiver);
-      return (source: string) => {
-        let statement = cache.get(source);
-        if (!statement) {
-          statement = gated(prepare(source), gate);
-          if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
-          cache.set(source, statement);
-        }
-        return statement;
-      };
+      return property === 'prepare' ? prepared : Reflect.get(target, property, receiver);
     },
   });
 }
 
-/** What Kysely's SQLite driver uses of a statement, each run through the lock gate (sqliteLockGate.ts). */
-type GatedStatement = Pick<SqliteDatabase.Statement, 'reader' | 'run' | 'all' | 'iterate'>;
+/** The connection's statement for an SQL text, prepared once and run through the lock gate. */
+function statementCache(sqlite: SqliteDatabase.Database, gate: LockGate): (source: string) => GatedStatement {
+  const cache = new Map<string, GatedStatement>();
+  return (source) => {
+    let statement = cache.get(source);
+    if (!statement) {
+      statement = gated(sqlite.prepare(source), gate);
+      if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
+      cache.set(source, statement);
+    }
+    return statement;
+  };
+}
+
+/** What Kysely's SQLite driver and the lookup connection use of a statement, each run through the lock gate (sqliteLockGate.ts). */
+type GatedStatement = Pick<SqliteDatabase.Statement, 'reader' | 'run' | 'all' | 'iterate' | 'get'>;
 
 function gated(statement: SqliteDatabase.Statement, gate: LockGate): GatedStatement {
   return {
@@ -336,6 +327,7 @@ function gated(statement: SqliteDatabase.Statement, gate: LockGate): GatedStatem
     run: (...params: unknown[]) => gate.run(() => statement.run(...params)),
     all: (...params: unknown[]) => gate.run(() => statement.all(...params)),
     iterate: (...params: unknown[]) => gate.run(() => statement.iterate(...params)),
+    get: (...params: unknown[]) => gate.run(() => statement.get(...params)),
   } as GatedStatement;
 }
 

@@ -63,9 +63,21 @@ export function precompiled<K extends string, R>(
   names: readonly K[],
   build: (db: Kysely<Database>, values: Readonly<Record<K, never>>) => Compilable<R>,
 ): (db: Db, values: Readonly<Record<K, BoundValue>>) => Promise<QueryResult<R>> {
+  const statement = precompiledQuery(names, build);
+  return async (db, values) => db.executeQuery<R>(statement(db, values));
+}
+
+/**
+ * The statement `precompiled` runs, compiled the same way, for a caller that runs it itself: on a
+ * connection of its own, without Kysely (db/connection.ts, DatabaseHandle.lookups).
+ */
+export function precompiledQuery<K extends string, R>(
+  names: readonly K[],
+  build: (db: Kysely<Database>, values: Readonly<Record<K, never>>) => Compilable<R>,
+): (db: Db, values: Readonly<Record<K, BoundValue>>) => CompiledQuery<R> {
   const stand = Object.fromEntries(names.map((name) => [name, placeholder(name)])) as Record<K, never>;
   const templates = new WeakMap<object, Template>();
-  return async (db, values) => {
+  return (db, values) => {
     const key = cacheKey(db);
     let template = key && templates.get(key);
     if (!template) {
@@ -75,7 +87,7 @@ export function precompiled<K extends string, R>(
     const parameters = template.slots.map((slot) =>
       'name' in slot ? values[slot.name as K] : slot.constant,
     );
-    return db.executeQuery<R>({ ...template.compiled, parameters });
+    return { ...template.compiled, parameters } as CompiledQuery<R>;
   };
 }
 

@@ -1,6 +1,6 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { LookupConnection } from '../../db/connection.js';
-import { precompiled } from '../../db/precompiled.js';
+import { precompiled, precompiledQuery } from '../../db/precompiled.js';
 import type { Database, NewUser, Role, UserRow, UserUpdate } from '../../db/schema.js';
 
 /** Users table access. `db` first; rows in, rows out; no logic. */
@@ -249,9 +249,10 @@ export interface CallerRow {
   session_expires_at: string | null;
 }
 
-/** The caller's row: the account, and the token's session joined by its id (null columns when there is none). */
-function callerQuery(db: Kysely<Database>, ids: { readonly userId: string; readonly sessionId: string }) {
-  return db
+// every authenticated request runs it: compiled once per dialect (db/precompiled.ts); the account,
+// and the token's session joined by its id (null columns when there is none)
+const callerStatement = precompiledQuery(['userId', 'sessionId'], (db, ids) =>
+  db
     .selectFrom('users as u')
     .leftJoin('sessions as s', (join) => join.on('s.id', '=', ids.sessionId))
     .select([
@@ -265,37 +266,8 @@ function callerQuery(db: Kysely<Database>, ids: { readonly userId: string; reado
       's.revoked_at as session_revoked_at',
       's.expires_at as session_expires_at',
     ])
-    .where('u.id', '=', ids.userId);
-}
-
-// every authenticated request runs it: compiled once per dialect (db/precompiled.ts)
-const caller = precompiled(['userId', 'sessionId'], (db, ids) => callerQuery(db, ids));
-
-/** The caller query as SQL for a lookup connection, and which value each of its parameters binds. */
-interface CallerStatement {
-  readonly sql: string;
-  readonly slots: readonly ('userId' | 'sessionId')[];
-}
-
-const callerStatements = new WeakMap<LookupConnection, CallerStatement>();
-
-/** Compiled by Kysely once, with stand-ins that say where each value goes (never compiled into the SQL). */
-function callerStatement(db: Db, lookups: LookupConnection): CallerStatement {
-  let statement = callerStatements.get(lookups);
-  if (!statement) {
-    const stand = { userId: '\u0000userId\u0000', sessionId: '\u0000sessionId\u0000' };
-    const compiled = callerQuery(db as Kysely<Database>, stand).compile();
-    if (compiled.sql.includes('\u0000')) throw new Error('the caller query may only bind its values');
-    const slots = compiled.parameters.map((value) => {
-      if (value === stand.userId) return 'userId' as const;
-      if (value === stand.sessionId) return 'sessionId' as const;
-      throw new Error('the caller query binds a value it was not given');
-    });
-    statement = { sql: compiled.sql, slots };
-    callerStatements.set(lookups, statement);
-  }
-  return statement;
-}
+    .where('u.id', '=', ids.userId),
+);
 
 /**
  * The account `userId` with the session `sessionId` (null columns when there is no such session).
@@ -307,13 +279,7 @@ export async function findCaller(
   sessionId: string,
   lookups?: LookupConnection,
 ): Promise<CallerRow | undefined> {
-  if (lookups) {
-    const { sql, slots } = callerStatement(db, lookups);
-    const values = { userId, sessionId };
-    return lookups.get(
-      sql,
-      slots.map((slot) => values[slot]),
-    ) as CallerRow | undefined;
-  }
-  return (await caller(db, { userId, sessionId })).rows[0];
+  const statement = callerStatement(db, { userId, sessionId });
+  if (lookups) return lookups.get(statement.sql, statement.parameters) as CallerRow | undefined;
+  return (await db.executeQuery(statement)).rows[0] as CallerRow | undefined;
 }
