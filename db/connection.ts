@@ -144,8 +144,12 @@ export interface DatabaseHandle {
  * wait for Kysely's lock on that connection either).
  */
 export interface LookupConnection {
-  /** The first row `sql` selects with these values bound in order, or undefined. */
-  get(sql: string, parameters: readonly unknown[]): unknown;
+  /**
+   * The values of the first row `sql` selects with these values bound in order, in the order of
+   * its select list, or undefined. An array, not an object: better-sqlite3 builds a row object in
+   * C++ by setting each column's name through V8's slow paths, more CPU than the query itself.
+   */
+  getValues(sql: string, parameters: readonly unknown[]): readonly unknown[] | undefined;
 }
 
 export interface DatabaseOptions {
@@ -212,9 +216,9 @@ function openSqlite(file: string, lockWaitMs = LOCK_WAIT_MS): SqliteConnection {
 function openLookups(file: string): LookupConnection & { close(): void } {
   const sqlite = new SqliteDatabase(file);
   for (const pragma of connectionPragmas(LOCK_WAIT_MS)) sqlite.pragma(pragma);
-  const prepared = statementCache(sqlite, lockGate(sqlite, LOCK_WAIT_MS));
+  const prepared = statementCache(sqlite, lockGate(sqlite, LOCK_WAIT_MS), { raw: true });
   return {
-    get: (sql, parameters) => prepared(sql).get(...parameters),
+    getValues: (sql, parameters) => prepared(sql).get(...parameters) as readonly unknown[] | undefined,
     close: () => {
       if (sqlite.open) sqlite.close();
     },
@@ -304,13 +308,21 @@ function withStatementCache(sqlite: SqliteDatabase.Database, gate: LockGate): Sq
   });
 }
 
-/** The connection's statement for an SQL text, prepared once and run through the lock gate. */
-function statementCache(sqlite: SqliteDatabase.Database, gate: LockGate): (source: string) => GatedStatement {
+/**
+ * The connection's statement for an SQL text, prepared once and run through the lock gate.
+ * `raw`: its rows are arrays of values (for reads only: better-sqlite3 refuses raw mode on a write).
+ */
+function statementCache(
+  sqlite: SqliteDatabase.Database,
+  gate: LockGate,
+  options: { readonly raw?: boolean } = {},
+): (source: string) => GatedStatement {
   const cache = new Map<string, GatedStatement>();
   return (source) => {
     let statement = cache.get(source);
     if (!statement) {
-      statement = gated(sqlite.prepare(source), gate);
+      const prepared = sqlite.prepare(source);
+      statement = gated(options.raw ? prepared.raw(true) : prepared, gate);
       if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
       cache.set(source, statement);
     }

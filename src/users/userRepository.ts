@@ -280,6 +280,24 @@ export async function findCaller(
   lookups?: LookupConnection,
 ): Promise<CallerRow | undefined> {
   const statement = callerStatement(db, { userId, sessionId });
-  if (lookups) return lookups.get(statement.sql, statement.parameters) as CallerRow | undefined;
+  if (lookups) {
+    const values = lookups.getValues(statement.sql, statement.parameters);
+    return values && callerRowOf(values);
+  }
   return (await db.executeQuery(statement)).rows[0] as CallerRow | undefined;
+}
+
+/** A caller row from its values in the order of callerStatement's select list. */
+function callerRowOf(values: readonly unknown[]): CallerRow {
+  return {
+    id: values[0],
+    role: values[1],
+    fhir_resource_id: values[2],
+    is_active: values[3],
+    is_registered: values[4],
+    token_version: values[5],
+    session_user_id: values[6],
+    session_revoked_at: values[7],
+    session_expires_at: values[8],
+  } as CallerRow;
 }
