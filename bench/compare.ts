@@ -1,18 +1,6 @@
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import {
-  awaitCode,
-  BENCH_ADMIN,
-  type Caller,
-  caller,
-  cpuMicros,
-  gatewayEnv,
-  median,
-  spawnReady,
-  waitFor,
-} from './lib.js';
+import { median, spawnReady } from './lib.js';
+import { closedLoop, PATHS, type Served, serve, stop } from './servedCheckout.js';
 
 /**
  * `npm run bench:compare -- <checkout A> <checkout B> [read|bundle]`: two builds of the gateway
@@ -30,58 +18,6 @@ import {
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 16);
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 5000);
 const WARM_UP = Number(process.env.BENCH_WARM_UP ?? 10_000);
-const IN_FLIGHT = 20;
-const PATIENT_EMAIL = 'bench-patient@example.com';
-const PASSWORD = 'a long and plain passphrase';
-const PATHS: Record<string, string> = {
-  read: '/fhir/Patient/bench-patient-1',
-  bundle: '/fhir/Observation?_count=20',
-};
-
-interface Served {
-  readonly checkout: string;
-  readonly child: ChildProcess;
-  readonly client: Caller;
-  readonly token: string;
-}
-
-/** One checkout built and serving, with a signed-up patient's token. */
-async function serve(checkout: string, port: number, upstreamUrl: string): Promise<Served> {
-  execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: checkout });
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ff-compare-'));
-  const child = spawn(process.execPath, ['--max-semi-space-size=8', 'dist/main.js'], {
-    cwd: checkout,
-    env: gatewayEnv({ port, dataDir, upstreamUrl, workers: 1 }),
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const client = caller(`http://127.0.0.1:${port}`, IN_FLIGHT * 2);
-  await waitFor(async () => (await client.call('GET', '/readyz')).status === 200, `${checkout} to be ready`);
-  const admin = (await client.call('POST', '/auth/login', undefined, BENCH_ADMIN)).json().token as string;
-  const patient = { name: 'Bench Patient', email: PATIENT_EMAIL, dob: '1980-04-12' };
-  const created = await client.call('POST', '/fhir/patient', admin, patient);
-  if (created.status !== 201) throw new Error(`${checkout}: provisioning answered ${created.status}`);
-  const code = await awaitCode(dataDir, PATIENT_EMAIL);
-  const signup = { email: PATIENT_EMAIL, access_code: code, password: PASSWORD };
-  const signed = await client.call('POST', '/auth/signup', undefined, signup);
-  if (signed.status !== 201) throw new Error(`${checkout}: signing up answered ${signed.status}`);
-  return { checkout, child, client, token: signed.json().token as string };
-}
-
-/** `count` requests, IN_FLIGHT at a time: CPU µs per request of the gateway process. */
-async function closedLoop(server: Served, url: string, count: number): Promise<number> {
-  const gateway = [String(server.child.pid)];
-  const before = cpuMicros(gateway);
-  let sent = 0;
-  await Promise.all(
-    Array.from({ length: IN_FLIGHT }, async () => {
-      while (sent++ < count) {
-        const { status } = await server.client.call('GET', url, server.token);
-        if (status !== 200) throw new Error(`${server.checkout}: ${url} answered ${status}`);
-      }
-    }),
-  );
-  return Math.round((cpuMicros(gateway) - before) / count);
-}
 
 async function main() {
   const [a, b, scenario = 'read'] = process.argv.slice(2);
@@ -113,10 +49,7 @@ async function main() {
       ].join('\n'),
     );
   } finally {
-    for (const server of servers) {
-      await server.client.close();
-      server.child.kill('SIGTERM');
-    }
+    for (const server of servers) await stop(server);
     upstream.child.kill('SIGTERM');
   }
 }

@@ -1,0 +1,157 @@
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnReady } from './lib.js';
+import { closedLoop, PATHS, serve, stop } from './servedCheckout.js';
+
+/**
+ * `npm run bench:perf -- [read|bundle]`: where the gateway's CPU goes, sampled by Linux `perf` on
+ * CPU time. `BENCH_PROFILE` (node --cpu-prof) samples wall-clock time: on a machine whose two
+ * cores are shared by the client, the upstream and the gateway, a thread that is runnable but not
+ * running is counted where it was preempted, which is mostly at a syscall's return, so socket
+ * writes and SQLite's lock calls looked several times as costly as they are. `perf` counts only
+ * time on a CPU, in every thread of the process (the audit writer and the checkpointer too) and in
+ * the kernel work a request causes (loopback TCP is paid by its sender).
+ *
+ * The checkout in the current directory is built and served as bench:compare serves it, with
+ * `--perf-basic-prof-only-functions` so `perf` can name JavaScript frames; after a warm-up of
+ * BENCH_WARM_UP requests, BENCH_REQUESTS (default 30,000) are sampled at 2,999 Hz. Prints, for the
+ * frames that matter, the share of samples they are on the stack of (inclusive) and what that is in
+ * µs per request; bundled frames are named by the source file esbuild marks them with.
+ */
+
+const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 30_000);
+const WARM_UP = Number(process.env.BENCH_WARM_UP ?? 10_000);
+const SHOWN = Number(process.env.BENCH_PERF_LINES ?? 60);
+
+/** One sample: its thread and its frames, innermost first. */
+interface Sample {
+  readonly thread: string;
+  readonly frames: readonly string[];
+}
+
+/** `perf script -F tid,ip,sym` output as samples. */
+function parseSamples(text: string): Sample[] {
+  return text
+    .split('\n\n')
+    .map((block) => block.split('\n').filter((line) => line.trim() !== ''))
+    .filter((lines) => lines.length > 1)
+    .map(([head, ...stack]) => ({
+      thread: (head as string).trim(),
+      // "  7f1c... symbol+0x1f": the symbol without its offset
+      frames: stack.map((line) =>
+        line
+          .trim()
+          .replace(/^\S+\s+/, '')
+          .replace(/\+0x[0-9a-f]+$/, ''),
+      ),
+    }));
+}
+
+/** The source file an esbuild bundle line belongs to (the `// src/...` comment above it). */
+function sourceFileOf(bundle: string): (line: number) => string {
+  let marks: { line: number; file: string }[] | undefined;
+  return (line) => {
+    marks ??= fs
+      .readFileSync(bundle, 'utf8')
+      .split('\n')
+      .flatMap((text, i) =>
+        /^\/\/ (src|db|node_modules)\//.test(text) ? [{ line: i + 1, file: text.slice(3) }] : [],
+      );
+    let file = '';
+    for (const mark of marks) {
+      if (mark.line > line) break;
+      file = mark.file;
+    }
+    return file;
+  };
+}
+
+/** A frame as a reader wants it: a JavaScript function with its source file, else the native symbol. */
+function labeller(): (frame: string) => string {
+  const bundles = new Map<string, (line: number) => string>();
+  return (frame) => {
+    const js = /^JS:[*^~]?(\S*) (?:file:\/\/)?(\S+?):(\d+):\d+$/.exec(frame);
+    if (!js) return frame;
+    const [, name, file, line] = js as unknown as [string, string, string, string];
+    const where = file.includes('/dist/')
+      ? (bundles.get(file) ?? bundles.set(file, sourceFileOf(file)).get(file))?.(Number(line))
+      : file.replace(/^.*\/node_modules\//, '').replace(/^node:/, 'node:');
+    return `${name || '(anonymous)'} [${where}]`;
+  };
+}
+
+/** Samples each label is on the stack of (counted once per sample). */
+function inclusiveCounts(samples: readonly Sample[]): Map<string, number> {
+  const label = labeller();
+  const counts = new Map<string, number>();
+  for (const sample of samples)
+    for (const frame of new Set(sample.frames.map(label))) counts.set(frame, (counts.get(frame) ?? 0) + 1);
+  return counts;
+}
+
+async function main() {
+  const scenario = process.argv[2] ?? 'read';
+  const url = PATHS[scenario];
+  if (!url) throw new Error('usage: npm run bench:perf -- [read|bundle]');
+  try {
+    execFileSync('perf', ['--version'], { stdio: 'ignore' });
+  } catch {
+    throw new Error('bench:perf needs Linux perf (Debian: apt-get install linux-perf)');
+  }
+  const upstream = await spawnReady(process.execPath, ['bench/staticUpstream.mjs'], {});
+  const server = await serve(process.cwd(), 4602, `http://127.0.0.1:${upstream.port}`, [
+    '--perf-basic-prof-only-functions',
+  ]);
+  const data = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ff-perf-')), 'perf.data');
+  try {
+    await closedLoop(server, url, WARM_UP);
+    const pid = String(server.child.pid);
+    const recorder = spawn('perf', ['record', '-F', '2999', '-g', '-p', pid, '-o', data], {
+      stdio: 'ignore',
+    });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const cpuPerRequest = await closedLoop(server, url, REQUESTS);
+    recorder.kill('SIGINT');
+    await new Promise((resolve) => recorder.once('exit', resolve));
+    const samples = parseSamples(
+      execFileSync('perf', ['script', '-i', data, '-F', 'tid,ip,sym'], {
+        maxBuffer: 1 << 30,
+        encoding: 'utf8',
+      }),
+    );
+    const threads = new Map<string, number>();
+    for (const { thread } of samples) threads.set(thread, (threads.get(thread) ?? 0) + 1);
+    const share = (count: number) => `${((100 * count) / samples.length).toFixed(1).padStart(5)}%`;
+    const micros = (count: number) =>
+      `${((cpuPerRequest * count) / samples.length).toFixed(1).padStart(6)} µs`;
+    const lines = [
+      `${scenario}: ${cpuPerRequest} µs CPU per request over ${REQUESTS} (process utime+stime); ${samples.length} samples`,
+      `threads: ${[...threads.values()]
+        .sort((a, b) => b - a)
+        .slice(0, 4)
+        .map(share)
+        .join(', ')} (the main thread first)`,
+      'inclusive share of samples, and that share of a request:',
+      ...[...inclusiveCounts(samples)]
+        .filter(
+          ([label]) =>
+            label.includes('[') ||
+            /^(tcp_|v8::internal::(Heap::|JsonParser|JsonStringifier)|sqlite3_step|Statement::)/.test(label),
+        )
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, SHOWN)
+        .map(([label, count]) => `${share(count)} ${micros(count)}  ${label}`),
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+  } finally {
+    await stop(server);
+    upstream.child.kill('SIGTERM');
+    fs.rmSync(path.dirname(data), { recursive: true, force: true });
+    // the JIT symbol map node wrote for perf (--perf-basic-prof-only-functions)
+    fs.rmSync(`/tmp/perf-${server.child.pid}.map`, { force: true });
+  }
+}
+
+await main();

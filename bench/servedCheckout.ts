@@ -1,0 +1,77 @@
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { awaitCode, BENCH_ADMIN, type Caller, caller, cpuMicros, gatewayEnv, waitFor } from './lib.js';
+
+/**
+ * A checkout of the gateway built and served as `node dist/main.js` (WORKERS=1) in front of the
+ * static upstream, with a patient provisioned and signed up through its API: what bench:compare
+ * and bench:perf measure.
+ */
+
+export const IN_FLIGHT = 20;
+const PATIENT_EMAIL = 'bench-patient@example.com';
+const PASSWORD = 'a long and plain passphrase';
+
+/** The requests measured: a patient's read of their own record, and their search answering 20 entries. */
+export const PATHS: Record<string, string> = {
+  read: '/fhir/Patient/bench-patient-1',
+  bundle: '/fhir/Observation?_count=20',
+};
+
+export interface Served {
+  readonly checkout: string;
+  readonly child: ChildProcess;
+  readonly client: Caller;
+  readonly token: string;
+}
+
+/** One checkout built and serving, with a signed-up patient's token; `nodeFlags` go to its `node`. */
+export async function serve(
+  checkout: string,
+  port: number,
+  upstreamUrl: string,
+  nodeFlags: readonly string[] = [],
+): Promise<Served> {
+  execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: checkout });
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ff-compare-'));
+  const child = spawn(process.execPath, ['--max-semi-space-size=8', ...nodeFlags, 'dist/main.js'], {
+    cwd: checkout,
+    env: gatewayEnv({ port, dataDir, upstreamUrl, workers: 1 }),
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const client = caller(`http://127.0.0.1:${port}`, IN_FLIGHT * 2);
+  await waitFor(async () => (await client.call('GET', '/readyz')).status === 200, `${checkout} to be ready`);
+  const admin = (await client.call('POST', '/auth/login', undefined, BENCH_ADMIN)).json().token as string;
+  const patient = { name: 'Bench Patient', email: PATIENT_EMAIL, dob: '1980-04-12' };
+  const created = await client.call('POST', '/fhir/patient', admin, patient);
+  if (created.status !== 201) throw new Error(`${checkout}: provisioning answered ${created.status}`);
+  const code = await awaitCode(dataDir, PATIENT_EMAIL);
+  const signup = { email: PATIENT_EMAIL, access_code: code, password: PASSWORD };
+  const signed = await client.call('POST', '/auth/signup', undefined, signup);
+  if (signed.status !== 201) throw new Error(`${checkout}: signing up answered ${signed.status}`);
+  return { checkout, child, client, token: signed.json().token as string };
+}
+
+/** `count` requests, IN_FLIGHT at a time: CPU µs per request of the gateway process. */
+export async function closedLoop(server: Served, url: string, count: number): Promise<number> {
+  const gateway = [String(server.child.pid)];
+  const before = cpuMicros(gateway);
+  let sent = 0;
+  await Promise.all(
+    Array.from({ length: IN_FLIGHT }, async () => {
+      while (sent++ < count) {
+        const { status } = await server.client.call('GET', url, server.token);
+        if (status !== 200) throw new Error(`${server.checkout}: ${url} answered ${status}`);
+      }
+    }),
+  );
+  return Math.round((cpuMicros(gateway) - before) / count);
+}
+
+/** Stops a served checkout. */
+export async function stop(server: Served): Promise<void> {
+  await server.client.close();
+  server.child.kill('SIGTERM');
+}
