@@ -143,7 +143,10 @@ export function precompiledInsertRows<
       compiled = compile(db, rows.length);
       byCount?.set(rows.length, compiled);
     }
-    const parameters = rows.flatMap((row) => columns.map((column) => row[column]));
+    // one array filled in place: the audit trail binds 64 rows of 14 columns per statement
+    const parameters: unknown[] = new Array(rows.length * columns.length);
+    let next = 0;
+    for (const row of rows) for (const column of columns) parameters[next++] = row[column];
     await db.executeQuery({ ...compiled, parameters });
   };
 }
