@@ -310,7 +310,7 @@ function withStatementCache(sqlite: SqliteDatabase.Database, gate: LockGate): Sq
 
 /**
  * The connection's statement for an SQL text, prepared once and run through the lock gate.
- * `raw`: its rows are arrays of values (for reads only: better-sqlite3 refuses raw mode on a write).
+ * `raw`: its rows are arrays of values (better-sqlite3 refuses raw mode on a statement that returns no rows).
  */
 function statementCache(
   sqlite: SqliteDatabase.Database,

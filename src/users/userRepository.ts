@@ -287,7 +287,11 @@ export async function findCaller(
   return (await db.executeQuery(statement)).rows[0] as CallerRow | undefined;
 }
 
-/** A caller row from its values in the order of callerStatement's select list. */
+/**
+ * A caller row from its values in the order of callerStatement's select list. Security: a column
+ * read from another's place would check the wrong fact (is_active for is_registered lets a
+ * deactivated account in); tests/db/lookups.test.ts gives every column a value of its own.
+ */
 function callerRowOf(values: readonly unknown[]): CallerRow {
   return {
     id: values[0],
