@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnReady } from './lib.js';
-import { closedLoop, PATHS, serve, stop } from './servedCheckout.js';
+import { closedLoop, PATHS, type Served, serve, stop } from './servedCheckout.js';
 
 /**
  * `npm run bench:perf -- [read|bundle]`: where the gateway's CPU goes, sampled by Linux `perf` on
@@ -91,6 +91,56 @@ function inclusiveCounts(samples: readonly Sample[]): Map<string, number> {
   return counts;
 }
 
+/** `REQUESTS` requests sampled by `perf record`: CPU µs per request and the samples. */
+async function sampled(server: Served, url: string): Promise<{ cpuPerRequest: number; samples: Sample[] }> {
+  const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'ff-perf-'));
+  const data = path.join(directory, 'perf.data');
+  const pid = String(server.child.pid);
+  const recorder = spawn('perf', ['record', '-F', '2999', '-g', '-p', pid, '-o', data], { stdio: 'ignore' });
+  const stopped = new Promise((resolve) => recorder.once('exit', resolve));
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const cpuPerRequest = await closedLoop(server, url, REQUESTS);
+    recorder.kill('SIGINT');
+    await stopped;
+    const script = execFileSync('perf', ['script', '-i', data, '-F', 'tid,ip,sym'], {
+      maxBuffer: 1 << 30,
+      encoding: 'utf8',
+    });
+    return { cpuPerRequest, samples: parseSamples(script) };
+  } finally {
+    recorder.kill('SIGINT');
+    fs.rmSync(directory, { recursive: true, force: true });
+  }
+}
+
+/** The report: CPU per request, the threads' shares, and the frames that matter, largest first. */
+function report(scenario: string, cpuPerRequest: number, samples: readonly Sample[]): string {
+  const threads = new Map<string, number>();
+  for (const { thread } of samples) threads.set(thread, (threads.get(thread) ?? 0) + 1);
+  const share = (count: number) => `${((100 * count) / samples.length).toFixed(1).padStart(5)}%`;
+  const micros = (count: number) => `${((cpuPerRequest * count) / samples.length).toFixed(1).padStart(6)} µs`;
+  const lines = [
+    `${scenario}: ${cpuPerRequest} µs CPU per request over ${REQUESTS} (process utime+stime); ${samples.length} samples`,
+    `threads: ${[...threads.values()]
+      .sort((a, b) => b - a)
+      .slice(0, 4)
+      .map(share)
+      .join(', ')} (the main thread first)`,
+    'inclusive share of samples, and that share of a request:',
+    ...[...inclusiveCounts(samples)]
+      .filter(
+        ([label]) =>
+          label.includes('[') ||
+          /^(tcp_|v8::internal::(Heap::|JsonParser|JsonStringifier)|sqlite3_step|Statement::)/.test(label),
+      )
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, SHOWN)
+      .map(([label, count]) => `${share(count)} ${micros(count)}  ${label}`),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
 async function main() {
   const scenario = process.argv[2] ?? 'read';
   const url = PATHS[scenario];
@@ -101,56 +151,21 @@ async function main() {
     throw new Error('bench:perf needs Linux perf (Debian: apt-get install linux-perf)');
   }
   const upstream = await spawnReady(process.execPath, ['bench/staticUpstream.mjs'], {});
-  const server = await serve(process.cwd(), 4602, `http://127.0.0.1:${upstream.port}`, [
-    '--perf-basic-prof-only-functions',
-  ]);
-  const data = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ff-perf-')), 'perf.data');
+  let server: Served | undefined;
   try {
+    server = await serve(process.cwd(), 4602, `http://127.0.0.1:${upstream.port}`, [
+      '--perf-basic-prof-only-functions',
+    ]);
     await closedLoop(server, url, WARM_UP);
-    const pid = String(server.child.pid);
-    const recorder = spawn('perf', ['record', '-F', '2999', '-g', '-p', pid, '-o', data], {
-      stdio: 'ignore',
-    });
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    const cpuPerRequest = await closedLoop(server, url, REQUESTS);
-    recorder.kill('SIGINT');
-    await new Promise((resolve) => recorder.once('exit', resolve));
-    const samples = parseSamples(
-      execFileSync('perf', ['script', '-i', data, '-F', 'tid,ip,sym'], {
-        maxBuffer: 1 << 30,
-        encoding: 'utf8',
-      }),
-    );
-    const threads = new Map<string, number>();
-    for (const { thread } of samples) threads.set(thread, (threads.get(thread) ?? 0) + 1);
-    const share = (count: number) => `${((100 * count) / samples.length).toFixed(1).padStart(5)}%`;
-    const micros = (count: number) =>
-      `${((cpuPerRequest * count) / samples.length).toFixed(1).padStart(6)} µs`;
-    const lines = [
-      `${scenario}: ${cpuPerRequest} µs CPU per request over ${REQUESTS} (process utime+stime); ${samples.length} samples`,
-      `threads: ${[...threads.values()]
-        .sort((a, b) => b - a)
-        .slice(0, 4)
-        .map(share)
-        .join(', ')} (the main thread first)`,
-      'inclusive share of samples, and that share of a request:',
-      ...[...inclusiveCounts(samples)]
-        .filter(
-          ([label]) =>
-            label.includes('[') ||
-            /^(tcp_|v8::internal::(Heap::|JsonParser|JsonStringifier)|sqlite3_step|Statement::)/.test(label),
-        )
-        .sort((a, b) => b[1] - a[1])
-        .slice(0, SHOWN)
-        .map(([label, count]) => `${share(count)} ${micros(count)}  ${label}`),
-    ];
-    process.stdout.write(`${lines.join('\n')}\n`);
+    const { cpuPerRequest, samples } = await sampled(server, url);
+    process.stdout.write(report(scenario, cpuPerRequest, samples));
   } finally {
-    await stop(server);
+    if (server) {
+      await stop(server);
+      // the JIT symbol map node wrote for perf (--perf-basic-prof-only-functions)
+      fs.rmSync(`/tmp/perf-${server.child.pid}.map`, { force: true });
+    }
     upstream.child.kill('SIGTERM');
-    fs.rmSync(path.dirname(data), { recursive: true, force: true });
-    // the JIT symbol map node wrote for perf (--perf-basic-prof-only-functions)
-    fs.rmSync(`/tmp/perf-${server.child.pid}.map`, { force: true });
   }
 }
 
