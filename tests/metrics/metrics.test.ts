@@ -6,6 +6,7 @@ import { uuidv7 } from '../../src/ids.js';
 import { RequestTable, registerComputed } from '../../src/metrics/latency.js';
 import { DISABLED_METRICS } from '../../src/metrics/metrics.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { clearOfWindowEnd } from '../helpers/rateWindows.js';
 import { authorizeUrl, Browser, csrfOf, pkcePair, registerApp, startSmartGateway } from '../helpers/smart.js';
 
 /**
@@ -149,11 +150,8 @@ describe('/metrics with METRICS_TOKEN', () => {
     const failures = (t: string) => sample(t, 'fhir_facade_login_failures_total{route="/auth/login"}') ?? 0;
     const limited = (t: string) => sample(t, 'fhir_facade_rate_limited_total{route="/auth/login"}') ?? 0;
     const email = `nobody-${uuidv7().slice(-8)}@example.com`;
-    // 5 failures per account per 5 minutes; the sixth attempt is refused by the limit. The windows
-    // are fixed (src/auth/rateLimiter.ts): six attempts across a window's end count in two of them
-    const windowMs = RATE_LIMITS.loginAccount.windowSeconds * 1000;
-    const left = windowMs - (Date.now() % windowMs);
-    if (left < 5_000) await new Promise((resolve) => setTimeout(resolve, left + 50));
+    // 5 failures per account per 5 minutes; the sixth attempt is refused by the limit
+    await clearOfWindowEnd(RATE_LIMITS.loginAccount.windowSeconds);
     for (let i = 0; i < 6; i++) {
       await gw.call('/auth/login', { method: 'POST', json: { email, password: 'not the password' } });
     }

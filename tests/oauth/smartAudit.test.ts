@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RATE_LIMITS } from '../../src/auth/rateLimiter.js';
 import { smartRefusalOutcome } from '../../src/oauth/endpointAudit.js';
 import type { TestGateway } from '../helpers/gateway.js';
+import { clearOfWindowEnd } from '../helpers/rateWindows.js';
 import {
   authorizeUrl,
   Browser,
@@ -261,6 +263,7 @@ describe('SMART endpoints: the audit trail', () => {
     let page = login;
     const since = await now();
     let answer: Response | undefined;
+    await clearOfWindowEnd(RATE_LIMITS.loginAccount.windowSeconds);
     for (let i = 0; i < 6; i++) {
       answer = await browser.fetch(`${loginUrl}/login`, {
         method: 'POST',
