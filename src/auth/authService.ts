@@ -26,11 +26,13 @@ import { countAttempt } from './credentialAttempts.js';
 import { normalizePassword, passwordTooLong } from './passwords.js';
 import { RATE_LIMITS, refundHit } from './rateLimiter.js';
 import {
+  beginSession,
+  issueTokens,
   revokeAllSessions,
   revokeSession,
   rotateRefreshToken,
+  type SessionGrant,
   sessionOfRefreshToken,
-  startSession,
   type TokenResponse,
 } from './sessions.js';
 
@@ -60,7 +62,8 @@ function audit(deps: AppDeps, ctx: RequestContext, event: AuditEvent, db: Db = d
  * verification, so neither the answer nor its timing says which accounts exist.
  */
 export async function login(deps: AppDeps, input: LoginInput, ctx: RequestContext): Promise<TokenResponse> {
-  return verifyLogin(deps, input, ctx, {}, (trx, user) => startSession(deps, user, trx));
+  const grant = await verifyLogin(deps, input, ctx, {}, (trx, user) => beginSession(deps, user, trx));
+  return issueTokens(deps, grant);
 }
 
 /** Why this password does not sign this account in, or undefined when it does. */
@@ -180,16 +183,17 @@ export async function signup(deps: AppDeps, input: SignupInput, ctx: RequestCont
   const { user } = check;
   const now = deps.clock.now();
   const passwordHash = await deps.passwords.hash(input.password);
-  let issued: TokenResponse | undefined;
+  let begun: SessionGrant | undefined;
   try {
-    return await activate(deps, input, ctx, check, passwordHash, now, (tokens) => {
-      issued = tokens;
+    const grant = await activate(deps, input, ctx, check, passwordHash, now, (written) => {
+      begun = written;
     });
+    return await issueTokens(deps, grant);
   } catch (error) {
     // a connection lost once COMMIT went out may hide a signup that was stored, its code spent: a
-    // retry would be refused, so the database is asked, and the tokens of a stored one are good
-    if (issued && isDatabaseUnreachable(error) && (await signupStored(deps, user.id, passwordHash)))
-      return issued;
+    // retry would be refused, so the database is asked, and the session of a stored one is good
+    if (begun && isDatabaseUnreachable(error) && (await signupStored(deps, user.id, passwordHash)))
+      return issueTokens(deps, begun);
     if (isCodeSpentMeanwhile(error)) {
       // audited at the account it named, as every other wrong try is
       await audit(deps, ctx, {
@@ -228,8 +232,8 @@ function activate(
   check: { user: UserRow; hash: string },
   passwordHash: string,
   now: Date,
-  onIssued: (tokens: TokenResponse) => void,
-): Promise<TokenResponse> {
+  onBegun: (grant: SessionGrant) => void,
+): Promise<SessionGrant> {
   const { user } = check;
   return deps.db.transaction().execute(async (trx) => {
     const activated = await activateWithCode(trx, {
@@ -257,9 +261,9 @@ function activate(
       trx,
     );
     const registered = await findUserById(trx, user.id);
-    const tokens = await startSession(deps, registered!, trx);
-    onIssued(tokens);
-    return tokens;
+    const grant = await beginSession(deps, registered!, trx);
+    onBegun(grant);
+    return grant;
   });
 }
 
@@ -291,7 +295,7 @@ export async function changePassword(
   assertPasswordAllowed(deps, input.new_password, user.email, 'new_password');
   const passwordHash = await deps.passwords.hash(input.new_password);
   const now = deps.clock.now();
-  return deps.db.transaction().execute(async (trx) => {
+  const grant = await deps.db.transaction().execute(async (trx) => {
     await replacePassword(trx, user.id, passwordHash, now.toISOString());
     await revokeAllSessions(trx, user.id, 'password_change', now);
     await audit(
@@ -307,8 +311,9 @@ export async function changePassword(
       trx,
     );
     const changed = await findUserById(trx, user.id);
-    return startSession(deps, changed!, trx);
+    return beginSession(deps, changed!, trx);
   });
+  return issueTokens(deps, grant);
 }
 
 /**

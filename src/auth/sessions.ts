@@ -66,25 +66,41 @@ async function insertRefreshToken(
   return token;
 }
 
-async function tokensFor(deps: AppDeps, user: UserRow, sessionId: string, refreshToken: string, now: Date) {
+/**
+ * A session whose rows are written, in a transaction that has yet to commit. Its access token is
+ * signed only after the commit (issueTokens): signing inside would hold the write transaction,
+ * and with it SQLite's write lock, for the signature's CPU time and its await.
+ */
+export interface SessionGrant {
+  readonly user: UserRow;
+  readonly sessionId: string;
+  readonly refreshToken: string;
+  readonly issuedAt: Date;
+}
+
+/** The token pair of a committed session: its access token signed, its refresh token as stored. */
+export async function issueTokens(deps: AppDeps, grant: SessionGrant): Promise<TokenResponse> {
   const issued = await issueAccessToken(
     deps.signingKey,
     tokenSettingsOf(deps.config.jwt),
-    user,
-    sessionId,
-    now,
+    grant.user,
+    grant.sessionId,
+    grant.issuedAt,
   );
   return {
     token: issued.token,
-    token_type: 'Bearer' as const,
+    token_type: 'Bearer',
     expires_in: deps.config.jwt.accessTokenTtlSeconds,
-    refresh_token: refreshToken,
-    user: toUserDto(user),
+    refresh_token: grant.refreshToken,
+    user: toUserDto(grant.user),
   };
 }
 
-/** Starts a session for a user who just proved who they are, and issues its first token pair. */
-export async function startSession(deps: AppDeps, user: UserRow, db: Db = deps.db): Promise<TokenResponse> {
+/**
+ * Begins a session for a user who just proved who they are: writes it and its first refresh
+ * token with `db` (the caller's transaction). The tokens come from issueTokens after the commit.
+ */
+export async function beginSession(deps: AppDeps, user: UserRow, db: Db): Promise<SessionGrant> {
   const now = deps.clock.now();
   const sessionId = uuidv7(now.getTime());
   const sessionEnd = new Date(now.getTime() + deps.config.jwt.sessionMaxAgeSeconds * 1000);
@@ -103,7 +119,7 @@ export async function startSession(deps: AppDeps, user: UserRow, db: Db = deps.d
     sessionEnd,
     deps.config.jwt.refreshTokenTtlSeconds,
   );
-  return tokensFor(deps, user, sessionId, refreshToken, now);
+  return { user, sessionId, refreshToken, issuedAt: now };
 }
 
 export async function revokeSession(db: Db, sessionId: string, reason: string, now: Date): Promise<boolean> {
@@ -189,7 +205,7 @@ export async function rotateRefreshToken(deps: AppDeps, presented: string): Prom
   if (!user) return { kind: 'invalid', reason: 'unknown_user' };
   if (!canSignIn(user)) return { kind: 'invalid', reason: 'inactive_user', userId };
 
-  return deps.db.transaction().execute(async (trx) => {
+  const rotated = await deps.db.transaction().execute(async (trx) => {
     const marked = await trx
       .updateTable('refresh_tokens')
       .set({ used_at: now.toISOString() })
@@ -198,19 +214,17 @@ export async function rotateRefreshToken(deps: AppDeps, presented: string): Prom
       .executeTakeFirst();
     if (Number(marked.numUpdatedRows) !== 1) {
       await revokeSession(trx, row.session_id, 'refresh_token_reuse', now);
-      return { kind: 'reused' as const, userId: row.user_id, sessionId: row.session_id };
+      return undefined;
     }
-    const refreshToken = await insertRefreshToken(
+    return insertRefreshToken(
       trx,
       row.session_id,
       now,
       new Date(row.session_expires_at),
       deps.config.jwt.refreshTokenTtlSeconds,
     );
-    return {
-      kind: 'rotated' as const,
-      tokens: await tokensFor(deps, user, row.session_id, refreshToken, now),
-      userId: user.id,
-    };
   });
+  if (rotated === undefined) return { kind: 'reused', userId: row.user_id, sessionId: row.session_id };
+  const grant = { user, sessionId: row.session_id, refreshToken: rotated, issuedAt: now };
+  return { kind: 'rotated', tokens: await issueTokens(deps, grant), userId: user.id };
 }
