@@ -3,10 +3,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnReady } from './lib.js';
-import { closedLoop, PATHS, type Served, serve, stop } from './servedCheckout.js';
+import { closedLoop, loginLoop, PATHS, type Served, serve, stop } from './servedCheckout.js';
 
 /**
- * `npm run bench:perf -- [read|bundle]`: where the gateway's CPU goes, sampled by Linux `perf` on
+ * `npm run bench:perf -- [read|bundle|login]`: where the gateway's CPU goes, sampled by Linux `perf` on
  * CPU time. `BENCH_PROFILE` (node --cpu-prof) samples wall-clock time: on a machine whose two
  * cores are shared by the client, the upstream and the gateway, a thread that is runnable but not
  * running is counted where it was preempted, which is mostly at a syscall's return, so socket
@@ -18,12 +18,44 @@ import { closedLoop, PATHS, type Served, serve, stop } from './servedCheckout.js
  * `--perf-basic-prof-only-functions` so `perf` can name JavaScript frames; after a warm-up of
  * BENCH_WARM_UP requests, BENCH_REQUESTS (default 30,000) are sampled at 2,999 Hz. Prints, for the
  * frames that matter, the share of samples they are on the stack of (inclusive) and what that is in
- * µs per request; bundled frames are named by the source file esbuild marks them with.
+ * µs per request; bundled frames are named by the source file esbuild marks them with. `login`
+ * samples BENCH_LOGINS logins (default 2,000, 5 in flight, after BENCH_WARM_UP of them; default
+ * 1,000) and shows the main thread alone: argon2's thread is the process's largest by far, and the
+ * main thread's share of a login is what every other request waits behind.
  */
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 30_000);
 const WARM_UP = Number(process.env.BENCH_WARM_UP ?? 10_000);
 const SHOWN = Number(process.env.BENCH_PERF_LINES ?? 60);
+const LOGINS = Number(process.env.BENCH_LOGINS ?? 2_000);
+const LOGIN_WARM_UP = Number(process.env.BENCH_WARM_UP ?? 1_000);
+
+/** What a scenario runs: `count` requests, answering the CPU µs per request that the report divides. */
+interface Scenario {
+  readonly count: number;
+  readonly warmUp: number;
+  run(server: Served, count: number): Promise<number>;
+  /** Only the samples of the main thread (its thread id is the process id). */
+  readonly mainThreadOnly: boolean;
+}
+
+function scenarioNamed(name: string): Scenario | undefined {
+  if (name === 'login')
+    return {
+      count: LOGINS,
+      warmUp: LOGIN_WARM_UP,
+      run: async (server, count) => (await loginLoop(server, count)).main,
+      mainThreadOnly: true,
+    };
+  const url = PATHS[name];
+  if (!url) return undefined;
+  return {
+    count: REQUESTS,
+    warmUp: WARM_UP,
+    run: (server, count) => closedLoop(server, url, count),
+    mainThreadOnly: false,
+  };
+}
 
 /** One sample: its thread and its frames, innermost first. */
 interface Sample {
@@ -91,8 +123,11 @@ function inclusiveCounts(samples: readonly Sample[]): Map<string, number> {
   return counts;
 }
 
-/** `REQUESTS` requests sampled by `perf record`: CPU µs per request and the samples. */
-async function sampled(server: Served, url: string): Promise<{ cpuPerRequest: number; samples: Sample[] }> {
+/** The scenario's requests sampled by `perf record`: CPU µs per request and the samples. */
+async function sampled(
+  server: Served,
+  scenario: Scenario,
+): Promise<{ cpuPerRequest: number; samples: Sample[] }> {
   const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'ff-perf-'));
   const data = path.join(directory, 'perf.data');
   const pid = String(server.child.pid);
@@ -100,14 +135,18 @@ async function sampled(server: Served, url: string): Promise<{ cpuPerRequest: nu
   const stopped = new Promise((resolve) => recorder.once('exit', resolve));
   try {
     await new Promise((resolve) => setTimeout(resolve, 500));
-    const cpuPerRequest = await closedLoop(server, url, REQUESTS);
+    const cpuPerRequest = await scenario.run(server, scenario.count);
     recorder.kill('SIGINT');
     await stopped;
     const script = execFileSync('perf', ['script', '-i', data, '-F', 'tid,ip,sym'], {
       maxBuffer: 1 << 30,
       encoding: 'utf8',
     });
-    return { cpuPerRequest, samples: parseSamples(script) };
+    const samples = parseSamples(script);
+    return {
+      cpuPerRequest,
+      samples: scenario.mainThreadOnly ? samples.filter((sample) => sample.thread === pid) : samples,
+    };
   } finally {
     recorder.kill('SIGINT');
     fs.rmSync(directory, { recursive: true, force: true });
@@ -115,13 +154,13 @@ async function sampled(server: Served, url: string): Promise<{ cpuPerRequest: nu
 }
 
 /** The report: CPU per request, the threads' shares, and the frames that matter, largest first. */
-function report(scenario: string, cpuPerRequest: number, samples: readonly Sample[]): string {
+function report(scenario: string, count: number, cpuPerRequest: number, samples: readonly Sample[]): string {
   const threads = new Map<string, number>();
   for (const { thread } of samples) threads.set(thread, (threads.get(thread) ?? 0) + 1);
   const share = (count: number) => `${((100 * count) / samples.length).toFixed(1).padStart(5)}%`;
   const micros = (count: number) => `${((cpuPerRequest * count) / samples.length).toFixed(1).padStart(6)} µs`;
   const lines = [
-    `${scenario}: ${cpuPerRequest} µs CPU per request over ${REQUESTS} (process utime+stime); ${samples.length} samples`,
+    `${scenario}: ${cpuPerRequest} µs CPU per request over ${count} (utime+stime); ${samples.length} samples`,
     `threads: ${[...threads.values()]
       .sort((a, b) => b - a)
       .slice(0, 4)
@@ -142,9 +181,9 @@ function report(scenario: string, cpuPerRequest: number, samples: readonly Sampl
 }
 
 async function main() {
-  const scenario = process.argv[2] ?? 'read';
-  const url = PATHS[scenario];
-  if (!url) throw new Error('usage: npm run bench:perf -- [read|bundle]');
+  const name = process.argv[2] ?? 'read';
+  const scenario = scenarioNamed(name);
+  if (!scenario) throw new Error('usage: npm run bench:perf -- [read|bundle|login]');
   try {
     execFileSync('perf', ['--version'], { stdio: 'ignore' });
   } catch {
@@ -156,9 +195,10 @@ async function main() {
     server = await serve(process.cwd(), 4602, `http://127.0.0.1:${upstream.port}`, [
       '--perf-basic-prof-only-functions',
     ]);
-    await closedLoop(server, url, WARM_UP);
-    const { cpuPerRequest, samples } = await sampled(server, url);
-    process.stdout.write(report(scenario, cpuPerRequest, samples));
+    await scenario.run(server, scenario.warmUp);
+    const { cpuPerRequest, samples } = await sampled(server, scenario);
+    const what = scenario.mainThreadOnly ? `${name} (the main thread)` : name;
+    process.stdout.write(report(what, scenario.count, cpuPerRequest, samples));
   } finally {
     if (server) {
       await stop(server);

@@ -70,6 +70,33 @@ export async function closedLoop(server: Served, url: string, count: number): Pr
   return Math.round((cpuMicros(gateway) - before) / count);
 }
 
+/** A login is at most this many in flight: the account's limit counts attempts until they succeed (5). */
+const LOGINS_IN_FLIGHT = 5;
+
+/**
+ * `count` logins of the signed-up patient, LOGINS_IN_FLIGHT at a time: CPU µs per login of the
+ * gateway process (every thread), and of its main thread alone.
+ */
+export async function loginLoop(server: Served, count: number): Promise<{ process: number; main: number }> {
+  const pid = String(server.child.pid);
+  const mainThread = [`${pid}/task/${pid}`];
+  const before = { process: cpuMicros([pid]), main: cpuMicros(mainThread) };
+  const credentials = { email: PATIENT_EMAIL, password: PASSWORD };
+  let sent = 0;
+  await Promise.all(
+    Array.from({ length: LOGINS_IN_FLIGHT }, async () => {
+      while (sent++ < count) {
+        const { status } = await server.client.call('POST', '/auth/login', undefined, credentials);
+        if (status !== 200) throw new Error(`${server.checkout}: a login answered ${status}`);
+      }
+    }),
+  );
+  return {
+    process: Math.round((cpuMicros([pid]) - before.process) / count),
+    main: Math.round((cpuMicros(mainThread) - before.main) / count),
+  };
+}
+
 /** Stops a served checkout. */
 export async function stop(server: Served): Promise<void> {
   await server.client.close();
