@@ -44,24 +44,32 @@ const AddressSchema = z
     example: { line: ['1 Main St'], city: 'Springfield', postal_code: '12345', country: 'US' },
   });
 
+/** The earliest time zone's lead on UTC (UTC+14, Kiribati): where a calendar day begins first. */
+const EARLIEST_ZONE_LEAD_MS = 14 * 3_600_000;
+
 /**
  * A FHIR date (`YYYY`, `YYYY-MM` or `YYYY-MM-DD`) that is on the calendar and has begun: R4's
  * pattern alone takes 2026-02-30 and next year (review F). Also the raw create's birthDate check.
  */
-export function isPastFhirDate(value: string): boolean {
+export function isPastFhirDate(value: string, now: number = Date.now()): boolean {
   if (!/^\d{4}(?:-\d{2}(?:-\d{2})?)?$/.test(value)) return false;
   const full = value.length === 4 ? `${value}-01-01` : value.length === 7 ? `${value}-01` : value;
-  return isPastCalendarDate(full);
+  return isPastCalendarDate(full, now);
 }
 
-function isPastCalendarDate(value: string): boolean {
+/**
+ * A `YYYY-MM-DD` on the calendar that has begun somewhere: a date carries no time zone, and a
+ * newborn registered on the local date east of UTC (Sydney's morning is UTC's yesterday) was
+ * refused as born in the future.
+ */
+export function isPastCalendarDate(value: string, now: number = Date.now()): boolean {
   const date = new Date(`${value}T00:00:00Z`);
   return (
     // FHIR dates start at year 0001
     !value.startsWith('0000') &&
     !Number.isNaN(date.getTime()) &&
     date.toISOString().startsWith(value) &&
-    date.getTime() <= Date.now()
+    date.getTime() - EARLIEST_ZONE_LEAD_MS <= now
   );
 }
 
@@ -72,7 +80,7 @@ export const CreatePatientBody = z
     dob: z
       .string()
       .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date YYYY-MM-DD')
-      .refine(isPastCalendarDate, 'must be a real date, not in the future')
+      .refine((value) => isPastCalendarDate(value), 'must be a real date, not in the future')
       .openapi({ example: '1980-04-12' }),
     gender: z.enum(['male', 'female', 'other', 'unknown']).optional(),
     phone: PhoneSchema.optional(),
