@@ -154,13 +154,18 @@ async function sampled(
 }
 
 /** The report: CPU per request, the threads' shares, and the frames that matter, largest first. */
-function report(scenario: string, count: number, cpuPerRequest: number, samples: readonly Sample[]): string {
+function report(
+  scenario: string,
+  requests: number,
+  cpuPerRequest: number,
+  samples: readonly Sample[],
+): string {
   const threads = new Map<string, number>();
   for (const { thread } of samples) threads.set(thread, (threads.get(thread) ?? 0) + 1);
   const share = (count: number) => `${((100 * count) / samples.length).toFixed(1).padStart(5)}%`;
   const micros = (count: number) => `${((cpuPerRequest * count) / samples.length).toFixed(1).padStart(6)} µs`;
   const lines = [
-    `${scenario}: ${cpuPerRequest} µs CPU per request over ${count} (utime+stime); ${samples.length} samples`,
+    `${scenario}: ${cpuPerRequest} µs CPU per request over ${requests} (utime+stime); ${samples.length} samples`,
     `threads: ${[...threads.values()]
       .sort((a, b) => b - a)
       .slice(0, 4)

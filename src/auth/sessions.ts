@@ -67,9 +67,11 @@ async function insertRefreshToken(
 }
 
 /**
- * A session whose rows are written, in a transaction that has yet to commit. Its access token is
- * signed only after the commit (issueTokens): signing inside would hold the write transaction,
- * and with it SQLite's write lock, for the signature's CPU time and its await.
+ * A session whose rows are written in the caller's transaction. Its access token is signed once
+ * that transaction has committed (issueTokens): signing inside would hold the write transaction,
+ * and with it SQLite's write lock, for the signature's CPU time and its await. Should the signing
+ * fail after the commit (a broken key: it is checked at start), the request answers 500 and the
+ * session is left with no token anyone holds.
  */
 export interface SessionGrant {
   readonly user: UserRow;
@@ -78,22 +80,32 @@ export interface SessionGrant {
   readonly issuedAt: Date;
 }
 
-/** The token pair of a committed session: its access token signed, its refresh token as stored. */
-export async function issueTokens(deps: AppDeps, grant: SessionGrant): Promise<TokenResponse> {
+/** A session's access token, signed on libuv's thread pool. */
+async function signSessionToken(deps: AppDeps, user: UserRow, sessionId: string, issuedAt: Date) {
   const issued = await issueAccessToken(
     deps.signingKey,
     tokenSettingsOf(deps.config.jwt),
-    grant.user,
-    grant.sessionId,
-    grant.issuedAt,
+    user,
+    sessionId,
+    issuedAt,
   );
+  return issued.token;
+}
+
+function tokenResponse(deps: AppDeps, user: UserRow, token: string, refreshToken: string): TokenResponse {
   return {
-    token: issued.token,
+    token,
     token_type: 'Bearer',
     expires_in: deps.config.jwt.accessTokenTtlSeconds,
-    refresh_token: grant.refreshToken,
-    user: toUserDto(grant.user),
+    refresh_token: refreshToken,
+    user: toUserDto(user),
   };
+}
+
+/** The token pair of a committed session: its access token signed, its refresh token as stored. */
+export async function issueTokens(deps: AppDeps, grant: SessionGrant): Promise<TokenResponse> {
+  const token = await signSessionToken(deps, grant.user, grant.sessionId, grant.issuedAt);
+  return tokenResponse(deps, grant.user, token, grant.refreshToken);
 }
 
 /**
@@ -205,6 +217,9 @@ export async function rotateRefreshToken(deps: AppDeps, presented: string): Prom
   if (!user) return { kind: 'invalid', reason: 'unknown_user' };
   if (!canSignIn(user)) return { kind: 'invalid', reason: 'inactive_user', userId };
 
+  // signed before the rotation, outside its transaction: a signature failing after the commit
+  // would leave the client holding only a used token, whose retry reads as theft (reuse)
+  const token = await signSessionToken(deps, user, row.session_id, now);
   const rotated = await deps.db.transaction().execute(async (trx) => {
     const marked = await trx
       .updateTable('refresh_tokens')
@@ -225,6 +240,5 @@ export async function rotateRefreshToken(deps: AppDeps, presented: string): Prom
     );
   });
   if (rotated === undefined) return { kind: 'reused', userId: row.user_id, sessionId: row.session_id };
-  const grant = { user, sessionId: row.session_id, refreshToken: rotated, issuedAt: now };
-  return { kind: 'rotated', tokens: await issueTokens(deps, grant), userId: user.id };
+  return { kind: 'rotated', tokens: tokenResponse(deps, user, token, rotated), userId: user.id };
 }

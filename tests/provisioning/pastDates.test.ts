@@ -20,7 +20,7 @@ describe('isPastFhirDate', () => {
     ['0000-01-01', false],
     ['1980-4-12', false],
     ['', false],
-  ])('%s: %s', (value, expected) => {
+  ])('takes %s as a date that has begun: %s', (value, expected) => {
     expect(isPastFhirDate(value, now)).toBe(expected);
   });
 
