@@ -123,6 +123,21 @@ function inclusiveCounts(samples: readonly Sample[]): Map<string, number> {
   return counts;
 }
 
+/**
+ * Samples by the file of their innermost JavaScript frame: what each file's own code costs,
+ * with the native work it calls (SQLite's step is its caller's, a socket write node:net's).
+ */
+function selfCountsByFile(samples: readonly Sample[]): Map<string, number> {
+  const label = labeller();
+  const counts = new Map<string, number>();
+  for (const sample of samples) {
+    const innermost = sample.frames.map(label).find((frame) => /\[.+\]$/.test(frame));
+    const file = innermost ? (/\[(.+)\]$/.exec(innermost)?.[1] ?? innermost) : '(no JavaScript frame)';
+    counts.set(file, (counts.get(file) ?? 0) + 1);
+  }
+  return counts;
+}
+
 /** The scenario's requests sampled by `perf record`: CPU µs per request and the samples. */
 async function sampled(
   server: Served,
@@ -181,6 +196,11 @@ function report(
       .sort((a, b) => b[1] - a[1])
       .slice(0, SHOWN)
       .map(([label, count]) => `${share(count)} ${micros(count)}  ${label}`),
+    'by the file of the innermost JavaScript frame (each sample once), and that share of a request:',
+    ...[...selfCountsByFile(samples)]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 25)
+      .map(([file, count]) => `${share(count)} ${micros(count)}  ${file}`),
   ];
   return `${lines.join('\n')}\n`;
 }

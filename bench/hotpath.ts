@@ -508,6 +508,8 @@ async function main() {
       `${JSON.stringify({ summary, rows }, null, 2)}\n`,
     );
     const s = summary;
+    // an added latency below the bare proxy's is a negative difference: `+-1.31` read as an addition
+    const signed = (ms: number) => (ms < 0 ? `−${-ms}` : `+${ms}`);
     process.stdout.write(
       [
         '| figure | gateway | bare proxy | ratio |',
@@ -518,8 +520,8 @@ async function main() {
         `| the essential work alone (bench/essentialProxy.mjs), CPU per Bundle / read | ${s.essential_work.cpu_us_per_request.bundle} / ${s.essential_work.cpu_us_per_request.read} µs | | ${s.essential_work.cpu_us_per_request.bundle_ratio_to_bare}× / ${s.essential_work.cpu_us_per_request.read_ratio_to_bare}× |`,
         `| the gateway's floor: CPU per \`/healthz\` / \`/auth/me\` request | ${s.gateway_floor_cpu_us_per_request.healthz} / ${s.gateway_floor_cpu_us_per_request.auth_me} µs | | |`,
         `| throughput, ${CONNECTIONS} connections, Bundle / read | ${s.throughput_rps.bundle.gateway} / ${s.throughput_rps.read.gateway} req/s | ${s.throughput_rps.bundle.bare} / ${s.throughput_rps.read.bare} req/s | ${s.throughput_rps.bundle.ratio}× / ${s.throughput_rps.read.ratio}× |`,
-        `| added latency at 250 req/s, Bundle p50 / p99 | +${s.added_latency_ms.at_250.p50} / +${s.added_latency_ms.at_250.p99} ms | | |`,
-        `| added latency at 1,000 req/s, Bundle p50 / p99 | +${s.added_latency_ms.at_1000.p50} / +${s.added_latency_ms.at_1000.p99} ms | p50 ${s.added_latency_ms.bare_at_1000.p50} / p99 ${s.added_latency_ms.bare_at_1000.p99} ms | |`,
+        `| added latency at 250 req/s, Bundle p50 / p99 | ${signed(s.added_latency_ms.at_250.p50)} / ${signed(s.added_latency_ms.at_250.p99)} ms | | |`,
+        `| added latency at 1,000 req/s, Bundle p50 / p99 | ${signed(s.added_latency_ms.at_1000.p50)} / ${signed(s.added_latency_ms.at_1000.p99)} ms | p50 ${s.added_latency_ms.bare_at_1000.p50} / p99 ${s.added_latency_ms.bare_at_1000.p99} ms | |`,
         `| logins/s (20 in flight), WORKERS=1 / 2 | ${s.logins.per_second} / ${s.workers_2.logins_per_second} | | main thread ${s.logins.main_thread_us_per_login} µs per login |`,
         `| the same over the ${LOGIN_WARM_UP} warm-up logins, WORKERS=1 | ${s.logins.warm_up.per_second} | | main thread ${s.logins.warm_up.main_thread_us_per_login} µs per login |`,
         `| WORKERS=2 throughput, Bundle / read | ${s.workers_2.bundle_rps} / ${s.workers_2.read_rps} req/s | | ${s.workers_2.bundle_ratio_to_1}× / ${s.workers_2.read_ratio_to_1}× of WORKERS=1 |`,

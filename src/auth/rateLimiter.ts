@@ -44,10 +44,17 @@ interface Window {
   readonly endsAt: number;
 }
 
+// a key's subject hashed once: a login counts its keys and gives the hits back with the same objects
+const digests = new WeakMap<LimitKey, string>();
+
 function windowOf(key: LimitKey & { subject: string }, now: Date): Window {
   const size = key.rule.windowSeconds * 1000;
   const start = Math.floor(now.getTime() / size) * size;
-  const digest = createHash('sha256').update(key.subject).digest('base64url').slice(0, 22);
+  let digest = digests.get(key);
+  if (digest === undefined) {
+    digest = createHash('sha256').update(key.subject).digest('base64url').slice(0, 22);
+    digests.set(key, digest);
+  }
   return { bucket: `${key.rule.name}:${digest}`, start: new Date(start).toISOString(), endsAt: start + size };
 }
 
@@ -66,26 +73,84 @@ export class RateLimited extends AppError {
   }
 }
 
-const countOne = precompiled(['bucket', 'start'], (db, window) =>
-  db
-    .insertInto('rate_limits')
-    .values({ bucket: window.bucket, window_start: window.start, count: 1 })
-    .onConflict((oc) =>
-      oc
-        .columns(['bucket', 'window_start'])
-        .doUpdateSet((eb) => ({ count: eb('rate_limits.count', '+', 1) })),
-    )
-    .returning('count'),
+/** The names a statement over `count` windows binds: bucket0, start0, bucket1, start1, ... */
+const windowNames = (count: number) =>
+  Array.from({ length: count }, (_, i) => [`bucket${i}`, `start${i}`]).flat();
+
+const windowValues = (windows: readonly Window[]) =>
+  Object.fromEntries(
+    windows.flatMap((w, i) => [
+      [`bucket${i}`, w.bucket],
+      [`start${i}`, w.start],
+    ]),
+  );
+
+/** A named stand-in of a precompiled statement (`precompiled` types them `never`, to fit any column). */
+const slot = (values: Readonly<Record<string, never>>, name: string): never => values[name] as never;
+
+/** A statement per number of windows (an attempt has one or two), compiled once each. */
+function perWindowCount<S>(make: (count: number) => S): (count: number) => S {
+  const made = new Map<number, S>();
+  return (count) => {
+    let statement = made.get(count);
+    if (!statement) {
+      statement = make(count);
+      made.set(count, statement);
+    }
+    return statement;
+  };
+}
+
+// every window of an attempt in one statement: a login's counting is one upsert, its refund one update
+const countAll = perWindowCount((count) =>
+  precompiled(windowNames(count), (db, values) =>
+    db
+      .insertInto('rate_limits')
+      .values(
+        Array.from({ length: count }, (_, i) => ({
+          bucket: slot(values, `bucket${i}`),
+          window_start: slot(values, `start${i}`),
+          count: 1,
+        })),
+      )
+      .onConflict((oc) =>
+        oc
+          .columns(['bucket', 'window_start'])
+          .doUpdateSet((eb) => ({ count: eb('rate_limits.count', '+', 1) })),
+      )
+      .returning(['bucket', 'count']),
+  ),
 );
 
-const giveBackOne = precompiled(['bucket', 'start'], (db, window) =>
-  db
-    .updateTable('rate_limits')
-    .set((eb) => ({ count: eb('count', '-', 1) }))
-    .where('bucket', '=', window.bucket)
-    .where('window_start', '=', window.start)
-    .where('count', '>', 0),
+const giveBackAll = perWindowCount((count) =>
+  precompiled(windowNames(count), (db, values) =>
+    db
+      .updateTable('rate_limits')
+      .set((eb) => ({ count: eb('count', '-', 1) }))
+      .where('count', '>', 0)
+      .where((eb) =>
+        eb.or(
+          Array.from({ length: count }, (_, i) =>
+            eb.and([
+              eb('bucket', '=', slot(values, `bucket${i}`)),
+              eb('window_start', '=', slot(values, `start${i}`)),
+            ]),
+          ),
+        ),
+      ),
+  ),
 );
+
+/** The windows of these keys at `now`, each once (one upsert may not touch a row twice). */
+function windowsOf(keys: readonly LimitKey[], now: Date): { key: LimitKey; window: Window }[] {
+  const seen = new Set<string>();
+  return withSubject(keys).flatMap((key) => {
+    const window = windowOf(key, now);
+    if (seen.has(window.bucket)) return [];
+    seen.add(window.bucket);
+    return [{ key, window }];
+  });
+}
 
 /** Adds one to each counter; with `enforce`, throws 429 when this hit goes over a limit. */
 export async function countHit(
@@ -95,20 +160,22 @@ export async function countHit(
   options: { enforce: boolean } = { enforce: true },
 ): Promise<void> {
   const now = clock.now();
+  const counted = windowsOf(keys, now);
+  if (counted.length === 0) return;
+  const windows = counted.map((c) => c.window);
+  // the counters of one attempt in one statement, so in one commit
+  const { rows } = await countAll(windows.length)(db, windowValues(windows));
+  const countOf = new Map(rows.map((row) => [row.bucket, row.count]));
   let retryAfter = 0;
   const over: string[] = [];
-  // the counters of one attempt in one commit
-  await db.transaction().execute(async (trx) => {
-    for (const key of withSubject(keys)) {
-      const window = windowOf(key, now);
-      const [row] = (await countOne(trx, window)).rows;
-      if (!row) throw new Error('rate limit upsert returned no count');
-      if (row.count > key.rule.limit) {
-        retryAfter = Math.max(retryAfter, window.endsAt - now.getTime());
-        over.push(key.rule.name);
-      }
+  for (const { key, window } of counted) {
+    const count = countOf.get(window.bucket);
+    if (count === undefined) throw new Error('rate limit upsert returned no count');
+    if (count > key.rule.limit) {
+      retryAfter = Math.max(retryAfter, window.endsAt - now.getTime());
+      over.push(key.rule.name);
     }
-  });
+  }
   if (options.enforce && retryAfter > 0) throw new RateLimited(retryAfter, over);
 }
 
@@ -118,10 +185,8 @@ export async function refundHit(
   clock: Clock,
   keys: readonly LimitKey[],
 ): Promise<void> {
-  const now = clock.now();
-  for (const key of withSubject(keys)) {
-    await giveBackOne(db, windowOf(key, now));
-  }
+  const windows = windowsOf(keys, clock.now()).map((c) => c.window);
+  if (windows.length > 0) await giveBackAll(windows.length)(db, windowValues(windows));
 }
 
 /** Drops windows that ended a day ago or more; called by the periodic housekeeping. */
