@@ -101,7 +101,7 @@ function perWindowCount<S>(make: (count: number) => S): (count: number) => S {
   };
 }
 
-// every window of an attempt in one statement: a login's counting is one upsert, its refund one update
+// every window of an attempt in one upsert, its rows locked in the order of its values
 const countAll = perWindowCount((count) =>
   precompiled(windowNames(count), (db, values) =>
     db
@@ -122,23 +122,13 @@ const countAll = perWindowCount((count) =>
   ),
 );
 
-const giveBackAll = perWindowCount((count) =>
-  precompiled(windowNames(count), (db, values) =>
-    db
-      .updateTable('rate_limits')
-      .set((eb) => ({ count: eb('count', '-', 1) }))
-      .where('count', '>', 0)
-      .where((eb) =>
-        eb.or(
-          Array.from({ length: count }, (_, i) =>
-            eb.and([
-              eb('bucket', '=', slot(values, `bucket${i}`)),
-              eb('window_start', '=', slot(values, `start${i}`)),
-            ]),
-          ),
-        ),
-      ),
-  ),
+const giveBackOne = precompiled(['bucket', 'start'], (db, window) =>
+  db
+    .updateTable('rate_limits')
+    .set((eb) => ({ count: eb('count', '-', 1) }))
+    .where('bucket', '=', window.bucket)
+    .where('window_start', '=', window.start)
+    .where('count', '>', 0),
 );
 
 /** The windows of these keys at `now`, each once (one upsert may not touch a row twice). */
@@ -185,8 +175,9 @@ export async function refundHit(
   clock: Clock,
   keys: readonly LimitKey[],
 ): Promise<void> {
-  const windows = windowsOf(keys, clock.now()).map((c) => c.window);
-  if (windows.length > 0) await giveBackAll(windows.length)(db, windowValues(windows));
+  // one window at a time, in the count's order: on PostgreSQL one UPDATE over both windows locked
+  // them in the table's order, and deadlocked against a concurrent count of the same two (review)
+  for (const { window } of windowsOf(keys, clock.now())) await giveBackOne(db, window);
 }
 
 /** Drops windows that ended a day ago or more; called by the periodic housekeeping. */
