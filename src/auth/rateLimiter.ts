@@ -44,17 +44,10 @@ interface Window {
   readonly endsAt: number;
 }
 
-// a key's subject hashed once: a login counts its keys and gives the hits back with the same objects
-const digests = new WeakMap<LimitKey, string>();
-
 function windowOf(key: LimitKey & { subject: string }, now: Date): Window {
   const size = key.rule.windowSeconds * 1000;
   const start = Math.floor(now.getTime() / size) * size;
-  let digest = digests.get(key);
-  if (digest === undefined) {
-    digest = createHash('sha256').update(key.subject).digest('base64url').slice(0, 22);
-    digests.set(key, digest);
-  }
+  const digest = createHash('sha256').update(key.subject).digest('base64url').slice(0, 22);
   return { bucket: `${key.rule.name}:${digest}`, start: new Date(start).toISOString(), endsAt: start + size };
 }
 
@@ -175,8 +168,8 @@ export async function refundHit(
   clock: Clock,
   keys: readonly LimitKey[],
 ): Promise<void> {
-  // one window at a time, in the count's order: on PostgreSQL one UPDATE over both windows locked
-  // them in the table's order, and deadlocked against a concurrent count of the same two (review)
+  // one window at a time, in the count's order: one UPDATE over both locked them in the table's
+  // order on PostgreSQL, and deadlocked against a concurrent count of the same two
   for (const { window } of windowsOf(keys, clock.now())) await giveBackOne(db, window);
 }
 

@@ -8,7 +8,7 @@ import { DIALECTS } from '../helpers/postgres.js';
  * A successful login gives its hits back inside its transaction while other attempts on the same
  * account and address count theirs: the two must lock the counters in one order. An UPDATE over
  * both windows locked them in the table's order on PostgreSQL and deadlocked (40P01, a 500) in
- * about one round in fifteen of this test (review of a8edef7).
+ * about one round in fifteen of this test.
  */
 describe.each(DIALECTS)('rate-limit counters under concurrent count and refund (%s)', (dialect) => {
   let gw: TestGateway;

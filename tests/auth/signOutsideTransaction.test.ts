@@ -14,7 +14,8 @@ import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
  * observer that sees committed rows only finds the new session committed (login, signup, password
  * change); a refresh signs before its rotation, so that a signature that fails leaves the
  * presented token usable. SQLite only: the observer must read synchronously; the code path is the
- * same on PostgreSQL.
+ * same on PostgreSQL. Not seen: a signature at a transaction's start, before its first write
+ * (SQLite's BEGIN is deferred and takes no lock until then).
  */
 describe('access tokens are signed outside the write transaction (sqlite)', () => {
   let gw: TestGateway;
