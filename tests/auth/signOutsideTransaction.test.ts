@@ -35,11 +35,11 @@ describe('access tokens are signed outside the write transaction (sqlite)', () =
 
   /**
    * Whether no connection holds the write lock. The audit writer thread holds it for a flush of a
-   * few ms at most, so only a lock held through 50 tries 2 ms apart counts: the main connection's,
-   * since its thread is blocked here, in the signing.
+   * few ms (longer on a loaded CI machine), so only a lock held through a whole second of tries
+   * counts: the main connection's, since its thread is blocked here, in the signing.
    */
   const writeLockFree = () => {
-    for (let attempt = 0; attempt < 50; attempt++) {
+    for (let attempt = 0; attempt < 500; attempt++) {
       try {
         prober.exec('BEGIN IMMEDIATE');
         prober.exec('ROLLBACK');
