@@ -1,6 +1,7 @@
 // A static FHIR upstream for `npm run bench`: prebuilt answers, no logic, so what is measured is
 // the proxy in front of it. Searches answer a 20-entry searchset Bundle (~26 KB) of one
-// patient's Observations, reads answer the Patient, writes answer 201. Plain JS: no loader cost.
+// patient's Observations, reads answer the Patient, writes answer 201, a batch its batch-response.
+// Plain JS: no loader cost.
 import http from 'node:http';
 
 const port = Number(process.env.PORT ?? 0);
@@ -110,6 +111,19 @@ const capability = JSON.stringify({
 });
 const json = { 'content-type': 'application/fhir+json;charset=utf-8' };
 
+let created = 0;
+/** A batch's batch-response: every entry created (R4 http.html#transaction-response). */
+const batchResponse = (batch) => ({
+  resourceType: 'Bundle',
+  type: 'batch-response',
+  entry: (batch.entry ?? []).map((entry) => {
+    const type = entry.resource?.resourceType ?? 'Resource';
+    return {
+      response: { status: '201 Created', location: `${type}/${type.toLowerCase()}-${++created}/_history/1` },
+    };
+  }),
+});
+
 http
   .createServer((req, res) => {
     const chunks = [];
@@ -118,6 +132,14 @@ http
       const url = req.url ?? '';
       if (req.method === 'POST') {
         const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : {};
+        // the gateway mirrors its audit trail as batches of AuditEvents (src/audit/auditEventLane.ts):
+        // answered as a FHIR server does, or every login's event failed and was retried, logged each time
+        if (body.resourceType === 'Bundle' && body.type === 'batch') {
+          const text = JSON.stringify(batchResponse(body));
+          res.writeHead(200, { ...json, 'content-length': Buffer.byteLength(text) });
+          res.end(text);
+          return;
+        }
         const type = body.resourceType ?? 'Resource';
         // the provisioned accounts get fixed ids the prebuilt answers name
         const email = body.telecom?.find((t) => t.system === 'email')?.value ?? '';
