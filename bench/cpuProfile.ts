@@ -44,7 +44,7 @@ function scenarioNamed(name: string): Scenario | undefined {
     return {
       count: LOGINS,
       warmUp: LOGIN_WARM_UP,
-      run: async (server, count) => (await loginLoop(server, count)).main,
+      run: loginLoop,
       mainThreadOnly: true,
     };
   const url = PATHS[name];
