@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import type { HashingPriority } from './auth/passwords.js';
 import { PLAIN_ADDRESS } from './email/address.js';
 
 /**
@@ -156,6 +157,7 @@ const envSchema = z.object({
   ADMIN_EMAIL: z.preprocess(emptyToUndefined, emailAddress.optional()),
   ADMIN_PASSWORD: optionalString,
   PASSWORD_MIN_LENGTH: integer(8, 64).default(15),
+  PASSWORD_HASH_PRIORITY: z.enum(['idle', 'normal']).default('idle'),
   ACCESS_CODE_TTL: duration(300, 86_400).default(86_400),
   ADMIN_CODE_IN_RESPONSE: booleanFlag.default(false),
   JWT_PRIVATE_KEY: optionalString,
@@ -219,6 +221,8 @@ export interface Config {
   readonly signupUrl: string;
   readonly firstAdmin: { readonly email: string; readonly password: string } | undefined;
   readonly passwordMinLength: number;
+  /** The hashing thread's CPU priority (src/auth/passwords.ts). */
+  readonly passwordHashPriority: HashingPriority;
   /** Lifetime of a signup access code, seconds (NIST SP 800-63A: at most 24 h for a code sent by email). */
   readonly accessCodeTtlSeconds: number;
   /** Opt-in for deployments without mail: a re-issued code is returned once to the admin. */
@@ -369,6 +373,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     signupUrl: e.SIGNUP_URL ?? `${publicBaseUrl}/signup`,
     firstAdmin: firstAdmin(e),
     passwordMinLength: e.PASSWORD_MIN_LENGTH,
+    passwordHashPriority: e.PASSWORD_HASH_PRIORITY,
     accessCodeTtlSeconds: e.ACCESS_CODE_TTL,
     adminCodeInResponse: e.ADMIN_CODE_IN_RESPONSE,
     resetCodeTtlSeconds: e.RESET_CODE_TTL,

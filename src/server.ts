@@ -245,7 +245,16 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       ...(metrics.enabled ? { metrics } : {}),
     });
 
-    const passwords = await createPasswordHasher();
+    const passwords = await createPasswordHasher({
+      priority: config.passwordHashPriority,
+      onThreadStarted: ({ priority, reason, fallback }) =>
+        fallback
+          ? logger.warn(
+              { priority },
+              'password hashing: the idle-priority thread got no CPU; a second thread hashes',
+            )
+          : logger.info({ priority, ...(reason ? { reason } : {}) }, 'password hashing thread started'),
+    });
     closers.push(() => passwords.close());
     const tokenKeys = await loadTokenKeys(config.jwt.privateKey, config.jwt.previousKeys, config.dataDir);
     const secrets = loadSecrets(config.appSecret, config.appSecretPrevious, config.dataDir);

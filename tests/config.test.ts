@@ -31,6 +31,7 @@ describe('config', () => {
     expect(config.firstAdmin).toBeUndefined();
     expect(config.corsOrigins).toEqual([]);
     expect(config.trustProxy).toBe(false);
+    expect(config.passwordHashPriority).toBe('idle');
     expect(Object.isFrozen(config) && Object.isFrozen(config.jwt)).toBe(true);
   });
 
@@ -66,6 +67,7 @@ describe('config', () => {
     [{ CORS_ORIGINS: 'https://app.example.com/path' }, 'CORS_ORIGINS'],
     [{ TRUST_PROXY: 'maybe' }, 'TRUST_PROXY'],
     [{ PASSWORD_MIN_LENGTH: '4' }, 'PASSWORD_MIN_LENGTH'],
+    [{ PASSWORD_HASH_PRIORITY: 'low' }, 'PASSWORD_HASH_PRIORITY'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
     [{ PUBLIC_BASE_URL: 'https://gw.example', JWT_ISSUER: 'https://gw.example/oauth' }, 'JWT_ISSUER'],
     [{ PUBLIC_BASE_URL: 'https://gw.example', JWT_ISSUER: 'https://gw.example/oauth/' }, 'JWT_ISSUER'],
@@ -81,7 +83,9 @@ describe('config', () => {
       TRUST_PROXY: 'true',
       CORS_ORIGINS: 'https://app.example.com, http://localhost:5173',
       FHIR_BASE_URL: 'https://fhir.example.com/r4/',
+      PASSWORD_HASH_PRIORITY: 'normal',
     });
+    expect(config.passwordHashPriority).toBe('normal');
     expect(config.jwt.accessTokenTtlSeconds).toBe(900);
     expect(config.trustProxy).toBe(true);
     expect(config.corsOrigins).toEqual(['https://app.example.com', 'http://localhost:5173']);

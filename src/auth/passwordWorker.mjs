@@ -1,10 +1,42 @@
 // Runs argon2id on its own thread so hashing never blocks the event loop nor competes with
 // jose and the FHIR client for libuv's thread pool (measured in ../shared/STACK.md).
 // Plain JavaScript on purpose: a worker file must load without a TypeScript loader.
+import { execFileSync } from 'node:child_process';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { hashSync, verifySync } from '@node-rs/argon2';
 
 const options = workerData.options;
+
+/** Linux's SCHED_IDLE, as /proc/<pid>/task/<tid>/stat numbers a thread's policy (its 41st field). */
+const SCHED_IDLE = 5;
+
+/** This thread's scheduling policy, from the 41st field of its stat line (the name before it may hold spaces). */
+const policyOf = (threadPath) =>
+  Number(readFileSync(`${threadPath}/stat`, 'utf8').split(') ').pop().split(' ')[38]);
+
+/**
+ * `idle`: this thread alone under Linux's SCHED_IDLE. The kernel then gives it only the CPU time no
+ * ordinary thread of its cgroup wants, and takes the core back the moment a request's thread
+ * wakes: a storm of logins no longer delays every other request behind a 7–10 ms hash
+ * (docs/performance.md). Node has no call for it, so util-linux's `chrt` sets it once, on this
+ * thread only (any process may lower its own threads). Answers the priority the thread runs at.
+ */
+function lowerPriority(asked) {
+  if (asked !== 'idle') return { priority: 'normal' };
+  try {
+    // "/proc/thread-self" -> "<pid>/task/<tid>": this thread's own entry, and its id for chrt
+    const threadPath = `/proc/${readlinkSync('/proc/thread-self')}`;
+    const tid = threadPath.split('/').pop();
+    execFileSync('chrt', ['--idle', '--pid', '0', tid], { stdio: 'ignore', timeout: 5_000 });
+    if (policyOf(threadPath) === SCHED_IDLE) return { priority: 'idle' };
+    return { priority: 'normal', reason: 'the policy did not change' };
+  } catch (error) {
+    return { priority: 'normal', reason: error?.code ?? 'chrt failed' };
+  }
+}
+
+parentPort.postMessage({ started: lowerPriority(workerData.priority) });
 
 parentPort.on('message', (message) => {
   const { id, op, password, hash } = message;
