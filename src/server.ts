@@ -251,7 +251,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
         fallback
           ? logger.warn(
               { priority },
-              'password hashing: the idle-priority thread got no CPU; a second thread hashes',
+              'password hashing: a hash waited too long for the idle-priority thread; a normal-priority thread takes such hashes',
             )
           : logger.info({ priority, ...(reason ? { reason } : {}) }, 'password hashing thread started'),
     });

@@ -1,8 +1,8 @@
 // Runs argon2id on its own thread so hashing never blocks the event loop nor competes with
 // jose and the FHIR client for libuv's thread pool (measured in ../shared/STACK.md).
 // Plain JavaScript on purpose: a worker file must load without a TypeScript loader.
-import { execFileSync } from 'node:child_process';
-import { readFileSync, readlinkSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { hashSync, verifySync } from '@node-rs/argon2';
 
@@ -16,24 +16,46 @@ const policyOf = (threadPath) =>
   Number(readFileSync(`${threadPath}/stat`, 'utf8').split(') ').pop().split(' ')[38]);
 
 /**
+ * Where util-linux installs chrt: a fixed path, not PATH (npm puts node_modules/.bin first on it).
+ * `workerData.chrt` is the tests' stand-in for a chrt that fails.
+ */
+const CHRT = workerData.chrt ?? ['/usr/bin/chrt', '/bin/chrt'].find((file) => existsSync(file));
+
+/**
  * `idle`: this thread alone under Linux's SCHED_IDLE. The kernel then gives it only the CPU time no
  * ordinary thread of its cgroup wants, and takes the core back the moment a request's thread
- * wakes: a storm of logins no longer delays every other request behind a 7–10 ms hash
+ * wakes: a storm of logins no longer delays every other request behind a 5–12 ms hash
  * (docs/performance.md). Node has no call for it, so util-linux's `chrt` sets it once, on this
  * thread only (any process may lower its own threads). Answers the priority the thread runs at.
  */
 function lowerPriority(asked) {
   if (asked !== 'idle') return { priority: 'normal' };
   try {
-    // "/proc/thread-self" -> "<pid>/task/<tid>": this thread's own entry, and its id for chrt
-    const threadPath = `/proc/${readlinkSync('/proc/thread-self')}`;
-    const tid = threadPath.split('/').pop();
-    execFileSync('chrt', ['--idle', '--pid', '0', tid], { stdio: 'ignore', timeout: 5_000 });
-    if (policyOf(threadPath) === SCHED_IDLE) return { priority: 'idle' };
-    return { priority: 'normal', reason: 'the policy did not change' };
+    return setIdlePolicy();
   } catch (error) {
-    return { priority: 'normal', reason: error?.code ?? 'chrt failed' };
+    return { priority: 'normal', reason: `could not set SCHED_IDLE (${error?.code ?? 'error'})` };
   }
+}
+
+function setIdlePolicy() {
+  if (!existsSync('/proc/thread-self'))
+    return { priority: 'normal', reason: 'no /proc/thread-self (not Linux)' };
+  // a /proc of another PID namespace would name another process's thread
+  if (readlinkSync('/proc/self') !== String(process.pid))
+    return { priority: 'normal', reason: '/proc shows another PID namespace' };
+  if (!CHRT) return { priority: 'normal', reason: 'chrt not found (util-linux)' };
+  // "/proc/thread-self" -> "<pid>/task/<tid>": this thread's own entry, and its id for chrt
+  const threadPath = `/proc/${readlinkSync('/proc/thread-self')}`;
+  const tid = threadPath.split('/').pop();
+  // no shell, and none of the gateway's environment (its secrets) for the child
+  const result = spawnSync(CHRT, ['--idle', '--pid', '0', tid], { stdio: 'ignore', env: {}, timeout: 5_000 });
+  if (result.status !== 0)
+    return {
+      priority: 'normal',
+      reason: `chrt --idle failed (${result.error?.code ?? `exit ${result.status}`})`,
+    };
+  if (policyOf(threadPath) !== SCHED_IDLE) return { priority: 'normal', reason: 'the policy did not change' };
+  return { priority: 'idle' };
 }
 
 parentPort.postMessage({ started: lowerPriority(workerData.priority) });

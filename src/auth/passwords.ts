@@ -69,7 +69,7 @@ export type HashingPriority = 'idle' | 'normal';
 export interface HashingThreadStarted {
   readonly priority: HashingPriority;
   readonly reason?: string;
-  /** The normal-priority thread started because the idle one got no CPU (see IDLE_PATIENCE_MS). */
+  /** The normal-priority thread started because a hash waited too long for the idle one (IDLE_PATIENCE_MS). */
   readonly fallback: boolean;
 }
 
@@ -77,22 +77,26 @@ export interface PasswordHasherOptions {
   readonly priority: HashingPriority;
   /** Called as each thread runs, with the priority it got (a platform without SCHED_IDLE gives `normal`). */
   readonly onThreadStarted?: (started: HashingThreadStarted) => void;
-  /** Tests only: how long the idle thread may go without finishing a hash (default IDLE_PATIENCE_MS). */
+  /** Tests only: how long a hash may wait for the idle thread (default IDLE_PATIENCE_MS). */
   readonly idlePatienceMs?: number;
+  /** Tests only: the program run as util-linux's chrt (passwordWorker.mjs). */
+  readonly chrt?: string;
 }
 
 /**
- * How long one hash may take on the idle-priority thread before a normal-priority thread takes
- * the hashes waiting behind it (and the same one again, whichever ends first). A hash is 5–12 ms
- * of CPU; a SCHED_IDLE thread on CPUs kept busy gets a weight of 3 against 1,024 and took 4–5 s
- * (docs/performance.md): without this bound a busy gateway would stop logging anyone in.
+ * How long a hash may wait for the idle-priority thread (behind other hashes, or on it) before a
+ * normal-priority thread runs it too, whichever answers first. A hash is 5–12 ms of CPU, and 20
+ * logins in flight queue ~250 ms; a SCHED_IDLE thread on CPUs kept busy gets a weight of 3
+ * against 1,024 and took 4–5 s a hash (docs/performance.md): without this bound a busy gateway
+ * would stop logging anyone in. It also covers the thread's start (~120–320 ms).
  */
-const IDLE_PATIENCE_MS = 250;
+const IDLE_PATIENCE_MS = 1_000;
 
 /**
  * The hashing threads, started on the first password operation rather than at start-up: most
  * starts never hash (a thread and argon2's 19 MiB cost ~30 MB resident and ~150 ms of start-up),
- * and the first login pays the thread's start once.
+ * and the first login pays the thread's start once. Without options, one thread at normal
+ * priority (the scripts); the server passes PASSWORD_HASH_PRIORITY, whose default is `idle`.
  */
 export async function createPasswordHasher(
   options: PasswordHasherOptions = { priority: 'normal' },
@@ -144,8 +148,8 @@ async function startHashing(options: PasswordHasherOptions): Promise<Hashing> {
   const report = (started: HashingThreadStarted) => options.onThreadStarted?.(started);
   const threads =
     options.priority === 'idle'
-      ? idleFirst(options.idlePatienceMs ?? IDLE_PATIENCE_MS, report)
-      : hashingThread('normal', (started) => report({ ...started, fallback: false }));
+      ? idleFirst(options.idlePatienceMs ?? IDLE_PATIENCE_MS, options.chrt, report)
+      : hashingThread({ priority: 'normal' }, (started) => report({ ...started, fallback: false }));
   const run = (job: HashJob) => threads.run({ ...job, password: normalizePassword(job.password) });
   const dummyHash = (await run({ op: 'hash', password: randomBytes(24).toString('base64url') })) as string;
   return { run, dummyHash, terminate: () => threads.terminate() };
@@ -154,6 +158,7 @@ async function startHashing(options: PasswordHasherOptions): Promise<Hashing> {
 interface HashingThread {
   /** Hands the job to the thread (jobs queue there, in order). */
   run(job: HashJob): Promise<string | boolean>;
+  /** Stops the thread and fails every job it still holds. */
   terminate(): Promise<unknown>;
 }
 
@@ -164,91 +169,140 @@ interface ThreadMessage {
   readonly started?: Omit<HashingThreadStarted, 'fallback'>;
 }
 
+const closedError = () => new Error('password hasher is closed');
+
+/** A hashing thread at the priority asked, started by the first job; one that dies fails its jobs, and the next job starts another. */
 function hashingThread(
-  priority: HashingPriority,
+  asked: { readonly priority: HashingPriority; readonly chrt?: string | undefined },
   onStarted: (started: Omit<HashingThreadStarted, 'fallback'>) => void,
 ): HashingThread {
-  const worker = new Worker(projectFile('src/auth/passwordWorker.mjs'), {
-    workerData: { options: ARGON2_PARAMETERS, priority },
-  });
-  worker.unref();
+  let worker: Worker | undefined;
   const pending = new Map<number, Pending>();
   let nextId = 0;
-
-  worker.on('message', (message: ThreadMessage) => {
-    if (message.started) {
-      onStarted(message.started);
-      return;
-    }
-    const entry = pending.get(message.id);
-    if (!entry) return;
-    pending.delete(message.id);
-    if (message.error !== undefined) entry.reject(new Error(message.error));
-    else entry.resolve(message.result as string | boolean);
-  });
-  worker.on('error', (error) => {
+  const fail = (error: Error) => {
     for (const entry of pending.values()) entry.reject(error);
     pending.clear();
-  });
-
-  const run = (job: HashJob) =>
-    new Promise<string | boolean>((resolve, reject) => {
-      const id = nextId++;
-      pending.set(id, { resolve, reject });
-      worker.postMessage({ id, ...job });
-    });
-  return { run, terminate: () => worker.terminate() };
-}
-
-interface QueuedJob extends Pending {
-  readonly job: HashJob;
-}
-
-/**
- * `idle`: jobs go one at a time to the SCHED_IDLE thread, so it is known when each began. One that
- * has not ended after `patienceMs` means the CPUs are busy: a normal-priority thread (started
- * then, once) runs that job too, the first answer wins, and it takes every job queued until the
- * idle thread is free again. A burst of logins on CPUs with room to spare never reaches it.
- */
-function idleFirst(patienceMs: number, report: (started: HashingThreadStarted) => void): HashingThread {
-  const idle = hashingThread('idle', (started) => report({ ...started, fallback: false }));
-  let fallback: HashingThread | undefined;
-  const queue: QueuedJob[] = [];
-  let running: { readonly queued: QueuedJob; stalled: boolean; readonly timer: NodeJS.Timeout } | undefined;
-
-  const onFallback = (queued: QueuedJob) => {
-    fallback ??= hashingThread('normal', (started) => report({ ...started, fallback: true }));
-    fallback.run(queued.job).then(queued.resolve, queued.reject);
   };
-  const next = () => {
-    if (running?.stalled) {
-      for (const queued of queue.splice(0)) onFallback(queued);
-      return;
-    }
-    const queued = running ? undefined : queue.shift();
-    if (!queued) return;
-    const timer = setTimeout(() => {
-      if (running?.queued !== queued) return;
-      running.stalled = true;
-      onFallback(queued);
-      next();
-    }, patienceMs);
-    running = { queued, stalled: false, timer };
-    idle
-      .run(queued.job)
-      .then(queued.resolve, queued.reject)
-      .finally(() => {
-        clearTimeout(timer);
-        running = undefined;
-        next();
-      });
+  const start = () => {
+    const thread = new Worker(projectFile('src/auth/passwordWorker.mjs'), {
+      workerData: { options: ARGON2_PARAMETERS, ...asked },
+    });
+    thread.unref();
+    thread.on('message', (message: ThreadMessage) => {
+      if (message.started) {
+        onStarted(message.started);
+        return;
+      }
+      const entry = pending.get(message.id);
+      if (!entry) return;
+      pending.delete(message.id);
+      if (message.error !== undefined) entry.reject(new Error(message.error));
+      else entry.resolve(message.result as string | boolean);
+    });
+    thread.on('error', fail);
+    thread.on('exit', () => {
+      if (worker === thread) worker = undefined;
+      fail(new Error('the hashing thread stopped'));
+    });
+    return thread;
   };
   return {
     run: (job) =>
       new Promise<string | boolean>((resolve, reject) => {
-        queue.push({ job, resolve, reject });
+        const id = nextId++;
+        pending.set(id, { resolve, reject });
+        worker ??= start();
+        worker.postMessage({ id, ...job });
+      }),
+    terminate: async () => {
+      const thread = worker;
+      worker = undefined;
+      fail(closedError());
+      await thread?.terminate();
+    },
+  };
+}
+
+/** A job of the idle-first hashing, and whether the normal-priority thread has it too. */
+interface Waiting extends Pending {
+  readonly job: HashJob;
+  rescued: boolean;
+  timer?: NodeJS.Timeout;
+}
+
+/**
+ * `idle`: jobs go one at a time to the SCHED_IDLE thread. A job not answered within `patienceMs`
+ * of being asked for (waiting behind others, or running on a thread that gets no CPU) goes to a
+ * normal-priority thread too, started then, and the first answer counts. While the idle thread's
+ * own job is such a one, its CPUs are busy, and every new job goes straight to the other thread.
+ * A burst of logins on CPUs with room to spare never reaches it.
+ */
+function idleFirst(
+  patienceMs: number,
+  chrt: string | undefined,
+  report: (started: HashingThreadStarted) => void,
+): HashingThread {
+  const idle = hashingThread({ priority: 'idle', chrt }, (started) =>
+    report({ ...started, fallback: false }),
+  );
+  let fallback: HashingThread | undefined;
+  const queue: Waiting[] = [];
+  let running: Waiting | undefined;
+  let terminated = false;
+
+  const toFallback = (waiting: Waiting) => {
+    waiting.rescued = true;
+    fallback ??= hashingThread({ priority: 'normal' }, (started) => report({ ...started, fallback: true }));
+    fallback.run(waiting.job).then(waiting.resolve, waiting.reject);
+  };
+  const idleStalled = () => running?.rescued === true;
+  const next = () => {
+    if (terminated) return;
+    if (idleStalled()) {
+      for (const waiting of queue.splice(0)) {
+        clearTimeout(waiting.timer);
+        toFallback(waiting);
+      }
+      return;
+    }
+    const waiting = running ? undefined : queue.shift();
+    if (!waiting) return;
+    running = waiting;
+    idle
+      .run(waiting.job)
+      // once the other thread has the job, its answer counts: a failure here must not refuse a right password
+      .then(waiting.resolve, (error) => (waiting.rescued ? undefined : waiting.reject(error)))
+      .finally(() => {
+        clearTimeout(waiting.timer);
+        running = undefined;
+        next();
+      });
+  };
+  const rescue = (waiting: Waiting) => {
+    if (terminated || waiting.rescued) return;
+    const queued = queue.indexOf(waiting);
+    if (queued >= 0) queue.splice(queued, 1);
+    toFallback(waiting);
+    next();
+  };
+  return {
+    run: (job) =>
+      new Promise<string | boolean>((resolve, reject) => {
+        if (terminated) return reject(closedError());
+        const waiting: Waiting = { job, resolve, reject, rescued: false };
+        if (idleStalled()) return toFallback(waiting);
+        waiting.timer = setTimeout(() => rescue(waiting), patienceMs).unref();
+        queue.push(waiting);
         next();
       }),
-    terminate: () => Promise.all([idle.terminate(), fallback?.terminate()]),
+    terminate: async () => {
+      terminated = true;
+      for (const waiting of queue.splice(0)) {
+        clearTimeout(waiting.timer);
+        waiting.reject(closedError());
+      }
+      clearTimeout(running?.timer);
+      await Promise.all([idle.terminate(), fallback?.terminate()]);
+    },
   };
 }
