@@ -206,12 +206,15 @@ async function main() {
           ['--max-semi-space-size=8', '--cpu-prof', `--cpu-prof-dir=${profile}`, 'dist/main.js'],
         ]
       : ['npm', ['start', '-s']];
+    // BENCH_GATEWAY_LOG=<file>: the gateway's log lines are appended there (otherwise dropped)
+    const log = process.env.BENCH_GATEWAY_LOG ? fs.openSync(process.env.BENCH_GATEWAY_LOG, 'a') : 'ignore';
     const child = spawn(command, args, {
       cwd: ROOT,
       env: gatewayEnv({ port, dataDir, upstreamUrl, workers }),
-      stdio: ['ignore', 'ignore', 'inherit'],
+      stdio: ['ignore', log, 'inherit'],
       detached: true,
     });
+    if (typeof log === 'number') fs.closeSync(log);
     const pool = new Pool(url, { connections: CONNECTIONS * 2 });
     for (;;) {
       try {

@@ -254,6 +254,8 @@ export async function startGateway(config: Config, options: StartOptions): Promi
               'password hashing: a hash waited too long for the idle-priority thread; a normal-priority thread takes such hashes',
             )
           : logger.info({ priority, ...(reason ? { reason } : {}) }, 'password hashing thread started'),
+      onThreadFailed: ({ message, fallback }) =>
+        logger.error({ message, fallback }, 'password hashing thread failed; the next hash starts another'),
     });
     closers.push(() => passwords.close());
     const tokenKeys = await loadTokenKeys(config.jwt.privateKey, config.jwt.previousKeys, config.dataDir);

@@ -69,7 +69,7 @@ export type HashingPriority = 'idle' | 'normal';
 export interface HashingThreadStarted {
   readonly priority: HashingPriority;
   readonly reason?: string;
-  /** The normal-priority thread started because a hash waited too long for the idle one (IDLE_PATIENCE_MS). */
+  /** The normal-priority thread, started because a hash waited too long for the idle one (IDLE_RUN_PATIENCE_MS). */
   readonly fallback: boolean;
 }
 
@@ -77,20 +77,30 @@ export interface PasswordHasherOptions {
   readonly priority: HashingPriority;
   /** Called as each thread runs, with the priority it got (a platform without SCHED_IDLE gives `normal`). */
   readonly onThreadStarted?: (started: HashingThreadStarted) => void;
-  /** Tests only: how long a hash may wait for the idle thread (default IDLE_PATIENCE_MS). */
+  /** Called when a thread fails (it crashed or could not start); the next hash starts another. */
+  readonly onThreadFailed?: (failed: { readonly message: string; readonly fallback: boolean }) => void;
+  /** Tests only: how long a hash may run on the idle thread (default IDLE_RUN_PATIENCE_MS; ten times that in all). */
   readonly idlePatienceMs?: number;
   /** Tests only: the program run as util-linux's chrt (passwordWorker.mjs). */
   readonly chrt?: string;
+  /** Tests only: the file each thread runs instead of passwordWorker.mjs. */
+  readonly threadFile?: string;
 }
 
 /**
- * How long a hash may wait for the idle-priority thread (behind other hashes, or on it) before a
- * normal-priority thread runs it too, whichever answers first. A hash is 5–12 ms of CPU, and 20
- * logins in flight queue ~250 ms; a SCHED_IDLE thread on CPUs kept busy gets a weight of 3
+ * How long one hash may run on the idle-priority thread before a normal-priority thread runs it
+ * too, whichever answers first (counted from the thread's start, not its own start-up of
+ * 120–320 ms). A hash is 5–12 ms of CPU; a SCHED_IDLE thread on CPUs kept busy gets a weight of 3
  * against 1,024 and took 4–5 s a hash (docs/performance.md): without this bound a busy gateway
- * would stop logging anyone in. It also covers the thread's start (~120–320 ms).
+ * would stop logging anyone in.
  */
-const IDLE_PATIENCE_MS = 1_000;
+const IDLE_RUN_PATIENCE_MS = 100;
+
+/**
+ * How long a hash may wait in all (behind others, then on the thread) for the idle-priority
+ * thread: ten times the above. 20 logins in flight queue ~250 ms behind it in the bench's storm.
+ */
+const IDLE_QUEUE_PATIENCE_FACTOR = 10;
 
 /**
  * The hashing threads, started on the first password operation rather than at start-up: most
@@ -104,8 +114,15 @@ export async function createPasswordHasher(
   let hashing: Promise<Hashing> | undefined;
   let closed = false;
   const started = () => {
-    if (closed) return Promise.reject(new Error('password hasher is closed'));
-    hashing ??= startHashing(options);
+    if (closed) return Promise.reject(closedError());
+    if (!hashing) {
+      const starting = startHashing(options);
+      // a start that failed (its first hash) is tried again by the next call, not kept for good
+      starting.catch(() => {
+        if (hashing === starting) hashing = undefined;
+      });
+      hashing = starting;
+    }
     return hashing;
   };
   const verify = async (stored: string, password: string) => {
@@ -145,14 +162,28 @@ interface Hashing {
 }
 
 async function startHashing(options: PasswordHasherOptions): Promise<Hashing> {
-  const report = (started: HashingThreadStarted) => options.onThreadStarted?.(started);
+  const events = (fallback: boolean): ThreadEvents => ({
+    started: (started) => options.onThreadStarted?.({ ...started, fallback }),
+    failed: (message) => options.onThreadFailed?.({ message, fallback }),
+  });
   const threads =
     options.priority === 'idle'
-      ? idleFirst(options.idlePatienceMs ?? IDLE_PATIENCE_MS, options.chrt, report)
-      : hashingThread({ priority: 'normal' }, (started) => report({ ...started, fallback: false }));
+      ? idleFirst(options, events)
+      : hashingThread({ priority: 'normal' }, events(false), options.threadFile);
   const run = (job: HashJob) => threads.run({ ...job, password: normalizePassword(job.password) });
-  const dummyHash = (await run({ op: 'hash', password: randomBytes(24).toString('base64url') })) as string;
-  return { run, dummyHash, terminate: () => threads.terminate() };
+  try {
+    const dummyHash = (await run({ op: 'hash', password: randomBytes(24).toString('base64url') })) as string;
+    return { run, dummyHash, terminate: () => threads.terminate() };
+  } catch (error) {
+    await threads.terminate();
+    throw error;
+  }
+}
+
+/** What a thread tells its owner: the priority it runs at once started, and that it failed. */
+interface ThreadEvents {
+  started(started: Omit<HashingThreadStarted, 'fallback'>): void;
+  failed(message: string): void;
 }
 
 interface HashingThread {
@@ -174,7 +205,8 @@ const closedError = () => new Error('password hasher is closed');
 /** A hashing thread at the priority asked, started by the first job; one that dies fails its jobs, and the next job starts another. */
 function hashingThread(
   asked: { readonly priority: HashingPriority; readonly chrt?: string | undefined },
-  onStarted: (started: Omit<HashingThreadStarted, 'fallback'>) => void,
+  events: ThreadEvents,
+  file = projectFile('src/auth/passwordWorker.mjs'),
 ): HashingThread {
   let worker: Worker | undefined;
   const pending = new Map<number, Pending>();
@@ -184,13 +216,13 @@ function hashingThread(
     pending.clear();
   };
   const start = () => {
-    const thread = new Worker(projectFile('src/auth/passwordWorker.mjs'), {
+    const thread = new Worker(file, {
       workerData: { options: ARGON2_PARAMETERS, ...asked },
     });
     thread.unref();
     thread.on('message', (message: ThreadMessage) => {
       if (message.started) {
-        onStarted(message.started);
+        events.started(message.started);
         return;
       }
       const entry = pending.get(message.id);
@@ -199,9 +231,15 @@ function hashingThread(
       if (message.error !== undefined) entry.reject(new Error(message.error));
       else entry.resolve(message.result as string | boolean);
     });
-    thread.on('error', fail);
-    thread.on('exit', () => {
-      if (worker === thread) worker = undefined;
+    thread.on('error', (error) => {
+      events.failed(error.message);
+      fail(error);
+    });
+    thread.on('exit', (code) => {
+      // terminate() forgot it first: only a thread that stopped on its own is a failure
+      if (worker !== thread) return;
+      worker = undefined;
+      events.failed(`the hashing thread stopped (exit code ${code})`);
       fail(new Error('the hashing thread stopped'));
     });
     return thread;
@@ -209,9 +247,9 @@ function hashingThread(
   return {
     run: (job) =>
       new Promise<string | boolean>((resolve, reject) => {
+        worker ??= start();
         const id = nextId++;
         pending.set(id, { resolve, reject });
-        worker ??= start();
         worker.postMessage({ id, ...job });
       }),
     terminate: async () => {
@@ -228,22 +266,54 @@ interface Waiting extends Pending {
   readonly job: HashJob;
   rescued: boolean;
   timer?: NodeJS.Timeout;
+  /** Threads given the job, and those that failed it: it fails only when every one has. */
+  tries: number;
+  failures: number;
 }
 
 /**
- * `idle`: jobs go one at a time to the SCHED_IDLE thread. A job not answered within `patienceMs`
- * of being asked for (waiting behind others, or running on a thread that gets no CPU) goes to a
- * normal-priority thread too, started then, and the first answer counts. While the idle thread's
- * own job is such a one, its CPUs are busy, and every new job goes straight to the other thread.
- * A burst of logins on CPUs with room to spare never reaches it.
+ * Runs the job on `thread` too: the first answer counts, and a failure only once no thread is
+ * left to answer and `retry` (if given) did not hand the job to another.
+ */
+function attempt(thread: HashingThread, waiting: Waiting, retry?: () => boolean): Promise<void> {
+  waiting.tries++;
+  return thread.run(waiting.job).then(waiting.resolve, (error: Error) => {
+    waiting.failures++;
+    if (waiting.failures === waiting.tries && !retry?.()) waiting.reject(error);
+  });
+}
+
+/**
+ * `idle`: jobs go one at a time to the SCHED_IDLE thread. A job that has run there for the run
+ * patience, or waited ten times that since it was asked for, goes to a normal-priority thread too,
+ * started then, and the first answer counts. While the idle thread's own job is such a one, its
+ * CPUs are busy, and every new job goes straight to the other thread. A burst of logins on CPUs
+ * with room to spare never reaches it.
  */
 function idleFirst(
-  patienceMs: number,
-  chrt: string | undefined,
-  report: (started: HashingThreadStarted) => void,
+  options: PasswordHasherOptions,
+  events: (fallback: boolean) => ThreadEvents,
 ): HashingThread {
-  const idle = hashingThread({ priority: 'idle', chrt }, (started) =>
-    report({ ...started, fallback: false }),
+  const runPatienceMs = options.idlePatienceMs ?? IDLE_RUN_PATIENCE_MS;
+  const queuePatienceMs = runPatienceMs * IDLE_QUEUE_PATIENCE_FACTOR;
+  // the run patience counts once the thread runs (it reported its priority), not through its start-up
+  let idleReady = false;
+  let runTimer: NodeJS.Timeout | undefined;
+  const idleEvents = events(false);
+  const idle = hashingThread(
+    { priority: 'idle', chrt: options.chrt },
+    {
+      started: (started) => {
+        idleReady = true;
+        idleEvents.started(started);
+        watchRunning();
+      },
+      failed: (message) => {
+        idleReady = false;
+        idleEvents.failed(message);
+      },
+    },
+    options.threadFile,
   );
   let fallback: HashingThread | undefined;
   const queue: Waiting[] = [];
@@ -252,10 +322,18 @@ function idleFirst(
 
   const toFallback = (waiting: Waiting) => {
     waiting.rescued = true;
-    fallback ??= hashingThread({ priority: 'normal' }, (started) => report({ ...started, fallback: true }));
-    fallback.run(waiting.job).then(waiting.resolve, waiting.reject);
+    fallback ??= hashingThread({ priority: 'normal' }, events(true), options.threadFile);
+    void attempt(fallback, waiting);
   };
   const idleStalled = () => running?.rescued === true;
+  const watchRunning = () => {
+    const job = running;
+    if (terminated || !job || job.rescued || !idleReady || runTimer) return;
+    runTimer = setTimeout(() => {
+      runTimer = undefined;
+      if (running === job) rescue(job);
+    }, runPatienceMs).unref();
+  };
   const next = () => {
     if (terminated) return;
     if (idleStalled()) {
@@ -268,15 +346,21 @@ function idleFirst(
     const waiting = running ? undefined : queue.shift();
     if (!waiting) return;
     running = waiting;
-    idle
-      .run(waiting.job)
-      // once the other thread has the job, its answer counts: a failure here must not refuse a right password
-      .then(waiting.resolve, (error) => (waiting.rescued ? undefined : waiting.reject(error)))
-      .finally(() => {
-        clearTimeout(waiting.timer);
-        running = undefined;
-        next();
-      });
+    watchRunning();
+    // the idle thread failing a job (it crashed) tries the other thread once, rather than refuse a right password
+    const retry = () => {
+      if (terminated || waiting.rescued) return false;
+      clearTimeout(waiting.timer);
+      toFallback(waiting);
+      return true;
+    };
+    void attempt(idle, waiting, retry).finally(() => {
+      clearTimeout(waiting.timer);
+      clearTimeout(runTimer);
+      runTimer = undefined;
+      running = undefined;
+      next();
+    });
   };
   const rescue = (waiting: Waiting) => {
     if (terminated || waiting.rescued) return;
@@ -289,9 +373,9 @@ function idleFirst(
     run: (job) =>
       new Promise<string | boolean>((resolve, reject) => {
         if (terminated) return reject(closedError());
-        const waiting: Waiting = { job, resolve, reject, rescued: false };
+        const waiting: Waiting = { job, resolve, reject, rescued: false, tries: 0, failures: 0 };
         if (idleStalled()) return toFallback(waiting);
-        waiting.timer = setTimeout(() => rescue(waiting), patienceMs).unref();
+        waiting.timer = setTimeout(() => rescue(waiting), queuePatienceMs).unref();
         queue.push(waiting);
         next();
       }),
@@ -302,6 +386,7 @@ function idleFirst(
         waiting.reject(closedError());
       }
       clearTimeout(running?.timer);
+      clearTimeout(runTimer);
       await Promise.all([idle.terminate(), fallback?.terminate()]);
     },
   };

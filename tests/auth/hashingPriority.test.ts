@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   createPasswordHasher,
@@ -8,6 +9,7 @@ import {
   type PasswordHasher,
   type PasswordHasherOptions,
 } from '../../src/auth/passwords.js';
+import { tempDir } from '../helpers/tempDir.js';
 
 /**
  * The hashing thread's priority (PASSWORD_HASH_PRIORITY): `idle` puts that thread alone under
@@ -146,6 +148,8 @@ describe('the hashing thread runs at the priority asked', () => {
     );
     expect(verified).toEqual([true, false, true, false]);
     expect(reports.filter((report) => report.fallback)).toEqual([{ priority: 'normal', fallback: true }]);
+    // a job both threads fail (a stored hash argon2 cannot read) fails once both have: never a hang
+    expect(await hasher.verify('not an argon2 hash', 'a long and plain passphrase')).toBe(false);
     expect(
       await hasher.verify(await hasher.hash('a second passphrase here'), 'a second passphrase here'),
     ).toBe(true);
@@ -165,6 +169,35 @@ describe('the hashing thread runs at the priority asked', () => {
       expect(reports).toHaveLength(reported);
       await vi.waitFor(() => expect(fs.readdirSync('/proc/self/task').length).toBeLessThanOrEqual(baseline));
       await expect(hasher.hash('a long and plain passphrase')).rejects.toThrow('closed');
+    },
+  );
+
+  it.each(['normal', 'idle'] as const)(
+    '%s: a thread that cannot start fails the hash, is reported, and the next hash starts another',
+    async (priority) => {
+      const marker = path.join(tempDir(), 'crash');
+      fs.writeFileSync(marker, '');
+      const failures: { message: string; fallback: boolean }[] = [];
+      // the threads copy the environment as they start
+      vi.stubEnv('HASH_THREAD_CRASH_MARKER', marker);
+      const hasher = await createPasswordHasher({
+        priority,
+        threadFile: path.resolve('tests/helpers/crashingHashWorker.mjs'),
+        onThreadFailed: (failure) => failures.push(failure),
+      });
+      hashers.push(hasher);
+      try {
+        await expect(hasher.hash('a long and plain passphrase')).rejects.toThrow('stopped');
+        expect(failures[0]).toEqual({ message: 'the hashing thread stopped (exit code 1)', fallback: false });
+        // idle: the normal-priority thread was tried too, and failed the same way
+        if (priority === 'idle') expect(failures.map((failure) => failure.fallback)).toContain(true);
+        // the failed start is not kept: once threads can start, hashing works again
+        fs.rmSync(marker);
+        const hash = await hasher.hash('a long and plain passphrase');
+        expect(await hasher.verify(hash, 'a long and plain passphrase')).toBe(true);
+      } finally {
+        vi.unstubAllEnvs();
+      }
     },
   );
 });
