@@ -49,6 +49,8 @@ export interface IdleFirstOptions extends ThreadSettings {
   readonly idlePatienceMs?: number | undefined;
   /** Tests only: the file each thread runs instead of passwordWorker.mjs. */
   readonly threadFile?: string | undefined;
+  /** Tests only: how long hashes skip the idle thread after it stalled (default IDLE_STALL_HOLD_MS). */
+  readonly stallHoldMs?: number | undefined;
 }
 
 /**
@@ -65,6 +67,13 @@ const IDLE_RUN_PATIENCE_MS = 100;
  * thread: ten times the above. 20 logins in flight queue ~250 ms behind it in the bench's storm.
  */
 const IDLE_QUEUE_PATIENCE_FACTOR = 10;
+
+/**
+ * After the idle thread's own hash ran out of patience, every hash goes to the normal-priority
+ * thread for this long (and while that stalled hash still runs): CPUs found busy stay busy a
+ * while, and each hash would otherwise pay the patience again first.
+ */
+const IDLE_STALL_HOLD_MS = 10_000;
 
 /** What a thread tells its owner: the priority it runs at once started, and that it failed. */
 export interface ThreadEvents {
@@ -172,9 +181,9 @@ function attempt(thread: HashingThread, waiting: Waiting, retry?: () => boolean)
 /**
  * `idle`: jobs go one at a time to the SCHED_IDLE thread. A job that has run there for the run
  * patience, or waited ten times that since it was asked for, goes to a normal-priority thread too,
- * started then, and the first answer counts. While the idle thread's own job is such a one, its
- * CPUs are busy, and every new job goes straight to the other thread. A burst of logins on CPUs
- * with room to spare never reaches it.
+ * started then, and the first answer counts. While the idle thread's own job is such a one, and
+ * for IDLE_STALL_HOLD_MS after it ran out of patience, its CPUs are busy, and every job goes
+ * straight to the other thread. A burst of logins on CPUs with room to spare never reaches it.
  */
 export function idleFirst(
   options: IdleFirstOptions,
@@ -215,13 +224,16 @@ export function idleFirst(
     );
     void attempt(fallback, waiting);
   };
-  const idleStalled = () => running?.rescued === true;
+  let heldUntil = 0;
+  const idleStalled = () => running?.rescued === true || performance.now() < heldUntil;
   const watchRunning = () => {
     const job = running;
     if (terminated || !job || job.rescued || !idleReady || runTimer) return;
     runTimer = setTimeout(() => {
       runTimer = undefined;
-      if (running === job) rescue(job);
+      if (running !== job) return;
+      heldUntil = performance.now() + (options.stallHoldMs ?? IDLE_STALL_HOLD_MS);
+      rescue(job);
     }, runPatienceMs).unref();
   };
   const next = () => {

@@ -200,4 +200,32 @@ describe('the hashing thread runs at the priority asked', () => {
       }
     },
   );
+
+  it('idle after its thread stalled: hashes skip it for the hold, then it is tried again', async () => {
+    const log = path.join(tempDir(), 'jobs');
+    const jobsOnIdle = () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').length - 1 : 0);
+    vi.stubEnv('HASH_THREAD_JOB_LOG', log);
+    try {
+      const hasher = await createPasswordHasher({
+        priority: 'idle',
+        threadFile: path.resolve('tests/helpers/slowIdleHashWorker.mjs'),
+        chrt: '/bin/false',
+        idlePatienceMs: 50,
+        stallHoldMs: 2_000,
+      });
+      hashers.push(hasher);
+      // the first job (the hasher's own dummy hash) stalls on the idle thread; the hold begins
+      const hash = await hasher.hash('a long and plain passphrase');
+      // past the stalled job's 300 ms: the idle thread is free, yet held from
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      for (const password of ['a long and plain passphrase', 'wrong', 'a long and plain passphrase'])
+        await hasher.verify(hash, password);
+      expect(jobsOnIdle()).toBe(1);
+      await new Promise((resolve) => setTimeout(resolve, 1_700));
+      expect(await hasher.verify(hash, 'a long and plain passphrase')).toBe(true);
+      expect(jobsOnIdle()).toBe(2);
+    } finally {
+      vi.unstubAllEnvs();
+    }
+  });
 });
