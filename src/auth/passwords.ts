@@ -71,6 +71,10 @@ export interface PasswordHasherOptions extends Omit<IdleFirstOptions, 'argon2'> 
   readonly onThreadFailed?: (failed: { readonly message: string; readonly fallback: boolean }) => void;
 }
 
+/** After two failed starts in a row the next waits 1 s, then 2, 4 ... up to 30 s (the first retry is at once). */
+const startRetryDelayMs = (failedStarts: number) =>
+  failedStarts < 2 ? 0 : Math.min(30_000, 1_000 * 2 ** (failedStarts - 2));
+
 /**
  * The hashing threads, started on the first password operation rather than at start-up: most
  * starts never hash (a thread and argon2's 19 MiB cost ~30 MB resident and ~150 ms of start-up),
@@ -82,14 +86,26 @@ export async function createPasswordHasher(
 ): Promise<PasswordHasher> {
   let hashing: Promise<Hashing> | undefined;
   let closed = false;
+  let failedStarts = 0;
+  let nextStartAt = 0;
   const started = () => {
     if (closed) return Promise.reject(closedError());
     if (!hashing) {
+      // threads that keep failing to start (a broken native module) are not started for every login
+      if (performance.now() < nextStartAt)
+        return Promise.reject(new Error('password hashing failed to start'));
       const starting = startHashing(options);
-      // a start that failed (its first hash) is tried again by the next call, not kept for good
-      starting.catch(() => {
-        if (hashing === starting) hashing = undefined;
-      });
+      // a start that failed (its first hash) is tried again by a later call, not kept for good
+      starting.then(
+        () => {
+          failedStarts = 0;
+        },
+        () => {
+          failedStarts++;
+          nextStartAt = performance.now() + startRetryDelayMs(failedStarts);
+          if (hashing === starting) hashing = undefined;
+        },
+      );
       hashing = starting;
     }
     return hashing;

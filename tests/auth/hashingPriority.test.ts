@@ -201,6 +201,34 @@ describe('the hashing thread runs at the priority asked', () => {
     },
   );
 
+  it('threads that keep failing to start are not started for every hash: after two, a second passes first', async () => {
+    const marker = path.join(tempDir(), 'crash');
+    fs.writeFileSync(marker, '');
+    let failures = 0;
+    vi.stubEnv('HASH_THREAD_CRASH_MARKER', marker);
+    const hasher = await createPasswordHasher({
+      priority: 'normal',
+      threadFile: path.resolve('tests/helpers/crashingHashWorker.mjs'),
+      onThreadFailed: () => failures++,
+    });
+    hashers.push(hasher);
+    try {
+      await expect(hasher.hash('a long and plain passphrase')).rejects.toThrow('stopped');
+      await expect(hasher.hash('a long and plain passphrase')).rejects.toThrow('stopped');
+      expect(failures).toBe(2);
+      fs.rmSync(marker);
+      // within the second after two failed starts: refused at once, no thread started
+      await expect(hasher.hash('a long and plain passphrase')).rejects.toThrow('failed to start');
+      expect(await hasher.verify('not an argon2 hash', 'a long and plain passphrase')).toBe(false);
+      expect(failures).toBe(2);
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      const hash = await hasher.hash('a long and plain passphrase');
+      expect(await hasher.verify(hash, 'a long and plain passphrase')).toBe(true);
+    } finally {
+      vi.unstubAllEnvs();
+    }
+  });
+
   it('idle after its thread stalled: hashes skip it for the hold, then it is tried again', async () => {
     const log = path.join(tempDir(), 'jobs');
     const jobsOnIdle = () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').length - 1 : 0);
