@@ -172,27 +172,36 @@ describe('the hashing thread runs at the priority asked', () => {
     },
   );
 
+  /**
+   * A hasher whose threads exit at once while the marker file exists (crashingHashWorker.mjs);
+   * `unbreak` removes it. Its failures are collected.
+   */
+  async function crashingHasher(priority: PasswordHasherOptions['priority']) {
+    const marker = path.join(tempDir(), 'crash');
+    fs.writeFileSync(marker, '');
+    const failures: { message: string; fallback: boolean }[] = [];
+    // the threads copy the environment as they start
+    vi.stubEnv('HASH_THREAD_CRASH_MARKER', marker);
+    const hasher = await createPasswordHasher({
+      priority,
+      threadFile: path.resolve('tests/helpers/crashingHashWorker.mjs'),
+      onThreadFailed: (failure) => failures.push(failure),
+    });
+    hashers.push(hasher);
+    return { hasher, failures, unbreak: () => fs.rmSync(marker) };
+  }
+
   it.each(['normal', 'idle'] as const)(
     '%s: a thread that cannot start fails the hash, is reported, and the next hash starts another',
     async (priority) => {
-      const marker = path.join(tempDir(), 'crash');
-      fs.writeFileSync(marker, '');
-      const failures: { message: string; fallback: boolean }[] = [];
-      // the threads copy the environment as they start
-      vi.stubEnv('HASH_THREAD_CRASH_MARKER', marker);
-      const hasher = await createPasswordHasher({
-        priority,
-        threadFile: path.resolve('tests/helpers/crashingHashWorker.mjs'),
-        onThreadFailed: (failure) => failures.push(failure),
-      });
-      hashers.push(hasher);
+      const { hasher, failures, unbreak } = await crashingHasher(priority);
       try {
         await expect(hasher.hash('a long and plain passphrase')).rejects.toThrow('stopped');
         expect(failures[0]).toEqual({ message: 'the hashing thread stopped (exit code 1)', fallback: false });
         // idle: the normal-priority thread was tried too, and failed the same way
         if (priority === 'idle') expect(failures.map((failure) => failure.fallback)).toContain(true);
         // the failed start is not kept: once threads can start, hashing works again
-        fs.rmSync(marker);
+        unbreak();
         const hash = await hasher.hash('a long and plain passphrase');
         expect(await hasher.verify(hash, 'a long and plain passphrase')).toBe(true);
       } finally {
@@ -202,25 +211,16 @@ describe('the hashing thread runs at the priority asked', () => {
   );
 
   it('threads that keep failing to start are not started for every hash: after two, a second passes first', async () => {
-    const marker = path.join(tempDir(), 'crash');
-    fs.writeFileSync(marker, '');
-    let failures = 0;
-    vi.stubEnv('HASH_THREAD_CRASH_MARKER', marker);
-    const hasher = await createPasswordHasher({
-      priority: 'normal',
-      threadFile: path.resolve('tests/helpers/crashingHashWorker.mjs'),
-      onThreadFailed: () => failures++,
-    });
-    hashers.push(hasher);
+    const { hasher, failures, unbreak } = await crashingHasher('normal');
     try {
       await expect(hasher.hash('a long and plain passphrase')).rejects.toThrow('stopped');
       await expect(hasher.hash('a long and plain passphrase')).rejects.toThrow('stopped');
-      expect(failures).toBe(2);
-      fs.rmSync(marker);
+      expect(failures).toHaveLength(2);
+      unbreak();
       // within the second after two failed starts: refused at once, no thread started
       await expect(hasher.hash('a long and plain passphrase')).rejects.toThrow('failed to start');
       expect(await hasher.verify('not an argon2 hash', 'a long and plain passphrase')).toBe(false);
-      expect(failures).toBe(2);
+      expect(failures).toHaveLength(2);
       await new Promise((resolve) => setTimeout(resolve, 1_100));
       const hash = await hasher.hash('a long and plain passphrase');
       expect(await hasher.verify(hash, 'a long and plain passphrase')).toBe(true);
