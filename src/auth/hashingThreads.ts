@@ -126,7 +126,10 @@ export function hashingThread(
       if (message.error !== undefined) entry.reject(new Error(message.error));
       else entry.resolve(message.result as string | boolean);
     });
+    // an uncaught error is followed by 'exit': one failure, reported once
+    let crashed = false;
     thread.on('error', (error) => {
+      crashed = true;
       events.failed(error.message);
       fail(error);
     });
@@ -134,7 +137,7 @@ export function hashingThread(
       // terminate() forgot it first: only a thread that stopped on its own is a failure
       if (worker !== thread) return;
       worker = undefined;
-      events.failed(`the hashing thread stopped (exit code ${code})`);
+      if (!crashed) events.failed(`the hashing thread stopped (exit code ${code})`);
       fail(new Error('the hashing thread stopped'));
     });
     return thread;

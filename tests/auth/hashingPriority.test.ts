@@ -229,6 +229,20 @@ describe('the hashing thread runs at the priority asked', () => {
     }
   });
 
+  it('a thread that dies of an uncaught error fails the hash and is reported once', async () => {
+    const failures: { message: string; fallback: boolean }[] = [];
+    const hasher = await createPasswordHasher({
+      priority: 'normal',
+      threadFile: path.resolve('tests/helpers/throwingHashWorker.mjs'),
+      onThreadFailed: (failure) => failures.push(failure),
+    });
+    hashers.push(hasher);
+    await expect(hasher.hash('a long and plain passphrase')).rejects.toThrow('crashed');
+    // its 'exit' follows the 'error': one failure, not two
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(failures).toEqual([{ message: 'the stand-in thread crashed', fallback: false }]);
+  });
+
   it('idle after its thread stalled: hashes skip it for the hold, then it is tried again', async () => {
     const log = path.join(tempDir(), 'jobs');
     const jobsOnIdle = () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').length - 1 : 0);
