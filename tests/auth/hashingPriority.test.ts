@@ -65,14 +65,36 @@ async function startedHasher(
   return { hasher, hash, started, reports };
 }
 
-/** A busy loop on every core this process may use, at ordinary priority, until stopped (a few cores at most: see the test). */
-function busyEveryCore(): () => void {
+/**
+ * A busy loop on every core this process may use, at ordinary priority, until stopped (a few cores
+ * at most: see the test). Resolves once every loop spins: a Node process takes tens of milliseconds
+ * to boot, and hashes made before then would not meet busy cores at all.
+ */
+async function busyEveryCore(): Promise<() => void> {
   const loops: ChildProcess[] = Array.from({ length: os.availableParallelism() }, () =>
-    spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }),
+    spawn(process.execPath, ['-e', "process.stdout.write('spinning\\n'); for (;;) {}"], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }),
   );
-  return () => {
+  const stop = () => {
     for (const loop of loops) loop.kill('SIGKILL');
   };
+  try {
+    await Promise.all(
+      loops.map(
+        (loop) =>
+          new Promise<void>((resolve, reject) => {
+            loop.stdout?.once('data', () => resolve());
+            loop.once('error', reject);
+            loop.once('exit', (code) => reject(new Error(`the busy loop exited (${code})`)));
+          }),
+      ),
+    );
+  } catch (error) {
+    stop();
+    throw error;
+  }
+  return stop;
 }
 
 describe('the hashing thread runs at the priority asked', () => {
@@ -117,7 +139,7 @@ describe('the hashing thread runs at the priority asked', () => {
     async () => {
       // started (and its dummy hash made) while the cores are free
       const { hasher, hash, reports } = await startedHasher('idle');
-      const stop = busyEveryCore();
+      const stop = await busyEveryCore();
       try {
         // at SCHED_IDLE's weight each took 4–5 s on two busy cores (docs/performance.md)
         const verified = await Promise.all([
