@@ -158,6 +158,7 @@ const envSchema = z.object({
   ADMIN_PASSWORD: optionalString,
   PASSWORD_MIN_LENGTH: integer(8, 64).default(15),
   PASSWORD_HASH_PRIORITY: z.enum(['idle', 'normal']).default('idle'),
+  PASSWORD_HASH_THREADS: z.preprocess(emptyToUndefined, integer(1, 64).optional()),
   ACCESS_CODE_TTL: duration(300, 86_400).default(86_400),
   ADMIN_CODE_IN_RESPONSE: booleanFlag.default(false),
   JWT_PRIVATE_KEY: optionalString,
@@ -223,6 +224,8 @@ export interface Config {
   readonly passwordMinLength: number;
   /** The hashing thread's CPU priority (src/auth/passwords.ts). */
   readonly passwordHashPriority: HashingPriority;
+  /** How many idle-priority hashing threads each serving process has (`normal` has one). */
+  readonly passwordHashThreads: number;
   /** Lifetime of a signup access code, seconds (NIST SP 800-63A: at most 24 h for a code sent by email). */
   readonly accessCodeTtlSeconds: number;
   /** Opt-in for deployments without mail: a re-issued code is returned once to the admin. */
@@ -279,6 +282,25 @@ function fhirAuth(env: Env): Config['fhir']['auth'] {
         scope: env.FHIR_SCOPE,
       };
   }
+}
+
+/**
+ * PASSWORD_HASH_THREADS: with `idle`, the hashing threads of each serving process; by default the
+ * cores shared out among the serving processes (WORKERS), one per core in all: a SCHED_IDLE thread
+ * takes only the CPU time requests leave, so more of them only use more of what is spare.
+ * `normal` hashes on one thread (more at normal priority would take the cores from requests).
+ */
+function passwordHashThreads(env: Env): number {
+  if (env.PASSWORD_HASH_PRIORITY === 'normal') {
+    if ((env.PASSWORD_HASH_THREADS ?? 1) !== 1)
+      throw new ConfigError(
+        'PASSWORD_HASH_THREADS',
+        'must be unset or 1 with PASSWORD_HASH_PRIORITY=normal (it hashes on one thread)',
+      );
+    return 1;
+  }
+  const cores = os.availableParallelism();
+  return env.PASSWORD_HASH_THREADS ?? Math.max(1, Math.floor(cores / (env.WORKERS ?? cores)));
 }
 
 function firstAdmin(env: Env): Config['firstAdmin'] {
@@ -374,6 +396,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     firstAdmin: firstAdmin(e),
     passwordMinLength: e.PASSWORD_MIN_LENGTH,
     passwordHashPriority: e.PASSWORD_HASH_PRIORITY,
+    passwordHashThreads: passwordHashThreads(e),
     accessCodeTtlSeconds: e.ACCESS_CODE_TTL,
     adminCodeInResponse: e.ADMIN_CODE_IN_RESPONSE,
     resetCodeTtlSeconds: e.RESET_CODE_TTL,

@@ -247,6 +247,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
 
     const passwords = await createPasswordHasher({
       priority: config.passwordHashPriority,
+      idleThreads: config.passwordHashThreads,
       onThreadStarted: ({ priority, reason, fallback }) =>
         fallback
           ? logger.warn(

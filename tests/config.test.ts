@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
+import os from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { tempDir } from './helpers/gateway.js';
@@ -32,6 +33,8 @@ describe('config', () => {
     expect(config.corsOrigins).toEqual([]);
     expect(config.trustProxy).toBe(false);
     expect(config.passwordHashPriority).toBe('idle');
+    // one serving process per core, one idle hashing thread each
+    expect(config.passwordHashThreads).toBe(1);
     expect(Object.isFrozen(config) && Object.isFrozen(config.jwt)).toBe(true);
   });
 
@@ -68,6 +71,9 @@ describe('config', () => {
     [{ TRUST_PROXY: 'maybe' }, 'TRUST_PROXY'],
     [{ PASSWORD_MIN_LENGTH: '4' }, 'PASSWORD_MIN_LENGTH'],
     [{ PASSWORD_HASH_PRIORITY: 'low' }, 'PASSWORD_HASH_PRIORITY'],
+    [{ PASSWORD_HASH_THREADS: '0' }, 'PASSWORD_HASH_THREADS'],
+    [{ PASSWORD_HASH_THREADS: 'two' }, 'PASSWORD_HASH_THREADS'],
+    [{ PASSWORD_HASH_PRIORITY: 'normal', PASSWORD_HASH_THREADS: '2' }, 'PASSWORD_HASH_THREADS'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
     [{ PUBLIC_BASE_URL: 'https://gw.example', JWT_ISSUER: 'https://gw.example/oauth' }, 'JWT_ISSUER'],
     [{ PUBLIC_BASE_URL: 'https://gw.example', JWT_ISSUER: 'https://gw.example/oauth/' }, 'JWT_ISSUER'],
@@ -86,10 +92,20 @@ describe('config', () => {
       PASSWORD_HASH_PRIORITY: 'normal',
     });
     expect(config.passwordHashPriority).toBe('normal');
+    expect(config.passwordHashThreads).toBe(1);
     expect(config.jwt.accessTokenTtlSeconds).toBe(900);
     expect(config.trustProxy).toBe(true);
     expect(config.corsOrigins).toEqual(['https://app.example.com', 'http://localhost:5173']);
     expect(config.fhir.baseUrl).toBe('https://fhir.example.com/r4');
+  });
+
+  it.each([
+    [{ WORKERS: '1' }, os.availableParallelism()],
+    [{ WORKERS: String(os.availableParallelism() * 2) }, 1],
+    [{ WORKERS: '1', PASSWORD_HASH_THREADS: '3' }, 3],
+    [{ PASSWORD_HASH_PRIORITY: 'normal', PASSWORD_HASH_THREADS: '1' }, 1],
+  ])('shares the cores out as idle hashing threads among the serving processes: %o', (env, threads) => {
+    expect(loadConfig(env).passwordHashThreads).toBe(threads);
   });
 
   it('stops `npm start` with exit 1 and one clear line on a bad variable', () => {

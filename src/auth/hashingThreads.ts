@@ -45,6 +45,8 @@ export interface ThreadSettings {
 
 /** What `idleFirst` is started with. */
 export interface IdleFirstOptions extends ThreadSettings {
+  /** How many SCHED_IDLE threads hash (PASSWORD_HASH_THREADS; default 1), each started when a job finds the others busy. */
+  readonly idleThreads?: number | undefined;
   /** Tests only: how long a hash may run on the idle thread (default IDLE_RUN_PATIENCE_MS; ten times that in all). */
   readonly idlePatienceMs?: number | undefined;
   /** Tests only: the file each thread runs instead of passwordWorker.mjs. */
@@ -181,11 +183,21 @@ function attempt(thread: HashingThread, waiting: Waiting, retry?: () => boolean)
   });
 }
 
+/** One idle-priority thread of `idleFirst`, and the job it runs. */
+interface IdleSlot {
+  readonly thread: HashingThread;
+  /** It reported its priority: the run patience counts from then, not through its start-up. */
+  ready: boolean;
+  running?: Waiting;
+  runTimer?: NodeJS.Timeout;
+}
+
 /**
- * `idle`: jobs go one at a time to the SCHED_IDLE thread. A job that has run there for the run
- * patience, or waited ten times that since it was asked for, goes to a normal-priority thread too,
- * started then, and the first answer counts. While the idle thread's own job is such a one, and
- * for IDLE_STALL_HOLD_MS after it ran out of patience, its CPUs are busy, and every job goes
+ * `idle`: jobs go one at a time to each of the SCHED_IDLE threads (`idleThreads`, the first free
+ * one, so a second thread starts only when the first is busy). A job that has run on one for the
+ * run patience, or waited ten times that since it was asked for, goes to a normal-priority thread
+ * too, started then, and the first answer counts. While an idle thread's own job is such a one,
+ * and for IDLE_STALL_HOLD_MS after it ran out of patience, the CPUs are busy, and every job goes
  * straight to the other thread. A burst of logins on CPUs with room to spare never reaches it.
  */
 export function idleFirst(
@@ -194,28 +206,31 @@ export function idleFirst(
 ): HashingThread {
   const runPatienceMs = options.idlePatienceMs ?? IDLE_RUN_PATIENCE_MS;
   const queuePatienceMs = runPatienceMs * IDLE_QUEUE_PATIENCE_FACTOR;
-  // the run patience counts once the thread runs (it reported its priority), not through its start-up
-  let idleReady = false;
-  let runTimer: NodeJS.Timeout | undefined;
   const idleEvents = events(false);
-  const idle = hashingThread(
-    { ...options, priority: 'idle' },
-    {
-      started: (started) => {
-        idleReady = true;
-        idleEvents.started(started);
-        watchRunning();
-      },
-      failed: (message) => {
-        idleReady = false;
-        idleEvents.failed(message);
-      },
-    },
-    options.threadFile,
-  );
+  const idleSlot = (): IdleSlot => {
+    const slot: IdleSlot = {
+      ready: false,
+      thread: hashingThread(
+        { ...options, priority: 'idle' },
+        {
+          started: (started) => {
+            slot.ready = true;
+            idleEvents.started(started);
+            watchRunning(slot);
+          },
+          failed: (message) => {
+            slot.ready = false;
+            idleEvents.failed(message);
+          },
+        },
+        options.threadFile,
+      ),
+    };
+    return slot;
+  };
+  const slots = Array.from({ length: Math.max(1, options.idleThreads ?? 1) }, idleSlot);
   let fallback: HashingThread | undefined;
   const queue: Waiting[] = [];
-  let running: Waiting | undefined;
   let terminated = false;
 
   const toFallback = (waiting: Waiting) => {
@@ -228,16 +243,35 @@ export function idleFirst(
     void attempt(fallback, waiting);
   };
   let heldUntil = 0;
-  const idleStalled = () => running?.rescued === true || performance.now() < heldUntil;
-  const watchRunning = () => {
-    const job = running;
-    if (terminated || !job || job.rescued || !idleReady || runTimer) return;
-    runTimer = setTimeout(() => {
-      runTimer = undefined;
-      if (running !== job) return;
+  const idleStalled = () =>
+    slots.some((slot) => slot.running?.rescued === true) || performance.now() < heldUntil;
+  function watchRunning(slot: IdleSlot) {
+    const job = slot.running;
+    if (terminated || !job || job.rescued || !slot.ready || slot.runTimer) return;
+    slot.runTimer = setTimeout(() => {
+      slot.runTimer = undefined;
+      if (slot.running !== job) return;
       heldUntil = performance.now() + (options.stallHoldMs ?? IDLE_STALL_HOLD_MS);
       rescue(job);
     }, runPatienceMs).unref();
+  }
+  const runOn = (slot: IdleSlot, waiting: Waiting) => {
+    slot.running = waiting;
+    watchRunning(slot);
+    // the idle thread failing a job (it crashed) tries the other thread once, rather than refuse a right password
+    const retry = () => {
+      if (terminated || waiting.rescued) return false;
+      clearTimeout(waiting.timer);
+      toFallback(waiting);
+      return true;
+    };
+    void attempt(slot.thread, waiting, retry).finally(() => {
+      clearTimeout(waiting.timer);
+      clearTimeout(slot.runTimer);
+      slot.runTimer = undefined;
+      slot.running = undefined;
+      next();
+    });
   };
   const next = () => {
     if (terminated) return;
@@ -248,24 +282,10 @@ export function idleFirst(
       }
       return;
     }
-    const waiting = running ? undefined : queue.shift();
-    if (!waiting) return;
-    running = waiting;
-    watchRunning();
-    // the idle thread failing a job (it crashed) tries the other thread once, rather than refuse a right password
-    const retry = () => {
-      if (terminated || waiting.rescued) return false;
-      clearTimeout(waiting.timer);
-      toFallback(waiting);
-      return true;
-    };
-    void attempt(idle, waiting, retry).finally(() => {
-      clearTimeout(waiting.timer);
-      clearTimeout(runTimer);
-      runTimer = undefined;
-      running = undefined;
-      next();
-    });
+    for (const slot of slots) {
+      if (queue.length === 0) return;
+      if (!slot.running) runOn(slot, queue.shift() as Waiting);
+    }
   };
   const rescue = (waiting: Waiting) => {
     if (terminated || waiting.rescued) return;
@@ -290,9 +310,11 @@ export function idleFirst(
         clearTimeout(waiting.timer);
         waiting.reject(closedError());
       }
-      clearTimeout(running?.timer);
-      clearTimeout(runTimer);
-      await Promise.all([idle.terminate(), fallback?.terminate()]);
+      for (const slot of slots) {
+        clearTimeout(slot.running?.timer);
+        clearTimeout(slot.runTimer);
+      }
+      await Promise.all([...slots.map((slot) => slot.thread.terminate()), fallback?.terminate()]);
     },
   };
 }

@@ -46,7 +46,7 @@ afterEach(async () => {
 /** A hasher whose threads have started (a hash ran), with what they reported. */
 async function startedHasher(
   priority: PasswordHasherOptions['priority'],
-  extra: Pick<PasswordHasherOptions, 'idlePatienceMs' | 'chrt'> = {},
+  extra: Pick<PasswordHasherOptions, 'idlePatienceMs' | 'chrt' | 'idleThreads'> = {},
 ) {
   const reports: HashingThreadStarted[] = [];
   const hasher = await createPasswordHasher({
@@ -133,12 +133,40 @@ describe('the hashing thread runs at the priority asked', () => {
     expect(await hasher.verify(hash, 'a long and plain passphrase')).toBe(true);
   });
 
-  // a loop per core: on a bigger machine that would be many processes for one test
-  it.skipIf(!canIdle || os.availableParallelism() > 4)(
-    'idle on CPUs kept busy: after the patience, a normal-priority thread takes the hashes the idle one gets no CPU for',
+  it.skipIf(!canIdle)(
+    'idle with two threads: hashes in flight together run on two SCHED_IDLE threads, the second started only then',
     async () => {
+      const before = threadPolicies();
+      const newIdleThreads = () =>
+        [...threadPolicies()].filter(
+          ([tid, policy]) => policy === SCHED_IDLE && before.get(tid) !== SCHED_IDLE,
+        );
+      const { hasher, hash, reports } = await startedHasher('idle', { idleThreads: 2 });
+      // one hash at a time never needs the second
+      expect(reports.filter((report) => !report.fallback)).toHaveLength(1);
+      expect(newIdleThreads()).toHaveLength(1);
+      const verified = await Promise.all(
+        ['a long and plain passphrase', 'wrong', 'a long and plain passphrase', 'also wrong'].map(
+          (password) => hasher.verify(hash, password),
+        ),
+      );
+      expect(verified).toEqual([true, false, true, false]);
+      await vi.waitFor(() =>
+        expect(reports.filter((report) => !report.fallback)).toEqual([
+          { priority: 'idle', fallback: false },
+          { priority: 'idle', fallback: false },
+        ]),
+      );
+      expect(newIdleThreads()).toHaveLength(2);
+    },
+  );
+
+  // a loop per core: on a bigger machine that would be many processes for one test
+  it.skipIf(!canIdle || os.availableParallelism() > 4).each([1, 2])(
+    'idle on CPUs kept busy (idle threads: %i): after the patience, a normal-priority thread takes the hashes the idle ones get no CPU for',
+    async (idleThreads) => {
       // started (and its dummy hash made) while the cores are free
-      const { hasher, hash, reports } = await startedHasher('idle');
+      const { hasher, hash, reports } = await startedHasher('idle', { idleThreads });
       const stop = await busyEveryCore();
       try {
         // at SCHED_IDLE's weight each took 4–5 s on two busy cores (docs/performance.md)
@@ -151,12 +179,10 @@ describe('the hashing thread runs at the priority asked', () => {
       } finally {
         stop();
       }
-      await vi.waitFor(() => expect(reports).toHaveLength(2));
-      expect(reports).toEqual(
-        expect.arrayContaining([
-          { priority: 'idle', fallback: false },
-          { priority: 'normal', fallback: true },
-        ]),
+      await vi.waitFor(() => expect(reports).toHaveLength(idleThreads + 1));
+      expect(reports.filter((report) => report.fallback)).toEqual([{ priority: 'normal', fallback: true }]);
+      expect(reports.filter((report) => !report.fallback)).toEqual(
+        Array(idleThreads).fill({ priority: 'idle', fallback: false }),
       );
     },
   );
