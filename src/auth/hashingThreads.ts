@@ -215,6 +215,8 @@ export function idleFirst(
         {
           started: (started) => {
             slot.ready = true;
+            // without SCHED_IDLE more threads would take the cores from requests: one, as with `normal`
+            if (started.priority !== 'idle') onlyFirstSlot = true;
             idleEvents.started(started);
             watchRunning(slot);
           },
@@ -228,6 +230,7 @@ export function idleFirst(
     };
     return slot;
   };
+  let onlyFirstSlot = false;
   const slots = Array.from({ length: Math.max(1, options.idleThreads ?? 1) }, idleSlot);
   let fallback: HashingThread | undefined;
   const queue: Waiting[] = [];
@@ -253,6 +256,8 @@ export function idleFirst(
       if (slot.running !== job) return;
       heldUntil = performance.now() + (options.stallHoldMs ?? IDLE_STALL_HOLD_MS);
       rescue(job);
+      // the CPUs are busy: a job on a thread still starting (its timer not yet set) would wait out the queue patience
+      for (const other of slots) if (other.running && !other.ready) rescue(other.running);
     }, runPatienceMs).unref();
   }
   const runOn = (slot: IdleSlot, waiting: Waiting) => {
@@ -282,7 +287,7 @@ export function idleFirst(
       }
       return;
     }
-    for (const slot of slots) {
+    for (const slot of onlyFirstSlot ? slots.slice(0, 1) : slots) {
       if (queue.length === 0) return;
       if (!slot.running) runOn(slot, queue.shift() as Waiting);
     }
