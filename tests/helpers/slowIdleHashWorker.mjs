@@ -3,21 +3,12 @@
 // the normal-priority role is the real thread as it is.
 import { appendFileSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
+import { delayEachJob } from './delayedHashJobs.mjs';
 
 if (workerData.priority === 'idle') {
   const log = process.env.HASH_THREAD_JOB_LOG;
-  // the real thread's own listener, delayed (a listener of our own would start the port before it exists)
-  const on = parentPort.on.bind(parentPort);
-  parentPort.on = (event, listener) =>
-    on(
-      event,
-      event !== 'message'
-        ? listener
-        : (message) => {
-            if (log) appendFileSync(log, 'job\n');
-            Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
-            listener(message);
-          },
-    );
+  delayEachJob(parentPort, 300, () => {
+    if (log) appendFileSync(log, 'job\n');
+  });
 }
 await import('../../src/auth/passwordWorker.mjs');

@@ -4,24 +4,13 @@
 // normal-priority role is the real thread as it is.
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
+import { delayEachJob, pause } from './delayedHashJobs.mjs';
 
-const pause = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 if (workerData.priority === 'idle') {
   const starts = process.env.HASH_THREAD_STARTS;
   const earlier = existsSync(starts) ? readFileSync(starts, 'utf8').length : 0;
   appendFileSync(starts, 'x');
   if (earlier > 0) pause(5_000);
-  // the real thread's own listener, delayed (a listener of our own would start the port before it exists)
-  const on = parentPort.on.bind(parentPort);
-  parentPort.on = (event, listener) =>
-    on(
-      event,
-      event !== 'message'
-        ? listener
-        : (message) => {
-            pause(300);
-            listener(message);
-          },
-    );
+  delayEachJob(parentPort, 300);
 }
 await import('../../src/auth/passwordWorker.mjs');
