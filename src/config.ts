@@ -286,7 +286,7 @@ function fhirAuth(env: Env): Config['fhir']['auth'] {
 
 /**
  * PASSWORD_HASH_THREADS: with `idle`, the hashing threads of each serving process; by default the
- * cores shared out among the serving processes (WORKERS), one per core in all: a SCHED_IDLE thread
+ * cores divided by WORKERS (at least one), about one per core in all: a SCHED_IDLE thread
  * takes only the CPU time requests leave, so more of them only use more of what is spare.
  * `normal` hashes on one thread (more at normal priority would take the cores from requests).
  */
