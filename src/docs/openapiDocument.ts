@@ -93,14 +93,19 @@ export function declareStorageUnavailable(registry: OpenAPIHono['openAPIRegistry
 /** What a route that takes no input can still be refused: the request target itself (checkRequestTarget). */
 const BADLY_ENCODED = problem('A badly encoded path or query, e.g. `%FF` (`validation_failed`)');
 
+/** Answered before any route (src/errors.ts `headers_too_large`): a huge token or cookie. */
+const { headers: _noRequestId, ...HEADERS_TOO_LARGE } = problem(
+  'The request headers are over 16 KiB in all (`headers_too_large`)',
+);
+
 /** The standard 400 of an operation that takes no body: it cannot meet `invalid_json` (review S3). */
 const INVALID_QUERY = problem('Invalid input (`validation_failed`)');
 
 /**
  * What every answer of every operation has, declared once (review S3): the `X-Request-Id` header,
- * on successes too, and a 400 for a badly encoded request target, which every route answers
- * before its own validation (an operation that takes no input listed none); an operation without
- * a body is not said to answer `invalid_json`.
+ * on successes too (not on the 431), a 400 for a badly encoded request target, which every route answers before
+ * its own validation (an operation that takes no input listed none), and the 431 of headers too
+ * large; an operation without a body is not said to answer `invalid_json`.
  */
 export function declareWhatEveryAnswerHas(registry: OpenAPIHono['openAPIRegistry']): void {
   for (const definition of registry.definitions) {
@@ -112,13 +117,17 @@ export function declareWhatEveryAnswerHas(registry: OpenAPIHono['openAPIRegistry
       ...declared,
       ...(bodyless ? { 400: INVALID_QUERY } : {}),
     });
-    definition.route.responses = Object.fromEntries(
-      responses.map(([status, response]) => [
-        status,
-        '$ref' in response
-          ? response
-          : { ...response, headers: { ...REQUEST_ID_HEADER, ...response.headers } },
-      ]),
-    );
+    definition.route.responses = {
+      ...Object.fromEntries(
+        responses.map(([status, response]) => [
+          status,
+          '$ref' in response
+            ? response
+            : { ...response, headers: { ...REQUEST_ID_HEADER, ...response.headers } },
+        ]),
+      ),
+      // refused by Node's HTTP parser before any middleware ran: it carries no X-Request-Id
+      431: HEADERS_TOO_LARGE,
+    };
   }
 }

@@ -143,15 +143,19 @@ describe('/openapi.json', () => {
     expect(missing).toEqual([]);
   });
 
-  it('gives every operation a unique operationId, a 400 for a badly encoded target, and X-Request-Id on every answer (review S3)', () => {
+  it('gives every operation a unique operationId, a 400 for a badly encoded target, a 431, and X-Request-Id on every answer (review S3)', () => {
     const ids = operations.map(({ op }) => op.operationId);
     expect(ids.filter((id) => !id || !/^[a-z][A-Za-z]+$/.test(id))).toEqual([]);
     expect(new Set(ids).size).toBe(ids.length);
     const missing: string[] = [];
     for (const { key, op } of operations) {
       if (!op.responses['400']) missing.push(`${key}: 400`);
+      if (!op.responses['431']?.description.includes('headers_too_large')) missing.push(`${key}: 431`);
+      // Node's HTTP parser refuses headers too large before any middleware gives the request an id
       for (const [status, response] of Object.entries(op.responses))
-        if (!response.headers?.['X-Request-Id']) missing.push(`${key} ${status}: X-Request-Id`);
+        if (status !== '431' && !response.headers?.['X-Request-Id'])
+          missing.push(`${key} ${status}: X-Request-Id`);
+      if (op.responses['431']?.headers?.['X-Request-Id']) missing.push(`${key} 431: says X-Request-Id`);
     }
     expect(missing).toEqual([]);
   });
@@ -206,8 +210,9 @@ describe('/openapi.json', () => {
     for (const { key, op } of operations) {
       if (op.responses['429'])
         expect(Object.keys(op.responses['429'].headers ?? {}), key).toContain('Retry-After');
+      // the 431 is Node's HTTP parser's, before any middleware gave the request an id (checked above)
       for (const [status, answer] of Object.entries(op.responses))
-        if (answer.content?.['application/problem+json'])
+        if (answer.content?.['application/problem+json'] && status !== '431')
           expect(Object.keys(answer.headers ?? {}), `${key} ${status}`).toContain('X-Request-Id');
     }
   });
