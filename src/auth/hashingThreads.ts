@@ -3,14 +3,14 @@ import { projectFile } from '../paths.js';
 
 /**
  * The threads that run argon2id (src/auth/passwordWorker.mjs) for the password hasher
- * (passwords.ts): one at normal priority, or the idle-priority one with a normal-priority thread
- * behind it (`idleFirst`). docs/operations.md, "Password hashing".
+ * (passwords.ts): one at normal priority, or idle-priority ones with a normal-priority thread
+ * behind them (`idleFirst`). docs/operations.md, "Password hashing".
  */
 
 /**
- * The CPU priority of password hashing (PASSWORD_HASH_PRIORITY). `idle`: a thread under Linux's
+ * The CPU priority of password hashing (PASSWORD_HASH_PRIORITY). `idle`: threads under Linux's
  * SCHED_IDLE (set by passwordWorker.mjs), so hashing takes only the CPU time that requests leave,
- * with a normal-priority thread behind it for when it gets none; `normal`: one thread, as every
+ * with a normal-priority thread behind them for when they get none; `normal`: one thread, as every
  * other thread. docs/operations.md, "Password hashing".
  */
 export type HashingPriority = 'idle' | 'normal';
@@ -47,16 +47,16 @@ export interface ThreadSettings {
 export interface IdleFirstOptions extends ThreadSettings {
   /** How many SCHED_IDLE threads hash (PASSWORD_HASH_THREADS; default 1), each started when a job finds the others busy. */
   readonly idleThreads?: number | undefined;
-  /** Tests only: how long a hash may run on the idle thread (default IDLE_RUN_PATIENCE_MS; ten times that in all). */
+  /** Tests only: how long a hash may run on an idle thread (default IDLE_RUN_PATIENCE_MS; ten times that in all). */
   readonly idlePatienceMs?: number | undefined;
   /** Tests only: the file each thread runs instead of passwordWorker.mjs. */
   readonly threadFile?: string | undefined;
-  /** Tests only: how long hashes skip the idle thread after it stalled (default IDLE_STALL_HOLD_MS). */
+  /** Tests only: how long hashes skip the idle threads after one stalled (default IDLE_STALL_HOLD_MS). */
   readonly stallHoldMs?: number | undefined;
 }
 
 /**
- * How long one hash may run on the idle-priority thread before a normal-priority thread runs it
+ * How long one hash may run on an idle-priority thread before a normal-priority thread runs it
  * too, whichever answers first (counted from the thread's start, not its own start-up of
  * 120–320 ms). A hash is 5–12 ms of CPU; a SCHED_IDLE thread on CPUs kept busy gets a weight of 3
  * against 1,024 and took 4–5 s a hash (docs/performance.md): without this bound a busy gateway
@@ -71,7 +71,7 @@ const IDLE_RUN_PATIENCE_MS = 100;
 const IDLE_QUEUE_PATIENCE_FACTOR = 10;
 
 /**
- * After the idle thread's own hash ran out of patience, every hash goes to the normal-priority
+ * After an idle thread's own hash ran out of patience, every hash goes to the normal-priority
  * thread for this long (and while that stalled hash still runs): CPUs found busy stay busy a
  * while, and each hash would otherwise pay the patience again first.
  */
@@ -207,6 +207,8 @@ export function idleFirst(
   const runPatienceMs = options.idlePatienceMs ?? IDLE_RUN_PATIENCE_MS;
   const queuePatienceMs = runPatienceMs * IDLE_QUEUE_PATIENCE_FACTOR;
   const idleEvents = events(false);
+  // set once a thread could not get SCHED_IDLE: more such threads would take the cores from requests
+  let onlyFirstSlot = false;
   const idleSlot = (): IdleSlot => {
     const slot: IdleSlot = {
       ready: false,
@@ -215,7 +217,6 @@ export function idleFirst(
         {
           started: (started) => {
             slot.ready = true;
-            // without SCHED_IDLE more threads would take the cores from requests: one, as with `normal`
             if (started.priority !== 'idle') onlyFirstSlot = true;
             idleEvents.started(started);
             watchRunning(slot);
@@ -230,7 +231,6 @@ export function idleFirst(
     };
     return slot;
   };
-  let onlyFirstSlot = false;
   const slots = Array.from({ length: Math.max(1, options.idleThreads ?? 1) }, idleSlot);
   let fallback: HashingThread | undefined;
   const queue: Waiting[] = [];
@@ -263,7 +263,7 @@ export function idleFirst(
   const runOn = (slot: IdleSlot, waiting: Waiting) => {
     slot.running = waiting;
     watchRunning(slot);
-    // the idle thread failing a job (it crashed) tries the other thread once, rather than refuse a right password
+    // an idle thread failing a job (it crashed) tries the other thread once, rather than refuse a right password
     const retry = () => {
       if (terminated || waiting.rescued) return false;
       clearTimeout(waiting.timer);

@@ -103,9 +103,9 @@ const INVALID_QUERY = problem('Invalid input (`validation_failed`)');
 
 /**
  * What every answer of every operation has, declared once (review S3): the `X-Request-Id` header,
- * on successes too (not on the 431), a 400 for a badly encoded request target, which every route answers before
- * its own validation (an operation that takes no input listed none), and the 431 of headers too
- * large; an operation without a body is not said to answer `invalid_json`.
+ * on successes too; a 400 for a badly encoded request target, which every route answers before
+ * its own validation (an operation that takes no input listed none); and the 431 of headers too
+ * large, without the header. An operation without a body is not said to answer `invalid_json`.
  */
 export function declareWhatEveryAnswerHas(registry: OpenAPIHono['openAPIRegistry']): void {
   for (const definition of registry.definitions) {
