@@ -1,0 +1,160 @@
+import { type Kysely, sql } from 'kysely';
+import { afterAll, describe, expect, it } from 'vitest';
+import { migrateToLatest, migrateUpTo, openDatabase } from '../../db/connection.js';
+import type { Database } from '../../db/schema.js';
+import { tempDir } from '../helpers/gateway.js';
+import { createTestSchema, TEST_DATABASE_URL, type TestSchema } from '../helpers/postgres.js';
+
+// 0009 made three indexes partial: a login's audit row (no target, no patient) and its session
+// (no SMART app) no longer write a page of each to the log; the queries that use them still do
+
+const cleanups: (() => Promise<void>)[] = [];
+afterAll(async () => {
+  for (const c of cleanups) await c();
+});
+
+async function openFor(dialect: 'sqlite' | 'postgres') {
+  let schema: TestSchema | undefined;
+  if (dialect === 'postgres') schema = await createTestSchema();
+  const handle = openDatabase({ databaseUrl: schema?.url, dataDir: tempDir() });
+  cleanups.push(() => handle.close());
+  return handle.db;
+}
+
+const at = (second: number) => new Date(Date.UTC(2026, 11, 6, 12, 0, second)).toISOString();
+
+/** Rows as the gateway writes them: most without a target, a patient or an app. */
+async function seed(db: Kysely<Database>) {
+  await db
+    .insertInto('users')
+    .values({
+      id: 'u1',
+      email: 'ann@example.com',
+      role: 'patient',
+      created_at: at(0),
+      updated_at: at(0),
+    } as never)
+    .execute();
+  const audit = (id: string, second: number, extra: Record<string, string>) => ({
+    id,
+    occurred_at: at(second),
+    action: 'auth.login',
+    outcome: 'success',
+    ...extra,
+  });
+  await db
+    .insertInto('audit_log')
+    .values([
+      audit('a1', 1, { actor_user_id: 'u1' }),
+      audit('a2', 2, { actor_user_id: 'u1', target_user_id: 'u1' }),
+      audit('a3', 3, { actor_user_id: 'u1', patient_id: 'p1' }),
+      audit('a4', 4, { actor_user_id: 'u1' }),
+    ] as never)
+    .execute();
+  const session = (id: string, clientId: string | null) => ({
+    id,
+    user_id: 'u1',
+    created_at: at(5),
+    expires_at: at(59),
+    client_id: clientId,
+  });
+  await db
+    .insertInto('sessions')
+    .values([session('s1', null), session('s2', 'app-1'), session('s3', null)] as never)
+    .execute();
+}
+
+/** The three queries the indexes are for, as adminService.ts and oauth/accounts.ts build them. */
+function indexedQueries(db: Kysely<Database>) {
+  return {
+    audit_log_target: db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('target_user_id', '=', 'u1')
+      .orderBy('id', 'desc')
+      .limit(51)
+      .compile(),
+    audit_log_patient: db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('patient_id', '=', 'p1')
+      .orderBy('occurred_at', 'desc')
+      .orderBy('id', 'desc')
+      .limit(51)
+      .compile(),
+    sessions_client: db
+      .updateTable('sessions')
+      .set({ revoked_at: at(30), revoked_reason: 'app_deactivated' })
+      .where('client_id', '=', 'app-1')
+      .where('revoked_at', 'is', null)
+      .compile(),
+  };
+}
+
+describe('SQLite: the indexes 0009 made partial', () => {
+  it('hold only the rows that have a value, after an upgrade from 0008', async () => {
+    const db = await openFor('sqlite');
+    await migrateUpTo(db, '0008_code_requests');
+    await seed(db);
+    await migrateToLatest(db);
+    // one leaf page each, so its cells are the index's entries
+    const entries = async (index: string) => {
+      const { rows } = await sql<{ n: number }>`
+        select sum(ncell) as n from dbstat where name = ${index} and pagetype = 'leaf'`.execute(db);
+      return Number(rows[0]?.n ?? 0);
+    };
+    expect(await entries('audit_log_target')).toBe(1);
+    expect(await entries('audit_log_patient')).toBe(1);
+    expect(await entries('sessions_client')).toBe(1);
+    // the indexes kept whole for comparison: every row
+    expect(await entries('audit_log_actor')).toBe(4);
+    expect(await entries('sessions_user')).toBe(3);
+  });
+
+  it('are still the ones the admin filters and the app revocation use', async () => {
+    const db = await openFor('sqlite');
+    await migrateToLatest(db);
+    await seed(db);
+    for (const [index, query] of Object.entries(indexedQueries(db))) {
+      const plan = (
+        await db.executeQuery<{ detail: string }>({ ...query, sql: `explain query plan ${query.sql}` })
+      ).rows.map((r) => r.detail);
+      expect(plan.join('\n'), index).toContain(`USING INDEX ${index} `);
+    }
+  });
+
+  it('answer those queries as before', async () => {
+    const db = await openFor('sqlite');
+    await migrateToLatest(db);
+    await seed(db);
+    const queries = indexedQueries(db);
+    expect((await db.executeQuery(queries.audit_log_target)).rows).toMatchObject([{ id: 'a2' }]);
+    expect((await db.executeQuery(queries.audit_log_patient)).rows).toMatchObject([{ id: 'a3' }]);
+    expect((await db.executeQuery(queries.sessions_client)).numAffectedRows).toBe(1n);
+  });
+});
+
+describe.skipIf(!TEST_DATABASE_URL)('PostgreSQL: the indexes 0009 made partial', () => {
+  it('are partial, and the admin filters and the app revocation still use them', async () => {
+    const db = await openFor('postgres');
+    await migrateUpTo(db, '0008_code_requests');
+    await seed(db);
+    await migrateToLatest(db);
+    const { rows: definitions } = await sql<{ indexname: string; indexdef: string }>`
+      select indexname, indexdef from pg_indexes
+      where indexname in ('audit_log_target', 'audit_log_patient', 'sessions_client')
+        and schemaname = current_schema()`.execute(db);
+    expect(definitions).toHaveLength(3);
+    for (const { indexdef } of definitions) expect(indexdef).toMatch(/ WHERE \(\w+ IS NOT NULL\)$/);
+    await db.transaction().execute(async (trx) => {
+      // a handful of rows: without this the planner rightly prefers reading the table
+      await sql`set local enable_seqscan = off`.execute(trx);
+      for (const [index, query] of Object.entries(indexedQueries(trx))) {
+        const plan = (
+          await trx.executeQuery<{ 'QUERY PLAN': string }>({ ...query, sql: `explain ${query.sql}` })
+        ).rows.map((r) => r['QUERY PLAN']);
+        expect(plan.join('\n'), index).toContain(index);
+      }
+    });
+  });
+});
