@@ -3,6 +3,7 @@ import type { Database } from '../db/schema.js';
 import { auditInterruptedWrites } from './audit/openWrites.js';
 import { purgeOldWindows } from './auth/rateLimiter.js';
 import type { Clock } from './clock.js';
+import { DELIVERED_RETENTION_MS, purgeDeliveredOutboxRows } from './email/outbox.js';
 import type { Logger } from './logger.js';
 
 const EVERY_MS = 10 * 60_000;
@@ -11,9 +12,15 @@ const FIRST_AFTER_MS = 60_000;
 
 /**
  * Deletes what has no use any more: ended rate-limit windows, expired idempotency keys, ended
- * sessions' tokens. And audits the passthrough writes a stopped process left unaudited.
+ * sessions' tokens, outbox rows delivered a week ago. And audits the passthrough writes a
+ * stopped process left unaudited.
  */
-export async function sweep(db: Kysely<Database>, clock: Clock, logger: Logger): Promise<void> {
+export async function sweep(
+  db: Kysely<Database>,
+  clock: Clock,
+  logger: Logger,
+  stopped: () => boolean = () => false,
+): Promise<void> {
   await auditInterruptedWrites(db, clock, logger);
   const now = clock.now().toISOString();
   await purgeOldWindows(db, clock);
@@ -21,6 +28,8 @@ export async function sweep(db: Kysely<Database>, clock: Clock, logger: Logger):
   await db.deleteFrom('refresh_tokens').where('expires_at', '<', now).execute();
   // SMART codes, tokens and sessions (src/oauth/adapter.ts) are useless once expired
   await db.deleteFrom('oauth_store').where('expires_at', '<', now).execute();
+  const deliveredBefore = new Date(clock.now().getTime() - DELIVERED_RETENTION_MS).toISOString();
+  await purgeDeliveredOutboxRows(db, deliveredBefore, stopped);
 }
 
 /** Runs `sweep` a minute after start, then every 10 minutes; returns the stop function. */
@@ -31,8 +40,9 @@ export function startHousekeeping(
   firstAfterMs = FIRST_AFTER_MS,
 ): () => Promise<void> {
   let running: Promise<void> | undefined;
+  let stopping = false;
   const run = () => {
-    running ??= sweep(db, clock, logger)
+    running ??= sweep(db, clock, logger, () => stopping)
       .catch((error: unknown) => logger.warn({ err: error }, 'housekeeping failed'))
       .finally(() => {
         running = undefined;
@@ -43,6 +53,7 @@ export function startHousekeeping(
   first.unref();
   timer.unref();
   return async () => {
+    stopping = true;
     clearTimeout(first);
     clearInterval(timer);
     await running;
