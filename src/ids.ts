@@ -31,3 +31,13 @@ export function isUuidV7(value: string): boolean {
 }
 
 const UUIDV7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i;
+
+/**
+ * The smallest UUIDv7 of millisecond `ms`: every id uuidv7 made at `ms` or later compares (as a
+ * string) at or above it, every earlier one below. So `id < uuidv7Floor(t)` selects rows made
+ * before `t` by the primary key's index alone.
+ */
+export function uuidv7Floor(ms: number): string {
+  const hex = Math.max(0, Math.floor(ms)).toString(16).padStart(12, '0');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-7000-8000-000000000000`;
+}

@@ -272,7 +272,12 @@ export async function startGateway(config: Config, options: StartOptions): Promi
 
     if (runsBackgroundWork) await ensureFirstAdmin(config, { db: database.db, clock, passwords }, logger);
 
-    if (runsBackgroundWork) closers.push(startHousekeeping(database.background, clock, logger));
+    if (runsBackgroundWork)
+      closers.push(
+        startHousekeeping(database.background, clock, logger, {
+          refreshTokenTtlSeconds: config.jwt.refreshTokenTtlSeconds,
+        }),
+      );
     const background = createBackgroundTasks(logger);
     closers.push(() => background.drain());
     // set when the stop begins: /readyz says so at once and keep-alive connections close after their answer

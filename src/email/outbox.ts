@@ -1,4 +1,5 @@
 import type { Kysely, Transaction } from 'kysely';
+import { deleteInChunks } from '../../db/chunkedDeletes.js';
 import { precompiledInsert } from '../../db/precompiled.js';
 import type { Database, OutboxKind, OutboxRow, Role } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
@@ -262,27 +263,18 @@ export function markOutboxFailed(
 
 /** How long a delivered row is kept (its AuditEvent is on the FHIR server, its mail purged of the code). */
 export const DELIVERED_RETENTION_MS = 7 * 86_400_000;
-/** Rows deleted per statement: ~2 ms on SQLite, whose statements run on the event loop. */
-const PURGE_CHUNK = 500;
-/** Statements per call: a backlog (the first sweep after an upgrade) is worked off over several sweeps. */
-const PURGE_MAX_CHUNKS = 200;
-/** The pause between two statements, so requests and other writers get the event loop and the lock. */
-const PURGE_PAUSE_MS = 10;
 
 /**
- * Deletes rows delivered before `beforeIso` (status `sent`), PURGE_CHUNK at a time, until done,
- * PURGE_MAX_CHUNKS statements or `stopped()`; returns how many. Undelivered and failed rows stay. Without it the AuditEvent mirror kept a copy of every
- * audited event (~1 KB each) for good, next to the audit trail that holds the event itself.
+ * Deletes rows delivered before `beforeIso` (status `sent`), in chunks (db/chunkedDeletes.ts);
+ * returns how many. Undelivered and failed rows stay. Without it the AuditEvent mirror kept a
+ * copy of every audited event (~1 KB each) for good, next to the audit trail that holds the event.
  */
-export async function purgeDeliveredOutboxRows(
+export function purgeDeliveredOutboxRows(
   db: Kysely<Database>,
   beforeIso: string,
-  stopped: () => boolean = () => false,
+  stopped?: () => boolean,
 ): Promise<number> {
-  let purged = 0;
-  // a shutdown does not wait for a backlog: the next start's sweeps go on with it
-  for (let chunk = 0; chunk < PURGE_MAX_CHUNKS && !stopped(); chunk++) {
-    if (chunk > 0) await new Promise((resolve) => setTimeout(resolve, PURGE_PAUSE_MS));
+  return deleteInChunks(async (limit) => {
     const result = await db
       .deleteFrom('outbox')
       .where('id', 'in', (eb) =>
@@ -294,14 +286,11 @@ export async function purgeDeliveredOutboxRows(
           // it lets the statement seek in index outbox_due (status, next_attempt_at)
           .where('next_attempt_at', '<', beforeIso)
           .where('sent_at', '<', beforeIso)
-          .limit(PURGE_CHUNK),
+          .limit(limit),
       )
       .executeTakeFirst();
-    const deleted = Number(result.numDeletedRows);
-    purged += deleted;
-    if (deleted < PURGE_CHUNK) break;
-  }
-  return purged;
+    return Number(result.numDeletedRows);
+  }, stopped);
 }
 
 export function findOutboxRow(db: OutboxDb, id: string): Promise<OutboxRow | undefined> {

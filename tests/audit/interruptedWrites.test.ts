@@ -64,7 +64,7 @@ describe.each(DIALECTS)('an admin write whose process is killed before it is aud
     expect(await creates()).toEqual([]);
     const later = new ManualClock(new Date(Date.now() + 30 * 60_000));
     const logger = createLogger('silent');
-    await sweep(database.db, later, logger);
+    await sweep(database.db, later, logger, { refreshTokenTtlSeconds: 604_800 });
     const [entry, ...more] = await creates();
     expect(more).toEqual([]);
     expect(entry).toMatchObject({
@@ -76,7 +76,7 @@ describe.each(DIALECTS)('an admin write whose process is killed before it is aud
     const detail = typeof entry?.detail === 'string' ? JSON.parse(entry.detail) : entry?.detail;
     expect(detail).toMatchObject({ method: 'POST', applied: 'unknown', interrupted: true });
     // once: the record is gone with its entry
-    await sweep(database.db, later, logger);
+    await sweep(database.db, later, logger, { refreshTokenTtlSeconds: 604_800 });
     expect(await creates()).toHaveLength(1);
     expect(await database.db.selectFrom('open_writes').selectAll().execute()).toEqual([]);
   });
@@ -115,7 +115,9 @@ describe.skipIf(!TEST_DATABASE_URL)(
       const creates = () =>
         gw.deps.db.selectFrom('audit_log').selectAll().where('action', '=', 'fhir.create').execute();
       expect(await creates()).toEqual([]);
-      await sweep(gw.deps.db, new ManualClock(new Date(Date.now() + 30 * 60_000)), gw.deps.logger);
+      await sweep(gw.deps.db, new ManualClock(new Date(Date.now() + 30 * 60_000)), gw.deps.logger, {
+        refreshTokenTtlSeconds: gw.deps.config.jwt.refreshTokenTtlSeconds,
+      });
       const [entry] = await creates();
       expect(entry).toMatchObject({ outcome: 'failed', target_fhir_type: 'Observation' });
     });
