@@ -61,20 +61,12 @@ function deleteExpiredRefreshTokens(
 ): Promise<number> {
   const madeBefore = uuidv7Floor(nowMs - ttlSeconds * 1000);
   const now = new Date(nowMs).toISOString();
-  return deleteInChunks(async (limit) => {
-    const result = await db
-      .deleteFrom('refresh_tokens')
-      .where('id', 'in', (eb) =>
-        eb
-          .selectFrom('refresh_tokens')
-          .select('id')
-          .where('id', '<', madeBefore)
-          .where('expires_at', '<', now)
-          .limit(limit),
-      )
-      .executeTakeFirst();
-    return Number(result.numDeletedRows);
-  }, stopped);
+  return deleteInChunks(
+    db,
+    'refresh_tokens',
+    (ids) => ids.where('id', '<', madeBefore).where('expires_at', '<', now),
+    stopped,
+  );
 }
 
 /**
@@ -87,15 +79,7 @@ function deleteEndedSessions(
   stopped?: () => boolean,
 ): Promise<number> {
   const before = new Date(endedBefore).toISOString();
-  return deleteInChunks(async (limit) => {
-    const result = await db
-      .deleteFrom('sessions')
-      .where('id', 'in', (eb) =>
-        eb.selectFrom('sessions').select('id').where('expires_at', '<', before).limit(limit),
-      )
-      .executeTakeFirst();
-    return Number(result.numDeletedRows);
-  }, stopped);
+  return deleteInChunks(db, 'sessions', (ids) => ids.where('expires_at', '<', before), stopped);
 }
 
 /** Runs `sweep` a minute after start, then every 10 minutes; returns the stop function. */

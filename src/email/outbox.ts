@@ -274,23 +274,18 @@ export function purgeDeliveredOutboxRows(
   beforeIso: string,
   stopped?: () => boolean,
 ): Promise<number> {
-  return deleteInChunks(async (limit) => {
-    const result = await db
-      .deleteFrom('outbox')
-      .where('id', 'in', (eb) =>
-        eb
-          .selectFrom('outbox')
-          .select('id')
-          .where('status', '=', 'sent')
-          // a row is sent after it was due, so this holds for every row the next line keeps:
-          // it lets the statement seek in index outbox_due (status, next_attempt_at)
-          .where('next_attempt_at', '<', beforeIso)
-          .where('sent_at', '<', beforeIso)
-          .limit(limit),
-      )
-      .executeTakeFirst();
-    return Number(result.numDeletedRows);
-  }, stopped);
+  return deleteInChunks(
+    db,
+    'outbox',
+    (ids) =>
+      ids
+        .where('status', '=', 'sent')
+        // a row is sent after it was due, so this holds for every row the next line keeps:
+        // it lets the statement seek in index outbox_due (status, next_attempt_at)
+        .where('next_attempt_at', '<', beforeIso)
+        .where('sent_at', '<', beforeIso),
+    stopped,
+  );
 }
 
 export function findOutboxRow(db: OutboxDb, id: string): Promise<OutboxRow | undefined> {

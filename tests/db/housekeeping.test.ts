@@ -14,6 +14,9 @@ describe.each(DIALECTS)('housekeeping (%s)', (dialect) => {
   });
   afterAll(() => gw.close());
   const ttl = () => ({ refreshTokenTtlSeconds: gw.deps.config.jwt.refreshTokenTtlSeconds });
+  // sessions need an account
+  const firstAdmin = () =>
+    gw.deps.db.selectFrom('users').select('id').where('role', '=', 'admin').executeTakeFirstOrThrow();
 
   it('deletes expired SMART store rows and keeps live ones and rows without an expiry', async () => {
     const now = Date.now();
@@ -108,11 +111,7 @@ describe.each(DIALECTS)('housekeeping (%s)', (dialect) => {
   });
 
   it('deletes sessions a day after they ended, with their refresh tokens; keeps later and live ones', async () => {
-    const admin = await gw.deps.db
-      .selectFrom('users')
-      .select('id')
-      .where('role', '=', 'admin')
-      .executeTakeFirstOrThrow();
+    const admin = await firstAdmin();
     const session = (id: string, endedAgo: number, clientId: string | null = null) => ({
       id,
       user_id: admin.id,
@@ -161,11 +160,7 @@ describe.each(DIALECTS)('housekeeping (%s)', (dialect) => {
   });
 
   it('deletes refresh tokens past their expiry that were made a TTL ago; keeps live ones', async () => {
-    const admin = await gw.deps.db
-      .selectFrom('users')
-      .select('id')
-      .where('role', '=', 'admin')
-      .executeTakeFirstOrThrow();
+    const admin = await firstAdmin();
     await gw.deps.db
       .insertInto('sessions')
       .values({

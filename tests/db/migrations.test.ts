@@ -4,8 +4,9 @@ import { sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
 import { migrateToLatest, migrateUpTo, openDatabase } from '../../db/connection.js';
 import { databaseAdapter, oauthStoreKey } from '../../src/oauth/adapter.js';
+import { openTestDatabase } from '../helpers/database.js';
 import { tempDir } from '../helpers/gateway.js';
-import { createTestSchema, TEST_DATABASE_URL, type TestSchema } from '../helpers/postgres.js';
+import { TEST_DATABASE_URL } from '../helpers/postgres.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterAll(async () => {
@@ -13,13 +14,8 @@ afterAll(async () => {
 });
 
 async function openFor(dialect: 'sqlite' | 'postgres') {
-  let schema: TestSchema | undefined;
-  if (dialect === 'postgres') schema = await createTestSchema();
-  const handle = openDatabase({ databaseUrl: schema?.url, dataDir: tempDir() });
-  cleanups.push(async () => {
-    await handle.close();
-    await schema?.drop();
-  });
+  const { handle, close } = await openTestDatabase(dialect);
+  cleanups.push(close);
   return handle;
 }
 

@@ -1,9 +1,9 @@
 import { type Kysely, sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
-import { migrateToLatest, migrateUpTo, openDatabase } from '../../db/connection.js';
+import { migrateToLatest, migrateUpTo } from '../../db/connection.js';
 import type { Database } from '../../db/schema.js';
-import { tempDir } from '../helpers/gateway.js';
-import { createTestSchema, TEST_DATABASE_URL, type TestSchema } from '../helpers/postgres.js';
+import { openTestDatabase } from '../helpers/database.js';
+import { TEST_DATABASE_URL } from '../helpers/postgres.js';
 
 // 0009 made three indexes partial: a login's audit row (no target, no patient) and its session
 // (no SMART app) no longer write a page of each to the log; the queries that use them still do
@@ -14,10 +14,8 @@ afterAll(async () => {
 });
 
 async function openFor(dialect: 'sqlite' | 'postgres') {
-  let schema: TestSchema | undefined;
-  if (dialect === 'postgres') schema = await createTestSchema();
-  const handle = openDatabase({ databaseUrl: schema?.url, dataDir: tempDir() });
-  cleanups.push(() => handle.close());
+  const { handle, close } = await openTestDatabase(dialect);
+  cleanups.push(close);
   return handle.db;
 }
 
