@@ -7,8 +7,7 @@ import * as m0005 from './0005_smart_apps_oauth.js';
 import * as m0006 from './0006_oauth_store_hashed_keys.js';
 import * as m0007 from './0007_open_writes.js';
 import * as m0008 from './0008_code_requests.js';
-import * as m0009 from './0009_partial_indexes.js';
-import * as m0010 from './0010_session_expiry.js';
+import * as m0009 from './0009_login_indexes.js';
 
 /** Every migration, in order. Imported statically so tsx, vitest and a bundle all find them. */
 export const migrations: Record<string, Migration> = {
@@ -20,6 +19,5 @@ export const migrations: Record<string, Migration> = {
   '0006_oauth_store_hashed_keys': m0006,
   '0007_open_writes': m0007,
   '0008_code_requests': m0008,
-  '0009_partial_indexes': m0009,
-  '0010_session_expiry': m0010,
+  '0009_login_indexes': m0009,
 };

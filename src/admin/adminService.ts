@@ -108,7 +108,7 @@ async function auditRows(deps: AppDeps, query: AuditQuery) {
     .selectFrom('audit_log')
     .selectAll()
     .limit(query.limit + 1);
-  // a patient's rows come from index audit_log_patient (patient_id, occurred_at) in order; an id
+  // a patient's rows come from index audit_log_by_patient (patient_id, occurred_at) in order; an id
   // starts with its occurred_at millisecond, so both orders agree and the id cursor still holds
   q = query.patient
     ? q.where('patient_id', '=', query.patient).orderBy('occurred_at', 'desc').orderBy('id', 'desc')

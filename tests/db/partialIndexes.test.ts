@@ -5,8 +5,9 @@ import type { Database } from '../../db/schema.js';
 import { openTestDatabase } from '../helpers/database.js';
 import { TEST_DATABASE_URL } from '../helpers/postgres.js';
 
-// 0009 made three indexes partial: a login's audit row (no target, no patient) and its session
-// (no SMART app) no longer write a page of each to the log; the queries that use them still do
+// 0009 made three indexes partial, under new names: a login's audit row (no target, no patient)
+// and its session (no SMART app) no longer write a page of each to the log; the queries that use
+// them still do
 
 const cleanups: (() => Promise<void>)[] = [];
 afterAll(async () => {
@@ -65,14 +66,14 @@ async function seed(db: Kysely<Database>) {
 /** The three queries the indexes are for, as adminService.ts and oauth/accounts.ts build them. */
 function indexedQueries(db: Kysely<Database>) {
   return {
-    audit_log_target: db
+    audit_log_by_target: db
       .selectFrom('audit_log')
       .selectAll()
       .where('target_user_id', '=', 'u1')
       .orderBy('id', 'desc')
       .limit(51)
       .compile(),
-    audit_log_patient: db
+    audit_log_by_patient: db
       .selectFrom('audit_log')
       .selectAll()
       .where('patient_id', '=', 'p1')
@@ -80,7 +81,7 @@ function indexedQueries(db: Kysely<Database>) {
       .orderBy('id', 'desc')
       .limit(51)
       .compile(),
-    sessions_client: db
+    sessions_by_client: db
       .updateTable('sessions')
       .set({ revoked_at: at(30), revoked_reason: 'app_deactivated' })
       .where('client_id', '=', 'app-1')
@@ -101,12 +102,32 @@ describe('SQLite: the indexes 0009 made partial', () => {
         select sum(ncell) as n from dbstat where name = ${index} and pagetype = 'leaf'`.execute(db);
       return Number(rows[0]?.n ?? 0);
     };
-    expect(await entries('audit_log_target')).toBe(1);
-    expect(await entries('audit_log_patient')).toBe(1);
-    expect(await entries('sessions_client')).toBe(1);
+    expect(await entries('audit_log_by_target')).toBe(1);
+    expect(await entries('audit_log_by_patient')).toBe(1);
+    expect(await entries('sessions_by_client')).toBe(1);
     // the indexes kept whole for comparison: every row
     expect(await entries('audit_log_actor')).toBe(4);
     expect(await entries('sessions_user')).toBe(3);
+    const { rows: old } = await sql<{ name: string }>`
+      select name from sqlite_schema
+      where name in ('audit_log_target', 'audit_log_patient', 'sessions_client')`.execute(db);
+    expect(old).toEqual([]);
+  });
+
+  it('completes on the next start after a start killed halfway through it (SQLite runs it a statement at a time)', async () => {
+    const db = await openFor('sqlite');
+    await migrateUpTo(db, '0008_code_requests');
+    await seed(db);
+    // as a kill leaves it: one new index built and one old one dropped, the migration unrecorded
+    await sql`create index "audit_log_by_target" on "audit_log" ("target_user_id", "id") where "target_user_id" is not null`.execute(
+      db,
+    );
+    await sql`drop index "audit_log_target"`.execute(db);
+    const result = await migrateToLatest(db);
+    expect(result.error).toBeUndefined();
+    expect(result.results?.map((r) => [r.migrationName, r.status])).toEqual([
+      ['0009_login_indexes', 'Success'],
+    ]);
   });
 
   it('are still the ones the admin filters and the app revocation use', async () => {
@@ -126,9 +147,9 @@ describe('SQLite: the indexes 0009 made partial', () => {
     await migrateToLatest(db);
     await seed(db);
     const queries = indexedQueries(db);
-    expect((await db.executeQuery(queries.audit_log_target)).rows).toMatchObject([{ id: 'a2' }]);
-    expect((await db.executeQuery(queries.audit_log_patient)).rows).toMatchObject([{ id: 'a3' }]);
-    expect((await db.executeQuery(queries.sessions_client)).numAffectedRows).toBe(1n);
+    expect((await db.executeQuery(queries.audit_log_by_target)).rows).toMatchObject([{ id: 'a2' }]);
+    expect((await db.executeQuery(queries.audit_log_by_patient)).rows).toMatchObject([{ id: 'a3' }]);
+    expect((await db.executeQuery(queries.sessions_by_client)).numAffectedRows).toBe(1n);
   });
 });
 
@@ -140,10 +161,13 @@ describe.skipIf(!TEST_DATABASE_URL)('PostgreSQL: the indexes 0009 made partial',
     await migrateToLatest(db);
     const { rows: definitions } = await sql<{ indexname: string; indexdef: string }>`
       select indexname, indexdef from pg_indexes
-      where indexname in ('audit_log_target', 'audit_log_patient', 'sessions_client')
-        and schemaname = current_schema()`.execute(db);
-    expect(definitions).toHaveLength(3);
-    for (const { indexdef } of definitions) expect(indexdef).toMatch(/ WHERE \(\w+ IS NOT NULL\)$/);
+      where tablename in ('audit_log', 'sessions') and schemaname = current_schema()`.execute(db);
+    const named = (name: string) => definitions.find((d) => d.indexname === name)?.indexdef;
+    for (const index of ['audit_log_by_target', 'audit_log_by_patient', 'sessions_by_client'])
+      expect(named(index), index).toMatch(/ WHERE \(\w+ IS NOT NULL\)$/);
+    // the whole ones dropped
+    for (const index of ['audit_log_target', 'audit_log_patient', 'sessions_client'])
+      expect(named(index), index).toBeUndefined();
     await db.transaction().execute(async (trx) => {
       // a handful of rows: without this the planner rightly prefers reading the table
       await sql`set local enable_seqscan = off`.execute(trx);
