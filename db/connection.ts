@@ -129,6 +129,12 @@ export interface DatabaseHandle {
    */
   readonly bulk: Kysely<Database>;
   /**
+   * For long reads no request waits for (the metrics gauges' counts over the live sessions). On
+   * SQLite a threaded connection of its own, so they hold neither the event loop nor the audit
+   * trail's flushes; its thread starts with its first statement. On PostgreSQL the same pool.
+   */
+  readonly reports: Kysely<Database>;
+  /**
    * SQLite only: single-statement reads on a connection of their own, without Kysely (the
    * caller check every authenticated request makes, userRepository.ts findCaller). Absent on
    * PostgreSQL, where those reads go through `db`.
@@ -429,7 +435,7 @@ export function openDatabase(options: DatabaseOptions): DatabaseHandle {
   const dialect: Dialect = options.databaseUrl ? 'postgres' : 'sqlite';
   if (options.databaseUrl) {
     const db = openPostgres(options.databaseUrl, options.queryTimeoutMs);
-    return { db, background: db, bulk: db, dialect, close: () => db.destroy() };
+    return { db, background: db, bulk: db, reports: db, dialect, close: () => db.destroy() };
   }
   const file = path.join(options.dataDir, 'fhir-facade.sqlite');
   ownerOnly(file);
@@ -440,6 +446,9 @@ export function openDatabase(options: DatabaseOptions): DatabaseHandle {
   const bulk = new Kysely<Database>({
     dialect: threadedSqliteDialect(file, connectionPragmas(LOCK_WAIT_MS)),
   });
+  const reports = new Kysely<Database>({
+    dialect: threadedSqliteDialect(file, connectionPragmas(LOCK_WAIT_MS)),
+  });
   const checkpointer = options.walCheckpoints
     ? startCheckpointer(file, options.walCheckpoints.onError)
     : undefined;
@@ -447,9 +456,11 @@ export function openDatabase(options: DatabaseOptions): DatabaseHandle {
     db: main.db,
     background: background.db,
     bulk,
+    reports,
     lookups,
     dialect,
     close: async () => {
+      await reports.destroy();
       await bulk.destroy();
       await checkpointer?.close();
       lookups.close();
