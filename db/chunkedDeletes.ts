@@ -1,8 +1,8 @@
 import type { Kysely, SelectQueryBuilder } from 'kysely';
 import type { Database } from './schema.js';
 
-/** Rows deleted per statement: ~2 ms on SQLite, whose statements run on the event loop. */
-export const CHUNK_ROWS = 500;
+/** Rows deleted per statement: 2–6 ms on SQLite (docs/performance.md), whose statements run on the event loop. */
+const CHUNK_ROWS = 500;
 /** Statements per call: a backlog (the first sweep after an upgrade) is worked off over several sweeps. */
 const MAX_CHUNKS = 200;
 /** The pause between two statements, so requests and other writers get the event loop and the lock. */
