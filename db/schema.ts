@@ -54,7 +54,9 @@ export interface AuditLogTable {
   error_code: ColumnType<string | null, string | null | undefined, never>;
 }
 
-export type OutboxKind = 'email' | 'fhir_audit_event';
+/** The outbox's lanes; a statement over every lane names them all, so it can seek in outbox_lane_due. */
+export const OUTBOX_KINDS = ['email', 'fhir_audit_event'] as const;
+export type OutboxKind = (typeof OUTBOX_KINDS)[number];
 export type OutboxStatus = 'pending' | 'sending' | 'sent' | 'failed';
 
 /** Work that must happen after a commit and must not be lost: mail, AuditEvent mirroring. */

@@ -1,7 +1,7 @@
 import type { Kysely, Transaction } from 'kysely';
 import { deleteInChunks } from '../../db/chunkedDeletes.js';
 import { precompiledInsert } from '../../db/precompiled.js';
-import type { Database, OutboxKind, OutboxRow, Role } from '../../db/schema.js';
+import { type Database, OUTBOX_KINDS, type OutboxKind, type OutboxRow, type Role } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import { uuidv7 } from '../ids.js';
 import { type SecretKey, seal } from '../secrets.js';
@@ -132,9 +132,11 @@ export async function findDueOutboxIds(
   limit: number,
   kind?: OutboxKind,
 ): Promise<string[]> {
-  let query = db.selectFrom('outbox').select('id');
-  if (kind) query = query.where('kind', '=', kind);
-  const rows = await query
+  const rows = await db
+    .selectFrom('outbox')
+    .select('id')
+    // every lane named when none is: the poll seeks in outbox_lane_due (kind, status, ...)
+    .where('kind', 'in', kind ? [kind] : OUTBOX_KINDS)
     // implied by the condition below, but it lets SQLite seek to the undelivered rows in
     // outbox_lane_due (kind, status, ...): without it every poll read each row the lane had ever
     // delivered, 50–70 ms on the event loop with 500,000 (docs/performance.md)
@@ -279,9 +281,10 @@ export function purgeDeliveredOutboxRows(
     'outbox',
     (ids) =>
       ids
+        .where('kind', 'in', OUTBOX_KINDS)
         .where('status', '=', 'sent')
         // a row is sent after it was due, so this holds for every row the next line keeps:
-        // it lets the statement seek in index outbox_due (status, next_attempt_at)
+        // with the two above it lets the statement seek in outbox_lane_due (kind, status, next_attempt_at)
         .where('next_attempt_at', '<', beforeIso)
         .where('sent_at', '<', beforeIso),
     stopped,

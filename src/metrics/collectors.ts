@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import type { Database, OutboxKind } from '../../db/schema.js';
+import { type Database, OUTBOX_KINDS, type OutboxKind } from '../../db/schema.js';
 
 /**
  * The states /metrics reports, read from the database when it is scraped (every 15-60 s), never
@@ -19,6 +19,8 @@ export async function readOutboxBacklog(db: Kysely<Database>): Promise<LaneBackl
   const rows = await db
     .selectFrom('outbox')
     .select((eb) => ['kind', eb.fn.countAll().as('n'), eb.fn.min('created_at').as('oldest')])
+    // every lane named: the count seeks in outbox_lane_due (kind, status, ...)
+    .where('kind', 'in', OUTBOX_KINDS)
     .where('status', 'in', ['pending', 'sending'])
     .groupBy('kind')
     .execute();

@@ -1,7 +1,7 @@
 import cluster from 'node:cluster';
 import type { Kysely } from 'kysely';
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
-import type { Database, OutboxKind } from '../../db/schema.js';
+import { type Database, OUTBOX_KINDS, type OutboxKind } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import { isUpstreamSuccess } from '../fhir/upstreamStatus.js';
 import type { Logger } from '../logger.js';
@@ -47,7 +47,7 @@ export type UpstreamFailure = 'timeout' | 'unreachable' | 'bad_response' | 'erro
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
 const PREFIX = 'fhir_facade';
-const LANES: readonly OutboxKind[] = ['email', 'fhir_audit_event'];
+const LANES: readonly OutboxKind[] = OUTBOX_KINDS;
 
 export interface MetricsDeps {
   readonly db: Kysely<Database>;

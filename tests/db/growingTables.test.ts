@@ -4,7 +4,7 @@ import { systemClock } from '../../src/clock.js';
 import { findDueOutboxIds } from '../../src/email/outbox.js';
 import { sweep } from '../../src/housekeeping.js';
 import { createLogger } from '../../src/logger.js';
-import { countActiveSessions } from '../../src/metrics/collectors.js';
+import { countActiveSessions, readOutboxBacklog } from '../../src/metrics/collectors.js';
 import { recordingSqlite } from '../helpers/recordingSqlite.js';
 
 // The tables that grow with every login and refresh. A statement that runs again and again (a
@@ -43,9 +43,12 @@ function expectNoWholeTableRead(queries: readonly CompiledQuery[], plan: (query:
 }
 
 describe('statements that run again and again over the tables that grow with the logins (SQLite)', () => {
-  it("a lane's poll seeks to the undelivered rows of its kind, not every row it ever delivered", async () => {
+  it.each([
+    { who: 'the AuditEvent lane', lane: 'fhir_audit_event' as const },
+    { who: 'a worker of every lane', lane: undefined },
+  ])('a poll ($who) seeks to the undelivered rows, not every row ever delivered', async ({ lane }) => {
     const { touching, plan } = await statementsOf((db) =>
-      findDueOutboxIds(db, new Date().toISOString(), 50, 'fhir_audit_event'),
+      findDueOutboxIds(db, new Date().toISOString(), 50, lane),
     );
     expect(touching).toHaveLength(1);
     expect(plan(touching[0] as CompiledQuery)).toContain('USING INDEX outbox_lane_due (kind=? AND status=?)');
@@ -58,6 +61,12 @@ describe('statements that run again and again over the tables that grow with the
     // the refresh tokens, the sessions and the delivered outbox rows at least
     expect(touching.length).toBeGreaterThanOrEqual(3);
     expectNoWholeTableRead(touching, plan);
+  });
+
+  it('the outbox backlog gauge reads only the rows waiting', async () => {
+    const { touching, plan } = await statementsOf((db) => readOutboxBacklog(db));
+    expect(touching).toHaveLength(1);
+    expect(plan(touching[0] as CompiledQuery)).toContain('USING INDEX outbox_lane_due (kind=? AND status=?)');
   });
 
   it('the active-sessions gauge reads only the sessions not yet ended', async () => {
