@@ -47,7 +47,6 @@ export type UpstreamFailure = 'timeout' | 'unreachable' | 'bad_response' | 'erro
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
 const PREFIX = 'fhir_facade';
-const LANES: readonly OutboxKind[] = OUTBOX_KINDS;
 
 export interface MetricsDeps {
   readonly db: Kysely<Database>;
@@ -143,7 +142,7 @@ export function createMetrics(deps: MetricsDeps, options: { readonly enabled: bo
     registers,
   });
   // zero rather than absent, so a rate() over them works from the first scrape
-  for (const lane of LANES)
+  for (const lane of OUTBOX_KINDS)
     for (const outcome of ['retry', 'failed']) outboxFailures.inc({ lane, outcome }, 0);
   loginFailures.inc({ route: '/auth/login' }, 0);
 
@@ -154,7 +153,7 @@ export function createMetrics(deps: MetricsDeps, options: { readonly enabled: bo
         readOutboxBacklog(deps.db),
         countActiveSessions(deps.db, now),
       ]);
-      for (const lane of LANES) {
+      for (const lane of OUTBOX_KINDS) {
         const row = rows.find((r) => r.lane === lane);
         backlog.set({ lane }, row?.count ?? 0);
         oldest.set({ lane }, row?.oldest ? Math.max(0, (now.getTime() - Date.parse(row.oldest)) / 1000) : 0);

@@ -4,7 +4,7 @@ import { sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
 import { migrateToLatest, migrateUpTo, openDatabase } from '../../db/connection.js';
 import { databaseAdapter, oauthStoreKey } from '../../src/oauth/adapter.js';
-import { openTestDatabase } from '../helpers/database.js';
+import { freshDatabases } from '../helpers/database.js';
 import { tempDir } from '../helpers/gateway.js';
 import { TEST_DATABASE_URL } from '../helpers/postgres.js';
 
@@ -13,11 +13,7 @@ afterAll(async () => {
   for (const c of cleanups) await c();
 });
 
-async function openFor(dialect: 'sqlite' | 'postgres') {
-  const { handle, close } = await openTestDatabase(dialect);
-  cleanups.push(close);
-  return handle;
-}
+const openFor = freshDatabases();
 
 const now = new Date().toISOString();
 const user = (id: string, email: string) => ({

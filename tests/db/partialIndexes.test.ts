@@ -1,24 +1,16 @@
 import { type Kysely, sql } from 'kysely';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { migrateToLatest, migrateUpTo } from '../../db/connection.js';
 import type { Database } from '../../db/schema.js';
-import { openTestDatabase } from '../helpers/database.js';
+import { freshDatabases } from '../helpers/database.js';
 import { TEST_DATABASE_URL } from '../helpers/postgres.js';
 
 // 0009 made three indexes partial, under new names: a login's audit row (no target, no patient)
 // and its session (no SMART app) no longer write a page of each to the log; the queries that use
 // them still do
 
-const cleanups: (() => Promise<void>)[] = [];
-afterAll(async () => {
-  for (const c of cleanups) await c();
-});
-
-async function openFor(dialect: 'sqlite' | 'postgres') {
-  const { handle, close } = await openTestDatabase(dialect);
-  cleanups.push(close);
-  return handle.db;
-}
+const open = freshDatabases();
+const openFor = async (dialect: 'sqlite' | 'postgres') => (await open(dialect)).db;
 
 const at = (second: number) => new Date(Date.UTC(2026, 11, 6, 12, 0, second)).toISOString();
 
