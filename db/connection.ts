@@ -131,8 +131,8 @@ export interface DatabaseHandle {
    * session), which held the event loop longer than everything else a login does there but argon2's
    * wait. On SQLite a connection on a thread of its own: a statement outside a transaction is sent
    * there alone, a transaction's statements are held until its commit and run there in one
-   * message, so it may only write (db/threadedSqlite.ts, `batchTransactions`). On PostgreSQL the
-   * same pool.
+   * message, so it may only write, with compiled statements (db/threadedSqlite.ts,
+   * `batchTransactions`). On PostgreSQL the same pool.
    */
   readonly writes: Kysely<Database>;
   /**

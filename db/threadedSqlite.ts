@@ -26,6 +26,8 @@ export interface ThreadedSqliteOptions {
    * message, in one transaction there: a message each way per transaction instead of per
    * statement. Such a transaction may only write (no select, no `returning`), and what its
    * statements did (rows affected, insert ids) is unknown until the commit: reading it throws.
+   * Kysely's builders read it in `execute()`, so only compiled statements run there
+   * (`executeQuery`, db/precompiled.ts), which is what a login's writes are.
    */
   readonly batchTransactions?: boolean;
 }
@@ -143,9 +145,11 @@ class ThreadedSqliteDriver implements Driver {
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
     if (this.options.batchTransactions) {
       const batch = this.#batch ?? [];
-      this.#batch = undefined;
       if (batch.length > 0)
         await this.#send({ batch: batch.map(({ sql, parameters }) => ({ sql, parameters })) });
+      // only once committed: after a failed commit the transaction's later statements are still
+      // held (a controlled transaction), never sent alone, until its rollback
+      this.#batch = undefined;
       return;
     }
     await connection.executeQuery(CompiledQuery.raw('commit'));

@@ -144,7 +144,8 @@ export async function verifyLogin<T>(
   }
   // one commit for everything a success writes: the hit given back, last login, audit, the session.
   // On SQLite it runs on a thread in one message (DatabaseHandle.writes): these writes held the
-  // event loop longer than the rest of a login's own work there; `andThen` may only write too
+  // event loop longer than the rest of a login's own work there; `andThen` may only write too, with
+  // compiled statements (a Kysely builder's execute() reads a result there is not yet: it throws)
   return deps.writes.transaction().execute(async (trx) => {
     await refundHit(trx, deps.clock, limits);
     await recordLastLogin(trx, user.id, deps.clock.now());

@@ -1,7 +1,11 @@
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+
+/** Stands for the seeded user's own password in the table below. */
+const USER_PASSWORD_OF_SEED = 'the seeded password';
 
 /**
  * On SQLite a login's writes (the attempt counted; the success's stamp, audit and session) run on
@@ -81,5 +85,54 @@ describe("a login that meets another writer's lock (sqlite)", () => {
       timeout: 3_000,
       interval: 250,
     });
+  });
+
+  /** The login.account counter's bucket of an email (src/auth/rateLimiter.ts windowOf). */
+  const accountBucket = (email: string) =>
+    `login.account:${createHash('sha256').update(email).digest('base64url').slice(0, 22)}`;
+
+  it.each([
+    ['success', USER_PASSWORD_OF_SEED, 200],
+    ['failure', 'not-the-password-at-all', 401],
+  ])("waits off the event loop when the %s's transaction meets the lock", async (_, password, status) => {
+    const user = await gw.seedUser({ role: 'patient' });
+    const other = new Database(path.join(gw.dataDir, 'fhir-facade.sqlite'));
+    const counted = other.prepare('SELECT count FROM rate_limits WHERE bucket = ?').pluck();
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 5);
+    try {
+      let answered = false;
+      const answer = login(user.email, password === USER_PASSWORD_OF_SEED ? user.password : password).then(
+        (response) => {
+          answered = true;
+          return response;
+        },
+      );
+      // the attempt is counted before the password is checked (argon2, tens of ms): the lock is
+      // taken in between, so it is the transaction after the check that meets it
+      await vi.waitFor(() => expect(counted.get(accountBucket(user.email))).toBe(1), {
+        timeout: 5_000,
+        interval: 1,
+      });
+      other.exec('BEGIN IMMEDIATE');
+      other.exec(`DELETE FROM rate_limits WHERE bucket = 'nothing'`);
+      ticks = 0;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(answered).toBe(false);
+      expect(ticks).toBeGreaterThan(20);
+      other.exec('COMMIT');
+      expect((await answer).status).toBe(status);
+    } finally {
+      clearInterval(ticker);
+      if (other.inTransaction) other.exec('ROLLBACK');
+      other.close();
+    }
+    const entries = await gw.deps.db
+      .selectFrom('audit_log')
+      .select('outcome')
+      .where('action', '=', 'auth.login')
+      .where('actor_user_id', '=', user.id)
+      .execute();
+    expect(entries).toEqual([{ outcome: status === 200 ? 'success' : 'failed' }]);
   });
 });

@@ -185,6 +185,19 @@ describe('batched transactions on the writes connection', () => {
     expect(await buckets('dup-')).toEqual(['dup-after', 'dup-taken']);
   });
 
+  it('holds what a controlled transaction runs after a failed commit, until its rollback', async () => {
+    await handle.db.insertInto('rate_limits').values(window('ctl-taken', 1)).execute();
+    const trx = await handle.writes.startTransaction().execute();
+    await trx.executeQuery(trx.insertInto('rate_limits').values(window('ctl-taken', 2)).compile());
+    await expect(trx.commit().execute()).rejects.toMatchObject({
+      code: expect.stringMatching(/^SQLITE_CONSTRAINT/),
+    });
+    // sent alone, it would have committed on its own
+    await trx.executeQuery(trx.insertInto('rate_limits').values(window('ctl-after', 1)).compile());
+    await trx.rollback().execute();
+    expect(await buckets('ctl-')).toEqual(['ctl-taken']);
+  });
+
   it('refuses a read or a returning in a batch, and writes none of it', async () => {
     const refusals = [
       (trx: typeof handle.writes) => trx.selectFrom('rate_limits').selectAll().execute(),
