@@ -11,19 +11,26 @@ import { tempDir } from '../helpers/tempDir.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A rate_limits row: a table with a primary key and nothing else to satisfy. */
+const window = (bucket: string, count: number) => ({
+  bucket,
+  window_start: '2026-01-01T00:00:00.000Z',
+  count,
+});
+
+async function migratedDatabase(): Promise<DatabaseHandle> {
+  const handle = openDatabase({ databaseUrl: undefined, dataDir: tempDir() });
+  await migrateToLatest(handle.db);
+  return handle;
+}
+
 describe('the bulk SQLite connection on its own thread', () => {
   let handle: DatabaseHandle;
   beforeAll(async () => {
-    handle = openDatabase({ databaseUrl: undefined, dataDir: tempDir() });
-    await migrateToLatest(handle.db);
+    handle = await migratedDatabase();
   });
   afterAll(() => handle.close());
 
-  const window = (bucket: string, count: number) => ({
-    bucket,
-    window_start: '2026-01-01T00:00:00.000Z',
-    count,
-  });
   /** A bucket's count as one connection reads it. */
   const countOf = (db: DatabaseHandle['db'], bucket: string) =>
     db.selectFrom('rate_limits').select('count').where('bucket', '=', bucket).executeTakeFirst();
@@ -109,8 +116,7 @@ describe('the bulk SQLite connection on its own thread', () => {
   });
 
   it('writes nothing once closed', async () => {
-    const other = openDatabase({ databaseUrl: undefined, dataDir: tempDir() });
-    await migrateToLatest(other.db);
+    const other = await migratedDatabase();
     await other.bulk.insertInto('rate_limits').values(window('before-close', 1)).execute();
     await other.close();
     await expect(
@@ -128,16 +134,10 @@ describe('the bulk SQLite connection on its own thread', () => {
 describe('batched transactions on the writes connection', () => {
   let handle: DatabaseHandle;
   beforeAll(async () => {
-    handle = openDatabase({ databaseUrl: undefined, dataDir: tempDir() });
-    await migrateToLatest(handle.db);
+    handle = await migratedDatabase();
   });
   afterAll(() => handle.close());
 
-  const window = (bucket: string, count: number) => ({
-    bucket,
-    window_start: '2026-01-01T00:00:00.000Z',
-    count,
-  });
   const buckets = async (prefix: string) =>
     (
       await handle.db
