@@ -16,10 +16,9 @@ import {
 import pg from 'pg';
 import { ownerOnly } from '../src/fileModes.js';
 import { projectFile } from '../src/paths.js';
-import { DATABASE_UNREACHABLE, QUERY_TIMEOUT } from './failureCodes.js';
 import { migrations } from './migrations/index.js';
 import type { Database } from './schema.js';
-import { type LockGate, lockGate } from './sqliteLockGate.mjs';
+import { type LockGate, lockGate } from './sqliteLockGate.js';
 import { threadedSqliteDialect } from './threadedSqlite.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -33,7 +32,10 @@ export function isLockTimeout(error: unknown): boolean {
   return code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED' || code === '55P03' || code === '57014';
 }
 
-export { DATABASE_UNREACHABLE, QUERY_TIMEOUT };
+/** The `code` of a statement PostgreSQL left unanswered past its budget (the connection was dropped). */
+export const QUERY_TIMEOUT = 'QUERY_TIMEOUT';
+/** The `code` of a failure to reach PostgreSQL, or of a connection lost under a statement. */
+export const DATABASE_UNREACHABLE = 'DATABASE_UNREACHABLE';
 
 /**
  * PostgreSQL could not be reached or stopped answering: no connection within the wait, one lost,
@@ -127,15 +129,6 @@ export interface DatabaseHandle {
    */
   readonly bulk: Kysely<Database>;
   /**
-   * For a login's writes (the attempt counted; the success's hit given back, stamp, audit and
-   * session), which held the event loop longer than everything else a login does there but argon2's
-   * wait. On SQLite a connection on a thread of its own: a statement outside a transaction is sent
-   * there alone, a transaction's statements are held until its commit and run there in one
-   * message, so it may only write, with compiled statements (db/threadedSqlite.ts,
-   * `batchTransactions`). On PostgreSQL the same pool.
-   */
-  readonly writes: Kysely<Database>;
-  /**
    * For long reads no request waits for (the metrics gauges' counts over the live sessions). On
    * SQLite a threaded connection of its own, so they hold neither the event loop nor the audit
    * trail's flushes; its thread starts with its first statement. On PostgreSQL the same pool.
@@ -193,7 +186,7 @@ function connectionPragmas(lockWaitMs: number): string[] {
     'foreign_keys = ON',
     // a write waits at most this long for another writer's lock, then fails: a request answers 503 in
     // seconds rather than hanging behind a long transaction (provisioning's budget is 6 s in all);
-    // after one such wait in vain the connection stops waiting until the lock is gone (sqliteLockGate.mjs)
+    // after one such wait in vain the connection stops waiting until the lock is gone (sqliteLockGate.ts)
     `busy_timeout = ${lockWaitMs}`,
     'synchronous = NORMAL',
     // the checkpoints are the checkpointer thread's (below): a connection copies the log back into
@@ -343,7 +336,7 @@ function statementCache(
   };
 }
 
-/** What Kysely's SQLite driver and the lookup connection use of a statement, each run through the lock gate (sqliteLockGate.mjs). */
+/** What Kysely's SQLite driver and the lookup connection use of a statement, each run through the lock gate (sqliteLockGate.ts). */
 type GatedStatement = Pick<SqliteDatabase.Statement, 'reader' | 'run' | 'all' | 'iterate' | 'get'>;
 
 function gated(statement: SqliteDatabase.Statement, gate: LockGate): GatedStatement {
@@ -442,23 +435,19 @@ export function openDatabase(options: DatabaseOptions): DatabaseHandle {
   const dialect: Dialect = options.databaseUrl ? 'postgres' : 'sqlite';
   if (options.databaseUrl) {
     const db = openPostgres(options.databaseUrl, options.queryTimeoutMs);
-    return { db, background: db, bulk: db, writes: db, reports: db, dialect, close: () => db.destroy() };
+    return { db, background: db, bulk: db, reports: db, dialect, close: () => db.destroy() };
   }
   const file = path.join(options.dataDir, 'fhir-facade.sqlite');
   ownerOnly(file);
   const main = openSqlite(file);
   const background = openSqlite(file, BACKGROUND_LOCK_WAIT_MS);
   const lookups = openLookups(file);
-  // the threaded connections' waits for a lock block only their own thread, so they wait as long as a request would
-  const threaded = { pragmas: connectionPragmas(LOCK_WAIT_MS), lockWaitMs: LOCK_WAIT_MS };
+  // its waits for a lock block only its own thread, so it waits as long as a request would
   const bulk = new Kysely<Database>({
-    dialect: threadedSqliteDialect(file, threaded),
+    dialect: threadedSqliteDialect(file, connectionPragmas(LOCK_WAIT_MS)),
   });
   const reports = new Kysely<Database>({
-    dialect: threadedSqliteDialect(file, threaded),
-  });
-  const writes = new Kysely<Database>({
-    dialect: threadedSqliteDialect(file, { ...threaded, batchTransactions: true }),
+    dialect: threadedSqliteDialect(file, connectionPragmas(LOCK_WAIT_MS)),
   });
   const checkpointer = options.walCheckpoints
     ? startCheckpointer(file, options.walCheckpoints.onError)
@@ -467,13 +456,11 @@ export function openDatabase(options: DatabaseOptions): DatabaseHandle {
     db: main.db,
     background: background.db,
     bulk,
-    writes,
     reports,
     lookups,
     dialect,
     close: async () => {
       await reports.destroy();
-      await writes.destroy();
       await bulk.destroy();
       await checkpointer?.close();
       lookups.close();

@@ -291,7 +291,6 @@ export async function startGateway(config: Config, options: StartOptions): Promi
       config,
       db: database.db,
       backgroundDb: database.background,
-      writes: database.writes,
       ...(database.lookups ? { lookups: database.lookups } : {}),
       dialect: database.dialect,
       fhir,

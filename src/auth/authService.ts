@@ -124,29 +124,18 @@ export async function verifyLogin<T>(
   const user = await findUserByEmail(deps.db, email);
   const failure = await loginFailureOf(deps, user, password);
   if (failure || !user) {
-    // the entry and its AuditEvent mirror in one commit, off the event loop as a success's writes
-    await deps.writes.transaction().execute((trx) =>
-      audit(
-        deps,
-        ctx,
-        {
-          action: 'auth.login',
-          outcome: 'failed',
-          errorCode: 'invalid_credentials',
-          actorUserId: user?.id ?? null,
-          actorRole: user?.role ?? null,
-          detail: { reason: failure ?? 'unknown_email', ...detail },
-        },
-        trx,
-      ),
-    );
+    await audit(deps, ctx, {
+      action: 'auth.login',
+      outcome: 'failed',
+      errorCode: 'invalid_credentials',
+      actorUserId: user?.id ?? null,
+      actorRole: user?.role ?? null,
+      detail: { reason: failure ?? 'unknown_email', ...detail },
+    });
     throw auditedError(new AppError('invalid_credentials'));
   }
-  // one commit for everything a success writes: the hit given back, last login, audit, the session.
-  // On SQLite it runs on a thread in one message (DatabaseHandle.writes): these writes held the
-  // event loop longer than the rest of a login's own work there; `andThen` may only write too, with
-  // compiled statements (a Kysely builder's execute() reads a result there is not yet: it throws)
-  return deps.writes.transaction().execute(async (trx) => {
+  // one commit for everything a success writes: the hit given back, last login, audit, the session
+  return deps.db.transaction().execute(async (trx) => {
     await refundHit(trx, deps.clock, limits);
     await recordLastLogin(trx, user.id, deps.clock.now());
     await audit(

@@ -19,8 +19,7 @@ export async function countAttempt(
   detail: Record<string, string> = {},
 ): Promise<void> {
   try {
-    // on SQLite off the event loop, one message to the writes' thread (DatabaseHandle.writes)
-    await countHit(deps.writes, deps.clock, limits);
+    await countHit(deps.db, deps.clock, limits);
   } catch (error) {
     if (!(error instanceof RateLimited)) throw error;
     const account = await findUserByEmail(deps.db, email);

@@ -23,12 +23,6 @@ export interface AppDeps {
   /** For writes that must never wait on a lock: lease renewals, background workers (db/connection.ts). */
   readonly backgroundDb: Kysely<Database>;
   /**
-   * For a login's writes, off the event loop on SQLite: a transaction there may only write, with
-   * compiled statements (db/precompiled.ts), and runs at its commit (db/connection.ts,
-   * DatabaseHandle.writes). PostgreSQL: the pool.
-   */
-  readonly writes: Kysely<Database>;
-  /**
    * SQLite: the caller check's own connection (db/connection.ts, DatabaseHandle.lookups); absent on
    * PostgreSQL. It reads what is committed: deps with `db` swapped for a transaction still read outside it here.
    */

@@ -161,18 +161,14 @@ export async function showInteraction(c: Ctx, server: OAuthServer, uid: string) 
 /** The failures verifyLogin does not audit itself (it audits every wrong credential). */
 function auditLoginRefusal(c: Ctx, errorCode: string, clientId: string) {
   const ctx = requestContext(c);
-  const { deps } = c.var;
-  // in one commit on the writes' connection, as verifyLogin's own audit of a login (off the event loop on SQLite)
-  return deps.writes.transaction().execute((trx) =>
-    writeAudit(trx, deps.clock, {
-      action: 'auth.login',
-      outcome: 'denied',
-      errorCode,
-      requestId: ctx.requestId,
-      clientIp: ctx.clientIp,
-      detail: { via: 'smart', client_id: clientId },
-    }),
-  );
+  return writeAudit(c.var.deps.db, c.var.deps.clock, {
+    action: 'auth.login',
+    outcome: 'denied',
+    errorCode,
+    requestId: ctx.requestId,
+    clientIp: ctx.clientIp,
+    detail: { via: 'smart', client_id: clientId },
+  });
 }
 
 async function checkLogin(

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { lockGate } from '../../db/sqliteLockGate.mjs';
+import { lockGate } from '../../db/sqliteLockGate.js';
 import { waitFor } from '../helpers/processes.js';
 import { tempDir } from '../helpers/tempDir.js';
 

@@ -95,7 +95,7 @@ describe.each(DIALECTS)('provisioning with the database locked by another writer
   }, 40_000);
 
   // SQLite waits for a lock on the event loop: with every write waiting its 2 s one after another,
-  // a review saw creates unanswered for 30 s and /healthz take 20 s (review S2, db/sqliteLockGate.mjs)
+  // a review saw creates unanswered for 30 s and /healthz take 20 s (review S2, sqliteLockGate.ts)
   if (dialect === 'sqlite')
     it('answers many writes meeting a long lock 503 after one wait, not one wait each, and writes again once it is gone', async () => {
       const gw = await startTestGateway({ dialect });
