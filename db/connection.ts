@@ -13,8 +13,9 @@ import {
   SqliteDialect,
   sql,
 } from 'kysely';
-import pg from 'pg';
+import type pg from 'pg';
 import { ownerOnly } from '../src/fileModes.js';
+import { onFirstUse } from '../src/onFirstUse.js';
 import { projectFile } from '../src/paths.js';
 import { migrations } from './migrations/index.js';
 import type { Database } from './schema.js';
@@ -22,6 +23,9 @@ import { type LockGate, lockGate } from './sqliteLockGate.js';
 import { threadedSqliteDialect } from './threadedSqlite.js';
 
 export type Dialect = 'sqlite' | 'postgres';
+
+/** The PostgreSQL driver, loaded when PostgreSQL is first used: the SQLite default never loads it. */
+const pgDriver = onFirstUse<typeof pg>('pg');
 
 /** How long a statement waits for another writer's lock before it fails (SQLITE_BUSY, PostgreSQL 55P03). */
 const LOCK_WAIT_MS = 2_000;
@@ -69,7 +73,7 @@ function unreachable(error: unknown): Error {
 
 /** Why a connection failed, in a few words: "refused: database "x" does not exist (3D000)", "ECONNREFUSED". */
 export function whyUnreachable(error: unknown): string {
-  if (error instanceof pg.DatabaseError) return `refused: ${error.message} (${error.code})`;
+  if (error instanceof pgDriver().DatabaseError) return `refused: ${error.message} (${error.code})`;
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
   if (typeof code === 'string' && /^[A-Z0-9_]{2,40}$/.test(code)) return code;
   // pg's own fixed wordings ("timeout exceeded when trying to connect", "Connection terminated unexpectedly")
@@ -95,7 +99,7 @@ const SOCKET_FAILURES = new Set([
  * error), not because the server refused it (a SQLSTATE) or a bug of ours threw (a TypeError).
  */
 function isConnectionFailure(error: unknown): boolean {
-  if (error instanceof pg.DatabaseError) return false;
+  if (error instanceof pgDriver().DatabaseError) return false;
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
   if (typeof code === 'string' && SOCKET_FAILURES.has(code)) return true;
   return (
@@ -351,7 +355,8 @@ function gated(statement: SqliteDatabase.Statement, gate: LockGate): GatedStatem
 
 function openPostgres(connectionString: string, queryTimeoutMs: number | undefined): Kysely<Database> {
   // the same bound on lock waits as SQLite's busy timeout, and on waiting for a pooled connection
-  const pool = new pg.Pool({
+  const driver = pgDriver();
+  const pool = new driver.Pool({
     connectionString,
     max: 10,
     lock_timeout: LOCK_WAIT_MS,
@@ -367,7 +372,7 @@ function openPostgres(connectionString: string, queryTimeoutMs: number | undefin
   // ends emits 'error' too, which killed the process. Its query rejects, and the pool drops it on release.
   pool.on('connect', (client) => client.on('error', () => {}));
   // bigint counts come back as strings from pg; our counts are small, so parse them as numbers
-  pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
+  driver.types.setTypeParser(driver.types.builtins.INT8, (v) => Number(v));
   return new Kysely<Database>({
     dialect: new PostgresDialect({ pool: withQueryTimeout(pool, queryTimeoutMs) }),
   });

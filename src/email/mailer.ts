@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import nodemailer, { type SendMailOptions, type Transporter } from 'nodemailer';
+import type nodemailer from 'nodemailer';
+import type { SendMailOptions, Transporter } from 'nodemailer';
 import type { Logger } from '../logger.js';
+import { onFirstUse } from '../onFirstUse.js';
 import { isPlainAddress } from './address.js';
 
 /** One message to one person. The mailer adds From, Date, Message-ID and the MIME structure. */
@@ -37,6 +39,9 @@ export class InvalidMailError extends Error {
     this.name = 'InvalidMailError';
   }
 }
+
+/** nodemailer, loaded with the first message: a process that never sends mail never loads it (~80 ms). */
+const mailLibrary = onFirstUse<typeof nodemailer>('nodemailer');
 
 const MAIL_DIR = 'mail';
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -82,21 +87,37 @@ function emlFileName(now: Date): string {
   return `${now.toISOString().replace(/[:.]/g, '-')}-${randomBytes(6).toString('hex')}.eml`;
 }
 
+/** The transport `make` builds, made when the first message needs it; `close` closes it if it was made. */
+function transportOnFirstUse<T extends Transporter<unknown>>(
+  make: (library: typeof nodemailer) => T,
+): { get(): T; close(): void } {
+  let transport: T | undefined;
+  return {
+    get: () => {
+      transport ??= make(mailLibrary());
+      return transport;
+    },
+    close: () => transport?.close(),
+  };
+}
+
 function createSmtpMailer(smtpUrl: string, from: string, timeoutMs: number): Mailer {
-  const transport: Transporter = nodemailer.createTransport({
-    url: smtpUrl,
-    connectionTimeout: timeoutMs,
-    greetingTimeout: timeoutMs,
-    socketTimeout: timeoutMs,
-    disableFileAccess: true,
-    disableUrlAccess: true,
-  });
+  const transport = transportOnFirstUse((library) =>
+    library.createTransport({
+      url: smtpUrl,
+      connectionTimeout: timeoutMs,
+      greetingTimeout: timeoutMs,
+      socketTimeout: timeoutMs,
+      disableFileAccess: true,
+      disableUrlAccess: true,
+    }),
+  );
   return {
     mode: 'smtp',
     send: async (message) => {
-      await transport.sendMail(messageOptions(from, message));
+      await transport.get().sendMail(messageOptions(from, message));
     },
-    close: () => transport.close(),
+    close: transport.close,
   };
 }
 
@@ -105,11 +126,13 @@ function createFileMailer(dataDir: string, from: string, logger: Logger): Mailer
   // the files hold live access codes: readable by the service account only
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   // the same MIME composer as SMTP, but the message comes back as a buffer instead of going out
-  const transport = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: 'windows' });
+  const transport = transportOnFirstUse((library) =>
+    library.createTransport({ streamTransport: true, buffer: true, newline: 'windows' }),
+  );
   return {
     mode: 'file',
     send: async (message) => {
-      const info = await transport.sendMail(messageOptions(from, message));
+      const info = await transport.get().sendMail(messageOptions(from, message));
       const eml = info.message;
       if (!Buffer.isBuffer(eml)) throw new Error('stream transport did not return a buffer');
       const name = emlFileName(new Date());
@@ -127,7 +150,7 @@ function createFileMailer(dataDir: string, from: string, logger: Logger): Mailer
       // where it is, never the body (it holds the code) nor the recipient (an address is personal data)
       logger.info({ mail_file: file }, 'mail written to file (SMTP_URL is not set)');
     },
-    close: () => transport.close(),
+    close: transport.close,
   };
 }
 

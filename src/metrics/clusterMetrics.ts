@@ -1,6 +1,11 @@
 import cluster, { type Worker } from 'node:cluster';
-import { AggregatorRegistry, type Registry } from 'prom-client';
+import type * as PromClient from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { Logger } from '../logger.js';
+import { onFirstUse } from '../onFirstUse.js';
+
+/** prom-client, loaded only once metrics are on (METRICS_TOKEN): without them no process loads it. */
+const promClient = onFirstUse<typeof PromClient>('prom-client');
 
 /**
  * /metrics with WORKERS > 1 (src/cluster.ts): the kernel hands the scrape's connection to any one
@@ -32,7 +37,7 @@ const isResponse = (m: unknown): m is MetricsResponse => (m as { type?: unknown 
 /** In the primary: answers workers' requests with every worker's metrics, added up. Returns the stop function. */
 export function relayClusterMetrics(logger: Logger): () => void {
   // its constructor also listens for the workers' answers
-  const aggregator = new AggregatorRegistry();
+  const aggregator = new (promClient().AggregatorRegistry)();
   const onMessage = (worker: Worker, message: unknown) => {
     if (!isRequest(message)) return;
     const reply = (answer: Omit<MetricsResponse, 'type' | 'id'>) => {
@@ -56,6 +61,7 @@ export function relayClusterMetrics(logger: Logger): () => void {
  * worker's own metrics are served, and a warning says why.
  */
 export function joinClusterMetrics(registry: Registry, logger: Logger): () => Promise<string> {
+  const { AggregatorRegistry } = promClient();
   AggregatorRegistry.setRegistries([registry]);
   // constructed for its side effect: in a worker it answers the primary's gathering requests
   new AggregatorRegistry();

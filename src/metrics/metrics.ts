@@ -1,10 +1,11 @@
 import cluster from 'node:cluster';
 import type { Kysely } from 'kysely';
-import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import type * as PromClient from 'prom-client';
 import { type Database, OUTBOX_KINDS, type OutboxKind } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import { isUpstreamSuccess } from '../fhir/upstreamStatus.js';
 import type { Logger } from '../logger.js';
+import { onFirstUse } from '../onFirstUse.js';
 import { joinClusterMetrics } from './clusterMetrics.js';
 import { countActiveSessions, readOutboxBacklog } from './collectors.js';
 import { RequestTable, registerComputed, UpstreamTable } from './latency.js';
@@ -54,6 +55,9 @@ export interface MetricsDeps {
   readonly logger: Logger;
 }
 
+/** prom-client, loaded only once metrics are on (METRICS_TOKEN): without them no process loads it. */
+const promClient = onFirstUse<typeof PromClient>('prom-client');
+
 const noop = () => undefined;
 
 /** Metrics switched off: every call returns at once; nothing is kept. */
@@ -68,6 +72,7 @@ export const DISABLED_METRICS: Metrics = Object.freeze({
 /** One registry per gateway (no module-level singleton: each test's gateway has its own). */
 export function createMetrics(deps: MetricsDeps, options: { readonly enabled: boolean }): Metrics {
   if (!options.enabled) return DISABLED_METRICS;
+  const { Counter, collectDefaultMetrics, Gauge, Registry } = promClient();
   // what each process counts (added up across cluster workers), and the database states (read once)
   const registry = new Registry();
   const states = new Registry();
