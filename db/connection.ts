@@ -73,7 +73,9 @@ function unreachable(error: unknown): Error {
 
 /** Why a connection failed, in a few words: "refused: database "x" does not exist (3D000)", "ECONNREFUSED". */
 export function whyUnreachable(error: unknown): string {
-  if (error instanceof pgDriver().DatabaseError) return `refused: ${error.message} (${error.code})`;
+  const pgLoaded = pgDriver.ifLoaded();
+  // no pg loaded, no pg error: a SQLite error does not load the driver to be told apart
+  if (pgLoaded && error instanceof pgLoaded.DatabaseError) return `refused: ${error.message} (${error.code})`;
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
   if (typeof code === 'string' && /^[A-Z0-9_]{2,40}$/.test(code)) return code;
   // pg's own fixed wordings ("timeout exceeded when trying to connect", "Connection terminated unexpectedly")
@@ -99,7 +101,8 @@ const SOCKET_FAILURES = new Set([
  * error), not because the server refused it (a SQLSTATE) or a bug of ours threw (a TypeError).
  */
 function isConnectionFailure(error: unknown): boolean {
-  if (error instanceof pgDriver().DatabaseError) return false;
+  const pgLoaded = pgDriver.ifLoaded();
+  if (pgLoaded && error instanceof pgLoaded.DatabaseError) return false;
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
   if (typeof code === 'string' && SOCKET_FAILURES.has(code)) return true;
   return (

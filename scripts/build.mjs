@@ -56,11 +56,20 @@ function externalPackages() {
     .flatMap((name) => [name, `${name}/*`]);
 }
 
-/** Whether dist/definitions was made from other packages or another V8 than those installed (or not at all). */
+/** The scripts that make dist/definitions: a change to one remakes it (the stamp names only packages and V8). */
+const definitionsMakers = ['scripts/slimDefinitions.mjs', 'src/fhir/definitionsStamp.mjs'].map((file) =>
+  path.join(root, file),
+);
+
+/** Whether dist/definitions was made from other packages, another V8 or older scripts than those here (or not at all). */
 function definitionsStale() {
   const stamp = path.join(definitionsDir, 'source.json');
-  const built = fs.existsSync(stamp) ? JSON.parse(fs.readFileSync(stamp, 'utf8')) : undefined;
-  return usableDefinitions(built, definitionsStamp()) !== 'indexed-schema';
+  if (!fs.existsSync(stamp)) return true;
+  const made = fs.statSync(stamp).mtimeMs;
+  if (definitionsMakers.some((file) => fs.statSync(file).mtimeMs > made)) return true;
+  return (
+    usableDefinitions(JSON.parse(fs.readFileSync(stamp, 'utf8')), definitionsStamp()) !== 'indexed-schema'
+  );
 }
 
 function bundleStale() {

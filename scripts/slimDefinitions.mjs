@@ -120,8 +120,34 @@ async function writeIndexedSchema(dir) {
   core.indexStructureDefinitionBundle(read('profiles-types.json'));
   core.indexStructureDefinitionBundle(read('profiles-resources.json'));
   core.indexSearchParameterBundle(read('search-parameters.json'));
-  const schema = { dataTypes: { ...core.getAllDataTypes() }, searchTypes: core.globalSchema.types };
+  // the stamp inside too: a process checks the very bytes it read, not a file read apart from them
+  const schema = {
+    stamp: definitionsStamp(),
+    dataTypes: { ...core.getAllDataTypes() },
+    searchTypes: core.globalSchema.types,
+  };
   fs.writeFileSync(path.join(dir, INDEXED_SCHEMA_FILE), v8.serialize(schema));
+}
+
+/**
+ * Puts the freshly written `tmp` in `dir`'s place. The old directory is moved aside first (a
+ * process reading meanwhile finds none and indexes the package's files). Two builds at once: the
+ * one that renames second finds the other's directory in place and keeps it.
+ */
+function replaceDirectory(tmp, dir) {
+  const old = `${dir}.${process.pid}.old`;
+  try {
+    fs.renameSync(dir, old);
+  } catch (error) {
+    if (error.code !== 'ENOENT') throw error;
+  }
+  try {
+    fs.renameSync(tmp, dir);
+  } catch (error) {
+    if (error.code !== 'ENOTEMPTY' && error.code !== 'EEXIST') throw error;
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+  fs.rmSync(old, { recursive: true, force: true });
 }
 
 /**
@@ -135,6 +161,5 @@ export async function writeSlimDefinitions(dir) {
   for (const file of SLIM_FILES) fs.writeFileSync(path.join(tmp, file), JSON.stringify(slimBundle(file)));
   await writeIndexedSchema(tmp);
   fs.writeFileSync(path.join(tmp, 'source.json'), JSON.stringify(definitionsStamp()));
-  fs.rmSync(dir, { recursive: true, force: true });
-  fs.renameSync(tmp, dir);
+  replaceDirectory(tmp, dir);
 }

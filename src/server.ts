@@ -230,7 +230,13 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     // the flush before GET /admin/audit reaches every worker's trail
     const auditTrail = flushingEveryWorker(ownTrail, peers, logger);
     // every mode needs the R4 definitions (path model, search policy, response check), not only the embedded server
-    await loadFhirDefinitions();
+    const definitions = await loadFhirDefinitions();
+    // the fast path off without a word would cost every start ~0.4 s: say why (src/fhir/definitions.ts)
+    if (definitions !== 'indexed-schema')
+      logger.info(
+        { definitions },
+        'R4 definitions indexed at start: dist/definitions was not made by the packages and Node installed here (npm run build remakes it)',
+      );
 
     const embeddedFhirUrl = config.fhir.baseUrl
       ? undefined

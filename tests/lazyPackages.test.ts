@@ -50,17 +50,21 @@ describe('packages the embedded default loads only when it uses them', () => {
       const { createMailer } = await import('./src/email/mailer.ts');
       const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ff-lazy-'));
       const logger = pino({ level: 'silent' });
-      const sqlite = openDatabase({ databaseUrl: undefined, dataDir });
-      createMetrics({ db: sqlite.db, clock: { now: () => new Date() }, logger }, { enabled: false });
-      const mailer = createMailer({ smtpUrl: undefined, from: 'gateway@example.com', dataDir, logger });
-      const before = await globalThis.loadedFiles();
-      if (before.some((file) => /node_modules\\/(pg|prom-client|nodemailer)\\//.test(file))) throw new Error('loaded before use');
-      const postgres = openDatabase({ databaseUrl: 'postgres://nobody@127.0.0.1:1/none', dataDir });
-      createMetrics({ db: sqlite.db, clock: { now: () => new Date() }, logger }, { enabled: true });
-      await mailer.send({ to: 'someone@example.com', subject: 'Hello', text: 'Hi', html: '<p>Hi</p>' });
-      await postgres.close();
-      await sqlite.close();
-      mailer.close();`;
+      try {
+        const sqlite = openDatabase({ databaseUrl: undefined, dataDir });
+        createMetrics({ db: sqlite.db, clock: { now: () => new Date() }, logger }, { enabled: false });
+        const mailer = createMailer({ smtpUrl: undefined, from: 'gateway@example.com', dataDir, logger });
+        const before = await globalThis.loadedFiles();
+        if (before.some((file) => /node_modules\\/(pg|prom-client|nodemailer)\\//.test(file))) throw new Error('loaded before use');
+        const postgres = openDatabase({ databaseUrl: 'postgres://nobody@127.0.0.1:1/none', dataDir });
+        createMetrics({ db: sqlite.db, clock: { now: () => new Date() }, logger }, { enabled: true });
+        await mailer.send({ to: 'someone@example.com', subject: 'Hello', text: 'Hi', html: '<p>Hi</p>' });
+        await postgres.close();
+        await sqlite.close();
+        mailer.close();
+      } finally {
+        fs.rmSync(dataDir, { recursive: true, force: true });
+      }`;
     expect(await packagesLoadedBy(script)).toEqual(LAZY);
   }, 30_000);
 });

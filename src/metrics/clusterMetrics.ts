@@ -1,11 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
-import type * as PromClient from 'prom-client';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../logger.js';
-import { onFirstUse } from '../onFirstUse.js';
-
-/** prom-client, loaded only once metrics are on (METRICS_TOKEN): without them no process loads it. */
-const promClient = onFirstUse<typeof PromClient>('prom-client');
+import { promClient } from './promClient.js';
 
 /**
  * /metrics with WORKERS > 1 (src/cluster.ts): the kernel hands the scrape's connection to any one

