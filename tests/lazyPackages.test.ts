@@ -27,7 +27,7 @@ async function packagesLoadedBy(script: string): Promise<string[]> {
       '-e',
       `${script}\n${report}`,
     ],
-    { cwd: ROOT },
+    { cwd: ROOT, timeout: 25_000 },
   );
   return JSON.parse(stdout) as string[];
 }

@@ -139,6 +139,7 @@ function restoreIndexedSchema(file: string, installed: DefinitionsStamp): boolea
   } catch {
     return false; // gone or damaged since the build
   }
+  if (typeof schema !== 'object' || schema === null) return false;
   if (usableDefinitions(schema.stamp, installed) !== 'indexed-schema') return false;
   if (!schema.dataTypes?.Patient || !schema.searchTypes?.Patient) return false;
   Object.assign(getAllDataTypes(), schema.dataTypes);

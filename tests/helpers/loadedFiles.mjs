@@ -1,6 +1,7 @@
 // Loaded with `--import` ahead of a script run in its own process (tests/lazyPackages.test.ts):
 // records every file the process loads, ES modules through a resolve hook (they never enter
-// require's cache) and CommonJS ones from require's cache. `await globalThis.loadedFiles()`.
+// require's cache) and CommonJS ones from require's cache. `await globalThis.loadedFiles()`, one
+// call at a time (a second call while one waits would leave the first unanswered).
 import { createRequire, register } from 'node:module';
 import { MessageChannel } from 'node:worker_threads';
 
