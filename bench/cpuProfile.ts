@@ -128,12 +128,17 @@ function inclusiveCounts(samples: readonly Sample[]): Map<string, number> {
  * with the native work it calls (SQLite's step is its caller's, a socket write node:net's).
  */
 function selfCountsByFile(samples: readonly Sample[]): Map<string, number> {
+  return selfCounts(samples, (innermost) => /\[(.+)\]$/.exec(innermost)?.[1] ?? innermost);
+}
+
+/** Samples by their innermost JavaScript function (`key` of its label), with the native work it calls. */
+function selfCounts(samples: readonly Sample[], key: (innermost: string) => string): Map<string, number> {
   const label = labeller();
   const counts = new Map<string, number>();
   for (const sample of samples) {
     const innermost = sample.frames.map(label).find((frame) => /\[.+\]$/.test(frame));
-    const file = innermost ? (/\[(.+)\]$/.exec(innermost)?.[1] ?? innermost) : '(no JavaScript frame)';
-    counts.set(file, (counts.get(file) ?? 0) + 1);
+    const name = innermost ? key(innermost) : '(no JavaScript frame)';
+    counts.set(name, (counts.get(name) ?? 0) + 1);
   }
   return counts;
 }
@@ -201,6 +206,11 @@ function report(
       .sort((a, b) => b[1] - a[1])
       .slice(0, 25)
       .map(([file, count]) => `${share(count)} ${micros(count)}  ${file}`),
+    'by the innermost JavaScript function (each sample once), and that share of a request:',
+    ...[...selfCounts(samples, (innermost) => innermost)]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, SHOWN)
+      .map(([fn, count]) => `${share(count)} ${micros(count)}  ${fn}`),
   ];
   return `${lines.join('\n')}\n`;
 }
