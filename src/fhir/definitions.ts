@@ -57,7 +57,7 @@ const BUILT_DIR = 'dist/definitions';
 
 /**
  * Puts the R4 definitions into @medplum/core's schema (validation, FHIRPath and search matching
- * all read from it), fastest first: the schema `npm run build` indexed and saved in `dir`, ~0.1 s
+ * all read from it), fastest first: the schema `npm run build` indexed and saved in `dir`, ~35 ms
  * against ~0.5 s of indexing per process (docs/performance.md); else the slim files it made there
  * (no documentation text: a third of the time and ~45 MB less than the package's files); else the
  * package's own files. What was built is used only when it was made from the packages and the V8
