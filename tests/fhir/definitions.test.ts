@@ -4,6 +4,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import v8 from 'node:v8';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+// @ts-expect-error: a plain-JS build script without declarations
+import { shareEqualParts } from '../../scripts/slimDefinitions.mjs';
 import {
   type DefinitionsStamp,
   definitionsStamp,
@@ -42,6 +44,71 @@ describe('which built definitions a process may use', () => {
     expect(stamp.definitions).toMatch(/^\d+\.\d+\.\d+$/);
     expect(stamp.core).toMatch(/^\d+\.\d+\.\d+$/);
     expect(stamp.v8).toBe(process.versions.v8);
+  });
+});
+
+/** Two parts at the same place in two types: whether the build saves them once. */
+const PARTS: readonly [string, unknown, unknown, boolean][] = [
+  ['equal constraint lists', [{ key: 'ele-1', expression: 'x' }], [{ key: 'ele-1', expression: 'x' }], true],
+  [
+    'equal type lists of two levels',
+    [{ code: 'Reference', targetProfile: ['a'] }],
+    [{ code: 'Reference', targetProfile: ['a'] }],
+    true,
+  ],
+  ['NaN and NaN (Object.is)', { a: Number.NaN }, { a: Number.NaN }, true],
+  ['a number and its string', { a: 1 }, { a: '1' }, false],
+  ['0 and -0', { a: 0 }, { a: -0 }, false],
+  ['true and its string', { a: true }, { a: 'true' }, false],
+  ['an undefined member and none', { a: 1, b: undefined }, { a: 1 }, false],
+  ['the same members in another order', { a: 1, b: 2 }, { b: 2, a: 1 }, false],
+  ['a list and an object with its indexes', ['x'], { 0: 'x' }, false],
+  // biome-ignore lint/suspicious/noSparseArray: the hole is the case
+  ['a list with a hole', [1, , 3], [1, , 3], false],
+  ['a list with a named member', Object.assign([1], { x: 1 }), Object.assign([1], { x: 1 }), false],
+  ['an object with a prototype of its own', Object.create({ p: 1 }), Object.create({ p: 1 }), false],
+  ['an object without a prototype', Object.create(null), Object.create(null), false],
+  [
+    'a hidden member',
+    Object.defineProperty({}, 'h', { value: 1 }),
+    Object.defineProperty({}, 'h', { value: 1 }),
+    false,
+  ],
+  [
+    'a getter',
+    {
+      get a() {
+        return 1;
+      },
+    },
+    {
+      get a() {
+        return 1;
+      },
+    },
+    false,
+  ],
+  ['a symbol member', { [Symbol.for('s')]: 1 }, { [Symbol.for('s')]: 1 }, false],
+  ['a Set', { s: new Set(['a']) }, { s: new Set(['a']) }, false],
+  ['a name that reads as a member', { 'a":"b': 1 }, { a: '":"b' }, false],
+  ['an empty list and an empty object', [], {}, false],
+  ['three levels deep', { a: [{ b: [1] }] }, { a: [{ b: [1] }] }, false],
+];
+
+describe('which parts the build saves once (shareEqualParts)', () => {
+  it.each(PARTS)('%s: %s', (_, a, b, merged) => {
+    const types = { A: { elements: { e: { part: a } } }, B: { elements: { e: { part: b } } } };
+    shareEqualParts(types);
+    expect(types.A.elements.e.part === types.B.elements.e.part).toBe(merged);
+    // what is kept apart is left as it was
+    if (!merged) expect(types.B.elements.e.part).toBe(b);
+  });
+
+  it('never shares a type, nor the map of types', () => {
+    const types = { A: { name: 'X', elements: {} }, B: { name: 'X', elements: {} } };
+    shareEqualParts(types);
+    expect(types.A).not.toBe(types.B);
+    expect(types.A.elements).toBe(types.B.elements);
   });
 });
 

@@ -12,7 +12,8 @@ import { CODE_PATTERN } from '../helpers/journey.js';
 // process only (the schema is process-wide, each test file has its own), and walks what reads the
 // schema: profile validation of provisioning, the embedded server's validation, search, includes,
 // `_elements` and `_summary`, history, and the passthrough's compartment checks. A write anywhere
-// in them throws in strict mode, and the request answers 500.
+// in them throws a TypeError (strict mode): the gateway then answers 500 and the embedded server's
+// router 400, so every answer is checked for its own status and, for a refusal, its own reason.
 
 /** Freezes every array and plain object under the types (not the map of types: core adds profiles to it). */
 function freezeTypes(): number {
@@ -92,6 +93,18 @@ describe('the R4 schema, frozen, serves every reading path', () => {
       json: { name: 'Bad Date', email: 'bad-date@example.com', dob: '1971-02-30' },
     });
     expect(badDob.status).toBe(400);
+    expect(((await badDob.json()) as { errors: { path: string }[] }).errors[0]?.path).toBe('dob');
+    // a Patient through the passthrough is validated against R4 and our profile too
+    const badGender = await create({
+      resourceType: 'Patient',
+      name: [{ family: 'Robot' }],
+      gender: 'robot',
+      telecom: [{ system: 'email', value: 'robot@example.com' }],
+    });
+    expect([badGender.status, badGender.body]).toEqual([
+      400,
+      expect.objectContaining({ issue: [expect.objectContaining({ expression: ['gender'] })] }),
+    ]);
     const practitioner = await gw.call('/fhir/practitioner', {
       method: 'POST',
       token: admin,
@@ -124,7 +137,11 @@ describe('the R4 schema, frozen, serves every reading path', () => {
       participant: [{ individual: { reference: `Practitioner/${practitionerId}` } }],
     });
     expect(encounter.status).toBe(201);
-    expect((await create({ resourceType: 'Observation', status: 'not-a-status' })).status).toBe(400);
+    const bad = await create({ resourceType: 'Observation', status: 'not-a-status' });
+    expect([bad.status, bad.body]).toEqual([
+      400,
+      expect.objectContaining({ issue: [expect.objectContaining({ diagnostics: 'validation_failed' })] }),
+    ]);
     const update = await gw.call(`/fhir/Observation/${observation.body.id}`, {
       method: 'PUT',
       token: admin,
