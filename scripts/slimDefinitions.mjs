@@ -105,7 +105,7 @@ function slimBundle(file) {
   return { resourceType: 'Bundle', type: 'collection', entry };
 }
 
-/** A member's value in a shareable part's key; undefined when the value keeps the part from being shared. */
+/** A primitive member's value in a part's key; null when it keeps the part from being shared. */
 function primitiveToken(value) {
   switch (typeof value) {
     case 'string':
@@ -117,8 +117,19 @@ function primitiveToken(value) {
     case 'undefined':
       return '~';
     default:
-      return value === null ? 'null' : undefined;
+      return value === null ? 'null' : null;
   }
+}
+
+/** `[…]` or `{…}` of the members' names and tokens, in order; null when a member has no token. */
+function membersKey(value, tokenOf) {
+  const parts = [];
+  for (const name of Object.keys(value)) {
+    const token = tokenOf(value[name]);
+    if (token === null) return null;
+    parts.push(`${JSON.stringify(name)}:${token}`);
+  }
+  return Array.isArray(value) ? `[${parts.join(',')}]` : `{${parts.join(',')}}`;
 }
 
 /** An array without holes or an object literal's like, with nothing but enumerable own data members. */
@@ -152,27 +163,13 @@ export function shareEqualParts(dataTypes) {
   const keyOf = (value, levels) => {
     const known = keys[levels].get(value);
     if (known !== undefined) return known;
-    let key = null;
-    if (isPlain(value)) {
-      const parts = [];
-      for (const name of Object.keys(value)) {
-        const member = value[name];
-        const token =
-          typeof member === 'object' && member !== null
-            ? levels > 0
-              ? keyOf(member, levels - 1)
-              : null
-            : primitiveToken(member);
-        if (token === null || token === undefined) {
-          parts.length = 0;
-          break;
-        }
-        parts.push(`${JSON.stringify(name)}:${token}`);
-      }
-      const members = Object.keys(value).length;
-      if (parts.length === members)
-        key = Array.isArray(value) ? `[${parts.join(',')}]` : `{${parts.join(',')}}`;
-    }
+    const tokenOf = (member) =>
+      typeof member !== 'object' || member === null
+        ? primitiveToken(member)
+        : levels > 0
+          ? keyOf(member, levels - 1)
+          : null;
+    const key = isPlain(value) ? membersKey(value, tokenOf) : null;
     keys[levels].set(value, key);
     return key;
   };
