@@ -68,10 +68,10 @@ describe('the R4 schema, frozen, serves every reading path', () => {
     await gw?.close();
   });
 
-  const create = async (resource: Record<string, unknown>, token = admin) => {
+  const create = async (resource: Record<string, unknown>) => {
     const response = await gw.call(`/fhir/${resource.resourceType}`, {
       method: 'POST',
-      token,
+      token: admin,
       headers: JSON_FHIR,
       body: JSON.stringify(resource),
     });
