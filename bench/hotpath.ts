@@ -21,7 +21,8 @@ import {
  * single Patient read. Runs are interleaved (bare, gateway, bare, gateway ...) and reported as
  * medians; CPU per request is each server's process tree utime+stime (/proc/<pid>/stat) divided
  * by the requests. Also: open-loop latency at fixed rates, logins/s, read p99 during a login
- * storm, `npm start` to ready and the idle RSS of the whole process tree. Prints one table and
+ * storm, `npm start` to ready and the idle RSS of the whole process tree (also a first start with
+ * ADMIN_EMAIL/ADMIN_PASSWORD, as the README's quickstart starts it). Prints one table and
  * writes bench-results/hotpath.json. Figures: docs/performance.md.
  */
 
@@ -149,8 +150,15 @@ async function openLoop(
   return { p50: percentile(latencies, 50), p99: percentile(latencies, 99), errors };
 }
 
-/** `npm start` on the embedded default (fresh DATA_DIR, embedded FHIR server): time to ready and idle RSS of the tree. */
-async function embeddedStartup(workers?: number): Promise<{ readyMs: number; rssMiB: number }> {
+/**
+ * `npm start` on the embedded default (fresh DATA_DIR, embedded FHIR server): time to ready and
+ * idle RSS of the tree. `firstAdmin`: with ADMIN_EMAIL/ADMIN_PASSWORD, as the README's quickstart
+ * starts it (the account is created before the gateway listens).
+ */
+async function embeddedStartup(
+  workers?: number,
+  firstAdmin = false,
+): Promise<{ readyMs: number; rssMiB: number }> {
   const port = 4900 + Math.floor(Math.random() * 90);
   const started = performance.now();
   const child = spawn('npm', ['start', '-s'], {
@@ -160,6 +168,7 @@ async function embeddedStartup(workers?: number): Promise<{ readyMs: number; rss
       PORT: String(port),
       DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'ff-start-')),
       ...(workers ? { WORKERS: String(workers) } : {}),
+      ...(firstAdmin ? { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password } : {}),
     },
     stdio: ['ignore', 'ignore', 'inherit'],
     detached: true,
@@ -186,6 +195,7 @@ async function embeddedStartup(workers?: number): Promise<{ readyMs: number; rss
 async function main() {
   const embedded = QUICK ? { readyMs: 0, rssMiB: 0 } : await embeddedStartup();
   const embeddedOne = QUICK ? { readyMs: 0, rssMiB: 0 } : await embeddedStartup(1);
+  const embeddedAdmin = QUICK ? { readyMs: 0, rssMiB: 0 } : await embeddedStartup(undefined, true);
   const upstream = await spawnReady(process.execPath, ['bench/staticUpstream.mjs'], {});
   const upstreamUrl = `http://127.0.0.1:${upstream.port}`;
   const bare = await spawnReady(process.execPath, ['bench/bareProxy.mjs'], { TARGET: upstreamUrl });
@@ -500,6 +510,10 @@ async function main() {
         start_to_ready_ms: embeddedOne.readyMs,
         idle_rss_mib_process_tree: embeddedOne.rssMiB,
       },
+      embedded_default_first_admin: {
+        start_to_ready_ms: embeddedAdmin.readyMs,
+        idle_rss_mib_process_tree: embeddedAdmin.rssMiB,
+      },
       errors:
         (rows['gateway.errors'] ?? []).reduce((a, b) => a + b, 0) +
         (rows['bare.errors'] ?? []).reduce((a, b) => a + b, 0) +
@@ -531,6 +545,7 @@ async function main() {
         `| read p99 at 250 req/s, with 20 logins in flight vs none | ${s.read_p99_ms_at_250.with_20_logins_in_flight} vs ${s.read_p99_ms_at_250.quiet} ms | | ${s.read_p99_ms_at_250.ratio}× |`,
         `| \`npm start\` → ready; idle RSS of the process tree, embedded default (WORKERS=${s.embedded_default.workers}) | ${s.embedded_default.start_to_ready_ms} ms; ${s.embedded_default.idle_rss_mib_process_tree} MiB | | |`,
         `| the same with WORKERS=1 | ${s.embedded_workers_1.start_to_ready_ms} ms; ${s.embedded_workers_1.idle_rss_mib_process_tree} MiB | | |`,
+        `| the embedded default's first start with ADMIN_EMAIL/ADMIN_PASSWORD (the quickstart) | ${s.embedded_default_first_admin.start_to_ready_ms} ms; ${s.embedded_default_first_admin.idle_rss_mib_process_tree} MiB | | |`,
         `| WORKERS=1 with an external FHIR server | ${s.external_upstream_workers_1.start_to_ready_ms} ms; ${s.external_upstream_workers_1.idle_rss_mib_process_tree} MiB | | |`,
         `| errors | ${s.errors} | | |`,
         '',
