@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { definitionsStamp, usableDefinitions } from '../src/fhir/definitionsStamp.mjs';
+import { builtStamp, definitionsStamp, usableDefinitions } from '../src/fhir/definitionsStamp.mjs';
 import { makersDigest, writeSlimDefinitions } from './slimDefinitions.mjs';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -61,14 +61,10 @@ function externalPackages() {
  * here, or not at all. Unreadable counts as stale: another build may be swapping the directory.
  */
 function definitionsStale() {
-  try {
-    const built = JSON.parse(fs.readFileSync(path.join(definitionsDir, 'source.json'), 'utf8'));
-    return (
-      usableDefinitions(built, definitionsStamp()) !== 'indexed-schema' || built.makers !== makersDigest()
-    );
-  } catch {
-    return true;
-  }
+  const built = builtStamp(definitionsDir);
+  return (
+    usableDefinitions(built, definitionsStamp()) !== 'indexed-schema' || built?.makers !== makersDigest()
+  );
 }
 
 function bundleStale() {

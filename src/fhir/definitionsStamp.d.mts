@@ -7,6 +7,12 @@ export interface DefinitionsStamp {
 
 export const INDEXED_SCHEMA_FILE: string;
 
+export const STAMP_FILE: string;
+
+export function builtStamp(
+  dir: string,
+): (Partial<DefinitionsStamp> & { readonly makers?: unknown }) | undefined;
+
 export type UsableDefinitions = 'indexed-schema' | 'slim-files' | 'package-files';
 
 export function definitionsStamp(): DefinitionsStamp;

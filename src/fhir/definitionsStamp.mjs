@@ -11,6 +11,21 @@ const require = createRequire(import.meta.url);
 /** The R4 definitions indexed by @medplum/core and saved with V8's serialiser (scripts/slimDefinitions.mjs). */
 export const INDEXED_SCHEMA_FILE = 'schema.v8';
 
+/** The stamp of what the files were made from, beside them (written last by the build). */
+export const STAMP_FILE = 'source.json';
+
+/**
+ * The stamp of the files built in `dir` (`makers` included, scripts/slimDefinitions.mjs), or
+ * undefined when none can be read: not built, or another build is swapping the directory.
+ */
+export function builtStamp(dir) {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(dir, STAMP_FILE), 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
 /** The layout of schema.v8 (what it holds, not how V8 encodes it): raised when that changes. */
 const SCHEMA_LAYOUT = 1;
 
