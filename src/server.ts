@@ -8,7 +8,7 @@ import { createAuditTrail } from './audit/auditTrail.js';
 import { flushingEveryWorker } from './audit/clusterAuditFlush.js';
 import type { CodePurpose } from './auth/accessCodes.js';
 import { isCurrentCode } from './auth/accountCodes.js';
-import { createPasswordHasher } from './auth/passwords.js';
+import { createPasswordHasher, hashBeforeServing } from './auth/passwords.js';
 import { loadTokenKeys } from './auth/signingKeys.js';
 import { type Clock, systemClock } from './clock.js';
 import { joinPeers, NO_PEERS } from './clusterPeers.js';
@@ -135,12 +135,17 @@ function startOutbox(
 /** The admin of ADMIN_EMAIL and ADMIN_PASSWORD, created once. */
 async function ensureFirstAdmin(
   config: Config,
-  deps: Pick<AppDeps, 'db' | 'clock' | 'passwords'>,
+  deps: Pick<AppDeps, 'db' | 'clock'>,
   logger: Logger,
 ): Promise<void> {
   if (!config.firstAdmin) return;
   const result = await ensureAdminAccount(
-    { ...deps, passwordMinLength: config.passwordMinLength, appName: config.appName },
+    {
+      ...deps,
+      passwords: { hash: hashBeforeServing },
+      passwordMinLength: config.passwordMinLength,
+      appName: config.appName,
+    },
     { ...config.firstAdmin, source: 'env' },
   );
   // no address in the log, the admin's included: logs travel further than the database
@@ -280,7 +285,7 @@ export async function startGateway(config: Config, options: StartOptions): Promi
     );
     closers.push(() => fhir.close());
 
-    if (runsBackgroundWork) await ensureFirstAdmin(config, { db: database.db, clock, passwords }, logger);
+    if (runsBackgroundWork) await ensureFirstAdmin(config, { db: database.db, clock }, logger);
 
     if (runsBackgroundWork)
       closers.push(

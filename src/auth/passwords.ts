@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
 import {
   closedError,
   type HashingPriority,
@@ -52,6 +53,21 @@ export function passwordLength(password: string): number {
 /** True for a password longer than any that can be set: cheap, so a login checks it before hashing. */
 export function passwordTooLong(password: string): boolean {
   return password.length > MAX_RAW_UNITS || passwordLength(password) > PASSWORD_MAX_LENGTH;
+}
+
+/**
+ * argon2id on the calling thread, for the first admin (ADMIN_EMAIL) created before the gateway
+ * listens: nothing is served yet, so ~8 ms of blocking harms nobody, while a hashing thread would
+ * cost its own start (120–320 ms and ~30 MB resident) and, at idle priority, wait for a core the
+ * other starting processes hold. The same library and ARGON2_PARAMETERS as the threads.
+ */
+export async function hashBeforeServing(password: string): Promise<string> {
+  // required, not imported: an ES import of this CommonJS package took 15–18 ms against 5
+  const argon2 = createRequire(import.meta.url)('@node-rs/argon2') as typeof import('@node-rs/argon2');
+  return argon2.hashSync(
+    normalizePassword(password),
+    ARGON2_PARAMETERS as Parameters<typeof argon2.hashSync>[1],
+  );
 }
 
 export interface PasswordHasher {

@@ -11,7 +11,8 @@ import { findUserByEmail, insertUser, normalizeEmail } from './userRepository.js
 export interface AdminAccountDeps {
   readonly db: Kysely<Database>;
   readonly clock: Clock;
-  readonly passwords: PasswordHasher;
+  /** Only hashing: the start hashes on its own thread before listening (hashBeforeServing). */
+  readonly passwords: Pick<PasswordHasher, 'hash'>;
   readonly passwordMinLength: number;
   readonly appName: string;
 }
