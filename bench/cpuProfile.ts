@@ -18,7 +18,9 @@ import { closedLoop, loginLoop, PATHS, type Served, serve, stop } from './served
  * `--perf-basic-prof-only-functions` so `perf` can name JavaScript frames; after a warm-up of
  * BENCH_WARM_UP requests, BENCH_REQUESTS (default 30,000) are sampled at 2,999 Hz. Prints, for the
  * frames that matter, the share of samples they are on the stack of (inclusive) and what that is in
- * µs per request; bundled frames are named by the source file esbuild marks them with. `login`
+ * µs per request; bundled frames are named by the source file esbuild marks them with; then the
+ * samples by the file and by the function of their innermost JavaScript frame, and those with no
+ * JavaScript frame by the event-loop work they are in. `login`
  * samples BENCH_LOGINS logins (default 2,000, 5 in flight, after BENCH_WARM_UP of them; default
  * 1,000) and shows the main thread alone: argon2's thread is the process's largest by far, and the
  * main thread's share of a login is what every other request waits behind.
@@ -143,6 +145,30 @@ function selfCounts(samples: readonly Sample[], key: (innermost: string) => stri
   return counts;
 }
 
+/**
+ * The frames of the event loop and process start-up, which say nothing of the work below them:
+ * libuv's poll and dispatch, Node's main loop, the system-call entry.
+ */
+const LOOP_FRAME =
+  /^(_start|__libc_start_main.*|__libc_start_call_main|main|\[unknown\]|node::Start.*|node::LoadSnapshotDataAndRun|node::NodeMainInstance::Run.*|node::SpinEventLoop.*|uv_run|uv__io_poll|uv__async_io.*|entry_SYSCALL_64_after_hwframe|do_syscall_64)$/;
+
+/**
+ * The samples with no JavaScript frame, by the first frame below the event loop (frames are
+ * innermost first): a message from a thread (`MessagePort::OnMessage`), a thread-pool job's
+ * completion (`uv__work_done`), a socket read, the poll's system call, V8's tasks.
+ */
+function nativeCounts(samples: readonly Sample[]): Map<string, number> {
+  const label = labeller();
+  const counts = new Map<string, number>();
+  for (const sample of samples) {
+    const frames = sample.frames.map(label);
+    if (frames.some((frame) => /\[.+\]$/.test(frame))) continue;
+    const entry = frames.findLast((frame) => !LOOP_FRAME.test(frame)) ?? '(the loop itself)';
+    counts.set(entry, (counts.get(entry) ?? 0) + 1);
+  }
+  return counts;
+}
+
 /** The scenario's requests sampled by `perf record`: CPU µs per request and the samples. */
 async function sampled(
   server: Served,
@@ -211,6 +237,11 @@ function report(
       .sort((a, b) => b[1] - a[1])
       .slice(0, SHOWN)
       .map(([fn, count]) => `${share(count)} ${micros(count)}  ${fn}`),
+    'the samples with no JavaScript frame, by the first frame below the event loop:',
+    ...[...nativeCounts(samples)]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 15)
+      .map(([frame, count]) => `${share(count)} ${micros(count)}  ${frame}`),
   ];
   return `${lines.join('\n')}\n`;
 }
