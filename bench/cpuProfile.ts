@@ -146,11 +146,12 @@ function selfCounts(samples: readonly Sample[], key: (innermost: string) => stri
 }
 
 /**
- * The frames of the event loop and process start-up, which say nothing of the work below them:
- * libuv's poll and dispatch, Node's main loop, the system-call entry.
+ * The frames of the event loop and of a thread's or the process's start, which say nothing of the
+ * work below them: libuv's poll and dispatch, Node's main loop, a thread's entry (a worker
+ * thread's, V8's platform threads'), the system-call entry.
  */
 const LOOP_FRAME =
-  /^(_start|__libc_start_main.*|__libc_start_call_main|main|\[unknown\]|node::Start.*|node::LoadSnapshotDataAndRun|node::NodeMainInstance::Run.*|node::SpinEventLoop.*|uv_run|uv__io_poll|uv__async_io.*|entry_SYSCALL_64_after_hwframe|do_syscall_64)$/;
+  /^(_start|__libc_start_main.*|__libc_start_call_main|main|\[unknown\]|start_thread|clone3?|node::Start.*|node::LoadSnapshotDataAndRun|node::NodeMainInstance::Run.*|node::SpinEventLoop.*|node::worker::Worker::.*|node::.*PlatformWorkerThread.*|node::.*WorkerThreadsTaskRunner.*|uv_run|uv__io_poll|uv__async_io.*|entry_SYSCALL_64_after_hwframe|do_syscall_64)$/;
 
 /**
  * The samples with no JavaScript frame, by the first frame below the event loop (frames are
