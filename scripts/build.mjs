@@ -7,6 +7,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import {
+  COMMON_PASSWORDS_FILE,
+  savedCommonPasswords,
+  writeCommonPasswords,
+} from '../src/auth/commonPasswords.mjs';
 import { builtStamp, definitionsStamp, usableDefinitions } from '../src/fhir/definitionsStamp.mjs';
 import { makersDigest, writeSlimDefinitions } from './slimDefinitions.mjs';
 
@@ -67,20 +72,32 @@ function definitionsStale() {
   );
 }
 
+const commonPasswordsFile = path.join(root, COMMON_PASSWORDS_FILE);
+
+/** Whether dist/ lacks the breached-password list, or has one made from another version of its package. */
+function commonPasswordsStale() {
+  return savedCommonPasswords(commonPasswordsFile) === undefined;
+}
+
 function bundleStale() {
   const built = fs.existsSync(outfile) ? fs.statSync(outfile).mtimeMs : 0;
   return built <= newestSource();
 }
 
-/** Whether dist/ is older than a source, or its definitions than the installed packages or Node (a few ms). */
+/** Whether dist/ is older than a source, or its definitions or password list than the installed packages or Node (a few ms). */
 export function needsBuild() {
-  return definitionsStale() || bundleStale();
+  return definitionsStale() || commonPasswordsStale() || bundleStale();
 }
 
 /** Builds what is stale in dist/, or everything with `force`. */
 async function build({ force }) {
   // the R4 definitions without their documentation, and indexed: remade when a package or Node changes
   if (force || definitionsStale()) await writeSlimDefinitions(definitionsDir);
+  // the password policy's list, decompressed once here instead of in every process (src/auth/commonPasswords.mjs)
+  if (force || commonPasswordsStale()) {
+    fs.mkdirSync(path.dirname(commonPasswordsFile), { recursive: true });
+    writeCommonPasswords(commonPasswordsFile);
+  }
   if (!force && !bundleStale()) return;
 
   // built in a temporary directory and renamed: two `npm start` at once never load a half-written

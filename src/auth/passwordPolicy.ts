@@ -1,4 +1,5 @@
-import { createRequire } from 'node:module';
+import { projectFile } from '../paths.js';
+import { COMMON_PASSWORDS_FILE, commonPasswords } from './commonPasswords.mjs';
 import { normalizePassword, PASSWORD_MAX_LENGTH, passwordLength, passwordTooLong } from './passwords.js';
 
 /**
@@ -7,20 +8,18 @@ import { normalizePassword, PASSWORD_MAX_LENGTH, passwordLength, passwordTooLong
  * accepted, no composition rules, Unicode allowed (NFKC), refuse common and context passwords.
  */
 
-let commonPasswords: ReadonlySet<string> | undefined;
+let commonList: string | undefined;
 
 /**
- * ~49k passwords most often seen in breaches, shipped in @zxcvbn-ts/language-common: loaded on
- * the first password chosen, not at start (decompressing them took ~100 ms of every start-up).
+ * Whether `word` is one of the ~49k passwords most often seen in breaches
+ * (@zxcvbn-ts/language-common, lowercased). The list is loaded on the first password chosen, not
+ * at start, from the copy the build saved (src/auth/commonPasswords.mjs); one search of its text
+ * takes ~0.1 ms, and a password is chosen rarely: no index of 49k strings is kept in memory.
  */
-function common(): ReadonlySet<string> {
-  if (!commonPasswords) {
-    const { dictionary } = createRequire(import.meta.url)('@zxcvbn-ts/language-common') as {
-      dictionary: Record<'passwords-common', string[]>;
-    };
-    commonPasswords = new Set(dictionary['passwords-common'].map((p) => p.toLowerCase()));
-  }
-  return commonPasswords;
+export function isCommonPassword(word: string): boolean {
+  commonList ??= commonPasswords(projectFile(COMMON_PASSWORDS_FILE));
+  // a word with a line break in it would match across two listed ones
+  return !word.includes('\n') && commonList.includes(`\n${word}\n`);
 }
 
 export interface PasswordContext {
@@ -51,7 +50,7 @@ export function checkPassword(
   const compact = lower.replace(/[\s\p{P}\d]+/gu, '');
   // a breached password padded with digits or punctuation to the minimum (`password123456789`) is
   // tried first too: few listed passwords are 15 characters long on their own
-  if (common().has(lower) || (compact.length >= 4 && common().has(compact)))
+  if (isCommonPassword(lower) || (compact.length >= 4 && isCommonPassword(compact)))
     return 'is too common: it appears in lists of breached passwords';
   if (isRun(lower)) return 'must not be a run of characters such as 123456789012345 or abcdefghijklmno';
   // a password that is just the user's name, email or the app's name (possibly repeated) is guessed first

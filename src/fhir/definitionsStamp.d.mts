@@ -15,6 +15,8 @@ export function builtStamp(
 
 export type UsableDefinitions = 'indexed-schema' | 'slim-files' | 'package-files';
 
+export function installedVersion(name: string): string | undefined;
+
 export function definitionsStamp(): DefinitionsStamp;
 
 export function usableDefinitions(

@@ -30,7 +30,7 @@ export function builtStamp(dir) {
 const SCHEMA_LAYOUT = 1;
 
 /** The version in a package's own package.json, found above its entry point (not every package exports the file). */
-function installedVersion(name) {
+export function installedVersion(name) {
   let dir = path.dirname(require.resolve(name));
   for (;;) {
     const file = path.join(dir, 'package.json');

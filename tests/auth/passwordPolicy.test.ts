@@ -1,5 +1,15 @@
-import { describe, expect, it } from 'vitest';
-import { checkPassword } from '../../src/auth/passwordPolicy.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  COMMON_PASSWORDS_FILE,
+  commonPasswords,
+  savedCommonPasswords,
+  writeCommonPasswords,
+} from '../../src/auth/commonPasswords.mjs';
+import { checkPassword, isCommonPassword } from '../../src/auth/passwordPolicy.js';
+import { projectFile } from '../../src/paths.js';
+import { tempDir } from '../helpers/tempDir.js';
 
 /** The one password policy (docs/security.md "Passwords"): length, breach list, context words, repetition. */
 const policy = { minLength: 15 };
@@ -59,5 +69,54 @@ describe('checkPassword', () => {
     ['a listed word inside a passphrase', 'my password is long enough', undefined],
   ])('%s', (_what, password, refusal) => {
     expect(checkPassword(policy, password, context)).toBe(refusal);
+  });
+});
+
+describe('the breached-password list', () => {
+  const dir = tempDir();
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const missing = path.join(dir, 'none.txt');
+  // the package's own list, decompressed: what every saved copy must equal
+  const packaged = commonPasswords(missing);
+  const words = packaged.split('\n').filter(Boolean);
+
+  it("the build's copy is the package's list, lowercased, each once", () => {
+    expect(words.length).toBeGreaterThan(40_000);
+    expect(new Set(words).size).toBe(words.length);
+    expect(words.every((word) => word === word.toLowerCase())).toBe(true);
+    expect(savedCommonPasswords(projectFile(COMMON_PASSWORDS_FILE))).toBe(packaged);
+    const file = path.join(dir, 'saved.txt');
+    writeCommonPasswords(file);
+    expect(savedCommonPasswords(file)).toBe(packaged);
+    expect(commonPasswords(file)).toBe(packaged);
+  });
+
+  it('a copy missing, or made from another version of the package, is not used: the package is', () => {
+    expect(savedCommonPasswords(missing)).toBeUndefined();
+    const other = path.join(dir, 'other.txt');
+    fs.writeFileSync(
+      other,
+      `# common passwords, layout 1, from @zxcvbn-ts/language-common@0.0.1\npassword\n`,
+    );
+    expect(savedCommonPasswords(other)).toBeUndefined();
+    expect(commonPasswords(other)).toBe(packaged);
+    fs.writeFileSync(other, '');
+    expect(savedCommonPasswords(other)).toBeUndefined();
+  });
+
+  const first = words[0] as string;
+  const last = words.at(-1) as string;
+  const unlisted = (word: string) => (words.includes(word) ? undefined : word);
+  it.each([
+    ['a listed password', 'password', true],
+    ['the first listed', first, true],
+    ['the last listed', last, true],
+    ['part of a listed one', unlisted(first.slice(0, -1)) ?? 'not-listed-after-all', false],
+    ['a listed one with more after it', unlisted(`${first}x`) ?? 'not-listed-after-all', false],
+    ['two listed ones across a line break', `${first}\n${words[1]}`, false],
+    ['a long passphrase', 'a long and plain passphrase', false],
+    ['nothing', '', false],
+  ])('%s', (_what, word, listed) => {
+    expect(isCommonPassword(word)).toBe(listed);
   });
 });
