@@ -43,6 +43,22 @@ async function createPatient(gw: TestGateway, email: string) {
   return gw.call('/fhir/patient', { method: 'POST', token: await gw.adminToken(), json: patientBody(email) });
 }
 
+/**
+ * Waits until the outbox has delivered what the gateway wrote so far (the first admin's AuditEvent
+ * among it): the FHIR server's numeric ids then move only with the test's own creates.
+ */
+async function outboxDelivered(gw: TestGateway): Promise<void> {
+  gw.deps.outbox.wake();
+  await waitFor('the outbox to deliver what the start wrote', async () => {
+    const undelivered = await gw.deps.db
+      .selectFrom('outbox')
+      .select('id')
+      .where('status', '!=', 'sent')
+      .execute();
+    return undelivered.length === 0;
+  });
+}
+
 async function patientsWithEmail(gw: TestGateway, email: string) {
   const response = await gw.deps.fhir.search('Patient', new URLSearchParams({ email }));
   return response.body?.entry ?? [];
@@ -341,6 +357,7 @@ describe.each(DIALECTS)('a FHIR server that hands out an id another account link
     // HAPI-style numeric ids, one counter for every type: the next id is the one after a probe's.
     // An account whose record the server lost (a reset, a restore from an older backup) holds it
     const gw = await gateway({ dialect, upstream: 'hapi' });
+    await outboxDelivered(gw);
     const probe = await gw.deps.fhir.create('Organization', { resourceType: 'Organization', name: 'probe' });
     const nextId = String(Number(probe.id) + 1);
     const earlier = await gw.seedUser({ role: 'patient', fhirId: nextId });
@@ -387,6 +404,7 @@ describe.each(DIALECTS)(
     it('removes the record and abandons the intent, instead of failing on the unique index for good', async () => {
       const clock = new ManualClock();
       const gw = await gateway({ dialect, clock, upstream: 'hapi' });
+      await outboxDelivered(gw);
       const admin = await adminId(gw);
       const email = `reused-crash-${dialect}@example.com`;
       const past = new Date(clock.now().getTime() - 60_000).toISOString();
