@@ -2,7 +2,7 @@
 // saves it: @zxcvbn-ts/language-common ships it compressed, and decompressing it took ~20 ms of the
 // first password chosen in every process (the first admin's at start, a worker's first signup),
 // with the event loop blocked. Saved lowercased, once each and one per line, under a stamp of the
-// package's version; read back whole in ~3 ms. Plain JS: the build runs before any TypeScript loader.
+// package's version; read back whole in ~2 ms. Plain JS: the build runs before any TypeScript loader.
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { installedVersion } from '../fhir/definitionsStamp.mjs';

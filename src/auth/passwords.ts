@@ -57,9 +57,10 @@ export function passwordTooLong(password: string): boolean {
 
 /**
  * argon2id on the calling thread, for the first admin (ADMIN_EMAIL) created before the gateway
- * listens: nothing is served yet, so ~8 ms of blocking harms nobody, while a hashing thread would
- * cost its own start (120–320 ms and ~30 MB resident) and, at idle priority, wait for a core the
- * other starting processes hold. The same library and ARGON2_PARAMETERS as the threads.
+ * listens: nothing is served yet, so a first hash's ~13 ms of blocking harms nobody, while a
+ * hashing thread would cost its own start (120–320 ms and ~30 MB resident) and, at idle priority,
+ * wait for a core the other starting processes hold. The same library and ARGON2_PARAMETERS as
+ * the threads.
  */
 export async function hashBeforeServing(password: string): Promise<string> {
   // required, not imported: an ES import of this CommonJS package took 15–18 ms against 5
