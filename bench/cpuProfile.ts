@@ -211,6 +211,12 @@ function report(
   for (const { thread } of samples) threads.set(thread, (threads.get(thread) ?? 0) + 1);
   const share = (count: number) => `${((100 * count) / samples.length).toFixed(1).padStart(5)}%`;
   const micros = (count: number) => `${((cpuPerRequest * count) / samples.length).toFixed(1).padStart(6)} µs`;
+  /** The `limit` largest counts, each with its share of the samples and of a request. */
+  const largest = (counts: Iterable<[string, number]>, limit: number) =>
+    [...counts]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, limit)
+      .map(([label, count]) => `${share(count)} ${micros(count)}  ${label}`);
   const lines = [
     `${scenario}: ${cpuPerRequest} µs CPU per request over ${requests} (utime+stime); ${samples.length} samples`,
     `threads: ${[...threads.values()]
@@ -219,30 +225,23 @@ function report(
       .map(share)
       .join(', ')} (the main thread first)`,
     'inclusive share of samples, and that share of a request:',
-    ...[...inclusiveCounts(samples)]
-      .filter(
+    ...largest(
+      [...inclusiveCounts(samples)].filter(
         ([label]) =>
           label.includes('[') ||
           /^(tcp_|v8::internal::(Heap::|JsonParser|JsonStringifier)|sqlite3_step|Statement::)/.test(label),
-      )
-      .sort((a, b) => b[1] - a[1])
-      .slice(0, SHOWN)
-      .map(([label, count]) => `${share(count)} ${micros(count)}  ${label}`),
+      ),
+      SHOWN,
+    ),
     'by the file of the innermost JavaScript frame (each sample once), and that share of a request:',
-    ...[...selfCountsByFile(samples)]
-      .sort((a, b) => b[1] - a[1])
-      .slice(0, 25)
-      .map(([file, count]) => `${share(count)} ${micros(count)}  ${file}`),
+    ...largest(selfCountsByFile(samples), 25),
     'by the innermost JavaScript function (each sample once), and that share of a request:',
-    ...[...selfCounts(samples, (innermost) => innermost)]
-      .sort((a, b) => b[1] - a[1])
-      .slice(0, SHOWN)
-      .map(([fn, count]) => `${share(count)} ${micros(count)}  ${fn}`),
+    ...largest(
+      selfCounts(samples, (innermost) => innermost),
+      SHOWN,
+    ),
     'the samples with no JavaScript frame, by the first frame below the event loop:',
-    ...[...nativeCounts(samples)]
-      .sort((a, b) => b[1] - a[1])
-      .slice(0, 15)
-      .map(([frame, count]) => `${share(count)} ${micros(count)}  ${frame}`),
+    ...largest(nativeCounts(samples), 15),
   ];
   return `${lines.join('\n')}\n`;
 }
