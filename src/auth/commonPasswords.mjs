@@ -13,7 +13,10 @@ const PACKAGE = '@zxcvbn-ts/language-common';
 export const COMMON_PASSWORDS_FILE = 'dist/common-passwords.txt';
 
 /** How the saved list is laid out: raised when that changes, so a build remakes an older one. */
-const LAYOUT = 1;
+const LAYOUT = 2;
+
+/** The saved list's last line: a copy cut short (a partial copy, a crash before the data reached the disk) lacks it. */
+const END = '# end of the list\n';
 
 /** The first line of the saved list: its layout, and the package and version it was made from. */
 const stamp = () => `# common passwords, layout ${LAYOUT}, from ${PACKAGE}@${installedVersion(PACKAGE)}`;
@@ -28,11 +31,15 @@ function packagedList() {
 /** Saves the package's list to `file` (written aside and renamed: a reader never sees half of it). */
 export function writeCommonPasswords(file) {
   const aside = `${file}.${process.pid}`;
-  fs.writeFileSync(aside, `${stamp()}${packagedList()}`);
+  fs.writeFileSync(aside, `${stamp()}${packagedList()}${END}`);
   fs.renameSync(aside, file);
 }
 
-/** The list saved in `file`, or undefined when there is none or it was made from another version of the package. */
+/**
+ * The list saved in `file`, or undefined when there is none, it was made from another version of
+ * the package or in another layout, or it is cut short: the policy then falls back to the package,
+ * never to fewer passwords.
+ */
 export function savedCommonPasswords(file) {
   let text;
   try {
@@ -41,7 +48,8 @@ export function savedCommonPasswords(file) {
     return undefined;
   }
   const lineEnd = text.indexOf('\n');
-  return lineEnd >= 0 && text.slice(0, lineEnd) === stamp() ? text.slice(lineEnd) : undefined;
+  if (lineEnd < 0 || text.slice(0, lineEnd) !== stamp() || !text.endsWith(END)) return undefined;
+  return text.slice(lineEnd, text.length - END.length);
 }
 
 /** The list as one string, `\n` before and after each password: the saved one, else the package's (~40 ms). */

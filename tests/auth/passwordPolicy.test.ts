@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
@@ -81,9 +82,14 @@ describe('the breached-password list', () => {
   const words = packaged.split('\n').filter(Boolean);
 
   it("the build's copy is the package's list, lowercased, each once", () => {
-    expect(words.length).toBeGreaterThan(40_000);
-    expect(new Set(words).size).toBe(words.length);
-    expect(words.every((word) => word === word.toLowerCase())).toBe(true);
+    // straight from the package, as the policy read it before the build saved a copy
+    const { dictionary } = createRequire(import.meta.url)('@zxcvbn-ts/language-common') as {
+      dictionary: Record<'passwords-common', string[]>;
+    };
+    const listed = new Set(dictionary['passwords-common'].map((word) => word.toLowerCase()));
+    expect(listed.size).toBeGreaterThan(40_000);
+    expect(new Set(words)).toEqual(listed);
+    expect(words).toHaveLength(listed.size);
     expect(savedCommonPasswords(projectFile(COMMON_PASSWORDS_FILE))).toBe(packaged);
     const file = path.join(dir, 'saved.txt');
     writeCommonPasswords(file);
@@ -91,7 +97,7 @@ describe('the breached-password list', () => {
     expect(commonPasswords(file)).toBe(packaged);
   });
 
-  it('a copy missing, or made from another version of the package, is not used: the package is', () => {
+  it('a copy missing, made from another version of the package or cut short is not used: the package is', () => {
     expect(savedCommonPasswords(missing)).toBeUndefined();
     const other = path.join(dir, 'other.txt');
     fs.writeFileSync(
@@ -102,6 +108,11 @@ describe('the breached-password list', () => {
     expect(commonPasswords(other)).toBe(packaged);
     fs.writeFileSync(other, '');
     expect(savedCommonPasswords(other)).toBeUndefined();
+    // a copy cut short: its stamp is right, its end is missing
+    const whole = fs.readFileSync(projectFile(COMMON_PASSWORDS_FILE), 'utf8');
+    fs.writeFileSync(other, whole.slice(0, whole.length / 2));
+    expect(savedCommonPasswords(other)).toBeUndefined();
+    expect(commonPasswords(other)).toBe(packaged);
   });
 
   const first = words[0] as string;
