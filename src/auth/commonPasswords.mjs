@@ -5,7 +5,7 @@
 // package's version; read back whole in ~2 ms. Plain JS: the build runs before any TypeScript loader.
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
-import { installedVersion } from '../fhir/definitionsStamp.mjs';
+import { installedVersion } from '../installedVersion.mjs';
 
 const PACKAGE = '@zxcvbn-ts/language-common';
 

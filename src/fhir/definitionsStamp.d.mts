@@ -15,8 +15,6 @@ export function builtStamp(
 
 export type UsableDefinitions = 'indexed-schema' | 'slim-files' | 'package-files';
 
-export function installedVersion(name: string): string | undefined;
-
 export function definitionsStamp(): DefinitionsStamp;
 
 export function usableDefinitions(

@@ -3,10 +3,8 @@
 // gateway (src/fhir/definitions.ts) compares it with what is installed before it reads a file.
 // Plain JS: the build runs before any TypeScript loader.
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
-
-const require = createRequire(import.meta.url);
+import { installedVersion } from '../installedVersion.mjs';
 
 /** The R4 definitions indexed by @medplum/core and saved with V8's serialiser (scripts/slimDefinitions.mjs). */
 export const INDEXED_SCHEMA_FILE = 'schema.v8';
@@ -28,21 +26,6 @@ export function builtStamp(dir) {
 
 /** The layout of schema.v8 (what it holds, not how V8 encodes it): raised when that changes. */
 const SCHEMA_LAYOUT = 1;
-
-/** The version in a package's own package.json, found above its entry point (not every package exports the file). */
-export function installedVersion(name) {
-  let dir = path.dirname(require.resolve(name));
-  for (;;) {
-    const file = path.join(dir, 'package.json');
-    if (fs.existsSync(file)) {
-      const manifest = JSON.parse(fs.readFileSync(file, 'utf8'));
-      if (manifest.name === name) return manifest.version;
-    }
-    const parent = path.dirname(dir);
-    if (parent === dir) return undefined;
-    dir = parent;
-  }
-}
 
 /**
  * What is installed here: the R4 definitions' package, the @medplum/core that indexes them (its

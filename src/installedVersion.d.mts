@@ -1,0 +1,1 @@
+export function installedVersion(name: string): string | undefined;
