@@ -1,9 +1,9 @@
 import path from 'node:path';
 import { median, spawnReady } from './lib.js';
-import { closedLoop, PATHS, type Served, serve, stop } from './servedCheckout.js';
+import { closedLoop, REQUESTS as MEASURED, type Served, serve, stop } from './servedCheckout.js';
 
 /**
- * `npm run bench:compare -- <checkout A> <checkout B> [read|bundle]`: two builds of the gateway
+ * `npm run bench:compare -- <checkout A> <checkout B> [read|bundle|panel|healthz|me]`: two builds of the gateway
  * side by side, for measuring one change to the hot path. Each checkout is built
  * (scripts/build.mjs) and served as `node dist/main.js` with WORKERS=1 in front of the same static
  * upstream, with a patient provisioned and signed up through its API; after a warm-up, closed
@@ -21,20 +21,22 @@ const WARM_UP = Number(process.env.BENCH_WARM_UP ?? 10_000);
 
 async function main() {
   const [a, b, scenario = 'read'] = process.argv.slice(2);
-  const url = PATHS[scenario];
-  if (!a || !b || !url)
-    throw new Error('usage: npm run bench:compare -- <checkout A> <checkout B> [read|bundle]');
+  const request = MEASURED[scenario];
+  if (!a || !b || !request)
+    throw new Error(
+      `usage: npm run bench:compare -- <checkout A> <checkout B> [${Object.keys(MEASURED).join('|')}]`,
+    );
   const upstream = await spawnReady(process.execPath, ['bench/staticUpstream.mjs'], {});
   const upstreamUrl = `http://127.0.0.1:${upstream.port}`;
   const servers: Served[] = [];
   try {
     servers.push(await serve(path.resolve(a), 4600, upstreamUrl));
     servers.push(await serve(path.resolve(b), 4601, upstreamUrl));
-    for (const server of servers) await closedLoop(server, url, WARM_UP);
+    for (const server of servers) await closedLoop(server, request, WARM_UP);
     const cpu: number[][] = [[], []];
     for (let round = 0; round < ROUNDS; round++) {
       const order = round % 2 === 0 ? [0, 1] : [1, 0];
-      for (const i of order) cpu[i]?.push(await closedLoop(servers[i] as Served, url, REQUESTS));
+      for (const i of order) cpu[i]?.push(await closedLoop(servers[i] as Served, request, REQUESTS));
     }
     const [first, second] = cpu as [number[], number[]];
     const pairs = second.map((value, i) => value - (first[i] as number));

@@ -3,10 +3,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnReady } from './lib.js';
-import { closedLoop, loginLoop, PATHS, type Served, serve, stop } from './servedCheckout.js';
+import { closedLoop, loginLoop, REQUESTS as MEASURED, type Served, serve, stop } from './servedCheckout.js';
 
 /**
- * `npm run bench:perf -- [read|bundle|login]`: where the gateway's CPU goes, sampled by Linux `perf` on
+ * `npm run bench:perf -- [read|bundle|panel|healthz|me|login]` (the requests of servedCheckout.ts): where the gateway's CPU goes, sampled by Linux `perf` on
  * CPU time. `BENCH_PROFILE` (node --cpu-prof) samples wall-clock time: on a machine whose two
  * cores are shared by the client, the upstream and the gateway, a thread that is runnable but not
  * running is counted where it was preempted, which is mostly at a syscall's return, so socket
@@ -49,12 +49,12 @@ function scenarioNamed(name: string): Scenario | undefined {
       run: loginLoop,
       mainThreadOnly: true,
     };
-  const url = PATHS[name];
-  if (!url) return undefined;
+  const request = MEASURED[name];
+  if (!request) return undefined;
   return {
     count: REQUESTS,
     warmUp: WARM_UP,
-    run: (server, count) => closedLoop(server, url, count),
+    run: (server, count) => closedLoop(server, request, count),
     mainThreadOnly: false,
   };
 }
@@ -249,7 +249,8 @@ function report(
 async function main() {
   const name = process.argv[2] ?? 'read';
   const scenario = scenarioNamed(name);
-  if (!scenario) throw new Error('usage: npm run bench:perf -- [read|bundle|login]');
+  if (!scenario)
+    throw new Error(`usage: npm run bench:perf -- [${[...Object.keys(MEASURED), 'login'].join('|')}]`);
   try {
     execFileSync('perf', ['--version'], { stdio: 'ignore' });
   } catch {

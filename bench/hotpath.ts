@@ -18,7 +18,8 @@ import {
  * `npm run bench`: what the gateway adds to every request, side by side with a bare streaming
  * node:http pass-through (bench/bareProxy.mjs) in front of the same static FHIR upstream
  * (bench/staticUpstream.mjs): a patient's search answering a 20-entry Bundle (~26 KB) and a
- * single Patient read. Runs are interleaved (bare, gateway, bare, gateway ...) and reported as
+ * single Patient read, and a practitioner's search answering 20 Observations of 20 patients of a
+ * panel of 2,000 (each page the next 20: the gateway checks each against the panel). Runs are interleaved (bare, gateway, bare, gateway ...) and reported as
  * medians; CPU per request is each server's process tree utime+stime (/proc/<pid>/stat) divided
  * by the requests. Also: open-loop latency at fixed rates, logins/s, read p99 during a login
  * storm, `npm start` to ready and the idle RSS of the whole process tree (also a first start with
@@ -289,6 +290,17 @@ async function main() {
       tokens.push(signed.json.token as string);
     }
     const patient = tokens[0] as string;
+    // a practitioner whose panel the static upstream holds (its Practitioner id: bench-practitioner-1)
+    const practitionerEmail = 'bench-practitioner@example.com';
+    const gp = await post(gw, '/fhir/practitioner', { name: 'Dr Bench', email: practitionerEmail }, admin);
+    if (gp.status !== 201) throw new Error(`provisioning the practitioner answered ${gp.status}`);
+    const gpSignup = await post(gw, '/auth/signup', {
+      email: practitionerEmail,
+      access_code: await awaitCode(dataDir, practitionerEmail),
+      password: PASSWORD,
+    });
+    if (gpSignup.status !== 201) throw new Error(`signing up the practitioner answered ${gpSignup.status}`);
+    const practitioner = gpSignup.json.token as string;
     // the floor of the gateway's own work (bench/essentialProxy.mjs), on the gateway's database
     const essential = await spawnReady(process.execPath, ['bench/essentialProxy.mjs'], {
       FHIR_BASE_URL: `${upstreamUrl}/fhir`,
@@ -304,6 +316,11 @@ async function main() {
     };
     const search = '/fhir/Observation?_count=20';
     const read = `/fhir/Patient/${process.env.BENCH_PATIENT_ID ?? 'bench-patient-1'}`;
+    // the bare proxy is sent the search as the gateway narrows it for the practitioner
+    const panelUrl = (t: Target) =>
+      t === bareTarget
+        ? `${search}&subject:Patient.general-practitioner=Practitioner/${gp.json.fhir_id as string}`
+        : search;
     const rows: Record<string, number[]> = {};
     const add = (key: string, value: number) => {
       rows[key] ??= [];
@@ -314,6 +331,12 @@ async function main() {
       const token = t === bareTarget ? undefined : patient;
       add(`${t.name}.warmup.bundle.cpu_us`, (await closedLoop(t, search, token, WARM_UP)).cpuUsPerRequest);
       add(`${t.name}.warmup.read.cpu_us`, (await closedLoop(t, read, token, WARM_UP)).cpuUsPerRequest);
+      if (t !== essentialTarget)
+        add(
+          `${t.name}.warmup.panel.cpu_us`,
+          (await closedLoop(t, panelUrl(t), t === bareTarget ? undefined : practitioner, WARM_UP))
+            .cpuUsPerRequest,
+        );
     }
     for (const url of ['/healthz', '/auth/me']) await closedLoop(gwTarget, url, patient, WARM_UP / 2);
     for (let round = 0; round < (LOGINS_ONLY ? 0 : ROUNDS); round++) {
@@ -327,6 +350,13 @@ async function main() {
         add(`${t.name}.read.rps`, single.rps);
         add(`${t.name}.read.cpu_us`, single.cpuUsPerRequest);
         add(`${t.name}.errors`, single.errors);
+        // the practitioner's search: the essential proxy knows patients only
+        if (t !== essentialTarget) {
+          const panel = await closedLoop(t, panelUrl(t), t === bareTarget ? undefined : practitioner);
+          add(`${t.name}.panel.rps`, panel.rps);
+          add(`${t.name}.panel.cpu_us`, panel.cpuUsPerRequest);
+          add(`${t.name}.errors`, panel.errors);
+        }
         // the gateway's own floor: no upstream (/healthz), and a token, the caller query and a DTO (/auth/me)
         if (t === gwTarget)
           for (const [name, url] of [
@@ -352,7 +382,7 @@ async function main() {
       const line = (what: string, key: string) =>
         `${what}: gateway ${m(`gateway.${key}`)} / bare ${m(`bare.${key}`)} = ${Math.round((m(`gateway.${key}`) / m(`bare.${key}`)) * 100) / 100}× (gateway ${JSON.stringify(rows[`gateway.${key}`])}, bare ${JSON.stringify(rows[`bare.${key}`])})`;
       process.stdout.write(
-        `${[line('CPU µs per Bundle request', 'bundle.cpu_us'), line('CPU µs per read', 'read.cpu_us'), line('Bundle req/s', 'bundle.rps'), line('read req/s', 'read.rps'), `gateway floor, CPU µs per request: /healthz ${m('gateway.healthz.cpu_us')}, /auth/me ${m('gateway.me.cpu_us')}`, `essential work (bench/essentialProxy.mjs), CPU µs per Bundle / read: ${m('essential.bundle.cpu_us')} / ${m('essential.read.cpu_us')} = ${ratio(m('essential.bundle.cpu_us'), m('bare.bundle.cpu_us'))}× / ${ratio(m('essential.read.cpu_us'), m('bare.read.cpu_us'))}× bare (${JSON.stringify(rows['essential.bundle.cpu_us'])}, ${JSON.stringify(rows['essential.read.cpu_us'])}); req/s ${m('essential.bundle.rps')} / ${m('essential.read.rps')}`, `warm-up (${WARM_UP} requests), CPU µs per Bundle / read request: gateway ${m('gateway.warmup.bundle.cpu_us')} / ${m('gateway.warmup.read.cpu_us')}, bare ${m('bare.warmup.bundle.cpu_us')} / ${m('bare.warmup.read.cpu_us')}`, `errors ${(rows['gateway.errors'] ?? []).reduce((a, b) => a + b, 0)}`].join('\n')}\n`,
+        `${[line('CPU µs per Bundle request', 'bundle.cpu_us'), line('CPU µs per read', 'read.cpu_us'), line("CPU µs per practitioner's Bundle (panel)", 'panel.cpu_us'), line('Bundle req/s', 'bundle.rps'), line('read req/s', 'read.rps'), line("practitioner's Bundle req/s", 'panel.rps'), `gateway floor, CPU µs per request: /healthz ${m('gateway.healthz.cpu_us')}, /auth/me ${m('gateway.me.cpu_us')}`, `essential work (bench/essentialProxy.mjs), CPU µs per Bundle / read: ${m('essential.bundle.cpu_us')} / ${m('essential.read.cpu_us')} = ${ratio(m('essential.bundle.cpu_us'), m('bare.bundle.cpu_us'))}× / ${ratio(m('essential.read.cpu_us'), m('bare.read.cpu_us'))}× bare (${JSON.stringify(rows['essential.bundle.cpu_us'])}, ${JSON.stringify(rows['essential.read.cpu_us'])}); req/s ${m('essential.bundle.rps')} / ${m('essential.read.rps')}`, `warm-up (${WARM_UP} requests), CPU µs per Bundle / read request: gateway ${m('gateway.warmup.bundle.cpu_us')} / ${m('gateway.warmup.read.cpu_us')}, bare ${m('bare.warmup.bundle.cpu_us')} / ${m('bare.warmup.read.cpu_us')}`, `errors ${(rows['gateway.errors'] ?? []).reduce((a, b) => a + b, 0)}`].join('\n')}\n`,
       );
       return;
     }
@@ -429,6 +459,7 @@ async function main() {
         cpu_us_per_request: {
           bundle: { gateway: m('gateway.warmup.bundle.cpu_us'), bare: m('bare.warmup.bundle.cpu_us') },
           read: { gateway: m('gateway.warmup.read.cpu_us'), bare: m('bare.warmup.read.cpu_us') },
+          panel: { gateway: m('gateway.warmup.panel.cpu_us'), bare: m('bare.warmup.panel.cpu_us') },
         },
       },
       cpu_us_per_request: {
@@ -441,6 +472,11 @@ async function main() {
           gateway: m('gateway.read.cpu_us'),
           bare: m('bare.read.cpu_us'),
           ratio: ratio(m('gateway.read.cpu_us'), m('bare.read.cpu_us')),
+        },
+        panel: {
+          gateway: m('gateway.panel.cpu_us'),
+          bare: m('bare.panel.cpu_us'),
+          ratio: ratio(m('gateway.panel.cpu_us'), m('bare.panel.cpu_us')),
         },
       },
       essential_work: {
@@ -466,6 +502,11 @@ async function main() {
           gateway: m('gateway.read.rps'),
           bare: m('bare.read.rps'),
           ratio: ratio(m('gateway.read.rps'), m('bare.read.rps')),
+        },
+        panel: {
+          gateway: m('gateway.panel.rps'),
+          bare: m('bare.panel.rps'),
+          ratio: ratio(m('gateway.panel.rps'), m('bare.panel.rps')),
         },
       },
       added_latency_ms: {
@@ -534,9 +575,11 @@ async function main() {
         `| CPU per Bundle request | ${s.cpu_us_per_request.bundle.gateway} µs | ${s.cpu_us_per_request.bundle.bare} µs | ${s.cpu_us_per_request.bundle.ratio}× |`,
         `| CPU per single read | ${s.cpu_us_per_request.read.gateway} µs | ${s.cpu_us_per_request.read.bare} µs | ${s.cpu_us_per_request.read.ratio}× |`,
         `| the same over the warm-up (first ${WARM_UP} requests of each kind), Bundle / read | ${s.warm_up.cpu_us_per_request.bundle.gateway} / ${s.warm_up.cpu_us_per_request.read.gateway} µs | ${s.warm_up.cpu_us_per_request.bundle.bare} / ${s.warm_up.cpu_us_per_request.read.bare} µs | |`,
+        `| CPU per Bundle request of a practitioner (20 patients of a panel of 2,000 a page) | ${s.cpu_us_per_request.panel.gateway} µs | ${s.cpu_us_per_request.panel.bare} µs | ${s.cpu_us_per_request.panel.ratio}× |`,
         `| the essential work alone (bench/essentialProxy.mjs), CPU per Bundle / read | ${s.essential_work.cpu_us_per_request.bundle} / ${s.essential_work.cpu_us_per_request.read} µs | | ${s.essential_work.cpu_us_per_request.bundle_ratio_to_bare}× / ${s.essential_work.cpu_us_per_request.read_ratio_to_bare}× |`,
         `| the gateway's floor: CPU per \`/healthz\` / \`/auth/me\` request | ${s.gateway_floor_cpu_us_per_request.healthz} / ${s.gateway_floor_cpu_us_per_request.auth_me} µs | | |`,
         `| throughput, ${CONNECTIONS} connections, Bundle / read | ${s.throughput_rps.bundle.gateway} / ${s.throughput_rps.read.gateway} req/s | ${s.throughput_rps.bundle.bare} / ${s.throughput_rps.read.bare} req/s | ${s.throughput_rps.bundle.ratio}× / ${s.throughput_rps.read.ratio}× |`,
+        `| throughput, ${CONNECTIONS} connections, a practitioner's Bundle | ${s.throughput_rps.panel.gateway} req/s | ${s.throughput_rps.panel.bare} req/s | ${s.throughput_rps.panel.ratio}× |`,
         `| added latency at 250 req/s, Bundle p50 / p99 | ${signed(s.added_latency_ms.at_250.p50)} / ${signed(s.added_latency_ms.at_250.p99)} ms | | |`,
         `| added latency at 1,000 req/s, Bundle p50 / p99 | ${signed(s.added_latency_ms.at_1000.p50)} / ${signed(s.added_latency_ms.at_1000.p99)} ms | p50 ${s.added_latency_ms.bare_at_1000.p50} / p99 ${s.added_latency_ms.bare_at_1000.p99} ms | |`,
         `| logins/s (20 in flight), WORKERS=1 / 2 | ${s.logins.per_second} / ${s.workers_2.logins_per_second} | | main thread ${s.logins.main_thread_us_per_login} µs per login |`,

@@ -6,28 +6,43 @@ import { awaitCode, BENCH_ADMIN, type Caller, caller, cpuMicros, gatewayEnv, wai
 
 /**
  * A checkout of the gateway built and served as `node dist/main.js` (WORKERS=1) in front of the
- * static upstream, with a patient provisioned and signed up through its API: what bench:compare
- * and bench:perf measure.
+ * static upstream, with a patient and a practitioner provisioned and signed up through its API:
+ * what bench:compare and bench:perf measure.
  */
 
 export const IN_FLIGHT = 20;
 const PATIENT_EMAIL = 'bench-patient@example.com';
+const PRACTITIONER_EMAIL = 'bench-practitioner@example.com';
 const PASSWORD = 'a long and plain passphrase';
 
-/** The requests measured: a patient's read of their own record, and their search answering 20 entries. */
-export const PATHS: Record<string, string> = {
-  read: '/fhir/Patient/bench-patient-1',
-  bundle: '/fhir/Observation?_count=20',
+/** A request measured, and whose token it carries. */
+export interface Measured {
+  readonly url: string;
+  readonly as: 'patient' | 'practitioner';
+}
+
+/**
+ * The requests measured: a patient's read of their own record, and their search answering 20
+ * entries; a practitioner's search answering 20 patients of their panel of 2,000 (the static
+ * upstream's next 20 on each request); the gateway's floor: no upstream (healthz), and a token
+ * with the caller's lookup and a DTO (me).
+ */
+export const REQUESTS: Record<string, Measured> = {
+  read: { url: '/fhir/Patient/bench-patient-1', as: 'patient' },
+  bundle: { url: '/fhir/Observation?_count=20', as: 'patient' },
+  panel: { url: '/fhir/Observation?_count=20', as: 'practitioner' },
+  healthz: { url: '/healthz', as: 'patient' },
+  me: { url: '/auth/me', as: 'patient' },
 };
 
 export interface Served {
   readonly checkout: string;
   readonly child: ChildProcess;
   readonly client: Caller;
-  readonly token: string;
+  readonly tokens: Readonly<Record<Measured['as'], string>>;
 }
 
-/** One checkout built and serving, with a signed-up patient's token; `nodeFlags` go to its `node`. */
+/** One checkout built and serving, with a signed-up patient's and practitioner's tokens; `nodeFlags` go to its `node`. */
 export async function serve(
   checkout: string,
   port: number,
@@ -44,14 +59,21 @@ export async function serve(
   const client = caller(`http://127.0.0.1:${port}`, IN_FLIGHT * 2);
   await waitFor(async () => (await client.call('GET', '/readyz')).status === 200, `${checkout} to be ready`);
   const admin = (await client.call('POST', '/auth/login', undefined, BENCH_ADMIN)).json().token as string;
-  const patient = { name: 'Bench Patient', email: PATIENT_EMAIL, dob: '1980-04-12' };
-  const created = await client.call('POST', '/fhir/patient', admin, patient);
-  if (created.status !== 201) throw new Error(`${checkout}: provisioning answered ${created.status}`);
-  const code = await awaitCode(dataDir, PATIENT_EMAIL);
-  const signup = { email: PATIENT_EMAIL, access_code: code, password: PASSWORD };
-  const signed = await client.call('POST', '/auth/signup', undefined, signup);
-  if (signed.status !== 201) throw new Error(`${checkout}: signing up answered ${signed.status}`);
-  return { checkout, child, client, token: signed.json().token as string };
+  /** Provisioned by the admin, then signed up with the mailed code: the account's access token. */
+  const account = async (kind: Measured['as'], record: Record<string, string>) => {
+    const created = await client.call('POST', `/fhir/${kind}`, admin, record);
+    if (created.status !== 201) throw new Error(`${checkout}: provisioning answered ${created.status}`);
+    const code = await awaitCode(dataDir, record.email as string);
+    const signup = { email: record.email, access_code: code, password: PASSWORD };
+    const signed = await client.call('POST', '/auth/signup', undefined, signup);
+    if (signed.status !== 201) throw new Error(`${checkout}: signing up answered ${signed.status}`);
+    return signed.json().token as string;
+  };
+  const tokens = {
+    patient: await account('patient', { name: 'Bench Patient', email: PATIENT_EMAIL, dob: '1980-04-12' }),
+    practitioner: await account('practitioner', { name: 'Dr Bench', email: PRACTITIONER_EMAIL }),
+  };
+  return { checkout, child, client, tokens };
 }
 
 /** `count` calls of `send`, `lanes` at a time, each lane starting its next when its last is answered. */
@@ -65,12 +87,13 @@ async function inFlight(lanes: number, count: number, send: () => Promise<void>)
 }
 
 /** `count` requests, IN_FLIGHT at a time: CPU µs per request of the gateway process. */
-export async function closedLoop(server: Served, url: string, count: number): Promise<number> {
+export async function closedLoop(server: Served, request: Measured, count: number): Promise<number> {
   const gateway = [String(server.child.pid)];
   const before = cpuMicros(gateway);
+  const { url, as } = request;
   await inFlight(IN_FLIGHT, count, async () => {
-    const { status } = await server.client.call('GET', url, server.token);
-    if (status !== 200) throw new Error(`${server.checkout}: ${url} answered ${status}`);
+    const { status } = await server.client.call('GET', url, server.tokens[as]);
+    if (status !== 200) throw new Error(`${server.checkout}: ${url} as the ${as} answered ${status}`);
   });
   return Math.round((cpuMicros(gateway) - before) / count);
 }

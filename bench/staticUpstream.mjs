@@ -1,7 +1,9 @@
 // A static FHIR upstream for `npm run bench`: prebuilt answers, no logic, so what is measured is
 // the proxy in front of it. Searches answer a 20-entry searchset Bundle (~26 KB) of one
 // patient's Observations, reads answer the Patient, writes answer 201, a batch its batch-response.
-// Plain JS: no loader cost.
+// A practitioner's search (narrowed to their panel: `general-practitioner` in the query) answers
+// 20 Observations of 20 patients of the panel, the next 20 patients on each request, and a
+// `Patient?_id=` search those patients, each naming the practitioner. Plain JS: no loader cost.
 import http from 'node:http';
 
 const port = Number(process.env.PORT ?? 0);
@@ -10,10 +12,13 @@ const port = Number(process.env.PORT ?? 0);
 let base = '';
 const PATIENT = process.env.BENCH_PATIENT_ID ?? 'bench-patient-1';
 const practitioner = 'bench-practitioner-1';
+/** The practitioner's patients (a GP has 1,500–2,500), 20 on each page of their searches. */
+const PANEL_SIZE = Number(process.env.BENCH_PANEL_SIZE ?? 2000);
+const PAGE = 20;
 
-const observation = (i) => ({
+const observation = (i, subject = PATIENT, id = `obs-${i}`) => ({
   resourceType: 'Observation',
-  id: `obs-${i}`,
+  id,
   meta: { versionId: '1', lastUpdated: '2026-11-20T09:30:00.000Z' },
   status: 'final',
   category: [
@@ -37,7 +42,7 @@ const observation = (i) => ({
     ],
     text: 'Blood pressure',
   },
-  subject: { reference: `Patient/${PATIENT}` },
+  subject: { reference: `Patient/${subject}` },
   effectiveDateTime: new Date(Date.UTC(2026, 10, 1 + i, 9, 30)).toISOString(),
   issued: new Date(Date.UTC(2026, 10, 1 + i, 10, 0)).toISOString(),
   performer: [{ reference: `Practitioner/${practitioner}`, display: 'Dr Bench' }],
@@ -85,6 +90,50 @@ function bundleText() {
   });
 }
 
+/** Page `page` of the practitioner's search: one Observation of each of the panel's next 20 patients. */
+function panelPageText(page) {
+  return JSON.stringify({
+    resourceType: 'Bundle',
+    id: `bench-panel-${page}`,
+    type: 'searchset',
+    total: PANEL_SIZE,
+    link: [
+      { relation: 'self', url: `${base}/Observation?_count=${PAGE}` },
+      { relation: 'next', url: `${base}?_getpages=bench-panel&_getpagesoffset=${PAGE}&_count=${PAGE}` },
+    ],
+    entry: Array.from({ length: PAGE }, (_, i) => {
+      const id = `obs-panel-${page}-${i}`;
+      return {
+        fullUrl: `${base}/Observation/${id}`,
+        resource: observation(i, `panel-${(page * PAGE + i) % PANEL_SIZE}`, id),
+        search: { mode: 'match' },
+      };
+    }),
+  });
+}
+
+/** `Patient?_id=a,b,c`: each asked patient of the panel, naming the practitioner (the gateway's panel check). */
+function panelPatientsText(url) {
+  const ids = (new URL(url, base).searchParams.get('_id') ?? '').split(',');
+  return JSON.stringify({
+    resourceType: 'Bundle',
+    type: 'searchset',
+    total: ids.length,
+    entry: ids
+      .filter((id) => id.startsWith('panel-'))
+      .map((id) => ({
+        fullUrl: `${base}/Patient/${id}`,
+        resource: {
+          resourceType: 'Patient',
+          id,
+          name: [{ family: 'Panel', given: [id] }],
+          generalPractitioner: [{ reference: `Practitioner/${practitioner}` }],
+        },
+        search: { mode: 'match' },
+      })),
+  });
+}
+
 const patientText = () =>
   JSON.stringify({
     resourceType: 'Patient',
@@ -101,6 +150,8 @@ const patientText = () =>
 
 let bundle = '';
 let patient = '';
+let panelPages = [];
+let panelPagesServed = 0;
 const capability = JSON.stringify({
   resourceType: 'CapabilityStatement',
   status: 'active',
@@ -174,6 +225,9 @@ http
         });
       else if (url.includes('identifier='))
         text = JSON.stringify({ resourceType: 'Bundle', type: 'searchset', total: 0, entry: [] });
+      else if (url.includes('general-practitioner'))
+        text = panelPages[panelPagesServed++ % panelPages.length];
+      else if (url.includes('/Patient?')) text = panelPatientsText(url);
       else text = bundle;
       res.writeHead(200, { ...json, etag: 'W/"1"', 'content-length': Buffer.byteLength(text) });
       res.end(text);
@@ -183,12 +237,14 @@ http
     base = `http://127.0.0.1:${this.address().port}/fhir`;
     bundle = bundleText();
     patient = patientText();
+    panelPages = Array.from({ length: Math.ceil(PANEL_SIZE / PAGE) }, (_, page) => panelPageText(page));
     console.log(
       JSON.stringify({
         ready: true,
         port: this.address().port,
         bundleBytes: Buffer.byteLength(bundle),
         patientBytes: Buffer.byteLength(patient),
+        panelPageBytes: Buffer.byteLength(panelPages[0]),
       }),
     );
   });
