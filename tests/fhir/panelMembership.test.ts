@@ -40,8 +40,8 @@ const patient = (id: string, practitioner: string): Patient => ({
   generalPractitioner: [{ reference: `Practitioner/${practitioner}` }],
 });
 
-function panels(fhir: FhirService, ttlMs = 30_000) {
-  return createPanelMembership({ fhir, clock: new ManualClock(), ttlMs, maxEntries: 100, timeoutMs: 5_000 });
+function panels(fhir: FhirService, ttlMs = 30_000, clock = new ManualClock()) {
+  return createPanelMembership({ fhir, clock, ttlMs, maxEntries: 100, timeoutMs: 5_000 });
 }
 
 describe('the panel cache and a move that overtakes a lookup', () => {
@@ -90,6 +90,24 @@ describe('the panel cache and a move that overtakes a lookup', () => {
     const second = membership.assigned('p1', ['x']);
     await server.answer([patient('x', 'p2')]);
     expect([...(await second)]).toEqual([]);
+    expect(server.searches()).toBe(2);
+  });
+
+  it('reuses an answer for PANEL_CACHE_TTL and no longer: a moved patient leaves the old panel after it', async () => {
+    const server = heldServer();
+    const clock = new ManualClock();
+    const membership = panels(server.fhir, 30_000, clock);
+    const first = membership.assigned('p1', ['x', 'y']);
+    await server.answer([patient('x', 'p1'), patient('y', 'p2')]);
+    expect([...(await first)]).toEqual(['x']);
+    clock.advance(29_999);
+    expect([...(await membership.assigned('p1', ['x', 'y']))]).toEqual(['x']);
+    expect(server.searches()).toBe(1);
+    // x moved to p2 meanwhile (not through the gateway, so nothing was forgotten): asked again at 30 s
+    clock.advance(1);
+    const later = membership.assigned('p1', ['x', 'y']);
+    await server.answer([patient('x', 'p2'), patient('y', 'p2')]);
+    expect([...(await later)]).toEqual([]);
     expect(server.searches()).toBe(2);
   });
 });
