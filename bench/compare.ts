@@ -1,17 +1,18 @@
 import path from 'node:path';
 import { median, spawnReady } from './lib.js';
-import { closedLoop, REQUESTS as MEASURED, type Served, serve, stop } from './servedCheckout.js';
+import { closedLoop, MEASURED, type Served, serve, stop } from './servedCheckout.js';
 
 /**
- * `npm run bench:compare -- <checkout A> <checkout B> [read|bundle|panel|healthz|me]`: two builds of the gateway
- * side by side, for measuring one change to the hot path. Each checkout is built
- * (scripts/build.mjs) and served as `node dist/main.js` with WORKERS=1 in front of the same static
- * upstream, with a patient provisioned and signed up through its API; after a warm-up, closed
- * loops of BENCH_REQUESTS requests (20 in flight) alternate between the two for BENCH_ROUNDS
- * rounds, the order flipped every round. Reports each build's CPU per request (process utime +
- * stime from /proc) and the paired differences B − A: the machine's phases move both of a pair
- * alike, so the pairs show a change of a few per cent that separate invocations hide. Keep the
- * default warm-up: with 3,000 requests an A/A run put B 45 µs above A in every pair.
+ * `npm run bench:compare -- <checkout A> <checkout B> [read|bundle|panel|healthz|me]`: two
+ * builds of the gateway side by side, for measuring one change to the hot path. Each checkout is
+ * built (scripts/build.mjs) and served as `node dist/main.js` with WORKERS=1 in front of the same
+ * static upstream, with a patient and a practitioner provisioned and signed up through its API;
+ * after a warm-up, closed loops of BENCH_REQUESTS requests (20 in flight) alternate between the
+ * two for BENCH_ROUNDS rounds, the order flipped every round. Reports each build's CPU per
+ * request (process utime + stime from /proc) and the paired differences B − A: the machine's
+ * phases move both of a pair alike, so the pairs show a change of a few per cent that separate
+ * invocations hide. Keep the default warm-up: with 3,000 requests an A/A run put B 45 µs above A
+ * in every pair. `panel` is noisier: an A/A run of 8 rounds of 4,000 spread its pairs over ±300 µs.
  * A checkout of another commit: `git worktree add /tmp/base <ref> && ln -s "$PWD/node_modules" /tmp/base/`.
  */
 

@@ -3,11 +3,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnReady } from './lib.js';
-import { closedLoop, loginLoop, REQUESTS as MEASURED, type Served, serve, stop } from './servedCheckout.js';
+import { closedLoop, loginLoop, MEASURED, type Served, serve, stop } from './servedCheckout.js';
 
 /**
- * `npm run bench:perf -- [read|bundle|panel|healthz|me|login]` (the requests of servedCheckout.ts): where the gateway's CPU goes, sampled by Linux `perf` on
- * CPU time. `BENCH_PROFILE` (node --cpu-prof) samples wall-clock time: on a machine whose two
+ * `npm run bench:perf -- [read|bundle|panel|healthz|me|login]` (the requests of
+ * servedCheckout.ts): where the gateway's CPU goes, sampled by Linux `perf` on CPU time. `BENCH_PROFILE` (node --cpu-prof) samples wall-clock time: on a machine whose two
  * cores are shared by the client, the upstream and the gateway, a thread that is runnable but not
  * running is counted where it was preempted, which is mostly at a syscall's return, so socket
  * writes and SQLite's lock calls looked several times as costly as they are. `perf` counts only

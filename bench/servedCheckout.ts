@@ -27,7 +27,7 @@ export interface Measured {
  * upstream's next 20 on each request); the gateway's floor: no upstream (healthz), and a token
  * with the caller's lookup and a DTO (me).
  */
-export const REQUESTS: Record<string, Measured> = {
+export const MEASURED: Record<string, Measured> = {
   read: { url: '/fhir/Patient/bench-patient-1', as: 'patient' },
   bundle: { url: '/fhir/Observation?_count=20', as: 'patient' },
   panel: { url: '/fhir/Observation?_count=20', as: 'practitioner' },
@@ -60,19 +60,26 @@ export async function serve(
   await waitFor(async () => (await client.call('GET', '/readyz')).status === 200, `${checkout} to be ready`);
   const admin = (await client.call('POST', '/auth/login', undefined, BENCH_ADMIN)).json().token as string;
   /** Provisioned by the admin, then signed up with the mailed code: the account's access token. */
-  const account = async (kind: Measured['as'], record: Record<string, string>) => {
+  const account = async (kind: Measured['as'], record: { name: string; email: string; dob?: string }) => {
     const created = await client.call('POST', `/fhir/${kind}`, admin, record);
-    if (created.status !== 201) throw new Error(`${checkout}: provisioning answered ${created.status}`);
-    const code = await awaitCode(dataDir, record.email as string);
+    if (created.status !== 201)
+      throw new Error(`${checkout}: provisioning the ${kind} answered ${created.status}`);
+    const code = await awaitCode(dataDir, record.email);
     const signup = { email: record.email, access_code: code, password: PASSWORD };
     const signed = await client.call('POST', '/auth/signup', undefined, signup);
-    if (signed.status !== 201) throw new Error(`${checkout}: signing up answered ${signed.status}`);
+    if (signed.status !== 201)
+      throw new Error(`${checkout}: signing up the ${kind} answered ${signed.status}`);
     return signed.json().token as string;
   };
   const tokens = {
     patient: await account('patient', { name: 'Bench Patient', email: PATIENT_EMAIL, dob: '1980-04-12' }),
     practitioner: await account('practitioner', { name: 'Dr Bench', email: PRACTITIONER_EMAIL }),
   };
+  // the practitioner's figure is of a whole page: every entry kept, none dropped as outside the panel
+  const page = await client.call('GET', MEASURED.panel?.url ?? '', tokens.practitioner);
+  const shown = (page.json() as { entry?: unknown[] }).entry?.length;
+  if (page.status !== 200 || shown !== 20)
+    throw new Error(`${checkout}: the practitioner's search answered ${page.status} with ${shown} entries`);
   return { checkout, child, client, tokens };
 }
 

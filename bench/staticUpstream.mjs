@@ -15,6 +15,8 @@ const practitioner = 'bench-practitioner-1';
 /** The practitioner's patients (a GP has 1,500–2,500), 20 on each page of their searches. */
 const PANEL_SIZE = Number(process.env.BENCH_PANEL_SIZE ?? 2000);
 const PAGE = 20;
+if (!Number.isInteger(PANEL_SIZE) || PANEL_SIZE < PAGE)
+  throw new Error(`BENCH_PANEL_SIZE must be a whole number of at least ${PAGE}`);
 
 const observation = (i, subject = PATIENT, id = `obs-${i}`) => ({
   resourceType: 'Observation',
@@ -115,23 +117,19 @@ function panelPageText(page) {
 /** `Patient?_id=a,b,c`: each asked patient of the panel, naming the practitioner (the gateway's panel check). */
 function panelPatientsText(url) {
   const ids = (new URL(url, base).searchParams.get('_id') ?? '').split(',');
-  return JSON.stringify({
-    resourceType: 'Bundle',
-    type: 'searchset',
-    total: ids.length,
-    entry: ids
-      .filter((id) => id.startsWith('panel-'))
-      .map((id) => ({
-        fullUrl: `${base}/Patient/${id}`,
-        resource: {
-          resourceType: 'Patient',
-          id,
-          name: [{ family: 'Panel', given: [id] }],
-          generalPractitioner: [{ reference: `Practitioner/${practitioner}` }],
-        },
-        search: { mode: 'match' },
-      })),
-  });
+  const entry = ids
+    .filter((id) => id.startsWith('panel-'))
+    .map((id) => ({
+      fullUrl: `${base}/Patient/${id}`,
+      resource: {
+        resourceType: 'Patient',
+        id,
+        name: [{ family: 'Panel', given: [id] }],
+        generalPractitioner: [{ reference: `Practitioner/${practitioner}` }],
+      },
+      search: { mode: 'match' },
+    }));
+  return JSON.stringify({ resourceType: 'Bundle', type: 'searchset', total: entry.length, entry });
 }
 
 const patientText = () =>
@@ -225,9 +223,10 @@ http
         });
       else if (url.includes('identifier='))
         text = JSON.stringify({ resourceType: 'Bundle', type: 'searchset', total: 0, entry: [] });
-      else if (url.includes('general-practitioner'))
+      // only what the bench asks: a practitioner's Observation search, the gateway's panel lookups
+      else if (url.includes('/Observation?') && url.includes('general-practitioner'))
         text = panelPages[panelPagesServed++ % panelPages.length];
-      else if (url.includes('/Patient?')) text = panelPatientsText(url);
+      else if (/\/Patient\?(.*&)?_id=/.test(url)) text = panelPatientsText(url);
       else text = bundle;
       res.writeHead(200, { ...json, etag: 'W/"1"', 'content-length': Buffer.byteLength(text) });
       res.end(text);

@@ -86,7 +86,7 @@ export function createPanelMembership(options: PanelMembershipOptions): PanelMem
       remember(patient.id, generalPractitionersOf(patient, fhir.baseUrl));
   };
 
-  /** `now`: the time in ms, read once per question (a Date per patient cost a page of 20 about 1 µs each). */
+  /** `now`: the time in ms, read at the question's start and after each lookup (not a Date per patient). */
   const fresh = (patientId: string, now: number): Known | undefined => {
     const entry = known.get(patientId);
     return entry && now - entry.at < ttlMs ? entry : undefined;
@@ -142,12 +142,13 @@ export function createPanelMembership(options: PanelMembershipOptions): PanelMem
       if (missing.length > 0) {
         await lookUp(missing);
         now = clock.now().getTime();
-      }
-      // a patient forgotten while their lookup ran is asked again, once; still unknown, not assigned
-      const overtaken = missing.filter((id) => !current(id));
-      if (overtaken.length > 0) {
-        await lookUp(overtaken);
-        now = clock.now().getTime();
+        // a patient forgotten while their lookup ran, or whose answer expired while it ran, is asked
+        // again, once; still unknown, not assigned
+        const overtaken = unique.filter((id) => !current(id));
+        if (overtaken.length > 0) {
+          await lookUp(overtaken);
+          now = clock.now().getTime();
+        }
       }
       return new Set(unique.filter((id) => current(id)?.practitioners.has(practitionerId)));
     },
