@@ -35,11 +35,24 @@ function errorCodeOf(event: AuditEvent): string | null {
   return event.outcome !== 'success' && typeof reason === 'string' && reason in ERROR_CATALOG ? reason : null;
 }
 
-/** The audit_log row for an event that happened at `now` (`id`: a UUIDv7 of that time). */
-export function auditRow(event: AuditEvent, now: Date, id = uuidv7(now.getTime())): Required<NewAuditEntry> {
+/** The event's detail as its row stores it. */
+export const detailJson = (event: AuditEvent): string | null =>
+  event.detail ? JSON.stringify(event.detail) : null;
+
+/**
+ * The audit_log row for an event that happened at `occurredAt` (ISO), `id` a UUIDv7 of that
+ * time, `detail` the event's as detailJson makes it: the batched trail makes the time and the
+ * detail once for the rows of one request (one per patient it showed), not once per row.
+ */
+export function auditRow(
+  event: AuditEvent,
+  occurredAt: string,
+  id: string,
+  detail: string | null,
+): Required<NewAuditEntry> {
   return {
     id,
-    occurred_at: now.toISOString(),
+    occurred_at: occurredAt,
     action: event.action,
     outcome: event.outcome,
     actor_user_id: event.actorUserId ?? null,
@@ -51,7 +64,7 @@ export function auditRow(event: AuditEvent, now: Date, id = uuidv7(now.getTime()
     error_code: errorCodeOf(event),
     request_id: event.requestId ?? null,
     client_ip: event.clientIp ?? null,
-    detail: event.detail ? JSON.stringify(event.detail) : null,
+    detail,
   };
 }
 
@@ -84,7 +97,8 @@ export const insertAuditRows = precompiledInsertRows('audit_log', AUDIT_LOG_COLU
  * batched trail (auditTrail.ts).
  */
 export async function writeAudit(db: Db, clock: Clock, event: AuditEvent): Promise<void> {
-  const row = auditRow(event, clock.now());
+  const now = clock.now();
+  const row = auditRow(event, now.toISOString(), uuidv7(now.getTime()), detailJson(event));
   await insertAuditRow(db, row);
   await enqueueFhirAuditEvent(
     db,

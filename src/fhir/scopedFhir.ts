@@ -256,12 +256,14 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       clientIp: ctx.clientIp,
       patientId,
     });
+    // one time for them all: the trail then makes their timestamp once (auditTrail.ts)
+    const at = deps.clock.now();
     let none = true;
     for (const patientId of patients) {
-      deps.auditTrail.record(entry(patientId));
+      deps.auditTrail.record(entry(patientId), at);
       none = false;
     }
-    if (none) deps.auditTrail.record(entry(null));
+    if (none) deps.auditTrail.record(entry(null), at);
   };
 
   /** A read or search of patient data that succeeded; directory and terminology reads are not recorded. */

@@ -102,6 +102,33 @@ describe.each(DIALECTS)('audit trail (%s)', (dialect) => {
     });
   });
 
+  it('stamps every row with its own time and detail, where consecutive rows share them too', async () => {
+    const { trail, db } = await setUp(dialect);
+    const at = new Date('2026-12-07T10:00:00.000Z');
+    const later = new Date('2026-12-07T10:00:00.001Z');
+    // one request's rows share their time and detail object (one per patient it showed)
+    const shared = { route: 'practitioner.patients' };
+    trail.record({ ...event(0), detail: shared }, at);
+    trail.record({ ...event(1), detail: shared }, at);
+    trail.record({ ...event(2), detail: { route: 'patient.observations' } }, at);
+    trail.record({ ...event(3), detail: undefined }, later);
+    trail.record({ ...event(4), detail: shared }, later);
+    await trail.flush();
+    const rows = await db
+      .selectFrom('audit_log')
+      .select(['patient_id', 'occurred_at', 'detail'])
+      .orderBy('request_id')
+      .execute();
+    const practitioners = '{"route":"practitioner.patients"}';
+    expect(rows).toEqual([
+      { patient_id: 'patient-0', occurred_at: at.toISOString(), detail: practitioners },
+      { patient_id: 'patient-1', occurred_at: at.toISOString(), detail: practitioners },
+      { patient_id: 'patient-2', occurred_at: at.toISOString(), detail: '{"route":"patient.observations"}' },
+      { patient_id: 'patient-3', occurred_at: later.toISOString(), detail: null },
+      { patient_id: 'patient-4', occurred_at: later.toISOString(), detail: practitioners },
+    ]);
+  });
+
   it('writes a thousand rows in one flush (chunked below the statement variable limits)', async () => {
     const { trail, count } = await setUp(dialect);
     // the burst passes MAX_WAITING: the flush it starts takes every row recorded before it runs
