@@ -39,17 +39,18 @@ function errorCodeOf(event: AuditEvent): string | null {
 export const detailJson = (event: AuditEvent): string | null =>
   event.detail ? JSON.stringify(event.detail) : null;
 
-/**
- * The audit_log row for an event that happened at `occurredAt` (ISO), `id` a UUIDv7 of that
- * time, `detail` the event's as detailJson makes it: the batched trail makes the time and the
- * detail once for the rows of one request (one per patient it showed), not once per row.
- */
-export function auditRow(
-  event: AuditEvent,
-  occurredAt: string,
-  id: string,
-  detail: string | null,
-): Required<NewAuditEntry> {
+/** What a row is stamped with besides its event: the batched trail makes the time and detail once for several rows. */
+export interface RowStamp {
+  /** A UUIDv7 of the event's time. */
+  readonly id: string;
+  /** The event's time, ISO 8601. */
+  readonly occurredAt: string;
+  /** The event's detail as detailJson makes it. */
+  readonly detail: string | null;
+}
+
+/** The audit_log row for an event. */
+export function auditRow(event: AuditEvent, { id, occurredAt, detail }: RowStamp): Required<NewAuditEntry> {
   return {
     id,
     occurred_at: occurredAt,
@@ -98,7 +99,11 @@ export const insertAuditRows = precompiledInsertRows('audit_log', AUDIT_LOG_COLU
  */
 export async function writeAudit(db: Db, clock: Clock, event: AuditEvent): Promise<void> {
   const now = clock.now();
-  const row = auditRow(event, now.toISOString(), uuidv7(now.getTime()), detailJson(event));
+  const row = auditRow(event, {
+    id: uuidv7(now.getTime()),
+    occurredAt: now.toISOString(),
+    detail: detailJson(event),
+  });
   await insertAuditRow(db, row);
   await enqueueFhirAuditEvent(
     db,

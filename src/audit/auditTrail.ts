@@ -114,28 +114,45 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
     return { again, dropped };
   };
 
-  // a request's rows (one per patient it showed) share their time and detail: each is made once
-  // for them, not once per row (20 rows: ~30 µs -> ~9 µs)
-  let lastAt = Number.NaN;
-  let lastOccurredAt = '';
-  let lastDetail: AuditEvent['detail'];
-  let lastDetailJson: string | null = null;
-  const toPending = ({ event, at }: Recorded): Pending => {
-    if (at !== lastAt) {
-      lastAt = at;
-      lastOccurredAt = new Date(at).toISOString();
+  /**
+   * The rows of the events recorded since the last flush. A request's rows (one per patient it
+   * showed) share their time and detail: each is made once for them, not once per row (20 rows:
+   * ~30 µs -> ~9 µs). Only within this batch: a detail object changed after a flush is made anew.
+   * A row that cannot be made (a detail JSON cannot hold) is dropped and counted, never left to
+   * fail every later flush.
+   */
+  const toPending = (events: readonly Recorded[]): Pending[] => {
+    const rows: Pending[] = [];
+    let unmade = 0;
+    let lastAt = Number.NaN;
+    let occurredAt = '';
+    let lastDetail: AuditEvent['detail'];
+    let detail: string | null = null;
+    for (const { event, at } of events) {
+      try {
+        // made first, remembered after: a detail that cannot be made never passes for the last one
+        if (at !== lastAt) {
+          occurredAt = new Date(at).toISOString();
+          lastAt = at;
+        }
+        if (event.detail !== lastDetail) {
+          detail = detailJson(event);
+          lastDetail = event.detail;
+        }
+        rows.push({ row: auditRow(event, { id: uuidv7(at), occurredAt, detail }), retried: false });
+      } catch {
+        unmade++;
+      }
     }
-    if (event.detail !== lastDetail) {
-      lastDetail = event.detail;
-      lastDetailJson = detailJson(event);
-    }
-    return { row: auditRow(event, lastOccurredAt, uuidv7(at), lastDetailJson), retried: false };
+    // the count only: a row's facts stay out of the log
+    if (unmade > 0) logger.error({ rows: unmade }, 'audit trail rows dropped: they could not be made');
+    return rows;
   };
 
   const waiting = () => buffer.length + recorded.length;
 
   const writeBuffered = async () => {
-    const batch = [...buffer, ...recorded.map(toPending)];
+    const batch = [...buffer, ...toPending(recorded)];
     buffer = [];
     recorded = [];
     if (batch.length === 0) return;

@@ -129,6 +129,55 @@ describe.each(DIALECTS)('audit trail (%s)', (dialect) => {
     ]);
   });
 
+  it('stamps a row with the time and detail it has when it is written, not those of an earlier flush', async () => {
+    const { trail, db } = await setUp(dialect);
+    const at = new Date('2026-12-07T10:00:00.000Z');
+    const later = new Date('2026-12-07T10:00:00.005Z');
+    const detail = { route: 'a' };
+    trail.record({ ...event(0), detail }, at);
+    trail.record({ ...event(1), detail }, later);
+    // a time that goes back between consecutive rows
+    trail.record({ ...event(2), detail }, at);
+    await trail.flush();
+    detail.route = 'b';
+    trail.record({ ...event(3), detail }, at);
+    await trail.flush();
+    const rows = await db
+      .selectFrom('audit_log')
+      .select(['patient_id', 'occurred_at', 'detail'])
+      .orderBy('request_id')
+      .execute();
+    expect(rows).toEqual([
+      { patient_id: 'patient-0', occurred_at: at.toISOString(), detail: '{"route":"a"}' },
+      { patient_id: 'patient-1', occurred_at: later.toISOString(), detail: '{"route":"a"}' },
+      { patient_id: 'patient-2', occurred_at: at.toISOString(), detail: '{"route":"a"}' },
+      { patient_id: 'patient-3', occurred_at: at.toISOString(), detail: '{"route":"b"}' },
+    ]);
+  });
+
+  it('drops and counts a row it cannot make (a detail JSON cannot hold), and writes the others', async () => {
+    const { trail, db, lines } = await setUp(dialect);
+    const shared = { route: 'practitioner.patients' };
+    trail.record({ ...event(0), detail: shared });
+    // never built by the gateway (a detail holds strings, numbers, booleans): the trail must not jam on it
+    trail.record({ ...event(1), detail: { size: 1n } as unknown as AuditEvent['detail'] });
+    trail.record({ ...event(2), detail: shared });
+    await trail.flush();
+    recordMany(trail, 1, 3);
+    await trail.flush();
+    const rows = await db
+      .selectFrom('audit_log')
+      .select(['patient_id', 'detail'])
+      .orderBy('request_id')
+      .execute();
+    expect(rows.map((r) => r.patient_id)).toEqual(['patient-0', 'patient-2', 'patient-3']);
+    expect(rows[1]?.detail).toBe('{"route":"practitioner.patients"}');
+    const dropped = lines
+      .map((l) => JSON.parse(l) as { msg: string; rows?: number })
+      .find((l) => /could not be made/.test(l.msg));
+    expect(dropped).toMatchObject({ rows: 1 });
+  });
+
   it('writes a thousand rows in one flush (chunked below the statement variable limits)', async () => {
     const { trail, count } = await setUp(dialect);
     // the burst passes MAX_WAITING: the flush it starts takes every row recorded before it runs
