@@ -67,7 +67,14 @@ async function setUp(
           .executeTakeFirstOrThrow()
       ).n,
     );
-  return { trail, db: database.db, lines, count };
+  /** Each row's patient, time and detail, in the order of their request ids. */
+  const stamps = () =>
+    database.db
+      .selectFrom('audit_log')
+      .select(['patient_id', 'occurred_at', 'detail'])
+      .orderBy('request_id')
+      .execute();
+  return { trail, db: database.db, lines, count, stamps };
 }
 
 const event = (i: number): AuditEvent => ({
@@ -103,7 +110,7 @@ describe.each(DIALECTS)('audit trail (%s)', (dialect) => {
   });
 
   it('stamps every row with its own time and detail, where consecutive rows share them too', async () => {
-    const { trail, db } = await setUp(dialect);
+    const { trail, stamps } = await setUp(dialect);
     const at = new Date('2026-12-07T10:00:00.000Z');
     const later = new Date('2026-12-07T10:00:00.001Z');
     // one request's rows share their time and detail object (one per patient it showed)
@@ -114,11 +121,7 @@ describe.each(DIALECTS)('audit trail (%s)', (dialect) => {
     trail.record({ ...event(3), detail: undefined }, later);
     trail.record({ ...event(4), detail: shared }, later);
     await trail.flush();
-    const rows = await db
-      .selectFrom('audit_log')
-      .select(['patient_id', 'occurred_at', 'detail'])
-      .orderBy('request_id')
-      .execute();
+    const rows = await stamps();
     const practitioners = '{"route":"practitioner.patients"}';
     expect(rows).toEqual([
       { patient_id: 'patient-0', occurred_at: at.toISOString(), detail: practitioners },
@@ -130,7 +133,7 @@ describe.each(DIALECTS)('audit trail (%s)', (dialect) => {
   });
 
   it('stamps a row with the time and detail it has when it is written, not those of an earlier flush', async () => {
-    const { trail, db } = await setUp(dialect);
+    const { trail, stamps } = await setUp(dialect);
     const at = new Date('2026-12-07T10:00:00.000Z');
     const later = new Date('2026-12-07T10:00:00.005Z');
     const detail = { route: 'a' };
@@ -142,11 +145,7 @@ describe.each(DIALECTS)('audit trail (%s)', (dialect) => {
     detail.route = 'b';
     trail.record({ ...event(3), detail }, at);
     await trail.flush();
-    const rows = await db
-      .selectFrom('audit_log')
-      .select(['patient_id', 'occurred_at', 'detail'])
-      .orderBy('request_id')
-      .execute();
+    const rows = await stamps();
     expect(rows).toEqual([
       { patient_id: 'patient-0', occurred_at: at.toISOString(), detail: '{"route":"a"}' },
       { patient_id: 'patient-1', occurred_at: later.toISOString(), detail: '{"route":"a"}' },
