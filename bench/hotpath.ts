@@ -215,10 +215,7 @@ async function main() {
     const profile = process.env.BENCH_PROFILE;
     if (profile) execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: ROOT });
     const [command, args] = profile
-      ? [
-          process.execPath,
-          ['--max-semi-space-size=8', '--cpu-prof', `--cpu-prof-dir=${profile}`, 'dist/main.js'],
-        ]
+      ? [process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profile}`, 'dist/main.js']]
       : ['npm', ['start', '-s']];
     // BENCH_GATEWAY_LOG=<file>: the gateway's log lines are appended there (otherwise dropped)
     const log = process.env.BENCH_GATEWAY_LOG ? fs.openSync(process.env.BENCH_GATEWAY_LOG, 'a') : 'ignore';

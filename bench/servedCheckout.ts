@@ -51,7 +51,7 @@ export async function serve(
 ): Promise<Served> {
   execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: checkout });
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ff-compare-'));
-  const child = spawn(process.execPath, ['--max-semi-space-size=8', ...nodeFlags, 'dist/main.js'], {
+  const child = spawn(process.execPath, [...nodeFlags, 'dist/main.js'], {
     cwd: checkout,
     env: gatewayEnv({ port, dataDir, upstreamUrl, workers: 1 }),
     stdio: ['ignore', 'ignore', 'inherit'],
