@@ -14,6 +14,7 @@ import { onError, onNotFound } from './http/errorHandler.js';
 import { createRouter } from './http/router.js';
 import type { AppDeps } from './http/types.js';
 import { metricsRoutes } from './metrics/metricsController.js';
+import { auditBackpressure } from './middleware/auditBackpressure.js';
 import { bodyPolicy } from './middleware/bodyPolicy.js';
 import { clientIp } from './middleware/clientIp.js';
 import { corsPolicy } from './middleware/cors.js';
@@ -29,9 +30,9 @@ import { provisioningRoutes } from './provisioning/provisioningController.js';
 
 /**
  * Builds the whole HTTP application from its dependencies: middleware order, route mounts,
- * error handling — nothing else. A request reads: requestId -> log -> headers -> client IP ->
- * request-target check (NUL, malformed query) -> CORS -> body limit -> (per route) authenticate
- * -> requireRole -> controller -> service.
+ * error handling — nothing else. A request reads: requestId -> log -> audit backpressure ->
+ * headers -> client IP -> request-target check (NUL, malformed query) -> CORS -> body limit ->
+ * (per route) authenticate -> requireRole -> controller -> service.
  */
 export function createApp(deps: AppDeps) {
   const app = createRouter();
@@ -50,6 +51,7 @@ export function createApp(deps: AppDeps) {
   });
   app.use(requestId());
   app.use(requestLog(deps.logger));
+  app.use(auditBackpressure());
   app.use(securityHeaders());
   app.use(clientIp(deps.config.trustProxy));
   // CORS first: a browser must be able to read the 400 a malformed query gets (review S3)

@@ -24,6 +24,12 @@ export interface AuditTrail {
   flush(): Promise<void>;
   /** Stops the timer and writes what is left; call before the database closes. */
   close(): Promise<void>;
+  /**
+   * Backpressure: undefined while fewer than MAX_UNWRITTEN recorded events wait for a flush to
+   * take them, else a promise settled when the next flush takes them. A request awaits it before
+   * it is answered (src/middleware/auditBackpressure.ts).
+   */
+  room(): Promise<void> | undefined;
 }
 
 export interface AuditTrailOptions {
@@ -37,6 +43,15 @@ export interface AuditTrailOptions {
 
 /** A flush starts as soon as this many rows wait. */
 export const MAX_WAITING = 200;
+
+/**
+ * Recorded events waiting for a flush to take them, past which requests wait for it (`room`). A
+ * writer slower than the requests (a practitioner's page records 20 access events, and the writer
+ * shares the cores with them) then slows the requests down: without it, 25,000 such pages left
+ * 300,000 events in memory, unbounded, all lost to a crash. While a lock refuses the rows, a flush
+ * still takes them every `intervalMs` (they wait in the buffer below), so a request waits at most that.
+ */
+export const MAX_UNWRITTEN = 2_000;
 
 /** Most rows kept while the database refuses them (a long lock): the oldest go first, counted in the log. */
 const MAX_BUFFERED = 20_000;
@@ -77,6 +92,8 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
   let closed = false;
   // while another writer holds the lock, rows wait for the timer instead of a flush per record
   let locked = false;
+  // requests waiting for room (MAX_UNWRITTEN): let go when a flush takes the recorded events
+  let roomMade: { readonly promise: Promise<void>; readonly resolve: () => void } | undefined;
 
   /** Writes a batch in multi-row inserts; says which rows to try again and how many are given up. */
   const insert = async (batch: readonly Pending[]): Promise<Outcome> => {
@@ -155,6 +172,8 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
     const batch = [...buffer, ...toPending(recorded)];
     buffer = [];
     recorded = [];
+    roomMade?.resolve();
+    roomMade = undefined;
     if (batch.length === 0) return;
     const { again, dropped } = await insert(batch);
     const overflow = Math.max(0, again.length - MAX_BUFFERED);
@@ -193,6 +212,18 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
       else schedule();
     },
     flush,
+    room: () => {
+      if (recorded.length < MAX_UNWRITTEN) return undefined;
+      // a flush is queued or timed already: record() saw to it
+      if (!roomMade) {
+        let resolve = () => {};
+        const promise = new Promise<void>((settle) => {
+          resolve = settle;
+        });
+        roomMade = { promise, resolve };
+      }
+      return roomMade.promise;
+    },
     close: async () => {
       closed = true;
       await flush();

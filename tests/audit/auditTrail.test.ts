@@ -2,10 +2,11 @@ import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs 
 import { afterEach, describe, expect, it } from 'vitest';
 import { DATABASE_UNREACHABLE, migrateToLatest, openDatabase } from '../../db/connection.js';
 import type { AuditEvent } from '../../src/audit/auditService.js';
-import { type AuditTrail, createAuditTrail, MAX_WAITING } from '../../src/audit/auditTrail.js';
+import { type AuditTrail, createAuditTrail, MAX_UNWRITTEN, MAX_WAITING } from '../../src/audit/auditTrail.js';
 import { systemClock } from '../../src/clock.js';
 import { createLogger } from '../../src/logger.js';
 import { tempDir } from '../helpers/gateway.js';
+import { heldInserts, settledWithin } from '../helpers/heldWrites.js';
 import { createTestSchema, DIALECTS } from '../helpers/postgres.js';
 
 /**
@@ -36,7 +37,7 @@ function failingInserts(failures: number, code?: string): KyselyPlugin {
 
 async function setUp(
   dialect: 'sqlite' | 'postgres',
-  options: { intervalMs?: number; failures?: number; code?: string } = {},
+  options: { intervalMs?: number; failures?: number; code?: string; plugin?: KyselyPlugin } = {},
 ) {
   const schema = dialect === 'postgres' ? await createTestSchema() : undefined;
   const database = openDatabase({ databaseUrl: schema?.url, dataDir: tempDir() });
@@ -44,9 +45,8 @@ async function setUp(
   const lines: string[] = [];
   const logger = createLogger('info', { write: (line: string) => void lines.push(line) });
   // the connection the gateway gives its trail (on SQLite, the one on a thread of its own)
-  const db = options.failures
-    ? database.bulk.withPlugin(failingInserts(options.failures, options.code))
-    : database.bulk;
+  const plugin = options.failures ? failingInserts(options.failures, options.code) : options.plugin;
+  const db = plugin ? database.bulk.withPlugin(plugin) : database.bulk;
   const trail = createAuditTrail({
     db,
     clock: systemClock,
@@ -277,6 +277,44 @@ describe.each(DIALECTS)('audit trail (%s)', (dialect) => {
     expect(lines.filter((line) => line.includes('audit trail write waits for the database'))).toHaveLength(1);
     await trail.flush();
     expect(await count()).toBe(150);
+  });
+
+  it('has room while fewer than MAX_UNWRITTEN events wait for a flush, else makes the caller wait for the next one', async () => {
+    const writer = heldInserts();
+    const { trail, count } = await setUp(dialect, { plugin: writer.plugin });
+    // a failed expectation must not leave the trail's close waiting for the held insert
+    cleanups.push(async () => writer.release());
+    recordMany(trail, MAX_WAITING); // starts a flush, whose insert is held
+    await writer.reached;
+    recordMany(trail, MAX_UNWRITTEN - 1, MAX_WAITING);
+    expect(trail.room()).toBeUndefined();
+    recordMany(trail, 1, MAX_WAITING + MAX_UNWRITTEN - 1);
+    const room = trail.room();
+    expect(room).toBeInstanceOf(Promise);
+    // every caller past the mark waits for the same flush
+    expect(trail.room()).toBe(room);
+    expect(await settledWithin(room as Promise<void>, 50)).toBe(false);
+    writer.release();
+    await room;
+    // the next flush took them: room again, and every row written once it ends
+    expect(trail.room()).toBeUndefined();
+    await trail.flush();
+    expect(await count()).toBe(MAX_WAITING + MAX_UNWRITTEN);
+  });
+
+  it('lets a waiting caller go at the next timed flush while a lock refuses the rows, and drops none', async () => {
+    const { trail, count, lines } = await setUp(dialect, {
+      intervalMs: 50,
+      failures: 1_000,
+      code: 'SQLITE_BUSY',
+    });
+    recordMany(trail, MAX_WAITING + MAX_UNWRITTEN);
+    const room = trail.room();
+    expect(room).toBeInstanceOf(Promise);
+    expect(await settledWithin(room as Promise<void>, 1_000)).toBe(true);
+    expect(await count()).toBe(0);
+    expect(lines.join('')).toContain('audit trail write waits for the database');
+    expect(lines.join('')).not.toContain('dropped');
   });
 
   it('writes what is left on close, and what is recorded after it', async () => {

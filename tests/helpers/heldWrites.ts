@@ -1,0 +1,37 @@
+import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs } from 'kysely';
+
+/**
+ * Holds every insert (the audit trail's, in these tests), once it ran, until `release()`: a
+ * writer slower than the requests. `reached` settles when the first insert is held.
+ */
+export function heldInserts() {
+  const inserts = new Set<unknown>();
+  let release = () => {};
+  const released = new Promise<void>((settle) => {
+    release = settle;
+  });
+  let reach = () => {};
+  const reached = new Promise<void>((settle) => {
+    reach = settle;
+  });
+  const plugin: KyselyPlugin = {
+    transformQuery: (args: PluginTransformQueryArgs) => {
+      if (args.node.kind === 'InsertQueryNode') inserts.add(args.queryId);
+      return args.node;
+    },
+    transformResult: async (args: PluginTransformResultArgs) => {
+      if (inserts.delete(args.queryId)) {
+        reach();
+        await released;
+      }
+      return args.result;
+    },
+  };
+  return { plugin, reached, release };
+}
+
+/** Whether `promise` settles within `ms`. */
+export function settledWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  const late = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms));
+  return Promise.race([promise.then(() => true), late]);
+}
