@@ -369,8 +369,9 @@ async function main() {
             add(`gateway.${name}.cpu_us`, floor.cpuUsPerRequest);
             add('gateway.errors', floor.errors);
           }
-        // the practitioner's search (the essential proxy knows patients only), after the floors: its
-        // ~200 access rows waiting for the trail's next write stay out of their short loops
+        // the practitioner's search (the essential proxy knows patients only), after the floors: the
+        // access rows still waiting for the trail's next write (up to MAX_UNWRITTEN, 2,000: the answers
+        // wait for the writer past it) stay out of their short loops
         if (t !== essentialTarget) {
           const panel = await closedLoop(t, panelUrl(t), t === bareTarget ? undefined : practitioner);
           add(`${t.name}.panel.rps`, panel.rps);
