@@ -26,8 +26,8 @@ export interface AuditTrail {
   close(): Promise<void>;
   /**
    * Backpressure: undefined while fewer than MAX_UNWRITTEN recorded events wait for a flush to
-   * take them, else a promise settled when the next flush takes them. A request awaits it before
-   * it is answered (src/middleware/auditBackpressure.ts).
+   * take them (no promise made, nothing awaited on every request), else a promise settled when the
+   * next flush takes them. A request awaits it before it is handled (src/middleware/auditBackpressure.ts).
    */
   room(): Promise<void> | undefined;
 }
@@ -45,13 +45,17 @@ export interface AuditTrailOptions {
 export const MAX_WAITING = 200;
 
 /**
- * Recorded events waiting for a flush to take them, past which requests wait for it (`room`). A
- * writer slower than the requests (a practitioner's page records 20 access events, and the writer
- * shares the cores with them) then slows the requests down: without it, 25,000 such pages left
- * 300,000 events in memory, unbounded, all lost to a crash. While a lock refuses the rows, a flush
- * still takes them every `intervalMs` (they wait in the buffer below), so a request waits at most that.
+ * Recorded events waiting for a flush to take them, past which new requests wait for it (`room`).
+ * A writer slower than the requests (a practitioner's page records 20 access events, and the
+ * writer shares the cores with them) then slows the requests down: without it, 25,000 such pages
+ * left 300,000 events in memory, unbounded, all lost to a crash. While a lock refuses the rows, a
+ * timed flush still takes them (they wait in the buffer below), once the flush before it has
+ * waited out the lock: a request waits about `intervalMs` plus that wait.
  */
 export const MAX_UNWRITTEN = 2_000;
+
+/** While requests wait for the trail, the log says so at most this often, with how many flushes they waited for. */
+const BEHIND_WARNING_MS = 60_000;
 
 /** Most rows kept while the database refuses them (a long lock): the oldest go first, counted in the log. */
 const MAX_BUFFERED = 20_000;
@@ -94,6 +98,8 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
   let locked = false;
   // requests waiting for room (MAX_UNWRITTEN): let go when a flush takes the recorded events
   let roomMade: { readonly promise: Promise<void>; readonly resolve: () => void } | undefined;
+  let waitedFor = 0;
+  let warnedAt = Number.NEGATIVE_INFINITY;
 
   /** Writes a batch in multi-row inserts; says which rows to try again and how many are given up. */
   const insert = async (batch: readonly Pending[]): Promise<Outcome> => {
@@ -168,12 +174,30 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
 
   const waiting = () => buffer.length + recorded.length;
 
+  /** What the requests wait for until the next flush takes the recorded events; the log hears of it. */
+  const madeRoom = () => {
+    waitedFor++;
+    const now = clock.now().getTime();
+    if (now - warnedAt >= BEHIND_WARNING_MS) {
+      logger.warn({ flushes: waitedFor }, 'audit trail behind its writes: requests wait for it');
+      warnedAt = now;
+      waitedFor = 0;
+    }
+    let resolve = () => {};
+    const promise = new Promise<void>((settle) => {
+      resolve = settle;
+    });
+    return { promise, resolve };
+  };
+
   const writeBuffered = async () => {
-    const batch = [...buffer, ...toPending(recorded)];
-    buffer = [];
+    const events = recorded;
     recorded = [];
+    // let the waiting requests go first: nothing after this may keep them waiting
     roomMade?.resolve();
     roomMade = undefined;
+    const batch = [...buffer, ...toPending(events)];
+    buffer = [];
     if (batch.length === 0) return;
     const { again, dropped } = await insert(batch);
     const overflow = Math.max(0, again.length - MAX_BUFFERED);
@@ -215,13 +239,7 @@ export function createAuditTrail(options: AuditTrailOptions): AuditTrail {
     room: () => {
       if (recorded.length < MAX_UNWRITTEN) return undefined;
       // a flush is queued or timed already: record() saw to it
-      if (!roomMade) {
-        let resolve = () => {};
-        const promise = new Promise<void>((settle) => {
-          resolve = settle;
-        });
-        roomMade = { promise, resolve };
-      }
+      roomMade ??= madeRoom();
       return roomMade.promise;
     },
     close: async () => {

@@ -30,8 +30,15 @@ export function heldInserts() {
   return { plugin, reached, release };
 }
 
-/** Whether `promise` settles within `ms`. */
-export function settledWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  const late = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms));
-  return Promise.race([promise.then(() => true), late]);
+/** Whether `promise` settles within `ms` (0: whether it has by the next turn of the event loop). */
+export async function settledWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
