@@ -31,6 +31,10 @@ const WARM_UP = Number(process.env.BENCH_WARM_UP ?? 10_000);
 const SHOWN = Number(process.env.BENCH_PERF_LINES ?? 60);
 const LOGINS = Number(process.env.BENCH_LOGINS ?? 2_000);
 const LOGIN_WARM_UP = Number(process.env.BENCH_WARM_UP ?? 1_000);
+/** Native frames shown besides the usual ones, e.g. `BENCH_PERF_FRAMES='^(sqlite3|btree|pager|wal)'` for SQLite's own. */
+const EXTRA_FRAMES = process.env.BENCH_PERF_FRAMES
+  ? new RegExp(process.env.BENCH_PERF_FRAMES, 'i')
+  : undefined;
 
 /** What a scenario runs: `count` requests, answering the CPU µs per request that the report divides. */
 interface Scenario {
@@ -229,7 +233,8 @@ function report(
       [...inclusiveCounts(samples)].filter(
         ([label]) =>
           label.includes('[') ||
-          /^(tcp_|v8::internal::(Heap::|JsonParser|JsonStringifier)|sqlite3_step|Statement::)/.test(label),
+          /^(tcp_|v8::internal::(Heap::|JsonParser|JsonStringifier)|sqlite3_step|Statement::)/.test(label) ||
+          EXTRA_FRAMES?.test(label) === true,
       ),
       SHOWN,
     ),
