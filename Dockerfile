@@ -19,7 +19,8 @@ COPY src ./src
 COPY db ./db
 COPY scripts ./scripts
 COPY fhir-profiles ./fhir-profiles
-# the serving process runs the esbuild bundle (dist/main.js): no TypeScript loader at run time
+# the serving process runs the esbuild bundle (dist/main.js): no TypeScript loader at run time;
+# /app stays root's, so the bundle's V8 code cache is never written here (docs/operations.md)
 RUN node scripts/build.mjs --force
 
 # --- runtime ---

@@ -1,10 +1,13 @@
 // `npm run build` (and `npm start` when needsBuild(), through scripts/start.mjs): bundles the
-// gateway's TypeScript into dist/main.js with esbuild, so the serving process runs plain
-// JavaScript: no TypeScript loader, one module to load. Our code is bundled with the packages in
+// gateway's TypeScript into one file with esbuild (dist/chunks/gateway-<hash>.cjs, which
+// dist/main.js runs: scripts/runBundle.mjs), so the serving process runs plain JavaScript: no
+// TypeScript loader, one module to load. Our code is bundled with the packages in
 // BUNDLED_PACKAGES; the others stay in node_modules. Skips the work when dist/ is newer than every
 // source file (a few ms; esbuild and the definitions package are only loaded when there is work).
 // Plain JS: it runs before any loader.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import Module from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
@@ -17,6 +20,7 @@ import { makersDigest, writeSlimDefinitions } from './slimDefinitions.mjs';
 
 const root = path.resolve(import.meta.dirname, '..');
 const outfile = path.join(root, 'dist', 'main.js');
+const runBundleFile = path.join(root, 'scripts', 'runBundle.mjs');
 const sources = ['src', 'db'].map((d) => path.join(root, d));
 
 function newestSource() {
@@ -33,6 +37,7 @@ function newestSource() {
     newest,
     fs.statSync(path.join(root, 'package.json')).mtimeMs,
     fs.statSync(import.meta.filename).mtimeMs,
+    fs.statSync(runBundleFile).mtimeMs,
   );
 }
 
@@ -101,46 +106,68 @@ async function build({ force }) {
   if (!force && !bundleStale()) return;
 
   // built in a temporary directory and renamed: two `npm start` at once never load a half-written
-  // bundle. Split at the dynamic imports of src/main.ts: the packages behind them (oidc-provider
-  // among them, which warns when imported) load only once the configuration is known good.
+  // bundle. One CommonJS file (scripts/runBundle.mjs says why): the modules behind src/main.ts's
+  // dynamic imports (oidc-provider among them, which warns when loaded) still run only once the
+  // configuration is known good, as esbuild initialises them when first imported.
   const tmpDir = path.join(root, 'dist', `.build-${process.pid}`);
   const esbuild = await import('esbuild');
   await esbuild.build({
     entryPoints: [path.join(root, 'src', 'main.ts')],
-    outdir: tmpDir,
-    entryNames: '[name]',
-    chunkNames: 'chunks/[name]-[hash]',
-    splitting: true,
+    outfile: path.join(tmpDir, 'gateway.cjs'),
     bundle: true,
     platform: 'node',
-    format: 'esm',
+    format: 'cjs',
     target: 'node20.19',
     external: externalPackages(),
-    // a bundled CommonJS package (undici) requires Node's own modules at run time
-    banner: {
-      js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
+    // what our ES modules ask of import.meta, in the CommonJS bundle's terms
+    define: {
+      'import.meta.url': '__bundleUrl',
+      'import.meta.dirname': '__dirname',
+      'import.meta.filename': '__filename',
     },
-    sourcemap: 'linked',
+    sourcemap: 'external',
     sourcesContent: false,
     legalComments: 'none',
     logLevel: 'warning',
   });
-  // chunks first (their names carry a content hash, so they never replace one in use), main.js last
+  // named by its content (the code above its map's link): a code cache made for one bundle is
+  // never read for another (V8 checks only a source's length), and a new bundle never replaces
+  // one a process is starting from
+  // written as the function Node wraps a CommonJS file in: runBundle compiles the file as it is,
+  // without a second 3.4 MB copy of it that wrapping at run time kept alive (~7 MB of heap). Strict
+  // as our ES modules were: the directive opens the function, before the line that defines
+  // __bundleUrl (on the wrapper's line, so the source map's lines still match)
+  const bundleUrl = "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;";
+  const esbuilt = fs.readFileSync(path.join(tmpDir, 'gateway.cjs'), 'utf8');
+  const code = `${Module.wrap(`'use strict'; ${bundleUrl} ${esbuilt}`)}\n`;
+  const bundle = `gateway-${crypto.createHash('sha256').update(code).digest('hex').slice(0, 16)}.cjs`;
+  fs.writeFileSync(path.join(tmpDir, bundle), `${code}//# sourceMappingURL=${bundle}.map\n`);
   const chunksDir = path.join(root, 'dist', 'chunks');
   fs.mkdirSync(chunksDir, { recursive: true });
-  const fresh = new Set();
-  for (const file of fs.readdirSync(path.join(tmpDir, 'chunks'))) {
-    fresh.add(file);
-    fs.renameSync(path.join(tmpDir, 'chunks', file), path.join(chunksDir, file));
-  }
-  fs.renameSync(path.join(tmpDir, 'main.js.map'), `${outfile}.map`);
+  fs.renameSync(path.join(tmpDir, 'gateway.cjs.map'), path.join(chunksDir, `${bundle}.map`));
+  fs.renameSync(path.join(tmpDir, bundle), path.join(chunksDir, bundle));
+  fs.copyFileSync(runBundleFile, path.join(tmpDir, 'runBundle.mjs'));
+  fs.renameSync(path.join(tmpDir, 'runBundle.mjs'), path.join(root, 'dist', 'runBundle.mjs'));
+  // main.js last: until it names the new bundle, a start runs the old one
+  fs.writeFileSync(
+    path.join(tmpDir, 'main.js'),
+    [
+      '// made by scripts/build.mjs: the gateway, run with its code cache (scripts/runBundle.mjs)',
+      "import { fileURLToPath } from 'node:url';",
+      "import { runBundle } from './runBundle.mjs';",
+      `runBundle(fileURLToPath(new URL('./chunks/${bundle}', import.meta.url)));`,
+      '',
+    ].join('\n'),
+  );
   fs.renameSync(path.join(tmpDir, 'main.js'), outfile);
   fs.rmSync(tmpDir, { recursive: true, force: true });
-  // chunks of earlier builds, once no process can still be starting from them
+  // bundles of earlier builds and their caches (and ES chunks of builds before those), once no
+  // process can still be starting from them
   for (const file of fs.readdirSync(chunksDir)) {
     const stale = path.join(chunksDir, file);
-    if (!fresh.has(file) && Date.now() - fs.statSync(stale).mtimeMs > 10 * 60_000) fs.rmSync(stale);
+    if (!file.startsWith(bundle) && Date.now() - fs.statSync(stale).mtimeMs > 10 * 60_000) fs.rmSync(stale);
   }
+  fs.rmSync(`${outfile}.map`, { force: true });
 }
 
 // `node scripts/build.mjs [--force]` (`npm run build`; `npm start` runs it when needsBuild())
