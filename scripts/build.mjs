@@ -161,11 +161,16 @@ async function build({ force }) {
   );
   fs.renameSync(path.join(tmpDir, 'main.js'), outfile);
   fs.rmSync(tmpDir, { recursive: true, force: true });
-  // bundles of earlier builds and their caches (and ES chunks of builds before those), once no
-  // process can still be starting from them
+  // bundles of earlier builds and their caches (and ES chunks of builds before those), and caches
+  // a killed process left half-written, once no process can still be starting from them
   for (const file of fs.readdirSync(chunksDir)) {
     const stale = path.join(chunksDir, file);
-    if (!file.startsWith(bundle) && Date.now() - fs.statSync(stale).mtimeMs > 10 * 60_000) fs.rmSync(stale);
+    if (file.startsWith(bundle) && !file.endsWith('.partial')) continue;
+    try {
+      if (Date.now() - fs.statSync(stale).mtimeMs > 10 * 60_000) fs.rmSync(stale, { force: true });
+    } catch {
+      // gone meanwhile: another build removed it, or its writer renamed it
+    }
   }
   fs.rmSync(`${outfile}.map`, { force: true });
 }

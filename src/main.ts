@@ -8,6 +8,9 @@ import { CLUSTER_MESSAGE, isClusterMessage, WORKER_ENV } from './workerEnv.js';
  * With WORKERS > 1 this process becomes the primary of a cluster (src/cluster.ts) and each
  * worker runs this file again as one serving process.
  */
+/** Emitted on `process` once this process serves requests (the same name in scripts/runBundle.mjs). */
+const SERVING_EVENT = 'fhir-facade:serving';
+
 async function main(): Promise<void> {
   let config: Config;
   try {
@@ -65,6 +68,9 @@ async function runServer(config: Config, logger: Logger): Promise<void> {
     );
   }
   onSignals(logger, () => gateway.close());
+  // the code this process has compiled is what a serving process needs: scripts/runBundle.mjs
+  // (which listens for this name) caches it for the next start; a cluster's primary never says it
+  (process as NodeJS.EventEmitter).emit(SERVING_EVENT);
 }
 
 /**

@@ -1,9 +1,12 @@
 import { hkdfSync } from 'node:crypto';
-import Provider, {
+// by name, not as the default: the CommonJS bundle requires this ES module, and esbuild's interop
+// then makes `default` the whole namespace (`new` of it failed: scripts/runBundle.mjs)
+import {
   type Configuration,
   errors,
   type JWK,
   type KoaContextWithOIDC,
+  Provider,
   type ResourceServer,
 } from 'oidc-provider';
 import type { AppDeps } from '../http/types.js';

@@ -179,6 +179,26 @@ describe('WORKERS=2 on the embedded default', () => {
     expect(new Set(await many(30, path, gp.token))).toEqual(new Set([404]));
   });
 
+  it('serves the SMART authorization server on every worker: the bundle loads oidc-provider', async () => {
+    // the served bundle is CommonJS (scripts/runBundle.mjs): its interop with the ES-module-only
+    // oidc-provider broke every /oauth route there once, while the suite's in-process gateways passed
+    const answers = await Promise.all(
+      Array.from({ length: 10 }, () =>
+        fetch(`${url}/oauth/.well-known/openid-configuration`, { headers: { connection: 'close' } }).then(
+          async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> }),
+        ),
+      ),
+    );
+    for (const { status, body } of answers) {
+      expect(status).toBe(200);
+      expect(body.authorization_endpoint).toBe(`${url}/oauth/authorize`);
+    }
+    const authorize = await fetch(`${url}/oauth/authorize?client_id=unknown-app&response_type=code`, {
+      redirect: 'manual',
+    });
+    expect(authorize.status).toBeLessThan(500);
+  });
+
   it('adds up every worker in /metrics', async () => {
     const before = await call('/metrics', { token: METRICS_TOKEN });
     expect(before.status).toBe(200);

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cacheFileOf } from '../../scripts/runBundle.mjs';
+import { SERVING_EVENT } from '../../scripts/runBundle.mjs';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -18,44 +18,64 @@ afterEach(() => {
   dir = '';
 });
 
-/** `code` as scripts/build.mjs writes the bundle: inside the function Node wraps a CommonJS file in. */
-const writeWrapped = (file: string, code: string) => fs.writeFileSync(file, Module.wrap(code));
+interface BundleShape {
+  /** How long the process stays up after it starts (its cache is made meanwhile). */
+  readonly aliveMs: number;
+  /** Whether it says it serves, as src/main.ts does once a serving process listens. */
+  readonly serves?: boolean;
+}
 
-/** A CommonJS bundle that reports what a required file sees, and stays up `aliveMs` (its cache is made meanwhile). */
-function writeBundle(aliveMs: number, more = ''): string {
+/**
+ * A bundle as scripts/build.mjs writes it (inside the function Node wraps a CommonJS file in) that
+ * reports what a required file sees.
+ */
+function writeBundle({ aliveMs, serves = true }: BundleShape): string {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ff-bundle-'));
   const bundle = path.join(dir, 'gateway-test.cjs');
-  writeWrapped(
-    bundle,
-    `const os = require('node:os');
-     const helper = (n) => n * 2;
-     module.exports.answer = helper(21);
-     process.stdout.write(JSON.stringify({
-       filename: __filename, dirname: __dirname, answer: module.exports.answer,
-       requires: typeof require('node:path').join, hostname: typeof os.hostname(),
-     }) + '\\n');
-     setTimeout(() => {}, ${aliveMs});
-     ${more}`,
-  );
+  const code = `const os = require('node:os');
+    const helper = (n) => n * 2;
+    module.exports.answer = helper(21);
+    process.stdout.write(JSON.stringify({
+      filename: __filename, dirname: __dirname, answer: module.exports.answer,
+      requires: typeof require('node:path').join, hostname: typeof os.hostname(),
+    }) + '\\n');
+    ${serves ? `process.emit(${JSON.stringify(SERVING_EVENT)});` : ''}
+    setTimeout(() => {}, ${aliveMs});`;
+  fs.writeFileSync(bundle, Module.wrap(code));
   return bundle;
 }
 
-/** Runs `bundle` as dist/main.js does, in a fresh process; its output lines, the last one runBundle's answer. */
-async function runInProcess(bundle: string, cacheAfterMs: number): Promise<Record<string, unknown>[]> {
+/** The files beside the bundle: its caches, and anything half-written. */
+const besideBundle = () => fs.readdirSync(dir).filter((file) => file !== 'gateway-test.cjs');
+const cacheFiles = () => besideBundle().filter((file) => file.endsWith('.v8-cache'));
+
+/** Runs `bundle` as dist/main.js does, in a fresh process (with `flags`); its lines, the last one runBundle's answer. */
+async function runInProcess(bundle: string, cacheAfterMs: number, flags: string[] = []) {
   const script = `
     const { runBundle } = await import(${JSON.stringify(RUN_BUNDLE)});
     const outcome = runBundle(${JSON.stringify(bundle)}, { cacheAfterMs: ${cacheAfterMs} });
     process.stdout.write(JSON.stringify(outcome) + '\\n');`;
-  const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { timeout: 20_000 });
+  const { stdout } = await run(process.execPath, [...flags, '--input-type=module', '-e', script], {
+    timeout: 20_000,
+  });
   return stdout
     .trim()
     .split('\n')
     .map((line) => JSON.parse(line) as Record<string, unknown>);
 }
 
+/** Replaces the one cache beside the bundle with `bytes`, as a file of the layout runBundle writes: checksum, then data. */
+function replaceCache(data: Buffer, { checksumOf = data }: { checksumOf?: Buffer } = {}) {
+  const [cache] = cacheFiles();
+  if (!cache) throw new Error('no cache to replace');
+  const sum = crypto.createHash('sha256').update(checksumOf).digest();
+  fs.writeFileSync(path.join(dir, cache), Buffer.concat([sum, data]));
+  return path.join(dir, cache);
+}
+
 describe('runBundle: the gateway bundle run with its code cache (scripts/runBundle.mjs)', () => {
   it('runs the bundle as a required CommonJS file', async () => {
-    const bundle = writeBundle(0);
+    const bundle = writeBundle({ aliveMs: 0 });
     const [seen] = await runInProcess(bundle, 60_000);
     expect(seen).toEqual({
       filename: bundle,
@@ -66,46 +86,55 @@ describe('runBundle: the gateway bundle run with its code cache (scripts/runBund
     });
   });
 
-  it('writes the cache once a process has run a while, and the next start uses it and writes none', async () => {
-    const bundle = writeBundle(600);
-    const cache = cacheFileOf(bundle);
+  it('a serving process writes the cache; the next start uses it and writes none', async () => {
+    const bundle = writeBundle({ aliveMs: 600 });
     const [, first] = await runInProcess(bundle, 100);
     expect(first).toEqual({ cacheUsed: false });
-    expect(fs.statSync(cache).size).toBeGreaterThan(0);
-    const written = fs.statSync(cache).mtimeMs;
+    const [cache] = cacheFiles();
+    expect(cache).toMatch(/^gateway-test\.cjs\.[0-9a-f]{8}\.v8-cache$/);
+    const written = fs.statSync(path.join(dir, cache ?? '')).mtimeMs;
 
     const [, second] = await runInProcess(bundle, 100);
     expect(second).toEqual({ cacheUsed: true });
-    expect(fs.statSync(cache).mtimeMs).toBe(written);
+    expect(fs.statSync(path.join(dir, cache ?? '')).mtimeMs).toBe(written);
     // nothing half-written is left beside it
-    expect(fs.readdirSync(dir).sort()).toEqual(['gateway-test.cjs', 'gateway-test.cjs.v8-cache']);
+    expect(besideBundle()).toEqual([cache]);
+  });
+
+  it('a process that never says it serves (a cluster primary) leaves the cache to one that does', async () => {
+    const bundle = writeBundle({ aliveMs: 600, serves: false });
+    await runInProcess(bundle, 100);
+    expect(besideBundle()).toEqual([]);
   });
 
   it('a process that ends before the cache is due leaves none', async () => {
-    const bundle = writeBundle(0);
+    const bundle = writeBundle({ aliveMs: 0 });
     await runInProcess(bundle, 2_000);
-    expect(fs.existsSync(cacheFileOf(bundle))).toBe(false);
+    expect(besideBundle()).toEqual([]);
   });
 
-  it("a cluster's primary with workers leaves the cache to a process that serves", async () => {
-    const worker = path.join(os.tmpdir(), `ff-bundle-worker-${process.pid}.cjs`);
-    fs.writeFileSync(worker, 'setTimeout(() => {}, 5000);');
-    const bundle = writeBundle(
-      0,
-      `const cluster = require('node:cluster');
-       cluster.setupPrimary({ exec: ${JSON.stringify(worker)} });
-       const forked = cluster.fork();
-       setTimeout(() => forked.kill(), 600);`,
-    );
+  it('a start under other V8 flags keeps a cache of its own, and leaves the other as it was', async () => {
+    const bundle = writeBundle({ aliveMs: 600 });
     await runInProcess(bundle, 100);
-    fs.rmSync(worker);
-    expect(fs.existsSync(cacheFileOf(bundle))).toBe(false);
+    const [plain] = cacheFiles();
+    const plainBytes = fs.readFileSync(path.join(dir, plain ?? ''));
+    const [, other] = await runInProcess(bundle, 100, ['--stack-trace-limit=20']);
+    expect(other).toEqual({ cacheUsed: false });
+    expect(cacheFiles()).toHaveLength(2);
+    expect(fs.readFileSync(path.join(dir, plain ?? '')).equals(plainBytes)).toBe(true);
+    const [, again] = await runInProcess(bundle, 100, ['--stack-trace-limit=20']);
+    expect(again).toEqual({ cacheUsed: true });
   });
 
-  it('a cache V8 refuses is ignored and written anew', async () => {
-    const bundle = writeBundle(600);
-    const cache = cacheFileOf(bundle);
-    fs.writeFileSync(cache, Buffer.alloc(4096, 7));
+  it('a damaged cache (its checksum does not match) is never handed to V8, and is written anew', async () => {
+    const bundle = writeBundle({ aliveMs: 600 });
+    await runInProcess(bundle, 100);
+    const [cache] = cacheFiles();
+    const bytes = fs.readFileSync(path.join(dir, cache ?? ''));
+    // one byte of V8's data flipped: V8 itself would take it (it checks no checksum in a release build)
+    const last = bytes.length - 1;
+    bytes[last] = (bytes[last] ?? 0) ^ 0xff;
+    fs.writeFileSync(path.join(dir, cache ?? ''), bytes);
     const [seen, outcome] = await runInProcess(bundle, 100);
     expect(seen).toMatchObject({ answer: 42 });
     expect(outcome).toEqual({ cacheUsed: false });
@@ -113,13 +142,29 @@ describe('runBundle: the gateway bundle run with its code cache (scripts/runBund
     expect(next).toEqual({ cacheUsed: true });
   });
 
-  it('a dist/ it cannot write leaves the start uncached, not failed', async () => {
-    const bundle = writeBundle(600);
-    // a directory where the cache file would go: the write fails as on a read-only image
-    fs.mkdirSync(cacheFileOf(bundle));
+  it('a cache V8 refuses is ignored and written anew', async () => {
+    const bundle = writeBundle({ aliveMs: 600 });
+    await runInProcess(bundle, 100);
+    replaceCache(Buffer.alloc(4096, 7));
     const [seen, outcome] = await runInProcess(bundle, 100);
     expect(seen).toMatchObject({ answer: 42 });
     expect(outcome).toEqual({ cacheUsed: false });
+    const [, next] = await runInProcess(bundle, 100);
+    expect(next).toEqual({ cacheUsed: true });
+  });
+
+  it('a cache it cannot put in place leaves the start uncached, not failed, and nothing half-written', async () => {
+    const bundle = writeBundle({ aliveMs: 600 });
+    await runInProcess(bundle, 100);
+    const [cache] = cacheFiles();
+    // a directory where the cache goes: the rename fails, as a full disk or a lost permission would
+    fs.rmSync(path.join(dir, cache ?? ''));
+    fs.mkdirSync(path.join(dir, cache ?? ''));
+    fs.writeFileSync(path.join(dir, cache ?? '', 'keep'), '');
+    const [seen, outcome] = await runInProcess(bundle, 100);
+    expect(seen).toMatchObject({ answer: 42 });
+    expect(outcome).toEqual({ cacheUsed: false });
+    expect(besideBundle()).toEqual([cache]);
   });
 });
 
@@ -133,8 +178,8 @@ describe('the build (scripts/build.mjs, run before the suite)', () => {
     const link = `//# sourceMappingURL=${bundle}.map\n`;
     expect(written.endsWith(link)).toBe(true);
     const code = written.slice(0, -link.length);
-    // already wrapped as a CommonJS file's function: runBundle compiles it as it is
-    expect(code.startsWith(Module.wrap('').split('\n')[0] ?? '')).toBe(true);
+    // already wrapped as a CommonJS file's function, strict as our ES modules were
+    expect(code.startsWith(`${Module.wrap('').split('\n')[0]}'use strict';`)).toBe(true);
     expect(crypto.createHash('sha256').update(code).digest('hex').slice(0, 16)).toBe(hash);
     expect(fs.existsSync(path.join(ROOT, 'dist/chunks', `${bundle}.map`))).toBe(true);
   });
