@@ -73,6 +73,15 @@ function replaceCache(data: Buffer, { checksumOf = data }: { checksumOf?: Buffer
   return path.join(dir, cache);
 }
 
+/** The start after the cache was spoilt runs uncached; the one after it uses the cache written anew. */
+async function expectWrittenAnew(bundle: string) {
+  const [seen, outcome] = await runInProcess(bundle, 100);
+  expect(seen).toMatchObject({ answer: 42 });
+  expect(outcome).toEqual({ cacheUsed: false });
+  const [, next] = await runInProcess(bundle, 100);
+  expect(next).toEqual({ cacheUsed: true });
+}
+
 describe('runBundle: the gateway bundle run with its code cache (scripts/runBundle.mjs)', () => {
   it('runs the bundle as a required CommonJS file', async () => {
     const bundle = writeBundle({ aliveMs: 0 });
@@ -135,22 +144,14 @@ describe('runBundle: the gateway bundle run with its code cache (scripts/runBund
     const last = bytes.length - 1;
     bytes[last] = (bytes[last] ?? 0) ^ 0xff;
     fs.writeFileSync(path.join(dir, cache ?? ''), bytes);
-    const [seen, outcome] = await runInProcess(bundle, 100);
-    expect(seen).toMatchObject({ answer: 42 });
-    expect(outcome).toEqual({ cacheUsed: false });
-    const [, next] = await runInProcess(bundle, 100);
-    expect(next).toEqual({ cacheUsed: true });
+    await expectWrittenAnew(bundle);
   });
 
   it('a cache V8 refuses is ignored and written anew', async () => {
     const bundle = writeBundle({ aliveMs: 600 });
     await runInProcess(bundle, 100);
     replaceCache(Buffer.alloc(4096, 7));
-    const [seen, outcome] = await runInProcess(bundle, 100);
-    expect(seen).toMatchObject({ answer: 42 });
-    expect(outcome).toEqual({ cacheUsed: false });
-    const [, next] = await runInProcess(bundle, 100);
-    expect(next).toEqual({ cacheUsed: true });
+    await expectWrittenAnew(bundle);
   });
 
   it('a cache it cannot put in place leaves the start uncached, not failed, and nothing half-written', async () => {
