@@ -130,13 +130,12 @@ async function build({ force }) {
     legalComments: 'none',
     logLevel: 'warning',
   });
-  // named by its content (the code above its map's link): a code cache made for one bundle is
-  // never read for another (V8 checks only a source's length), and a new bundle never replaces
-  // one a process is starting from
-  // written as the function Node wraps a CommonJS file in: runBundle compiles the file as it is,
-  // without a second 3.4 MB copy of it that wrapping at run time kept alive (~7 MB of heap). Strict
-  // as our ES modules were: the directive opens the function, before the line that defines
-  // __bundleUrl (on the wrapper's line, so the source map's lines still match)
+  // The file is written as the function Node wraps a CommonJS file in: runBundle compiles it as it
+  // is, without a second 3.4 MB copy that wrapping at run time kept alive (~7 MB of heap). Strict as
+  // our ES modules were: the directive opens the function, before the line that defines __bundleUrl
+  // (both on the wrapper's line, so the source map's lines still match). It is named by its content
+  // (the code above its map's link): a code cache made for one bundle is never read for another
+  // (V8 checks only a source's length), and a new bundle never replaces one a process starts from.
   const bundleUrl = "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;";
   const esbuilt = fs.readFileSync(path.join(tmpDir, 'gateway.cjs'), 'utf8');
   const code = `${Module.wrap(`'use strict'; ${bundleUrl} ${esbuilt}`)}\n`;
