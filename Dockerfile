@@ -19,9 +19,11 @@ COPY src ./src
 COPY db ./db
 COPY scripts ./scripts
 COPY fhir-profiles ./fhir-profiles
-# the serving process runs the esbuild bundle (dist/main.js): no TypeScript loader at run time;
-# /app stays root's, so the bundle's V8 code cache is never written here (docs/operations.md)
+# the serving process runs the esbuild bundle (dist/main.js): no TypeScript loader at run time
 RUN node scripts/build.mjs --force
+# the bundle's V8 code cache, made by one start here: /app stays root's, so no start in the image
+# could write it (docs/operations.md). Same Node, no flags, as CMD runs it
+RUN node scripts/warmCodeCache.mjs
 
 # --- runtime ---
 FROM node:24-bookworm-slim

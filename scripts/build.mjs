@@ -7,7 +7,6 @@
 // Plain JS: it runs before any loader.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import Module from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
@@ -21,6 +20,8 @@ import { makersDigest, writeSlimDefinitions } from './slimDefinitions.mjs';
 const root = path.resolve(import.meta.dirname, '..');
 const outfile = path.join(root, 'dist', 'main.js');
 const runBundleFile = path.join(root, 'scripts', 'runBundle.mjs');
+/** How the bundle's file begins: the function runBundle calls (Node's CommonJS wrapper, and __importEsm). */
+const BUNDLE_WRAPPER = '(function (exports, require, module, __filename, __dirname, __importEsm) { ';
 const sources = ['src', 'db'].map((d) => path.join(root, d));
 
 function newestSource() {
@@ -130,15 +131,16 @@ async function build({ force }) {
     legalComments: 'none',
     logLevel: 'warning',
   });
-  // The file is written as the function Node wraps a CommonJS file in: runBundle compiles it as it
-  // is, without a second 3.4 MB copy that wrapping at run time kept alive (~7 MB of heap). Strict as
+  // The file is written as the function Node wraps a CommonJS file in, plus the import() runBundle
+  // hands it (src/importEsm.ts): runBundle compiles it as it is, without a second 3.4 MB copy that
+  // wrapping at run time kept alive (~7 MB of heap). Strict as
   // our ES modules were: the directive opens the function, before the line that defines __bundleUrl
   // (both on the wrapper's line, so the source map's lines still match). It is named by its content
   // (the code above its map's link): a code cache made for one bundle is never read for another
   // (V8 checks only a source's length), and a new bundle never replaces one a process starts from.
   const bundleUrl = "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;";
   const esbuilt = fs.readFileSync(path.join(tmpDir, 'gateway.cjs'), 'utf8');
-  const code = `${Module.wrap(`'use strict'; ${bundleUrl} ${esbuilt}`)}\n`;
+  const code = `${BUNDLE_WRAPPER}'use strict'; ${bundleUrl} ${esbuilt}\n});\n`;
   const bundle = `gateway-${crypto.createHash('sha256').update(code).digest('hex').slice(0, 16)}.cjs`;
   fs.writeFileSync(path.join(tmpDir, bundle), `${code}//# sourceMappingURL=${bundle}.map\n`);
   const chunksDir = path.join(root, 'dist', 'chunks');

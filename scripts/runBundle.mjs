@@ -61,21 +61,21 @@ function writeCache(script, file) {
   }
 }
 
+/** The bundle's import(): its packages resolve from dist/, as the bundle's own require does. */
+const importEsm = (specifier) => import(specifier);
+
 /**
  * Runs the CommonJS bundle `bundle` (an absolute path; its code inside the function Node wraps a
- * CommonJS file in) as Node would require it, with its code cache when V8 takes it (`cacheUsed`).
+ * CommonJS file in, with `__importEsm` after Node's five parameters) as Node would require it, with its code cache when V8 takes it (`cacheUsed`).
  * Else the cache is made `cacheAfterMs` after the process says it serves (SERVING_EVENT).
  */
 export function runBundle(bundle, { cacheAfterMs = CACHE_AFTER_MS } = {}) {
   const cacheFile = cacheFileOf(bundle);
   const cachedData = readCache(cacheFile);
-  // the file is the function Node wraps a CommonJS file in (scripts/build.mjs writes it so)
-  const script = new vm.Script(fs.readFileSync(bundle, 'utf8'), {
-    filename: bundle,
-    cachedData,
-    // a package's own `import()` loads as it would in a required file
-    importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
-  });
+  // the file is the function Node wraps a CommonJS file in (scripts/build.mjs writes it so). No
+  // import() runs in it: Node 20 drops a cached script's import() callback, so the bundle is
+  // handed this module's import() instead (src/importEsm.ts)
+  const script = new vm.Script(fs.readFileSync(bundle, 'utf8'), { filename: bundle, cachedData });
   const cacheUsed = cachedData !== undefined && !script.cachedDataRejected;
   if (!cacheUsed) {
     process.once(SERVING_EVENT, () => {
@@ -86,7 +86,15 @@ export function runBundle(bundle, { cacheAfterMs = CACHE_AFTER_MS } = {}) {
   const module = { exports: {}, filename: bundle, id: bundle, loaded: false };
   script
     .runInThisContext()
-    .call(module.exports, module.exports, Module.createRequire(bundle), module, bundle, path.dirname(bundle));
+    .call(
+      module.exports,
+      module.exports,
+      Module.createRequire(bundle),
+      module,
+      bundle,
+      path.dirname(bundle),
+      importEsm,
+    );
   module.loaded = true;
   return { cacheUsed };
 }

@@ -13,6 +13,7 @@ import { healthRoutes } from './health/healthController.js';
 import { onError, onNotFound } from './http/errorHandler.js';
 import { createRouter } from './http/router.js';
 import type { AppDeps } from './http/types.js';
+import { importEsm } from './importEsm.js';
 import { metricsRoutes } from './metrics/metricsController.js';
 import { auditBackpressure } from './middleware/auditBackpressure.js';
 import { bodyPolicy } from './middleware/bodyPolicy.js';
@@ -35,7 +36,9 @@ import { provisioningRoutes } from './provisioning/provisioningController.js';
  * import takes it from the module cache in under 1 ms).
  */
 const loadOAuthServer = (deps: AppDeps) =>
-  import('oidc-provider').then(() => import('./oauth/provider.js')).then((m) => m.createOAuthServer(deps));
+  importEsm('oidc-provider')
+    .then(() => import('./oauth/provider.js'))
+    .then((m) => m.createOAuthServer(deps));
 
 /**
  * Builds the whole HTTP application from its dependencies: middleware order, route mounts,

@@ -1,7 +1,6 @@
 import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import Module from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -10,6 +9,8 @@ import { SERVING_EVENT } from '../../scripts/runBundle.mjs';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, '../..');
+/** How scripts/build.mjs begins the bundle: Node's CommonJS wrapper, and the import() runBundle hands it. */
+const BUNDLE_WRAPPER = '(function (exports, require, module, __filename, __dirname, __importEsm) { ';
 const RUN_BUNDLE = path.join(ROOT, 'scripts/runBundle.mjs');
 
 let dir = '';
@@ -39,9 +40,12 @@ function writeBundle({ aliveMs, serves = true }: BundleShape): string {
       filename: __filename, dirname: __dirname, answer: module.exports.answer,
       requires: typeof require('node:path').join, hostname: typeof os.hostname(),
     }) + '\\n');
+    // after runBundle's answer: an import() through the function handed in, which a cached
+    // script's own import() could not do on Node 20
+    __importEsm('node:os').then((m) => process.stdout.write(JSON.stringify({ imported: typeof m.hostname }) + '\\n'));
     ${serves ? `process.emit(${JSON.stringify(SERVING_EVENT)});` : ''}
     setTimeout(() => {}, ${aliveMs});`;
-  fs.writeFileSync(bundle, Module.wrap(code));
+  fs.writeFileSync(bundle, `${BUNDLE_WRAPPER}${code}\n});`);
   return bundle;
 }
 
@@ -97,14 +101,16 @@ describe('runBundle: the gateway bundle run with its code cache (scripts/runBund
 
   it('a serving process writes the cache; the next start uses it and writes none', async () => {
     const bundle = writeBundle({ aliveMs: 600 });
-    const [, first] = await runInProcess(bundle, 100);
+    const [, first, importedFirst] = await runInProcess(bundle, 100);
     expect(first).toEqual({ cacheUsed: false });
+    expect(importedFirst).toEqual({ imported: 'function' });
     const [cache] = cacheFiles();
     expect(cache).toMatch(/^gateway-test\.cjs\.[0-9a-f]{8}\.v8-cache$/);
     const written = fs.statSync(path.join(dir, cache ?? '')).mtimeMs;
 
-    const [, second] = await runInProcess(bundle, 100);
+    const [, second, imported] = await runInProcess(bundle, 100);
     expect(second).toEqual({ cacheUsed: true });
+    expect(imported).toEqual({ imported: 'function' });
     expect(fs.statSync(path.join(dir, cache ?? '')).mtimeMs).toBe(written);
     // nothing half-written is left beside it
     expect(besideBundle()).toEqual([cache]);
@@ -179,8 +185,8 @@ describe('the build (scripts/build.mjs, run before the suite)', () => {
     const link = `//# sourceMappingURL=${bundle}.map\n`;
     expect(written.endsWith(link)).toBe(true);
     const code = written.slice(0, -link.length);
-    // already wrapped as a CommonJS file's function, strict as our ES modules were
-    expect(code.startsWith(`${Module.wrap('').split('\n')[0]}'use strict';`)).toBe(true);
+    // already wrapped as the function runBundle calls, strict as our ES modules were
+    expect(code.startsWith(`${BUNDLE_WRAPPER}'use strict';`)).toBe(true);
     expect(crypto.createHash('sha256').update(code).digest('hex').slice(0, 16)).toBe(hash);
     expect(fs.existsSync(path.join(ROOT, 'dist/chunks', `${bundle}.map`))).toBe(true);
   });
