@@ -66,8 +66,9 @@ const importEsm = (specifier) => import(specifier);
 
 /**
  * Runs the CommonJS bundle `bundle` (an absolute path; its code inside the function Node wraps a
- * CommonJS file in, with `__importEsm` after Node's five parameters) as Node would require it, with its code cache when V8 takes it (`cacheUsed`).
- * Else the cache is made `cacheAfterMs` after the process says it serves (SERVING_EVENT).
+ * CommonJS file in, with `__importEsm` after Node's five parameters) as Node would require it,
+ * with its code cache when V8 takes it (`cacheUsed`). Else the cache is made `cacheAfterMs` after
+ * the process says it serves (SERVING_EVENT).
  */
 export function runBundle(bundle, { cacheAfterMs = CACHE_AFTER_MS } = {}) {
   const cacheFile = cacheFileOf(bundle);
