@@ -155,20 +155,37 @@ async function openLoop(
 }
 
 /**
+ * NODE_EXTRA_CA_CERTS, when this machine sets it: Node 20 then builds OpenSSL's whole root store
+ * as every process starts, not at its first TLS connection (nodejs/node#40524): ~80 ms of CPU in
+ * each of `npm start`'s four Node processes here, whether or not they ever speak TLS.
+ */
+const EXTRA_CA_CERTS = process.env.NODE_EXTRA_CA_CERTS;
+
+/**
  * `npm start` on the embedded default (fresh DATA_DIR, embedded FHIR server): time to ready and
  * idle RSS of the tree. `firstAdmin`: with ADMIN_EMAIL/ADMIN_PASSWORD, as the README's quickstart
- * starts it (the account is created before the gateway listens).
+ * starts it (the account is created before the gateway listens). `withoutExtraCaCerts`: with
+ * NODE_EXTRA_CA_CERTS unset, to show what this machine's setting costs the start.
  */
-async function embeddedStartup(
-  workers?: number,
+async function embeddedStartup({
+  workers,
   firstAdmin = false,
-): Promise<{ readyMs: number; rssMiB: number }> {
+  withoutExtraCaCerts = false,
+}: {
+  workers?: number;
+  firstAdmin?: boolean;
+  withoutExtraCaCerts?: boolean;
+} = {}): Promise<{
+  readyMs: number;
+  rssMiB: number;
+}> {
   const port = 4900 + Math.floor(Math.random() * 90);
+  const { NODE_EXTRA_CA_CERTS: _extraCaCerts, ...withoutCaCerts } = process.env;
   const started = performance.now();
   const child = spawn('npm', ['start', '-s'], {
     cwd: ROOT,
     env: {
-      ...process.env,
+      ...(withoutExtraCaCerts ? withoutCaCerts : process.env),
       PORT: String(port),
       DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'ff-start-')),
       ...(workers ? { WORKERS: String(workers) } : {}),
@@ -198,8 +215,10 @@ async function embeddedStartup(
 
 async function main() {
   const embedded = QUICK ? { readyMs: 0, rssMiB: 0 } : await embeddedStartup();
-  const embeddedOne = QUICK ? { readyMs: 0, rssMiB: 0 } : await embeddedStartup(1);
-  const embeddedAdmin = QUICK ? { readyMs: 0, rssMiB: 0 } : await embeddedStartup(undefined, true);
+  const embeddedOne = QUICK ? { readyMs: 0, rssMiB: 0 } : await embeddedStartup({ workers: 1 });
+  const embeddedAdmin = QUICK ? { readyMs: 0, rssMiB: 0 } : await embeddedStartup({ firstAdmin: true });
+  const embeddedNoCaCerts =
+    QUICK || !EXTRA_CA_CERTS ? undefined : await embeddedStartup({ withoutExtraCaCerts: true });
   const upstream = await spawnReady(process.execPath, ['bench/staticUpstream.mjs'], {});
   const upstreamUrl = `http://127.0.0.1:${upstream.port}`;
   const bare = await spawnReady(process.execPath, ['bench/bareProxy.mjs'], { TARGET: upstreamUrl });
@@ -567,6 +586,13 @@ async function main() {
         start_to_ready_ms: embeddedAdmin.readyMs,
         idle_rss_mib_process_tree: embeddedAdmin.rssMiB,
       },
+      // measured only where NODE_EXTRA_CA_CERTS is set (EXTRA_CA_CERTS above)
+      embedded_default_without_extra_ca_certs: embeddedNoCaCerts
+        ? {
+            start_to_ready_ms: embeddedNoCaCerts.readyMs,
+            idle_rss_mib_process_tree: embeddedNoCaCerts.rssMiB,
+          }
+        : null,
       errors:
         (rows['gateway.errors'] ?? []).reduce((a, b) => a + b, 0) +
         (rows['bare.errors'] ?? []).reduce((a, b) => a + b, 0) +
@@ -601,6 +627,11 @@ async function main() {
         `| \`npm start\` → ready; idle RSS of the process tree, embedded default (WORKERS=${s.embedded_default.workers}) | ${s.embedded_default.start_to_ready_ms} ms; ${s.embedded_default.idle_rss_mib_process_tree} MiB | | |`,
         `| the same with WORKERS=1 | ${s.embedded_workers_1.start_to_ready_ms} ms; ${s.embedded_workers_1.idle_rss_mib_process_tree} MiB | | |`,
         `| the embedded default's first start with ADMIN_EMAIL/ADMIN_PASSWORD (the quickstart) | ${s.embedded_default_first_admin.start_to_ready_ms} ms; ${s.embedded_default_first_admin.idle_rss_mib_process_tree} MiB | | |`,
+        ...(s.embedded_default_without_extra_ca_certs
+          ? [
+              `| the embedded default without this machine's NODE_EXTRA_CA_CERTS (Node 20 then builds every process's root store at start) | ${s.embedded_default_without_extra_ca_certs.start_to_ready_ms} ms; ${s.embedded_default_without_extra_ca_certs.idle_rss_mib_process_tree} MiB | | |`,
+            ]
+          : []),
         `| WORKERS=1 with an external FHIR server | ${s.external_upstream_workers_1.start_to_ready_ms} ms; ${s.external_upstream_workers_1.idle_rss_mib_process_tree} MiB | | |`,
         `| errors | ${s.errors} | | |`,
         '',
