@@ -12,6 +12,7 @@ import {
   percentile,
   rssMiB,
   spawnReady,
+  uniqueResidentMiB,
 } from './lib.js';
 
 /**
@@ -161,6 +162,24 @@ async function openLoop(
  */
 const EXTRA_CA_CERTS = process.env.NODE_EXTRA_CA_CERTS;
 
+/** A process tree's idle memory: RSS summed, and its physical pages counted once (uniqueResidentMiB). */
+interface TreeMemory {
+  readonly idle_rss_mib_process_tree: number;
+  readonly idle_distinct_pages_mib_process_tree: number | null;
+}
+
+function treeMemory(pid: number): TreeMemory {
+  const pids = processTree(pid);
+  return {
+    idle_rss_mib_process_tree: rssMiB(pids),
+    idle_distinct_pages_mib_process_tree: uniqueResidentMiB(pids) ?? null,
+  };
+}
+
+/** A start row's memory cell: `340 MiB (195 MiB distinct)`. */
+const memoryCell = (m: TreeMemory) =>
+  `${m.idle_rss_mib_process_tree} MiB (${m.idle_distinct_pages_mib_process_tree ?? 'n/a'} MiB distinct)`;
+
 /**
  * `npm start` on the embedded default (fresh DATA_DIR, embedded FHIR server): time to ready and
  * idle RSS of the tree. `firstAdmin`: with ADMIN_EMAIL/ADMIN_PASSWORD, as the README's quickstart
@@ -175,10 +194,7 @@ async function embeddedStartup({
   workers?: number;
   firstAdmin?: boolean;
   withoutExtraCaCerts?: boolean;
-} = {}): Promise<{
-  readyMs: number;
-  rssMiB: number;
-}> {
+} = {}): Promise<{ readyMs: number; memory: TreeMemory }> {
   const port = 4900 + Math.floor(Math.random() * 90);
   const { NODE_EXTRA_CA_CERTS: _extraCaCerts, ...withoutCaCerts } = process.env;
   const started = performance.now();
@@ -206,7 +222,7 @@ async function embeddedStartup({
     }
     const readyMs = Math.round(performance.now() - started);
     await sleep(3000);
-    return { readyMs, rssMiB: rssMiB(processTree(child.pid as number)) };
+    return { readyMs, memory: treeMemory(child.pid as number) };
   } finally {
     process.kill(-(child.pid as number), 'SIGTERM');
     await pool.close();
@@ -214,9 +230,13 @@ async function embeddedStartup({
 }
 
 async function main() {
-  const embedded = QUICK ? { readyMs: 0, rssMiB: 0 } : await embeddedStartup();
-  const embeddedOne = QUICK ? { readyMs: 0, rssMiB: 0 } : await embeddedStartup({ workers: 1 });
-  const embeddedAdmin = QUICK ? { readyMs: 0, rssMiB: 0 } : await embeddedStartup({ firstAdmin: true });
+  const notMeasured = {
+    readyMs: 0,
+    memory: { idle_rss_mib_process_tree: 0, idle_distinct_pages_mib_process_tree: null },
+  };
+  const embedded = QUICK ? notMeasured : await embeddedStartup();
+  const embeddedOne = QUICK ? notMeasured : await embeddedStartup({ workers: 1 });
+  const embeddedAdmin = QUICK ? notMeasured : await embeddedStartup({ firstAdmin: true });
   const embeddedNoCaCerts =
     QUICK || !EXTRA_CA_CERTS ? undefined : await embeddedStartup({ withoutExtraCaCerts: true });
   const upstream = await spawnReady(process.execPath, ['bench/staticUpstream.mjs'], {});
@@ -281,7 +301,7 @@ async function main() {
   try {
     const readyMs = one.readyMs;
     await sleep(2000);
-    const idleRss = rssMiB(processTree(gateway.pid as number));
+    const idleMemory = treeMemory(gateway.pid as number);
     const bundleBytes = (await (await fetch(`${upstreamUrl}/fhir/Observation`)).text()).length;
 
     const admin = (await post(gw, '/auth/login', ADMIN)).json.token as string;
@@ -572,25 +592,25 @@ async function main() {
         read_ratio_to_1: ratio(m('workers2.read.rps'), m('gateway.read.rps')),
         logins_per_second: loginsTwo.perSecond,
       },
-      external_upstream_workers_1: { start_to_ready_ms: readyMs, idle_rss_mib_process_tree: idleRss },
+      external_upstream_workers_1: { start_to_ready_ms: readyMs, ...idleMemory },
       embedded_default: {
         workers: os.availableParallelism(),
         start_to_ready_ms: embedded.readyMs,
-        idle_rss_mib_process_tree: embedded.rssMiB,
+        ...embedded.memory,
       },
       embedded_workers_1: {
         start_to_ready_ms: embeddedOne.readyMs,
-        idle_rss_mib_process_tree: embeddedOne.rssMiB,
+        ...embeddedOne.memory,
       },
       embedded_default_first_admin: {
         start_to_ready_ms: embeddedAdmin.readyMs,
-        idle_rss_mib_process_tree: embeddedAdmin.rssMiB,
+        ...embeddedAdmin.memory,
       },
       // measured only where NODE_EXTRA_CA_CERTS is set (EXTRA_CA_CERTS above)
       embedded_default_without_extra_ca_certs: embeddedNoCaCerts
         ? {
             start_to_ready_ms: embeddedNoCaCerts.readyMs,
-            idle_rss_mib_process_tree: embeddedNoCaCerts.rssMiB,
+            ...embeddedNoCaCerts.memory,
           }
         : null,
       errors:
@@ -624,15 +644,15 @@ async function main() {
         `| the same over the ${LOGIN_WARM_UP} warm-up logins, WORKERS=1 | ${s.logins.warm_up.per_second} | | main thread ${s.logins.warm_up.main_thread_us_per_login} µs per login |`,
         `| WORKERS=2 throughput, Bundle / read | ${s.workers_2.bundle_rps} / ${s.workers_2.read_rps} req/s | | ${s.workers_2.bundle_ratio_to_1}× / ${s.workers_2.read_ratio_to_1}× of WORKERS=1 |`,
         `| read p99 at 250 req/s, with 20 logins in flight vs none | ${s.read_p99_ms_at_250.with_20_logins_in_flight} vs ${s.read_p99_ms_at_250.quiet} ms | | ${s.read_p99_ms_at_250.ratio}× |`,
-        `| \`npm start\` → ready; idle RSS of the process tree, embedded default (WORKERS=${s.embedded_default.workers}) | ${s.embedded_default.start_to_ready_ms} ms; ${s.embedded_default.idle_rss_mib_process_tree} MiB | | |`,
-        `| the same with WORKERS=1 | ${s.embedded_workers_1.start_to_ready_ms} ms; ${s.embedded_workers_1.idle_rss_mib_process_tree} MiB | | |`,
-        `| the embedded default's first start with ADMIN_EMAIL/ADMIN_PASSWORD (the quickstart) | ${s.embedded_default_first_admin.start_to_ready_ms} ms; ${s.embedded_default_first_admin.idle_rss_mib_process_tree} MiB | | |`,
+        `| \`npm start\` → ready; idle RSS of the process tree, embedded default (WORKERS=${s.embedded_default.workers}) | ${s.embedded_default.start_to_ready_ms} ms; ${memoryCell(s.embedded_default)} | | |`,
+        `| the same with WORKERS=1 | ${s.embedded_workers_1.start_to_ready_ms} ms; ${memoryCell(s.embedded_workers_1)} | | |`,
+        `| the embedded default's first start with ADMIN_EMAIL/ADMIN_PASSWORD (the quickstart) | ${s.embedded_default_first_admin.start_to_ready_ms} ms; ${memoryCell(s.embedded_default_first_admin)} | | |`,
         ...(s.embedded_default_without_extra_ca_certs
           ? [
-              `| the embedded default without this machine's NODE_EXTRA_CA_CERTS (Node 20 then builds every process's root store at start) | ${s.embedded_default_without_extra_ca_certs.start_to_ready_ms} ms; ${s.embedded_default_without_extra_ca_certs.idle_rss_mib_process_tree} MiB | | |`,
+              `| the embedded default without this machine's NODE_EXTRA_CA_CERTS (Node 20 then builds every process's root store at start) | ${s.embedded_default_without_extra_ca_certs.start_to_ready_ms} ms; ${memoryCell(s.embedded_default_without_extra_ca_certs)} | | |`,
             ]
           : []),
-        `| WORKERS=1 with an external FHIR server | ${s.external_upstream_workers_1.start_to_ready_ms} ms; ${s.external_upstream_workers_1.idle_rss_mib_process_tree} MiB | | |`,
+        `| WORKERS=1 with an external FHIR server | ${s.external_upstream_workers_1.start_to_ready_ms} ms; ${memoryCell(s.external_upstream_workers_1)} | | |`,
         `| errors | ${s.errors} | | |`,
         '',
       ].join('\n'),
