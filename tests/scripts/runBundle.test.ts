@@ -4,7 +4,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import * as esbuild from 'esbuild';
 import { afterEach, describe, expect, it } from 'vitest';
+import { asciiOnly } from '../../scripts/build.mjs';
 import { SERVING_EVENT } from '../../scripts/runBundle.mjs';
 
 const run = promisify(execFile);
@@ -189,5 +191,26 @@ describe('the build (scripts/build.mjs, run before the suite)', () => {
     expect(code.startsWith(`${BUNDLE_WRAPPER}'use strict';`)).toBe(true);
     expect(crypto.createHash('sha256').update(code).digest('hex').slice(0, 16)).toBe(hash);
     expect(fs.existsSync(path.join(ROOT, 'dist/chunks', `${bundle}.map`))).toBe(true);
+  });
+
+  it('writes the bundle in ASCII alone, so V8 holds its source one byte a character', () => {
+    const main = fs.readFileSync(path.join(ROOT, 'dist/main.js'), 'utf8');
+    const [, bundle = ''] = /\.\/chunks\/(gateway-[0-9a-f]{16}\.cjs)'/.exec(main) ?? [];
+    const written = fs.readFileSync(path.join(ROOT, 'dist/chunks', bundle), 'utf8');
+    expect(/[\u0080-\uffff]/.exec(written)?.index).toBeUndefined();
+  });
+
+  it('replaces what a comment holds beyond ASCII, one code unit for one (the source map counts them)', async () => {
+    const code = 'const a = "\\u00e9"; // caf\u00e9 \u2014 \u{1F600}\n/* \u00b5s */ const b = 1;\n';
+    const ascii = await asciiOnly(esbuild, code);
+    expect(ascii).toBe('const a = "\\u00e9"; // caf? ? ??\n/* ?s */ const b = 1;\n');
+    expect(ascii.length).toBe(code.length);
+  });
+
+  it('fails the build for a character beyond ASCII outside a comment, whose meaning an escape would change', async () => {
+    // a tagged template's raw text: esbuild cannot escape it, and neither may the build
+    await expect(asciiOnly(esbuild, 'const raw = String.raw`caf\u00e9`;\n')).rejects.toThrow(
+      /beyond ASCII outside its comments/,
+    );
   });
 });
