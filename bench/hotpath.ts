@@ -183,9 +183,9 @@ function treeMemory(pid: number): TreeMemory {
  */
 const SETTLE_MS = 45_000;
 
-/** A start row's memory cell: `340 MiB (195 MiB distinct)`. */
+/** A start row's memory cell: `326 MiB (186 MiB distinct)`. */
 const memoryCell = (m: TreeMemory) =>
-  `${m.idle_rss_mib_process_tree} MiB (${m.idle_distinct_pages_mib_process_tree ?? 'n/a'} MiB distinct)`;
+  `${m.idle_rss_mib_process_tree} MiB (${m.idle_distinct_pages_mib_process_tree === null ? 'distinct: n/a' : `${m.idle_distinct_pages_mib_process_tree} MiB distinct`})`;
 
 /**
  * `npm start` on the embedded default (fresh DATA_DIR, embedded FHIR server): time to ready and

@@ -184,46 +184,53 @@ export function rssMiB(pids: number | readonly number[]): number {
 const PAGE_BYTES = 4096;
 /** Pagemap entries read at a time (8 bytes each): V8 reserves gigabytes it never touches. */
 const PAGEMAP_CHUNK = 65_536;
-const PRESENT = 1n << 63n;
-const FRAME = (1n << 55n) - 1n;
+/** In an entry's upper 32 bits: the page is present (bit 63), and the frame number's top (bits 32-54). */
+const PRESENT = 0x8000_0000;
+const FRAME_HIGH = 0x7f_ffff;
+
+/** A process that exited while it was read: it holds no memory any more. */
+const exited = (error: unknown) => ['ENOENT', 'ESRCH'].includes((error as NodeJS.ErrnoException).code ?? '');
 
 /**
  * The resident memory of processes with every physical page counted once. Summed RSS counts a
  * page each process maps, so a tree of four Node processes counts the Node binary's ~43 MiB of
  * code four times. From /proc/<pid>/pagemap's page frame numbers, which Linux shows only to a
- * process with CAP_SYS_ADMIN: undefined without them.
+ * process with CAP_SYS_ADMIN: undefined without them, or when a process cannot be read.
  */
 export function uniqueResidentMiB(pids: readonly number[]): number | undefined {
-  const frames = new Set<bigint>();
+  const frames = new Set<number>();
   const entries = Buffer.alloc(PAGEMAP_CHUNK * 8);
   for (const pid of pids) {
-    let pagemap: number;
     let maps: string;
+    let pagemap: number;
     try {
-      pagemap = fs.openSync(`/proc/${pid}/pagemap`, 'r');
       maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8');
-    } catch {
-      continue; // exited
+      pagemap = fs.openSync(`/proc/${pid}/pagemap`, 'r');
+    } catch (error) {
+      if (exited(error)) continue;
+      return undefined;
     }
     try {
-      for (const [, from, to] of maps.matchAll(/^([0-9a-f]+)-([0-9a-f]+) /gm)) {
-        const first = Number.parseInt(from as string, 16) / PAGE_BYTES;
-        const end = Number.parseInt(to as string, 16) / PAGE_BYTES;
-        for (let page = first; page < end; page += PAGEMAP_CHUNK) {
-          const count = Math.min(PAGEMAP_CHUNK, end - page);
+      for (const range of maps.matchAll(/^(?<from>[0-9a-f]+)-(?<to>[0-9a-f]+) /gm)) {
+        const end = Number.parseInt(range.groups?.to ?? '0', 16) / PAGE_BYTES;
+        let page = Number.parseInt(range.groups?.from ?? '0', 16) / PAGE_BYTES;
+        while (page < end) {
           let read: number;
           try {
-            read = fs.readSync(pagemap, entries, 0, count * 8, page * 8);
+            read = fs.readSync(pagemap, entries, 0, Math.min(PAGEMAP_CHUNK, end - page) * 8, page * 8);
           } catch {
             break; // [vsyscall] and the like
           }
-          for (let i = 0; i < read / 8; i++) {
-            const entry = entries.readBigUInt64LE(i * 8);
-            if (!(entry & PRESENT)) continue;
-            const frame = entry & FRAME;
-            if (frame === 0n) return undefined; // frame numbers hidden: not privileged
+          if (read < 8) break;
+          for (let i = 0; i < Math.floor(read / 8); i++) {
+            const high = entries.readUInt32LE(i * 8 + 4);
+            if (!(high & PRESENT)) continue;
+            // a frame number fits a double exactly below 2^53 pages (32 EiB)
+            const frame = (high & FRAME_HIGH) * 2 ** 32 + entries.readUInt32LE(i * 8);
+            if (frame === 0) return undefined; // frame numbers hidden: not privileged
             frames.add(frame);
           }
+          page += Math.floor(read / 8);
         }
       }
     } finally {

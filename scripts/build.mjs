@@ -37,9 +37,20 @@ function newestSource() {
   return Math.max(
     newest,
     fs.statSync(path.join(root, 'package.json')).mtimeMs,
+    // a bundled package's code is the version installed at the build: a new lockfile rebuilds it
+    lockfileMtime(),
     fs.statSync(import.meta.filename).mtimeMs,
     fs.statSync(runBundleFile).mtimeMs,
   );
+}
+
+/** When package-lock.json last changed (0 without one). */
+function lockfileMtime() {
+  try {
+    return fs.statSync(path.join(root, 'package-lock.json')).mtimeMs;
+  } catch {
+    return 0;
+  }
 }
 
 const definitionsDir = path.join(root, 'dist', 'definitions');
@@ -189,24 +200,26 @@ async function build({ force }) {
  * The bundle with every character beyond ASCII replaced by `?`. V8 keeps a script's source for as
  * long as its functions live, and one character beyond Latin-1 (a dash in a comment esbuild keeps)
  * makes it hold all 3.9 MB as two bytes a character: 7.5 MB of heap in every serving process
- * instead of 3.7. esbuild writes every string, template and regular expression in ASCII (its
- * `charset` default), so what is left is in comments, where `?` is text, one code unit for one as
- * the source map counts columns. Checked, not assumed: the code without its comments must hold
- * none (a tagged template's raw text would change meaning), else the build fails.
+ * instead of 3.7. esbuild writes strings and templates in ASCII (its `charset` default), so what is
+ * left is in comments, where `?` is text, one code unit for one as the source map counts columns.
+ * Checked, not assumed: the code without its comments must read the same before and after, else
+ * the build fails (esbuild leaves a regular expression's characters as they are, and a tagged
+ * template's raw text would change meaning).
  */
 export async function asciiOnly(esbuild, code) {
   if (!/[\u0080-\uffff]/.test(code)) return code;
-  const { code: withoutComments } = await esbuild.transform(code, {
-    minifyWhitespace: true,
-    legalComments: 'none',
-    charset: 'ascii',
-  });
-  const outside = /[\u0080-\uffff]/.exec(withoutComments);
-  if (outside)
+  const ascii = code.replace(/[\u0080-\uffff]/g, '?');
+  const withoutComments = async (text) =>
+    (await esbuild.transform(text, { minifyWhitespace: true, legalComments: 'none', charset: 'ascii' })).code;
+  const [before, after] = await Promise.all([withoutComments(code), withoutComments(ascii)]);
+  if (before !== after) {
+    const at = [...before].findIndex((char, i) => char !== after[i]);
+    const snippet = JSON.stringify(before.slice(Math.max(0, at - 60), at + 20));
     throw new Error(
-      `the bundle holds a character beyond ASCII outside its comments: ${JSON.stringify(withoutComments.slice(Math.max(0, outside.index - 60), outside.index + 20))}`,
+      `the bundle holds a character beyond ASCII outside its comments (a regular expression?): ${snippet}`,
     );
-  return code.replace(/[\u0080-\uffff]/g, '?');
+  }
+  return ascii;
 }
 
 // `node scripts/build.mjs [--force]` (`npm run build`; `npm start` runs it when needsBuild())

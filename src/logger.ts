@@ -4,7 +4,8 @@ export type { Logger };
 
 /**
  * JSON-lines logger. The redact list is a last line of defence: code never passes secrets to
- * the logger, but if a header or body slips in, these paths are censored.
+ * the logger, but if a header or body slips in, these paths are censored. No pino transport: pino
+ * is bundled (scripts/build.mjs), and a transport loads files of its own beside pino's.
  */
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
   return pino(

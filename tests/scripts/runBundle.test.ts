@@ -207,10 +207,11 @@ describe('the build (scripts/build.mjs, run before the suite)', () => {
     expect(ascii.length).toBe(code.length);
   });
 
-  it('fails the build for a character beyond ASCII outside a comment, whose meaning an escape would change', async () => {
-    // a tagged template's raw text: esbuild cannot escape it, and neither may the build
-    await expect(asciiOnly(esbuild, 'const raw = String.raw`caf\u00e9`;\n')).rejects.toThrow(
-      /beyond ASCII outside its comments/,
-    );
+  it.each([
+    ['a string', 'const s = "caf\u00e9";\n'],
+    ['a regular expression (esbuild leaves its characters as they are)', 'const r = /[\u201c\u201d]/g;\n'],
+    ["a tagged template's raw text", 'const raw = String.raw`caf\u00e9`;\n'],
+  ])('fails the build for a character beyond ASCII in %s, never rewrites it', async (_where, code) => {
+    await expect(asciiOnly(esbuild, code)).rejects.toThrow(/beyond ASCII outside its comments/);
   });
 });
