@@ -213,7 +213,8 @@ export async function asciiOnly(esbuild, code) {
     (await esbuild.transform(text, { minifyWhitespace: true, legalComments: 'none', charset: 'ascii' })).code;
   const [before, after] = await Promise.all([withoutComments(code), withoutComments(ascii)]);
   if (before !== after) {
-    const at = [...before].findIndex((char, i) => char !== after[i]);
+    let at = 0;
+    while (before[at] === after[at]) at++;
     const snippet = JSON.stringify(before.slice(Math.max(0, at - 60), at + 20));
     throw new Error(
       `the bundle holds a character beyond ASCII outside its comments (a regular expression?): ${snippet}`,
