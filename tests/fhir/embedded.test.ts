@@ -496,6 +496,24 @@ describe('embedded FHIR server', () => {
     );
   });
 
+  it('dates its CapabilityStatement at its start, the same on every request (built on the first)', async () => {
+    const before = Date.now();
+    const own = await startEmbeddedFhirServer({ dataDir: tempDataDir() });
+    try {
+      const started = Date.now();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const read = async () =>
+        ((await (await fetch(`${own.baseUrl}/metadata`)).json()) as { date: string }).date;
+      const first = await read();
+
+      expect(Date.parse(first)).toBeGreaterThanOrEqual(before);
+      expect(Date.parse(first)).toBeLessThanOrEqual(started);
+      expect(await read()).toBe(first);
+    } finally {
+      await own.close();
+    }
+  });
+
   it('answers 404 with an OperationOutcome to an unknown route', async () => {
     const unknownType = await fetch(`${server.baseUrl}/NotAResource/1`);
     const outsideBase = await fetch(`${server.baseUrl.replace('/fhir/R4', '')}/somewhere`);
