@@ -52,8 +52,7 @@ interface ServerContext {
   readonly basePath: string;
   readonly router: FhirRouter;
   readonly repo: JournaledMemoryRepository;
-  /** Built on the first GET metadata (~15-25 ms of CPU a start need not pay), dated at the server's start. */
-  readonly capabilityStatement: () => Resource;
+  readonly capabilityStatement: Resource;
   readonly serialize: <T>(task: () => Promise<T>) => Promise<T>;
   readonly log: (msg: string, extra?: Record<string, unknown>) => void;
 }
@@ -84,7 +83,6 @@ export async function startEmbeddedFhirServer(opts: EmbeddedFhirOptions): Promis
   try {
     const origin = await listen(server, opts.host ?? '127.0.0.1', opts.port ?? 0);
     const baseUrl = `${origin}${basePath}`;
-    const startedAt = new Date();
     const repo = await JournaledMemoryRepository.restore(journal, baseUrl, opts.idStyle);
     const context: ServerContext = {
       baseUrl,
@@ -92,7 +90,7 @@ export async function startEmbeddedFhirServer(opts: EmbeddedFhirOptions): Promis
       basePath,
       router: new FhirRouter(),
       repo,
-      capabilityStatement: once(() => buildCapabilityStatement(baseUrl, startedAt)),
+      capabilityStatement: buildCapabilityStatement(baseUrl, new Date()),
       serialize: createSerialQueue(),
       log,
     };
@@ -175,7 +173,7 @@ async function answer(context: ServerContext, req: IncomingMessage): Promise<Ans
   }
   const rawBody = await readBody(req, MAX_BODY_BYTES);
   if (path === 'metadata' && method === 'GET') {
-    return { status: 200, body: context.capabilityStatement(), headers: {} };
+    return { status: 200, body: context.capabilityStatement, headers: {} };
   }
   assertRoutable(method, path);
   const request: FhirRequest = {
@@ -451,15 +449,10 @@ function createSerialQueue(): <T>(task: () => Promise<T>) => Promise<T> {
   };
 }
 
-/** `fn` called at most once: later calls get its first result. */
-function once<T>(fn: () => T): () => T {
-  let called = false;
-  let result: T;
+function once(fn: () => Promise<void>): () => Promise<void> {
+  let result: Promise<void> | undefined;
   return () => {
-    if (!called) {
-      result = fn();
-      called = true;
-    }
+    result ??= fn();
     return result;
   };
 }
