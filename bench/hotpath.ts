@@ -259,8 +259,7 @@ async function main() {
   let essentialProcess: ChildProcess | undefined;
   let essentialPool: Pool | undefined;
   /** `npm start` in front of the static upstream with `workers` serving processes; resolves once ready. */
-  const startGateway = async (workers: number) => {
-    const port = 4500 + Math.floor(Math.random() * 400);
+  const startGateway = async (workers: number, port = 4500 + Math.floor(Math.random() * 400)) => {
     const url = `http://127.0.0.1:${port}`;
     const startedAt = performance.now();
     // BENCH_PROFILE=<dir>: the gateway runs as `node --cpu-prof dist/main.js` and leaves a .cpuprofile there
@@ -289,20 +288,26 @@ async function main() {
     }
     const readyMs = Math.round(performance.now() - startedAt);
     const target: Target = { name: 'gateway', pool, pids: () => processTree(child.pid as number) };
-    const stop = async () => {
-      await pool.close();
-      try {
-        process.kill(-(child.pid as number), 'SIGTERM');
-      } catch {
-        // gone
-      }
-      await new Promise((r) => child.once('exit', r));
+    // once: a second wait for the 'exit' of a process that has exited would never end
+    let stopped: Promise<void> | undefined;
+    const stop = () => {
+      stopped ??= (async () => {
+        await pool.close();
+        try {
+          process.kill(-(child.pid as number), 'SIGTERM');
+        } catch {
+          // gone
+        }
+        if (child.exitCode === null && child.signalCode === null)
+          await new Promise((r) => child.once('exit', r));
+      })();
+      return stopped;
     };
-    return { child, pool, target, readyMs, stop };
+    return { child, pool, port, target, readyMs, stop };
   };
   // the comparisons with the bare proxy run the gateway on one core (WORKERS=1), as the bare proxy is
   const one = await startGateway(1);
-  let running = one;
+  const running = [one];
   const gw = one.pool;
   const gateway = one.child;
   const bareTarget: Target = {
@@ -497,17 +502,25 @@ async function main() {
       return;
     }
 
-    // every core: the same closed loops with WORKERS=2 (same DATA_DIR: the accounts and tokens stay valid)
-    await one.stop();
-    const two = await startGateway(2);
-    running = two;
+    // every core: WORKERS=2 beside the WORKERS=1 gateway, on the same DATA_DIR (the accounts and
+    // tokens stay valid), their closed loops interleaved (one, two, one, two ...): measured apart,
+    // minutes from each other, a phase of the machine moved one and not the other
+    const two = await startGateway(2, one.port + 1);
+    running.push(two);
     // each worker warms up as the single one did
     await closedLoop(two.target, search, patient, WARM_UP * 2);
     await closedLoop(two.target, read, patient, WARM_UP * 2);
     for (let round = 0; round < ROUNDS; round++) {
-      add('workers2.bundle.rps', (await closedLoop(two.target, search, patient)).rps);
-      add('workers2.read.rps', (await closedLoop(two.target, read, patient)).rps);
+      for (const [key, t] of [
+        ['workers1', one.target],
+        ['workers2', two.target],
+      ] as const) {
+        add(`${key}.bundle.rps`, (await closedLoop(t, search, patient)).rps);
+        add(`${key}.read.rps`, (await closedLoop(t, read, patient)).rps);
+      }
     }
+    // the logins of WORKERS=2 alone, as WORKERS=1's were
+    await one.stop();
     await loginLoop(LOGIN_WARM_UP * 2, two.pool);
     const loginsTwo = await loginLoop(LOGINS, two.pool);
 
@@ -601,8 +614,11 @@ async function main() {
       workers_2: {
         bundle_rps: m('workers2.bundle.rps'),
         read_rps: m('workers2.read.rps'),
-        bundle_ratio_to_1: ratio(m('workers2.bundle.rps'), m('gateway.bundle.rps')),
-        read_ratio_to_1: ratio(m('workers2.read.rps'), m('gateway.read.rps')),
+        // WORKERS=1's throughput in the same interleaving (not its rounds beside the bare proxy)
+        workers_1_bundle_rps: m('workers1.bundle.rps'),
+        workers_1_read_rps: m('workers1.read.rps'),
+        bundle_ratio_to_1: ratio(m('workers2.bundle.rps'), m('workers1.bundle.rps')),
+        read_ratio_to_1: ratio(m('workers2.read.rps'), m('workers1.read.rps')),
         logins_per_second: loginsTwo.perSecond,
       },
       external_upstream_workers_1: { start_to_ready_ms: readyMs, ...idleMemory },
@@ -656,7 +672,7 @@ async function main() {
         `| added latency at 1,000 req/s, Bundle p50 / p99 | ${signed(s.added_latency_ms.at_1000.p50)} / ${signed(s.added_latency_ms.at_1000.p99)} ms | p50 ${s.added_latency_ms.bare_at_1000.p50} / p99 ${s.added_latency_ms.bare_at_1000.p99} ms | |`,
         `| logins/s (20 in flight), WORKERS=1 / 2 | ${s.logins.per_second} / ${s.workers_2.logins_per_second} | | main thread ${s.logins.main_thread_us_per_login} µs per login |`,
         `| the same over the ${LOGIN_WARM_UP} warm-up logins, WORKERS=1 | ${s.logins.warm_up.per_second} | | main thread ${s.logins.warm_up.main_thread_us_per_login} µs per login |`,
-        `| WORKERS=2 throughput, Bundle / read | ${s.workers_2.bundle_rps} / ${s.workers_2.read_rps} req/s | | ${s.workers_2.bundle_ratio_to_1}× / ${s.workers_2.read_ratio_to_1}× of WORKERS=1 |`,
+        `| WORKERS=2 throughput, Bundle / read (WORKERS=1 in the same interleaving) | ${s.workers_2.bundle_rps} / ${s.workers_2.read_rps} req/s (${s.workers_2.workers_1_bundle_rps} / ${s.workers_2.workers_1_read_rps}) | | ${s.workers_2.bundle_ratio_to_1}× / ${s.workers_2.read_ratio_to_1}× of WORKERS=1 |`,
         `| read p99 at 250 req/s, with 20 logins in flight vs none | ${s.read_p99_ms_at_250.with_20_logins_in_flight} vs ${s.read_p99_ms_at_250.quiet} ms | | ${s.read_p99_ms_at_250.ratio}× |`,
         `| \`npm start\` → ready; idle RSS of the process tree (distinct: each physical page once), embedded default (WORKERS=${s.embedded_default.workers}) | ${s.embedded_default.start_to_ready_ms} ms; ${memoryCell(s.embedded_default)} | | |`,
         ...(s.embedded_default.settled
@@ -677,7 +693,7 @@ async function main() {
       ].join('\n'),
     );
   } finally {
-    await running.stop().catch(() => undefined);
+    for (const gateway of running) await gateway.stop().catch(() => undefined);
     bare.child.kill();
     essentialProcess?.kill();
     await essentialPool?.close();
