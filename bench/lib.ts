@@ -68,6 +68,23 @@ export function cpuMicros(paths: string[]): number {
   return (ticks * 1_000_000) / CLOCK_TICKS_PER_SECOND;
 }
 
+/** The machine's CPU time so far from /proc/stat's first line, in clock ticks: all of it, and the idle part (idle and iowait). */
+export function machineTicks(stat = fs.readFileSync('/proc/stat', 'utf8')): { total: number; idle: number } {
+  const fields = (stat.split('\n')[0] ?? '').trim().split(/\s+/).slice(1, 9).map(Number);
+  const [, , , idle = 0, iowait = 0] = fields;
+  return { total: fields.reduce((sum, ticks) => sum + ticks, 0), idle: idle + iowait };
+}
+
+/** How many of the machine's cores were busy, on average, between two readings of machineTicks. */
+export function busyCores(
+  before: { total: number; idle: number },
+  after: { total: number; idle: number },
+  cores: number,
+): number {
+  const total = after.total - before.total;
+  return total > 0 ? Math.round(((total - (after.idle - before.idle)) / total) * cores * 100) / 100 : 0;
+}
+
 export interface Caller {
   call(
     method: string,
