@@ -46,6 +46,8 @@ const CONNECTIONS = 20;
 const QUICK = process.env.BENCH_QUICK === '1';
 /** BENCH_QUICK=logins: only the logins and the read p99 during a login storm (WORKERS=1). */
 const LOGINS_ONLY = process.env.BENCH_QUICK === 'logins';
+/** The start rows (npm start → ready, the idle tree's memory): the full run only. */
+const START_ROWS = !QUICK && !LOGINS_ONLY;
 /** How long the read p99 is measured, quiet and during the login storm (seconds). */
 const STORM_SECONDS = Number(process.env.BENCH_STORM_SECONDS ?? 5);
 const PASSWORD = 'a long and plain passphrase';
@@ -227,14 +229,7 @@ async function embeddedStartup({
   });
   const pool = new Pool(`http://127.0.0.1:${port}`);
   try {
-    for (;;) {
-      try {
-        if ((await get(pool, '/readyz')) === 200) break;
-      } catch {
-        // not up yet
-      }
-      await sleep(10);
-    }
+    await untilReady(pool, child, 10);
     const readyMs = Math.round(performance.now() - started);
     await sleep(3000);
     const memory = treeMemory(child.pid as number);
@@ -253,21 +248,43 @@ async function embeddedStartup({
  * cache, and measured that way the first run after a change gave 2,025 ms to ready against ~1,250.
  */
 function prepareBuild(): void {
-  execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: ROOT, stdio: 'ignore' });
-  execFileSync(process.execPath, ['scripts/warmCodeCache.mjs'], { cwd: ROOT, stdio: 'ignore' });
+  for (const script of ['scripts/build.mjs', 'scripts/warmCodeCache.mjs'])
+    execFileSync(process.execPath, [script], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+}
+
+/** How long a server the bench started may take to answer /readyz 200. */
+const READY_DEADLINE_MS = 60_000;
+
+/**
+ * Polls `/readyz` until it answers 200; throws when `child` exits first (its port taken, a crash)
+ * or READY_DEADLINE_MS pass, instead of polling forever while the bench's other servers keep running.
+ */
+async function untilReady(pool: Pool, child: ChildProcess, pollMs: number): Promise<void> {
+  const deadline = performance.now() + READY_DEADLINE_MS;
+  for (;;) {
+    try {
+      if ((await get(pool, '/readyz')) === 200) return;
+    } catch {
+      // not up yet
+    }
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`the gateway exited (${child.exitCode ?? child.signalCode}) before it was ready`);
+    if (performance.now() > deadline) throw new Error(`the gateway was not ready in ${READY_DEADLINE_MS} ms`);
+    await sleep(pollMs);
+  }
 }
 
 async function main() {
-  if (!QUICK) prepareBuild();
+  if (START_ROWS) prepareBuild();
   const notMeasured: Awaited<ReturnType<typeof embeddedStartup>> = {
     readyMs: 0,
     memory: { idle_rss_mib_process_tree: 0, idle_distinct_pages_mib_process_tree: null },
   };
-  const embedded = QUICK ? notMeasured : await embeddedStartup({ settled: true });
-  const embeddedOne = QUICK ? notMeasured : await embeddedStartup({ workers: 1 });
-  const embeddedAdmin = QUICK ? notMeasured : await embeddedStartup({ firstAdmin: true });
+  const embedded = START_ROWS ? await embeddedStartup({ settled: true }) : notMeasured;
+  const embeddedOne = START_ROWS ? await embeddedStartup({ workers: 1 }) : notMeasured;
+  const embeddedAdmin = START_ROWS ? await embeddedStartup({ firstAdmin: true }) : notMeasured;
   const embeddedNoCaCerts =
-    QUICK || !EXTRA_CA_CERTS ? undefined : await embeddedStartup({ withoutExtraCaCerts: true });
+    START_ROWS && EXTRA_CA_CERTS ? await embeddedStartup({ withoutExtraCaCerts: true }) : undefined;
   const upstream = await spawnReady(process.execPath, ['bench/staticUpstream.mjs'], {});
   const upstreamUrl = `http://127.0.0.1:${upstream.port}`;
   const bare = await spawnReady(process.execPath, ['bench/bareProxy.mjs'], { TARGET: upstreamUrl });
@@ -294,13 +311,16 @@ async function main() {
     });
     if (typeof log === 'number') fs.closeSync(log);
     const pool = new Pool(url, { connections: CONNECTIONS * 2 });
-    for (;;) {
+    try {
+      await untilReady(pool, child, 20);
+    } catch (error) {
+      await pool.close();
       try {
-        if ((await get(pool, '/readyz')) === 200) break;
+        process.kill(-(child.pid as number), 'SIGKILL');
       } catch {
-        // not up yet
+        // gone
       }
-      await sleep(20);
+      throw error;
     }
     const readyMs = Math.round(performance.now() - startedAt);
     const target: Target = { name: 'gateway', pool, pids: () => processTree(child.pid as number) };
@@ -526,16 +546,20 @@ async function main() {
     // each worker warms up as the single one did
     await closedLoop(two.target, search, patient, WARM_UP * 2);
     await closedLoop(two.target, read, patient, WARM_UP * 2);
+    const pair = [
+      ['workers1', one.target],
+      ['workers2', two.target],
+    ] as const;
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [key, t] of [
-        ['workers1', one.target],
-        ['workers2', two.target],
-      ] as const) {
+      // the order flips every round: neither goes first each time (behind the other's last audit flush)
+      for (const [key, t] of round % 2 === 0 ? pair : [...pair].reverse()) {
         const bundle = await closedLoop(t, search, patient);
         add(`${key}.bundle.rps`, bundle.rps);
+        add(`${key}.bundle.cpu_us`, bundle.cpuUsPerRequest);
         add(`${key}.bundle.busy_cores`, bundle.busyCores);
         const single = await closedLoop(t, read, patient);
         add(`${key}.read.rps`, single.rps);
+        add(`${key}.read.cpu_us`, single.cpuUsPerRequest);
         add(`${key}.read.busy_cores`, single.busyCores);
       }
     }
@@ -637,6 +661,11 @@ async function main() {
         // WORKERS=1's throughput in the same interleaving (not its rounds beside the bare proxy)
         workers_1_bundle_rps: m('workers1.bundle.rps'),
         workers_1_read_rps: m('workers1.read.rps'),
+        // each gateway's own CPU per request in those loops (all its processes and threads)
+        cpu_us_per_request: {
+          workers_1: { bundle: m('workers1.bundle.cpu_us'), read: m('workers1.read.cpu_us') },
+          workers_2: { bundle: m('workers2.bundle.cpu_us'), read: m('workers2.read.cpu_us') },
+        },
         // how many of the cores the whole machine kept busy in those loops (client and upstream included)
         busy_cores: {
           workers_1: { bundle: m('workers1.bundle.busy_cores'), read: m('workers1.read.busy_cores') },
@@ -698,7 +727,8 @@ async function main() {
         `| logins/s (20 in flight), WORKERS=1 / 2 | ${s.logins.per_second} / ${s.workers_2.logins_per_second} | | main thread ${s.logins.main_thread_us_per_login} µs per login |`,
         `| the same over the ${LOGIN_WARM_UP} warm-up logins, WORKERS=1 | ${s.logins.warm_up.per_second} | | main thread ${s.logins.warm_up.main_thread_us_per_login} µs per login |`,
         `| WORKERS=2 throughput, Bundle / read (WORKERS=1 in the same interleaving) | ${s.workers_2.bundle_rps} / ${s.workers_2.read_rps} req/s (${s.workers_2.workers_1_bundle_rps} / ${s.workers_2.workers_1_read_rps}) | | ${s.workers_2.bundle_ratio_to_1}× / ${s.workers_2.read_ratio_to_1}× of WORKERS=1 |`,
-        `| the machine's busy cores in those loops (of ${os.availableParallelism()}; client and upstream included), WORKERS=1 / 2, Bundle / read | ${s.workers_2.busy_cores.workers_1.bundle} / ${s.workers_2.busy_cores.workers_2.bundle}, ${s.workers_2.busy_cores.workers_1.read} / ${s.workers_2.busy_cores.workers_2.read} | | |`,
+        `| the gateway's CPU per request in those loops, WORKERS=1 / 2, Bundle; read | ${s.workers_2.cpu_us_per_request.workers_1.bundle} / ${s.workers_2.cpu_us_per_request.workers_2.bundle}; ${s.workers_2.cpu_us_per_request.workers_1.read} / ${s.workers_2.cpu_us_per_request.workers_2.read} µs | | |`,
+        `| the machine's busy cores in those loops (of ${os.availableParallelism()}; client and upstream included), WORKERS=1 / 2, Bundle; read | ${s.workers_2.busy_cores.workers_1.bundle} / ${s.workers_2.busy_cores.workers_2.bundle}; ${s.workers_2.busy_cores.workers_1.read} / ${s.workers_2.busy_cores.workers_2.read} | | |`,
         `| read p99 at 250 req/s, with 20 logins in flight vs none | ${s.read_p99_ms_at_250.with_20_logins_in_flight} vs ${s.read_p99_ms_at_250.quiet} ms | | ${s.read_p99_ms_at_250.ratio}× |`,
         `| \`npm start\` → ready; idle RSS of the process tree (distinct: each physical page once), embedded default (WORKERS=${s.embedded_default.workers}) | ${s.embedded_default.start_to_ready_ms} ms; ${memoryCell(s.embedded_default)} | | |`,
         ...(s.embedded_default.settled
@@ -719,7 +749,7 @@ async function main() {
       ].join('\n'),
     );
   } finally {
-    for (const gateway of running) await gateway.stop().catch(() => undefined);
+    for (const started of running) await started.stop().catch(() => undefined);
     bare.child.kill();
     essentialProcess?.kill();
     await essentialPool?.close();

@@ -68,7 +68,11 @@ export function cpuMicros(paths: string[]): number {
   return (ticks * 1_000_000) / CLOCK_TICKS_PER_SECOND;
 }
 
-/** The machine's CPU time so far from /proc/stat's first line, in clock ticks: all of it, and the idle part (idle and iowait). */
+/**
+ * The machine's CPU time so far from /proc/stat's first line (all CPUs), in clock ticks: all of it
+ * (user to steal; guest time is in user already), and the idle part (idle and iowait). Time stolen
+ * by the hypervisor counts as busy; under a cpuset the line still counts every CPU of the machine.
+ */
 export function machineTicks(stat = fs.readFileSync('/proc/stat', 'utf8')): { total: number; idle: number } {
   const fields = (stat.split('\n')[0] ?? '').trim().split(/\s+/).slice(1, 9).map(Number);
   const [, , , idle = 0, iowait = 0] = fields;

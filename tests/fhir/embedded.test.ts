@@ -496,7 +496,7 @@ describe('embedded FHIR server', () => {
     );
   });
 
-  it('dates its CapabilityStatement at its start, the same on every request (built on the first)', async () => {
+  it('dates its CapabilityStatement at its start, the same on every request', async () => {
     const before = Date.now();
     const own = await startEmbeddedFhirServer({ dataDir: tempDataDir() });
     try {
