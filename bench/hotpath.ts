@@ -245,7 +245,7 @@ async function embeddedStartup({
 /**
  * dist/ built and the bundle's code cache made (scripts/warmCodeCache.mjs), as any start after the
  * first finds them: a start right after a source change builds first and then compiles without the
- * cache, and measured that way the first run after a change gave 2,025 ms to ready against ~1,250.
+ * cache, and the start rows would measure that rather than the start.
  */
 function prepareBuild(): void {
   for (const script of ['scripts/build.mjs', 'scripts/warmCodeCache.mjs'])
