@@ -212,7 +212,8 @@ async function embeddedStartup({
   /** Its memory again SETTLE_MS after ready. */
   settled?: boolean;
 } = {}): Promise<{ readyMs: number; memory: TreeMemory; settledMemory?: TreeMemory }> {
-  const port = 4900 + Math.floor(Math.random() * 90);
+  // one port each: a start that drew the port of the one before failed with EADDRINUSE
+  const port = nextStartPort++;
   const { NODE_EXTRA_CA_CERTS: _extraCaCerts, ...withoutCaCerts } = process.env;
   const started = performance.now();
   const child = spawn('npm', ['start', '-s'], {
@@ -237,8 +238,40 @@ async function embeddedStartup({
     await sleep(SETTLE_MS - 3000);
     return { readyMs, memory, settledMemory: treeMemory(child.pid as number) };
   } finally {
-    process.kill(-(child.pid as number), 'SIGTERM');
     await pool.close();
+    await stopTree(child);
+  }
+}
+
+/** The start rows' ports, one after another from a random first (a run's four starts, 4900–4993). */
+let nextStartPort = 4900 + Math.floor(Math.random() * 90);
+
+/**
+ * SIGTERM to `child`'s process group, then waits until every process of its tree has gone (SIGKILL
+ * after 15 s): npm may exit before the gateway it started, and the port is free only then.
+ */
+async function stopTree(child: ChildProcess): Promise<void> {
+  const tree = processTree(child.pid as number);
+  const signal = (name: NodeJS.Signals) => {
+    try {
+      process.kill(-(child.pid as number), name);
+    } catch {
+      // gone
+    }
+  };
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  signal('SIGTERM');
+  const killAt = performance.now() + 15_000;
+  while (tree.some(alive)) {
+    if (performance.now() > killAt) signal('SIGKILL');
+    await sleep(50);
   }
 }
 
@@ -315,11 +348,7 @@ async function main() {
       await untilReady(pool, child, 20);
     } catch (error) {
       await pool.close();
-      try {
-        process.kill(-(child.pid as number), 'SIGKILL');
-      } catch {
-        // gone
-      }
+      await stopTree(child);
       throw error;
     }
     const readyMs = Math.round(performance.now() - startedAt);
@@ -329,13 +358,7 @@ async function main() {
     const stop = () => {
       stopped ??= (async () => {
         await pool.close();
-        try {
-          process.kill(-(child.pid as number), 'SIGTERM');
-        } catch {
-          // gone
-        }
-        if (child.exitCode === null && child.signalCode === null)
-          await new Promise((r) => child.once('exit', r));
+        await stopTree(child);
       })();
       return stopped;
     };
