@@ -212,7 +212,7 @@ async function embeddedStartup({
   /** Its memory again SETTLE_MS after ready. */
   settled?: boolean;
 } = {}): Promise<{ readyMs: number; memory: TreeMemory; settledMemory?: TreeMemory }> {
-  // one port each: a start that drew the port of the one before failed with EADDRINUSE
+  // a port each: a start whose port is taken fails (untilReady) instead of timing whoever holds it
   const port = nextStartPort++;
   const { NODE_EXTRA_CA_CERTS: _extraCaCerts, ...withoutCaCerts } = process.env;
   const started = performance.now();
@@ -228,6 +228,7 @@ async function embeddedStartup({
     stdio: ['ignore', 'ignore', 'inherit'],
     detached: true,
   });
+  gatewayGroups.add(child);
   const pool = new Pool(`http://127.0.0.1:${port}`);
   try {
     await untilReady(pool, child, 10);
@@ -242,6 +243,23 @@ async function embeddedStartup({
     await stopTree(child);
   }
 }
+
+/**
+ * Every gateway the bench started, each a process group of its own (so that a stop reaches its whole
+ * tree): a bench stopped by a signal stops them too, else they outlive it and hold their ports.
+ */
+const gatewayGroups = new Set<ChildProcess>();
+for (const signal of ['SIGINT', 'SIGTERM'] as const)
+  process.once(signal, () => {
+    for (const child of gatewayGroups) {
+      try {
+        process.kill(-(child.pid as number), 'SIGTERM');
+      } catch {
+        // gone
+      }
+    }
+    process.exit(130);
+  });
 
 /** The start rows' ports, one after another from a random first (a run's four starts, 4900–4993). */
 let nextStartPort = 4900 + Math.floor(Math.random() * 90);
@@ -342,6 +360,7 @@ async function main() {
       stdio: ['ignore', log, 'inherit'],
       detached: true,
     });
+    gatewayGroups.add(child);
     if (typeof log === 'number') fs.closeSync(log);
     const pool = new Pool(url, { connections: CONNECTIONS * 2 });
     try {
