@@ -251,15 +251,18 @@ async function embeddedStartup({
 const gatewayGroups = new Set<ChildProcess>();
 for (const signal of ['SIGINT', 'SIGTERM'] as const)
   process.once(signal, () => {
-    for (const child of gatewayGroups) {
-      try {
-        process.kill(-(child.pid as number), 'SIGTERM');
-      } catch {
-        // gone
-      }
-    }
+    for (const child of gatewayGroups) signalGroup(child, 'SIGTERM');
     process.exit(130);
   });
+
+/** `name` to `child`'s process group; nothing when it has gone. */
+function signalGroup(child: ChildProcess, name: NodeJS.Signals): void {
+  try {
+    process.kill(-(child.pid as number), name);
+  } catch {
+    // gone
+  }
+}
 
 /** The start rows' ports, one after another from a random first (a run's four starts, 4900–4993). */
 let nextStartPort = 4900 + Math.floor(Math.random() * 90);
@@ -270,13 +273,6 @@ let nextStartPort = 4900 + Math.floor(Math.random() * 90);
  */
 async function stopTree(child: ChildProcess): Promise<void> {
   const tree = processTree(child.pid as number);
-  const signal = (name: NodeJS.Signals) => {
-    try {
-      process.kill(-(child.pid as number), name);
-    } catch {
-      // gone
-    }
-  };
   const alive = (pid: number) => {
     try {
       process.kill(pid, 0);
@@ -285,10 +281,10 @@ async function stopTree(child: ChildProcess): Promise<void> {
       return false;
     }
   };
-  signal('SIGTERM');
+  signalGroup(child, 'SIGTERM');
   const killAt = performance.now() + 15_000;
   while (tree.some(alive)) {
-    if (performance.now() > killAt) signal('SIGKILL');
+    if (performance.now() > killAt) signalGroup(child, 'SIGKILL');
     await sleep(50);
   }
 }
