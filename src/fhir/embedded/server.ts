@@ -8,7 +8,7 @@ import type { FhirRequest, HttpMethod } from '@medplum/fhir-router';
 import { FhirRouter } from '@medplum/fhir-router';
 import type { OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { loadFhirDefinitions } from '../definitions.js';
-import { buildCapabilityStatement } from './capability.js';
+import { buildCapabilityStatement, buildCapabilitySummary } from './capability.js';
 import { applyElements, parseElements } from './elements.js';
 import { ResourceJournal } from './journal.js';
 import { type IdStyle, JournaledMemoryRepository } from './repository.js';
@@ -52,7 +52,8 @@ interface ServerContext {
   readonly basePath: string;
   readonly router: FhirRouter;
   readonly repo: JournaledMemoryRepository;
-  readonly capabilityStatement: Resource;
+  /** The CapabilityStatement, whole or as `_summary=true` asks; each made on its first request. */
+  readonly capabilityStatement: (summary: boolean) => Resource;
   readonly serialize: <T>(task: () => Promise<T>) => Promise<T>;
   readonly log: (msg: string, extra?: Record<string, unknown>) => void;
 }
@@ -90,7 +91,7 @@ export async function startEmbeddedFhirServer(opts: EmbeddedFhirOptions): Promis
       basePath,
       router: new FhirRouter(),
       repo,
-      capabilityStatement: buildCapabilityStatement(baseUrl, new Date()),
+      capabilityStatement: capabilityStatements(baseUrl, new Date()),
       serialize: createSerialQueue(),
       log,
     };
@@ -100,6 +101,24 @@ export async function startEmbeddedFhirServer(opts: EmbeddedFhirOptions): Promis
     await closeServer(server, journal);
     throw err;
   }
+}
+
+/**
+ * Both statements, dated at the server's start and each made once, on its first request: the
+ * gateway's readiness probes ask only for the summary, so a start never collects the search
+ * parameters of every type (15–20 ms) unless a client asks for the whole statement.
+ */
+function capabilityStatements(baseUrl: string, startedAt: Date): (summary: boolean) => Resource {
+  let whole: Resource | undefined;
+  let summary: Resource | undefined;
+  return (asSummary) => {
+    if (asSummary) {
+      summary ??= buildCapabilitySummary(baseUrl, startedAt);
+      return summary;
+    }
+    whole ??= buildCapabilityStatement(baseUrl, startedAt);
+    return whole;
+  };
 }
 
 async function handleRequest(
@@ -173,7 +192,8 @@ async function answer(context: ServerContext, req: IncomingMessage): Promise<Ans
   }
   const rawBody = await readBody(req, MAX_BODY_BYTES);
   if (path === 'metadata' && method === 'GET') {
-    return { status: 200, body: context.capabilityStatement, headers: {} };
+    const summary = url.searchParams.get('_summary') === 'true';
+    return { status: 200, body: context.capabilityStatement(summary), headers: {} };
   }
   assertRoutable(method, path);
   const request: FhirRequest = {
