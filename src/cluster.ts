@@ -4,7 +4,7 @@ import { migrateToLatest, openDatabase } from '../db/connection.js';
 import { loadTokenKeys } from './auth/signingKeys.js';
 import { relayBetweenPeers } from './clusterPeers.js';
 import type { Config } from './config.js';
-import { type EmbeddedFhirServer, startEmbeddedFhirServer } from './fhir/embedded/server.js';
+import { startEmbeddedFhirServer } from './fhir/embedded/server.js';
 import type { Logger } from './logger.js';
 import { relayClusterMetrics } from './metrics/clusterMetrics.js';
 import { loadSecrets } from './secrets.js';
@@ -22,6 +22,18 @@ import { CLUSTER_MESSAGE, isClusterMessage, WORKER_ENV } from './workerEnv.js';
 
 /** The embedded server's base path, as a single process has it. */
 const EMBEDDED_BASE_PATH = '/fhir/R4';
+
+/** Migrates the database, then makes the signing key and app secret in DATA_DIR when none is configured: once, for every worker. */
+async function prepareDatabaseAndKeys(config: Config): Promise<void> {
+  const database = openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  try {
+    await migrateToLatest(database.db);
+  } finally {
+    await database.close();
+  }
+  await loadTokenKeys(config.jwt.privateKey, config.jwt.previousKeys, config.dataDir);
+  loadSecrets(config.appSecret, config.appSecretPrevious, config.dataDir);
+}
 
 /** A free port on loopback, for the embedded server whose address the workers must know before it listens. */
 export function freeLoopbackPort(): Promise<number> {
@@ -91,48 +103,41 @@ export interface Cluster {
   close(): Promise<void>;
 }
 
-/** Runs in the primary: migrations, the embedded FHIR server, then `workers` serving processes. */
+/**
+ * Runs in the primary: forks `workers` serving processes, migrates the database and makes the
+ * signing key while they boot (each waits for the word before it opens the database), then starts
+ * the embedded FHIR server.
+ */
 export async function startCluster(config: Config, workers: number, logger: Logger): Promise<Cluster> {
-  // once, before any worker opens the database: concurrent migrations would race
-  const database = openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
-  try {
-    await migrateToLatest(database.db);
-  } finally {
-    await database.close();
-  }
-  // a signing key and an app secret generated into DATA_DIR are generated here, once: workers
-  // generating their own would each refuse the others' tokens, codes and cursors
-  await loadTokenKeys(config.jwt.privateKey, config.jwt.previousKeys, config.dataDir);
-  loadSecrets(config.appSecret, config.appSecretPrevious, config.dataDir);
   // a scrape reaches one worker; it asks here for every worker's figures, added up
   const stopMetricsRelay = config.metrics.token ? relayClusterMetrics(logger) : () => undefined;
   // what one worker must make every other do before it answers: flush the audit trail, forget a patient's panel
   const stopPeerRelay = relayBetweenPeers();
   // the embedded server's address is fixed first, so the workers start while it loads (their
   // /readyz says 503 until it answers): the two start-ups overlap instead of adding up
-  let embeddedUrl: string | undefined;
-  let embeddedStarting: Promise<EmbeddedFhirServer> | undefined;
-  if (!config.fhir.baseUrl) {
-    const port = config.fhir.embeddedPort || (await freeLoopbackPort());
-    embeddedUrl = `http://127.0.0.1:${port}${EMBEDDED_BASE_PATH}`;
-    embeddedStarting = startEmbeddedFhirServer({
-      dataDir: config.dataDir,
-      host: '127.0.0.1',
-      port,
-      basePath: EMBEDDED_BASE_PATH,
-      log: (msg, extra) => logger.info({ component: 'embedded-fhir', ...extra }, msg),
-    });
-  }
+  const embeddedPort = config.fhir.baseUrl
+    ? undefined
+    : config.fhir.embeddedPort || (await freeLoopbackPort());
+  const embeddedUrl =
+    embeddedPort === undefined ? undefined : `http://127.0.0.1:${embeddedPort}${EMBEDDED_BASE_PATH}`;
   // the kernel spreads connections over the workers' shared socket: no hop through the primary
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   let closing = false;
   const respawns = new Set<NodeJS.Timeout>();
+  // no worker opens the database before it is migrated and the key is in DATA_DIR: concurrent
+  // migrations would race, and workers generating their own keys would refuse each other's tokens
+  let prepared = false;
+  const waitingToOpen: Worker[] = [];
   // worker 0 listens first: it creates the first admin before it does, so no worker may answer
   // a login before that account exists; the others boot meanwhile and ask before they listen
   let firstListening = false;
   let allListening = false;
   const waiting: Worker[] = [];
   const onAsk = (worker: Worker, message: unknown) => {
+    if (isClusterMessage(message, CLUSTER_MESSAGE.mayOpen)) {
+      if (prepared) worker.send({ type: CLUSTER_MESSAGE.open });
+      else waitingToOpen.push(worker);
+    }
     if (!isClusterMessage(message, CLUSTER_MESSAGE.mayListen)) return;
     if (firstListening) worker.send({ type: CLUSTER_MESSAGE.listen });
     else waiting.push(worker);
@@ -175,8 +180,38 @@ export async function startCluster(config: Config, workers: number, logger: Logg
       worker.once('listening', () => resolve());
       worker.once('exit', (code) => reject(new Error(`a gateway worker exited with ${code} while starting`)));
     });
+  // forked first: a worker's boot (Node's own start, the bundle's code) takes the core this
+  // process leaves idle while it migrates, instead of following it
   const started = Array.from({ length: workers }, (_, index) => fork(index));
-  const [embedded] = await Promise.all([embeddedStarting, ...started.map(listening)]);
+  const allStarted = Promise.all(started.map(listening));
+  // awaited below; a worker that died while this process still migrates must not go unhandled
+  allStarted.catch(() => undefined);
+  try {
+    await prepareDatabaseAndKeys(config);
+  } catch (error) {
+    closing = true;
+    cluster.off('message', onAsk);
+    watchdog.stop();
+    for (const worker of started) worker.process.kill('SIGTERM');
+    stopMetricsRelay();
+    stopPeerRelay();
+    throw error;
+  }
+  prepared = true;
+  // one that died meanwhile has failed the start already (allStarted); a send to it would throw
+  for (const worker of waitingToOpen.splice(0))
+    if (worker.isConnected()) worker.send({ type: CLUSTER_MESSAGE.open });
+  const embeddedStarting =
+    embeddedPort === undefined
+      ? undefined
+      : startEmbeddedFhirServer({
+          dataDir: config.dataDir,
+          host: '127.0.0.1',
+          port: embeddedPort,
+          basePath: EMBEDDED_BASE_PATH,
+          log: (msg, extra) => logger.info({ component: 'embedded-fhir', ...extra }, msg),
+        });
+  const [embedded] = await Promise.all([embeddedStarting, allStarted]);
   allListening = true;
   for (const worker of started) worker.send({ type: CLUSTER_MESSAGE.allListening });
   return {

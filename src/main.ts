@@ -49,13 +49,12 @@ async function runServer(config: Config, logger: Logger): Promise<void> {
   const { startGateway } = await import('./server.js');
   const embeddedByPrimary = process.env[WORKER_ENV.fhirBaseUrl];
   const firstWorker = cluster.isPrimary || process.env[WORKER_ENV.background] === '1';
+  const { mayOpen, ...whenToListen } = cluster.isWorker ? clusterStart(firstWorker) : { mayOpen: undefined };
+  // the primary migrates and writes the signing key while its workers boot (src/cluster.ts)
+  await mayOpen?.();
   const gateway = await startGateway(
     embeddedByPrimary ? { ...config, fhir: { ...config.fhir, baseUrl: embeddedByPrimary } } : config,
-    {
-      logger,
-      background: firstWorker,
-      ...(cluster.isWorker ? clusterStart(firstWorker) : {}),
-    },
+    { logger, background: firstWorker, ...whenToListen },
   );
   if (cluster.isPrimary) {
     logger.info(
@@ -74,29 +73,42 @@ async function runServer(config: Config, logger: Logger): Promise<void> {
 }
 
 /**
- * A cluster worker's part in the start (src/cluster.ts): every worker boots at once, worker 0
- * listens first (it creates the first admin before it does), the others when the primary says
- * so; /readyz says ready once the primary reports every worker listening.
+ * A cluster worker's part in the start (src/cluster.ts): every worker boots at once and opens the
+ * database when the primary says it is migrated; worker 0 listens first (it creates the first
+ * admin before it does), the others when the primary says so; /readyz says ready once the
+ * primary reports every worker listening.
  */
 function clusterStart(firstWorker: boolean) {
   let allListening = false;
+  let openNow: () => void = () => undefined;
+  const openAllowed = new Promise<void>((resolve) => {
+    openNow = resolve;
+  });
   let mayListen: () => void = () => undefined;
   const listenAllowed = new Promise<void>((resolve) => {
     mayListen = resolve;
   });
   process.on('message', (message: unknown) => {
+    if (isClusterMessage(message, CLUSTER_MESSAGE.open)) openNow();
     if (isClusterMessage(message, CLUSTER_MESSAGE.listen)) mayListen();
     if (isClusterMessage(message, CLUSTER_MESSAGE.allListening)) allListening = true;
     // the primary's watchdog: answered from the event loop, so a loop that is stuck cannot answer
     if (isClusterMessage(message, CLUSTER_MESSAGE.ping) && process.connected)
       process.send?.({ type: CLUSTER_MESSAGE.pong }, undefined, {}, () => undefined);
   });
+  /** Asked once the listener above is there: an answer sent before it would be lost. */
+  const ask = (type: string) => {
+    // a primary gone meanwhile (its start failed) ends this worker through 'disconnect'
+    if (process.connected) process.send?.({ type }, undefined, {}, () => undefined);
+  };
   return {
+    mayOpen: () => {
+      ask(CLUSTER_MESSAGE.mayOpen);
+      return openAllowed;
+    },
     beforeListen: () => {
       if (firstWorker) return Promise.resolve();
-      // a primary gone meanwhile (its start failed) ends this worker through 'disconnect'
-      if (process.connected)
-        process.send?.({ type: CLUSTER_MESSAGE.mayListen }, undefined, {}, () => undefined);
+      ask(CLUSTER_MESSAGE.mayListen);
       return listenAllowed;
     },
     peersReady: () => allListening,

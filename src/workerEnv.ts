@@ -8,6 +8,10 @@ export const WORKER_ENV = {
 
 /** Messages between the primary and its workers during a start, and the watchdog's (src/cluster.ts). */
 export const CLUSTER_MESSAGE = {
+  /** Worker to primary: booted, may I open the database? */
+  mayOpen: 'fhir-facade:may-open',
+  /** Primary to worker: open it (migrated; the signing key and app secret exist in DATA_DIR). */
+  open: 'fhir-facade:open',
   /** Worker to primary: booted, may I listen? */
   mayListen: 'fhir-facade:may-listen',
   /** Primary to worker: listen (worker 0 serves, so the first admin exists). */

@@ -1,14 +1,17 @@
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type EmbeddedFhirServer, startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
 import { startHoldingProxy } from '../helpers/fakeUpstream.js';
 import { codeIn, mailsTo } from '../helpers/journey.js';
 import {
+  freePort,
   isAlive,
   nodeProcessesUnder,
   type RunningProcess,
+  runNpm,
   startGatewayProcess,
   waitFor,
 } from '../helpers/processes.js';
@@ -406,3 +409,41 @@ describe('WORKERS=2 stopping while a worker cannot', () => {
     }
   }, 60_000);
 });
+
+describe('WORKERS=2 whose primary cannot migrate', () => {
+  it('stops the workers it forked before it migrated, and exits with the reason', async () => {
+    const dataDir = tempDir();
+    // the workers boot while the primary migrates (src/cluster.ts): this migration fails
+    fs.writeFileSync(path.join(dataDir, 'fhir-facade.sqlite'), 'not a database at all. '.repeat(512));
+    const proc = runNpm(['start'], {
+      WORKERS: '2',
+      DATA_DIR: dataDir,
+      HOST: '127.0.0.1',
+      PORT: String(await freePort()),
+    });
+    try {
+      const code = await Promise.race([
+        proc.exited,
+        new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 30_000)),
+      ]);
+
+      expect(code).not.toBe(0);
+      expect(code).not.toBe('hung');
+      expect(proc.output()).toContain('fhir-facade failed to start');
+      // no worker outlives its primary: every process of the start's group is gone
+      await waitFor('every process of the group gone', async () => !groupHasProcesses(proc), 10_000, proc);
+    } finally {
+      await proc.kill('SIGKILL');
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
+/** Whether any process is left in the process group `npm start` leads (its workers would be). */
+function groupHasProcesses(proc: RunningProcess): boolean {
+  try {
+    return execFileSync('pgrep', ['-g', String(proc.child.pid)], { encoding: 'utf8' }).trim() !== '';
+  } catch {
+    return false;
+  }
+}
