@@ -76,7 +76,9 @@ export function runBundle(bundle, { cacheAfterMs = CACHE_AFTER_MS } = {}) {
   // the file is the function Node wraps a CommonJS file in (scripts/build.mjs writes it so). No
   // import() runs in it: Node 20 drops a cached script's import() callback, so the bundle is
   // handed this module's import() instead (src/importEsm.ts)
-  const script = new vm.Script(fs.readFileSync(bundle, 'utf8'), { filename: bundle, cachedData });
+  // read as latin1: the build leaves no character beyond ASCII in it (scripts/build.mjs asciiOnly),
+  // so the string is the same, and Node copies the bytes instead of decoding UTF-8 (~8 ms a process)
+  const script = new vm.Script(fs.readFileSync(bundle, 'latin1'), { filename: bundle, cachedData });
   const cacheUsed = cachedData !== undefined && !script.cachedDataRejected;
   if (!cacheUsed) {
     process.once(SERVING_EVENT, () => {

@@ -4,9 +4,12 @@
 // `npm start` to ready). Plain JS: it runs before any loader.
 import { execFileSync } from 'node:child_process';
 import cluster from 'node:cluster';
-import { needsBuild } from './build.mjs';
 
-// a cluster worker runs this file again (src/cluster.ts forks it): its primary has built already
-if (cluster.isPrimary && needsBuild())
-  execFileSync(process.execPath, [new URL('./build.mjs', import.meta.url).pathname], { stdio: 'inherit' });
+// a cluster worker runs this file again (src/cluster.ts forks it): its primary has built already,
+// so a worker does not even load the build's modules (~20 ms of each worker's start)
+if (cluster.isPrimary) {
+  const { needsBuild } = await import('./build.mjs');
+  if (needsBuild())
+    execFileSync(process.execPath, [new URL('./build.mjs', import.meta.url).pathname], { stdio: 'inherit' });
+}
 await import('../dist/main.js');
