@@ -4,7 +4,7 @@ import { migrateToLatest, openDatabase } from '../db/connection.js';
 import { loadTokenKeys } from './auth/signingKeys.js';
 import { relayBetweenPeers } from './clusterPeers.js';
 import type { Config } from './config.js';
-import { startEmbeddedFhirServer } from './fhir/embedded/server.js';
+import { type EmbeddedFhirServer, startEmbeddedFhirServer } from './fhir/embedded/server.js';
 import type { Logger } from './logger.js';
 import { relayClusterMetrics } from './metrics/clusterMetrics.js';
 import { loadSecrets } from './secrets.js';
@@ -23,7 +23,7 @@ import { CLUSTER_MESSAGE, isClusterMessage, WORKER_ENV } from './workerEnv.js';
 /** The embedded server's base path, as a single process has it. */
 const EMBEDDED_BASE_PATH = '/fhir/R4';
 
-/** Migrates the database, then makes the signing key and app secret in DATA_DIR when none is configured: once, for every worker. */
+/** Migrates the database, then makes the signing key and app secret in DATA_DIR when none is configured. */
 async function prepareDatabaseAndKeys(config: Config): Promise<void> {
   const database = openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
   try {
@@ -104,6 +104,14 @@ export interface Cluster {
 }
 
 /**
+ * A message to a worker. One that died meanwhile is skipped: a send to it would throw
+ * ERR_IPC_CHANNEL_CLOSED as an 'error' event nobody handles, and take the primary down.
+ */
+function tell(worker: Worker, type: string): void {
+  if (worker.isConnected()) worker.send({ type }, undefined, () => undefined);
+}
+
+/**
  * Runs in the primary: forks `workers` serving processes, migrates the database and makes the
  * signing key while they boot (each waits for the word before it opens the database), then starts
  * the embedded FHIR server.
@@ -113,8 +121,8 @@ export async function startCluster(config: Config, workers: number, logger: Logg
   const stopMetricsRelay = config.metrics.token ? relayClusterMetrics(logger) : () => undefined;
   // what one worker must make every other do before it answers: flush the audit trail, forget a patient's panel
   const stopPeerRelay = relayBetweenPeers();
-  // the embedded server's address is fixed first, so the workers start while it loads (their
-  // /readyz says 503 until it answers): the two start-ups overlap instead of adding up
+  // the embedded server's address is fixed first, so the workers are forked knowing it and start
+  // while it loads (their /readyz says 503 until it answers)
   const embeddedPort = config.fhir.baseUrl
     ? undefined
     : config.fhir.embeddedPort || (await freeLoopbackPort());
@@ -135,12 +143,12 @@ export async function startCluster(config: Config, workers: number, logger: Logg
   const waiting: Worker[] = [];
   const onAsk = (worker: Worker, message: unknown) => {
     if (isClusterMessage(message, CLUSTER_MESSAGE.mayOpen)) {
-      if (prepared) worker.send({ type: CLUSTER_MESSAGE.open });
+      if (prepared) tell(worker, CLUSTER_MESSAGE.open);
       else waitingToOpen.push(worker);
+    } else if (isClusterMessage(message, CLUSTER_MESSAGE.mayListen)) {
+      if (firstListening) tell(worker, CLUSTER_MESSAGE.listen);
+      else waiting.push(worker);
     }
-    if (!isClusterMessage(message, CLUSTER_MESSAGE.mayListen)) return;
-    if (firstListening) worker.send({ type: CLUSTER_MESSAGE.listen });
-    else waiting.push(worker);
   };
   cluster.on('message', onAsk);
   const watchdog = watchWorkers(config.workerWatchdogMs, logger);
@@ -154,14 +162,18 @@ export async function startCluster(config: Config, workers: number, logger: Logg
       watchdog.watch(worker, index);
       if (index === 0 && !firstListening) {
         firstListening = true;
-        for (const other of waiting.splice(0)) other.send({ type: CLUSTER_MESSAGE.listen });
+        for (const other of waiting.splice(0)) tell(other, CLUSTER_MESSAGE.listen);
       }
       // a worker started again after a crash is ready as soon as it listens
-      if (allListening) worker.send({ type: CLUSTER_MESSAGE.allListening });
+      if (allListening) tell(worker, CLUSTER_MESSAGE.allListening);
     });
     worker.once('exit', (code, signal) => {
-      // during the start a death fails the start (below); afterwards the worker is replaced
-      if (closing || !allListening) return;
+      if (closing) return;
+      // during the start a death fails the start (below), also one after the worker listened
+      if (!allListening) {
+        failStart(new Error(`a gateway worker exited with ${code ?? signal} while starting`));
+        return;
+      }
       // a worker that finished its shutdown (someone sent it SIGTERM) is replaced too, but is no crash
       if (code === 0) logger.warn({ worker: index, code, signal }, 'gateway worker exited; starting another');
       else logger.error({ worker: index, code, signal }, 'gateway worker died; starting another');
@@ -175,45 +187,51 @@ export async function startCluster(config: Config, workers: number, logger: Logg
     });
     return worker;
   };
+  let failStart: (error: Error) => void = () => undefined;
+  const startFailed = new Promise<never>((_, reject) => {
+    failStart = reject;
+  });
+  // raced below; a worker that died while nothing awaited it yet must not go unhandled
+  startFailed.catch(() => undefined);
   const listening = (worker: Worker) =>
-    new Promise<void>((resolve, reject) => {
-      worker.once('listening', () => resolve());
-      worker.once('exit', (code) => reject(new Error(`a gateway worker exited with ${code} while starting`)));
-    });
+    new Promise<void>((resolve) => worker.once('listening', () => resolve()));
   // forked first: a worker's boot (Node's own start, the bundle's code) takes the core this
   // process leaves idle while it migrates, instead of following it
   const started = Array.from({ length: workers }, (_, index) => fork(index));
-  const allStarted = Promise.all(started.map(listening));
-  // awaited below; a worker that died while this process still migrates must not go unhandled
-  allStarted.catch(() => undefined);
+  let embeddedStarting: Promise<EmbeddedFhirServer> | undefined;
+  let embedded: EmbeddedFhirServer | undefined;
   try {
-    await prepareDatabaseAndKeys(config);
+    // a worker that dies meanwhile fails the start at once, not after the migrations
+    await Promise.race([prepareDatabaseAndKeys(config), startFailed]);
+    prepared = true;
+    for (const worker of waitingToOpen.splice(0)) tell(worker, CLUSTER_MESSAGE.open);
+    embeddedStarting =
+      embeddedPort === undefined
+        ? undefined
+        : startEmbeddedFhirServer({
+            dataDir: config.dataDir,
+            host: '127.0.0.1',
+            port: embeddedPort,
+            basePath: EMBEDDED_BASE_PATH,
+            log: (msg, extra) => logger.info({ component: 'embedded-fhir', ...extra }, msg),
+          });
+    [embedded] = await Promise.race([
+      Promise.all([embeddedStarting, ...started.map(listening)]),
+      startFailed,
+    ]);
   } catch (error) {
+    // whatever failed, nothing of the start is left running: the workers, the embedded server, the relays
     closing = true;
     cluster.off('message', onAsk);
     watchdog.stop();
-    for (const worker of started) worker.process.kill('SIGTERM');
+    for (const worker of started) if (!worker.isDead()) worker.process.kill('SIGTERM');
     stopMetricsRelay();
     stopPeerRelay();
+    await (await embeddedStarting?.catch(() => undefined))?.close();
     throw error;
   }
-  prepared = true;
-  // one that died meanwhile has failed the start already (allStarted); a send to it would throw
-  for (const worker of waitingToOpen.splice(0))
-    if (worker.isConnected()) worker.send({ type: CLUSTER_MESSAGE.open });
-  const embeddedStarting =
-    embeddedPort === undefined
-      ? undefined
-      : startEmbeddedFhirServer({
-          dataDir: config.dataDir,
-          host: '127.0.0.1',
-          port: embeddedPort,
-          basePath: EMBEDDED_BASE_PATH,
-          log: (msg, extra) => logger.info({ component: 'embedded-fhir', ...extra }, msg),
-        });
-  const [embedded] = await Promise.all([embeddedStarting, allStarted]);
   allListening = true;
-  for (const worker of started) worker.send({ type: CLUSTER_MESSAGE.allListening });
+  for (const worker of started) tell(worker, CLUSTER_MESSAGE.allListening);
   return {
     close: async () => {
       closing = true;

@@ -49,12 +49,16 @@ async function runServer(config: Config, logger: Logger): Promise<void> {
   const { startGateway } = await import('./server.js');
   const embeddedByPrimary = process.env[WORKER_ENV.fhirBaseUrl];
   const firstWorker = cluster.isPrimary || process.env[WORKER_ENV.background] === '1';
-  const { mayOpen, ...whenToListen } = cluster.isWorker ? clusterStart(firstWorker) : { mayOpen: undefined };
+  const start = cluster.isWorker ? clusterStart(firstWorker) : undefined;
   // the primary migrates and writes the signing key while its workers boot (src/cluster.ts)
-  await mayOpen?.();
+  await start?.mayOpen();
   const gateway = await startGateway(
     embeddedByPrimary ? { ...config, fhir: { ...config.fhir, baseUrl: embeddedByPrimary } } : config,
-    { logger, background: firstWorker, ...whenToListen },
+    {
+      logger,
+      background: firstWorker,
+      ...(start ? { beforeListen: start.beforeListen, peersReady: start.peersReady } : {}),
+    },
   );
   if (cluster.isPrimary) {
     logger.info(

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type EmbeddedFhirServer, startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
@@ -434,6 +435,38 @@ describe('WORKERS=2 whose primary cannot migrate', () => {
       await waitFor('every process of the group gone', async () => !groupHasProcesses(proc), 10_000, proc);
     } finally {
       await proc.kill('SIGKILL');
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
+describe('WORKERS=2 whose embedded FHIR server cannot listen', () => {
+  it('stops the workers it told to open the database, and exits with the reason', async () => {
+    const dataDir = tempDir();
+    // the embedded server starts after the workers were told to open the database: its port is taken
+    const taken = http.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const proc = runNpm(['start'], {
+      WORKERS: '2',
+      DATA_DIR: dataDir,
+      HOST: '127.0.0.1',
+      PORT: String(await freePort()),
+      FHIR_EMBEDDED_PORT: String((taken.address() as { port: number }).port),
+    });
+    try {
+      const code = await Promise.race([
+        proc.exited,
+        new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 30_000)),
+      ]);
+
+      expect(code).not.toBe(0);
+      expect(code).not.toBe('hung');
+      expect(proc.output()).toContain('fhir-facade failed to start');
+      expect(proc.output()).toContain('EADDRINUSE');
+      await waitFor('every process of the group gone', async () => !groupHasProcesses(proc), 10_000, proc);
+    } finally {
+      await proc.kill('SIGKILL');
+      await new Promise((resolve) => taken.close(resolve));
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
   }, 60_000);
