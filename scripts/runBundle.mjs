@@ -77,7 +77,7 @@ export function runBundle(bundle, { cacheAfterMs = CACHE_AFTER_MS } = {}) {
   // import() runs in it: Node 20 drops a cached script's import() callback, so the bundle is
   // handed this module's import() instead (src/importEsm.ts)
   // read as latin1: the build leaves no character beyond ASCII in it (scripts/build.mjs asciiOnly),
-  // so the string is the same, and Node copies the bytes instead of decoding UTF-8 (26 against 35 ms a process here)
+  // so the string is the same, and Node copies the bytes instead of decoding UTF-8 (26 against 35 ms)
   const script = new vm.Script(fs.readFileSync(bundle, 'latin1'), { filename: bundle, cachedData });
   const cacheUsed = cachedData !== undefined && !script.cachedDataRejected;
   if (!cacheUsed) {

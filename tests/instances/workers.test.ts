@@ -411,66 +411,51 @@ describe('WORKERS=2 stopping while a worker cannot', () => {
   }, 60_000);
 });
 
-describe('WORKERS=2 whose primary cannot migrate', () => {
-  it('stops the workers it forked before it migrated, and exits with the reason', async () => {
+describe('WORKERS=2 whose start fails', () => {
+  it('stops the workers it forked before it migrated when the migration fails, and exits with the reason', async () => {
     const dataDir = tempDir();
     // the workers boot while the primary migrates (src/cluster.ts): this migration fails
     fs.writeFileSync(path.join(dataDir, 'fhir-facade.sqlite'), 'not a database at all. '.repeat(512));
-    const proc = runNpm(['start'], {
-      WORKERS: '2',
-      DATA_DIR: dataDir,
-      HOST: '127.0.0.1',
-      PORT: String(await freePort()),
-    });
-    try {
-      const code = await Promise.race([
-        proc.exited,
-        new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 30_000)),
-      ]);
 
-      expect(code).not.toBe(0);
-      expect(code).not.toBe('hung');
-      expect(proc.output()).toContain('fhir-facade failed to start');
-      // no worker outlives its primary: every process of the start's group is gone
-      await waitFor('every process of the group gone', async () => !groupHasProcesses(proc), 10_000, proc);
-    } finally {
-      await proc.kill('SIGKILL');
-      fs.rmSync(dataDir, { recursive: true, force: true });
-    }
+    await expectFailedStart({ DATA_DIR: dataDir }, 'file is not a database');
   }, 60_000);
-});
 
-describe('WORKERS=2 whose embedded FHIR server cannot listen', () => {
-  it('stops the workers it told to open the database, and exits with the reason', async () => {
-    const dataDir = tempDir();
+  it('stops the workers it told to open the database when the embedded server cannot listen', async () => {
     // the embedded server starts after the workers were told to open the database: its port is taken
     const taken = http.createServer();
     await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
-    const proc = runNpm(['start'], {
-      WORKERS: '2',
-      DATA_DIR: dataDir,
-      HOST: '127.0.0.1',
-      PORT: String(await freePort()),
-      FHIR_EMBEDDED_PORT: String((taken.address() as { port: number }).port),
-    });
     try {
-      const code = await Promise.race([
-        proc.exited,
-        new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 30_000)),
-      ]);
+      const port = String((taken.address() as { port: number }).port);
 
-      expect(code).not.toBe(0);
-      expect(code).not.toBe('hung');
-      expect(proc.output()).toContain('fhir-facade failed to start');
-      expect(proc.output()).toContain('EADDRINUSE');
-      await waitFor('every process of the group gone', async () => !groupHasProcesses(proc), 10_000, proc);
+      await expectFailedStart({ DATA_DIR: tempDir(), FHIR_EMBEDDED_PORT: port }, 'EADDRINUSE');
     } finally {
-      await proc.kill('SIGKILL');
       await new Promise((resolve) => taken.close(resolve));
-      fs.rmSync(dataDir, { recursive: true, force: true });
     }
   }, 60_000);
 });
+
+/**
+ * `npm start` with WORKERS=2 and `env`, expected to fail: a non-zero exit within 30 s that names
+ * `reason`, and no process of its group left (no worker outlives its primary).
+ */
+async function expectFailedStart(env: Record<string, string>, reason: string): Promise<void> {
+  const proc = runNpm(['start'], { WORKERS: '2', HOST: '127.0.0.1', PORT: String(await freePort()), ...env });
+  try {
+    const code = await Promise.race([
+      proc.exited,
+      new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 30_000)),
+    ]);
+
+    expect(code).not.toBe(0);
+    expect(code).not.toBe('hung');
+    expect(proc.output()).toContain('fhir-facade failed to start');
+    expect(proc.output()).toContain(reason);
+    await waitFor('every process of the group gone', async () => !groupHasProcesses(proc), 10_000, proc);
+  } finally {
+    await proc.kill('SIGKILL');
+    if (env.DATA_DIR) fs.rmSync(env.DATA_DIR, { recursive: true, force: true });
+  }
+}
 
 /** Whether any process is left in the process group `npm start` leads (its workers would be). */
 function groupHasProcesses(proc: RunningProcess): boolean {
