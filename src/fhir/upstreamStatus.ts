@@ -160,20 +160,25 @@ export function unexpectedUpstreamBody(what: string): AppError {
 const MEANT_FOR_THE_CALLER: ReadonlySet<string> = new Set(['http_404', 'http_410']);
 
 /**
- * For a request the gateway built itself (the slim endpoints: the caller sent only validated
- * filters): a refusal from the FHIR server names nothing the caller can mend (a 400 for an
- * unsupported `_sort`, a 405, a 413 to a GET), so it is the server's fault — 502, as every other
- * failure. Only "not found" stays the caller's.
+ * A failure of a request the gateway built itself (the slim endpoints: the caller sent only
+ * checked fields): a refusal from the FHIR server names nothing the caller can mend (a 400 for an
+ * unsupported `_sort`, a 405, a 413 to a GET, a 422 to a Patient built from a checked form), so
+ * it is the server's fault — 502, as every other failure. Only "not found" stays the caller's.
  */
+export function asServerFailure(error: unknown): unknown {
+  if (!(error instanceof AppError)) return error;
+  const refusal = upstreamRefusalOf(error);
+  return refusal !== undefined && !MEANT_FOR_THE_CALLER.has(refusal)
+    ? new AppError('upstream_error', { cause: error.cause })
+    : error;
+}
+
+/** A slim endpoint's call to the FHIR server, its refusals answered as asServerFailure says. */
 export async function asBuiltByGateway<T>(call: Promise<T>): Promise<T> {
   try {
     return await call;
   } catch (error) {
-    if (!(error instanceof AppError)) throw error;
-    const refusal = upstreamRefusalOf(error);
-    throw refusal !== undefined && !MEANT_FOR_THE_CALLER.has(refusal)
-      ? new AppError('upstream_error', { cause: error.cause })
-      : error;
+    throw asServerFailure(error);
   }
 }
 
@@ -188,7 +193,8 @@ const NEVER_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNRE
  */
 export function writeMayHaveLanded(error: unknown): boolean {
   if (!(error instanceof AppError)) return true;
-  if (error.status < 500) return false;
+  // a refusal is a refusal also where the gateway answers it as the server's failure (asServerFailure)
+  if (error.status < 500 || upstreamRefusalOf(error)?.startsWith('http_4')) return false;
   const cause = (error.cause as { code?: unknown } | undefined)?.code;
   return !(error.code === 'upstream_unavailable' && typeof cause === 'string' && NEVER_SENT.has(cause));
 }

@@ -8,7 +8,7 @@ import { generateAccessCode, hashAccessCode } from '../auth/accessCodes.js';
 import { enqueueAccessCodeMail } from '../email/outbox.js';
 import { AppError } from '../errors.js';
 import { currentOrNone } from '../fhir/fhirService.js';
-import { writeMayHaveLanded } from '../fhir/upstreamStatus.js';
+import { asServerFailure, writeMayHaveLanded } from '../fhir/upstreamStatus.js';
 import { FHIR_ID_PATTERN } from '../http/schemas.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { uuidv7 } from '../ids.js';
@@ -182,6 +182,7 @@ async function createOnFhir(
   deps: AppDeps,
   resource: ProvisionedResource,
   email: string,
+  kind: ResponseKind,
 ): Promise<CreatedOnFhir> {
   try {
     const written = await deps.fhir.create(resource.resourceType, resource, {
@@ -197,7 +198,9 @@ async function createOnFhir(
     // 412 on a conditional create: several resources already carry this identifier (FHIR http.html#ccreate)
     if (error instanceof AppError && error.code === 'precondition_failed')
       throw new AppError('duplicate_identifier', { cause: error });
-    throw error;
+    // a slim create's resource is the gateway's, built from checked fields: what the server refuses
+    // of it the admin cannot mend (as with the slim reads); a raw create's is the admin's own
+    throw kind === 'slim' ? asServerFailure(error) : error;
   }
 }
 
@@ -498,7 +501,10 @@ export async function provision(
     deps.logger,
   );
   try {
-    return await createAndComplete({ deps, intent, claim, audit, failed, ctx }, prepared.resource);
+    return await createAndComplete(
+      { deps, intent, claim, audit, failed, ctx, kind: request.responseKind },
+      prepared.resource,
+    );
   } finally {
     await beat.stop();
   }
@@ -512,6 +518,7 @@ interface CreateInFlight {
   readonly audit: Audit;
   readonly failed: (reason: string, errorCode?: string, outcome?: 'failed' | 'denied') => Promise<void>;
   readonly ctx: RequestContext;
+  readonly kind: ResponseKind;
 }
 
 async function createAndComplete(
@@ -521,7 +528,7 @@ async function createAndComplete(
   const { deps, intent, claim, audit } = flight;
   let created: CreatedOnFhir;
   try {
-    created = await createOnFhir(deps, resource, intent.email);
+    created = await createOnFhir(deps, resource, intent.email, flight.kind);
   } catch (error) {
     throw await fhirCreateFailed(flight, error as Error);
   }

@@ -56,19 +56,25 @@ export async function unusedPort(): Promise<number> {
 }
 
 /**
- * A loopback proxy in front of a real FHIR server that can refuse chosen requests with 503:
- * failure injection for the one call a test needs to fail (e.g. the compensating DELETE).
+ * A loopback proxy in front of a real FHIR server that can refuse chosen requests with `status`
+ * (503 unless given) and an OperationOutcome naming the server's insides: failure injection for
+ * the one call a test needs to fail (e.g. the compensating DELETE, or a create the server refuses).
  */
 export async function startFailingProxy(
   targetBaseUrl: string,
   shouldFail: (method: string, url: string) => boolean,
+  status = 503,
 ): Promise<FakeUpstream> {
   const target = new URL(targetBaseUrl);
+  const outcome = {
+    resourceType: 'OperationOutcome',
+    issue: [
+      { severity: 'error', code: 'processing', diagnostics: 'HAPI-0450: refused by db-7.internal.example' },
+    ],
+  };
   return startFakeUpstream((req, res) => {
     if (shouldFail(req.method, req.url)) {
-      res
-        .writeHead(503, { 'content-type': 'application/fhir+json' })
-        .end('{"resourceType":"OperationOutcome"}');
+      res.writeHead(status, { 'content-type': 'application/fhir+json' }).end(JSON.stringify(outcome));
       return;
     }
     forward(target, req, res);

@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
 import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
-import { writeMayHaveLanded } from '../../src/fhir/upstreamStatus.js';
+import { asServerFailure, upstreamStatusError, writeMayHaveLanded } from '../../src/fhir/upstreamStatus.js';
 import { accountIdentifierQuery } from '../../src/provisioning/provisioningService.js';
 import { ManualClock } from '../helpers/clock.js';
 import {
@@ -122,6 +122,82 @@ describe('provisioning when the FHIR server fails', () => {
   });
 });
 
+/** What startFailingProxy's refusal says of the server's insides: never relayed. */
+const UPSTREAM_INSIDES = /HAPI-0450|internal\.example/;
+
+/** A FHIR server (the embedded engine) behind a proxy that refuses Patient creates with `status` while `refusing()`. */
+async function refusingPatientCreates(status: number, refusing: () => boolean) {
+  const engine = await startEmbeddedFhirServer({ dataDir: tempDir() });
+  cleanups.push(() => engine.close());
+  const proxy = await startFailingProxy(
+    engine.baseUrl,
+    (method, url) => refusing() && method === 'POST' && /\/Patient$/.test(url),
+    status,
+  );
+  cleanups.push(() => proxy.close());
+  return { FHIR_BASE_URL: `${proxy.url}${new URL(engine.baseUrl).pathname}` };
+}
+
+describe.each([400, 409, 422])('a FHIR server that refuses the create with %i', (status) => {
+  it("answers the slim create 502 upstream_error (the resource is the gateway's, built from checked fields), stores nothing, and lets the key go", async () => {
+    let refusing = true;
+    const gw = await gateway({ env: await refusingPatientCreates(status, () => refusing) });
+    const email = `refused-${status}@example.com`;
+    const create = async () =>
+      gw.call('/fhir/patient', {
+        method: 'POST',
+        token: await gw.adminToken(),
+        json: patientBody(email),
+        headers: { 'Idempotency-Key': `refused-${status}` },
+      });
+    const response = await create();
+    expect(response.status).toBe(502);
+    const text = await response.text();
+    // not 400 validation_failed without errors[], nor a 409 a form would read as "the email is taken"
+    expect(JSON.parse(text)).toMatchObject({ code: 'upstream_error' });
+    expect(text).not.toMatch(UPSTREAM_INSIDES);
+    expect(await userCount(gw)).toBe(1); // the admin only
+    // a refusal created nothing: no reconciliation to wait for
+    const intent = await gw.deps.db
+      .selectFrom('provisioning_intents')
+      .select(['state', 'last_error'])
+      .where('email', '=', email)
+      .executeTakeFirstOrThrow();
+    expect(intent).toEqual({ state: 'abandoned', last_error: 'upstream_error' });
+    await gw.deps.auditTrail.flush();
+    const audit = await gw.deps.db
+      .selectFrom('audit_log')
+      .select(['outcome', 'error_code'])
+      .where('action', '=', 'provisioning.create')
+      .execute();
+    expect(audit).toEqual([{ outcome: 'failed', error_code: 'upstream_error' }]);
+    // the key was let go with the intent: once the server takes the record, the same retry creates it
+    refusing = false;
+    const retry = await create();
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get('idempotent-replayed')).toBeNull();
+  });
+
+  it("keeps the raw FHIR create's status (the admin's own resource), as an OperationOutcome of ours", async () => {
+    const gw = await gateway({ env: await refusingPatientCreates(status, () => true) });
+    const response = await gw.call('/fhir/Patient', {
+      method: 'POST',
+      token: await gw.adminToken(),
+      body: JSON.stringify({
+        resourceType: 'Patient',
+        name: [{ family: 'Raw' }],
+        telecom: [{ system: 'email', value: `raw-refused-${status}@example.com` }],
+      }),
+      headers: { 'content-type': 'application/fhir+json' },
+    });
+    expect(response.status).toBe(status);
+    const text = await response.text();
+    expect(JSON.parse(text)).toMatchObject({ resourceType: 'OperationOutcome' });
+    expect(text).not.toMatch(UPSTREAM_INSIDES);
+    expect(await userCount(gw)).toBe(1);
+  });
+});
+
 /**
  * A FHIR server (the embedded engine) behind a proxy that loses the answer to every Patient create
  * the server did (`reset`: the connection cut; `bad_gateway`: a 502 page): the env that points a
@@ -231,6 +307,16 @@ it.each([
   ['a 400', new AppError('validation_failed'), false],
   ['a 412', new AppError('duplicate_identifier'), false],
   ['a 422', new AppError('unprocessable'), false],
+  [
+    "a 422 answered as the server's failure (a slim create)",
+    asServerFailure(upstreamStatusError(422, 'other', { method: 'POST' })),
+    false,
+  ],
+  [
+    "a 503 from the FHIR server (often a proxy's, after the server committed)",
+    upstreamStatusError(503),
+    true,
+  ],
   ['a bug of ours', new Error('a bug of ours'), true],
 ] as const)('a create that failed with %s may have landed: %s', (_what, error, landed) => {
   expect(writeMayHaveLanded(error)).toBe(landed);
