@@ -25,7 +25,12 @@ const EMBEDDED_BASE_PATH = '/fhir/R4';
 
 /** Migrates the database, then makes the signing key and app secret in DATA_DIR when none is configured. */
 async function prepareDatabaseAndKeys(config: Config): Promise<void> {
-  const database = openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  // bound as a single process's are: a PostgreSQL that stops answering fails the start, never holds it
+  const database = openDatabase({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    queryTimeoutMs: config.databaseQueryTimeoutMs,
+  });
   try {
     await migrateToLatest(database.db);
   } finally {

@@ -14,6 +14,8 @@ export interface PostgresProxy {
   down(): void;
   /** The server stops answering (a hung host, a cut network): bytes go nowhere, connects never complete. */
   hang(): void;
+  /** The connection that sends a statement containing `statementText` stops answering from it on; others go on. */
+  hangAt(statementText: string): void;
   /** Ends `hang` or the `thenDown` of `loseCommitAck`; connections that hung are cut (they are lost). */
   restore(): void;
   close(): Promise<void>;
@@ -31,6 +33,7 @@ export async function startPostgresProxy(targetUrl: string): Promise<PostgresPro
   const sockets = new Set<net.Socket>();
   let down = false;
   let hung = false;
+  let hangingAt: string | undefined;
   let plan: { text: string; thenDown: boolean; cut: () => void } | undefined;
 
   const goDown = () => {
@@ -52,8 +55,10 @@ export async function startPostgresProxy(targetUrl: string): Promise<PostgresPro
     sockets.add(client).add(upstream);
     let sawStatement = false;
     let losing = false;
+    let silent = false;
     client.on('data', (chunk: Buffer) => {
-      if (hung) return;
+      if (hangingAt && chunk.toString('latin1').includes(hangingAt)) silent = true;
+      if (hung || silent) return;
       if (plan && chunk.toString('latin1').includes(plan.text)) sawStatement = true;
       if (plan && sawStatement && isCommit(chunk)) {
         const { thenDown, cut } = plan;
@@ -69,7 +74,7 @@ export async function startPostgresProxy(targetUrl: string): Promise<PostgresPro
       upstream.write(chunk);
     });
     upstream.on('data', (chunk: Buffer) => {
-      if (!losing && !hung) client.write(chunk);
+      if (!losing && !hung && !silent) client.write(chunk);
     });
     const end = () => {
       client.destroy();
@@ -98,10 +103,14 @@ export async function startPostgresProxy(targetUrl: string): Promise<PostgresPro
     hang() {
       hung = true;
     },
+    hangAt(statementText) {
+      hangingAt = statementText;
+    },
     restore() {
       if (hung) for (const s of sockets) s.destroy();
       down = false;
       hung = false;
+      hangingAt = undefined;
     },
     close: () =>
       new Promise<void>((resolve) => {

@@ -7,6 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type EmbeddedFhirServer, startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
 import { startHoldingProxy } from '../helpers/fakeUpstream.js';
 import { codeIn, mailsTo } from '../helpers/journey.js';
+import { startPostgresProxy } from '../helpers/pgProxy.js';
+import { createTestSchema, TEST_DATABASE_URL } from '../helpers/postgres.js';
 import {
   freePort,
   isAlive,
@@ -432,6 +434,25 @@ describe('WORKERS=2 whose start fails', () => {
       await new Promise((resolve) => taken.close(resolve));
     }
   }, 60_000);
+
+  it.skipIf(!TEST_DATABASE_URL)(
+    'fails within DATABASE_QUERY_TIMEOUT_MS when PostgreSQL stops answering during the migrations',
+    async () => {
+      const schema = await createTestSchema();
+      const proxy = await startPostgresProxy(schema.url);
+      // connected, then silent at the migrator's first statement: only the statement timeout can end the wait
+      proxy.hangAt('kysely_migration');
+      try {
+        await expectFailedStart(
+          { DATA_DIR: tempDir(), DATABASE_URL: proxy.via(schema.url), DATABASE_QUERY_TIMEOUT_MS: '3000' },
+          'the database did not answer within 3000 ms',
+        );
+      } finally {
+        await proxy.close();
+      }
+    },
+    60_000,
+  );
 });
 
 /**
