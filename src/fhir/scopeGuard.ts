@@ -2,7 +2,7 @@ import { SCOPES_BY_ROLE } from '../auth/tokens.js';
 import { AppError } from '../errors.js';
 import type { Caller } from '../http/types.js';
 import type { ScopedFhir } from './scopedFhir.js';
-import { allows, missingScope, type Permission, permissionOfMethod, scopesOf } from './smartScopes.js';
+import { allows, missingScope, type Permission, permissionsToForward, scopesOf } from './smartScopes.js';
 
 const VERB: Readonly<Record<Permission, string>> = {
   c: 'create',
@@ -16,8 +16,11 @@ const VERB: Readonly<Record<Permission, string>> = {
  * 403 naming the scope the token lacks, with the RFC 6750 section 3.1 challenge
  * (`error="insufficient_scope"`, `scope=`), as SMART asks of a resource server.
  */
-function insufficientScope(missing: string, permission: Permission, type: string): AppError {
-  const what = type === '*' ? 'this system-level interaction' : `${VERB[permission]} of ${type}`;
+function insufficientScope(missing: string, permissions: readonly Permission[], type: string): AppError {
+  const what =
+    type === '*' || permissions.length > 1
+      ? 'this interaction'
+      : `${VERB[permissions[0] as Permission]} of ${type}`;
   return new AppError('insufficient_scope', {
     detail: `The token's scopes do not allow ${what}: it needs ${missing}.`,
     headers: {
@@ -27,16 +30,18 @@ function insufficientScope(missing: string, permission: Permission, type: string
 }
 
 /**
- * 403 unless the token's scopes allow `permission` on `type`. What the role itself may never do
- * is left to the role's own refusal: the scopes only narrow what the role allows. Every path
- * that reaches FHIR data with a token calls this: the scoped access through `guardScopes`
- * (passthrough and slim endpoints), provisioning directly.
+ * 403 unless the token's scopes allow every one of `permissions` on `type`; the 403 names them all
+ * (`user/*.cruds`). What the role itself may never do is left to the role's own refusal: the
+ * scopes only narrow what the role allows. Every path that reaches FHIR data with a token calls
+ * this: the scoped access through `guardScopes` (passthrough and slim endpoints), provisioning directly.
  */
-export function assertScope(caller: Caller, type: string, permission: Permission): void {
-  if (!allows(scopesOf(SCOPES_BY_ROLE[caller.role]), type, permission)) return;
+export function assertScope(caller: Caller, type: string, ...permissions: Permission[]): void {
+  const roleWide = scopesOf(SCOPES_BY_ROLE[caller.role]);
+  const asked = permissions.filter((p) => allows(roleWide, type, p));
+  if (asked.length === 0) return;
   const context = caller.role === 'patient' ? 'patient' : 'user';
-  const missing = missingScope(scopesOf(caller.claims.scope ?? ''), context, type, permission);
-  if (missing) throw insufficientScope(missing, permission, type);
+  const missing = missingScope(scopesOf(caller.claims.scope ?? ''), context, type, asked);
+  if (missing) throw insufficientScope(missing, asked, type);
 }
 
 /**
@@ -57,7 +62,8 @@ export function typesShown(caller: Caller): ((type: string) => boolean) | undefi
  * Wraps a scoped FHIR access so every interaction first checks the caller's token scopes
  * (src/fhir/smartScopes.ts) — on top of, never instead of, the role's compartment. One check per
  * interaction: read/vread/history need `r`, search/page `s`, create `c`, update `u`; anything
- * forwarded (admins only) by its method, system-level ones on type `*`. The scope string is
+ * forwarded (admins only) as permissionsToForward says: by its method, and a batch or an
+ * operation by POST every permission on every type. The scope string is
  * parsed once per distinct string (cached), so this costs a look-up and a loop per request.
  * What the role itself may never do (a patient's write, a practitioner's DELETE) is left to the
  * role's own refusal (`403 forbidden`, as before): the scopes only narrow what the role allows.
@@ -105,7 +111,8 @@ export function guardScopes(fhir: ScopedFhir): ScopedFhir {
       return fhir.update(type, id, body, ifMatch);
     },
     forward: (request, target) => {
-      need(target.type ?? '*', permissionOfMethod(request.method, target.id !== undefined));
+      const { type, permissions } = permissionsToForward(request.method, target);
+      assertScope(fhir.caller, type, ...permissions);
       return fhir.forward(request, target);
     },
   };

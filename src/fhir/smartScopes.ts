@@ -108,16 +108,19 @@ export function allows(scopes: ParsedScopes, type: string, permission: Permissio
 }
 
 /**
- * The scope a request lacks, named as the 403 says it (`patient/Observation.s`), or undefined
- * when the scopes allow it. `context` is the caller's: `patient` for patients, else `user`.
+ * The scope a request lacks, named as the 403 says it (`patient/Observation.s`; `user/*.cruds`
+ * when it needs several permissions), or undefined when the scopes allow every one of them.
+ * `context` is the caller's: `patient` for patients, else `user`.
  */
 export function missingScope(
   scopes: ParsedScopes,
   context: ScopeContext,
   type: string,
-  permission: Permission,
+  permissions: readonly Permission[],
 ): string | undefined {
-  return allows(scopes, type, permission) ? undefined : `${context}/${type}.${permission}`;
+  return permissions.every((p) => allows(scopes, type, p))
+    ? undefined
+    : `${context}/${type}.${permissions.join('')}`;
 }
 
 function intersectOne(a: ResourceScope, b: ResourceScope): ResourceScope | undefined {
@@ -248,6 +251,22 @@ export function describeScope(scope: string): string {
         : 'of the whole system';
   const verbs = verbList(parsed.permissions);
   return `${verbs.charAt(0).toUpperCase()}${verbs.slice(1)} ${what} ${whose}`;
+}
+
+/**
+ * What an admin's forwarded request needs of the token's scopes: its method's permission on its
+ * type (`*` at system level). A batch or transaction, and an operation invoked with another
+ * method than GET, carry interactions of any type in their body, and their answers are not held
+ * to the scopes type by type (a GET's are): they need every permission on every type, deny by default.
+ */
+export function permissionsToForward(
+  method: string,
+  target: { type?: string; id?: string; operation?: string },
+): { type: string; permissions: readonly Permission[] } {
+  const reading = method === 'GET' || method === 'HEAD';
+  if (!reading && (target.type === undefined || target.operation !== undefined))
+    return { type: '*', permissions: PERMISSIONS };
+  return { type: target.type ?? '*', permissions: [permissionOfMethod(method, target.id !== undefined)] };
 }
 
 /** The permission an HTTP method needs on a FHIR interaction that is not a read or search. */

@@ -13,6 +13,7 @@ import {
   parseResourceScope,
   parseScopeList,
   permissionOfMethod,
+  permissionsToForward,
   scopesOf,
 } from '../../src/fhir/smartScopes.js';
 import type { Caller } from '../../src/http/types.js';
@@ -53,7 +54,7 @@ describe('parseResourceScope', () => {
   });
 });
 
-type Case = [scope: string, type: string, permission: Permission, missing: string | undefined];
+type Case = [scope: string, type: string, permissions: string, missing: string | undefined];
 
 describe('missingScope: the scope a request lacks', () => {
   it.each<Case>([
@@ -69,12 +70,19 @@ describe('missingScope: the scope a request lacks', () => {
     ['launch/patient openid', 'Observation', 'r', 'patient/Observation.r'],
     ['', 'Observation', 'r', 'patient/Observation.r'],
     ['patient/Observation.rs?category=laboratory', 'Observation', 's', 'patient/Observation.s'],
-  ])('%s, %s .%s -> %s', (scope, type, permission, missing) => {
-    expect(missingScope(parseScopeList(scope), 'patient', type, permission)).toBe(missing);
+    // several permissions: all of them, named together
+    ['patient/*.rs', '*', 'rs', undefined],
+    ['patient/*.rs', '*', 'cruds', 'patient/*.cruds'],
+    ['patient/*.cruds', '*', 'cruds', undefined],
+    ['patient/*.crs patient/*.ud', '*', 'cruds', undefined],
+    ['patient/Observation.cruds', '*', 'cruds', 'patient/*.cruds'],
+  ])('%s, %s .%s -> %s', (scope, type, permissions, missing) => {
+    const asked = [...permissions] as Permission[];
+    expect(missingScope(parseScopeList(scope), 'patient', type, asked)).toBe(missing);
   });
 
   it('names user/ scopes for practitioners and admins', () => {
-    expect(missingScope(parseScopeList('user/Observation.rs'), 'user', 'Observation', 'c')).toBe(
+    expect(missingScope(parseScopeList('user/Observation.rs'), 'user', 'Observation', ['c'])).toBe(
       'user/Observation.c',
     );
   });
@@ -154,6 +162,27 @@ describe('helpers', () => {
     ['DELETE', true, 'd'],
   ] as const)('%s (id: %s) needs .%s', (method, hasId, permission) => {
     expect(permissionOfMethod(method, hasId)).toBe(permission);
+  });
+
+  // what an admin's forwarded request needs: a batch's or a POSTed operation's entries and answer
+  // are not checked type by type, so they need every permission on every type
+  it.each<[string, { type?: string; id?: string; operation?: string }, string, string]>([
+    ['GET', { type: 'Patient', id: '1', operation: '$everything' }, 'Patient', 'r'],
+    ['GET', { type: 'Patient', operation: '$match' }, 'Patient', 's'],
+    ['GET', { operation: '$meta' }, '*', 's'],
+    ['GET', { type: 'Patient', id: '1' }, 'Patient', 'r'],
+    ['DELETE', { type: 'Observation', id: '1' }, 'Observation', 'd'],
+    ['DELETE', { type: 'Observation' }, 'Observation', 'd'],
+    ['PUT', { type: 'Observation' }, 'Observation', 'u'],
+    ['PATCH', { type: 'Observation', id: '1' }, 'Observation', 'u'],
+    ['POST', { type: 'Observation' }, 'Observation', 'c'],
+    ['POST', {}, '*', 'cruds'],
+    ['DELETE', {}, '*', 'cruds'],
+    ['POST', { type: 'Patient', id: '1', operation: '$everything' }, '*', 'cruds'],
+    ['POST', { type: 'Observation', operation: '$validate' }, '*', 'cruds'],
+    ['POST', { operation: '$graphql' }, '*', 'cruds'],
+  ])('%s %j needs %s.%s', (method, target, type, permissions) => {
+    expect(permissionsToForward(method, target)).toEqual({ type, permissions: [...permissions] });
   });
 
   it.each([

@@ -170,7 +170,43 @@ const TABLE: Row[] = [
     () => '/fhir',
     () => ({ resourceType: 'Bundle', type: 'batch', entry: [] }),
     403,
-    'user/*.c',
+    'user/*.cruds',
+  ],
+  // a batch's entries and a POSTed operation's answer are not checked type by type: without every
+  // permission on every type, an app granted no delete would delete through a transaction
+  [
+    'admin',
+    'user/*.crs',
+    'POST',
+    () => '/fhir',
+    (i) => ({
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [{ request: { method: 'DELETE', url: `Observation/${i.otherObservation}` } }],
+    }),
+    403,
+    'user/*.cruds',
+  ],
+  [
+    'admin',
+    'user/Patient.c',
+    'POST',
+    (i) => `/fhir/Patient/${i.me}/$everything`,
+    () => ({ resourceType: 'Parameters' }),
+    403,
+    'user/*.cruds',
+  ],
+  [
+    'admin',
+    'user/*.cruds',
+    'POST',
+    () => '/fhir',
+    (i) => ({
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: [{ request: { method: 'GET', url: `Observation/${i.myObservation}` } }],
+    }),
+    200,
   ],
   // raw provisioning lives at /fhir too: a SMART token creates people only with the create scope
   [
