@@ -84,6 +84,8 @@ export function loadSecrets(
 }
 
 const IV_BYTES = 12;
+/** GCM's whole tag: a shorter one would still verify (Node before 26 takes any length it is given). */
+const TAG_BYTES = 16;
 // GCM IVs are taken from a pool the CSPRNG fills 85 at a time: randomBytes(12) costs ~4.6 µs a
 // call, and a paging cursor is sealed for every page of every search (docs/performance.md)
 const ivPool = Buffer.alloc(IV_BYTES * 85);
@@ -134,9 +136,11 @@ export function unseal(key: SecretKey, sealed: string): string {
     Buffer,
   ];
   let failure: unknown;
+  // a truncated tag makes forging a changed value 2^-32 a try at 4 bytes instead of 2^-128
+  if (tag.length !== TAG_BYTES) throw new Error('not a sealed value');
   for (const candidate of everyKey(key)) {
     try {
-      const decipher = createDecipheriv('aes-256-gcm', candidate, iv);
+      const decipher = createDecipheriv('aes-256-gcm', candidate, iv, { authTagLength: TAG_BYTES });
       decipher.setAuthTag(tag);
       return Buffer.concat([decipher.update(ciphertext), decipher.final()]).toString('utf8');
     } catch (error) {

@@ -152,4 +152,18 @@ describe('key rings (current + previous)', () => {
     expect(verifyCursor(ring.cursorKey, oldCursor, binding)).toBe('?_getpages=x');
     expect(verifyCursor(fresh.cursorKey, oldCursor, binding)).toBeUndefined();
   });
+
+  it.each([4, 8, 12, 15])(
+    'refuses a sealed value whose tag was cut to %i bytes (GCM would verify it)',
+    (bytes) => {
+      const [version, iv, tag, ciphertext] = seal(ring.sealingKey, 'secret').split('.') as [
+        string,
+        string,
+        string,
+        string,
+      ];
+      const cut = Buffer.from(tag, 'base64url').subarray(0, bytes).toString('base64url');
+      expect(() => unseal(ring.sealingKey, [version, iv, cut, ciphertext].join('.'))).toThrow();
+    },
+  );
 });
