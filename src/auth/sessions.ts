@@ -208,11 +208,13 @@ export async function rotateRefreshToken(deps: AppDeps, presented: string): Prom
   if (!row) return NOT_OURS;
   const userId = row.user_id;
   if (row.revoked_at) return { kind: 'invalid', reason: 'revoked_session', userId };
-  if (row.expires_at <= now.toISOString()) return { kind: 'invalid', reason: 'expired', userId };
+  // a spent token is reuse also once it has expired: a thief who rotated it first keeps the
+  // session's newer tokens, and the client's late retry of the old one must end them
   if (row.used_at) {
     await revokeSession(deps.db, row.session_id, 'refresh_token_reuse', now);
     return { kind: 'reused', userId: row.user_id, sessionId: row.session_id };
   }
+  if (row.expires_at <= now.toISOString()) return { kind: 'invalid', reason: 'expired', userId };
   const user = await findUserById(deps.db, row.user_id);
   if (!user) return { kind: 'invalid', reason: 'unknown_user' };
   if (!canSignIn(user)) return { kind: 'invalid', reason: 'inactive_user', userId };

@@ -56,6 +56,41 @@ describe.each(DIALECTS)('refresh and logout (%s)', (dialect) => {
     expect(audit.length).toBeGreaterThan(0);
   });
 
+  it('revokes the family when a spent refresh token comes back after it expired (a thief rotated it first)', async () => {
+    const clock = new ManualClock();
+    const timed = await startTestGateway({ dialect, clock });
+    try {
+      const user = await timed.seedUser({ role: 'patient' });
+      const login = await timed.call('/auth/login', {
+        method: 'POST',
+        json: { email: user.email, password: user.password },
+      });
+      const stolen = (await login.json()) as Pair;
+      const rotate = async (refreshToken: string) =>
+        timed.call('/auth/refresh', { method: 'POST', json: { refresh_token: refreshToken } });
+      // the thief rotates the stolen token, and keeps rotating within the token's lifetime
+      const ttlMs = timed.deps.config.jwt.refreshTokenTtlSeconds * 1000;
+      let held = (await (await rotate(stolen.refresh_token)).json()) as Pair;
+      clock.advance(ttlMs - 60_000);
+      held = (await (await rotate(held.refresh_token)).json()) as Pair;
+      clock.advance(120_000);
+      // the client's late retry of the old token: spent, and past its own lifetime
+      const late = await rotate(stolen.refresh_token);
+      expect(late.status).toBe(401);
+      expect((await rotate(held.refresh_token)).status).toBe(401);
+      expect((await timed.call('/auth/me', { token: held.token })).status).toBe(401);
+      await timed.deps.auditTrail.flush();
+      const audit = await timed.deps.db
+        .selectFrom('audit_log')
+        .select('actor_user_id')
+        .where('action', '=', 'auth.refresh_reuse')
+        .execute();
+      expect(audit).toEqual([{ actor_user_id: user.id }]);
+    } finally {
+      await timed.close();
+    }
+  });
+
   it('refuses unknown and malformed refresh tokens with 401', async () => {
     expect((await refresh('rt_not-a-real-token')).status).toBe(401);
     expect((await refresh('garbage')).status).toBe(401);
