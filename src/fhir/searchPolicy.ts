@@ -61,7 +61,10 @@ export function isScopedSearchParam(name: string): boolean {
   return !name.startsWith('_') || CONTROL_PARAMS.has(name);
 }
 
-/** Modifiers a client may use; `:identifier` and the like could match references we cannot check. */
+/**
+ * Modifiers a client may use; `:identifier` and the like could match references we cannot check.
+ * Not `:iterate`: it belongs to `_include` and `_revinclude`, where it is refused (checkInclude).
+ */
 const ALLOWED_MODIFIERS: ReadonlySet<string> = new Set([
   'missing',
   'exact',
@@ -73,7 +76,6 @@ const ALLOWED_MODIFIERS: ReadonlySet<string> = new Set([
   'in',
   'not-in',
   'of-type',
-  'iterate',
 ]);
 
 export type NarrowedSearch =

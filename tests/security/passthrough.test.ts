@@ -364,6 +364,7 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       ['_contained', 'Observation?_contained=true', 400],
       ['an _include wildcard', 'Observation?_include=*', 400],
       ['_include:iterate', 'Observation?_include:iterate=Observation:subject', 400],
+      ['_revinclude:iterate', 'Patient?_revinclude:iterate=Observation:subject', 400],
       ['a compartment search', `Patient/${'{B}'}/Observation`, 400],
       ['a lower-case type', 'observation', 400],
       ['an upper-case type', 'OBSERVATION', 400],
@@ -381,6 +382,12 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       expect(outcome.resourceType).toBe('OperationOutcome');
       if (status === 403) expect(outcome.issue[0]?.code).toBe('forbidden');
       noCanary(response.text);
+    });
+
+    it('refuses :iterate on a search parameter itself, before the FHIR server sees it', async () => {
+      const response = await call('/fhir/Observation?code:iterate=8867-4', tokenA);
+      expect(response.status).toBe(400);
+      expect(response.text).toContain('the :iterate modifier is not allowed');
     });
 
     it('answers 404 for history and versions of B resources', async () => {
