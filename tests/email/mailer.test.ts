@@ -102,6 +102,15 @@ const fileMailer = (dataDir: string) =>
   createMailer({ smtpUrl: undefined, from: 'no-reply@clinic.example', dataDir, logger: silent });
 
 describe('createMailer in file mode', () => {
+  it('makes a mail folder made elsewhere with a wider mode 0700', () => {
+    const dataDir = dir();
+    const mailDir = path.join(dataDir, 'mail');
+    fs.mkdirSync(mailDir, { mode: 0o755 });
+    fs.chmodSync(mailDir, 0o755);
+    fileMailer(dataDir);
+    expect(fs.statSync(mailDir).mode & 0o777).toBe(0o700);
+  });
+
   it('writes one .eml per message into dataDir/mail (0700) and logs the path, never the code nor the recipient', async () => {
     const dataDir = dir();
     const { logger, lines } = captureLogger();
