@@ -2,7 +2,7 @@ import type Provider from 'oidc-provider';
 import type { errors, KoaContextWithOIDC } from 'oidc-provider';
 import type { AuditOutcome } from '../../db/schema.js';
 import type { AuditEvent } from '../audit/auditService.js';
-import type { AppDeps } from '../http/types.js';
+import type { AppDeps, RequestContext } from '../http/types.js';
 import type { GatewayAccount } from './accounts.js';
 import { requestContextOf } from './gatewayRequest.js';
 
@@ -54,6 +54,26 @@ function refusal(action: string, ctx: KoaContextWithOIDC, error: errors.OIDCProv
       grant_type: grantTypeOf(ctx),
       status: error.statusCode,
     },
+  };
+}
+
+/**
+ * A request to the token or revocation endpoint refused before oidc-provider read it (a client
+ * authenticating twice, a body over the limit: publicRefresh.ts), audited as its own refusals are.
+ * No app is named: the request was not read far enough to know which it is.
+ */
+export function refusedBeforeProvider(
+  action: 'smart.token' | 'smart.revoke',
+  status: number,
+  request: RequestContext,
+): AuditEvent {
+  return {
+    action,
+    outcome: 'denied',
+    errorCode: 'invalid_request',
+    requestId: request.requestId,
+    clientIp: request.clientIp,
+    detail: { via: 'smart', client_id: null, grant_type: null, status },
   };
 }
 

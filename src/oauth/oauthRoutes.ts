@@ -7,6 +7,7 @@ import { AppError } from '../errors.js';
 import { requestContext } from '../http/requestContext.js';
 import { createRouter } from '../http/router.js';
 import type { AppEnv } from '../http/types.js';
+import { refusedBeforeProvider } from './endpointAudit.js';
 import { attachRequestContext } from './gatewayRequest.js';
 import { showInteraction, submitConsent, submitLogin } from './interactions.js';
 import type { OAuthServer } from './provider.js';
@@ -93,6 +94,8 @@ async function protocol(c: Ctx, { server, handle }: LoadedServer): Promise<Respo
       incoming = await withPublicRefreshClient(server.provider, received);
   } catch (error) {
     if (!(error instanceof AppError)) throw error;
+    const action = tokenEndpoint ? 'smart.token' : 'smart.revoke';
+    c.var.deps.auditTrail.record(refusedBeforeProvider(action, error.status, requestContext(c)));
     // the token endpoint answers in OAuth's shape (RFC 6749 section 5.2), also what it refuses before oidc-provider reads it
     return c.json({ error: 'invalid_request', error_description: error.detail }, error.status as 400 | 413, {
       'Cache-Control': 'no-store',

@@ -76,6 +76,24 @@ describe('SMART App Launch: the protocol', () => {
       .where('action', '=', action)
       .execute();
 
+  /** A token-endpoint refusal made before oidc-provider read the request, audited as its own are. */
+  async function expectRefusalAudited(response: Response, status: number): Promise<void> {
+    await gw.deps.auditTrail.flush();
+    const entries = await gw.deps.db
+      .selectFrom('audit_log')
+      .select(['action', 'outcome', 'error_code', 'detail'])
+      .where('request_id', '=', response.headers.get('x-request-id')!)
+      .execute();
+    expect(entries).toEqual([
+      {
+        action: 'smart.token',
+        outcome: 'denied',
+        error_code: 'invalid_request',
+        detail: JSON.stringify({ via: 'smart', client_id: null, grant_type: null, status }),
+      },
+    ]);
+  }
+
   const revokedReason = async (userId: string) =>
     (
       await gw.deps.db
@@ -719,6 +737,7 @@ describe('SMART App Launch: the protocol', () => {
       });
       expect(twice.status).toBe(400);
       expect(await twice.json()).toMatchObject({ error: 'invalid_request' });
+      await expectRefusalAudited(twice, 400);
       const once = await exchange(code, verifier, confidential, confidential.client_secret);
       expect(once.status).toBe(200);
     });
@@ -953,6 +972,7 @@ describe('SMART App Launch: the protocol', () => {
       // in OAuth's shape, as every other answer of the token endpoint (RFC 6749 section 5.2)
       expect(await tooLarge.json()).toMatchObject({ error: 'invalid_request' });
       expect(tooLarge.headers.get('cache-control')).toBe('no-store');
+      await expectRefusalAudited(tooLarge, 413);
     });
 
     it('works with fhirclient refreshing as it does by default (no client_id)', async () => {
