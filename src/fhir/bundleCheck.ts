@@ -70,11 +70,12 @@ export function removedMatch(all: readonly BundleEntry[], kept: readonly BundleE
 export function keptDeletion(entry: BundleEntry, bundle: Bundle, scope: Scope, record?: string): boolean {
   if (entry.resource || bundle.type !== 'history') return false;
   if (scope.kind === 'all') return true;
-  const url = entry.request?.url;
+  const url: unknown = entry.request?.url;
   return (
     record !== undefined &&
     entry.request?.method === 'DELETE' &&
-    (url === record || !!url?.startsWith(`${record}/_history/`))
+    typeof url === 'string' &&
+    (url === record || url.startsWith(`${record}/_history/`))
   );
 }
 

@@ -10,15 +10,36 @@ const SCOPED_READS = new Set(['read', 'vread', 'search-type', 'history-instance'
 /** What practitioners may also do, on the types they may write (compartment.ts). */
 const SCOPED_WRITES = new Set(['create', 'update']);
 
-function reduceResource(resource: CapabilityStatementRestResource): CapabilityStatementRestResource {
+/** The objects of an upstream list: what is not a list, or not an object in it, is left out (never a 500). */
+function objectsIn(value: unknown): Record<string, unknown>[] {
+  if (!Array.isArray(value)) return [];
+  return value.filter(
+    (v): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v),
+  );
+}
+
+const text = (value: unknown): value is string => typeof value === 'string';
+
+/** One type's entry, cut to what the gateway allows: only the fields it names, read only where they have their R4 type. */
+function reduceResource(
+  resource: Record<string, unknown> & { type: string },
+): CapabilityStatementRestResource {
   const writable = isPractitionerWritable(resource.type);
   const allowed = (code: string) => SCOPED_READS.has(code) || (writable && SCOPED_WRITES.has(code));
   return {
-    type: resource.type,
-    interaction: (resource.interaction ?? []).filter((i) => allowed(i.code)),
-    searchParam: (resource.searchParam ?? [])
-      .filter((p) => isScopedSearchParam(p.name))
-      .map((p) => ({ name: p.name, type: p.type })),
+    type: resource.type as CapabilityStatementRestResource['type'],
+    interaction: objectsIn(resource.interaction)
+      .map((i) => i.code)
+      .filter((code): code is string => text(code) && allowed(code))
+      .map((code) => ({ code }) as NonNullable<CapabilityStatementRestResource['interaction']>[number]),
+    searchParam: objectsIn(resource.searchParam)
+      .filter((p) => text(p.name) && text(p.type) && isScopedSearchParam(p.name))
+      .map(
+        (p) =>
+          ({ name: p.name, type: p.type }) as NonNullable<
+            CapabilityStatementRestResource['searchParam']
+          >[number],
+      ),
   };
 }
 
@@ -31,7 +52,10 @@ export async function capabilityStatement(deps: AppDeps): Promise<CapabilityStat
   const upstream = await deps.fhir.capabilities();
   const visible = (type: string) =>
     DIRECTORY_TYPES.has(type) || type === 'Patient' || LINKING_PARAMS.has(type);
-  const resources = (upstream.rest?.[0]?.resource ?? []).filter((r) => visible(r.type)).map(reduceResource);
+  const [rest] = objectsIn(upstream.rest);
+  const resources = objectsIn(rest?.resource)
+    .filter((r): r is Record<string, unknown> & { type: string } => text(r.type) && visible(r.type))
+    .map(reduceResource);
   const publicFhirBase = fhirBaseOf(deps.config);
   return {
     resourceType: 'CapabilityStatement',
@@ -40,7 +64,8 @@ export async function capabilityStatement(deps: AppDeps): Promise<CapabilityStat
     kind: 'instance',
     software: { name: 'fhir-facade' },
     implementation: { description: `${deps.config.appName} FHIR gateway`, url: publicFhirBase },
-    fhirVersion: upstream.fhirVersion ?? '4.0.1',
+    fhirVersion:
+      text(upstream.fhirVersion) && /^4\.0\.\d+$/.test(upstream.fhirVersion) ? upstream.fhirVersion : '4.0.1',
     format: ['json'],
     rest: [
       {

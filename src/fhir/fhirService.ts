@@ -225,6 +225,16 @@ function parseResource(text: string): unknown {
   return parsed;
 }
 
+/**
+ * A resource's `meta.versionId` when it is a FHIR id, else undefined (no version known): it goes
+ * into our ETag and Location headers, where a newline or a character past Latin-1 from the
+ * server threw after a write was done and stored.
+ */
+export function versionIdOf(resource: Resource | undefined): string | undefined {
+  const versionId: unknown = resource?.meta?.versionId;
+  return typeof versionId === 'string' && FHIR_ID_PATTERN.test(versionId) ? versionId : undefined;
+}
+
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -317,7 +327,13 @@ function clientCredentialsTokenSource(
     } catch (error) {
       throw transportError(error);
     }
-    const text = await readBody(response);
+    let text: string;
+    try {
+      text = await readBody(response);
+    } catch (error) {
+      // a body cut off or stalled past the timeout fails as the request would have (502/504), not as ours (500)
+      throw error instanceof AppError ? error : transportError(error);
+    }
     const json = parseJson(text) as { access_token?: unknown; expires_in?: unknown } | undefined;
     if (response.statusCode !== 200 || typeof json?.access_token !== 'string') {
       throw new AppError('upstream_unavailable', {
@@ -368,7 +384,7 @@ function writtenIdentity(
     if (body.resourceType !== type || !body.id) throw unexpectedUpstreamBody(`a write without ${type}`);
     if (id !== undefined && body.id !== id)
       throw unexpectedUpstreamBody('an update answered with another record');
-    return { id: body.id, versionId: body.meta?.versionId };
+    return { id: body.id, versionId: versionIdOf(body) };
   }
   const named = result.headers.location ?? result.headers['content-location'];
   // only a Location on our own server names what was written: another server's could name anyone's record

@@ -126,15 +126,18 @@ export function replaceUpstreamBase(text: string, upstreamBase: string, publicFh
  * Where a top-level member of a JSON object text sits: from its key's opening quote to the end
  * of its value. Only the first `limit` characters are scanned (the members before a Bundle's
  * entries), so the cost does not grow with the entries. Undefined when the key is not there.
+ * `from`: the end of an earlier top-level member, to look for another after it.
  */
 function topLevelMember(
   text: string,
   key: string,
   limit: number,
+  from = 0,
 ): { start: number; end: number } | undefined {
   const wanted = `"${key}"`;
-  let depth = 0;
-  let i = 0;
+  // past a member of the outer object, the scan is inside it
+  let depth = from === 0 ? 0 : 1;
+  let i = from;
   while (i < limit) {
     const ch = text.charCodeAt(i);
     if (ch === 0x22 /* " */) {
@@ -202,6 +205,9 @@ export function withLinks(
   links: readonly { relation: string; url: string }[],
   upstreamLinked: boolean,
 ): string | undefined {
+  // security: with two "entry" members the text holds entries the check never read (JSON.parse
+  // keeps the last, a client's parser may keep the first): what was checked is serialised instead
+  if (!memberOnce(text, 'entry')) return undefined;
   const entries = text.indexOf('"entry"');
   const limit = entries < 0 ? text.length : entries;
   const member = topLevelMember(text, 'link', limit);
@@ -214,6 +220,20 @@ export function withLinks(
   // no links upstream but ours: after the opening brace
   const open = text.indexOf('{');
   return open < 0 ? undefined : `${text.slice(0, open + 1)}${replacement},${text.slice(open + 1)}`;
+}
+
+/**
+ * Whether the object text has `key` as a top-level member once at most. JSON.parse keeps the last
+ * of two, which is what the response check reads, while the splices here edit the first. The
+ * word found once (the common case) needs no scan; twice (a List's or a nested Bundle's `entry`,
+ * or a duplicate) the text's top level is scanned for a second member.
+ */
+function memberOnce(text: string, key: string): boolean {
+  const word = `"${key}"`;
+  const first = text.indexOf(word);
+  if (first < 0 || text.indexOf(word, first + word.length) < 0) return true;
+  const member = topLevelMember(text, key, text.length);
+  return !member || !topLevelMember(text, key, text.length, member.end);
 }
 
 /** The text with a member replaced, or dropped with one comma next to it when `replacement` is ''. */
@@ -267,6 +287,8 @@ export function withEntriesKept(
   kept: readonly boolean[],
   dropTotal: boolean,
 ): string | undefined {
+  // security: as in withLinks, the "entry" the check read may be another than the one spliced here
+  if (!memberOnce(text, 'entry')) return undefined;
   const member = topLevelMember(text, 'entry', text.length);
   if (!member) return undefined;
   const colon = text.indexOf(':', member.start + '"entry"'.length);

@@ -441,16 +441,21 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
   };
 
   const sealLinksIn = (bundle: Bundle): Bundle => {
+    // a Bundle nested in an entry was not checked as the answer's own was (assertBundleShape):
+    // one whose link or entry is not a list is left as it came, never a TypeError after a write was done
+    if (!Array.isArray(bundle.link ?? []) || !Array.isArray(bundle.entry ?? [])) return bundle;
     let changed = false;
     const link = bundle.link?.map((l) => {
+      const url: unknown = l?.url;
       const cursor =
-        l.url && cursorForLink(deps.secrets.cursorKey, binding(PASSTHROUGH_ROUTE, ''), l.url, fhir.baseUrl);
+        typeof url === 'string' &&
+        cursorForLink(deps.secrets.cursorKey, binding(PASSTHROUGH_ROUTE, ''), url, fhir.baseUrl);
       if (!cursor) return l;
       changed = true;
       return { ...l, url: cursorUrl(fhirBaseOf(deps.config), '', cursor) };
     });
     const entry = bundle.entry?.map((e) => {
-      if (e.resource?.resourceType !== 'Bundle') return e;
+      if (e?.resource?.resourceType !== 'Bundle') return e;
       const inner = sealLinksIn(e.resource);
       if (inner === e.resource) return e;
       changed = true;

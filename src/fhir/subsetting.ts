@@ -75,6 +75,8 @@ export function subsetOf<T extends Resource>(resource: T, subset: Subset): T {
     if (wanted(elementOf(key, choices))) kept[key] = value;
   }
   const meta = resource.meta ?? {};
-  kept.meta = { ...meta, tag: [...(meta.tag ?? []), SUBSETTED] };
+  // a tag list that is not a list (the server's odd answer) is left out, not spread (a TypeError, a 500)
+  const tags = Array.isArray(meta.tag) ? meta.tag : [];
+  kept.meta = { ...meta, tag: [...tags, SUBSETTED] };
   return kept as T;
 }

@@ -2,7 +2,13 @@ import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { AppError } from '../errors.js';
 import { parsedOrNone, versionedEntries, withRefusedEntries, withResolvedEntries } from './adminWrites.js';
 import type { WriteTarget } from './auditedWrites.js';
-import { currentOrNone, type FhirRequest, type FhirResult, type FhirService } from './fhirService.js';
+import {
+  currentOrNone,
+  type FhirRequest,
+  type FhirResult,
+  type FhirService,
+  versionIdOf,
+} from './fhirService.js';
 import { versionTagFor } from './negotiation.js';
 
 /**
@@ -63,7 +69,7 @@ export async function withCurrentEtag(
   )
     return result;
   const current = await fhir.read(type, id);
-  const versionId = current.body?.meta?.versionId;
+  const versionId = versionIdOf(current.body);
   const etag = current.headers.etag ?? (versionId ? `W/"${versionId}"` : undefined);
   return etag ? { ...result, headers: { ...result.headers, etag } } : result;
 }
@@ -139,9 +145,10 @@ export async function sentBatch(fhir: FhirService, request: FhirRequest): Promis
  */
 export function withVersionTag(result: FhirResult): FhirResult {
   const body = result.body as Resource | undefined;
-  const versionId = body?.meta?.versionId;
+  const versionId = versionIdOf(body);
   if (
     result.headers.etag ||
+    !body ||
     !versionId ||
     body.resourceType === 'Bundle' ||
     body.resourceType === 'OperationOutcome'

@@ -3,6 +3,7 @@ import type { IntentRow } from '../../db/schema.js';
 import { writeAudit } from '../audit/auditService.js';
 import { fulfilLapsedCodeRequests } from '../auth/codeRequests.js';
 import { AppError } from '../errors.js';
+import { versionIdOf } from '../fhir/fhirService.js';
 import type { AppDeps } from '../http/types.js';
 import { heartbeat, isoAfter, LEASE_MS } from '../leases.js';
 import type { Logger } from '../logger.js';
@@ -75,9 +76,10 @@ async function accountResources(deps: AppDeps, intent: IntentRow): Promise<Provi
   const bundle = (await deps.fhir.search(intent.fhir_type, query)).body;
   return (bundle?.entry ?? []).flatMap((e) => {
     const r = e.resource as Resource | undefined;
-    const carries = (r as ProvisionedResource | undefined)?.identifier?.some(
-      (i) => i.system === system && i.value === value,
-    );
+    // the server's answer as it came: an identifier that is not a list of objects carries nothing (never a TypeError)
+    const identifiers: unknown = (r as ProvisionedResource | undefined)?.identifier;
+    const carries =
+      Array.isArray(identifiers) && identifiers.some((i) => i?.system === system && i?.value === value);
     return r?.resourceType === intent.fhir_type && r.id && carries ? [r as ProvisionedResource] : [];
   });
 }
@@ -179,7 +181,7 @@ async function settleAlreadyComplete(
       userId: ownerId,
       fhirId: id,
       resource,
-      versionId: resource.meta?.versionId,
+      versionId: versionIdOf(resource),
       email: intent.email,
     });
     if (held) await finishKey(trx, held, response);
@@ -214,7 +216,7 @@ async function settleClaimed(deps: AppDeps, intent: IntentRow, claim: IntentClai
     );
     return removeAndSettle('fhir_id_reused');
   }
-  const created = { resource, id, versionId: resource.meta?.versionId, createdNow: false };
+  const created = { resource, id, versionId: versionIdOf(resource), createdNow: false };
   await completeAccount(deps, intent, claim, created, audit, { reconciled: true });
   await reconciled(intent, audit, 'completed');
   return 'done';

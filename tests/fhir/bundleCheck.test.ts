@@ -181,6 +181,9 @@ describe('keptDeletion', () => {
     [ME, 'Observation/1', deletion('Observation/1', 'PUT'), false],
     [ME, undefined, deletion('Observation/1'), false],
     [ME, 'Observation/1', obs('a'), false],
+    // the server's odd answer: a url that is not a text is no deletion of the record (and no TypeError)
+    [ME, 'Observation/1', { request: { method: 'DELETE', url: 7 } } as unknown as BundleEntry, false],
+    [ME, 'Observation/1', { request: { method: 'DELETE', url: {} } } as unknown as BundleEntry, false],
   ] as const)('%o, history of %s: %o kept %s', (scope, record, entry, kept) => {
     expect(keptDeletion(entry, history([entry]), scope, record)).toBe(kept);
   });

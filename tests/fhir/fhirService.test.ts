@@ -383,6 +383,33 @@ describe('fhirService', () => {
     expect(issued).toBe(2);
   });
 
+  it.each([
+    ['stalls its body past the timeout', 'upstream_timeout', 504],
+    ['cuts the connection in the middle of its body', 'upstream_unavailable', 502],
+  ] as const)(
+    'fails a call whose token endpoint %s as the upstream (%s), not as ours',
+    async (how, code, status) => {
+      const auth = await upstream((req, res) => {
+        if (req.url !== '/token') return void res.end('{}');
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });
+        res.write('{"access_token":');
+        if (how.startsWith('cuts')) setTimeout(() => res.socket?.destroy(), 20);
+      });
+      const fhir = service(`${auth.url}/fhir`, {
+        auth: {
+          kind: 'client_credentials',
+          tokenUrl: `${auth.url}/token`,
+          clientId: 'a',
+          clientSecret: 'b',
+          scope: undefined,
+        },
+      });
+      const error = await failure(fhir.capabilities());
+      expect(error.code).toBe(code);
+      expect(error.status).toBe(status);
+    },
+  );
+
   it('reuses a short-lived client-credentials token for most of its life instead of fetching one per call', async () => {
     let issued = 0;
     const auth = await upstream((req, res) => {

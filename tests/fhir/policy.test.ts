@@ -173,6 +173,8 @@ describe('entries removed from the upstream text, the rest as it was written', (
     expect(withEntriesKept(text, [true, false], false)).toBeUndefined();
     expect(withEntriesKept('{"resourceType":"Bundle"}', [], false)).toBeUndefined();
     expect(withEntriesKept('{"entry":{"not":"an array"},"a":1}', [true], false)).toBeUndefined();
+    // two "entry" members: JSON.parse (and the check) read the last, a splice would edit the first
+    expect(withEntriesKept('{"entry":[{"a":1}],"total":1,"entry":[{"b":2}]}', [true], false)).toBeUndefined();
   });
 });
 
@@ -793,6 +795,17 @@ describe('relaying an upstream Bundle text with our links', () => {
     };
     expect(withLinks(JSON.stringify(bundle), links, true)).toBeUndefined();
   });
+
+  it('leaves to serialising a Bundle with two "entry" members, and relays one whose entries hold an "entry"', () => {
+    const two = '{"resourceType":"Bundle","type":"searchset","entry":[{"a":1}],"entry":[{"b":2}]}';
+    expect(withLinks(two, ours, false)).toBeUndefined();
+    expect(withLinks(two.replace('"entry":[{"b', '"other":[{"b'), ours, false)).toBeDefined();
+    const nested = '{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"List","entry":[]}}]}';
+    expect(JSON.parse(withLinks(nested, ours, false) as string)).toEqual({
+      ...JSON.parse(nested),
+      link: ours,
+    });
+  });
 });
 
 describe('what a scoped read is cut to (_elements, _summary)', () => {
@@ -815,6 +828,16 @@ describe('what a scoped read is cut to (_elements, _summary)', () => {
     const ask = () => readSubset('Observation', new URLSearchParams(query));
     if (subset === 400) expect(ask).toThrow(expect.objectContaining({ code: 'validation_failed' }));
     else expect(ask()).toEqual(subset);
+  });
+
+  it("leaves out a tag list that is not a list (the server's odd answer), keeping SUBSETTED", () => {
+    const odd = {
+      resourceType: 'Observation',
+      id: 'o1',
+      meta: { tag: { code: 'x' } },
+    } as unknown as Resource;
+    const cut = subsetOf(odd, { kind: 'summary', mode: 'true' }) as { meta: { tag: { code: string }[] } };
+    expect(cut.meta.tag.map((t) => t.code)).toEqual(['SUBSETTED']);
   });
 
   it('names the parameter given twice', () => {

@@ -27,6 +27,10 @@ type Mode =
   | 'read-204'
   | 'read-other'
   | 'search-too-many'
+  | 'search-two-entry-members'
+  | 'write-answers-odd-version'
+  | 'metadata-odd'
+  | 'batch-odd-nested'
   | 'write-answers-304'
   | 'write-answers-other'
   | `${'search' | 'patient'}-${(typeof REFUSALS)[number]}`;
@@ -88,6 +92,88 @@ describe('every patient path when the FHIR server answers badly', () => {
         res
           .writeHead(200, { 'content-type': 'application/fhir+json' })
           .end(JSON.stringify({ resourceType: 'Bundle', type: 'searchset', entry }));
+        return;
+      }
+      if (mode === 'search-two-entry-members' && isSearch) {
+        // JSON.parse keeps the last "entry": the check reads it, and must not edit the first instead
+        const subject = /(?:subject|patient)=(?:Patient(?:%2F|\/))?([^&]+)/.exec(req.url)?.[1] ?? '';
+        const of = (id: string, patient: string) =>
+          JSON.stringify({
+            resource: {
+              resourceType: 'Observation',
+              id,
+              status: 'final',
+              code: { text: 'two members' },
+              subject: { reference: `Patient/${patient}` },
+            },
+          });
+        const own = decodeURIComponent(subject);
+        res
+          .writeHead(200, { 'content-type': 'application/fhir+json' })
+          .end(
+            `{"resourceType":"Bundle","type":"searchset","entry":[${of('first-1', own)},${of('first-2', own)}],` +
+              `"entry":[${of('canary-obs', 'canary-patient')},${of('own-obs', own)}]}`,
+          );
+        return;
+      }
+      if (mode === 'batch-odd-nested' && req.method === 'POST' && /\/R4\/?$/.test(req.url)) {
+        // a batch answer whose searches' Bundles are not what R4 says: a link that is an object, a url that is a number
+        const inner = (link: unknown) => ({
+          response: { status: '200 OK' },
+          resource: { resourceType: 'Bundle', type: 'searchset', link },
+        });
+        res.writeHead(200, { 'content-type': 'application/fhir+json' }).end(
+          JSON.stringify({
+            resourceType: 'Bundle',
+            type: 'batch-response',
+            entry: [inner({ url: 'x' }), inner([{ relation: 'next', url: 7 }])],
+          }),
+        );
+        return;
+      }
+      if (mode === 'metadata-odd' && /\/metadata(\?|$)/.test(req.url)) {
+        // a statement whose parts are not what R4 says: lists that are objects, names missing, numbers
+        res.writeHead(200, { 'content-type': 'application/fhir+json' }).end(
+          JSON.stringify({
+            resourceType: 'CapabilityStatement',
+            status: 'active',
+            kind: 'instance',
+            fhirVersion: { at: 'db-7' },
+            format: ['json'],
+            rest: [
+              {
+                mode: 'server',
+                resource: [
+                  {
+                    type: 'Patient',
+                    interaction: { code: 'read' },
+                    searchParam: [{ type: 'token' }, { name: '_id', type: 'token' }, null, 7],
+                  },
+                  { type: 7 },
+                  null,
+                  {
+                    type: 'Observation',
+                    interaction: [{ code: 'read' }, { code: 5 }],
+                    searchParam: { name: 'code' },
+                  },
+                ],
+              },
+            ],
+          }),
+        );
+        return;
+      }
+      if (mode === 'write-answers-odd-version' && req.method === 'POST') {
+        // a version no header can carry (a character past Latin-1): the write is done all the same
+        res.writeHead(201, { 'content-type': 'application/fhir+json' }).end(
+          JSON.stringify({
+            resourceType: 'Observation',
+            id: 'odd-version',
+            meta: { versionId: '\uff11' },
+            status: 'final',
+            code: { text: 'weight' },
+          }),
+        );
         return;
       }
       if (mode === 'write-answers-304' && req.method === 'POST') {
@@ -204,6 +290,60 @@ describe('every patient path when the FHIR server answers badly', () => {
     expect(response.status).toBe(status);
     expect(text).not.toContain('db-7');
     expect(text).not.toContain(proxy.url);
+  });
+
+  it("answers an admin's write whose resource has a versionId no header can carry 201, without an ETag", async () => {
+    mode = 'write-answers-odd-version';
+    const response = await gw.call('/fhir/Observation', {
+      method: 'POST',
+      token: await gw.adminToken(),
+      json: { resourceType: 'Observation', status: 'final', code: { text: 'weight' } },
+    });
+    mode = 'pass';
+    expect(response.status).toBe(201);
+    expect(response.headers.get('etag')).toBeNull();
+    expect(((await response.json()) as { id: string }).id).toBe('odd-version');
+  });
+
+  it("answers an admin's batch whose answer holds odd Bundles without a failure of ours", async () => {
+    mode = 'batch-odd-nested';
+    const search = { request: { method: 'GET', url: 'Observation?code=x' } };
+    const response = await gw.call('/fhir', {
+      method: 'POST',
+      token: await gw.adminToken(),
+      json: { resourceType: 'Bundle', type: 'batch', entry: [search, search] },
+      headers: { 'content-type': 'application/fhir+json' },
+    });
+    mode = 'pass';
+    expect(response.status).toBe(200);
+    expect(((await response.json()) as { type: string }).type).toBe('batch-response');
+  });
+
+  it('answers /fhir/metadata 200 from a statement with odd parts, leaving them out', async () => {
+    mode = 'metadata-odd';
+    const response = await gw.call('/fhir/metadata');
+    mode = 'pass';
+    const text = await response.text();
+    expect(response.status).toBe(200);
+    expect(text).not.toContain('db-7');
+    const statement = JSON.parse(text) as {
+      fhirVersion: string;
+      rest: { resource: { type: string; interaction: { code: string }[] }[] }[];
+    };
+    expect(statement.fhirVersion).toBe('4.0.1');
+    expect(statement.rest[0]?.resource.map((r) => r.type)).toEqual(['Patient', 'Observation']);
+    expect(statement.rest[0]?.resource[1]?.interaction).toEqual([{ code: 'read' }]);
+  });
+
+  it('shows only what the check read when the Bundle has two "entry" members', async () => {
+    mode = 'search-two-entry-members';
+    const response = await gw.call('/fhir/Observation', { token });
+    mode = 'pass';
+    expect(response.status).toBe(200);
+    const text = await response.text();
+    expect(text).not.toContain('canary');
+    const bundle = JSON.parse(text) as { entry?: { resource: { id: string } }[] };
+    expect(bundle.entry?.map((e) => e.resource.id)).toEqual(['own-obs']);
   });
 
   it("answers an admin's read the server answered 204 (no resource) with 502, never an empty 204", async () => {

@@ -82,7 +82,7 @@ export async function startFailingProxy(
 }
 
 /** Sends a recorded request on to `target` and relays the answer, once `beforeReply` has settled. */
-function forward(
+export function forward(
   target: URL,
   req: RecordedRequest,
   res: http.ServerResponse,

@@ -7,6 +7,7 @@ import { accountIdentifierQuery } from '../../src/provisioning/provisioningServi
 import { ManualClock } from '../helpers/clock.js';
 import {
   type AnswerLoss,
+  forward,
   startFailingProxy,
   startFakeUpstream,
   startHoldingProxy,
@@ -248,6 +249,42 @@ describe.each(['reset', 'bad_gateway', 'foreign_location', 'unreadable_id'] as c
     });
   },
 );
+
+describe('a create whose answer was lost, looked for on a server that answers oddly', () => {
+  it("settles the intent without a TypeError when a found resource's identifier is not a list", async () => {
+    const engine = await startEmbeddedFhirServer({ dataDir: tempDir() });
+    cleanups.push(() => engine.close());
+    const target = new URL(engine.baseUrl);
+    const proxy = await startFakeUpstream((req, res) => {
+      // the create's answer is lost (nothing was created), and the look for it finds an odd record
+      if (req.method === 'POST' && /\/Patient$/.test(req.url)) return void res.socket?.destroy();
+      if (req.method === 'GET' && /\/Patient\?identifier=/.test(req.url)) {
+        const odd = { resourceType: 'Patient', id: 'odd', identifier: { value: 'odd@example.com' } };
+        res
+          .writeHead(200, { 'content-type': 'application/fhir+json' })
+          .end(JSON.stringify({ resourceType: 'Bundle', type: 'searchset', entry: [{ resource: odd }] }));
+        return;
+      }
+      forward(target, req, res);
+    });
+    cleanups.push(() => proxy.close());
+    const clock = new ManualClock();
+    const gw = await gateway({ clock, env: { FHIR_BASE_URL: `${proxy.url}${target.pathname}` } });
+    const email = 'odd@example.com';
+    expect((await createPatient(gw, email)).status).toBe(502);
+    clock.advance(60_000);
+    const { reconcileLapsed } = await import('../../src/provisioning/reconciliation.js');
+    await reconcileLapsed(gw.deps, gw.deps.logger);
+    const intent = await gw.deps.db
+      .selectFrom('provisioning_intents')
+      .select('state')
+      .where('email', '=', email)
+      .executeTakeFirstOrThrow();
+    // nothing carries the account identifier: nothing to link, the intent no longer pending
+    expect(intent.state).not.toBe('pending');
+    expect(await userCount(gw)).toBe(1);
+  });
+});
 
 describe('a create left open, then a restart with another PUBLIC_BASE_URL', () => {
   it('is still found and completed by reconciliation: no lost resource, a retry makes no duplicate', async () => {
