@@ -97,6 +97,18 @@ export async function postponeIntent(db: Db, claim: IntentClaim, retryAtIso: str
     .execute();
 }
 
+/** Whether another create of `email` is still open (its request running, or reconciliation's to finish). */
+export async function anotherOpenIntent(db: Db, email: string, ownId: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('provisioning_intents')
+    .select('id')
+    .where('state', '=', 'pending')
+    .where('email', '=', email)
+    .where('id', '!=', ownId)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
 /** Pending intents nobody holds: their request crashed or gave up, or reconciliation postponed them. */
 export async function lapsedIntentIds(db: Db, nowIso: string, limit: number): Promise<string[]> {
   const rows = await db

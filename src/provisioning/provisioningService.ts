@@ -30,6 +30,7 @@ import { displayName, emailOf } from './fhirMappers.js';
 import { type ProvisionedType, validateProvisionedResource } from './fhirValidation.js';
 import { finishKey, type HeldKey, keyOfIntent, releaseKey, type StoredResponse } from './idempotency.js';
 import {
+  anotherOpenIntent,
   findIntentAfterWriters,
   type IntentClaim,
   insertIntent,
@@ -604,12 +605,15 @@ async function accountFailed(flight: CreateInFlight, created: CreatedOnFhir, err
   const failure = accountFailureOf(error);
   // an account may link to the resource: a racing create's (taken) or our own, if the commit landed (unknown)
   // asked before every delete (the error may hide who won: a rollback's error replaces the first
-  // one), but a locked database, which no racing create got past either, is not asked again
+  // one). A lock wait is asked only whether another create of this email is open: on PostgreSQL
+  // the lock may be its user row, not yet committed, linking the very record ours found
   const linked = failure.unknown
     ? 'unknown'
-    : created.createdNow && !failure.busy
-      ? await linkedToAnAccount(deps, intent, created.id)
-      : 'no';
+    : !created.createdNow
+      ? 'no'
+      : failure.busy
+        ? await racedWhileLocked(deps, intent)
+        : await linkedToAnAccount(deps, intent, created.id);
   // another account links the id of the record we just made: the FHIR server handed out an id
   // again (ids reused after its reset, or a restore from an older backup). The record is ours
   // (created now, under our identifier) and is removed; the other account is an operator's to mend
@@ -637,9 +641,9 @@ async function accountFailed(flight: CreateInFlight, created: CreatedOnFhir, err
   if (auditHere) await bestEffort(deps, () => flight.failed(conflict ? 'conflict' : reason, errorCode));
   const held = keyOfIntent(intent);
   if (held && !leftPending) await bestEffort(deps, () => releaseKey(deps.db, held, intent.id));
-  const refusal = reused
-    ? reusedIdRefusal(error, orphaned)
-    : accountRefusal(error, failure, conflict, orphaned);
+  // the record stays: it could not be removed, or a racing create of this email may link it
+  const stays = orphaned || (failure.busy && linked === 'unknown');
+  const refusal = reused ? reusedIdRefusal(error, orphaned) : accountRefusal(error, failure, conflict, stays);
   return auditHere ? auditedError(refusal) : refusal;
 }
 
@@ -726,6 +730,19 @@ async function linkedToAnAccount(
       'could not tell whether an account links to a resource',
     );
     return 'unknown';
+  }
+}
+
+/**
+ * 'unknown' when another create of the same email is open, so the resource is left to
+ * reconciliation (which keeps a record an account links to) rather than deleted under it; else
+ * 'no'. A database too locked to tell (a whole-table lock) is the locked case it always was.
+ */
+async function racedWhileLocked(deps: AppDeps, intent: IntentForCompletion): Promise<'unknown' | 'no'> {
+  try {
+    return (await anotherOpenIntent(deps.db, intent.email, intent.id)) ? 'unknown' : 'no';
+  } catch {
+    return 'no';
   }
 }
 

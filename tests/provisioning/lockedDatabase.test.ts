@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import pg from 'pg';
@@ -38,6 +39,35 @@ async function lockDatabase(
   await client.connect();
   await client.query('begin');
   await client.query('lock table provisioning_intents, users in access exclusive mode');
+  return {
+    release: async () => {
+      await client.query('rollback');
+      await client.end();
+    },
+  };
+}
+
+/**
+ * Another create of `email` racing ours on PostgreSQL: its intent open (committed, as a request's
+ * is before its FHIR create) and its user row inserted but not committed, so ours waits on the
+ * email's unique index until the lock wait ends it.
+ */
+async function racingCreate(url: string | undefined, email: string): Promise<Lock> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const now = new Date().toISOString();
+  const later = new Date(Date.now() + 3_600_000).toISOString();
+  await client.query(
+    `insert into provisioning_intents (id, actor_user_id, fhir_type, email, display_name, resource,
+       response_kind, state, lease_until, created_at, updated_at)
+     values ($1, 'racer', 'Patient', $2, 'Racer', '{}', 'slim', 'pending', $3, $4, $4)`,
+    [randomUUID(), email, later, now],
+  );
+  await client.query('begin');
+  await client.query(
+    `insert into users (id, email, role, created_at, updated_at) values ($1, $2, 'patient', $3, $3)`,
+    [randomUUID(), email, now],
+  );
   return {
     release: async () => {
       await client.query('rollback');
@@ -128,7 +158,9 @@ describe.each(DIALECTS)('provisioning with the database locked by another writer
    * A gateway whose FHIR server is reached through a pass-through that takes the database lock as
    * the Patient create goes by (and, with `failDeletes`, refuses every DELETE).
    */
-  async function lockedAfterCreate(options: { failDeletes?: boolean } = {}) {
+  async function lockedAfterCreate(
+    options: { failDeletes?: boolean; lock?: (gw: TestGateway) => Promise<Lock> } = {},
+  ) {
     const fhir = await startEmbeddedFhirServer({ dataDir: tempDir() });
     let gw: TestGateway | undefined;
     const taken: { lock?: Lock } = {};
@@ -150,7 +182,9 @@ describe.each(DIALECTS)('provisioning with the database locked by another writer
           res.writeHead(answer.status, Object.fromEntries(answer.headers)).end(await answer.text());
         });
       if (req.method === 'POST' && /\/Patient$/.test(req.url) && gw && !taken.lock) {
-        lockDatabase(gw, dialect, gw.deps.config.databaseUrl).then((l) => {
+        const lock =
+          options.lock ?? ((g: TestGateway) => lockDatabase(g, dialect, g.deps.config.databaseUrl));
+        lock(gw).then((l) => {
           taken.lock = l;
           return forward();
         });
@@ -185,6 +219,36 @@ describe.each(DIALECTS)('provisioning with the database locked by another writer
       await gw.deps.db.selectFrom('users').select('id').where('email', '=', 'locked-2@example.com').execute(),
     ).toEqual([]);
   }, 40_000);
+
+  if (dialect === 'postgres')
+    it('keeps the FHIR record when the lock is another create of the same email, which may link it', async () => {
+      const email = 'raced@example.com';
+      const { gw, fhir, taken } = await lockedAfterCreate({
+        lock: (g) => racingCreate(g.deps.config.databaseUrl, email),
+      });
+      const response = await gw.call('/fhir/patient', {
+        method: 'POST',
+        token: await gw.adminToken(),
+        json: body(email),
+      });
+      expect(taken.lock).toBeDefined();
+      expect(response.status).toBe(503);
+      // not deleted under the racer: were its commit to link it, its account would lose its record
+      const found = (await (await fetch(`${fhir.baseUrl}/Patient?email=${email}`)).json()) as {
+        total: number;
+      };
+      expect(found.total).toBe(1);
+      const { detail } = (await response.json()) as { detail: string };
+      expect(detail).toMatch(/finished from it in the background/);
+      const ours = await gw.deps.db
+        .selectFrom('provisioning_intents')
+        .select('state')
+        .where('email', '=', email)
+        .where('actor_user_id', '!=', 'racer')
+        .executeTakeFirstOrThrow();
+      expect(ours.state).toBe('pending');
+      await taken.lock?.release();
+    }, 40_000);
 
   it('says the account is finished in the background when the record cannot be removed either, and it is', async () => {
     const { gw, fhir, taken } = await lockedAfterCreate({ failDeletes: true });
