@@ -81,7 +81,12 @@ export interface OutboxWorker {
 }
 
 const DEFAULT_POLL_MS = 2_000;
-const DEFAULT_MAX_ATTEMPTS = 20;
+/**
+ * Attempts before a row is given up: a code mail is retried for longer than the longest code
+ * lives (ACCESS_CODE_TTL, 24 h at most; the backoff stops growing at 1 h), so an outage ends it
+ * as `code_expired`, never while its code still works (20 attempts gave up after ~10 h).
+ */
+export const DEFAULT_MAX_ATTEMPTS = 40;
 const DEFAULT_BATCH_SIZE = 10;
 const ROLES = new Set<Role>(['patient', 'practitioner', 'admin']);
 /**

@@ -13,6 +13,7 @@ import {
 } from '../../src/email/outbox.js';
 import { backoffMs, deferredRecipient, refusedForGood } from '../../src/email/outboxFailures.js';
 import {
+  DEFAULT_MAX_ATTEMPTS,
   type OutboxWorker,
   type OutboxWorkerOptions,
   startOutboxWorker,
@@ -61,6 +62,13 @@ describe('backoffMs', () => {
     expect(backoffMs(1, () => 1)).toBe(6_000);
     expect(backoffMs(30, () => 1)).toBe(HOUR);
     expect(backoffMs(30, () => 0)).toBe(0.8 * HOUR);
+  });
+
+  it('retries a code mail for longer than the longest code lives, even at the shortest jitter', () => {
+    let waited = 0;
+    for (let attempt = 1; attempt < DEFAULT_MAX_ATTEMPTS; attempt++) waited += backoffMs(attempt, () => 0);
+    // ACCESS_CODE_TTL is 24 h at most (src/config.ts): the code expires before its mail is given up
+    expect(waited).toBeGreaterThan(24 * HOUR);
   });
 });
 
