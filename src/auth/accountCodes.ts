@@ -96,10 +96,10 @@ export async function issueCode(
 }
 
 /**
- * Whether `code` is still the account's code of this purpose. A re-issue or a resend voids the old
- * code at once, but the old code's mail may still wait in the outbox for a retry and go out after
- * the new one, so the newest mail would hold a dead code: the outbox worker asks this before it
- * sends, and a voided code is not mailed.
+ * Whether `code` is still the account's code of this purpose, and still usable. A re-issue or a
+ * resend voids the old code at once, but the old code's mail may still wait in the outbox for a
+ * retry and go out after the new one, so the newest mail would hold a dead code: the outbox worker
+ * asks this before it sends, and a voided code is not mailed — nor one its wrong tries voided.
  */
 export async function isCurrentCode(
   db: Db,
@@ -110,8 +110,10 @@ export async function isCurrentCode(
 ): Promise<boolean> {
   const user = await findUserByEmail(db, email);
   if (!user) return false;
-  const stored = purpose === 'signup' ? user.access_code_hash : user.reset_code_hash;
-  return accessCodeMatches(codeKey, purpose, user.email, code, stored);
+  const stored = storedCode(user, purpose);
+  return (
+    stored.attempts < MAX_CODE_ATTEMPTS && accessCodeMatches(codeKey, purpose, user.email, code, stored.hash)
+  );
 }
 
 export type CodeCheck =

@@ -73,6 +73,49 @@ describe('a code re-issued while its first mail waits for the SMTP server', () =
   }, 60_000);
 });
 
+describe('a code voided by wrong tries while its mail waits for the SMTP server', () => {
+  let gw: TestGateway;
+  let smtp: SmtpCapture | undefined;
+
+  afterAll(async () => {
+    await gw?.close();
+    await smtp?.close();
+  });
+
+  it('is not mailed: it could no longer sign anyone up', async () => {
+    const port = await unusedPort();
+    gw = await startTestGateway({ env: { SMTP_URL: `smtp://127.0.0.1:${port}` } });
+    const email = 'bo.voided@example.com';
+    const created = await gw.call('/fhir/patient', {
+      method: 'POST',
+      token: await gw.adminToken(),
+      json: { name: 'Bo Chen', email, dob: '1992-09-30' },
+    });
+    expect(created.status).toBe(201);
+    const mailRows = () =>
+      gw.deps.db
+        .selectFrom('outbox')
+        .select(['status', 'attempts', 'last_error'])
+        .where('kind', '=', 'email')
+        .execute();
+    await waitFor('the first mail to fail', async () => (await mailRows()).some((r) => r.attempts >= 1));
+    for (let i = 0; i < 5; i++) {
+      const wrong = await gw.call('/auth/signup', {
+        method: 'POST',
+        json: { email, access_code: 'AAAA-AAAA-AAAA-AAAA', password: PASSWORD },
+      });
+      expect(wrong.status).toBe(400);
+    }
+    smtp = await startSmtpCapture({ port });
+    await waitFor(
+      'the voided code to be given up',
+      async () => (await mailRows()).some((r) => r.status === 'failed' && r.last_error === 'superseded'),
+      20_000,
+    );
+    expect(smtp.messages.filter((m) => JSON.stringify(m.to).includes(email))).toHaveLength(0);
+  }, 60_000);
+});
+
 describe('a code mail the SMTP server refuses for good', () => {
   let gw: TestGateway;
   let relay: SmtpCapture;
