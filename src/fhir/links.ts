@@ -237,9 +237,12 @@ function nextEntryWord(text: string, from: number): number {
  * Whether the Bundle text has `entry` as a top-level member once at most. JSON.parse keeps the
  * last of two, which is what the response check reads, while the splices here edit the first.
  * The word found once (the common case) needs no scan; twice (a List's or a nested Bundle's
- * `entry`, or a duplicate) the text's top level is scanned for a second member.
+ * `entry`, or a duplicate) the text's top level is scanned for a second member. A text with a
+ * `\u` escape anywhere is not relayed at all (a key can be spelled with them).
  */
 function entryOnce(text: string): boolean {
+  // a key spelled with escapes (`"\u0065ntry"`) is an "entry" to JSON.parse that no scan here sees
+  if (text.includes('\\u')) return false;
   const first = nextEntryWord(text, 0);
   if (first < 0 || nextEntryWord(text, first + 7) < 0) return true;
   const member = topLevelMember(text, 'entry', text.length);
@@ -309,5 +312,8 @@ export function withEntriesKept(
   const spliced = replaceMember(text, member, slices.length > 0 ? `"entry":[${slices.join(',')}]` : '');
   if (spliced === undefined || !dropTotal) return spliced;
   const total = topLevelMember(spliced, 'total', spliced.length);
-  return total ? replaceMember(spliced, total, '') : spliced;
+  if (!total) return spliced;
+  const dropped = replaceMember(spliced, total, '');
+  // a second "total" would still tell how many matches there were before the removals
+  return dropped === undefined || topLevelMember(dropped, 'total', dropped.length) ? undefined : dropped;
 }

@@ -175,6 +175,12 @@ describe('entries removed from the upstream text, the rest as it was written', (
     expect(withEntriesKept('{"entry":{"not":"an array"},"a":1}', [true], false)).toBeUndefined();
     // two "entry" members: JSON.parse (and the check) read the last, a splice would edit the first
     expect(withEntriesKept('{"entry":[{"a":1}],"total":1,"entry":[{"b":2}]}', [true], false)).toBeUndefined();
+    // the same with the second key spelled with an escape, which JSON.parse reads as "entry"
+    expect(withEntriesKept('{"entry":[{"a":1}],"\\u0065ntry":[{"b":2}]}', [true], false)).toBeUndefined();
+    // a second "total" would still say how many matched before the removals
+    expect(
+      withEntriesKept('{"total":2,"entry":[{"a":1},{"b":2}],"total":2}', [true, false], true),
+    ).toBeUndefined();
   });
 });
 
@@ -799,6 +805,8 @@ describe('relaying an upstream Bundle text with our links', () => {
   it('leaves to serialising a Bundle with two "entry" members, and relays one whose entries hold an "entry"', () => {
     const two = '{"resourceType":"Bundle","type":"searchset","entry":[{"a":1}],"entry":[{"b":2}]}';
     expect(withLinks(two, ours, false)).toBeUndefined();
+    expect(withLinks(two.replace('"entry":[{"b', '"entr\\u0079":[{"b'), ours, false)).toBeUndefined();
+    expect(JSON.parse(two.replace('"entry":[{"b', '"entr\\u0079":[{"b'))).toEqual({ ...JSON.parse(two) });
     expect(withLinks(two.replace('"entry":[{"b', '"other":[{"b'), ours, false)).toBeDefined();
     const nested = '{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"List","entry":[]}}]}';
     expect(JSON.parse(withLinks(nested, ours, false) as string)).toEqual({
