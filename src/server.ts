@@ -7,7 +7,7 @@ import { createApp } from './app.js';
 import { createAuditTrail } from './audit/auditTrail.js';
 import { flushingEveryWorker } from './audit/clusterAuditFlush.js';
 import type { CodePurpose } from './auth/accessCodes.js';
-import { isCurrentCode } from './auth/accountCodes.js';
+import { codeStateOf } from './auth/accountCodes.js';
 import { createPasswordHasher, hashBeforeServing } from './auth/passwords.js';
 import { loadTokenKeys } from './auth/signingKeys.js';
 import { type Clock, systemClock } from './clock.js';
@@ -117,8 +117,8 @@ function startOutbox(
         ...rest,
         mailer,
         sealingKey: secrets.sealingKey,
-        codeIsCurrent: (purpose: CodePurpose, email: string, code: string) =>
-          isCurrentCode(parts.db, secrets.codeHmacKey, purpose, email, code),
+        codeState: (purpose: CodePurpose, email: string, code: string) =>
+          codeStateOf(parts.db, secrets.codeHmacKey, purpose, email, code),
         appName: config.appName,
         signupUrl: config.signupUrl,
         resetUrl: config.resetUrl,

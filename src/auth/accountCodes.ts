@@ -95,25 +95,28 @@ export async function issueCode(
   return { code, expiresAt };
 }
 
+/** Whether a mailed code still works: `superseded` by a newer one, `voided` by its wrong tries. */
+export type CodeState = 'current' | 'superseded' | 'voided';
+
 /**
- * Whether `code` is still the account's code of this purpose, and still usable. A re-issue or a
- * resend voids the old code at once, but the old code's mail may still wait in the outbox for a
- * retry and go out after the new one, so the newest mail would hold a dead code: the outbox worker
- * asks this before it sends, and a voided code is not mailed — nor one its wrong tries voided.
+ * What became of `code`, the account's code of this purpose when it was mailed. A re-issue or a
+ * resend replaces it at once, but its mail may still wait in the outbox for a retry and go out
+ * after the new one, so the newest mail would hold a dead code: the outbox worker asks this
+ * before it sends, and mails only a current code. Five wrong tries void a code too, and no new
+ * code follows then: that mail's end is the admin's to hear of (a re-issue mends it).
  */
-export async function isCurrentCode(
+export async function codeStateOf(
   db: Db,
   codeKey: SecretKey,
   purpose: CodePurpose,
   email: string,
   code: string,
-): Promise<boolean> {
+): Promise<CodeState> {
   const user = await findUserByEmail(db, email);
-  if (!user) return false;
-  const stored = storedCode(user, purpose);
-  return (
-    stored.attempts < MAX_CODE_ATTEMPTS && accessCodeMatches(codeKey, purpose, user.email, code, stored.hash)
-  );
+  const stored = user ? storedCode(user, purpose) : undefined;
+  if (!user || !stored || !accessCodeMatches(codeKey, purpose, user.email, code, stored.hash))
+    return 'superseded';
+  return stored.attempts < MAX_CODE_ATTEMPTS ? 'current' : 'voided';
 }
 
 export type CodeCheck =

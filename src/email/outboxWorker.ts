@@ -4,6 +4,7 @@ import { isDatabaseWait } from '../../db/connection.js';
 import type { Database, OutboxKind, OutboxRow, Role } from '../../db/schema.js';
 import { type AuditEventLane, deliverAuditBatch, type LaneState } from '../audit/auditEventLane.js';
 import { writeAudit } from '../audit/auditService.js';
+import type { CodeState } from '../auth/accountCodes.js';
 import type { Clock } from '../clock.js';
 import type { FhirService } from '../fhir/fhirService.js';
 import { heartbeat, LEASE_MS } from '../leases.js';
@@ -42,8 +43,8 @@ export interface OutboxWorkerDeps {
   fhir: FhirService;
   /** Opens sealed codes: the current key, and the previous one after a rotation of APP_SECRET. */
   sealingKey: SecretKey;
-  /** Whether a code is still the account's current one (src/auth/accountCodes.ts isCurrentCode): a voided code is not mailed. */
-  codeIsCurrent(purpose: 'signup' | 'password_reset', email: string, code: string): Promise<boolean>;
+  /** What became of a code since it was mailed (src/auth/accountCodes.ts codeStateOf): only a current one is sent. */
+  codeState(purpose: 'signup' | 'password_reset', email: string, code: string): Promise<CodeState>;
   appName: string;
   signupUrl: string;
   /** Where a password reset is completed; without it reset mails carry no link. */
@@ -148,8 +149,10 @@ async function sendAccessCodeMail(deps: OutboxWorkerDeps, payload: Record<string
     throw new PermanentFailure('unseal_failed');
   }
   const purpose = p.purpose === 'password_reset' ? 'password_reset' : 'signup';
-  // a newer code voided this one (a re-issue or resend) while its mail waited for a retry
-  if (!(await deps.codeIsCurrent(purpose, p.to, code))) throw new PermanentFailure('superseded');
+  // a newer code replaced this one (a re-issue or resend) while its mail waited for a retry, or
+  // wrong tries voided it: `superseded` is dropped quietly, `voided` given up and audited
+  const state = await deps.codeState(purpose, p.to, code);
+  if (state !== 'current') throw new PermanentFailure(state);
   const mail = renderAccessCodeMail({
     name: typeof p.name === 'string' ? p.name : '',
     role: p.role as Role,

@@ -82,7 +82,7 @@ describe('a code voided by wrong tries while its mail waits for the SMTP server'
     await smtp?.close();
   });
 
-  it('is not mailed: it could no longer sign anyone up', async () => {
+  it('is not mailed (it could no longer sign anyone up), and is audited for the admin to re-issue', async () => {
     const port = await unusedPort();
     gw = await startTestGateway({ env: { SMTP_URL: `smtp://127.0.0.1:${port}` } });
     const email = 'bo.voided@example.com';
@@ -109,10 +109,22 @@ describe('a code voided by wrong tries while its mail waits for the SMTP server'
     smtp = await startSmtpCapture({ port });
     await waitFor(
       'the voided code to be given up',
-      async () => (await mailRows()).some((r) => r.status === 'failed' && r.last_error === 'superseded'),
+      async () => (await mailRows()).some((r) => r.status === 'failed' && r.last_error === 'voided'),
       20_000,
     );
     expect(smtp.messages.filter((m) => JSON.stringify(m.to).includes(email))).toHaveLength(0);
+    // unlike a re-issued code, no newer mail follows: GET /admin/audit?action=mail.failed names the account
+    const { user_id } = (await created.json()) as { user_id: string };
+    const audit = await gw.call('/admin/audit?action=mail.failed', { token: await gw.adminToken() });
+    const { entries } = (await audit.json()) as {
+      entries: { target: { user_id: string }; detail: unknown }[];
+    };
+    expect(entries).toEqual([
+      expect.objectContaining({
+        target: expect.objectContaining({ user_id }),
+        detail: expect.objectContaining({ reason: 'voided' }),
+      }),
+    ]);
   }, 60_000);
 });
 

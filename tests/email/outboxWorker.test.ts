@@ -174,7 +174,7 @@ describe.each(DIALECTS)('outbox worker on %s', (dialect) => {
             fhir,
             sealingKey,
             // these mails have no accounts behind them: whether a code is current is asked of a real database in tests/auth/codeMails.test.ts
-            codeIsCurrent: async () => true,
+            codeState: async () => 'current' as const,
             appName: APP_NAME,
             signupUrl: SIGNUP_URL,
             logger,
