@@ -137,6 +137,7 @@ class Passthrough {
         ...(target.type ? { type: target.type } : {}),
         ...(target.id ? { id: target.id } : {}),
         ...(target.operation ? { operation: target.operation } : {}),
+        ...(target.compartmentType ? { compartmentType: target.compartmentType } : {}),
       },
     );
     return this.render(result, target.operation !== undefined);

@@ -111,7 +111,7 @@ export function guardScopes(fhir: ScopedFhir): ScopedFhir {
       return fhir.update(type, id, body, ifMatch);
     },
     forward: (request, target) => {
-      const { type, permissions } = permissionsToForward(request.method, target);
+      const { type, permissions } = permissionsToForward(request.method, target, request.query);
       assertScope(fhir.caller, type, ...permissions);
       return fhir.forward(request, target);
     },

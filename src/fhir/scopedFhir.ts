@@ -114,7 +114,7 @@ export interface ScopedFhir {
   /** Admins only: any other interaction (operations, batch, PATCH, DELETE, conditional writes), audited. */
   forward(
     request: FhirRequest,
-    target: { type?: string; id?: string; operation?: string },
+    target: { type?: string; id?: string; operation?: string; compartmentType?: string },
   ): Promise<FhirResult>;
 }
 

@@ -255,17 +255,23 @@ export function describeScope(scope: string): string {
 
 /**
  * What an admin's forwarded request needs of the token's scopes: its method's permission on its
- * type (`*` at system level). A batch or transaction, and an operation invoked with another
- * method than GET, carry interactions of any type in their body, and their answers are not held
- * to the scopes type by type (a GET's are): they need every permission on every type, deny by default.
+ * type (`*` at system level); a compartment search (`Patient/1/Observation`) is a read of the
+ * Patient, its entries shown by `r` on their own type. A batch or transaction, an operation invoked with another method than GET,
+ * any other method on a compartment path, and a DELETE with `_cascade` (HAPI then deletes what
+ * refers to the record, of any type) reach types their path does not name, and their answers are
+ * not held to the scopes type by type (a GET's are): they need every permission on every type,
+ * deny by default.
  */
 export function permissionsToForward(
   method: string,
-  target: { type?: string; id?: string; operation?: string },
+  target: { type?: string; id?: string; operation?: string; compartmentType?: string },
+  query?: URLSearchParams,
 ): { type: string; permissions: readonly Permission[] } {
   const reading = method === 'GET' || method === 'HEAD';
-  if (!reading && (target.type === undefined || target.operation !== undefined))
-    return { type: '*', permissions: PERMISSIONS };
+  const cascading = method === 'DELETE' && query?.has('_cascade') === true;
+  const beyondItsType =
+    target.type === undefined || target.operation !== undefined || target.compartmentType !== undefined;
+  if (cascading || (!reading && beyondItsType)) return { type: '*', permissions: PERMISSIONS };
   return { type: target.type ?? '*', permissions: [permissionOfMethod(method, target.id !== undefined)] };
 }
 

@@ -166,7 +166,9 @@ describe('helpers', () => {
 
   // what an admin's forwarded request needs: a batch's or a POSTed operation's entries and answer
   // are not checked type by type, so they need every permission on every type
-  it.each<[string, { type?: string; id?: string; operation?: string }, string, string]>([
+  it.each<
+    [string, { type?: string; id?: string; operation?: string; compartmentType?: string }, string, string]
+  >([
     ['GET', { type: 'Patient', id: '1', operation: '$everything' }, 'Patient', 'r'],
     ['GET', { type: 'Patient', operation: '$match' }, 'Patient', 's'],
     ['GET', { operation: '$meta' }, '*', 's'],
@@ -181,8 +183,23 @@ describe('helpers', () => {
     ['POST', { type: 'Patient', id: '1', operation: '$everything' }, '*', 'cruds'],
     ['POST', { type: 'Observation', operation: '$validate' }, '*', 'cruds'],
     ['POST', { operation: '$graphql' }, '*', 'cruds'],
+    // a compartment search reads the Patient (its entries are shown by r on their type); anything else there reaches beyond it
+    ['GET', { type: 'Patient', id: '1', compartmentType: 'Observation' }, 'Patient', 'r'],
+    ['POST', { type: 'Patient', id: '1', compartmentType: 'Observation' }, '*', 'cruds'],
   ])('%s %j needs %s.%s', (method, target, type, permissions) => {
     expect(permissionsToForward(method, target)).toEqual({ type, permissions: [...permissions] });
+  });
+
+  it('needs every permission for a DELETE with _cascade (HAPI deletes what refers to the record too)', () => {
+    const cascade = new URLSearchParams('_cascade=delete');
+    expect(permissionsToForward('DELETE', { type: 'Patient', id: '1' }, cascade)).toEqual({
+      type: '*',
+      permissions: [...'cruds'],
+    });
+    expect(permissionsToForward('DELETE', { type: 'Patient', id: '1' }, new URLSearchParams())).toEqual({
+      type: 'Patient',
+      permissions: ['d'],
+    });
   });
 
   it.each([
