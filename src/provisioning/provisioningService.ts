@@ -686,7 +686,7 @@ function accountRefusal(
         ? 'The account could not be stored; nothing was created. Try again.'
         : // busy: the intent stays pending, and reconciliation links an account to the record that stayed
           failure.busy
-          ? 'The database was busy while the account was being stored, and the FHIR record made for it could not be removed: the account is finished from it in the background. Look the email up before creating it again.'
+          ? 'The database was busy while the account was being stored, and the FHIR record made for it was kept: the account is finished from it in the background. Look the email up before creating it again.'
           : 'The account could not be stored, and the FHIR record made for it could not be removed: it is listed for an administrator. Try again.',
   });
 }
@@ -736,12 +736,15 @@ async function linkedToAnAccount(
 /**
  * 'unknown' when another create of the same email is open, so the resource is left to
  * reconciliation (which keeps a record an account links to) rather than deleted under it; else
- * 'no'. A database too locked to tell (a whole-table lock) is the locked case it always was.
+ * 'no'. The question reads committed rows, which a row lock does not hold up; a lock on the whole
+ * table (a migration, an operator's) makes it wait its lock wait once more, and then the record is
+ * removed as before: no create of the email can have got past that lock either.
  */
 async function racedWhileLocked(deps: AppDeps, intent: IntentForCompletion): Promise<'unknown' | 'no'> {
   try {
     return (await anotherOpenIntent(deps.db, intent.email, intent.id)) ? 'unknown' : 'no';
-  } catch {
+  } catch (error) {
+    deps.logger.warn({ err: error }, 'could not tell whether another create of the email is open');
     return 'no';
   }
 }
