@@ -13,6 +13,14 @@ import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
  */
 
 const PASSWORD = 'a long and plain passphrase';
+
+/** The gateway's code mails in the outbox: where each stands. */
+const codeMailRows = (gw: TestGateway) =>
+  gw.deps.db
+    .selectFrom('outbox')
+    .select(['status', 'attempts', 'last_error'])
+    .where('kind', '=', 'email')
+    .execute();
 const METRICS = 'metrics-token-long-enough-for-the-check-0123456789';
 
 describe('a code re-issued while its first mail waits for the SMTP server', () => {
@@ -31,12 +39,7 @@ describe('a code re-issued while its first mail waits for the SMTP server', () =
     await smtp?.close();
   });
 
-  const mailRows = () =>
-    gw.deps.db
-      .selectFrom('outbox')
-      .select(['status', 'attempts', 'last_error'])
-      .where('kind', '=', 'email')
-      .execute();
+  const mailRows = () => codeMailRows(gw);
 
   it('mails only the live code, and the voided one is marked superseded', async () => {
     const email = 'ann.stale@example.com';
@@ -92,12 +95,7 @@ describe('a code voided by wrong tries while its mail waits for the SMTP server'
       json: { name: 'Bo Chen', email, dob: '1992-09-30' },
     });
     expect(created.status).toBe(201);
-    const mailRows = () =>
-      gw.deps.db
-        .selectFrom('outbox')
-        .select(['status', 'attempts', 'last_error'])
-        .where('kind', '=', 'email')
-        .execute();
+    const mailRows = () => codeMailRows(gw);
     await waitFor('the first mail to fail', async () => (await mailRows()).some((r) => r.attempts >= 1));
     for (let i = 0; i < 5; i++) {
       const wrong = await gw.call('/auth/signup', {

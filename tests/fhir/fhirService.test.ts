@@ -27,6 +27,19 @@ async function upstream(handler: Parameters<typeof startFakeUpstream>[0]) {
   return u;
 }
 
+/** A FHIR service at `<url>/fhir` that gets its token by client credentials at `<url>/token`. */
+function withClientCredentials(url: string) {
+  return service(`${url}/fhir`, {
+    auth: {
+      kind: 'client_credentials',
+      tokenUrl: `${url}/token`,
+      clientId: 'a',
+      clientSecret: 'b',
+      scope: undefined,
+    },
+  });
+}
+
 async function failure(promise: Promise<unknown>): Promise<AppError> {
   try {
     await promise;
@@ -369,15 +382,7 @@ describe('fhirService', () => {
         res.end('{"resourceType":"CapabilityStatement"}');
       }
     });
-    const fhir = service(`${auth.url}/fhir`, {
-      auth: {
-        kind: 'client_credentials',
-        tokenUrl: `${auth.url}/token`,
-        clientId: 'a',
-        clientSecret: 'b',
-        scope: undefined,
-      },
-    });
+    const fhir = withClientCredentials(auth.url);
     const statement = await fhir.capabilities();
     expect(statement.resourceType).toBe('CapabilityStatement');
     expect(issued).toBe(2);
@@ -395,15 +400,7 @@ describe('fhirService', () => {
         res.write('{"access_token":');
         if (how.startsWith('cuts')) setTimeout(() => res.socket?.destroy(), 20);
       });
-      const fhir = service(`${auth.url}/fhir`, {
-        auth: {
-          kind: 'client_credentials',
-          tokenUrl: `${auth.url}/token`,
-          clientId: 'a',
-          clientSecret: 'b',
-          scope: undefined,
-        },
-      });
+      const fhir = withClientCredentials(auth.url);
       const error = await failure(fhir.capabilities());
       expect(error.code).toBe(code);
       expect(error.status).toBe(status);
@@ -418,15 +415,7 @@ describe('fhirService', () => {
         res.end(JSON.stringify({ access_token: `tok-${issued}`, expires_in: 30 }));
       } else res.end('{}');
     });
-    const fhir = service(`${auth.url}/fhir`, {
-      auth: {
-        kind: 'client_credentials',
-        tokenUrl: `${auth.url}/token`,
-        clientId: 'a',
-        clientSecret: 'b',
-        scope: undefined,
-      },
-    });
+    const fhir = withClientCredentials(auth.url);
     for (let i = 0; i < 10; i++) await fhir.forward({ method: 'GET', path: 'metadata' });
     expect(issued).toBe(1);
   });
