@@ -1,6 +1,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
+/** A directory only its owner may enter, also one made elsewhere with a wider mode (mkdir leaves that as it is). */
+export function ownerOnlyDirectory(dir: string): void {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  fs.chmodSync(dir, 0o700);
+}
+
 /**
  * A SQLite file readable by its owner alone (SQLite creates `-wal` and `-shm` with its mode): the
  * gateway's holds password hashes and every audit entry, the embedded FHIR server's the patients'

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type nodemailer from 'nodemailer';
 import type { SendMailOptions, Transporter } from 'nodemailer';
+import { ownerOnlyDirectory } from '../fileModes.js';
 import type { Logger } from '../logger.js';
 import { onFirstUse } from '../onFirstUse.js';
 import { isPlainAddress } from './address.js';
@@ -123,10 +124,8 @@ function createSmtpMailer(smtpUrl: string, from: string, timeoutMs: number): Mai
 
 function createFileMailer(dataDir: string, from: string, logger: Logger): Mailer {
   const dir = path.join(dataDir, MAIL_DIR);
-  // the files hold live access codes: readable by the service account only, also in a folder made
-  // elsewhere with a wider mode (mkdir leaves an existing folder's mode as it is)
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  fs.chmodSync(dir, 0o700);
+  // the files hold live access codes: readable by the service account only
+  ownerOnlyDirectory(dir);
   // the same MIME composer as SMTP, but the message comes back as a buffer instead of going out
   const transport = transportOnFirstUse((library) =>
     library.createTransport({ streamTransport: true, buffer: true, newline: 'windows' }),

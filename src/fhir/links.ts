@@ -207,8 +207,8 @@ export function withLinks(
 ): string | undefined {
   // security: with two "entry" members the text holds entries the check never read (JSON.parse
   // keeps the last, a client's parser may keep the first): what was checked is serialised instead
-  if (!entryOnce(text)) return undefined;
-  const entries = nextEntryWord(text, 0);
+  const entries = soleEntryWord(text);
+  if (entries === undefined) return undefined;
   const limit = entries < 0 ? text.length : entries;
   const member = topLevelMember(text, 'link', limit);
   const replacement = links.length > 0 ? `"link":${JSON.stringify(links)}` : '';
@@ -234,19 +234,20 @@ function nextEntryWord(text: string, from: number): number {
 }
 
 /**
- * Whether the Bundle text has `entry` as a top-level member once at most. JSON.parse keeps the
- * last of two, which is what the response check reads, while the splices here edit the first.
- * The word found once (the common case) needs no scan; twice (a List's or a nested Bundle's
- * `entry`, or a duplicate) the text's top level is scanned for a second member. A text with a
- * `\u` escape anywhere is not relayed at all (a key can be spelled with them).
+ * Where the first `"entry"` of a Bundle text starts (-1: none), or undefined when the text may have
+ * `entry` as a top-level member twice. JSON.parse keeps the last of two, which is what the
+ * response check reads, while the splices here edit the first. The word found once (the common
+ * case) needs no scan; twice (a List's or a nested Bundle's `entry`, or a duplicate) the text's
+ * top level is scanned for a second member. A text with a `\u` escape anywhere is not relayed
+ * at all (a key can be spelled with them).
  */
-function entryOnce(text: string): boolean {
+function soleEntryWord(text: string): number | undefined {
   // a key spelled with escapes (`"\u0065ntry"`) is an "entry" to JSON.parse that no scan here sees
-  if (text.includes('\\u')) return false;
+  if (text.includes('\\u')) return undefined;
   const first = nextEntryWord(text, 0);
-  if (first < 0 || nextEntryWord(text, first + 7) < 0) return true;
+  if (first < 0 || nextEntryWord(text, first + 7) < 0) return first;
   const member = topLevelMember(text, 'entry', text.length);
-  return !member || !topLevelMember(text, 'entry', text.length, member.end);
+  return member && topLevelMember(text, 'entry', text.length, member.end) ? undefined : first;
 }
 
 /** The text with a member replaced, or dropped with one comma next to it when `replacement` is ''. */
@@ -301,7 +302,7 @@ export function withEntriesKept(
   dropTotal: boolean,
 ): string | undefined {
   // security: as in withLinks, the "entry" the check read may be another than the one spliced here
-  if (!entryOnce(text)) return undefined;
+  if (soleEntryWord(text) === undefined) return undefined;
   const member = topLevelMember(text, 'entry', text.length);
   if (!member) return undefined;
   const colon = text.indexOf(':', member.start + '"entry"'.length);
