@@ -4,6 +4,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import type { HashingPriority } from './auth/passwords.js';
 import { PLAIN_ADDRESS } from './email/address.js';
+import { DEFAULT_DIRECTORY_TYPES, directoryTypeRefusal } from './fhir/directoryTypes.js';
 
 /**
  * The only reader of the environment. Every variable is validated once at start; a bad or
@@ -140,6 +141,7 @@ const envSchema = z.object({
   FHIR_TIMEOUT_MS: integer(100, 300_000).default(10_000),
   FHIR_MAX_CONNECTIONS: integer(1, 1024).default(32),
   PANEL_CACHE_TTL: duration(0, 300).default(30),
+  FHIR_DIRECTORY_TYPES: optionalString,
   SMTP_URL: z.preprocess(emptyToUndefined, smtpUrl.optional()),
   MAIL_FROM: z
     .string()
@@ -206,6 +208,8 @@ export interface Config {
     readonly maxConnections: number;
     /** How long a practitioner's panel membership answer is reused, seconds (0: asked every time). */
     readonly panelCacheTtlSeconds: number;
+    /** The shared directory: types every signed-in role may read whole (src/fhir/directoryTypes.ts). */
+    readonly directoryTypes: ReadonlySet<string>;
     readonly auth:
       | { readonly kind: 'none' }
       | { readonly kind: 'bearer'; readonly token: string }
@@ -310,6 +314,28 @@ function firstAdmin(env: Env): Config['firstAdmin'] {
   return { email, password };
 }
 
+/**
+ * FHIR_DIRECTORY_TYPES: comma-separated R4 types, `none` for no directory, unset for the default.
+ * A type that could show one patient's data to every role is refused by name.
+ */
+function directoryTypes(raw: string | undefined): ReadonlySet<string> {
+  if (raw === undefined) return new Set(DEFAULT_DIRECTORY_TYPES);
+  if (raw.trim() === 'none') return new Set();
+  const types = raw
+    .split(',')
+    .map((t) => t.trim())
+    .filter(Boolean);
+  for (const type of types) {
+    const refusal = directoryTypeRefusal(type);
+    if (refusal)
+      throw new ConfigError(
+        'FHIR_DIRECTORY_TYPES',
+        `must list R4 types every role may read, or none: ${type} ${refusal}`,
+      );
+  }
+  return new Set(types);
+}
+
 function corsOrigins(raw: string): string[] {
   const origins = raw
     .split(',')
@@ -388,6 +414,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       timeoutMs: e.FHIR_TIMEOUT_MS,
       maxConnections: e.FHIR_MAX_CONNECTIONS,
       panelCacheTtlSeconds: e.PANEL_CACHE_TTL,
+      directoryTypes: directoryTypes(e.FHIR_DIRECTORY_TYPES),
       auth: fhirAuth(e),
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM },

@@ -3,6 +3,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import os from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
+import { DEFAULT_DIRECTORY_TYPES } from '../src/fhir/directoryTypes.js';
 import { tempDir } from './helpers/gateway.js';
 
 function errorFor(env: Record<string, string>): string {
@@ -75,6 +76,9 @@ describe('config', () => {
     [{ PASSWORD_HASH_THREADS: 'two' }, 'PASSWORD_HASH_THREADS'],
     [{ PASSWORD_HASH_PRIORITY: 'normal', PASSWORD_HASH_THREADS: '2' }, 'PASSWORD_HASH_THREADS'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    [{ FHIR_DIRECTORY_TYPES: 'Organization,Observation' }, 'FHIR_DIRECTORY_TYPES'],
+    [{ FHIR_DIRECTORY_TYPES: 'Device' }, 'FHIR_DIRECTORY_TYPES'],
+    [{ FHIR_DIRECTORY_TYPES: 'organization' }, 'FHIR_DIRECTORY_TYPES'],
     [{ PUBLIC_BASE_URL: 'https://gw.example', JWT_ISSUER: 'https://gw.example/oauth' }, 'JWT_ISSUER'],
     [{ PUBLIC_BASE_URL: 'https://gw.example', JWT_ISSUER: 'https://gw.example/oauth/' }, 'JWT_ISSUER'],
   ])('names the variable in one line for %o', (env, variable) => {
@@ -97,6 +101,22 @@ describe('config', () => {
     expect(config.trustProxy).toBe(true);
     expect(config.corsOrigins).toEqual(['https://app.example.com', 'http://localhost:5173']);
     expect(config.fhir.baseUrl).toBe('https://fhir.example.com/r4');
+  });
+
+  it.each([
+    [undefined, DEFAULT_DIRECTORY_TYPES],
+    ['', DEFAULT_DIRECTORY_TYPES],
+    [' Organization, Questionnaire,Organization ', ['Organization', 'Questionnaire']],
+    ['none', []],
+  ])('reads FHIR_DIRECTORY_TYPES=%j as the directory %j', (value, types) => {
+    const config = loadConfig(value === undefined ? {} : { FHIR_DIRECTORY_TYPES: value });
+    expect([...config.fhir.directoryTypes]).toEqual(types);
+  });
+
+  it('names the type that would show patient data to every role', () => {
+    expect(errorFor({ FHIR_DIRECTORY_TYPES: 'Organization, Observation' })).toBe(
+      'Invalid configuration: FHIR_DIRECTORY_TYPES must list R4 types every role may read, or none: Observation is patient data (in the R4 Patient compartment)',
+    );
   });
 
   it.each([

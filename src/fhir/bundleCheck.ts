@@ -1,12 +1,5 @@
 import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
-import {
-  DIRECTORY_TYPES,
-  isMember,
-  type Membership,
-  membershipOf,
-  patientsIn,
-  type Scope,
-} from './compartment.js';
+import { isMember, type Membership, membershipOf, patientsIn, type Scope } from './compartment.js';
 
 /**
  * The response check of a Bundle, as pure rules: which entries leave, what `total` may still
@@ -46,7 +39,7 @@ export function patientsOfKept(
   upstreamBase: string,
 ): readonly string[] {
   if (scope.kind === 'all') return patientsIn(resource, upstreamBase);
-  if (scope.kind === 'patient') return DIRECTORY_TYPES.has(resource.resourceType) ? [] : [scope.patientId];
+  if (scope.kind === 'patient') return scope.directory.has(resource.resourceType) ? [] : [scope.patientId];
   if (typeof membership === 'object') return membership.anyOf;
   return resource.resourceType === 'Patient' && resource.id ? [resource.id] : [];
 }

@@ -2,7 +2,7 @@ import type { CapabilityStatement, CapabilityStatementRestResource } from '@medp
 import type { AppDeps } from '../http/types.js';
 import { smartSecurity } from '../oauth/smartConfiguration.js';
 import { fhirBaseOf } from '../oauth/urls.js';
-import { DIRECTORY_TYPES, isPractitionerWritable, LINKING_PARAMS } from './compartment.js';
+import { isPractitionerWritable, LINKING_PARAMS } from './compartment.js';
 import { isScopedSearchParam } from './searchPolicy.js';
 
 /** Interactions the gateway lets scoped roles use (admins get the upstream's full surface). */
@@ -51,7 +51,7 @@ function reduceResource(
 export async function capabilityStatement(deps: AppDeps): Promise<CapabilityStatement> {
   const upstream = await deps.fhir.capabilities();
   const visible = (type: string) =>
-    DIRECTORY_TYPES.has(type) || type === 'Patient' || LINKING_PARAMS.has(type);
+    deps.config.fhir.directoryTypes.has(type) || type === 'Patient' || LINKING_PARAMS.has(type);
   const [rest] = objectsIn(upstream.rest);
   const resources = objectsIn(rest?.resource)
     .filter((r): r is Record<string, unknown> & { type: string } => text(r.type) && visible(r.type))

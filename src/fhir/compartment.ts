@@ -17,11 +17,15 @@ import { unexpectedUpstreamBody } from './upstreamStatus.js';
  * assigned patients (Patient.generalPractitioner), `none` for an account not linked to FHIR.
  * A panel is never enumerated: it is narrowed on the server and checked per entry.
  */
-export type Scope =
+export type Scope = (
   | { readonly kind: 'all' }
   | { readonly kind: 'patient'; readonly patientId: string }
   | { readonly kind: 'panel'; readonly practitionerId: string }
-  | { readonly kind: 'none' };
+  | { readonly kind: 'none' }
+) & {
+  /** The shared directory every role reads (FHIR_DIRECTORY_TYPES, directoryTypes.ts). */
+  readonly directory: ReadonlySet<string>;
+};
 
 /**
  * Linking parameters that make the patient the record's *subject*. The R4 definition also
@@ -29,18 +33,6 @@ export type Scope =
  * patient asserted, a Patient that `link`s to them); those do not widen a patient's view.
  */
 const SUBJECT_PARAMS: ReadonlySet<string> = new Set(['patient', 'subject', 'beneficiary']);
-
-/** Shared directory types every signed-in role may read (not patient data). */
-export const DIRECTORY_TYPES: ReadonlySet<string> = new Set([
-  'Practitioner',
-  'PractitionerRole',
-  'Organization',
-  'Location',
-  'HealthcareService',
-  'Endpoint',
-  'Medication',
-  'Substance',
-]);
 
 interface CompartmentDefinition {
   resource: { code: string; param?: string[] }[];
@@ -196,11 +188,14 @@ export function patientsReferencedByWrite(references: readonly string[]): string
  * references (patientsReferencedByWrite passed): all but contained ones, patients (the panel
  * decides those) and the shared directory, which every role reads anyway.
  */
-export function recordsToConfirm(references: readonly string[]): { type: string; id: string }[] {
+export function recordsToConfirm(
+  references: readonly string[],
+  directory: ReadonlySet<string>,
+): { type: string; id: string }[] {
   const records = new Map<string, { type: string; id: string }>();
   for (const reference of references) {
     const [type, id] = reference.split('/');
-    if (type && id && type !== 'Patient' && !DIRECTORY_TYPES.has(type)) records.set(reference, { type, id });
+    if (type && id && type !== 'Patient' && !directory.has(type)) records.set(reference, { type, id });
   }
   return [...records.values()];
 }
@@ -219,13 +214,14 @@ export interface WriteReach {
  * alone: a writable clinical type, the type (and id) of the URL, every reference plain
  * (patientsReferencedByWrite), and every linking element a Reference to a plain `Patient/{id}` —
  * a linking element given as a bare string is no Reference: the server drops it, and the record
- * belongs to nobody. The patients it names (linking ones first) and the records to confirm, or
- * why it is refused.
+ * belongs to nobody. The patients it names (linking ones first) and the records to confirm (none
+ * of the `directory`), or why it is refused.
  */
 export function practitionerWriteReach(
   type: string,
   resource: Resource | undefined,
   id: string | undefined,
+  directory: ReadonlySet<string>,
 ): WriteReach | { readonly refused: WriteRefusal } {
   if (!isPractitionerWritable(type)) return { refused: 'not_writable' };
   if (resource?.resourceType !== type || (id !== undefined && resource.id !== id))
@@ -241,7 +237,7 @@ export function practitionerWriteReach(
     linked.push(patient);
   }
   if (linked.length === 0) return { refused: 'no_patient' };
-  return { patients: [...new Set([...linked, ...named])], records: recordsToConfirm(references) };
+  return { patients: [...new Set([...linked, ...named])], records: recordsToConfirm(references, directory) };
 }
 
 /** For writes: only a plain relative `Patient/{id}` counts. */
@@ -385,7 +381,7 @@ export type Membership = 'in' | 'out' | { readonly anyOf: readonly string[] };
 export function membershipOf(resource: Resource, scope: Scope, upstreamBase: string): Membership {
   if (scope.kind === 'all') return 'in';
   const type = resource.resourceType;
-  if (DIRECTORY_TYPES.has(type)) return 'in';
+  if (scope.directory.has(type)) return 'in';
   if (scope.kind === 'none') return 'out';
   if (scope.kind === 'patient') {
     if (type === 'Patient') return resource.id === scope.patientId ? 'in' : 'out';
@@ -404,7 +400,7 @@ export function isMember(membership: Membership, assigned: ReadonlySet<string>):
 
 /** Types a scoped caller may read at all (others are refused before any upstream call). */
 export function isReadableType(type: string, scope: Scope): boolean {
-  return scope.kind === 'all' || DIRECTORY_TYPES.has(type) || type === 'Patient' || LINKING_PARAMS.has(type);
+  return scope.kind === 'all' || scope.directory.has(type) || type === 'Patient' || LINKING_PARAMS.has(type);
 }
 
 /** The Patient's own search parameter naming its general practitioner (R4 `Patient.generalPractitioner`). */

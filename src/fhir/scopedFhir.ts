@@ -119,11 +119,11 @@ export interface ScopedFhir {
 }
 
 /** The caller's reach, from the verified token only: admin all, patient their own, practitioner their panel. */
-export function scopeOf(caller: Caller): Scope {
-  if (caller.role === 'admin') return { kind: 'all' };
-  if (!caller.fhirId) return { kind: 'none' };
-  if (caller.role === 'patient') return { kind: 'patient', patientId: caller.fhirId };
-  return { kind: 'panel', practitionerId: caller.fhirId };
+export function scopeOf(caller: Caller, directory: ReadonlySet<string>): Scope {
+  if (caller.role === 'admin') return { kind: 'all', directory };
+  if (!caller.fhirId) return { kind: 'none', directory };
+  if (caller.role === 'patient') return { kind: 'patient', patientId: caller.fhirId, directory };
+  return { kind: 'panel', practitionerId: caller.fhirId, directory };
 }
 
 /** Types whose resources are patient data: the Patient and every type of its compartment we follow. */
@@ -207,7 +207,7 @@ function invalidCursor(route: string): AppError {
 const MAX_RECORDS_REFERENCED = 50;
 
 export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): ScopedFhir {
-  const scope = scopeOf(caller);
+  const scope = scopeOf(caller, deps.config.fhir.directoryTypes);
   const fhir = deps.fhir;
   const shown = typesShown(caller);
 
@@ -561,7 +561,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
   const assertWritable = async (type: string, resource: Resource, id: string | undefined) => {
     if (scope.kind === 'all') return;
     if (scope.kind !== 'panel') throw writeRefused('not_writable', type);
-    const reach = practitionerWriteReach(type, resource, id);
+    const reach = practitionerWriteReach(type, resource, id, scope.directory);
     if ('refused' in reach) throw writeRefused(reach.refused, type);
     if (!(await allAssigned(scope.practitionerId, reach.patients))) throw writeRefused('no_patient', type);
     await assertReadable(reach.records, id === undefined ? 'fhir.create' : 'fhir.update');

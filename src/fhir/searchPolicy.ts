@@ -3,7 +3,6 @@ import { AppError } from '../errors.js';
 import { FHIR_ID_PATTERN } from '../http/schemas.js';
 import {
   COMPARTMENT_PARAMS,
-  DIRECTORY_TYPES,
   definedSearchParams,
   GENERAL_PRACTITIONER_PARAM,
   isReadableType,
@@ -257,7 +256,7 @@ export function narrowSearch(type: string, query: URLSearchParams, scope: Scope)
   }
 
   const named = [...namedPatients];
-  if (DIRECTORY_TYPES.has(type)) return { kind: 'search', params: narrowed, named };
+  if (scope.directory.has(type)) return { kind: 'search', params: narrowed, named };
   if (scope.kind === 'none' || wanted?.size === 0) return EMPTY;
   // the compartment's own linking parameter (e.g. Observation.subject) — cheaper for servers than `patient`
   const param = type === 'Patient' ? '_id' : (LINKING_PARAMS.get(type)?.[0] ?? [...linking][0]);
@@ -277,7 +276,7 @@ export function narrowSearch(type: string, query: URLSearchParams, scope: Scope)
 
 /** The top-level elements the response check reads for a type: the linking ones, a Patient's generalPractitioner. */
 function checkedElements(type: string, scope: Scope): string[] {
-  if (DIRECTORY_TYPES.has(type)) return [];
+  if (scope.directory.has(type)) return [];
   if (type === 'Patient') return scope.kind === 'panel' ? ['generalPractitioner'] : [];
   return (LINKING_PARAMS.get(type) ?? []).flatMap((param) =>
     (searchExpressionFor(type, param) ?? '')

@@ -9,15 +9,17 @@ import {
 } from '../../src/fhir/bundleCheck.js';
 import type { Scope } from '../../src/fhir/compartment.js';
 import { loadFhirDefinitions } from '../../src/fhir/definitions.js';
+import { DEFAULT_DIRECTORY_TYPES } from '../../src/fhir/directoryTypes.js';
 
 /** The response check's pure rules: which entries leave, what `total` still says, whose data left. */
 
 // the compartment's FHIRPath needs the R4 definitions
 beforeAll(() => loadFhirDefinitions());
 
-const ME: Scope = { kind: 'patient', patientId: 'a' };
-const GP: Scope = { kind: 'panel', practitionerId: 'p' };
-const ALL: Scope = { kind: 'all' };
+const directory = new Set(DEFAULT_DIRECTORY_TYPES);
+const ME: Scope = { kind: 'patient', patientId: 'a', directory };
+const GP: Scope = { kind: 'panel', practitionerId: 'p', directory };
+const ALL: Scope = { kind: 'all', directory };
 
 const obs = (patient: string, mode?: 'match' | 'include'): BundleEntry => ({
   resource: {

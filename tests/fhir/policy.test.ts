@@ -23,6 +23,7 @@ import {
   type Scope,
 } from '../../src/fhir/compartment.js';
 import { loadFhirDefinitions } from '../../src/fhir/definitions.js';
+import { DEFAULT_DIRECTORY_TYPES } from '../../src/fhir/directoryTypes.js';
 import { parseFhirPath } from '../../src/fhir/fhirPath.js';
 import {
   cursorForLink,
@@ -184,10 +185,11 @@ describe('entries removed from the upstream text, the rest as it was written', (
   });
 });
 
-const ALL: Scope = { kind: 'all' };
-const ME: Scope = { kind: 'patient', patientId: 'a' };
-const GP: Scope = { kind: 'panel', practitionerId: 'p' };
-const NONE: Scope = { kind: 'none' };
+const directory = new Set(DEFAULT_DIRECTORY_TYPES);
+const ALL: Scope = { kind: 'all', directory };
+const ME: Scope = { kind: 'patient', patientId: 'a', directory };
+const GP: Scope = { kind: 'panel', practitionerId: 'p', directory };
+const NONE: Scope = { kind: 'none', directory };
 
 /** The narrowed query as a string, 'empty', or the error status. */
 function narrowed(type: string, query: string, scope: Scope): string | number {
@@ -1029,7 +1031,7 @@ describe("a practitioner's write, judged from its body", () => {
       reach(['a']),
     ],
   ] as const)('%s', (_what, type, resource, id, expected) => {
-    expect(practitionerWriteReach(type, resource as Resource | undefined, id)).toEqual(expected);
+    expect(practitionerWriteReach(type, resource as Resource | undefined, id, directory)).toEqual(expected);
   });
 });
 
@@ -1045,7 +1047,7 @@ describe('which records a practitioner must be able to read to refer to them', (
       ['Encounter/e', 'Device/d'],
     ],
   ])('%o: %o', (references, records) => {
-    expect(recordsToConfirm(references).map(({ type, id }) => `${type}/${id}`)).toEqual(records);
+    expect(recordsToConfirm(references, directory).map(({ type, id }) => `${type}/${id}`)).toEqual(records);
   });
 });
 
@@ -1206,7 +1208,7 @@ describe("a caller's reach, from the verified token alone", () => {
     ['patient', null, { kind: 'none' }],
     ['practitioner', null, { kind: 'none' }],
   ] as const)('a %s linked to %s reaches %j', (role, fhirId, scope) => {
-    expect(scopeOf(caller(role, fhirId))).toEqual(scope);
+    expect(scopeOf(caller(role, fhirId), directory)).toEqual({ ...scope, directory });
   });
 });
 
