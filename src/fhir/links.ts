@@ -212,7 +212,13 @@ export function withLinks(
   const limit = entries < 0 ? text.length : entries;
   const member = topLevelMember(text, 'link', limit);
   const replacement = links.length > 0 ? `"link":${JSON.stringify(links)}` : '';
-  if (member) return replaceMember(text, member, replacement);
+  if (member) {
+    // security: a second top-level "link" (JSON.parse keeps the last, the one our links came from)
+    // would reach the client as the upstream sent it: its address and the narrowed query
+    if (nextWord(text, 'link', member.end) >= 0 && topLevelMember(text, 'link', text.length, member.end))
+      return undefined;
+    return replaceMember(text, member, replacement);
+  }
   // the upstream has links, but after its entries (member order is free in JSON): they would be
   // relayed as they are, the narrowed query and the upstream's paging scheme with them
   if (upstreamLinked) return undefined;
@@ -223,13 +229,15 @@ export function withLinks(
 }
 
 /**
- * Where the next `"entry"` starts at or after `from`, or -1. Found by its tail: `"` opens every
- * string of a JSON text and `e` is as common, so `indexOf('"entry"')` took ~7 µs over 14 KB of a
- * Bundle, this ~2 µs.
+ * Where the next `"word"` starts at or after `from`, or -1. Found by its tail (`ntry"`): `"` opens
+ * every string of a JSON text and `e` is as common, so `indexOf('"entry"')` took ~7 µs over 14 KB
+ * of a Bundle, this ~2 µs.
  */
-function nextEntryWord(text: string, from: number): number {
-  for (let i = text.indexOf('ntry"', from); i >= 0; i = text.indexOf('ntry"', i + 5))
-    if (text.charCodeAt(i - 1) === 0x65 /* e */ && text.charCodeAt(i - 2) === 0x22 /* " */) return i - 2;
+function nextWord(text: string, word: 'entry' | 'link', from: number): number {
+  const tail = word === 'entry' ? 'ntry"' : 'ink"';
+  const head = word.charCodeAt(0);
+  for (let i = text.indexOf(tail, from); i >= 0; i = text.indexOf(tail, i + tail.length))
+    if (text.charCodeAt(i - 1) === head && text.charCodeAt(i - 2) === 0x22 /* " */) return i - 2;
   return -1;
 }
 
@@ -244,8 +252,8 @@ function nextEntryWord(text: string, from: number): number {
 function soleEntryWord(text: string): number | undefined {
   // a key spelled with escapes (`"\u0065ntry"`) is an "entry" to JSON.parse that no scan here sees
   if (text.includes('\\u')) return undefined;
-  const first = nextEntryWord(text, 0);
-  if (first < 0 || nextEntryWord(text, first + 7) < 0) return first;
+  const first = nextWord(text, 'entry', 0);
+  if (first < 0 || nextWord(text, 'entry', first + 7) < 0) return first;
   const member = topLevelMember(text, 'entry', text.length);
   return member && topLevelMember(text, 'entry', text.length, member.end) ? undefined : first;
 }

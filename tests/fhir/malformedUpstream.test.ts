@@ -209,6 +209,27 @@ describe('garbage from the FHIR server in the shape of a success', () => {
     answer = undefined;
   });
 
+  it('a Bundle with a second "link" after its entries does not relay it: no upstream address, sealed cursors only', async () => {
+    const bundle = JSON.parse(observationWith({})) as Record<string, unknown>;
+    const text = JSON.stringify({ resourceType: 'Bundle', link: [], ...bundle });
+    const next = [
+      { relation: 'next', url: `${proxy.url}/fhir/R4/Observation?subject=Patient/${ids.me}&_offset=1` },
+    ];
+    // JSON member order is free and names may repeat: the parser keeps the last "link"
+    answer = searchAnswers(`${text.slice(0, -1)},"link":${JSON.stringify(next)}}`);
+    for (const token of [tokens.patient, tokens.gp]) {
+      const response = await gw.call('/fhir/Observation', { token });
+      expect(response.status).toBe(200);
+      const body = await response.text();
+      expect(body).not.toContain(proxy.url);
+      expect(body).not.toContain('_offset');
+      const links = (JSON.parse(body) as { link?: { relation: string; url: string }[] }).link ?? [];
+      expect(links.map((l) => l.relation)).toEqual(['self', 'next']);
+      expect(links[1]?.url).toContain('_cursor=');
+    }
+    answer = undefined;
+  });
+
   it.each([
     // a server behind a proxy that names its own address: the rest of the results would be lost without a word (review S3)
     ['on another server', 'http://fhir.internal.example/fhir/R4/Observation?page=2'],

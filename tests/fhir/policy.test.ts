@@ -804,6 +804,19 @@ describe('relaying an upstream Bundle text with our links', () => {
     expect(withLinks(JSON.stringify(bundle), links, true)).toBeUndefined();
   });
 
+  it('leaves to serialising a Bundle with a second top-level "link", and relays one whose entries hold a "link"', () => {
+    const upstream = '[{"relation":"next","url":"http://upstream/fhir?_getpages=x"}]';
+    const first = `{"resourceType":"Bundle","link":[{"relation":"self","url":"x"}],"entry":[{"a":1}]`;
+    // JSON.parse keeps the second: our links replaced the first, the second would be relayed raw
+    expect(withLinks(`${first},"link":${upstream}}`, ours, true)).toBeUndefined();
+    expect(withLinks(`${first},"link" : ${upstream}}`, ours, true)).toBeUndefined();
+    expect(withLinks(`{"link":[],"link":${upstream},"entry":[]}`, ours, true)).toBeUndefined();
+    const linkedPatient = `${first.replace('{"a":1}', '{"resource":{"resourceType":"Patient","link":[]}}')}}`;
+    expect(JSON.parse(withLinks(linkedPatient, ours, true) as string).link).toEqual(ours);
+    const inString = `${first.replace('{"a":1}', '{"a":"\\"link\\":[]"}')}}`;
+    expect(JSON.parse(withLinks(inString, ours, true) as string).link).toEqual(ours);
+  });
+
   it('leaves to serialising a Bundle with two "entry" members, and relays one whose entries hold an "entry"', () => {
     const two = '{"resourceType":"Bundle","type":"searchset","entry":[{"a":1}],"entry":[{"b":2}]}';
     expect(withLinks(two, ours, false)).toBeUndefined();
