@@ -135,9 +135,11 @@ export async function verifyLogin<T>(
     throw auditedError(new AppError('invalid_credentials'));
   }
   // one commit for everything a success writes: the hit given back, last login, audit, the session
-  return deps.db.transaction().execute(async (trx) => {
+  const outcome = await deps.db.transaction().execute(async (trx) => {
+    // security: a password change, reset or deactivation while the password was hashed ended
+    // every session; one begun now on the old password would outlive it
+    if (!(await recordLastLogin(trx, user, deps.clock.now()))) return CHANGED_MEANWHILE;
     await refundHit(trx, deps.clock, limits);
-    await recordLastLogin(trx, user.id, deps.clock.now());
     await audit(
       deps,
       ctx,
@@ -152,7 +154,20 @@ export async function verifyLogin<T>(
     );
     return andThen ? andThen(trx, user) : user;
   });
+  if (outcome !== CHANGED_MEANWHILE) return outcome;
+  await audit(deps, ctx, {
+    action: 'auth.login',
+    outcome: 'failed',
+    errorCode: 'invalid_credentials',
+    actorUserId: user.id,
+    actorRole: user.role,
+    detail: { reason: 'changed_meanwhile', ...detail },
+  });
+  throw auditedError(new AppError('invalid_credentials'));
 }
+
+/** A login whose account changed (password, reset, deactivation) while its password was checked. */
+const CHANGED_MEANWHILE = Symbol('changed meanwhile');
 
 /**
  * Signup with the emailed code (DESIGN.md section 7). The code is checked against the keyed
@@ -296,7 +311,10 @@ export async function changePassword(
   const passwordHash = await deps.passwords.hash(input.new_password);
   const now = deps.clock.now();
   const grant = await deps.db.transaction().execute(async (trx) => {
-    await replacePassword(trx, user.id, passwordHash, now.toISOString());
+    const account = { id: user.id, tokenVersion: user.token_version, passwordHash, at: now.toISOString() };
+    // security: a reset (or deactivation) while the current password was checked wins: this
+    // change, proven with the password the reset replaced, would take the account back
+    if (!(await replacePassword(trx, account))) throw new AppError('unauthenticated');
     await revokeAllSessions(trx, user.id, 'password_change', now);
     await audit(
       deps,

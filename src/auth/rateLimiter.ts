@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import ipaddr from 'ipaddr.js';
 import type { Kysely, Transaction } from 'kysely';
 import { precompiled } from '../../db/precompiled.js';
 import type { Database } from '../../db/schema.js';
@@ -17,19 +18,21 @@ export interface LimitRule {
   readonly name: string;
   readonly limit: number;
   readonly windowSeconds: number;
+  /** The subject is a client address, counted by the block its holder has (addressBlock). */
+  readonly byAddress?: boolean;
 }
 
 export const RATE_LIMITS = {
   /** Failed logins per account: 5 per 5 min, so at most 60 per hour (OWASP: never more than 100). */
   loginAccount: { name: 'login.account', limit: 5, windowSeconds: 300 },
   /** Failed logins per client IP (password spraying across accounts). */
-  loginIp: { name: 'login.ip', limit: 30, windowSeconds: 300 },
+  loginIp: { name: 'login.ip', limit: 30, windowSeconds: 300, byAddress: true },
   /** Signup and reset attempts per email (each code also voids after 5 wrong tries). */
   codeEmail: { name: 'code.email', limit: 10, windowSeconds: 900 },
-  codeIp: { name: 'code.ip', limit: 30, windowSeconds: 900 },
+  codeIp: { name: 'code.ip', limit: 30, windowSeconds: 900, byAddress: true },
   /** Mails asked for (resend, forgot) per email and per IP: stops mail bombing. */
   mailEmail: { name: 'mail.email', limit: 3, windowSeconds: 3600 },
-  mailIp: { name: 'mail.ip', limit: 10, windowSeconds: 3600 },
+  mailIp: { name: 'mail.ip', limit: 10, windowSeconds: 3600, byAddress: true },
 } as const satisfies Record<string, LimitRule>;
 
 /** A rule applied to one subject (an email or an IP). */
@@ -44,10 +47,24 @@ interface Window {
   readonly endsAt: number;
 }
 
+/**
+ * The block a client address is counted by. An IPv6 client is given a whole /64 (RFC 6177): counted
+ * per address, one client had 2^64 fresh windows. An IPv4-mapped IPv6 address is its IPv4 one.
+ */
+export function addressBlock(address: string): string {
+  const zoneless = address.split('%')[0] ?? address;
+  if (!ipaddr.isValid(zoneless)) return address;
+  let parsed = ipaddr.parse(zoneless);
+  if (parsed instanceof ipaddr.IPv6 && parsed.isIPv4MappedAddress()) parsed = parsed.toIPv4Address();
+  if (parsed instanceof ipaddr.IPv4) return parsed.toString();
+  return `${parsed.toNormalizedString().split(':').slice(0, 4).join(':')}::/64`;
+}
+
 function windowOf(key: LimitKey & { subject: string }, now: Date): Window {
   const size = key.rule.windowSeconds * 1000;
   const start = Math.floor(now.getTime() / size) * size;
-  const digest = createHash('sha256').update(key.subject).digest('base64url').slice(0, 22);
+  const subject = key.rule.byAddress ? addressBlock(key.subject) : key.subject;
+  const digest = createHash('sha256').update(subject).digest('base64url').slice(0, 22);
   return { bucket: `${key.rule.name}:${digest}`, start: new Date(start).toISOString(), endsAt: start + size };
 }
 

@@ -131,17 +131,29 @@ export async function activateWithCode(
   return changed(result);
 }
 
-/** A new password hash; the token version moves on, so every token issued before is refused. */
-export async function replacePassword(db: Db, id: string, passwordHash: string, at: string): Promise<void> {
-  await db
+/**
+ * A new password hash; the token version moves on, so every token issued before is refused, and
+ * an emailed reset code dies with the old password. Only while the account still has the token
+ * version the change was proven against: false when a reset or deactivation came in between.
+ */
+export async function replacePassword(
+  db: Db,
+  account: { id: string; tokenVersion: number; passwordHash: string; at: string },
+): Promise<boolean> {
+  const result = await db
     .updateTable('users')
     .set((eb) => ({
-      password_hash: passwordHash,
+      password_hash: account.passwordHash,
       token_version: eb('token_version', '+', 1),
-      updated_at: at,
+      reset_code_hash: null,
+      reset_code_expires_at: null,
+      updated_at: account.at,
     }))
-    .where('id', '=', id)
-    .execute();
+    .where('id', '=', account.id)
+    .where('token_version', '=', account.tokenVersion)
+    .where('is_active', '=', 1)
+    .executeTakeFirst();
+  return changed(result);
 }
 
 /** replacePassword through a reset code, which it spends: only while that code is still the account's. */
@@ -221,13 +233,27 @@ export async function countWrongCode(
     .execute();
 }
 
-const lastLogin = precompiled(['id', 'at'], (db, user) =>
-  db.updateTable('users').set({ last_login_at: user.at }).where('id', '=', user.id),
+const lastLogin = precompiled(['id', 'at', 'version'], (db, user) =>
+  db
+    .updateTable('users')
+    .set({ last_login_at: user.at })
+    .where('id', '=', user.id)
+    .where('token_version', '=', user.version)
+    .where('is_active', '=', 1),
 );
 
-/** Stamps a successful login (every login: its SQL is compiled once). */
-export async function recordLastLogin(db: Db, id: string, at: Date): Promise<void> {
-  await lastLogin(db, { id, at: at.toISOString() });
+/**
+ * Stamps a successful login (every login: its SQL is compiled once), only while the account is as
+ * it was when its password was checked: false when a password change, a reset or a deactivation
+ * moved its token version on in between.
+ */
+export async function recordLastLogin(
+  db: Db,
+  user: { id: string; token_version: number },
+  at: Date,
+): Promise<boolean> {
+  const result = await lastLogin(db, { id: user.id, at: at.toISOString(), version: user.token_version });
+  return (result.numAffectedRows ?? 0n) > 0n;
 }
 
 /** True for a unique-index violation on SQLite or PostgreSQL (a lost race on the same email). */

@@ -131,6 +131,19 @@ describe.each(DIALECTS)('rate limits (%s)', (dialect) => {
     clock.advance(301_000);
   });
 
+  it('counts an IPv6 client by its /64, so a client cannot take a fresh address for every guess', async () => {
+    clock.advance(301_000);
+    for (let i = 1; i <= 30; i++)
+      await login(proxied, `v6-${i}@example.com`, 'nope nope nope', {
+        'x-forwarded-for': `2001:db8:1:2::${i.toString(16)}`,
+      });
+    const sameBlock = { 'x-forwarded-for': '2001:db8:1:2:ffff:ffff:ffff:ffff' };
+    expect((await login(proxied, 'v6-x@example.com', 'nope nope nope', sameBlock)).status).toBe(429);
+    const otherBlock = { 'x-forwarded-for': '2001:db8:1:3::1' };
+    expect((await login(proxied, 'v6-y@example.com', 'nope nope nope', otherBlock)).status).toBe(401);
+    clock.advance(301_000);
+  });
+
   it('limits signup attempts per email (10 per 15 min) and mail requests per email (3 per hour)', async () => {
     clock.advance(3601_000);
     const body = {

@@ -47,6 +47,28 @@ describe.each(DIALECTS)('resend, forgot and reset (%s)', (dialect) => {
     );
   });
 
+  it('a password change voids a reset code mailed before it', async () => {
+    const person = await provision(gw, smtp, email('change-voids'));
+    const signedUp = await signup(gw, { email: person.email, access_code: person.code, password: PASSWORD });
+    const { token } = (await signedUp.json()) as { token: string };
+    expect((await post('/auth/password/forgot', { email: person.email })).status).toBe(202);
+    const code = codeIn((await mailsTo(smtp, person.email, 2))[1]!);
+    const change = await gw.call('/auth/password/change', {
+      method: 'POST',
+      token,
+      json: { current_password: PASSWORD, new_password: NEW_PASSWORD },
+    });
+    expect(change.status).toBe(200);
+    // a leaked reset mail must not outlive the password it was sent to replace
+    const reset = await post('/auth/password/reset', {
+      email: person.email,
+      code,
+      new_password: 'a third passphrase of its own',
+    });
+    expect(reset.status).toBe(400);
+    expect((await post('/auth/login', { email: person.email, password: NEW_PASSWORD })).status).toBe(200);
+  });
+
   it('forgot and resend answer 202 for unknown and registered emails alike and send nothing', async () => {
     const before = smtp.messages.length;
     const unknown = 'nobody-here@example.com';
