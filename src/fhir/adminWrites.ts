@@ -69,6 +69,47 @@ export function assertPatchBody(
     throw refuse(
       'A FHIRPath Patch body must be a Parameters resource (or send application/json-patch+json).',
     );
+  if (patchRenames(target.type, parsed)) throw renamingPatch();
+}
+
+function renamingPatch(): AppError {
+  return refuse('A patch changes a record, not its id or resourceType: write another record with POST.');
+}
+
+/** JSON Pointers (RFC 6901) that name the whole resource, its id or its type. */
+const IDENTITY_POINTER = /^(?:|\/(?:id|resourceType)(?:\/.*)?)$/;
+
+/**
+ * Whether a patch would change which record it is: a JSON Patch (RFC 6902) operation on the whole
+ * resource, its `id` or its `resourceType`, or a FHIRPath Patch (R4 fhirpatch.html) one on them in
+ * the plain forms (`Patient.id`, `id`, `Patient` with `name` id). The embedded engine stored the
+ * result under the new id: another record made by an update, a Patient without an account among them.
+ */
+export function patchRenames(type: string, patch: unknown): boolean {
+  if (Array.isArray(patch))
+    return patch.some((op: { path?: unknown; from?: unknown } | null) =>
+      [op?.path, op?.from].some((pointer) => typeof pointer === 'string' && IDENTITY_POINTER.test(pointer)),
+    );
+  const parameters = (patch as { parameter?: unknown } | null)?.parameter;
+  if (!Array.isArray(parameters)) return false;
+  return parameters.some((parameter: { part?: unknown } | null) => {
+    const parts = Array.isArray(parameter?.part)
+      ? (parameter.part as { name?: unknown; valueString?: unknown; valueCode?: unknown }[])
+      : [];
+    const part = (name: string) => parts.find((p) => p?.name === name);
+    const path = part('path')?.valueString;
+    if (typeof path !== 'string') return false;
+    const steps = path.replace(/\s+/g, '').split('.');
+    if (steps[0] === type || steps[0] === 'Resource' || steps[0]?.startsWith('%')) steps.shift();
+    const [first = ''] = steps;
+    if (first === '') {
+      // at the resource itself only an add of another element leaves it the same record
+      const name = part('name')?.valueString;
+      return part('type')?.valueCode !== 'add' || name === 'id' || name === 'resourceType';
+    }
+    const element = first.replace(/\(.*$/, '');
+    return element === 'id' || element === 'resourceType';
+  });
 }
 
 /** A request body as JSON, or undefined when it is none (the upstream will refuse it). */
@@ -130,6 +171,8 @@ export function assertBatchBody(body: string | undefined): PersonWrite[] {
     // a body of another type than the URL's: HAPI takes a POST's type from the body (a Patient through `Basic`)
     if (writes && !operation && resource !== undefined && resource?.resourceType !== type)
       throw refuse(`Bundle.entry[${index}]: the resource must be a ${type}, as its request.url says.`);
+    if (method === 'PATCH' && patchRenames(type, patchOfEntry(resource)))
+      throw refuse(`Bundle.entry[${index}]: a patch changes a record, not its id or resourceType.`);
     if (operation || !PEOPLE.has(type) || (!writes && method !== 'DELETE')) continue;
     if (method === 'POST' || !id || rest.length > 0 || request.url.includes('?'))
       throw refuse(
@@ -138,6 +181,13 @@ export function assertBatchBody(body: string | undefined): PersonWrite[] {
     people.push({ method: method as PersonWrite['method'], type, id });
   }
   return people;
+}
+
+/** A batch entry's patch (R4 http.html#patch): FHIRPath Patch Parameters, or a JSON Patch in a Binary. */
+function patchOfEntry(resource: unknown): unknown {
+  const binary = resource as { resourceType?: unknown; data?: unknown } | undefined;
+  if (binary?.resourceType !== 'Binary' || typeof binary.data !== 'string') return resource;
+  return parsedOrNone(Buffer.from(binary.data, 'base64').toString('utf8'));
 }
 
 /**

@@ -14,7 +14,6 @@ export const DEFAULT_DIRECTORY_TYPES: readonly string[] = [
   'Organization',
   'Location',
   'HealthcareService',
-  'Endpoint',
   'Medication',
   'Substance',
 ];
@@ -24,8 +23,8 @@ export const DEFAULT_DIRECTORY_TYPES: readonly string[] = [
  * that can refer to a Patient or to any type, or hold a resource (contained resources and
  * extensions aside: every type has those). The choice values of a definition (a Questionnaire's
  * answer options, a map's default value) are not counted: they are what a form offers, not whom a
- * record is about. Subscription is left out: its channel headers may carry the credentials of
- * whoever receives the notifications. Everything else would let every role read patient data.
+ * record is about. Endpoint and Subscription are left out: their headers (`Endpoint.header`,
+ * `Subscription.channel.header`) may carry the credentials of the system they connect to.
  */
 export const DIRECTORY_ELIGIBLE_TYPES: ReadonlySet<string> = new Set([
   'ActivityDefinition',
@@ -38,7 +37,6 @@ export const DIRECTORY_ELIGIBLE_TYPES: ReadonlySet<string> = new Set([
   'DeviceDefinition',
   'DeviceMetric',
   'EffectEvidenceSynthesis',
-  'Endpoint',
   'EnrollmentResponse',
   'EventDefinition',
   'Evidence',

@@ -206,6 +206,9 @@ function invalidCursor(route: string): AppError {
 /** How many other records one practitioner write may refer to (each is read to check it). */
 const MAX_RECORDS_REFERENCED = 50;
 
+/** How many patients one practitioner write may name (each is asked of the panel lookup). */
+const MAX_PATIENTS_REFERENCED = 50;
+
 export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): ScopedFhir {
   const scope = scopeOf(caller, deps.config.fhir.directoryTypes);
   const fhir = deps.fhir;
@@ -563,6 +566,12 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
     if (scope.kind !== 'panel') throw writeRefused('not_writable', type);
     const reach = practitionerWriteReach(type, resource, id, scope.directory);
     if ('refused' in reach) throw writeRefused(reach.refused, type);
+    // each unknown patient is a panel lookup upstream and an entry in the bounded panel cache:
+    // 20,000 named in one write cost 360 upstream searches and evicted other practitioners' answers
+    if (reach.patients.length > MAX_PATIENTS_REFERENCED)
+      throw new AppError('validation_failed', {
+        detail: `A write may name at most ${MAX_PATIENTS_REFERENCED} patients.`,
+      });
     if (!(await allAssigned(scope.practitionerId, reach.patients))) throw writeRefused('no_patient', type);
     await assertReadable(reach.records, id === undefined ? 'fhir.create' : 'fhir.update');
   };

@@ -224,6 +224,56 @@ describe.each(UPSTREAMS)("an admin's forwarded writes, %s upstream", (upstream) 
     }
   });
 
+  it('refuses a patch that would rename the record (400): no second Patient, none without an account', async () => {
+    const copy = `copy-${upstream}-${Date.now()}`;
+    const jsonPatch = (ops: unknown) =>
+      send('PATCH', `/fhir/Patient/${ids.withAccount}`, JSON.stringify(ops), {
+        'content-type': 'application/json-patch+json',
+      });
+    const fhirPathPatch = (...part: unknown[]) =>
+      send('PATCH', `/fhir/Patient/${ids.withAccount}`, {
+        resourceType: 'Parameters',
+        parameter: [{ name: 'operation', part }],
+      });
+    const refused = [
+      await jsonPatch([{ op: 'replace', path: '/id', value: copy }]),
+      await jsonPatch([{ op: 'replace', path: '/resourceType', value: 'Basic' }]),
+      await jsonPatch([{ op: 'replace', path: '', value: { resourceType: 'Patient', id: copy } }]),
+      await jsonPatch([{ op: 'move', from: '/id', path: '/language' }]),
+      await fhirPathPatch(
+        { name: 'type', valueCode: 'replace' },
+        { name: 'path', valueString: 'Patient.id' },
+        { name: 'value', valueId: copy },
+      ),
+      await send('POST', '/fhir', {
+        resourceType: 'Bundle',
+        type: 'batch',
+        entry: [
+          {
+            request: { method: 'PATCH', url: `Patient/${ids.withAccount}` },
+            resource: {
+              resourceType: 'Binary',
+              contentType: 'application/json-patch+json',
+              data: Buffer.from(JSON.stringify([{ op: 'replace', path: '/id', value: copy }])).toString(
+                'base64',
+              ),
+            },
+          },
+        ],
+      }),
+    ];
+    expect(refused.map((r) => r.status)).toEqual([400, 400, 400, 400, 400, 400]);
+    expect((await gw.call(`/fhir/Patient/${copy}`, { token })).status).toBe(404);
+    const added = await fhirPathPatch(
+      { name: 'type', valueCode: 'add' },
+      { name: 'path', valueString: 'Patient' },
+      { name: 'name', valueString: 'active' },
+      { name: 'value', valueBoolean: true },
+    );
+    // the embedded engine reads JSON Patch only; an add beside the id passes the check
+    expect(added.status).not.toBe(500);
+  });
+
   it('answers a write the server cannot read 400 (or 405), and changes nothing', async () => {
     const patch = (body: string, contentType: string, path = `/fhir/Observation/${ids.obs}`) =>
       send('PATCH', path, body, { 'content-type': contentType });

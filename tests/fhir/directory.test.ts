@@ -121,4 +121,24 @@ describe('the default directory, embedded upstream', () => {
     );
     expect((await gw.call('/fhir/Questionnaire', { token: patient.token })).status).toBe(403);
   });
+
+  it('keeps an Endpoint, whose headers may hold credentials, from every role but admins', async () => {
+    const patient = await tokenOf(gw, smtp, 'endpoint-reader@example.com', 'patient');
+    const endpoint = await create(gw, {
+      resourceType: 'Endpoint',
+      status: 'active',
+      connectionType: {
+        system: 'http://terminology.hl7.org/CodeSystem/endpoint-connection-type',
+        code: 'hl7-fhir-rest',
+      },
+      payloadType: [{ text: 'FHIR' }],
+      address: 'https://lab.example/fhir',
+      header: ['Authorization: Bearer lab-secret'],
+    });
+    const read = await gw.call(`/fhir/Endpoint/${endpoint}`, { token: patient.token });
+    expect(read.status).toBe(404);
+    expect(await read.text()).not.toContain('lab-secret');
+    expect((await gw.call('/fhir/Endpoint', { token: patient.token })).status).toBe(403);
+    expect((await gw.call(`/fhir/Endpoint/${endpoint}`, { token: await gw.adminToken() })).status).toBe(200);
+  });
 });

@@ -36,7 +36,7 @@ function patientDataElement(definition: StructureDefinition): string | undefined
 }
 
 describe('the types the shared directory may hold', () => {
-  it('are the R4 types outside the Patient compartment that cannot name a patient (Subscription aside)', () => {
+  it('are the R4 types outside the Patient compartment that cannot name a patient (Endpoint and Subscription aside)', () => {
     const compartment = readJson('fhir/r4/compartmentdefinition-patient.json') as CompartmentDefinition;
     const resources = readJson('fhir/r4/profiles-resources.json') as Bundle<StructureDefinition>;
     const definitions = new Map(
@@ -48,7 +48,9 @@ describe('the types the shared directory may hold', () => {
         .map((r) => [r.type, r]),
     );
     const derived = compartment.resource
-      .filter((r) => !r.param?.length && r.code !== 'Patient' && r.code !== 'Subscription')
+      .filter(
+        (r) => !r.param?.length && r.code !== 'Patient' && r.code !== 'Subscription' && r.code !== 'Endpoint',
+      )
       .map((r) => r.code)
       .filter((type) => {
         const definition = definitions.get(type);
@@ -72,6 +74,8 @@ describe('the types the shared directory may hold', () => {
     ['Bundle', 'can refer to a patient, hold a record or hold credentials'],
     ['Binary', 'can refer to a patient, hold a record or hold credentials'],
     ['Subscription', 'can refer to a patient, hold a record or hold credentials'],
+    // Endpoint.header may carry the credentials of the system it names
+    ['Endpoint', 'can refer to a patient, hold a record or hold credentials'],
     ['practitioner', 'is spelled Practitioner'],
     ['Doctor', 'is not an R4 resource type'],
   ])('%s: %s', (type, refusal) => {

@@ -186,6 +186,22 @@ describe('entries removed from the upstream text, the rest as it was written', (
 });
 
 const directory = new Set(DEFAULT_DIRECTORY_TYPES);
+
+/** A FHIRPath Patch body (R4 fhirpatch.html) of one operation. */
+const fhirPathPatch = (type: string, path: string, name?: string) =>
+  JSON.stringify({
+    resourceType: 'Parameters',
+    parameter: [
+      {
+        name: 'operation',
+        part: [
+          { name: 'type', valueCode: type },
+          { name: 'path', valueString: path },
+          ...(name ? [{ name: 'name', valueString: name }] : []),
+        ],
+      },
+    ],
+  });
 const ALL: Scope = { kind: 'all', directory };
 const ME: Scope = { kind: 'patient', patientId: 'a', directory };
 const GP: Scope = { kind: 'panel', practitionerId: 'p', directory };
@@ -1102,6 +1118,20 @@ describe("what an admin's forwarded write may be", () => {
     ['{"op":"add"}', 'application/json-patch+json', 400],
     ['[]', 'application/fhir+json', 400],
     ['{"resourceType":"Observation"}', 'application/fhir+json', 400],
+    ['[{"op":"replace","path":"/status","value":"final"}]', 'application/json-patch+json', undefined],
+    ['[{"op":"replace","path":"/id","value":"x"}]', 'application/json-patch+json', 400],
+    ['[{"op":"remove","path":"/resourceType"}]', 'application/json-patch+json', 400],
+    ['[{"op":"replace","path":"","value":{}}]', 'application/json-patch+json', 400],
+    ['[{"op":"copy","from":"/id","path":"/language"}]', 'application/json-patch+json', 400],
+    ['[{"op":"replace","path":"/identifier/0/id","value":"x"}]', 'application/json-patch+json', undefined],
+    [fhirPathPatch('replace', 'Observation.id'), 'application/fhir+json', 400],
+    [fhirPathPatch('replace', ' id '), 'application/fhir+json', 400],
+    [fhirPathPatch('delete', 'Observation'), 'application/fhir+json', 400],
+    [fhirPathPatch('replace', '%resource.resourceType'), 'application/fhir+json', 400],
+    [fhirPathPatch('add', 'Observation', 'id'), 'application/fhir+json', 400],
+    [fhirPathPatch('add', 'Observation', 'note'), 'application/fhir+json', undefined],
+    [fhirPathPatch('replace', 'Observation.status'), 'application/fhir+json', undefined],
+    [fhirPathPatch('replace', 'Observation.code.id'), 'application/fhir+json', undefined],
   ] as const)('PATCH body %s as %s: %s', (body, contentType, status) => {
     const check = () => assertPatchBody(target('Observation/1'), contentType, body);
     if (status === undefined) expect(check).not.toThrow();

@@ -724,6 +724,10 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       expect((await write('POST', '/fhir/Observation', observation(ids.A, 74, { focus: many }))).status).toBe(
         400,
       );
+      // so is each patient named (400 before any is looked up: one panel lookup each, and an entry each in the bounded panel cache)
+      const patients = Array.from({ length: 51 }, (_, i) => ({ reference: `Patient/not-asked-${i}` }));
+      const crowd = await write('POST', '/fhir/Observation', observation(ids.A, 74, { performer: patients }));
+      expect(crowd.status).toBe(400);
       expect(await observationsOfA()).toBe(before);
     });
 

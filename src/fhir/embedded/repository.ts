@@ -123,6 +123,18 @@ export class JournaledMemoryRepository extends MemoryRepository {
     return this.storeVersion(existing ? 'update' : 'create', incoming);
   }
 
+  /** @see https://hl7.org/fhir/R4/http.html#patch — a patch changes the record it names, never makes another. */
+  override async patchResource<T extends Resource>(
+    resourceType: T['resourceType'],
+    id: string,
+    patch: Parameters<MemoryRepository['patchResource']>[2],
+  ): Promise<WithId<T>> {
+    // the patched copy was stored under whatever id it ended with: a patch of /id made another record
+    if (patch.some((op) => [op.path, 'from' in op ? op.from : undefined].some(isIdentityPointer)))
+      throw new OperationOutcomeError(badRequest('A patch cannot change the id or resourceType'));
+    return super.patchResource<T>(resourceType, id, patch);
+  }
+
   /** @see https://hl7.org/fhir/R4/http.html#delete — deleting a deleted resource succeeds and changes nothing. */
   override async deleteResource(resourceType: string, id: string): Promise<void> {
     if (this.isDeleted(resourceType, id)) {
@@ -498,4 +510,9 @@ function union(sets: readonly ReadonlySet<string>[]): Set<string> {
   const all = new Set<string>();
   for (const set of sets) for (const id of set) all.add(id);
   return all;
+}
+
+/** A JSON Pointer (RFC 6901) to the whole resource, its id or its resourceType. */
+function isIdentityPointer(pointer: string | undefined): boolean {
+  return pointer !== undefined && /^(?:|\/(?:id|resourceType)(?:\/.*)?)$/.test(pointer);
 }
