@@ -131,10 +131,16 @@ function renderLogin(c: Ctx, server: OAuthServer, uid: string, launch: Launch, s
   return html(c, loginPage(view), status, launch.origins);
 }
 
+/** The account's token version when its password was checked, kept with the login's result. */
+const TOKEN_VERSION_AT_LOGIN = 'gatewayTokenVersion';
+
 async function consentContext(c: Ctx, details: Interaction, launch: Launch) {
   const accountId = details.session?.accountId;
   const user = accountId ? await findUserById(c.var.deps.db, accountId) : undefined;
   if (!user || !canSignIn(user)) return undefined;
+  // security: a password change, reset or deactivation since the login ended every session; a
+  // consent given on the page the old password opened would begin a new one
+  if (details.lastSubmission?.[TOKEN_VERSION_AT_LOGIN] !== user.token_version) return undefined;
   const requested = String(details.params.scope ?? '');
   return { user, grant: grantFor(requested, launch.appScopes, user.role) };
 }
@@ -231,7 +237,15 @@ export async function submitLogin(c: Ctx, server: OAuthServer, uid: string) {
     if (checked.headers['Retry-After']) c.header('Retry-After', checked.headers['Retry-After']);
     return renderLogin(c, server, uid, launch, status, { email, error: checked.detail });
   }
-  return finish(c, server, { login: { accountId: checked.id, amr: ['pwd'], remember: false } }, false);
+  return finish(
+    c,
+    server,
+    {
+      login: { accountId: checked.id, amr: ['pwd'], remember: false },
+      [TOKEN_VERSION_AT_LOGIN]: checked.token_version,
+    },
+    false,
+  );
 }
 
 /** POST /oauth/interaction/{uid}/consent: Allow saves the grant and its session; Deny tells the app `access_denied`. */

@@ -206,7 +206,7 @@ async function follow(
 export async function launch(
   gw: TestGateway,
   user: { email: string; password: string },
-  p: AuthorizeParams & { decision?: 'allow' | 'deny' },
+  p: AuthorizeParams & { decision?: 'allow' | 'deny'; beforeConsent?: () => Promise<void> },
 ): Promise<LaunchResult & { page?: Response }> {
   const browser = new Browser();
   const done = (location: string): LaunchResult => {
@@ -231,6 +231,7 @@ export async function launch(
     return done(response.headers.get('location')!);
   if (response.status !== 200) return { ...done(`${gw.url}/`), page: response };
   page = await response.text();
+  await p.beforeConsent?.();
   const consent = new URLSearchParams({ csrf: csrfOf(page), decision: p.decision ?? 'allow' });
   response = await browser.fetch(new URL(actionOf(page), gw.url).href, { method: 'POST', body: consent });
   response = await follow(browser, gw, response, p.redirectUri);

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestGateway } from '../helpers/gateway.js';
 import {
+  launch,
+  pkcePair,
   type RegisteredApp,
   registerApp,
   smartTokens,
@@ -35,6 +37,50 @@ describe('SMART tokens are revoked at once', () => {
     expect((await gw.call('/fhir/Observation', { token: tokens.access_token! })).status).toBe(200);
     return { user, tokens };
   }
+
+  it.each([
+    ['the user changes their password', 'password'],
+    ['an admin deactivates and reactivates the user', 'deactivation'],
+  ] as const)('refuses a consent given after %s on the page the old login opened', async (_what, change) => {
+    const user = await gw.seedUser({ role: 'patient' });
+    const redirectUri = app.redirect_uris[0]!;
+    const result = await launch(gw, user, {
+      clientId: app.client_id,
+      redirectUri,
+      scope: SCOPE,
+      challenge: pkcePair().challenge,
+      beforeConsent: async () => {
+        if (change === 'password') {
+          const token = await gw.login(user.email, user.password);
+          const changed = await gw.call('/auth/password/change', {
+            method: 'POST',
+            token,
+            json: { current_password: user.password, new_password: 'a brand new passphrase here' },
+          });
+          expect(changed.status).toBe(200);
+          return;
+        }
+        const admin = await gw.adminToken();
+        for (const active of [false, true]) {
+          const patch = await gw.call(`/admin/users/${user.id}`, {
+            method: 'PATCH',
+            token: admin,
+            json: { active },
+          });
+          expect(patch.status).toBe(200);
+        }
+      },
+    });
+    expect(result.code).toBeNull();
+    expect(result.page?.status).toBe(400);
+    const sessions = await gw.deps.db
+      .selectFrom('sessions')
+      .select('id')
+      .where('user_id', '=', user.id)
+      .where('client_id', '=', app.client_id)
+      .execute();
+    expect(sessions).toEqual([]);
+  });
 
   it('when an admin deactivates the user', async () => {
     const { user, tokens } = await launchAs();
