@@ -104,6 +104,13 @@ class Passthrough {
     const cursor = request.query.get('_cursor');
     if (cursor !== null) return this.page(target, request, cursor);
     if (target.searchPost) return this.searchPost(target, request);
+    // `If-None-Match: *` on a write asks not to replace what exists (RFC 9110 section 13.1.2); R4
+    // defines the header for reads only, and neither HAPI nor the embedded engine honours it there:
+    // the record was replaced
+    if (method !== 'GET' && request.headers['if-none-match'] !== undefined)
+      throw refuse(
+        'If-None-Match is for reads; write with If-Match (a version) or If-None-Exist (a create).',
+      );
     if (this.fhir.scope.kind === 'all') return this.asAdmin(method, target, request);
     return this.scoped(method, target, request);
   }

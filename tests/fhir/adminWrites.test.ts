@@ -224,6 +224,28 @@ describe.each(UPSTREAMS)("an admin's forwarded writes, %s upstream", (upstream) 
     }
   });
 
+  it('refuses If-None-Match on a write (400), which no server honoured: `*` replaced the record', async () => {
+    const path = `/fhir/Observation/${ids.obs}`;
+    const before = (await (await gw.call(path, { token })).json()) as { meta: { versionId: string } };
+    for (const tag of ['*', `W/"${before.meta.versionId}"`]) {
+      const put = await send(
+        'PUT',
+        path,
+        { resourceType: 'Observation', id: ids.obs, status: 'amended', code: { text: 'weight' } },
+        { 'if-none-match': tag },
+      );
+      expect(put.status, tag).toBe(400);
+    }
+    const after = (await (await gw.call(path, { token })).json()) as { meta: { versionId: string } };
+    expect(after.meta.versionId).toBe(before.meta.versionId);
+    // on a read it still means what it means there
+    const tag = `W/"${before.meta.versionId}"`;
+    expect((await gw.call(path, { token, headers: { 'if-none-match': tag } })).status).toBe(304);
+    expect((await gw.call(path, { token, method: 'HEAD', headers: { 'if-none-match': tag } })).status).toBe(
+      304,
+    );
+  });
+
   it('refuses a patch that would rename the record (400): no second Patient, none without an account', async () => {
     const copy = `copy-${upstream}-${Date.now()}`;
     const jsonPatch = (ops: unknown) =>
