@@ -386,6 +386,48 @@ describe('embedded FHIR server', () => {
     },
   );
 
+  it.each([
+    ['valueInteger above 2^53', { valueInteger: 1.2345678901234568e29 }],
+    ['valueInteger above 2^31', { valueInteger: 2 ** 40 }],
+    ['valueInteger below -2^31', { valueInteger: -(2 ** 31) - 1 }],
+    [
+      'a component in a contained resource',
+      {
+        contained: [
+          {
+            resourceType: 'Observation',
+            id: 'c',
+            status: 'final',
+            code: { text: 'c' },
+            valueInteger: 2 ** 31,
+          },
+        ],
+      },
+    ],
+  ])(
+    'rejects an integer outside its 32-bit range with 400, as real HAPI does (%s)',
+    async (_where, fields) => {
+      const { status, data } = await failure(
+        client.create({
+          resourceType: 'Observation',
+          body: { resourceType: 'Observation', status: 'final', code: { text: 'x' }, ...fields },
+        }),
+      );
+      expect(status).toBe(400);
+      expect(issueText(data)).toContain('outside the 32-bit range');
+    },
+  );
+
+  it('takes the largest and smallest 32-bit integers', async () => {
+    for (const valueInteger of [2_147_483_647, -2_147_483_648]) {
+      const created = (await client.create({
+        resourceType: 'Observation',
+        body: { resourceType: 'Observation', status: 'final', code: { text: 'x' }, valueInteger },
+      })) as unknown as { valueInteger: number };
+      expect(created.valueInteger).toBe(valueInteger);
+    }
+  });
+
   it('takes a leap day, and dates without a day', async () => {
     const created = (await client.create({
       resourceType: 'Observation',

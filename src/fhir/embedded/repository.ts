@@ -17,9 +17,17 @@ import {
 } from '@medplum/core';
 import type { CreateResourceOptions, ReadHistoryOptions, UpdateResourceOptions } from '@medplum/fhir-router';
 import { MemoryRepository } from '@medplum/fhir-router';
-import type { Bundle, BundleEntry, BundleLink, Resource, ResourceType } from '@medplum/fhirtypes';
+import type {
+  Bundle,
+  BundleEntry,
+  BundleLink,
+  OperationOutcomeIssue,
+  Resource,
+  ResourceType,
+} from '@medplum/fhirtypes';
 import { searchExpressionFor } from '../definitions.js';
 import { impossibleDates } from './calendarDates.js';
+import { outOfRangeIntegers } from './integerRanges.js';
 import type { JournalEntry, JournalOp, ResourceJournal } from './journal.js';
 import { ReferenceIndex } from './referenceIndex.js';
 import {
@@ -423,17 +431,17 @@ function assertValidResource(resource: Resource): void {
   }
   // Throws an OperationOutcomeError (400) listing every structural or invariant error; returns warnings.
   validateResource(resource);
-  const impossible = impossibleDates(resource);
-  if (impossible.length > 0)
-    throw new OperationOutcomeError({
-      resourceType: 'OperationOutcome',
-      issue: impossible.map((path) => ({
-        severity: 'error',
-        code: 'value',
-        details: { text: 'Invalid date: no such day on the calendar' },
-        expression: [path],
-      })),
-    });
+  const issues = [
+    ...impossibleDates(resource).map((path) => valueIssue(path, 'Invalid date: no such day on the calendar')),
+    ...outOfRangeIntegers(resource).map((path) =>
+      valueIssue(path, 'Invalid integer: outside the 32-bit range'),
+    ),
+  ];
+  if (issues.length > 0) throw new OperationOutcomeError({ resourceType: 'OperationOutcome', issue: issues });
+}
+
+function valueIssue(path: string, text: string): OperationOutcomeIssue {
+  return { severity: 'error', code: 'value', details: { text }, expression: [path] };
 }
 
 function assertVersionMatches(existing: Resource | undefined, expectedVersionId: string): void {
