@@ -187,13 +187,8 @@ describe('garbage from the FHIR server in the shape of a success', () => {
     answer = undefined;
   });
 
-  it('a Bundle whose links come after its entries still pages through sealed cursors only', async () => {
-    const bundle = JSON.parse(observationWith({})) as Record<string, unknown>;
-    // JSON member order is free: the upstream's paging link last
-    bundle.link = [
-      { relation: 'next', url: `${proxy.url}/fhir/R4/Observation?subject=Patient/${ids.me}&_offset=1` },
-    ];
-    answer = searchAnswers(JSON.stringify(bundle));
+  /** A patient's and a practitioner's search: no upstream address or offset; self as asked, next a sealed cursor. */
+  async function expectGatewayLinksOnly(): Promise<void> {
     for (const token of [tokens.patient, tokens.gp]) {
       const response = await gw.call('/fhir/Observation', { token });
       expect(response.status).toBe(200);
@@ -202,10 +197,19 @@ describe('garbage from the FHIR server in the shape of a success', () => {
       expect(text).not.toContain('_offset');
       const links = (JSON.parse(text) as { link?: { relation: string; url: string }[] }).link ?? [];
       expect(links.map((l) => l.relation)).toEqual(['self', 'next']);
-      // self: the gateway's URL of the search as asked; every other link a sealed cursor
       expect(links[0]?.url).toBe('http://gateway.test/fhir/Observation');
-      for (const link of links.slice(1)) expect(link.url).toContain('_cursor=');
+      expect(links[1]?.url).toContain('_cursor=');
     }
+  }
+
+  it('a Bundle whose links come after its entries still pages through sealed cursors only', async () => {
+    const bundle = JSON.parse(observationWith({})) as Record<string, unknown>;
+    // JSON member order is free: the upstream's paging link last
+    bundle.link = [
+      { relation: 'next', url: `${proxy.url}/fhir/R4/Observation?subject=Patient/${ids.me}&_offset=1` },
+    ];
+    answer = searchAnswers(JSON.stringify(bundle));
+    await expectGatewayLinksOnly();
     answer = undefined;
   });
 
@@ -217,16 +221,7 @@ describe('garbage from the FHIR server in the shape of a success', () => {
     ];
     // JSON member order is free and names may repeat: the parser keeps the last "link"
     answer = searchAnswers(`${text.slice(0, -1)},"link":${JSON.stringify(next)}}`);
-    for (const token of [tokens.patient, tokens.gp]) {
-      const response = await gw.call('/fhir/Observation', { token });
-      expect(response.status).toBe(200);
-      const body = await response.text();
-      expect(body).not.toContain(proxy.url);
-      expect(body).not.toContain('_offset');
-      const links = (JSON.parse(body) as { link?: { relation: string; url: string }[] }).link ?? [];
-      expect(links.map((l) => l.relation)).toEqual(['self', 'next']);
-      expect(links[1]?.url).toContain('_cursor=');
-    }
+    await expectGatewayLinksOnly();
     answer = undefined;
   });
 
