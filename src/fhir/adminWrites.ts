@@ -2,6 +2,7 @@ import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/f
 import { AppError, toOperationOutcome } from '../errors.js';
 import type { WriteTarget } from './auditedWrites.js';
 import type { FhirTarget } from './fhirPath.js';
+import { jsonPatchRenames } from './jsonPatch.js';
 import { isEntityTags, parseCallerBody, successOutcome } from './negotiation.js';
 import { isUpstreamSuccess, upstreamStatusError } from './upstreamStatus.js';
 
@@ -76,40 +77,59 @@ function renamingPatch(): AppError {
   return refuse('A patch changes a record, not its id or resourceType: write another record with POST.');
 }
 
-/** JSON Pointers (RFC 6901) that name the whole resource, its id or its type. */
-const IDENTITY_POINTER = /^(?:|\/(?:id|resourceType)(?:\/.*)?)$/;
-
 /**
  * Whether a patch would change which record it is: a JSON Patch (RFC 6902) operation on the whole
- * resource, its `id` or its `resourceType`, or a FHIRPath Patch (R4 fhirpatch.html) one on them in
- * the plain forms (`Patient.id`, `id`, `Patient` with `name` id). The embedded engine stored the
- * result under the new id: another record made by an update, a Patient without an account among them.
+ * resource, its `id` or its `resourceType` (jsonPatch.ts), or a FHIRPath Patch (R4 fhirpatch.html)
+ * one on them (fhirPathPatchRenames). The embedded engine stored the result under the new id:
+ * another record made by an update, a Patient without an account among them; HAPI answered 200.
  */
 export function patchRenames(type: string, patch: unknown): boolean {
-  if (Array.isArray(patch))
-    return patch.some((op: { path?: unknown; from?: unknown } | null) =>
-      [op?.path, op?.from].some((pointer) => typeof pointer === 'string' && IDENTITY_POINTER.test(pointer)),
-    );
+  if (Array.isArray(patch)) return jsonPatchRenames(patch);
   const parameters = (patch as { parameter?: unknown } | null)?.parameter;
-  if (!Array.isArray(parameters)) return false;
-  return parameters.some((parameter: { part?: unknown } | null) => {
-    const parts = Array.isArray(parameter?.part)
-      ? (parameter.part as { name?: unknown; valueString?: unknown; valueCode?: unknown }[])
-      : [];
-    const part = (name: string) => parts.find((p) => p?.name === name);
-    const path = part('path')?.valueString;
-    if (typeof path !== 'string') return false;
-    const steps = path.replace(/\s+/g, '').split('.');
-    if (steps[0] === type || steps[0] === 'Resource' || steps[0]?.startsWith('%')) steps.shift();
-    const [first = ''] = steps;
-    if (first === '') {
-      // at the resource itself only an add of another element leaves it the same record
-      const name = part('name')?.valueString;
-      return part('type')?.valueCode !== 'add' || name === 'id' || name === 'resourceType';
-    }
-    const element = first.replace(/\(.*$/, '');
-    return element === 'id' || element === 'resourceType';
-  });
+  return Array.isArray(parameters) && parameters.some((p) => fhirPathOperationRenames(type, p));
+}
+
+/** A part's value whatever its `value[x]`: HAPI reads a path given as valueCode or valueUri too. */
+function partValue(part: unknown): unknown {
+  for (const [key, value] of Object.entries((part ?? {}) as Record<string, unknown>))
+    if (key.startsWith('value')) return value;
+  return undefined;
+}
+
+/** Steps that stay at the resource itself: its type, `$this`, variables, filters and functions. */
+function staysAtRoot(step: string, type: string): boolean {
+  return (
+    step === type ||
+    step === 'Resource' ||
+    step === 'DomainResource' ||
+    step === '$this' ||
+    step.startsWith('%') ||
+    step.includes('(')
+  );
+}
+
+/** Whether one FHIRPath Patch operation (R4 fhirpatch.html) targets the resource itself, its id or its type. */
+function fhirPathOperationRenames(type: string, operation: unknown): boolean {
+  const parts: unknown[] = Array.isArray((operation as { part?: unknown } | null)?.part)
+    ? (operation as { part: unknown[] }).part
+    : [];
+  const part = (name: string) =>
+    partValue(parts.find((p) => (p as { name?: unknown } | null)?.name === name));
+  const path = part('path');
+  if (typeof path !== 'string') return false;
+  // comments, backticks and spaces change nothing of where a path leads
+  const plain = path
+    .replace(/\/\*[\s\S]*?\*\//g, '')
+    .replace(/\/\/.*$/gm, '')
+    .replace(/[`\s]/g, '');
+  const steps = plain.split('.');
+  let at = 0;
+  while (at < steps.length && staysAtRoot(steps[at] ?? '', type)) at++;
+  const first = steps[at];
+  // at the resource itself only an add of another element leaves it the same record
+  if (first === undefined || first === '')
+    return part('type') !== 'add' || part('name') === 'id' || part('name') === 'resourceType';
+  return first === 'id' || first === 'resourceType';
 }
 
 /** A request body as JSON, or undefined when it is none (the upstream will refuse it). */
@@ -152,7 +172,7 @@ export function assertBatchBody(body: string | undefined): PersonWrite[] {
   const people: PersonWrite[] = [];
   for (const [index, entry] of entries.entries()) {
     const { request, resource } = (entry ?? {}) as {
-      request?: { method?: unknown; url?: unknown; ifMatch?: unknown };
+      request?: { method?: unknown; url?: unknown; ifMatch?: unknown; ifNoneMatch?: unknown };
       resource?: { resourceType?: unknown };
     };
     if (typeof request?.method !== 'string' || typeof request.url !== 'string')
@@ -168,6 +188,9 @@ export function assertBatchBody(body: string | undefined): PersonWrite[] {
     const operation = [type, id, ...rest].some((segment) => segment?.startsWith('$'));
     const writes = method === 'POST' || method === 'PUT';
     if (request.ifMatch !== undefined) assertEntryIfMatch(index, request.ifMatch, method, path, request.url);
+    // as the If-None-Match header on a write (passthroughService.ts): no server honoured it, the record was replaced
+    if (request.ifNoneMatch !== undefined && method !== 'GET')
+      throw refuse(`Bundle.entry[${index}]: request.ifNoneMatch is for reads; write with request.ifMatch.`);
     // a body of another type than the URL's: HAPI takes a POST's type from the body (a Patient through `Basic`)
     if (writes && !operation && resource !== undefined && resource?.resourceType !== type)
       throw refuse(`Bundle.entry[${index}]: the resource must be a ${type}, as its request.url says.`);

@@ -236,6 +236,17 @@ describe.each(UPSTREAMS)("an admin's forwarded writes, %s upstream", (upstream) 
       );
       expect(put.status, tag).toBe(400);
     }
+    const entry = await send('POST', '/fhir', {
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: [
+        {
+          request: { method: 'PUT', url: `Observation/${ids.obs}`, ifNoneMatch: '*' },
+          resource: { resourceType: 'Observation', id: ids.obs, status: 'amended', code: { text: 'weight' } },
+        },
+      ],
+    });
+    expect(entry.status).toBe(400);
     const after = (await (await gw.call(path, { token })).json()) as { meta: { versionId: string } };
     expect(after.meta.versionId).toBe(before.meta.versionId);
     // on a read it still means what it means there
@@ -284,7 +295,9 @@ describe.each(UPSTREAMS)("an admin's forwarded writes, %s upstream", (upstream) 
         ],
       }),
     ];
-    expect(refused.map((r) => r.status)).toEqual([400, 400, 400, 400, 400, 400]);
+    // the patcher steps over `__proto__`: the pointer reached /id
+    refused.push(await jsonPatch([{ op: 'replace', path: '/__proto__/id', value: copy }]));
+    expect(refused.map((r) => r.status)).toEqual([400, 400, 400, 400, 400, 400, 400]);
     expect((await gw.call(`/fhir/Patient/${copy}`, { token })).status).toBe(404);
     const added = await fhirPathPatch(
       { name: 'type', valueCode: 'add' },

@@ -188,7 +188,7 @@ describe('entries removed from the upstream text, the rest as it was written', (
 const directory = new Set(DEFAULT_DIRECTORY_TYPES);
 
 /** A FHIRPath Patch body (R4 fhirpatch.html) of one operation. */
-const fhirPathPatch = (type: string, path: string, name?: string) =>
+const fhirPathPatch = (type: string, path: string, name?: string, as = 'valueString') =>
   JSON.stringify({
     resourceType: 'Parameters',
     parameter: [
@@ -196,8 +196,8 @@ const fhirPathPatch = (type: string, path: string, name?: string) =>
         name: 'operation',
         part: [
           { name: 'type', valueCode: type },
-          { name: 'path', valueString: path },
-          ...(name ? [{ name: 'name', valueString: name }] : []),
+          { name: 'path', [as]: path },
+          ...(name ? [{ name: 'name', [as]: name }] : []),
         ],
       },
     ],
@@ -1132,6 +1132,22 @@ describe("what an admin's forwarded write may be", () => {
     [fhirPathPatch('add', 'Observation', 'note'), 'application/fhir+json', undefined],
     [fhirPathPatch('replace', 'Observation.status'), 'application/fhir+json', undefined],
     [fhirPathPatch('replace', 'Observation.code.id'), 'application/fhir+json', undefined],
+    // the patcher steps over these tokens: `/__proto__/id` reached `/id`
+    ['[{"op":"replace","path":"/__proto__/id","value":"x"}]', 'application/json-patch+json', 400],
+    ['[{"op":"replace","path":"/constructor/resourceType","value":"x"}]', 'application/json-patch+json', 400],
+    ['[{"op":"replace","path":"/i~1d","value":"x"}]', 'application/json-patch+json', undefined],
+    [fhirPathPatch('replace', 'Observation.`id`'), 'application/fhir+json', 400],
+    [fhirPathPatch('replace', 'Observation./*c*/id'), 'application/fhir+json', 400],
+    [fhirPathPatch('replace', 'DomainResource.id'), 'application/fhir+json', 400],
+    [fhirPathPatch('replace', '$this.id'), 'application/fhir+json', 400],
+    [fhirPathPatch('replace', 'Observation.where(true).id'), 'application/fhir+json', 400],
+    [
+      fhirPathPatch('replace', "Observation.identifier.where(system='x.y').value"),
+      'application/fhir+json',
+      undefined,
+    ],
+    [fhirPathPatch('replace', 'Observation.id', undefined, 'valueCode'), 'application/fhir+json', 400],
+    [fhirPathPatch('add', 'Observation', 'id', 'valueCode'), 'application/fhir+json', 400],
   ] as const)('PATCH body %s as %s: %s', (body, contentType, status) => {
     const check = () => assertPatchBody(target('Observation/1'), contentType, body);
     if (status === undefined) expect(check).not.toThrow();

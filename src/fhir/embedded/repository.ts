@@ -26,6 +26,7 @@ import type {
   ResourceType,
 } from '@medplum/fhirtypes';
 import { searchExpressionFor } from '../definitions.js';
+import { jsonPatchRenames } from '../jsonPatch.js';
 import { impossibleDates } from './calendarDates.js';
 import { outOfRangeIntegers } from './integerRanges.js';
 import type { JournalEntry, JournalOp, ResourceJournal } from './journal.js';
@@ -138,7 +139,7 @@ export class JournaledMemoryRepository extends MemoryRepository {
     patch: Parameters<MemoryRepository['patchResource']>[2],
   ): Promise<WithId<T>> {
     // the patched copy was stored under whatever id it ended with: a patch of /id made another record
-    if (patch.some((op) => [op.path, 'from' in op ? op.from : undefined].some(isIdentityPointer)))
+    if (jsonPatchRenames(patch))
       throw new OperationOutcomeError(badRequest('A patch cannot change the id or resourceType'));
     return super.patchResource<T>(resourceType, id, patch);
   }
@@ -518,9 +519,4 @@ function union(sets: readonly ReadonlySet<string>[]): Set<string> {
   const all = new Set<string>();
   for (const set of sets) for (const id of set) all.add(id);
   return all;
-}
-
-/** A JSON Pointer (RFC 6901) to the whole resource, its id or its resourceType. */
-function isIdentityPointer(pointer: string | undefined): boolean {
-  return pointer !== undefined && /^(?:|\/(?:id|resourceType)(?:\/.*)?)$/.test(pointer);
 }
