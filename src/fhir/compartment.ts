@@ -383,6 +383,9 @@ export function membershipOf(resource: Resource, scope: Scope, upstreamBase: str
   const type = resource.resourceType;
   if (scope.directory.has(type)) return 'in';
   if (scope.kind === 'none') return 'out';
+  // a practitioner's own record, also with Practitioner left out of the directory (DESIGN.md section 6)
+  if (scope.kind === 'panel' && type === 'Practitioner')
+    return resource.id === scope.practitionerId ? 'in' : 'out';
   if (scope.kind === 'patient') {
     if (type === 'Patient') return resource.id === scope.patientId ? 'in' : 'out';
     return linksPatient(resource, scope.patientId, upstreamBase) ? 'in' : 'out';
@@ -400,7 +403,13 @@ export function isMember(membership: Membership, assigned: ReadonlySet<string>):
 
 /** Types a scoped caller may read at all (others are refused before any upstream call). */
 export function isReadableType(type: string, scope: Scope): boolean {
-  return scope.kind === 'all' || scope.directory.has(type) || type === 'Patient' || LINKING_PARAMS.has(type);
+  return (
+    scope.kind === 'all' ||
+    scope.directory.has(type) ||
+    type === 'Patient' ||
+    LINKING_PARAMS.has(type) ||
+    (scope.kind === 'panel' && type === 'Practitioner')
+  );
 }
 
 /** The Patient's own search parameter naming its general practitioner (R4 `Patient.generalPractitioner`). */

@@ -551,6 +551,8 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
   /** Whether every patient id is on the practitioner's panel. */
   const allAssigned = async (practitionerId: string, ids: readonly string[]) => {
     const unique = [...new Set(ids)];
+    // more than a write may name: not asked one by one of the panel lookup (a stored List of thousands, on update)
+    if (unique.length > MAX_PATIENTS_REFERENCED) return false;
     const assigned = unique.length > 0 ? await deps.panels.assigned(practitionerId, unique) : new Set();
     return unique.every((p) => assigned.has(p));
   };

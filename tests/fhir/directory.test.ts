@@ -73,14 +73,21 @@ describe.each(UPSTREAMS)('a directory of Organization and Questionnaire, %s upst
     }
   });
 
-  it('keeps out a default directory type it leaves out (a read 404s, a search 403s), also a practitioner their own record', async () => {
+  it('keeps out a default directory type it leaves out (a read 404s, a search 403s)', async () => {
     for (const { token } of [patient, practitioner]) {
       expect(await status(`/fhir/Location/${ids.location}`, token)).toBe(404);
       expect(await status('/fhir/Location', token)).toBe(403);
-      expect(await status(`/fhir/Practitioner/${practitioner.fhirId}`, token)).toBe(404);
+      expect(await status('/fhir/Practitioner', token)).toBe(403);
     }
+    expect(await status(`/fhir/Practitioner/${practitioner.fhirId}`, patient.token)).toBe(404);
     // an admin's reach is not the directory's
     expect(await status(`/fhir/Location/${ids.location}`, await gw.adminToken())).toBe(200);
+  });
+
+  it("leaves a practitioner their own Practitioner record (DESIGN.md section 6), and no other's", async () => {
+    const other = await tokenOf(gw, smtp, `dir-gp2-${upstream}-${Date.now()}@example.com`, 'practitioner');
+    expect(await status(`/fhir/Practitioner/${practitioner.fhirId}`, practitioner.token)).toBe(200);
+    expect(await status(`/fhir/Practitioner/${other.fhirId}`, practitioner.token)).toBe(404);
   });
 
   it('lists the types it names in /fhir/metadata, and not those it leaves out', async () => {
