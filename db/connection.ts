@@ -36,6 +36,25 @@ export function isLockTimeout(error: unknown): boolean {
   return code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED' || code === '55P03' || code === '57014';
 }
 
+/**
+ * Runs `work` in a transaction whose statements wait at most `ms` for a lock on PostgreSQL; on SQLite
+ * as it is (its readers do not wait, and its background connection has a short wait of its own).
+ * For work a lock held elsewhere makes moot: a lease renewal while the table is locked, a question
+ * the lock answers by itself. Each waited the full LOCK_WAIT_MS, one after the other.
+ */
+export async function withShortLockWait<T>(
+  db: Kysely<Database>,
+  dialect: Dialect,
+  ms: number,
+  work: (db: Kysely<Database>) => Promise<T>,
+): Promise<T> {
+  if (dialect !== 'postgres') return work(db);
+  return db.transaction().execute(async (trx) => {
+    await sql`select set_config('lock_timeout', ${`${ms}ms`}, true)`.execute(trx);
+    return work(trx);
+  });
+}
+
 /** The `code` of a statement PostgreSQL left unanswered past its budget (the connection was dropped). */
 export const QUERY_TIMEOUT = 'QUERY_TIMEOUT';
 /** The `code` of a failure to reach PostgreSQL, or of a connection lost under a statement. */

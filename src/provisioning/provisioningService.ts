@@ -1,6 +1,6 @@
 import type { Patient, Practitioner } from '@medplum/fhirtypes';
 import type { Kysely, Transaction } from 'kysely';
-import { isLockTimeout } from '../../db/connection.js';
+import { isLockTimeout, withShortLockWait } from '../../db/connection.js';
 import type { Database, IntentRow } from '../../db/schema.js';
 import { type AuditEvent, writeAudit } from '../audit/auditService.js';
 import { auditedError, refusalOutcome } from '../audit/requestAudit.js';
@@ -497,8 +497,13 @@ export async function provision(
   // the intent comes first: from here on a crash leaves a row that reconciliation finishes or undoes
   const intent = newIntent(deps.clock.now(), actor, ctx, request, prepared);
   const claim = await claimNewIntent(deps, intent);
+  // a renewal stuck behind a table lock held the answer (beat.stop waits for it) a lock wait longer;
+  // one that cannot renew now is retried at the next beat, well inside the lease
   const beat = heartbeat(
-    () => renewIntent(deps.backgroundDb, claim, isoAfter(deps.clock.now(), LEASE_MS)),
+    () =>
+      withShortLockWait(deps.backgroundDb, deps.dialect, MOOT_LOCK_WAIT_MS, (db) =>
+        renewIntent(db, claim, isoAfter(deps.clock.now(), LEASE_MS)),
+      ),
     deps.logger,
   );
   try {
@@ -510,6 +515,9 @@ export async function provision(
     await beat.stop();
   }
 }
+
+/** How long work a table lock makes moot waits for it (PostgreSQL): a renewal, a question the lock answers. */
+const MOOT_LOCK_WAIT_MS = 200;
 
 /** A create past its intent: what finishing or undoing it needs. */
 interface CreateInFlight {
@@ -737,12 +745,15 @@ async function linkedToAnAccount(
  * 'unknown' when another create of the same email is open, so the resource is left to
  * reconciliation (which keeps a record an account links to) rather than deleted under it; else
  * 'no'. The question reads committed rows, which a row lock does not hold up; a lock on the whole
- * table (a migration, an operator's) makes it wait its lock wait once more, and then the record is
- * removed as before: no create of the email can have got past that lock either.
+ * table (a migration, an operator's) answers it by itself: no create of the email can have got past
+ * that lock either, so it is waited on for MOOT_LOCK_WAIT_MS only, and then the record is removed.
  */
 async function racedWhileLocked(deps: AppDeps, intent: IntentForCompletion): Promise<'unknown' | 'no'> {
   try {
-    return (await anotherOpenIntent(deps.db, intent.email, intent.id)) ? 'unknown' : 'no';
+    const open = await withShortLockWait(deps.db, deps.dialect, MOOT_LOCK_WAIT_MS, (db) =>
+      anotherOpenIntent(db, intent.email, intent.id),
+    );
+    return open ? 'unknown' : 'no';
   } catch (error) {
     deps.logger.warn({ err: error }, 'could not tell whether another create of the email is open');
     return 'no';
