@@ -1,4 +1,4 @@
-import { evalFhirPath, getSearchParameters, isResourceType } from '@medplum/core';
+import { evalFhirPath, getSearchParameters, isResourceType, tryGetDataType } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
 import { FHIR_ID_SOURCE } from '../http/schemas.js';
 import { searchExpressionFor } from './definitions.js';
@@ -197,7 +197,7 @@ export function recordsToConfirm(
 }
 
 /** Why a practitioner's write is refused before anything is asked of the panel or the FHIR server. */
-export type WriteRefusal = 'not_writable' | 'not_the_url' | 'not_plain' | 'no_patient';
+export type WriteRefusal = 'not_writable' | 'not_the_url' | 'not_plain' | 'not_one_value' | 'no_patient';
 
 /** What a practitioner's write must still pass: every patient it names on their panel, every record readable. */
 export interface WriteReach {
@@ -227,7 +227,9 @@ export function practitionerWriteReach(
   if (named === undefined) return { refused: 'not_plain' };
   const asReferences = new Set(references);
   const linked: string[] = [];
-  for (const reference of linkingReferences(resource)) {
+  const linking = linkingReferences(resource);
+  if (linking.includes(MISSHAPEN_LINK)) return { refused: 'not_one_value' };
+  for (const reference of linking) {
     const patient = asReferences.has(reference) ? strictPatientId(reference) : undefined;
     if (patient === undefined) return { refused: 'no_patient' };
     linked.push(patient);
@@ -261,24 +263,46 @@ function pushReference(value: unknown, out: string[]): void {
 }
 
 /**
+ * What a linking reader yields, among the references, for a list where R4 allows one value
+ * (`"subject": [B, A]`). Security: such a record belongs to nobody knowable — read as a list it
+ * was A's — so the membership checks refuse it (misshapenLinkRefusal); it names no patient, so
+ * the audit's patientsIn skips it. Never a reference: no pattern here matches it.
+ */
+export const MISSHAPEN_LINK = '\u0000misshapen';
+
+/**
  * Reads the reference strings a path of element names leads to, through arrays (an element's
  * array, one level, as FHIR JSON has them), without FHIRPath and without an array per step.
+ * `lists[i]`: whether R4 lets the i-th element repeat (false: one value; an array there yields
+ * MISSHAPEN_LINK; undefined: not known, read either way).
  */
-function pathReader(path: readonly string[]): ReferenceReader {
+function pathReader(path: readonly string[], lists: readonly (boolean | undefined)[]): ReferenceReader {
   const collect = (value: unknown, depth: number, out: string[]): void => {
     if (depth === path.length) {
       pushReference(value, out);
       return;
     }
     const child = (value as Record<string, unknown> | null)?.[path[depth] as string];
-    if (Array.isArray(child)) for (const item of child) collect(item, depth + 1, out);
-    else if (child !== undefined && child !== null) collect(child, depth + 1, out);
+    if (Array.isArray(child)) {
+      if (lists[depth] === false) out.push(MISSHAPEN_LINK);
+      else for (const item of child) collect(item, depth + 1, out);
+    } else if (child !== undefined && child !== null) collect(child, depth + 1, out);
   };
   return (resource) => {
     const out: string[] = [];
     collect(resource, 0, out);
     return out;
   };
+}
+
+/** For each element of `path` from `type`, whether R4 lets it repeat (@medplum/core's schema; undefined when unknown). */
+export function elementRepeats(type: string, path: readonly string[]): (boolean | undefined)[] {
+  let schema = tryGetDataType(type);
+  return path.map((name) => {
+    const element = schema?.elements[name];
+    schema = element?.type.length === 1 ? tryGetDataType(element.type[0]?.code ?? '') : undefined;
+    return element === undefined ? undefined : element.isArray === true || element.max > 1;
+  });
 }
 
 /**
@@ -299,7 +323,12 @@ function readerFor(type: string, param: string): ReferenceReader {
       )?.[1],
   );
   if (expression && paths.every((p) => p !== undefined))
-    return allOf(paths.map((p) => pathReader((p as string).slice(1).split('.'))));
+    return allOf(
+      paths.map((p) => {
+        const steps = (p as string).slice(1).split('.');
+        return pathReader(steps, elementRepeats(type, steps));
+      }),
+    );
   return (resource) => (expression ? referencesIn(evalFhirPath(expression, resource)) : []);
 }
 
@@ -341,9 +370,29 @@ export function patientsIn(resource: Resource, upstreamBase: string): readonly s
   return linkedPatientIds(resource, upstreamBase);
 }
 
-/** Whether one of the resource's linking references names this patient (linkedPatientIds without the set). */
+/**
+ * The linking references of a record an upstream answered, for a scoped caller's check: one with
+ * a list where R4 allows one value (MISSHAPEN_LINK) is not R4 JSON, and whose it is cannot be told (502).
+ */
+function checkedLinkingReferences(resource: Resource): string[] {
+  const references = linkingReferences(resource);
+  if (references.includes(MISSHAPEN_LINK))
+    throw unexpectedUpstreamBody(`a ${resource.resourceType} with a list where R4 allows one reference`);
+  return references;
+}
+
+/** Whether one of the resource's linking references names this patient. */
 function linksPatient(resource: Resource, patientId: string, upstreamBase: string): boolean {
-  return linkingReferences(resource).some((ref) => localPatientIdOf(ref, upstreamBase) === patientId);
+  return checkedLinkingReferences(resource).some((ref) => localPatientIdOf(ref, upstreamBase) === patientId);
+}
+
+/** The patients of a record an upstream answered, for a practitioner's check (checkedLinkingReferences). */
+function checkedPatientIds(resource: Resource, upstreamBase: string): string[] {
+  return [
+    ...new Set(
+      checkedLinkingReferences(resource).flatMap((ref) => localPatientIdOf(ref, upstreamBase) ?? []),
+    ),
+  ];
 }
 
 const PRACTITIONER_REFERENCE = referenceTo('Practitioner');
@@ -387,7 +436,7 @@ export function membershipOf(resource: Resource, scope: Scope, upstreamBase: str
     return linksPatient(resource, scope.patientId, upstreamBase) ? 'in' : 'out';
   }
   if (type === 'Patient') return isAssignedTo(resource, scope.practitionerId, upstreamBase) ? 'in' : 'out';
-  const patients = linkedPatientIds(resource, upstreamBase);
+  const patients = checkedPatientIds(resource, upstreamBase);
   return patients.length > 0 ? { anyOf: patients } : 'out';
 }
 

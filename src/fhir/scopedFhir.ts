@@ -184,6 +184,10 @@ function writeRefused(reason: WriteRefusal, type: string): AppError {
       return new AppError('forbidden', {
         detail: 'Every reference in your write must be a plain Type/id (or #id of a contained resource).',
       });
+    case 'not_one_value':
+      return new AppError('validation_failed', {
+        detail: 'A reference R4 allows once (such as subject or patient) is given as a list.',
+      });
     case 'no_patient':
       return new AppError('forbidden', {
         detail: 'The resource must belong to one of your patients and name no other patient.',

@@ -382,6 +382,62 @@ describe('garbage from the FHIR server in the shape of a success', () => {
     answer = undefined;
   });
 
+  // R4 allows one subject: read as a list, an Observation of [another patient, me] was mine (helper review)
+  it('an Observation whose subject is a list is a 502 for the patient and the practitioner, shown to the admin', async () => {
+    const twoSubjects = {
+      resourceType: 'Bundle',
+      type: 'searchset',
+      entry: [
+        {
+          resource: {
+            resourceType: 'Observation',
+            id: 'o1',
+            status: 'final',
+            code: { text: 'x' },
+            subject: [{ reference: 'Patient/someone-else' }, { reference: `Patient/${ids.me}` }],
+            valueQuantity: { value: 99 },
+          },
+        },
+      ],
+    };
+    answer = searchAnswers(JSON.stringify(twoSubjects));
+    const asked = [
+      ['/fhir/Observation', tokens.patient],
+      ['/patient/observations', tokens.patient],
+      [`/fhir/Observation?subject=Patient/${ids.me}`, tokens.gp],
+    ] as const;
+    for (const [path, token] of asked) {
+      const res = await gw.call(path, { token });
+      const text = await res.text();
+      expect(res.status, `${path}: ${text}`).toBe(502);
+      expect(text).not.toContain('someone-else');
+    }
+    expect((await gw.call('/fhir/Observation', { token: tokens.admin })).status).toBe(200);
+    answer = undefined;
+  });
+
+  it("a practitioner's write with a list as subject is a 400 and reaches no server", async () => {
+    let writes = 0;
+    answer = (req) => {
+      if (req.method === 'POST' && SEARCH.test(req.url)) writes++;
+      return false;
+    };
+    const res = await gw.call('/fhir/Observation', {
+      method: 'POST',
+      token: tokens.gp,
+      headers: { 'content-type': 'application/fhir+json' },
+      body: JSON.stringify({
+        resourceType: 'Observation',
+        status: 'final',
+        code: { text: 'x' },
+        subject: [{ reference: `Patient/${ids.me}` }],
+      }),
+    });
+    answer = undefined;
+    expect(res.status, await res.clone().text()).toBe(400);
+    expect(writes).toBe(0);
+  });
+
   it("an admin's operation answered with JSON null is a 502", async () => {
     answer = (req, res) => req.url.includes('$everything') && fhirJson(res, 'null');
     expect((await gw.call(`/fhir/Patient/${ids.me}/$everything`, { token: tokens.admin })).status).toBe(502);
