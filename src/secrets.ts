@@ -5,9 +5,10 @@ import { BASE64URL_PREFIX } from './config.js';
 
 /**
  * Keys that must never live in the database, so a database dump reveals no usable code:
- * the HMAC key for access codes, the key sealing secrets in the outbox, the key signing
- * paging cursors. All are derived (HKDF-SHA-256, RFC 5869) from one master secret: APP_SECRET,
- * or 32 random bytes generated once into DATA_DIR/app-secret (mode 0600).
+ * the HMAC key for access codes, the key sealing secrets in the outbox, the keys signing
+ * paging cursors and the ids in refresh tokens. All are derived (HKDF-SHA-256, RFC 5869) from
+ * one master secret: APP_SECRET, or 32 random bytes generated once into DATA_DIR/app-secret
+ * (mode 0600).
  *
  * Rotation without voiding anything in flight: with APP_SECRET_PREVIOUS set, each key is a ring
  * — the key of the current secret makes every new code hash, seal and cursor, and the key of the
@@ -17,6 +18,8 @@ export interface Secrets {
   readonly codeHmacKey: KeyRing;
   readonly sealingKey: KeyRing;
   readonly cursorKey: KeyRing;
+  /** Signs the ids in a refresh token (src/auth/refreshTokens.ts). */
+  readonly refreshTokenKey: KeyRing;
 }
 
 /** A key and the one it replaced: `current` makes, every key of `all` (current first) checks and opens. */
@@ -80,6 +83,7 @@ export function loadSecrets(
     codeHmacKey: ring('access-code-hmac'),
     sealingKey: ring('outbox-sealing'),
     cursorKey: ring('cursor-signing'),
+    refreshTokenKey: ring('refresh-token-signing'),
   });
 }
 

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { precompiledInsert } from '../../db/precompiled.js';
 import type { UserRow } from '../../db/schema.js';
 import type { AppDeps } from '../http/types.js';
@@ -6,11 +6,13 @@ import { uuidv7 } from '../ids.js';
 import { canSignIn } from '../users/accountStatus.js';
 import { toUserDto, type UserDto } from '../users/userDto.js';
 import { type Db, findUserById } from '../users/userRepository.js';
+import { isRefreshTokenShaped, makeRefreshToken, signedIdsOf, successorIdTime } from './refreshTokens.js';
 import { issueAccessToken, tokenSettingsOf } from './tokens.js';
 
 /**
  * Sessions and refresh tokens (DESIGN.md section 4). Each login or signup starts a session;
- * its refresh tokens are opaque (256 bits), stored as SHA-256 hashes, and rotate on every use.
+ * its refresh tokens are opaque to clients (refreshTokens.ts), stored as SHA-256 hashes, and
+ * rotate on every use.
  * Presenting a token that was already rotated means it was copied: the whole session is
  * revoked (OAuth 2.0 Security BCP, RFC 9700 section 4.14.2). Access tokens carry the session
  * id, so revoking a session also ends its access tokens at once.
@@ -23,8 +25,6 @@ export interface TokenResponse {
   refresh_token: string;
   user: UserDto;
 }
-
-const REFRESH_PREFIX = 'rt_';
 
 // every login and refresh writes these rows: their SQL is compiled once
 const insertRefreshRow = precompiledInsert('refresh_tokens', [
@@ -46,17 +46,23 @@ const insertSessionRow = precompiledInsert('sessions', [
 
 const hashRefreshToken = (token: string) => createHash('sha256').update(token).digest('hex');
 
+/** A session's next refresh token, stored with `db`; `idTime`: the ms its row id is made at (successorIdTime). */
 async function insertRefreshToken(
+  deps: AppDeps,
   db: Db,
   sessionId: string,
   now: Date,
   sessionEnd: Date,
-  ttlSeconds: number,
+  idTime = now.getTime(),
 ) {
-  const token = `${REFRESH_PREFIX}${randomBytes(32).toString('base64url')}`;
-  const expires = Math.min(now.getTime() + ttlSeconds * 1000, sessionEnd.getTime());
+  const id = uuidv7(idTime);
+  const token = makeRefreshToken(deps.secrets.refreshTokenKey, sessionId, id);
+  const expires = Math.min(
+    now.getTime() + deps.config.jwt.refreshTokenTtlSeconds * 1000,
+    sessionEnd.getTime(),
+  );
   await insertRefreshRow(db, {
-    id: uuidv7(now.getTime()),
+    id,
     session_id: sessionId,
     token_hash: hashRefreshToken(token),
     created_at: now.toISOString(),
@@ -124,13 +130,7 @@ export async function beginSession(deps: AppDeps, user: UserRow, db: Db): Promis
     revoked_at: null,
     revoked_reason: null,
   });
-  const refreshToken = await insertRefreshToken(
-    db,
-    sessionId,
-    now,
-    sessionEnd,
-    deps.config.jwt.refreshTokenTtlSeconds,
-  );
+  const refreshToken = await insertRefreshToken(deps, db, sessionId, now, sessionEnd);
   return { user, sessionId, refreshToken, issuedAt: now };
 }
 
@@ -162,7 +162,7 @@ export async function sessionOfRefreshToken(
   db: Db,
   presented: string,
 ): Promise<{ sessionId: string; userId: string } | undefined> {
-  if (!presented.startsWith(REFRESH_PREFIX) || presented.length > 100) return undefined;
+  if (!isRefreshTokenShaped(presented)) return undefined;
   const row = await db
     .selectFrom('refresh_tokens')
     .innerJoin('sessions', 'sessions.id', 'refresh_tokens.session_id')
@@ -189,7 +189,7 @@ const NOT_OURS: RefreshOutcome = { kind: 'invalid', reason: 'invalid' };
  * update, so of two concurrent uses exactly one rotates and the other counts as reuse.
  */
 export async function rotateRefreshToken(deps: AppDeps, presented: string): Promise<RefreshOutcome> {
-  if (!presented.startsWith(REFRESH_PREFIX) || presented.length > 100) return NOT_OURS;
+  if (!isRefreshTokenShaped(presented)) return NOT_OURS;
   const now = deps.clock.now();
   const row = await deps.db
     .selectFrom('refresh_tokens')
@@ -205,7 +205,7 @@ export async function rotateRefreshToken(deps: AppDeps, presented: string): Prom
     ])
     .where('refresh_tokens.token_hash', '=', hashRefreshToken(presented))
     .executeTakeFirst();
-  if (!row) return NOT_OURS;
+  if (!row) return sweptTokenOutcome(deps, presented, now);
   const userId = row.user_id;
   if (row.revoked_at) return { kind: 'invalid', reason: 'revoked_session', userId };
   // a spent token is reuse also once it has expired: a thief who rotated it first keeps the
@@ -234,13 +234,43 @@ export async function rotateRefreshToken(deps: AppDeps, presented: string): Prom
       return undefined;
     }
     return insertRefreshToken(
+      deps,
       trx,
       row.session_id,
       now,
       new Date(row.session_expires_at),
-      deps.config.jwt.refreshTokenTtlSeconds,
+      successorIdTime(row.id, now.getTime()),
     );
   });
   if (rotated === undefined) return { kind: 'reused', userId: row.user_id, sessionId: row.session_id };
   return { kind: 'rotated', tokens: tokenResponse(deps, user, token, rotated), userId: user.id };
+}
+
+/**
+ * A token no row holds: a guess, or one of ours whose row the sweep deleted once it expired. Ours
+ * (its HMAC says so) with a later token of its session still stored was rotated: its return is
+ * reuse, and a thief who rotated it first keeps the session no longer. Ours without a later one
+ * was its session's last: expired.
+ */
+async function sweptTokenOutcome(deps: AppDeps, presented: string, now: Date): Promise<RefreshOutcome> {
+  const ids = signedIdsOf(deps.secrets.refreshTokenKey, presented);
+  if (!ids) return NOT_OURS;
+  const session = await deps.db
+    .selectFrom('sessions')
+    .select(['user_id', 'revoked_at'])
+    .where('id', '=', ids.sessionId)
+    .executeTakeFirst();
+  if (!session) return NOT_OURS;
+  const userId = session.user_id;
+  if (session.revoked_at) return { kind: 'invalid', reason: 'revoked_session', userId };
+  const later = await deps.db
+    .selectFrom('refresh_tokens')
+    .select('id')
+    .where('session_id', '=', ids.sessionId)
+    .where('id', '>', ids.tokenId)
+    .limit(1)
+    .executeTakeFirst();
+  if (!later) return { kind: 'invalid', reason: 'expired', userId };
+  await revokeSession(deps.db, ids.sessionId, 'refresh_token_reuse', now);
+  return { kind: 'reused', userId, sessionId: ids.sessionId };
 }

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sweep } from '../../src/housekeeping.js';
 import { ManualClock } from '../helpers/clock.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { DIALECTS } from '../helpers/postgres.js';
@@ -86,6 +87,80 @@ describe.each(DIALECTS)('refresh and logout (%s)', (dialect) => {
         .where('action', '=', 'auth.refresh_reuse')
         .execute();
       expect(audit).toEqual([{ actor_user_id: user.id }]);
+    } finally {
+      await timed.close();
+    }
+  });
+
+  // the sweep deletes expired tokens, spent or not: the signed ids still tell a spent one's return
+  it('revokes the family when a spent token comes back after the sweep deleted it, and ends nothing for a forged one', async () => {
+    const clock = new ManualClock();
+    const timed = await startTestGateway({ dialect, clock });
+    try {
+      const user = await timed.seedUser({ role: 'patient' });
+      const login = async () =>
+        (await (
+          await timed.call('/auth/login', {
+            method: 'POST',
+            json: { email: user.email, password: user.password },
+          })
+        ).json()) as Pair;
+      const rotate = (refreshToken: string) =>
+        timed.call('/auth/refresh', { method: 'POST', json: { refresh_token: refreshToken } });
+      const swept = async () => {
+        await sweep(timed.deps.db, clock, timed.deps.logger, {
+          refreshTokenTtlSeconds: timed.deps.config.jwt.refreshTokenTtlSeconds,
+        });
+      };
+      const stolen = await login();
+      // rotated in the same millisecond it was made: the next token's id still sorts after it
+      const ttlMs = timed.deps.config.jwt.refreshTokenTtlSeconds * 1000;
+      let held = (await (await rotate(stolen.refresh_token)).json()) as Pair;
+      clock.advance(ttlMs - 60_000);
+      held = (await (await rotate(held.refresh_token)).json()) as Pair;
+      clock.advance(120_000);
+      await swept();
+      const rows = await timed.deps.db.selectFrom('refresh_tokens').select('id').execute();
+      expect(rows).toHaveLength(1); // only the thief's current token is left
+
+      // the spent token's ids under a forged HMAC (a session id is in every access token) end nothing
+      const macAt = stolen.refresh_token.length - 5;
+      const forged = `${stolen.refresh_token.slice(0, macAt)}${stolen.refresh_token[macAt] === 'A' ? 'B' : 'A'}${stolen.refresh_token.slice(macAt + 1)}`;
+      expect((await rotate(forged)).status).toBe(401);
+      expect((await timed.call('/auth/me', { token: held.token })).status).toBe(200);
+
+      const late = await rotate(stolen.refresh_token);
+      expect(late.status).toBe(401);
+      expect(await late.json()).toMatchObject({ code: 'invalid_refresh_token' });
+      expect((await rotate(held.refresh_token)).status).toBe(401);
+      expect((await timed.call('/auth/me', { token: held.token })).status).toBe(401);
+      await timed.deps.auditTrail.flush();
+      const reuse = await timed.deps.db
+        .selectFrom('audit_log')
+        .select('actor_user_id')
+        .where('action', '=', 'auth.refresh_reuse')
+        .execute();
+      expect(reuse).toEqual([{ actor_user_id: user.id }]);
+
+      // a session's last token, swept once expired, is refused as expired and revokes nothing
+      const idle = await login();
+      clock.advance(ttlMs + 60_000);
+      await swept();
+      const response = await rotate(idle.refresh_token);
+      expect(response.status).toBe(401);
+      await timed.deps.auditTrail.flush();
+      const refused = await timed.deps.db
+        .selectFrom('audit_log')
+        .select('detail')
+        .where('request_id', '=', response.headers.get('x-request-id')!)
+        .executeTakeFirst();
+      expect(refused?.detail).toBe(JSON.stringify({ reason: 'expired' }));
+      const revoked = await timed.deps.db
+        .selectFrom('sessions')
+        .select('revoked_reason')
+        .where('revoked_at', 'is not', null)
+        .execute();
+      expect(revoked).toEqual([{ revoked_reason: 'refresh_token_reuse' }]);
     } finally {
       await timed.close();
     }
