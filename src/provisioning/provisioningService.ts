@@ -8,7 +8,7 @@ import { generateAccessCode, hashAccessCode } from '../auth/accessCodes.js';
 import { enqueueAccessCodeMail } from '../email/outbox.js';
 import { AppError } from '../errors.js';
 import { currentOrNone } from '../fhir/fhirService.js';
-import { asServerFailure, writeMayHaveLanded } from '../fhir/upstreamStatus.js';
+import { asServerFailure, unexpectedUpstreamBody, writeMayHaveLanded } from '../fhir/upstreamStatus.js';
 import { FHIR_ID_PATTERN } from '../http/schemas.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { uuidv7 } from '../ids.js';
@@ -179,6 +179,74 @@ export interface CreatedOnFhir {
   readonly createdNow: boolean;
 }
 
+/** A conditional create's match whose details are not this create's (assertFoundIsThisCreate): never a server failure. */
+class FoundRecordDiffers extends Error {
+  constructor(readonly refusal: AppError) {
+    super('the record found differs');
+  }
+}
+
+// set by the FHIR server, not by a create: never compared
+const SERVER_ELEMENTS: ReadonlySet<string> = new Set(['id', 'meta', 'text', 'identifier']);
+
+/**
+ * The record a conditional create found (200) instead of making one: an earlier attempt's, linked
+ * now. Security: it must carry this email's account identifier — a server that matches the
+ * condition loosely (or ignores it) answered another person's record, and linking it gave the new
+ * account their data (502, the intent left to reconciliation). And it must say what this create
+ * says: a retry with a corrected body (another general practitioner) linked the first attempt's
+ * record and answered 201, the correction silently dropped (409, naming what differs).
+ */
+function assertFoundIsThisCreate(
+  deps: AppDeps,
+  sent: ProvisionedResource,
+  found: ProvisionedResource | undefined,
+  email: string,
+  kind: ResponseKind,
+): void {
+  const system = accountIdentifierSystem(deps.config.publicBaseUrl);
+  const identifiers: unknown = found?.identifier;
+  const carries =
+    Array.isArray(identifiers) &&
+    identifiers.some(
+      (i: { system?: unknown; value?: unknown } | null) => i?.system === system && i?.value === email,
+    );
+  if (found?.resourceType !== sent.resourceType || !carries)
+    throw unexpectedUpstreamBody("a conditional create with a record that is not the account's");
+  const sentElements: Record<string, unknown> = { ...sent };
+  const foundElements: Record<string, unknown> = { ...found };
+  const differing = [...new Set([...Object.keys(sentElements), ...Object.keys(foundElements)])].filter(
+    (element) =>
+      !SERVER_ELEMENTS.has(element) &&
+      canonicalJson(sentElements[element]) !== canonicalJson(foundElements[element]),
+  );
+  if (differing.length === 0) return;
+  const named = differing.map((e) => (kind === 'slim' ? (SLIM_FIELD_OF[e] ?? e) : e));
+  throw new FoundRecordDiffers(
+    new AppError('conflict', {
+      detail: `An earlier create for this email made ${sent.resourceType}/${found.id} with other details (${named.join(', ')}) and no account: it was not changed. Create again with its details to finish that account, or change the record through /fhir first.`,
+    }),
+  );
+}
+
+/** The slim create's field an element comes from, to name it as the admin sent it. */
+const SLIM_FIELD_OF: Readonly<Record<string, string>> = {
+  generalPractitioner: 'general_practitioner_id',
+  birthDate: 'dob',
+  telecom: 'email, phone',
+};
+
+/** JSON with every object's keys sorted: two values the server and we spelled alike compare equal. */
+function canonicalJson(value: unknown): string {
+  return (
+    JSON.stringify(value, (_key, v: unknown) =>
+      v !== null && typeof v === 'object' && !Array.isArray(v)
+        ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+        : v,
+    ) ?? 'undefined'
+  );
+}
+
 async function createOnFhir(
   deps: AppDeps,
   resource: ProvisionedResource,
@@ -189,13 +257,25 @@ async function createOnFhir(
     const written = await deps.fhir.create(resource.resourceType, resource, {
       ifNoneExist: `identifier=${encodeURIComponent(accountIdentifierQuery(deps.config.publicBaseUrl, email))}`,
     });
+    if (written.status === 201)
+      return {
+        resource: written.body ?? ({ ...resource, id: written.id } as ProvisionedResource),
+        id: written.id,
+        versionId: written.versionId,
+        createdNow: true,
+      };
+    const found = (written.body ?? (await deps.fhir.read(resource.resourceType, written.id)).body) as
+      | ProvisionedResource
+      | undefined;
+    assertFoundIsThisCreate(deps, resource, found, email, kind);
     return {
-      resource: written.body ?? ({ ...resource, id: written.id } as ProvisionedResource),
+      resource: found as ProvisionedResource,
       id: written.id,
       versionId: written.versionId,
-      createdNow: written.status === 201,
+      createdNow: false,
     };
   } catch (error) {
+    if (error instanceof FoundRecordDiffers) throw error.refusal;
     // 412 on a conditional create: several resources already carry this identifier (FHIR http.html#ccreate)
     if (error instanceof AppError && error.code === 'precondition_failed')
       throw new AppError('duplicate_identifier', { cause: error });

@@ -3,6 +3,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
 import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
 import { asServerFailure, upstreamStatusError, writeMayHaveLanded } from '../../src/fhir/upstreamStatus.js';
+import { patientFromDto } from '../../src/provisioning/fhirMappers.js';
+import type { CreatePatientInput } from '../../src/provisioning/provisioningSchemas.js';
 import { accountIdentifierQuery } from '../../src/provisioning/provisioningService.js';
 import { ManualClock } from '../helpers/clock.js';
 import {
@@ -283,6 +285,46 @@ describe('a create whose answer was lost, looked for on a server that answers od
     // nothing carries the account identifier: nothing to link, the intent no longer pending
     expect(intent.state).not.toBe('pending');
     expect(await userCount(gw)).toBe(1);
+  });
+});
+
+// a server matching If-None-Exist loosely (or ignoring it) answers 200 with someone else's record:
+// linked, the new account read that person's data (helper review)
+describe("a conditional create answered with a record that is not the account's", () => {
+  it.each([
+    ['in its body', true],
+    ['by its Location alone', false],
+  ])('is a 502 that links no account to it (%s)', async (_how, withBody) => {
+    const engine = await startEmbeddedFhirServer({ dataDir: tempDir() });
+    cleanups.push(() => engine.close());
+    const target = new URL(engine.baseUrl);
+    const someoneElse = await fetch(`${engine.baseUrl}/Patient`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/fhir+json' },
+      body: JSON.stringify({ resourceType: 'Patient', name: [{ family: 'Else', given: ['Someone'] }] }),
+    }).then((r) => r.json() as Promise<{ id: string }>);
+    const proxy: { url: string; close(): Promise<void> } = await startFakeUpstream((req, res) => {
+      if (req.method === 'POST' && /\/Patient$/.test(req.url)) {
+        const location = `${proxy.url}${target.pathname}/Patient/${someoneElse.id}/_history/1`;
+        res.writeHead(200, { 'content-type': 'application/fhir+json', location });
+        res.end(withBody ? JSON.stringify({ ...someoneElse, resourceType: 'Patient' }) : undefined);
+        return;
+      }
+      forward(target, req, res);
+    });
+    cleanups.push(() => proxy.close());
+    const gw = await gateway({ env: { FHIR_BASE_URL: `${proxy.url}${target.pathname}` } });
+    const email = `loose-${withBody}@example.com`;
+    const answer = await createPatient(gw, email);
+    expect(answer.status, await answer.clone().text()).toBe(502);
+    expect(await answer.text()).not.toContain(someoneElse.id);
+    const linked = await gw.deps.db
+      .selectFrom('users')
+      .select('id')
+      .where('fhir_resource_id', '=', someoneElse.id)
+      .execute();
+    expect(linked).toEqual([]);
+    expect(await userCount(gw)).toBe(1); // the admin alone
   });
 });
 
@@ -1003,12 +1045,9 @@ describe.each(DIALECTS)('a create that lands after reconciliation found nothing 
     expect(await reconciledIntent(gw, 'intent-late')).toBe('abandoned');
     // the slow server commits the create it took before the request gave up
     const [system, value] = accountIdentifierQuery(gw.deps.config.publicBaseUrl, email).split('|');
-    const late = await gw.deps.fhir.create('Patient', {
-      resourceType: 'Patient',
-      name: [{ family: 'Lee', given: ['Late'] }],
-      identifier: [{ system, value }],
-      telecom: [{ system: 'email', value: email }],
-    });
+    // what the admin's create sent (the intent's resource), with the account identifier
+    const sent = patientFromDto(patientBody(email) as CreatePatientInput, email);
+    const late = await gw.deps.fhir.create('Patient', { ...sent, identifier: [{ system, value }] });
     expect(await lookedLate(gw, 'intent-late')).toBe('not_created'); // not due yet
     clock.advance(gw.deps.config.fhir.timeoutMs + LATE_LOOK_AFTER_MS + 1_000);
     expect(await lookedLate(gw, 'intent-late')).toBe('late_create');
@@ -1017,6 +1056,17 @@ describe.each(DIALECTS)('a create that lands after reconciliation found nothing 
       orphans: { fhir_id: string; reason: string }[];
     };
     expect(listed.orphans).toEqual([expect.objectContaining({ fhir_id: late.id, reason: 'late_create' })]);
+    // created again with other details, the record is not linked: its details would be dropped (helper review)
+    const differing = await gw.call('/fhir/patient', {
+      method: 'POST',
+      token,
+      json: { ...patientBody(email), dob: '1991-02-02' },
+    });
+    expect(differing.status).toBe(409);
+    expect(await differing.json()).toMatchObject({ detail: expect.stringContaining(`Patient/${late.id}`) });
+    expect(((await gw.deps.fhir.read('Patient', late.id)).body as { birthDate: string }).birthDate).toBe(
+      '1990-01-01',
+    );
     // the admin creates the account again: the conditional create finds the resource and links it
     const created = await createPatient(gw, email);
     expect(created.status).toBe(201);

@@ -2,6 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Patient, Practitioner } from '@medplum/fhirtypes';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { patientFromDto } from '../../src/provisioning/fhirMappers.js';
+import type { CreatePatientInput } from '../../src/provisioning/provisioningSchemas.js';
 import { startTestGateway, type TestGateway, UPSTREAMS } from '../helpers/gateway.js';
 import { DIALECTS } from '../helpers/postgres.js';
 import { type SmtpCapture, startSmtpCapture } from '../helpers/smtp.js';
@@ -210,6 +212,27 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
     expect(await response.json()).toMatchObject({ code: 'duplicate_identifier' });
     expect(await userByEmail(email)).toBeUndefined();
     expect(await fhirSearch('Patient', `identifier=${system}|${email}`)).toHaveLength(2);
+  });
+
+  // the conditional create finds an earlier attempt's record: linked as it is only when this create says the same
+  it('links the record an earlier attempt made when the retry says the same, and refuses one that says otherwise', async () => {
+    const email = uniqueEmail('earlier');
+    const body = { name: 'Earlier Attempt', email, dob: '1990-01-01', gender: 'female' };
+    const sent = patientFromDto(body as CreatePatientInput, email);
+    const earlier = await gw.deps.fhir.create('Patient', {
+      ...sent,
+      identifier: [{ system: accountSystem(), value: email }],
+    });
+    const corrected = await post('/fhir/patient', { ...body, dob: '1990-01-02', gender: 'other' });
+    expect(corrected.status).toBe(409);
+    const refusal = (await corrected.json()) as { detail: string };
+    expect(refusal.detail).toContain(`Patient/${earlier.id}`);
+    expect(refusal.detail).toContain('dob, gender');
+    expect(await userByEmail(email)).toBeUndefined();
+    const same = await post('/fhir/patient', body);
+    expect(same.status).toBe(201);
+    expect(((await same.json()) as { fhir_id: string }).fhir_id).toBe(earlier.id);
+    expect((await userByEmail(email))?.fhir_resource_id).toBe(earlier.id);
   });
 
   it('assigns a patient to an existing practitioner and refuses an unknown one', async () => {
