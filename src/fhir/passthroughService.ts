@@ -32,6 +32,7 @@ import {
 import { PASSTHROUGH_ROUTE, type PageLink, type ScopedFhir, type SearchPage } from './scopedFhir.js';
 import { assertScopedInteraction, cursorCompanions } from './searchPolicy.js';
 import { readSubset, type Subset, subsetOf } from './subsetting.js';
+import { unexpectedUpstreamBody } from './upstreamStatus.js';
 
 /**
  * The filtered FHIR passthrough (DESIGN.md section 6): the request's path is parsed into the
@@ -298,10 +299,10 @@ class Passthrough {
       })),
     ];
     // the upstream's text with our links, when the check kept the Bundle whole; else serialise what was kept
-    const relayed = page.text === undefined ? undefined : withLinks(page.text, link, 'link' in page.bundle);
+    const relayed = page.text === undefined ? undefined : withLinks(page.text, link, page.upstreamLinked);
     if (relayed !== undefined) return this.answer(200, {}, relayed);
     const bundle: Bundle = { ...page.bundle, ...(link.length > 0 ? { link } : {}) };
-    return this.answer(200, {}, JSON.stringify(bundle));
+    return this.answer(200, {}, upstreamJson(bundle));
   }
 
   /** `operationAnswer`: the body is what an operation returns (`$validate` answers its verdict as an OperationOutcome). */
@@ -320,9 +321,9 @@ class Passthrough {
     if (isBatchAnswer(body)) {
       // HAPI names the answer Bundle itself (`Location: .../Bundle/<uuid>`), a record no one can read
       const { location: _l, 'content-location': _c, ...headers } = result.headers;
-      return this.answer(result.status, headers, JSON.stringify(withOurOutcomes(body)));
+      return this.answer(result.status, headers, upstreamJson(withOurOutcomes(body)));
     }
-    return this.answer(result.status, result.headers, result.text ?? JSON.stringify(body));
+    return this.answer(result.status, result.headers, result.text ?? upstreamJson(body));
   }
 
   /** The answer with every upstream base URL in it replaced by the gateway's. */
@@ -380,4 +381,17 @@ export function passthrough(deps: AppDeps, fhir: ScopedFhir, request: PassReques
 /** A history (a record's, a type's or the server's), not a version read: it pages with cursors. */
 function isHistory(target: FhirTarget): boolean {
   return !!(target.history && !target.versionId && !target.operation);
+}
+
+/**
+ * What the FHIR server answered, written out again: JSON.parse reads a body nested thousands deep,
+ * JSON.stringify overflows the call stack on it (a 500): the server's garbage is a 502.
+ */
+function upstreamJson(value: unknown): string {
+  try {
+    return JSON.stringify(value);
+  } catch (error) {
+    if (error instanceof RangeError) throw unexpectedUpstreamBody('a body nested too deep to write out');
+    throw error;
+  }
 }

@@ -70,6 +70,8 @@ export interface SearchPage<T extends Resource = Resource> {
   readonly next: string | null;
   /** The upstream's own text of the Bundle when the check kept it whole (relayed without serialising it again). */
   readonly text?: string;
+  /** Whether the upstream's Bundle had a top-level `link` (withLinks: where its text holds one). */
+  readonly upstreamLinked: boolean;
 }
 
 export interface ScopedFhir {
@@ -393,6 +395,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       bundle: { ...checked.bundle, link: undefined } as Bundle<T>,
       links,
       next,
+      upstreamLinked: 'link' in bundle,
       ...(relayed !== undefined ? { text: relayed } : {}),
     };
     return { page, patients: checked.patients };
@@ -489,6 +492,9 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
   ): Promise<FhirResult> => {
     const body = result.body as Resource | undefined;
     if (!body) return result;
+    // a record read by id is a 200, whatever other 2xx the server said (a 206, a 201 to a GET);
+    // an operation's 202 (`$export` kick-off) stays
+    if (target.id && !target.operation && result.status !== 200) result = { ...result, status: 200 };
     const checked = body.resourceType === 'Bundle' ? await checkBundle(body) : undefined;
     recordRead(
       target.id ? 'fhir.read' : 'fhir.search',
@@ -662,7 +668,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       // the client named a patient outside the scope: an empty answer, and a denied attempt at them in the audit
       if (narrowed.kind === 'empty' || outside.length > 0) {
         recordOutOfScope('fhir.search', type, outside);
-        return { bundle: emptySearchset<T>(), links: [], next: null };
+        return { bundle: emptySearchset<T>(), links: [], next: null, upstreamLinked: false };
       }
       const result = await fhir.search<T>(type, narrowed.params);
       return toPage(result.body as Bundle<T>, type, route, result.text);

@@ -8,7 +8,12 @@ import { generateAccessCode, hashAccessCode } from '../auth/accessCodes.js';
 import { enqueueAccessCodeMail } from '../email/outbox.js';
 import { AppError } from '../errors.js';
 import { currentOrNone } from '../fhir/fhirService.js';
-import { asServerFailure, unexpectedUpstreamBody, writeMayHaveLanded } from '../fhir/upstreamStatus.js';
+import {
+  asBuiltByGateway,
+  asServerFailure,
+  unexpectedUpstreamBody,
+  writeMayHaveLanded,
+} from '../fhir/upstreamStatus.js';
 import { FHIR_ID_PATTERN } from '../http/schemas.js';
 import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { uuidv7 } from '../ids.js';
@@ -161,11 +166,12 @@ async function assertPractitionersExist(
     });
   for (const ref of resource.generalPractitioner ?? []) {
     const id = /^Practitioner\/(.+)$/.exec(ref.reference ?? '')?.[1];
-    // a missing Practitioner is the admin's mistake; an upstream failure stays a 502/504
+    // a missing Practitioner is the admin's mistake; an upstream failure stays a 502/504, and so
+    // does a refusal (400, 405) of the read the gateway built from a checked id
     if (
       !id ||
       !FHIR_ID_PATTERN.test(id) ||
-      (await currentOrNone(deps.fhir, 'Practitioner', id)) === undefined
+      (await asBuiltByGateway(currentOrNone(deps.fhir, 'Practitioner', id))) === undefined
     )
       throw invalid();
   }

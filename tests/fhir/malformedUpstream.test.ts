@@ -438,6 +438,48 @@ describe('garbage from the FHIR server in the shape of a success', () => {
     expect(writes).toBe(0);
   });
 
+  // JSON.parse reads a body nested 20,000 deep; writing it out again overflowed the stack (a 500; helper review)
+  it('a search answer nested 500,000 deep is a 502 where it is written out again, never a 500', async () => {
+    const deep = `${'['.repeat(500_000)}${']'.repeat(500_000)}`;
+    // a kept entry nested deep beside a removed one, links after the entries: what is kept is written out again
+    const observation = (id: string, patient: string, extra: string) =>
+      `{"resource":{"resourceType":"Observation","id":"${id}","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/${patient}"}${extra}}}`;
+    answer = searchAnswers(
+      `{"resourceType":"Bundle","type":"searchset","entry":[${observation('o1', ids.me, `,"extension":${deep}`)},${observation('o2', 'someone-else', '')}],"link":[]}`,
+    );
+    for (const token of [tokens.patient, tokens.gp, tokens.admin]) {
+      const response = await gw.call('/fhir/Observation', { token });
+      expect(response.status).not.toBe(500);
+      if (token !== tokens.admin) expect(response.status).toBe(502);
+    }
+    answer = undefined;
+  });
+
+  it.each([201, 203, 206])('a read answered %i with the record is a 200', async (status) => {
+    answer = (req, res) => {
+      if (req.method !== 'GET' || !req.url.endsWith(`/Patient/${ids.me}`)) return false;
+      const record = { resourceType: 'Patient', id: ids.me, meta: { versionId: '1' } };
+      res.writeHead(status, { 'content-type': 'application/fhir+json' }).end(JSON.stringify(record));
+      return true;
+    };
+    for (const token of [tokens.patient, tokens.admin])
+      expect((await gw.call(`/fhir/Patient/${ids.me}`, { token })).status).toBe(200);
+    answer = undefined;
+  });
+
+  // the upstream's own text, relayed, keeps a decimal's digits: a Bundle without links was written out again
+  it('a search answered without links is relayed as its text, with our self link', async () => {
+    answer = searchAnswers(
+      `{"resourceType":"Bundle","type":"searchset","entry":[{"resource":{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/${ids.me}"},"valueQuantity":{"value":1.50}}}]}`,
+    );
+    const response = await gw.call('/fhir/Observation', { token: tokens.patient });
+    const text = await response.text();
+    answer = undefined;
+    expect(response.status).toBe(200);
+    expect(text).toContain('"value":1.50');
+    expect(text.indexOf('"link"')).toBeLessThan(text.indexOf('"entry"'));
+  });
+
   it("an admin's operation answered with JSON null is a 502", async () => {
     answer = (req, res) => req.url.includes('$everything') && fhirJson(res, 'null');
     expect((await gw.call(`/fhir/Patient/${ids.me}/$everything`, { token: tokens.admin })).status).toBe(502);

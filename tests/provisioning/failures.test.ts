@@ -328,6 +328,40 @@ describe("a conditional create answered with a record that is not the account's"
   });
 });
 
+// the read of the named Practitioner is the gateway's, built from a checked id: the server's
+// refusal of it is no mistake of the admin's (it was a 400 "The FHIR server refused the request")
+describe('a create naming a practitioner, whose read the FHIR server refuses', () => {
+  it.each([400, 405])('is a 502 when that read answers %i, and makes nothing', async (status) => {
+    const engine = await startEmbeddedFhirServer({ dataDir: tempDir() });
+    cleanups.push(() => engine.close());
+    const target = new URL(engine.baseUrl);
+    const proxy = await startFakeUpstream((req, res) => {
+      if (req.method === 'GET' && /\/Practitioner\/[^/?]+$/.test(req.url)) {
+        res.writeHead(status, { 'content-type': 'application/fhir+json' });
+        res.end(
+          JSON.stringify({
+            resourceType: 'OperationOutcome',
+            issue: [{ severity: 'error', code: 'invalid' }],
+          }),
+        );
+        return;
+      }
+      forward(target, req, res);
+    });
+    cleanups.push(() => proxy.close());
+    const gw = await gateway({ env: { FHIR_BASE_URL: `${proxy.url}${target.pathname}` } });
+    const email = `gp-refused-${status}@example.com`;
+    const answer = await gw.call('/fhir/patient', {
+      method: 'POST',
+      token: await gw.adminToken(),
+      json: { ...patientBody(email), general_practitioner_id: 'some-gp' },
+    });
+    expect(answer.status, await answer.clone().text()).toBe(502);
+    expect(await userCount(gw)).toBe(1);
+    expect(await patientsWithEmail(gw, email)).toHaveLength(0);
+  });
+});
+
 describe('a create left open, then a restart with another PUBLIC_BASE_URL', () => {
   it('is still found and completed by reconciliation: no lost resource, a retry makes no duplicate', async () => {
     const dataDir = tempDir();
