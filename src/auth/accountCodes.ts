@@ -116,6 +116,8 @@ export async function codeStateOf(
   const stored = user ? storedCode(user, purpose) : undefined;
   if (!user || !stored || !accessCodeMatches(codeKey, purpose, user.email, code, stored.hash))
     return 'superseded';
+  // an account deactivated since the code was mailed has no code that works: nothing to send
+  if (user.is_active !== 1) return 'superseded';
   return stored.attempts < MAX_CODE_ATTEMPTS ? 'current' : 'voided';
 }
 

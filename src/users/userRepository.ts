@@ -213,6 +213,8 @@ export async function storeCode(
     .set(columns)
     .where('id', '=', id)
     .where('is_registered', '=', registered ? 1 : 0)
+    // deactivation voids codes for good: a code issued from a row read before it must not be stored
+    .where('is_active', '=', 1)
     .executeTakeFirst();
   return changed(result);
 }

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { codeStateOf, issueCode } from '../../src/auth/accountCodes.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { codeIn, mailsTo, provision } from '../helpers/journey.js';
 import { DIALECTS } from '../helpers/postgres.js';
@@ -236,6 +237,40 @@ describe.each(DIALECTS)('admin user management (%s)', (dialect) => {
       json: { email: pending.email, access_code: codeIn(fresh!), password: 'a long and plain passphrase' },
     });
     expect(retry.status).toBe(201);
+  });
+
+  // a re-issue (or a resend) read the account before a deactivation committed: its code stored after
+  // it worked once the account was reactivated (helper review)
+  it('a code issued from an account read before its deactivation is not stored, and an inactive account gets no code mail', async () => {
+    const pending = await provision(gw, smtp, `stale-${dialect}@example.com`);
+    const readBefore = await gw.deps.db
+      .selectFrom('users')
+      .selectAll()
+      .where('id', '=', pending.userId)
+      .executeTakeFirstOrThrow();
+    const off = await gw.call(`/admin/users/${pending.userId}`, {
+      method: 'PATCH',
+      token: admin,
+      json: { active: false },
+    });
+    expect(off.status).toBe(200);
+    const issuing = issueCode(gw.deps, readBefore, 'signup', {
+      action: 'users.access_code',
+      targetUserId: pending.userId,
+    });
+    await expect(issuing).rejects.toMatchObject({ code: 'conflict' });
+    const after = await gw.deps.db
+      .selectFrom('users')
+      .select(['is_active', 'access_code_hash'])
+      .where('id', '=', pending.userId)
+      .executeTakeFirstOrThrow();
+    expect(after).toEqual({ is_active: 0, access_code_hash: null });
+    // an inactive account's code, however it came to be stored, is not mailed
+    const other = await provision(gw, smtp, `stale-other-${dialect}@example.com`);
+    await gw.deps.db.updateTable('users').set({ is_active: 0 }).where('id', '=', other.userId).execute();
+    expect(
+      await codeStateOf(gw.deps.db, gw.deps.secrets.codeHmacKey, 'signup', other.email, other.code),
+    ).toBe('superseded');
   });
 
   it('refuses unknown users, unknown fields and self-deactivation', async () => {
