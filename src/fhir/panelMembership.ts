@@ -1,10 +1,12 @@
-import type { Bundle, Patient } from '@medplum/fhirtypes';
+import type { Patient } from '@medplum/fhirtypes';
 import type { Clock } from '../clock.js';
 import type { Peers } from '../clusterPeers.js';
 import { AppError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { generalPractitionersOf } from './compartment.js';
 import type { FhirService } from './fhirService.js';
+import { relativeToBase } from './links.js';
+import { unexpectedUpstreamBody } from './upstreamStatus.js';
 
 /**
  * Which patients are in a practitioner's panel, answered for the few patients one page of
@@ -18,6 +20,8 @@ import type { FhirService } from './fhirService.js';
 
 /** Ids per upstream lookup: 50 UUIDs make a query of about 2 KB. */
 const LOOKUP_CHUNK = 50;
+/** The pages one lookup follows: a server paging 50 patients 5 to a page still answers within them. */
+const MAX_LOOKUP_PAGES = 10;
 /** Lookups of one page asked at once: a page of 1,000 patients needs 20, and the server is shared. */
 const LOOKUPS_AT_ONCE = 4;
 
@@ -95,20 +99,29 @@ export function createPanelMembership(options: PanelMembershipOptions): PanelMem
   const lookUpChunk = async (chunk: string[]) => {
     const since = generation;
     const params = new URLSearchParams({ _id: chunk.join(','), _count: String(chunk.length) });
+    const seen = new Set<string>();
     lookupsRunning++;
-    let bundle: Bundle<Patient> | undefined;
     try {
-      bundle = (await fhir.search<Patient>('Patient', params)).body;
+      let bundle = (await fhir.search<Patient>('Patient', params)).body;
+      for (let pages = 1; ; pages++) {
+        for (const entry of bundle?.entry ?? []) {
+          const patient = entry.resource;
+          if (patient?.resourceType === 'Patient' && patient.id && chunk.includes(patient.id)) {
+            learn(patient, since);
+            seen.add(patient.id);
+          }
+        }
+        // a server whose pages are smaller than `_count` pages the answer: the patients on later
+        // pages were read as nobody's, and remembered so for PANEL_CACHE_TTL
+        const next = bundle?.link?.find((l) => l.relation === 'next')?.url;
+        if (!next || seen.size === chunk.length) break;
+        const relative = relativeToBase(next, fhir.baseUrl);
+        if (relative === undefined || pages >= MAX_LOOKUP_PAGES)
+          throw unexpectedUpstreamBody('a Patient lookup paged off FHIR_BASE_URL or past its pages');
+        bundle = (await fhir.page<Patient>(relative)).body;
+      }
     } finally {
       lookupsRunning--;
-    }
-    const seen = new Set<string>();
-    for (const entry of bundle?.entry ?? []) {
-      const patient = entry.resource;
-      if (patient?.resourceType === 'Patient' && patient.id && chunk.includes(patient.id)) {
-        learn(patient, since);
-        seen.add(patient.id);
-      }
     }
     // a patient the server does not return (deleted, never existed) is in nobody's panel
     for (const id of chunk) if (!seen.has(id) && untouchedSince(id, since)) remember(id, new Set());

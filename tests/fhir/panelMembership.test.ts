@@ -136,3 +136,47 @@ describe('PANEL_CACHE_TTL: how long an answer is reused', () => {
     expect(server.searches()).toBe(3);
   });
 });
+
+// a server whose pages are smaller than the lookup's `_count` (helper review): the patients on
+// later pages were read as nobody's and remembered so for the TTL
+describe('a panel lookup the server pages', () => {
+  const base = 'http://up.example/fhir';
+  /** Answers the lookup one patient to a page, each page linking the next as `next`. */
+  function pagingServer(patients: Patient[], nextUrl = (n: number) => `${base}/Patient?_page=${n}`) {
+    const pages: string[] = [];
+    const pageOf = (n: number) => ({
+      body: {
+        resourceType: 'Bundle',
+        type: 'searchset',
+        entry: patients.slice(n, n + 1).map((resource) => ({ resource })),
+        link: [{ relation: 'next', url: nextUrl(n + 1) }],
+      },
+    });
+    const fhir = {
+      baseUrl: base,
+      search: async () => pageOf(0),
+      page: async (relative: string) => {
+        pages.push(relative);
+        return pageOf(Number(/_page=(\d+)/.exec(relative)?.[1]));
+      },
+    } as unknown as FhirService;
+    return { fhir, pages };
+  }
+
+  it('follows the next links until every patient asked is seen', async () => {
+    const server = pagingServer([patient('x', 'p1'), patient('y', 'p1'), patient('z', 'p2')]);
+    expect([...(await panels(server.fhir).assigned('p1', ['x', 'y', 'z']))].sort()).toEqual(['x', 'y']);
+    expect(server.pages).toEqual(['Patient?_page=1', 'Patient?_page=2']);
+  });
+
+  it.each([
+    [
+      'a next link off the base',
+      pagingServer([patient('x', 'p1')], () => 'http://elsewhere.example/Patient'),
+    ],
+    ['pages without end', pagingServer([patient('x', 'p1')])],
+  ])('is a 502 for %s', async (_what, server) => {
+    const membership = panels(server.fhir);
+    await expect(membership.assigned('p1', ['x', 'y'])).rejects.toMatchObject({ code: 'upstream_error' });
+  });
+});
