@@ -15,6 +15,7 @@ import { joinPeers, NO_PEERS } from './clusterPeers.js';
 import type { Config } from './config.js';
 import { createMailer } from './email/mailer.js';
 import { type OutboxWorker, type OutboxWorkerDeps, startOutboxWorker } from './email/outboxWorker.js';
+import { capabilityStatement, createCapabilityCache } from './fhir/capability.js';
 import { loadFhirDefinitions } from './fhir/definitions.js';
 import { startEmbeddedFhirServer } from './fhir/embedded/server.js';
 import { createFhirService, type FhirService } from './fhir/fhirService.js';
@@ -316,6 +317,10 @@ export async function startGateway(config: Config, options: StartOptions): Promi
         }),
         peers,
         logger,
+      ),
+      capabilities: createCapabilityCache(
+        () => capabilityStatement(deps),
+        () => clock.now().getTime(),
       ),
       // an app an admin changed is forgotten by every worker before the change is answered
       appStatus: forgettingAppsInEveryWorker(createSmartAppStatus(database.db), peers, logger),

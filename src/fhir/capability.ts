@@ -93,3 +93,45 @@ export async function capabilityStatement(deps: AppDeps): Promise<CapabilityStat
     ],
   };
 }
+
+/** How long the reduced statement is reused: /fhir/metadata is public, and each build asks the upstream. */
+export const CAPABILITY_REUSE_MS = 5 * 60_000;
+
+export interface CapabilityCache {
+  /** The reduced statement: reused for CAPABILITY_REUSE_MS, built by one upstream call at a time. */
+  get(): Promise<CapabilityStatement>;
+}
+
+/**
+ * The statement /fhir/metadata answers, asked of the upstream at most once per
+ * CAPABILITY_REUSE_MS. Security: the route is public, and a call per request let anonymous
+ * callers spend the upstream's connections (against a hung server, 32 of them stalled every
+ * user for FHIR_TIMEOUT_MS) and its CPU (HAPI builds a 1.5 MB statement each time). One build
+ * runs at a time, whoever asks; past its time the last statement is answered while the next is
+ * built, and kept when that build fails.
+ */
+export function createCapabilityCache(
+  build: () => Promise<CapabilityStatement>,
+  now: () => number,
+): CapabilityCache {
+  let kept: { statement: CapabilityStatement; at: number } | undefined;
+  let building: Promise<CapabilityStatement> | undefined;
+  const rebuild = () => {
+    building ??= build()
+      .then((statement) => {
+        kept = { statement, at: now() };
+        return statement;
+      })
+      .finally(() => {
+        building = undefined;
+      });
+    return building;
+  };
+  return {
+    get: async () => {
+      if (!kept) return rebuild();
+      if (now() - kept.at >= CAPABILITY_REUSE_MS) rebuild().catch(() => undefined);
+      return kept.statement;
+    },
+  };
+}

@@ -5,7 +5,6 @@ import { fhirJson } from '../http/fhirJson.js';
 import { rawRequestTarget, requestContext } from '../http/requestContext.js';
 import type { AppEnv } from '../http/types.js';
 import { authenticate } from '../middleware/authenticate.js';
-import { capabilityStatement } from './capability.js';
 import { httpDateOrNone, jsonOnly } from './negotiation.js';
 import { passthrough } from './passthroughService.js';
 import { scopedFhir } from './scopedFhir.js';
@@ -35,7 +34,7 @@ export function passthroughRoutes() {
   router.get('/fhir/metadata', async (c) => {
     // JSON only here too: a client that takes XML alone is told 406, not handed JSON it cannot read
     jsonOnly(rawPathAndQuery(c).query, c.req.header('accept'));
-    return fhirJson(JSON.stringify(await capabilityStatement(c.get('deps'))), 200, {});
+    return fhirJson(JSON.stringify(await c.get('deps').capabilities.get()), 200, {});
   });
   const handle = async (c: Context<AppEnv>) => {
     const deps = c.get('deps');

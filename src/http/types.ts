@@ -7,6 +7,7 @@ import type { TokenKeys } from '../auth/signingKeys.js';
 import type { AccessTokenClaims, SigningKey } from '../auth/tokens.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
+import type { CapabilityCache } from '../fhir/capability.js';
 import type { FhirService } from '../fhir/fhirService.js';
 import type { PanelMembership } from '../fhir/panelMembership.js';
 import type { Logger } from '../logger.js';
@@ -31,6 +32,8 @@ export interface AppDeps {
   readonly fhir: FhirService;
   /** Which patients are in a practitioner's panel (short-lived, bounded answers). */
   readonly panels: PanelMembership;
+  /** The CapabilityStatement /fhir/metadata answers, reused for a while (capability.ts). */
+  readonly capabilities: CapabilityCache;
   /** Whether a SMART token's app is still active (short-lived answers, forgotten by every worker on a change). */
   readonly appStatus: SmartAppStatus;
   readonly passwords: PasswordHasher;

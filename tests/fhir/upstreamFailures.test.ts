@@ -50,11 +50,14 @@ describe('every patient path when the FHIR server answers badly', () => {
   let smtp: SmtpCapture;
   let token: string;
   let mode: Mode = 'pass';
+  /** The gateway's questions for the statement (/fhir/metadata's; /readyz asks with `_summary`). */
+  let metadataAsked = 0;
 
   beforeAll(async () => {
     engine = await startEmbeddedFhirServer({ dataDir: tempDir() });
     const target = new URL(engine.baseUrl);
     proxy = await startFakeUpstream((req, res) => {
+      if (/\/metadata$/.test(req.url)) metadataAsked++;
       const isSearch = req.method === 'GET' && /\/Observation(\?|$)/.test(req.url);
       const refusal = /^(search|patient)-(\d{3})$/.exec(mode);
       const isPatientRead = req.method === 'GET' && /\/Patient\/[^/?]+$/.test(req.url);
@@ -333,6 +336,15 @@ describe('every patient path when the FHIR server answers badly', () => {
     expect(statement.fhirVersion).toBe('4.0.1');
     expect(statement.rest[0]?.resource.map((r) => r.type)).toEqual(['Patient', 'Observation']);
     expect(statement.rest[0]?.resource[1]?.interaction).toEqual([{ code: 'read' }]);
+  });
+
+  // public: a call per request let anonymous callers spend the upstream's connections (helper review)
+  it('asks the upstream for /fhir/metadata once for many anonymous calls', async () => {
+    const before = metadataAsked;
+    const answers = await Promise.all(Array.from({ length: 5 }, () => gw.call('/fhir/metadata')));
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200, 200]);
+    expect((await gw.call('/fhir/metadata')).status).toBe(200);
+    expect(metadataAsked - before).toBeLessThanOrEqual(1);
   });
 
   it('shows only what the check read when the Bundle has two "entry" members', async () => {
