@@ -196,6 +196,22 @@ async function readBodyBy(
   }
 }
 
+/** The token, or a 504 once `deadline` (performance.now() time) has passed; the fetch itself goes on for the next call. */
+async function tokenBy(token: Promise<string>, deadline: number): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(
+      () => reject(transportError(Object.assign(new Error('no token in time'), { name: 'TimeoutError' }))),
+      Math.max(0, deadline - performance.now()),
+    );
+  });
+  try {
+    return await Promise.race([token, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function bodyDeadlineError(): Error {
   return Object.assign(new Error('the FHIR server did not finish its answer in time'), {
     name: 'TimeoutError',
@@ -457,9 +473,10 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
       ? clientCredentialsTokenSource(options.auth, options.timeoutMs)
       : undefined;
 
-  const authorization = async (): Promise<string | undefined> => {
+  /** The Authorization header, got by `deadline`: a token endpoint that hangs spends the call's own time, not a second timeout's. */
+  const authorization = async (deadline: number): Promise<string | undefined> => {
     if (options.auth.kind === 'bearer') return `Bearer ${options.auth.token}`;
-    if (oauth) return `Bearer ${await oauth.get()}`;
+    if (oauth) return `Bearer ${await tokenBy(oauth.get(), deadline)}`;
     return undefined;
   };
 
@@ -472,15 +489,16 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
     const query =
       rawQuery ?? (req.query && [...req.query.keys()].length > 0 ? `?${req.query.toString()}` : '');
     const headers: Record<string, string> = { accept: 'application/fhir+json', ...req.headers };
-    const auth = await authorization();
+    const deadline = performance.now() + (req.timeoutMs ?? options.timeoutMs);
+    const auth = await authorization(deadline);
     if (auth) headers.authorization = auth;
     let body: string | undefined;
     if (req.body !== undefined) {
       body = typeof req.body === 'string' ? req.body : JSON.stringify(req.body);
       headers['content-type'] ??= 'application/fhir+json';
     }
-    const timeoutMs = req.timeoutMs ?? options.timeoutMs;
-    const deadline = performance.now() + timeoutMs;
+    // what is left of the call's time once the token is had (all of it without OAuth)
+    const timeoutMs = Math.max(1, Math.ceil(deadline - performance.now()));
     // undici's timers start when a request is sent: one that must first wait for a connection
     // (all busy, e.g. behind a hung server) gets a signal bounding the wait too (a signal on every
     // call cost ~30 µs for what undici's timers do alone)

@@ -370,6 +370,19 @@ describe('fhirService', () => {
     expect(fhirCalls.every((r) => r.headers.authorization === 'Bearer tok-1')).toBe(true);
   });
 
+  // the token was awaited under its own FHIR_TIMEOUT_MS before the call's began: /readyz took 6 s
+  // to say 503 behind a hung token endpoint, not its 2 s (helper review)
+  it('spends the call’s own time waiting for a token: a hung token endpoint is a 504 within it', async () => {
+    const hung = await upstream((req, res) => {
+      if (req.url !== '/token') res.end('{"resourceType":"CapabilityStatement"}');
+    });
+    const fhir = withClientCredentials(hung.url);
+    const started = performance.now();
+    const error = await failure(fhir.capabilities({ timeoutMs: 150 }));
+    expect(error.code).toBe('upstream_timeout');
+    expect(performance.now() - started).toBeLessThan(400); // the service's own timeout is 500 ms
+  });
+
   it('renews the client-credentials token once when the FHIR server answers 401', async () => {
     let issued = 0;
     const auth = await upstream((req, res) => {
