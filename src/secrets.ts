@@ -108,10 +108,13 @@ function randomIv(): Buffer {
 }
 
 /** AES-256-GCM under the current key: `v1.<iv>.<tag>.<ciphertext>` in base64url. */
-export function seal(key: SecretKey, plaintext: string): string {
+export function seal(key: SecretKey, plaintext: string | Buffer): string {
   const iv = randomIv();
   const cipher = createCipheriv('aes-256-gcm', currentKey(key), iv);
-  const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
+  const ciphertext = Buffer.concat([
+    typeof plaintext === 'string' ? cipher.update(plaintext, 'utf8') : cipher.update(plaintext),
+    cipher.final(),
+  ]);
   return ['v1', iv, cipher.getAuthTag(), ciphertext]
     .map((p) => (typeof p === 'string' ? p : p.toString('base64url')))
     .join('.');
@@ -130,6 +133,11 @@ function canonicalBytes(part: string): Buffer {
 
 /** Opens a sealed value with whichever key of the ring sealed it (GCM's tag tells a wrong key at once). */
 export function unseal(key: SecretKey, sealed: string): string {
+  return unsealBytes(key, sealed).toString('utf8');
+}
+
+/** unseal, its plaintext as the bytes that were sealed. */
+export function unsealBytes(key: SecretKey, sealed: string): Buffer {
   const [version, ivText, tagText, ciphertextText, extra] = sealed.split('.');
   // exactly four parts: anything appended to a sealed value is not part of what was sealed
   if (version !== 'v1' || !ivText || !tagText || ciphertextText === undefined || extra !== undefined)
@@ -146,7 +154,7 @@ export function unseal(key: SecretKey, sealed: string): string {
     try {
       const decipher = createDecipheriv('aes-256-gcm', candidate, iv, { authTagLength: TAG_BYTES });
       decipher.setAuthTag(tag);
-      return Buffer.concat([decipher.update(ciphertext), decipher.final()]).toString('utf8');
+      return Buffer.concat([decipher.update(ciphertext), decipher.final()]);
     } catch (error) {
       failure = error;
     }

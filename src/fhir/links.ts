@@ -1,4 +1,5 @@
-import { type SecretKey, seal, unseal } from '../secrets.js';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { type SecretKey, seal, unsealBytes } from '../secrets.js';
 
 /**
  * Keeping the upstream out of answers: its base URL is replaced by the gateway's own, and its
@@ -29,7 +30,24 @@ export interface CursorPayload {
  * reach the slim API (DESIGN.md section 3).
  */
 export function sealCursor(key: SecretKey, payload: CursorPayload): string {
-  return seal(key, JSON.stringify(payload));
+  const json = JSON.stringify(payload);
+  if (json.length <= COMPRESS_ABOVE) return seal(key, json);
+  // a long search's next link (its query percent-encoded again, and narrowed) made a cursor past
+  // the 4 KiB a request may carry: the page it names could not be asked for (414)
+  return seal(key, Buffer.concat([COMPRESSED, deflateRawSync(json)]));
+}
+
+/** Payloads longer than this are compressed (a short one, every page's usual, costs no deflate). */
+const COMPRESS_ABOVE = 512;
+/** The first byte of a compressed payload: JSON text never begins with it. */
+const COMPRESSED = Buffer.from([0]);
+const MAX_PAYLOAD_BYTES = 64 * 1024;
+
+/** A sealed cursor's JSON, inflated when it was compressed (its GCM tag was checked first: only we made it). */
+function cursorJson(key: SecretKey, token: string): string {
+  const bytes = unsealBytes(key, token);
+  if (bytes[0] !== COMPRESSED[0]) return bytes.toString('utf8');
+  return inflateRawSync(bytes.subarray(1), { maxOutputLength: MAX_PAYLOAD_BYTES }).toString('utf8');
 }
 
 /** Who may use a cursor, where, for which type, and when: all must match the cursor's own. */
@@ -45,7 +63,7 @@ export function verifyCursor(key: SecretKey, token: string, binding: CursorBindi
   if (token.length > 4096) return undefined;
   try {
     // GCM's tag refuses a changed cursor, or one sealed under a key that is no longer in the ring
-    const payload = JSON.parse(unseal(key, token)) as CursorPayload;
+    const payload = JSON.parse(cursorJson(key, token)) as CursorPayload;
     const { userId, route, type, now } = binding;
     if (payload.u !== userId || payload.r !== route || payload.t !== type || payload.e < now.getTime() / 1000)
       return undefined;

@@ -511,6 +511,19 @@ describe('paging cursors', () => {
     expect(verifyCursor(key, cursor, binding)).toBe(expected);
   });
 
+  // a long next link is compressed before it is sealed: bound and checked the same
+  const longQuery = `?code=${Array.from({ length: 90 }, (_, i) => `http%3A%2F%2Floinc.org%7C${1000 + i}-${i % 10}`).join('%2C')}`;
+  const longCursor =
+    cursorForLink(key, issued, `https://up/fhir/Observation${longQuery}`, 'https://up/fhir') ?? '';
+  it.each([
+    ['the same caller, route and type', issued, `Observation${longQuery}`],
+    ['another user', { ...issued, userId: 'u2' }, undefined],
+  ])('a long one used by %s -> its page', (_label, binding, expected) => {
+    expect(longQuery.length).toBeGreaterThan(3000);
+    expect(longCursor.length).toBeLessThan(longQuery.length / 2);
+    expect(verifyCursor(key, longCursor, binding)).toBe(expected);
+  });
+
   it.each(['https://up/fhir', 'https://up/fhir/', 'https://elsewhere/fhir?_getpages=x'])(
     'seals no page for %s (the bare base is none, HAPI\u2019s self link of a batch answer)',
     (url) => {
