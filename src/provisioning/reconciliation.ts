@@ -149,13 +149,40 @@ async function settleNothingCreated(
   return 'abandoned';
 }
 
-/** Several records carry the account identifier: none is picked on a guess, all are listed for an operator. */
+/**
+ * Several records carry the account identifier. When an account of this email links one of them
+ * (its create won a race on a server whose conditional create is not atomic), the others are this
+ * intent's strays and go, as a lone one does (email_taken): listing the linked record too had an
+ * operator told to merge them, who might delete the live one. Otherwise none is picked on a
+ * guess: all are listed for an operator.
+ */
 async function settleDuplicates(
   deps: AppDeps,
   intent: IntentRow,
   claim: IntentClaim,
   found: readonly ProvisionedResource[],
 ): Promise<Settlement> {
+  const owner = await findUserByEmail(deps.db, intent.email);
+  const linked = found.find((r) => r.id === owner?.fhir_resource_id);
+  if (linked) {
+    const audit = intentAudit(deps, intent);
+    let orphaned = false;
+    for (const r of found) {
+      if (r === linked) continue;
+      const outcome = await removeFromFhir(
+        deps,
+        intent.fhir_type,
+        r.id as string,
+        audit,
+        'email_taken',
+        intent.request_id,
+      );
+      orphaned ||= outcome === 'orphaned';
+    }
+    const state = orphaned ? 'orphaned' : 'abandoned';
+    await settle(deps, intent, claim, state, 'email_taken');
+    return state;
+  }
   for (const r of found)
     await recordOrphan(deps, intent.fhir_type, r.id as string, 'duplicate_identifier', intent.request_id);
   await settle(deps, intent, claim, 'orphaned', 'duplicate_identifier');

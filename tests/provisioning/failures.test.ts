@@ -362,6 +362,47 @@ describe('a create naming a practitioner, whose read the FHIR server refuses', (
   });
 });
 
+// two creates of one email on a server whose conditional create is not atomic: the winner links R1,
+// the loser made R2 and was killed before undoing it (helper review: both were listed, R1 too)
+describe('an intent whose email has several records, one linked by its account', () => {
+  it('removes the records no account links and lists none', async () => {
+    const clock = new ManualClock();
+    const gw = await gateway({ clock });
+    const email = 'raced-twice@example.com';
+    const created = await createPatient(gw, email);
+    expect(created.status).toBe(201);
+    const linked = ((await created.json()) as { fhir_id: string }).fhir_id;
+    const [system, value] = accountIdentifierQuery(gw.deps.config.publicBaseUrl, email).split('|');
+    const sent = patientFromDto(patientBody(email) as CreatePatientInput, email);
+    const stray = await gw.deps.fhir.create('Patient', { ...sent, identifier: [{ system, value }] });
+    const past = new Date(clock.now().getTime() - 60_000).toISOString();
+    await gw.deps.db
+      .insertInto('provisioning_intents')
+      .values(
+        intentRow({
+          id: 'intent-raced',
+          actor: await adminId(gw),
+          key: 'k-raced',
+          email,
+          displayName: 'Fail Case',
+          state: 'pending',
+          leaseUntil: past,
+          at: past,
+        }),
+      )
+      .execute();
+    expect(await reconciledIntent(gw, 'intent-raced')).toBe('abandoned');
+    expect((await patientsWithEmail(gw, email)).map((e) => e.resource?.id)).toEqual([linked]);
+    const listed = (await (
+      await gw.call('/admin/provisioning/orphans', { token: await gw.adminToken() })
+    ).json()) as {
+      orphans: unknown[];
+    };
+    expect(listed.orphans).toEqual([]);
+    expect(stray.id).not.toBe(linked);
+  });
+});
+
 describe('a create left open, then a restart with another PUBLIC_BASE_URL', () => {
   it('is still found and completed by reconciliation: no lost resource, a retry makes no duplicate', async () => {
     const dataDir = tempDir();
