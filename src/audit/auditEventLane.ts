@@ -104,8 +104,11 @@ export async function deliverAuditBatch(
       try {
         const result = await fhir.forward({ method: 'POST', path: '', body: bundle });
         const failures = batchEntryFailures(result.body, sendable.length);
-        if (!failures) return undefined;
-        outcome = failures;
+        // a success whose answer cannot be read entry by entry (an OperationOutcome, fewer
+        // entries): the server took the batch, and sending each event again stored them twice
+        // (review: on every tick). Taken as delivered; later events go alone, their answers readable
+        if (!failures) lane.state.batchesRefused = true;
+        outcome = failures ?? sendable.map(() => undefined);
       } catch (error) {
         // a 4xx to the batch itself (400, 405, 413, ...) is a server that takes no batches of these:
         // every later event goes alone; a 5xx, a timeout or a refused connection is a retry of this one

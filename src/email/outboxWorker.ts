@@ -1,4 +1,3 @@
-import type { Resource } from '@medplum/fhirtypes';
 import type { Kysely } from 'kysely';
 import { isDatabaseWait } from '../../db/connection.js';
 import type { Database, OutboxKind, OutboxRow, Role } from '../../db/schema.js';
@@ -197,8 +196,10 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
   // brings one back, it is marked, not sent again (review S2: the same mail went out twice)
   const deliveredUnmarked = new Set<string>();
 
+  // any success is delivery: a create's checks of its answer (the record, or a Location on the
+  // base) failed a 201 the server had stored, and each retry stored the event again
   const postAuditEvent = async (payload: Record<string, unknown>) => {
-    await deps.fhir.create('AuditEvent', payload as unknown as Resource);
+    await deps.fhir.forward({ method: 'POST', path: 'AuditEvent', body: payload });
   };
 
   /** Delivers a claimed row, renewing its lease while the send runs; false when it failed and will be retried. */
