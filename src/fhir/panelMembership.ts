@@ -1,8 +1,8 @@
 import type { Patient } from '@medplum/fhirtypes';
 import type { Clock } from '../clock.js';
 import type { Peers } from '../clusterPeers.js';
-import { AppError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { eachAtMost, withinMs } from './boundedCalls.js';
 import { generalPractitionersOf } from './compartment.js';
 import type { FhirService } from './fhirService.js';
 import { relativeToBase } from './links.js';
@@ -128,17 +128,17 @@ export function createPanelMembership(options: PanelMembershipOptions): PanelMem
     if (lookupsRunning === 0) forgottenAt.clear();
   };
 
-  // one after another, 20 lookups behind a slow server took 20 timeouts' worth (50 s for a page)
+  // a few at a time, all within one FHIR_TIMEOUT_MS (boundedCalls.ts); what still runs after it
+  // fills the cache for the next request
   const lookUp = (patientIds: string[]) => {
     const chunks: string[][] = [];
     for (let i = 0; i < patientIds.length; i += LOOKUP_CHUNK)
       chunks.push(patientIds.slice(i, i + LOOKUP_CHUNK));
-    let next = 0;
-    const asker = async () => {
-      for (let chunk = chunks[next++]; chunk; chunk = chunks[next++]) await lookUpChunk(chunk);
-    };
-    const askers = Array.from({ length: Math.min(LOOKUPS_AT_ONCE, chunks.length) }, asker);
-    return withinMs(Promise.all(askers), timeoutMs);
+    return withinMs(
+      eachAtMost(chunks, LOOKUPS_AT_ONCE, lookUpChunk),
+      timeoutMs,
+      'panel lookups past one FHIR timeout',
+    );
   };
 
   return {
@@ -174,25 +174,6 @@ export function createPanelMembership(options: PanelMembershipOptions): PanelMem
       known.clear();
     },
   };
-}
-
-/** `work`, or a 504 once `ms` passed (what is still running fills the cache for the next request). */
-async function withinMs<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(new AppError('upstream_timeout', { cause: new Error('panel lookups past one FHIR timeout') })),
-      ms,
-    );
-  });
-  try {
-    return await Promise.race([work, deadline]);
-  } finally {
-    clearTimeout(timer);
-    // a lookup failing after the deadline answered is no unhandled rejection
-    work.catch(() => undefined);
-  }
 }
 
 const FORGET = 'panel-forget';

@@ -6,6 +6,7 @@ import type { AppDeps, Caller, RequestContext } from '../http/types.js';
 import { fhirBaseOf } from '../oauth/urls.js';
 import { batchEntryOutcomes, forwardedAnswerMismatch, parsedOrNone } from './adminWrites.js';
 import { auditedWrite } from './auditedWrites.js';
+import { eachAtMost, withinMs } from './boundedCalls.js';
 import { type Checked, entriesToJudge, keptInScope, patientsOfKept } from './bundleCheck.js';
 import {
   everyReference,
@@ -211,6 +212,8 @@ function invalidCursor(route: string): AppError {
 
 /** How many other records one practitioner write may refer to (each is read to check it). */
 const MAX_RECORDS_REFERENCED = 50;
+/** The reads of a write's records that run at once (as the panel's lookups). */
+const READS_AT_ONCE = 4;
 
 /** How many patients one practitioner write may name (each is asked of the panel lookup). */
 const MAX_PATIENTS_REFERENCED = 50;
@@ -599,7 +602,7 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
       throw new AppError('validation_failed', {
         detail: `A write may refer to at most ${MAX_RECORDS_REFERENCED} other records (patients and the directory aside).`,
       });
-    for (const { type, id } of records) {
+    const confirm = async ({ type, id }: { type: string; id: string }) => {
       try {
         await readInScope(type, id, () => fhir.read(type, id), attempted);
       } catch (error) {
@@ -608,7 +611,13 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
           detail: 'Every record your write refers to must be one you can read.',
         });
       }
-    }
+    };
+    // one after another behind a slow server, 50 reads took minutes: a few at once, in one FHIR timeout
+    await withinMs(
+      eachAtMost(records, READS_AT_ONCE, confirm),
+      deps.config.fhir.timeoutMs,
+      'the reads of the records a write refers to past one FHIR timeout',
+    );
   };
 
   /**
