@@ -88,7 +88,9 @@ export function sentAccountIdentifierSystem(
   email: string,
   publicBaseUrl: string,
 ): string {
-  const ours = sent.identifier?.find((i) => i.value === email && isAccountIdentifierSystem(i.system));
+  // the last: withAccountIdentifier appends ours after what the admin sent, which may carry another
+  // deployment's account identifier (a record copied from staging), never searched for here
+  const ours = sent.identifier?.findLast((i) => i.value === email && isAccountIdentifierSystem(i.system));
   return ours?.system ?? accountIdentifierSystem(publicBaseUrl);
 }
 

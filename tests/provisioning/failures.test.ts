@@ -1,3 +1,4 @@
+import type { Patient } from '@medplum/fhirtypes';
 import { sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
@@ -5,7 +6,10 @@ import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
 import { asServerFailure, upstreamStatusError, writeMayHaveLanded } from '../../src/fhir/upstreamStatus.js';
 import { patientFromDto } from '../../src/provisioning/fhirMappers.js';
 import type { CreatePatientInput } from '../../src/provisioning/provisioningSchemas.js';
-import { accountIdentifierQuery } from '../../src/provisioning/provisioningService.js';
+import {
+  accountIdentifierQuery,
+  sentAccountIdentifierSystem,
+} from '../../src/provisioning/provisioningService.js';
 import { ManualClock } from '../helpers/clock.js';
 import {
   type AnswerLoss,
@@ -1200,4 +1204,27 @@ describe.each(DIALECTS)('a create that lands after reconciliation found nothing 
     clock.advance(3_600_000);
     expect(await lookedLate(gw, 'intent-never')).toBe('not_created_confirmed');
   });
+});
+
+// reconciliation looks for what the create sent: the gateway's identifier, appended after the admin's
+// own, which may carry another deployment's account identifier (helper review)
+it.each([
+  [
+    'another deployment’s account identifier, then ours',
+    ['https://staging.example/identifiers/account-email', 'https://prod.example/identifiers/account-email'],
+    'https://prod.example/identifiers/account-email',
+  ],
+  [
+    'ours alone',
+    ['https://old.example/identifiers/account-email'],
+    'https://old.example/identifiers/account-email',
+  ],
+  ['none: today’s', [], 'https://today.example/identifiers/account-email'],
+])('the identifier system a create sent, with %s', (_what, systems, expected) => {
+  const email = 'copied@example.com';
+  const sent = {
+    resourceType: 'Patient',
+    identifier: systems.map((system) => ({ system, value: email })),
+  } as const;
+  expect(sentAccountIdentifierSystem(sent as Patient, email, 'https://today.example')).toBe(expected);
 });
