@@ -30,7 +30,7 @@ import {
   successOutcome,
 } from './negotiation.js';
 import { PASSTHROUGH_ROUTE, type PageLink, type ScopedFhir, type SearchPage } from './scopedFhir.js';
-import { assertScopedInteraction, cursorCompanions } from './searchPolicy.js';
+import { assertScopedInteraction, compartmentSearchQuery, cursorCompanions } from './searchPolicy.js';
 import { readSubset, type Subset, subsetOf } from './subsetting.js';
 import { unexpectedUpstreamBody } from './upstreamStatus.js';
 
@@ -190,6 +190,10 @@ class Passthrough {
     const { id } = target;
 
     if (method === 'GET') {
+      if (target.compartmentType && id) {
+        const query = compartmentSearchQuery(type, id, request.query);
+        return this.search(type, query, query.toString());
+      }
       if (!id) return this.search(type, request.query, request.rawQuery);
       if (target.history && !target.versionId) return this.history(target, request);
       const subset = readSubset(type, request.query);

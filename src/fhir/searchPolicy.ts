@@ -318,10 +318,21 @@ export function assertScopedInteraction(
   conditions: { readonly query: URLSearchParams; readonly ifNoneExist?: string | undefined },
 ): string {
   if (target.operation) throw forbidden(`The operation ${target.operation} is not allowed for your role.`);
-  if (target.compartmentType)
-    throw new AppError('validation_failed', {
-      detail: 'Compartment searches are not supported; search the type instead.',
-    });
+  // `Patient/{id}/{type}` (fhir-kit-client's compartmentSearch): searched as the type by its linking
+  // parameter (compartmentSearchQuery), so the same narrowing and response check judge it
+  if (target.compartmentType) {
+    if (
+      method !== 'GET' ||
+      target.type !== 'Patient' ||
+      !target.id ||
+      !LINKING_PARAMS.has(target.compartmentType)
+    )
+      throw new AppError('validation_failed', {
+        detail:
+          'Only a search of a clinical type in a Patient compartment is supported; search the type instead.',
+      });
+    return target.compartmentType;
+  }
   if (!target.type)
     throw forbidden('System-level search, history, batch and transaction are not allowed for your role.');
   if (target.history && !target.id) throw forbidden('Type-level history is not allowed for your role.');
@@ -368,4 +379,22 @@ export function cursorCompanions(query: URLSearchParams): void {
         ],
       });
   }
+}
+
+/**
+ * The type search a scoped role's Patient compartment search is read as: the query and the
+ * patient named by the type's linking parameter (`Patient/A/Observation` is `Observation?subject=Patient/A`).
+ * Only the linking parameters our policy follows (compartment.ts): a patient who only performed
+ * an Observation is not what it is about, in a compartment search as in any other.
+ */
+export function compartmentSearchQuery(
+  type: string,
+  patientId: string,
+  query: URLSearchParams,
+): URLSearchParams {
+  const param = LINKING_PARAMS.get(type)?.[0];
+  if (!param) throw new Error(`no linking parameter for ${type}`);
+  const asked = new URLSearchParams(query);
+  asked.append(param, `Patient/${patientId}`);
+  return asked;
 }

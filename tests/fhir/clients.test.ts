@@ -123,6 +123,23 @@ describe.each(UPSTREAMS)('FHIR client libraries through the gateway, %s upstream
       });
       expect(await statusOf(stale)).toBe(412);
     });
+
+    it('pages a compartment search (Patient/{id}/Observation) to the end', async () => {
+      let bundle = (await client().compartmentSearch({
+        resourceType: 'Observation',
+        compartment: { resourceType: 'Patient', id: patientId },
+        searchParams: { _count: 5, code: 'http://loinc.org|8867-4' },
+      })) as unknown as Bundle<Observation>;
+      const found: string[] = [];
+      for (let pages = 0; pages < 10; pages++) {
+        found.push(...(bundle.entry ?? []).map((e) => e.resource?.id ?? ''));
+        const next = client().nextPage({ bundle: bundle as never });
+        if (!next) break;
+        bundle = (await next) as unknown as Bundle<Observation>;
+      }
+      expect(found.length).toBeGreaterThanOrEqual(expected.length);
+      for (const id of expected) expect(found).toContain(id);
+    });
   });
 
   describe('fhirclient (the SMART on FHIR JavaScript client, Node entry)', () => {

@@ -48,6 +48,7 @@ import {
 import { scopeOf } from '../../src/fhir/scopedFhir.js';
 import {
   assertScopedInteraction,
+  compartmentSearchQuery,
   cursorCompanions,
   historyParams,
   isNearValue,
@@ -1407,6 +1408,14 @@ describe('conditional reads answered as RFC 9110 says where the upstream does no
   });
 });
 
+it.each([
+  ['Observation', '_count=5', '_count=5&subject=Patient%2Fp1'],
+  ['Condition', '', 'patient=Patient%2Fp1'],
+  ['AuditEvent', '', 'entity=Patient%2Fp1'],
+])('the compartment search of %s (%s) is the search %s', (type, asked, expected) => {
+  expect(compartmentSearchQuery(type, 'p1', new URLSearchParams(asked)).toString()).toBe(expected);
+});
+
 describe("what a patient's or practitioner's passthrough request may be", () => {
   const query = (q = '') => new URLSearchParams(q);
   it.each([
@@ -1422,7 +1431,12 @@ describe("what a patient's or practitioner's passthrough request may be", () => 
     // refused for every scoped role
     ['patient', 'GET', 'Patient/p1/$everything', '', undefined, 'forbidden'],
     ['panel', 'POST', 'Observation/$validate', '', undefined, 'forbidden'],
-    ['patient', 'GET', 'Patient/p1/Observation', '', undefined, 'validation_failed'],
+    // a Patient compartment search of a clinical type is read as the type's search (compartmentSearchQuery)
+    ['patient', 'GET', 'Patient/p1/Observation', '', undefined, 'Observation'],
+    ['panel', 'GET', 'Patient/p1/Condition', '', undefined, 'Condition'],
+    ['patient', 'GET', 'Patient/p1/Practitioner', '', undefined, 'validation_failed'],
+    ['patient', 'GET', 'Encounter/e1/Observation', '', undefined, 'validation_failed'],
+    ['panel', 'POST', 'Patient/p1/Observation', '', undefined, 'validation_failed'],
     ['patient', 'GET', '', '', undefined, 'forbidden'],
     ['panel', 'POST', '', '', undefined, 'forbidden'],
     ['panel', 'GET', '_history', '', undefined, 'forbidden'],

@@ -333,6 +333,9 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       `Condition?asserter=Patient/${ids.A}`,
       `Patient`,
       `Observation?_count=1000`,
+      // a compartment search is read as the type's search by its linking parameter: narrowed alike
+      `Patient/${ids.B}/Observation`,
+      `Patient/${ids.B}/Condition`,
     ];
 
     it('searches in every form answer only A data (or nothing)', async () => {
@@ -354,6 +357,23 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       }
     });
 
+    // fhir-kit-client's compartmentSearch asks `Patient/{id}/{type}` (helper review: it was a 400)
+    it("answers a patient's own compartment search as the search of the type for them", async () => {
+      const compartment = await call(`/fhir/Patient/${ids.A}/Observation`, tokenA);
+      const typeSearch = await call(`/fhir/Observation?subject=Patient/${ids.A}`, tokenA);
+      expect(compartment.status).toBe(200);
+      const idsOf = (text: string) =>
+        ((JSON.parse(text) as Bundle).entry ?? []).map((e) => e.resource?.id).sort();
+      expect(idsOf(compartment.text)).toEqual(idsOf(typeSearch.text));
+      expect(idsOf(compartment.text).length).toBeGreaterThan(0);
+      const post = await call(`/fhir/Patient/${ids.A}/Observation`, tokenA, {
+        method: 'POST',
+        headers: { 'content-type': 'application/fhir+json' },
+        body: '{"resourceType":"Observation"}',
+      });
+      expect(post.status).toBe(400);
+    });
+
     // 400: a search form that is refused; 403: what the role may never use (an admin may)
     it.each([
       ['a chained parameter', 'Observation?subject.name=Bob', 400],
@@ -365,7 +385,8 @@ describe.each(UPSTREAMS)('FHIR passthrough scoping, %s upstream', (upstream) => 
       ['an _include wildcard', 'Observation?_include=*', 400],
       ['_include:iterate', 'Observation?_include:iterate=Observation:subject', 400],
       ['_revinclude:iterate', 'Patient?_revinclude:iterate=Observation:subject', 400],
-      ['a compartment search', `Patient/${'{B}'}/Observation`, 400],
+      ['a compartment search of a type outside the compartment', `Patient/${'{B}'}/Practitioner`, 400],
+      ['a compartment search of another compartment', `Encounter/${'{B}'}/Observation`, 400],
       ['a lower-case type', 'observation', 400],
       ['an upper-case type', 'OBSERVATION', 400],
       ['an unknown parameter', 'Observation?canary=1', 400],
