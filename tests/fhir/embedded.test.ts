@@ -139,6 +139,15 @@ describe('embedded FHIR server', () => {
     expect(Date.parse(response.headers.get('last-modified') ?? '')).not.toBeNaN();
   });
 
+  // the router answered 404 "does not exist" for a Patient that exists (helper review)
+  it('refuses a compartment search as not supported, not as a missing record', async () => {
+    const created = await createPatient('Lovelace');
+    const response = await fetch(`${server.baseUrl}/Patient/${created.id}/Observation`);
+    expect(response.status).toBe(400);
+    const outcome = (await response.json()) as { issue: { code: string }[] };
+    expect(outcome.issue[0]?.code).toBe('not-supported');
+  });
+
   it('updates a resource into a new version and keeps the old one readable', async () => {
     const created = await createPatient('Curie');
     const updated = (await client.update({

@@ -273,6 +273,14 @@ function assertRoutable(method: string, path: string): void {
   if (!isResourceType(first)) {
     throw new HttpAnswer(404, outcome('not-found', `Unknown resource type or operation: ${first}`));
   }
+  // `Patient/1/Observation`: the router answers 404 for a record that exists (HAPI's build here: 400)
+  const [, id, third] = path.split('/');
+  if (id && third && third !== '_history' && isResourceType(third)) {
+    throw new HttpAnswer(
+      400,
+      outcome('not-supported', 'Compartment searches are not supported by this server; search the type'),
+    );
+  }
 }
 
 function toAnswer(
