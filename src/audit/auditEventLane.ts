@@ -103,6 +103,9 @@ export async function deliverAuditBatch(
       const bundle = auditEventBatch(sendable.map((i) => payloads[i]));
       try {
         const result = await fhir.forward({ method: 'POST', path: '', body: bundle });
+        // a 304 is no 2xx: nothing was stored (a cache in front of the server), each event is retried
+        if (!isStored(result.status))
+          throw new AppError('upstream_error', { cause: new Error(`batch answered ${result.status}`) });
         const failures = batchEntryFailures(result.body, sendable.length);
         // a success whose answer cannot be read entry by entry (an OperationOutcome, fewer
         // entries): the server took the batch, and sending each event again stored them twice
@@ -163,4 +166,9 @@ async function markFailure(
     metrics?.outboxFailure(row.kind, 'retry');
   }
   lane.state.restingUntil = Math.max(lane.state.restingUntil, clock.now().getTime() + delay);
+}
+
+/** Whether a POST's status means the server stored what it was sent: a 2xx (isUpstreamSuccess also takes a 304). */
+export function isStored(status: number): boolean {
+  return status >= 200 && status < 300;
 }

@@ -1,10 +1,11 @@
 import type { Kysely } from 'kysely';
 import { isDatabaseWait } from '../../db/connection.js';
 import type { Database, OutboxKind, OutboxRow, Role } from '../../db/schema.js';
-import { type AuditEventLane, deliverAuditBatch, type LaneState } from '../audit/auditEventLane.js';
+import { type AuditEventLane, deliverAuditBatch, isStored, type LaneState } from '../audit/auditEventLane.js';
 import { writeAudit } from '../audit/auditService.js';
 import type { CodeState } from '../auth/accountCodes.js';
 import type { Clock } from '../clock.js';
+import { AppError } from '../errors.js';
 import type { FhirService } from '../fhir/fhirService.js';
 import { heartbeat, LEASE_MS } from '../leases.js';
 import type { Logger } from '../logger.js';
@@ -196,10 +197,13 @@ export function startOutboxWorker(deps: OutboxWorkerDeps, options: OutboxWorkerO
   // brings one back, it is marked, not sent again (review S2: the same mail went out twice)
   const deliveredUnmarked = new Set<string>();
 
-  // any success is delivery: a create's checks of its answer (the record, or a Location on the
-  // base) failed a 201 the server had stored, and each retry stored the event again
+  // any 2xx is delivery: a create's checks of its answer (the record, or a Location on the base)
+  // failed a 201 the server had stored, and each retry stored the event again. A 304 is no 2xx:
+  // nothing was stored (a cache in front of the server)
   const postAuditEvent = async (payload: Record<string, unknown>) => {
-    await deps.fhir.forward({ method: 'POST', path: 'AuditEvent', body: payload });
+    const result = await deps.fhir.forward({ method: 'POST', path: 'AuditEvent', body: payload });
+    if (!isStored(result.status))
+      throw new AppError('upstream_error', { cause: new Error(`AuditEvent answered ${result.status}`) });
   };
 
   /** Delivers a claimed row, renewing its lease while the send runs; false when it failed and will be retried. */

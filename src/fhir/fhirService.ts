@@ -4,6 +4,7 @@ import type { Config } from '../config.js';
 import { AppError } from '../errors.js';
 import { FHIR_ID_PATTERN, FHIR_ID_SOURCE } from '../http/schemas.js';
 import type { Metrics, UpstreamFailure } from '../metrics/metrics.js';
+import { withinMs } from './boundedCalls.js';
 import { type HistoryOf, historyPath } from './fhirPath.js';
 import { isPlainPath, relativeToBase } from './links.js';
 import {
@@ -191,22 +192,6 @@ async function readBodyBy(
   const timer = setTimeout(() => answer.body.destroy(bodyDeadlineError()), deadline - performance.now());
   try {
     return await readBody(answer);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** The token, or a 504 once `deadline` (performance.now() time) has passed; the fetch itself goes on for the next call. */
-async function tokenBy(token: Promise<string>, deadline: number): Promise<string> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(
-      () => reject(transportError(Object.assign(new Error('no token in time'), { name: 'TimeoutError' }))),
-      Math.max(0, deadline - performance.now()),
-    );
-  });
-  try {
-    return await Promise.race([token, late]);
   } finally {
     clearTimeout(timer);
   }
@@ -428,8 +413,12 @@ function expectResource<T>(result: FhirResult, type: string, conditional = false
     return result as FhirResult<T>;
   }
   if (resourceTypeOf(result.body) !== type) throw unexpectedUpstreamBody(`a read without ${type}`);
-  // a read that answered the record is a 200, whatever other 2xx the server said (a 206 or a 201 to a GET)
-  return (result.status === 200 ? result : { ...result, status: 200 }) as FhirResult<T>;
+  return asReadAnswer(result) as FhirResult<T>;
+}
+
+/** A read that answered the record is a 200, whatever other 2xx the server said (a 206, a 201 to a GET). */
+export function asReadAnswer(result: FhirResult): FhirResult {
+  return result.status === 200 ? result : { ...result, status: 200 };
 }
 
 function expectBundle<T>(result: FhirResult): FhirResult<T> {
@@ -476,7 +465,9 @@ export function createFhirService(options: FhirServiceOptions): FhirService {
   /** The Authorization header, got by `deadline`: a token endpoint that hangs spends the call's own time, not a second timeout's. */
   const authorization = async (deadline: number): Promise<string | undefined> => {
     if (options.auth.kind === 'bearer') return `Bearer ${options.auth.token}`;
-    if (oauth) return `Bearer ${await tokenBy(oauth.get(), deadline)}`;
+    // the fetch itself goes on past the deadline, for the next call
+    if (oauth)
+      return `Bearer ${await withinMs(oauth.get(), Math.max(0, deadline - performance.now()), 'no token in time')}`;
     return undefined;
   };
 

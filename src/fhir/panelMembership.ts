@@ -20,8 +20,6 @@ import { unexpectedUpstreamBody } from './upstreamStatus.js';
 
 /** Ids per upstream lookup: 50 UUIDs make a query of about 2 KB. */
 const LOOKUP_CHUNK = 50;
-/** The pages one lookup follows: a server paging 50 patients 5 to a page still answers within them. */
-const MAX_LOOKUP_PAGES = 10;
 /** Lookups of one page asked at once: a page of 1,000 patients needs 20, and the server is shared. */
 const LOOKUPS_AT_ONCE = 4;
 
@@ -103,6 +101,7 @@ export function createPanelMembership(options: PanelMembershipOptions): PanelMem
     lookupsRunning++;
     try {
       let bundle = (await fhir.search<Patient>('Patient', params)).body;
+      let seenBefore = -1;
       for (let pages = 1; ; pages++) {
         for (const entry of bundle?.entry ?? []) {
           const patient = entry.resource;
@@ -115,9 +114,11 @@ export function createPanelMembership(options: PanelMembershipOptions): PanelMem
         // pages were read as nobody's, and remembered so for PANEL_CACHE_TTL
         const next = bundle?.link?.find((l) => l.relation === 'next')?.url;
         if (!next || seen.size === chunk.length) break;
+        // the bare base is no page; a page that brought none of the patients asked is no progress
         const relative = relativeToBase(next, fhir.baseUrl);
-        if (relative === undefined || pages >= MAX_LOOKUP_PAGES)
-          throw unexpectedUpstreamBody('a Patient lookup paged off FHIR_BASE_URL or past its pages');
+        if (!relative || seen.size === seenBefore || pages >= LOOKUP_CHUNK)
+          throw unexpectedUpstreamBody('a Patient lookup paged off FHIR_BASE_URL or without progress');
+        seenBefore = seen.size;
         bundle = (await fhir.page<Patient>(relative)).body;
       }
     } finally {

@@ -21,7 +21,13 @@ import {
   type WriteRefusal,
 } from './compartment.js';
 import { type HistoryOf, historyPath } from './fhirPath.js';
-import type { ConditionalRead, FhirRequest, FhirResult, Written } from './fhirService.js';
+import {
+  asReadAnswer,
+  type ConditionalRead,
+  type FhirRequest,
+  type FhirResult,
+  type Written,
+} from './fhirService.js';
 import {
   type CursorBinding,
   cursorForLink,
@@ -495,9 +501,8 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
   ): Promise<FhirResult> => {
     const body = result.body as Resource | undefined;
     if (!body) return result;
-    // a record read by id is a 200, whatever other 2xx the server said (a 206, a 201 to a GET);
-    // an operation's 202 (`$export` kick-off) stays
-    if (target.id && !target.operation && result.status !== 200) result = { ...result, status: 200 };
+    // a record read by id (asReadAnswer); an operation's 202 (`$export` kick-off) stays
+    if (target.id && !target.operation) result = asReadAnswer(result);
     const checked = body.resourceType === 'Bundle' ? await checkBundle(body) : undefined;
     recordRead(
       target.id ? 'fhir.read' : 'fhir.search',
@@ -612,11 +617,14 @@ export function scopedFhir(deps: AppDeps, caller: Caller, ctx: RequestContext): 
         });
       }
     };
-    // one after another behind a slow server, 50 reads took minutes: a few at once, in one FHIR timeout
+    // one after another behind a slow server, 50 reads took minutes: a few at once, in one FHIR
+    // timeout; none starts once the write is refused (a read failed) or answered 504
+    const stop = { stopped: false };
     await withinMs(
-      eachAtMost(records, READS_AT_ONCE, confirm),
+      eachAtMost(records, READS_AT_ONCE, confirm, stop),
       deps.config.fhir.timeoutMs,
       'the reads of the records a write refers to past one FHIR timeout',
+      stop,
     );
   };
 

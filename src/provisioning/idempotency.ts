@@ -51,8 +51,8 @@ export interface IdempotencyDeps {
 
 type Db = Kysely<Database> | Transaction<Database>;
 
-/** JSON with sorted keys, so the same body hashes the same whatever its key order. */
-function canonicalJson(value: unknown): string {
+/** JSON with sorted keys, so the same body hashes (and compares) the same whatever its key order. */
+export function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
   if (value && typeof value === 'object') {
     const entries = Object.entries(value as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1));

@@ -33,7 +33,14 @@ import {
 } from '../users/userRepository.js';
 import { displayName, emailOf } from './fhirMappers.js';
 import { type ProvisionedType, validateProvisionedResource } from './fhirValidation.js';
-import { finishKey, type HeldKey, keyOfIntent, releaseKey, type StoredResponse } from './idempotency.js';
+import {
+  canonicalJson,
+  finishKey,
+  type HeldKey,
+  keyOfIntent,
+  releaseKey,
+  type StoredResponse,
+} from './idempotency.js';
 import {
   anotherOpenIntent,
   findIntentAfterWriters,
@@ -194,8 +201,23 @@ class FoundRecordDiffers extends Error {
   }
 }
 
-// set by the FHIR server, not by a create: never compared
-const SERVER_ELEMENTS: ReadonlySet<string> = new Set(['id', 'meta', 'text', 'identifier']);
+// set by the FHIR server, not by a create: never compared (of `meta`, only what the server sets)
+const SERVER_ELEMENTS: ReadonlySet<string> = new Set(['id', 'text']);
+const SERVER_META: ReadonlySet<string> = new Set(['versionId', 'lastUpdated', 'source']);
+
+/** An element as a create says it: `meta` without what the server sets, `identifier` without the account's. */
+function asCreated(resource: Record<string, unknown>, element: string, accountSystem: string): unknown {
+  const value = resource[element];
+  if (element === 'meta' && value !== null && typeof value === 'object') {
+    const kept = Object.entries(value).filter(([key]) => !SERVER_META.has(key));
+    return kept.length > 0 ? Object.fromEntries(kept) : undefined;
+  }
+  if (element === 'identifier' && Array.isArray(value)) {
+    const kept = value.filter((i: { system?: unknown } | null) => i?.system !== accountSystem);
+    return kept.length > 0 ? kept : undefined;
+  }
+  return value;
+}
 
 /**
  * The record a conditional create found (200) instead of making one: an earlier attempt's, linked
@@ -223,10 +245,18 @@ function assertFoundIsThisCreate(
     throw unexpectedUpstreamBody("a conditional create with a record that is not the account's");
   const sentElements: Record<string, unknown> = { ...sent };
   const foundElements: Record<string, unknown> = { ...found };
+  const same = (element: string) => {
+    try {
+      return (
+        canonicalJson(asCreated(sentElements, element, system)) ===
+        canonicalJson(asCreated(foundElements, element, system))
+      );
+    } catch {
+      throw unexpectedUpstreamBody('a record nested too deep to compare'); // a stack overflow, never a 500
+    }
+  };
   const differing = [...new Set([...Object.keys(sentElements), ...Object.keys(foundElements)])].filter(
-    (element) =>
-      !SERVER_ELEMENTS.has(element) &&
-      canonicalJson(sentElements[element]) !== canonicalJson(foundElements[element]),
+    (element) => !SERVER_ELEMENTS.has(element) && !same(element),
   );
   if (differing.length === 0) return;
   const named = differing.map((e) => (kind === 'slim' ? (SLIM_FIELD_OF[e] ?? e) : e));
@@ -243,17 +273,6 @@ const SLIM_FIELD_OF: Readonly<Record<string, string>> = {
   birthDate: 'dob',
   telecom: 'email, phone',
 };
-
-/** JSON with every object's keys sorted: two values the server and we spelled alike compare equal. */
-function canonicalJson(value: unknown): string {
-  return (
-    JSON.stringify(value, (_key, v: unknown) =>
-      v !== null && typeof v === 'object' && !Array.isArray(v)
-        ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-        : v,
-    ) ?? 'undefined'
-  );
-}
 
 async function createOnFhir(
   deps: AppDeps,

@@ -59,3 +59,24 @@ describe('the AuditEvent mirror, answered oddly', () => {
     expect(auditEventsSent(upstream)).toBe((await mirrored()).length);
   });
 });
+
+// a 304 is no 2xx: a cache in front of the server stored nothing (diff review)
+it('retries events answered 304, alone or in a batch, and sends none as delivered', async () => {
+  const upstream = await startFakeUpstream((_req, res) => void res.writeHead(304).end());
+  open.push(upstream);
+  const gw = await startTestGateway({ env: { FHIR_BASE_URL: `${upstream.url}/fhir` } });
+  open.push(gw);
+  for (let i = 0; i < 3; i++) await gw.adminToken();
+  await waitFor('the mirror to be tried alone and in a batch', async () => {
+    gw.deps.outbox.wake();
+    const posts = upstream.requests.filter((r) => r.method === 'POST');
+    return posts.some((r) => /\/AuditEvent$/.test(r.url)) || posts.length > 1 ? true : undefined;
+  });
+  const rows = await gw.deps.db
+    .selectFrom('outbox')
+    .select('status')
+    .where('kind', '=', 'fhir_audit_event')
+    .execute();
+  expect(rows.length).toBeGreaterThan(0);
+  expect(rows.filter((r) => r.status === 'sent')).toEqual([]);
+});

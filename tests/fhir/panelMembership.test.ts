@@ -175,6 +175,7 @@ describe('a panel lookup the server pages', () => {
       pagingServer([patient('x', 'p1')], () => 'http://elsewhere.example/Patient'),
     ],
     ['pages without end', pagingServer([patient('x', 'p1')])],
+    ['a next link to the bare base', pagingServer([patient('x', 'p1')], () => base)],
   ])('is a 502 for %s', async (_what, server) => {
     const membership = panels(server.fhir);
     await expect(membership.assigned('p1', ['x', 'y'])).rejects.toMatchObject({ code: 'upstream_error' });

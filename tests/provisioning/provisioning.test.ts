@@ -217,17 +217,28 @@ describe.each(MATRIX)('provisioning (%s, %s upstream)', (dialect, upstream) => {
   // the conditional create finds an earlier attempt's record: linked as it is only when this create says the same
   it('links the record an earlier attempt made when the retry says the same, and refuses one that says otherwise', async () => {
     const email = uniqueEmail('earlier');
-    const body = { name: 'Earlier Attempt', email, dob: '1990-01-01', gender: 'female' };
+    const mrn = (value: string) => [{ system: 'urn:example:mrn', value }];
+    const body = {
+      name: 'Earlier Attempt',
+      email,
+      dob: '1990-01-01',
+      gender: 'female',
+      identifier: mrn('WRONG-1'),
+    };
     const sent = patientFromDto(body as CreatePatientInput, email);
     const earlier = await gw.deps.fhir.create('Patient', {
       ...sent,
-      identifier: [{ system: accountSystem(), value: email }],
+      identifier: [...(sent.identifier ?? []), { system: accountSystem(), value: email }],
     });
     const corrected = await post('/fhir/patient', { ...body, dob: '1990-01-02', gender: 'other' });
     expect(corrected.status).toBe(409);
     const refusal = (await corrected.json()) as { detail: string };
     expect(refusal.detail).toContain(`Patient/${earlier.id}`);
     expect(refusal.detail).toContain('dob, gender');
+    // the admin's own identifiers are compared too (the account's is the server's match)
+    const otherMrn = await post('/fhir/patient', { ...body, identifier: mrn('RIGHT-2') });
+    expect(otherMrn.status).toBe(409);
+    expect(((await otherMrn.json()) as { detail: string }).detail).toContain('identifier');
     expect(await userByEmail(email)).toBeUndefined();
     const same = await post('/fhir/patient', body);
     expect(same.status).toBe(201);
