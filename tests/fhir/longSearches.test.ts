@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway, UPSTREAMS } from '../helpers/gateway.js';
+import { signedInPair } from '../helpers/journey.js';
 
 /**
  * Long searches paged to their end by a patient and a practitioner, on each upstream flavour: the
@@ -13,16 +14,9 @@ describe.each(UPSTREAMS)('a long search (%s upstream)', (upstream) => {
 
   beforeAll(async () => {
     gw = await startTestGateway({ upstream });
-    ids.gp = (await gw.deps.fhir.create('Practitioner', { resourceType: 'Practitioner' })).id;
-    const patient = {
-      resourceType: 'Patient' as const,
-      generalPractitioner: [{ reference: `Practitioner/${ids.gp}` }],
-    };
-    ids.me = (await gw.deps.fhir.create('Patient', patient)).id;
-    const me = await gw.seedUser({ role: 'patient', fhirId: ids.me });
-    const gp = await gw.seedUser({ role: 'practitioner', fhirId: ids.gp });
-    tokens.patient = await gw.login(me.email, me.password);
-    tokens.gp = await gw.login(gp.email, gp.password);
+    const pair = await signedInPair(gw);
+    Object.assign(ids, pair.ids);
+    Object.assign(tokens, pair.tokens);
   });
   afterAll(() => gw.close());
 

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEmbeddedFhirServer } from '../../src/fhir/embedded/server.js';
 import { type FakeUpstream, startFakeUpstream } from '../helpers/fakeUpstream.js';
 import { startTestGateway, type TestGateway, tempDir } from '../helpers/gateway.js';
+import { signedInPair } from '../helpers/journey.js';
 
 /**
  * An upstream that answers garbage in the shape of success: each role gets a quick 502 (504 when
@@ -58,16 +59,9 @@ describe('garbage from the FHIR server in the shape of a success', () => {
     gw = await startTestGateway({
       env: { FHIR_BASE_URL: `${proxy.url}${target.pathname}`, FHIR_TIMEOUT_MS: String(TIMEOUT_MS) },
     });
-    ids.gp = (await gw.deps.fhir.create('Practitioner', { resourceType: 'Practitioner' })).id;
-    const patient = {
-      resourceType: 'Patient' as const,
-      generalPractitioner: [{ reference: `Practitioner/${ids.gp}` }],
-    };
-    ids.me = (await gw.deps.fhir.create('Patient', patient)).id;
-    const me = await gw.seedUser({ role: 'patient', fhirId: ids.me });
-    const gp = await gw.seedUser({ role: 'practitioner', fhirId: ids.gp });
-    tokens.patient = await gw.login(me.email, me.password);
-    tokens.gp = await gw.login(gp.email, gp.password);
+    const pair = await signedInPair(gw);
+    Object.assign(ids, pair.ids);
+    Object.assign(tokens, pair.tokens);
     tokens.admin = await gw.adminToken();
   });
 
@@ -384,23 +378,12 @@ describe('garbage from the FHIR server in the shape of a success', () => {
 
   // R4 allows one subject: read as a list, an Observation of [another patient, me] was mine (helper review)
   it('an Observation whose subject is a list is a 502 for the patient and the practitioner, shown to the admin', async () => {
-    const twoSubjects = {
-      resourceType: 'Bundle',
-      type: 'searchset',
-      entry: [
-        {
-          resource: {
-            resourceType: 'Observation',
-            id: 'o1',
-            status: 'final',
-            code: { text: 'x' },
-            subject: [{ reference: 'Patient/someone-else' }, { reference: `Patient/${ids.me}` }],
-            valueQuantity: { value: 99 },
-          },
-        },
-      ],
-    };
-    answer = searchAnswers(JSON.stringify(twoSubjects));
+    answer = searchAnswers(
+      observationWith({
+        subject: [{ reference: 'Patient/someone-else' }, { reference: `Patient/${ids.me}` }],
+        valueQuantity: { value: 99 },
+      }),
+    );
     const asked = [
       ['/fhir/Observation', tokens.patient],
       ['/patient/observations', tokens.patient],

@@ -63,3 +63,25 @@ export async function signup(
 ) {
   return gw.call('/auth/signup', { method: 'POST', json: body, headers });
 }
+
+/** A patient assigned to a practitioner, both signed in: their FHIR ids and access tokens. */
+export interface SignedInPair {
+  readonly ids: { readonly me: string; readonly gp: string };
+  readonly tokens: { readonly patient: string; readonly gp: string };
+}
+
+/** Makes a Practitioner and a Patient assigned to them on the FHIR server, with an account each, signed in. */
+export async function signedInPair(gw: TestGateway): Promise<SignedInPair> {
+  const gpId = (await gw.deps.fhir.create('Practitioner', { resourceType: 'Practitioner' })).id;
+  const patient = {
+    resourceType: 'Patient' as const,
+    generalPractitioner: [{ reference: `Practitioner/${gpId}` }],
+  };
+  const meId = (await gw.deps.fhir.create('Patient', patient)).id;
+  const me = await gw.seedUser({ role: 'patient', fhirId: meId });
+  const gp = await gw.seedUser({ role: 'practitioner', fhirId: gpId });
+  return {
+    ids: { me: meId, gp: gpId },
+    tokens: { patient: await gw.login(me.email, me.password), gp: await gw.login(gp.email, gp.password) },
+  };
+}
