@@ -72,8 +72,8 @@ describe('garbage from the FHIR server in the shape of a success', () => {
     await engine.close();
   });
 
-  /** A create of one of `me`'s Observations through /fhir, as `token`'s holder. */
-  const createObservation = (token: string) =>
+  /** A create of one of `me`'s Observations through /fhir, as `token`'s holder (`fields` added or replaced). */
+  const createObservation = (token: string, fields: Record<string, unknown> = {}) =>
     gw.call('/fhir/Observation', {
       method: 'POST',
       token,
@@ -83,6 +83,7 @@ describe('garbage from the FHIR server in the shape of a success', () => {
         status: 'final',
         code: { text: 'x' },
         subject: { reference: `Patient/${ids.me}` },
+        ...fields,
       }),
     });
 
@@ -405,17 +406,7 @@ describe('garbage from the FHIR server in the shape of a success', () => {
       if (req.method === 'POST' && SEARCH.test(req.url)) writes++;
       return false;
     };
-    const res = await gw.call('/fhir/Observation', {
-      method: 'POST',
-      token: tokens.gp,
-      headers: { 'content-type': 'application/fhir+json' },
-      body: JSON.stringify({
-        resourceType: 'Observation',
-        status: 'final',
-        code: { text: 'x' },
-        subject: [{ reference: `Patient/${ids.me}` }],
-      }),
-    });
+    const res = await createObservation(tokens.gp, { subject: [{ reference: `Patient/${ids.me}` }] });
     answer = undefined;
     expect(res.status, await res.clone().text()).toBe(400);
     expect(writes).toBe(0);
@@ -485,17 +476,8 @@ describe('garbage from the FHIR server in the shape of a success', () => {
       return true;
     };
     const started = performance.now();
-    const res = await gw.call('/fhir/Observation', {
-      method: 'POST',
-      token: tokens.gp,
-      headers: { 'content-type': 'application/fhir+json' },
-      body: JSON.stringify({
-        resourceType: 'Observation',
-        status: 'final',
-        code: { text: 'panel' },
-        subject: { reference: `Patient/${ids.me}` },
-        hasMember: [...records.keys()].map((id) => ({ reference: `Observation/${id}` })),
-      }),
+    const res = await createObservation(tokens.gp, {
+      hasMember: [...records.keys()].map((id) => ({ reference: `Observation/${id}` })),
     });
     const took = performance.now() - started;
     answer = undefined;
