@@ -265,7 +265,7 @@ function pushReference(value: unknown, out: string[]): void {
 /**
  * What a linking reader yields, among the references, for a list where R4 allows one value
  * (`"subject": [B, A]`). Security: such a record belongs to nobody knowable — read as a list it
- * was A's — so the membership checks refuse it (misshapenLinkRefusal); it names no patient, so
+ * was A's — so the membership checks refuse it (checkedLinkingReferences); it names no patient, so
  * the audit's patientsIn skips it. Never a reference: no pattern here matches it.
  */
 export const MISSHAPEN_LINK = '\u0000misshapen';
