@@ -1,3 +1,4 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sweep } from '../../src/housekeeping.js';
 import { ManualClock } from '../helpers/clock.js';
@@ -164,6 +165,26 @@ describe.each(DIALECTS)('refresh and logout (%s)', (dialect) => {
     } finally {
       await timed.close();
     }
+  });
+
+  // tokens issued before the ids were signed (`rt_` + 43 characters) are known by their row alone
+  it('still rotates a refresh token of the earlier format', async () => {
+    const first = await loginPair();
+    const row = await gw.deps.db
+      .selectFrom('refresh_tokens')
+      .select(['id', 'session_id'])
+      .where('token_hash', '=', createHash('sha256').update(first.refresh_token).digest('hex'))
+      .executeTakeFirstOrThrow();
+    const earlier = `rt_${randomBytes(32).toString('base64url')}`;
+    await gw.deps.db
+      .updateTable('refresh_tokens')
+      .set({ token_hash: createHash('sha256').update(earlier).digest('hex') })
+      .where('id', '=', row.id)
+      .execute();
+    const rotated = await refresh(earlier);
+    expect(rotated.status).toBe(200);
+    expect(((await rotated.json()) as Pair).refresh_token).toMatch(/^rt_[A-Za-z0-9_-]{107}$/);
+    expect((await refresh(earlier)).status).toBe(401); // spent: reuse, as before
   });
 
   it('refuses unknown and malformed refresh tokens with 401', async () => {
