@@ -12,6 +12,7 @@ import {
 import { backoffMs, errorLabel, PermanentFailure, parsePayload } from '../email/outboxFailures.js';
 import { AppError } from '../errors.js';
 import type { FhirService } from '../fhir/fhirService.js';
+import { isStored } from '../fhir/upstreamStatus.js';
 import { heartbeat } from '../leases.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -166,9 +167,4 @@ async function markFailure(
     metrics?.outboxFailure(row.kind, 'retry');
   }
   lane.state.restingUntil = Math.max(lane.state.restingUntil, clock.now().getTime() + delay);
-}
-
-/** Whether a POST's status means the server stored what it was sent: a 2xx (isUpstreamSuccess also takes a 304). */
-export function isStored(status: number): boolean {
-  return status >= 200 && status < 300;
 }

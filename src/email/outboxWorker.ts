@@ -1,12 +1,13 @@
 import type { Kysely } from 'kysely';
 import { isDatabaseWait } from '../../db/connection.js';
 import type { Database, OutboxKind, OutboxRow, Role } from '../../db/schema.js';
-import { type AuditEventLane, deliverAuditBatch, isStored, type LaneState } from '../audit/auditEventLane.js';
+import { type AuditEventLane, deliverAuditBatch, type LaneState } from '../audit/auditEventLane.js';
 import { writeAudit } from '../audit/auditService.js';
 import type { CodeState } from '../auth/accountCodes.js';
 import type { Clock } from '../clock.js';
 import { AppError } from '../errors.js';
 import type { FhirService } from '../fhir/fhirService.js';
+import { isStored } from '../fhir/upstreamStatus.js';
 import { heartbeat, LEASE_MS } from '../leases.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics/metrics.js';

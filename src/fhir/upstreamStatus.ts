@@ -65,6 +65,11 @@ export function isUpstreamSuccess(status: number): boolean {
   return (status >= 200 && status < 300) || status === 304;
 }
 
+/** Whether a write's status means the server stored what it was sent: a 2xx, never the 304 isUpstreamSuccess also takes. */
+export function isStored(status: number): boolean {
+  return status >= 200 && status < 300;
+}
+
 /** What the mapping may need of the request and the answer besides the status. */
 export interface UpstreamExchange {
   readonly method?: string;

@@ -194,13 +194,6 @@ export interface CreatedOnFhir {
   readonly createdNow: boolean;
 }
 
-/** A conditional create's match whose details are not this create's (assertFoundIsThisCreate): never a server failure. */
-class FoundRecordDiffers extends Error {
-  constructor(readonly refusal: AppError) {
-    super('the record found differs');
-  }
-}
-
 // set by the FHIR server, not by a create: never compared (of `meta`, only what the server sets)
 const SERVER_ELEMENTS: ReadonlySet<string> = new Set(['id', 'text']);
 const SERVER_META: ReadonlySet<string> = new Set(['versionId', 'lastUpdated', 'source']);
@@ -260,11 +253,10 @@ function assertFoundIsThisCreate(
   );
   if (differing.length === 0) return;
   const named = differing.map((e) => (kind === 'slim' ? (SLIM_FIELD_OF[e] ?? e) : e));
-  throw new FoundRecordDiffers(
-    new AppError('conflict', {
-      detail: `An earlier create for this email made ${sent.resourceType}/${found.id} with other details (${named.join(', ')}) and no account: it was not changed. Create again with its details to finish that account, or change the record through /fhir first.`,
-    }),
-  );
+  // no upstream refusal in its cause: createOnFhir's asServerFailure leaves it the admin's 409
+  throw new AppError('conflict', {
+    detail: `An earlier create for this email made ${sent.resourceType}/${found.id} with other details (${named.join(', ')}) and no account: it was not changed. Create again with its details to finish that account, or change the record through /fhir first.`,
+  });
 }
 
 /** The slim create's field an element comes from, to name it as the admin sent it. */
@@ -302,7 +294,6 @@ async function createOnFhir(
       createdNow: false,
     };
   } catch (error) {
-    if (error instanceof FoundRecordDiffers) throw error.refusal;
     // 412 on a conditional create: several resources already carry this identifier (FHIR http.html#ccreate)
     if (error instanceof AppError && error.code === 'precondition_failed')
       throw new AppError('duplicate_identifier', { cause: error });

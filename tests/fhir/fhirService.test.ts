@@ -3,6 +3,7 @@ import { AppError } from '../../src/errors.js';
 import { createFhirService, type FhirService, tokenRenewDelayMs } from '../../src/fhir/fhirService.js';
 import {
   asBuiltByGateway,
+  isStored,
   isUpstreamSuccess,
   searchInteraction,
   upstreamRefusalOf,
@@ -462,6 +463,17 @@ describe('upstream status mapping', () => {
       expect(isUpstreamSuccess(upstreamStatus)).toBe(false);
       expect(upstreamStatusError(upstreamStatus).status).toBe(ours);
     }
+  });
+
+  // a write is stored only on a 2xx: a 304 (a cache in front of the server) stored nothing
+  it.each([
+    [200, true],
+    [201, true],
+    [204, true],
+    [304, false],
+    [400, false],
+  ])('a write answered %i was stored: %s', (status, stored) => {
+    expect(isStored(status)).toBe(stored);
   });
 
   it.each([
